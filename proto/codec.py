@@ -1,0 +1,65 @@
+"""Encoders and the one decoder per message type, made once.
+
+``decode`` turns bytes into a typed message or raises :class:`BadMessage` with a message a
+person can act on; callers answer that with an ``ErrorReply(code="bad_request")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from proto import messages as m
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+class BadMessage(ValueError):
+    """Bytes that do not decode as the expected message."""
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decoder(kind: type[T] | Any) -> msgspec.json.Decoder[T]:
+    dec = _decoders.get(kind)
+    if dec is None:
+        dec = _decoders[kind] = msgspec.json.Decoder(kind)
+    return dec
+
+
+def decode(kind: type[T] | Any, data: bytes) -> T:
+    try:
+        return decoder(kind).decode(data)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        name = getattr(kind, "__name__", str(kind))
+        raise BadMessage(f"could not decode {name}: {exc}") from None
+
+
+def error(code: m.ErrorCode, message: str) -> bytes:
+    return encode(m.ErrorReply(code=code, message=message))
+
+
+# Pre-build the decoders used on hot paths.
+for _kind in (
+    m.SubmitRequest,
+    m.SubmitReply,
+    m.CancelRequest,
+    m.CancelReply,
+    m.TargetsRequest,
+    m.TargetsReplyOrError,
+    m.Heartbeat,
+    m.AgentCommand,
+    m.RunReport,
+    m.RunRecord,
+    m.AgentRecord,
+    m.Manifest,
+    m.LogBatch,
+    m.MetricBatch,
+):
+    decoder(_kind)

@@ -1,0 +1,294 @@
+"""Every message that crosses the bus or is stored in JetStream, as msgspec Structs.
+
+Rules (see ARCHITECTURE.md): frozen, keyword-only Structs; tagged unions for variants; new
+fields get defaults; a field's type never changes. Unknown fields are ignored on decode so
+that an older reader accepts a newer writer's messages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from proto.states import RunState
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every wire type."""
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+class FileEntry(Message, kw_only=True):
+    path: str  # relative POSIX path inside the source directory
+    size: int
+    mode: int  # permission bits (e.g. 0o755)
+    sha256: str  # hex digest: also the blob's name in the object store
+
+
+class Manifest(Message, kw_only=True):
+    """The source directory at submit time; stored as a blob named by its own sha256."""
+
+    files: list[FileEntry]
+
+
+class GitInfo(Message, kw_only=True):
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool = False
+    remote: str | None = None
+
+
+# --- run configuration -------------------------------------------------------------------
+
+
+class PythonEnvironment(Message, kw_only=True):
+    """How the run's Python is provided.
+
+    user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
+    user_managed=False: build a venv from ``pip`` (requirement strings, in order) once per
+    content hash; ``conda`` lists conda packages other than python/pip (needs conda or
+    micromamba on the agent); ``python_version`` asks for a specific interpreter version.
+    """
+
+    user_managed: bool = True
+    interpreter: str | None = None
+    pip: list[str] = []
+    conda: list[str] = []
+    python_version: str | None = None
+
+
+class Environment(Message, kw_only=True):
+    python: PythonEnvironment = PythonEnvironment()
+
+
+class Resources(Message, kw_only=True):
+    cpus: float = 1.0
+    memory_mb: int = 0
+    gpus: int = 0
+
+
+class RunSpec(Message, kw_only=True):
+    """What the user asked for. Immutable once the run is accepted."""
+
+    experiment: str
+    target: str = "local"
+    script: str
+    arguments: list[str] = []
+    environment: Environment = Environment()
+    env_vars: dict[str, str] = {}
+    max_duration_s: float | None = None
+    resources: Resources = Resources()
+    priority: int = 0  # higher runs first
+    snapshot_id: str  # sha256 of the encoded Manifest blob
+    snapshot_files: int = 0
+    snapshot_bytes: int = 0
+    git: GitInfo | None = None
+    submission_id: str | None = None  # client-chosen id that makes retries idempotent
+
+
+# --- run history ---------------------------------------------------------------------------
+
+
+class RunError(Message, kw_only=True):
+    kind: str  # e.g. "exit_code", "timeout", "environment", "snapshot", "lost", "canceled"
+    message: str
+
+
+class Artifact(Message, kw_only=True):
+    path: str  # relative to the run's outputs/ directory's parent, e.g. "outputs/model.pkl"
+    size: int
+    sha256: str
+
+
+class StateChange(Message, kw_only=True):
+    state: RunState
+    at: float
+    attempt: int
+
+
+class RunRecord(Message, kw_only=True):
+    """One run as stored in the runs KV bucket (key: run_id). Written only by the scheduler."""
+
+    run_id: str
+    spec: RunSpec
+    state: RunState
+    attempt: int  # raised every time the run goes back to Queued
+    created_at: float
+    agent_id: str | None = None
+    agent_incarnation: str | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    error: RunError | None = None
+    artifacts: list[Artifact] = []
+    cancel_requested: bool = False
+    history: list[StateChange] = []
+
+
+# --- client <-> scheduler API --------------------------------------------------------------
+
+
+class SubmitRequest(Message, kw_only=True, tag="submit"):
+    spec: RunSpec
+    validate_only: bool = False  # check everything, create nothing
+
+
+class SubmitAccepted(Message, kw_only=True, tag="submit_accepted"):
+    run_id: str
+    created: bool = True  # False when submission_id matched an existing run
+
+
+class CancelRequest(Message, kw_only=True, tag="cancel"):
+    run_id: str
+
+
+class CancelAccepted(Message, kw_only=True, tag="cancel_accepted"):
+    run_id: str
+    state: RunState  # the state after the request: Canceled, or still running until it stops
+
+
+class TargetsRequest(Message, kw_only=True, tag="targets"):
+    pass
+
+
+class TargetInfo(Message, kw_only=True):
+    name: str
+    kind: Literal["local", "agents"]
+    agents: int  # live agents serving it
+
+
+class TargetsReply(Message, kw_only=True, tag="targets_reply"):
+    targets: list[TargetInfo]
+
+
+ErrorCode = Literal[
+    "bad_request",  # undecodable or invalid message
+    "unknown_target",
+    "not_found",
+    "conflict",
+    "invalid_state",
+    "snapshot_missing",
+    "internal",
+]
+
+
+class ErrorReply(Message, kw_only=True, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+SubmitReply = SubmitAccepted | ErrorReply
+CancelReply = CancelAccepted | ErrorReply
+TargetsReplyOrError = TargetsReply | ErrorReply
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+class Capacity(Message, kw_only=True):
+    cpus: float
+    memory_mb: int
+    gpus: int = 0
+    gpu_type: str | None = None
+
+
+class RunRef(Message, kw_only=True):
+    run_id: str
+    attempt: int
+
+
+class Heartbeat(Message, kw_only=True, tag="heartbeat"):
+    """Agent -> scheduler, every heartbeat interval. Also how an agent registers."""
+
+    agent_id: str
+    incarnation: str  # new random value every time the agent process starts
+    target: str
+    hostname: str
+    capacity: Capacity
+    running: list[RunRef] = []  # runs this incarnation holds now
+    finished: list[RunRef] = []  # runs it finished recently (so a late resend is ignored)
+    sent_at: float
+    version: str = ""
+    env_cache_hits: int = 0
+    env_cache_misses: int = 0
+
+
+class Assign(Message, kw_only=True, tag="assign"):
+    run_id: str
+    attempt: int
+    incarnation: str  # the agent incarnation this is meant for
+    spec: RunSpec
+
+
+class Cancel(Message, kw_only=True, tag="cancel"):
+    run_id: str
+    attempt: int
+    reason: Literal["canceled", "stale"] = "canceled"
+
+
+AgentCommand = Assign | Cancel
+
+
+class RunReport(Message, kw_only=True, tag="report"):
+    """Agent -> scheduler: a run's attempt reached ``state``. Durable (JetStream)."""
+
+    agent_id: str
+    incarnation: str
+    run_id: str
+    attempt: int
+    state: RunState
+    at: float
+    exit_code: int | None = None
+    error: RunError | None = None
+    artifacts: list[Artifact] = []
+
+
+class AgentRecord(Message, kw_only=True):
+    """One agent as stored in the agents KV bucket (key: agent_id), for status views."""
+
+    agent_id: str
+    incarnation: str
+    target: str
+    hostname: str
+    capacity: Capacity
+    state: Literal["ready", "lost"]
+    first_seen: float
+    last_seen: float
+
+
+# --- run output ------------------------------------------------------------------------------
+
+
+class LogLine(Message, kw_only=True):
+    t: float
+    stream: Literal["stdout", "stderr", "system"]
+    text: str
+
+
+class LogBatch(Message, kw_only=True):
+    """Published on ``subjects.logs(run_id)``. ``eof`` marks the end of the run's output."""
+
+    run_id: str
+    attempt: int
+    lines: list[LogLine] = []
+    eof: bool = False
+
+
+MetricValue = float | int | str | bool
+
+
+class MetricPoint(Message, kw_only=True):
+    name: str
+    value: MetricValue
+    t: float
+    step: int | None = None
+
+
+class MetricBatch(Message, kw_only=True):
+    run_id: str
+    attempt: int
+    points: list[MetricPoint]

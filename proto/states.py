@@ -1,0 +1,71 @@
+"""The run lifecycle: states and the only transitions allowed between them.
+
+Every component that changes a run's state goes through :func:`transition`; nothing compares
+states by hand to decide whether a move is legal.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunState(StrEnum):
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+Q, P, S, R, F = (
+    RunState.QUEUED,
+    RunState.PREPARING,
+    RunState.STARTING,
+    RunState.RUNNING,
+    RunState.FINALIZING,
+)
+DONE, FAIL, CANC = RunState.COMPLETED, RunState.FAILED, RunState.CANCELED
+
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    # placed on an agent; canceled before placement; refused because it can never run
+    Q: frozenset({P, CANC, FAIL}),
+    # snapshot and environment ready; agent lost -> requeued; build failed; canceled
+    P: frozenset({S, Q, FAIL, CANC}),
+    # process started; agent lost -> requeued; could not start; canceled
+    S: frozenset({R, Q, FAIL, CANC}),
+    # process exited -> uploading outputs; agent lost -> requeued; killed (timeout); canceled
+    R: frozenset({F, Q, FAIL, CANC}),
+    # outputs uploaded. No way back to Queued: the script has already run to its end, and
+    # running it again would complete one submission twice. A loss here is a failure.
+    F: frozenset({DONE, FAIL, CANC}),
+    # terminal states absorb
+    DONE: frozenset(),
+    FAIL: frozenset(),
+    CANC: frozenset(),
+}
+
+TERMINAL: frozenset[RunState] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+# States in which a run is held by an agent (it has an agent id and an attempt in flight).
+ON_AGENT: frozenset[RunState] = frozenset({P, S, R, F})
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: RunState, target: RunState) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (terminal)"
+        super().__init__(f"a run in state {current} cannot move to {target}; allowed: {allowed}")
+        self.current = current
+        self.target = target
+
+
+def can_transition(current: RunState, target: RunState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def transition(current: RunState, target: RunState) -> RunState:
+    """Return ``target`` if the lifecycle allows ``current -> target``; raise otherwise."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+    return target

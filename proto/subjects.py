@@ -1,0 +1,66 @@
+"""Every NATS subject, stream, bucket and object-store name Sortie uses, built in one place.
+
+Nothing else in the code spells a subject string. Tokens that come from users or agents
+(run ids, agent ids) are checked so that no caller can inject ``.``, ``*`` or ``>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "sortie"
+
+# --- request/reply API served by the scheduler (queue group ``SCHEDULER_QUEUE``) -----------
+API_SUBMIT = f"{PREFIX}.api.submit"
+API_CANCEL = f"{PREFIX}.api.cancel"
+API_TARGETS = f"{PREFIX}.api.targets"
+API_ALL = f"{PREFIX}.api.>"
+SCHEDULER_QUEUE = "sortie-scheduler"
+
+# --- agents ------------------------------------------------------------------------------
+HEARTBEATS_ALL = f"{PREFIX}.hb.*"
+REPORTS_ALL = f"{PREFIX}.report.*"
+
+# --- JetStream resources -------------------------------------------------------------------
+STREAM_REPORTS = "SORTIE_REPORTS"  # agent -> scheduler run reports (durable, work queue)
+STREAM_LOGS = "SORTIE_LOGS"  # run output, one subject per run
+STREAM_METRICS = "SORTIE_METRICS"  # run metrics, one subject per run
+LOGS_ALL = f"{PREFIX}.logs.*"
+METRICS_ALL = f"{PREFIX}.metrics.*"
+REPORTS_CONSUMER = "scheduler"
+
+KV_RUNS = "sortie_runs"  # run id -> RunRecord
+KV_AGENTS = "sortie_agents"  # agent id -> AgentRecord
+OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def check_token(kind: str, value: str) -> str:
+    """Return ``value`` if it can stand as one subject token; raise ``ValueError`` otherwise."""
+    if not _TOKEN.match(value):
+        raise ValueError(
+            f"{kind} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'"
+        )
+    return value
+
+
+def agent_commands(agent_id: str) -> str:
+    """Scheduler -> one agent: assignments and cancels."""
+    return f"{PREFIX}.agent.{check_token('agent id', agent_id)}.cmd"
+
+
+def heartbeat(agent_id: str) -> str:
+    return f"{PREFIX}.hb.{check_token('agent id', agent_id)}"
+
+
+def report(agent_id: str) -> str:
+    return f"{PREFIX}.report.{check_token('agent id', agent_id)}"
+
+
+def logs(run_id: str) -> str:
+    return f"{PREFIX}.logs.{check_token('run id', run_id)}"
+
+
+def metrics(run_id: str) -> str:
+    return f"{PREFIX}.metrics.{check_token('run id', run_id)}"

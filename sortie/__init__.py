@@ -1,0 +1,29 @@
+"""Sortie: run training scripts on your own machines.
+
+``from sortie import Run`` works with the standard library alone (it is what a training
+script imports). The client SDK names are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sortie.run_context import Run
+
+__all__ = [
+    "Experiment",
+    "Run",
+    "RunConfiguration",
+    "ScriptRunConfig",
+    "Workspace",
+]
+
+_SDK = {"Workspace", "Experiment", "ScriptRunConfig", "RunConfiguration", "SubmittedRun"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SDK:
+        from sortie import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'sortie' has no attribute {name!r}")

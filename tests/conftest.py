@@ -1,0 +1,29 @@
+"""Shared fixtures: a real nats-server with JetStream on a free port and a temporary store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sortie.broker import BrokerProcess, free_port, start_broker
+from sortie.bus import Bus, open_bus
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = start_broker(tmp_path / "nats", port=free_port(), sync_always=False)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def bus(broker: BrokerProcess) -> AsyncIterator[Bus]:
+    b = await open_bus(broker.url, "test", create=True)
+    try:
+        yield b
+    finally:
+        await b.close()
