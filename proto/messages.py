@@ -21,20 +21,20 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
 # --- snapshots ---------------------------------------------------------------------------
 
 
-class FileEntry(Message, kw_only=True):
+class FileEntry(Message, frozen=True, kw_only=True):
     path: str  # relative POSIX path inside the source directory
     size: int
     mode: int  # permission bits (e.g. 0o755)
     sha256: str  # hex digest: also the blob's name in the object store
 
 
-class Manifest(Message, kw_only=True):
+class Manifest(Message, frozen=True, kw_only=True):
     """The source directory at submit time; stored as a blob named by its own sha256."""
 
     files: list[FileEntry]
 
 
-class GitInfo(Message, kw_only=True):
+class GitInfo(Message, frozen=True, kw_only=True):
     commit: str | None = None
     branch: str | None = None
     dirty: bool = False
@@ -44,7 +44,7 @@ class GitInfo(Message, kw_only=True):
 # --- run configuration -------------------------------------------------------------------
 
 
-class PythonEnvironment(Message, kw_only=True):
+class PythonEnvironment(Message, frozen=True, kw_only=True):
     """How the run's Python is provided.
 
     user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
@@ -58,19 +58,20 @@ class PythonEnvironment(Message, kw_only=True):
     pip: list[str] = []
     conda: list[str] = []
     python_version: str | None = None
+    channels: list[str] = []  # conda channels, in priority order
 
 
-class Environment(Message, kw_only=True):
+class Environment(Message, frozen=True, kw_only=True):
     python: PythonEnvironment = PythonEnvironment()
 
 
-class Resources(Message, kw_only=True):
+class Resources(Message, frozen=True, kw_only=True):
     cpus: float = 1.0
     memory_mb: int = 0
     gpus: int = 0
 
 
-class RunSpec(Message, kw_only=True):
+class RunSpec(Message, frozen=True, kw_only=True):
     """What the user asked for. Immutable once the run is accepted."""
 
     experiment: str
@@ -92,24 +93,24 @@ class RunSpec(Message, kw_only=True):
 # --- run history ---------------------------------------------------------------------------
 
 
-class RunError(Message, kw_only=True):
+class RunError(Message, frozen=True, kw_only=True):
     kind: str  # e.g. "exit_code", "timeout", "environment", "snapshot", "lost", "canceled"
     message: str
 
 
-class Artifact(Message, kw_only=True):
+class Artifact(Message, frozen=True, kw_only=True):
     path: str  # relative to the run's outputs/ directory's parent, e.g. "outputs/model.pkl"
     size: int
     sha256: str
 
 
-class StateChange(Message, kw_only=True):
+class StateChange(Message, frozen=True, kw_only=True):
     state: RunState
     at: float
     attempt: int
 
 
-class RunRecord(Message, kw_only=True):
+class RunRecord(Message, frozen=True, kw_only=True):
     """One run as stored in the runs KV bucket (key: run_id). Written only by the scheduler."""
 
     run_id: str
@@ -132,36 +133,42 @@ class RunRecord(Message, kw_only=True):
 # --- client <-> scheduler API --------------------------------------------------------------
 
 
-class SubmitRequest(Message, kw_only=True, tag="submit"):
+class SubmitRequest(Message, frozen=True, kw_only=True, tag="submit"):
     spec: RunSpec
     validate_only: bool = False  # check everything, create nothing
 
 
-class SubmitAccepted(Message, kw_only=True, tag="submit_accepted"):
+class SubmitAccepted(Message, frozen=True, kw_only=True, tag="submit_accepted"):
     run_id: str
     created: bool = True  # False when submission_id matched an existing run
 
 
-class CancelRequest(Message, kw_only=True, tag="cancel"):
+class SubmitValid(Message, frozen=True, kw_only=True, tag="submit_valid"):
+    """Reply to a ``validate_only`` submit: the run would be accepted."""
+
+    target: str
+
+
+class CancelRequest(Message, frozen=True, kw_only=True, tag="cancel"):
     run_id: str
 
 
-class CancelAccepted(Message, kw_only=True, tag="cancel_accepted"):
+class CancelAccepted(Message, frozen=True, kw_only=True, tag="cancel_accepted"):
     run_id: str
     state: RunState  # the state after the request: Canceled, or still running until it stops
 
 
-class TargetsRequest(Message, kw_only=True, tag="targets"):
+class TargetsRequest(Message, frozen=True, kw_only=True, tag="targets"):
     pass
 
 
-class TargetInfo(Message, kw_only=True):
+class TargetInfo(Message, frozen=True, kw_only=True):
     name: str
     kind: Literal["local", "agents"]
     agents: int  # live agents serving it
 
 
-class TargetsReply(Message, kw_only=True, tag="targets_reply"):
+class TargetsReply(Message, frozen=True, kw_only=True, tag="targets_reply"):
     targets: list[TargetInfo]
 
 
@@ -176,12 +183,12 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorReply(Message, kw_only=True, tag="error"):
+class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):
     code: ErrorCode
     message: str
 
 
-SubmitReply = SubmitAccepted | ErrorReply
+SubmitReply = SubmitAccepted | SubmitValid | ErrorReply
 CancelReply = CancelAccepted | ErrorReply
 TargetsReplyOrError = TargetsReply | ErrorReply
 
@@ -189,19 +196,19 @@ TargetsReplyOrError = TargetsReply | ErrorReply
 # --- agents ----------------------------------------------------------------------------------
 
 
-class Capacity(Message, kw_only=True):
+class Capacity(Message, frozen=True, kw_only=True):
     cpus: float
     memory_mb: int
     gpus: int = 0
     gpu_type: str | None = None
 
 
-class RunRef(Message, kw_only=True):
+class RunRef(Message, frozen=True, kw_only=True):
     run_id: str
     attempt: int
 
 
-class Heartbeat(Message, kw_only=True, tag="heartbeat"):
+class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     """Agent -> scheduler, every heartbeat interval. Also how an agent registers."""
 
     agent_id: str
@@ -217,14 +224,14 @@ class Heartbeat(Message, kw_only=True, tag="heartbeat"):
     env_cache_misses: int = 0
 
 
-class Assign(Message, kw_only=True, tag="assign"):
+class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     run_id: str
     attempt: int
     incarnation: str  # the agent incarnation this is meant for
     spec: RunSpec
 
 
-class Cancel(Message, kw_only=True, tag="cancel"):
+class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
     run_id: str
     attempt: int
     reason: Literal["canceled", "stale"] = "canceled"
@@ -233,7 +240,7 @@ class Cancel(Message, kw_only=True, tag="cancel"):
 AgentCommand = Assign | Cancel
 
 
-class RunReport(Message, kw_only=True, tag="report"):
+class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     """Agent -> scheduler: a run's attempt reached ``state``. Durable (JetStream)."""
 
     agent_id: str
@@ -247,7 +254,7 @@ class RunReport(Message, kw_only=True, tag="report"):
     artifacts: list[Artifact] = []
 
 
-class AgentRecord(Message, kw_only=True):
+class AgentRecord(Message, frozen=True, kw_only=True):
     """One agent as stored in the agents KV bucket (key: agent_id), for status views."""
 
     agent_id: str
@@ -263,13 +270,13 @@ class AgentRecord(Message, kw_only=True):
 # --- run output ------------------------------------------------------------------------------
 
 
-class LogLine(Message, kw_only=True):
+class LogLine(Message, frozen=True, kw_only=True):
     t: float
     stream: Literal["stdout", "stderr", "system"]
     text: str
 
 
-class LogBatch(Message, kw_only=True):
+class LogBatch(Message, frozen=True, kw_only=True):
     """Published on ``subjects.logs(run_id)``. ``eof`` marks the end of the run's output."""
 
     run_id: str
@@ -281,14 +288,14 @@ class LogBatch(Message, kw_only=True):
 MetricValue = float | int | str | bool
 
 
-class MetricPoint(Message, kw_only=True):
+class MetricPoint(Message, frozen=True, kw_only=True):
     name: str
     value: MetricValue
     t: float
     step: int | None = None
 
 
-class MetricBatch(Message, kw_only=True):
+class MetricBatch(Message, frozen=True, kw_only=True):
     run_id: str
     attempt: int
     points: list[MetricPoint]

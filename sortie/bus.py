@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -90,17 +91,24 @@ async def connect(
         "ping_interval": 5,
         "max_outstanding_pings": 3,
     }
-    if reconnect_forever:
-        options["retry_on_failed_connect"] = True
 
     async def _quiet(_exc: Exception) -> None:
         return None
 
     options["error_cb"] = _quiet
-    try:
-        return await nats.connect(**options)  # type: ignore[arg-type]
-    except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
-        raise BrokerUnreachable(unreachable_message(url, exc or type(exc).__name__)) from None
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(**options)  # type: ignore[arg-type]
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            if not reconnect_forever:
+                raise BrokerUnreachable(unreachable_message(url, exc or type(exc).__name__)) from None
+            # A daemon waits for its broker: log once per attempt, back off up to 5 s.
+            structlog.get_logger("sortie.bus").warning(
+                "broker unreachable; retrying", url=url, retry_in_s=delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def ensure_resources(js: JetStreamContext, *, replicas: int = 1) -> None:
@@ -247,3 +255,19 @@ async def fetch_blob_to(store: ObjectStore, sha: str, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise ValueError(f"blob {sha} is corrupt in the object store (hash mismatch)")
     tmp.replace(dest)
+
+
+async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entry]:
+    """The current value of every key in a bucket, in one ordered pass (no per-key requests)."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    items: list[KeyValue.Entry] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)
+            if entry is None:
+                break
+            if entry.value is not None and entry.operation is None:
+                items.append(entry)
+    finally:
+        await watcher.stop()
+    return items

@@ -1,0 +1,384 @@
+"""One attempt of one run, from assignment to its terminal report.
+
+materialise snapshot -> prepare environment -> report Starting -> spawn -> report Running ->
+wait -> report Finalizing -> upload outputs -> flush logs and metrics -> terminal report.
+
+A stop asked for before the spawn cancels the pipeline; after it, the executor stops the
+process (SIGTERM, grace, SIGKILL). ``canceled`` ends in a Canceled report; ``stale`` and
+``shutdown`` end without a report (the scheduler has moved on, or will requeue the run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
+
+from agents.envcache import EnvCache, EnvError
+from agents.executors import Execution, Executor, Launch, Outcome
+from agents.metrics_fifo import MetricsFifo, parse_metric
+from agents.publisher import RunOutput, send_report
+from agents.snapshot_cache import SnapshotCache, SnapshotError
+from proto import messages as m
+from proto.paths import check_relpath
+from proto.states import RunState
+from sortie import run_context as rc
+from sortie.bus import missing_blobs, put_blob, sha256_file
+
+StopReason = Literal["canceled", "stale", "shutdown"]
+MAX_BAD_METRIC_LINES = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptDeps:
+    """What every attempt on one agent shares."""
+
+    js: JetStreamContext
+    blobs: ObjectStore
+    agent_id: str
+    incarnation: str
+    data_dir: Path
+    runtime_dir: Path  # holds sortie/__init__.py, prefixed to the run's PYTHONPATH
+    kill_grace_s: float
+    snapshots: SnapshotCache
+    envs: EnvCache
+    executor: Executor
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+
+def script_argv(python: str, script_path: Path, arguments: list[str]) -> list[str]:
+    """How a script is started: python for .py, sh for .sh, directly otherwise."""
+    if script_path.suffix == ".py":
+        return [python, str(script_path), *arguments]
+    if script_path.suffix == ".sh":
+        return ["sh", str(script_path), *arguments]
+    return [str(script_path), *arguments]
+
+
+def child_env(
+    base: dict[str, str],
+    spec: m.RunSpec,
+    *,
+    run_id: str,
+    attempt: int,
+    metrics_file: Path,
+    outputs_dir: Path,
+    runtime_dir: Path,
+) -> dict[str, str]:
+    env = dict(base)
+    env.update(spec.env_vars)
+    env[rc.ENV_RUN_ID] = run_id
+    env[rc.ENV_ATTEMPT] = str(attempt)
+    env[rc.ENV_EXPERIMENT] = spec.experiment
+    env[rc.ENV_TARGET] = spec.target
+    env[rc.ENV_METRICS_FILE] = str(metrics_file)
+    env[rc.ENV_OUTPUTS_DIR] = str(outputs_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
+    return env
+
+
+def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | None:
+    """The error of a process outcome that was not a stop request (None on success)."""
+    if outcome.timed_out:
+        return m.RunError(
+            kind="timeout",
+            message=f"the run exceeded its max_duration_s={max_duration_s:g} and was stopped"
+            if max_duration_s is not None
+            else "the run exceeded its max duration and was stopped",
+        )
+    code = outcome.exit_code
+    if code == 0:
+        return None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return m.RunError(kind="exit_code", message=f"script was killed by {name} (code {code})")
+    return m.RunError(kind="exit_code", message=f"script exited with code {code}")
+
+
+def write_runtime(runtime_dir: Path) -> None:
+    """Put the run-context module on disk as package ``sortie`` (atomically)."""
+    pkg = runtime_dir / "sortie"
+    pkg.mkdir(parents=True, exist_ok=True)
+    source = Path(rc.__file__).read_text()
+    tmp = pkg / f".__init__.py.{os.getpid()}.tmp"
+    tmp.write_text(source)
+    tmp.replace(pkg / "__init__.py")
+
+
+def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
+    """Files under outputs/ as (artifact path, file, size, sha256); and what was skipped."""
+    outputs = workdir / "outputs"
+    if not outputs.is_dir():
+        return [], []
+    base = outputs.resolve()
+    found: list[tuple[str, Path, int, str]] = []
+    skipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(outputs, followlinks=False):
+        for name in sorted(filenames) + sorted(
+            d for d in dirnames if (Path(dirpath) / d).is_symlink()
+        ):
+            path = Path(dirpath) / name
+            rel = path.relative_to(outputs).as_posix()
+            real = path.resolve()
+            if not real.is_relative_to(base):
+                skipped.append(f"outputs/{rel} (a link leaving outputs/)")
+                continue
+            if not real.is_file():
+                if not real.is_dir():
+                    skipped.append(f"outputs/{rel} (not a regular file)")
+                continue
+            artifact = f"outputs/{rel}"
+            if check_relpath(artifact) is not None:
+                skipped.append(f"{artifact!r} (bad name)")
+                continue
+            found.append((artifact, real, real.stat().st_size, sha256_file(real)))
+    return found, skipped
+
+
+async def upload_outputs(
+    store: ObjectStore, workdir: Path, say: Callable[[str], None]
+) -> list[m.Artifact]:
+    found, skipped = await asyncio.to_thread(scan_outputs, workdir)
+    for s in skipped:
+        say(f"not uploading {s}")
+    if not found:
+        return []
+    try:
+        missing = await missing_blobs(store, [f[3] for f in found])
+    except (nats.errors.Error, TimeoutError, OSError) as exc:
+        say(f"cannot upload outputs: {exc}")
+        return []
+    artifacts: list[m.Artifact] = []
+    sent = 0
+    for artifact, path, size, sha in found:
+        if sha in missing:
+            try:
+                await put_blob(store, sha, path)
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                say(f"cannot upload {artifact}: {exc}")
+                continue
+            missing.discard(sha)
+            sent += 1
+        artifacts.append(m.Artifact(path=artifact, size=size, sha256=sha))
+    say(f"outputs: {len(artifacts)} files, {sent} uploaded, {len(artifacts) - sent} already stored")
+    return artifacts
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+class Attempt:
+    def __init__(self, deps: AttemptDeps, assign: m.Assign) -> None:
+        self.deps = deps
+        self.run_id = assign.run_id
+        self.attempt = assign.attempt
+        self.spec = assign.spec
+        self.ref = m.RunRef(run_id=assign.run_id, attempt=assign.attempt)
+        self.stop_reason: StopReason | None = None
+        self.execution: Execution | None = None
+        self.terminal: RunState | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._cancellable = False  # only while materialising / preparing the environment
+        self._bad_metrics = 0
+        self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
+        self.output = RunOutput(deps.js, self.run_id, self.attempt, deps.incarnation)
+        self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
+
+    def start(self, previous: Attempt | None = None) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(
+            self.run(previous), name=f"attempt-{self.run_id}-{self.attempt}"
+        )
+        return self.task
+
+    async def stop(self, reason: StopReason) -> None:
+        """Stop this attempt and wait until it has wound down."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self._log.info("stopping attempt", reason=reason)
+        if self.execution is not None:
+            await self.execution.stop()
+        elif self._cancellable and self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.task is not None:
+            await asyncio.wait([self.task])
+
+    # reports ----------------------------------------------------------------------------
+
+    async def _report(
+        self,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        error: m.RunError | None = None,
+        artifacts: list[m.Artifact] | None = None,
+    ) -> None:
+        report = m.RunReport(
+            agent_id=self.deps.agent_id,
+            incarnation=self.deps.incarnation,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            state=state,
+            at=time.time(),
+            exit_code=exit_code,
+            error=error,
+            artifacts=artifacts or [],
+        )
+        await send_report(self.deps.js, report)
+        self._log.info("attempt state", state=str(state), error=error.kind if error else None)
+
+    async def _terminal(
+        self,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        error: m.RunError | None = None,
+        artifacts: list[m.Artifact] | None = None,
+    ) -> None:
+        self._cancellable = False
+        if error is not None:
+            self.output.system(f"{state}: {error.message}")
+        await self.output.close()  # every log line is acked before the terminal report
+        self.terminal = state
+        await self._report(state, exit_code=exit_code, error=error, artifacts=artifacts)
+
+    async def _fail(self, kind: str, message: str) -> None:
+        await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
+
+    async def _wind_down_stopped(self) -> None:
+        if self.stop_reason == "canceled":
+            await self._terminal(
+                RunState.CANCELED,
+                error=m.RunError(kind="canceled", message="canceled before the script started"),
+            )
+        else:
+            await self.output.close()
+
+    # pipeline ---------------------------------------------------------------------------
+
+    async def run(self, previous: Attempt | None = None) -> None:
+        try:
+            if previous is not None:
+                await previous.stop("stale")
+            await self._pipeline()
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                self.output.abort()
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._cancellable = False
+            await self._wind_down_stopped()
+        except Exception as exc:  # a bug must not leave the run hanging in Preparing
+            self._log.exception("attempt crashed")
+            if self.terminal is None and self.stop_reason is None:
+                await self._fail("internal", f"the agent failed while running the attempt: {exc!r}")
+            else:
+                self.output.abort()
+
+    async def _pipeline(self) -> None:
+        deps, spec, out = self.deps, self.spec, self.output
+        out.system(f"run {self.run_id} attempt {self.attempt} on agent {deps.agent_id}")
+        self._cancellable = True
+        try:
+            await deps.snapshots.materialise(spec.snapshot_id, self.workdir, out.system)
+        except SnapshotError as exc:
+            return await self._fail("snapshot", str(exc))
+        try:
+            env = await deps.envs.prepare(spec.environment.python, out.system)
+        except EnvError as exc:
+            return await self._fail("environment", str(exc))
+        self._cancellable = False
+        why = check_relpath(spec.script)
+        script = self.workdir / spec.script
+        if why is not None:
+            return await self._fail("start", f"script {why}")
+        if not script.is_file():
+            return await self._fail(
+                "start", f"script {spec.script!r} is not in the snapshot: check source_directory"
+            )
+        if self.stop_reason is not None:
+            return await self._wind_down_stopped()
+
+        fifo_path = self.workdir.parent / f"{self.attempt}.metrics"
+        launch = Launch(
+            argv=script_argv(env.python, script, list(spec.arguments)),
+            cwd=self.workdir,
+            env=child_env(
+                dict(os.environ),
+                spec,
+                run_id=self.run_id,
+                attempt=self.attempt,
+                metrics_file=fifo_path,
+                outputs_dir=(self.workdir / "outputs").resolve(),
+                runtime_dir=deps.runtime_dir,
+            ),
+            max_duration_s=spec.max_duration_s,
+            kill_grace_s=deps.kill_grace_s,
+        )
+        await self._report(RunState.STARTING)
+        fifo = MetricsFifo(fifo_path, self._on_metric_line)
+        try:
+            fifo.open()
+            self.execution = await deps.executor.start(launch, out.line)
+        except OSError as exc:
+            fifo.close()
+            return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
+        out.system(f"started {' '.join(launch.argv[:2])}")
+        if self.stop_reason is not None:
+            await self.execution.stop()
+        await self._report(RunState.RUNNING)
+        outcome = await self.execution.wait()
+        fifo.close()
+        out.system(
+            f"process exited with code {outcome.exit_code} after {outcome.duration_s:.1f}s"
+            + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
+        )
+        if self.stop_reason in ("stale", "shutdown"):
+            await self.output.close()
+            return None
+        await self._report(RunState.FINALIZING)
+        artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
+        if self.stop_reason == "canceled":
+            return await self._terminal(
+                RunState.CANCELED,
+                exit_code=outcome.exit_code,
+                error=m.RunError(kind="canceled", message="canceled while running"),
+                artifacts=artifacts,
+            )
+        error = exit_error(outcome, spec.max_duration_s)
+        await self._terminal(
+            RunState.COMPLETED if error is None else RunState.FAILED,
+            exit_code=outcome.exit_code,
+            error=error,
+            artifacts=artifacts,
+        )
+        return None
+
+    def _on_metric_line(self, line: bytes) -> None:
+        parsed = parse_metric(line)
+        if isinstance(parsed, m.MetricPoint):
+            self.output.metric(parsed)
+            return
+        self._bad_metrics += 1
+        if self._bad_metrics <= MAX_BAD_METRIC_LINES:
+            self.output.system(parsed)
+        if self._bad_metrics == MAX_BAD_METRIC_LINES:
+            self.output.system("further bad metric lines are not reported")

@@ -1,0 +1,33 @@
+"""The agent's configuration: one struct instead of long argument lists."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from proto import messages as m
+from proto.subjects import check_token
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    url: str
+    agent_id: str
+    target: str
+    data_dir: Path
+    heartbeat_interval_s: float = 1.0
+    kill_grace_s: float = 10.0
+    capacity: m.Capacity | None = None  # None: measured from the host (agents.facts)
+    finished_keep_s: float = 600.0  # how long a finished attempt stays in heartbeats
+    finished_cap: int = 200
+    snapshot_concurrency: int = 16
+
+
+def default_agent_id(target: str, hostname: str | None = None) -> str:
+    """``{target}-{hostname}`` with anything outside ``[A-Za-z0-9_-]`` replaced by ``-``."""
+    host = hostname if hostname is not None else socket.gethostname()
+    raw = f"{target}-{host}"
+    clean = re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:128].strip("-") or "agent"
+    return check_token("agent id", clean)

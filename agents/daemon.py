@@ -1,0 +1,227 @@
+"""The agent daemon: heartbeats, commands in, one task per attempt.
+
+Commands arrive on core NATS and go through one queue, handled in order by one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+
+from agents.attempt import Attempt, AttemptDeps, write_runtime
+from agents.config import AgentConfig, default_agent_id
+from agents.envcache import EnvCache
+from agents.executors.process import ProcessExecutor
+from agents.facts import host_capacity, hostname
+from agents.snapshot_cache import SnapshotCache
+from proto import codec, subjects
+from proto import messages as m
+from sortie.bus import BrokerUnreachable, Bus, NotInitialised, open_bus
+
+__all__ = ["AgentConfig", "AgentState", "default_agent_id", "run_agent"]
+
+SEEN_CAP = 10_000
+SHUTDOWN_LIMIT_S = 60.0
+VERSION = "0.1.0"
+
+log = structlog.get_logger()
+
+
+@dataclass
+class AgentState:
+    """What one agent incarnation holds: attempts in flight, and what it finished."""
+
+    incarnation: str
+    running: dict[str, Attempt] = field(default_factory=dict)  # run_id -> current attempt
+    finished: collections.OrderedDict[tuple[str, int], float] = field(
+        default_factory=collections.OrderedDict
+    )  # (run_id, attempt) -> finished at
+    seen: collections.OrderedDict[tuple[str, int], None] = field(
+        default_factory=collections.OrderedDict
+    )
+    bad_commands: int = 0
+
+    def mark_seen(self, key: tuple[str, int]) -> None:
+        self.seen[key] = None
+        while len(self.seen) > SEEN_CAP:
+            self.seen.popitem(last=False)
+
+    def prune_finished(self, now: float, keep_s: float, cap: int) -> None:
+        for key, at in list(self.finished.items()):
+            if now - at > keep_s:
+                del self.finished[key]
+        while len(self.finished) > cap:
+            self.finished.popitem(last=False)
+
+
+def heartbeat(
+    config: AgentConfig,
+    state: AgentState,
+    capacity: m.Capacity,
+    host: str,
+    envs: EnvCache,
+    now: float,
+) -> m.Heartbeat:
+    state.prune_finished(now, config.finished_keep_s, config.finished_cap)
+    return m.Heartbeat(
+        agent_id=config.agent_id,
+        incarnation=state.incarnation,
+        target=config.target,
+        hostname=host,
+        capacity=capacity,
+        running=[a.ref for a in state.running.values()],
+        finished=[m.RunRef(run_id=r, attempt=a) for (r, a) in state.finished],
+        sent_at=now,
+        version=VERSION,
+        env_cache_hits=envs.hits,
+        env_cache_misses=envs.misses,
+    )
+
+
+async def _open(config: AgentConfig, stop: asyncio.Event) -> Bus | None:
+    waited = False
+    while not stop.is_set():
+        try:
+            return await open_bus(config.url, f"agent-{config.agent_id}", reconnect_forever=True)
+        except (NotInitialised, BrokerUnreachable) as exc:
+            if not waited:
+                log.warning("waiting for the broker and the scheduler's resources", why=str(exc))
+                waited = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return None
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
+    """Serve as agent ``config.agent_id`` until ``stop`` is set; then stop runs and close."""
+    subjects.check_token("agent id", config.agent_id)
+    incarnation = secrets.token_hex(8)
+    alog = log.bind(agent_id=config.agent_id, incarnation=incarnation)
+    data_dir = config.data_dir.resolve()
+    runtime_dir = data_dir / "runtime"
+    write_runtime(runtime_dir)
+    capacity = config.capacity
+    if capacity is None:
+        capacity = await asyncio.to_thread(host_capacity)
+    host = hostname()
+
+    bus = await _open(config, stop)
+    if bus is None:
+        return
+    envs = EnvCache(data_dir / "envs")
+    deps = AttemptDeps(
+        js=bus.js,
+        blobs=bus.blobs,
+        agent_id=config.agent_id,
+        incarnation=incarnation,
+        data_dir=data_dir,
+        runtime_dir=runtime_dir,
+        kill_grace_s=config.kill_grace_s,
+        snapshots=SnapshotCache(
+            data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
+        ),
+        envs=envs,
+        executor=ProcessExecutor(),
+    )
+    state = AgentState(incarnation=incarnation)
+    commands: asyncio.Queue[bytes] = asyncio.Queue()
+    background: set[asyncio.Task[None]] = set()
+
+    def spawn(coro: collections.abc.Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    async def on_command(msg: Msg) -> None:
+        commands.put_nowait(msg.data)
+
+    async def send_heartbeat() -> None:
+        hb = heartbeat(config, state, capacity, host, envs, time.time())
+        try:
+            await bus.nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))
+        except (nats.errors.Error, OSError) as exc:
+            alog.warning("heartbeat not sent", error=repr(exc))
+
+    async def heartbeats() -> None:
+        while True:
+            await send_heartbeat()
+            await asyncio.sleep(config.heartbeat_interval_s)
+
+    async def watch(attempt: Attempt) -> None:
+        assert attempt.task is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([attempt.task])
+        if state.running.get(attempt.run_id) is attempt:
+            del state.running[attempt.run_id]
+        state.finished[(attempt.run_id, attempt.attempt)] = time.time()
+        state.finished.move_to_end((attempt.run_id, attempt.attempt))
+
+    def handle(cmd: m.Assign | m.Cancel) -> None:
+        clog = alog.bind(run_id=cmd.run_id, attempt=cmd.attempt)
+        key = (cmd.run_id, cmd.attempt)
+        if isinstance(cmd, m.Assign):
+            if cmd.incarnation != incarnation:
+                clog.info("assignment for another incarnation ignored")
+                return
+            if key in state.seen or key in state.finished:
+                return  # a resend
+            previous = state.running.get(cmd.run_id)
+            if previous is not None and previous.attempt > cmd.attempt:
+                clog.info("assignment older than the attempt running ignored")
+                return
+            state.mark_seen(key)
+            attempt = Attempt(deps, cmd)
+            state.running[cmd.run_id] = attempt
+            clog.info("attempt assigned", script=cmd.spec.script)
+            attempt.start(previous)
+            spawn(watch(attempt))
+            return
+        current = state.running.get(cmd.run_id)
+        if current is None or current.attempt > cmd.attempt:
+            return  # unknown run, or a newer attempt than the one to stop
+        clog.info("cancel received", reason=cmd.reason)
+        spawn(current.stop(cmd.reason))
+
+    async def commands_loop() -> None:
+        while True:
+            data = await commands.get()
+            try:
+                cmd: m.Assign | m.Cancel = codec.decode(m.AgentCommand, data)
+            except codec.BadMessage as exc:
+                state.bad_commands += 1
+                alog.warning("undecodable command ignored", error=str(exc), size=len(data))
+                continue
+            handle(cmd)
+
+    sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=on_command)
+    alog.info("agent started", target=config.target, data_dir=str(data_dir))
+    loops = [asyncio.create_task(heartbeats()), asyncio.create_task(commands_loop())]
+    try:
+        await stop.wait()
+    finally:
+        alog.info("agent stopping", running=len(state.running))
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+        for task in loops:
+            task.cancel()
+        stopping = [a.stop("shutdown") for a in list(state.running.values())]
+        if stopping:
+            _done, pending = await asyncio.wait(
+                [asyncio.create_task(s) for s in stopping],
+                timeout=config.kill_grace_s + SHUTDOWN_LIMIT_S,
+            )
+            for t in pending:
+                t.cancel()
+        for task in list(background):
+            task.cancel()
+        await asyncio.gather(*loops, *background, return_exceptions=True)
+        await bus.close()
+        alog.info("agent stopped")

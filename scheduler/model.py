@@ -1,0 +1,61 @@
+"""The scheduler's in-memory view of the world. Plain data; no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proto import messages as m
+from proto.states import ON_AGENT
+
+BUILTIN_TARGETS = frozenset({"local"})
+
+
+@dataclass
+class AgentView:
+    """What the scheduler knows about one agent, from its heartbeats."""
+
+    agent_id: str
+    incarnation: str
+    target: str
+    hostname: str
+    capacity: m.Capacity
+    first_seen: float
+    last_seen: float  # scheduler clock at the last heartbeat received
+    running: frozenset[tuple[str, int]] = frozenset()
+    finished: frozenset[tuple[str, int]] = frozenset()
+    lost: bool = False
+    confirmed: bool = True  # False when loaded from the store and not heard from yet
+
+    def record(self) -> m.AgentRecord:
+        return m.AgentRecord(
+            agent_id=self.agent_id,
+            incarnation=self.incarnation,
+            target=self.target,
+            hostname=self.hostname,
+            capacity=self.capacity,
+            state="lost" if self.lost else "ready",
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+        )
+
+
+@dataclass
+class SchedulerState:
+    """Everything the decision code reads. Owned by the daemon loop, changed only by core.py."""
+
+    runs: dict[str, m.RunRecord] = field(default_factory=dict)  # non-terminal (+ unsaved)
+    agents: dict[str, AgentView] = field(default_factory=dict)
+    started_at: float = 0.0
+    dirty_runs: set[str] = field(default_factory=set)
+    dirty_agents: set[str] = field(default_factory=set)
+    assign_sent_at: dict[str, float] = field(default_factory=dict)  # run id -> last Assign
+    why: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> reason -> count
+    submissions: dict[str, str] = field(default_factory=dict)  # submission id -> run id
+
+    def known_targets(self) -> set[str]:
+        return set(BUILTIN_TARGETS) | {a.target for a in self.agents.values()}
+
+    def runs_on(self, agent_id: str) -> list[m.RunRecord]:
+        return [
+            r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT
+        ]

@@ -1,0 +1,100 @@
+"""Reconciliation: compare what should be (run records) with what was observed (heartbeats).
+
+Pure: takes plain data and the time, returns buckets of decisions, one per run or agent. It
+never mutates its inputs; core.py applies the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proto import messages as m
+from proto.states import ON_AGENT, RunState
+from scheduler.model import AgentView
+
+
+@dataclass(frozen=True)
+class Timing:
+    lease_s: float = 10.0  # an agent unheard of for this long is lost
+    assign_ack_s: float = 3.0  # an Assign not seen in a heartbeat after this is re-sent
+
+
+@dataclass
+class Reconciliation:
+    lost_agents: list[str] = field(default_factory=list)
+    requeue: list[tuple[str, str]] = field(default_factory=list)  # run id, why
+    fail: list[tuple[str, m.RunError]] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # cancel asked and its agent is gone
+    resend: list[str] = field(default_factory=list)  # Assign again to the same incarnation
+    stop_stale: list[tuple[str, m.RunRef]] = field(default_factory=list)  # agent, attempt
+
+
+def _lost(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
+    # A scheduler that was away gives every agent a full lease after it comes back.
+    heard = max(agent.last_seen, started_at)
+    return now - heard > timing.lease_s
+
+
+def reconcile(
+    runs: Mapping[str, m.RunRecord],
+    agents: Mapping[str, AgentView],
+    assign_sent_at: Mapping[str, float],
+    now: float,
+    started_at: float,
+    timing: Timing,
+) -> Reconciliation:
+    out = Reconciliation()
+    gone: set[str] = set()
+    for agent in agents.values():
+        if agent.lost:
+            gone.add(agent.agent_id)
+        elif _lost(agent, now, started_at, timing):
+            out.lost_agents.append(agent.agent_id)
+            gone.add(agent.agent_id)
+
+    for run in runs.values():
+        if run.state not in ON_AGENT or run.agent_id is None:
+            continue
+        agent = agents.get(run.agent_id)
+        ref = (run.run_id, run.attempt)
+        vanished = (
+            agent is None
+            or run.agent_id in gone
+            or (agent.confirmed and agent.incarnation != run.agent_incarnation)
+        )
+        if vanished:
+            why = (
+                f"agent {run.agent_id} was lost"
+                if agent is None or run.agent_id in gone
+                else f"agent {run.agent_id} restarted"
+            )
+            if run.cancel_requested:
+                out.cancel.append(run.run_id)
+            elif run.state is RunState.FINALIZING:
+                out.fail.append(
+                    (run.run_id, m.RunError(kind="lost", message=f"{why} while finalizing"))
+                )
+            else:
+                out.requeue.append((run.run_id, why))
+            continue
+        assert agent is not None
+        if not agent.confirmed or ref in agent.running or ref in agent.finished:
+            continue
+        sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
+        if agent.last_seen - sent > timing.assign_ack_s:
+            out.resend.append(run.run_id)
+
+    for agent in agents.values():
+        if agent.agent_id in gone or not agent.confirmed:
+            continue
+        for run_id, attempt in sorted(agent.running):
+            held = runs.get(run_id)
+            if (
+                held is None
+                or held.agent_id != agent.agent_id
+                or held.attempt != attempt
+                or held.state not in ON_AGENT
+            ):
+                out.stop_stale.append((agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt)))
+    return out

@@ -1,0 +1,416 @@
+"""The `sortie` command line. Each command is a thin layer over sortie.client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proto import messages as m
+from proto.states import TERMINAL
+from sortie import envspec
+from sortie.bus import BrokerUnreachable, NotInitialised
+from sortie.client import Client, ClientError, SubmitOptions, iso, run_to_dict
+from sortie.logs import LEVELS, configure
+from sortie.profile import default_data_dir
+from sortie.snapshot import SnapshotError
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sortie", description="Run training scripts on your own machines."
+    )
+    p.add_argument("--url", help="broker URL (default: SORTIE_URL, then the `sortie up` profile)")
+    p.add_argument("--log-level", choices=LEVELS, default="info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start broker, scheduler and a local agent on this machine")
+    up.add_argument("--data-dir", type=Path, default=None, help="where state is kept")
+    up.add_argument("--port", type=int, default=4222)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
+    )
+
+    sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
+    sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
+
+    agent = sub.add_parser("agent", help="run an agent alone against a broker")
+    agent.add_argument("--target", required=True, help="compute target this agent serves")
+    agent.add_argument("--name", help="agent id (default TARGET-HOSTNAME)")
+    agent.add_argument("--data-dir", type=Path, default=None)
+
+    run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
+        dest="run_command", required=True, metavar="SUBCOMMAND"
+    )
+    s = run.add_parser(
+        "submit",
+        help="snapshot a directory and run a script from it",
+        description="Arguments for the script go after --arg (repeatable) or after `--`.",
+    )
+    s.add_argument("source_dir", type=Path)
+    s.add_argument("--script", required=True, help="path of the script inside SOURCE_DIR")
+    s.add_argument("--arg", action="append", default=[], dest="args", metavar="X")
+    s.add_argument("--target", default="local")
+    s.add_argument("--experiment", default="default")
+    env = s.add_mutually_exclusive_group()
+    env.add_argument("--python", help="use this interpreter as is (user-managed)")
+    env.add_argument("--pip", nargs="+", metavar="PKG", help="build an environment with these")
+    env.add_argument("--requirements", type=Path, metavar="FILE")
+    env.add_argument("--conda-file", type=Path, metavar="FILE")
+    s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--max-duration", type=float, metavar="SECONDS")
+    s.add_argument("--priority", type=int, default=0)
+    s.add_argument("--cpus", type=float, default=1.0)
+    s.add_argument("--memory-mb", type=int, default=0)
+    s.add_argument("--gpus", type=int, default=0)
+    s.add_argument("--snapshot-limit-mb", type=float, default=None)
+    s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
+    s.add_argument("--output", choices=("text", "json"), default="text")
+
+    lst = run.add_parser("list", help="runs, newest first")
+    lst.add_argument("--experiment")
+    lst.add_argument("--output", choices=("text", "json"), default="text")
+
+    show = run.add_parser("show", help="one run's record")
+    show.add_argument("run_id")
+    show.add_argument("--output", choices=("text", "json"), default="text")
+
+    logs = run.add_parser("logs", help="a run's output from the first line")
+    logs.add_argument("run_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep going until it ends")
+
+    cancel = run.add_parser("cancel", help="stop a run")
+    cancel.add_argument("run_id")
+
+    wait = run.add_parser("wait", help="wait for a run to end; exit 0 only if Completed")
+    wait.add_argument("run_id")
+
+    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
+    dl.add_argument("run_id")
+    dl.add_argument("dest", type=Path)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, script_args = args_list[:cut], args_list[cut + 1 :]
+    args = _parser().parse_args(args_list)
+    configure(args.log_level)
+    try:
+        return _dispatch(args, script_args)
+    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError) as exc:
+        print(f"sortie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BrokerUnreachable, NotInitialised) as exc:
+        print(f"sortie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
+    if args.command == "up":
+        from sortie.embedded import up
+
+        data_dir = args.data_dir or default_data_dir()
+        return up(data_dir, args.host, args.port, sync_always=not args.no_fsync)
+    if args.command == "scheduler":
+        return _daemon_scheduler(args)
+    if args.command == "agent":
+        return _daemon_agent(args)
+    handler = {
+        "submit": _submit,
+        "list": _list,
+        "show": _show,
+        "logs": _logs,
+        "cancel": _cancel,
+        "wait": _wait,
+        "download": _download,
+    }[args.run_command]
+    if args.run_command != "submit" and script_args:
+        raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
+    return _with_client(args.url, lambda c: handler(c, args, script_args))
+
+
+def _with_client(url: str | None, fn: Callable[[Client], Awaitable[int]]) -> int:
+    async def go() -> int:
+        client = await Client.connect(url)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _daemon_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.daemon import SchedulerConfig, run_scheduler
+    from scheduler.reconcile import Timing
+    from sortie.embedded import _run
+    from sortie.profile import resolve_url
+
+    config = SchedulerConfig(url=resolve_url(args.url), timing=Timing(lease_s=args.lease))
+    _run(_until_signal(lambda stop: run_scheduler(config, stop)))
+    return EXIT_OK
+
+
+def _daemon_agent(args: argparse.Namespace) -> int:
+    from agents.config import AgentConfig, default_agent_id
+    from agents.daemon import run_agent
+    from proto.subjects import check_token
+    from sortie.embedded import _run
+    from sortie.profile import resolve_url
+
+    agent_id = args.name or default_agent_id(args.target)
+    try:
+        check_token("agent name", agent_id)
+        check_token("target", args.target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    data_dir = args.data_dir or default_data_dir() / "agents" / agent_id
+    config = AgentConfig(
+        url=resolve_url(args.url), agent_id=agent_id, target=args.target, data_dir=data_dir
+    )
+    _run(_until_signal(lambda stop: run_agent(config, stop)))
+    return EXIT_OK
+
+
+async def _until_signal(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await start(stop)
+
+
+# --- run commands ------------------------------------------------------------------------------
+
+
+def _environment(args: argparse.Namespace) -> m.PythonEnvironment:
+    if args.pip:
+        return envspec.from_pip(args.pip)
+    if args.requirements:
+        return envspec.from_requirements(args.requirements)
+    if args.conda_file:
+        return envspec.from_conda_file(args.conda_file)
+    return envspec.user_managed(args.python)
+
+
+def _env_vars(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
+    source = args.source_dir
+    if not source.exists():
+        raise UsageError(f"source directory {source} does not exist")
+    if not source.is_dir():
+        raise UsageError(f"{source} is not a directory: give the folder that holds your script")
+    options = SubmitOptions(
+        script=args.script,
+        experiment=args.experiment,
+        target=args.target,
+        arguments=[*args.args, *script_args],
+        environment=_environment(args),
+        env_vars=_env_vars(args.env),
+        max_duration_s=args.max_duration,
+        priority=args.priority,
+        resources=m.Resources(cpus=args.cpus, memory_mb=args.memory_mb, gpus=args.gpus),
+        snapshot_limit_bytes=(
+            int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
+        ),
+    )
+    sub = await client.submit(source, options)
+    for w in sub.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "run_id": sub.run_id,
+                    "snapshot": {
+                        "id": sub.snapshot.id,
+                        "files": sub.snapshot.files,
+                        "bytes": sub.snapshot.bytes,
+                        "uploaded_files": sub.snapshot.uploaded_files,
+                        "uploaded_bytes": sub.snapshot.uploaded_bytes,
+                    },
+                }
+            ),
+            flush=True,
+        )
+    else:
+        s = sub.snapshot
+        print(
+            f"Submitted {sub.run_id} to {args.target} "
+            f"(snapshot {s.files} files, {_size(s.bytes)}; uploaded {s.uploaded_files} files, "
+            f"{_size(s.uploaded_bytes)})",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not args.wait:
+        return EXIT_OK
+    return await _stream_and_wait(client, sub.run_id, quiet=args.output == "json")
+
+
+async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
+    async for line in client.logs(run_id, follow=True):
+        if not quiet:
+            _print_line(line)
+    rec = await client.wait(run_id)
+    _print_outcome(rec)
+    return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
+
+
+def _print_line(line: m.LogLine) -> None:
+    out = sys.stderr if line.stream == "stderr" else sys.stdout
+    prefix = "[sortie] " if line.stream == "system" else ""
+    print(f"{prefix}{line.text}", file=out, flush=True)
+
+
+def _print_outcome(rec: m.RunRecord) -> None:
+    msg = f"Run {rec.run_id}: {rec.state}"
+    if rec.exit_code is not None:
+        msg += f" (exit code {rec.exit_code})"
+    if rec.error is not None:
+        msg += f": {rec.error.kind}: {rec.error.message}"
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    runs = await client.list_runs(args.experiment)
+    if args.output == "json":
+        print(json.dumps([_summary(r) for r in runs]))
+        return EXIT_OK
+    rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
+    rows += [
+        (
+            r.run_id,
+            r.spec.experiment,
+            r.spec.target,
+            str(r.state),
+            str(r.attempt),
+            iso(r.created_at) or "",
+        )
+        for r in runs
+    ]
+    _table(rows)
+    return EXIT_OK
+
+
+def _summary(r: m.RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "experiment": r.spec.experiment,
+        "target": r.spec.target,
+        "state": str(r.state),
+        "attempt": r.attempt,
+        "created_at": iso(r.created_at),
+        "ended_at": iso(r.ended_at),
+    }
+
+
+async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    rec = await client.get_run(args.run_id)
+    details = run_to_dict(rec, await client.metrics(rec.run_id))
+    if args.output == "json":
+        print(json.dumps(details, indent=2))
+        return EXIT_OK
+    keys = ("run_id", "state", "attempt", "exit_code", "experiment", "target", "script",
+            "agent_id", "created_at", "started_at", "ended_at")
+    _table([(k, "" if details[k] is None else str(details[k])) for k in keys], header=False)
+    git = details["git"]
+    if git["commit"]:
+        print(f"git          {git['commit'][:12]} on {git['branch']}{' (dirty)' if git['dirty'] else ''}")
+    if details["error"]:
+        print(f"error        {details['error']['kind']}: {details['error']['message']}")
+    for name, values in details["metrics"].items():
+        shown = values[-1] if len(values) == 1 else values
+        print(f"metric       {name} = {shown}")
+    for path in details["artifacts"]:
+        print(f"artifact     {path}")
+    return EXIT_OK
+
+
+async def _logs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    await client.get_run(args.run_id)  # a clear error for an unknown run
+    async for line in client.logs(args.run_id, follow=args.follow):
+        _print_line(line)
+    return EXIT_OK
+
+
+async def _cancel(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    reply = await client.cancel(args.run_id)
+    if reply.state in TERMINAL:
+        print(f"Run {reply.run_id}: {reply.state}")
+    else:
+        print(f"Run {reply.run_id}: cancel sent; it stops after its grace period")
+    return EXIT_OK
+
+
+async def _wait(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    rec = await client.wait(args.run_id)
+    _print_outcome(rec)
+    return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
+
+
+async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    files = await client.download(args.run_id, args.dest)
+    for f in files:
+        print(f)
+    if not files:
+        print(f"run {args.run_id} has no artifacts", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _table(rows: Sequence[Sequence[str]], *, header: bool = True) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""The async client library: everything the CLI and the SDK do, done once.
+
+Writes (submit, cancel) are requests to the scheduler; reads come straight from JetStream
+(the runs KV bucket, the log and metric streams, the blob store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.api import DeliverPolicy
+
+from proto import codec, subjects
+from proto import messages as m
+from proto.paths import check_relpath
+from proto.states import TERMINAL, RunState
+from sortie import snapshot as snap
+from sortie.bus import Bus, fetch_blob_to, kv_items, open_bus
+from sortie.gitinfo import git_info
+from sortie.profile import resolve_url
+
+T = TypeVar("T")
+
+SUBMIT_ATTEMPTS = 3
+
+
+class ClientError(RuntimeError):
+    """An error to show the user as is (no traceback)."""
+
+
+class RequestRefused(ClientError):
+    def __init__(self, reply: m.ErrorReply) -> None:
+        super().__init__(reply.message)
+        self.code = reply.code
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    id: str
+    files: int
+    bytes: int
+    uploaded_files: int
+    uploaded_bytes: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    run_id: str
+    snapshot: SnapshotSummary
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SubmitOptions:
+    """Everything about a submission except the source directory."""
+
+    script: str
+    experiment: str = "default"
+    target: str = "local"
+    arguments: list[str] = field(default_factory=list)
+    environment: m.PythonEnvironment = field(default_factory=m.PythonEnvironment)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    max_duration_s: float | None = None
+    priority: int = 0
+    resources: m.Resources = field(default_factory=m.Resources)
+    snapshot_limit_bytes: int | None = None
+
+
+class Client:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, name: str = "sortie-client") -> Client:
+        return cls(await open_bus(resolve_url(url), name))
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- requests to the scheduler -----------------------------------------------------------
+
+    async def _request(
+        self, subject: str, message: m.Message, reply_type: Any, timeout: float = 10.0
+    ) -> Any:
+        try:
+            msg = await self.bus.nc.request(subject, codec.encode(message), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise ClientError(
+                f"no scheduler is answering at {self.bus.url}: start one with `sortie up` "
+                "(or `sortie scheduler`)"
+            ) from None
+        reply = codec.decode(reply_type, msg.data)
+        if isinstance(reply, m.ErrorReply):
+            raise RequestRefused(reply)
+        return reply
+
+    async def targets(self) -> list[m.TargetInfo]:
+        reply = await self._request(subjects.API_TARGETS, m.TargetsRequest(), m.TargetsReplyOrError)
+        return list(reply.targets)
+
+    async def submit(
+        self,
+        source_dir: Path,
+        options: SubmitOptions,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Submission:
+        """Snapshot ``source_dir``, upload what the store lacks, and queue the run."""
+        source_dir = Path(source_dir)
+        plan = snap.build_manifest(source_dir, limit_bytes=options.snapshot_limit_bytes)
+        snap.check_script(plan, options.script)
+        snapshot_id, _ = snap.encode_manifest(plan.manifest)
+        spec = m.RunSpec(
+            experiment=options.experiment,
+            target=options.target,
+            script=normalise_script(options.script),
+            arguments=list(options.arguments),
+            environment=m.Environment(python=options.environment),
+            env_vars=dict(options.env_vars),
+            max_duration_s=options.max_duration_s,
+            resources=options.resources,
+            priority=options.priority,
+            snapshot_id=snapshot_id,
+            snapshot_files=plan.files,
+            snapshot_bytes=plan.total_bytes,
+            git=git_info(source_dir),
+            submission_id=uuid.uuid4().hex,
+        )
+        # Refuse a bad target or spec before sending a single byte of the snapshot.
+        await self._request(
+            subjects.API_SUBMIT, m.SubmitRequest(spec=spec, validate_only=True), m.SubmitReply
+        )
+        uploaded = await snap.upload_snapshot(self.bus, plan, progress=progress)
+        accepted: m.SubmitAccepted | None = None
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                accepted = await self._request(
+                    subjects.API_SUBMIT, m.SubmitRequest(spec=spec), m.SubmitReply
+                )
+                break
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                # The same submission_id makes a retry land on the same run.
+                if attempt == SUBMIT_ATTEMPTS - 1:
+                    raise ClientError(
+                        f"the scheduler at {self.bus.url} did not answer the submit in time"
+                    ) from None
+        assert accepted is not None
+        return Submission(
+            run_id=accepted.run_id,
+            snapshot=SnapshotSummary(
+                id=snapshot_id,
+                files=plan.files,
+                bytes=plan.total_bytes,
+                uploaded_files=uploaded.uploaded_files,
+                uploaded_bytes=uploaded.uploaded_bytes,
+            ),
+            warnings=list(plan.warnings),
+        )
+
+    async def cancel(self, run_id: str) -> m.CancelAccepted:
+        reply: m.CancelAccepted = await self._request(
+            subjects.API_CANCEL, m.CancelRequest(run_id=run_id), m.CancelReply
+        )
+        return reply
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> m.RunRecord:
+        try:
+            subjects.check_token("run id", run_id)
+            entry = await self.bus.runs.get(run_id)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
+        except nats.js.errors.KeyNotFoundError:
+            raise ClientError(f"no run {run_id!r}: `sortie run list` shows the runs") from None
+        return codec.decode(m.RunRecord, entry.value or b"")
+
+    async def list_runs(self, experiment: str | None = None) -> list[m.RunRecord]:
+        """All runs (of one experiment), newest first."""
+        out: list[m.RunRecord] = []
+        for entry in await kv_items(self.bus.runs):
+            try:
+                rec = codec.decode(m.RunRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            if experiment is None or rec.spec.experiment == experiment:
+                out.append(rec)
+        out.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return out
+
+    async def wait(self, run_id: str) -> m.RunRecord:
+        """Block until the run reaches a terminal state (watches its record; no polling)."""
+        rec = await self.get_run(run_id)
+        if rec.state in TERMINAL:
+            return rec
+        watcher = await self.bus.runs.watch(run_id)
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=3600)
+                except nats.errors.TimeoutError:
+                    continue
+                if entry is None or entry.value is None:
+                    continue
+                rec = codec.decode(m.RunRecord, entry.value)
+                if rec.state in TERMINAL:
+                    return rec
+        finally:
+            await watcher.stop()
+
+    async def _subject_messages(
+        self, stream: str, subject: str, *, follow: bool
+    ) -> AsyncIterator[bytes]:
+        """Every message on ``subject`` from the first; ``follow`` keeps waiting for more."""
+        js = self.bus.js
+        last_seq: int | None = None
+        if not follow:
+            try:
+                last = await js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                return
+            last_seq = last.seq
+        sub = await js.subscribe(
+            subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                yield msg.data
+                if last_seq is not None and msg.metadata.sequence.stream >= last_seq:
+                    return
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[m.LogLine]:
+        """The run's output from the first line; with ``follow``, until the run has ended."""
+        subjects.check_token("run id", run_id)
+        messages = self._subject_messages(
+            subjects.STREAM_LOGS, subjects.logs(run_id), follow=follow
+        )
+        async with contextlib.aclosing(messages):
+            async for data in messages:
+                try:
+                    batch = codec.decode(m.LogBatch, data)
+                except codec.BadMessage:
+                    continue
+                for line in batch.lines:
+                    yield line
+                if batch.eof:
+                    return
+
+    async def metrics(self, run_id: str) -> dict[str, list[m.MetricValue]]:
+        subjects.check_token("run id", run_id)
+        out: dict[str, list[m.MetricValue]] = {}
+        async for data in self._subject_messages(
+            subjects.STREAM_METRICS, subjects.metrics(run_id), follow=False
+        ):
+            try:
+                batch = codec.decode(m.MetricBatch, data)
+            except codec.BadMessage:
+                continue
+            for p in batch.points:
+                out.setdefault(p.name, []).append(p.value)
+        return out
+
+    async def download(self, run_id: str, dest: Path, *, prefix: str = "") -> list[Path]:
+        """Fetch the run's artifacts (optionally only those under ``prefix``) into ``dest``."""
+        rec = await self.get_run(run_id)
+        dest = Path(dest)
+        written: list[Path] = []
+        root = dest.resolve()
+        for art in rec.artifacts:
+            if prefix and not art.path.startswith(prefix):
+                continue
+            if (why := check_relpath(art.path)) is not None:
+                raise ClientError(f"artifact path refused: {why}")
+            target = (dest / art.path).resolve()
+            if not target.is_relative_to(root):
+                raise ClientError(f"artifact path {art.path!r} leaves {dest}")
+            await fetch_blob_to(self.bus.blobs, art.sha256, target)
+            written.append(target)
+        return written
+
+
+def normalise_script(script: str) -> str:
+    parts = [p for p in script.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> dict[str, Any]:
+    """The JSON shape of `sortie run show --output json` (and the SDK's get_details)."""
+    spec = rec.spec
+    git = spec.git or m.GitInfo()
+    return {
+        "run_id": rec.run_id,
+        "state": str(rec.state),
+        "attempt": rec.attempt,
+        "exit_code": rec.exit_code,
+        "experiment": spec.experiment,
+        "target": spec.target,
+        "script": spec.script,
+        "arguments": list(spec.arguments),
+        "agent_id": rec.agent_id,
+        "created_at": iso(rec.created_at),
+        "started_at": iso(rec.started_at),
+        "ended_at": iso(rec.ended_at),
+        "git": {
+            "commit": git.commit,
+            "branch": git.branch,
+            "dirty": git.dirty,
+            "remote": git.remote,
+        },
+        "snapshot": {
+            "id": spec.snapshot_id,
+            "files": spec.snapshot_files,
+            "bytes": spec.snapshot_bytes,
+        },
+        "environment": msgspec.to_builtins(spec.environment.python),
+        "metrics": metrics,
+        "artifacts": [a.path for a in rec.artifacts],
+        "error": None if rec.error is None else {"kind": rec.error.kind, "message": rec.error.message},
+        "cancel_requested": rec.cancel_requested,
+        "history": [
+            {"state": str(h.state), "at": iso(h.at), "attempt": h.attempt} for h in rec.history
+        ],
+    }
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def succeeded(rec: m.RunRecord) -> bool:
+    return rec.state is RunState.COMPLETED

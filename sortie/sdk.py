@@ -1,0 +1,243 @@
+"""The Python SDK, in the shape users of hosted ML platforms know.
+
+    ws = Workspace.connect()
+    rc = RunConfiguration(target="local")
+    rc.environment.python.user_managed_dependencies = False
+    rc.environment.python.pip_packages = ["scikit-learn"]
+    run = Experiment(ws, "digits").submit(ScriptRunConfig(
+        source_directory="examples/sklearn-digits", script="train.py", run_config=rc))
+    run.wait_for_completion(show_output=True)
+
+Synchronous on the surface; underneath, one event loop thread per Workspace drives the same
+async client the CLI uses (so it also works inside notebooks that run their own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proto import messages as m
+from proto.states import TERMINAL
+from sortie import envspec
+from sortie.client import Client, SubmitOptions, run_to_dict
+
+T = TypeVar("T")
+
+
+class RunFailed(RuntimeError):
+    """wait_for_completion(raise_on_error=True) on a run that did not complete."""
+
+
+class _Loop:
+    """A private event loop on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="sortie")
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class Workspace:
+    """A connection to one Sortie installation."""
+
+    def __init__(self, client: Client, loop: _Loop) -> None:
+        self._client = client
+        self._loop = loop
+
+    @classmethod
+    def connect(cls, url: str | None = None) -> Workspace:
+        """Connect to what `sortie up` started (or ``url`` / SORTIE_URL)."""
+        loop = _Loop()
+        try:
+            client = loop.run(Client.connect(url, name="sortie-sdk"))
+        except BaseException:
+            loop.close()
+            raise
+        return cls(client, loop)
+
+    def close(self) -> None:
+        self._loop.run(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._client.bus.url
+
+    def compute_targets(self) -> dict[str, int]:
+        """Known compute target names and how many live agents serve each."""
+        return {t.name: t.agents for t in self._loop.run(self._client.targets())}
+
+    def get_run(self, run_id: str) -> SubmittedRun:
+        rec = self._loop.run(self._client.get_run(run_id))
+        return SubmittedRun(self, rec.run_id)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coro)
+
+
+@dataclass
+class PythonSection:
+    user_managed_dependencies: bool = True
+    interpreter_path: str | None = None
+    pip_packages: list[str] = field(default_factory=list)
+    requirements_file: str | None = None
+    conda_dependencies_file: str | None = None
+
+    def to_spec(self) -> m.PythonEnvironment:
+        if self.user_managed_dependencies:
+            if self.pip_packages or self.requirements_file or self.conda_dependencies_file:
+                raise ValueError(
+                    "packages were given but user_managed_dependencies is True: set it to "
+                    "False to have Sortie build the environment"
+                )
+            return envspec.user_managed(self.interpreter_path)
+        given = [
+            x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None
+        ]
+        if len(given) + bool(self.pip_packages) > 1:
+            raise ValueError(
+                "give one of pip_packages, requirements_file or conda_dependencies_file"
+            )
+        if self.requirements_file:
+            return envspec.from_requirements(Path(self.requirements_file))
+        if self.conda_dependencies_file:
+            return envspec.from_conda_file(Path(self.conda_dependencies_file))
+        return envspec.from_pip(list(self.pip_packages))
+
+
+@dataclass
+class EnvironmentSection:
+    python: PythonSection = field(default_factory=PythonSection)
+
+
+@dataclass
+class RunConfiguration:
+    target: str = "local"
+    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    max_run_duration_seconds: float | None = None
+    priority: int = 0
+    cpus: float = 1.0
+    memory_mb: int = 0
+    gpus: int = 0
+
+
+@dataclass
+class ScriptRunConfig:
+    source_directory: str | Path
+    script: str
+    arguments: list[Any] = field(default_factory=list)
+    run_config: RunConfiguration = field(default_factory=RunConfiguration)
+    compute_target: str | None = None  # overrides run_config.target when given
+
+    def options(self, experiment: str) -> SubmitOptions:
+        rc = self.run_config
+        return SubmitOptions(
+            script=self.script,
+            experiment=experiment,
+            target=self.compute_target or rc.target,
+            arguments=[str(a) for a in self.arguments],
+            environment=rc.environment.python.to_spec(),
+            env_vars=dict(rc.environment_variables),
+            max_duration_s=rc.max_run_duration_seconds,
+            priority=rc.priority,
+            resources=m.Resources(cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus),
+        )
+
+
+class Experiment:
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+
+    def submit(self, config: ScriptRunConfig) -> SubmittedRun:
+        ws = self.workspace
+        sub = ws._run(ws._client.submit(Path(config.source_directory), config.options(self.name)))
+        for w in sub.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        run = SubmittedRun(ws, sub.run_id)
+        run.snapshot = sub.snapshot
+        return run
+
+    def get_runs(self) -> list[SubmittedRun]:
+        ws = self.workspace
+        return [SubmittedRun(ws, r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+
+
+class SubmittedRun:
+    """A run seen from outside it (what Experiment.submit returns)."""
+
+    def __init__(self, workspace: Workspace, run_id: str) -> None:
+        self.workspace = workspace
+        self.id = run_id
+        self.snapshot: Any = None
+
+    def __repr__(self) -> str:
+        return f"SubmittedRun(id={self.id!r})"
+
+    def _record(self) -> m.RunRecord:
+        return self.workspace._run(self.workspace._client.get_run(self.id))
+
+    def get_status(self) -> str:
+        return str(self._record().state)
+
+    def get_details(self) -> dict[str, Any]:
+        ws = self.workspace
+        rec = self._record()
+        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+
+    def get_metrics(self) -> dict[str, Any]:
+        """name -> value, or a list of values when the metric was logged more than once."""
+        raw = self.workspace._run(self.workspace._client.metrics(self.id))
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in raw.items()}
+
+    def get_file_names(self) -> list[str]:
+        return [a.path for a in self._record().artifacts]
+
+    def download_files(self, output_directory: str | Path = ".") -> list[Path]:
+        ws = self.workspace
+        return ws._run(ws._client.download(self.id, Path(output_directory)))
+
+    def cancel(self) -> str:
+        reply = self.workspace._run(self.workspace._client.cancel(self.id))
+        return str(reply.state)
+
+    def wait_for_completion(
+        self, show_output: bool = False, raise_on_error: bool = True
+    ) -> dict[str, Any]:
+        """Block until the run ends; with show_output, stream its output from the first line."""
+        ws = self.workspace
+
+        async def go() -> m.RunRecord:
+            if show_output:
+                async for line in ws._client.logs(self.id, follow=True):
+                    out = sys.stderr if line.stream == "stderr" else sys.stdout
+                    prefix = "[sortie] " if line.stream == "system" else ""
+                    print(f"{prefix}{line.text}", file=out, flush=True)
+            return await ws._client.wait(self.id)
+
+        rec = ws._run(go())
+        assert rec.state in TERMINAL
+        if raise_on_error and rec.state != "Completed":
+            why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
+            raise RunFailed(f"run {self.id} ended {rec.state}{why}")
+        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))

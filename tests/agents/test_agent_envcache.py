@@ -1,0 +1,93 @@
+"""The environment cache, building real venvs with uv."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.envcache import EnvCache, EnvError, env_hash
+from proto import messages as m
+
+
+def pip_env(*pkgs: str) -> m.PythonEnvironment:
+    return m.PythonEnvironment(user_managed=False, pip=list(pkgs))
+
+
+async def test_user_managed(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path / "envs")
+    got = await cache.prepare(m.PythonEnvironment(), lambda _: None)
+    assert got.python == sys.executable and got.hash is None
+    with pytest.raises(EnvError, match="/nope/python.*does not exist"):
+        await cache.prepare(m.PythonEnvironment(interpreter="/nope/python"), lambda _: None)
+    assert (cache.hits, cache.misses) == (0, 0)
+
+
+async def test_builds_once_then_hits(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path / "envs")
+    lines: list[str] = []
+    env = pip_env("six")
+    first = await cache.prepare(env, lines.append)
+    assert not first.cached and first.hash == env_hash(env)
+    assert any("building environment" in line for line in lines)
+    out = subprocess.run(
+        [first.python, "-c", "import six; print(six.__name__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "six"
+    second = await cache.prepare(pip_env(" six "), lines.append)
+    assert second.cached and second.python == first.python
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert "using cached environment" in lines[-1]
+    # another cache object (as after an agent restart) sees it ready
+    again = EnvCache(tmp_path / "envs")
+    assert (await again.prepare(env, lambda _: None)).cached
+
+
+async def test_concurrent_requests_build_once(tmp_path: Path) -> None:
+    caches = [EnvCache(tmp_path / "envs"), EnvCache(tmp_path / "envs")]  # two "processes"
+    logs: list[list[str]] = [[], [], []]
+    env = pip_env("six")
+    results = await asyncio.gather(
+        caches[0].prepare(env, logs[0].append),
+        caches[0].prepare(env, logs[1].append),
+        caches[1].prepare(env, logs[2].append),
+    )
+    assert len({r.python for r in results}) == 1
+    assert sum(c.misses for c in caches) == 1
+    assert sum(c.hits for c in caches) == 2
+    assert sum(any("building environment" in x for x in lg) for lg in logs) == 1
+
+
+async def test_empty_pip_list_builds_bare_venv(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path / "envs")
+    got = await cache.prepare(pip_env(), lambda _: None)
+    assert Path(got.python).exists()
+
+
+async def test_failed_build_reports_output_and_leaves_nothing(tmp_path: Path) -> None:
+    cache = EnvCache(tmp_path / "envs")
+    env = pip_env("sortie-no-such-package-zzzqqq")
+    lines: list[str] = []
+    with pytest.raises(EnvError) as info:
+        await cache.prepare(env, lines.append)
+    message = str(info.value)
+    assert "environment build failed" in message
+    assert "sortie-no-such-package-zzzqqq" in message  # uv's own explanation is in the tail
+    assert not cache.env_dir(env_hash(env)).exists()
+    assert lines  # the build output went to the run's log
+
+
+async def test_conda_without_conda_fails_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no conda, no micromamba
+    cache = EnvCache(tmp_path / "envs")
+    env = m.PythonEnvironment(user_managed=False, pip=["six"], conda=["cudatoolkit=11.8"])
+    with pytest.raises(EnvError, match=r"cudatoolkit=11\.8.*install conda or micromamba"):
+        await cache.prepare(env, lambda _: None)

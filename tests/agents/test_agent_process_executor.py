@@ -1,0 +1,149 @@
+"""The process executor and the metrics pipe, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from agents.attempt import child_env, write_runtime
+from agents.executors import Launch
+from agents.executors.process import ProcessExecutor, ProcessExecution
+from agents.metrics_fifo import MetricsFifo, parse_metric
+from proto import messages as m
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def __call__(self, stream: str, text: str) -> None:
+        self.items.append((stream, text))
+
+
+async def start(
+    tmp_path: Path, script: str, *, grace: float = 5.0, max_s: float | None = None
+) -> tuple[ProcessExecution, Lines]:
+    path = tmp_path / "s.sh"
+    path.write_text(script)
+    lines = Lines()
+    launch = Launch(
+        argv=["sh", str(path)],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        kill_grace_s=grace,
+        max_duration_s=max_s,
+    )
+    return await ProcessExecutor().start(launch, lines), lines
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never appeared")
+
+
+async def test_exit_codes_and_output(tmp_path: Path) -> None:
+    ex, lines = await start(tmp_path, "echo out; echo err >&2; printf 'no newline'; exit 3\n")
+    outcome = await ex.wait()
+    assert outcome.exit_code == 3 and not outcome.timed_out and not outcome.stopped
+    assert ("stdout", "out") in lines.items and ("stderr", "err") in lines.items
+    assert ("stdout", "no newline") in lines.items
+    ex, _ = await start(tmp_path, "exit 0\n")
+    assert (await ex.wait()).exit_code == 0
+
+
+async def test_stop_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    ex, _ = await start(
+        tmp_path, f"sh -c 'sleep 300 & echo $! > {pidfile}; wait' &\nwait\n", grace=5.0
+    )
+    grandchild = int((await wait_for_file(pidfile)).strip())
+    assert alive(grandchild)
+    t0 = time.monotonic()
+    await ex.stop()
+    outcome = await ex.wait()
+    assert time.monotonic() - t0 < 5.0  # SIGTERM was enough: well within the grace
+    assert outcome.stopped and outcome.exit_code is not None and outcome.exit_code != 0
+    await asyncio.sleep(0.2)
+    assert not alive(grandchild)
+
+
+async def test_sigkill_after_grace_for_a_script_that_traps_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    ex, _ = await start(
+        tmp_path,
+        f"trap 'echo ignored' TERM\necho 1 > {ready}\nwhile true; do sleep 0.1; done\n",
+        grace=1.0,
+    )
+    await wait_for_file(ready)
+    t0 = time.monotonic()
+    await ex.stop()
+    outcome = await ex.wait()
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed < 5.0
+    assert outcome.exit_code == -9
+
+
+async def test_max_duration_times_out(tmp_path: Path) -> None:
+    ex, _ = await start(tmp_path, "sleep 30\n", grace=1.0, max_s=0.5)
+    t0 = time.monotonic()
+    outcome = await ex.wait()
+    assert outcome.timed_out and not outcome.stopped
+    assert time.monotonic() - t0 < 5.0
+
+
+async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    write_runtime(runtime)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from sortie import Run\n"
+        "run = Run.get_context()\n"
+        "run.log('acc', 0.9)\n"
+        "for i in range(50):\n"
+        "    run.log('loss', 1.0 / (i + 1), step=i)\n"
+        "with open(run._metrics_path, 'a') as fh:\n"
+        "    fh.write('garbage\\n')\n"
+        "print('done')\n"
+    )
+    got: list[bytes] = []
+    fifo = MetricsFifo(tmp_path / "m.fifo", got.append)
+    fifo.open()
+    spec = m.RunSpec(experiment="e", script="train.py", snapshot_id="s")
+    env = child_env(
+        {k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        spec,
+        run_id="r1",
+        attempt=1,
+        metrics_file=fifo.path,
+        outputs_dir=tmp_path / "outputs",
+        runtime_dir=runtime,
+    )
+    # -S: no site-packages, so `sortie` can only come from the runtime shim
+    launch = Launch(argv=[sys.executable, "-S", str(script)], cwd=tmp_path, env=env)
+    lines = Lines()
+    ex = await ProcessExecutor().start(launch, lines)
+    outcome = await ex.wait()
+    fifo.close()
+    assert outcome.exit_code == 0, lines.items
+    assert ("stdout", "done") in lines.items
+    parsed = [parse_metric(b) for b in got]
+    points = [p for p in parsed if isinstance(p, m.MetricPoint)]
+    assert points[0].name == "acc" and points[0].value == 0.9
+    assert [p.step for p in points[1:]] == list(range(50))
+    assert sum(isinstance(p, str) for p in parsed) == 1
+    assert not fifo.path.exists()

@@ -1,0 +1,144 @@
+"""The pure parts of the agent: table-driven cases."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents.attempt import child_env, exit_error, script_argv
+from agents.config import default_agent_id
+from agents.envcache import env_hash, normalise
+from agents.executors import Outcome
+from agents.facts import parse_meminfo, parse_nvidia_smi
+from agents.metrics_fifo import parse_metric
+from agents.publisher import split_output
+from agents.snapshot_cache import refused_paths
+from proto import messages as m
+from proto.subjects import check_token
+
+
+def sys_env(**kw: object) -> m.PythonEnvironment:
+    return m.PythonEnvironment(user_managed=False, **kw)  # type: ignore[arg-type]
+
+
+def test_env_hash_stable_and_normalised() -> None:
+    a = sys_env(pip=["six", " numpy==1.26 "], conda=["b", "a"])
+    b = sys_env(pip=["six", "numpy==1.26", ""], conda=["a", "b", "a"])
+    assert env_hash(a) == env_hash(b)
+    assert len(env_hash(a)) == 64
+    # pip order is kept: it can matter
+    assert env_hash(sys_env(pip=["a", "b"])) != env_hash(sys_env(pip=["b", "a"]))
+    assert env_hash(sys_env(pip=["a"])) != env_hash(sys_env(pip=["a"], python_version="3.11"))
+    # the interpreter field and user_managed flag do not decide a built env's content
+    assert env_hash(a) == env_hash(m.PythonEnvironment(user_managed=True, pip=a.pip, conda=a.conda))
+    assert normalise(a).conda == ["a", "b"]
+    # a known value: the hash must not drift between releases without a salt bump
+    assert env_hash(sys_env()) == env_hash(sys_env(pip=[], conda=[]))
+
+
+@given(st.lists(st.text(min_size=1, max_size=8), max_size=5))
+def test_env_hash_ignores_whitespace(pkgs: list[str]) -> None:
+    assert env_hash(sys_env(pip=pkgs)) == env_hash(sys_env(pip=[f" {p} " for p in pkgs]))
+
+
+@pytest.mark.parametrize(
+    ("paths", "refused"),
+    [
+        (["a.py", "pkg/b.py"], 0),
+        (["../x"], 1),
+        (["/etc/passwd"], 1),
+        (["a/./b"], 1),
+        (["a", "a"], 1),
+        (["a", "a/b"], 1),
+        (["ok.py", "x\\y"], 1),
+    ],
+)
+def test_refused_paths(paths: list[str], refused: int) -> None:
+    manifest = m.Manifest(
+        files=[m.FileEntry(path=p, size=0, mode=0o644, sha256="0" * 64) for p in paths]
+    )
+    assert len(refused_paths(manifest)) == refused
+
+
+def test_split_output() -> None:
+    assert split_output(b"a\nb\r\nc") == ["a", "b", "c"]
+    assert split_output(b"\xff\xfe\n") == ["\ufffd\ufffd"]
+    long = split_output(b"x" * 40000 + b"\n")
+    assert [len(x) for x in long] == [16384, 16384, 40000 - 2 * 16384]
+    assert split_output("é".encode()) == ["é"]
+
+
+def test_parse_metric() -> None:
+    p = parse_metric(b'{"name": "acc", "value": 0.9, "t": 1.5, "step": 3}')
+    assert p == m.MetricPoint(name="acc", value=0.9, t=1.5, step=3)
+    p2 = parse_metric(b'{"name": "n", "value": 2, "t": 1, "step": null}')
+    assert isinstance(p2, m.MetricPoint) and p2.value == 2
+    assert isinstance(parse_metric(b"not json"), str)
+    assert isinstance(parse_metric(b'{"name": "", "value": 1, "t": 1}'), str)
+    assert isinstance(parse_metric(b'{"name": "x", "value": [1], "t": 1}'), str)
+
+
+def test_facts_parsing() -> None:
+    assert parse_meminfo("MemTotal:       16384000 kB\nMemFree: 1 kB\n") == 16000
+    assert parse_meminfo("") == 0
+    assert parse_nvidia_smi("NVIDIA H100 80GB HBM3\nNVIDIA H100 80GB HBM3\n") == (
+        2,
+        "NVIDIA H100 80GB HBM3",
+    )
+    assert parse_nvidia_smi("") == (0, None)
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "expected"),
+    [
+        ("local", "box", "local-box"),
+        ("gpu", "node1.example.com", "gpu-node1-example-com"),
+        ("cluster", "weird host*name>", "cluster-weird-host-name"),
+    ],
+)
+def test_default_agent_id(target: str, host: str, expected: str) -> None:
+    got = default_agent_id(target, host)
+    assert got == expected
+    assert check_token("agent id", got) == got
+
+
+def test_script_argv() -> None:
+    p = Path("/w")
+    assert script_argv("/py", p / "train.py", ["--x"]) == ["/py", "/w/train.py", "--x"]
+    assert script_argv("/py", p / "run.sh", []) == ["sh", "/w/run.sh"]
+    assert script_argv("/py", p / "bin/tool", ["a"]) == ["/w/bin/tool", "a"]
+
+
+def test_exit_error() -> None:
+    assert exit_error(Outcome(exit_code=0), None) is None
+    e = exit_error(Outcome(exit_code=3), None)
+    assert e is not None and e.kind == "exit_code" and e.message == "script exited with code 3"
+    e = exit_error(Outcome(exit_code=-signal.SIGKILL), None)
+    assert e is not None and "SIGKILL" in e.message
+    e = exit_error(Outcome(exit_code=-15, timed_out=True), 2.5)
+    assert e is not None and e.kind == "timeout" and "max_duration_s=2.5" in e.message
+
+
+def test_child_env() -> None:
+    spec = m.RunSpec(
+        experiment="exp", script="t.py", snapshot_id="s", target="gpu", env_vars={"A": "1"}
+    )
+    env = child_env(
+        {"PATH": "/bin", "PYTHONPATH": "/old"},
+        spec,
+        run_id="r1",
+        attempt=2,
+        metrics_file=Path("/m"),
+        outputs_dir=Path("/w/outputs"),
+        runtime_dir=Path("/rt"),
+    )
+    assert env["A"] == "1" and env["PATH"] == "/bin"
+    assert env["SORTIE_RUN_ID"] == "r1" and env["SORTIE_ATTEMPT"] == "2"
+    assert env["SORTIE_EXPERIMENT"] == "exp" and env["SORTIE_TARGET"] == "gpu"
+    assert env["SORTIE_METRICS_FILE"] == "/m" and env["SORTIE_OUTPUTS_DIR"] == "/w/outputs"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONPATH"] == "/rt:/old"

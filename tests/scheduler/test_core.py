@@ -1,0 +1,207 @@
+"""The scheduler's decisions, driven with plain events and a hand-held clock."""
+
+from proto import messages as m
+from proto.states import RunState
+from scheduler import core
+from scheduler.model import SchedulerState
+from scheduler.reconcile import Timing
+from tests.builders import heartbeat, spec
+
+CFG = core.Config(timing=Timing(lease_s=10, assign_ack_s=3))
+
+
+def submit(state: SchedulerState, run_id: str, now: float, **kw: object) -> list[core.Command]:
+    req = m.SubmitRequest(spec=spec(**kw))
+    return core.handle(state, core.Submitted(request=req, run_id=run_id, reply_to="r"), now, CFG)
+
+
+def report(state: SchedulerState, run_id: str, st: RunState, now: float, attempt: int = 1,
+           agent: str = "a1", **kw: object) -> list[core.Command]:
+    rep = m.RunReport(agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt,
+                      state=st, at=now, **kw)  # type: ignore[arg-type]
+    return core.handle(state, core.ReportSeen(report=rep), now, CFG)
+
+
+def sends(cmds: list[core.Command]) -> list[tuple[str, str, str, int]]:
+    return [(c.agent_id, type(c.command).__name__, c.command.run_id, c.command.attempt)
+            for c in cmds if isinstance(c, core.SendToAgent)]
+
+
+def replies(cmds: list[core.Command]) -> list[object]:
+    return [c.message for c in cmds if isinstance(c, core.Reply)]
+
+
+def started() -> SchedulerState:
+    s = SchedulerState(started_at=0.0)
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 0.0, CFG)
+    return s
+
+
+def test_submit_queues_then_places_on_the_agent() -> None:
+    s = started()
+    cmds = submit(s, "r1", 1.0)
+    assert replies(cmds) == [m.SubmitAccepted(run_id="r1")]
+    assert s.runs["r1"].state is RunState.QUEUED and "r1" in s.dirty_runs
+    cmds = core.decide(s, 1.0, CFG)
+    assert sends(cmds) == [("a1", "Assign", "r1", 1)]
+    rec = s.runs["r1"]
+    assert (rec.state, rec.agent_id, rec.agent_incarnation) == (RunState.PREPARING, "a1", "i1")
+
+
+def test_unknown_target_is_refused_with_the_known_ones_listed() -> None:
+    s = started()
+    (reply,) = replies(submit(s, "r1", 1.0, target="gpu-box"))
+    assert isinstance(reply, m.ErrorReply) and reply.code == "unknown_target"
+    assert "'gpu-box'" in reply.message and "known targets: local" in reply.message
+    assert s.runs == {} and s.dirty_runs == set()
+
+
+def test_bad_experiment_name_changes_nothing() -> None:
+    s = started()
+    (reply,) = replies(submit(s, "r1", 1.0, experiment="no spaces"))
+    assert isinstance(reply, m.ErrorReply) and "letters, digits" in reply.message
+    assert s.runs == {}
+
+
+def test_validate_only_creates_nothing() -> None:
+    s = started()
+    req = m.SubmitRequest(spec=spec(), validate_only=True)
+    cmds = core.handle(s, core.Submitted(request=req, run_id="r1", reply_to="x"), 1.0, CFG)
+    assert replies(cmds) == [m.SubmitValid(target="local")]
+    assert s.runs == {}
+
+
+def test_same_submission_id_gives_the_same_run() -> None:
+    s = started()
+    submit(s, "r1", 1.0, submission_id="abc")
+    cmds = submit(s, "r2", 1.5, submission_id="abc")
+    assert replies(cmds) == [m.SubmitAccepted(run_id="r1", created=False)]
+    assert set(s.runs) == {"r1"}
+
+
+def test_full_lifecycle_and_eof() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    for i, st in enumerate([RunState.STARTING, RunState.RUNNING, RunState.FINALIZING]):
+        assert report(s, "r1", st, 2.0 + i) == []
+    cmds = report(s, "r1", RunState.COMPLETED, 6.0, exit_code=0)
+    assert core.PublishEof(run_id="r1", attempt=1) in cmds
+    rec = s.runs["r1"]
+    assert (rec.state, rec.exit_code, rec.started_at, rec.ended_at) == (
+        RunState.COMPLETED, 0, 3.0, 6.0)
+    assert [h.state for h in rec.history] == [
+        "Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed"]
+    core.forget_finished(s, "r1")
+    assert "r1" not in s.runs
+
+
+def test_report_for_a_stale_attempt_is_refused_and_told_to_stop() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    cmds = report(s, "r1", RunState.RUNNING, 2.0, attempt=0)
+    assert sends(cmds) == [("a1", "Cancel", "r1", 0)]
+    assert s.runs["r1"].state is RunState.PREPARING
+    # a stale terminal report changes nothing either, and needs no stop
+    assert sends(report(s, "r1", RunState.COMPLETED, 2.0, attempt=0)) == []
+    assert s.runs["r1"].state is RunState.PREPARING
+
+
+def test_duplicate_report_is_ignored() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    report(s, "r1", RunState.STARTING, 2.0)
+    s.dirty_runs.clear()
+    assert report(s, "r1", RunState.STARTING, 2.5) == []
+    assert s.dirty_runs == set()
+
+
+def test_lost_agent_requeues_with_attempt_raised_and_finalizing_fails() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    submit(s, "r2", 1.0)
+    core.decide(s, 1.0, CFG)
+    for st in (RunState.STARTING, RunState.RUNNING, RunState.FINALIZING):
+        report(s, "r2", st, 2.0)
+    core.decide(s, 9.5, CFG)  # within the lease (last heard at 0): nothing happens
+    assert s.runs["r1"].state is RunState.PREPARING
+    cmds = core.decide(s, 11.5, CFG)
+    assert s.agents["a1"].lost
+    assert (s.runs["r1"].state, s.runs["r1"].attempt, s.runs["r1"].agent_id) == (
+        RunState.QUEUED, 2, None)
+    assert s.runs["r2"].state is RunState.FAILED and s.runs["r2"].error.kind == "lost"
+    assert core.PublishEof(run_id="r2", attempt=1) in cmds
+
+
+def test_scheduler_restart_gives_agents_a_full_lease() -> None:
+    s = started()
+    s.started_at = 100.0  # the scheduler came back at t=100; the agent was last heard at 0
+    core.decide(s, 105.0, CFG)
+    assert not s.agents["a1"].lost
+    core.decide(s, 110.5, CFG)
+    assert s.agents["a1"].lost
+
+
+def test_agent_restart_requeues_runs_of_the_old_incarnation() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(incarnation="i2", cpus=2)), 2.0, CFG)
+    cmds = core.decide(s, 2.0, CFG)
+    # requeued as attempt 2, and placed again on the new incarnation
+    assert sends(cmds) == [("a1", "Assign", "r1", 2)]
+    assert s.runs["r1"].agent_incarnation == "i2"
+
+
+def test_unacknowledged_assign_is_resent_to_the_same_incarnation() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 2.0, CFG)
+    assert sends(core.decide(s, 2.0, CFG)) == []  # too early to tell
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 5.0, CFG)
+    assert sends(core.decide(s, 5.0, CFG)) == [("a1", "Assign", "r1", 1)]
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2, running=[("r1", 1)])), 6.0, CFG)
+    assert sends(core.decide(s, 9.0, CFG)) == []
+
+
+def test_agent_holding_an_unknown_attempt_is_told_to_stop_it() -> None:
+    s = started()
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(running=[("ghost", 3)])), 1.0, CFG)
+    assert sends(core.decide(s, 1.0, CFG)) == [("a1", "Cancel", "ghost", 3)]
+
+
+def test_cancel_queued_and_running() -> None:
+    s = SchedulerState()
+    submit(s, "q", 1.0)
+    cmds = core.handle(s, core.CancelAsked(run_id="q", reply_to="x"), 2.0, CFG)
+    assert s.runs["q"].state is RunState.CANCELED
+    assert core.PublishEof(run_id="q", attempt=1) in cmds
+    assert replies(cmds) == [m.CancelAccepted(run_id="q", state=RunState.CANCELED)]
+
+    s = started()
+    submit(s, "r", 1.0)
+    core.decide(s, 1.0, CFG)
+    cmds = core.handle(s, core.CancelAsked(run_id="r", reply_to="x"), 2.0, CFG)
+    assert sends(cmds) == [("a1", "Cancel", "r", 1)]
+    assert s.runs["r"].cancel_requested and s.runs["r"].state is RunState.PREPARING
+    report(s, "r", RunState.CANCELED, 3.0)
+    assert s.runs["r"].state is RunState.CANCELED
+
+
+def test_cancel_requested_on_a_lost_agent_ends_canceled_not_requeued() -> None:
+    s = started()
+    submit(s, "r", 1.0)
+    core.decide(s, 1.0, CFG)
+    core.handle(s, core.CancelAsked(run_id="r", reply_to="x"), 2.0, CFG)
+    core.decide(s, 20.0, CFG)
+    assert s.runs["r"].state is RunState.CANCELED and s.runs["r"].attempt == 1
+
+
+def test_why_explains_a_waiting_run() -> None:
+    s = started()
+    submit(s, "big", 1.0, resources=m.Resources(cpus=3))
+    core.decide(s, 1.0, CFG)
+    assert s.why["big"] == {"agent has too few CPUs": 1}
