@@ -212,6 +212,7 @@ class Daemon:
                 max_ack_pending=10_000,
             ),
         )
+        self.subs.append(psub)
         while True:
             try:
                 msgs = await psub.fetch(batch=500, timeout=1.0)
@@ -369,6 +370,9 @@ class Daemon:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for sub in self.subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()  # type: ignore[attr-defined]
         await self.bus.close()
 
 

@@ -90,6 +90,8 @@ async def connect(
         "reconnect_time_wait": 0.5,
         "ping_interval": 5,
         "max_outstanding_pings": 3,
+        # Stopping must be quick: in-flight work is either acknowledged or redelivered.
+        "drain_timeout": 2,
     }
 
     async def _quiet(_exc: Exception) -> None:

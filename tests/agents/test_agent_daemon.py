@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -73,12 +74,17 @@ class Reports:
         assert self.sub is not None
         try:
             msgs = await self.sub.fetch(100, timeout=timeout)  # type: ignore[attr-defined]
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
             return
         for msg in msgs:
             report = codec.decode(m.RunReport, msg.data)
             self.by_run.setdefault(report.run_id, []).append(report)
             await msg.ack()
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            await self.sub.unsubscribe()  # type: ignore[attr-defined]
+            self.sub = None
 
     async def until_terminal(self, run_id: str, timeout: float = 30.0) -> list[m.RunReport]:
         deadline = time.monotonic() + timeout
@@ -104,7 +110,7 @@ async def stream_batches(js: JetStreamContext, subject: str) -> list[bytes]:
     while True:
         try:
             msgs = await sub.fetch(100, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
             break
         for msg in msgs:
             out.append(msg.data)
@@ -208,6 +214,7 @@ async def test_full_agent_run(bus: Bus, tmp_path: Path) -> None:
         got2 = await reports.until_terminal("run2")
         assert got2[-1].state == RunState.FAILED and got2[-1].exit_code == 3
         assert got2[-1].error == m.RunError(kind="exit_code", message="script exited with code 3")
+    await reports.close()
 
 
 async def test_cancel_and_pre_spawn_failures(bus: Bus, tmp_path: Path) -> None:
@@ -274,6 +281,7 @@ async def test_cancel_and_pre_spawn_failures(bus: Bus, tmp_path: Path) -> None:
         assert got[-1].state == RunState.FAILED
         assert got[-1].error is not None and got[-1].error.kind == "timeout"
         assert "max_duration_s=0.5" in got[-1].error.message
+    await reports.close()
 
 
 @pytest.mark.parametrize("grace", [2.0])
@@ -296,10 +304,17 @@ async def test_shutdown_stops_running_attempts(bus: Bus, tmp_path: Path, grace: 
         inc = await sched.incarnation()
         await sched.send(m.Assign(run_id="held", attempt=1, incarnation=inc, spec=spec(snap)))
         await reports.until_state("held", RunState.RUNNING)
+        deadline = time.monotonic() + 10
+        while not (pidfile.exists() and pidfile.read_text()):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         t0 = time.monotonic()
     assert time.monotonic() - t0 < grace + 5
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
-        import os
-
         os.kill(pid, 0)
+    # shutdown is not a terminal state of the run: the scheduler requeues it when the agent
+    # is gone, so no report after Running
+    await reports.pull()
+    assert [r.state for r in reports.by_run["held"]] == [RunState.STARTING, RunState.RUNNING]
+    await reports.close()

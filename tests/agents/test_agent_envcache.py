@@ -21,7 +21,7 @@ async def test_user_managed(tmp_path: Path) -> None:
     cache = EnvCache(tmp_path / "envs")
     got = await cache.prepare(m.PythonEnvironment(), lambda _: None)
     assert got.python == sys.executable and got.hash is None
-    with pytest.raises(EnvError, match="/nope/python.*does not exist"):
+    with pytest.raises(EnvError, match=r"/nope/python.*does not exist"):
         await cache.prepare(m.PythonEnvironment(interpreter="/nope/python"), lambda _: None)
     assert (cache.hits, cache.misses) == (0, 0)
 

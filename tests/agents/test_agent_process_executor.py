@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agents.attempt import child_env, write_runtime
 from agents.executors import Launch
-from agents.executors.process import ProcessExecutor, ProcessExecution
+from agents.executors.process import ProcessExecution, ProcessExecutor
 from agents.metrics_fifo import MetricsFifo, parse_metric
 from proto import messages as m
 

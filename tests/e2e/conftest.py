@@ -1,0 +1,102 @@
+"""A real `sortie up` (nats-server + scheduler + local agent) in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sortie.broker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+_ENTRY = Path(sys.executable).parent / "sortie"
+# The installed console script, as a user runs it (fallback: the module).
+SORTIE = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "sortie.cli"]
+
+
+@dataclass
+class Installation:
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    log: Path
+
+    def cli(self, *args: str, timeout: float = 120, check: bool = False,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*SORTIE, *args], env=self.env, capture_output=True, text=True,
+            timeout=timeout, cwd=cwd or REPO,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"sortie {args} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, timeout: float = 120) -> object:
+        proc = self.cli(*args, "--output", "json", timeout=timeout, check=True)
+        return json.loads(proc.stdout)
+
+
+def start_up(data_dir: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    fh = open(log, "a")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [*SORTIE, "up", "--data-dir", str(data_dir), "--port", str(port), "--no-fsync"],
+        env=env, stdout=subprocess.PIPE, stderr=fh, text=True, cwd=REPO,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the one ready line
+    expected = f"Sortie ready at nats://127.0.0.1:{port} (data {data_dir.resolve()}"
+    if not line.startswith(expected):
+        proc.kill()
+        raise AssertionError(f"sortie up did not get ready: {line!r}\n{log.read_text()[-3000:]}")
+    return proc
+
+
+def stop_up(proc: subprocess.Popen[str], timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
+    root = tmp_path_factory.mktemp("sortie")
+    port = free_port()
+    env = dict(os.environ)
+    env["SORTIE_PROFILE"] = str(root / "profile.json")
+    env.pop("SORTIE_URL", None)
+    env["PYTHONPATH"] = str(REPO)
+    log = root / "up.log"
+    proc = start_up(root / "data", port, env, log)
+    inst = Installation(url=f"nats://127.0.0.1:{port}", data_dir=root / "data", env=env,
+                        process=proc, log=log)
+    try:
+        yield inst
+    finally:
+        stop_up(proc)
+        # keep the daemon log visible when something failed
+        if os.environ.get("SORTIE_TEST_SHOW_LOG"):
+            print(log.read_text()[-5000:])
+
+
+def wait_until(pred, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
