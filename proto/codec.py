@@ -6,7 +6,7 @@ person can act on; callers answer that with an ``ErrorReply(code="bad_request")`
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -26,16 +26,28 @@ def encode(msg: msgspec.Struct) -> bytes:
     return _encoder.encode(msg)
 
 
-def decoder(kind: type[T] | Any) -> msgspec.json.Decoder[T]:
+@overload
+def decoder(kind: type[T]) -> msgspec.json.Decoder[T]: ...
+@overload
+def decoder(kind: Any) -> msgspec.json.Decoder[Any]: ...  # a union alias such as AgentCommand
+
+
+def decoder(kind: Any) -> msgspec.json.Decoder[Any]:
     dec = _decoders.get(kind)
     if dec is None:
         dec = _decoders[kind] = msgspec.json.Decoder(kind)
     return dec
 
 
-def decode(kind: type[T] | Any, data: bytes) -> T:
+@overload
+def decode(kind: type[T], data: bytes) -> T: ...
+@overload
+def decode(kind: Any, data: bytes) -> Any: ...  # a union alias such as AgentCommand
+
+
+def decode(kind: Any, data: bytes) -> Any:
     try:
-        return decoder(kind).decode(data)  # type: ignore[no-any-return]
+        return decoder(kind).decode(data)
     except msgspec.DecodeError as exc:
         name = getattr(kind, "__name__", str(kind))
         raise BadMessage(f"could not decode {name}: {exc}") from None

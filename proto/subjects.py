@@ -39,9 +39,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 def check_token(kind: str, value: str) -> str:
     """Return ``value`` if it can stand as one subject token; raise ``ValueError`` otherwise."""
     if not _TOKEN.match(value):
-        raise ValueError(
-            f"{kind} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'"
-        )
+        raise ValueError(f"{kind} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'")
     return value
 
 

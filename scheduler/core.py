@@ -94,15 +94,13 @@ Command = SendToAgent | Reply | PublishEof | Log
 
 @dataclass(frozen=True)
 class Config:
-    timing: Timing = Timing()
+    timing: Timing = field(default_factory=Timing)
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _move(
-    rec: m.RunRecord, target: RunState, now: float, **changes: object
-) -> m.RunRecord:
+def _move(rec: m.RunRecord, target: RunState, now: float, **changes: object) -> m.RunRecord:
     state = transition(rec.state, target)
     history = [*rec.history, m.StateChange(state=state, at=now, attempt=rec.attempt)]
     return msgspec.structs.replace(rec, state=state, history=history, **changes)
@@ -168,9 +166,7 @@ def _targets(state: SchedulerState) -> m.TargetsReply:
             live[a.target] = live.get(a.target, 0) + 1
     return m.TargetsReply(
         targets=[
-            m.TargetInfo(
-                name=n, kind="local" if n == "local" else "agents", agents=live.get(n, 0)
-            )
+            m.TargetInfo(name=n, kind="local" if n == "local" else "agents", agents=live.get(n, 0))
             for n in sorted(names)
         ]
     )
@@ -369,7 +365,9 @@ def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
     for agent_id, ref in rec_out.stop_stale:
         cmds.append(
             SendToAgent(
-                agent_id, m.Cancel(run_id=ref.run_id, attempt=ref.attempt, reason="stale"), ref.run_id
+                agent_id,
+                m.Cancel(run_id=ref.run_id, attempt=ref.attempt, reason="stale"),
+                ref.run_id,
             )
         )
 

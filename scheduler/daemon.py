@@ -34,8 +34,14 @@ from sortie.bus import Bus, has_blob, kv_items, open_bus
 log = structlog.get_logger("sortie.scheduler")
 
 Ack = Callable[[], Awaitable[None]]
-TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, asyncio.TimeoutError,
-             nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError, OSError)
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +187,9 @@ class Daemon:
         except nats.js.errors.KeyNotFoundError:
             return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
         rec = codec.decode(m.RunRecord, entry.value or b"")
-        return m.ErrorReply(code="invalid_state", message=f"run {run_id} already ended: {rec.state}")
+        return m.ErrorReply(
+            code="invalid_state", message=f"run {run_id} already ended: {rec.state}"
+        )
 
     def _note_bad(self, subject: str, why: str) -> None:
         """Log an undecodable message once per subject (a flood must not flood the log)."""
@@ -216,7 +224,7 @@ class Daemon:
         while True:
             try:
                 msgs = await psub.fetch(batch=500, timeout=1.0)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except TRANSIENT as exc:
                 log.warning("report fetch failed; retrying", error=repr(exc))
@@ -343,7 +351,9 @@ class Daemon:
                 continue
             try:
                 if isinstance(cmd, core.SendToAgent):
-                    await nc.publish(subjects.agent_commands(cmd.agent_id), codec.encode(cmd.command))
+                    await nc.publish(
+                        subjects.agent_commands(cmd.agent_id), codec.encode(cmd.command)
+                    )
                 elif isinstance(cmd, core.Reply):
                     if cmd.reply_to:
                         await nc.publish(cmd.reply_to, codec.encode(cmd.message))

@@ -56,6 +56,4 @@ class SchedulerState:
         return set(BUILTIN_TARGETS) | {a.target for a in self.agents.values()}
 
     def runs_on(self, agent_id: str) -> list[m.RunRecord]:
-        return [
-            r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT
-        ]
+        return [r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT]

@@ -56,17 +56,17 @@ def reconcile(
     for run in runs.values():
         if run.state not in ON_AGENT or run.agent_id is None:
             continue
-        agent = agents.get(run.agent_id)
+        view = agents.get(run.agent_id)
         ref = (run.run_id, run.attempt)
         vanished = (
-            agent is None
+            view is None
             or run.agent_id in gone
-            or (agent.confirmed and agent.incarnation != run.agent_incarnation)
+            or (view.confirmed and view.incarnation != run.agent_incarnation)
         )
         if vanished:
             why = (
                 f"agent {run.agent_id} was lost"
-                if agent is None or run.agent_id in gone
+                if view is None or run.agent_id in gone
                 else f"agent {run.agent_id} restarted"
             )
             if run.cancel_requested:
@@ -78,11 +78,11 @@ def reconcile(
             else:
                 out.requeue.append((run.run_id, why))
             continue
-        assert agent is not None
-        if not agent.confirmed or ref in agent.running or ref in agent.finished:
+        assert view is not None
+        if not view.confirmed or ref in view.running or ref in view.finished:
             continue
         sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
-        if agent.last_seen - sent > timing.assign_ack_s:
+        if view.last_seen - sent > timing.assign_ack_s:
             out.resend.append(run.run_id)
 
     for agent in agents.values():

@@ -1,4 +1,7 @@
-"""Checks on a submitted RunSpec that need no I/O. Each failure says what was wrong and what to do."""
+"""Checks on a submitted RunSpec that need no I/O.
+
+Each failure says what was wrong and what to do.
+"""
 
 from __future__ import annotations
 

@@ -117,4 +117,3 @@ def start_broker(
         time.sleep(0.05)
     proc.kill()
     raise BrokerError(f"nats-server did not listen on {host}:{port} within {ready_timeout}s")
-

@@ -59,7 +59,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError, OSError):
+            except (TimeoutError, nats.errors.Error, OSError):
                 await self.nc.close()
 
 
@@ -104,7 +104,9 @@ async def connect(
             return await nats.connect(**options)  # type: ignore[arg-type]
         except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
             if not reconnect_forever:
-                raise BrokerUnreachable(unreachable_message(url, exc or type(exc).__name__)) from None
+                raise BrokerUnreachable(
+                    unreachable_message(url, exc or type(exc).__name__)
+                ) from None
             # A daemon waits for its broker: log once per attempt, back off up to 5 s.
             structlog.get_logger("sortie.bus").warning(
                 "broker unreachable; retrying", url=url, retry_in_s=delay
@@ -145,9 +147,7 @@ async def ensure_resources(js: JetStreamContext, *, replicas: int = 1) -> None:
         try:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, replicas=replicas)
-            )
+            await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, replicas=replicas))
     try:
         await js.object_store(subjects.OBJ_BLOBS)
     except nats.js.errors.BucketNotFoundError:
@@ -236,7 +236,7 @@ async def put_blob(store: ObjectStore, sha: str, source: Path | bytes) -> None:
         await store.put(sha, source)
         return
     with open(source, "rb") as fh:
-        await store.put(sha, fh)  # type: ignore[arg-type]
+        await store.put(sha, fh)
 
 
 async def get_blob(store: ObjectStore, sha: str) -> bytes:
@@ -252,24 +252,25 @@ async def fetch_blob_to(store: ObjectStore, sha: str, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     with open(tmp, "wb") as fh:
-        await store.get(sha, writeinto=fh)  # type: ignore[arg-type]
+        await store.get(sha, writeinto=fh)
     if sha256_file(tmp) != sha:
         tmp.unlink(missing_ok=True)
         raise ValueError(f"blob {sha} is corrupt in the object store (hash mismatch)")
     tmp.replace(dest)
 
 
-async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entry]:
+# ASYNC109: ``timeout`` is nats-py's wait for each next entry, not a deadline for the whole call.
+async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entry]:  # noqa: ASYNC109
     """The current value of every key in a bucket, in one ordered pass (no per-key requests)."""
     watcher = await kv.watchall(ignore_deletes=True)
     items: list[KeyValue.Entry] = []
     try:
         while True:
-            entry = await watcher.updates(timeout=timeout)
+            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
             if entry is None:
                 break
             if entry.value is not None and entry.operation is None:
                 items.append(entry)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
     return items

@@ -345,19 +345,30 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     if args.output == "json":
         print(json.dumps(details, indent=2))
         return EXIT_OK
-    keys = ("run_id", "state", "attempt", "exit_code", "experiment", "target", "script",
-            "agent_id", "created_at", "started_at", "ended_at")
-    _table([(k, "" if details[k] is None else str(details[k])) for k in keys], header=False)
+    keys = (
+        "run_id",
+        "state",
+        "attempt",
+        "exit_code",
+        "experiment",
+        "target",
+        "script",
+        "agent_id",
+        "created_at",
+        "started_at",
+        "ended_at",
+    )
+    rows = [(k, "" if details[k] is None else str(details[k])) for k in keys]
     git = details["git"]
     if git["commit"]:
-        print(f"git          {git['commit'][:12]} on {git['branch']}{' (dirty)' if git['dirty'] else ''}")
+        dirty = " (dirty)" if git["dirty"] else ""
+        rows.append(("git", f"{git['commit'][:12]} on {git['branch']}{dirty}"))
     if details["error"]:
-        print(f"error        {details['error']['kind']}: {details['error']['message']}")
+        rows.append(("error", f"{details['error']['kind']}: {details['error']['message']}"))
     for name, values in details["metrics"].items():
-        shown = values[-1] if len(values) == 1 else values
-        print(f"metric       {name} = {shown}")
-    for path in details["artifacts"]:
-        print(f"artifact     {path}")
+        rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
+    rows.extend(("artifact", path) for path in details["artifacts"])
+    _table(rows)
     return EXIT_OK
 
 
@@ -404,7 +415,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _table(rows: Sequence[Sequence[str]], *, header: bool = True) -> None:
+def _table(rows: Sequence[Sequence[str]]) -> None:
     if not rows:
         return
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -6,10 +6,9 @@ Writes (submit, cancel) are requests to the scheduler; reads come straight from 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,7 +94,11 @@ class Client:
     # --- requests to the scheduler -----------------------------------------------------------
 
     async def _request(
-        self, subject: str, message: m.Message, reply_type: Any, timeout: float = 10.0
+        self,
+        subject: str,
+        message: m.Message,
+        reply_type: Any,
+        timeout: float = 10.0,  # noqa: ASYNC109 - passed to nc.request, which raises nats' TimeoutError
     ) -> Any:
         try:
             msg = await self.bus.nc.request(subject, codec.encode(message), timeout=timeout)
@@ -153,7 +156,7 @@ class Client:
                     subjects.API_SUBMIT, m.SubmitRequest(spec=spec), m.SubmitReply
                 )
                 break
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 # The same submission_id makes a retry land on the same run.
                 if attempt == SUBMIT_ATTEMPTS - 1:
                     raise ClientError(
@@ -212,7 +215,7 @@ class Client:
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=3600)
+                    entry = await watcher.updates(timeout=3600)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
                 except nats.errors.TimeoutError:
                     continue
                 if entry is None or entry.value is None:
@@ -221,11 +224,11 @@ class Client:
                 if rec.state in TERMINAL:
                     return rec
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
 
     async def _subject_messages(
         self, stream: str, subject: str, *, follow: bool
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Every message on ``subject`` from the first; ``follow`` keeps waiting for more."""
         js = self.bus.js
         last_seq: int | None = None
@@ -337,7 +340,9 @@ def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> di
         "environment": msgspec.to_builtins(spec.environment.python),
         "metrics": metrics,
         "artifacts": [a.path for a in rec.artifacts],
-        "error": None if rec.error is None else {"kind": rec.error.kind, "message": rec.error.message},
+        "error": None
+        if rec.error is None
+        else {"kind": rec.error.kind, "message": rec.error.message},
         "cancel_requested": rec.cancel_requested,
         "history": [
             {"state": str(h.state), "at": iso(h.at), "attempt": h.attempt} for h in rec.history

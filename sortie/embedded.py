@@ -10,8 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.config import AgentConfig
-from agents.config import default_agent_id
+from agents.config import AgentConfig, default_agent_id
 from agents.daemon import run_agent
 from scheduler.daemon import SchedulerConfig, run_scheduler
 from sortie.broker import BrokerError, start_broker

@@ -33,7 +33,7 @@ def write_profile(url: str, data_dir: Path, pid: int) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump({"url": url, "data_dir": str(data_dir), "pid": pid}, fh)
-    os.chmod(tmp, 0o600)
+    tmp.chmod(0o600)
     tmp.replace(path)
     return path
 

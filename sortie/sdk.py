@@ -110,9 +110,7 @@ class PythonSection:
                     "False to have Sortie build the environment"
                 )
             return envspec.user_managed(self.interpreter_path)
-        given = [
-            x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None
-        ]
+        given = [x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None]
         if len(given) + bool(self.pip_packages) > 1:
             raise ValueError(
                 "give one of pip_packages, requirements_file or conda_dependencies_file"

@@ -30,9 +30,15 @@ def capacity(cpus: float = 4, memory_mb: int = 8192, gpus: int = 0) -> m.Capacit
     return m.Capacity(cpus=cpus, memory_mb=memory_mb, gpus=gpus)
 
 
-def heartbeat(agent_id: str = "a1", incarnation: str = "i1", target: str = "local",
-              running: list[tuple[str, int]] | None = None, cpus: float = 4,
-              gpus: int = 0, at: float = 0.0) -> m.Heartbeat:
+def heartbeat(
+    agent_id: str = "a1",
+    incarnation: str = "i1",
+    target: str = "local",
+    running: list[tuple[str, int]] | None = None,
+    cpus: float = 4,
+    gpus: int = 0,
+    at: float = 0.0,
+) -> m.Heartbeat:
     return m.Heartbeat(
         agent_id=agent_id,
         incarnation=incarnation,

@@ -29,7 +29,9 @@ class FakeAgent:
     _sub: object = None
 
     async def start(self, interval: float = 0.2) -> None:
-        self._sub = await self.bus.nc.subscribe(subjects.agent_commands(self.agent_id), cb=self._on_cmd)
+        self._sub = await self.bus.nc.subscribe(
+            subjects.agent_commands(self.agent_id), cb=self._on_cmd
+        )
         await self.heartbeat()
         self._tasks.append(asyncio.create_task(self._beat(interval)))
 
@@ -41,8 +43,11 @@ class FakeAgent:
 
     async def heartbeat(self) -> None:
         hb = m.Heartbeat(
-            agent_id=self.agent_id, incarnation=self.incarnation, target=self.target,
-            hostname="sim", capacity=self.capacity,
+            agent_id=self.agent_id,
+            incarnation=self.incarnation,
+            target=self.target,
+            hostname="sim",
+            capacity=self.capacity,
             running=[m.RunRef(run_id=r, attempt=a) for r, a in self.running.items()],
             sent_at=time.time(),
         )
@@ -55,8 +60,15 @@ class FakeAgent:
                 await self.heartbeat()
 
     async def report(self, run_id: str, attempt: int, state: RunState, **kw: object) -> None:
-        rep = m.RunReport(agent_id=self.agent_id, incarnation=self.incarnation, run_id=run_id,
-                          attempt=attempt, state=state, at=time.time(), **kw)  # type: ignore[arg-type]
+        rep = m.RunReport(
+            agent_id=self.agent_id,
+            incarnation=self.incarnation,
+            run_id=run_id,
+            attempt=attempt,
+            state=state,
+            at=time.time(),
+            **kw,
+        )  # type: ignore[arg-type]
         await self.bus.js.publish(subjects.report(self.agent_id), codec.encode(rep))
         if state in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED):
             self.running.pop(run_id, None)

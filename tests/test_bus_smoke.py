@@ -1,4 +1,4 @@
-from sortie.bus import Bus, missing_blobs, put_blob, sha256_bytes, get_blob
+from sortie.bus import Bus, get_blob, missing_blobs, put_blob, sha256_bytes
 
 
 async def test_blobs_roundtrip(bus: Bus) -> None:

@@ -30,14 +30,21 @@ class Installation:
     process: subprocess.Popen[str]
     log: Path
 
-    def cli(self, *args: str, timeout: float = 120, check: bool = False,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 120, check: bool = False, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [*SORTIE, *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout, cwd=cwd or REPO,
+            [*SORTIE, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or REPO,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"sortie {args} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"sortie {args} failed {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def json(self, *args: str, timeout: float = 120) -> object:
@@ -49,7 +56,11 @@ def start_up(data_dir: Path, port: int, env: dict[str, str], log: Path) -> subpr
     fh = open(log, "a")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         [*SORTIE, "up", "--data-dir", str(data_dir), "--port", str(port), "--no-fsync"],
-        env=env, stdout=subprocess.PIPE, stderr=fh, text=True, cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=fh,
+        text=True,
+        cwd=REPO,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the one ready line
@@ -81,8 +92,9 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installat
     env["PYTHONPATH"] = str(REPO)
     log = root / "up.log"
     proc = start_up(root / "data", port, env, log)
-    inst = Installation(url=f"nats://127.0.0.1:{port}", data_dir=root / "data", env=env,
-                        process=proc, log=log)
+    inst = Installation(
+        url=f"nats://127.0.0.1:{port}", data_dir=root / "data", env=env, process=proc, log=log
+    )
     try:
         yield inst
     finally:

@@ -19,11 +19,16 @@ async def test_submit_with_one_json_request(installation: Installation) -> None:
         script = b"print('from another service')\n"
         sha = sha256_bytes(script)
         await put_blob(bus.blobs, sha, script)
-        manifest = codec.encode(m.Manifest(files=[m.FileEntry(path="s.py", size=len(script), mode=0o644, sha256=sha)]))
+        manifest = codec.encode(
+            m.Manifest(files=[m.FileEntry(path="s.py", size=len(script), mode=0o644, sha256=sha)])
+        )
         snap = sha256_bytes(manifest)
         await put_blob(bus.blobs, snap, manifest)
         # plain JSON written by hand, as a service in any language would
-        request = {"type": "submit", "spec": {"experiment": "svc", "script": "s.py", "snapshot_id": snap}}
+        request = {
+            "type": "submit",
+            "spec": {"experiment": "svc", "script": "s.py", "snapshot_id": snap},
+        }
         reply = await bus.nc.request(subjects.API_SUBMIT, json.dumps(request).encode(), timeout=10)
         body = json.loads(reply.data)
         assert body["type"] == "submit_accepted" and body["run_id"].startswith("svc_")
@@ -41,8 +46,15 @@ async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
             b"{not json",
             b"\xff\xfe\x00garbage",
             json.dumps({"type": "submit"}).encode(),
-            json.dumps({"type": "submit", "spec": {"experiment": "x", "script": 5, "snapshot_id": "a"}}).encode(),
-            json.dumps({"type": "submit", "spec": {"experiment": "x", "script": "a.py", "snapshot_id": "0" * 64}}).encode(),
+            json.dumps(
+                {"type": "submit", "spec": {"experiment": "x", "script": 5, "snapshot_id": "a"}}
+            ).encode(),
+            json.dumps(
+                {
+                    "type": "submit",
+                    "spec": {"experiment": "x", "script": "a.py", "snapshot_id": "0" * 64},
+                }
+            ).encode(),
         ]
         for payload in cases:
             reply = await nc.request(subjects.API_SUBMIT, payload, timeout=10)
@@ -52,7 +64,11 @@ async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
             assert body["message"]
         reply = await nc.request(subjects.API_CANCEL, b"[]", timeout=10)
         assert json.loads(reply.data)["code"] == "bad_request"
-        reply = await nc.request(subjects.API_CANCEL, json.dumps({"type": "cancel", "run_id": "a.b"}).encode(), timeout=10)
+        reply = await nc.request(
+            subjects.API_CANCEL,
+            json.dumps({"type": "cancel", "run_id": "a.b"}).encode(),
+            timeout=10,
+        )
         assert json.loads(reply.data)["code"] == "bad_request"
         # garbage on subjects that have no reply: heartbeats, reports, agent commands, logs
         js = nc.jetstream()
@@ -63,7 +79,9 @@ async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
         await js.publish(subjects.logs("nobody_1_x"), b"\xff")
         await nc.flush()
         # everything still answers and nothing was created
-        targets = await nc.request(subjects.API_TARGETS, codec.encode(m.TargetsRequest()), timeout=10)
+        targets = await nc.request(
+            subjects.API_TARGETS, codec.encode(m.TargetsRequest()), timeout=10
+        )
         assert [t["name"] for t in json.loads(targets.data)["targets"]] == ["local"]
         assert installation.json("run", "list") == runs_before
         (tmp_path / "ok.py").write_text("print('still fine')\n")

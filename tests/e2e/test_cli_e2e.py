@@ -17,11 +17,26 @@ def copy_example(tmp_path: Path) -> Path:
     return src
 
 
-def test_example_in_a_system_managed_env_end_to_end(installation: Installation, tmp_path: Path) -> None:
+def test_example_in_a_system_managed_env_end_to_end(
+    installation: Installation, tmp_path: Path
+) -> None:
     src = copy_example(tmp_path)
     proc = installation.cli(
-        "run", "submit", str(src), "--script", "train.py", "--experiment", "digits",
-        "--pip", "scikit-learn", "--arg=--C", "--arg", "0.5", "--wait", "--output", "json",
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "train.py",
+        "--experiment",
+        "digits",
+        "--pip",
+        "scikit-learn",
+        "--arg=--C",
+        "--arg",
+        "0.5",
+        "--wait",
+        "--output",
+        "json",
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -42,7 +57,13 @@ def test_example_in_a_system_managed_env_end_to_end(installation: Installation, 
     assert shown["metrics"]["C"] == [0.5]
     assert sorted(shown["artifacts"]) == ["outputs/metrics.json", "outputs/model.pkl"]
     assert [h["state"] for h in shown["history"]] == [
-        "Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed"]
+        "Queued",
+        "Preparing",
+        "Starting",
+        "Running",
+        "Finalizing",
+        "Completed",
+    ]
     assert set(shown["git"]) >= {"commit", "branch", "dirty"}
 
     logs = installation.cli("run", "logs", run_id, check=True).stdout
@@ -59,8 +80,19 @@ def test_example_in_a_system_managed_env_end_to_end(installation: Installation, 
 
     # the same spec again: the environment comes from the cache and no file is re-sent
     again = installation.cli(
-        "run", "submit", str(src), "--script", "train.py", "--experiment", "digits",
-        "--pip", "scikit-learn", "--wait", "--output", "json", timeout=300,
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "train.py",
+        "--experiment",
+        "digits",
+        "--pip",
+        "scikit-learn",
+        "--wait",
+        "--output",
+        "json",
+        timeout=300,
     )
     assert again.returncode == 0, again.stderr
     snap2 = json.loads(again.stdout.strip().splitlines()[0])
@@ -109,8 +141,17 @@ def test_max_duration_fails_with_timeout(installation: Installation, tmp_path: P
     src.mkdir()
     (src / "slow.py").write_text("import time\nprint('start', flush=True)\ntime.sleep(120)\n")
     proc = installation.cli(
-        "run", "submit", str(src), "--script", "slow.py", "--max-duration", "1.5", "--wait",
-        "--output", "json", timeout=60,
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "slow.py",
+        "--max-duration",
+        "1.5",
+        "--wait",
+        "--output",
+        "json",
+        timeout=60,
     )
     assert proc.returncode == 1
     run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
@@ -125,8 +166,7 @@ def test_cancel_stops_the_whole_process_group(installation: Installation, tmp_pa
     src.mkdir()
     marker = tmp_path / "child-alive"
     (src / "parent.sh").write_text(
-        f"( while true; do date > {marker}; sleep 0.2; done ) &\n"
-        "echo started\nwait\n"
+        f"( while true; do date > {marker}; sleep 0.2; done ) &\necho started\nwait\n"
     )
     sub = installation.json("run", "submit", str(src), "--script", "parent.sh")
     assert isinstance(sub, dict)
@@ -154,18 +194,34 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(
     (src / "t.py").write_text("print(1)\n")
     before = installation.json("run", "list")
     cases = [
-        (("run", "submit", str(src), "--script", "t.py", "--target", "nowhere"),
-         "unknown compute target 'nowhere'; known targets: local"),
+        (
+            ("run", "submit", str(src), "--script", "t.py", "--target", "nowhere"),
+            "unknown compute target 'nowhere'; known targets: local",
+        ),
         (("run", "submit", str(src), "--script", "missing.py"), "'missing.py' was not found"),
         (("run", "submit", str(tmp_path / "nope"), "--script", "t.py"), "does not exist"),
-        (("run", "submit", str(src), "--script", "t.py", "--experiment", "a b"),
-         "experiment name 'a b' is not valid"),
-        (("run", "submit", str(src), "--script", "t.py", "--requirements", str(tmp_path / "r.txt")),
-         "does not exist"),
+        (
+            ("run", "submit", str(src), "--script", "t.py", "--experiment", "a b"),
+            "experiment name 'a b' is not valid",
+        ),
+        (
+            (
+                "run",
+                "submit",
+                str(src),
+                "--script",
+                "t.py",
+                "--requirements",
+                str(tmp_path / "r.txt"),
+            ),
+            "does not exist",
+        ),
         (("run", "submit", str(src), "--script", "t.py", "--env", "NOEQUALS"), "KEY=VALUE"),
         (("run", "show", "no_such_run"), "no run 'no_such_run'"),
-        (("--url", "nats://127.0.0.1:9", "run", "list"),
-         "cannot reach the Sortie broker at nats://127.0.0.1:9"),
+        (
+            ("--url", "nats://127.0.0.1:9", "run", "list"),
+            "cannot reach the Sortie broker at nats://127.0.0.1:9",
+        ),
     ]
     for args, expected in cases:
         proc = installation.cli(*args)
@@ -183,3 +239,98 @@ def test_link_leaving_the_tree_is_refused(installation: Installation, tmp_path: 
     proc = installation.cli("run", "submit", str(src), "--script", "t.py")
     assert proc.returncode == 2
     assert "secret" in proc.stderr and "/etc/hostname" in proc.stderr
+
+
+def test_environment_from_requirements_and_conda_file(
+    installation: Installation, tmp_path: Path
+) -> None:
+    src = tmp_path / "envs"
+    src.mkdir()
+    (src / "use_six.py").write_text("import six\nprint('six', six.__version__)\n")
+    (tmp_path / "req.txt").write_text("# pinned for the test\nsix==1.16.0\n")
+    (tmp_path / "env.yml").write_text(
+        "name: t\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n      - six==1.17.0\n"
+    )
+    r1 = installation.cli(
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "use_six.py",
+        "--requirements",
+        str(tmp_path / "req.txt"),
+        "--wait",
+        timeout=300,
+    )
+    assert r1.returncode == 0, r1.stderr
+    assert "six 1.16.0" in r1.stdout
+    r2 = installation.cli(
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "use_six.py",
+        "--conda-file",
+        str(tmp_path / "env.yml"),
+        "--wait",
+        timeout=300,
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert "six 1.17.0" in r2.stdout
+
+
+def test_failed_environment_build_fails_the_run_with_its_output(
+    installation: Installation, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("print('never')\n")
+    proc = installation.cli(
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "t.py",
+        "--pip",
+        "sortie-no-such-package-zz9",
+        "--wait",
+        "--output",
+        "json",
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
+    shown = installation.json("run", "show", run_id)
+    assert isinstance(shown, dict)
+    assert shown["state"] == "Failed" and shown["error"]["kind"] == "environment"
+    assert "sortie-no-such-package-zz9" in shown["error"]["message"]
+    logs = installation.cli("run", "logs", run_id, check=True).stdout
+    assert "sortie-no-such-package-zz9" in logs and "never" not in logs
+
+
+def test_conda_packages_without_conda_fail_early_and_say_so(
+    installation: Installation, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("print('never')\n")
+    (tmp_path / "env.yml").write_text("dependencies:\n  - numpy=1.26\n  - pip:\n      - six\n")
+    proc = installation.cli(
+        "run",
+        "submit",
+        str(src),
+        "--script",
+        "t.py",
+        "--conda-file",
+        str(tmp_path / "env.yml"),
+        "--wait",
+        "--output",
+        "json",
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
+    shown = installation.json("run", "show", run_id)
+    assert isinstance(shown, dict) and shown["error"]["kind"] == "environment"
+    message = shown["error"]["message"]
+    assert "numpy=1.26" in message and "micromamba" in message

@@ -24,8 +24,13 @@ def test_history_and_logs_survive_a_restart_and_sigterm_stops_cleanly(tmp_path: 
     port = free_port()
     data = tmp_path / "data"
     proc = start_up(data, port, env, tmp_path / "up.log")
-    inst = Installation(url=f"nats://127.0.0.1:{port}", data_dir=data, env=env, process=proc,
-                        log=tmp_path / "up.log")
+    inst = Installation(
+        url=f"nats://127.0.0.1:{port}",
+        data_dir=data,
+        env=env,
+        process=proc,
+        log=tmp_path / "up.log",
+    )
     profile = Path(env["SORTIE_PROFILE"])
     assert oct(profile.stat().st_mode & 0o777) == "0o600"
     assert json.loads(profile.read_text())["url"] == inst.url
@@ -38,9 +43,9 @@ def test_history_and_logs_survive_a_restart_and_sigterm_stops_cleanly(tmp_path: 
     # a queued run for a target nobody serves yet must also survive
     assert stop_up(proc) == 0
     assert not profile.exists(), "the profile of a stopped installation is removed"
-    assert not any(
-        "nats-server" in p and str(data) in p for p in _processes()
-    ), "nats-server outlived sortie up"
+    assert not any("nats-server" in p and str(data) in p for p in _processes()), (
+        "nats-server outlived sortie up"
+    )
 
     proc2 = start_up(data, port, env, tmp_path / "up2.log")
     try:
@@ -66,28 +71,67 @@ def test_scheduler_and_agent_as_separate_daemons(tmp_path: Path) -> None:
     procs: list[subprocess.Popen[str]] = []
     try:
         url = broker.url
-        procs.append(subprocess.Popen([*SORTIE, "--url", url, "scheduler"], env=env,
-                                      stderr=subprocess.DEVNULL, text=True))
-        procs.append(subprocess.Popen(
-            [*SORTIE, "--url", url, "agent", "--target", "gpu-box", "--name", "box1",
-             "--data-dir", str(tmp_path / "agent")],
-            env=env, stderr=subprocess.DEVNULL, text=True))
+        procs.append(
+            subprocess.Popen(
+                [*SORTIE, "--url", url, "scheduler"], env=env, stderr=subprocess.DEVNULL, text=True
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    *SORTIE,
+                    "--url",
+                    url,
+                    "agent",
+                    "--target",
+                    "gpu-box",
+                    "--name",
+                    "box1",
+                    "--data-dir",
+                    str(tmp_path / "agent"),
+                ],
+                env=env,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        )
         src = tmp_path / "src"
         src.mkdir()
         (src / "t.py").write_text("import os\nprint('on', os.environ['SORTIE_TARGET'])\n")
 
         def submit() -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [*SORTIE, "--url", url, "run", "submit", str(src), "--script", "t.py",
-                 "--target", "gpu-box", "--wait"],
-                env=env, capture_output=True, text=True, timeout=60)
+                [
+                    *SORTIE,
+                    "--url",
+                    url,
+                    "run",
+                    "submit",
+                    str(src),
+                    "--script",
+                    "t.py",
+                    "--target",
+                    "gpu-box",
+                    "--wait",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         # the target is known once the agent's first heartbeat arrives
         result = wait_until(lambda: (r := submit()).returncode == 0 and r, timeout=30, interval=0.5)
         assert "on gpu-box" in result.stdout
         env_url = dict(env, SORTIE_URL=url)
-        listed = subprocess.run([*SORTIE, "run", "list", "--output", "json"], env=env_url,
-                                capture_output=True, text=True, timeout=30, check=True)
+        listed = subprocess.run(
+            [*SORTIE, "run", "list", "--output", "json"],
+            env=env_url,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         assert json.loads(listed.stdout)[0]["target"] == "gpu-box"
     finally:
         for p in procs:
@@ -106,8 +150,13 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     broker = start_broker(tmp_path / "nats", port=free_port(), sync_always=False)
     try:
         port = broker.url.rsplit(":", 1)[1]
-        proc = subprocess.run([*SORTIE, "up", "--data-dir", str(tmp_path / "d"), "--port", port],
-                              env=env, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [*SORTIE, "up", "--data-dir", str(tmp_path / "d"), "--port", port],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 2
         assert f"port {port}" in proc.stdout and "already in use" in proc.stdout
     finally:

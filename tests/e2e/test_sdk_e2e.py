@@ -45,7 +45,9 @@ def test_issue_example_through_the_sdk(ws: Workspace, capsys: pytest.CaptureFixt
 
 def test_failed_run_raises_unless_asked_not_to(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text("raise SystemExit(7)\n")
-    run = Experiment(ws, "sdk-fail").submit(ScriptRunConfig(source_directory=tmp_path, script="bad.py"))
+    run = Experiment(ws, "sdk-fail").submit(
+        ScriptRunConfig(source_directory=tmp_path, script="bad.py")
+    )
     with pytest.raises(RunFailed, match="Failed: exit_code"):
         run.wait_for_completion()
     details = run.wait_for_completion(raise_on_error=False)
@@ -57,16 +59,21 @@ def test_metrics_logged_many_times_come_back_as_lists(ws: Workspace, tmp_path: P
         "from sortie import Run\nrun = Run.get_context()\n"
         "for i in range(5):\n    run.log('loss', 1.0 / (i + 1), step=i)\nrun.log('name', 'x')\n"
     )
-    run = Experiment(ws, "sdk-metrics").submit(ScriptRunConfig(source_directory=tmp_path, script="m.py"))
+    run = Experiment(ws, "sdk-metrics").submit(
+        ScriptRunConfig(source_directory=tmp_path, script="m.py")
+    )
     run.wait_for_completion()
     metrics = run.get_metrics()
     assert metrics["loss"] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
     assert metrics["name"] == "x"
 
 
-def test_env_vars_reach_the_script_and_user_managed_interpreter(ws: Workspace, tmp_path: Path) -> None:
+def test_env_vars_reach_the_script_and_user_managed_interpreter(
+    ws: Workspace, tmp_path: Path
+) -> None:
     (tmp_path / "e.py").write_text(
-        "import os, sys\nprint('GREETING=' + os.environ['GREETING'])\nprint('EXE=' + sys.executable)\n"
+        "import os, sys\nprint('GREETING=' + os.environ['GREETING'])\n"
+        "print('EXE=' + sys.executable)\n"
         "print('RUN=' + os.environ['SORTIE_RUN_ID'])\n"
     )
     import sys
@@ -74,7 +81,9 @@ def test_env_vars_reach_the_script_and_user_managed_interpreter(ws: Workspace, t
     rc = RunConfiguration()
     rc.environment_variables = {"GREETING": "hello"}
     rc.environment.python.interpreter_path = sys.executable
-    run = Experiment(ws, "sdk-env").submit(ScriptRunConfig(source_directory=tmp_path, script="e.py", run_config=rc))
+    run = Experiment(ws, "sdk-env").submit(
+        ScriptRunConfig(source_directory=tmp_path, script="e.py", run_config=rc)
+    )
     run.wait_for_completion()
     lines = ws._run(_collect(ws, run.id))
     assert "GREETING=hello" in lines

@@ -15,16 +15,27 @@ def submit(state: SchedulerState, run_id: str, now: float, **kw: object) -> list
     return core.handle(state, core.Submitted(request=req, run_id=run_id, reply_to="r"), now, CFG)
 
 
-def report(state: SchedulerState, run_id: str, st: RunState, now: float, attempt: int = 1,
-           agent: str = "a1", **kw: object) -> list[core.Command]:
-    rep = m.RunReport(agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt,
-                      state=st, at=now, **kw)  # type: ignore[arg-type]
+def report(
+    state: SchedulerState,
+    run_id: str,
+    st: RunState,
+    now: float,
+    attempt: int = 1,
+    agent: str = "a1",
+    **kw: object,
+) -> list[core.Command]:
+    rep = m.RunReport(
+        agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt, state=st, at=now, **kw
+    )  # type: ignore[arg-type]
     return core.handle(state, core.ReportSeen(report=rep), now, CFG)
 
 
 def sends(cmds: list[core.Command]) -> list[tuple[str, str, str, int]]:
-    return [(c.agent_id, type(c.command).__name__, c.command.run_id, c.command.attempt)
-            for c in cmds if isinstance(c, core.SendToAgent)]
+    return [
+        (c.agent_id, type(c.command).__name__, c.command.run_id, c.command.attempt)
+        for c in cmds
+        if isinstance(c, core.SendToAgent)
+    ]
 
 
 def replies(cmds: list[core.Command]) -> list[object]:
@@ -89,9 +100,19 @@ def test_full_lifecycle_and_eof() -> None:
     assert core.PublishEof(run_id="r1", attempt=1) in cmds
     rec = s.runs["r1"]
     assert (rec.state, rec.exit_code, rec.started_at, rec.ended_at) == (
-        RunState.COMPLETED, 0, 3.0, 6.0)
+        RunState.COMPLETED,
+        0,
+        3.0,
+        6.0,
+    )
     assert [h.state for h in rec.history] == [
-        "Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed"]
+        "Queued",
+        "Preparing",
+        "Starting",
+        "Running",
+        "Finalizing",
+        "Completed",
+    ]
     core.forget_finished(s, "r1")
     assert "r1" not in s.runs
 
@@ -130,7 +151,10 @@ def test_lost_agent_requeues_with_attempt_raised_and_finalizing_fails() -> None:
     cmds = core.decide(s, 11.5, CFG)
     assert s.agents["a1"].lost
     assert (s.runs["r1"].state, s.runs["r1"].attempt, s.runs["r1"].agent_id) == (
-        RunState.QUEUED, 2, None)
+        RunState.QUEUED,
+        2,
+        None,
+    )
     assert s.runs["r2"].state is RunState.FAILED and s.runs["r2"].error.kind == "lost"
     assert core.PublishEof(run_id="r2", attempt=1) in cmds
 

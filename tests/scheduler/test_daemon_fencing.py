@@ -75,7 +75,11 @@ async def test_stale_attempts_are_refused_and_a_restarted_agent_gets_a_new_attem
     reborn = FakeAgent(bus, "sim-1", incarnation="inc-2")
     await reborn.start()
     cmd = await reborn.next_command()
-    assert isinstance(cmd, m.Assign) and (cmd.run_id, cmd.attempt, cmd.incarnation) == (run_id, 2, "inc-2")
+    assert isinstance(cmd, m.Assign) and (cmd.run_id, cmd.attempt, cmd.incarnation) == (
+        run_id,
+        2,
+        "inc-2",
+    )
     rec = await record(bus, run_id)
     assert rec.attempt == 2 and [h.state for h in rec.history][-2:] == ["Queued", "Preparing"]
 

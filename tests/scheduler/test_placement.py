@@ -6,17 +6,39 @@ from scheduler.placement import Slot, place, queue_order
 from tests.builders import capacity, record, spec
 
 
-def slot(agent_id: str, cpus: float = 4, gpus: int = 0, target: str = "local",
-         free_cpus: float | None = None, available: bool = True) -> Slot:
+def slot(
+    agent_id: str,
+    cpus: float = 4,
+    gpus: int = 0,
+    target: str = "local",
+    free_cpus: float | None = None,
+    available: bool = True,
+) -> Slot:
     cap = capacity(cpus=cpus, gpus=gpus)
-    return Slot(agent_id=agent_id, target=target, free_cpus=cpus if free_cpus is None else free_cpus,
-                free_memory_mb=cap.memory_mb, free_gpus=gpus, total=cap, available=available)
+    return Slot(
+        agent_id=agent_id,
+        target=target,
+        free_cpus=cpus if free_cpus is None else free_cpus,
+        free_memory_mb=cap.memory_mb,
+        free_gpus=gpus,
+        total=cap,
+        available=available,
+    )
 
 
-def run(run_id: str, cpus: float = 1, gpus: int = 0, target: str = "local",
-        priority: int = 0, created: float = 0.0) -> m.RunRecord:
-    return record(run_id, created_at=created, spec=spec(
-        target=target, priority=priority, resources=m.Resources(cpus=cpus, gpus=gpus)))
+def run(
+    run_id: str,
+    cpus: float = 1,
+    gpus: int = 0,
+    target: str = "local",
+    priority: int = 0,
+    created: float = 0.0,
+) -> m.RunRecord:
+    return record(
+        run_id,
+        created_at=created,
+        spec=spec(target=target, priority=priority, resources=m.Resources(cpus=cpus, gpus=gpus)),
+    )
 
 
 def test_best_fit_prefers_the_fuller_agent() -> None:
@@ -55,7 +77,9 @@ def test_higher_priority_takes_the_last_slot() -> None:
 runs_st = st.lists(
     st.tuples(st.sampled_from([0.5, 1, 2, 3]), st.integers(0, 2)), min_size=0, max_size=40
 )
-agents_st = st.lists(st.tuples(st.sampled_from([1, 2, 4, 8]), st.integers(0, 4)), min_size=0, max_size=8)
+agents_st = st.lists(
+    st.tuples(st.sampled_from([1, 2, 4, 8]), st.integers(0, 4)), min_size=0, max_size=8
+)
 
 
 @settings(max_examples=200, deadline=None)

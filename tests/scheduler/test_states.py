@@ -28,7 +28,7 @@ def test_transition_table(current: RunState, target: RunState, ok: bool) -> None
 
 def test_every_state_has_an_entry_and_terminals_are_the_three_ends() -> None:
     assert set(TRANSITIONS) == set(RunState)
-    assert TERMINAL == {RunState.COMPLETED, RunState.FAILED, RunState.CANCELED}
+    assert {RunState.COMPLETED, RunState.FAILED, RunState.CANCELED} == TERMINAL
 
 
 @given(st.sampled_from(sorted(TERMINAL)), st.sampled_from(list(RunState)))

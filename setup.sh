@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Create .venv/ with Sortie and its dependencies (idempotent).
+#   ./setup.sh          what running Sortie needs
+#   ./setup.sh --test   plus what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "setup: Sortie needs Python 3.11 or newer; '$PY' is $("$PY" --version 2>&1 || echo missing)." >&2
+    echo "setup: install one, or point PYTHON at it: PYTHON=/usr/bin/python3.12 ./setup.sh" >&2
+    exit 2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PY" -m venv .venv 2>/dev/null; then
+        # Debian splits venv support into its own package.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            rm -rf .venv && "$PY" -m venv .venv
+        else
+            echo "setup: '$PY -m venv' failed: install your distribution's python3-venv package" >&2
+            exit 2
+        fi
+    fi
+fi
+
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade uv
+extras=""
+if [ "${1:-}" = "--test" ]; then
+    extras="[test]"
+fi
+.venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras}"
+echo "setup: .venv ready ($(.venv/bin/python --version), sortie at .venv/bin/sortie)"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: lint, types, then pytest (extra arguments go to pytest).
+# Tests start real nats-server processes on free ports on 127.0.0.1 with temporary stores.
+set -euo pipefail
+cd "$(dirname "$0")"
+./setup.sh --test
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
