@@ -15,7 +15,7 @@ from proto import messages as m
 from proto.states import TERMINAL
 from sortie import envspec
 from sortie.bus import BrokerUnreachable, NotInitialised
-from sortie.client import Client, ClientError, SubmitOptions, iso, run_to_dict
+from sortie.client import Client, ClientError, SubmitOptions, echo_line, iso, run_to_dict
 from sortie.logs import LEVELS, configure
 from sortie.profile import default_data_dir
 from sortie.snapshot import SnapshotError
@@ -285,16 +285,10 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
 async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
     async for line in client.logs(run_id, follow=True):
         if not quiet:
-            _print_line(line)
+            echo_line(line)
     rec = await client.wait(run_id)
     _print_outcome(rec)
     return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
-
-
-def _print_line(line: m.LogLine) -> None:
-    out = sys.stderr if line.stream == "stderr" else sys.stdout
-    prefix = "[sortie] " if line.stream == "system" else ""
-    print(f"{prefix}{line.text}", file=out, flush=True)
 
 
 def _print_outcome(rec: m.RunRecord) -> None:
@@ -375,7 +369,7 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
 async def _logs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     await client.get_run(args.run_id)  # a clear error for an unknown run
     async for line in client.logs(args.run_id, follow=args.follow):
-        _print_line(line)
+        echo_line(line)
     return EXIT_OK
 
 

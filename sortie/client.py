@@ -7,6 +7,7 @@ Writes (submit, cancel) are requests to the scheduler; reads come straight from 
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -302,6 +303,14 @@ class Client:
             await fetch_blob_to(self.bus.blobs, art.sha256, target)
             written.append(target)
         return written
+
+
+def echo_line(line: m.LogLine) -> None:
+    """Print one line of a run's output as people see it: stderr to stderr, Sortie's own
+    lines marked ``[sortie]``."""
+    out = sys.stderr if line.stream == "stderr" else sys.stdout
+    prefix = "[sortie] " if line.stream == "system" else ""
+    print(f"{prefix}{line.text}", file=out, flush=True)
 
 
 def normalise_script(script: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from proto import messages as m
 from proto.states import TERMINAL
 from sortie import envspec
-from sortie.client import Client, SubmitOptions, run_to_dict
+from sortie.client import Client, SubmitOptions, echo_line, run_to_dict
 
 T = TypeVar("T")
 
@@ -228,9 +228,7 @@ class SubmittedRun:
         async def go() -> m.RunRecord:
             if show_output:
                 async for line in ws._client.logs(self.id, follow=True):
-                    out = sys.stderr if line.stream == "stderr" else sys.stdout
-                    prefix = "[sortie] " if line.stream == "system" else ""
-                    print(f"{prefix}{line.text}", file=out, flush=True)
+                    echo_line(line)
             return await ws._client.wait(self.id)
 
         rec = ws._run(go())
