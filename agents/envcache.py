@@ -116,14 +116,11 @@ class EnvCache:
     async def prepare(self, py: m.PythonEnvironment, log: Callable[[str], None]) -> PreparedEnv:
         if py.user_managed:
             return PreparedEnv(python=user_interpreter(py.interpreter), hash=None, cached=True)
+        conda_bin: str | None = None
         if py.conda:
-            found = shutil.which("micromamba") or shutil.which("conda")
-            if found is None:
+            conda_bin = shutil.which("micromamba") or shutil.which("conda")
+            if conda_bin is None:
                 raise EnvError(conda_missing_message(list(py.conda)))
-            raise EnvError(
-                f"conda environments are not implemented yet on this agent (found {found}); "
-                "move the packages to the pip list for now"
-            )
         digest = env_hash(py)
         python = str(self.env_dir(digest) / "bin" / "python")
         if self.is_ready(digest):
@@ -138,7 +135,7 @@ class EnvCache:
                 return PreparedEnv(python=python, hash=digest, cached=True)
             self.misses += 1
             log(f"building environment {digest[:16]}")
-            await self._build(normalise(py), self.env_dir(digest), log)
+            await self._build(normalise(py), self.env_dir(digest), log, conda_bin)
         log(f"environment {digest[:16]} ready")
         return PreparedEnv(python=python, hash=digest, cached=False)
 
@@ -156,23 +153,25 @@ class EnvCache:
         finally:
             os.close(fd)  # releases the lock
 
-    async def _build(self, py: m.PythonEnvironment, dest: Path, log: Callable[[str], None]) -> None:
+    async def _build(
+        self,
+        py: m.PythonEnvironment,
+        dest: Path,
+        log: Callable[[str], None],
+        conda_bin: str | None,
+    ) -> None:
         uv_bin = self._uv or find_uv()
         # whatever is there is left over from an interrupted build
         await asyncio.to_thread(shutil.rmtree, dest, True)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         ok = False
         try:
-            steps = [[uv_bin, "venv", str(dest), "--python", py.python_version or sys.executable]]
-            if py.pip:
-                steps.append(
-                    [uv_bin, "pip", "install", "--python", str(dest / "bin" / "python"), *py.pip]
-                )
-            for argv in steps:
+            for argv in build_steps(py, dest, uv_bin=uv_bin, conda_bin=conda_bin):
                 code = await _stream(argv, log, tail)
                 if code != 0:
+                    tool = Path(argv[0]).name
                     raise EnvError(
-                        f"environment build failed (`uv {argv[1]}` exited with code {code}); "
+                        f"environment build failed (`{tool} {argv[1]}` exited with code {code}); "
                         "last lines of the build output:\n" + "\n".join(tail)
                     )
             (dest / READY).write_text("ok\n")
@@ -180,6 +179,32 @@ class EnvCache:
         finally:
             if not ok:
                 await asyncio.shield(asyncio.to_thread(shutil.rmtree, dest, True))
+
+
+def build_steps(
+    py: m.PythonEnvironment, dest: Path, *, uv_bin: str, conda_bin: str | None
+) -> list[list[str]]:
+    """The commands that build a normalised environment into ``dest`` (pure).
+
+    Without conda packages: ``uv venv`` then ``uv pip install``. With them: ``micromamba``/
+    ``conda create --prefix`` with the channels, Python and conda packages, then the pip list
+    installed into that prefix with uv.
+    """
+    python = str(dest / "bin" / "python")
+    if py.conda:
+        if conda_bin is None:
+            raise EnvError(conda_missing_message(list(py.conda)))
+        version = py.python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+        python_spec = f"python={version}" if version[:1].isdigit() else f"python{version}"
+        channels = [arg for ch in py.channels for arg in ("-c", ch)]
+        steps = [
+            [conda_bin, "create", "--yes", "--prefix", str(dest), *channels, python_spec, *py.conda]
+        ]
+    else:
+        steps = [[uv_bin, "venv", str(dest), "--python", py.python_version or sys.executable]]
+    if py.pip:
+        steps.append([uv_bin, "pip", "install", "--python", python, *py.pip])
+    return steps
 
 
 async def _stream(argv: list[str], log: Callable[[str], None], tail: collections.deque[str]) -> int:

@@ -142,3 +142,58 @@ def test_child_env() -> None:
     assert env["SORTIE_METRICS_FILE"] == "/m" and env["SORTIE_OUTPUTS_DIR"] == "/w/outputs"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PYTHONPATH"] == "/rt:/old"
+
+
+def test_build_steps_for_a_pip_environment() -> None:
+    from pathlib import Path
+
+    from agents.envcache import build_steps, normalise
+    from proto import messages as m
+
+    py = normalise(
+        m.PythonEnvironment(user_managed=False, pip=["six", "numpy<3"], python_version="3.11")
+    )
+    steps = build_steps(py, Path("/e/x"), uv_bin="/bin/uv", conda_bin=None)
+    assert steps == [
+        ["/bin/uv", "venv", "/e/x", "--python", "3.11"],
+        ["/bin/uv", "pip", "install", "--python", "/e/x/bin/python", "six", "numpy<3"],
+    ]
+
+
+def test_build_steps_for_a_conda_environment() -> None:
+    from pathlib import Path
+
+    from agents.envcache import build_steps, normalise
+    from proto import messages as m
+
+    py = normalise(
+        m.PythonEnvironment(
+            user_managed=False,
+            conda=["numpy=1.26", "cudatoolkit=11.8"],
+            pip=["six"],
+            python_version="3.11",
+            channels=["conda-forge", "nvidia"],
+        )
+    )
+    steps = build_steps(py, Path("/e/x"), uv_bin="/bin/uv", conda_bin="/opt/mm/micromamba")
+    assert steps == [
+        [
+            "/opt/mm/micromamba",
+            "create",
+            "--yes",
+            "--prefix",
+            "/e/x",
+            "-c",
+            "conda-forge",
+            "-c",
+            "nvidia",
+            "python=3.11",
+            "cudatoolkit=11.8",
+            "numpy=1.26",
+        ],
+        ["/bin/uv", "pip", "install", "--python", "/e/x/bin/python", "six"],
+    ]
+    ranged = normalise(
+        m.PythonEnvironment(user_managed=False, conda=["x"], python_version=">=3.10")
+    )
+    assert build_steps(ranged, Path("/e"), uv_bin="uv", conda_bin="conda")[0][-2] == "python>=3.10"

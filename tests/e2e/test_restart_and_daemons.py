@@ -167,3 +167,16 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
         assert f"port {port}" in proc.stdout and "already in use" in proc.stdout
     finally:
         broker.stop()
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
+    import signal
+
+    env = _env(tmp_path)
+    data = tmp_path / "data"
+    proc = start_up(data, free_port(), env, tmp_path / "up.log")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    assert proc.stdout is not None and "Sortie stopped" in proc.stdout.read()
+    assert not Path(env["SORTIE_PROFILE"]).exists()
+    assert not any("nats-server" in p and str(data) in p for p in _processes())
