@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from proto import messages as m
@@ -23,6 +23,10 @@ class AgentConfig:
     finished_keep_s: float = 600.0  # how long a finished attempt stays in heartbeats
     finished_cap: int = 200
     snapshot_concurrency: int = 16
+    labels: dict[str, str] = field(default_factory=dict)  # matched by run constraints
+    priority: m.NodePriority = "dedicated"  # lowpriority nodes can be preempted
+    gpu_indices: list[int] | None = None  # serve only these GPUs (split a host per GPU)
+    preempt_grace_s: float = 30.0  # SIGTERM -> SIGKILL on a preemption notice
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

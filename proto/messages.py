@@ -69,6 +69,7 @@ class Resources(Message, frozen=True, kw_only=True):
     cpus: float = 1.0
     memory_mb: int = 0
     gpus: int = 0
+    gpu_type: str | None = None  # e.g. "H100": matched as a substring of the agent's GPU name
 
 
 class RunSpec(Message, frozen=True, kw_only=True):
@@ -88,6 +89,11 @@ class RunSpec(Message, frozen=True, kw_only=True):
     snapshot_bytes: int = 0
     git: GitInfo | None = None
     submission_id: str | None = None  # client-chosen id that makes retries idempotent
+    node_count: int = 1  # > 1: a gang placed all-or-nothing on that many agents
+    max_retries: int = 0  # re-runs after a failure of the script or its preparation
+    constraints: dict[str, str] = {}  # agent labels that must match exactly
+    dedicated_only: bool = False  # never place on low-priority (preemptible) nodes
+    strategy: Literal["binpack", "spread"] = "binpack"
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -108,6 +114,7 @@ class StateChange(Message, frozen=True, kw_only=True):
     state: RunState
     at: float
     attempt: int
+    reason: str | None = None  # e.g. "preempted", "agent lost", "retry 1 of 3"
 
 
 class RunRecord(Message, frozen=True, kw_only=True):
@@ -128,6 +135,8 @@ class RunRecord(Message, frozen=True, kw_only=True):
     artifacts: list[Artifact] = []
     cancel_requested: bool = False
     history: list[StateChange] = []
+    retries_used: int = 0
+    preemptions: int = 0
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -203,6 +212,19 @@ class Capacity(Message, frozen=True, kw_only=True):
     gpu_type: str | None = None
 
 
+class GpuDevice(Message, frozen=True, kw_only=True):
+    index: int
+    name: str
+    uuid: str | None = None
+    memory_total_mb: int = 0
+    memory_used_mb: int = 0
+    utilization_pct: int | None = None
+    run_id: str | None = None  # the run this GPU is given to, if any
+
+
+NodePriority = Literal["dedicated", "lowpriority"]
+
+
 class RunRef(Message, frozen=True, kw_only=True):
     run_id: str
     attempt: int
@@ -222,6 +244,10 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     version: str = ""
     env_cache_hits: int = 0
     env_cache_misses: int = 0
+    gpus: list[GpuDevice] = []
+    labels: dict[str, str] = {}
+    priority: NodePriority = "dedicated"
+    preempting: bool = False  # a preemption notice arrived: take no new runs
 
 
 class Assign(Message, frozen=True, kw_only=True, tag="assign"):
@@ -237,7 +263,13 @@ class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
     reason: Literal["canceled", "stale"] = "canceled"
 
 
-AgentCommand = Assign | Cancel
+class Preempt(Message, frozen=True, kw_only=True, tag="preempt"):
+    """Scheduler -> agent: the node is being taken away; stop runs within the grace period."""
+
+    reason: str = "preempted"
+
+
+AgentCommand = Assign | Cancel | Preempt
 
 
 class RunReport(Message, frozen=True, kw_only=True, tag="report"):
@@ -265,6 +297,171 @@ class AgentRecord(Message, frozen=True, kw_only=True):
     state: Literal["ready", "lost"]
     first_seen: float
     last_seen: float
+    cordoned: bool = False  # takes no new runs
+    draining: bool = False  # takes no new runs; its current ones finish
+    labels: dict[str, str] = {}
+    priority: NodePriority = "dedicated"
+    gpus: list[GpuDevice] = []
+
+
+# --- compute targets (clusters), nodes, agent administration --------------------------------
+
+
+class NodeShape(Message, frozen=True, kw_only=True):
+    """A node size from the catalog (``sortie compute sizes``)."""
+
+    name: str
+    cpus: float
+    memory_mb: int
+    gpus: int = 0
+    gpu_type: str | None = None
+
+
+class ClusterConfig(Message, frozen=True, kw_only=True):
+    vm_size: str
+    max_nodes: int
+    min_nodes: int = 0
+    idle_seconds_before_scaledown: float = 120.0
+    vm_priority: NodePriority = "dedicated"
+    provider: str = "process"
+
+
+class ProvisioningError(Message, frozen=True, kw_only=True):
+    at: float
+    code: str
+    message: str
+
+
+class ScaleDecision(Message, frozen=True, kw_only=True):
+    at: float
+    action: Literal["scale_up", "scale_down", "backoff", "node_failed", "node_preempted"]
+    nodes: list[str] = []
+    reason: str
+
+
+ProvisioningState = Literal["Creating", "Succeeded", "Failed", "Deleting"]
+
+
+class ComputeRecord(Message, frozen=True, kw_only=True):
+    """A managed cluster as stored in the computes KV bucket (key: name)."""
+
+    name: str
+    type: Literal["cluster"] = "cluster"
+    cluster: ClusterConfig
+    shape: NodeShape
+    provisioning_state: ProvisioningState = "Creating"
+    provisioning_errors: list[ProvisioningError] = []
+    decisions: list[ScaleDecision] = []  # the last few, newest last
+    created_at: float
+    error_streak: int = 0  # consecutive provider errors (drives backoff)
+    backoff_until: float | None = None
+
+
+NodeState = Literal["creating", "running", "stopping", "stopped", "failed", "preempted"]
+
+
+class NodeRecord(Message, frozen=True, kw_only=True):
+    """One node of a cluster (key: node id, which is also its agent id)."""
+
+    node_id: str
+    cluster: str
+    state: NodeState
+    priority: NodePriority = "dedicated"
+    created_at: float
+    changed_at: float
+    message: str | None = None
+
+
+class NodeCounts(Message, frozen=True, kw_only=True):
+    current: int = 0  # creating + running
+    target: int = 0  # what the autoscaler wants now
+    idle: int = 0
+    busy: int = 0
+    preempted: int = 0
+
+
+class ComputeInfo(Message, frozen=True, kw_only=True):
+    compute: ComputeRecord
+    counts: NodeCounts
+    nodes: list[NodeRecord] = []
+
+
+class ComputeCreate(Message, frozen=True, kw_only=True, tag="compute_create"):
+    name: str
+    cluster: ClusterConfig
+
+
+class ComputeUpdate(Message, frozen=True, kw_only=True, tag="compute_update"):
+    name: str
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    idle_seconds_before_scaledown: float | None = None
+
+
+class ComputeDelete(Message, frozen=True, kw_only=True, tag="compute_delete"):
+    name: str
+    force: bool = False  # cancel the cluster's active runs
+
+
+class ComputeShow(Message, frozen=True, kw_only=True, tag="compute_show"):
+    name: str
+
+
+class ComputeList(Message, frozen=True, kw_only=True, tag="compute_list"):
+    pass
+
+
+class SizesList(Message, frozen=True, kw_only=True, tag="sizes_list"):
+    pass
+
+
+class ComputeReply(Message, frozen=True, kw_only=True, tag="compute"):
+    info: ComputeInfo
+
+
+class ComputeListReply(Message, frozen=True, kw_only=True, tag="computes"):
+    computes: list[ComputeInfo]
+
+
+class SizesReply(Message, frozen=True, kw_only=True, tag="sizes"):
+    sizes: list[NodeShape]
+
+
+class AgentList(Message, frozen=True, kw_only=True, tag="agent_list"):
+    pass
+
+
+class AgentAdmin(Message, frozen=True, kw_only=True, tag="agent_admin"):
+    agent_id: str
+    action: Literal["cordon", "uncordon", "drain", "preempt"]
+
+
+class AgentListReply(Message, frozen=True, kw_only=True, tag="agents"):
+    agents: list[AgentRecord]
+
+
+class AgentReply(Message, frozen=True, kw_only=True, tag="agent"):
+    agent: AgentRecord
+
+
+class WhyRequest(Message, frozen=True, kw_only=True, tag="why"):
+    run_id: str
+
+
+class WhyReply(Message, frozen=True, kw_only=True, tag="why_reply"):
+    run_id: str
+    state: RunState
+    reasons: dict[str, int] = {}  # reason -> number of agents it applies to
+    summary: str
+
+
+ComputeRequest = (
+    ComputeCreate | ComputeUpdate | ComputeDelete | ComputeShow | ComputeList | SizesList
+)
+ComputeReplyOrError = ComputeReply | ComputeListReply | SizesReply | ErrorReply
+AgentRequest = AgentList | AgentAdmin
+AgentReplyOrError = AgentListReply | AgentReply | ErrorReply
+WhyReplyOrError = WhyReply | ErrorReply
 
 
 # --- run output ------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ PREFIX = "sortie"
 API_SUBMIT = f"{PREFIX}.api.submit"
 API_CANCEL = f"{PREFIX}.api.cancel"
 API_TARGETS = f"{PREFIX}.api.targets"
+API_COMPUTE = f"{PREFIX}.api.compute"  # ComputeRequest -> ComputeReplyOrError
+API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
+API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
 API_ALL = f"{PREFIX}.api.>"
 SCHEDULER_QUEUE = "sortie-scheduler"
 
@@ -31,6 +34,8 @@ REPORTS_CONSUMER = "scheduler"
 
 KV_RUNS = "sortie_runs"  # run id -> RunRecord
 KV_AGENTS = "sortie_agents"  # agent id -> AgentRecord
+KV_COMPUTES = "sortie_computes"  # compute name -> ComputeRecord
+KV_NODES = "sortie_nodes"  # node id -> NodeRecord
 OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

@@ -53,6 +53,8 @@ class Bus:
     js: JetStreamContext
     runs: KeyValue
     agents: KeyValue
+    computes: KeyValue
+    nodes: KeyValue
     blobs: ObjectStore
 
     async def close(self) -> None:
@@ -143,7 +145,7 @@ async def ensure_resources(js: JetStreamContext, *, replicas: int = 1) -> None:
             await js.stream_info(cfg.name)  # type: ignore[arg-type]
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
-    for bucket in (subjects.KV_RUNS, subjects.KV_AGENTS):
+    for bucket in (subjects.KV_RUNS, subjects.KV_AGENTS, subjects.KV_COMPUTES, subjects.KV_NODES):
         try:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -176,6 +178,8 @@ async def open_bus(
             await ensure_resources(js)
         runs = await js.key_value(subjects.KV_RUNS)
         agents = await js.key_value(subjects.KV_AGENTS)
+        computes = await js.key_value(subjects.KV_COMPUTES)
+        nodes = await js.key_value(subjects.KV_NODES)
         blobs = await js.object_store(subjects.OBJ_BLOBS)
     except nats.js.errors.BucketNotFoundError:
         await nc.close()
@@ -189,7 +193,9 @@ async def open_bus(
             f"the broker at {url} does not have JetStream enabled: start it with -js "
             "(`sortie up` does this)"
         ) from None
-    return Bus(url=url, nc=nc, js=js, runs=runs, agents=agents, blobs=blobs)
+    return Bus(
+        url=url, nc=nc, js=js, runs=runs, agents=agents, computes=computes, nodes=nodes, blobs=blobs
+    )
 
 
 # --- content-addressed blobs -------------------------------------------------------------

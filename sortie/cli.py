@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--target", required=True, help="compute target this agent serves")
     agent.add_argument("--name", help="agent id (default TARGET-HOSTNAME)")
     agent.add_argument("--data-dir", type=Path, default=None)
+    agent.add_argument("--cpus", type=float, help="advertise this many CPUs (default: all)")
+    agent.add_argument("--memory-mb", type=int, help="advertise this much memory")
+    agent.add_argument("--gpus", help="serve only these GPU indices, e.g. 0,1 (default: all)")
+    agent.add_argument("--priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    agent.add_argument("--preempt-grace", type=float, default=30.0, metavar="SECONDS")
 
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
         dest="run_command", required=True, metavar="SUBCOMMAND"
@@ -189,8 +195,33 @@ def _daemon_agent(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data_dir = args.data_dir or default_data_dir() / "agents" / agent_id
+    gpu_indices = None
+    if args.gpus is not None:
+        try:
+            gpu_indices = [int(x) for x in args.gpus.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--gpus takes GPU indices like 0,1 (got {args.gpus!r})") from None
+    capacity = None
+    if args.cpus is not None or args.memory_mb is not None:
+        from agents.facts import host_capacity
+
+        host = host_capacity()
+        capacity = m.Capacity(
+            cpus=args.cpus if args.cpus is not None else host.cpus,
+            memory_mb=args.memory_mb if args.memory_mb is not None else host.memory_mb,
+            gpus=host.gpus,
+            gpu_type=host.gpu_type,
+        )
     config = AgentConfig(
-        url=resolve_url(args.url), agent_id=agent_id, target=args.target, data_dir=data_dir
+        url=resolve_url(args.url),
+        agent_id=agent_id,
+        target=args.target,
+        data_dir=data_dir,
+        capacity=capacity,
+        labels=_env_vars(args.label, flag="--label"),
+        priority=args.priority,
+        gpu_indices=gpu_indices,
+        preempt_grace_s=args.preempt_grace,
     )
     _run(_until_signal(lambda stop: run_agent(config, stop)))
     return EXIT_OK
@@ -219,12 +250,12 @@ def _environment(args: argparse.Namespace) -> m.PythonEnvironment:
     return envspec.user_managed(args.python)
 
 
-def _env_vars(pairs: list[str]) -> dict[str, str]:
+def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--env takes KEY=VALUE, got {pair!r}")
+            raise UsageError(f"{flag} takes KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
 
