@@ -3,9 +3,14 @@
 materialise snapshot -> prepare environment -> report Starting -> spawn -> report Running ->
 wait -> report Finalizing -> upload outputs -> flush logs and metrics -> terminal report.
 
-A stop asked for before the spawn cancels the pipeline; after it, the executor stops the
-process (SIGTERM, grace, SIGKILL). ``canceled`` ends in a Canceled report; ``stale`` and
-``shutdown`` end without a report (the scheduler has moved on, or will requeue the run).
+A stop asked for before the spawn cancels the pipeline; after it, the executor writes the
+stop reason to the run's stop-reason file and stops the process (SIGTERM, grace, SIGKILL).
+``canceled`` ends in a Canceled report; ``preempted`` in a Queued report with error kind
+``preempted`` (no Finalizing, no outputs: the run will run again); ``stale`` and ``shutdown``
+end without a report (the scheduler has moved on, or will requeue the run).
+
+GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
+back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from agents.envcache import EnvCache, EnvError
-from agents.executors import Execution, Executor, Launch, Outcome
+from agents.executors import Execution, Executor, Launch, Outcome, StopWord
+from agents.gpus import GpuPool, cuda_env, gpu_request_error
 from agents.metrics_fifo import MetricsFifo, parse_metric
 from agents.publisher import RunOutput, send_report
 from agents.snapshot_cache import SnapshotCache, SnapshotError
@@ -35,8 +41,17 @@ from proto.states import RunState
 from sortie import run_context as rc
 from sortie.bus import missing_blobs, put_blob, sha256_file
 
-StopReason = Literal["canceled", "stale", "shutdown"]
+StopReason = Literal["canceled", "stale", "shutdown", "preempted"]
 MAX_BAD_METRIC_LINES = 20
+PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
+
+# what the run reads in its stop-reason file: a stale attempt is, to the script, canceled
+STOP_WORDS: dict[StopReason, StopWord] = {
+    "canceled": "canceled",
+    "stale": "canceled",
+    "shutdown": "shutdown",
+    "preempted": "preempted",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +68,9 @@ class AttemptDeps:
     snapshots: SnapshotCache
     envs: EnvCache
     executor: Executor
+    gpus: GpuPool  # shared by every attempt of the agent (event loop only)
+    preempt_grace_s: float = 30.0
+    node_priority: m.NodePriority = "dedicated"
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -76,7 +94,12 @@ def child_env(
     metrics_file: Path,
     outputs_dir: Path,
     runtime_dir: Path,
+    stop_reason_file: Path | None = None,
+    node_priority: m.NodePriority = "dedicated",
+    gpus: list[int] | None = None,
 ) -> dict[str, str]:
+    """The run's environment. ``gpus``: None on an agent without GPUs (CUDA variables left
+    as they are), else exactly the indices given to the run (``[]``: none visible)."""
     env = dict(base)
     env.update(spec.env_vars)
     env[rc.ENV_RUN_ID] = run_id
@@ -85,6 +108,10 @@ def child_env(
     env[rc.ENV_TARGET] = spec.target
     env[rc.ENV_METRICS_FILE] = str(metrics_file)
     env[rc.ENV_OUTPUTS_DIR] = str(outputs_dir)
+    env[rc.ENV_NODE_PRIORITY] = node_priority
+    if stop_reason_file is not None:
+        env[rc.ENV_STOP_REASON_FILE] = str(stop_reason_file)
+    env.update(cuda_env(gpus))  # after the user's variables: the agent decides the GPUs
     env["PYTHONUNBUFFERED"] = "1"
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
@@ -200,6 +227,8 @@ class Attempt:
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(deps.js, self.run_id, self.attempt, deps.incarnation)
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
+        self.stop_reason_file = self.workdir.parent / f"{self.attempt}.stop-reason"
+        self.holder = (self.run_id, self.attempt)
 
     def start(self, previous: Attempt | None = None) -> asyncio.Task[None]:
         self.task = asyncio.create_task(
@@ -213,11 +242,16 @@ class Attempt:
             self.stop_reason = reason
             self._log.info("stopping attempt", reason=reason)
         if self.execution is not None:
-            await self.execution.stop()
+            await self._stop_execution()
         elif self._cancellable and self.task is not None and not self.task.done():
             self.task.cancel()
         if self.task is not None:
             await asyncio.wait([self.task])
+
+    async def _stop_execution(self) -> None:
+        assert self.execution is not None and self.stop_reason is not None
+        grace = self.deps.preempt_grace_s if self.stop_reason == "preempted" else None
+        await self.execution.stop(STOP_WORDS[self.stop_reason], grace)
 
     # reports ----------------------------------------------------------------------------
 
@@ -261,12 +295,22 @@ class Attempt:
     async def _fail(self, kind: str, message: str) -> None:
         await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
 
+    async def _requeue_preempted(self) -> None:
+        """Report Queued (kind "preempted") once every log line is acked."""
+        self._cancellable = False
+        error = m.RunError(kind="preempted", message=PREEMPTED_MESSAGE)
+        self.output.system(f"{RunState.QUEUED}: {error.message}")
+        await self.output.close()
+        await self._report(RunState.QUEUED, error=error)
+
     async def _wind_down_stopped(self) -> None:
         if self.stop_reason == "canceled":
             await self._terminal(
                 RunState.CANCELED,
                 error=m.RunError(kind="canceled", message="canceled before the script started"),
             )
+        elif self.stop_reason == "preempted":
+            await self._requeue_preempted()
         else:
             await self.output.close()
 
@@ -292,10 +336,18 @@ class Attempt:
                 await self._fail("internal", f"the agent failed while running the attempt: {exc!r}")
             else:
                 self.output.abort()
+        finally:
+            self.deps.gpus.release(self.holder)
 
     async def _pipeline(self) -> None:
         deps, spec, out = self.deps, self.spec, self.output
         out.system(f"run {self.run_id} attempt {self.attempt} on agent {deps.agent_id}")
+        if self.stop_reason is not None:  # stopped while an older attempt wound down
+            return await self._wind_down_stopped()
+        if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
+            why = gpu_request_error(deps.gpus.devices, spec.resources)
+            if why is not None:
+                return await self._fail("start", why)
         self._cancellable = True
         try:
             await deps.snapshots.materialise(spec.snapshot_id, self.workdir, out.system)
@@ -316,6 +368,19 @@ class Attempt:
             )
         if self.stop_reason is not None:
             return await self._wind_down_stopped()
+        gpus: list[int] | None = None
+        if deps.gpus.has_gpus or spec.resources.gpus:
+            gpus = deps.gpus.acquire(self.holder, spec.resources.gpus)
+            if gpus is None:
+                free = deps.gpus.free()
+                return await self._fail(
+                    "start",
+                    f"the run needs {spec.resources.gpus} GPUs but only {len(free)} of this "
+                    f"agent's {len(deps.gpus.devices)} are free now (free: {free or 'none'}); "
+                    "it was placed on a full agent",
+                )
+            out.system(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))!r}")
+        self.stop_reason_file.unlink(missing_ok=True)
 
         fifo_path = self.workdir.parent / f"{self.attempt}.metrics"
         launch = Launch(
@@ -329,9 +394,13 @@ class Attempt:
                 metrics_file=fifo_path,
                 outputs_dir=(self.workdir / "outputs").resolve(),
                 runtime_dir=deps.runtime_dir,
+                stop_reason_file=self.stop_reason_file,
+                node_priority=deps.node_priority,
+                gpus=gpus,
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
+            stop_reason_file=self.stop_reason_file,
         )
         await self._report(RunState.STARTING)
         fifo = MetricsFifo(fifo_path, self._on_metric_line)
@@ -343,7 +412,7 @@ class Attempt:
             return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
         out.system(f"started {' '.join(launch.argv[:2])}")
         if self.stop_reason is not None:
-            await self.execution.stop()
+            await self._stop_execution()
         await self._report(RunState.RUNNING)
         outcome = await self.execution.wait()
         fifo.close()
@@ -354,6 +423,9 @@ class Attempt:
         if self.stop_reason in ("stale", "shutdown"):
             await self.output.close()
             return None
+        if self.stop_reason == "preempted" and outcome.stopped:
+            # stopped by the preemption (a script that had already ended completes normally)
+            return await self._requeue_preempted()
         await self._report(RunState.FINALIZING)
         artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
         if self.stop_reason == "canceled":

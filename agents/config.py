@@ -27,6 +27,7 @@ class AgentConfig:
     priority: m.NodePriority = "dedicated"  # lowpriority nodes can be preempted
     gpu_indices: list[int] | None = None  # serve only these GPUs (split a host per GPU)
     preempt_grace_s: float = 30.0  # SIGTERM -> SIGKILL on a preemption notice
+    gpu_refresh_s: float = 5.0  # how often GPU memory/utilisation readings are refreshed
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

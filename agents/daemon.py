@@ -1,6 +1,8 @@
 """The agent daemon: heartbeats, commands in, one task per attempt.
 
 Commands arrive on core NATS and go through one queue, handled in order by one task.
+A ``Preempt`` command puts the agent in ``preempting``: it takes no new runs, and stops every
+attempt it holds (each reports Queued, kind "preempted").
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agents.config import AgentConfig, default_agent_id
 from agents.envcache import EnvCache
 from agents.executors.process import ProcessExecutor
 from agents.facts import host_capacity, hostname
+from agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from agents.snapshot_cache import SnapshotCache
 from proto import codec, subjects
 from proto import messages as m
@@ -48,6 +51,7 @@ class AgentState:
         default_factory=collections.OrderedDict
     )
     bad_commands: int = 0
+    preempting: bool = False  # a Preempt arrived: no new runs are taken
 
     def mark_seen(self, key: tuple[str, int]) -> None:
         self.seen[key] = None
@@ -69,6 +73,7 @@ def heartbeat(
     host: str,
     envs: EnvCache,
     now: float,
+    gpus: list[m.GpuDevice] | None = None,
 ) -> m.Heartbeat:
     state.prune_finished(now, config.finished_keep_s, config.finished_cap)
     return m.Heartbeat(
@@ -83,6 +88,10 @@ def heartbeat(
         version=VERSION,
         env_cache_hits=envs.hits,
         env_cache_misses=envs.misses,
+        gpus=gpus or [],
+        labels=dict(config.labels),
+        priority=config.priority,
+        preempting=state.preempting,
     )
 
 
@@ -100,17 +109,26 @@ async def _open(config: AgentConfig, stop: asyncio.Event) -> Bus | None:
     return None
 
 
-async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
-    """Serve as agent ``config.agent_id`` until ``stop`` is set; then stop runs and close."""
+async def run_agent(
+    config: AgentConfig, stop: asyncio.Event, *, gpu_probe: GpuProbe = probe_gpus
+) -> None:
+    """Serve as agent ``config.agent_id`` until ``stop`` is set; then stop runs and close.
+
+    ``gpu_probe`` finds the host's GPUs (tests pass a fake list). Raises
+    :class:`agents.gpus.GpuConfigError` at once when ``config.gpu_indices`` names a GPU the
+    host does not have.
+    """
     subjects.check_token("agent id", config.agent_id)
     incarnation = secrets.token_hex(8)
     alog = log.bind(agent_id=config.agent_id, incarnation=incarnation)
+    devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
+    gpus = GpuPool(devices)
     data_dir = config.data_dir.resolve()
     runtime_dir = data_dir / "runtime"
     write_runtime(runtime_dir)
     capacity = config.capacity
     if capacity is None:
-        capacity = await asyncio.to_thread(host_capacity)
+        capacity = await asyncio.to_thread(host_capacity, devices)
     host = hostname()
 
     bus = await _open(config, stop)
@@ -130,6 +148,9 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
         ),
         envs=envs,
         executor=ProcessExecutor(),
+        gpus=gpus,
+        preempt_grace_s=config.preempt_grace_s,
+        node_priority=config.priority,
     )
     state = AgentState(incarnation=incarnation)
     commands: asyncio.Queue[bytes] = asyncio.Queue()
@@ -144,7 +165,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
         commands.put_nowait(msg.data)
 
     async def send_heartbeat() -> None:
-        hb = heartbeat(config, state, capacity, host, envs, time.time())
+        hb = heartbeat(config, state, capacity, host, envs, time.time(), gpus.view())
         try:
             await bus.nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))
         except (nats.errors.Error, OSError) as exc:
@@ -155,6 +176,15 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
             await send_heartbeat()
             await asyncio.sleep(config.heartbeat_interval_s)
 
+    async def refresh_gpus() -> None:
+        """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
+        while True:
+            await asyncio.sleep(config.gpu_refresh_s)
+            try:
+                gpus.update(await asyncio.to_thread(gpu_probe))
+            except Exception as exc:  # a failing probe must not take the agent down
+                alog.warning("GPU readings not refreshed", error=repr(exc))
+
     async def watch(attempt: Attempt) -> None:
         assert attempt.task is not None
         with contextlib.suppress(asyncio.CancelledError):
@@ -164,12 +194,25 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
         state.finished[(attempt.run_id, attempt.attempt)] = time.time()
         state.finished.move_to_end((attempt.run_id, attempt.attempt))
 
-    def handle(cmd: m.Assign | m.Cancel) -> None:
+    def preempt(cmd: m.Preempt) -> None:
+        if not state.preempting:
+            alog.warning("preemption notice: stopping every run", reason=cmd.reason)
+        state.preempting = True
+        for attempt in list(state.running.values()):
+            spawn(attempt.stop("preempted"))
+
+    def handle(cmd: m.Assign | m.Cancel | m.Preempt) -> None:
+        if isinstance(cmd, m.Preempt):
+            preempt(cmd)
+            return
         clog = alog.bind(run_id=cmd.run_id, attempt=cmd.attempt)
         key = (cmd.run_id, cmd.attempt)
         if isinstance(cmd, m.Assign):
             if cmd.incarnation != incarnation:
                 clog.info("assignment for another incarnation ignored")
+                return
+            if state.preempting:
+                clog.info("assignment ignored: this node is being preempted")
                 return
             if key in state.seen or key in state.finished:
                 return  # a resend
@@ -194,7 +237,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
         while True:
             data = await commands.get()
             try:
-                cmd: m.Assign | m.Cancel = codec.decode(m.AgentCommand, data)
+                cmd: m.Assign | m.Cancel | m.Preempt = codec.decode(m.AgentCommand, data)
             except codec.BadMessage as exc:
                 state.bad_commands += 1
                 alog.warning("undecodable command ignored", error=str(exc), size=len(data))
@@ -202,8 +245,16 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
             handle(cmd)
 
     sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=on_command)
-    alog.info("agent started", target=config.target, data_dir=str(data_dir))
+    alog.info(
+        "agent started",
+        target=config.target,
+        data_dir=str(data_dir),
+        gpus=[d.index for d in devices],
+        priority=config.priority,
+    )
     loops = [asyncio.create_task(heartbeats()), asyncio.create_task(commands_loop())]
+    if gpus.has_gpus:
+        loops.append(asyncio.create_task(refresh_gpus()))
     try:
         await stop.wait()
     finally:
@@ -216,7 +267,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event) -> None:
         if stopping:
             _done, pending = await asyncio.wait(
                 [asyncio.create_task(s) for s in stopping],
-                timeout=config.kill_grace_s + SHUTDOWN_LIMIT_S,
+                timeout=max(config.kill_grace_s, config.preempt_grace_s) + SHUTDOWN_LIMIT_S,
             )
             for t in pending:
                 t.cancel()

@@ -1,13 +1,15 @@
-"""Host facts an agent advertises: CPUs, memory, GPUs. Parsing is pure; probing never raises."""
+"""Host facts an agent advertises: CPUs, memory, GPUs. Parsing is pure; probing never raises.
+
+GPU discovery itself (NVML, then nvidia-smi) is in :mod:`agents.gpus`.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 from pathlib import Path
 
+from agents.gpus import gpu_type_of, probe_gpus
 from proto import messages as m
 
 
@@ -37,30 +39,22 @@ def memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
 
 
 def gpus() -> tuple[int, str | None]:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0, None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return 0, None
-    if out.returncode != 0:
-        return 0, None
-    return parse_nvidia_smi(out.stdout)
+    """Count and type of this host's GPUs (0, None without NVML and nvidia-smi)."""
+    devices = probe_gpus()
+    return len(devices), gpu_type_of(devices)
 
 
 def hostname() -> str:
     return socket.gethostname()
 
 
-def host_capacity() -> m.Capacity:
-    count, kind = gpus()
+def host_capacity(devices: list[m.GpuDevice] | None = None) -> m.Capacity:
+    """CPUs and memory of this host, with GPUs from ``devices`` (probed when None)."""
+    if devices is None:
+        devices = probe_gpus()
     return m.Capacity(
-        cpus=float(os.cpu_count() or 1), memory_mb=memory_mb(), gpus=count, gpu_type=kind
+        cpus=float(os.cpu_count() or 1),
+        memory_mb=memory_mb(),
+        gpus=len(devices),
+        gpu_type=gpu_type_of(devices),
     )

@@ -38,9 +38,11 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     S: frozenset({R, Q, FAIL, CANC}),
     # process exited -> uploading outputs; agent lost -> requeued; killed (timeout); canceled
     R: frozenset({F, Q, FAIL, CANC}),
-    # outputs uploaded. No way back to Queued: the script has already run to its end, and
-    # running it again would complete one submission twice. A loss here is a failure.
-    F: frozenset({DONE, FAIL, CANC}),
+    # outputs uploaded; or back to Queued to retry an attempt whose script FAILED and whose
+    # run has retries left (max_retries). A loss here is a failure, never a requeue: the
+    # script has already run to its end, and the core only requeues from here on a reported
+    # failure, so one submission never completes twice.
+    F: frozenset({DONE, FAIL, CANC, Q}),
     # terminal states absorb
     DONE: frozenset(),
     FAIL: frozenset(),

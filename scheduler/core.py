@@ -1,147 +1,72 @@
 """The scheduler's decisions: one closed set of events in, state changes and commands out.
 
-``handle(state, event, now)`` and ``decide(state, now)`` are synchronous and do no I/O: no
-clock reads, no id making, no NATS. The daemon (daemon.py) turns bus messages and timer ticks
-into events, calls these, writes the runs marked dirty (compare-and-set), then carries out the
-returned commands. State is changed in place (copying 100,000 runs per event would be the
-bottleneck); only this module changes it.
+``handle(state, event, now, config)`` and ``decide(state, now, config, new_node_id)`` are
+synchronous and do no I/O: no clock reads, no id making (node ids come from the caller's
+``new_node_id``), no NATS. The daemon (daemon.py) turns bus messages, provider results and
+timer ticks into events, calls these, writes what was marked dirty (compare-and-set for runs),
+then carries out the returned commands. State is changed in place (copying 100,000 runs per
+event would be the bottleneck); only the scheduler's pure modules change it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import msgspec
-
 from proto import messages as m
-from proto.states import ON_AGENT, TERMINAL, RunState, can_transition, transition
+from proto.states import ON_AGENT, TERMINAL, RunState, can_transition
+from scheduler import nodes, requests
+from scheduler.capacity import slots
+from scheduler.events import (
+    AgentAsked,
+    CancelAsked,
+    Command,
+    ComputeAsked,
+    Config,
+    CreateNode,
+    Event,
+    HeartbeatSeen,
+    Log,
+    NodeFailed,
+    NodeStopped,
+    PublishEof,
+    Reply,
+    ReportSeen,
+    SendToAgent,
+    StopNode,
+    Submitted,
+    TargetsAsked,
+    Tick,
+    WhyAsked,
+)
 from scheduler.model import AgentView, SchedulerState
-from scheduler.placement import Plan, Slot, place
-from scheduler.reconcile import Timing, reconcile
+from scheduler.placement import Plan, could_ever_hold, place
+from scheduler.reconcile import reconcile
+from scheduler.runs import apply_report, cancel, end, move, requeue, store
 from scheduler.validate import check_spec
 
-# --- events ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Submitted:
-    request: m.SubmitRequest
-    run_id: str  # made by the daemon (ids are not made here)
-    reply_to: str
-
-
-@dataclass(frozen=True)
-class CancelAsked:
-    run_id: str
-    reply_to: str
-
-
-@dataclass(frozen=True)
-class TargetsAsked:
-    reply_to: str
-
-
-@dataclass(frozen=True)
-class HeartbeatSeen:
-    heartbeat: m.Heartbeat
-
-
-@dataclass(frozen=True)
-class ReportSeen:
-    report: m.RunReport
-
-
-@dataclass(frozen=True)
-class Tick:
-    pass
-
-
-Event = Submitted | CancelAsked | TargetsAsked | HeartbeatSeen | ReportSeen | Tick
-
-# --- commands --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SendToAgent:
-    agent_id: str
-    command: m.Assign | m.Cancel
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    reply_to: str
-    message: msgspec.Struct
-    run_id: str | None = None  # if set, only sent once that run's record is stored
-
-
-@dataclass(frozen=True)
-class PublishEof:
-    run_id: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Log:
-    """One line for the daemon's log, with ids bound."""
-
-    event: str
-    fields: dict[str, object] = field(default_factory=dict)
-
-
-Command = SendToAgent | Reply | PublishEof | Log
-
-
-@dataclass(frozen=True)
-class Config:
-    timing: Timing = field(default_factory=Timing)
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _move(rec: m.RunRecord, target: RunState, now: float, **changes: object) -> m.RunRecord:
-    state = transition(rec.state, target)
-    history = [*rec.history, m.StateChange(state=state, at=now, attempt=rec.attempt)]
-    return msgspec.structs.replace(rec, state=state, history=history, **changes)
-
-
-def _store(state: SchedulerState, rec: m.RunRecord) -> None:
-    state.runs[rec.run_id] = rec
-    state.dirty_runs.add(rec.run_id)
-
-
-def _finish(state: SchedulerState, rec: m.RunRecord, cmds: list[Command]) -> None:
-    """Bookkeeping common to every terminal transition."""
-    state.assign_sent_at.pop(rec.run_id, None)
-    state.why.pop(rec.run_id, None)
-    cmds.append(PublishEof(run_id=rec.run_id, attempt=rec.attempt))
-    cmds.append(
-        Log("run ended", {"run_id": rec.run_id, "attempt": rec.attempt, "state": rec.state})
-    )
-
-
-def _requeue(state: SchedulerState, rec: m.RunRecord, why: str, now: float) -> m.RunRecord:
-    moved = _move(
-        rec,
-        RunState.QUEUED,
-        now,
-        attempt=rec.attempt + 1,
-        agent_id=None,
-        agent_incarnation=None,
-        assigned_at=None,
-    )
-    # the history entry of a requeue records the new attempt
-    moved = msgspec.structs.replace(
-        moved,
-        history=[*rec.history, m.StateChange(state=RunState.QUEUED, at=now, attempt=moved.attempt)],
-    )
-    state.assign_sent_at.pop(rec.run_id, None)
-    _store(state, moved)
-    return moved
-
-
-# --- handlers --------------------------------------------------------------------------------
+__all__ = [
+    "AgentAsked",
+    "CancelAsked",
+    "Command",
+    "ComputeAsked",
+    "Config",
+    "CreateNode",
+    "Event",
+    "HeartbeatSeen",
+    "Log",
+    "NodeFailed",
+    "NodeStopped",
+    "PublishEof",
+    "Reply",
+    "ReportSeen",
+    "SendToAgent",
+    "StopNode",
+    "Submitted",
+    "TargetsAsked",
+    "Tick",
+    "WhyAsked",
+    "decide",
+    "forget_finished",
+    "handle",
+]
 
 
 def handle(state: SchedulerState, event: Event, now: float, config: Config) -> list[Command]:
@@ -151,10 +76,20 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return _on_cancel(state, event, now)
     if isinstance(event, TargetsAsked):
         return [Reply(event.reply_to, _targets(state))]
+    if isinstance(event, ComputeAsked):
+        return requests.on_compute(state, event, now, config)
+    if isinstance(event, AgentAsked):
+        return requests.on_agent(state, event, now, config)
+    if isinstance(event, WhyAsked):
+        return requests.on_why(state, event)
     if isinstance(event, HeartbeatSeen):
         return _on_heartbeat(state, event.heartbeat, now)
     if isinstance(event, ReportSeen):
-        return _on_report(state, event.report, now)
+        return _on_report(state, event.report)
+    if isinstance(event, NodeFailed):
+        return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
+    if isinstance(event, NodeStopped):
+        return nodes.node_stopped(state, event.node_id, now)
     return []  # Tick: decide() does the periodic work
 
 
@@ -172,9 +107,47 @@ def _targets(state: SchedulerState) -> m.TargetsReply:
     )
 
 
+def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
+    """Why no node of the run's target could ever hold it, or None (then it may wait)."""
+    if spec.node_count > 1:
+        # FIXME(issue B, multi-node): gang placement is not built yet; refuse rather than
+        # run a multi-node job on one node.
+        return "multi-node runs (node_count > 1) are not supported yet"
+    res = spec.resources
+    ask = f"{res.cpus:g} CPUs, {res.memory_mb} MB, {res.gpus} GPUs" + (
+        f" of type {res.gpu_type}" if res.gpu_type else ""
+    )
+    compute = state.computes.get(spec.target)
+    if compute is not None:
+        from scheduler.autoscale import servable
+
+        if not servable(compute, spec):
+            s = compute.shape
+            return (
+                f"no node of {compute.name} can hold it: it asks {ask}"
+                + (", dedicated nodes" if spec.dedicated_only else "")
+                + f"; a {s.name} node has {s.cpus:g} CPUs, {s.memory_mb} MB, {s.gpus} GPUs"
+                + (f" ({s.gpu_type})" if s.gpu_type else "")
+                + f", {compute.cluster.vm_priority}"
+            )
+        return None
+    agents = [a for a in state.agents.values() if a.target == spec.target and not a.lost]
+    if agents and not any(could_ever_hold(a.capacity, spec) for a in agents):
+        biggest = max(agents, key=lambda a: (a.capacity.gpus, a.capacity.cpus))
+        c = biggest.capacity
+        return (
+            f"no agent of target {spec.target!r} can hold it: it asks {ask}; the largest, "
+            f"{biggest.agent_id}, has {c.cpus:g} CPUs, {c.memory_mb} MB, {c.gpus} GPUs"
+            + (f" ({c.gpu_type})" if c.gpu_type else "")
+        )
+    return None
+
+
 def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command]:
     spec = ev.request.spec
     problem = check_spec(spec, state.known_targets())
+    if problem is None and (why := _never_fits(state, spec)) is not None:
+        problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
     if problem is not None:
         return [Reply(ev.reply_to, problem)]
     if ev.request.validate_only:
@@ -190,7 +163,7 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command
         created_at=now,
         history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
     )
-    _store(state, rec)
+    store(state, rec)
     if spec.submission_id is not None:
         state.submissions[spec.submission_id] = ev.run_id
     return [
@@ -213,21 +186,7 @@ def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Comma
             )
         ]
     cmds: list[Command] = []
-    if rec.state is RunState.QUEUED:
-        done = _move(rec, RunState.CANCELED, now, ended_at=now, cancel_requested=True)
-        _store(state, done)
-        _finish(state, done, cmds)
-    else:
-        asked = msgspec.structs.replace(rec, cancel_requested=True)
-        _store(state, asked)
-        assert rec.agent_id is not None
-        cmds.append(
-            SendToAgent(
-                rec.agent_id,
-                m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="canceled"),
-                rec.run_id,
-            )
-        )
+    cancel(state, rec, now, cmds)
     current = state.runs[ev.run_id].state
     cmds.append(
         Reply(ev.reply_to, m.CancelAccepted(run_id=ev.run_id, state=current), run_id=ev.run_id)
@@ -239,15 +198,30 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
     known = state.agents.get(hb.agent_id)
     running = frozenset((r.run_id, r.attempt) for r in hb.running)
     finished = frozenset((r.run_id, r.attempt) for r in hb.finished)
+    nodes.node_registered(state, hb.agent_id, now)
     if known is not None and known.incarnation == hb.incarnation and not known.lost:
+        changed = (
+            known.labels != hb.labels
+            or known.priority != hb.priority
+            or known.preempting != hb.preempting
+            or not known.confirmed
+        )
         known.last_seen = now
         known.running = running
         known.finished = finished
         known.capacity = hb.capacity
-        if not known.confirmed:
-            known.confirmed = True
+        known.gpus = list(hb.gpus)
+        known.labels = dict(hb.labels)
+        known.priority = hb.priority
+        known.preempting = known.preempting or hb.preempting
+        known.confirmed = True
+        if changed:
             state.dirty_agents.add(hb.agent_id)
         return []
+    node = state.nodes.get(hb.agent_id)
+    if node is not None and node.state in ("stopped", "failed"):
+        # a node we stopped or gave up on is still talking: keep it out of placement
+        return [Log("heartbeat from a retired node ignored", {"agent_id": hb.agent_id})]
     state.agents[hb.agent_id] = AgentView(
         agent_id=hb.agent_id,
         incarnation=hb.incarnation,
@@ -258,6 +232,13 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         last_seen=now,
         running=running,
         finished=finished,
+        # an operator's cordon and drain survive an agent restart
+        cordoned=known.cordoned if known is not None else False,
+        draining=known.draining if known is not None else False,
+        preempting=hb.preempting,
+        labels=dict(hb.labels),
+        priority=hb.priority,
+        gpus=list(hb.gpus),
     )
     state.dirty_agents.add(hb.agent_id)
     return [
@@ -284,7 +265,7 @@ def _stale(report: m.RunReport) -> list[Command]:
     ]
 
 
-def _on_report(state: SchedulerState, rep: m.RunReport, now: float) -> list[Command]:
+def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
     rec = state.runs.get(rep.run_id)
     if (
         rec is None
@@ -295,49 +276,23 @@ def _on_report(state: SchedulerState, rep: m.RunReport, now: float) -> list[Comm
         return _stale(rep)
     if rep.state == rec.state or not can_transition(rec.state, rep.state):
         return []  # a duplicate, or a report this attempt has already moved past
-    changes: dict[str, object] = {}
-    if rep.state is RunState.RUNNING:
-        changes["started_at"] = rep.at
-    if rep.state in TERMINAL:
-        changes.update(
-            ended_at=rep.at, exit_code=rep.exit_code, error=rep.error, artifacts=rep.artifacts
-        )
-    moved = _move(rec, rep.state, rep.at, **changes)
-    _store(state, moved)
+    if rep.state is RunState.QUEUED and rec.state is RunState.FINALIZING:
+        return []  # a finished script is never given back by its agent
     cmds: list[Command] = []
-    if moved.state in TERMINAL:
-        _finish(state, moved, cmds)
+    apply_report(state, rec, rep, cmds)
     return cmds
 
 
 # --- the periodic decision -------------------------------------------------------------------
 
 
-def slots(state: SchedulerState) -> list[Slot]:
-    free: dict[str, Slot] = {
-        a.agent_id: Slot(
-            agent_id=a.agent_id,
-            target=a.target,
-            free_cpus=a.capacity.cpus,
-            free_memory_mb=a.capacity.memory_mb,
-            free_gpus=a.capacity.gpus,
-            total=a.capacity,
-            available=not a.lost and a.confirmed,
-        )
-        for a in state.agents.values()
-    }
-    for rec in state.runs.values():
-        if rec.state in ON_AGENT and rec.agent_id in free:
-            s = free[rec.agent_id]
-            res = rec.spec.resources
-            s.free_cpus -= res.cpus
-            s.free_memory_mb -= res.memory_mb
-            s.free_gpus -= res.gpus
-    return list(free.values())
-
-
-def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
-    """Reconcile observations with records, then place what is queued."""
+def decide(
+    state: SchedulerState,
+    now: float,
+    config: Config,
+    new_node_id: nodes.NodeIds | None = None,
+) -> list[Command]:
+    """Reconcile observations with records, scale clusters, then place what is queued."""
     cmds: list[Command] = []
     rec_out = reconcile(
         state.runs, state.agents, state.assign_sent_at, now, state.started_at, config.timing
@@ -347,16 +302,12 @@ def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
         state.dirty_agents.add(agent_id)
         cmds.append(Log("agent lost", {"agent_id": agent_id}))
     for run_id, why in rec_out.requeue:
-        moved = _requeue(state, state.runs[run_id], why, now)
+        moved = requeue(state, state.runs[run_id], why, now)
         cmds.append(Log("run requeued", {"run_id": run_id, "attempt": moved.attempt, "why": why}))
     for run_id, err in rec_out.fail:
-        done = _move(state.runs[run_id], RunState.FAILED, now, ended_at=now, error=err)
-        _store(state, done)
-        _finish(state, done, cmds)
+        end(state, state.runs[run_id], RunState.FAILED, now, cmds, error=err)
     for run_id in rec_out.cancel:
-        done = _move(state.runs[run_id], RunState.CANCELED, now, ended_at=now)
-        _store(state, done)
-        _finish(state, done, cmds)
+        end(state, state.runs[run_id], RunState.CANCELED, now, cmds)
     for run_id in rec_out.resend:
         rec = state.runs[run_id]
         assert rec.agent_id is not None and rec.agent_incarnation is not None
@@ -371,6 +322,9 @@ def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
             )
         )
 
+    if state.computes:
+        cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
+
     pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
     if not pending:
         state.why.clear()
@@ -379,7 +333,7 @@ def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
     for p in plan.placements:
         rec = state.runs[p.run_id]
         agent = state.agents[p.agent_id]
-        moved = _move(
+        moved = move(
             rec,
             RunState.PREPARING,
             now,
@@ -387,13 +341,17 @@ def decide(state: SchedulerState, now: float, config: Config) -> list[Command]:
             agent_incarnation=agent.incarnation,
             assigned_at=now,
         )
-        _store(state, moved)
+        store(state, moved)
         state.assign_sent_at[p.run_id] = now
         cmds.append(SendToAgent(p.agent_id, _assign(moved), p.run_id))
     state.why = plan.unplaced
     if plan.placements:
         cmds.append(Log("placed", {"runs": len(plan.placements), "waiting": len(plan.unplaced)}))
     return cmds
+
+
+def _no_ids(cluster: str) -> str:
+    raise RuntimeError(f"decide() needs new_node_id to scale cluster {cluster}")
 
 
 def _assign(rec: m.RunRecord) -> m.Assign:

@@ -11,24 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
 
 from proto import codec, subjects
 from proto import messages as m
 from proto.states import TERMINAL
 from scheduler import core
 from scheduler.model import AgentView, SchedulerState
+from scheduler.providers import (
+    KNOWN_PROVIDERS,
+    NodeProvider,
+    NodeRequest,
+    ProviderError,
+    make_provider,
+)
 from scheduler.reconcile import Timing
+from scheduler.sizes import load_catalog
 from sortie.bus import Bus, has_blob, kv_items, open_bus
 
 log = structlog.get_logger("sortie.scheduler")
@@ -51,6 +64,16 @@ class SchedulerConfig:
     tick_s: float = 1.0
     max_batch: int = 2000
     write_concurrency: int = 256
+    data_dir: Path | None = None  # where node providers keep their files
+    provider_poll_s: float = 2.0
+    preempt_grace_s: float = 30.0
+    node_boot_timeout_s: float = 120.0
+    gpu_pool: tuple[int, ...] = ()  # host GPU indices the process provider may hand to nodes
+
+
+def new_node_id(cluster: str) -> str:
+    """``<cluster>-<6 hex>``: also the node's agent id."""
+    return f"{cluster}-{secrets.token_hex(3)}"
 
 
 def new_run_id(experiment: str, now: float) -> str:
@@ -63,7 +86,16 @@ class Daemon:
     def __init__(self, bus: Bus, config: SchedulerConfig) -> None:
         self.bus = bus
         self.config = config
-        self.core_config = core.Config(timing=config.timing)
+        sizes_file = os.environ.get("SORTIE_SIZES_FILE")
+        self.core_config = core.Config(
+            timing=config.timing,
+            catalog=load_catalog(Path(sizes_file) if sizes_file else None),
+            providers=frozenset(KNOWN_PROVIDERS),
+            preempt_grace_s=config.preempt_grace_s,
+            node_boot_timeout_s=config.node_boot_timeout_s,
+        )
+        self.providers: dict[str, NodeProvider] = {}
+        self.background: set[asyncio.Task[None]] = set()
         self.state = SchedulerState()
         self.revisions: dict[str, int] = {}
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
@@ -108,12 +140,42 @@ class Daemon:
                 first_seen=a.first_seen,
                 last_seen=now,
                 confirmed=False,
+                cordoned=a.cordoned,
+                draining=a.draining,
+                labels=dict(a.labels),
+                priority=a.priority,
             )
+        for entry in await kv_items(self.bus.computes):
+            try:
+                c = codec.decode(m.ComputeRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            self.state.computes[c.name] = c
+        for entry in await kv_items(self.bus.nodes):
+            try:
+                n = codec.decode(m.NodeRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            if n.cluster not in self.state.computes:
+                continue
+            provider = self.state.computes[n.cluster].cluster.provider
+            if provider == "process" and n.state in ("creating", "running", "stopping"):
+                # process nodes are children of the scheduler: they did not outlive it
+                n = msgspec.structs.replace(
+                    n, state="stopped", changed_at=now, message="scheduler restarted"
+                )
+                self.state.dirty_nodes.add(n.node_id)
+                view = self.state.agents.get(n.node_id)
+                if view is not None:
+                    view.lost = True
+                    self.state.dirty_agents.add(n.node_id)
+            self.state.nodes[n.node_id] = n
         log.info(
             "state loaded",
             runs=runs,
             active=len(self.state.runs),
             agents=len(self.state.agents),
+            computes=len(self.state.computes),
             seconds=round(time.monotonic() - t0, 3),
         )
 
@@ -125,6 +187,7 @@ class Daemon:
         self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
         self.tasks.append(asyncio.create_task(self._reports()))
         self.tasks.append(asyncio.create_task(self._ticks()))
+        self.tasks.append(asyncio.create_task(self._poll_providers()))
 
     # --- adapters: bus -> events -----------------------------------------------------------
 
@@ -164,6 +227,18 @@ class Daemon:
             elif msg.subject == subjects.API_TARGETS:
                 codec.decode(m.TargetsRequest, msg.data)
                 self._enqueue(core.TargetsAsked(reply_to=msg.reply))
+            elif msg.subject == subjects.API_COMPUTE:
+                compute_req = codec.decode(m.ComputeRequest, msg.data)
+                self._enqueue(core.ComputeAsked(request=compute_req, reply_to=msg.reply))
+            elif msg.subject == subjects.API_AGENTS:
+                agent_req = codec.decode(m.AgentRequest, msg.data)
+                self._enqueue(core.AgentAsked(request=agent_req, reply_to=msg.reply))
+            elif msg.subject == subjects.API_WHY:
+                why = codec.decode(m.WhyRequest, msg.data)
+                if why.run_id in self.state.runs:
+                    self._enqueue(core.WhyAsked(run_id=why.run_id, reply_to=msg.reply))
+                else:
+                    await self._reply(msg, await self._why_unknown(why.run_id))
             else:
                 await self._reply(
                     msg,
@@ -177,6 +252,20 @@ class Daemon:
             await self._reply(
                 msg, m.ErrorReply(code="internal", message=f"scheduler could not answer: {exc!r}")
             )
+
+    async def _why_unknown(self, run_id: str) -> m.WhyReply | m.ErrorReply:
+        """`run why` for a run the scheduler no longer holds: it ended (or never existed)."""
+        try:
+            subjects.check_token("run id", run_id)
+            entry = await self.bus.runs.get(run_id)
+        except ValueError as exc:
+            return m.ErrorReply(code="bad_request", message=str(exc))
+        except nats.js.errors.KeyNotFoundError:
+            return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
+        rec = codec.decode(m.RunRecord, entry.value or b"")
+        return m.WhyReply(
+            run_id=run_id, state=rec.state, summary=f"run {run_id} is not waiting: it {rec.state}"
+        )
 
     async def _cancel_unknown(self, run_id: str) -> m.ErrorReply:
         try:
@@ -270,7 +359,7 @@ class Daemon:
         cmds: list[core.Command] = []
         for event, _ in batch:
             cmds.extend(core.handle(self.state, event, now, self.core_config))
-        cmds.extend(core.decide(self.state, now, self.core_config))
+        cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
         failed = await self._persist()
         await self._execute(cmds, failed)
         for _, ack in batch:
@@ -309,19 +398,36 @@ class Daemon:
                 self.revisions.pop(run_id, None)
 
         await asyncio.gather(*(write(r) for r in sorted(dirty)))
-        agents, self.state.dirty_agents = self.state.dirty_agents, set()
+        st = self.state
+        agents, st.dirty_agents = st.dirty_agents, set()
         for agent_id in sorted(agents):
-            view = self.state.agents.get(agent_id)
-            if view is None:
-                continue
-            while True:
-                try:
-                    await self.bus.agents.put(agent_id, codec.encode(view.record()))
-                    break
-                except TRANSIENT as exc:
-                    log.warning("agent write failed; retrying", agent_id=agent_id, error=repr(exc))
-                    await asyncio.sleep(0.5)
+            if (view := st.agents.get(agent_id)) is not None:
+                await self._put(self.bus.agents, agent_id, codec.encode(view.record()))
+        computes, st.dirty_computes = st.dirty_computes, set()
+        for name in sorted(computes):
+            if (compute := st.computes.get(name)) is not None:
+                await self._put(self.bus.computes, name, codec.encode(compute))
+        node_ids, st.dirty_nodes = st.dirty_nodes, set()
+        for node_id in sorted(node_ids):
+            if (node := st.nodes.get(node_id)) is not None:
+                await self._put(self.bus.nodes, node_id, codec.encode(node))
+        deleted, st.deleted_computes = st.deleted_computes, set()
+        for name in sorted(deleted):
+            await self._put(self.bus.computes, name, None)
         return failed
+
+    async def _put(self, kv: KeyValue, key: str, data: bytes | None) -> None:
+        """Write (or with ``None`` delete) one key; the scheduler is its only writer."""
+        while True:
+            try:
+                if data is None:
+                    await kv.delete(key)
+                else:
+                    await kv.put(key, data)
+                return
+            except TRANSIENT as exc:
+                log.warning("store write failed; retrying", key=key, error=repr(exc))
+                await asyncio.sleep(0.5)
 
     async def _reload(self, run_id: str) -> None:
         """Another writer changed this run: take the stored record as the truth."""
@@ -359,10 +465,86 @@ class Daemon:
                         await nc.publish(cmd.reply_to, codec.encode(cmd.message))
                 elif isinstance(cmd, core.PublishEof):
                     await self._publish_eof(cmd)
+                elif isinstance(cmd, core.CreateNode):
+                    self._spawn(self._create_node(cmd))
+                elif isinstance(cmd, core.StopNode):
+                    self._spawn(self._stop_node(cmd))
             except TRANSIENT as exc:
                 # Commands are re-derived by reconciliation (resend, stale stop); a lost reply
                 # is retried by the client. Nothing here is the only copy of a decision.
                 log.warning("command not delivered", command=type(cmd).__name__, error=repr(exc))
+
+    # --- node providers: side effects in the background, results back as events ----------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def _provider(self, cluster: str) -> NodeProvider:
+        compute = self.state.computes.get(cluster)
+        name = compute.cluster.provider if compute is not None else "process"
+        provider = self.providers.get(name)
+        if provider is None:
+            base = self.config.data_dir or Path()
+            provider = make_provider(
+                name, data_dir=base / "providers" / name, gpu_pool=self.config.gpu_pool
+            )
+            self.providers[name] = provider
+        return provider
+
+    async def _create_node(self, cmd: core.CreateNode) -> None:
+        request = NodeRequest(
+            node_id=cmd.node_id,
+            cluster=cmd.cluster,
+            shape=cmd.shape,
+            priority=cmd.priority,
+            broker_url=self.bus.url,
+            labels=dict(cmd.labels),
+        )
+        try:
+            await self._provider(cmd.cluster).create_node(request)
+        except ProviderError as exc:
+            self._enqueue(core.NodeFailed(node_id=cmd.node_id, code=exc.code, message=exc.message))
+        except Exception as exc:  # a provider bug must not stop the scheduler
+            log.exception("node provider failed", node_id=cmd.node_id)
+            self._enqueue(
+                core.NodeFailed(
+                    node_id=cmd.node_id,
+                    code="provider_error",
+                    message=f"{type(exc).__name__}: {exc}",
+                )
+            )
+
+    async def _stop_node(self, cmd: core.StopNode) -> None:
+        node = self.state.nodes.get(cmd.node_id)
+        try:
+            await self._provider(node.cluster if node else "").stop_node(cmd.node_id, cmd.grace_s)
+        except Exception:  # stopping is retried through the next poll
+            log.exception("stopping node failed", node_id=cmd.node_id)
+            return
+        self._enqueue(core.NodeStopped(node_id=cmd.node_id))
+
+    async def _poll_providers(self) -> None:
+        """A node whose process died on its own becomes a NodeFailed event."""
+        while True:
+            await asyncio.sleep(self.config.provider_poll_s)
+            for provider in list(self.providers.values()):
+                try:
+                    listed = await provider.list_nodes()
+                except Exception:  # polled again next time
+                    log.exception("listing nodes failed", provider=provider.name)
+                    continue
+                for pn in listed:
+                    node = self.state.nodes.get(pn.node_id)
+                    if not pn.alive and node is not None and node.state in ("creating", "running"):
+                        self._enqueue(
+                            core.NodeFailed(
+                                node_id=pn.node_id,
+                                code="exited",
+                                message=f"node {pn.node_id} {pn.detail or 'exited'}",
+                            )
+                        )
 
     async def _publish_eof(self, cmd: core.PublishEof) -> None:
         data = codec.encode(m.LogBatch(run_id=cmd.run_id, attempt=cmd.attempt, eof=True))
@@ -375,8 +557,11 @@ class Daemon:
         log.warning("end-of-log marker not published", run_id=cmd.run_id)
 
     async def close(self) -> None:
-        for t in self.tasks:
+        for t in [*self.tasks, *self.background]:
             t.cancel()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t

@@ -25,6 +25,26 @@ class AgentView:
     finished: frozenset[tuple[str, int]] = frozenset()
     lost: bool = False
     confirmed: bool = True  # False when loaded from the store and not heard from yet
+    cordoned: bool = False
+    draining: bool = False
+    preempting: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    priority: m.NodePriority = "dedicated"
+    gpus: list[m.GpuDevice] = field(default_factory=list)
+
+    def unavailable(self) -> str | None:
+        """Why no new run may go here, or None."""
+        if self.lost:
+            return "agent lost"
+        if not self.confirmed:
+            return "agent reconnecting after a scheduler restart"
+        if self.preempting:
+            return "agent is being preempted"
+        if self.draining:
+            return "agent is draining"
+        if self.cordoned:
+            return "agent is cordoned"
+        return None
 
     def record(self) -> m.AgentRecord:
         return m.AgentRecord(
@@ -36,6 +56,11 @@ class AgentView:
             state="lost" if self.lost else "ready",
             first_seen=self.first_seen,
             last_seen=self.last_seen,
+            cordoned=self.cordoned,
+            draining=self.draining,
+            labels=dict(self.labels),
+            priority=self.priority,
+            gpus=list(self.gpus),
         )
 
 
@@ -51,9 +76,17 @@ class SchedulerState:
     assign_sent_at: dict[str, float] = field(default_factory=dict)  # run id -> last Assign
     why: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> reason -> count
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> run id
+    computes: dict[str, m.ComputeRecord] = field(default_factory=dict)
+    nodes: dict[str, m.NodeRecord] = field(default_factory=dict)
+    dirty_computes: set[str] = field(default_factory=set)
+    dirty_nodes: set[str] = field(default_factory=set)
+    deleted_computes: set[str] = field(default_factory=set)  # to remove from the store
+    node_idle_since: dict[str, float] = field(default_factory=dict)
+    preempt_deadline: dict[str, float] = field(default_factory=dict)  # node -> stop it at
+    node_targets: dict[str, int] = field(default_factory=dict)  # cluster -> autoscaler target
 
     def known_targets(self) -> set[str]:
-        return set(BUILTIN_TARGETS) | {a.target for a in self.agents.values()}
+        return set(BUILTIN_TARGETS) | {a.target for a in self.agents.values()} | set(self.computes)
 
     def runs_on(self, agent_id: str) -> list[m.RunRecord]:
         return [r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT]

@@ -1,9 +1,10 @@
 """Placement: which queued run goes to which agent. A pure function of plain data.
 
-Filter (can this agent hold the run at all, cheapest checks first), then score (best fit:
-the agent left with the least free capacity wins), then choose (ties broken by agent id, so
-the same input always gives the same plan). Every run left unplaced carries its reasons,
-counted per agent, which is what ``sortie run why`` shows.
+Filter (can this agent hold the run at all: availability, dedicated-only, label constraints,
+GPU type, totals, then free capacity), then score (best fit by default: the agent left with
+the least free capacity wins; ``spread``: the emptiest wins), then choose (ties broken by
+agent id, so the same input always gives the same plan). Every run left unplaced carries
+its reasons, counted per agent, which is what ``sortie run why`` shows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class Slot:
     free_gpus: int
     total: m.Capacity
     available: bool = True  # False when lost or not yet confirmed after a restart
+    unavailable_why: str = "agent not available (lost or reconnecting)"
+    priority: m.NodePriority = "dedicated"
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,19 @@ def queue_order(runs: Iterable[m.RunRecord]) -> list[m.RunRecord]:
     return sorted(runs, key=lambda r: (-r.spec.priority, r.created_at, r.run_id))
 
 
-def _reject(slot: Slot, req: m.Resources) -> str | None:
+def _reject(slot: Slot, spec: m.RunSpec) -> str | None:
+    """Why ``slot`` cannot take the run, or None. Cheapest and most permanent checks first."""
+    req = spec.resources
     if not slot.available:
-        return "agent not available (lost or reconnecting)"
+        return slot.unavailable_why
+    if spec.dedicated_only and slot.priority == "lowpriority":
+        return "run needs a dedicated node; agent is low-priority"
+    for key, want in sorted(spec.constraints.items()):
+        have = slot.labels.get(key)
+        if have != want:
+            return f"label {key}={want} not on agent"
+    if req.gpu_type and req.gpus > 0 and not gpu_type_matches(req.gpu_type, slot.total.gpu_type):
+        return f"agent lacks GPUs of type {req.gpu_type}"
     if req.gpus > slot.total.gpus:
         return "agent has too few GPUs"
     if req.cpus > slot.total.cpus:
@@ -61,6 +75,21 @@ def _reject(slot: Slot, req: m.Resources) -> str | None:
     if req.memory_mb > slot.free_memory_mb and slot.total.memory_mb > 0:
         return "memory busy"
     return None
+
+
+def gpu_type_matches(wanted: str, have: str | None) -> bool:
+    """``H100`` matches ``NVIDIA H100 80GB HBM3``: a case-insensitive substring test."""
+    return have is not None and wanted.strip().lower() in have.lower()
+
+
+def could_ever_hold(capacity: m.Capacity, spec: m.RunSpec) -> bool:
+    """Could a node of this capacity hold the run when empty? (Used to refuse at submit.)"""
+    req = spec.resources
+    if req.gpus > capacity.gpus or req.cpus > capacity.cpus + 1e-9:
+        return False
+    if capacity.memory_mb > 0 and req.memory_mb > capacity.memory_mb:
+        return False
+    return not (req.gpu_type and req.gpus and not gpu_type_matches(req.gpu_type, capacity.gpu_type))
 
 
 def _leftover(slot: Slot, req: m.Resources) -> tuple[float, float, float, str]:
@@ -91,11 +120,14 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
         best: Slot | None = None
         best_key: tuple[float, float, float, str] | None = None
         for slot in candidates:
-            why = _reject(slot, req)
+            why = _reject(slot, run.spec)
             if why is not None:
                 reasons[why] += 1
                 continue
             key = _leftover(slot, req)
+            if run.spec.strategy == "spread":
+                # spread: the emptiest agent wins (negate the leftover, keep the id tie-break)
+                key = (-key[0], -key[1], 0.0, key[3])
             if best_key is None or key < best_key:
                 best, best_key = slot, key
         if best is None:

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from proto import messages as m
 from proto.states import TERMINAL
 from sortie import envspec
@@ -47,9 +49,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
     sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
+    sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
 
-    agent = sub.add_parser("agent", help="run an agent alone against a broker")
-    agent.add_argument("--target", required=True, help="compute target this agent serves")
+    agent = sub.add_parser(
+        "agent",
+        help="run an agent (--target NAME), or list and administer agents",
+        description="With --target: run an agent daemon. With an action: administer agents.",
+    )
+    agent.add_argument("--target", help="compute target this agent serves (daemon mode)")
     agent.add_argument("--name", help="agent id (default TARGET-HOSTNAME)")
     agent.add_argument("--data-dir", type=Path, default=None)
     agent.add_argument("--cpus", type=float, help="advertise this many CPUs (default: all)")
@@ -58,6 +65,45 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--priority", choices=("dedicated", "lowpriority"), default="dedicated")
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     agent.add_argument("--preempt-grace", type=float, default=30.0, metavar="SECONDS")
+    admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+    al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
+    al.add_argument("--output", choices=("text", "json"), default="text")
+    for action, text in (
+        ("drain", "finish current runs, take no new ones"),
+        ("cordon", "take no new runs"),
+        ("uncordon", "take runs again (ends a drain too)"),
+        ("preempt", "simulate a low-priority preemption notice for this node"),
+    ):
+        a = admin.add_parser(action, help=text)
+        a.add_argument("name", help="agent (node) id")
+        a.add_argument("--output", choices=("text", "json"), default="text")
+
+    comp = sub.add_parser("compute", help="compute targets: managed clusters").add_subparsers(
+        dest="compute_command", required=True, metavar="SUBCOMMAND"
+    )
+    cc = comp.add_parser("create", help="create an autoscaling cluster")
+    cc.add_argument("name")
+    cc.add_argument("--type", choices=("cluster",), default="cluster")
+    cc.add_argument("--vm-size", required=True, help="a node size (`sortie compute sizes`)")
+    cc.add_argument("--max-nodes", type=int, required=True)
+    cc.add_argument("--min-nodes", type=int, default=0)
+    cc.add_argument("--idle-seconds-before-scaledown", type=float, default=120.0)
+    cc.add_argument("--vm-priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    cc.add_argument("--provider", default="process")
+    cu = comp.add_parser("update", help="change a cluster's node limits")
+    cu.add_argument("name")
+    cu.add_argument("--min-nodes", type=int)
+    cu.add_argument("--max-nodes", type=int)
+    cu.add_argument("--idle-seconds-before-scaledown", type=float)
+    cd = comp.add_parser("delete", help="delete a cluster and stop its nodes")
+    cd.add_argument("name")
+    cd.add_argument("--force", action="store_true", help="cancel its active runs")
+    cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
+    cs.add_argument("name")
+    comp.add_parser("list", help="clusters")
+    comp.add_parser("sizes", help="node sizes")
+    for sp in (cc, cu, cd, cs, comp.choices["list"], comp.choices["sizes"]):
+        sp.add_argument("--output", choices=("text", "json"), default="text")
 
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
         dest="run_command", required=True, metavar="SUBCOMMAND"
@@ -81,8 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-duration", type=float, metavar="SECONDS")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--cpus", type=float, default=1.0)
-    s.add_argument("--memory-mb", type=int, default=0)
+    mem = s.add_mutually_exclusive_group()
+    mem.add_argument("--memory", type=float, metavar="GB", help="memory the run needs, in GB")
+    mem.add_argument("--memory-mb", type=int, default=0)
     s.add_argument("--gpus", type=int, default=0)
+    s.add_argument("--gpu-type", help="e.g. H100: matched within the agent's GPU name")
+    s.add_argument("--node-count", type=int, default=1)
+    s.add_argument("--max-retries", type=int, default=0, help="re-runs after a failure")
+    s.add_argument("--constraint", action="append", default=[], metavar="LABEL=VALUE")
+    s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
+    s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
     s.add_argument("--snapshot-limit-mb", type=float, default=None)
     s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
     s.add_argument("--output", choices=("text", "json"), default="text")
@@ -104,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
 
     wait = run.add_parser("wait", help="wait for a run to end; exit 0 only if Completed")
     wait.add_argument("run_id")
+
+    why = run.add_parser("why", help="why a run is still queued")
+    why.add_argument("run_id")
+    why.add_argument("--output", choices=("text", "json"), default="text")
 
     dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
     dl.add_argument("run_id")
@@ -144,7 +202,16 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
     if args.command == "scheduler":
         return _daemon_scheduler(args)
     if args.command == "agent":
-        return _daemon_agent(args)
+        if args.agent_command is None:
+            if not args.target:
+                raise UsageError(
+                    "`sortie agent` needs --target NAME to run an agent, or an action: "
+                    "list, drain, cordon, uncordon, preempt"
+                )
+            return _daemon_agent(args)
+        return _with_client(args.url, lambda c: _agent_admin(c, args))
+    if args.command == "compute":
+        return _with_client(args.url, lambda c: _compute(c, args))
     handler = {
         "submit": _submit,
         "list": _list,
@@ -153,6 +220,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
         "cancel": _cancel,
         "wait": _wait,
         "download": _download,
+        "why": _why,
     }[args.run_command]
     if args.run_command != "submit" and script_args:
         raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
@@ -176,7 +244,11 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
     from sortie.embedded import _run
     from sortie.profile import resolve_url
 
-    config = SchedulerConfig(url=resolve_url(args.url), timing=Timing(lease_s=args.lease))
+    config = SchedulerConfig(
+        url=resolve_url(args.url),
+        timing=Timing(lease_s=args.lease),
+        data_dir=args.data_dir or default_data_dir() / "scheduler",
+    )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK
 
@@ -275,7 +347,17 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         env_vars=_env_vars(args.env),
         max_duration_s=args.max_duration,
         priority=args.priority,
-        resources=m.Resources(cpus=args.cpus, memory_mb=args.memory_mb, gpus=args.gpus),
+        resources=m.Resources(
+            cpus=args.cpus,
+            memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
+            gpus=args.gpus,
+            gpu_type=args.gpu_type,
+        ),
+        node_count=args.node_count,
+        max_retries=args.max_retries,
+        constraints=_env_vars(args.constraint, flag="--constraint"),
+        dedicated_only=args.dedicated_only,
+        strategy="spread" if args.spread else "binpack",
         snapshot_limit_bytes=(
             int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
         ),
@@ -425,6 +507,167 @@ async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> i
         print(f)
     if not files:
         print(f"run {args.run_id} has no artifacts", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    reply = await client.why(args.run_id)
+    if args.output == "json":
+        print(json.dumps(msgspec.to_builtins(reply)))
+        return EXIT_OK
+    print(reply.summary)
+    for why, n in sorted(reply.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {n:>5}  {why}")
+    return EXIT_OK
+
+
+# --- compute targets and agents ---------------------------------------------------------------
+
+
+async def _compute(client: Client, args: argparse.Namespace) -> int:
+    cmd = args.compute_command
+    request: m.Message
+    if cmd == "create":
+        request = m.ComputeCreate(
+            name=args.name,
+            cluster=m.ClusterConfig(
+                vm_size=args.vm_size,
+                max_nodes=args.max_nodes,
+                min_nodes=args.min_nodes,
+                idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
+                vm_priority=args.vm_priority,
+                provider=args.provider,
+            ),
+        )
+    elif cmd == "update":
+        request = m.ComputeUpdate(
+            name=args.name,
+            min_nodes=args.min_nodes,
+            max_nodes=args.max_nodes,
+            idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
+        )
+    elif cmd == "delete":
+        request = m.ComputeDelete(name=args.name, force=args.force)
+    elif cmd == "show":
+        request = m.ComputeShow(name=args.name)
+    elif cmd == "list":
+        request = m.ComputeList()
+    else:
+        request = m.SizesList()
+    reply = await client.compute(request)
+    if args.output == "json":
+        if isinstance(reply, m.ComputeReply):
+            print(json.dumps(compute_to_dict(reply.info), indent=2))
+        elif isinstance(reply, m.ComputeListReply):
+            print(json.dumps([compute_to_dict(i) for i in reply.computes], indent=2))
+        else:
+            print(json.dumps([msgspec.to_builtins(s) for s in reply.sizes], indent=2))
+        return EXIT_OK
+    if isinstance(reply, m.SizesReply):
+        rows: list[tuple[str, ...]] = [("NAME", "CPUS", "MEMORY", "GPUS", "GPU TYPE")]
+        rows += [
+            (s.name, f"{s.cpus:g}", f"{s.memory_mb / 1024:g} GB", str(s.gpus), s.gpu_type or "")
+            for s in reply.sizes
+        ]
+        _table(rows)
+    elif isinstance(reply, m.ComputeListReply):
+        rows = [("NAME", "TYPE", "SIZE", "PRIORITY", "STATE", "NODES", "MIN", "MAX")]
+        rows += [
+            (
+                i.compute.name,
+                i.compute.type,
+                i.compute.cluster.vm_size,
+                i.compute.cluster.vm_priority,
+                i.compute.provisioning_state,
+                str(i.counts.current),
+                str(i.compute.cluster.min_nodes),
+                str(i.compute.cluster.max_nodes),
+            )
+            for i in reply.computes
+        ]
+        _table(rows)
+    else:
+        _print_compute(reply.info)
+    return EXIT_OK
+
+
+def compute_to_dict(info: m.ComputeInfo) -> dict[str, Any]:
+    c = info.compute
+    return {
+        "name": c.name,
+        "type": c.type,
+        "vm_size": c.cluster.vm_size,
+        "vm_priority": c.cluster.vm_priority,
+        "min_nodes": c.cluster.min_nodes,
+        "max_nodes": c.cluster.max_nodes,
+        "idle_seconds_before_scaledown": c.cluster.idle_seconds_before_scaledown,
+        "provider": c.cluster.provider,
+        "shape": msgspec.to_builtins(c.shape),
+        "provisioning_state": c.provisioning_state,
+        "provisioning_errors": [msgspec.to_builtins(e) for e in c.provisioning_errors],
+        "nodes": msgspec.to_builtins(info.counts),
+        "node_list": [msgspec.to_builtins(n) for n in info.nodes],
+        "decisions": [msgspec.to_builtins(d) for d in c.decisions],
+        "created_at": iso(c.created_at),
+    }
+
+
+def _print_compute(info: m.ComputeInfo) -> None:
+    c, n = info.compute, info.counts
+    rows = [
+        ("name", c.name),
+        ("type", c.type),
+        (
+            "vm_size",
+            f"{c.cluster.vm_size} ({c.shape.cpus:g} CPUs, {c.shape.memory_mb} MB, "
+            f"{c.shape.gpus} GPUs{' ' + c.shape.gpu_type if c.shape.gpu_type else ''})",
+        ),
+        ("vm_priority", c.cluster.vm_priority),
+        (
+            "nodes",
+            f"min {c.cluster.min_nodes}, max {c.cluster.max_nodes}, idle scale-down after "
+            f"{c.cluster.idle_seconds_before_scaledown:g}s",
+        ),
+        ("provisioning", c.provisioning_state),
+        (
+            "counts",
+            f"current {n.current}, target {n.target}, idle {n.idle}, busy {n.busy}, "
+            f"preempted {n.preempted}",
+        ),
+    ]
+    rows += [("node", f"{x.node_id} {x.state}") for x in info.nodes]
+    rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in c.provisioning_errors[-5:]]
+    rows += [("decision", f"{iso(d.at)} {d.action}: {d.reason}") for d in c.decisions[-5:]]
+    _table(rows)
+
+
+async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
+    if args.agent_command == "list":
+        reply = await client.agents(m.AgentList())
+        agents = reply.agents
+    else:
+        reply = await client.agents(m.AgentAdmin(agent_id=args.name, action=args.agent_command))
+        agents = [reply.agent]
+    if args.output == "json":
+        print(json.dumps([msgspec.to_builtins(a) for a in agents], indent=2))
+        return EXIT_OK
+    rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
+    for a in agents:
+        flags = ",".join(f for f, on in (("cordoned", a.cordoned), ("draining", a.draining)) if on)
+        gpus = f"{a.capacity.gpus}" + (f" {a.capacity.gpu_type}" if a.capacity.gpu_type else "")
+        rows.append(
+            (
+                a.agent_id,
+                a.target,
+                a.state,
+                a.priority,
+                f"{a.capacity.cpus:g}",
+                f"{a.capacity.memory_mb} MB",
+                gpus,
+                flags or "-",
+            )
+        )
+    _table(rows)
     return EXIT_OK
 
 

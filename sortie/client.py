@@ -73,6 +73,11 @@ class SubmitOptions:
     priority: int = 0
     resources: m.Resources = field(default_factory=m.Resources)
     snapshot_limit_bytes: int | None = None
+    node_count: int = 1
+    max_retries: int = 0
+    constraints: dict[str, str] = field(default_factory=dict)
+    dedicated_only: bool = False
+    strategy: str = "binpack"
 
 
 class Client:
@@ -144,6 +149,11 @@ class Client:
             snapshot_bytes=plan.total_bytes,
             git=git_info(source_dir),
             submission_id=uuid.uuid4().hex,
+            node_count=options.node_count,
+            max_retries=options.max_retries,
+            constraints=dict(options.constraints),
+            dedicated_only=options.dedicated_only,
+            strategy="spread" if options.strategy == "spread" else "binpack",
         )
         # Refuse a bad target or spec before sending a single byte of the snapshot.
         await self._request(
@@ -175,6 +185,20 @@ class Client:
             ),
             warnings=list(plan.warnings),
         )
+
+    async def compute(self, request: m.Message) -> Any:
+        """One compute request (create, update, delete, show, list, sizes)."""
+        return await self._request(subjects.API_COMPUTE, request, m.ComputeReplyOrError)
+
+    async def agents(self, request: m.Message) -> Any:
+        """One agent request (list, cordon, uncordon, drain, preempt)."""
+        return await self._request(subjects.API_AGENTS, request, m.AgentReplyOrError)
+
+    async def why(self, run_id: str) -> m.WhyReply:
+        reply: m.WhyReply = await self._request(
+            subjects.API_WHY, m.WhyRequest(run_id=run_id), m.WhyReplyOrError
+        )
+        return reply
 
     async def cancel(self, run_id: str) -> m.CancelAccepted:
         reply: m.CancelAccepted = await self._request(

@@ -22,7 +22,8 @@ log = structlog.get_logger("sortie.up")
 async def serve(url: str, data_dir: Path, stop: asyncio.Event, *, agent: bool = True) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set."""
     ready = asyncio.Event()
-    tasks = [asyncio.create_task(run_scheduler(SchedulerConfig(url=url), stop, ready))]
+    sched = SchedulerConfig(url=url, data_dir=data_dir / "scheduler")
+    tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({tasks[0], waiter}, return_when=asyncio.FIRST_COMPLETED)
     if tasks[0] in done:

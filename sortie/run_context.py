@@ -12,7 +12,16 @@ Outside Sortie (no ``SORTIE_RUN_ID``), ``log`` prints the metric so scripts stil
 plain ``python``.
 
 Environment the agent sets for every run: ``SORTIE_RUN_ID``, ``SORTIE_ATTEMPT``,
-``SORTIE_EXPERIMENT``, ``SORTIE_TARGET``, ``SORTIE_METRICS_FILE``, ``SORTIE_OUTPUTS_DIR``.
+``SORTIE_EXPERIMENT``, ``SORTIE_TARGET``, ``SORTIE_METRICS_FILE``, ``SORTIE_OUTPUTS_DIR``,
+``SORTIE_STOP_REASON_FILE`` and ``SORTIE_NODE_PRIORITY``.
+
+``SORTIE_NODE_PRIORITY`` is ``dedicated`` or ``lowpriority`` (a node that can be preempted:
+checkpoint often). ``SORTIE_STOP_REASON_FILE`` names a file outside the working directory.
+Before the agent sends the run SIGTERM it writes one word there: ``preempted`` (the node is
+being taken away; the run will be requeued, so save a checkpoint), ``canceled``, ``timeout``
+(max duration reached) or ``shutdown`` (the agent is stopping; the run will be requeued).
+A SIGTERM handler reads it with ``Run.get_context().stop_reason()``. On a GPU agent,
+``CUDA_VISIBLE_DEVICES`` lists exactly the GPUs given to the run (empty: none).
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ ENV_EXPERIMENT = "SORTIE_EXPERIMENT"
 ENV_TARGET = "SORTIE_TARGET"
 ENV_METRICS_FILE = "SORTIE_METRICS_FILE"
 ENV_OUTPUTS_DIR = "SORTIE_OUTPUTS_DIR"
+ENV_STOP_REASON_FILE = "SORTIE_STOP_REASON_FILE"
+ENV_NODE_PRIORITY = "SORTIE_NODE_PRIORITY"
 
 MAX_LINE = 4096
 
@@ -49,6 +60,7 @@ class Run:
         self.target: str | None = env.get(ENV_TARGET)
         self.outputs_dir: str = env.get(ENV_OUTPUTS_DIR, "outputs")
         self._metrics_path = env.get(ENV_METRICS_FILE)
+        self._stop_reason_path = env.get(ENV_STOP_REASON_FILE)
         self._write_lock = threading.Lock()
 
     @classmethod
@@ -62,6 +74,18 @@ class Run:
     @property
     def offline(self) -> bool:
         return self.id is None or not self._metrics_path
+
+    def stop_reason(self) -> str | None:
+        """Why the agent is stopping this run: "preempted", "canceled", "timeout" or
+        "shutdown"; None while it is not being stopped (or outside Sortie)."""
+        if not self._stop_reason_path:
+            return None
+        try:
+            with open(self._stop_reason_path, encoding="utf-8", errors="replace") as fh:
+                word = fh.read(64).strip()
+        except OSError:
+            return None
+        return word or None
 
     def log(self, name: str, value: Any, step: int | None = None) -> None:
         """Record one value of metric ``name`` (a number, string or bool)."""

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from agents.executors import Launch, OnOutput, Outcome, OutputStream
+from agents.executors import Launch, OnOutput, Outcome, OutputStream, StopWord, write_stop_reason
 from agents.publisher import LineSplitter
 
 READ_CHUNK = 64 * 1024
@@ -54,23 +54,25 @@ class ProcessExecution:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
-    async def _terminate(self) -> None:
+    async def _terminate(self, grace_s: float) -> None:
         self._signal_group(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(self.proc.wait()), self._launch.kill_grace_s)
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace_s)
         except TimeoutError:
             self._signal_group(signal.SIGKILL)
             await self.proc.wait()
 
-    def _begin_terminate(self) -> asyncio.Task[None]:
+    def _begin_terminate(self, reason: StopWord, grace_s: float | None) -> asyncio.Task[None]:
         if self._terminating is None:
-            self._terminating = asyncio.create_task(self._terminate())
+            write_stop_reason(self._launch.stop_reason_file, reason)  # before the SIGTERM
+            grace = self._launch.kill_grace_s if grace_s is None else grace_s
+            self._terminating = asyncio.create_task(self._terminate(grace))
         return self._terminating
 
-    async def stop(self) -> None:
-        self._stopped = True
+    async def stop(self, reason: StopWord = "canceled", grace_s: float | None = None) -> None:
         if self.proc.returncode is None:
-            await asyncio.shield(self._begin_terminate())
+            self._stopped = True
+            await asyncio.shield(self._begin_terminate(reason, grace_s))
 
     async def wait(self) -> Outcome:
         limit = self._launch.max_duration_s
@@ -81,7 +83,7 @@ class ProcessExecution:
                 except TimeoutError:
                     if not self._stopped:
                         self._timed_out = True
-                    await self._begin_terminate()
+                    await self._begin_terminate("timeout", None)
             code = await self.proc.wait()
             if self._terminating is not None:
                 await self._terminating

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from agents.attempt import child_env, write_runtime
-from agents.executors import Launch
+from agents.executors import Launch, Outcome
 from agents.executors.process import ProcessExecution, ProcessExecutor
 from agents.metrics_fifo import MetricsFifo, parse_metric
 from proto import messages as m
@@ -147,3 +147,52 @@ async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) ->
     assert [p.step for p in points[1:]] == list(range(50))
     assert sum(isinstance(p, str) for p in parsed) == 1
     assert not fifo.path.exists()
+
+
+async def test_stop_reason_is_written_before_sigterm(tmp_path: Path) -> None:
+    reason = tmp_path / "stop-reason"
+    ready = tmp_path / "ready"
+    script = tmp_path / "s.sh"
+    script.write_text(
+        f"trap 'echo \"reason=$(cat {reason})\"; exit 0' TERM\n"
+        f"echo 1 > {ready}\nwhile true; do sleep 0.1; done\n"
+    )
+
+    async def run(stop_with: str | None, max_s: float | None) -> tuple[Outcome, Lines]:
+        reason.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
+        launch = Launch(
+            argv=["sh", str(script)],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            kill_grace_s=5.0,
+            max_duration_s=max_s,
+            stop_reason_file=reason,
+        )
+        lines = Lines()
+        ex = await ProcessExecutor().start(launch, lines)
+        await wait_for_file(ready)
+        if stop_with is not None:
+            await ex.stop(stop_with, grace_s=1.0)  # type: ignore[arg-type]
+            await ex.stop("canceled")  # idempotent: the first reason stays
+        return await ex.wait(), lines
+
+    outcome, lines = await run("preempted", None)
+    assert ("stdout", "reason=preempted") in lines.items and outcome.stopped
+    assert reason.read_text().strip() == "preempted"
+    outcome, lines = await run(None, 1.0)
+    assert ("stdout", "reason=timeout") in lines.items
+    assert outcome.timed_out and not outcome.stopped
+
+
+async def test_stop_after_exit_is_not_a_stop(tmp_path: Path) -> None:
+    # a stop that comes after the script ended on its own (a preemption racing the end of
+    # the script): the outcome says the script ran to its end
+    ex, _ = await start(tmp_path, "exit 0\n")
+    deadline = time.monotonic() + 5
+    while ex.proc.returncode is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await ex.stop("preempted")
+    outcome = await ex.wait()
+    assert outcome.exit_code == 0 and not outcome.stopped

@@ -142,6 +142,35 @@ def test_child_env() -> None:
     assert env["SORTIE_METRICS_FILE"] == "/m" and env["SORTIE_OUTPUTS_DIR"] == "/w/outputs"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PYTHONPATH"] == "/rt:/old"
+    assert env["SORTIE_NODE_PRIORITY"] == "dedicated"
+    assert "SORTIE_STOP_REASON_FILE" not in env and "CUDA_VISIBLE_DEVICES" not in env
+
+
+@pytest.mark.parametrize(("gpus", "visible"), [(None, "host"), ([], ""), ([1, 4], "1,4")])
+def test_child_env_stop_file_priority_and_gpus(gpus: list[int] | None, visible: str) -> None:
+    # the user's own CUDA_VISIBLE_DEVICES never wins over the agent's choice
+    spec = m.RunSpec(
+        experiment="e", script="t.py", snapshot_id="s", env_vars={"CUDA_VISIBLE_DEVICES": "7"}
+    )
+    env = child_env(
+        {"CUDA_VISIBLE_DEVICES": "host"},
+        spec,
+        run_id="r1",
+        attempt=1,
+        metrics_file=Path("/m"),
+        outputs_dir=Path("/w/outputs"),
+        runtime_dir=Path("/rt"),
+        stop_reason_file=Path("/runs/r1/1.stop-reason"),
+        node_priority="lowpriority",
+        gpus=gpus,
+    )
+    assert env["SORTIE_STOP_REASON_FILE"] == "/runs/r1/1.stop-reason"
+    assert env["SORTIE_NODE_PRIORITY"] == "lowpriority"
+    if gpus is None:  # an agent without GPUs leaves CUDA as the user set it
+        assert env["CUDA_VISIBLE_DEVICES"] == "7" and "CUDA_DEVICE_ORDER" not in env
+    else:
+        assert env["CUDA_VISIBLE_DEVICES"] == visible
+        assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 def test_build_steps_for_a_pip_environment() -> None:

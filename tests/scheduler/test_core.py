@@ -224,8 +224,22 @@ def test_cancel_requested_on_a_lost_agent_ends_canceled_not_requeued() -> None:
     assert s.runs["r"].state is RunState.CANCELED and s.runs["r"].attempt == 1
 
 
+def test_a_run_no_agent_could_ever_hold_is_refused_at_submit() -> None:
+    s = started()
+    (reply,) = replies(submit(s, "big", 1.0, resources=m.Resources(cpus=3)))
+    assert isinstance(reply, m.ErrorReply)
+    assert "no agent of target 'local' can hold it" in reply.message
+    assert "has 2 CPUs" in reply.message
+    assert s.runs == {}
+
+
 def test_why_explains_a_waiting_run() -> None:
     s = started()
-    submit(s, "big", 1.0, resources=m.Resources(cpus=3))
-    core.decide(s, 1.0, CFG)
-    assert s.why["big"] == {"agent has too few CPUs": 1}
+    submit(s, "first", 1.0, resources=m.Resources(cpus=2))
+    submit(s, "second", 2.0, resources=m.Resources(cpus=1))
+    core.decide(s, 2.0, CFG)
+    assert s.why == {"second": {"CPUs busy": 1}}
+    cmds = core.handle(s, core.WhyAsked(run_id="second", reply_to="x"), 2.0, CFG)
+    (reply,) = replies(cmds)
+    assert isinstance(reply, m.WhyReply) and reply.reasons == {"CPUs busy": 1}
+    assert "1 CPUs busy" in reply.summary

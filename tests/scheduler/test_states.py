@@ -10,7 +10,7 @@ CASES = [
     (RunState.QUEUED, RunState.RUNNING, False),
     (RunState.PREPARING, RunState.QUEUED, True),
     (RunState.RUNNING, RunState.FINALIZING, True),
-    (RunState.FINALIZING, RunState.QUEUED, False),  # never run a finished script again
+    (RunState.FINALIZING, RunState.QUEUED, True),  # retry of a failed attempt (core decides)
     (RunState.FINALIZING, RunState.COMPLETED, True),
     (RunState.COMPLETED, RunState.QUEUED, False),
     (RunState.CANCELED, RunState.RUNNING, False),

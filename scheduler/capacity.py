@@ -1,0 +1,37 @@
+"""Free capacity per agent, as placement and the autoscaler see it (derived, pure)."""
+
+from __future__ import annotations
+
+from proto.states import ON_AGENT
+from scheduler.model import SchedulerState
+from scheduler.placement import Slot
+
+
+def slots(state: SchedulerState) -> list[Slot]:
+    free: dict[str, Slot] = {}
+    for a in state.agents.values():
+        why = a.unavailable()
+        free[a.agent_id] = Slot(
+            agent_id=a.agent_id,
+            target=a.target,
+            free_cpus=a.capacity.cpus,
+            free_memory_mb=a.capacity.memory_mb,
+            free_gpus=a.capacity.gpus,
+            total=a.capacity,
+            available=why is None,
+            unavailable_why=why or "",
+            priority=a.priority,
+            labels=a.labels,
+        )
+    for rec in state.runs.values():
+        if rec.state in ON_AGENT and rec.agent_id in free:
+            s = free[rec.agent_id]
+            res = rec.spec.resources
+            s.free_cpus -= res.cpus
+            s.free_memory_mb -= res.memory_mb
+            s.free_gpus -= res.gpus
+    return list(free.values())
+
+
+def busy_agents(state: SchedulerState) -> set[str]:
+    return {r.agent_id for r in state.runs.values() if r.state in ON_AGENT and r.agent_id}

@@ -1,0 +1,153 @@
+"""The scheduler's closed set of events (in) and commands (out), and its decision config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from proto import messages as m
+from scheduler.reconcile import Timing
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request: m.SubmitRequest
+    run_id: str  # made by the daemon (ids are not made in the core)
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class CancelAsked:
+    run_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class TargetsAsked:
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class ComputeAsked:
+    request: m.ComputeRequest
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class AgentAsked:
+    request: m.AgentRequest
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class WhyAsked:
+    run_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class HeartbeatSeen:
+    heartbeat: m.Heartbeat
+
+
+@dataclass(frozen=True)
+class ReportSeen:
+    report: m.RunReport
+
+
+@dataclass(frozen=True)
+class NodeFailed:
+    """The provider could not create a node, or a node's process died on its own."""
+
+    node_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NodeStopped:
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+Event = (
+    Submitted
+    | CancelAsked
+    | TargetsAsked
+    | ComputeAsked
+    | AgentAsked
+    | WhyAsked
+    | HeartbeatSeen
+    | ReportSeen
+    | NodeFailed
+    | NodeStopped
+    | Tick
+)
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendToAgent:
+    agent_id: str
+    command: m.Assign | m.Cancel | m.Preempt
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    reply_to: str
+    message: msgspec.Struct
+    run_id: str | None = None  # if set, only sent once that run's record is stored
+
+
+@dataclass(frozen=True)
+class PublishEof:
+    run_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CreateNode:
+    node_id: str
+    cluster: str
+    shape: m.NodeShape
+    priority: m.NodePriority
+    labels: dict[str, str]
+    run_id: None = None
+
+
+@dataclass(frozen=True)
+class StopNode:
+    node_id: str
+    grace_s: float
+    run_id: None = None
+
+
+@dataclass(frozen=True)
+class Log:
+    """One line for the daemon's log, with ids bound."""
+
+    event: str
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+Command = SendToAgent | Reply | PublishEof | CreateNode | StopNode | Log
+
+
+@dataclass(frozen=True)
+class Config:
+    timing: Timing = field(default_factory=Timing)
+    catalog: Mapping[str, m.NodeShape] = field(default_factory=dict)  # vm size -> shape
+    providers: frozenset[str] = frozenset({"process"})
+    preempt_grace_s: float = 30.0  # SIGTERM -> SIGKILL for runs on a preempted node
+    node_boot_timeout_s: float = 120.0  # a node not heard from by then has failed
+    node_stop_grace_s: float = 10.0

@@ -1,0 +1,19 @@
+"""Node providers: where a cluster's nodes come from. See ``base`` for the protocol."""
+
+from scheduler.providers.base import (
+    KNOWN_PROVIDERS,
+    NodeProvider,
+    NodeRequest,
+    ProviderError,
+    ProviderNode,
+    make_provider,
+)
+
+__all__ = [
+    "KNOWN_PROVIDERS",
+    "NodeProvider",
+    "NodeRequest",
+    "ProviderError",
+    "ProviderNode",
+    "make_provider",
+]
