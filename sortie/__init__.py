@@ -11,6 +11,8 @@ from typing import Any
 from sortie.run_context import Run
 
 __all__ = [
+    "ClusterConfiguration",
+    "ComputeTarget",
     "Experiment",
     "Run",
     "RunConfiguration",
@@ -18,7 +20,15 @@ __all__ = [
     "Workspace",
 ]
 
-_SDK = {"Workspace", "Experiment", "ScriptRunConfig", "RunConfiguration", "SubmittedRun"}
+_SDK = {
+    "Workspace",
+    "Experiment",
+    "ScriptRunConfig",
+    "RunConfiguration",
+    "SubmittedRun",
+    "ComputeTarget",
+    "ClusterConfiguration",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -15,12 +15,15 @@ async client the CLI uses (so it also works inside notebooks that run their own 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import sys
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from proto import messages as m
 from proto.states import TERMINAL
@@ -137,6 +140,11 @@ class RunConfiguration:
     cpus: float = 1.0
     memory_mb: int = 0
     gpus: int = 0
+    gpu_type: str | None = None
+    node_count: int = 1
+    max_retries: int = 0
+    constraints: dict[str, str] = field(default_factory=dict)
+    dedicated_only: bool = False
 
 
 @dataclass
@@ -158,7 +166,13 @@ class ScriptRunConfig:
             env_vars=dict(rc.environment_variables),
             max_duration_s=rc.max_run_duration_seconds,
             priority=rc.priority,
-            resources=m.Resources(cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus),
+            resources=m.Resources(
+                cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus, gpu_type=rc.gpu_type
+            ),
+            node_count=rc.node_count,
+            max_retries=rc.max_retries,
+            constraints=dict(rc.constraints),
+            dedicated_only=rc.dedicated_only,
         )
 
 
@@ -237,3 +251,113 @@ class SubmittedRun:
             why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
             raise RunFailed(f"run {self.id} ended {rec.state}{why}")
         return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+
+
+@dataclass
+class ClusterConfiguration:
+    """What ``ComputeTarget.create`` makes: an autoscaling cluster (AmlCompute's shape)."""
+
+    vm_size: str
+    max_nodes: int
+    min_nodes: int = 0
+    idle_seconds_before_scaledown: float = 120.0
+    vm_priority: str = "dedicated"
+    provider: str = "process"
+
+    def to_spec(self) -> m.ClusterConfig:
+        if self.vm_priority not in ("dedicated", "lowpriority"):
+            raise ValueError("vm_priority must be 'dedicated' or 'lowpriority'")
+        return m.ClusterConfig(
+            vm_size=self.vm_size,
+            max_nodes=self.max_nodes,
+            min_nodes=self.min_nodes,
+            idle_seconds_before_scaledown=self.idle_seconds_before_scaledown,
+            vm_priority=self.vm_priority,  # type: ignore[arg-type]
+            provider=self.provider,
+        )
+
+
+class ComputeTarget:
+    """A named compute target (a managed cluster), as the hosted platform's SDK has it."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._info: m.ComputeInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"ComputeTarget(name={self.name!r})"
+
+    def _ask(self, request: m.Message) -> Any:
+        return self.workspace._run(self.workspace._client.compute(request))
+
+    @classmethod
+    def create(
+        cls, workspace: Workspace, name: str, configuration: ClusterConfiguration
+    ) -> ComputeTarget:
+        target = cls(workspace, name)
+        target._info = target._ask(m.ComputeCreate(name=name, cluster=configuration.to_spec())).info
+        return target
+
+    @classmethod
+    def list(cls, workspace: Workspace) -> builtins.list[ComputeTarget]:
+        reply = workspace._run(workspace._client.compute(m.ComputeList()))
+        out = []
+        for info in reply.computes:
+            t = cls(workspace, info.compute.name)
+            t._info = info
+            out.append(t)
+        return out
+
+    @staticmethod
+    def supported_vmsizes(workspace: Workspace) -> builtins.list[dict[str, Any]]:
+        reply = workspace._run(workspace._client.compute(m.SizesList()))
+        return [msgspec.to_builtins(s) for s in reply.sizes]
+
+    def refresh_state(self) -> None:
+        self._info = self._ask(m.ComputeShow(name=self.name)).info
+
+    def get_status(self) -> dict[str, Any]:
+        """provisioning_state, provisioning_errors, node counts and recent decisions."""
+        self.refresh_state()
+        from sortie.cli import compute_to_dict
+
+        assert self._info is not None
+        return compute_to_dict(self._info)
+
+    @property
+    def provisioning_state(self) -> str:
+        self.refresh_state()
+        assert self._info is not None
+        return self._info.compute.provisioning_state
+
+    def update(
+        self,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        idle_seconds_before_scaledown: float | None = None,
+    ) -> None:
+        self._info = self._ask(
+            m.ComputeUpdate(
+                name=self.name,
+                min_nodes=min_nodes,
+                max_nodes=max_nodes,
+                idle_seconds_before_scaledown=idle_seconds_before_scaledown,
+            )
+        ).info
+
+    def delete(self, force: bool = False) -> None:
+        self._info = self._ask(m.ComputeDelete(name=self.name, force=force)).info
+
+    def wait_for_completion(self, show_output: bool = False, timeout_s: float = 600) -> str:
+        """Wait until provisioning is no longer Creating; return the provisioning state."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.provisioning_state
+            if show_output:
+                print(f"{self.name}: {state}", flush=True)
+            if state != "Creating" or time.monotonic() > deadline:
+                return state
+            time.sleep(0.5)

@@ -1,0 +1,197 @@
+"""Clusters with real agent processes from the process provider, through the CLI and SDK."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Installation, wait_until
+
+
+def show(inst: Installation, name: str) -> dict:  # type: ignore[type-arg]
+    out = inst.json("compute", "show", name)
+    assert isinstance(out, dict)
+    return out
+
+
+def test_compute_commands_and_their_refusals(installation: Installation) -> None:
+    sizes = installation.json("compute", "sizes")
+    assert isinstance(sizes, list)
+    names = {s["name"] for s in sizes}
+    assert {"LOCAL_SMALL", "STANDARD_NC6S_V3"} <= names
+    assert all({"name", "cpus", "memory_mb", "gpus", "gpu_type"} <= set(s) for s in sizes)
+
+    made = installation.json(
+        "compute",
+        "create",
+        "cli-pool",
+        "--type",
+        "cluster",
+        "--vm-size",
+        "local_small",
+        "--max-nodes",
+        "2",
+    )
+    assert isinstance(made, dict) and made["vm_size"] == "LOCAL_SMALL"
+    assert made["provisioning_state"] in ("Creating", "Succeeded")
+    refusals = [
+        (
+            ("compute", "create", "a", "--vm-size", "local_small", "--max-nodes", "1"),
+            "2 to 16 characters, letters, digits and hyphens, starting with a letter",
+        ),
+        (
+            ("compute", "create", "pool-b", "--vm-size", "nope", "--max-nodes", "1"),
+            "unknown vm size 'nope'",
+        ),
+        (
+            (
+                "compute",
+                "create",
+                "pool-c",
+                "--vm-size",
+                "local_small",
+                "--max-nodes",
+                "1",
+                "--min-nodes",
+                "2",
+            ),
+            "min_nodes (2) is greater than max_nodes (1)",
+        ),
+        (
+            ("compute", "create", "cli-pool", "--vm-size", "local_small", "--max-nodes", "1"),
+            "named 'cli-pool' exists",
+        ),
+        (("compute", "update", "cli-pool", "--min-nodes", "5"), "greater than max_nodes"),
+        (("compute", "show", "ghost"), "no compute target 'ghost'"),
+    ]
+    for args, expected in refusals:
+        proc = installation.cli(*args)
+        assert proc.returncode == 2 and expected in proc.stderr, (args, proc.stderr)
+    updated = installation.json(
+        "compute", "update", "cli-pool", "--max-nodes", "3", "--idle-seconds-before-scaledown", "60"
+    )
+    assert isinstance(updated, dict)
+    assert (updated["max_nodes"], updated["idle_seconds_before_scaledown"]) == (3, 60)
+    listed = installation.json("compute", "list")
+    assert isinstance(listed, list) and "cli-pool" in [c["name"] for c in listed]
+    targets = installation.cli(
+        "run", "submit", str(Path(__file__).parent), "--script", "nope.py", "--target", "cli-pool"
+    )
+    assert "was not found" in targets.stderr  # the target is known; the script is not
+    installation.json("compute", "delete", "cli-pool")
+    wait_until(lambda: "cli-pool" not in [c["name"] for c in installation.json("compute", "list")])  # type: ignore[union-attr]
+
+
+def test_scale_from_zero_under_load_and_back_to_min_after_idle(
+    installation: Installation, tmp_path: Path
+) -> None:
+    installation.json(
+        "compute",
+        "create",
+        "burst",
+        "--vm-size",
+        "local_small",
+        "--max-nodes",
+        "3",
+        "--idle-seconds-before-scaledown",
+        "3",
+    )
+    (tmp_path / "work.py").write_text(
+        "import os, time\nprint('on', os.environ['SORTIE_TARGET'], flush=True)\ntime.sleep(4)\n"
+    )
+    runs = []
+    for _ in range(4):
+        sub = installation.json(
+            "run", "submit", str(tmp_path), "--script", "work.py", "--target", "burst"
+        )
+        assert isinstance(sub, dict)
+        runs.append(sub["run_id"])
+    peak = wait_until(
+        lambda: (c := show(installation, "burst"))["nodes"]["current"] == 3 and c, timeout=60
+    )
+    assert peak["decisions"][0]["action"] == "scale_up"
+    # one run waits for a free node; `run why` explains while it does
+    waiting = [r for r in runs if installation.json("run", "show", r)["state"] == "Queued"]  # type: ignore[index]
+    if waiting:
+        why = installation.cli("run", "why", waiting[0], check=True).stdout
+        assert "queued" in why
+    for run_id in runs:
+        done = installation.cli("run", "wait", run_id, timeout=120)
+        assert done.returncode == 0, done.stderr
+    agents = {installation.json("run", "show", r)["agent_id"] for r in runs}  # type: ignore[index]
+    assert len(agents) == 3 and all(a.startswith("burst-") for a in agents)
+    idle = wait_until(
+        lambda: (c := show(installation, "burst"))["nodes"]["current"] == 0 and c, timeout=60
+    )
+    assert idle["decisions"][-1]["action"] == "scale_down"
+    assert "idle for" in idle["decisions"][-1]["reason"]
+    assert idle["provisioning_state"] == "Succeeded"
+    installation.json("compute", "delete", "burst")
+
+
+def test_delete_refused_while_runs_are_active_unless_forced(
+    installation: Installation, tmp_path: Path
+) -> None:
+    installation.json("compute", "create", "busy", "--vm-size", "local_small", "--max-nodes", "1")
+    (tmp_path / "long.py").write_text("import time\ntime.sleep(300)\n")
+    sub = installation.json(
+        "run", "submit", str(tmp_path), "--script", "long.py", "--target", "busy"
+    )
+    assert isinstance(sub, dict)
+    refused = installation.cli("compute", "delete", "busy")
+    assert (
+        refused.returncode == 2
+        and "1 active run(s)" in refused.stderr
+        and "--force" in refused.stderr
+    )
+    installation.json("compute", "delete", "busy", "--force")
+    done = installation.cli("run", "wait", sub["run_id"], timeout=60)
+    assert "Canceled" in done.stderr
+    wait_until(
+        lambda: "busy" not in [c["name"] for c in installation.json("compute", "list")],  # type: ignore[union-attr]
+        timeout=60,
+    )
+
+
+def test_submit_refuses_a_run_no_node_shape_can_hold(
+    installation: Installation, tmp_path: Path
+) -> None:
+    installation.json("compute", "create", "small", "--vm-size", "local_small", "--max-nodes", "1")
+    (tmp_path / "t.py").write_text("print(1)\n")
+    proc = installation.cli(
+        "run", "submit", str(tmp_path), "--script", "t.py", "--target", "small", "--gpus", "1"
+    )
+    assert proc.returncode == 2
+    assert "no node of small can hold it" in proc.stderr and "LOCAL_SMALL" in proc.stderr
+    installation.json("compute", "delete", "small")
+
+
+def test_sdk_compute_target(installation: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sortie import ClusterConfiguration, ComputeTarget, Workspace
+
+    monkeypatch.setenv("SORTIE_PROFILE", installation.env["SORTIE_PROFILE"])
+    with Workspace.connect() as ws:
+        target = ComputeTarget.create(
+            ws,
+            "sdk-pool",
+            ClusterConfiguration(vm_size="LOCAL_SMALL", max_nodes=2, vm_priority="lowpriority"),
+        )
+        assert target.wait_for_completion() == "Succeeded"
+        assert "sdk-pool" in [t.name for t in ComputeTarget.list(ws)]
+        target.update(max_nodes=4)
+        status = target.get_status()
+        assert status["max_nodes"] == 4 and status["vm_priority"] == "lowpriority"
+        assert any(s["name"] == "LOCAL_SMALL" for s in ComputeTarget.supported_vmsizes(ws))
+        target.delete()
+        deadline = time.monotonic() + 30
+        while "sdk-pool" in [t.name for t in ComputeTarget.list(ws)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with pytest.raises(Exception, match="greater than max_nodes"):
+            ComputeTarget.create(
+                ws,
+                "bad-pool",
+                ClusterConfiguration(vm_size="LOCAL_SMALL", max_nodes=1, min_nodes=2),
+            )
