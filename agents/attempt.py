@@ -85,6 +85,47 @@ def script_argv(python: str, script_path: Path, arguments: list[str]) -> list[st
     return [str(script_path), *arguments]
 
 
+@dataclass(frozen=True)
+class RankInfo:
+    """One node's place in a (possibly multi-node) run, as torch.distributed and MPI expect."""
+
+    rank: int
+    world_size: int
+    master_addr: str | None
+    master_port: int | None
+    hostfile: Path
+
+    @classmethod
+    def of(cls, assign: m.Assign, hostfile: Path) -> RankInfo:
+        return cls(
+            rank=assign.rank,
+            world_size=assign.world_size,
+            master_addr=assign.master_addr,
+            master_port=assign.master_port,
+            hostfile=hostfile,
+        )
+
+    def env(self) -> dict[str, str]:
+        out = {
+            "WORLD_SIZE": str(self.world_size),
+            "RANK": str(self.rank),
+            "NODE_RANK": str(self.rank),
+            "LOCAL_RANK": "0",
+            rc.ENV_HOSTFILE: str(self.hostfile),
+        }
+        if self.master_addr:
+            out["MASTER_ADDR"] = self.master_addr
+        if self.master_port:
+            out["MASTER_PORT"] = str(self.master_port)
+        return out
+
+
+def write_hostfile(path: Path, hosts: list[str]) -> None:
+    """One host per line, by rank (``slots=1``: one process per node, as MPI reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{h or 'localhost'} slots=1\n" for h in hosts))
+
+
 def child_env(
     base: dict[str, str],
     spec: m.RunSpec,
@@ -97,9 +138,11 @@ def child_env(
     stop_reason_file: Path | None = None,
     node_priority: m.NodePriority = "dedicated",
     gpus: list[int] | None = None,
+    rank: RankInfo | None = None,
 ) -> dict[str, str]:
     """The run's environment. ``gpus``: None on an agent without GPUs (CUDA variables left
-    as they are), else exactly the indices given to the run (``[]``: none visible)."""
+    as they are), else exactly the indices given to the run (``[]``: none visible).
+    ``rank``: where this node stands in the run (WORLD_SIZE, RANK, MASTER_ADDR, ...)."""
     env = dict(base)
     env.update(spec.env_vars)
     env[rc.ENV_RUN_ID] = run_id
@@ -112,6 +155,8 @@ def child_env(
     if stop_reason_file is not None:
         env[rc.ENV_STOP_REASON_FILE] = str(stop_reason_file)
     env.update(cuda_env(gpus))  # after the user's variables: the agent decides the GPUs
+    if rank is not None:
+        env.update(rank.env())
     env["PYTHONUNBUFFERED"] = "1"
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
@@ -225,10 +270,18 @@ class Attempt:
         self._cancellable = False  # only while materialising / preparing the environment
         self._bad_metrics = 0
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
-        self.output = RunOutput(deps.js, self.run_id, self.attempt, deps.incarnation)
+        self.output = RunOutput(
+            deps.js, self.run_id, self.attempt, deps.incarnation, rank=assign.rank
+        )
+        self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
         self.stop_reason_file = self.workdir.parent / f"{self.attempt}.stop-reason"
         self.holder = (self.run_id, self.attempt)
+
+    def _hostfile(self) -> Path:
+        path = self.workdir.parent / f"{self.attempt}.hostfile"
+        write_hostfile(path, self.assign.hosts or [self.assign.master_addr or "localhost"])
+        return path
 
     def start(self, previous: Attempt | None = None) -> asyncio.Task[None]:
         self.task = asyncio.create_task(
@@ -397,6 +450,7 @@ class Attempt:
                 stop_reason_file=self.stop_reason_file,
                 node_priority=deps.node_priority,
                 gpus=gpus,
+                rank=RankInfo.of(self.assign, self._hostfile()),
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,

@@ -154,9 +154,12 @@ def _chunks(line: str, size: int) -> list[str]:
 class RunOutput:
     """One attempt's log and metric streams, batched onto JetStream."""
 
-    def __init__(self, js: JetStreamContext, run_id: str, attempt: int, writer_id: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, run_id: str, attempt: int, writer_id: str, *, rank: int = 0
+    ) -> None:
         self.run_id = run_id
         self.attempt = attempt
+        self.rank = rank
         self._js = js
         self._writer = writer_id  # agent incarnation: makes msg ids unique per writer
         self._log_seq = 0
@@ -177,7 +180,7 @@ class RunOutput:
 
     async def _send_logs(self, lines: list[m.LogLine]) -> None:
         self._log_seq += 1
-        batch = m.LogBatch(run_id=self.run_id, attempt=self.attempt, lines=lines)
+        batch = m.LogBatch(run_id=self.run_id, attempt=self.attempt, lines=lines, rank=self.rank)
         await publish_acked(
             self._js,
             subjects.logs(self.run_id),

@@ -110,6 +110,16 @@ class Artifact(Message, frozen=True, kw_only=True):
     sha256: str
 
 
+class GangMember(Message, frozen=True, kw_only=True):
+    """One node of a run: rank r on an agent. A single-node run is a gang of one."""
+
+    rank: int
+    agent_id: str
+    incarnation: str
+    hostname: str = ""
+    state: RunState = RunState.PREPARING
+
+
 class StateChange(Message, frozen=True, kw_only=True):
     state: RunState
     at: float
@@ -137,6 +147,8 @@ class RunRecord(Message, frozen=True, kw_only=True):
     history: list[StateChange] = []
     retries_used: int = 0
     preemptions: int = 0
+    gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
+    master_port: int | None = None  # rendezvous port for multi-node runs
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -255,6 +267,11 @@ class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     attempt: int
     incarnation: str  # the agent incarnation this is meant for
     spec: RunSpec
+    rank: int = 0  # NODE_RANK / RANK of this node in a multi-node run
+    world_size: int = 1
+    master_addr: str | None = None  # rank 0's host
+    master_port: int | None = None
+    hosts: list[str] = []  # every rank's host, by rank (written to the hostfile)
 
 
 class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
@@ -480,6 +497,7 @@ class LogBatch(Message, frozen=True, kw_only=True):
     attempt: int
     lines: list[LogLine] = []
     eof: bool = False
+    rank: int = 0  # which node of a multi-node run wrote these lines
 
 
 MetricValue = float | int | str | bool

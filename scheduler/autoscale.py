@@ -90,13 +90,24 @@ def _nodes_needed(
     ]
     new: list[_Bin] = []
     for run in demand:
-        for _ in range(max(1, run.spec.node_count)):
-            req = run.spec.resources
+        req = run.spec.resources
+        if run.spec.node_count <= 1:
             if any(b.take(req) for b in bins) or any(b.take(req) for b in new):
                 continue
             fresh = _Bin(shape.cpus, shape.memory_mb, shape.gpus)
             fresh.take(req)
             new.append(fresh)
+            continue
+        # a gang needs its ranks on distinct nodes: existing ones first, then new ones
+        placed = 0
+        for b in [*bins, *new]:
+            if placed < run.spec.node_count and b.take(req):
+                placed += 1
+        while placed < run.spec.node_count:
+            fresh = _Bin(shape.cpus, shape.memory_mb, shape.gpus)
+            fresh.take(req)
+            new.append(fresh)
+            placed += 1
     return len(new)
 
 

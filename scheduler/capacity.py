@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proto.states import ON_AGENT
-from scheduler.model import SchedulerState
+from scheduler.model import SchedulerState, members
 from scheduler.placement import Slot
 
 
@@ -24,14 +24,19 @@ def slots(state: SchedulerState) -> list[Slot]:
             labels=a.labels,
         )
     for rec in state.runs.values():
-        if rec.state in ON_AGENT and rec.agent_id in free:
-            s = free[rec.agent_id]
-            res = rec.spec.resources
-            s.free_cpus -= res.cpus
-            s.free_memory_mb -= res.memory_mb
-            s.free_gpus -= res.gpus
+        if rec.state not in ON_AGENT:
+            continue
+        res = rec.spec.resources
+        for member in members(rec):
+            s = free.get(member.agent_id)
+            if s is not None:
+                s.free_cpus -= res.cpus
+                s.free_memory_mb -= res.memory_mb
+                s.free_gpus -= res.gpus
     return list(free.values())
 
 
 def busy_agents(state: SchedulerState) -> set[str]:
-    return {r.agent_id for r in state.runs.values() if r.state in ON_AGENT and r.agent_id}
+    return {
+        member.agent_id for r in state.runs.values() if r.state in ON_AGENT for member in members(r)
+    }

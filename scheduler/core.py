@@ -10,6 +10,10 @@ event would be the bottleneck); only the scheduler's pure modules change it.
 
 from __future__ import annotations
 
+import zlib
+
+import msgspec
+
 from proto import messages as m
 from proto.states import ON_AGENT, TERMINAL, RunState, can_transition
 from scheduler import nodes, requests
@@ -36,7 +40,7 @@ from scheduler.events import (
     Tick,
     WhyAsked,
 )
-from scheduler.model import AgentView, SchedulerState
+from scheduler.model import AgentView, SchedulerState, members
 from scheduler.placement import Plan, could_ever_hold, place
 from scheduler.reconcile import reconcile
 from scheduler.runs import apply_report, cancel, end, move, requeue, store
@@ -109,10 +113,8 @@ def _targets(state: SchedulerState) -> m.TargetsReply:
 
 def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
     """Why no node of the run's target could ever hold it, or None (then it may wait)."""
-    if spec.node_count > 1:
-        # FIXME(issue B, multi-node): gang placement is not built yet; refuse rather than
-        # run a multi-node job on one node.
-        return "multi-node runs (node_count > 1) are not supported yet"
+    if spec.node_count < 1:
+        return "node_count must be at least 1"
     res = spec.resources
     ask = f"{res.cpus:g} CPUs, {res.memory_mb} MB, {res.gpus} GPUs" + (
         f" of type {res.gpu_type}" if res.gpu_type else ""
@@ -121,6 +123,11 @@ def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
     if compute is not None:
         from scheduler.autoscale import servable
 
+        if spec.node_count > compute.cluster.max_nodes:
+            return (
+                f"the run needs {spec.node_count} nodes but {compute.name} has at most "
+                f"{compute.cluster.max_nodes} (max_nodes)"
+            )
         if not servable(compute, spec):
             s = compute.shape
             return (
@@ -265,21 +272,63 @@ def _stale(report: m.RunReport) -> list[Command]:
     ]
 
 
+PROGRESS = (
+    RunState.PREPARING,
+    RunState.STARTING,
+    RunState.RUNNING,
+    RunState.FINALIZING,
+    RunState.COMPLETED,
+)
+
+
 def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
+    """A member's report. The run follows its slowest member; any failure ends the attempt."""
     rec = state.runs.get(rep.run_id)
-    if (
-        rec is None
-        or rec.attempt != rep.attempt
-        or rec.agent_id != rep.agent_id
-        or rec.state not in ON_AGENT
-    ):
+    if rec is None or rec.attempt != rep.attempt or rec.state not in ON_AGENT:
         return _stale(rep)
-    if rep.state == rec.state or not can_transition(rec.state, rep.state):
-        return []  # a duplicate, or a report this attempt has already moved past
-    if rep.state is RunState.QUEUED and rec.state is RunState.FINALIZING:
+    gang = members(rec)
+    member = next((g for g in gang if g.agent_id == rep.agent_id), None)
+    if member is None:
+        return _stale(rep)
+    if rep.state == member.state or not can_transition(member.state, rep.state):
+        return []  # a duplicate, or a report this member has already moved past
+    if rep.state is RunState.QUEUED and member.state is RunState.FINALIZING:
         return []  # a finished script is never given back by its agent
     cmds: list[Command] = []
-    apply_report(state, rec, rep, cmds)
+    if rep.state in (RunState.FAILED, RunState.CANCELED, RunState.QUEUED):
+        if len(gang) > 1 and rep.error is not None:
+            error = m.RunError(
+                kind=rep.error.kind, message=f"rank {member.rank}: {rep.error.message}"
+            )
+            rep = msgspec.structs.replace(rep, error=error)
+        apply_report(state, rec, rep, cmds)
+        # the attempt is over for every node: stop the others now
+        cmds.extend(
+            SendToAgent(
+                g.agent_id,
+                m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="stale"),
+                rec.run_id,
+            )
+            for g in gang
+            if g is not member and g.state not in TERMINAL
+        )
+        return cmds
+    new_gang = [msgspec.structs.replace(g, state=rep.state) if g is member else g for g in gang]
+    slowest = min((g.state for g in new_gang), key=PROGRESS.index)
+    changes: dict[str, object] = {"gang": new_gang}
+    if member.rank == 0 and rep.state is RunState.COMPLETED:
+        changes["artifacts"] = rep.artifacts  # rank 0's outputs are the run's
+    updated = msgspec.structs.replace(rec, **changes)
+    if slowest == rec.state:
+        store(state, updated)
+        return []
+    summary = msgspec.structs.replace(
+        rep,
+        state=slowest,
+        artifacts=updated.artifacts,
+        exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
+    )
+    apply_report(state, updated, summary, cmds)
     return cmds
 
 
@@ -308,11 +357,11 @@ def decide(
         end(state, state.runs[run_id], RunState.FAILED, now, cmds, error=err)
     for run_id in rec_out.cancel:
         end(state, state.runs[run_id], RunState.CANCELED, now, cmds)
-    for run_id in rec_out.resend:
+    for run_id, rank in rec_out.resend:
         rec = state.runs[run_id]
-        assert rec.agent_id is not None and rec.agent_incarnation is not None
+        member = members(rec)[rank]
         state.assign_sent_at[run_id] = now
-        cmds.append(SendToAgent(rec.agent_id, _assign(rec), run_id))
+        cmds.append(SendToAgent(member.agent_id, _assign(rec, member), run_id))
     for agent_id, ref in rec_out.stop_stale:
         cmds.append(
             SendToAgent(
@@ -332,18 +381,28 @@ def decide(
     plan: Plan = place(pending, slots(state))
     for p in plan.placements:
         rec = state.runs[p.run_id]
-        agent = state.agents[p.agent_id]
+        gang = [
+            m.GangMember(
+                rank=rank,
+                agent_id=agent_id,
+                incarnation=state.agents[agent_id].incarnation,
+                hostname=state.agents[agent_id].hostname,
+            )
+            for rank, agent_id in enumerate(p.agent_ids)
+        ]
         moved = move(
             rec,
             RunState.PREPARING,
             now,
-            agent_id=p.agent_id,
-            agent_incarnation=agent.incarnation,
+            agent_id=gang[0].agent_id,
+            agent_incarnation=gang[0].incarnation,
             assigned_at=now,
+            gang=gang,
+            master_port=rendezvous_port(rec.run_id),
         )
         store(state, moved)
         state.assign_sent_at[p.run_id] = now
-        cmds.append(SendToAgent(p.agent_id, _assign(moved), p.run_id))
+        cmds.extend(SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang)
     state.why = plan.unplaced
     if plan.placements:
         cmds.append(Log("placed", {"runs": len(plan.placements), "waiting": len(plan.unplaced)}))
@@ -354,10 +413,23 @@ def _no_ids(cluster: str) -> str:
     raise RuntimeError(f"decide() needs new_node_id to scale cluster {cluster}")
 
 
-def _assign(rec: m.RunRecord) -> m.Assign:
-    assert rec.agent_incarnation is not None
+def rendezvous_port(run_id: str) -> int:
+    """MASTER_PORT for a run: stable for its id, in 29500-30499 (a collision is unlikely)."""
+    return 29500 + zlib.crc32(run_id.encode()) % 1000
+
+
+def _assign(rec: m.RunRecord, member: m.GangMember) -> m.Assign:
+    gang = members(rec)
     return m.Assign(
-        run_id=rec.run_id, attempt=rec.attempt, incarnation=rec.agent_incarnation, spec=rec.spec
+        run_id=rec.run_id,
+        attempt=rec.attempt,
+        incarnation=member.incarnation,
+        spec=rec.spec,
+        rank=member.rank,
+        world_size=len(gang),
+        master_addr=gang[0].hostname or None,
+        master_port=rec.master_port,
+        hosts=[g.hostname for g in gang],
     )
 
 

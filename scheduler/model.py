@@ -90,3 +90,17 @@ class SchedulerState:
 
     def runs_on(self, agent_id: str) -> list[m.RunRecord]:
         return [r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT]
+
+
+def members(rec: m.RunRecord) -> list[m.GangMember]:
+    """Where the run's current attempt is: its gang (a single-node run is a gang of one)."""
+    if rec.gang:
+        return list(rec.gang)
+    if rec.agent_id is not None and rec.agent_incarnation is not None:
+        # records written before gangs existed
+        return [
+            m.GangMember(
+                rank=0, agent_id=rec.agent_id, incarnation=rec.agent_incarnation, state=rec.state
+            )
+        ]
+    return []

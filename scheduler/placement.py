@@ -35,7 +35,11 @@ class Slot:
 @dataclass(frozen=True)
 class Placement:
     run_id: str
-    agent_id: str
+    agent_ids: tuple[str, ...]  # rank 0 first; one per node of the run
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent_ids[0]
 
 
 @dataclass
@@ -117,8 +121,7 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
             plan.unplaced[run.run_id] = {f"no agent serves target {run.spec.target!r}": 1}
             continue
         reasons: Counter[str] = Counter()
-        best: Slot | None = None
-        best_key: tuple[float, float, float, str] | None = None
+        feasible: list[tuple[tuple[float, float, float, str], Slot]] = []
         for slot in candidates:
             why = _reject(slot, run.spec)
             if why is not None:
@@ -128,13 +131,23 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
             if run.spec.strategy == "spread":
                 # spread: the emptiest agent wins (negate the leftover, keep the id tie-break)
                 key = (-key[0], -key[1], 0.0, key[3])
-            if best_key is None or key < best_key:
-                best, best_key = slot, key
-        if best is None:
+            feasible.append((key, slot))
+        need = max(1, run.spec.node_count)
+        if len(feasible) < need:
+            if need > 1:
+                reasons[f"needs {need} agents at once; {len(feasible)} can take it now"] += 1
             plan.unplaced[run.run_id] = dict(reasons)
             continue
-        best.free_cpus -= req.cpus
-        best.free_memory_mb -= req.memory_mb
-        best.free_gpus -= req.gpus
-        plan.placements.append(Placement(run_id=run.run_id, agent_id=best.agent_id))
+        # a gang is all or nothing: the best ``need`` distinct agents, rank 0 the best of them
+        if need == 1:
+            chosen = [min(feasible, key=lambda ks: ks[0])[1]]
+        else:
+            chosen = [slot for _, slot in sorted(feasible, key=lambda ks: ks[0])[:need]]
+        for slot in chosen:
+            slot.free_cpus -= req.cpus
+            slot.free_memory_mb -= req.memory_mb
+            slot.free_gpus -= req.gpus
+        plan.placements.append(
+            Placement(run_id=run.run_id, agent_ids=tuple(s.agent_id for s in chosen))
+        )
     return plan

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from proto import messages as m
 from proto.states import ON_AGENT, RunState
-from scheduler.model import AgentView
+from scheduler.model import AgentView, members
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Reconciliation:
     requeue: list[tuple[str, str]] = field(default_factory=list)  # run id, why
     fail: list[tuple[str, m.RunError]] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)  # cancel asked and its agent is gone
-    resend: list[str] = field(default_factory=list)  # Assign again to the same incarnation
+    resend: list[tuple[str, int]] = field(default_factory=list)  # run id, rank: Assign again
     stop_stale: list[tuple[str, m.RunRef]] = field(default_factory=list)  # agent, attempt
 
 
@@ -54,21 +54,22 @@ def reconcile(
             gone.add(agent.agent_id)
 
     for run in runs.values():
-        if run.state not in ON_AGENT or run.agent_id is None:
+        if run.state not in ON_AGENT:
             continue
-        view = agents.get(run.agent_id)
+        gang = members(run)
         ref = (run.run_id, run.attempt)
-        vanished = (
-            view is None
-            or run.agent_id in gone
-            or (view.confirmed and view.incarnation != run.agent_incarnation)
-        )
-        if vanished:
-            why = (
-                f"agent {run.agent_id} was lost"
-                if view is None or run.agent_id in gone
-                else f"agent {run.agent_id} restarted"
-            )
+        why = None
+        for member in gang:
+            view = agents.get(member.agent_id)
+            if member.state is RunState.COMPLETED:
+                continue  # this node's part is done; losing it now changes nothing
+            if view is None or member.agent_id in gone:
+                why = f"agent {member.agent_id} was lost"
+            elif view.confirmed and view.incarnation != member.incarnation:
+                why = f"agent {member.agent_id} restarted"
+            if why is not None:
+                break
+        if why is not None:
             if run.cancel_requested:
                 out.cancel.append(run.run_id)
             elif run.state is RunState.FINALIZING:
@@ -78,12 +79,13 @@ def reconcile(
             else:
                 out.requeue.append((run.run_id, why))
             continue
-        assert view is not None
-        if not view.confirmed or ref in view.running or ref in view.finished:
-            continue
         sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
-        if view.last_seen - sent > timing.assign_ack_s:
-            out.resend.append(run.run_id)
+        for member in gang:
+            view = agents[member.agent_id]
+            if not view.confirmed or ref in view.running or ref in view.finished:
+                continue
+            if view.last_seen - sent > timing.assign_ack_s:
+                out.resend.append((run.run_id, member.rank))
 
     for agent in agents.values():
         if agent.agent_id in gone or not agent.confirmed:
@@ -92,9 +94,9 @@ def reconcile(
             held = runs.get(run_id)
             if (
                 held is None
-                or held.agent_id != agent.agent_id
                 or held.attempt != attempt
                 or held.state not in ON_AGENT
+                or agent.agent_id not in {x.agent_id for x in members(held)}
             ):
                 out.stop_stale.append((agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt)))
     return out

@@ -9,7 +9,7 @@ import msgspec
 from proto import messages as m
 from proto.states import RunState, transition
 from scheduler.events import Command, Log, PublishEof, SendToAgent
-from scheduler.model import SchedulerState
+from scheduler.model import SchedulerState, members
 
 # Failures of the script or its preparation: these use up max_retries.
 RETRYABLE = frozenset({"exit_code", "environment", "snapshot", "start", "internal"})
@@ -52,6 +52,8 @@ def requeue(
         agent_id=None,
         agent_incarnation=None,
         assigned_at=None,
+        gang=[],
+        master_port=None,
         **changes,
     )
     state.assign_sent_at.pop(rec.run_id, None)
@@ -79,13 +81,13 @@ def cancel(state: SchedulerState, rec: m.RunRecord, now: float, cmds: list[Comma
         end(state, rec, RunState.CANCELED, now, cmds, cancel_requested=True)
         return
     store(state, msgspec.structs.replace(rec, cancel_requested=True))
-    assert rec.agent_id is not None
-    cmds.append(
+    cmds.extend(
         SendToAgent(
-            rec.agent_id,
+            member.agent_id,
             m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="canceled"),
             rec.run_id,
         )
+        for member in members(rec)
     )
 
 

@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     logs = run.add_parser("logs", help="a run's output from the first line")
     logs.add_argument("run_id")
     logs.add_argument("--follow", "-f", action="store_true", help="keep going until it ends")
+    logs.add_argument("--rank", type=int, help="only this node of a multi-node run")
 
     cancel = run.add_parser("cancel", help="stop a run")
     cancel.add_argument("run_id")
@@ -276,8 +277,13 @@ def _daemon_agent(args: argparse.Namespace) -> int:
     capacity = None
     if args.cpus is not None or args.memory_mb is not None:
         from agents.facts import host_capacity
+        from agents.gpus import GpuConfigError, probe_gpus, restrict
 
-        host = host_capacity()
+        try:
+            # GPUs: only those this agent serves (--gpus), as the agent itself counts them
+            host = host_capacity(restrict(probe_gpus(), gpu_indices))
+        except GpuConfigError as exc:
+            raise UsageError(str(exc)) from None
         capacity = m.Capacity(
             cpus=args.cpus if args.cpus is not None else host.cpus,
             memory_mb=args.memory_mb if args.memory_mb is not None else host.memory_mb,
@@ -295,7 +301,12 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         gpu_indices=gpu_indices,
         preempt_grace_s=args.preempt_grace,
     )
-    _run(_until_signal(lambda stop: run_agent(config, stop)))
+    from agents.gpus import GpuConfigError
+
+    try:
+        _run(_until_signal(lambda stop: run_agent(config, stop)))
+    except GpuConfigError as exc:
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -396,9 +407,10 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
 
 
 async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
-    async for line in client.logs(run_id, follow=True):
+    ranked = (await client.get_run(run_id)).spec.node_count > 1
+    async for rank, line in client.logs(run_id, follow=True):
         if not quiet:
-            echo_line(line)
+            echo_line(line, rank if ranked else None)
     rec = await client.wait(run_id)
     _print_outcome(rec)
     return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
@@ -480,9 +492,10 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
 
 
 async def _logs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    await client.get_run(args.run_id)  # a clear error for an unknown run
-    async for line in client.logs(args.run_id, follow=args.follow):
-        echo_line(line)
+    rec = await client.get_run(args.run_id)  # a clear error for an unknown run
+    ranked = rec.spec.node_count > 1 and args.rank is None
+    async for rank, line in client.logs(args.run_id, follow=args.follow, rank=args.rank):
+        echo_line(line, rank if ranked else None)
     return EXIT_OK
 
 

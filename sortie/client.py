@@ -279,8 +279,11 @@ class Client:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
-    async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[m.LogLine]:
-        """The run's output from the first line; with ``follow``, until the run has ended."""
+    async def logs(
+        self, run_id: str, *, follow: bool = False, rank: int | None = None
+    ) -> AsyncIterator[tuple[int, m.LogLine]]:
+        """(rank, line) of the run's output from the first line; with ``follow``, until the
+        run has ended. ``rank`` keeps only that node's lines (multi-node runs)."""
         subjects.check_token("run id", run_id)
         messages = self._subject_messages(
             subjects.STREAM_LOGS, subjects.logs(run_id), follow=follow
@@ -291,8 +294,9 @@ class Client:
                     batch = codec.decode(m.LogBatch, data)
                 except codec.BadMessage:
                     continue
-                for line in batch.lines:
-                    yield line
+                if rank is None or batch.rank == rank:
+                    for line in batch.lines:
+                        yield batch.rank, line
                 if batch.eof:
                     return
 
@@ -329,11 +333,12 @@ class Client:
         return written
 
 
-def echo_line(line: m.LogLine) -> None:
+def echo_line(line: m.LogLine, rank: int | None = None) -> None:
     """Print one line of a run's output as people see it: stderr to stderr, Sortie's own
-    lines marked ``[sortie]``."""
+    lines marked ``[sortie]``, and (for multi-node runs) each line's rank."""
     out = sys.stderr if line.stream == "stderr" else sys.stdout
-    prefix = "[sortie] " if line.stream == "system" else ""
+    prefix = f"[rank {rank}] " if rank is not None else ""
+    prefix += "[sortie] " if line.stream == "system" else ""
     print(f"{prefix}{line.text}", file=out, flush=True)
 
 
@@ -377,8 +382,15 @@ def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> di
         if rec.error is None
         else {"kind": rec.error.kind, "message": rec.error.message},
         "cancel_requested": rec.cancel_requested,
+        "retries_used": rec.retries_used,
+        "preemptions": rec.preemptions,
+        "node_count": spec.node_count,
+        "nodes": [
+            {"rank": g.rank, "agent_id": g.agent_id, "state": str(g.state)} for g in rec.gang
+        ],
         "history": [
-            {"state": str(h.state), "at": iso(h.at), "attempt": h.attempt} for h in rec.history
+            {"state": str(h.state), "at": iso(h.at), "attempt": h.attempt, "reason": h.reason}
+            for h in rec.history
         ],
     }
 

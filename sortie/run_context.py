@@ -22,6 +22,12 @@ being taken away; the run will be requeued, so save a checkpoint), ``canceled``,
 (max duration reached) or ``shutdown`` (the agent is stopping; the run will be requeued).
 A SIGTERM handler reads it with ``Run.get_context().stop_reason()``. On a GPU agent,
 ``CUDA_VISIBLE_DEVICES`` lists exactly the GPUs given to the run (empty: none).
+
+Every run also gets what torch.distributed and MPI read: ``WORLD_SIZE`` (nodes in the run),
+``RANK`` and ``NODE_RANK`` (this node, 0 first), ``LOCAL_RANK`` (0: one process per node),
+``MASTER_ADDR`` / ``MASTER_PORT`` (rank 0's host and a port chosen for the run), and
+``SORTIE_HOSTFILE``, a file with one ``HOST slots=1`` line per rank. Each node's output is
+kept under its rank (``sortie run logs RUN --rank N``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ ENV_EXPERIMENT = "SORTIE_EXPERIMENT"
 ENV_TARGET = "SORTIE_TARGET"
 ENV_METRICS_FILE = "SORTIE_METRICS_FILE"
 ENV_OUTPUTS_DIR = "SORTIE_OUTPUTS_DIR"
+ENV_HOSTFILE = "SORTIE_HOSTFILE"  # every node of the run, one "HOST slots=1" line per rank
 ENV_STOP_REASON_FILE = "SORTIE_STOP_REASON_FILE"
 ENV_NODE_PRIORITY = "SORTIE_NODE_PRIORITY"
 

@@ -241,8 +241,9 @@ class SubmittedRun:
 
         async def go() -> m.RunRecord:
             if show_output:
-                async for line in ws._client.logs(self.id, follow=True):
-                    echo_line(line)
+                ranked = (await ws._client.get_run(self.id)).spec.node_count > 1
+                async for rank, line in ws._client.logs(self.id, follow=True):
+                    echo_line(line, rank if ranked else None)
             return await ws._client.wait(self.id)
 
         rec = ws._run(go())

@@ -92,7 +92,7 @@ def test_env_vars_reach_the_script_and_user_managed_interpreter(
 
 
 async def _collect(ws: Workspace, run_id: str) -> list[str]:
-    return [line.text async for line in ws._client.logs(run_id)]
+    return [line.text async for _, line in ws._client.logs(run_id)]
 
 
 def test_unreachable_broker_says_which_url_and_what_to_do() -> None:

@@ -97,8 +97,8 @@ def test_submit_refuses_what_no_node_of_the_cluster_could_hold() -> None:
     assert isinstance(reply, m.ErrorReply)
     assert "no node of pool can hold it: it asks 8 CPUs" in reply.message
     assert "a LOCAL_MEDIUM node has 2 CPUs" in reply.message
-    gang = submit(s, "gang", target="pool", node_count=2)
-    assert isinstance(gang, m.ErrorReply) and "not supported yet" in gang.message
+    gang = submit(s, "gang", target="pool", node_count=4)
+    assert isinstance(gang, m.ErrorReply) and "needs 4 nodes but pool has at most 3" in gang.message
     assert s.runs == {}
 
 
