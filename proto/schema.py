@@ -86,7 +86,8 @@ nats req sortie.api.submit '{"type":"submit","spec":{"experiment":"demo","script
 
 Run states: `Queued → Preparing → Starting → Running → Finalizing → Completed | Failed |
 Canceled` (see `proto/states.py` for every allowed edge). A run whose agent is lost goes back to
-`Queued` with `attempt` raised; reports for an older attempt are refused.
+`Queued` with `attempt` raised; an attempt on a preempted node ends `Preempted` and the run is
+requeued the same way; reports for an older attempt are refused.
 """  # noqa: E501 - the doc shows the `nats req` example on one line, as it is typed
 
 

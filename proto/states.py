@@ -15,29 +15,36 @@ class RunState(StrEnum):
     STARTING = "Starting"
     RUNNING = "Running"
     FINALIZING = "Finalizing"
+    PREEMPTED = "Preempted"
     COMPLETED = "Completed"
     FAILED = "Failed"
     CANCELED = "Canceled"
 
 
-Q, P, S, R, F = (
+Q, P, S, R, F, PRE = (
     RunState.QUEUED,
     RunState.PREPARING,
     RunState.STARTING,
     RunState.RUNNING,
     RunState.FINALIZING,
+    RunState.PREEMPTED,
 )
 DONE, FAIL, CANC = RunState.COMPLETED, RunState.FAILED, RunState.CANCELED
 
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     # placed on an agent; canceled before placement; refused because it can never run
     Q: frozenset({P, CANC, FAIL}),
-    # snapshot and environment ready; agent lost -> requeued; build failed; canceled
-    P: frozenset({S, Q, FAIL, CANC}),
-    # process started; agent lost -> requeued; could not start; canceled
-    S: frozenset({R, Q, FAIL, CANC}),
-    # process exited -> uploading outputs; agent lost -> requeued; killed (timeout); canceled
-    R: frozenset({F, Q, FAIL, CANC}),
+    # snapshot and environment ready; agent lost -> requeued; build failed; canceled;
+    # its low-priority node was preempted
+    P: frozenset({S, Q, FAIL, CANC, PRE}),
+    # process started; agent lost -> requeued; could not start; canceled; preempted
+    S: frozenset({R, Q, FAIL, CANC, PRE}),
+    # process exited -> uploading outputs; agent lost -> requeued; killed (timeout); canceled;
+    # preempted
+    R: frozenset({F, Q, FAIL, CANC, PRE}),
+    # the attempt ended because its node was preempted: always requeued as a new attempt,
+    # without using max_retries (the scheduler writes both steps in one cycle)
+    PRE: frozenset({Q}),
     # outputs uploaded; or back to Queued to retry an attempt whose script FAILED and whose
     # run has retries left (max_retries). A loss here is a failure, never a requeue: the
     # script has already run to its end, and the core only requeues from here on a reported

@@ -98,7 +98,11 @@ def apply_report(
     kind = rep.error.kind if rep.error is not None else None
     if rep.state is RunState.QUEUED:
         # the agent gave the attempt back: preempted (free of max_retries), or another reason
-        extra = {"preemptions": rec.preemptions + 1} if kind == "preempted" else {}
+        extra: dict[str, Any] = {}
+        if kind == "preempted":
+            # the attempt ends Preempted; the run goes on as a new attempt
+            rec = move(rec, RunState.PREEMPTED, rep.at, reason="node preempted", error=rep.error)
+            extra = {"preemptions": rec.preemptions + 1, "error": None}
         moved = requeue(state, rec, kind or "returned by its agent", rep.at, **extra)
         cmds.append(
             Log("run requeued", {"run_id": rec.run_id, "attempt": moved.attempt, "why": kind})

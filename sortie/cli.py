@@ -31,6 +31,25 @@ class UsageError(Exception):
     pass
 
 
+GPU_POOL_HELP = (
+    "GPUs of this host the process node provider may give to cluster nodes: 'all' or "
+    "indices like 0,1,2 (a node of a 1-GPU size gets one of them: one big host, per-GPU nodes)"
+)
+
+
+def _gpu_pool(value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    if value == "all":
+        from agents.gpus import probe_gpus
+
+        return tuple(d.index for d in probe_gpus())
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--gpu-pool takes 'all' or indices like 0,1 (got {value!r})") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sortie", description="Run training scripts on your own machines."
@@ -46,10 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
+    up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
 
     sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
     sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
+    sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
 
     agent = sub.add_parser(
         "agent",
@@ -199,7 +220,13 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
         from sortie.embedded import up
 
         data_dir = args.data_dir or default_data_dir()
-        return up(data_dir, args.host, args.port, sync_always=not args.no_fsync)
+        return up(
+            data_dir,
+            args.host,
+            args.port,
+            sync_always=not args.no_fsync,
+            gpu_pool=_gpu_pool(args.gpu_pool),
+        )
     if args.command == "scheduler":
         return _daemon_scheduler(args)
     if args.command == "agent":
@@ -249,6 +276,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         url=resolve_url(args.url),
         timing=Timing(lease_s=args.lease),
         data_dir=args.data_dir or default_data_dir() / "scheduler",
+        gpu_pool=_gpu_pool(args.gpu_pool),
     )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK

@@ -19,10 +19,17 @@ from sortie.profile import profile_path, remove_profile_if_ours, write_profile
 log = structlog.get_logger("sortie.up")
 
 
-async def serve(url: str, data_dir: Path, stop: asyncio.Event, *, agent: bool = True) -> None:
+async def serve(
+    url: str,
+    data_dir: Path,
+    stop: asyncio.Event,
+    *,
+    agent: bool = True,
+    gpu_pool: tuple[int, ...] = (),
+) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set."""
     ready = asyncio.Event()
-    sched = SchedulerConfig(url=url, data_dir=data_dir / "scheduler")
+    sched = SchedulerConfig(url=url, data_dir=data_dir / "scheduler", gpu_pool=gpu_pool)
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({tasks[0], waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -36,6 +43,7 @@ async def serve(url: str, data_dir: Path, stop: asyncio.Event, *, agent: bool = 
             agent_id=default_agent_id("local"),
             target="local",
             data_dir=data_dir / "agent",
+            gpu_indices=local_gpus(gpu_pool),
         )
         tasks.append(asyncio.create_task(run_agent(config, stop)))
     try:
@@ -45,7 +53,24 @@ async def serve(url: str, data_dir: Path, stop: asyncio.Event, *, agent: bool = 
             t.cancel()
 
 
-def up(data_dir: Path, host: str, port: int, *, sync_always: bool = True) -> int:
+def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
+    """GPUs the embedded local agent serves: all, or those not lent to cluster nodes (a GPU is
+    never advertised by two agents)."""
+    if not gpu_pool:
+        return None
+    from agents.gpus import probe_gpus
+
+    return [d.index for d in probe_gpus() if d.index not in gpu_pool]
+
+
+def up(
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    sync_always: bool = True,
+    gpu_pool: tuple[int, ...] = (),
+) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM."""
     data_dir = data_dir.expanduser().resolve()
     try:
@@ -62,7 +87,7 @@ def up(data_dir: Path, host: str, port: int, *, sync_always: bool = True) -> int
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            runner = asyncio.create_task(serve(broker.url, data_dir, stop))
+            runner = asyncio.create_task(serve(broker.url, data_dir, stop, gpu_pool=gpu_pool))
             # Announce once the scheduler answers: then `sortie run submit` works.
             await _await_ready(broker.url, runner)
             print(

@@ -317,6 +317,8 @@ def test_preempted_low_priority_run_is_requeued_and_completes(
     assert marker.read_text() == "preempted"
     reasons = [h.get("reason") for h in final["history"]]
     assert "preempted" in reasons
+    states = [h["state"] for h in final["history"]]
+    assert states.count("Preempted") == 1 and states[-1] == "Completed"
     logs = installation.cli("run", "logs", run_id, check=True).stdout
     assert "stopping: preempted" in logs and "resumed from checkpoint" in logs
     assert "priority lowpriority" in logs

@@ -254,6 +254,8 @@ def test_preempted_attempt_requeues_without_using_retries() -> None:
     rec = s.runs["r"]
     assert (rec.state, rec.attempt, rec.retries_used, rec.preemptions) == (RunState.QUEUED, 2, 0, 1)
     assert rec.history[-1].reason == "preempted"
+    assert [h.state for h in rec.history[-2:]] == [RunState.PREEMPTED, RunState.QUEUED]
+    assert rec.error is None
 
 
 def test_cordon_drain_and_preempt_keep_new_runs_away() -> None:
