@@ -253,8 +253,8 @@ class Daemon:
                 msg, m.ErrorReply(code="internal", message=f"scheduler could not answer: {exc!r}")
             )
 
-    async def _why_unknown(self, run_id: str) -> m.WhyReply | m.ErrorReply:
-        """`run why` for a run the scheduler no longer holds: it ended (or never existed)."""
+    async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
+        """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
         try:
             subjects.check_token("run id", run_id)
             entry = await self.bus.runs.get(run_id)
@@ -262,20 +262,22 @@ class Daemon:
             return m.ErrorReply(code="bad_request", message=str(exc))
         except nats.js.errors.KeyNotFoundError:
             return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
-        rec = codec.decode(m.RunRecord, entry.value or b"")
+        return codec.decode(m.RunRecord, entry.value or b"")
+
+    async def _why_unknown(self, run_id: str) -> m.WhyReply | m.ErrorReply:
+        rec = await self._stored_run(run_id)
+        if isinstance(rec, m.ErrorReply):
+            return rec
         return m.WhyReply(
-            run_id=run_id, state=rec.state, summary=f"run {run_id} is not waiting: it {rec.state}"
+            run_id=run_id,
+            state=rec.state,
+            summary=f"run {run_id} is not waiting: it ended {rec.state}",
         )
 
     async def _cancel_unknown(self, run_id: str) -> m.ErrorReply:
-        try:
-            subjects.check_token("run id", run_id)
-            entry = await self.bus.runs.get(run_id)
-        except ValueError as exc:
-            return m.ErrorReply(code="bad_request", message=str(exc))
-        except nats.js.errors.KeyNotFoundError:
-            return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
-        rec = codec.decode(m.RunRecord, entry.value or b"")
+        rec = await self._stored_run(run_id)
+        if isinstance(rec, m.ErrorReply):
+            return rec
         return m.ErrorReply(
             code="invalid_state", message=f"run {run_id} already ended: {rec.state}"
         )

@@ -327,3 +327,32 @@ def test_preempted_low_priority_run_is_requeued_and_completes(
         d["action"] == "node_preempted" for d in spot["decisions"]
     )
     installation.json("compute", "delete", "spot", "--force")
+
+
+def test_provider_errors_are_reported_and_backed_off(
+    installation: Installation, tmp_path: Path
+) -> None:
+    # a 1-GPU node size, but no GPUs were lent to the process provider (--gpu-pool)
+    installation.json("compute", "create", "nogpu", "--vm-size", "STANDARD_NC6", "--max-nodes", "1")
+    (tmp_path / "t.py").write_text("print(1)\n")
+    sub = installation.json(
+        "run", "submit", str(tmp_path), "--script", "t.py", "--target", "nogpu", "--gpus", "1"
+    )
+    assert isinstance(sub, dict)
+    failed = wait_until(
+        lambda: (c := show(installation, "nogpu"))["provisioning_errors"] and c, timeout=30
+    )
+    assert failed["provisioning_state"] == "Failed"
+    err = failed["provisioning_errors"][0]
+    assert err["code"] == "insufficient_gpus" and "GPU" in err["message"]
+    assert any(d["action"] == "node_failed" for d in failed["decisions"])
+
+    def backing_off() -> dict | None:  # type: ignore[type-arg]
+        c = show(installation, "nogpu")
+        return c if any(d["action"] == "backoff" for d in c["decisions"]) else None
+
+    backoff = wait_until(backing_off, timeout=30)
+    assert "backing off after provider errors" in backoff["decisions"][-1]["reason"]
+    why = installation.cli("run", "why", sub["run_id"], check=True).stdout
+    assert "queued" in why
+    installation.json("compute", "delete", "nogpu", "--force")
