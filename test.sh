@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh --test
+tests/setup-system.sh   # sshd binary and the sortie-test user for tests/ssh (needs root)
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -334,6 +334,35 @@ class NodeShape(Message, frozen=True, kw_only=True):
     gpu_type: str | None = None
 
 
+class SshLogin(Message, frozen=True, kw_only=True):
+    """How to log in over SSH. Holds no secret."""
+
+    username: str
+    ssh_port: int = 22
+    auth: Literal["key", "password"]
+    known_hosts: str | None = None  # a known_hosts file on the scheduler's host
+
+
+class VmConfig(Message, frozen=True, kw_only=True):
+    """An attached machine: where it is and how to log in."""
+
+    address: str
+    ssh: SshLogin
+    advertised_url: str | None = None  # the agent connects here instead of a reverse forward
+
+
+class SshSecret(Message, frozen=True, kw_only=True):
+    """Credentials, carried once in an attach request and kept only on the scheduler's host,
+    readable by its user alone. Never stored in the KV store, a record, or a log."""
+
+    password: str | None = None
+    private_key: str | None = None  # the key file's text
+    passphrase: str | None = None
+
+    def __repr__(self) -> str:
+        return "SshSecret(<redacted>)"
+
+
 class ClusterConfig(Message, frozen=True, kw_only=True):
     vm_size: str
     max_nodes: int
@@ -341,6 +370,8 @@ class ClusterConfig(Message, frozen=True, kw_only=True):
     idle_seconds_before_scaledown: float = 120.0
     vm_priority: NodePriority = "dedicated"
     provider: str = "process"
+    hosts: list[str] = []  # provider "ssh": the machines of the pool
+    ssh: SshLogin | None = None  # provider "ssh": how to log in to them
 
 
 class ProvisioningError(Message, frozen=True, kw_only=True):
@@ -406,6 +437,8 @@ class ComputeInfo(Message, frozen=True, kw_only=True):
 class ComputeCreate(Message, frozen=True, kw_only=True, tag="compute_create"):
     name: str
     cluster: ClusterConfig
+    secret: SshSecret | None = None  # provider "ssh": credentials for the pool's hosts
+    trust_new_host_key: bool = False
 
 
 class ComputeUpdate(Message, frozen=True, kw_only=True, tag="compute_update"):
@@ -438,10 +471,41 @@ class ComputeReply(Message, frozen=True, kw_only=True, tag="compute"):
 
 class ComputeListReply(Message, frozen=True, kw_only=True, tag="computes"):
     computes: list[ComputeInfo]
+    vms: list[VmRecord] = []
 
 
 class SizesReply(Message, frozen=True, kw_only=True, tag="sizes"):
     sizes: list[NodeShape]
+
+
+class VmRecord(Message, frozen=True, kw_only=True):
+    """An attached machine (key: name in the vms KV bucket). Its agent's id is its name."""
+
+    name: str
+    vm: VmConfig
+    provisioning_state: ProvisioningState = "Creating"
+    provisioning_errors: list[ProvisioningError] = []
+    progress: list[str] = []  # the last steps of attaching, newest last
+    created_at: float
+    link: Literal["none", "connected", "reconnecting"] = "none"
+    remote_port: int | None = None  # the reverse forward's port on the machine (kept on reconnect)
+
+
+class ComputeAttach(Message, frozen=True, kw_only=True, tag="compute_attach"):
+    name: str
+    vm: VmConfig
+    secret: SshSecret
+    trust_new_host_key: bool = False
+
+
+class ComputeDetach(Message, frozen=True, kw_only=True, tag="compute_detach"):
+    name: str
+    keep_files: bool = False
+    force: bool = False  # cancel the target's active runs
+
+
+class VmReply(Message, frozen=True, kw_only=True, tag="vm"):
+    vm: VmRecord
 
 
 class AgentList(Message, frozen=True, kw_only=True, tag="agent_list"):

@@ -35,6 +35,7 @@ STORES: list[tuple[str, str, str]] = [
     (f"KV `{s.KV_AGENTS}`", "agent id", "AgentRecord (written by the scheduler only)"),
     (f"KV `{s.KV_COMPUTES}`", "compute name", "ComputeRecord (written by the scheduler only)"),
     (f"KV `{s.KV_NODES}`", "node id", "NodeRecord (written by the scheduler only)"),
+    (f"KV `{s.KV_VMS}`", "machine name", "VmRecord (written by the scheduler only; no secrets)"),
     (f"object store `{s.OBJ_BLOBS}`", "sha256 hex", "file contents, Manifest (JSON), artifacts"),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
     (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, one subject per run"),
@@ -63,6 +64,7 @@ TYPES: dict[str, object] = {
     "AgentRecord": m.AgentRecord,
     "ComputeRecord": m.ComputeRecord,
     "NodeRecord": m.NodeRecord,
+    "VmRecord": m.VmRecord,
     "Manifest": m.Manifest,
 }
 

@@ -36,6 +36,7 @@ KV_RUNS = "sortie_runs"  # run id -> RunRecord
 KV_AGENTS = "sortie_agents"  # agent id -> AgentRecord
 KV_COMPUTES = "sortie_computes"  # compute name -> ComputeRecord
 KV_NODES = "sortie_nodes"  # node id -> NodeRecord
+KV_VMS = "sortie_vms"  # attached machine name -> VmRecord
 OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

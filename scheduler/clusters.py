@@ -48,6 +48,24 @@ def check_cluster(
         return m.ErrorReply(
             code="bad_request", message="idle_seconds_before_scaledown must not be negative"
         )
+    if cfg.provider == "ssh":
+        if not cfg.hosts:
+            return m.ErrorReply(
+                code="bad_request", message="an ssh pool needs its machines: --hosts h1,h2,..."
+            )
+        if cfg.ssh is None:
+            return m.ErrorReply(
+                code="bad_request",
+                message="an ssh pool needs a login: --username and a key or password",
+            )
+        if cfg.max_nodes > len(cfg.hosts):
+            return m.ErrorReply(
+                code="bad_request",
+                message=(
+                    f"max_nodes ({cfg.max_nodes}) is more than the pool's {len(cfg.hosts)} "
+                    "host(s): one node per host"
+                ),
+            )
     if cfg.provider not in providers:
         return m.ErrorReply(
             code="bad_request",

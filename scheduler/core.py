@@ -16,15 +16,17 @@ import msgspec
 
 from proto import messages as m
 from proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from scheduler import nodes, requests
+from scheduler import nodes, requests, vms
 from scheduler.capacity import slots
 from scheduler.events import (
     AgentAsked,
+    AttachVm,
     CancelAsked,
     Command,
     ComputeAsked,
     Config,
     CreateNode,
+    DetachVm,
     Event,
     HeartbeatSeen,
     Log,
@@ -33,11 +35,17 @@ from scheduler.events import (
     PublishEof,
     Reply,
     ReportSeen,
+    SaveSecret,
     SendToAgent,
     StopNode,
     Submitted,
     TargetsAsked,
     Tick,
+    VmAttached,
+    VmDetached,
+    VmFailed,
+    VmLink,
+    VmProgress,
     WhyAsked,
 )
 from scheduler.model import AgentView, SchedulerState, members
@@ -48,11 +56,13 @@ from scheduler.validate import check_spec
 
 __all__ = [
     "AgentAsked",
+    "AttachVm",
     "CancelAsked",
     "Command",
     "ComputeAsked",
     "Config",
     "CreateNode",
+    "DetachVm",
     "Event",
     "HeartbeatSeen",
     "Log",
@@ -61,11 +71,17 @@ __all__ = [
     "PublishEof",
     "Reply",
     "ReportSeen",
+    "SaveSecret",
     "SendToAgent",
     "StopNode",
     "Submitted",
     "TargetsAsked",
     "Tick",
+    "VmAttached",
+    "VmDetached",
+    "VmFailed",
+    "VmLink",
+    "VmProgress",
     "WhyAsked",
     "decide",
     "forget_finished",
@@ -94,6 +110,16 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
     if isinstance(event, NodeStopped):
         return nodes.node_stopped(state, event.node_id, now)
+    if isinstance(event, VmProgress):
+        return vms.progress(state, event.name, event.line)
+    if isinstance(event, VmAttached):
+        return vms.attached(state, event.name, event.remote_port)
+    if isinstance(event, VmFailed):
+        return vms.failed(state, event.name, event.code, event.message, now)
+    if isinstance(event, VmDetached):
+        return vms.detached(state, event.name)
+    if isinstance(event, VmLink):
+        return vms.link(state, event.name, event.link)
     return []  # Tick: decide() does the periodic work
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -32,6 +33,7 @@ from proto import codec, subjects
 from proto import messages as m
 from proto.states import TERMINAL
 from scheduler import core
+from scheduler.machines import Machines, credentials
 from scheduler.model import AgentView, SchedulerState
 from scheduler.providers import (
     KNOWN_PROVIDERS,
@@ -39,9 +41,11 @@ from scheduler.providers import (
     NodeRequest,
     ProviderError,
     make_provider,
+    make_ssh_provider,
 )
 from scheduler.reconcile import Timing
 from scheduler.sizes import load_catalog
+from scheduler.ssh import save_credentials
 from sortie.bus import Bus, has_blob, kv_items, open_bus
 
 log = structlog.get_logger("sortie.scheduler")
@@ -96,6 +100,7 @@ class Daemon:
         )
         self.providers: dict[str, NodeProvider] = {}
         self.background: set[asyncio.Task[None]] = set()
+        self.machines = Machines(config.data_dir or Path(), bus.url, self._enqueue)
         self.state = SchedulerState()
         self.revisions: dict[str, int] = {}
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
@@ -170,6 +175,12 @@ class Daemon:
                     view.lost = True
                     self.state.dirty_agents.add(n.node_id)
             self.state.nodes[n.node_id] = n
+        for entry in await kv_items(self.bus.vms):
+            try:
+                v = codec.decode(m.VmRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            self.state.vms[v.name] = v
         log.info(
             "state loaded",
             runs=runs,
@@ -188,6 +199,8 @@ class Daemon:
         self.tasks.append(asyncio.create_task(self._reports()))
         self.tasks.append(asyncio.create_task(self._ticks()))
         self.tasks.append(asyncio.create_task(self._poll_providers()))
+        for rec in list(self.state.vms.values()):
+            self._spawn(self.machines.restore(rec))
 
     # --- adapters: bus -> events -----------------------------------------------------------
 
@@ -416,6 +429,13 @@ class Daemon:
         deleted, st.deleted_computes = st.deleted_computes, set()
         for name in sorted(deleted):
             await self._put(self.bus.computes, name, None)
+        vm_names, st.dirty_vms = st.dirty_vms, set()
+        for name in sorted(vm_names):
+            if (vm := st.vms.get(name)) is not None:
+                await self._put(self.bus.vms, name, codec.encode(vm))
+        gone, st.deleted_vms = st.deleted_vms, set()
+        for name in sorted(gone):
+            await self._put(self.bus.vms, name, None)
         return failed
 
     async def _put(self, kv: KeyValue, key: str, data: bytes | None) -> None:
@@ -471,6 +491,12 @@ class Daemon:
                     self._spawn(self._create_node(cmd))
                 elif isinstance(cmd, core.StopNode):
                     self._spawn(self._stop_node(cmd))
+                elif isinstance(cmd, core.AttachVm):
+                    self._spawn(self.machines.attach(cmd))
+                elif isinstance(cmd, core.DetachVm):
+                    self._spawn(self.machines.detach(cmd, self.state.vms.get(cmd.name)))
+                elif isinstance(cmd, core.SaveSecret):
+                    save_credentials(self.machines.data_dir, cmd.name, credentials(cmd.secret))
             except TRANSIENT as exc:
                 # Commands are re-derived by reconciliation (resend, stale stop); a lost reply
                 # is retried by the client. Nothing here is the only copy of a decision.
@@ -486,13 +512,19 @@ class Daemon:
     def _provider(self, cluster: str) -> NodeProvider:
         compute = self.state.computes.get(cluster)
         name = compute.cluster.provider if compute is not None else "process"
-        provider = self.providers.get(name)
+        # the ssh provider is per cluster (its hosts and login); others are shared
+        key = f"ssh:{cluster}" if name == "ssh" else name
+        provider = self.providers.get(key)
         if provider is None:
             base = self.config.data_dir or Path()
-            provider = make_provider(
-                name, data_dir=base / "providers" / name, gpu_pool=self.config.gpu_pool
-            )
-            self.providers[name] = provider
+            if name == "ssh":
+                assert compute is not None
+                provider = make_ssh_provider(base, compute)
+            else:
+                provider = make_provider(
+                    name, data_dir=base / "providers" / name, gpu_pool=self.config.gpu_pool
+                )
+            self.providers[key] = provider
         return provider
 
     async def _create_node(self, cmd: core.CreateNode) -> None:
@@ -564,6 +596,8 @@ class Daemon:
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()
+        with contextlib.suppress(Exception):
+            await self.machines.close()
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
@@ -577,6 +611,10 @@ async def run_scheduler(
     config: SchedulerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Run the scheduler until ``stop`` is set."""
+    if config.data_dir is None:
+        from sortie.profile import default_data_dir
+
+        config = dataclasses.replace(config, data_dir=default_data_dir() / "scheduler")
     bus = await open_bus(config.url, "sortie-scheduler", create=True, reconnect_forever=True)
     daemon = Daemon(bus, config)
     try:

@@ -74,6 +74,36 @@ class NodeStopped:
 
 
 @dataclass(frozen=True)
+class VmProgress:
+    name: str
+    line: str
+
+
+@dataclass(frozen=True)
+class VmAttached:
+    name: str
+    remote_port: int | None = None
+
+
+@dataclass(frozen=True)
+class VmFailed:
+    name: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VmDetached:
+    name: str
+
+
+@dataclass(frozen=True)
+class VmLink:
+    name: str
+    link: str  # "connected" | "reconnecting"
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -89,6 +119,11 @@ Event = (
     | ReportSeen
     | NodeFailed
     | NodeStopped
+    | VmProgress
+    | VmAttached
+    | VmFailed
+    | VmDetached
+    | VmLink
     | Tick
 )
 
@@ -133,6 +168,33 @@ class StopNode:
 
 
 @dataclass(frozen=True)
+class AttachVm:
+    """Install and start an agent on a machine over SSH, and keep a link to it."""
+
+    name: str
+    vm: m.VmConfig
+    secret: m.SshSecret = field(repr=False)
+    trust_new_host_key: bool
+    run_id: None = None
+
+
+@dataclass(frozen=True)
+class DetachVm:
+    name: str
+    keep_files: bool
+    run_id: None = None
+
+
+@dataclass(frozen=True)
+class SaveSecret:
+    """Keep credentials on the scheduler's host (owner-only), under a compute's name."""
+
+    name: str
+    secret: m.SshSecret = field(repr=False)
+    run_id: None = None
+
+
+@dataclass(frozen=True)
 class Log:
     """One line for the daemon's log, with ids bound."""
 
@@ -140,7 +202,17 @@ class Log:
     fields: dict[str, object] = field(default_factory=dict)
 
 
-Command = SendToAgent | Reply | PublishEof | CreateNode | StopNode | Log
+Command = (
+    SendToAgent
+    | Reply
+    | PublishEof
+    | CreateNode
+    | StopNode
+    | AttachVm
+    | DetachVm
+    | SaveSecret
+    | Log
+)
 
 
 @dataclass(frozen=True)

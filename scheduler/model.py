@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proto import messages as m
-from proto.states import ON_AGENT
 
 BUILTIN_TARGETS = frozenset({"local"})
 
@@ -84,12 +83,13 @@ class SchedulerState:
     node_idle_since: dict[str, float] = field(default_factory=dict)
     preempt_deadline: dict[str, float] = field(default_factory=dict)  # node -> stop it at
     node_targets: dict[str, int] = field(default_factory=dict)  # cluster -> autoscaler target
+    vms: dict[str, m.VmRecord] = field(default_factory=dict)  # attached machines
+    dirty_vms: set[str] = field(default_factory=set)
+    deleted_vms: set[str] = field(default_factory=set)
 
     def known_targets(self) -> set[str]:
-        return set(BUILTIN_TARGETS) | {a.target for a in self.agents.values()} | set(self.computes)
-
-    def runs_on(self, agent_id: str) -> list[m.RunRecord]:
-        return [r for r in self.runs.values() if r.agent_id == agent_id and r.state in ON_AGENT]
+        agents = {a.target for a in self.agents.values()}
+        return set(BUILTIN_TARGETS) | agents | set(self.computes) | set(self.vms)
 
 
 def members(rec: m.RunRecord) -> list[m.GangMember]:

@@ -8,7 +8,7 @@ import msgspec
 
 from proto import messages as m
 from proto.states import ON_AGENT, TERMINAL, RunState
-from scheduler import clusters
+from scheduler import clusters, vms
 from scheduler.events import (
     AgentAsked,
     Command,
@@ -16,6 +16,7 @@ from scheduler.events import (
     Config,
     Log,
     Reply,
+    SaveSecret,
     SendToAgent,
     WhyAsked,
 )
@@ -53,17 +54,39 @@ def on_compute(
         return [Reply(ev.reply_to, m.SizesReply(sizes=sizes))]
     if isinstance(req, m.ComputeList):
         infos = [compute_info(state, n) for n in sorted(state.computes)]
-        return [Reply(ev.reply_to, m.ComputeListReply(computes=infos))]
+        machines = [state.vms[n] for n in sorted(state.vms)]
+        return [Reply(ev.reply_to, m.ComputeListReply(computes=infos, vms=machines))]
+    if isinstance(req, m.ComputeAttach):
+        return vms.attach(state, req, ev.reply_to, now)
+    if isinstance(req, m.ComputeDetach):
+        return vms.detach(state, req, ev.reply_to, now)
     if isinstance(req, m.ComputeCreate):
-        made = clusters.new_compute(req, set(state.computes), config.catalog, providers, now)
+        existing = set(state.computes) | set(state.vms)
+        made = clusters.new_compute(req, existing, config.catalog, providers, now)
         if isinstance(made, m.ErrorReply):
             return [Reply(ev.reply_to, made)]
+        created: list[Command] = []
+        if made.cluster.provider == "ssh":
+            assert made.cluster.ssh is not None  # checked by new_compute
+            if (why := vms.check_login(made.cluster.ssh, req.secret)) is not None:
+                return _error(ev.reply_to, "bad_request", why)
+            assert req.secret is not None
+            created.append(SaveSecret(name=made.name, secret=req.secret))
         state.computes[made.name] = made
         state.dirty_computes.add(made.name)
         return [
+            *created,
             Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, made.name))),
             Log("compute created", {"compute": made.name, "vm_size": made.cluster.vm_size}),
         ]
+    if req.name in state.vms:
+        if isinstance(req, m.ComputeShow):
+            return [Reply(ev.reply_to, m.VmReply(vm=state.vms[req.name]))]
+        return _error(
+            ev.reply_to,
+            "invalid_state",
+            f"{req.name} is an attached machine: use `sortie compute detach {req.name}`",
+        )
     rec = state.computes.get(req.name)
     if rec is None:
         known = ", ".join(sorted(state.computes)) or "none"

@@ -14,6 +14,7 @@ __all__ = [
     "ClusterConfiguration",
     "ComputeTarget",
     "Experiment",
+    "RemoteCompute",
     "Run",
     "RunConfiguration",
     "ScriptRunConfig",
@@ -28,6 +29,7 @@ _SDK = {
     "SubmittedRun",
     "ComputeTarget",
     "ClusterConfiguration",
+    "RemoteCompute",
 }
 
 

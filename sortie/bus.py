@@ -55,6 +55,7 @@ class Bus:
     agents: KeyValue
     computes: KeyValue
     nodes: KeyValue
+    vms: KeyValue
     blobs: ObjectStore
 
     async def close(self) -> None:
@@ -145,7 +146,13 @@ async def ensure_resources(js: JetStreamContext, *, replicas: int = 1) -> None:
             await js.stream_info(cfg.name)  # type: ignore[arg-type]
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
-    for bucket in (subjects.KV_RUNS, subjects.KV_AGENTS, subjects.KV_COMPUTES, subjects.KV_NODES):
+    for bucket in (
+        subjects.KV_RUNS,
+        subjects.KV_AGENTS,
+        subjects.KV_COMPUTES,
+        subjects.KV_NODES,
+        subjects.KV_VMS,
+    ):
         try:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -180,6 +187,7 @@ async def open_bus(
         agents = await js.key_value(subjects.KV_AGENTS)
         computes = await js.key_value(subjects.KV_COMPUTES)
         nodes = await js.key_value(subjects.KV_NODES)
+        vms = await js.key_value(subjects.KV_VMS)
         blobs = await js.object_store(subjects.OBJ_BLOBS)
     except nats.js.errors.BucketNotFoundError:
         await nc.close()
@@ -194,7 +202,15 @@ async def open_bus(
             "(`sortie up` does this)"
         ) from None
     return Bus(
-        url=url, nc=nc, js=js, runs=runs, agents=agents, computes=computes, nodes=nodes, blobs=blobs
+        url=url,
+        nc=nc,
+        js=js,
+        runs=runs,
+        agents=agents,
+        computes=computes,
+        nodes=nodes,
+        vms=vms,
+        blobs=blobs,
     )
 
 

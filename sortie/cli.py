@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     cc.add_argument("--min-nodes", type=int, default=0)
     cc.add_argument("--idle-seconds-before-scaledown", type=float, default=120.0)
     cc.add_argument("--vm-priority", choices=("dedicated", "lowpriority"), default="dedicated")
-    cc.add_argument("--provider", default="process")
+    cc.add_argument("--provider", default="process", help="process (default) or ssh")
+    cc.add_argument("--hosts", help="provider ssh: the pool's machines, h1,h2,...")
+    _ssh_options(cc, address=False)
     cu = comp.add_parser("update", help="change a cluster's node limits")
     cu.add_argument("name")
     cu.add_argument("--min-nodes", type=int)
@@ -121,9 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     cd.add_argument("--force", action="store_true", help="cancel its active runs")
     cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
     cs.add_argument("name")
+    ca = comp.add_parser("attach", help="attach a machine over SSH as a compute target")
+    ca.add_argument("name")
+    ca.add_argument("--type", choices=("vm",), default="vm")
+    _ssh_options(ca, address=True)
+    ca.add_argument(
+        "--advertised-url",
+        help="the agent reaches the broker here (default: "
+        "through a reverse port forward on the SSH connection)",
+    )
+    ca.add_argument("--no-wait", action="store_true", help="return before the agent runs")
+    cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
+    cdt.add_argument("name")
+    cdt.add_argument("--keep-files", action="store_true", help="leave the install in place")
+    cdt.add_argument("--force", action="store_true", help="cancel its active runs")
     comp.add_parser("list", help="clusters")
     comp.add_parser("sizes", help="node sizes")
-    for sp in (cc, cu, cd, cs, comp.choices["list"], comp.choices["sizes"]):
+    for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
         sp.add_argument("--output", choices=("text", "json"), default="text")
 
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
@@ -189,6 +205,90 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("run_id")
     dl.add_argument("dest", type=Path)
     return p
+
+
+def _ssh_options(p: argparse.ArgumentParser, *, address: bool) -> None:
+    """SSH login options. Secrets come from a file, an environment variable or stdin, never
+    from the command line."""
+    if address:
+        p.add_argument("--address", required=True, help="host name or IP address")
+    p.add_argument("--ssh-port", type=int, default=22)
+    p.add_argument("--username", help="the remote user (no root needed)")
+    p.add_argument("--private-key-file", type=Path, metavar="PATH")
+    p.add_argument("--passphrase-env", metavar="VAR", help="the key's passphrase is in $VAR")
+    p.add_argument("--passphrase-stdin", action="store_true", help="read the passphrase")
+    p.add_argument("--password-env", metavar="VAR", help="the password is in $VAR")
+    p.add_argument("--password-stdin", action="store_true", help="read the password")
+    p.add_argument(
+        "--known-hosts",
+        type=Path,
+        metavar="FILE",
+        help="verify host keys against FILE (default: ~/.ssh/known_hosts)",
+    )
+    p.add_argument(
+        "--trust-new-host-key",
+        action="store_true",
+        help="accept and record the key of a host not yet in known_hosts",
+    )
+
+
+def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
+    """The login settings and the secret, from files, environment variables or stdin."""
+    if not args.username:
+        raise UsageError("--username is required")
+    key_file: Path | None = args.private_key_file
+    if key_file is not None and (args.password_env or args.password_stdin):
+        raise UsageError("give either --private-key-file or a password, not both")
+    if key_file is None and not (args.password_env or args.password_stdin):
+        raise UsageError(
+            "credentials are required: --private-key-file PATH, or --password-env VAR / "
+            "--password-stdin (secrets are never taken from the command line)"
+        )
+
+    def from_env(var: str, what: str) -> str:
+        value = os.environ.get(var)
+        if not value:
+            raise UsageError(f"the {what} was to be in ${var}, but it is not set")
+        return value
+
+    def from_stdin(what: str) -> str:
+        if sys.stdin.isatty():
+            import getpass
+
+            return getpass.getpass(f"{what}: ")
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise UsageError(f"no {what} on standard input")
+        return line
+
+    secret: m.SshSecret
+    auth: Literal["key", "password"]
+    if key_file is not None:
+        try:
+            key_text = key_file.expanduser().read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read the private key file {key_file}: {exc}") from None
+        passphrase = None
+        if args.passphrase_env:
+            passphrase = from_env(args.passphrase_env, "passphrase")
+        elif args.passphrase_stdin:
+            passphrase = from_stdin("passphrase")
+        secret = m.SshSecret(private_key=key_text, passphrase=passphrase)
+        auth = "key"
+    else:
+        password = (
+            from_env(args.password_env, "password") if args.password_env else from_stdin("password")
+        )
+        secret = m.SshSecret(password=password)
+        auth = "password"
+    known = str(args.known_hosts.expanduser().resolve()) if args.known_hosts else None
+    login = m.SshLogin(
+        username=args.username,
+        ssh_port=args.ssh_port,
+        auth=auth,
+        known_hosts=known,
+    )
+    return login, secret
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -569,6 +669,13 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
     cmd = args.compute_command
     request: m.Message
     if cmd == "create":
+        login: m.SshLogin | None = None
+        secret: m.SshSecret | None = None
+        hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+        if args.provider == "ssh":
+            login, secret = _ssh_login(args)
+        elif hosts:
+            raise UsageError("--hosts is for --provider ssh")
         request = m.ComputeCreate(
             name=args.name,
             cluster=m.ClusterConfig(
@@ -578,8 +685,22 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
                 idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
                 vm_priority=args.vm_priority,
                 provider=args.provider,
+                hosts=hosts,
+                ssh=login,
             ),
+            secret=secret,
+            trust_new_host_key=args.trust_new_host_key,
         )
+    elif cmd == "attach":
+        login, secret = _ssh_login(args)
+        request = m.ComputeAttach(
+            name=args.name,
+            vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
+            secret=secret,
+            trust_new_host_key=args.trust_new_host_key,
+        )
+    elif cmd == "detach":
+        request = m.ComputeDetach(name=args.name, keep_files=args.keep_files, force=args.force)
     elif cmd == "update":
         request = m.ComputeUpdate(
             name=args.name,
@@ -596,11 +717,23 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
     else:
         request = m.SizesList()
     reply = await client.compute(request)
+    if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
+        reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
+    if isinstance(reply, m.VmReply):
+        if args.output == "json":
+            print(json.dumps(vm_to_dict(reply.vm), indent=2))
+        else:
+            _print_vm(reply.vm)
+        if cmd == "attach" and reply.vm.provisioning_state == "Failed":
+            return EXIT_RUN_FAILED
+        return EXIT_OK
     if args.output == "json":
         if isinstance(reply, m.ComputeReply):
             print(json.dumps(compute_to_dict(reply.info), indent=2))
         elif isinstance(reply, m.ComputeListReply):
-            print(json.dumps([compute_to_dict(i) for i in reply.computes], indent=2))
+            listed = [compute_to_dict(i) for i in reply.computes]
+            listed += [vm_to_dict(v) for v in reply.vms]
+            print(json.dumps(listed, indent=2))
         else:
             print(json.dumps([msgspec.to_builtins(s) for s in reply.sizes], indent=2))
         return EXIT_OK
@@ -625,6 +758,10 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
                 str(i.compute.cluster.max_nodes),
             )
             for i in reply.computes
+        ]
+        rows += [
+            (v.name, "vm", v.vm.address, "dedicated", v.provisioning_state, "1", "-", "-")
+            for v in reply.vms
         ]
         _table(rows)
     else:
@@ -651,6 +788,55 @@ def compute_to_dict(info: m.ComputeInfo) -> dict[str, Any]:
         "decisions": [msgspec.to_builtins(d) for d in c.decisions],
         "created_at": iso(c.created_at),
     }
+
+
+async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.VmRecord:
+    """Print the attach's progress as it happens; return the record once it has settled."""
+    shown = 0
+    while True:
+        if not quiet:
+            for line in vm.progress[shown:]:
+                print(f"[{vm.name}] {line}", file=sys.stderr, flush=True)
+        shown = len(vm.progress)
+        if vm.provisioning_state != "Creating":
+            return vm
+        await asyncio.sleep(0.5)
+        reply = await client.compute(m.ComputeShow(name=vm.name))
+        vm = reply.vm
+        shown = min(shown, len(vm.progress))
+
+
+def vm_to_dict(vm: m.VmRecord) -> dict[str, Any]:
+    return {
+        "name": vm.name,
+        "type": "vm",
+        "address": vm.vm.address,
+        "ssh_port": vm.vm.ssh.ssh_port,
+        "username": vm.vm.ssh.username,
+        "auth": vm.vm.ssh.auth,
+        "advertised_url": vm.vm.advertised_url,
+        "provisioning_state": vm.provisioning_state,
+        "provisioning_errors": [msgspec.to_builtins(e) for e in vm.provisioning_errors],
+        "link": vm.link,
+        "progress": list(vm.progress),
+        "created_at": iso(vm.created_at),
+    }
+
+
+def _print_vm(vm: m.VmRecord) -> None:
+    rows = [
+        ("name", vm.name),
+        ("type", "vm"),
+        (
+            "address",
+            f"{vm.vm.ssh.username}@{vm.vm.address}:{vm.vm.ssh.ssh_port} ({vm.vm.ssh.auth})",
+        ),
+        ("provisioning", vm.provisioning_state),
+        ("link", vm.link),
+    ]
+    rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in vm.provisioning_errors[-3:]]
+    rows += [("progress", line) for line in vm.progress[-5:]]
+    _table(rows)
 
 
 def _print_compute(info: m.ComputeInfo) -> None:

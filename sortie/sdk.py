@@ -21,7 +21,7 @@ import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -278,13 +278,81 @@ class ClusterConfiguration:
         )
 
 
+@dataclass
+class RemoteAttachConfiguration:
+    """What ``ComputeTarget.attach`` attaches: a machine reached over SSH."""
+
+    address: str
+    username: str
+    ssh_port: int = 22
+    password: str | None = field(default=None, repr=False)
+    private_key_file: str | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+    known_hosts: str | None = None
+    trust_new_host_key: bool = False
+    advertised_url: str | None = None
+
+    def to_request(self, name: str) -> m.ComputeAttach:
+        if (self.password is None) == (self.private_key_file is None):
+            raise ValueError("give either password or private_key_file")
+        if self.private_key_file is not None:
+            secret = m.SshSecret(
+                private_key=Path(self.private_key_file).expanduser().read_text(),
+                passphrase=self.private_key_passphrase,
+            )
+            auth: Literal["key", "password"] = "key"
+        else:
+            secret = m.SshSecret(password=self.password)
+            auth = "password"
+        known = str(Path(self.known_hosts).expanduser().resolve()) if self.known_hosts else None
+        login = m.SshLogin(
+            username=self.username, ssh_port=self.ssh_port, auth=auth, known_hosts=known
+        )
+        return m.ComputeAttach(
+            name=name,
+            vm=m.VmConfig(address=self.address, ssh=login, advertised_url=self.advertised_url),
+            secret=secret,
+            trust_new_host_key=self.trust_new_host_key,
+        )
+
+
+class RemoteCompute:
+    """An existing machine attached over SSH (the hosted platform's RemoteCompute)."""
+
+    @staticmethod
+    def attach_configuration(
+        address: str,
+        username: str,
+        ssh_port: int = 22,
+        password: str | None = None,
+        private_key_file: str | None = None,
+        private_key_passphrase: str | None = None,
+        known_hosts: str | None = None,
+        trust_new_host_key: bool = False,
+        advertised_url: str | None = None,
+    ) -> RemoteAttachConfiguration:
+        return RemoteAttachConfiguration(
+            address=address,
+            username=username,
+            ssh_port=ssh_port,
+            password=password,
+            private_key_file=private_key_file,
+            private_key_passphrase=private_key_passphrase,
+            known_hosts=known_hosts,
+            trust_new_host_key=trust_new_host_key,
+            advertised_url=advertised_url,
+        )
+
+
 class ComputeTarget:
-    """A named compute target (a managed cluster), as the hosted platform's SDK has it."""
+    """A named compute target (a managed cluster or an attached machine), as the hosted
+    platform's SDK has it."""
 
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
         self.name = name
         self._info: m.ComputeInfo | None = None
+        self._vm: m.VmRecord | None = None
 
     def __repr__(self) -> str:
         return f"ComputeTarget(name={self.name!r})"
@@ -299,6 +367,18 @@ class ComputeTarget:
         target = cls(workspace, name)
         target._info = target._ask(m.ComputeCreate(name=name, cluster=configuration.to_spec())).info
         return target
+
+    @classmethod
+    def attach(
+        cls, workspace: Workspace, name: str, configuration: RemoteAttachConfiguration
+    ) -> ComputeTarget:
+        """Start attaching a machine; ``wait_for_completion`` follows it to the end."""
+        target = cls(workspace, name)
+        target._vm = target._ask(configuration.to_request(name)).vm
+        return target
+
+    def detach(self, keep_files: bool = False, force: bool = False) -> None:
+        self._vm = self._ask(m.ComputeDetach(name=self.name, keep_files=keep_files, force=force)).vm
 
     @classmethod
     def list(cls, workspace: Workspace) -> builtins.list[ComputeTarget]:
@@ -316,19 +396,28 @@ class ComputeTarget:
         return [msgspec.to_builtins(s) for s in reply.sizes]
 
     def refresh_state(self) -> None:
-        self._info = self._ask(m.ComputeShow(name=self.name)).info
+        reply = self._ask(m.ComputeShow(name=self.name))
+        if isinstance(reply, m.VmReply):
+            self._vm = reply.vm
+        else:
+            self._info = reply.info
 
     def get_status(self) -> dict[str, Any]:
-        """provisioning_state, provisioning_errors, node counts and recent decisions."""
+        """provisioning_state, provisioning_errors, and node counts and recent decisions
+        (clusters) or the attach's progress (attached machines)."""
         self.refresh_state()
-        from sortie.cli import compute_to_dict
+        from sortie.cli import compute_to_dict, vm_to_dict
 
+        if self._vm is not None:
+            return vm_to_dict(self._vm)
         assert self._info is not None
         return compute_to_dict(self._info)
 
     @property
     def provisioning_state(self) -> str:
         self.refresh_state()
+        if self._vm is not None:
+            return self._vm.provisioning_state
         assert self._info is not None
         return self._info.compute.provisioning_state
 
@@ -355,10 +444,20 @@ class ComputeTarget:
         import time
 
         deadline = time.monotonic() + timeout_s
+        shown, last = 0, None
         while True:
             state = self.provisioning_state
             if show_output:
-                print(f"{self.name}: {state}", flush=True)
+                lines = self._vm.progress if self._vm is not None else []
+                for line in lines[shown:]:
+                    print(f"[{self.name}] {line}", flush=True)
+                shown = len(lines)
+                if state != last:
+                    print(f"{self.name}: {state}", flush=True)
+            last = state
             if state != "Creating" or time.monotonic() > deadline:
+                if show_output and self._vm is not None:
+                    for err in self._vm.provisioning_errors[-1:]:
+                        print(f"[{self.name}] {err.code}: {err.message}", flush=True)
                 return state
             time.sleep(0.5)

@@ -7,6 +7,7 @@ from scheduler.providers.base import (
     ProviderError,
     ProviderNode,
     make_provider,
+    make_ssh_provider,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "ProviderError",
     "ProviderNode",
     "make_provider",
+    "make_ssh_provider",
 ]

@@ -90,7 +90,8 @@ _FACTORIES: dict[str, Callable[[Path, list[str] | None, Sequence[int]], NodeProv
     "process": _process,
 }
 
-KNOWN_PROVIDERS = tuple(sorted(_FACTORIES))
+# "ssh" is made per cluster (its hosts and login) by ``make_ssh_provider`` below.
+KNOWN_PROVIDERS = tuple(sorted([*_FACTORIES, "ssh"]))
 
 
 def make_provider(
@@ -106,9 +107,25 @@ def make_provider(
     ``-m sortie.cli``); ``gpu_pool`` lists host GPU indices nodes may be given (``process``).
     """
     factory = _FACTORIES.get(name)
+    if name == "ssh":
+        raise ProviderError(
+            "bad_request", "the ssh provider is made per cluster: use make_ssh_provider"
+        )
     if factory is None:
         raise ProviderError(
             "unknown_provider",
             f"no node provider called {name!r}; known providers: {', '.join(KNOWN_PROVIDERS)}",
         )
     return factory(data_dir, agent_command, gpu_pool)
+
+
+def make_ssh_provider(data_dir: Path, compute: m.ComputeRecord) -> NodeProvider:
+    """The ``ssh`` provider of one cluster: its pool of hosts and its login."""
+    from scheduler.providers.ssh import SshPoolProvider
+
+    cfg = compute.cluster
+    if cfg.ssh is None or not cfg.hosts:
+        raise ProviderError("bad_request", f"{compute.name} has no ssh hosts or login")
+    return SshPoolProvider(
+        data_dir=data_dir, cluster=compute.name, hosts=list(cfg.hosts), login=cfg.ssh
+    )
