@@ -341,6 +341,8 @@ class SshLogin(Message, frozen=True, kw_only=True):
     ssh_port: int = 22
     auth: Literal["key", "password"]
     known_hosts: str | None = None  # a known_hosts file on the scheduler's host
+    # pools: record the key of a host not yet known when it is first used (an explicit choice)
+    trust_new_host_key: bool = False
 
 
 class VmConfig(Message, frozen=True, kw_only=True):
@@ -537,9 +539,16 @@ class WhyReply(Message, frozen=True, kw_only=True, tag="why_reply"):
 
 
 ComputeRequest = (
-    ComputeCreate | ComputeUpdate | ComputeDelete | ComputeShow | ComputeList | SizesList
+    ComputeCreate
+    | ComputeUpdate
+    | ComputeDelete
+    | ComputeShow
+    | ComputeList
+    | SizesList
+    | ComputeAttach
+    | ComputeDetach
 )
-ComputeReplyOrError = ComputeReply | ComputeListReply | SizesReply | ErrorReply
+ComputeReplyOrError = ComputeReply | ComputeListReply | SizesReply | VmReply | ErrorReply
 AgentRequest = AgentList | AgentAdmin
 AgentReplyOrError = AgentListReply | AgentReply | ErrorReply
 WhyReplyOrError = WhyReply | ErrorReply

@@ -287,6 +287,9 @@ def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
         ssh_port=args.ssh_port,
         auth=auth,
         known_hosts=known,
+        trust_new_host_key=bool(
+            getattr(args, "provider", None) == "ssh" and args.trust_new_host_key
+        ),
     )
     return login, secret
 

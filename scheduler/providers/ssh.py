@@ -33,6 +33,7 @@ from scheduler.ssh import (
 class _Node:
     host: str
     cluster: str
+    remote_dir: str  # the node's own install (two pool hosts may be one machine)
     link: SshLink | None = None  # set once the forward is up
 
 
@@ -48,9 +49,6 @@ class SshPoolProvider:
     name: str = "ssh"
     nodes: dict[str, _Node] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def _remote_dir(self) -> str:
-        return f".sortie-pool-{self.cluster}"
 
     def _known_hosts(self) -> Path:
         if self.login.known_hosts:
@@ -73,7 +71,9 @@ class SshPoolProvider:
                     "add hosts to the pool or lower max_nodes",
                 )
             host = free[0]
-            self.nodes[request.node_id] = _Node(host=host, cluster=request.cluster)
+            self.nodes[request.node_id] = _Node(
+                host=host, cluster=request.cluster, remote_dir=f".sortie-{request.node_id}"
+            )
         try:
             await self._start(request, host)
         except BaseException:
@@ -90,12 +90,18 @@ class SshPoolProvider:
                 f"key or password ({exc})",
             ) from None
         target = self._target(host)
+        remote_dir = self.nodes[request.node_id].remote_dir
         try:
-            conn = await connect(target, creds, known_hosts=self._known_hosts())
+            conn = await connect(
+                target,
+                creds,
+                known_hosts=self._known_hosts(),
+                trust_new_host_key=self.login.trust_new_host_key,
+            )
             try:
                 wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
                 sortie_bin = await install_agent(
-                    conn, wheelhouse, remote_dir=self._remote_dir(), progress=lambda _: None
+                    conn, wheelhouse, remote_dir=remote_dir, progress=lambda _: None
                 )
                 u = urlparse(request.broker_url)
                 link = SshLink(
@@ -124,7 +130,7 @@ class SshPoolProvider:
                 await start_agent(
                     conn,
                     sortie_bin=sortie_bin,
-                    remote_dir=self._remote_dir(),
+                    remote_dir=remote_dir,
                     broker_url=f"nats://127.0.0.1:{link.remote_port}",
                     target=request.cluster,
                     agent_id=request.node_id,
@@ -147,8 +153,8 @@ class SshPoolProvider:
             creds = load_credentials(self.data_dir, self.cluster)
             conn = await connect(self._target(node.host), creds, known_hosts=self._known_hosts())
             try:
-                await stop_agent(conn, remote_dir=self._remote_dir(), grace_s=grace_s)
-                await remove_install(conn, remote_dir=self._remote_dir())
+                await stop_agent(conn, remote_dir=node.remote_dir, grace_s=grace_s)
+                await remove_install(conn, remote_dir=node.remote_dir)
             finally:
                 conn.close()
         except (SshError, OSError):

@@ -31,15 +31,22 @@ class Installation:
     log: Path
 
     def cli(
-        self, *args: str, timeout: float = 120, check: bool = False, cwd: Path | None = None
+        self,
+        *args: str,
+        timeout: float = 120,
+        check: bool = False,
+        cwd: Path | None = None,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*SORTIE, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=cwd or REPO,
+            input=input if input is not None else "",
         )
         if check and proc.returncode != 0:
             raise AssertionError(
