@@ -390,3 +390,37 @@ def test_passphrase_key_and_a_scheduler_restart_restores_the_link(
         detach(inst, "key-box")
     finally:
         stop_up(proc)
+
+
+def test_advertised_url_skips_the_reverse_forward(
+    installation: Installation,
+    sshd: Sshd,
+    known_hosts: Path,
+    client_key: ClientKey,
+    tmp_path: Path,
+) -> None:
+    key = key_file(tmp_path, client_key)
+    proc = installation.cli(
+        *attach_args(
+            "direct",
+            sshd,
+            known_hosts,
+            "--private-key-file",
+            str(key),
+            "--advertised-url",
+            installation.url,
+        ),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    vm = show(installation, "direct")
+    assert vm["advertised_url"] == installation.url
+    assert not any("reverse port forward" in line for line in vm["progress"])
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("print('direct to the broker')\n")
+    done = installation.cli(
+        "run", "submit", str(src), "--script", "t.py", "--target", "direct", "--wait", timeout=120
+    )
+    assert done.returncode == 0 and "direct to the broker" in done.stdout, done.stderr
+    detach(installation, "direct")
