@@ -61,8 +61,24 @@ class PythonEnvironment(Message, frozen=True, kw_only=True):
     channels: list[str] = []  # conda channels, in priority order
 
 
+class DockerSection(Message, frozen=True, kw_only=True):
+    """Run the script in a container (a Docker-compatible engine on the agent host).
+
+    ``arguments`` are extra ``docker run``-style options; the supported ones are
+    ``--ipc=host|private``, ``--cap-add=CAP``, ``--ulimit=NAME=SOFT[:HARD]`` and
+    ``--env=KEY=VALUE``.
+    """
+
+    enabled: bool = False
+    base_image: str | None = None
+    gpu_support: bool = False  # pass the run's GPUs as device requests
+    shm_size: str | None = None  # e.g. "2g"
+    arguments: list[str] = []
+
+
 class Environment(Message, frozen=True, kw_only=True):
     python: PythonEnvironment = PythonEnvironment()
+    docker: DockerSection = DockerSection()
 
 
 class Resources(Message, frozen=True, kw_only=True):
@@ -260,6 +276,7 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     labels: dict[str, str] = {}
     priority: NodePriority = "dedicated"
     preempting: bool = False  # a preemption notice arrived: take no new runs
+    container_engine: str | None = None  # e.g. "podman 4.3.1" when DOCKER_HOST answers
 
 
 class Assign(Message, frozen=True, kw_only=True, tag="assign"):
@@ -319,6 +336,7 @@ class AgentRecord(Message, frozen=True, kw_only=True):
     labels: dict[str, str] = {}
     priority: NodePriority = "dedicated"
     gpus: list[GpuDevice] = []
+    container_engine: str | None = None
 
 
 # --- compute targets (clusters), nodes, agent administration --------------------------------

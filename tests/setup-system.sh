@@ -42,6 +42,23 @@ if [ ! -x /usr/sbin/sshd ]; then
     fi
 fi
 
+# The container tests need a real engine: Podman's Docker-compatible API (tests start it with
+# their own containers.conf), runc, and busybox-static for a locally built test image.
+missing=""
+for tool in podman runc busybox; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null; then
+        say "installing podman, runc, busybox-static (missing:$missing)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc \
+            busybox-static uidmap slirp4netns >/dev/null; } || say "could not install them."
+    else
+        say "no apt-get: install podman, runc and busybox yourself."
+    fi
+fi
+
 # Make sure the distribution's sshd service is not running or enabled (the tests start their own).
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
