@@ -22,6 +22,7 @@ def slots(state: SchedulerState) -> list[Slot]:
             unavailable_why=why or "",
             priority=a.priority,
             labels=a.labels,
+            container_engine=a.container_engine is not None,
         )
     for rec in state.runs.values():
         if rec.state not in ON_AGENT:

@@ -237,6 +237,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             known.labels != hb.labels
             or known.priority != hb.priority
             or known.preempting != hb.preempting
+            or known.container_engine != hb.container_engine
             or not known.confirmed
         )
         known.last_seen = now
@@ -246,6 +247,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         known.gpus = list(hb.gpus)
         known.labels = dict(hb.labels)
         known.priority = hb.priority
+        known.container_engine = hb.container_engine
         known.preempting = known.preempting or hb.preempting
         known.confirmed = True
         if changed:
@@ -272,6 +274,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         labels=dict(hb.labels),
         priority=hb.priority,
         gpus=list(hb.gpus),
+        container_engine=hb.container_engine,
     )
     state.dirty_agents.add(hb.agent_id)
     return [

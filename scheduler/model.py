@@ -30,6 +30,7 @@ class AgentView:
     labels: dict[str, str] = field(default_factory=dict)
     priority: m.NodePriority = "dedicated"
     gpus: list[m.GpuDevice] = field(default_factory=list)
+    container_engine: str | None = None
 
     def unavailable(self) -> str | None:
         """Why no new run may go here, or None."""
@@ -60,6 +61,7 @@ class AgentView:
             labels=dict(self.labels),
             priority=self.priority,
             gpus=list(self.gpus),
+            container_engine=self.container_engine,
         )
 
 

@@ -30,6 +30,7 @@ class Slot:
     unavailable_why: str = "agent not available (lost or reconnecting)"
     priority: m.NodePriority = "dedicated"
     labels: dict[str, str] = field(default_factory=dict)
+    container_engine: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def _reject(slot: Slot, spec: m.RunSpec) -> str | None:
     req = spec.resources
     if not slot.available:
         return slot.unavailable_why
+    if spec.environment.docker.enabled and not slot.container_engine:
+        return "agent has no container engine (docker.enabled needs one)"
     if spec.dedicated_only and slot.priority == "lowpriority":
         return "run needs a dedicated node; agent is low-priority"
     for key, want in sorted(spec.constraints.items()):

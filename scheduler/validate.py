@@ -64,6 +64,12 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
                     "'_', not starting with a digit; SORTIE_* names are reserved"
                 ),
             )
+    docker = spec.environment.docker
+    if docker.enabled and not (docker.base_image or "").strip():
+        return m.ErrorReply(
+            code="bad_request",
+            message="docker.enabled needs a base image (--docker-image IMAGE / base_image)",
+        )
     py = spec.environment.python
     if py.user_managed and (py.pip or py.conda):
         return m.ErrorReply(

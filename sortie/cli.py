@@ -160,6 +160,21 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument("--pip", nargs="+", metavar="PKG", help="build an environment with these")
     env.add_argument("--requirements", type=Path, metavar="FILE")
     env.add_argument("--conda-file", type=Path, metavar="FILE")
+    s.add_argument("--docker-image", metavar="IMAGE", help="run in a container from IMAGE")
+    s.add_argument("--docker-shm-size", metavar="SIZE", help="the container's /dev/shm, e.g. 2g")
+    s.add_argument(
+        "--docker-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an extra docker-run option: --ipc=host, --cap-add=X, --ulimit=..., "
+        "--env=K=V (repeatable; write it as --docker-arg=--ipc=host)",
+    )
+    s.add_argument(
+        "--docker-gpus",
+        action="store_true",
+        help="pass the run's GPUs into the container (device requests)",
+    )
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--max-duration", type=float, metavar="SECONDS")
     s.add_argument("--priority", type=int, default=0)
@@ -480,8 +495,20 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         raise UsageError(f"source directory {source} does not exist")
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory: give the folder that holds your script")
+    docker = m.DockerSection()
+    if args.docker_image:
+        docker = m.DockerSection(
+            enabled=True,
+            base_image=args.docker_image,
+            shm_size=args.docker_shm_size,
+            arguments=list(args.docker_arg),
+            gpu_support=args.docker_gpus,
+        )
+    elif args.docker_shm_size or args.docker_arg or args.docker_gpus:
+        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
     options = SubmitOptions(
         script=args.script,
+        docker=docker,
         experiment=args.experiment,
         target=args.target,
         arguments=[*args.args, *script_args],

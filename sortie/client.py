@@ -73,6 +73,7 @@ class SubmitOptions:
     priority: int = 0
     resources: m.Resources = field(default_factory=m.Resources)
     snapshot_limit_bytes: int | None = None
+    docker: m.DockerSection = field(default_factory=m.DockerSection)
     node_count: int = 1
     max_retries: int = 0
     constraints: dict[str, str] = field(default_factory=dict)
@@ -139,7 +140,7 @@ class Client:
             target=options.target,
             script=normalise_script(options.script),
             arguments=list(options.arguments),
-            environment=m.Environment(python=options.environment),
+            environment=m.Environment(python=options.environment, docker=options.docker),
             env_vars=dict(options.env_vars),
             max_duration_s=options.max_duration_s,
             resources=options.resources,
@@ -376,6 +377,7 @@ def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> di
             "bytes": spec.snapshot_bytes,
         },
         "environment": msgspec.to_builtins(spec.environment.python),
+        "docker": msgspec.to_builtins(spec.environment.docker),
         "metrics": metrics,
         "artifacts": [a.path for a in rec.artifacts],
         "error": None

@@ -126,8 +126,31 @@ class PythonSection:
 
 
 @dataclass
+class DockerSettings:
+    """``rc.environment.docker``: run in a container from ``base_image``."""
+
+    enabled: bool = False
+    base_image: str | None = None
+    gpu_support: bool = False
+    shm_size: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+    def to_spec(self) -> m.DockerSection:
+        if self.enabled and not self.base_image:
+            raise ValueError("docker.enabled needs docker.base_image")
+        return m.DockerSection(
+            enabled=self.enabled,
+            base_image=self.base_image,
+            gpu_support=self.gpu_support,
+            shm_size=self.shm_size,
+            arguments=list(self.arguments),
+        )
+
+
+@dataclass
 class EnvironmentSection:
     python: PythonSection = field(default_factory=PythonSection)
+    docker: DockerSettings = field(default_factory=DockerSettings)
 
 
 @dataclass
@@ -163,6 +186,7 @@ class ScriptRunConfig:
             target=self.compute_target or rc.target,
             arguments=[str(a) for a in self.arguments],
             environment=rc.environment.python.to_spec(),
+            docker=rc.environment.docker.to_spec(),
             env_vars=dict(rc.environment_variables),
             max_duration_s=rc.max_run_duration_seconds,
             priority=rc.priority,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import msgspec
+
 from proto import messages as m
 from proto.states import RunState
 from scheduler import core
@@ -315,3 +317,28 @@ def test_placement_filters_dedicated_gpu_type_and_labels() -> None:
     assert s.runs["dedicated"].agent_id == "ded"
     reply = submit(s, "v100", target="t", resources=m.Resources(gpus=1, gpu_type="V100"))
     assert isinstance(reply, m.ErrorReply) and "of type V100" in reply.message
+
+
+def test_docker_runs_only_go_to_agents_with_an_engine() -> None:
+    s = SchedulerState()
+    plain = m.Heartbeat(
+        agent_id="plain",
+        incarnation="i",
+        target="t",
+        hostname="h",
+        sent_at=0,
+        capacity=m.Capacity(cpus=4, memory_mb=1000),
+    )
+    core.handle(s, core.HeartbeatSeen(heartbeat=plain), 0.0, CFG)
+    docker = m.Environment(docker=m.DockerSection(enabled=True, base_image="img"))
+    submit(s, "boxed", target="t", environment=docker)
+    core.decide(s, 1.0, CFG, ids())
+    assert s.why["boxed"] == {"agent has no container engine (docker.enabled needs one)": 1}
+    with_engine = msgspec.structs.replace(plain, agent_id="eng", container_engine="podman 4.3.1")
+    core.handle(s, core.HeartbeatSeen(heartbeat=with_engine), 2.0, CFG)
+    core.decide(s, 2.0, CFG, ids())
+    assert s.runs["boxed"].agent_id == "eng"
+    assert s.agents["eng"].record().container_engine == "podman 4.3.1"
+    no_image = m.Environment(docker=m.DockerSection(enabled=True))
+    reply = submit(s, "no-image", target="t", environment=no_image)
+    assert isinstance(reply, m.ErrorReply) and "needs a base image" in reply.message
