@@ -11,6 +11,12 @@ end without a report (the scheduler has moved on, or will requeue the run).
 
 GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
 back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
+
+With ``environment.docker.enabled`` the script runs in a container (:mod:`agents.executors.
+container`) instead of the agent's Python environment: the snapshot is mounted read-only at
+:data:`C_WORK`, its ``outputs/`` writable over it, and the run-context module, the metrics
+pipe, the stop-reason file and the hostfile at fixed paths; the container sees the run's
+variables only (with those paths), never the agent's own environment.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Literal
 
 import nats.errors
@@ -29,8 +35,18 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from agents.engine import DEFAULT_DOCKER_HOST, EngineError, check_engine, open_docker
 from agents.envcache import EnvCache, EnvError
-from agents.executors import Execution, Executor, Launch, Outcome, StopWord
+from agents.executors import (
+    ContainerSpec,
+    Execution,
+    Executor,
+    Launch,
+    Mount,
+    Outcome,
+    StopWord,
+)
+from agents.executors import container as cx
 from agents.gpus import GpuPool, cuda_env, gpu_request_error
 from agents.metrics_fifo import MetricsFifo, parse_metric
 from agents.publisher import RunOutput, send_report
@@ -44,6 +60,14 @@ from sortie.bus import missing_blobs, put_blob, sha256_file
 StopReason = Literal["canceled", "stale", "shutdown", "preempted"]
 MAX_BAD_METRIC_LINES = 20
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
+
+# where a container run finds its parts
+C_WORK = PurePosixPath("/sortie/work")
+C_OUTPUTS = C_WORK / "outputs"
+C_RUNTIME = PurePosixPath("/sortie/runtime")
+C_METRICS = PurePosixPath("/sortie/metrics")
+C_STOP_REASON = PurePosixPath("/sortie/stop-reason")
+C_HOSTFILE = PurePosixPath("/sortie/hostfile")
 
 # what the run reads in its stop-reason file: a stale attempt is, to the script, canceled
 STOP_WORDS: dict[StopReason, StopWord] = {
@@ -71,12 +95,14 @@ class AttemptDeps:
     gpus: GpuPool  # shared by every attempt of the agent (event loop only)
     preempt_grace_s: float = 30.0
     node_priority: m.NodePriority = "dedicated"
+    docker_host: str = DEFAULT_DOCKER_HOST  # the engine container runs use
+    containers: Executor = field(default_factory=cx.ContainerExecutor)
 
 
 # --- pure helpers --------------------------------------------------------------------------
 
 
-def script_argv(python: str, script_path: Path, arguments: list[str]) -> list[str]:
+def script_argv(python: str, script_path: PurePath, arguments: list[str]) -> list[str]:
     """How a script is started: python for .py, sh for .sh, directly otherwise."""
     if script_path.suffix == ".py":
         return [python, str(script_path), *arguments]
@@ -93,10 +119,10 @@ class RankInfo:
     world_size: int
     master_addr: str | None
     master_port: int | None
-    hostfile: Path
+    hostfile: PurePath
 
     @classmethod
-    def of(cls, assign: m.Assign, hostfile: Path) -> RankInfo:
+    def of(cls, assign: m.Assign, hostfile: PurePath) -> RankInfo:
         return cls(
             rank=assign.rank,
             world_size=assign.world_size,
@@ -132,10 +158,10 @@ def child_env(
     *,
     run_id: str,
     attempt: int,
-    metrics_file: Path,
-    outputs_dir: Path,
-    runtime_dir: Path,
-    stop_reason_file: Path | None = None,
+    metrics_file: PurePath,
+    outputs_dir: PurePath,
+    runtime_dir: PurePath,
+    stop_reason_file: PurePath | None = None,
     node_priority: m.NodePriority = "dedicated",
     gpus: list[int] | None = None,
     rank: RankInfo | None = None,
@@ -406,10 +432,18 @@ class Attempt:
             await deps.snapshots.materialise(spec.snapshot_id, self.workdir, out.system)
         except SnapshotError as exc:
             return await self._fail("snapshot", str(exc))
-        try:
-            env = await deps.envs.prepare(spec.environment.python, out.system)
-        except EnvError as exc:
-            return await self._fail("environment", str(exc))
+        in_container = spec.environment.docker.enabled
+        if in_container:
+            chosen = await self._prepare_image()
+            if chosen is None:
+                return None  # failed (reported)
+            image, python = chosen
+        else:
+            try:
+                env = await deps.envs.prepare(spec.environment.python, out.system)
+            except EnvError as exc:
+                return await self._fail("environment", str(exc))
+            image, python = "", env.python
         self._cancellable = False
         why = check_relpath(spec.script)
         script = self.workdir / spec.script
@@ -436,8 +470,44 @@ class Attempt:
         self.stop_reason_file.unlink(missing_ok=True)
 
         fifo_path = self.workdir.parent / f"{self.attempt}.metrics"
-        launch = Launch(
-            argv=script_argv(env.python, script, list(spec.arguments)),
+        if in_container:
+            launch = self._container_launch(image, python, gpus, fifo_path)
+        else:
+            launch = self._process_launch(python, script, gpus, fifo_path)
+        executor = deps.containers if launch.container is not None else deps.executor
+        await self._report(RunState.STARTING)
+        fifo = MetricsFifo(fifo_path, self._on_metric_line)
+        try:
+            fifo.open()
+            self.execution = await executor.start(launch, out.line)
+        except EngineError as exc:
+            fifo.close()
+            return await self._fail(exc.kind, exc.message)
+        except OSError as exc:
+            fifo.close()
+            return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
+        out.system(
+            f"started {' '.join(launch.argv[:2])}"
+            + (f" in a container of {image}" if in_container else "")
+        )
+        if self.stop_reason is not None:
+            await self._stop_execution()
+        await self._report(RunState.RUNNING)
+        outcome = await self.execution.wait()
+        fifo.close()
+        out.system(
+            f"{'container' if in_container else 'process'} exited with code "
+            f"{outcome.exit_code} after {outcome.duration_s:.1f}s"
+            + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
+        )
+        return await self._after_exit(outcome)
+
+    def _process_launch(
+        self, python: str, script: Path, gpus: list[int] | None, fifo_path: Path
+    ) -> Launch:
+        deps, spec = self.deps, self.spec
+        return Launch(
+            argv=script_argv(python, script, list(spec.arguments)),
             cwd=self.workdir,
             env=child_env(
                 dict(os.environ),
@@ -456,24 +526,108 @@ class Attempt:
             kill_grace_s=deps.kill_grace_s,
             stop_reason_file=self.stop_reason_file,
         )
-        await self._report(RunState.STARTING)
-        fifo = MetricsFifo(fifo_path, self._on_metric_line)
+
+    async def _prepare_image(self) -> tuple[str, str] | None:
+        """The image and the Python inside it (None: the attempt failed, reported)."""
+        section = self.spec.environment.docker
+        py = self.spec.environment.python
+        if not section.base_image:
+            await self._fail(
+                "environment",
+                "docker.enabled is set but docker.base_image is not: name the image to run in",
+            )
+            return None
+        url = self.deps.docker_host
         try:
-            fifo.open()
-            self.execution = await deps.executor.start(launch, out.line)
-        except OSError as exc:
-            fifo.close()
-            return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
-        out.system(f"started {' '.join(launch.argv[:2])}")
-        if self.stop_reason is not None:
-            await self._stop_execution()
-        await self._report(RunState.RUNNING)
-        outcome = await self.execution.wait()
-        fifo.close()
-        out.system(
-            f"process exited with code {outcome.exit_code} after {outcome.duration_s:.1f}s"
-            + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
+            cx.parse_arguments(list(section.arguments))  # refused before anything starts
+            cx.parse_size(section.shm_size)
+        except EngineError as exc:
+            await self._fail(exc.kind, exc.message)
+            return None
+        docker = open_docker(url)
+        try:
+            await check_engine(docker, url)
+            if py.user_managed:
+                await cx.check_image(docker, section.base_image)
+                return section.base_image, py.interpreter or "python3"
+            # imported here: process runs never need the image builder
+            from agents import container_images
+
+            try:
+                built = await container_images.ensure_env_image(
+                    docker, section.base_image, py, log=self.output.system
+                )
+            except container_images.ImageError as exc:
+                await self._fail(exc.kind, exc.message)
+                return None
+            return built.tag, built.python
+        except EngineError as exc:
+            await self._fail(exc.kind, exc.message)
+            return None
+        finally:
+            await docker.close()
+
+    def _container_launch(
+        self, image: str, python: str, gpus: list[int] | None, fifo_path: Path
+    ) -> Launch:
+        """The container's mounts, variables (container paths) and command."""
+        deps, spec = self.deps, self.spec
+        section = spec.environment.docker
+        outputs = self.workdir / "outputs"
+        outputs.mkdir(exist_ok=True)
+        self.stop_reason_file.write_text("")  # bind-mounted: it must exist first
+        hostfile = self._hostfile()
+        passed = bool(gpus) and (section.gpu_support or spec.resources.gpus > 0)
+        # inside, the GPUs passed are numbered from 0; an agent without GPUs sets nothing
+        inner: list[int] | None = None
+        if gpus is not None:
+            inner = list(range(len(gpus))) if passed else []
+        env = child_env(
+            {},  # never the agent's own environment
+            spec,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            metrics_file=C_METRICS,
+            outputs_dir=C_OUTPUTS,
+            runtime_dir=C_RUNTIME,
+            stop_reason_file=C_STOP_REASON,
+            node_priority=deps.node_priority,
+            gpus=inner,
+            rank=RankInfo.of(self.assign, C_HOSTFILE),
         )
+        return Launch(
+            argv=script_argv(python, C_WORK / spec.script, list(spec.arguments)),
+            cwd=self.workdir,
+            env=env,
+            max_duration_s=spec.max_duration_s,
+            kill_grace_s=deps.kill_grace_s,
+            stop_reason_file=self.stop_reason_file,
+            container=ContainerSpec(
+                image=image,
+                mounts=[
+                    Mount(self.workdir.resolve(), str(C_WORK), read_only=True),
+                    Mount(outputs.resolve(), str(C_OUTPUTS), read_only=False),
+                    Mount(deps.runtime_dir, str(C_RUNTIME), read_only=True),
+                    Mount(fifo_path, str(C_METRICS), read_only=False),
+                    Mount(self.stop_reason_file, str(C_STOP_REASON), read_only=True),
+                    Mount(hostfile, str(C_HOSTFILE), read_only=True),
+                ],
+                workdir=str(C_WORK),
+                gpus=list(gpus) if passed and gpus else None,
+                shm_size=section.shm_size,
+                arguments=list(section.arguments),
+                labels={
+                    cx.LABEL_RUN_ID: self.run_id,
+                    cx.LABEL_ATTEMPT: str(self.attempt),
+                    cx.LABEL_AGENT: deps.agent_id,
+                    cx.LABEL_INCARNATION: deps.incarnation,
+                },
+                docker_host=deps.docker_host,
+            ),
+        )
+
+    async def _after_exit(self, outcome: Outcome) -> None:
+        deps, spec, out = self.deps, self.spec, self.output
         if self.stop_reason in ("stale", "shutdown"):
             await self.output.close()
             return None

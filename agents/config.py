@@ -28,6 +28,8 @@ class AgentConfig:
     gpu_indices: list[int] | None = None  # serve only these GPUs (split a host per GPU)
     preempt_grace_s: float = 30.0  # SIGTERM -> SIGKILL on a preemption notice
     gpu_refresh_s: float = 5.0  # how often GPU memory/utilisation readings are refreshed
+    docker_host: str | None = None  # the container engine; None: DOCKER_HOST or the usual socket
+    engine_probe_s: float = 30.0  # how often the engine is probed (advertised in heartbeats)
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

@@ -3,6 +3,11 @@
 Commands arrive on core NATS and go through one queue, handled in order by one task.
 A ``Preempt`` command puts the agent in ``preempting``: it takes no new runs, and stops every
 attempt it holds (each reports Queued, kind "preempted").
+
+The container engine (``DOCKER_HOST``) is probed at start and every ``engine_probe_s``; the
+answer goes in every heartbeat (``container_engine``). At start, and when the engine first
+answers, containers labelled with this agent's id that no attempt of this incarnation holds
+are removed (leftovers of a crashed agent).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from nats.aio.msg import Msg
 
 from agents.attempt import Attempt, AttemptDeps, write_runtime
 from agents.config import AgentConfig, default_agent_id
+from agents.engine import docker_host, probe_engine
 from agents.envcache import EnvCache
+from agents.executors.container import remove_orphans
 from agents.executors.process import ProcessExecutor
 from agents.facts import host_capacity, hostname
 from agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
@@ -52,6 +59,7 @@ class AgentState:
     )
     bad_commands: int = 0
     preempting: bool = False  # a Preempt arrived: no new runs are taken
+    container_engine: str | None = None  # what the engine said it is, None: no answer
 
     def mark_seen(self, key: tuple[str, int]) -> None:
         self.seen[key] = None
@@ -92,6 +100,7 @@ def heartbeat(
         labels=dict(config.labels),
         priority=config.priority,
         preempting=state.preempting,
+        container_engine=state.container_engine,
     )
 
 
@@ -131,6 +140,22 @@ async def run_agent(
         capacity = await asyncio.to_thread(host_capacity, devices)
     host = hostname()
 
+    engine_url = config.docker_host or docker_host()
+    state = AgentState(incarnation=incarnation)
+
+    async def check_engine_now() -> None:
+        """Probe the engine; when it (first) answers, remove this agent's orphans."""
+        was = state.container_engine
+        state.container_engine = await probe_engine(engine_url)
+        if state.container_engine != was:
+            alog.info("container engine", url=engine_url, engine=state.container_engine)
+        if state.container_engine is not None and was is None:
+            keep = {(a.run_id, a.attempt) for a in state.running.values()}
+            removed = await remove_orphans(engine_url, config.agent_id, keep)
+            if removed:
+                alog.warning("orphaned containers removed", count=len(removed), ids=removed)
+
+    await check_engine_now()
     bus = await _open(config, stop)
     if bus is None:
         return
@@ -151,8 +176,8 @@ async def run_agent(
         gpus=gpus,
         preempt_grace_s=config.preempt_grace_s,
         node_priority=config.priority,
+        docker_host=engine_url,
     )
-    state = AgentState(incarnation=incarnation)
     commands: asyncio.Queue[bytes] = asyncio.Queue()
     background: set[asyncio.Task[None]] = set()
 
@@ -184,6 +209,14 @@ async def run_agent(
                 gpus.update(await asyncio.to_thread(gpu_probe))
             except Exception as exc:  # a failing probe must not take the agent down
                 alog.warning("GPU readings not refreshed", error=repr(exc))
+
+    async def probe_engine_loop() -> None:
+        while True:
+            await asyncio.sleep(config.engine_probe_s)
+            try:
+                await check_engine_now()
+            except Exception as exc:  # a failing probe must not take the agent down
+                alog.warning("container engine not probed", error=repr(exc))
 
     async def watch(attempt: Attempt) -> None:
         assert attempt.task is not None
@@ -251,8 +284,13 @@ async def run_agent(
         data_dir=str(data_dir),
         gpus=[d.index for d in devices],
         priority=config.priority,
+        container_engine=state.container_engine,
     )
-    loops = [asyncio.create_task(heartbeats()), asyncio.create_task(commands_loop())]
+    loops = [
+        asyncio.create_task(heartbeats()),
+        asyncio.create_task(commands_loop()),
+        asyncio.create_task(probe_engine_loop()),
+    ]
     if gpus.has_gpus:
         loops.append(asyncio.create_task(refresh_gpus()))
     try:

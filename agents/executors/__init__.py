@@ -2,7 +2,7 @@
 
 An executor is small on purpose: ``start(launch, on_output)`` returns an :class:`Execution`
 with ``wait()`` and ``stop(reason, grace_s)``. A container executor is a new module beside
-``process``.
+``process``; ``container`` runs the same command in a container (``Launch.container``).
 
 Before an executor sends the run its first SIGTERM (a stop, or the max duration running out)
 it writes one :data:`StopWord` to ``launch.stop_reason_file`` with :func:`write_stop_reason`,
@@ -33,6 +33,30 @@ def write_stop_reason(path: Path | None, word: StopWord) -> None:
         tmp.replace(path)
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into a container (a directory, a file or a named pipe)."""
+
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerSpec:
+    """How a launch runs in a container; ``Launch.argv`` and ``Launch.env`` are as seen
+    inside it (no agent environment leaks in: only the run's variables)."""
+
+    image: str
+    mounts: list[Mount]
+    workdir: str
+    gpus: list[int] | None = None  # host GPU indices, passed as device requests
+    shm_size: str | None = None  # e.g. "2g"
+    arguments: list[str] = field(default_factory=list)  # DockerSection.arguments
+    labels: dict[str, str] = field(default_factory=dict)
+    docker_host: str = "unix:///var/run/docker.sock"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Launch:
     argv: list[str]
@@ -41,6 +65,7 @@ class Launch:
     max_duration_s: float | None = None
     kill_grace_s: float = 10.0
     stop_reason_file: Path | None = None  # where the reason goes before the first SIGTERM
+    container: ContainerSpec | None = None  # None: a local process
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,103 @@
+"""The agent host's container engine: where it is, whether it answers, how to talk to it.
+
+The engine is a Docker-compatible API (Docker, or Podman's ``podman system service``) found
+through ``DOCKER_HOST``, default the usual socket. The agent probes it at start and every
+:data:`PROBE_INTERVAL_S` and advertises the answer in ``Heartbeat.container_engine``
+(None: runs asking for docker are not placed here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+PROBE_TIMEOUT_S = 3.0
+PROBE_INTERVAL_S = 30.0
+
+
+class EngineError(Exception):
+    """The container engine cannot be used; the message names the socket tried and what to do.
+
+    ``kind`` is the run error kind it becomes (an engine that is down is the environment's
+    fault, not the script's)."""
+
+    def __init__(self, message: str, kind: str = "environment") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def docker_host(environ: dict[str, str] | None = None) -> str:
+    """``DOCKER_HOST``, or the usual socket when it is unset or empty."""
+    env = os.environ if environ is None else environ
+    return env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def unreachable_message(url: str, detail: str = "") -> str:
+    """What a user reads when the engine at ``url`` does not answer (pure)."""
+    why = f" ({detail})" if detail else ""
+    return (
+        f"the container engine at {url} cannot be reached{why}: start a Docker-compatible "
+        "engine there (e.g. `podman system service --time=0 "
+        f"{url}` or dockerd), or set DOCKER_HOST on the agent host to the engine's socket "
+        "and restart the agent"
+    )
+
+
+def engine_name(version: dict[str, Any]) -> str:
+    """``podman 4.3.1`` / ``docker 24.0.7`` from a /version answer (pure)."""
+    components = version.get("Components") or []
+    names = " ".join(str(c.get("Name", "")) for c in components if isinstance(c, dict))
+    platform = version.get("Platform") or {}
+    platform_name = str(platform.get("Name", "")) if isinstance(platform, dict) else ""
+    product = "podman" if "podman" in f"{names} {platform_name}".lower() else "docker"
+    return f"{product} {version.get('Version', '?')}"
+
+
+def open_docker(url: str) -> aiodocker.Docker:
+    """A client for the engine at ``url`` (connects lazily; call inside the event loop).
+
+    Connecting is bounded (a dead socket fails fast); long operations (logs, wait) are not."""
+    timeout = aiohttp.ClientTimeout(connect=PROBE_TIMEOUT_S, sock_connect=PROBE_TIMEOUT_S)
+    return aiodocker.Docker(url=url, timeout=timeout)
+
+
+async def probe_engine(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """The engine's name and version (``podman 4.3.1``), or None when it does not answer.
+
+    Never raises (bar cancellation)."""
+    try:
+        docker = open_docker(url)
+    except Exception:  # a malformed DOCKER_HOST
+        return None
+    try:
+        async with asyncio.timeout(timeout_s):
+            return engine_name(await docker.version())
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await docker.close()
+
+
+async def check_engine(docker: aiodocker.Docker, url: str) -> None:
+    """Raise :class:`EngineError` naming ``url`` when the engine does not answer."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+            await docker.version()
+    except TimeoutError as exc:
+        raise EngineError(unreachable_message(url, "no answer")) from exc
+    except (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError) as exc:
+        raise EngineError(unreachable_message(url, _short(exc))) from exc
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, aiodocker.DockerError):
+        return str(exc.message)
+    return str(exc) or type(exc).__name__
