@@ -255,3 +255,39 @@ def test_pure_helpers() -> None:
     assert exit_code_of(143, {15}) == -15
     assert exit_code_of(143, set()) == 143  # the script's own exit code
     assert exit_code_of(137, set(), oom_killed=True) == -9
+
+
+def test_gpus_become_device_requests_in_the_create_body(tmp_path: Path) -> None:
+    """The GPUs given to a run reach the engine as the Docker API's DeviceRequests (nvidia
+    driver, these device ids, the gpu capability). Built here as a pure function: there is no
+    GPU and no nvidia runtime on these machines to run it against."""
+    from agents.executors import ContainerSpec, Launch, Mount
+    from agents.executors.container import container_config, parse_arguments
+
+    spec = ContainerSpec(
+        image="img",
+        mounts=[Mount(tmp_path, "/sortie/work", read_only=True)],
+        workdir="/sortie/work",
+        gpus=[2, 5],
+        shm_size="2g",
+        arguments=["--ipc=host"],
+        labels={"sortie.run_id": "r"},
+        docker_host="unix:///x",
+    )
+    launch = Launch(argv=["python3", "t.py"], cwd=tmp_path, env={"A": "1"}, container=spec)
+    body = container_config(launch, spec, parse_arguments(spec.arguments))
+    host = body["HostConfig"]
+    assert host["DeviceRequests"] == [
+        {"Driver": "nvidia", "DeviceIDs": ["2", "5"], "Capabilities": [["gpu"]]}
+    ]
+    assert host["ShmSize"] == 2 * 1024**3 and host["IpcMode"] == "host"
+    assert host["Mounts"][0] == {
+        "Type": "bind",
+        "Source": str(tmp_path),
+        "Target": "/sortie/work",
+        "ReadOnly": True,
+    }
+    assert body["Env"] == ["A=1"] and body["Labels"] == {"sortie.run_id": "r"}
+    no_gpu = ContainerSpec(image="img", mounts=[], workdir="/w", docker_host="unix:///x")
+    plain = container_config(launch, no_gpu, parse_arguments([]))
+    assert "DeviceRequests" not in plain["HostConfig"]

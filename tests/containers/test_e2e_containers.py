@@ -19,16 +19,27 @@ from tests.e2e.conftest import Installation, start_up, stop_up, wait_until
 def boxed(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
     """`sortie up` whose local agent finds the test engine through DOCKER_HOST."""
     root = tmp_path_factory.mktemp("boxed")
-    env = dict(os.environ, SORTIE_PROFILE=str(root / "profile.json"),
-               DOCKER_HOST=podman.docker_host, CONTAINERS_CONF=podman.env["CONTAINERS_CONF"])
+    env = dict(
+        os.environ,
+        SORTIE_PROFILE=str(root / "profile.json"),
+        DOCKER_HOST=podman.docker_host,
+        CONTAINERS_CONF=podman.env["CONTAINERS_CONF"],
+    )
     env.pop("SORTIE_URL", None)
     port = free_port()
     proc = start_up(root / "data", port, env, root / "up.log")
-    inst = Installation(url=f"nats://127.0.0.1:{port}", data_dir=root / "data", env=env,
-                        process=proc, log=root / "up.log")
+    inst = Installation(
+        url=f"nats://127.0.0.1:{port}",
+        data_dir=root / "data",
+        env=env,
+        process=proc,
+        log=root / "up.log",
+    )
     try:
-        wait_until(lambda: any(a.get("container_engine") for a in inst.json("agent", "list")),  # type: ignore[union-attr]
-                   timeout=60)
+        wait_until(
+            lambda: any(a.get("container_engine") for a in inst.json("agent", "list")),  # type: ignore[union-attr]
+            timeout=60,
+        )
         yield inst
     finally:
         stop_up(proc)
@@ -39,17 +50,31 @@ def containers(podman: Engine) -> list[str]:
     return out.stdout.split()
 
 
-def test_shell_script_in_a_shell_only_image(boxed: Installation, podman: Engine,
-                                            busybox_image: str, tmp_path: Path) -> None:
-    (tmp_path / "job.sh").write_text(textwrap.dedent("""
+def test_shell_script_in_a_shell_only_image(
+    boxed: Installation, podman: Engine, busybox_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "job.sh").write_text(
+        textwrap.dedent("""
         echo "inside: $(cat /etc/hostname 2>/dev/null || echo box)"
         echo '{"name": "loss", "value": 0.25, "t": 0, "step": 1}' >> "$SORTIE_METRICS_FILE"
         if touch /sortie/work/should-fail 2>/dev/null; then echo "snapshot is writable"; fi
         echo "model" > outputs/model.txt
         echo done
-    """))
-    proc = boxed.cli("run", "submit", str(tmp_path), "--script", "job.sh", "--docker-image",
-                     busybox_image, "--wait", "--output", "json", timeout=180)
+    """)
+    )
+    proc = boxed.cli(
+        "run",
+        "submit",
+        str(tmp_path),
+        "--script",
+        "job.sh",
+        "--docker-image",
+        busybox_image,
+        "--wait",
+        "--output",
+        "json",
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
     shown = boxed.json("run", "show", run_id)
@@ -62,19 +87,34 @@ def test_shell_script_in_a_shell_only_image(boxed: Installation, podman: Engine,
     assert containers(podman) == [], "no container is left behind"
 
 
-def test_python_script_in_an_environment_image(boxed: Installation, podman: Engine,
-                                               tmp_path: Path) -> None:
+def test_python_script_in_an_environment_image(
+    boxed: Installation, podman: Engine, tmp_path: Path
+) -> None:
     from tests.containers.images import build_python_image
 
     image = build_python_image(podman)
-    (tmp_path / "train.py").write_text(textwrap.dedent("""
+    (tmp_path / "train.py").write_text(
+        textwrap.dedent("""
         import six
         from sortie import Run
         print("six", six.__version__, flush=True)
         Run.get_context().log("accuracy", 0.91)
-    """))
-    args = ("run", "submit", str(tmp_path), "--script", "train.py", "--docker-image", image,
-            "--pip", "six==1.16.0", "--wait", "--output", "json")
+    """)
+    )
+    args = (
+        "run",
+        "submit",
+        str(tmp_path),
+        "--script",
+        "train.py",
+        "--docker-image",
+        image,
+        "--pip",
+        "six==1.16.0",
+        "--wait",
+        "--output",
+        "json",
+    )
     first = boxed.cli(*args, timeout=600)
     assert first.returncode == 0, first.stderr
     run_id = json.loads(first.stdout.splitlines()[0])["run_id"]
@@ -91,8 +131,19 @@ def test_python_script_in_an_environment_image(boxed: Installation, podman: Engi
 
 def test_missing_image_fails_early_naming_it(boxed: Installation, tmp_path: Path) -> None:
     (tmp_path / "t.sh").write_text("echo never\n")
-    proc = boxed.cli("run", "submit", str(tmp_path), "--script", "t.sh", "--docker-image",
-                     "localhost/no-such-image:1", "--wait", "--output", "json", timeout=120)
+    proc = boxed.cli(
+        "run",
+        "submit",
+        str(tmp_path),
+        "--script",
+        "t.sh",
+        "--docker-image",
+        "localhost/no-such-image:1",
+        "--wait",
+        "--output",
+        "json",
+        timeout=120,
+    )
     assert proc.returncode == 1
     run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
     shown = boxed.json("run", "show", run_id)
@@ -101,11 +152,13 @@ def test_missing_image_fails_early_naming_it(boxed: Installation, tmp_path: Path
     assert "localhost/no-such-image:1" in shown["error"]["message"]
 
 
-def test_cancel_stops_the_container(boxed: Installation, podman: Engine, busybox_image: str,
-                                    tmp_path: Path) -> None:
+def test_cancel_stops_the_container(
+    boxed: Installation, podman: Engine, busybox_image: str, tmp_path: Path
+) -> None:
     (tmp_path / "long.sh").write_text("echo started\nsleep 300\n")
-    sub = boxed.json("run", "submit", str(tmp_path), "--script", "long.sh", "--docker-image",
-                     busybox_image)
+    sub = boxed.json(
+        "run", "submit", str(tmp_path), "--script", "long.sh", "--docker-image", busybox_image
+    )
     assert isinstance(sub, dict)
     wait_until(lambda: "started" in boxed.cli("run", "logs", sub["run_id"]).stdout, timeout=60)
     boxed.cli("run", "cancel", sub["run_id"], check=True)
