@@ -59,7 +59,7 @@ import msgspec
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from agents.envcache import find_uv, normalise
+from agents.envcache import find_uv, normalise, stream_command
 from proto import messages as m
 
 HASH_SALT = "img-v1"
@@ -566,28 +566,9 @@ async def _download(argv: list[str], log: Callable[[str], None]) -> None:
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     log("$ " + " ".join(argv))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            limit=1 << 20,
-        )
+        code = await stream_command(argv, log, tail, env=env)
     except OSError as exc:
         raise ImageError(f"cannot run pip on the agent host ({argv[0]}): {exc}") from None
-    assert proc.stdout is not None
-    try:
-        while raw := await proc.stdout.readline():
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            tail.append(line)
-            log(line)
-        code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.shield(proc.wait())
     if code != 0:
         raise ImageError(
             f"downloading wheels on the agent host failed (pip exited with code {code}); only "

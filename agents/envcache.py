@@ -207,27 +207,30 @@ def build_steps(
     return steps
 
 
-async def _stream(argv: list[str], log: Callable[[str], None], tail: collections.deque[str]) -> int:
-    env = dict(os.environ)
-    env.pop("VIRTUAL_ENV", None)
-    env["NO_COLOR"] = "1"
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            limit=1 << 20,
-        )
-    except OSError as exc:
-        raise EnvError(f"cannot run {argv[0]}: {exc}") from None
+async def stream_command(
+    argv: list[str],
+    log: Callable[[str], None],
+    tail: collections.deque[str],
+    *,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Run ``argv``, handing each output line (stdout and stderr) to ``log`` as it comes and
+    keeping the last ones in ``tail``; return the exit code. Raises OSError if it can't start."""
+    if env is None:
+        env = dict(os.environ)
+        env.pop("VIRTUAL_ENV", None)
+        env["NO_COLOR"] = "1"
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        limit=1 << 20,
+    )
     assert proc.stdout is not None
     try:
-        while True:
-            raw = await proc.stdout.readline()
-            if not raw:
-                break
+        while raw := await proc.stdout.readline():
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             tail.append(text)
             log(text)
@@ -237,6 +240,13 @@ async def _stream(argv: list[str], log: Callable[[str], None], tail: collections
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await asyncio.shield(proc.wait())
+
+
+async def _stream(argv: list[str], log: Callable[[str], None], tail: collections.deque[str]) -> int:
+    try:
+        return await stream_command(argv, log, tail)
+    except OSError as exc:
+        raise EnvError(f"cannot run {argv[0]}: {exc}") from None
 
 
 def user_interpreter(interpreter: str | None) -> str:
