@@ -554,7 +554,7 @@ class Daemon:
         node = self.state.nodes.get(cmd.node_id)
         try:
             await self._provider(node.cluster if node else "").stop_node(cmd.node_id, cmd.grace_s)
-        except Exception:  # stopping is retried through the next poll
+        except Exception:  # the node stays "stopping"; provider.close() stops it at shutdown
             log.exception("stopping node failed", node_id=cmd.node_id)
             return
         self._enqueue(core.NodeStopped(node_id=cmd.node_id))
