@@ -8,6 +8,7 @@ content-addressed blobs are checked, uploaded and fetched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DeliverPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
@@ -283,16 +285,46 @@ async def fetch_blob_to(store: ObjectStore, sha: str, dest: Path) -> None:
 
 # ASYNC109: ``timeout`` is nats-py's wait for each next entry, not a deadline for the whole call.
 async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entry]:  # noqa: ASYNC109
-    """The current value of every key in a bucket, in one ordered pass (no per-key requests)."""
-    watcher = await kv.watchall(ignore_deletes=True)
-    items: list[KeyValue.Entry] = []
+    """The current value of every key in a bucket, in one ordered pass (no per-key requests).
+
+    Not nats-py's ``watchall``: its "initial values done" marker can arrive before the last
+    value (it compares a consumer count with messages still in flight), which would silently
+    drop keys. Here the end is the consumer's own ``num_pending == 0`` on a delivered message.
+    """
+    bucket = kv._name
+    stream = f"KV_{bucket}"
+    prefix = f"$KV.{bucket}."
+    info = await kv._js.stream_info(stream)
+    if not info.state.messages:
+        return []
+    sub = await kv._js.subscribe(
+        f"{prefix}>",
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+    )
+    found: dict[str, KeyValue.Entry] = {}
     try:
         while True:
-            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
-            if entry is None:
+            msg = await sub.next_msg(timeout=timeout)
+            key = msg.subject[len(prefix) :]
+            op = (msg.headers or {}).get("KV-Operation")
+            meta = msg.metadata
+            if op in ("DEL", "PURGE"):
+                found.pop(key, None)
+            else:
+                found[key] = KeyValue.Entry(
+                    bucket=bucket,
+                    key=key,
+                    value=msg.data,
+                    revision=meta.sequence.stream,
+                    delta=meta.num_pending,
+                    created=None,
+                    operation=None,
+                )
+            if meta.num_pending == 0:
                 break
-            if entry.value is not None and entry.operation is None:
-                items.append(entry)
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
-    return items
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    return list(found.values())
