@@ -19,6 +19,9 @@ class AgentConfig:
     data_dir: Path
     heartbeat_interval_s: float = 1.0
     kill_grace_s: float = 10.0
+    # Cut off from the broker this long, the agent stops its runs itself: the scheduler
+    # requeues them after its own lease plus the kill grace, so keep this <= its lease.
+    lease_s: float = 10.0
     capacity: m.Capacity | None = None  # None: measured from the host (agents.facts)
     finished_keep_s: float = 600.0  # how long a finished attempt stays in heartbeats
     finished_cap: int = 200

@@ -201,6 +201,30 @@ async def run_agent(
             await send_heartbeat()
             await asyncio.sleep(config.heartbeat_interval_s)
 
+    async def fence() -> None:
+        """Cut off from the broker for a lease, stop every run: the scheduler will give them
+        to another agent after its lease and the kill grace, and the old attempt must be gone
+        by then. No reports: those attempts are being given back."""
+        last_ok = time.monotonic()
+        fenced = False
+        while True:
+            await asyncio.sleep(min(0.5, config.lease_s / 4))
+            if bus.nc.is_connected:
+                last_ok = time.monotonic()
+                if fenced:
+                    alog.info("broker reachable again")
+                    fenced = False
+                continue
+            if time.monotonic() - last_ok > config.lease_s and not fenced:
+                fenced = True
+                alog.warning(
+                    "lease expired: broker unreachable; stopping every run",
+                    lease_s=config.lease_s,
+                    running=len(state.running),
+                )
+                for attempt in list(state.running.values()):
+                    spawn(attempt.stop("shutdown"))
+
     async def refresh_gpus() -> None:
         """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
         while True:
@@ -290,6 +314,7 @@ async def run_agent(
         asyncio.create_task(heartbeats()),
         asyncio.create_task(commands_loop()),
         asyncio.create_task(probe_engine_loop()),
+        asyncio.create_task(fence()),
     ]
     if gpus.has_gpus:
         loops.append(asyncio.create_task(refresh_gpus()))

@@ -16,8 +16,12 @@ from scheduler.model import AgentView, members
 
 @dataclass(frozen=True)
 class Timing:
-    lease_s: float = 10.0  # an agent unheard of for this long is lost
+    lease_s: float = 10.0  # an agent unheard of for this long is lost (takes no new runs)
     assign_ack_s: float = 3.0  # an Assign not seen in a heartbeat after this is re-sent
+    # A lost agent's runs are requeued only after lease + kill grace: by then an agent that
+    # is alive but cut off has stopped them itself (agents fence themselves at their lease),
+    # so the new attempt never runs beside the old one.
+    kill_grace_s: float = 10.0
 
 
 @dataclass
@@ -34,6 +38,12 @@ def _lost(agent: AgentView, now: float, started_at: float, timing: Timing) -> bo
     # A scheduler that was away gives every agent a full lease after it comes back.
     heard = max(agent.last_seen, started_at)
     return now - heard > timing.lease_s
+
+
+def _fenced(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
+    """Has a lost agent had time to stop its runs itself (lease, then the kill grace)?"""
+    heard = max(agent.last_seen, started_at)
+    return now - heard > timing.lease_s + timing.kill_grace_s
 
 
 def reconcile(
@@ -59,16 +69,26 @@ def reconcile(
         gang = members(run)
         ref = (run.run_id, run.attempt)
         why = None
+        waiting = False
         for member in gang:
             view = agents.get(member.agent_id)
             if member.state is RunState.COMPLETED:
                 continue  # this node's part is done; losing it now changes nothing
+            if (
+                view is not None
+                and member.agent_id in gone
+                and not _fenced(view, now, started_at, timing)
+            ):
+                waiting = True  # lost, but it may still be stopping the run itself
+                break
             if view is None or member.agent_id in gone:
                 why = f"agent {member.agent_id} was lost"
             elif view.confirmed and view.incarnation != member.incarnation:
                 why = f"agent {member.agent_id} restarted"
             if why is not None:
                 break
+        if waiting:
+            continue
         if why is not None:
             if run.cancel_requested:
                 out.cancel.append(run.run_id)

@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
     sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
+    sched.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        help="after the lease, seconds more before a lost agent's runs are requeued",
+    )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
 
@@ -86,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--priority", choices=("dedicated", "lowpriority"), default="dedicated")
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     agent.add_argument("--preempt-grace", type=float, default=30.0, metavar="SECONDS")
+    agent.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="cut off from the broker this long, stop every run (keep <= the scheduler's)",
+    )
     admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
     al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
     al.add_argument("--output", choices=("text", "json"), default="text")
@@ -392,7 +405,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
 
     config = SchedulerConfig(
         url=resolve_url(args.url),
-        timing=Timing(lease_s=args.lease),
+        timing=Timing(lease_s=args.lease, kill_grace_s=args.kill_grace),
         data_dir=args.data_dir or default_data_dir() / "scheduler",
         gpu_pool=_gpu_pool(args.gpu_pool),
     )
@@ -446,6 +459,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         priority=args.priority,
         gpu_indices=gpu_indices,
         preempt_grace_s=args.preempt_grace,
+        lease_s=args.lease,
     )
     from agents.gpus import GpuConfigError
 

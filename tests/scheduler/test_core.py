@@ -148,8 +148,12 @@ def test_lost_agent_requeues_with_attempt_raised_and_finalizing_fails() -> None:
         report(s, "r2", st, 2.0)
     core.decide(s, 9.5, CFG)  # within the lease (last heard at 0): nothing happens
     assert s.runs["r1"].state is RunState.PREPARING
-    cmds = core.decide(s, 11.5, CFG)
+    core.decide(s, 11.5, CFG)
+    # lost: nothing new goes there, but its runs wait out the kill grace (the agent, if it is
+    # only cut off, stops them itself at its lease) so no attempt runs beside the next one
     assert s.agents["a1"].lost
+    assert s.runs["r1"].state is RunState.PREPARING and s.runs["r2"].state is RunState.FINALIZING
+    cmds = core.decide(s, 20.5, CFG)  # lease 10 + kill grace 10 after it was last heard
     assert (s.runs["r1"].state, s.runs["r1"].attempt, s.runs["r1"].agent_id) == (
         RunState.QUEUED,
         2,
@@ -220,7 +224,7 @@ def test_cancel_requested_on_a_lost_agent_ends_canceled_not_requeued() -> None:
     submit(s, "r", 1.0)
     core.decide(s, 1.0, CFG)
     core.handle(s, core.CancelAsked(run_id="r", reply_to="x"), 2.0, CFG)
-    core.decide(s, 20.0, CFG)
+    core.decide(s, 21.0, CFG)  # past lease + kill grace
     assert s.runs["r"].state is RunState.CANCELED and s.runs["r"].attempt == 1
 
 

@@ -24,7 +24,9 @@ from tests.harness import FakeAgent
 async def scheduler(broker: BrokerProcess) -> AsyncIterator[None]:
     stop = asyncio.Event()
     ready = asyncio.Event()
-    cfg = SchedulerConfig(url=broker.url, timing=Timing(lease_s=1.5, assign_ack_s=1.0), tick_s=0.2)
+    cfg = SchedulerConfig(
+        url=broker.url, timing=Timing(lease_s=1.5, assign_ack_s=1.0, kill_grace_s=1.0), tick_s=0.2
+    )
     task = asyncio.create_task(run_scheduler(cfg, stop, ready))
     await asyncio.wait_for(ready.wait(), 10)
     yield

@@ -144,6 +144,8 @@ def test_a_lost_member_requeues_the_whole_gang() -> None:
         if a.agent_id != lost:
             a.last_seen = 20.0
     core.decide(s, 12.0, CFG)
+    assert s.runs["g"].attempt == 1  # lost, but the kill grace has not passed yet
+    core.decide(s, 21.0, CFG)
     rec = s.runs["g"]
     assert rec.attempt == 2 and rec.gang  # placed again at once on the two live agents
     assert lost not in {g.agent_id for g in rec.gang}
