@@ -524,6 +524,7 @@ class Attempt:
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
+            pid_file=self.workdir.parent / f"{self.attempt}.pid",
             stop_reason_file=self.stop_reason_file,
         )
 

@@ -23,6 +23,7 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
+from agents import orphans
 from agents.attempt import Attempt, AttemptDeps, write_runtime
 from agents.config import AgentConfig, default_agent_id
 from agents.engine import docker_host, probe_engine
@@ -140,6 +141,11 @@ async def run_agent(
         capacity = await asyncio.to_thread(host_capacity, devices)
     host = hostname()
 
+    # runs a previous incarnation left running (it died without stopping them) must not go on
+    # beside the attempts the scheduler gives their runs next
+    reaped = await asyncio.to_thread(orphans.kill_leftovers, data_dir / "runs")
+    if reaped:
+        alog.warning("killed runs left behind by a previous agent", pids=reaped)
     engine_url = config.docker_host or docker_host()
     state = AgentState(incarnation=incarnation)
 

@@ -65,6 +65,7 @@ class Launch:
     max_duration_s: float | None = None
     kill_grace_s: float = 10.0
     stop_reason_file: Path | None = None  # where the reason goes before the first SIGTERM
+    pid_file: Path | None = None  # process runs: recorded so a restarted agent can reap it
     container: ContainerSpec | None = None  # None: a local process
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from agents import orphans
 from agents.executors import Launch, OnOutput, Outcome, OutputStream, StopWord, write_stop_reason
 from agents.publisher import LineSplitter
 
@@ -30,6 +31,8 @@ class ProcessExecutor:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        if launch.pid_file is not None:
+            orphans.record(launch.pid_file, proc.pid)
         return ProcessExecution(proc, launch, on_output)
 
 
@@ -98,6 +101,7 @@ class ProcessExecution:
                 task.cancel()
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
+            orphans.forget(self._launch.pid_file)
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,

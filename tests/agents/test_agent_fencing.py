@@ -63,3 +63,69 @@ async def test_agent_cut_off_from_the_broker_stops_its_runs(
         finally:
             await fresh.close()
     back.stop()
+
+
+async def test_a_restarted_agent_kills_runs_its_killed_predecessor_left(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.agents.agent_builders import FakeScheduler
+
+    marker = tmp_path / "alive"
+    script = (
+        "import time\nwhile True:\n"
+        f"    open({str(marker)!r}, 'w').write(str(time.time()))\n"
+        "    time.sleep(0.1)\n"
+    ).encode()
+    snapshot = await upload_snapshot(bus, {"train.py": (script, 0o644)})
+    sched = FakeScheduler(bus, "orphan-test")
+    await bus.nc.subscribe(subjects.heartbeat("orphan-test"), cb=sched.on_heartbeat)
+    argv = [
+        sys.executable,
+        "-m",
+        "sortie.cli",
+        "--url",
+        broker.url,
+        "--log-level",
+        "warning",
+        "agent",
+        "--target",
+        "local",
+        "--name",
+        "orphan-test",
+        "--data-dir",
+        str(tmp_path / "agent"),
+    ]
+    first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        incarnation = await sched.incarnation(timeout=30)
+        await sched.send(
+            m.Assign(run_id="r1", attempt=1, incarnation=incarnation, spec=spec(snapshot))
+        )
+        for _ in range(300):
+            if marker.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert marker.exists(), "the run never started"
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # no chance to stop its runs
+        first.wait()
+    await asyncio.sleep(0.5)
+    before = marker.stat().st_mtime
+    await asyncio.sleep(0.5)
+    assert marker.stat().st_mtime > before, "the run outlives its SIGKILLed agent"
+    sched.heartbeats.clear()
+    second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        await sched.incarnation(timeout=30)  # the new agent is up (and has reaped)
+        stopped_at = marker.stat().st_mtime
+        await asyncio.sleep(0.6)
+        assert marker.stat().st_mtime == stopped_at, "the orphaned run is still going"
+        assert not list((tmp_path / "agent" / "runs").glob("*/*.pid"))
+    finally:
+        second.terminate()
+        second.wait(20)
