@@ -37,13 +37,14 @@ def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def docker(podman: Engine) -> AsyncIterator[aiodocker.Docker]:
     client = aiodocker.Docker(url=podman.docker_host)
+    build_filter = json.dumps({"label": [f"{ci.LABEL_BUILD}=1"]})
     try:
+        # the engine is shared by everything on this machine: judge only what this test made
+        before = {c.id for c in await client.containers.list(all=True, filters=build_filter)}
         yield client
-        # whatever happened, no probe or build container is left behind
-        leftovers = await client.containers.list(
-            all=True, filters=json.dumps({"label": [f"{ci.LABEL_BUILD}=1"]})
-        )
-        assert leftovers == []
+        # whatever happened, no probe or build container of this test is left behind
+        after = {c.id for c in await client.containers.list(all=True, filters=build_filter)}
+        assert after - before == set()
     finally:
         await client.close()
 
