@@ -14,16 +14,20 @@ from sortie.bus import Bus, open_bus
 from tests.agents.agent_builders import agent, spec, upload_snapshot
 
 
-async def test_agent_cut_off_from_the_broker_stops_its_runs(
-    broker: BrokerProcess, bus: Bus, tmp_path: Path
-) -> None:
-    marker = tmp_path / "alive"
-    script = (
+def touching(marker: Path) -> bytes:
+    """A script that rewrites ``marker`` every 0.1 s for as long as it lives."""
+    return (
         "import time\nwhile True:\n"
         f"    open({str(marker)!r}, 'w').write(str(time.time()))\n"
         "    time.sleep(0.1)\n"
     ).encode()
-    snapshot = await upload_snapshot(bus, {"train.py": (script, 0o644)})
+
+
+async def test_agent_cut_off_from_the_broker_stops_its_runs(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    marker = tmp_path / "alive"
+    snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
     # short graces so the agent can stop within the test harness's bound afterwards
     async with agent(bus, tmp_path, lease_s=1.5, kill_grace_s=1.0, preempt_grace_s=1.0) as sched:
         incarnation = await sched.incarnation()
@@ -76,12 +80,7 @@ async def test_a_restarted_agent_kills_runs_its_killed_predecessor_left(
     from tests.agents.agent_builders import FakeScheduler
 
     marker = tmp_path / "alive"
-    script = (
-        "import time\nwhile True:\n"
-        f"    open({str(marker)!r}, 'w').write(str(time.time()))\n"
-        "    time.sleep(0.1)\n"
-    ).encode()
-    snapshot = await upload_snapshot(bus, {"train.py": (script, 0o644)})
+    snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
     sched = FakeScheduler(bus, "orphan-test")
     await bus.nc.subscribe(subjects.heartbeat("orphan-test"), cb=sched.on_heartbeat)
     argv = [
