@@ -6,8 +6,9 @@ wait -> report Finalizing -> upload outputs -> flush logs and metrics -> termina
 A stop asked for before the spawn cancels the pipeline; after it, the executor writes the
 stop reason to the run's stop-reason file and stops the process (SIGTERM, grace, SIGKILL).
 ``canceled`` ends in a Canceled report; ``preempted`` in a Queued report with error kind
-``preempted`` (no Finalizing, no outputs: the run will run again); ``stale`` and ``shutdown``
-end without a report (the scheduler has moved on, or will requeue the run).
+``preempted`` (no Finalizing, no outputs: the run will run again), and ``fenced`` (the agent
+lost its lease) likewise with kind ``lost``; ``stale`` and ``shutdown`` end without a report
+(the scheduler has moved on, or will requeue the run).
 
 GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
 back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
@@ -22,6 +23,7 @@ variables only (with those paths), never the agent's own environment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -35,6 +37,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from agents import orphans
 from agents.engine import DEFAULT_DOCKER_HOST, EngineError, check_engine, open_docker
 from agents.envcache import EnvCache, EnvError
 from agents.executors import (
@@ -48,6 +51,7 @@ from agents.executors import (
 )
 from agents.executors import container as cx
 from agents.gpus import GpuPool, cuda_env, gpu_request_error
+from agents.lease import Lease
 from agents.metrics_fifo import MetricsFifo, parse_metric
 from agents.publisher import RunOutput, send_report
 from agents.snapshot_cache import SnapshotCache, SnapshotError
@@ -55,11 +59,15 @@ from proto import messages as m
 from proto.paths import check_relpath
 from proto.states import RunState
 from sortie import run_context as rc
-from sortie.bus import missing_blobs, put_blob, sha256_file
+from sortie.bus import ENV_CREDS, missing_blobs, put_blob, sha256_file
 
-StopReason = Literal["canceled", "stale", "shutdown", "preempted"]
+StopReason = Literal["canceled", "stale", "shutdown", "preempted", "fenced"]
 MAX_BAD_METRIC_LINES = 20
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
+FENCED_MESSAGE = (
+    "the agent lost its lease (no confirmed heartbeat for too long) and stopped the run; "
+    "it will be requeued"
+)
 
 # where a container run finds its parts
 C_WORK = PurePosixPath("/sortie/work")
@@ -75,6 +83,14 @@ STOP_WORDS: dict[StopReason, StopWord] = {
     "stale": "canceled",
     "shutdown": "shutdown",
     "preempted": "preempted",
+    "fenced": "shutdown",
+}
+
+# stop reasons whose stopped attempt is given back to the scheduler (reported Queued, with
+# this error kind): the run goes on as a new attempt, free of max_retries
+GIVE_BACK: dict[StopReason, tuple[str, str]] = {
+    "preempted": ("preempted", PREEMPTED_MESSAGE),
+    "fenced": ("lost", FENCED_MESSAGE),
 }
 
 
@@ -97,6 +113,7 @@ class AttemptDeps:
     node_priority: m.NodePriority = "dedicated"
     docker_host: str = DEFAULT_DOCKER_HOST  # the engine container runs use
     containers: Executor = field(default_factory=cx.ContainerExecutor)
+    lease: Lease | None = None  # the agent's lease (None in tests that need none)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -165,12 +182,17 @@ def child_env(
     node_priority: m.NodePriority = "dedicated",
     gpus: list[int] | None = None,
     rank: RankInfo | None = None,
+    secret_env: m.SecretEnv | None = None,
 ) -> dict[str, str]:
     """The run's environment. ``gpus``: None on an agent without GPUs (CUDA variables left
     as they are), else exactly the indices given to the run (``[]``: none visible).
-    ``rank``: where this node stands in the run (WORLD_SIZE, RANK, MASTER_ADDR, ...)."""
+    ``rank``: where this node stands in the run (WORLD_SIZE, RANK, MASTER_ADDR, ...).
+    ``secret_env``: the values of the run's secret variables (from its Assign)."""
     env = dict(base)
+    env.pop(ENV_CREDS, None)  # the agent's broker credentials are not the run's
     env.update(spec.env_vars)
+    if secret_env is not None:
+        env.update(secret_env.values)
     env[rc.ENV_RUN_ID] = run_id
     env[rc.ENV_ATTEMPT] = str(attempt)
     env[rc.ENV_EXPERIMENT] = spec.experiment
@@ -187,6 +209,19 @@ def child_env(
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
     return env
+
+
+def missing_secrets(assign: m.Assign) -> str | None:
+    """Why the run cannot start without secret values it names (None: it has them all)."""
+    given = set(assign.secret_env.values) if assign.secret_env is not None else set()
+    missing = sorted(set(assign.spec.secret_env_names) - given)
+    if not missing:
+        return None
+    return (
+        f"the values of secret environment variables {', '.join(missing)} did not come with "
+        "the assignment (the scheduler no longer holds them, e.g. its data directory was "
+        "lost): submit the run again"
+    )
 
 
 def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | None:
@@ -302,6 +337,8 @@ class Attempt:
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
         self.stop_reason_file = self.workdir.parent / f"{self.attempt}.stop-reason"
+        self.pid_file = self.workdir.parent / f"{self.attempt}.pid"
+        self.lease_mark = deps.lease.lapses if deps.lease is not None else 0
         self.holder = (self.run_id, self.attempt)
 
     def _hostfile(self) -> Path:
@@ -374,10 +411,11 @@ class Attempt:
     async def _fail(self, kind: str, message: str) -> None:
         await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
 
-    async def _requeue_preempted(self) -> None:
-        """Report Queued (kind "preempted") once every log line is acked."""
+    async def _give_back(self, reason: StopReason) -> None:
+        """Report Queued (kind "preempted" or "lost") once every log line is acked."""
         self._cancellable = False
-        error = m.RunError(kind="preempted", message=PREEMPTED_MESSAGE)
+        kind, message = GIVE_BACK[reason]
+        error = m.RunError(kind=kind, message=message)
         self.output.system(f"{RunState.QUEUED}: {error.message}")
         await self.output.close()
         await self._report(RunState.QUEUED, error=error)
@@ -388,8 +426,8 @@ class Attempt:
                 RunState.CANCELED,
                 error=m.RunError(kind="canceled", message="canceled before the script started"),
             )
-        elif self.stop_reason == "preempted":
-            await self._requeue_preempted()
+        elif self.stop_reason in GIVE_BACK:
+            await self._give_back(self.stop_reason)
         else:
             await self.output.close()
 
@@ -417,12 +455,16 @@ class Attempt:
                 self.output.abort()
         finally:
             self.deps.gpus.release(self.holder)
+            # reported (or handed over to a newer attempt): nothing for a next agent to recover
+            orphans.forget_exit(self.pid_file)
 
     async def _pipeline(self) -> None:
         deps, spec, out = self.deps, self.spec, self.output
         out.system(f"run {self.run_id} attempt {self.attempt} on agent {deps.agent_id}")
         if self.stop_reason is not None:  # stopped while an older attempt wound down
             return await self._wind_down_stopped()
+        if (why := missing_secrets(self.assign)) is not None:
+            return await self._fail("secrets", why)
         if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
             why = gpu_request_error(deps.gpus.devices, spec.resources)
             if why is not None:
@@ -521,10 +563,11 @@ class Attempt:
                 node_priority=deps.node_priority,
                 gpus=gpus,
                 rank=RankInfo.of(self.assign, self._hostfile()),
+                secret_env=self.assign.secret_env,
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
-            pid_file=self.workdir.parent / f"{self.attempt}.pid",
+            pid_file=self.pid_file,
             stop_reason_file=self.stop_reason_file,
         )
 
@@ -595,6 +638,7 @@ class Attempt:
             node_priority=deps.node_priority,
             gpus=inner,
             rank=RankInfo.of(self.assign, C_HOSTFILE),
+            secret_env=self.assign.secret_env,
         )
         return Launch(
             argv=script_argv(python, C_WORK / spec.script, list(spec.arguments)),
@@ -627,14 +671,32 @@ class Attempt:
             ),
         )
 
+    def _killed_while_fenced(self, outcome: Outcome) -> bool:
+        """Killed by a signal while the agent's lease had lapsed: the agent's own fence or
+        its watchdog (agents.watchdog) stopped it, whichever came first."""
+        lease = self.deps.lease
+        return (
+            outcome.exit_code is not None
+            and outcome.exit_code < 0
+            and self.stop_reason in (None, "fenced")
+            and lease is not None
+            and lease.lapsed_since(self.lease_mark, time.monotonic())
+        )
+
     async def _after_exit(self, outcome: Outcome) -> None:
         deps, spec, out = self.deps, self.spec, self.output
-        if self.stop_reason in ("stale", "shutdown"):
+        if self._killed_while_fenced(outcome):
+            self.stop_reason = "fenced"
+            outcome = dataclasses.replace(outcome, stopped=True)
+        if self.stop_reason in ("stale", "shutdown") and outcome.stopped:
+            # stopped by us: the scheduler has moved on, or requeues it (a script that had
+            # already ended on its own is reported as it ended: it must not run again)
             await self.output.close()
             return None
-        if self.stop_reason == "preempted" and outcome.stopped:
-            # stopped by the preemption (a script that had already ended completes normally)
-            return await self._requeue_preempted()
+        if self.stop_reason in GIVE_BACK and outcome.stopped:
+            # stopped by the preemption or the lost lease (a script that had already ended
+            # is reported as it ended)
+            return await self._give_back(self.stop_reason)
         await self._report(RunState.FINALIZING)
         artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
         if self.stop_reason == "canceled":

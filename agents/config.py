@@ -6,9 +6,13 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proto import messages as m
 from proto.subjects import check_token
+
+if TYPE_CHECKING:
+    from sortie.bus import BusAuth
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +37,15 @@ class AgentConfig:
     gpu_refresh_s: float = 5.0  # how often GPU memory/utilisation readings are refreshed
     docker_host: str | None = None  # the container engine; None: DOCKER_HOST or the usual socket
     engine_probe_s: float = 30.0  # how often the engine is probed (advertised in heartbeats)
+    # The process that started this agent (a scheduler's process provider): when it is gone
+    # (even SIGKILLed), the agent stops its runs and exits rather than outlive it as an orphan.
+    exit_with_parent: int | None = None
+    # A separate process that kills the runs when this agent cannot (paused, hung, dead):
+    # see agents.watchdog.
+    watchdog: bool = True
+    # credentials (a .creds file for this agent's id) and TLS trust; None: SORTIE_CREDS and
+    # SORTIE_TLS_CA, or nothing (a broker without authentication)
+    auth: BusAuth | None = None
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

@@ -15,9 +15,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import nats.errors
 import structlog
@@ -32,14 +36,18 @@ from agents.executors.container import remove_orphans
 from agents.executors.process import ProcessExecutor
 from agents.facts import host_capacity, hostname
 from agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
+from agents.lease import Lease
+from agents.publisher import send_report
 from agents.snapshot_cache import SnapshotCache
 from proto import codec, subjects
 from proto import messages as m
-from sortie.bus import BrokerUnreachable, Bus, NotInitialised, open_bus
+from proto.states import RunState
+from sortie.bus import BrokerUnreachable, Bus, BusAuth, NotInitialised, open_bus
 
 __all__ = ["AgentConfig", "AgentState", "default_agent_id", "run_agent"]
 
 SEEN_CAP = 10_000
+MAX_BAD_COMMANDS_LOGGED = 20  # a flood of bad commands must not flood the log
 SHUTDOWN_LIMIT_S = 60.0
 VERSION = "0.1.0"
 
@@ -105,11 +113,140 @@ def heartbeat(
     )
 
 
+# nats-py's flush future must never be cancelled while it waits in the client's PONG queue:
+# a PONG arriving for a cancelled future kills the client's read loop (InvalidStateError).
+# So it is never cancelled from outside, and its own timeout is longer than the stale-
+# connection detection (ping_interval x max_outstanding_pings), after which a reconnect
+# empties that queue.
+FLUSH_INNER_TIMEOUT_S = 60
+
+
+async def confirmed(bus: Bus, timeout_s: float) -> bool:
+    """Has everything published so far reached the broker (a PING/PONG round trip) within
+    ``timeout_s``? Never cancels the round trip it waits for (see above)."""
+    flush = asyncio.ensure_future(bus.nc.flush(timeout=FLUSH_INNER_TIMEOUT_S))
+    flush.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+    done, _ = await asyncio.wait([flush], timeout=timeout_s)
+    return flush in done and not flush.cancelled() and flush.exception() is None
+
+
+RECOVERY_SETTLE_S = 2.0
+
+
+async def start_watchdog(
+    config: AgentConfig, data_dir: Path, lease_file: Path
+) -> asyncio.subprocess.Process:
+    """Start agents.watchdog for this agent: it kills the runs if the lease file goes stale
+    (the agent paused or hung) or the agent dies. Its limit leaves the run most of the kill
+    grace to stop by itself, and ends before the scheduler requeues (lease + kill grace)."""
+    limit = config.lease_s + 0.75 * config.kill_grace_s
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.watchdog",
+        "--runs-dir",
+        str(data_dir / "runs"),
+        "--lease-file",
+        str(lease_file),
+        "--limit",
+        str(limit),
+        "--agent-pid",
+        str(os.getpid()),
+        stdin=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C aimed at the agent must not stop it first
+    )
+
+
+async def stop_watchdog(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 5)
+
+
+async def report_unreported_exits(
+    bus: Bus, agent_id: str, incarnation: str, runs_dir: Path, alog: Any
+) -> int:
+    """Report the outcome of attempts whose script ended but whose agent died before
+    reporting it (see agents.orphans). Exit 0 completes the run; a script's own failure fails
+    it; a signal (it was stopped) gives the attempt back to be run again."""
+    found = orphans.unreported_exits(runs_dir)
+    for run_id, attempt, code in found:
+        if code == 0:
+            final, error = RunState.COMPLETED, None
+        elif code > 0:
+            final = RunState.FAILED
+            error = m.RunError(kind="exit_code", message=f"the script exited with code {code}")
+        else:
+            final = RunState.QUEUED
+            error = m.RunError(kind="lost", message=f"its agent died; killed by signal {-code}")
+        states = [RunState.RUNNING, RunState.FINALIZING, final] if code >= 0 else [final]
+        for state in states:
+            report = m.RunReport(
+                agent_id=agent_id,
+                incarnation=incarnation,
+                run_id=run_id,
+                attempt=attempt,
+                state=state,
+                at=time.time(),
+                exit_code=code if state is final and code >= 0 else None,
+                error=error if state is final else None,
+            )
+            await send_report(bus.js, report)
+        orphans.forget_exit(runs_dir / run_id / f"{attempt}.pid")
+        alog.warning(
+            "reported the outcome of an attempt its previous agent left unreported",
+            run_id=run_id,
+            attempt=attempt,
+            exit_code=code,
+        )
+    return len(found)
+
+
+async def watch_parent(
+    parent_pid: int, stop: asyncio.Event, alog: structlog.stdlib.BoundLogger, every_s: float = 0.5
+) -> None:
+    """Set ``stop`` once ``parent_pid`` is no longer this process's parent (it died, even by
+    SIGKILL, and the agent was re-parented), so a node never outlives its scheduler."""
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            alog.warning("the process that started this agent is gone; stopping", parent=parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(every_s)
+
+
+def read_command(data: bytes) -> m.AgentCommand | str:
+    """A command from the scheduler, or why it is ignored (pure).
+
+    Beyond decoding: a run id must be one subject token (it also names the run's directory),
+    attempts count from 1, and a rank lies within its run's world.
+    """
+    try:
+        cmd: m.Assign | m.Cancel | m.Preempt = codec.decode(m.AgentCommand, data)
+        if isinstance(cmd, m.Preempt):
+            return cmd
+        subjects.check_token("run id", cmd.run_id)
+    except ValueError as exc:  # codec.BadMessage, or a run id that could leave runs/
+        return str(exc)
+    if cmd.attempt < 1:
+        return f"attempt {cmd.attempt} of run {cmd.run_id} is not a positive number"
+    if isinstance(cmd, m.Assign) and not 0 <= cmd.rank < cmd.world_size:
+        return f"rank {cmd.rank} of run {cmd.run_id} is outside its world of {cmd.world_size}"
+    return cmd
+
+
 async def _open(config: AgentConfig, stop: asyncio.Event) -> Bus | None:
     waited = False
     while not stop.is_set():
         try:
-            return await open_bus(config.url, f"agent-{config.agent_id}", reconnect_forever=True)
+            return await open_bus(
+                config.url,
+                f"agent-{config.agent_id}",
+                reconnect_forever=True,
+                auth=config.auth if config.auth is not None else BusAuth.from_env(),
+            )
         except (NotInitialised, BrokerUnreachable) as exc:
             if not waited:
                 log.warning("waiting for the broker and the scheduler's resources", why=str(exc))
@@ -165,7 +302,15 @@ async def run_agent(
     bus = await _open(config, stop)
     if bus is None:
         return
+    if await report_unreported_exits(bus, config.agent_id, incarnation, data_dir / "runs", alog):
+        # let the scheduler apply them before this incarnation's first heartbeat makes it
+        # requeue the previous incarnation's runs
+        await asyncio.sleep(RECOVERY_SETTLE_S)
     envs = EnvCache(data_dir / "envs")
+    lease = Lease(config.lease_s, time.monotonic())
+    lease_file = data_dir / "lease"  # its mtime: the last confirmed heartbeat (the watchdog's)
+    lease_file.touch()
+    watchdog = await start_watchdog(config, data_dir, lease_file) if config.watchdog else None
     deps = AttemptDeps(
         js=bus.js,
         blobs=bus.blobs,
@@ -183,6 +328,7 @@ async def run_agent(
         preempt_grace_s=config.preempt_grace_s,
         node_priority=config.priority,
         docker_host=engine_url,
+        lease=lease,
     )
     commands: asyncio.Queue[bytes] = asyncio.Queue()
     background: set[asyncio.Task[None]] = set()
@@ -195,12 +341,34 @@ async def run_agent(
     async def on_command(msg: Msg) -> None:
         commands.put_nowait(msg.data)
 
+    def fence_runs(why: str) -> None:
+        """The lease lapsed: stop every run held now and give it back (reported Queued, kind
+        "lost", once the broker is reachable). The scheduler requeues them after its lease
+        and the kill grace, by when these attempts are gone."""
+        alog.warning(why, lease_s=config.lease_s, running=len(state.running))
+        for attempt in list(state.running.values()):
+            spawn(attempt.stop("fenced"))
+
     async def send_heartbeat() -> None:
         hb = heartbeat(config, state, capacity, host, envs, time.time(), gpus.view())
+        sent_at = time.monotonic()
         try:
             await bus.nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))
-        except (nats.errors.Error, OSError) as exc:
+            # confirmed: the broker has it (a round trip), so the scheduler can hear it. (While
+            # reconnecting, nats-py's flush returns at once without a round trip: check.)
+            if not bus.nc.is_connected:
+                return
+            if not await confirmed(bus, max(0.5, min(5.0, config.lease_s / 2))):
+                return
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
             alog.warning("heartbeat not sent", error=repr(exc))
+            return
+        if not bus.nc.is_connected:
+            return
+        with contextlib.suppress(OSError):
+            os.utime(lease_file)
+        if lease.renew(sent_at):
+            fence_runs("lease lapsed unnoticed (the agent was stalled); stopping every run")
 
     async def heartbeats() -> None:
         while True:
@@ -208,28 +376,11 @@ async def run_agent(
             await asyncio.sleep(config.heartbeat_interval_s)
 
     async def fence() -> None:
-        """Cut off from the broker for a lease, stop every run: the scheduler will give them
-        to another agent after its lease and the kill grace, and the old attempt must be gone
-        by then. No reports: those attempts are being given back."""
-        last_ok = time.monotonic()
-        fenced = False
+        """No confirmed heartbeat for a lease: stop every run (see agents.lease)."""
         while True:
             await asyncio.sleep(min(0.5, config.lease_s / 4))
-            if bus.nc.is_connected:
-                last_ok = time.monotonic()
-                if fenced:
-                    alog.info("broker reachable again")
-                    fenced = False
-                continue
-            if time.monotonic() - last_ok > config.lease_s and not fenced:
-                fenced = True
-                alog.warning(
-                    "lease expired: broker unreachable; stopping every run",
-                    lease_s=config.lease_s,
-                    running=len(state.running),
-                )
-                for attempt in list(state.running.values()):
-                    spawn(attempt.stop("shutdown"))
+            if lease.lapse_seen(time.monotonic()):
+                fence_runs("lease expired: no heartbeat confirmed; stopping every run")
 
     async def refresh_gpus() -> None:
         """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
@@ -299,11 +450,11 @@ async def run_agent(
     async def commands_loop() -> None:
         while True:
             data = await commands.get()
-            try:
-                cmd: m.Assign | m.Cancel | m.Preempt = codec.decode(m.AgentCommand, data)
-            except codec.BadMessage as exc:
+            cmd = read_command(data)
+            if isinstance(cmd, str):
                 state.bad_commands += 1
-                alog.warning("undecodable command ignored", error=str(exc), size=len(data))
+                if state.bad_commands <= MAX_BAD_COMMANDS_LOGGED:
+                    alog.warning("bad command ignored", error=cmd[:300], size=len(data))
                 continue
             handle(cmd)
 
@@ -324,6 +475,8 @@ async def run_agent(
     ]
     if gpus.has_gpus:
         loops.append(asyncio.create_task(refresh_gpus()))
+    if config.exit_with_parent is not None:
+        loops.append(asyncio.create_task(watch_parent(config.exit_with_parent, stop, alog)))
     try:
         await stop.wait()
     finally:
@@ -343,5 +496,7 @@ async def run_agent(
         for task in list(background):
             task.cancel()
         await asyncio.gather(*loops, *background, return_exceptions=True)
+        if watchdog is not None:
+            await stop_watchdog(watchdog)
         await bus.close()
         alog.info("agent stopped")

@@ -23,7 +23,7 @@ def parse_metric(line: bytes) -> m.MetricPoint | str:
     """One metric line -> a point, or the reason it is refused (pure)."""
     try:
         point = msgspec.json.decode(line, type=m.MetricPoint)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 is not a DecodeError
         text = line[:200].decode("utf-8", errors="replace")
         return f"bad metric line {text!r}: {exc}"
     if not point.name:

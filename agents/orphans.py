@@ -4,14 +4,46 @@ Each process run's group leader is recorded in a pid file beside its working dir
 ``PID START`` (START: the process's start time from /proc, so a reused pid is never taken for
 it). A starting agent kills every recorded group still alive: the scheduler gives those runs
 to new attempts, and the old ones must not run beside them.
+
+Each run's leader is also started with ``die_with_agent`` as its pre-exec hook: the kernel
+SIGKILLs it the moment the agent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed agent that is
+never restarted leaves no run going on beside the next attempt. What the leader started
+(its group) is killed by the next agent to start on the same data directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_agent() -> None:
+    """Pre-exec hook for a run's leader: the kernel SIGKILLs it when the agent dies.
+
+    The agent forks from its event loop's thread, the main thread, which lives as long as
+    the agent does (the signal follows the forking thread, not the process).
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live processes in process group ``pgid`` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def start_time(pid: int) -> str | None:
@@ -36,8 +68,42 @@ def forget(pid_file: Path | None) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def kill_leftovers(runs_dir: Path) -> list[int]:
-    """Kill the process group of every recorded run still alive; return their pids."""
+# --- exits not yet reported -------------------------------------------------------------------
+# The moment a run's leader exits, its code is written beside the pid file (``<attempt>.exit``)
+# and removed once the attempt's last report is acked. An agent killed in between (the script
+# ended, its report was not sent) leaves the file; the next agent on the data directory reports
+# the outcome, so a script that ran to its end is not run again.
+
+
+def exit_file(pid_file: Path) -> Path:
+    return pid_file.with_suffix(".exit")
+
+
+def record_exit(pid_file: Path | None, code: int) -> None:
+    if pid_file is not None:
+        with contextlib.suppress(OSError):
+            exit_file(pid_file).write_text(f"{code}\n")
+
+
+def forget_exit(pid_file: Path) -> None:
+    exit_file(pid_file).unlink(missing_ok=True)
+
+
+def unreported_exits(runs_dir: Path) -> list[tuple[str, int, int]]:
+    """(run id, attempt, exit code) of every exit recorded and never reported; the files are
+    left in place (``forget_exit`` once reported)."""
+    found = []
+    for path in sorted(runs_dir.glob("*/*.exit")):
+        try:
+            found.append((path.parent.name, int(path.stem), int(path.read_text().strip())))
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+    return found
+
+
+def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> list[int]:
+    """Kill the process group of every recorded run still alive; return their pids.
+    ``keep_records``: leave the pid files (the agent that wrote them is still there)."""
     killed: list[int] = []
     for pid_file in sorted(runs_dir.glob("*/*.pid")):
         try:
@@ -46,9 +112,14 @@ def kill_leftovers(runs_dir: Path) -> list[int]:
         except (OSError, ValueError):
             forget(pid_file)
             continue
-        if start_time(pid) == started:
+        # The leader alive (the same process: same start time), or gone with members of its
+        # group left: Linux does not reuse a pid while a group of that id has members, so
+        # those are the run's own children.
+        leader = start_time(pid)
+        if leader == started or (leader is None and group_members(pid)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
-        forget(pid_file)
+        if not keep_records:
+            forget(pid_file)
     return killed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,14 +44,23 @@ class Materialised:
     from_cache: int
 
 
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+OUTPUTS = "outputs"  # the run's artifact directory: made by the agent, never a file
+
+
 def refused_paths(manifest: m.Manifest) -> list[str]:
-    """Why each bad manifest entry is refused (pure): bad paths, duplicates, file-vs-dir."""
+    """Why each bad manifest entry is refused (pure): bad paths, duplicates, file-vs-dir, a
+    blob name that is not a sha256 (it names a file in the cache), a file named outputs."""
     reasons: list[str] = []
     seen: set[str] = set()
     for entry in manifest.files:
         why = check_relpath(entry.path)
         if why is not None:
             reasons.append(why)
+        elif not SHA256.match(entry.sha256):
+            reasons.append(f"{entry.path!r} names blob {entry.sha256[:80]!r}, not a sha256")
+        elif entry.path == OUTPUTS:
+            reasons.append(f"{OUTPUTS!r} is a file, but outputs/ is where the run's artifacts go")
         elif entry.path in seen:
             reasons.append(f"{entry.path!r} appears twice")
         seen.add(entry.path)
@@ -78,6 +88,8 @@ class SnapshotCache:
         return self.path(sha).is_file()
 
     async def manifest(self, snapshot_id: str) -> m.Manifest:
+        if not SHA256.match(snapshot_id):
+            raise SnapshotError(f"snapshot id {snapshot_id[:80]!r} is not a sha256")
         local = self.path(snapshot_id)
         if local.is_file():
             data = local.read_bytes()

@@ -51,6 +51,13 @@ def decode(kind: Any, data: bytes) -> Any:
     except msgspec.DecodeError as exc:
         name = getattr(kind, "__name__", str(kind))
         raise BadMessage(f"could not decode {name}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this (not a DecodeError) for invalid UTF-8 in a tag, an enum or a
+        # literal: it must be refused like any other bad message, not escape the caller
+        name = getattr(kind, "__name__", str(kind))
+        raise BadMessage(
+            f"could not decode {name}: invalid UTF-8 at byte {exc.start} of a string"
+        ) from None
 
 
 def error(code: m.ErrorCode, message: str) -> bytes:

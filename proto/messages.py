@@ -88,6 +88,20 @@ class Resources(Message, frozen=True, kw_only=True):
     gpu_type: str | None = None  # e.g. "H100": matched as a substring of the agent's GPU name
 
 
+class SecretEnv(Message, frozen=True, kw_only=True):
+    """Environment variables whose values are secret (API keys, tokens): name -> value.
+
+    Carried in a submit request and in each ``Assign`` of the run, and kept by the scheduler
+    on its own host only (owner-only files) until the run ends. Never in a run record, a
+    reply, a log line or the run's log stream; the repr names the variables, not the values.
+    """
+
+    values: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SecretEnv(names={sorted(self.values)!r}, values=<redacted>)"
+
+
 class RunSpec(Message, frozen=True, kw_only=True):
     """What the user asked for. Immutable once the run is accepted."""
 
@@ -110,6 +124,8 @@ class RunSpec(Message, frozen=True, kw_only=True):
     constraints: dict[str, str] = {}  # agent labels that must match exactly
     dedicated_only: bool = False  # never place on low-priority (preemptible) nodes
     strategy: Literal["binpack", "spread"] = "binpack"
+    # names of the run's secret variables; their values travel apart (SecretEnv), never here
+    secret_env_names: list[str] = []
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -173,6 +189,10 @@ class RunRecord(Message, frozen=True, kw_only=True):
 class SubmitRequest(Message, frozen=True, kw_only=True, tag="submit"):
     spec: RunSpec
     validate_only: bool = False  # check everything, create nothing
+    secret_env: SecretEnv | None = None  # values of spec.secret_env_names (kept off the record)
+    # bytes of the snapshot this submission uploaded (the rest was already in the store); for
+    # the scheduler's metrics only. None: the client does not say.
+    uploaded_bytes: int | None = None
 
 
 class SubmitAccepted(Message, frozen=True, kw_only=True, tag="submit_accepted"):
@@ -289,6 +309,7 @@ class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     master_addr: str | None = None  # rank 0's host
     master_port: int | None = None
     hosts: list[str] = []  # every rank's host, by rank (written to the hostfile)
+    secret_env: SecretEnv | None = None  # values of spec.secret_env_names, added by the daemon
 
 
 class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):

@@ -68,3 +68,41 @@ def logs(run_id: str) -> str:
 
 def metrics(run_id: str) -> str:
     return f"{PREFIX}.metrics.{check_token('run id', run_id)}"
+
+
+# --- JetStream's own subjects, as permissions must name them ---------------------------------
+# nats-py builds these on its own; they are spelled here only to grant or refuse them.
+INBOX = "_INBOX"  # nats-py's default reply-subject prefix
+CLIENT_INBOX = f"{INBOX}.client"
+SCHEDULER_INBOX = f"{INBOX}.scheduler"
+JS_API = "$JS.API"
+JS_FLOW_CONTROL = "$JS.FC"
+JS_ACK = "$JS.ACK"
+
+
+def agent_inbox(agent_id: str) -> str:
+    """The reply-subject prefix of one agent's connection (no other identity may read it)."""
+    return f"{INBOX}.agent.{check_token('agent id', agent_id)}"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream JetStream keeps a KV bucket in."""
+    return f"KV_{bucket}"
+
+
+def kv_keys(bucket: str) -> str:
+    """Every key of a KV bucket (writing one is publishing here)."""
+    return f"$KV.{bucket}.>"
+
+
+def obj_stream(bucket: str) -> str:
+    """The stream JetStream keeps an object store in."""
+    return f"OBJ_{bucket}"
+
+
+def obj_chunks(bucket: str) -> str:
+    return f"$O.{bucket}.C.>"
+
+
+def obj_meta(bucket: str) -> str:
+    return f"$O.{bucket}.M.>"

@@ -28,7 +28,7 @@ def slots(state: SchedulerState) -> list[Slot]:
         if rec.state not in ON_AGENT:
             continue
         res = rec.spec.resources
-        for member in members(rec):
+        for member in rec.gang or members(rec):  # (no copy of the gang list)
             s = free.get(member.agent_id)
             if s is not None:
                 s.free_cpus -= res.cpus

@@ -13,6 +13,9 @@ from scheduler.model import BUILTIN_TARGETS
 NAME_RULE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$")
 KEEP_DECISIONS = 20
 KEEP_ERRORS = 20
+# One cluster's ceiling: the autoscaler creates nodes one by one in a cycle, so an absurd
+# max_nodes (a typo, or a hostile request) must be refused rather than stall the scheduler.
+MAX_NODES = 1000
 
 
 def check_compute_name(name: str) -> str | None:
@@ -37,6 +40,14 @@ def check_cluster(
         )
     if cfg.max_nodes < 1:
         return m.ErrorReply(code="bad_request", message="max_nodes must be at least 1")
+    if cfg.max_nodes > MAX_NODES:
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                f"max_nodes ({cfg.max_nodes}) is more than one cluster may have ({MAX_NODES}): "
+                "split the pool into several computes"
+            ),
+        )
     if cfg.min_nodes < 0:
         return m.ErrorReply(code="bad_request", message="min_nodes must not be negative")
     if cfg.min_nodes > cfg.max_nodes:

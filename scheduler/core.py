@@ -21,6 +21,8 @@ from scheduler.capacity import slots
 from scheduler.events import (
     AgentAsked,
     AttachVm,
+    BrokerAway,
+    BrokerBack,
     CancelAsked,
     Command,
     ComputeAsked,
@@ -35,6 +37,7 @@ from scheduler.events import (
     PublishEof,
     Reply,
     ReportSeen,
+    SaveRunSecret,
     SaveSecret,
     SendToAgent,
     StopNode,
@@ -52,11 +55,13 @@ from scheduler.model import AgentView, SchedulerState, members
 from scheduler.placement import Plan, could_ever_hold, place
 from scheduler.reconcile import reconcile
 from scheduler.runs import apply_report, cancel, end, move, requeue, store
-from scheduler.validate import check_spec
+from scheduler.validate import check_secrets, check_spec
 
 __all__ = [
     "AgentAsked",
     "AttachVm",
+    "BrokerAway",
+    "BrokerBack",
     "CancelAsked",
     "Command",
     "ComputeAsked",
@@ -71,6 +76,7 @@ __all__ = [
     "PublishEof",
     "Reply",
     "ReportSeen",
+    "SaveRunSecret",
     "SaveSecret",
     "SendToAgent",
     "StopNode",
@@ -120,6 +126,13 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return vms.detached(state, event.name)
     if isinstance(event, VmLink):
         return vms.link(state, event.name, event.link)
+    if isinstance(event, BrokerAway):
+        state.broker_away = True
+        return [Log("broker unreachable; no agent is judged lost until it is back", {})]
+    if isinstance(event, BrokerBack):
+        state.broker_away = False
+        state.started_at = now
+        return [Log("broker reachable again; every agent gets a full lease", {})]
     return []  # Tick: decide() does the periodic work
 
 
@@ -178,7 +191,7 @@ def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
 
 def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command]:
     spec = ev.request.spec
-    problem = check_spec(spec, state.known_targets())
+    problem = check_spec(spec, state.known_targets()) or check_secrets(spec, ev.request.secret_env)
     if problem is None and (why := _never_fits(state, spec)) is not None:
         problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
     if problem is not None:
@@ -199,7 +212,11 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command
     store(state, rec)
     if spec.submission_id is not None:
         state.submissions[spec.submission_id] = ev.run_id
+    kept: list[Command] = []
+    if ev.request.secret_env is not None and spec.secret_env_names:
+        kept.append(SaveRunSecret(run_id=ev.run_id, secret=ev.request.secret_env))
     return [
+        *kept,
         Reply(ev.reply_to, m.SubmitAccepted(run_id=ev.run_id), run_id=ev.run_id),
         Log("run queued", {"run_id": ev.run_id, "target": spec.target}),
     ]
@@ -310,6 +327,15 @@ PROGRESS = (
 )
 
 
+def _skipped_steps(current: RunState, reported: RunState) -> list[RunState]:
+    """The progress steps between ``current`` and a ``reported`` state further along that
+    cannot be reached directly (Running -> Completed implies Finalizing): empty otherwise."""
+    if can_transition(current, reported) or current not in PROGRESS or reported not in PROGRESS:
+        return []
+    here, there = PROGRESS.index(current), PROGRESS.index(reported)
+    return list(PROGRESS[here + 1 : there]) if there > here else []
+
+
 def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
     """A member's report. The run follows its slowest member; any failure ends the attempt."""
     rec = state.runs.get(rep.run_id)
@@ -319,6 +345,18 @@ def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
     member = next((g for g in gang if g.agent_id == rep.agent_id), None)
     if member is None:
         return _stale(rep)
+    skipped = _skipped_steps(member.state, rep.state)
+    if skipped:
+        # An agent reports each step in order, but a redelivery (after a scheduler restart)
+        # may bring a later one first: it implies the steps before it. Dropping it would lose
+        # the outcome for good (it is acknowledged like any other).
+        implied: list[Command] = []
+        for step in skipped:
+            earlier = msgspec.structs.replace(
+                rep, state=step, exit_code=None, error=None, artifacts=[]
+            )
+            implied.extend(_on_report(state, earlier))
+        return implied + _on_report(state, rep)
     if rep.state == member.state or not can_transition(member.state, rep.state):
         return []  # a duplicate, or a report this member has already moved past
     if rep.state is RunState.QUEUED and member.state is RunState.FINALIZING:
@@ -373,7 +411,12 @@ def decide(
     """Reconcile observations with records, scale clusters, then place what is queued."""
     cmds: list[Command] = []
     rec_out = reconcile(
-        state.runs, state.agents, state.assign_sent_at, now, state.started_at, config.timing
+        state.runs,
+        state.agents,
+        state.assign_sent_at,
+        now,
+        now if state.broker_away else state.started_at,  # away: nobody is judged lost
+        config.timing,
     )
     for agent_id in rec_out.lost_agents:
         state.agents[agent_id].lost = True
@@ -407,7 +450,7 @@ def decide(
     if not pending:
         state.why.clear()
         return cmds
-    plan: Plan = place(pending, slots(state))
+    plan: Plan = place(pending, slots(state), limit=config.placement_limit)
     for p in plan.placements:
         rec = state.runs[p.run_id]
         gang = [
@@ -433,8 +476,7 @@ def decide(
         state.assign_sent_at[p.run_id] = now
         cmds.extend(SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang)
     state.why = plan.unplaced
-    if plan.placements:
-        cmds.append(Log("placed", {"runs": len(plan.placements), "waiting": len(plan.unplaced)}))
+    # placements are counted in the daemon's one line per cycle (scheduler.metrics)
     return cmds
 
 

@@ -32,8 +32,10 @@ from nats.js.kv import KeyValue
 from proto import codec, subjects
 from proto import messages as m
 from proto.states import TERMINAL
-from scheduler import core
+from scheduler import core, kvbatch, run_secrets
+from scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
 from scheduler.machines import Machines, credentials
+from scheduler.metrics import Metrics
 from scheduler.model import AgentView, SchedulerState
 from scheduler.providers import (
     KNOWN_PROVIDERS,
@@ -46,7 +48,10 @@ from scheduler.providers import (
 from scheduler.reconcile import Timing
 from scheduler.sizes import load_catalog
 from scheduler.ssh import save_credentials
-from sortie.bus import Bus, has_blob, kv_items, open_bus
+from scheduler.validate import SHA256
+from sortie.auth import Creds, Signer
+from sortie.bus import Bus, BusAuth, has_blob, kv_items, open_bus
+from sortie.metrics_http import MetricsServer, serve_metrics
 
 log = structlog.get_logger("sortie.scheduler")
 
@@ -68,11 +73,23 @@ class SchedulerConfig:
     tick_s: float = 1.0
     max_batch: int = 2000
     write_concurrency: int = 256
+    placement_limit: int | None = 10_000  # runs placed per cycle at most (core.Config)
     data_dir: Path | None = None  # where node providers keep their files
     provider_poll_s: float = 2.0
     preempt_grace_s: float = 30.0
     node_boot_timeout_s: float = 120.0
     gpu_pool: tuple[int, ...] = ()  # host GPU indices the process provider may hand to nodes
+    # copies of each stream, bucket and the object store (3 on a 3-node cluster); None keeps
+    # existing ones as they are and creates missing ones with 1 (sortie.bus.ensure_resources)
+    replicas: int | None = None
+    # credentials and TLS trust of the scheduler's own connection (None: no authentication)
+    auth: BusAuth | None = None
+    # the account key (sortie.auth): with it the scheduler mints credentials for the agents it
+    # starts (cluster nodes, attached machines); without it they get none
+    account_key: Path | None = None
+    # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def new_node_id(cluster: str) -> str:
@@ -97,16 +114,41 @@ class Daemon:
             providers=frozenset(KNOWN_PROVIDERS),
             preempt_grace_s=config.preempt_grace_s,
             node_boot_timeout_s=config.node_boot_timeout_s,
+            placement_limit=config.placement_limit,
         )
         self.providers: dict[str, NodeProvider] = {}
         self.background: set[asyncio.Task[None]] = set()
-        self.machines = Machines(config.data_dir or Path(), bus.url, self._enqueue)
+        self.signer = Signer.load(config.account_key) if config.account_key else None
+        self.machines = Machines(
+            config.data_dir or Path(),
+            bus.url,
+            self._enqueue,
+            mint=self.agent_creds,
+            tls_ca=config.auth.tls_ca if config.auth else None,
+        )
         self.state = SchedulerState()
         self.revisions: dict[str, int] = {}
+        self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
         self.subs: list[object] = []
         self._bad_subjects: set[str] = set()
+        # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
+        self.run_secrets: dict[str, m.SecretEnv] = {}
+        self.metrics = Metrics(lambda: self.state)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir or Path()
+
+    def agent_creds(self, agent_id: str) -> Creds | None:
+        """Fresh credentials for an agent this scheduler starts (None without an account
+        key: then the broker must not require any)."""
+        if self.signer is None:
+            return None
+        from proto.permissions import Role
+
+        return self.signer.mint(Role("agent", agent_id))
 
     # --- startup -------------------------------------------------------------------------
 
@@ -181,6 +223,15 @@ class Daemon:
             except codec.BadMessage:
                 continue
             self.state.vms[v.name] = v
+        kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
+        for run_id, secret in kept.items():
+            if run_id in self.state.runs:
+                self.run_secrets[run_id] = secret
+            else:  # the run ended (or was never stored): its values are no longer needed
+                await asyncio.to_thread(run_secrets.delete, self.data_dir, run_id)
+        if unreadable:
+            log.warning("unreadable run secrets files skipped", files=unreadable)
+        self.metrics.seed(self.state)
         log.info(
             "state loaded",
             runs=runs,
@@ -192,6 +243,11 @@ class Daemon:
 
     async def start(self) -> None:
         nc = self.bus.nc
+        try:
+            self.atomic = await kvbatch.enable_atomic(self.bus.runs)
+        except TRANSIENT as exc:
+            log.warning("atomic batch writes not enabled", error=repr(exc))
+        log.info("run records written in atomic batches" if self.atomic else "single writes")
         self.subs.append(
             await nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=self._on_api)
         )
@@ -212,59 +268,71 @@ class Daemon:
             await self.bus.nc.publish(msg.reply, codec.encode(message))
 
     async def _on_api(self, msg: Msg) -> None:
+        req = read_request(msg.subject, msg.data)
+        if isinstance(req, m.ErrorReply):
+            self._note_bad(msg.subject, req.message)
+            await self._safe_reply(msg, req)
+            return
         try:
-            if msg.subject == subjects.API_SUBMIT:
-                req = codec.decode(m.SubmitRequest, msg.data)
-                if not req.validate_only and not await has_blob(
-                    self.bus.blobs, req.spec.snapshot_id
-                ):
-                    await self._reply(
-                        msg,
-                        m.ErrorReply(
-                            code="snapshot_missing",
-                            message=(
-                                f"snapshot {req.spec.snapshot_id[:12]} is not in the store: "
-                                "upload the manifest and its files before submitting"
-                            ),
-                        ),
-                    )
-                    return
-                run_id = new_run_id(req.spec.experiment, time.time())
-                self._enqueue(core.Submitted(request=req, run_id=run_id, reply_to=msg.reply))
-            elif msg.subject == subjects.API_CANCEL:
-                creq = codec.decode(m.CancelRequest, msg.data)
-                if creq.run_id in self.state.runs:
-                    self._enqueue(core.CancelAsked(run_id=creq.run_id, reply_to=msg.reply))
-                else:
-                    await self._reply(msg, await self._cancel_unknown(creq.run_id))
-            elif msg.subject == subjects.API_TARGETS:
-                codec.decode(m.TargetsRequest, msg.data)
-                self._enqueue(core.TargetsAsked(reply_to=msg.reply))
-            elif msg.subject == subjects.API_COMPUTE:
-                compute_req = codec.decode(m.ComputeRequest, msg.data)
-                self._enqueue(core.ComputeAsked(request=compute_req, reply_to=msg.reply))
-            elif msg.subject == subjects.API_AGENTS:
-                agent_req = codec.decode(m.AgentRequest, msg.data)
-                self._enqueue(core.AgentAsked(request=agent_req, reply_to=msg.reply))
-            elif msg.subject == subjects.API_WHY:
-                why = codec.decode(m.WhyRequest, msg.data)
-                if why.run_id in self.state.runs:
-                    self._enqueue(core.WhyAsked(run_id=why.run_id, reply_to=msg.reply))
-                else:
-                    await self._reply(msg, await self._why_unknown(why.run_id))
-            else:
-                await self._reply(
-                    msg,
-                    m.ErrorReply(code="bad_request", message=f"unknown API subject {msg.subject}"),
-                )
-        except codec.BadMessage as exc:
-            self._note_bad(msg.subject, str(exc))
-            await self._reply(msg, m.ErrorReply(code="bad_request", message=str(exc)))
+            await self._on_request(msg, req)
         except TRANSIENT as exc:
             log.warning("api request failed", subject=msg.subject, error=repr(exc))
-            await self._reply(
+            await self._safe_reply(
                 msg, m.ErrorReply(code="internal", message=f"scheduler could not answer: {exc!r}")
             )
+        except Exception as exc:  # a bug must not leave the client waiting, or stop the daemon
+            log.exception("api request failed", subject=msg.subject, request=type(req).__name__)
+            await self._safe_reply(
+                msg,
+                m.ErrorReply(
+                    code="internal",
+                    message=f"the scheduler failed on this {type(req).__name__}: "
+                    f"{type(exc).__name__}; see its log",
+                ),
+            )
+
+    async def _safe_reply(self, msg: Msg, message: m.Message) -> None:
+        with contextlib.suppress(*TRANSIENT, nats.errors.Error):
+            await self._reply(msg, message)
+
+    async def _on_request(self, msg: Msg, request: ApiRequest) -> None:
+        if isinstance(request, m.SubmitRequest):
+            spec = request.spec
+            # a snapshot id that is not a sha256 is refused by the core, with the rule
+            if (
+                not request.validate_only
+                and SHA256.match(spec.snapshot_id)
+                and not await has_blob(self.bus.blobs, spec.snapshot_id)
+            ):
+                await self._reply(
+                    msg,
+                    m.ErrorReply(
+                        code="snapshot_missing",
+                        message=(
+                            f"snapshot {spec.snapshot_id[:12]} is not in the store: "
+                            "upload the manifest and its files before submitting"
+                        ),
+                    ),
+                )
+                return
+            run_id = new_run_id(spec.experiment, time.time())
+            self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))
+        elif isinstance(request, m.CancelRequest):
+            if request.run_id in self.state.runs:
+                self._enqueue(core.CancelAsked(run_id=request.run_id, reply_to=msg.reply))
+            else:
+                await self._reply(msg, await self._cancel_unknown(request.run_id))
+        elif isinstance(request, m.TargetsRequest):
+            self._enqueue(core.TargetsAsked(reply_to=msg.reply))
+        elif isinstance(request, m.WhyRequest):
+            if request.run_id in self.state.runs:
+                self._enqueue(core.WhyAsked(run_id=request.run_id, reply_to=msg.reply))
+            else:
+                await self._reply(msg, await self._why_unknown(request.run_id))
+        elif isinstance(request, m.AgentList | m.AgentAdmin):
+            self._enqueue(core.AgentAsked(request=request, reply_to=msg.reply))
+        else:
+            self._enqueue(core.ComputeAsked(request=request, reply_to=msg.reply))
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
         """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
@@ -275,7 +343,10 @@ class Daemon:
             return m.ErrorReply(code="bad_request", message=str(exc))
         except nats.js.errors.KeyNotFoundError:
             return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
-        return codec.decode(m.RunRecord, entry.value or b"")
+        try:
+            return codec.decode(m.RunRecord, entry.value or b"")
+        except codec.BadMessage as exc:
+            return m.ErrorReply(code="internal", message=f"run {run_id}'s stored record: {exc}")
 
     async def _why_unknown(self, run_id: str) -> m.WhyReply | m.ErrorReply:
         rec = await self._stored_run(run_id)
@@ -302,28 +373,33 @@ class Daemon:
             log.warning("undecodable message ignored", subject=subject, error=why[:300])
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            hb = codec.decode(m.Heartbeat, msg.data)
-            if subjects.heartbeat(hb.agent_id) != msg.subject:
-                raise codec.BadMessage(f"heartbeat for {hb.agent_id} on {msg.subject}")
-        except (codec.BadMessage, ValueError) as exc:
-            self._note_bad(msg.subject, str(exc))
+        hb = read_heartbeat(msg.subject, msg.data)
+        if isinstance(hb, str):
+            self._note_bad(msg.subject, hb)
             return
         self._enqueue(core.HeartbeatSeen(heartbeat=hb))
 
     async def _reports(self) -> None:
         js = self.bus.js
-        psub = await js.pull_subscribe(
-            subjects.REPORTS_ALL,
-            durable=subjects.REPORTS_CONSUMER,
-            stream=subjects.STREAM_REPORTS,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
-                max_ack_pending=10_000,
-            ),
-        )
+        while True:
+            # A cluster that is electing a leader or adding replicas answers 503 for a while:
+            # keep trying, since without this consumer no report is ever applied.
+            try:
+                psub = await js.pull_subscribe(
+                    subjects.REPORTS_ALL,
+                    durable=subjects.REPORTS_CONSUMER,
+                    stream=subjects.STREAM_REPORTS,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=30,
+                        max_ack_pending=10_000,
+                    ),
+                )
+                break
+            except TRANSIENT as exc:
+                log.warning("reports consumer not ready; retrying", error=repr(exc))
+                await asyncio.sleep(0.5)
         self.subs.append(psub)
         while True:
             try:
@@ -335,19 +411,27 @@ class Daemon:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                try:
-                    rep = codec.decode(m.RunReport, msg.data)
-                    if subjects.report(rep.agent_id) != msg.subject:
-                        raise codec.BadMessage(f"report from {rep.agent_id} on {msg.subject}")
-                except (codec.BadMessage, ValueError) as exc:
-                    self._note_bad(msg.subject, str(exc))
-                    await msg.ack()
+                rep = read_report(msg.subject, msg.data)
+                if isinstance(rep, str):
+                    self._note_bad(msg.subject, rep)
+                    with contextlib.suppress(*TRANSIENT):
+                        await msg.ack()
                     continue
                 self._enqueue(core.ReportSeen(report=rep), msg.ack)
 
     async def _ticks(self) -> None:
+        away = False
         while True:
             await asyncio.sleep(self.config.tick_s)
+            if not self.bus.nc.is_connected:
+                if not away:
+                    log.warning("broker unreachable")
+                    self._enqueue(core.BrokerAway())
+                away = True
+            elif away:
+                away = False
+                log.warning("broker reachable again")
+                self._enqueue(core.BrokerBack())
             if self.queue.empty():
                 self._enqueue(core.Tick())
 
@@ -370,17 +454,51 @@ class Daemon:
             stopper.cancel()
 
     async def cycle(self, batch: list[tuple[core.Event, Ack | None]]) -> None:
+        t0 = time.monotonic()
         now = time.time()
         cmds: list[core.Command] = []
         for event, _ in batch:
             cmds.extend(core.handle(self.state, event, now, self.core_config))
         cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
+        counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
+        await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
         await self._execute(cmds, failed)
         for _, ack in batch:
             if ack is not None:
                 with contextlib.suppress(*TRANSIENT):
                     await ack()
+        seconds = time.monotonic() - t0
+        self.metrics.cycle_done(seconds)
+        # the one canonical line per cycle: info when it changed something, debug when idle
+        level = log.info if counts.busy or failed else log.debug
+        level(
+            "cycle",
+            **counts.fields(),
+            waiting=len(self.state.why),
+            conflicts=len(failed),
+            ms=round(seconds * 1000, 1),
+        )
+
+    async def _keep_run_secrets(self, cmds: list[core.Command]) -> None:
+        for cmd in cmds:
+            if not isinstance(cmd, core.SaveRunSecret):
+                continue
+            self.run_secrets[cmd.run_id] = cmd.secret
+            try:
+                await asyncio.to_thread(run_secrets.save, self.data_dir, cmd.run_id, cmd.secret)
+            except OSError as exc:
+                log.error(
+                    "run secrets not kept on disk: a scheduler restart before the run ends "
+                    "loses them",
+                    run_id=cmd.run_id,
+                    error=exc.strerror,
+                )
+
+    def _forget_run_secret(self, run_id: str) -> None:
+        if self.run_secrets.pop(run_id, None) is not None:
+            with contextlib.suppress(OSError):
+                run_secrets.delete(self.data_dir, run_id)
 
     async def _persist(self) -> set[str]:
         """Write every changed run (compare-and-set) and agent. Returns runs that conflicted."""
@@ -407,12 +525,44 @@ class Daemon:
                     except TRANSIENT as exc:
                         log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
                         await asyncio.sleep(0.5)
+            stored(run_id, rec, new)
+
+        def stored(run_id: str, rec: m.RunRecord, new: int) -> None:
             self.revisions[run_id] = new
             if rec.state in TERMINAL:
                 core.forget_finished(self.state, run_id)
                 self.revisions.pop(run_id, None)
+                self._forget_run_secret(run_id)
 
-        await asyncio.gather(*(write(r) for r in sorted(dirty)))
+        batches = asyncio.Semaphore(4)
+
+        async def batch(run_ids: list[str]) -> None:
+            # many compare-and-sets committed together: one fsync instead of one per record
+            recs = [self.state.runs[r] for r in run_ids]
+            items = [
+                (r, codec.encode(rec), self.revisions.get(r, 0))
+                for r, rec in zip(run_ids, recs, strict=True)
+            ]
+            async with batches:
+                try:
+                    revs = await kvbatch.write_batch(self.bus.runs, items)
+                except (kvbatch.BatchRefused, *TRANSIENT) as exc:
+                    # refused whole (a conflict somewhere) or unanswered: single writes find
+                    # which record changed, and retry the rest
+                    log.info(
+                        "batch write refused; writing singly", runs=len(run_ids), error=repr(exc)
+                    )
+                    await asyncio.gather(*(write(r) for r in run_ids))
+                    return
+            for run_id, rec, new in zip(run_ids, recs, revs, strict=True):
+                stored(run_id, rec, new)
+
+        order = sorted(dirty)
+        if self.atomic and len(order) > 1:
+            size = 500
+            await asyncio.gather(*(batch(order[i : i + size]) for i in range(0, len(order), size)))
+        else:
+            await asyncio.gather(*(write(r) for r in order))
         st = self.state
         agents, st.dirty_agents = st.dirty_agents, set()
         for agent_id in sorted(agents):
@@ -459,6 +609,7 @@ class Daemon:
         if rec.state in TERMINAL:
             self.state.runs.pop(run_id, None)
             self.revisions.pop(run_id, None)
+            self._forget_run_secret(run_id)
         else:
             self.state.runs[run_id] = rec
             self.revisions[run_id] = entry.revision or 0
@@ -480,7 +631,7 @@ class Daemon:
             try:
                 if isinstance(cmd, core.SendToAgent):
                     await nc.publish(
-                        subjects.agent_commands(cmd.agent_id), codec.encode(cmd.command)
+                        subjects.agent_commands(cmd.agent_id), codec.encode(self._with_secrets(cmd))
                     )
                 elif isinstance(cmd, core.Reply):
                     if cmd.reply_to:
@@ -501,6 +652,14 @@ class Daemon:
                 # Commands are re-derived by reconciliation (resend, stale stop); a lost reply
                 # is retried by the client. Nothing here is the only copy of a decision.
                 log.warning("command not delivered", command=type(cmd).__name__, error=repr(exc))
+
+    def _with_secrets(self, cmd: core.SendToAgent) -> m.Assign | m.Cancel | m.Preempt:
+        """An Assign of a run with secret variables carries their values (only on the wire)."""
+        command = cmd.command
+        if isinstance(command, m.Assign) and command.spec.secret_env_names:
+            secret = self.run_secrets.get(command.run_id)
+            return msgspec.structs.replace(command, secret_env=secret)
+        return command
 
     # --- node providers: side effects in the background, results back as events ----------------
 
@@ -535,6 +694,8 @@ class Daemon:
             priority=cmd.priority,
             broker_url=self.bus.url,
             labels=dict(cmd.labels),
+            creds=self.agent_creds(cmd.node_id),
+            tls_ca=self.config.auth.tls_ca if self.config.auth else None,
         )
         try:
             await self._provider(cmd.cluster).create_node(request)
@@ -615,9 +776,22 @@ async def run_scheduler(
         from sortie.profile import default_data_dir
 
         config = dataclasses.replace(config, data_dir=default_data_dir() / "scheduler")
-    bus = await open_bus(config.url, "sortie-scheduler", create=True, reconnect_forever=True)
+    bus = await open_bus(
+        config.url,
+        "sortie-scheduler",
+        create=True,
+        replicas=config.replicas,
+        reconnect_forever=True,
+        auth=config.auth,
+    )
     daemon = Daemon(bus, config)
+    metrics: MetricsServer | None = None
     try:
+        if config.metrics_port is not None:
+            metrics = await serve_metrics(
+                daemon.metrics.registry, config.metrics_host, config.metrics_port
+            )
+            log.info("metrics served", url=metrics.url)
         await daemon.load()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
@@ -625,4 +799,6 @@ async def run_scheduler(
             ready.set()
         await daemon.run(stop)
     finally:
+        if metrics is not None:
+            await metrics.close()
         await daemon.close()

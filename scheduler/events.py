@@ -1,12 +1,15 @@
-"""The scheduler's closed set of events (in) and commands (out), and its decision config."""
+"""The scheduler's closed set of events (in) and commands (out), its decision config, and
+how bytes from the bus become typed requests (or the reason they do not)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
+from proto import codec, subjects
 from proto import messages as m
 from scheduler.reconcile import Timing
 
@@ -108,6 +111,18 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True)
+class BrokerAway:
+    """The scheduler lost its broker connection: until it is back, no agent is judged lost
+    (their heartbeats cannot reach it)."""
+
+
+@dataclass(frozen=True)
+class BrokerBack:
+    """The scheduler's broker connection came back after an outage: heartbeats sent while it
+    was away never reached it, so no agent may be judged on them."""
+
+
 Event = (
     Submitted
     | CancelAsked
@@ -125,6 +140,8 @@ Event = (
     | VmDetached
     | VmLink
     | Tick
+    | BrokerAway
+    | BrokerBack
 )
 
 # --- commands --------------------------------------------------------------------------------
@@ -195,6 +212,17 @@ class SaveSecret:
 
 
 @dataclass(frozen=True)
+class SaveRunSecret:
+    """Keep a new run's secret variables on the scheduler's host (owner-only) until it ends.
+
+    The daemon carries this out before it stores the run, so a stored run never lacks them.
+    """
+
+    run_id: str
+    secret: m.SecretEnv = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Log:
     """One line for the daemon's log, with ids bound."""
 
@@ -211,6 +239,7 @@ Command = (
     | AttachVm
     | DetachVm
     | SaveSecret
+    | SaveRunSecret
     | Log
 )
 
@@ -223,3 +252,63 @@ class Config:
     preempt_grace_s: float = 30.0  # SIGTERM -> SIGKILL for runs on a preempted node
     node_boot_timeout_s: float = 120.0  # a node not heard from by then has failed
     node_stop_grace_s: float = 10.0
+    # at most this many runs placed per decision pass: a huge queue is placed in steps whose
+    # records are stored and whose Assigns go out before the next (None: no limit)
+    placement_limit: int | None = 10_000
+
+
+# --- from the bus (pure) ---------------------------------------------------------------------
+
+ApiRequest = (
+    m.SubmitRequest
+    | m.CancelRequest
+    | m.TargetsRequest
+    | m.ComputeRequest
+    | m.AgentRequest
+    | m.WhyRequest
+)
+API_TYPES: dict[str, Any] = {
+    subjects.API_SUBMIT: m.SubmitRequest,
+    subjects.API_CANCEL: m.CancelRequest,
+    subjects.API_TARGETS: m.TargetsRequest,
+    subjects.API_COMPUTE: m.ComputeRequest,
+    subjects.API_AGENTS: m.AgentRequest,
+    subjects.API_WHY: m.WhyRequest,
+}
+
+
+def read_request(subject: str, data: bytes) -> ApiRequest | m.ErrorReply:
+    """The request on an API subject, or the ``bad_request`` answer that says what was wrong."""
+    kind = API_TYPES.get(subject)
+    if kind is None:
+        known = ", ".join(sorted(API_TYPES))
+        return m.ErrorReply(
+            code="bad_request", message=f"unknown API subject {subject}; known: {known}"
+        )
+    try:
+        request: ApiRequest = codec.decode(kind, data)
+    except codec.BadMessage as exc:
+        return m.ErrorReply(code="bad_request", message=str(exc))
+    return request
+
+
+def read_heartbeat(subject: str, data: bytes) -> m.Heartbeat | str:
+    """A heartbeat, or why it is ignored (it must come on its own agent's subject)."""
+    try:
+        hb = codec.decode(m.Heartbeat, data)
+        if subjects.heartbeat(hb.agent_id) != subject:
+            return f"heartbeat for {hb.agent_id!r} on {subject}"
+    except ValueError as exc:  # codec.BadMessage, or an agent id no subject can carry
+        return str(exc)
+    return hb
+
+
+def read_report(subject: str, data: bytes) -> m.RunReport | str:
+    """A run report, or why it is ignored (it must come on its own agent's subject)."""
+    try:
+        rep = codec.decode(m.RunReport, data)
+        if subjects.report(rep.agent_id) != subject:
+            return f"report from {rep.agent_id!r} on {subject}"
+    except ValueError as exc:  # codec.BadMessage, or an agent id no subject can carry
+        return str(exc)
+    return rep

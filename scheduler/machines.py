@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import structlog
+from asyncssh import SSHClientConnection
 
 from proto import messages as m
 from scheduler import events as ev
@@ -26,12 +28,15 @@ from scheduler.ssh import (
     connect,
     delete_credentials,
     install_agent,
+    install_private_file,
     load_credentials,
     remove_install,
     save_credentials,
     start_agent,
     stop_agent,
 )
+from sortie.auth import Creds
+from sortie.bus import split_urls
 
 log = structlog.get_logger("sortie.scheduler.machines")
 
@@ -53,17 +58,53 @@ def target_of(address: str, login: m.SshLogin) -> SshTarget:
     return SshTarget(address=address, username=login.username, port=login.ssh_port)
 
 
+@dataclass(frozen=True)
+class RemoteAccess:
+    """Where an installed agent's credentials and broker CA are, on its host."""
+
+    creds_path: str | None = None
+    tls_ca_path: str | None = None
+
+
+async def install_access(
+    conn: SSHClientConnection, remote_dir: str, creds: Creds | None, tls_ca: Path | None
+) -> RemoteAccess:
+    """Put the agent's own credentials (0600) and the broker's CA under ``~/<remote_dir>``."""
+    creds_path = ca_path = None
+    if creds is not None:
+        creds_path = await install_private_file(
+            conn, remote_dir=remote_dir, name="agent.creds", text=creds.text()
+        )
+    if tls_ca is not None:
+        pem = await asyncio.to_thread(tls_ca.read_text)
+        ca_path = await install_private_file(
+            conn, remote_dir=remote_dir, name="broker-ca.pem", text=pem
+        )
+    return RemoteAccess(creds_path=creds_path, tls_ca_path=ca_path)
+
+
 class Machines:
     """The scheduler's SSH links to attached machines, and attaching/detaching them."""
 
-    def __init__(self, data_dir: Path, broker_url: str, emit: Emit) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        broker_url: str,
+        emit: Emit,
+        *,
+        mint: Callable[[str], Creds | None] = lambda _: None,
+        tls_ca: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.broker_url = broker_url
         self.emit = emit
+        self.mint = mint  # an agent id -> its own broker credentials (None: none needed)
+        self.tls_ca = tls_ca
         self.links: dict[str, SshLink] = {}
 
     def _broker(self) -> tuple[str, int]:
-        u = urlparse(self.broker_url)
+        # an SSH link forwards to one broker: the first of a cluster's URLs
+        u = urlparse(split_urls(self.broker_url)[0])
         return u.hostname or "127.0.0.1", u.port or 4222
 
     async def _open_link(
@@ -122,6 +163,9 @@ class Machines:
                     remote_port = link.remote_port
                     url = f"nats://127.0.0.1:{remote_port}"
                     say(f"reverse port forward ready (remote port {remote_port})")
+                access = await install_access(conn, REMOTE_DIR, self.mint(name), self.tls_ca)
+                if access.tls_ca_path is not None:
+                    url = url.replace("nats://", "tls://", 1)
                 say("starting the agent")
                 await start_agent(
                     conn,
@@ -130,6 +174,9 @@ class Machines:
                     broker_url=url,
                     target=name,
                     agent_id=name,
+                    creds_path=access.creds_path,
+                    tls_ca_path=access.tls_ca_path,
+                    tls_hostname=self._broker()[0] if access.tls_ca_path else None,
                 )
             finally:
                 conn.close()

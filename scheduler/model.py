@@ -71,7 +71,10 @@ class SchedulerState:
 
     runs: dict[str, m.RunRecord] = field(default_factory=dict)  # non-terminal (+ unsaved)
     agents: dict[str, AgentView] = field(default_factory=dict)
+    # When this scheduler began listening (start, or the broker back after an outage): an
+    # agent unheard of since gets a full lease from then, not from its last heartbeat.
     started_at: float = 0.0
+    broker_away: bool = False  # the scheduler's own broker connection is down
     dirty_runs: set[str] = field(default_factory=set)
     dirty_agents: set[str] = field(default_factory=set)
     assign_sent_at: dict[str, float] = field(default_factory=dict)  # run id -> last Assign

@@ -66,8 +66,21 @@ def reconcile(
     for run in runs.values():
         if run.state not in ON_AGENT:
             continue
-        gang = members(run)
+        gang = run.gang or members(run)  # (a record from before gangs has none stored)
         ref = (run.run_id, run.attempt)
+        if len(gang) == 1:
+            # the common case, cheaply: one member, on an agent known, live, same incarnation
+            # and already confirming the run in its heartbeats
+            only = gang[0]
+            view = agents.get(only.agent_id)
+            if (
+                view is not None
+                and view.confirmed
+                and view.incarnation == only.incarnation
+                and only.agent_id not in gone
+                and (ref in view.running or ref in view.finished)
+            ):
+                continue
         why = None
         waiting = False
         for member in gang:
@@ -110,13 +123,28 @@ def reconcile(
     for agent in agents.values():
         if agent.agent_id in gone or not agent.confirmed:
             continue
-        for run_id, attempt in sorted(agent.running):
+        stale = []
+        me = agent.agent_id
+        for ref in agent.running:
+            run_id, attempt = ref
             held = runs.get(run_id)
+            if (
+                held is not None
+                and held.attempt == attempt
+                and len(held.gang) == 1
+                and held.gang[0].agent_id == me
+                and held.state in ON_AGENT
+            ):
+                continue  # the common case: its own single-node run
             if (
                 held is None
                 or held.attempt != attempt
                 or held.state not in ON_AGENT
-                or agent.agent_id not in {x.agent_id for x in members(held)}
+                or not any(x.agent_id == agent.agent_id for x in held.gang or members(held))
             ):
-                out.stop_stale.append((agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt)))
+                stale.append((run_id, attempt))
+        out.stop_stale.extend(
+            (agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt))
+            for run_id, attempt in sorted(stale)
+        )
     return out

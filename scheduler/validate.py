@@ -14,6 +14,16 @@ from proto.paths import check_relpath
 EXPERIMENT_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_submission_id(value: str) -> str | None:
+    if SUBMISSION_ID.match(value):
+        return None
+    return (
+        f"submission id {value[:140]!r} is not valid: use 1-128 letters, digits, '-', '_', "
+        "'.' or ':', starting with a letter or digit"
+    )
 
 
 def check_experiment_name(name: str) -> str | None:
@@ -28,6 +38,8 @@ def check_experiment_name(name: str) -> str | None:
 def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply | None:
     """Return the first problem with ``spec`` as an ErrorReply, or None if it is acceptable."""
     if (why := check_experiment_name(spec.experiment)) is not None:
+        return m.ErrorReply(code="bad_request", message=why)
+    if spec.submission_id is not None and (why := check_submission_id(spec.submission_id)):
         return m.ErrorReply(code="bad_request", message=why)
     if spec.target not in known_targets:
         known = ", ".join(sorted(known_targets)) or "none"
@@ -55,7 +67,7 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
     res = spec.resources
     if res.cpus < 0 or res.memory_mb < 0 or res.gpus < 0:
         return m.ErrorReply(code="bad_request", message="resources must not be negative")
-    for key in spec.env_vars:
+    for key in [*spec.env_vars, *spec.secret_env_names]:
         if not ENV_NAME.match(key) or key.startswith("SORTIE_"):
             return m.ErrorReply(
                 code="bad_request",
@@ -64,6 +76,21 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
                     "'_', not starting with a digit; SORTIE_* names are reserved"
                 ),
             )
+    for key, value in spec.env_vars.items():
+        if "\x00" in value:
+            return m.ErrorReply(
+                code="bad_request",
+                message=f"the value of environment variable {key} contains a NUL byte",
+            )
+    names = spec.secret_env_names
+    if len(set(names)) != len(names) or set(names) & set(spec.env_vars):
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                "a secret environment variable is named twice, or also given as a plain one: "
+                "give each name once"
+            ),
+        )
     docker = spec.environment.docker
     if docker.enabled and not (docker.base_image or "").strip():
         return m.ErrorReply(
@@ -79,4 +106,29 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
                 "have Sortie build the environment, or install them into your interpreter"
             ),
         )
+    return None
+
+
+def check_secrets(spec: m.RunSpec, secret: m.SecretEnv | None) -> m.ErrorReply | None:
+    """The secret values must be exactly those the spec names. Messages name variables,
+    never values."""
+    given = set(secret.values) if secret is not None else set()
+    wanted = set(spec.secret_env_names)
+    if given != wanted:
+        missing = ", ".join(sorted(wanted - given)) or "none"
+        extra = ", ".join(sorted(given - wanted)) or "none"
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                "secret environment variables do not match the run's secret_env_names "
+                f"(without a value: {missing}; not named: {extra}): send a value for each name"
+            ),
+        )
+    if secret is not None:
+        for key, value in secret.values.items():
+            if "\x00" in value:
+                return m.ErrorReply(
+                    code="bad_request",
+                    message=f"the value of secret environment variable {key} contains a NUL byte",
+                )
     return None

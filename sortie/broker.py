@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import socket
@@ -65,18 +67,63 @@ class BrokerProcess:
             self.process.wait()
 
 
-def write_config(data_dir: Path, host: str, port: int, *, sync_always: bool = True) -> Path:
+@dataclass(frozen=True)
+class TlsFiles:
+    """The broker's certificate and key (PEM); ``ca`` is what clients trust (None: the
+    system's trust store)."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+def _quoted(path: Path) -> str:
+    return json.dumps(str(path))  # a JSON string is a valid nats-server config string
+
+
+def write_config(
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    sync_always: bool = True,
+    auth_conf: Path | None = None,
+    tls: TlsFiles | None = None,
+) -> Path:
+    """Write nats-server.conf (owner-only). ``auth_conf`` (``sortie.auth``'s broker.conf)
+    turns authentication on; ``tls`` makes every connection TLS."""
     store = data_dir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     cfg = data_dir / "nats-server.conf"
     sync = "\n  sync_interval: always" if sync_always else ""
-    cfg.write_text(
+    text = (
         f'listen: "{host}:{port}"\n'
         f'server_name: "sortie-{port}"\n'
         "max_payload: 8MB\n"
         f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
     )
+    if tls is not None:
+        text += f"tls {{\n  cert_file: {_quoted(tls.cert)}\n  key_file: {_quoted(tls.key)}\n}}\n"
+    if auth_conf is not None:
+        # inlined: nats-server resolves an include relative to this file only
+        text += auth_conf.read_text()
+    fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    cfg.chmod(0o600)
     return cfg
+
+
+def adopt_unauthenticated_store(data_dir: Path, account: str) -> bool:
+    """Move JetStream state kept without authentication (the global account ``$G``) to
+    ``account``, once: an installation made before authentication keeps its runs. True if
+    something was moved."""
+    accounts = data_dir / "jetstream" / "jetstream"
+    old, new = accounts / "$G", accounts / account
+    if not old.is_dir() or new.exists():
+        return False
+    old.rename(new)
+    return True
 
 
 def start_broker(
@@ -86,15 +133,21 @@ def start_broker(
     port: int = 4222,
     sync_always: bool = True,
     ready_timeout: float = 15.0,
+    auth_conf: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> BrokerProcess:
-    """Start nats-server with JetStream storing under ``data_dir``; wait until it listens."""
+    """Start nats-server with JetStream storing under ``data_dir``; wait until it listens.
+
+    Without ``auth_conf`` anyone who reaches the port may do anything (tests, trusted hosts);
+    ``sortie up`` passes one. With ``tls`` the URL is ``tls://``.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_in_use(host, port):
         raise BrokerError(
             f"port {port} on {host} is already in use: stop what listens there "
             f"(another `sortie up`?) or choose another with --port"
         )
-    cfg = write_config(data_dir, host, port, sync_always=sync_always)
+    cfg = write_config(data_dir, host, port, sync_always=sync_always, auth_conf=auth_conf, tls=tls)
     log_path = data_dir / "nats-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
@@ -112,7 +165,10 @@ def start_broker(
             raise BrokerError(f"nats-server exited with {proc.returncode}:\n{tail}")
         if port_in_use(host, port):
             return BrokerProcess(
-                url=f"nats://{host}:{port}", data_dir=data_dir, process=proc, log_path=log_path
+                url=f"{'tls' if tls else 'nats'}://{host}:{port}",
+                data_dir=data_dir,
+                process=proc,
+                log_path=log_path,
             )
         time.sleep(0.05)
     proc.kill()

@@ -16,9 +16,12 @@ import msgspec
 from proto import messages as m
 from proto.states import TERMINAL
 from sortie import envspec
-from sortie.bus import BrokerUnreachable, NotInitialised
+from sortie.auth import AuthError
+from sortie.broker import TlsFiles
+from sortie.bus import AccessDenied, BrokerUnreachable, BusAuth, NotInitialised
 from sortie.client import Client, ClientError, SubmitOptions, echo_line, iso, run_to_dict
 from sortie.logs import LEVELS, configure
+from sortie.metrics_http import MetricsPortError
 from sortie.profile import default_data_dir
 from sortie.snapshot import SnapshotError
 
@@ -55,6 +58,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="sortie", description="Run training scripts on your own machines."
     )
     p.add_argument("--url", help="broker URL (default: SORTIE_URL, then the `sortie up` profile)")
+    p.add_argument(
+        "--creds",
+        type=Path,
+        metavar="FILE",
+        help="broker credentials (default: SORTIE_CREDS, then the `sortie up` profile's)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA that signed the broker's TLS certificate (default: SORTIE_TLS_CA, then the "
+        "profile's)",
+    )
+    p.add_argument(
+        "--tls-hostname",
+        metavar="NAME",
+        help="check the broker's certificate against NAME (when connecting through a tunnel)",
+    )
     p.add_argument("--log-level", choices=LEVELS, default="info")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -66,6 +87,36 @@ def _parser() -> argparse.ArgumentParser:
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
     up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
+    up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    up.add_argument(
+        "--tls-ca",
+        dest="up_tls_ca",
+        type=Path,
+        metavar="PEM",
+        help="the CA that signed --tls-cert, for clients to trust (recorded in the profile)",
+    )
+    up.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="start the broker without authentication: anyone who reaches its port may do "
+        "anything (default: credentials per role, made under DATA_DIR/auth)",
+    )
+    _metrics_options(up)
+
+    auth = sub.add_parser(
+        "auth", help="broker credentials for multi-machine installs"
+    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    ai = auth.add_parser(
+        "init",
+        help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
+    )
+    ai.add_argument("dir", type=Path)
+    ac = auth.add_parser("creds", help="write credentials for one role")
+    ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
+    ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
+    ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
+    ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
 
     sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
     sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
@@ -77,6 +128,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    sched.add_argument(
+        "--account-key",
+        type=Path,
+        metavar="FILE",
+        help="the authority's account.nk (`sortie auth init`): mint credentials for the agents "
+        "the scheduler starts (cluster nodes, attached machines)",
+    )
+    sched.add_argument(
+        "--replicas",
+        type=int,
+        choices=(1, 3, 5),
+        help="copies the broker cluster keeps of every stream and bucket (3 on a 3-node "
+        "cluster); existing ones are changed to it (default: keep them, create with 1)",
+    )
+    _metrics_options(sched)
 
     agent = sub.add_parser(
         "agent",
@@ -92,6 +158,20 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--priority", choices=("dedicated", "lowpriority"), default="dedicated")
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     agent.add_argument("--preempt-grace", type=float, default=30.0, metavar="SECONDS")
+    agent.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a stopped run gets SIGTERM, then SIGKILL this much later (keep <= the "
+        "scheduler's --kill-grace)",
+    )
+    agent.add_argument(
+        "--exit-with-parent",
+        type=int,
+        metavar="PID",
+        help="stop runs and exit when process PID (the one that started this agent) is gone",
+    )
     agent.add_argument(
         "--lease",
         type=float,
@@ -155,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
         sp.add_argument("--output", choices=("text", "json"), default="text")
 
+    status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
+    status.add_argument("--output", choices=("text", "json"), default="text")
+
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
         dest="run_command", required=True, metavar="SUBCOMMAND"
     )
@@ -189,6 +272,15 @@ def _parser() -> argparse.ArgumentParser:
         help="pass the run's GPUs into the container (device requests)",
     )
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass $NAME from your environment to the run as a secret: its value is never "
+        "stored in the run's record, shown or logged (values are never taken from the "
+        "command line)",
+    )
     s.add_argument("--max-duration", type=float, metavar="SECONDS")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--cpus", type=float, default=1.0)
@@ -199,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu-type", help="e.g. H100: matched within the agent's GPU name")
     s.add_argument("--node-count", type=int, default=1)
     s.add_argument("--max-retries", type=int, default=0, help="re-runs after a failure")
+    s.add_argument(
+        "--submission-id",
+        metavar="ID",
+        help="your id for this submission: submitting again with it gives the same run "
+        "(safe retries from scripts)",
+    )
     s.add_argument("--constraint", action="append", default=[], metavar="LABEL=VALUE")
     s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
     s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
@@ -233,6 +331,22 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("run_id")
     dl.add_argument("dest", type=Path)
     return p
+
+
+def _metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the scheduler's Prometheus metrics at http://HOST:PORT/metrics "
+        "(default: not served; deploy/ uses 9478)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
 
 
 def _ssh_options(p: argparse.ArgumentParser, *, address: bool) -> None:
@@ -335,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError) as exc:
         print(f"sortie: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (BrokerUnreachable, NotInitialised) as exc:
+    except (BrokerUnreachable, NotInitialised, AccessDenied, AuthError, MetricsPortError) as exc:
         print(f"sortie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -357,7 +471,16 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             args.port,
             sync_always=not args.no_fsync,
             gpu_pool=_gpu_pool(args.gpu_pool),
+            auth=not args.no_auth,
+            tls=_tls_files(args),
+            metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
         )
+    if args.command == "status":
+        from sortie.status import show_status
+
+        return _with_client(args, lambda c: show_status(c, output=args.output))
+    if args.command == "auth":
+        return _auth(args)
     if args.command == "scheduler":
         return _daemon_scheduler(args)
     if args.command == "agent":
@@ -368,9 +491,9 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
                     "list, drain, cordon, uncordon, preempt"
                 )
             return _daemon_agent(args)
-        return _with_client(args.url, lambda c: _agent_admin(c, args))
+        return _with_client(args, lambda c: _agent_admin(c, args))
     if args.command == "compute":
-        return _with_client(args.url, lambda c: _compute(c, args))
+        return _with_client(args, lambda c: _compute(c, args))
     handler = {
         "submit": _submit,
         "list": _list,
@@ -383,18 +506,74 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
     }[args.run_command]
     if args.run_command != "submit" and script_args:
         raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
-    return _with_client(args.url, lambda c: handler(c, args, script_args))
+    return _with_client(args, lambda c: handler(c, args, script_args))
 
 
-def _with_client(url: str | None, fn: Callable[[Client], Awaitable[int]]) -> int:
+def _with_client(args: argparse.Namespace, fn: Callable[[Client], Awaitable[int]]) -> int:
     async def go() -> int:
-        client = await Client.connect(url)
+        client = await Client.connect(args.url, creds=args.creds, tls_ca=args.tls_ca)
         try:
             return await fn(client)
         finally:
             await client.close()
 
     return asyncio.run(go())
+
+
+def _daemon_auth(args: argparse.Namespace) -> BusAuth:
+    """A daemon's credentials: --creds / --tls-ca, else SORTIE_CREDS / SORTIE_TLS_CA (never
+    the user's profile: a daemon runs as its own identity)."""
+    env = BusAuth.from_env()
+    return BusAuth(
+        creds=args.creds or env.creds,
+        tls_ca=args.tls_ca or env.tls_ca,
+        tls_hostname=args.tls_hostname,
+    )
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.up_tls_ca is not None:
+            raise UsageError("--tls-ca is for TLS: give --tls-cert and --tls-key too")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("TLS needs both --tls-cert and --tls-key (PEM files)")
+    files = [args.tls_cert, args.tls_key] + ([args.up_tls_ca] if args.up_tls_ca else [])
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file: give the PEM file's path")
+    ca = args.up_tls_ca.resolve() if args.up_tls_ca else None
+    return TlsFiles(cert=args.tls_cert.resolve(), key=args.tls_key.resolve(), ca=ca)
+
+
+def _auth(args: argparse.Namespace) -> int:
+    """`sortie auth init|creds`: files only, and never their contents on the terminal."""
+    from proto.permissions import Role
+    from sortie.auth import ACCOUNT_FILE, Signer, init_authority, write_private
+
+    if args.auth_command == "init":
+        authority = init_authority(args.dir.expanduser().resolve())
+        print(
+            f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
+            "credentials)\n"
+            f"  broker:    add the lines of {authority.broker_conf} to nats-server's config\n"
+            f"  scheduler: sortie --creds {authority.scheduler_creds} scheduler "
+            f"--account-key {authority.account_key_path}\n"
+            f"  clients:   sortie --creds {authority.client_creds} ... (or SORTIE_CREDS)\n"
+            f"  agents:    sortie auth creds --dir {authority.directory} --role agent "
+            "--agent-id ID --out FILE"
+        )
+        return EXIT_OK
+    if (args.role == "agent") != (args.agent_id is not None):
+        raise UsageError("--agent-id goes with --role agent (and is required there)")
+    try:
+        role = Role(args.role, args.agent_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE)
+    out = write_private(args.out.expanduser(), signer.mint(role).text())
+    print(f"Wrote {role.identity} credentials to {out} (0600)")
+    return EXIT_OK
 
 
 def _daemon_scheduler(args: argparse.Namespace) -> int:
@@ -408,6 +587,11 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         timing=Timing(lease_s=args.lease, kill_grace_s=args.kill_grace),
         data_dir=args.data_dir or default_data_dir() / "scheduler",
         gpu_pool=_gpu_pool(args.gpu_pool),
+        replicas=args.replicas,
+        auth=_daemon_auth(args),
+        account_key=args.account_key,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK
@@ -460,6 +644,9 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         gpu_indices=gpu_indices,
         preempt_grace_s=args.preempt_grace,
         lease_s=args.lease,
+        exit_with_parent=args.exit_with_parent,
+        kill_grace_s=args.kill_grace,
+        auth=_daemon_auth(args),
     )
     from agents.gpus import GpuConfigError
 
@@ -503,6 +690,26 @@ def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     return out
 
 
+def _secret_env(names: list[str]) -> dict[str, str]:
+    """``--secret-env NAME``: the value of $NAME in the submitter's own environment."""
+    out: dict[str, str] = {}
+    for name in names:
+        if "=" in name:
+            raise UsageError(
+                f"--secret-env takes a variable NAME, not NAME=VALUE ({name.partition('=')[0]}"
+                "=...): set the variable in your environment and pass its name; secret "
+                "values are never taken from the command line"
+            )
+        value = os.environ.get(name)
+        if value is None:
+            raise UsageError(
+                f"--secret-env {name}: ${name} is not set in your environment; set it (e.g. "
+                f"read -s {name} && export {name}) and submit again"
+            )
+        out[name] = value
+    return out
+
+
 async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
     source = args.source_dir
     if not source.exists():
@@ -528,6 +735,7 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         arguments=[*args.args, *script_args],
         environment=_environment(args),
         env_vars=_env_vars(args.env),
+        secret_env=_secret_env(args.secret_env),
         max_duration_s=args.max_duration,
         priority=args.priority,
         resources=m.Resources(
@@ -541,11 +749,17 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         constraints=_env_vars(args.constraint, flag="--constraint"),
         dedicated_only=args.dedicated_only,
         strategy="spread" if args.spread else "binpack",
+        submission_id=args.submission_id,
         snapshot_limit_bytes=(
             int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
         ),
     )
-    sub = await client.submit(source, options)
+    from sortie.progress import SubmitProgress, interactive
+
+    with SubmitProgress(enabled=interactive(args.output)) as bars:
+        sub = await client.submit(
+            source, options, progress=bars.uploading, hash_progress=bars.hashing
+        )
     for w in sub.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.output == "json":
@@ -579,11 +793,15 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
 
 
 async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
+    from sortie.progress import interactive, run_state_line
+
     ranked = (await client.get_run(run_id)).spec.node_count > 1
-    async for rank, line in client.logs(run_id, follow=True):
-        if not quiet:
-            echo_line(line, rank if ranked else None)
-    rec = await client.wait(run_id)
+    # on a terminal, a live line under the output says where the run is (Queued, Preparing...)
+    async with run_state_line(client, run_id, enabled=not quiet and interactive()):
+        async for rank, line in client.logs(run_id, follow=True):
+            if not quiet:
+                echo_line(line, rank if ranked else None)
+        rec = await client.wait(run_id)
     _print_outcome(rec)
     return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
 

@@ -6,8 +6,10 @@ Writes (submit, cancel) are requests to the scheduler; reads come straight from 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,15 +28,20 @@ from proto.states import TERMINAL, RunState
 from sortie import snapshot as snap
 from sortie.bus import Bus, fetch_blob_to, kv_items, open_bus
 from sortie.gitinfo import git_info
-from sortie.profile import resolve_url
+from sortie.profile import resolve_auth, resolve_url
 
 T = TypeVar("T")
 
-SUBMIT_ATTEMPTS = 3
+SUBMIT_RETRY_S = 30.0  # how long a submit is retried after timeouts (no answer)
+NO_SCHEDULER_WAIT_S = 15.0  # ... and while no scheduler listens (one restarting)
 
 
 class ClientError(RuntimeError):
     """An error to show the user as is (no traceback)."""
+
+
+class NoScheduler(ClientError):
+    """The broker answers but no scheduler listens (not started, or restarting)."""
 
 
 class RequestRefused(ClientError):
@@ -79,6 +86,11 @@ class SubmitOptions:
     constraints: dict[str, str] = field(default_factory=dict)
     dedicated_only: bool = False
     strategy: str = "binpack"
+    # Retries of a submit with the same id land on one run; None: a fresh id per submit call
+    # (its own retries, after a timeout or while no scheduler answers, still share it).
+    submission_id: str | None = None
+    # variables whose values are secret: they reach the run, never its record or a log
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Client:
@@ -86,8 +98,19 @@ class Client:
         self.bus = bus
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, name: str = "sortie-client") -> Client:
-        return cls(await open_bus(resolve_url(url), name))
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        name: str = "sortie-client",
+        creds: Path | None = None,
+        tls_ca: Path | None = None,
+    ) -> Client:
+        """Connect to ``url`` (else SORTIE_URL, else the profile's) with ``creds`` and
+        ``tls_ca`` (else SORTIE_CREDS / SORTIE_TLS_CA, else the profile's for that URL)."""
+        resolved = resolve_url(url)
+        auth = resolve_auth(resolved, creds=creds, tls_ca=tls_ca)
+        return cls(await open_bus(resolved, name, auth=auth))
 
     async def close(self) -> None:
         await self.bus.close()
@@ -110,11 +133,14 @@ class Client:
         try:
             msg = await self.bus.nc.request(subject, codec.encode(message), timeout=timeout)
         except nats.errors.NoRespondersError:
-            raise ClientError(
+            raise NoScheduler(
                 f"no scheduler is answering at {self.bus.url}: start one with `sortie up` "
                 "(or `sortie scheduler`)"
             ) from None
-        reply = codec.decode(reply_type, msg.data)
+        try:
+            reply = codec.decode(reply_type, msg.data)
+        except codec.BadMessage as exc:
+            raise ClientError(f"the scheduler's reply could not be read: {exc}") from None
         if isinstance(reply, m.ErrorReply):
             raise RequestRefused(reply)
         return reply
@@ -129,10 +155,17 @@ class Client:
         options: SubmitOptions,
         *,
         progress: Callable[[int, int], None] | None = None,
+        hash_progress: Callable[[int, int], None] | None = None,
     ) -> Submission:
-        """Snapshot ``source_dir``, upload what the store lacks, and queue the run."""
+        """Snapshot ``source_dir``, upload what the store lacks, and queue the run.
+
+        ``hash_progress`` and ``progress`` are called with (bytes done, bytes in all) while
+        the files are hashed and while the missing ones are uploaded.
+        """
         source_dir = Path(source_dir)
-        plan = snap.build_manifest(source_dir, limit_bytes=options.snapshot_limit_bytes)
+        plan = snap.build_manifest(
+            source_dir, limit_bytes=options.snapshot_limit_bytes, progress=hash_progress
+        )
         snap.check_script(plan, options.script)
         snapshot_id, _ = snap.encode_manifest(plan.manifest)
         spec = m.RunSpec(
@@ -149,32 +182,23 @@ class Client:
             snapshot_files=plan.files,
             snapshot_bytes=plan.total_bytes,
             git=git_info(source_dir),
-            submission_id=uuid.uuid4().hex,
+            submission_id=options.submission_id or uuid.uuid4().hex,
             node_count=options.node_count,
             max_retries=options.max_retries,
             constraints=dict(options.constraints),
             dedicated_only=options.dedicated_only,
             strategy="spread" if options.strategy == "spread" else "binpack",
+            secret_env_names=sorted(options.secret_env),
         )
+        secret = m.SecretEnv(values=dict(options.secret_env)) if options.secret_env else None
         # Refuse a bad target or spec before sending a single byte of the snapshot.
-        await self._request(
-            subjects.API_SUBMIT, m.SubmitRequest(spec=spec, validate_only=True), m.SubmitReply
+        await self._submit_with_retries(
+            m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
         )
         uploaded = await snap.upload_snapshot(self.bus, plan, progress=progress)
-        accepted: m.SubmitAccepted | None = None
-        for attempt in range(SUBMIT_ATTEMPTS):
-            try:
-                accepted = await self._request(
-                    subjects.API_SUBMIT, m.SubmitRequest(spec=spec), m.SubmitReply
-                )
-                break
-            except (TimeoutError, nats.errors.TimeoutError):
-                # The same submission_id makes a retry land on the same run.
-                if attempt == SUBMIT_ATTEMPTS - 1:
-                    raise ClientError(
-                        f"the scheduler at {self.bus.url} did not answer the submit in time"
-                    ) from None
-        assert accepted is not None
+        accepted: m.SubmitAccepted = await self._submit_with_retries(
+            m.SubmitRequest(spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes)
+        )
         return Submission(
             run_id=accepted.run_id,
             snapshot=SnapshotSummary(
@@ -186,6 +210,33 @@ class Client:
             ),
             warnings=list(plan.warnings),
         )
+
+    async def _submit_with_retries(self, request: m.SubmitRequest) -> Any:
+        """Send the submit until the scheduler answers: for up to ``SUBMIT_RETRY_S`` after
+        timeouts, ``NO_SCHEDULER_WAIT_S`` while no scheduler listens.
+
+        The scheduler may be restarting (no responders) or may have stored the run and died
+        before replying (timeout): the same ``submission_id`` makes every retry land on the
+        one run, so retrying is safe.
+        """
+        start = time.monotonic()
+        delay = 0.2
+        while True:
+            try:
+                return await self._request(subjects.API_SUBMIT, request, m.SubmitReply)
+            except (TimeoutError, nats.errors.TimeoutError, NoScheduler) as exc:
+                waited = time.monotonic() + delay - start
+                if isinstance(exc, NoScheduler):
+                    if waited > NO_SCHEDULER_WAIT_S:
+                        raise
+                elif waited > SUBMIT_RETRY_S:
+                    raise ClientError(
+                        f"the scheduler at {self.bus.url} did not answer the submit within "
+                        f"{SUBMIT_RETRY_S:.0f}s; submit again with --submission-id "
+                        f"{request.spec.submission_id} to be sure it lands on one run"
+                    ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def compute(self, request: m.Message) -> Any:
         """One compute request (create, update, delete, show, list, sizes)."""
@@ -217,7 +268,10 @@ class Client:
             raise ClientError(str(exc)) from None
         except nats.js.errors.KeyNotFoundError:
             raise ClientError(f"no run {run_id!r}: `sortie run list` shows the runs") from None
-        return codec.decode(m.RunRecord, entry.value or b"")
+        try:
+            return codec.decode(m.RunRecord, entry.value or b"")
+        except codec.BadMessage as exc:
+            raise ClientError(f"run {run_id}'s stored record could not be read: {exc}") from None
 
     async def list_runs(self, experiment: str | None = None) -> list[m.RunRecord]:
         """All runs (of one experiment), newest first."""
@@ -246,7 +300,10 @@ class Client:
                     continue
                 if entry is None or entry.value is None:
                     continue
-                rec = codec.decode(m.RunRecord, entry.value)
+                try:
+                    rec = codec.decode(m.RunRecord, entry.value)
+                except codec.BadMessage:
+                    continue  # only the scheduler writes records; a later one will do
                 if rec.state in TERMINAL:
                     return rec
         finally:
@@ -387,6 +444,7 @@ def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> di
         "retries_used": rec.retries_used,
         "preemptions": rec.preemptions,
         "node_count": spec.node_count,
+        "secret_env": list(spec.secret_env_names),  # names only: values are never stored
         "nodes": [
             {"rank": g.rank, "agent_id": g.agent_id, "state": str(g.state)} for g in rec.gang
         ],

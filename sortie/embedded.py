@@ -12,8 +12,11 @@ import structlog
 
 from agents.config import AgentConfig, default_agent_id
 from agents.daemon import run_agent
+from proto.permissions import Role
 from scheduler.daemon import SchedulerConfig, run_scheduler
-from sortie.broker import BrokerError, start_broker
+from sortie.auth import AuthError, Authority, init_authority, write_private
+from sortie.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
+from sortie.bus import BusAuth
 from sortie.profile import profile_path, remove_profile_if_ours, write_profile
 
 log = structlog.get_logger("sortie.up")
@@ -26,10 +29,30 @@ async def serve(
     *,
     agent: bool = True,
     gpu_pool: tuple[int, ...] = (),
+    authority: Authority | None = None,
+    tls_ca: Path | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
-    """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set."""
+    """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set.
+
+    ``metrics``: (host, port) where the scheduler serves its Prometheus metrics (None: not).
+
+    With an ``authority`` each connects as its own role, and the scheduler mints credentials
+    for the agents it starts.
+    """
     ready = asyncio.Event()
-    sched = SchedulerConfig(url=url, data_dir=data_dir / "scheduler", gpu_pool=gpu_pool)
+    sched = SchedulerConfig(
+        url=url,
+        data_dir=data_dir / "scheduler",
+        gpu_pool=gpu_pool,
+        auth=BusAuth(
+            creds=authority.scheduler_creds if authority else None,
+            tls_ca=tls_ca,
+        ),
+        account_key=authority.account_key_path if authority else None,
+        metrics_host=metrics[0] if metrics else "127.0.0.1",
+        metrics_port=metrics[1] if metrics else None,
+    )
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({tasks[0], waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -38,12 +61,18 @@ async def serve(
         tasks[0].result()  # raises what stopped the scheduler
         return
     if agent:
+        agent_id = default_agent_id("local")
+        agent_creds = None
+        if authority is not None:
+            creds = authority.signer.mint(Role("agent", agent_id))
+            agent_creds = write_private(data_dir / "agent" / "agent.creds", creds.text())
         config = AgentConfig(
             url=url,
-            agent_id=default_agent_id("local"),
+            agent_id=agent_id,
             target="local",
             data_dir=data_dir / "agent",
             gpu_indices=local_gpus(gpu_pool),
+            auth=BusAuth(creds=agent_creds, tls_ca=tls_ca),
         )
         tasks.append(asyncio.create_task(run_agent(config, stop)))
     try:
@@ -70,26 +99,55 @@ def up(
     *,
     sync_always: bool = True,
     gpu_pool: tuple[int, ...] = (),
+    auth: bool = True,
+    tls: TlsFiles | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
-    """Start everything, print one ready line, run until Ctrl-C or SIGTERM."""
+    """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
+
+    ``auth``: the broker requires credentials, made under ``<data>/auth`` on the first start
+    and kept; this user's client credentials are named in the profile (``sortie.auth``).
+    """
     data_dir = data_dir.expanduser().resolve()
+    tls_ca = tls.ca if tls is not None else None
     try:
-        broker = start_broker(data_dir / "nats", host=host, port=port, sync_always=sync_always)
-    except BrokerError as exc:
+        authority = init_authority(data_dir / "auth") if auth else None
+        if authority is not None:
+            adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
+        broker = start_broker(
+            data_dir / "nats",
+            host=host,
+            port=port,
+            sync_always=sync_always,
+            auth_conf=authority.broker_conf if authority else None,
+            tls=tls,
+        )
+    except (BrokerError, AuthError, OSError) as exc:
         print(f"sortie up: {exc}", flush=True)
         return 2
     pid = os.getpid()
+    client_creds = authority.client_creds if authority else None
     try:
-        write_profile(broker.url, data_dir, pid)
+        write_profile(broker.url, data_dir, pid, creds=client_creds, tls_ca=tls_ca)
 
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            runner = asyncio.create_task(serve(broker.url, data_dir, stop, gpu_pool=gpu_pool))
+            runner = asyncio.create_task(
+                serve(
+                    broker.url,
+                    data_dir,
+                    stop,
+                    gpu_pool=gpu_pool,
+                    authority=authority,
+                    tls_ca=tls_ca,
+                    metrics=metrics,
+                )
+            )
             # Announce once the scheduler answers: then `sortie run submit` works.
-            await _await_ready(broker.url, runner)
+            await _await_ready(broker.url, runner, BusAuth(creds=client_creds, tls_ca=tls_ca))
             print(
                 f"Sortie ready at {broker.url} (data {data_dir}, profile {profile_path()}); "
                 "Ctrl-C stops it",
@@ -105,12 +163,14 @@ def up(
     return 0
 
 
-async def _await_ready(url: str, runner: asyncio.Task[None]) -> None:
+async def _await_ready(url: str, runner: asyncio.Task[None], auth: BusAuth) -> None:
     from sortie.client import Client, ClientError
 
     while not runner.done():
         with contextlib.suppress(ClientError, OSError, RuntimeError):
-            async with await Client.connect(url, name="sortie-up-probe") as c:
+            async with await Client.connect(
+                url, name="sortie-up-probe", creds=auth.creds, tls_ca=auth.tls_ca
+            ) as c:
                 await c.targets()
                 return
         await asyncio.sleep(0.1)

@@ -61,11 +61,25 @@ class Workspace:
         self._loop = loop
 
     @classmethod
-    def connect(cls, url: str | None = None) -> Workspace:
-        """Connect to what `sortie up` started (or ``url`` / SORTIE_URL)."""
+    def connect(
+        cls,
+        url: str | None = None,
+        *,
+        creds: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+    ) -> Workspace:
+        """Connect to what `sortie up` started (or ``url`` / SORTIE_URL), with its profile's
+        credentials (or ``creds`` / SORTIE_CREDS, and ``tls_ca`` / SORTIE_TLS_CA)."""
         loop = _Loop()
         try:
-            client = loop.run(Client.connect(url, name="sortie-sdk"))
+            client = loop.run(
+                Client.connect(
+                    url,
+                    name="sortie-sdk",
+                    creds=Path(creds) if creds is not None else None,
+                    tls_ca=Path(tls_ca) if tls_ca is not None else None,
+                )
+            )
         except BaseException:
             loop.close()
             raise
@@ -158,6 +172,9 @@ class RunConfiguration:
     target: str = "local"
     environment: EnvironmentSection = field(default_factory=EnvironmentSection)
     environment_variables: dict[str, str] = field(default_factory=dict)
+    # name -> value, given to the run like environment_variables, but the values are never
+    # stored in the run's record, shown, or logged (API keys, tokens)
+    secret_environment_variables: dict[str, str] = field(default_factory=dict, repr=False)
     max_run_duration_seconds: float | None = None
     priority: int = 0
     cpus: float = 1.0
@@ -188,6 +205,7 @@ class ScriptRunConfig:
             environment=rc.environment.python.to_spec(),
             docker=rc.environment.docker.to_spec(),
             env_vars=dict(rc.environment_variables),
+            secret_env=dict(rc.secret_environment_variables),
             max_duration_s=rc.max_run_duration_seconds,
             priority=rc.priority,
             resources=m.Resources(
@@ -205,9 +223,13 @@ class Experiment:
         self.workspace = workspace
         self.name = name
 
-    def submit(self, config: ScriptRunConfig) -> SubmittedRun:
+    def submit(self, config: ScriptRunConfig, *, submission_id: str | None = None) -> SubmittedRun:
+        """Queue a run. Submitting again with the same ``submission_id`` returns the same run
+        (the client retries by itself on timeouts and while the scheduler restarts)."""
         ws = self.workspace
-        sub = ws._run(ws._client.submit(Path(config.source_directory), config.options(self.name)))
+        options = config.options(self.name)
+        options.submission_id = submission_id
+        sub = ws._run(ws._client.submit(Path(config.source_directory), options))
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
         run = SubmittedRun(ws, sub.run_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -263,14 +263,33 @@ def _hash_one(path: Path) -> tuple[str, int, int]:
     return sha, st.st_size, st.st_mtime_ns
 
 
-def _hash_all(paths: list[Path]) -> dict[Path, tuple[str, int, int]]:
-    """Hash each distinct file once; in a small thread pool when there are many."""
-    unique = sorted(set(paths))
+def _hash_all(
+    sizes: dict[Path, int], progress: ProgressCallback | None = None
+) -> dict[Path, tuple[str, int, int]]:
+    """Hash each distinct file once; in a small thread pool when there are many.
+
+    ``sizes``: each file and its size when walked (for ``progress``: bytes done, in all).
+    """
+    unique = sorted(sizes)
+    total = sum(sizes.values())
+
+    def collect(results: Iterable[tuple[str, int, int]]) -> dict[Path, tuple[str, int, int]]:
+        out: dict[Path, tuple[str, int, int]] = {}
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for path, result in zip(unique, results, strict=True):
+            out[path] = result
+            done += sizes[path]
+            if progress is not None:
+                progress(done, total)
+        return out
+
     if len(unique) < _PARALLEL_HASH_MIN_FILES:
-        return {p: _hash_one(p) for p in unique}
+        return collect(map(_hash_one, unique))
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sortie-hash") as pool:
-        return dict(zip(unique, pool.map(_hash_one, unique), strict=True))
+        return collect(pool.map(_hash_one, unique))
 
 
 def _exclude_hint(ignore_file: str) -> str:
@@ -285,8 +304,11 @@ def build_manifest(
     *,
     warn_bytes: int = DEFAULT_WARN_BYTES,
     limit_bytes: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SnapshotPlan:
     """Walk ``source_dir`` and plan its snapshot. Reads the disk only; no network.
+
+    ``progress`` is called with (bytes hashed, bytes to hash) as files are hashed.
 
     Raises :class:`SnapshotError` for a missing directory, links that leave the tree or
     dangle, paths the manifest may not carry, unreadable files, or a total over
@@ -328,7 +350,7 @@ def build_manifest(
         )
 
     try:
-        hashes = _hash_all([f.path for f in walk.files])
+        hashes = _hash_all({f.path: f.size for f in walk.files}, progress)
     except OSError as exc:
         raise SnapshotError(f"cannot read {exc.filename}: {exc.strerror}") from None
 
@@ -410,6 +432,17 @@ async def upload_snapshot(
     """
     sizes = {e.sha256: e.size for e in plan.manifest.files}
     snapshot_id, manifest_data = plan.encoded
+    # A manifest is stored only after every blob it names (below; nothing deletes blobs):
+    # if the store has it, an unchanged tree costs one check, not one per file.
+    if not await missing_blobs(bus.blobs, [snapshot_id]):
+        return UploadResult(
+            snapshot_id=snapshot_id,
+            files=plan.files,
+            total_bytes=plan.total_bytes,
+            uploaded_files=0,
+            uploaded_bytes=0,
+            manifest_bytes=0,
+        )
     missing = await missing_blobs(bus.blobs, [*plan.blobs, snapshot_id])
     manifest_missing = snapshot_id in missing
     to_send = sorted(missing - {snapshot_id})

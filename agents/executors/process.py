@@ -30,6 +30,7 @@ class ProcessExecutor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=orphans.die_with_agent,
         )
         if launch.pid_file is not None:
             orphans.record(launch.pid_file, proc.pid)
@@ -88,6 +89,7 @@ class ProcessExecution:
                         self._timed_out = True
                     await self._begin_terminate("timeout", None)
             code = await self.proc.wait()
+            orphans.record_exit(self._launch.pid_file, code)  # before anything can go wrong
             if self._terminating is not None:
                 await self._terminating
             # the leader is gone: give any leftovers in its group a grace period, then kill

@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from proto import messages as m
+
+if TYPE_CHECKING:
+    from sortie.auth import Creds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +33,10 @@ class NodeRequest:
     priority: m.NodePriority
     broker_url: str
     labels: dict[str, str] = field(default_factory=dict)
+    # the node agent's own credentials (minted for node_id; the repr hides the secret) and the
+    # CA that signed the broker's TLS certificate; None: the broker needs neither
+    creds: Creds | None = None
+    tls_ca: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

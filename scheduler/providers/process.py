@@ -7,14 +7,17 @@ of small nodes, and a big multi-GPU host can be split into per-GPU nodes: give t
 
 Files, under the provider's ``data_dir``:
 
-- ``nodes/<node_id>/``: the agent's data directory (caches, run directories);
+- ``nodes/<node_id>/``: the agent's data directory (caches, run directories), with
+  ``agent.creds``: the agent's own broker credentials (0600) when the broker requires them;
 - ``nodes/<node_id>.log``: the agent's stdout and stderr, appended to.
 
 Agents start in their own session, so a Ctrl-C aimed at the scheduler does not reach them
 directly: the scheduler's ``close()`` stops them (SIGTERM, then SIGKILL after the grace
-period), which lets each agent stop its runs in order. Stopped nodes are forgotten: they no
-longer appear in ``list_nodes``. A node whose agent exited by itself stays listed, with
-``alive=False`` and its exit code, until ``stop_node`` is called for it.
+period), which lets each agent stop its runs in order. If the scheduler dies without
+``close()`` (SIGKILL), each agent notices its parent is gone (``--exit-with-parent``), stops
+its runs and exits: no node outlives the scheduler that started it. Stopped nodes are
+forgotten: they no longer appear in ``list_nodes``. A node whose agent exited by itself
+stays listed, with ``alive=False`` and its exit code, until ``stop_node`` is called for it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from proto.subjects import check_token
 from scheduler.providers.base import NodeRequest, ProviderError, ProviderNode
+from sortie.auth import write_private
+from sortie.bus import ENV_CREDS
 
 # The repository root when running from a source checkout (scheduler/providers/process.py).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,19 +50,29 @@ def agent_argv(
     data_dir: Path,
     agent_command: Sequence[str] | None = None,
     gpus: Sequence[int] = (),
+    parent_pid: int | None = None,
+    creds_path: Path | None = None,
 ) -> list[str]:
     """The argv that starts the node's agent (pure: no I/O).
 
     ``gpus`` are the host GPU indices given to this node; none means ``--gpus`` is left out.
+    ``parent_pid`` (the scheduler's pid): the agent exits when that process is gone.
     """
     argv = [*(agent_command or default_agent_command())]
-    argv += ["--url", request.broker_url, "--log-level", "warning", "agent"]
+    argv += ["--url", request.broker_url]
+    if creds_path is not None:
+        argv += ["--creds", str(creds_path)]
+    if request.tls_ca is not None:
+        argv += ["--tls-ca", str(request.tls_ca)]
+    argv += ["--log-level", "warning", "agent"]
     argv += ["--target", request.cluster, "--name", request.node_id]
     argv += ["--data-dir", str(node_data_dir(data_dir, request.node_id))]
     argv += ["--cpus", _number(request.shape.cpus), "--memory-mb", str(request.shape.memory_mb)]
     if gpus:
         argv += ["--gpus", ",".join(str(i) for i in gpus)]
     argv += ["--priority", request.priority]
+    if parent_pid is not None:
+        argv += ["--exit-with-parent", str(parent_pid)]
     labels = {"cluster": request.cluster, **request.labels}
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
@@ -74,6 +89,11 @@ def node_data_dir(data_dir: Path, node_id: str) -> Path:
     return data_dir / "nodes" / node_id
 
 
+def node_creds_path(data_dir: Path, node_id: str) -> Path:
+    """The node agent's own credentials (0600), minted by the scheduler for its id."""
+    return node_data_dir(data_dir, node_id) / "agent.creds"
+
+
 def node_log_path(data_dir: Path, node_id: str) -> Path:
     return data_dir / "nodes" / f"{node_id}.log"
 
@@ -84,6 +104,8 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     Outside a checkout (an installed package) nothing is added: the installed one is found.
     """
     env = dict(os.environ if base is None else base)
+    # never the scheduler's own credentials: a node gets its own (--creds) or none
+    env.pop(ENV_CREDS, None)
     root = str(_REPO_ROOT)
     if (_REPO_ROOT / "sortie" / "cli.py").is_file():
         parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -164,11 +186,21 @@ class ProcessProvider:
         log_path = node_log_path(self.data_dir, request.node_id)
         # Reserve the id and the GPUs before the first await, so concurrent creates see them.
         node = self._nodes[request.node_id] = _Node(request.cluster, gpus, log_path)
+        creds_path = None
+        if request.creds is not None:
+            creds_path = node_creds_path(self.data_dir, request.node_id)
         argv = agent_argv(
-            request, data_dir=self.data_dir, agent_command=self.agent_command, gpus=gpus
+            request,
+            data_dir=self.data_dir,
+            agent_command=self.agent_command,
+            gpus=gpus,
+            parent_pid=os.getpid(),
+            creds_path=creds_path,
         )
         try:
             node_data_dir(self.data_dir, request.node_id).mkdir(parents=True, exist_ok=True)
+            if request.creds is not None and creds_path is not None:
+                write_private(creds_path, request.creds.text())
             with open(log_path, "ab") as log:
                 node.proc = await asyncio.create_subprocess_exec(
                     *argv,

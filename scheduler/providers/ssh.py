@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from proto import messages as m
+from scheduler.machines import install_access
 from scheduler.providers.base import NodeRequest, ProviderError, ProviderNode
 from scheduler.ssh import (
     SshError,
@@ -27,6 +28,7 @@ from scheduler.ssh import (
     start_agent,
     stop_agent,
 )
+from sortie.bus import split_urls
 
 
 @dataclass
@@ -103,7 +105,8 @@ class SshPoolProvider:
                 sortie_bin = await install_agent(
                     conn, wheelhouse, remote_dir=remote_dir, progress=lambda _: None
                 )
-                u = urlparse(request.broker_url)
+                # an SSH link forwards to one broker: the first of a cluster's URLs
+                u = urlparse(split_urls(request.broker_url)[0])
                 link = SshLink(
                     target,
                     creds,
@@ -127,14 +130,19 @@ class SshPoolProvider:
                         for a in ("--label", f"{k}={v}")
                     ),
                 ]
+                access = await install_access(conn, remote_dir, request.creds, request.tls_ca)
+                scheme = "tls" if access.tls_ca_path else "nats"
                 await start_agent(
                     conn,
                     sortie_bin=sortie_bin,
                     remote_dir=remote_dir,
-                    broker_url=f"nats://127.0.0.1:{link.remote_port}",
+                    broker_url=f"{scheme}://127.0.0.1:{link.remote_port}",
                     target=request.cluster,
                     agent_id=request.node_id,
                     extra_args=extra,
+                    creds_path=access.creds_path,
+                    tls_ca_path=access.tls_ca_path,
+                    tls_hostname=u.hostname if access.tls_ca_path else None,
                 )
             finally:
                 conn.close()

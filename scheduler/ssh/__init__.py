@@ -32,6 +32,7 @@ __all__ = [
     "connect",
     "delete_credentials",
     "install_agent",
+    "install_private_file",
     "load_credentials",
     "remote_python",
     "remove_install",
@@ -248,6 +249,7 @@ async def connect(
 # then the names they need exist. (E402: the order is the point.)
 from scheduler.ssh.install import (  # noqa: E402
     install_agent,
+    install_private_file,
     remote_python,
     remove_install,
     start_agent,

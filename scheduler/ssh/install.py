@@ -12,6 +12,7 @@ SshError with the tail of its output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import shlex
@@ -356,6 +357,9 @@ async def start_agent(
     target: str,
     agent_id: str,
     extra_args: Sequence[str] = (),
+    creds_path: str | None = None,
+    tls_ca_path: str | None = None,
+    tls_hostname: str | None = None,
 ) -> int:
     """Start the agent detached from the SSH session; return its pid.
 
@@ -367,10 +371,18 @@ async def start_agent(
     base = f"{home}/{rel}"
     await stop_agent(conn, remote_dir=rel)
     q = shlex.quote
+    access: list[str] = []
+    if creds_path is not None:
+        access += ["--creds", creds_path]
+    if tls_ca_path is not None:
+        access += ["--tls-ca", tls_ca_path]
+    if tls_hostname is not None:
+        access += ["--tls-hostname", tls_hostname]
     argv = [
         sortie_bin,
         "--url",
         broker_url,
+        *access,
         "--log-level",
         "info",
         "agent",
@@ -420,6 +432,28 @@ if alive {pid}; then echo alive; else echo dead; tail -c {OUTPUT_TAIL} {q(log)};
             output=_tail(rest),
         )
     return pid
+
+
+async def install_private_file(
+    conn: asyncssh.SSHClientConnection, *, remote_dir: str, name: str, text: str
+) -> str:
+    """Write ``text`` to ``~/<remote_dir>/<name>``, readable by the remote user only (0600
+    from its creation; the agent's credentials); return the absolute path."""
+    rel = check_remote_dir(remote_dir)
+    if not _REMOTE_DIR_PART.match(name):
+        raise ValueError(f"bad remote file name {name!r}")
+    home = await remote_home(conn)
+    private = asyncssh.SFTPAttrs(permissions=0o600)
+    async with conn.start_sftp_client() as sftp:
+        await sftp.makedirs(rel, exist_ok=True)
+        tmp = f"{rel}/.{name}.part"
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            await sftp.remove(tmp)
+        async with sftp.open(tmp, "w", attrs=private) as f:
+            await f.write(text)
+        await sftp.chmod(tmp, 0o600)
+        await sftp.posix_rename(tmp, f"{rel}/{name}")
+    return f"{home}/{rel}/{name}"
 
 
 async def remove_install(conn: asyncssh.SSHClientConnection, *, remote_dir: str) -> None:

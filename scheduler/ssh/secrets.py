@@ -26,20 +26,29 @@ def _path(data_dir: Path, name: str) -> Path:
     return data_dir / "secrets" / f"{name}.json"
 
 
-def _secrets_dir(data_dir: Path) -> Path:
-    d = data_dir / "secrets"
+def private_dir(d: Path) -> Path:
+    """``d``, created 0700 (and tightened again if someone loosened it)."""
     d.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
-    d.chmod(0o700)  # also tightens a directory someone loosened
+    d.chmod(0o700)
     return d
+
+
+def _secrets_dir(data_dir: Path) -> Path:
+    return private_dir(data_dir / "secrets")
 
 
 def save_credentials(data_dir: Path, name: str, creds: SshCredentials) -> None:
     path = _path(data_dir, name)
-    d = _secrets_dir(data_dir)
-    body = json.dumps({f: getattr(creds, f) for f in _FIELDS}).encode()
-    tmp = d / f".{name}.{_random.token_hex(6)}.tmp"
+    _secrets_dir(data_dir)
+    write_private(path, json.dumps({f: getattr(creds, f) for f in _FIELDS}).encode())
+
+
+def write_private(path: Path, body: bytes) -> None:
+    """Write ``path`` (in a 0700 directory) atomically, 0600 from its first byte, synced."""
+    d = path.parent
+    tmp = d / f".{path.name}.{_random.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         try:

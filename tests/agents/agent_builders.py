@@ -100,6 +100,18 @@ class Reports:
             await self.pull()
         raise AssertionError(f"no terminal report for {run_id}: {self.by_run.get(run_id)}")
 
+    async def until_terminal_or(
+        self, state: RunState, run_id: str, timeout: float = 30.0
+    ) -> m.RunReport:
+        """The first report of ``run_id`` in ``state`` or a terminal state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in self.by_run.get(run_id, []):
+                if r.state == state or r.state in TERMINAL:
+                    return r
+            await self.pull()
+        raise AssertionError(f"{run_id} never reported {state}: {self.by_run.get(run_id)}")
+
     async def until_state(self, run_id: str, state: RunState, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

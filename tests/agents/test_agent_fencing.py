@@ -9,9 +9,10 @@ from nats.aio.msg import Msg
 
 from proto import codec, subjects
 from proto import messages as m
+from proto.states import RunState
 from sortie.broker import BrokerProcess, start_broker
 from sortie.bus import Bus, open_bus
-from tests.agents.agent_builders import agent, spec, upload_snapshot
+from tests.agents.agent_builders import FakeScheduler, Reports, agent, spec, upload_snapshot
 
 
 def touching(marker: Path) -> bytes:
@@ -59,17 +60,54 @@ async def test_agent_cut_off_from_the_broker_stops_its_runs(
             beats.put_nowait(codec.decode(m.Heartbeat, msg.data))
 
         await fresh.nc.subscribe(subjects.heartbeat(sched.agent_id), cb=on_beat)
+        reports = Reports(fresh.js)
+        await reports.open()
         try:
             beat = await asyncio.wait_for(beats.get(), 15)
             while beat.running:
                 beat = await asyncio.wait_for(beats.get(), 15)
             assert beat.incarnation == incarnation  # the same agent, back and idle
+            # and it gave the stopped attempt back, so the run is requeued, not left hanging
+            given_back = await reports.until_terminal_or(RunState.QUEUED, "r1")
+            assert given_back.error is not None and given_back.error.kind == "lost"
         finally:
+            await reports.close()
             await fresh.close()
     back.stop()
 
 
-async def test_a_restarted_agent_kills_runs_its_killed_predecessor_left(
+def test_leftovers_of_a_dead_leader_are_killed_by_their_group(tmp_path: Path) -> None:
+    """What a starting agent (or the watchdog) does with a recorded run whose leader died
+    and left a child running in its group."""
+    import subprocess
+    import sys
+    import time
+
+    from agents import orphans
+
+    marker = tmp_path / "alive"
+    child = touching(marker).decode()
+    leader_code = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
+    leader = subprocess.Popen([sys.executable, "-c", leader_code], start_new_session=True)
+    pid_file = tmp_path / "runs" / "r1" / "1.pid"
+    pid_file.parent.mkdir(parents=True)
+    orphans.record(pid_file, leader.pid)
+    leader.wait()  # the leader is gone; its child goes on in its group
+    for _ in range(100):
+        if marker.exists():
+            break
+        time.sleep(0.05)
+    assert orphans.group_members(leader.pid), "the child should be alive in the group"
+    assert orphans.kill_leftovers(tmp_path / "runs") == [leader.pid]
+    for _ in range(100):
+        if not orphans.group_members(leader.pid):
+            break
+        time.sleep(0.05)
+    assert not orphans.group_members(leader.pid)
+    assert not pid_file.exists()
+
+
+async def test_a_killed_agents_run_dies_with_it_and_the_next_agent_kills_its_leftovers(
     broker: BrokerProcess, bus: Bus, tmp_path: Path
 ) -> None:
     import os
@@ -77,10 +115,14 @@ async def test_a_restarted_agent_kills_runs_its_killed_predecessor_left(
     import subprocess
     import sys
 
-    from tests.agents.agent_builders import FakeScheduler
-
-    marker = tmp_path / "alive"
-    snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
+    marker = tmp_path / "alive"  # touched by a child the script starts (in the run's group)
+    leader = tmp_path / "leader"  # touched by the script itself
+    child = touching(marker).decode()
+    script = (
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        + touching(leader).decode()
+    )
+    snapshot = await upload_snapshot(bus, {"train.py": (script.encode(), 0o644)})
     sched = FakeScheduler(bus, "orphan-test")
     await bus.nc.subscribe(subjects.heartbeat("orphan-test"), cb=sched.on_heartbeat)
     argv = [
@@ -106,25 +148,121 @@ async def test_a_restarted_agent_kills_runs_its_killed_predecessor_left(
             m.Assign(run_id="r1", attempt=1, incarnation=incarnation, spec=spec(snapshot))
         )
         for _ in range(300):
-            if marker.exists():
+            if marker.exists() and leader.exists():
                 break
             await asyncio.sleep(0.05)
-        assert marker.exists(), "the run never started"
+        assert marker.exists() and leader.exists(), "the run never started"
     finally:
         os.kill(first.pid, signal.SIGKILL)  # no chance to stop its runs
         first.wait()
-    await asyncio.sleep(0.5)
-    before = marker.stat().st_mtime
-    await asyncio.sleep(0.5)
-    assert marker.stat().st_mtime > before, "the run outlives its SIGKILLed agent"
+    # the script dies with its agent (the kernel), and so does the child it started in its
+    # group (the agent's watchdog)
+    await asyncio.sleep(1.0)
+    child_at, leader_at = marker.stat().st_mtime, leader.stat().st_mtime
+    await asyncio.sleep(0.6)
+    assert leader.stat().st_mtime == leader_at, "the script outlived its SIGKILLed agent"
+    assert marker.stat().st_mtime == child_at, "the script's child outlived its agent"
     sched.heartbeats.clear()
     second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
-        await sched.incarnation(timeout=30)  # the new agent is up (and has reaped)
-        stopped_at = marker.stat().st_mtime
-        await asyncio.sleep(0.6)
-        assert marker.stat().st_mtime == stopped_at, "the orphaned run is still going"
+        await sched.incarnation(timeout=30)  # the new agent is up, and has cleared records
         assert not list((tmp_path / "agent" / "runs").glob("*/*.pid"))
     finally:
         second.terminate()
         second.wait(20)
+
+
+def agent_argv(url: str, name: str, data_dir: Path, *extra: str) -> list[str]:
+    import sys
+
+    return [
+        sys.executable, "-m", "sortie.cli", "--url", url, "--log-level", "warning",
+        "agent", "--target", "local", "--name", name, "--data-dir", str(data_dir), *extra,
+    ]  # fmt: skip
+
+
+async def test_an_agent_paused_past_its_lease_stops_its_runs_when_it_resumes(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    """SIGSTOP leaves the agent connected as far as it knows; its heartbeats were not heard,
+    so on waking it must treat the lease as lost, stop the run and give it back."""
+    import os
+    import signal
+    import subprocess
+
+    marker = tmp_path / "alive"
+    snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
+    sched = FakeScheduler(bus, "paused-test")
+    await bus.nc.subscribe(subjects.heartbeat("paused-test"), cb=sched.on_heartbeat)
+    reports = Reports(bus.js)
+    await reports.open()
+    argv = agent_argv(broker.url, "paused-test", tmp_path / "agent", "--lease", "3")
+    proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        incarnation = await sched.incarnation(timeout=30)
+        await sched.send(
+            m.Assign(run_id="r1", attempt=1, incarnation=incarnation, spec=spec(snapshot))
+        )
+        await reports.until_state("r1", RunState.RUNNING)
+        os.kill(proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(4.5)  # past the 3 s lease; the run goes on meanwhile
+        before = marker.stat().st_mtime
+        await asyncio.sleep(0.3)
+        assert marker.stat().st_mtime > before, "the run itself was not paused"
+        os.kill(proc.pid, signal.SIGCONT)
+        given_back = await reports.until_terminal_or(RunState.QUEUED, "r1", timeout=20)
+        assert given_back.error is not None and given_back.error.kind == "lost", given_back
+        stopped_at = marker.stat().st_mtime
+        await asyncio.sleep(0.6)
+        assert marker.stat().st_mtime == stopped_at, "the run outlived the lapsed lease"
+    finally:
+        await reports.close()
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(20)
+
+
+async def test_an_agent_paused_past_lease_and_kill_grace_has_its_runs_killed_by_its_watchdog(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    """Paused so long the scheduler would already requeue: the agent cannot stop anything,
+    so its watchdog kills the run (before lease + kill grace), and the agent, once resumed,
+    gives the attempt back."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "alive"
+    snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
+    sched = FakeScheduler(bus, "frozen-test")
+    await bus.nc.subscribe(subjects.heartbeat("frozen-test"), cb=sched.on_heartbeat)
+    reports = Reports(bus.js)
+    await reports.open()
+    extra = ("--lease", "2", "--kill-grace", "2")
+    proc = subprocess.Popen(
+        agent_argv(broker.url, "frozen-test", tmp_path / "agent", *extra),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        incarnation = await sched.incarnation(timeout=30)
+        await sched.send(
+            m.Assign(run_id="r1", attempt=1, incarnation=incarnation, spec=spec(snapshot))
+        )
+        await reports.until_state("r1", RunState.RUNNING)
+        os.kill(proc.pid, signal.SIGSTOP)
+        paused_at = time.time()
+        await asyncio.sleep(6.0)  # well past lease + kill grace (4 s)
+        stopped_at = marker.stat().st_mtime
+        # the watchdog fired at lease + 3/4 of the kill grace (3.5 s) after the last renewal
+        assert stopped_at - paused_at < 4.0, "the run went on past lease + kill grace"
+        await asyncio.sleep(0.5)
+        assert marker.stat().st_mtime == stopped_at, "the run is still going"
+        os.kill(proc.pid, signal.SIGCONT)
+        given_back = await reports.until_terminal_or(RunState.QUEUED, "r1", timeout=20)
+        assert given_back.error is not None and given_back.error.kind == "lost", given_back
+    finally:
+        await reports.close()
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(20)

@@ -226,3 +226,16 @@ def test_build_steps_for_a_conda_environment() -> None:
         m.PythonEnvironment(user_managed=False, conda=["x"], python_version=">=3.10")
     )
     assert build_steps(ranged, Path("/e"), uv_bin="uv", conda_bin="conda")[0][-2] == "python>=3.10"
+
+
+def test_lease_lapses_once_per_gap_and_a_late_renewal_still_reports_the_gap() -> None:
+    from agents.lease import Lease
+
+    lease = Lease(lease_s=10.0, renewed_at=0.0)
+    assert not lease.lapse_seen(9.9)
+    assert not lease.renew(9.5)  # renewed in time
+    assert lease.lapse_seen(19.6) and not lease.lapse_seen(25.0)  # seen once
+    assert not lease.renew(26.0)  # already seen (and acted on) by the watcher
+    # a paused agent: nobody looked during the gap; the renewal itself reports it
+    assert lease.renew(40.0)
+    assert not lease.lapse_seen(45.0)

@@ -30,6 +30,16 @@ class Installation:
     process: subprocess.Popen[str]
     log: Path
 
+    @property
+    def client_creds(self) -> Path:
+        """The credentials `sortie up` made for clients (the profile names them)."""
+        return self.data_dir / "auth" / "client.creds"
+
+    @property
+    def scheduler_creds(self) -> Path:
+        """Full rights on the broker (for tests that look at or write anything)."""
+        return self.data_dir / "auth" / "scheduler.creds"
+
     def cli(
         self,
         *args: str,
@@ -59,10 +69,13 @@ class Installation:
         return json.loads(proc.stdout)
 
 
-def start_up(data_dir: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+def start_up(
+    data_dir: Path, port: int, env: dict[str, str], log: Path, *extra: str
+) -> subprocess.Popen[str]:
+    """`sortie up` (with ``extra`` options), once it has printed its ready line."""
     fh = open(log, "a")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [*SORTIE, "up", "--data-dir", str(data_dir), "--port", str(port), "--no-fsync"],
+        [*SORTIE, "up", "--data-dir", str(data_dir), "--port", str(port), "--no-fsync", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=fh,
@@ -71,7 +84,8 @@ def start_up(data_dir: Path, port: int, env: dict[str, str], log: Path) -> subpr
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the one ready line
-    expected = f"Sortie ready at nats://127.0.0.1:{port} (data {data_dir.resolve()}"
+    scheme = "tls" if "--tls-cert" in extra else "nats"
+    expected = f"Sortie ready at {scheme}://127.0.0.1:{port} (data {data_dir.resolve()}"
     if not line.startswith(expected):
         proc.kill()
         raise AssertionError(f"sortie up did not get ready: {line!r}\n{log.read_text()[-3000:]}")

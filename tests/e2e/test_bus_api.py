@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nats
-
 from proto import codec, subjects
 from proto import messages as m
-from sortie.bus import open_bus, put_blob, sha256_bytes
+from sortie.bus import BusAuth, connect, open_bus, put_blob, sha256_bytes
 from tests.e2e.conftest import Installation
 
 
 async def test_submit_with_one_json_request(installation: Installation) -> None:
-    bus = await open_bus(installation.url, "other-service")
+    bus = await open_bus(
+        installation.url, "other-service", auth=BusAuth(creds=installation.client_creds)
+    )
     try:
         script = b"print('from another service')\n"
         sha = sha256_bytes(script)
@@ -39,7 +39,10 @@ async def test_submit_with_one_json_request(installation: Installation) -> None:
 async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
     installation: Installation, tmp_path: Path
 ) -> None:
-    nc = await nats.connect(installation.url)
+    # full rights: garbage on every subject, as if anything could get onto the bus
+    nc = await connect(
+        installation.url, "garbage", auth=BusAuth(creds=installation.scheduler_creds)
+    )
     try:
         runs_before = installation.json("run", "list")
         cases = [

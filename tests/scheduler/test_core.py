@@ -172,6 +172,34 @@ def test_scheduler_restart_gives_agents_a_full_lease() -> None:
     assert s.agents["a1"].lost
 
 
+def test_a_scheduler_cut_off_from_the_broker_judges_no_agent_until_it_is_back() -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    core.handle(s, core.BrokerAway(), 5.0, CFG)
+    core.decide(s, 40.0, CFG)  # far past lease + kill grace, but nothing could be heard
+    assert not s.agents["a1"].lost
+    assert (s.runs["r1"].state, s.runs["r1"].attempt) == (RunState.PREPARING, 1)
+    core.handle(s, core.BrokerBack(), 41.0, CFG)  # back: a full lease from now
+    core.decide(s, 50.0, CFG)
+    assert not s.agents["a1"].lost
+    core.decide(s, 51.5, CFG)
+    assert s.agents["a1"].lost
+
+
+def test_an_attempt_its_agent_gave_back_after_losing_its_lease_is_requeued() -> None:
+    s = started()
+    submit(s, "r1", 1.0, max_retries=0)
+    core.decide(s, 1.0, CFG)
+    report(s, "r1", RunState.STARTING, 2.0)
+    report(s, "r1", RunState.RUNNING, 2.5)
+    lost = m.RunError(kind="lost", message="the agent lost its lease")
+    report(s, "r1", RunState.QUEUED, 3.0, error=lost)
+    rec = s.runs["r1"]
+    assert (rec.state, rec.attempt, rec.retries_used) == (RunState.QUEUED, 2, 0)
+    assert sends(core.decide(s, 3.0, CFG)) == [("a1", "Assign", "r1", 2)]
+
+
 def test_agent_restart_requeues_runs_of_the_old_incarnation() -> None:
     s = started()
     submit(s, "r1", 1.0)
@@ -247,3 +275,19 @@ def test_why_explains_a_waiting_run() -> None:
     (reply,) = replies(cmds)
     assert isinstance(reply, m.WhyReply) and reply.reasons == {"CPUs busy": 1}
     assert "1 CPUs busy" in reply.summary
+
+
+def test_a_later_report_delivered_first_implies_the_steps_before_it() -> None:
+    """After a scheduler restart, redelivered reports may come out of order: Completed
+    before Finalizing must still complete the run (it is acked either way)."""
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    report(s, "r1", RunState.STARTING, 2.0)
+    report(s, "r1", RunState.RUNNING, 2.5)
+    report(s, "r1", RunState.COMPLETED, 4.0, exit_code=0)
+    rec = s.runs["r1"]
+    assert (rec.state, rec.exit_code) == (RunState.COMPLETED, 0)
+    assert [h.state for h in rec.history][-2:] == [RunState.FINALIZING, RunState.COMPLETED]
+    report(s, "r1", RunState.FINALIZING, 3.0)  # the earlier one, late: changes nothing
+    assert s.runs["r1"].state is RunState.COMPLETED

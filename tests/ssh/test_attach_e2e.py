@@ -6,6 +6,7 @@ an sshd the tests start on 127.0.0.1 with its own host key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -61,10 +62,10 @@ def stored_values(inst: Installation) -> bytes:
     """Every value in every KV bucket, raw (to look for secrets)."""
     import asyncio
 
-    from sortie.bus import kv_items, open_bus
+    from sortie.bus import BusAuth, kv_items, open_bus
 
     async def dump() -> bytes:
-        bus = await open_bus(inst.url, "test-dump")
+        bus = await open_bus(inst.url, "test-dump", auth=BusAuth(creds=inst.scheduler_creds))
         try:
             out = b""
             for kv in (bus.runs, bus.agents, bus.computes, bus.nodes, bus.vms):
@@ -74,6 +75,20 @@ def stored_values(inst: Installation) -> bytes:
             await bus.close()
 
     return asyncio.run(dump())
+
+
+def files_holding(root: Path, needle: bytes, skip: Path | None = None) -> list[str]:
+    """Files under ``root`` (but not under ``skip``) whose bytes contain ``needle``."""
+    hits = []
+    for d, _, names in os.walk(root):
+        if skip is not None and Path(d).is_relative_to(skip):
+            continue
+        for name in names:
+            path = Path(d) / name
+            with contextlib.suppress(OSError):
+                if not path.is_symlink() and needle in path.read_bytes():
+                    hits.append(str(path))
+    return hits
 
 
 def test_attach_with_a_key_run_survive_a_dropped_link_and_detach(
@@ -145,7 +160,9 @@ def test_password_attach_from_env_and_stdin_and_sdk(
     sshd: Sshd,
     known_hosts: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    password = SSH_TEST_PASSWORD.encode()
     proc = installation.cli(
         *attach_args("pw-box", sshd, known_hosts, "--password-env", "PW"),
         env={"PW": SSH_TEST_PASSWORD},
@@ -154,8 +171,28 @@ def test_password_attach_from_env_and_stdin_and_sdk(
     assert proc.returncode == 0, proc.stderr
     assert show(installation, "pw-box")["auth"] == "password"
     assert SSH_TEST_PASSWORD not in proc.stdout + proc.stderr
+    # Attached, the password is kept on the scheduler's host (owner-only, checked in the key
+    # test) and nowhere else: not in the store, any view of the machine, the daemons' log,
+    # or any other file of the installation.
+    secrets_dir = installation.data_dir / "scheduler" / "secrets"
+    assert password in (secrets_dir / "pw-box.json").read_bytes()
+    for view in (
+        ("compute", "show", "pw-box"),
+        ("compute", "list"),
+        ("compute", "list", "--output", "json"),
+        ("agent", "list", "--output", "json"),
+        ("status", "--output", "json"),
+    ):
+        out = installation.cli(*view, check=True)
+        assert SSH_TEST_PASSWORD not in out.stdout + out.stderr, view
+    assert password not in stored_values(installation)
+    assert SSH_TEST_PASSWORD not in installation.log.read_text()
+    root = installation.data_dir.parent
+    assert files_holding(root, password, skip=secrets_dir) == []
     detach(installation, "pw-box", "--keep-files")
     assert (HOME / ".sortie").is_dir(), "--keep-files keeps the install"
+    # ... nor on the machine: what was installed there, its agent's files and log
+    assert files_holding(HOME / ".sortie", password) == []
 
     proc = installation.cli(
         *attach_args("pw-stdin", sshd, known_hosts, "--password-stdin"),
@@ -184,6 +221,13 @@ def test_password_attach_from_env_and_stdin_and_sdk(
         lambda: "sdk-box" not in [c["name"] for c in installation.json("compute", "list")],  # type: ignore[union-attr]
         timeout=60,
     )
+    shown = capsys.readouterr()
+    assert SSH_TEST_PASSWORD not in shown.out + shown.err + repr(config)
+    # detached: the scheduler's copies are gone too, and no other file ever held it
+    for name in ("pw-box", "pw-stdin", "sdk-box"):
+        assert not (secrets_dir / f"{name}.json").exists()
+    assert files_holding(root, password, skip=secrets_dir) == []
+    assert SSH_TEST_PASSWORD not in installation.log.read_text()
 
 
 def test_host_key_and_credential_failures_are_clear(

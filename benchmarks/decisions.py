@@ -1,0 +1,226 @@
+"""The decision code alone: placement decisions per second and packing quality.
+
+The workload of ``benchmarks/workload.py`` (``--agents`` agents, ``--runs`` queued runs), no
+I/O at all. Three measurements:
+
+- **one pass**: ``scheduler.placement.place`` over the whole queue on an empty cluster, as
+  the scheduler's first cycle after a big submit would: every queued run gets a decision
+  (placed, or waiting with counted reasons); decisions/s = runs / seconds.
+- **drain**: ``scheduler.core.decide`` (reconcile, capacity, placement, the record changes)
+  cycle after cycle until every run has been placed, the runs placed by one cycle finishing
+  before the next (their capacity is freed); placements/s = runs / seconds spent in
+  ``decide``.
+- **packing**: the first pass against an offline best-fit decreasing (the same filter and
+  score, largest requests first, which an online queue in priority order cannot do): the
+  share of CPUs and GPUs each allocates, their ratio, and the GPUs stranded by the online
+  pass (free, while queued GPU runs wait, on agents whose CPUs or memory are used up).
+
+Prints one JSON document on stdout and a short table on stderr.
+
+    .venv/bin/python benchmarks/decisions.py [--agents 1000] [--runs 100000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import msgspec  # noqa: E402
+
+from benchmarks import workload  # noqa: E402
+from proto import messages as m  # noqa: E402
+from scheduler import core  # noqa: E402
+from scheduler.model import AgentView, SchedulerState  # noqa: E402
+from scheduler.placement import Plan, Slot, place  # noqa: E402
+from scheduler.reconcile import Timing  # noqa: E402
+
+
+def empty_slots(agents: list[workload.Agent]) -> list[Slot]:
+    return [
+        Slot(
+            agent_id=a.agent_id,
+            target=workload.TARGET,
+            free_cpus=a.capacity.cpus,
+            free_memory_mb=a.capacity.memory_mb,
+            free_gpus=a.capacity.gpus,
+            total=a.capacity,
+        )
+        for a in agents
+    ]
+
+
+def one_pass(agents: list[workload.Agent], runs: list[m.RunRecord]) -> tuple[float, Plan]:
+    slots = empty_slots(agents)
+    t = time.perf_counter()
+    plan = place(runs, slots)
+    return time.perf_counter() - t, plan
+
+
+def drain(agents: list[workload.Agent], runs: list[m.RunRecord]) -> dict[str, Any]:
+    now = 2_000_000.0
+    state = SchedulerState(started_at=now)
+    for a in agents:
+        state.agents[a.agent_id] = AgentView(
+            agent_id=a.agent_id,
+            incarnation="inc-1",
+            target=workload.TARGET,
+            hostname=a.agent_id,
+            capacity=a.capacity,
+            first_seen=now,
+            last_seen=now,
+        )
+    for r in runs:
+        state.runs[r.run_id] = r
+    config = core.Config(timing=Timing(lease_s=1e9))
+    spent = 0.0
+    cycles = placed = 0
+    worst = 0.0
+    while state.runs:
+        t = time.perf_counter()
+        cmds = core.decide(state, now, config)
+        dt = time.perf_counter() - t
+        spent += dt
+        worst = max(worst, dt)
+        cycles += 1
+        done = [c.run_id for c in cmds if isinstance(c, core.SendToAgent) and c.run_id]
+        if not done:
+            raise SystemExit(f"no progress after {placed} placements")
+        placed += len(done)
+        for run_id in done:  # they ran and ended: their capacity is free for the next cycle
+            del state.runs[run_id]
+            state.assign_sent_at.pop(run_id, None)
+        state.dirty_runs.clear()
+    return {
+        "cycles": cycles,
+        "placed": placed,
+        "seconds_in_decide": round(spent, 3),
+        "worst_cycle_s": round(worst, 3),
+        "placements_per_s": round(placed / spent),
+    }
+
+
+def used(plan: Plan, agents: list[workload.Agent], runs: list[m.RunRecord]) -> dict[str, Any]:
+    by_id = {r.run_id: r.spec.resources for r in runs}
+    caps = {a.agent_id: a.capacity for a in agents}
+    free = {a.agent_id: [a.capacity.cpus, a.capacity.memory_mb, a.capacity.gpus] for a in agents}
+    cpus = gpus = 0.0
+    for p in plan.placements:
+        res = by_id[p.run_id]
+        for agent_id in p.agent_ids:
+            cpus += res.cpus
+            gpus += res.gpus
+            f = free[agent_id]
+            f[0] -= res.cpus
+            f[1] -= res.memory_mb
+            f[2] -= res.gpus
+    # a free GPU is stranded when GPU runs still wait but none fits that agent's CPUs/memory
+    waiting = {
+        (res.cpus, res.memory_mb, res.gpus)
+        for run_id in plan.unplaced
+        if (res := by_id[run_id]).gpus > 0
+    }
+    stranded = 0
+    for fc, fm, fg in free.values():
+        if fg <= 0 or not waiting:
+            continue
+        gpu_fits = any(g <= fg for _, _, g in waiting)
+        if gpu_fits and not any(c <= fc + 1e-9 and mm <= fm and g <= fg for c, mm, g in waiting):
+            stranded += int(fg)
+    total_cpus = sum(c.cpus for c in caps.values())
+    total_gpus = sum(c.gpus for c in caps.values())
+    return {
+        "cpus_used": cpus / total_cpus,
+        "gpus_used": gpus / total_gpus if total_gpus else 0.0,
+        "gpus_free": sum(max(0, f[2]) for f in free.values()) / total_gpus if total_gpus else 0,
+        "gpus_stranded": stranded / total_gpus if total_gpus else 0.0,
+    }
+
+
+def offline_best_fit(agents: list[workload.Agent], runs: list[m.RunRecord]) -> Plan:
+    """Best-fit decreasing: the same filter and score, largest requests first."""
+
+    def size(r: m.RunRecord) -> int:
+        res = r.spec.resources
+        return res.gpus * 1_000_000 + int(res.cpus * 1000) * 100 + res.memory_mb // 1024
+
+    ordered = [
+        msgspec.structs.replace(r, spec=msgspec.structs.replace(r.spec, priority=size(r)))
+        for r in runs
+    ]
+    return place(ordered, empty_slots(agents))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3, help="one-pass repetitions (best is kept)")
+    p.add_argument("--no-drain", action="store_true", help="skip the drain measurement")
+    args = p.parse_args()
+    agents = workload.agents(args.agents, args.seed)
+    runs = workload.queued(args.runs, args.seed)
+
+    times = []
+    plan = Plan()
+    for _ in range(args.repeat):
+        dt, plan = one_pass(agents, runs)
+        times.append(dt)
+    best = min(times)
+    online = used(plan, agents, runs)
+    offline = used(offline_best_fit(agents, runs), agents, runs)
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "runs": args.runs,
+        "one_pass": {
+            "seconds_best": round(best, 4),
+            "seconds_median": round(statistics.median(times), 4),
+            "seconds_all": [round(t, 4) for t in times],
+            "placed": len(plan.placements),
+            "decisions_per_s": round(args.runs / best),
+            "target_decisions_per_s": 20_000,
+        },
+        "packing": {
+            "online": {k: round(v, 4) for k, v in online.items()},
+            "offline_best_fit": {k: round(v, 4) for k, v in offline.items()},
+            "cpu_ratio": round(online["cpus_used"] / offline["cpus_used"], 4),
+            "gpu_ratio": round(online["gpus_used"] / max(offline["gpus_used"], 1e-9), 4),
+            "target_ratio": 0.95,
+            "target_stranded": 0.02,
+        },
+    }
+    if not args.no_drain:
+        result["drain"] = drain(agents, runs)
+    pk = result["packing"]
+    result["met"] = {
+        "decisions": result["one_pass"]["decisions_per_s"] >= 20_000,
+        "packing": min(pk["cpu_ratio"], pk["gpu_ratio"]) >= 0.95 and online["gpus_stranded"] < 0.02,
+    }
+    print(json.dumps(result, indent=2))
+    rows = [
+        ("one pass: decisions/s (>= 20,000)", f"{result['one_pass']['decisions_per_s']:,}"),
+        ("one pass: seconds (best of n)", result["one_pass"]["seconds_best"]),
+        ("one pass: runs placed", result["one_pass"]["placed"]),
+        ("packing: CPU share online/offline", pk["cpu_ratio"]),
+        ("packing: GPU share online/offline", pk["gpu_ratio"]),
+        ("packing: GPUs stranded (< 2%)", f"{online['gpus_stranded']:.2%}"),
+    ]
+    if "drain" in result:
+        d = result["drain"]
+        rows.append(("drain: placements/s in decide()", f"{d['placements_per_s']:,}"))
+        rows.append(("drain: cycles, worst cycle (s)", f"{d['cycles']}, {d['worst_cycle_s']}"))
+    for name, value in rows:
+        print(f"{name:<38} {value}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

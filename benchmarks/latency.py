@@ -1,0 +1,256 @@
+"""Submit -> run process started, a burst of trivial runs, and a cached environment's cost.
+
+Starts a real ``sortie up`` (broker with fsync, scheduler, one local agent) in a temporary
+data directory and drives it with the client library (``sortie.client.Client``, what the
+CLI and SDK use). Caches are warm: the snapshot's blobs are in the store, the agent's
+snapshot cache holds them, the system-managed environment was built by a warm-up run.
+
+- **latency**: ``--samples`` runs one after another of a one-line shell script that writes
+  the time it started to a file; submit -> started = that time minus the time the
+  ``submit`` call began (snapshot, validation, upload of nothing, submit, placement,
+  Assign, materialise, start). p50 and p99.
+- **burst**: ``--burst`` runs submitted at once (``--burst-window`` submits in flight),
+  from the first submit to the end of the last run (its record Completed); runs/s.
+- **env**: the same Python script (it writes ``time.time()`` first) in the agent's own
+  interpreter (user-managed) and in a system-managed environment (``--env-pip``) that is
+  already cached; the difference of the medians is what the cached environment costs.
+
+With ``--ray`` the same three are measured on Ray Jobs (``ray start --head`` on this machine,
+``JobSubmissionClient``) by ``benchmarks/peers.py`` run with ``--ray-python`` (a separate
+environment with ``ray[default]``, never a project dependency), and the ratios are printed.
+
+Prints one JSON document on stdout and a short table on stderr.
+
+    .venv/bin/python benchmarks/latency.py [--samples 100] [--burst 200] [--ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from proto import messages as m  # noqa: E402
+from sortie.broker import free_port  # noqa: E402
+from sortie.client import Client, SubmitOptions  # noqa: E402
+
+STAMP_SH = 'date +%s.%N > "$STAMP"\n'
+STAMP_PY = (
+    "import os, time\n"
+    "t = time.time()\n"
+    "open(os.environ['STAMP'], 'w').write(repr(t))\n"
+)  # fmt: skip
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 0.5), 1),
+        "p99_ms": round(pct(ms, 0.99), 1),
+        "min_ms": round(min(ms), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
+
+
+async def wait_stamp(path: Path, limit_s: float = 60) -> float:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text().strip()  # noqa: ASYNC240 - a tiny local file, polled
+            if text:
+                return float(text)
+        except FileNotFoundError:
+            pass
+        await asyncio.sleep(0.002)
+    raise SystemExit(f"run never started (no {path})")
+
+
+async def started_after_submit(
+    client: Client, src: Path, stamps: Path, script: str, env: m.PythonEnvironment, n: int
+) -> list[float]:
+    out = []
+    for i in range(n):
+        stamp = stamps / f"{script}-{env.user_managed}-{i}-{time.time_ns()}"
+        opts = SubmitOptions(
+            script=script, experiment="latency", env_vars={"STAMP": str(stamp)}, environment=env
+        )
+        t0 = time.time()
+        sub = await client.submit(src, opts)
+        began = await wait_stamp(stamp)
+        out.append(began - t0)
+        await client.wait(sub.run_id)  # one at a time: the next starts on an idle agent
+    return out
+
+
+async def burst(client: Client, src: Path, n: int, window: int) -> dict[str, Any]:
+    sem = asyncio.Semaphore(window)
+    ids: list[str] = []
+
+    async def one() -> None:
+        async with sem:
+            sub = await client.submit(src, SubmitOptions(script="noop.sh", experiment="burst"))
+            ids.append(sub.run_id)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    submitted = time.perf_counter() - t0
+    states = [(await client.wait(r)).state for r in ids]
+    elapsed = time.perf_counter() - t0
+    return {
+        "runs": n,
+        "window": window,
+        "submitted_s": round(submitted, 2),
+        "first_submit_to_last_end_s": round(elapsed, 2),
+        "runs_per_s": round(n / elapsed, 1),
+        "completed": sum(1 for s in states if s == "Completed"),
+    }
+
+
+def start_up(root: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), SORTIE_PROFILE=str(root / "profile.json"))
+    env.pop("SORTIE_URL", None)
+    log = open(root / "up.log", "wb")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sortie.cli", "up", "--data-dir", str(root / "data"),
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "Sortie ready" in (root / "up.log").read_text(errors="replace"):
+            os.environ["SORTIE_PROFILE"] = env["SORTIE_PROFILE"]
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit("sortie up did not start:\n" + (root / "up.log").read_text()[-3000:])
+
+
+async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    src = root / "src"
+    src.mkdir()
+    (src / "stamp.sh").write_text(STAMP_SH)
+    (src / "stamp.py").write_text(STAMP_PY)
+    (src / "noop.sh").write_text("true\n")
+    stamps = root / "stamps"
+    stamps.mkdir()
+    proc = start_up(root, free_port())
+    try:
+        client = await Client.connect()
+        user = m.PythonEnvironment()
+        managed = m.PythonEnvironment(user_managed=False, pip=list(args.env_pip))
+        # warm-up: blobs in the store and the agent's cache, the environment built
+        await started_after_submit(client, src, stamps, "stamp.sh", user, 3)
+        await started_after_submit(client, src, stamps, "stamp.py", managed, 1)
+        result: dict[str, Any] = {}
+        lat = await started_after_submit(client, src, stamps, "stamp.sh", user, args.samples)
+        result["submit_to_started"] = summary_ms(lat)
+        n = args.env_samples
+        plain = await started_after_submit(client, src, stamps, "stamp.py", user, n)
+        cached = await started_after_submit(client, src, stamps, "stamp.py", managed, n)
+        result["env"] = {
+            "pip": list(args.env_pip),
+            "user_managed": summary_ms(plain),
+            "system_managed_cached": summary_ms(cached),
+            "overhead_ms": round((statistics.median(cached) - statistics.median(plain)) * 1000, 1),
+        }
+        if args.burst:
+            result["burst"] = await burst(client, src, args.burst, args.burst_window)
+        await client.close()
+        return result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def ray_side(args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        args.ray_python, str(REPO / "benchmarks" / "peers.py"), "ray-latency",
+        "--samples", str(args.samples), "--env-samples", str(args.env_samples),
+        "--burst", str(args.burst), "--burst-window", str(args.burst_window),
+        "--env-pip", *args.env_pip,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return dict(json.loads(done.stdout))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--env-samples", type=int, default=30)
+    p.add_argument("--env-pip", nargs="+", default=["six"])
+    p.add_argument("--burst", type=int, default=200, help="0: skip")
+    p.add_argument("--burst-window", type=int, default=200)
+    p.add_argument("--ray", action="store_true", help="measure Ray Jobs side by side")
+    p.add_argument("--ray-python", default="/tmp/ray-venv/bin/python")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sortie-latency-") as tmp:
+        result: dict[str, Any] = {"sortie": asyncio.run(measure(args, Path(tmp)))}
+    if args.ray:
+        result["ray"] = ray_side(args)
+    s = result["sortie"]
+    targets = {
+        "p50_ms": 50,
+        "p99_ms": 150,
+        "burst_runs_per_s": 20,
+        "env_overhead_ms": 50,
+    }
+    result["targets"] = targets
+    result["met"] = {
+        "p50": s["submit_to_started"]["p50_ms"] <= 50,
+        "p99": s["submit_to_started"]["p99_ms"] <= 150,
+        "burst": "burst" not in s or s["burst"]["runs_per_s"] >= 20,
+        "env": s["env"]["overhead_ms"] <= 50,
+    }
+    print(json.dumps(result, indent=2))
+    rows = [
+        ("submit -> started p50 / p99 (ms)", s["submit_to_started"], "p50_ms", "p99_ms"),
+    ]
+    lines = []
+    r = result.get("ray", {})
+    for name, d, a, b in rows:
+        line = f"{name:<40} sortie {d[a]} / {d[b]}"
+        if "submit_to_started" in r:
+            rr = r["submit_to_started"]
+            line += f"   ray {rr[a]} / {rr[b]}   ray/sortie p50 x{rr[a] / d[a]:.1f}"
+        lines.append(line)
+    if "burst" in s:
+        line = f"{'burst runs/s':<40} sortie {s['burst']['runs_per_s']}"
+        if "burst" in r:
+            line += f"   ray {r['burst']['runs_per_s']}"
+            line += f"   sortie/ray x{s['burst']['runs_per_s'] / r['burst']['runs_per_s']:.1f}"
+        lines.append(line)
+    line = f"{'cached env overhead (ms)':<40} sortie {s['env']['overhead_ms']}"
+    if "env" in r:
+        line += f"   ray {r['env']['overhead_ms']}"
+    lines.append(line)
+    print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

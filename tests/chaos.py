@@ -1,0 +1,307 @@
+"""A bounded chaos harness: real daemons, short numbered runs, faults on a schedule.
+
+Runs whose scripts append to a ledger are submitted at a steady rate while the scheduler is
+killed (-9), agents are killed (-9) and paused (SIGSTOP), and nats-server is killed and
+restarted. Then every fault is healed and the harness checks, from the ledger and the run
+records, that:
+
+- every accepted submission has exactly one run, and it reached a terminal state;
+- no run's script completed twice;
+- no agent ever ran more runs at once than its capacity;
+- nothing stayed stuck (all of it within a bounded wait).
+
+The CI setting (tests/e2e/test_chaos.py) is small; a larger one runs from the command line:
+
+    .venv/bin/python -m tests.chaos --runs 400 --seconds 240 --agents 4 --seed 7
+
+Every loop is bounded in count and time; everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nats.errors
+
+from proto import messages as m
+from proto.states import TERMINAL, RunState
+from sortie.client import Client, ClientError, SubmitOptions
+from tests.faults import Cluster
+
+LEASE_S = 4.0
+KILL_GRACE_S = 3.0
+SLOTS = 2  # runs each agent holds at once (cpus 2, each run asks for 1)
+
+SCRIPT = """\
+import os, sys, time
+from pathlib import Path
+ledger = sys.argv[1]
+n, attempt = os.environ["CHAOS_N"], os.environ["SORTIE_ATTEMPT"]
+parts = Path.cwd().parts
+agent = parts[parts.index("agents") + 1]  # .../agents/<name>/runs/<run>/<attempt>
+slots = Path(ledger).parent / "slots" / agent
+slots.mkdir(parents=True, exist_ok=True)
+(slots / str(os.getpid())).touch()
+live = 0
+for f in slots.iterdir():
+    try:
+        os.kill(int(f.name), 0)
+        live += 1
+    except (ProcessLookupError, ValueError):
+        pass
+with open(ledger, "a") as fh:
+    fh.write(f"start {n} {attempt} {agent} {live}\\n")
+time.sleep(float(os.environ["CHAOS_SLEEP"]))
+with open(ledger, "a") as fh:
+    fh.write(f"done {n} {attempt} {agent}\\n")
+"""
+
+
+@dataclass
+class Settings:
+    runs: int = 40
+    seconds: float = 45.0  # faults are injected for this long
+    agents: int = 3
+    seed: int = 1
+    submit_every_s: float | None = None  # None: spread the runs over ``seconds``
+    fault_every_s: float = 4.0
+    settle_s: float = 180.0  # bound on the wait for every run to end afterwards
+
+
+@dataclass
+class Report:
+    settings: dict[str, object]
+    submitted: int = 0
+    accepted: int = 0
+    refused: list[str] = field(default_factory=list)
+    faults: dict[str, int] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)
+    rerun: int = 0  # runs that needed more than one attempt
+    attempts_started: int = 0
+    double_completions: list[str] = field(default_factory=list)
+    duplicate_runs: list[str] = field(default_factory=list)
+    missing_runs: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    max_concurrent: int = 0
+    over_capacity: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.double_completions
+            or self.duplicate_runs
+            or self.missing_runs
+            or self.stuck
+            or self.over_capacity
+        )
+
+
+class Chaos:
+    def __init__(self, root: Path, settings: Settings) -> None:
+        self.root = root
+        self.s = settings
+        self.rng = random.Random(settings.seed)
+        self.cluster = Cluster(root / "cluster")
+        self.ledger = root / "ledger" / "ledger.txt"
+        self.src = root / "src"
+        self.faults: Counter[str] = Counter()
+        self.accepted: dict[str, str] = {}  # submission id -> run id
+        self.refused: list[str] = []
+        self.names = [f"a{i}" for i in range(settings.agents)]
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.ledger.parent.mkdir(parents=True)
+        self.src.mkdir()
+        (self.src / "train.py").write_text(SCRIPT)
+        c = self.cluster
+        c.start_broker()
+        c.start_scheduler("--lease", str(LEASE_S), "--kill-grace", str(KILL_GRACE_S))
+        for name in self.names:
+            c.start_agent(name, "--target", "box", "--cpus", str(SLOTS), "--lease", str(LEASE_S))
+
+    # --- the submitter ----------------------------------------------------------------------
+
+    async def submit_all(self) -> None:
+        client: Client | None = None
+        for n in range(self.s.runs):
+            sid = f"chaos-{self.s.seed}-{n}"
+            opts = SubmitOptions(
+                script="train.py",
+                arguments=[str(self.ledger)],
+                target="box",
+                resources=m.Resources(cpus=1),
+                env_vars={"CHAOS_N": str(n), "CHAOS_SLEEP": f"{self.rng.uniform(0.3, 2.0):.2f}"},
+                submission_id=sid,
+            )
+            for _ in range(5):  # the broker may be restarting under us: reconnect and retry
+                try:
+                    if client is None:
+                        client = await self.cluster.client()
+                    sub = await client.submit(self.src, opts)
+                    self.accepted[sid] = sub.run_id
+                    break
+                except (ClientError, nats.errors.Error, OSError) as exc:
+                    if client is not None:
+                        await _close(client)
+                        client = None
+                    last = f"{sid}: {exc}"
+                    await asyncio.sleep(1.0)
+            else:
+                self.refused.append(last)
+            every = self.s.submit_every_s
+            await asyncio.sleep(self.s.seconds / self.s.runs if every is None else every)
+        if client is not None:
+            await _close(client)
+
+    # --- faults -----------------------------------------------------------------------------
+
+    async def inject(self, until: float) -> None:
+        c = self.cluster
+        while time.monotonic() < until:
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.s.fault_every_s)
+            fault = self.rng.choice(["scheduler", "agent", "pause", "broker"])
+            self.faults[fault] += 1
+            if fault == "scheduler":
+                c.kill_scheduler()
+                await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+                c.start_scheduler()
+            elif fault == "agent":
+                name = self.rng.choice(self.names)
+                c.kill_agent(name)
+                await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+                c.start_agent(name)
+            elif fault == "pause":
+                # up to just under lease + kill grace (past it, the scheduler requeues: a
+                # script that completed while its agent was frozen would run again); past
+                # lease + 3/4 of the grace the agent's watchdog kills its runs
+                name = self.rng.choice(self.names)
+                c.pause_agent(name)
+                await asyncio.sleep(self.rng.uniform(0.5, LEASE_S + KILL_GRACE_S - 0.5))
+                c.resume_agent(name)
+            else:
+                await asyncio.to_thread(c.restart_broker, self.rng.uniform(0.2, 2.0))
+
+    # --- checks -----------------------------------------------------------------------------
+
+    async def settle(self) -> dict[str, m.RunRecord]:
+        """Wait (bounded) until every accepted run has ended; return the final records."""
+        deadline = time.monotonic() + self.s.settle_s
+        async with await self.cluster.client() as client:
+            while True:
+                records = {r.run_id: r for r in await client.list_runs()}
+                active = [r for r in self.accepted.values() if _active(records.get(r))]
+                if not active or time.monotonic() > deadline:
+                    return records
+                await asyncio.sleep(1.0)
+
+    def check(self, records: dict[str, m.RunRecord], report: Report) -> None:
+        by_sid: dict[str, list[m.RunRecord]] = {}
+        for rec in records.values():
+            if rec.spec.submission_id is not None:
+                by_sid.setdefault(rec.spec.submission_id, []).append(rec)
+        states: Counter[str] = Counter()
+        run_no = {}
+        for sid, run_id in self.accepted.items():
+            recs = by_sid.get(sid, [])
+            if len(recs) > 1:
+                report.duplicate_runs.append(sid)
+            found = records.get(run_id)
+            if found is None:
+                report.missing_runs.append(sid)
+                continue
+            rec = found
+            run_no[rec.spec.env_vars["CHAOS_N"]] = rec
+            kind = f"({rec.error.kind})" if rec.error and rec.state is RunState.FAILED else ""
+            states[f"{rec.state}{kind}"] += 1
+            if rec.state not in TERMINAL:
+                report.stuck.append(f"{run_id} {rec.state}")
+            if rec.attempt > 1:
+                report.rerun += 1
+        report.states = dict(states)
+        done: Counter[str] = Counter()
+        for line in self.ledger.read_text().splitlines():
+            parts = line.split()
+            if parts[0] == "start":
+                report.attempts_started += 1
+                live = int(parts[4])
+                report.max_concurrent = max(report.max_concurrent, live)
+                if live > SLOTS:
+                    report.over_capacity.append(line)
+            elif parts[0] == "done":
+                done[parts[1]] += 1
+        report.double_completions = sorted(n for n, k in done.items() if k > 1)
+        for n, rec in run_no.items():
+            if rec.state is RunState.COMPLETED and done[n] != 1:
+                report.missing_runs.append(f"run {n} Completed with {done[n]} ledger completions")
+
+    # --- all of it --------------------------------------------------------------------------
+
+    async def run(self) -> Report:
+        t0 = time.monotonic()
+        report = Report(settings=asdict(self.s))
+        try:
+            self.start()
+            submitter = asyncio.create_task(self.submit_all())
+            await self.inject(time.monotonic() + self.s.seconds)
+            await submitter
+            records = await self.settle()
+            self.check(records, report)
+        finally:
+            self.cluster.close()
+        report.submitted = self.s.runs
+        report.accepted = len(self.accepted)
+        report.refused = self.refused
+        report.faults = dict(self.faults)
+        report.seconds = round(time.monotonic() - t0, 1)
+        return report
+
+
+def _active(rec: m.RunRecord | None) -> bool:
+    return rec is not None and rec.state not in TERMINAL
+
+
+async def _close(client: Client) -> None:
+    with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+        await asyncio.wait_for(client.close(), 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--runs", type=int, default=Settings.runs)
+    p.add_argument("--seconds", type=float, default=Settings.seconds)
+    p.add_argument("--agents", type=int, default=Settings.agents)
+    p.add_argument("--seed", type=int, default=Settings.seed)
+    p.add_argument("--submit-every", type=float, default=None, help="default: spread out")
+    p.add_argument("--fault-every", type=float, default=Settings.fault_every_s)
+    p.add_argument("--keep", type=Path, help="keep the daemons' files here")
+    args = p.parse_args(argv)
+    settings = Settings(
+        runs=args.runs,
+        seconds=args.seconds,
+        agents=args.agents,
+        seed=args.seed,
+        submit_every_s=args.submit_every,
+        fault_every_s=args.fault_every,
+    )
+    with tempfile.TemporaryDirectory(prefix="sortie-chaos-") as tmp:
+        root = args.keep or Path(tmp)
+        report = asyncio.run(Chaos(root, settings).run())
+    print(json.dumps(asdict(report), indent=2))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

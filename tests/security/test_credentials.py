@@ -1,0 +1,136 @@
+"""Credentials: who is let in, what a person is told when not, and the files that hold them."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proto.permissions import Role
+from sortie.auth import AuthError, Authority, init_authority, load_creds, write_private
+from sortie.broker import BrokerProcess
+from sortie.bus import AccessDenied, BusAuth, connect, open_bus
+from tests.e2e.conftest import REPO, SORTIE
+from tests.security.auth_fixtures import authority as authority  # the fixtures, shared
+from tests.security.auth_fixtures import secure_broker as secure_broker
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_a_connection_without_credentials_is_refused_and_told_what_to_give(
+    secure_broker: BrokerProcess,
+) -> None:
+    with pytest.raises(AccessDenied) as err:
+        await connect(secure_broker.url, "anonymous")
+    message = str(err.value)
+    assert f"the Sortie broker at {secure_broker.url} requires credentials" in message
+    assert "--creds" in message and "SORTIE_CREDS" in message
+
+
+async def test_credentials_from_another_authority_are_refused_even_for_a_daemon(
+    secure_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    stranger = init_authority(tmp_path / "other")
+    with pytest.raises(AccessDenied) as err:
+        await connect(secure_broker.url, "c", auth=BusAuth(creds=stranger.client_creds))
+    assert f"refused the credentials in {stranger.client_creds}" in str(err.value)
+    # a daemon retries an unreachable broker forever, but not a refusal: it stops and says so
+    with pytest.raises(AccessDenied):
+        await open_bus(
+            secure_broker.url,
+            "agent",
+            reconnect_forever=True,
+            auth=BusAuth(creds=stranger.scheduler_creds),
+        )
+
+
+async def test_unusable_credentials_files_are_named_with_what_to_do(
+    secure_broker: BrokerProcess, tmp_path: Path, authority: Authority
+) -> None:
+    missing = tmp_path / "nope.creds"
+    with pytest.raises(AuthError, match=re.escape(f"cannot read the credentials file {missing}")):
+        await connect(secure_broker.url, "c", auth=BusAuth(creds=missing))
+    garbage = write_private(tmp_path / "garbage.creds", "hello\n")
+    with pytest.raises(AuthError, match="is not a NATS credentials file"):
+        await connect(secure_broker.url, "c", auth=BusAuth(creds=garbage))
+    # a JWT with someone else's seed
+    theirs = load_creds(authority.client_creds)
+    other = authority.signer.mint(Role("client"))
+    mixed = write_private(tmp_path / "mixed.creds", theirs.text().replace(theirs.seed, other.seed))
+    with pytest.raises(AuthError, match="its seed does not match its JWT"):
+        await connect(secure_broker.url, "c", auth=BusAuth(creds=mixed))
+
+
+def test_an_authority_is_made_once_owner_only_and_kept(tmp_path: Path) -> None:
+    first = init_authority(tmp_path / "auth")
+    client_text = first.client_creds.read_text()
+    again = init_authority(tmp_path / "auth")
+    assert again.account.public_key == first.account.public_key
+    assert again.client_creds.read_text() == client_text, "issued credentials stay valid"
+    assert mode(tmp_path / "auth") == 0o700
+    for f in (tmp_path / "auth").iterdir():
+        assert mode(f) == 0o600, f
+    # nothing secret in a repr (log lines and tracebacks show reprs)
+    creds = load_creds(first.client_creds)
+    for shown in (repr(first), repr(creds), repr(first.signer)):
+        assert creds.seed not in shown and creds.jwt not in shown
+        assert first.account.seed not in shown and "raw_seed" not in shown
+    assert repr(creds) == "Creds(name='client')"
+
+
+def test_agent_roles_need_a_valid_agent_id() -> None:
+    with pytest.raises(ValueError, match="needs an agent id"):
+        Role("agent")
+    with pytest.raises(ValueError, match=re.escape("agent id 'a.b' is not valid")):
+        Role("agent", "a.b")
+    assert Role("agent", "gpu-1").identity == "agent.gpu-1"
+
+
+def sortie(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SORTIE, *args], capture_output=True, text=True, timeout=60, cwd=REPO, check=False
+    )
+
+
+def test_auth_cli_writes_files_and_prints_no_secret(tmp_path: Path) -> None:
+    made = sortie("auth", "init", str(tmp_path / "auth"))
+    assert made.returncode == 0, made.stderr
+    assert "--account-key" in made.stdout and "broker.conf" in made.stdout
+    out = tmp_path / "node7.creds"
+    agent = sortie(
+        "auth",
+        "creds",
+        "--dir",
+        str(tmp_path / "auth"),
+        "--role",
+        "agent",
+        "--agent-id",
+        "node7",
+        "--out",
+        str(out),
+    )
+    assert agent.returncode == 0, agent.stderr
+    assert agent.stdout.strip() == f"Wrote agent.node7 credentials to {out} (0600)"
+    assert mode(out) == 0o600 and load_creds(out).name == "agent.node7"
+    secrets = [load_creds(out).seed, load_creds(out).jwt]
+    secrets += [p.read_text().strip() for p in (tmp_path / "auth").glob("*.nk")]
+    for p in (tmp_path / "auth").glob("*.creds"):
+        secrets += [load_creds(p).seed, load_creds(p).jwt]
+    for shown in (made.stdout, made.stderr, agent.stdout, agent.stderr):
+        assert not any(s in shown for s in secrets)
+
+    no_id = sortie(
+        "auth", "creds", "--dir", str(tmp_path / "auth"), "--role", "agent", "--out", str(out)
+    )
+    assert no_id.returncode == 2
+    assert "--agent-id goes with --role agent" in no_id.stderr
+    no_dir = sortie(
+        "auth", "creds", "--dir", str(tmp_path / "x"), "--role", "client", "--out", str(out)
+    )
+    assert no_dir.returncode == 2 and "Traceback" not in no_dir.stderr
+    assert f"cannot read the account key {tmp_path / 'x' / 'account.nk'}" in no_dir.stderr
