@@ -459,6 +459,11 @@ async def run_agent(
             handle(cmd)
 
     sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=on_command)
+
+    async def on_heartbeat_now(_msg: Msg) -> None:
+        spawn(send_heartbeat())
+
+    hb_now = await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=on_heartbeat_now)
     alog.info(
         "agent started",
         target=config.target,
@@ -483,6 +488,7 @@ async def run_agent(
         alog.info("agent stopping", running=len(state.running))
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+            await hb_now.unsubscribe()
         for task in loops:
             task.cancel()
         stopping = [a.stop("shutdown") for a in list(state.running.values())]

@@ -113,7 +113,7 @@ def agent(agent_id: str) -> Permissions:
         f"{s.JS_API}.STREAM.NAMES",
         *_blobs(),
     ]
-    subscribe = [s.agent_commands(agent_id), f"{s.agent_inbox(agent_id)}.>"]
+    subscribe = [s.agent_commands(agent_id), s.HEARTBEAT_NOW, f"{s.agent_inbox(agent_id)}.>"]
     return Permissions(publish=tuple(publish), subscribe=tuple(subscribe))
 
 

@@ -25,6 +25,7 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
     (s.heartbeat("AGENT_ID"), "agent", "scheduler", "Heartbeat", "-"),
     (s.agent_commands("AGENT_ID"), "scheduler", "agent", "AgentCommand", "-"),
+    (s.HEARTBEAT_NOW, "scheduler (at start)", "every agent", "empty: heartbeat now", "-"),
     (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunReport", "-"),
     (s.logs("RUN_ID"), "agent, scheduler (eof)", "clients", "LogBatch", "-"),
     (s.metrics("RUN_ID"), "agent", "clients", "MetricBatch", "-"),

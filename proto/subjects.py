@@ -22,6 +22,9 @@ SCHEDULER_QUEUE = "sortie-scheduler"
 
 # --- agents ------------------------------------------------------------------------------
 HEARTBEATS_ALL = f"{PREFIX}.hb.*"
+# scheduler -> every agent, empty body: "I (re)started: send a heartbeat now", so a restarted
+# scheduler confirms its agents (and places again) without waiting a heartbeat interval
+HEARTBEAT_NOW = f"{PREFIX}.hbnow"
 REPORTS_ALL = f"{PREFIX}.report.*"
 
 # --- JetStream resources -------------------------------------------------------------------

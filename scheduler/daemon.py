@@ -252,6 +252,8 @@ class Daemon:
             await nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=self._on_api)
         )
         self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
+        # every agent confirms itself now rather than at its next heartbeat
+        await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))
         self.tasks.append(asyncio.create_task(self._ticks()))
         self.tasks.append(asyncio.create_task(self._poll_providers()))

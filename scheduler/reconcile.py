@@ -94,6 +94,12 @@ def reconcile(
             ):
                 waiting = True  # lost, but it may still be stopping the run itself
                 break
+            if view is None and now - started_at <= timing.lease_s + timing.kill_grace_s:
+                # an agent this scheduler has not heard of (its record was not stored, or a
+                # restarted scheduler has yet to hear it): it may be alive and running this,
+                # so it gets a lease and the kill grace, like any agent, before a requeue
+                waiting = True
+                break
             if view is None or member.agent_id in gone:
                 why = f"agent {member.agent_id} was lost"
             elif view.confirmed and view.incarnation != member.incarnation:

@@ -27,13 +27,19 @@ class FakeAgent:
     beating: bool = True
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _sub: object = None
+    _hb_now: object = None
 
     async def start(self, interval: float = 0.2) -> None:
         self._sub = await self.bus.nc.subscribe(
             subjects.agent_commands(self.agent_id), cb=self._on_cmd
         )
+        self._hb_now = await self.bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=self._on_hb_now)
         await self.heartbeat()
         self._tasks.append(asyncio.create_task(self._beat(interval)))
+
+    async def _on_hb_now(self, _msg: Msg) -> None:
+        if self.beating:
+            await self.heartbeat()
 
     async def _on_cmd(self, msg: Msg) -> None:
         cmd = codec.decode(m.AgentCommand, msg.data)
@@ -81,5 +87,6 @@ class FakeAgent:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self._sub is not None:
-            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+        for sub in (self._sub, self._hb_now):
+            if sub is not None:
+                await sub.unsubscribe()  # type: ignore[attr-defined]

@@ -291,3 +291,17 @@ def test_a_later_report_delivered_first_implies_the_steps_before_it() -> None:
     assert [h.state for h in rec.history][-2:] == [RunState.FINALIZING, RunState.COMPLETED]
     report(s, "r1", RunState.FINALIZING, 3.0)  # the earlier one, late: changes nothing
     assert s.runs["r1"].state is RunState.COMPLETED
+
+
+def test_a_run_on_an_agent_the_scheduler_never_heard_of_waits_a_lease_and_grace() -> None:
+    """A restarted scheduler whose store had no record of the agent (never written, or
+    lost): the run is not requeued at once, since that agent may be running it."""
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    del s.agents["a1"]
+    s.started_at = 100.0
+    core.decide(s, 119.0, CFG)  # within lease 10 + kill grace 10 of the restart
+    assert (s.runs["r1"].state, s.runs["r1"].attempt) == (RunState.PREPARING, 1)
+    core.decide(s, 120.5, CFG)
+    assert (s.runs["r1"].state, s.runs["r1"].attempt) == (RunState.QUEUED, 2)
