@@ -21,8 +21,8 @@ from typing import TypeVar
 from sortie.broker import BrokerProcess, free_port, start_broker
 from sortie.bus import NotInitialised
 from sortie.client import Client, NoScheduler
+from tests.e2e.conftest import REPO, isolated_env
 
-REPO = Path(__file__).resolve().parents[1]
 SORTIE = [sys.executable, "-m", "sortie.cli"]
 T = TypeVar("T")
 
@@ -66,11 +66,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop("SORTIE_URL", None)
-        env["SORTIE_PROFILE"] = str(self.root / "profile.json")
-        env["PYTHONPATH"] = str(REPO)
-        self.env = env
+        self.env = isolated_env(self.root)
 
     @property
     def url(self) -> str:

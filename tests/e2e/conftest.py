@@ -92,6 +92,18 @@ def start_up(
     return proc
 
 
+def isolated_env(root: Path, *drop: str) -> dict[str, str]:
+    """``os.environ`` for the CLI and daemons of an installation of their own under ``root``:
+    its own client profile, no broker URL or credentials from outside (nor the variables in
+    ``drop``), and this checkout importable."""
+    env = dict(os.environ)
+    for name in ("SORTIE_URL", "SORTIE_CREDS", *drop):
+        env.pop(name, None)
+    env["SORTIE_PROFILE"] = str(root / "profile.json")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
 def stop_up(proc: subprocess.Popen[str], timeout: float = 20) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -107,10 +119,7 @@ def stop_up(proc: subprocess.Popen[str], timeout: float = 20) -> int:
 def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
     root = tmp_path_factory.mktemp("sortie")
     port = free_port()
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(root / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env["PYTHONPATH"] = str(REPO)
+    env = isolated_env(root)
     log = root / "up.log"
     proc = start_up(root / "data", port, env, log)
     inst = Installation(

@@ -22,7 +22,7 @@ import pytest
 
 from sortie.broker import BrokerProcess, free_port, nats_server_binary
 from sortie.bus import ensure_resources, open_bus, sortie_streams, split_urls
-from tests.e2e.conftest import REPO, SORTIE, wait_until
+from tests.e2e.conftest import REPO, SORTIE, isolated_env, wait_until
 
 DEPLOY = REPO / "deploy" / "nats"
 RUN = ("--target", "box", "--wait", "--output", "json", "--")  # then the script's argument
@@ -208,10 +208,7 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
     cluster: list[Node], tmp_path: Path
 ) -> None:
     urls = ",".join(n.url for n in cluster)
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(tmp_path / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env["PYTHONPATH"] = str(REPO)
+    env = isolated_env(tmp_path)
     _create_single_copy(cluster[0].url)
     assert {r for r, _ in _replicas(urls).values()} == {1}
 

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 from sortie.broker import free_port, start_broker
-from tests.e2e.conftest import REPO, SORTIE, Installation, start_up, stop_up, wait_until
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(tmp_path / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env["PYTHONPATH"] = str(REPO)
-    return env
+from tests.e2e.conftest import (
+    SORTIE,
+    Installation,
+    isolated_env,
+    start_up,
+    stop_up,
+    wait_until,
+)
 
 
 def test_history_and_logs_survive_a_restart_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     port = free_port()
     data = tmp_path / "data"
     proc = start_up(data, port, env, tmp_path / "up.log")
@@ -72,7 +70,7 @@ def _processes() -> list[str]:
 
 
 def test_scheduler_and_agent_as_separate_daemons(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     broker = start_broker(tmp_path / "nats", port=free_port(), sync_always=False)
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -152,7 +150,7 @@ def test_scheduler_and_agent_as_separate_daemons(tmp_path: Path) -> None:
 
 
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     broker = start_broker(tmp_path / "nats", port=free_port(), sync_always=False)
     try:
         port = broker.url.rsplit(":", 1)[1]
@@ -172,7 +170,7 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
 def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     import signal
 
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     data = tmp_path / "data"
     proc = start_up(data, free_port(), env, tmp_path / "up.log")
     proc.send_signal(signal.SIGINT)

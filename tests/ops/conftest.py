@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from sortie.broker import free_port
-from tests.e2e.conftest import REPO, Installation, start_up, stop_up
+from tests.e2e.conftest import Installation, isolated_env, start_up, stop_up
 
 
 @dataclass
@@ -21,11 +21,7 @@ class Up(Installation):
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     root = tmp_path_factory.mktemp("sortie-ops")
     port, metrics_port = free_port(), free_port()
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(root / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env.pop("SORTIE_CREDS", None)
-    env["PYTHONPATH"] = str(REPO)
+    env = isolated_env(root)
     log = root / "up.log"
     proc = start_up(root / "data", port, env, log, "--metrics-port", str(metrics_port))
     inst = Up(

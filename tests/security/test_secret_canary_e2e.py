@@ -24,7 +24,7 @@ import pytest
 
 from sortie.broker import free_port
 from sortie.bus import BusAuth, kv_items, open_bus
-from tests.e2e.conftest import REPO, SORTIE, Installation, stop_up, wait_until
+from tests.e2e.conftest import REPO, SORTIE, Installation, isolated_env, stop_up, wait_until
 
 CANARY = f"canary-{secrets.token_hex(16)}"
 DIGEST = hashlib.sha256(CANARY.encode()).hexdigest()
@@ -44,11 +44,7 @@ def canary_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation
     """`sortie --log-level debug up`: the daemons' every log line lands in ``up.log``."""
     root = tmp_path_factory.mktemp("canary")
     port = free_port()
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(root / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env.pop("CANARY_TOKEN", None)
-    env["PYTHONPATH"] = str(REPO)
+    env = isolated_env(root, "CANARY_TOKEN")
     log = root / "up.log"
     data_dir = root / "data"
     with open(log, "a") as fh:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +19,15 @@ import pytest
 from sortie.auth import load_creds
 from sortie.broker import free_port
 from sortie.bus import BusAuth, kv_items, open_bus
-from tests.e2e.conftest import REPO, SORTIE, Installation, start_up, stop_up, wait_until
+from tests.e2e.conftest import (
+    REPO,
+    SORTIE,
+    Installation,
+    isolated_env,
+    start_up,
+    stop_up,
+    wait_until,
+)
 from tests.security.certs import make_tls_files
 
 SCRIPT = """\
@@ -45,19 +52,11 @@ class Recorded(Installation):
         return proc
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["SORTIE_PROFILE"] = str(root / "profile.json")
-    env.pop("SORTIE_URL", None)
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
-
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     root = tmp_path_factory.mktemp("secured")
     port = free_port()
-    env = _env(root)
+    env = isolated_env(root)
     # as if the user had exported their client credentials: runs must not inherit them
     env["SORTIE_CREDS"] = str(root / "data" / "auth" / "client.creds")
     proc = start_up(root / "data", port, env, root / "up.log")
@@ -198,7 +197,7 @@ async def stored(inst: Installation) -> bytes:
 
 def test_tls_with_a_given_certificate(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "tls")
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     port = free_port()
     data = tmp_path / "data"
     proc = start_up(
@@ -249,7 +248,7 @@ def test_up_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path / "tls")
     half = subprocess.run(
         [*SORTIE, "up", "--data-dir", str(tmp_path / "d"), "--tls-cert", str(tls.cert)],
-        env=_env(tmp_path),
+        env=isolated_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
