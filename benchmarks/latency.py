@@ -18,10 +18,13 @@ snapshot cache holds them, the system-managed environment was built by a warm-up
 With ``--ray`` the same three are measured on Ray Jobs (``ray start --head`` on this machine,
 ``JobSubmissionClient``) by ``benchmarks/peers.py`` run with ``--ray-python`` (a separate
 environment with ``ray[default]``, never a project dependency), and the ratios are printed.
+With ``--slurm`` ``peers.py slurm-latency`` starts a one-node Slurm cluster (``slurmctld`` and
+``slurmd`` of Debian's ``slurm-wlm``, a config in a temporary directory; needs root and a
+running ``munged``) and measures sbatch -> batch script started and the burst there.
 
 Prints one JSON document on stdout and a short table on stderr.
 
-    .venv/bin/python benchmarks/latency.py [--samples 100] [--burst 200] [--ray]
+    .venv/bin/python benchmarks/latency.py [--samples 100] [--burst 200] [--ray] [--slurm]
 """
 
 from __future__ import annotations
@@ -198,6 +201,18 @@ def ray_side(args: argparse.Namespace) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
+def slurm_side(args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "peers.py"), "slurm-latency",
+        "--samples", str(args.samples), "--burst", str(args.burst),
+        "--sched-params", args.slurm_sched_params,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return dict(json.loads(done.stdout))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--samples", type=int, default=100)
@@ -207,11 +222,15 @@ def main() -> int:
     p.add_argument("--burst-window", type=int, default=200)
     p.add_argument("--ray", action="store_true", help="measure Ray Jobs side by side")
     p.add_argument("--ray-python", default="/tmp/ray-venv/bin/python")
+    p.add_argument("--slurm", action="store_true", help="measure a one-node Slurm side by side")
+    p.add_argument("--slurm-sched-params", default="", help="Slurm SchedulerParameters")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="sortie-latency-") as tmp:
         result: dict[str, Any] = {"sortie": asyncio.run(measure(args, Path(tmp)))}
     if args.ray:
         result["ray"] = ray_side(args)
+    if args.slurm:
+        result["slurm"] = slurm_side(args)
     s = result["sortie"]
     targets = {
         "p50_ms": 50,
@@ -231,23 +250,32 @@ def main() -> int:
         ("submit -> started p50 / p99 (ms)", s["submit_to_started"], "p50_ms", "p99_ms"),
     ]
     lines = []
-    r = result.get("ray", {})
+    peers = [(k, result[k]) for k in ("ray", "slurm") if k in result]
     for name, d, a, b in rows:
         line = f"{name:<40} sortie {d[a]} / {d[b]}"
-        if "submit_to_started" in r:
-            rr = r["submit_to_started"]
-            line += f"   ray {rr[a]} / {rr[b]}   ray/sortie p50 x{rr[a] / d[a]:.1f}"
+        for k, r in peers:
+            if "submit_to_started" in r:
+                rr = r["submit_to_started"]
+                line += f"   {k} {rr[a]} / {rr[b]}   {k}/sortie p50 x{rr[a] / d[a]:.1f}"
         lines.append(line)
     if "burst" in s:
-        line = f"{'burst runs/s':<40} sortie {s['burst']['runs_per_s']}"
-        if "burst" in r:
-            line += f"   ray {r['burst']['runs_per_s']}"
-            line += f"   sortie/ray x{s['burst']['runs_per_s'] / r['burst']['runs_per_s']:.1f}"
+        sb = s["burst"]["runs_per_s"]
+        line = f"{'burst runs/s':<40} sortie {sb}"
+        for k, r in peers:
+            if "burst" in r:
+                rb = r["burst"]["runs_per_s"]
+                line += f"   {k} {rb}   sortie/{k} x{sb / rb:.1f}"
         lines.append(line)
     line = f"{'cached env overhead (ms)':<40} sortie {s['env']['overhead_ms']}"
-    if "env" in r:
-        line += f"   ray {r['env']['overhead_ms']}"
+    for k, r in peers:
+        if "env" in r:
+            line += f"   {k} {r['env']['overhead_ms']}"
+        if "env_error" in r:
+            line += f"   {k} env failed (see JSON)"
     lines.append(line)
+    for k, r in peers:
+        if "error" in r:
+            lines.append(f"{k} failed: {r['error'][-300:]}")
     print("\n".join(lines), file=sys.stderr)
     return 0
 

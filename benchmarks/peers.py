@@ -1,4 +1,4 @@
-"""The peer side of the benchmarks: Ray Jobs on this machine.
+"""The peer side of the benchmarks: Ray Jobs and a one-node Slurm cluster on this machine.
 
 Run with the Python of a separate environment that has ``ray[default]`` (never a project
 dependency), e.g. ``uv venv /tmp/ray-venv && VIRTUAL_ENV=/tmp/ray-venv uv pip install
@@ -10,10 +10,16 @@ call it and print the ratios. Standard library and Ray only: it must not import 
   (a one-line shell entrypoint writing its start time; the ``working_dir`` is uploaded once
   and cached), a burst of trivial jobs (first submit to last job SUCCEEDED), and the start
   cost of a cached ``pip`` runtime environment over none.
+- ``slurm-latency``: a ``slurm.conf`` for one node (this machine) in a temporary directory,
+  ``slurmctld -D`` and ``slurmd -D`` started as children (root; ``munged`` must be running),
+  then sbatch -> batch script started (it writes ``date +%s.%N``) one job at a time, and a
+  burst of trivial jobs (first sbatch to the last gone from ``squeue``). Slurm's scheduler
+  settings are its defaults unless ``--sched-params`` gives ``SchedulerParameters``.
 - ``ray-bytes``: the size of the package Ray uploads for a ``working_dir`` before and after
   one file is edited (Ray addresses the whole directory as one zip).
 
     /tmp/ray-venv/bin/python benchmarks/peers.py ray-latency [--samples 100] [--burst 200]
+    python3 benchmarks/peers.py slurm-latency [--samples 100] [--burst 200]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +167,165 @@ def ray_latency(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, check=False)
 
 
+SLURM_CONF = """\
+# One-node cluster on this machine for the benchmark; everything else is Slurm's default.
+ClusterName=sortiebench
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+AuthType=auth/munge
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+ReturnToService=2
+StateSaveLocation={tmp}/state
+SlurmdSpoolDir={tmp}/spool
+SlurmctldPidFile={tmp}/slurmctld.pid
+SlurmdPidFile={tmp}/slurmd.pid
+SlurmctldLogFile={tmp}/slurmctld.log
+SlurmdLogFile={tmp}/slurmd.log
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{extra}"""
+
+
+def slurm_up(tmp: Path, sched_params: str) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+    """Start slurmctld and slurmd (foreground, as children) with a config in ``tmp``."""
+    probe = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True)
+    facts = dict(kv.split("=", 1) for kv in probe.stdout.split() if "=" in kv)
+    (tmp / "state").mkdir()
+    (tmp / "spool").mkdir()
+    conf = tmp / "slurm.conf"
+    base = 6817 + os.getpid() % 1000 * 2
+    conf.write_text(
+        SLURM_CONF.format(
+            host=facts["NodeName"], ctld_port=base, slurmd_port=base + 1, tmp=tmp,
+            cpus=facts["CPUs"], mem=int(facts["RealMemory"]) * 9 // 10,
+            extra=f"SchedulerParameters={sched_params}\n" if sched_params else "",
+        )
+    )  # fmt: skip
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    procs = [
+        subprocess.Popen(
+            [daemon, "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL,
+            stderr=open(tmp / f"{daemon}.err", "wb"),  # noqa: SIM115 - handed to the child
+        )
+        for daemon in ("slurmctld", "slurmd")
+    ]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env, check=False
+        ).stdout.strip()
+        if state == "idle":
+            return env, procs
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.2)
+    slurm_down(procs)
+    logs = "".join((tmp / f).read_text(errors="replace")[-1500:] for f in
+                   ("slurmctld.err", "slurmd.err", "slurmctld.log", "slurmd.log")
+                   if (tmp / f).exists())  # fmt: skip
+    raise SystemExit(f"Slurm did not come up (sinfo: {state!r}):\n{logs}")
+
+
+def slurm_down(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def slurm_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """sbatch -> batch script started, and a burst of trivial jobs, on a one-node cluster."""
+    tmp = Path(tempfile.mkdtemp(prefix="slurm-bench-"))
+    env, procs = slurm_up(tmp, args.sched_params)
+    stamps = tmp / "stamps"
+    stamps.mkdir()
+    (tmp / "stamp.sh").write_text('#!/bin/sh\ndate +%s.%N > "$STAMP"\n')
+    (tmp / "noop.sh").write_text("#!/bin/sh\ntrue\n")
+    common = ["sbatch", "--parsable", "--output=/dev/null", f"--chdir={tmp}"]
+
+    def sbatch(*extra: str) -> str:
+        done = subprocess.run(
+            [*common, *extra], capture_output=True, text=True, env=env, check=True
+        )
+        return done.stdout.strip().split(";")[0]
+
+    def queued(name: str) -> list[str]:
+        out = subprocess.run(
+            ["squeue", "-h", "-n", name, "-o", "%i"],
+            capture_output=True, text=True, env=env, check=True,
+        ).stdout  # fmt: skip
+        return out.split()
+
+    def state(job: str) -> str | None:
+        out = subprocess.run(
+            ["scontrol", "show", "job", job], capture_output=True, text=True, env=env, check=False
+        ).stdout
+        st = next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "")
+        fine = ("", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "COMPLETED")
+        return None if st in fine else f"{job} {st}"
+
+    def wait_gone(name: str, every_s: float = 0.05) -> None:
+        while queued(name):  # squeue lists a job until it has completed
+            time.sleep(every_s)
+
+    def started(n: int) -> list[float]:
+        out = []
+        for i in range(n):
+            stamp = stamps / f"{time.time_ns()}-{i}"
+            t0 = time.time()
+            job = sbatch("--job-name=lat", f"--export=ALL,STAMP={stamp}", str(tmp / "stamp.sh"))
+            began = wait_stamp(stamp, functools.partial(state, job))
+            out.append(began - t0)
+            wait_gone("lat")  # one at a time: the next starts on an idle node
+        return out
+
+    try:
+        started(3)  # warm-up
+        version = subprocess.run(
+            ["sinfo", "-V"], capture_output=True, text=True, env=env, check=False
+        )
+        result: dict[str, Any] = {
+            "slurm_version": version.stdout.strip(),
+            "scheduler_parameters": args.sched_params,
+            "config": str(tmp / "slurm.conf"),
+            "submit_to_started": summary_ms(started(args.samples)),
+        }
+        if args.burst:
+            name = f"burst-{os.getpid()}"
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max(1, min(args.burst_window, 8))) as pool:
+                jobs = list(
+                    pool.map(lambda _: sbatch(f"--job-name={name}", str(tmp / "noop.sh")),
+                             range(args.burst))
+                )  # fmt: skip
+            submitted = time.perf_counter() - t0
+            wait_gone(name, 0.1)
+            elapsed = time.perf_counter() - t0
+            result["burst"] = {
+                "runs": args.burst,
+                "submitted_s": round(submitted, 2),
+                "first_submit_to_last_end_s": round(elapsed, 2),
+                "runs_per_s": round(args.burst / elapsed, 1),
+                "failed": sum(1 for j in jobs if state(j) is not None),
+            }
+        return result
+    finally:
+        slurm_down(procs)
+
+
 def ray_bytes(args: argparse.Namespace) -> dict[str, Any]:
     from ray._private.runtime_env.packaging import create_package, get_uri_for_directory
 
@@ -194,11 +360,17 @@ def main() -> int:
     lat.add_argument("--env-pip", nargs="+", default=["six"])
     lat.add_argument("--burst", type=int, default=200)
     lat.add_argument("--burst-window", type=int, default=200)  # (Ray's submit is synchronous)
+    sl = sub.add_parser("slurm-latency")
+    sl.add_argument("--samples", type=int, default=100)
+    sl.add_argument("--burst", type=int, default=200)
+    sl.add_argument("--burst-window", type=int, default=8, help="sbatch calls in flight")
+    sl.add_argument("--sched-params", default="", help="SchedulerParameters (default: none)")
     by = sub.add_parser("ray-bytes")
     by.add_argument("--dir", required=True)
     by.add_argument("--edit", required=True)
     args = p.parse_args()
-    out = ray_latency(args) if args.cmd == "ray-latency" else ray_bytes(args)
+    run = {"ray-latency": ray_latency, "slurm-latency": slurm_latency, "ray-bytes": ray_bytes}
+    out = run[args.cmd](args)
     print(json.dumps(out))
     return 0
 
