@@ -45,6 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.peers import summary_ms  # noqa: E402  # stdlib-only: Ray's Python runs it too
 from proto import messages as m  # noqa: E402
 from sortie.broker import free_port  # noqa: E402
 from sortie.client import Client, SubmitOptions  # noqa: E402
@@ -55,23 +56,6 @@ STAMP_PY = (
     "t = time.time()\n"
     "open(os.environ['STAMP'], 'w').write(repr(t))\n"
 )  # fmt: skip
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
-
-
-def summary_ms(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50_ms": round(pct(ms, 0.5), 1),
-        "p99_ms": round(pct(ms, 0.99), 1),
-        "min_ms": round(min(ms), 1),
-        "max_ms": round(max(ms), 1),
-        "mean_ms": round(statistics.fmean(ms), 1),
-    }
 
 
 async def wait_stamp(path: Path, limit_s: float = 60) -> float:

@@ -68,25 +68,11 @@ _age = operator.attrgetter("created_at", "run_id")
 
 def _reject(slot: Slot, spec: m.RunSpec) -> str | None:
     """Why ``slot`` cannot take the run, or None. Cheapest and most permanent checks first."""
-    req = spec.resources
-    if not slot.available:
-        return slot.unavailable_why
-    if spec.environment.docker.enabled and not slot.container_engine:
-        return "agent has no container engine (docker.enabled needs one)"
-    if spec.dedicated_only and slot.priority == "lowpriority":
-        return "run needs a dedicated node; agent is low-priority"
-    for key, want in sorted(spec.constraints.items()):
-        have = slot.labels.get(key)
-        if have != want:
-            return f"label {key}={want} not on agent"
-    if req.gpu_type and req.gpus > 0 and not gpu_type_matches(req.gpu_type, slot.total.gpu_type):
-        return f"agent lacks GPUs of type {req.gpu_type}"
-    if req.gpus > slot.total.gpus:
-        return "agent has too few GPUs"
-    if req.cpus > slot.total.cpus:
-        return "agent has too few CPUs"
-    if req.memory_mb > slot.total.memory_mb and slot.total.memory_mb > 0:
-        return "agent has too little memory"
+    return _reject_permanent(slot, spec) or _busy(slot, spec.resources)
+
+
+def _busy(slot: Slot, req: m.Resources) -> str | None:
+    """The free-capacity half of ``_reject``: what is in use now."""
     if req.gpus > slot.free_gpus:
         return "GPUs busy"
     if req.cpus > slot.free_cpus + 1e-9:
@@ -197,10 +183,8 @@ def _score(slot: Slot, spec: m.RunSpec) -> _Key:
 
 
 def _fits_now(slot: Slot, req: m.Resources) -> bool:
-    """The free-capacity half of ``_reject`` (the permanent half was checked once)."""
-    if req.gpus > slot.free_gpus or req.cpus > slot.free_cpus + 1e-9:
-        return False
-    return not (req.memory_mb > slot.free_memory_mb and slot.total.memory_mb > 0)
+    """The permanent half of ``_reject`` was checked once, for the class."""
+    return _busy(slot, req) is None
 
 
 class _Class:
@@ -255,7 +239,7 @@ class _Class:
 
 
 def _reject_permanent(slot: Slot, spec: m.RunSpec) -> str | None:
-    """``_reject`` without the free-capacity checks: facts that do not change in a pass."""
+    """The half of ``_reject`` that does not change in a pass (checked once per class)."""
     req = spec.resources
     if not slot.available:
         return slot.unavailable_why
