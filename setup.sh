@@ -25,10 +25,17 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade uv
-extras=""
-if [ "${1:-}" = "--test" ]; then
-    extras="[test]"
+# uv installs exactly what uv.lock pins (`uv lock` updates it: see the README). It is bootstrapped
+# with pip once; `uv sync` then keeps it at the locked version like everything else.
+if [ ! -x .venv/bin/uv ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check uv
 fi
-.venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras}"
+export UV_PROJECT_ENVIRONMENT="$PWD/.venv"
+if [ "${1:-}" = "--test" ]; then
+    # exactly the locked set, test tools included (anything else in the venv is removed)
+    .venv/bin/uv sync -q --frozen --extra test
+else
+    # the locked runtime set; test tools already installed stay
+    .venv/bin/uv sync -q --frozen --inexact
+fi
 echo "setup: .venv ready ($(.venv/bin/python --version), sortie at .venv/bin/sortie)"

@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 tests/setup-system.sh   # sshd binary and the sortie-test user for tests/ssh (needs root)
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache   # the floors: pyproject.toml [tool.importlinter]
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

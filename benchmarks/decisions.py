@@ -36,11 +36,11 @@ sys.path.insert(0, str(REPO))
 import msgspec  # noqa: E402
 
 from benchmarks import workload  # noqa: E402
-from proto import messages as m  # noqa: E402
-from scheduler import core  # noqa: E402
-from scheduler.model import AgentView, SchedulerState  # noqa: E402
-from scheduler.placement import Plan, Slot, place  # noqa: E402
-from scheduler.reconcile import Timing  # noqa: E402
+from sortie.proto import messages as m  # noqa: E402
+from sortie.scheduler import core  # noqa: E402
+from sortie.scheduler.model import AgentView, SchedulerState  # noqa: E402
+from sortie.scheduler.placement import Plan, Slot, place  # noqa: E402
+from sortie.scheduler.reconcile import Timing  # noqa: E402
 
 
 def empty_slots(agents: list[workload.Agent]) -> list[Slot]:

@@ -39,11 +39,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proto import codec, subjects  # noqa: E402 - after the path is set
-from proto import messages as m  # noqa: E402
-from proto.states import RunState  # noqa: E402
-from sortie.broker import free_port, start_broker  # noqa: E402
-from sortie.bus import kv_stream, open_bus  # noqa: E402
+from sortie.bus.broker import free_port, start_broker  # noqa: E402
+from sortie.bus.connection import open_bus  # noqa: E402
+from sortie.bus.resources import kv_stream  # noqa: E402
+from sortie.proto import codec, subjects  # noqa: E402 - after the path is set
+from sortie.proto import messages as m  # noqa: E402
+from sortie.proto.states import RunState  # noqa: E402
 
 MODES = {"fsync": True, "no_fsync": False}
 
@@ -201,7 +202,7 @@ def _daemon(url: str, log: Path, *argv: str) -> subprocess.Popen[bytes]:
 
 
 async def bench_e2e(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from sortie.client import Client, SubmitOptions
+    from sortie.client.client import Client, SubmitOptions
 
     src = root / "src"
     src.mkdir()
@@ -317,7 +318,7 @@ def machine(store: Path) -> dict[str, Any]:
 
 
 def _nats_server() -> str:
-    from sortie.broker import nats_server_binary
+    from sortie.bus.broker import nats_server_binary
 
     return nats_server_binary()
 

@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import summary_ms  # noqa: E402  # stdlib-only: Ray's Python runs it too
-from proto import messages as m  # noqa: E402
-from sortie.broker import free_port  # noqa: E402
-from sortie.client import Client, SubmitOptions  # noqa: E402
+from sortie.bus.broker import free_port  # noqa: E402
+from sortie.client.client import Client, SubmitOptions  # noqa: E402
+from sortie.proto import messages as m  # noqa: E402
 
 STAMP_SH = 'date +%s.%N > "$STAMP"\n'
 STAMP_PY = (

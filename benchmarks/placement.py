@@ -41,10 +41,11 @@ sys.path.insert(0, str(REPO))
 from nats.aio.msg import Msg  # noqa: E402
 
 from benchmarks import workload  # noqa: E402
-from proto import codec  # noqa: E402
-from proto import messages as m  # noqa: E402
-from sortie.broker import BrokerProcess, free_port, start_broker  # noqa: E402
-from sortie.bus import Bus, kv_items, open_bus  # noqa: E402
+from sortie.bus.broker import BrokerProcess, free_port, start_broker  # noqa: E402
+from sortie.bus.connection import Bus, open_bus  # noqa: E402
+from sortie.bus.kv import kv_items  # noqa: E402
+from sortie.proto import codec  # noqa: E402
+from sortie.proto import messages as m  # noqa: E402
 from tests.harness import FakeAgent  # noqa: E402
 
 
@@ -82,9 +83,9 @@ async def fill(url: str, runs: list[m.RunRecord]) -> float:
 
 def serve(args: argparse.Namespace) -> int:
     """The scheduler process: ``run_scheduler`` as ``sortie scheduler`` runs it."""
-    from scheduler.daemon import SchedulerConfig, run_scheduler
+    from sortie.bus.logs import configure
     from sortie.embedded import _run
-    from sortie.logs import configure
+    from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
     configure()
     extra: dict[str, Any] = {"write_concurrency": args.write_concurrency}

@@ -35,12 +35,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proto import codec  # noqa: E402
-from proto import messages as m  # noqa: E402
-from proto.states import RunState  # noqa: E402
-from scheduler.daemon import Daemon, SchedulerConfig  # noqa: E402
-from sortie.broker import free_port, start_broker  # noqa: E402
-from sortie.bus import Bus, open_bus  # noqa: E402
+from sortie.bus.broker import free_port, start_broker  # noqa: E402
+from sortie.bus.connection import Bus, open_bus  # noqa: E402
+from sortie.proto import codec  # noqa: E402
+from sortie.proto import messages as m  # noqa: E402
+from sortie.proto.states import RunState  # noqa: E402
+from sortie.scheduler.daemon import Daemon, SchedulerConfig  # noqa: E402
 from tests.harness import FakeAgent  # noqa: E402
 
 SNAPSHOT = "0" * 64

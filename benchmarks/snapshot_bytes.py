@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.latency import start_up  # noqa: E402
-from sortie.broker import free_port  # noqa: E402
-from sortie.client import Client, SubmitOptions  # noqa: E402
-from sortie.snapshot import build_manifest  # noqa: E402
+from sortie.bus.broker import free_port  # noqa: E402
+from sortie.client.client import Client, SubmitOptions  # noqa: E402
+from sortie.client.snapshot import build_manifest  # noqa: E402
 
 
 def make_tree(root: Path, files: int, size: int, seed: int) -> list[Path]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from proto import messages as m
-from proto.states import RunState
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 TARGET = "sim"
 SNAPSHOT = "0" * 64

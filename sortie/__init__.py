@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sortie.run_context import Run
+from sortie.client.run_context import Run
 
 __all__ = [
     "ClusterConfiguration",
@@ -35,7 +35,7 @@ _SDK = {
 
 def __getattr__(name: str) -> Any:
     if name in _SDK:
-        from sortie import sdk
+        from sortie.client import sdk
 
         return getattr(sdk, name)
     raise AttributeError(f"module 'sortie' has no attribute {name!r}")

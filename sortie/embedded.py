@@ -10,14 +10,14 @@ from pathlib import Path
 
 import structlog
 
-from agents.config import AgentConfig, default_agent_id
-from agents.daemon import run_agent
-from proto.permissions import Role
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from sortie.auth import AuthError, Authority, init_authority, write_private
-from sortie.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
-from sortie.bus import BusAuth
-from sortie.profile import profile_path, remove_profile_if_ours, write_profile
+from sortie.agents.config import AgentConfig, default_agent_id
+from sortie.agents.daemon import run_agent
+from sortie.bus.auth import AuthError, Authority, init_authority, write_private
+from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
+from sortie.bus.connection import BusAuth
+from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
+from sortie.proto.permissions import Role
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 log = structlog.get_logger("sortie.up")
 
@@ -87,7 +87,7 @@ def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
     never advertised by two agents)."""
     if not gpu_pool:
         return None
-    from agents.gpus import probe_gpus
+    from sortie.agents.gpus import probe_gpus
 
     return [d.index for d in probe_gpus() if d.index not in gpu_pool]
 
@@ -164,7 +164,7 @@ def up(
 
 
 async def _await_ready(url: str, runner: asyncio.Task[None], auth: BusAuth) -> None:
-    from sortie.client import Client, ClientError
+    from sortie.client.client import Client, ClientError
 
     while not runner.done():
         with contextlib.suppress(ClientError, OSError, RuntimeError):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proto import messages as m
-from proto.states import RunState
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 SNAP = "0" * 64
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import nats.errors
 
-from proto import messages as m
-from proto.states import TERMINAL, RunState
-from sortie.client import Client, ClientError, SubmitOptions
+from sortie.client.client import Client, ClientError, SubmitOptions
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL, RunState
 from tests.faults import Cluster
 
 LEASE_S = 4.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sortie.broker import BrokerProcess, free_port, start_broker
-from sortie.bus import Bus, open_bus
+from sortie.bus.broker import BrokerProcess, free_port, start_broker
+from sortie.bus.connection import Bus, open_bus
 
 
 @pytest.fixture

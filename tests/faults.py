@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from sortie.broker import BrokerProcess, free_port, start_broker
-from sortie.bus import NotInitialised
-from sortie.client import Client, NoScheduler
+from sortie.bus.broker import BrokerProcess, free_port, start_broker
+from sortie.bus.errors import NotInitialised
+from sortie.client.client import Client, NoScheduler
 from tests.e2e.conftest import REPO, isolated_env
 
 SORTIE = [sys.executable, "-m", "sortie.cli"]

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from sortie.bus import Bus
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 
 @dataclass

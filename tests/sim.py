@@ -9,11 +9,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from proto import messages as m
-from proto.states import TERMINAL, RunState
-from scheduler import core
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL, RunState
+from sortie.scheduler import core
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
 
 
 @dataclass

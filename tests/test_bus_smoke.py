@@ -1,4 +1,5 @@
-from sortie.bus import Bus, get_blob, missing_blobs, put_blob, sha256_bytes
+from sortie.bus.blobs import get_blob, missing_blobs, put_blob, sha256_bytes
+from sortie.bus.connection import Bus
 
 
 async def test_blobs_roundtrip(bus: Bus) -> None:
@@ -17,7 +18,7 @@ async def test_kv_items_sees_every_key_every_time(bus: Bus) -> None:
     (under CI load) forget an attached machine. kv_items ends on a delivered message instead.
     The race is timing-dependent and not reliably reproduced here; this checks the contract:
     every key, every time, deletes honoured."""
-    from sortie.bus import kv_items
+    from sortie.bus.kv import kv_items
 
     assert await kv_items(bus.vms) == []
     await bus.vms.put("only", b"v1")

@@ -15,13 +15,14 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from agents.config import AgentConfig
-from agents.daemon import run_agent
-from agents.gpus import GpuProbe, probe_gpus
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import TERMINAL, RunState
-from sortie.bus import Bus, put_blob, sha256_bytes
+from sortie.agents.config import AgentConfig
+from sortie.agents.daemon import run_agent
+from sortie.agents.gpus import GpuProbe, probe_gpus
+from sortie.bus.blobs import put_blob, sha256_bytes
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL, RunState
 
 
 async def upload_snapshot(bus: Bus, files: dict[str, tuple[bytes, int]]) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from agent_builders import Reports, agent, spec, stream_batches, upload_snapshot
 
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from sortie.bus import Bus, has_blob, sha256_bytes
+from sortie.bus.blobs import has_blob, sha256_bytes
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 TRAIN = b"""\
 import os, sys

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.envcache import EnvCache, EnvError, env_hash
-from proto import messages as m
+from sortie.agents.envcache import EnvCache, EnvError, env_hash
+from sortie.proto import messages as m
 
 
 def pip_env(*pkgs: str) -> m.PythonEnvironment:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from sortie.broker import BrokerProcess, start_broker
-from sortie.bus import Bus, open_bus
+from sortie.bus.broker import BrokerProcess, start_broker
+from sortie.bus.connection import Bus, open_bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 from tests.agents.agent_builders import FakeScheduler, Reports, agent, spec, upload_snapshot
 
 
@@ -83,7 +83,7 @@ def test_leftovers_of_a_dead_leader_are_killed_by_their_group(tmp_path: Path) ->
     import sys
     import time
 
-    from agents import orphans
+    from sortie.agents import orphans
 
     marker = tmp_path / "alive"
     child = touching(marker).decode()

@@ -8,7 +8,7 @@ submitted with --gpus 1 through `sortie up` was placed and ran on the GPU.
 
 from pathlib import Path
 
-from agents.facts import gpus, parse_nvidia_smi
+from sortie.agents.facts import gpus, parse_nvidia_smi
 
 DATA = Path(__file__).parent / "data"
 

@@ -27,8 +27,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.facts import host_capacity
-from agents.gpus import (
+from sortie.agents.facts import host_capacity
+from sortie.agents.gpus import (
     GpuConfigError,
     GpuPool,
     cuda_env,
@@ -40,8 +40,8 @@ from agents.gpus import (
     probe_gpus,
     restrict,
 )
-from proto import messages as m
-from sortie.run_context import Run
+from sortie.client.run_context import Run
+from sortie.proto import messages as m
 
 DATA = Path(__file__).parent / "data"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from agent_builders import Reports, agent, spec, stream_batches, upload_snapshot
 
-from agents.config import AgentConfig
-from agents.daemon import run_agent
-from agents.gpus import GpuConfigError
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from sortie.bus import Bus
+from sortie.agents.config import AgentConfig
+from sortie.agents.daemon import run_agent
+from sortie.agents.gpus import GpuConfigError
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 H100 = "NVIDIA H100 80GB HBM3"
 

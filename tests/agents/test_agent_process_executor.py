@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from agents.attempt import child_env, write_runtime
-from agents.executors import Launch, Outcome
-from agents.executors.process import ProcessExecution, ProcessExecutor
-from agents.metrics_fifo import MetricsFifo, parse_metric
-from proto import messages as m
+from sortie.agents.attempt import child_env, write_runtime
+from sortie.agents.executors import Launch, Outcome
+from sortie.agents.executors.process import ProcessExecution, ProcessExecutor
+from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.proto import messages as m
 
 
 class Lines:

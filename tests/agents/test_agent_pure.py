@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.attempt import child_env, exit_error, script_argv
-from agents.config import default_agent_id
-from agents.envcache import env_hash, normalise
-from agents.executors import Outcome
-from agents.facts import parse_meminfo, parse_nvidia_smi
-from agents.metrics_fifo import parse_metric
-from agents.publisher import split_output
-from agents.snapshot_cache import refused_paths
-from proto import messages as m
-from proto.subjects import check_token
+from sortie.agents.attempt import child_env, exit_error, script_argv
+from sortie.agents.config import default_agent_id
+from sortie.agents.envcache import env_hash, normalise
+from sortie.agents.executors import Outcome
+from sortie.agents.facts import parse_meminfo, parse_nvidia_smi
+from sortie.agents.metrics_fifo import parse_metric
+from sortie.agents.publisher import split_output
+from sortie.agents.snapshot_cache import refused_paths
+from sortie.proto import messages as m
+from sortie.proto.subjects import check_token
 
 
 def sys_env(**kw: object) -> m.PythonEnvironment:
@@ -176,8 +176,8 @@ def test_child_env_stop_file_priority_and_gpus(gpus: list[int] | None, visible: 
 def test_build_steps_for_a_pip_environment() -> None:
     from pathlib import Path
 
-    from agents.envcache import build_steps, normalise
-    from proto import messages as m
+    from sortie.agents.envcache import build_steps, normalise
+    from sortie.proto import messages as m
 
     py = normalise(
         m.PythonEnvironment(user_managed=False, pip=["six", "numpy<3"], python_version="3.11")
@@ -192,8 +192,8 @@ def test_build_steps_for_a_pip_environment() -> None:
 def test_build_steps_for_a_conda_environment() -> None:
     from pathlib import Path
 
-    from agents.envcache import build_steps, normalise
-    from proto import messages as m
+    from sortie.agents.envcache import build_steps, normalise
+    from sortie.proto import messages as m
 
     py = normalise(
         m.PythonEnvironment(
@@ -229,7 +229,7 @@ def test_build_steps_for_a_conda_environment() -> None:
 
 
 def test_lease_lapses_once_per_gap_and_a_late_renewal_still_reports_the_gap() -> None:
-    from agents.lease import Lease
+    from sortie.agents.lease import Lease
 
     lease = Lease(lease_s=10.0, renewed_at=0.0)
     assert not lease.lapse_seen(9.9)

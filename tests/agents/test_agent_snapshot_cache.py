@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from agent_builders import upload_manifest, upload_snapshot
 
-from agents.snapshot_cache import SnapshotCache, SnapshotError
-from proto import messages as m
-from sortie.bus import Bus, put_blob, sha256_bytes
+from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
+from sortie.bus.blobs import put_blob, sha256_bytes
+from sortie.bus.connection import Bus
+from sortie.proto import messages as m
 
 
 async def test_fetches_only_missing_and_sets_modes(bus: Bus, tmp_path: Path) -> None:

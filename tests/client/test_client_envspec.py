@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from proto.messages import PythonEnvironment
-from sortie.envspec import (
+from sortie.client.envspec import (
     EnvSpecError,
     from_conda_file,
     from_pip,
     from_requirements,
     user_managed,
 )
+from sortie.proto.messages import PythonEnvironment
 
 
 def test_user_managed() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proto.messages import GitInfo
-from sortie.gitinfo import git_info, strip_credentials
+from sortie.client.gitinfo import git_info, strip_credentials
+from sortie.proto.messages import GitInfo
 
 
 def git(repo: Path, *args: str) -> str:

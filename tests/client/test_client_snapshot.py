@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proto import codec
-from proto.messages import Manifest
-from proto.paths import check_relpath
-from sortie.bus import sha256_bytes
-from sortie.snapshot import (
+from sortie.bus.blobs import sha256_bytes
+from sortie.client.snapshot import (
     SnapshotError,
     SnapshotPlan,
     build_manifest,
@@ -21,6 +18,9 @@ from sortie.snapshot import (
     encode_manifest,
     human_size,
 )
+from sortie.proto import codec
+from sortie.proto.messages import Manifest
+from sortie.proto.paths import check_relpath
 
 
 def make_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:

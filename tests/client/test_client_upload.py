@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from proto import codec
-from proto.messages import Manifest
-from sortie.bus import Bus, get_blob, missing_blobs
-from sortie.snapshot import SnapshotError, build_manifest, upload_snapshot
+from sortie.bus.blobs import get_blob, missing_blobs
+from sortie.bus.connection import Bus
+from sortie.client.snapshot import SnapshotError, build_manifest, upload_snapshot
+from sortie.proto import codec
+from sortie.proto.messages import Manifest
 
 
 def write(root: Path, files: dict[str, bytes]) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sortie.bus import Bus
-from sortie.snapshot import build_manifest, upload_snapshot
+from sortie.bus.connection import Bus
+from sortie.client.snapshot import build_manifest, upload_snapshot
 
 
 async def test_an_unchanged_tree_costs_one_check(bus: Bus, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from agents.envcache import find_uv
+from sortie.agents.envcache import find_uv
 from tests.containers.conftest import SETUP_HINT, Engine, import_rootfs
 
 PYTHON_IMAGE = "localhost/sortie-test-python:3.11"

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import aiodocker
 
-from agents.executors.container import LABEL_AGENT, LABEL_ATTEMPT, LABEL_RUN_ID
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from sortie.bus import Bus, has_blob, sha256_bytes
+from sortie.agents.executors.container import LABEL_AGENT, LABEL_ATTEMPT, LABEL_RUN_ID
+from sortie.bus.blobs import has_blob, sha256_bytes
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 from tests.agents.agent_builders import Reports, agent, stream_batches, upload_snapshot
 from tests.containers.conftest import Engine
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sortie.broker import free_port
+from sortie.bus.broker import free_port
 from tests.containers.conftest import Engine
 from tests.e2e.conftest import Installation, start_up, stop_up, wait_until
 

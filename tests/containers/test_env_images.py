@@ -14,8 +14,8 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from agents import container_images as ci
-from proto import messages as m
+from sortie.agents import container_images as ci
+from sortie.proto import messages as m
 from tests.containers.conftest import Engine
 from tests.containers.images import build_python_image
 
@@ -294,8 +294,8 @@ async def test_a_cancelled_build_leaves_no_container(
 CROSS_PROCESS = """
 import asyncio, sys
 import aiodocker
-from agents import container_images as ci
-from proto import messages as m
+from sortie.agents import container_images as ci
+from sortie.proto import messages as m
 
 async def main() -> None:
     docker = aiodocker.Docker(url=sys.argv[1])

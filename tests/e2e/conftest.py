@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sortie.broker import free_port
+from sortie.bus.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _ENTRY = Path(sys.executable).parent / "sortie"

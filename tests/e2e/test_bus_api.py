@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from proto import codec, subjects
-from proto import messages as m
-from sortie.bus import BusAuth, connect, open_bus, put_blob, sha256_bytes
+from sortie.bus.blobs import put_blob, sha256_bytes
+from sortie.bus.connection import BusAuth, connect, open_bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
 from tests.e2e.conftest import Installation
 
 
@@ -95,6 +96,6 @@ async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
 
 
 def installation_agent(installation: Installation) -> str:
-    from agents.config import default_agent_id
+    from sortie.agents.config import default_agent_id
 
     return default_agent_id("local")

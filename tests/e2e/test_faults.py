@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from proto import messages as m
-from proto.states import RunState
-from sortie.client import Client, SubmitOptions
+from sortie.client.client import Client, SubmitOptions
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 from tests.faults import Cluster, processes, until
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from sortie.broker import BrokerProcess, free_port, nats_server_binary
-from sortie.bus import ensure_resources, open_bus, sortie_streams, split_urls
+from sortie.bus.broker import BrokerProcess, free_port, nats_server_binary
+from sortie.bus.connection import open_bus, split_urls
+from sortie.bus.resources import ensure_resources, sortie_streams
 from tests.e2e.conftest import REPO, SORTIE, isolated_env, wait_until
 
 DEPLOY = REPO / "deploy" / "nats"

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sortie.broker import free_port, start_broker
+from sortie.bus.broker import free_port, start_broker
 from tests.e2e.conftest import (
     SORTIE,
     Installation,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sortie import Experiment, RunConfiguration, ScriptRunConfig, Workspace
-from sortie.bus import BrokerUnreachable
-from sortie.sdk import RunFailed
+from sortie.bus.errors import BrokerUnreachable
+from sortie.client.sdk import RunFailed
 from tests.e2e.conftest import REPO, Installation
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sortie.broker import free_port
+from sortie.bus.broker import free_port
 from tests.e2e.conftest import Installation, isolated_env, start_up, stop_up
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from sortie.broker import BrokerProcess, free_port, nats_server_binary, port_in_use
+from sortie.bus.broker import BrokerProcess, free_port, nats_server_binary, port_in_use
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 from tests.e2e.conftest import REPO, SORTIE
 from tests.ops.scrape import Scrape, scrape, scrape_sync
 

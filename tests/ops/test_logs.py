@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sortie.broker import BrokerProcess
+from sortie.bus.broker import BrokerProcess
 from tests.e2e.conftest import SORTIE
 
 

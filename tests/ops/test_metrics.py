@@ -16,18 +16,18 @@ from typing import Any
 import pytest
 import structlog
 
-from proto import codec, subjects
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from scheduler.metrics import Metrics, gauges
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
-from sortie.broker import BrokerProcess, free_port
-from sortie.bus import Bus
-from sortie.client import Client, SubmitOptions
-from sortie.metrics_http import MetricsPortError
+from sortie.bus.broker import BrokerProcess, free_port
+from sortie.bus.connection import Bus
+from sortie.bus.metrics_http import MetricsPortError
+from sortie.client.client import Client, SubmitOptions
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.scheduler.metrics import Metrics, gauges
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
 from tests import builders as b
 from tests.harness import FakeAgent
 from tests.ops.scrape import Scrape, scrape

@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from proto import messages as m
-from proto.states import RunState
-from sortie.progress import SubmitProgress, status_line
+from sortie.cli.progress import SubmitProgress, status_line
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 from tests import builders as b
 from tests.e2e.conftest import REPO, SORTIE
 from tests.ops.conftest import Up

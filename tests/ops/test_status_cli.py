@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from proto import messages as m
-from proto.states import RunState
-from sortie.status import Observed, duration, render, summarise
+from sortie.cli.status import Observed, duration, render, summarise
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 from tests import builders as b
 from tests.e2e.conftest import wait_until
 from tests.ops.conftest import Up
@@ -86,7 +86,7 @@ def test_status_shows_agents_queue_and_active_runs(up: Up, tmp_path: Path) -> No
 def test_status_without_a_broker_says_so(tmp_path: Path) -> None:
     import subprocess
 
-    from sortie.broker import free_port
+    from sortie.bus.broker import free_port
     from tests.e2e.conftest import SORTIE
 
     env = {**os.environ, "SORTIE_PROFILE": str(tmp_path / "none.json")}

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from proto import codec, subjects
-from proto import messages as m
-from scheduler.providers import NodeRequest, ProviderError, make_provider
-from scheduler.providers.process import ProcessProvider, agent_argv, child_env, pick_gpus
-from scheduler.sizes import BUILTIN, load_catalog, lookup
-from sortie.broker import BrokerProcess
-from sortie.bus import Bus
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.scheduler.providers import NodeRequest, ProviderError, make_provider
+from sortie.scheduler.providers.process import ProcessProvider, agent_argv, child_env, pick_gpus
+from sortie.scheduler.sizes import BUILTIN, load_catalog, lookup
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proto import messages as m
-from scheduler.sizes import BUILTIN, SizesError, load_catalog, lookup
+from sortie.proto import messages as m
+from sortie.scheduler.sizes import BUILTIN, SizesError, load_catalog, lookup
 
 
 def test_builtins_cover_cpu_gpu_and_local_sizes() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import messages as m
-from scheduler.autoscale import NodeView, autoscale
+from sortie.proto import messages as m
+from sortie.scheduler.autoscale import NodeView, autoscale
 from tests.builders import record, spec
 
 SHAPE = m.NodeShape(name="S", cpus=4, memory_mb=8192, gpus=1, gpu_type="NVIDIA H100 80GB HBM3")

@@ -6,12 +6,12 @@ import itertools
 
 import msgspec
 
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
-from scheduler.sizes import load_catalog
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
+from sortie.scheduler.sizes import load_catalog
 from tests.builders import heartbeat, spec
 
 CFG = core.Config(

@@ -1,10 +1,10 @@
 """The scheduler's decisions, driven with plain events and a hand-held clock."""
 
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
 from tests.builders import heartbeat, spec
 
 CFG = core.Config(timing=Timing(lease_s=10, assign_ack_s=3))

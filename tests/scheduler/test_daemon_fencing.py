@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from proto import codec
-from proto import messages as m
-from proto.states import RunState
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from scheduler.reconcile import Timing
-from sortie.broker import BrokerProcess
-from sortie.bus import Bus
-from sortie.client import Client, SubmitOptions
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
+from sortie.client.client import Client, SubmitOptions
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.scheduler.reconcile import Timing
 from tests.harness import FakeAgent
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core
-from scheduler.autoscale import autoscale
-from scheduler.model import SchedulerState
-from scheduler.placement import Slot, place
-from scheduler.reconcile import Timing
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.autoscale import autoscale
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.placement import Slot, place
+from sortie.scheduler.reconcile import Timing
 from tests.builders import capacity, record, spec
 
 CFG = core.Config(timing=Timing(lease_s=10, assign_ack_s=3))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import nats.js.errors
 import pytest
 
-from scheduler.kvbatch import BatchRefused, enable_atomic, write_batch
-from sortie.bus import Bus
+from sortie.bus.connection import Bus
+from sortie.scheduler.kvbatch import BatchRefused, enable_atomic, write_batch
 
 
 async def test_a_batch_is_stored_whole_with_each_keys_revision(bus: Bus) -> None:

@@ -1,8 +1,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import messages as m
-from scheduler.placement import Slot, place, queue_order
+from sortie.proto import messages as m
+from sortie.scheduler.placement import Slot, place, queue_order
 from tests.builders import capacity, record, spec
 
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import messages as m
-from scheduler.placement import (
+from sortie.proto import messages as m
+from sortie.scheduler.placement import (
     Placement,
     Plan,
     Slot,

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.states import TERMINAL, TRANSITIONS, IllegalTransition, RunState, transition
+from sortie.proto.states import TERMINAL, TRANSITIONS, IllegalTransition, RunState, transition
 
 CASES = [
     (RunState.QUEUED, RunState.PREPARING, True),

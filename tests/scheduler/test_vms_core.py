@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import msgspec
 
-from proto import codec
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
 from tests.builders import spec
 
 CFG = core.Config(timing=Timing(lease_s=10))

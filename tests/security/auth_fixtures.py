@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from proto.permissions import Role
-from sortie.auth import Authority, init_authority, write_private
-from sortie.broker import BrokerProcess, free_port, start_broker
-from sortie.bus import Bus, BusAuth, connect, open_bus
+from sortie.bus.auth import Authority, init_authority, write_private
+from sortie.bus.broker import BrokerProcess, free_port, start_broker
+from sortie.bus.connection import Bus, BusAuth, connect, open_bus
+from sortie.proto.permissions import Role
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from proto.permissions import Role
-from sortie.auth import AuthError, Authority, init_authority, load_creds, write_private
-from sortie.broker import BrokerProcess
-from sortie.bus import AccessDenied, BusAuth, connect, open_bus
+from sortie.bus.auth import AuthError, Authority, init_authority, load_creds, write_private
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import BusAuth, connect, open_bus
+from sortie.bus.errors import AccessDenied
+from sortie.proto.permissions import Role
 from tests.e2e.conftest import REPO, SORTIE
 from tests.security.auth_fixtures import authority as authority  # the fixtures, shared
 from tests.security.auth_fixtures import secure_broker as secure_broker

@@ -17,16 +17,17 @@ from typing import Any
 
 import pytest
 
-from agents.config import AgentConfig
-from agents.daemon import run_agent
-from proto import codec, subjects
-from proto import messages as m
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from scheduler.events import API_TYPES
-from scheduler.reconcile import Timing
-from sortie.broker import BrokerProcess
-from sortie.bus import Bus, kv_items
-from sortie.client import Client, ClientError, SubmitOptions
+from sortie.agents.config import AgentConfig
+from sortie.agents.daemon import run_agent
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
+from sortie.bus.kv import kv_items
+from sortie.client.client import Client, ClientError, SubmitOptions
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.scheduler.events import API_TYPES
+from sortie.scheduler.reconcile import Timing
 from tests.security.wire import REPLY_TYPES
 
 AGENT = "fuzz-agent"

@@ -15,17 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.daemon import read_command
-from agents.metrics_fifo import parse_metric
-from proto import codec, subjects
-from proto import messages as m
-from proto.schema import TYPES
-from proto.states import RunState
-from scheduler import core
-from scheduler.events import API_TYPES, read_heartbeat, read_report, read_request
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
-from scheduler.sizes import load_catalog
+from sortie.agents.daemon import read_command
+from sortie.agents.metrics_fifo import parse_metric
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.schema import TYPES
+from sortie.proto.states import RunState
+from sortie.scheduler import core
+from sortie.scheduler.events import API_TYPES, read_heartbeat, read_report, read_request
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
+from sortie.scheduler.sizes import load_catalog
 from tests.builders import SNAP, heartbeat, spec
 from tests.security.wire import REPLY_TYPES, typed, wire_bytes
 

@@ -14,8 +14,10 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 
-from proto import subjects
-from sortie.bus import Bus, get_blob, kv_items, put_blob, sha256_bytes
+from sortie.bus.blobs import get_blob, put_blob, sha256_bytes
+from sortie.bus.connection import Bus
+from sortie.bus.kv import kv_items
+from sortie.proto import subjects
 from tests.security.auth_fixtures import Connections
 from tests.security.auth_fixtures import authority as authority  # the fixtures, shared
 from tests.security.auth_fixtures import connections as connections

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sortie.broker import free_port
-from sortie.bus import BusAuth, kv_items, open_bus
+from sortie.bus.broker import free_port
+from sortie.bus.connection import BusAuth, open_bus
+from sortie.bus.kv import kv_items
 from tests.e2e.conftest import REPO, SORTIE, Installation, isolated_env, stop_up, wait_until
 
 CANARY = f"canary-{secrets.token_hex(16)}"

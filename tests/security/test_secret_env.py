@@ -18,20 +18,20 @@ from pathlib import Path, PurePath
 import pytest
 import structlog
 
-from agents.attempt import child_env, missing_secrets
-from proto import codec
-from proto import messages as m
-from proto.states import RunState
-from scheduler import core, run_secrets
-from scheduler.daemon import SchedulerConfig, run_scheduler
-from scheduler.model import SchedulerState
-from scheduler.reconcile import Timing
-from scheduler.validate import check_secrets, check_spec
-from sortie.broker import BrokerProcess
-from sortie.bus import Bus
-from sortie.cli import UsageError, _secret_env
-from sortie.client import Client, SubmitOptions
-from sortie.sdk import RunConfiguration
+from sortie.agents.attempt import child_env, missing_secrets
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
+from sortie.cli.main import UsageError, _secret_env
+from sortie.client.client import Client, SubmitOptions
+from sortie.client.sdk import RunConfiguration
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler import core, run_secrets
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.reconcile import Timing
+from sortie.scheduler.validate import check_secrets, check_spec
 from tests.builders import heartbeat, spec
 from tests.harness import FakeAgent
 

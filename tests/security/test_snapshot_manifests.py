@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agents.snapshot_cache import SnapshotCache, SnapshotError, refused_paths
-from proto import messages as m
-from sortie.snapshot import SnapshotError as ClientSnapshotError
-from sortie.snapshot import build_manifest
+from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError, refused_paths
+from sortie.client.snapshot import SnapshotError as ClientSnapshotError
+from sortie.client.snapshot import build_manifest
+from sortie.proto import messages as m
 
 GOOD_SHA = hashlib.sha256(b"x").hexdigest()
 

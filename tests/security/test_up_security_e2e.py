@@ -16,9 +16,10 @@ from pathlib import Path
 import nats.js.errors
 import pytest
 
-from sortie.auth import load_creds
-from sortie.broker import free_port
-from sortie.bus import BusAuth, kv_items, open_bus
+from sortie.bus.auth import load_creds
+from sortie.bus.broker import free_port
+from sortie.bus.connection import BusAuth, open_bus
+from sortie.bus.kv import kv_items
 from tests.e2e.conftest import (
     REPO,
     SORTIE,

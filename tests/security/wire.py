@@ -17,8 +17,8 @@ import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
-from proto import messages as m
-from proto import subjects
+from sortie.proto import messages as m
+from sortie.proto import subjects
 
 NASTY_TEXT = (
     "",

@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from scheduler.ssh import SshCredentials, SshTarget
+from sortie.scheduler.ssh import SshCredentials, SshTarget
 
 # The test user's password; setup-system.sh reads it from this line. It only opens the tests'
 # own sshd on 127.0.0.1 (the system's sshd service is never started).
@@ -267,7 +267,7 @@ def key_creds(client_key: ClientKey) -> SshCredentials:
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
     """Wheels of Sortie and its dependencies, built once (cached across sessions)."""
-    from scheduler.ssh.wheelhouse import build_wheelhouse
+    from sortie.scheduler.ssh.wheelhouse import build_wheelhouse
 
     return asyncio.run(build_wheelhouse(WHEELHOUSE_CACHE))
 

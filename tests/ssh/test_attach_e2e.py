@@ -62,7 +62,8 @@ def stored_values(inst: Installation) -> bytes:
     """Every value in every KV bucket, raw (to look for secrets)."""
     import asyncio
 
-    from sortie.bus import BusAuth, kv_items, open_bus
+    from sortie.bus.connection import BusAuth, open_bus
+    from sortie.bus.kv import kv_items
 
     async def dump() -> bytes:
         bus = await open_bus(inst.url, "test-dump", auth=BusAuth(creds=inst.scheduler_creds))
@@ -382,7 +383,7 @@ def test_ssh_pool_cluster_scales_up_and_down(
 def test_passphrase_key_and_a_scheduler_restart_restores_the_link(
     sshd: Sshd, known_hosts: Path, protected_key: ClientKey, tmp_path: Path
 ) -> None:
-    from sortie.broker import free_port
+    from sortie.bus.broker import free_port
     from tests.e2e.conftest import start_up, stop_up
     from tests.ssh.conftest import KEY_PASSPHRASE
 

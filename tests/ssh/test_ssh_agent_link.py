@@ -16,12 +16,12 @@ from urllib.parse import urlparse
 
 import pytest
 
-from proto import codec, messages, subjects
-from scheduler.ssh import SshCredentials, SshError
-from scheduler.ssh.install import install_agent, remove_install, start_agent, stop_agent
-from scheduler.ssh.link import SshLink
-from sortie.broker import BrokerProcess
-from sortie.bus import open_bus
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import open_bus
+from sortie.proto import codec, messages, subjects
+from sortie.scheduler.ssh import SshCredentials, SshError
+from sortie.scheduler.ssh.install import install_agent, remove_install, start_agent, stop_agent
+from sortie.scheduler.ssh.link import SshLink
 from tests.ssh.conftest import Sshd, get_test_user
 
 pytestmark = pytest.mark.timeout(180)

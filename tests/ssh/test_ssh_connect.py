@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from scheduler.ssh import SshCredentials, SshError, SshTarget, connect
+from sortie.scheduler.ssh import SshCredentials, SshError, SshTarget, connect
 from tests.ssh.conftest import (
     KEY_PASSPHRASE,
     SSH_TEST_PASSWORD,

@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from scheduler.ssh import SshCredentials, SshError, connect
-from scheduler.ssh.install import (
+from sortie.scheduler.ssh import SshCredentials, SshError, connect
+from sortie.scheduler.ssh.install import (
     check_remote_dir,
     choose_python,
     parse_version,

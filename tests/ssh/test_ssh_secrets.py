@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.ssh import SshCredentials
-from scheduler.ssh.secrets import delete_credentials, load_credentials, save_credentials
+from sortie.scheduler.ssh import SshCredentials
+from sortie.scheduler.ssh.secrets import delete_credentials, load_credentials, save_credentials
 
 
 def test_save_load_delete_with_private_modes(tmp_path: Path) -> None:

@@ -1,0 +1,729 @@
+"""One attempt of one run, from assignment to its terminal report.
+
+materialise snapshot -> prepare environment -> report Starting -> spawn -> report Running ->
+wait -> report Finalizing -> upload outputs -> flush logs and metrics -> terminal report.
+
+A stop asked for before the spawn cancels the pipeline; after it, the executor writes the
+stop reason to the run's stop-reason file and stops the process (SIGTERM, grace, SIGKILL).
+``canceled`` ends in a Canceled report; ``preempted`` in a Queued report with error kind
+``preempted`` (no Finalizing, no outputs: the run will run again), and ``fenced`` (the agent
+lost its lease) likewise with kind ``lost``; ``stale`` and ``shutdown`` end without a report
+(the scheduler has moved on, or will requeue the run).
+
+GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
+back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
+
+With ``environment.docker.enabled`` the script runs in a container (:mod:`agents.executors.
+container`) instead of the agent's Python environment: the snapshot is mounted read-only at
+:data:`C_WORK`, its ``outputs/`` writable over it, and the run-context module, the metrics
+pipe, the stop-reason file and the hostfile at fixed paths; the container sees the run's
+variables only (with those paths), never the agent's own environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.resources
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Literal
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.object_store import ObjectStore
+
+from sortie.agents import orphans
+from sortie.agents.engine import DEFAULT_DOCKER_HOST, EngineError, check_engine, open_docker
+from sortie.agents.envcache import EnvCache, EnvError
+from sortie.agents.executors import (
+    ContainerSpec,
+    Execution,
+    Executor,
+    Launch,
+    Mount,
+    Outcome,
+    StopWord,
+)
+from sortie.agents.executors import container as cx
+from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
+from sortie.agents.lease import Lease
+from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.agents.publisher import RunOutput, send_report
+from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
+from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
+from sortie.bus.connection import ENV_CREDS
+from sortie.proto import messages as m
+from sortie.proto import runenv as rc
+from sortie.proto.paths import check_relpath
+from sortie.proto.states import RunState
+
+StopReason = Literal["canceled", "stale", "shutdown", "preempted", "fenced"]
+MAX_BAD_METRIC_LINES = 20
+PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
+FENCED_MESSAGE = (
+    "the agent lost its lease (no confirmed heartbeat for too long) and stopped the run; "
+    "it will be requeued"
+)
+
+# where a container run finds its parts
+C_WORK = PurePosixPath("/sortie/work")
+C_OUTPUTS = C_WORK / "outputs"
+C_RUNTIME = PurePosixPath("/sortie/runtime")
+C_METRICS = PurePosixPath("/sortie/metrics")
+C_STOP_REASON = PurePosixPath("/sortie/stop-reason")
+C_HOSTFILE = PurePosixPath("/sortie/hostfile")
+
+# what the run reads in its stop-reason file: a stale attempt is, to the script, canceled
+STOP_WORDS: dict[StopReason, StopWord] = {
+    "canceled": "canceled",
+    "stale": "canceled",
+    "shutdown": "shutdown",
+    "preempted": "preempted",
+    "fenced": "shutdown",
+}
+
+# stop reasons whose stopped attempt is given back to the scheduler (reported Queued, with
+# this error kind): the run goes on as a new attempt, free of max_retries
+GIVE_BACK: dict[StopReason, tuple[str, str]] = {
+    "preempted": ("preempted", PREEMPTED_MESSAGE),
+    "fenced": ("lost", FENCED_MESSAGE),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptDeps:
+    """What every attempt on one agent shares."""
+
+    js: JetStreamContext
+    blobs: ObjectStore
+    agent_id: str
+    incarnation: str
+    data_dir: Path
+    runtime_dir: Path  # holds sortie/__init__.py, prefixed to the run's PYTHONPATH
+    kill_grace_s: float
+    snapshots: SnapshotCache
+    envs: EnvCache
+    executor: Executor
+    gpus: GpuPool  # shared by every attempt of the agent (event loop only)
+    preempt_grace_s: float = 30.0
+    node_priority: m.NodePriority = "dedicated"
+    docker_host: str = DEFAULT_DOCKER_HOST  # the engine container runs use
+    containers: Executor = field(default_factory=cx.ContainerExecutor)
+    lease: Lease | None = None  # the agent's lease (None in tests that need none)
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+
+def script_argv(python: str, script_path: PurePath, arguments: list[str]) -> list[str]:
+    """How a script is started: python for .py, sh for .sh, directly otherwise."""
+    if script_path.suffix == ".py":
+        return [python, str(script_path), *arguments]
+    if script_path.suffix == ".sh":
+        return ["sh", str(script_path), *arguments]
+    return [str(script_path), *arguments]
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """One node's place in a (possibly multi-node) run, as torch.distributed and MPI expect."""
+
+    rank: int
+    world_size: int
+    master_addr: str | None
+    master_port: int | None
+    hostfile: PurePath
+
+    @classmethod
+    def of(cls, assign: m.Assign, hostfile: PurePath) -> RankInfo:
+        return cls(
+            rank=assign.rank,
+            world_size=assign.world_size,
+            master_addr=assign.master_addr,
+            master_port=assign.master_port,
+            hostfile=hostfile,
+        )
+
+    def env(self) -> dict[str, str]:
+        out = {
+            "WORLD_SIZE": str(self.world_size),
+            "RANK": str(self.rank),
+            "NODE_RANK": str(self.rank),
+            "LOCAL_RANK": "0",
+            rc.ENV_HOSTFILE: str(self.hostfile),
+        }
+        if self.master_addr:
+            out["MASTER_ADDR"] = self.master_addr
+        if self.master_port:
+            out["MASTER_PORT"] = str(self.master_port)
+        return out
+
+
+def write_hostfile(path: Path, hosts: list[str]) -> None:
+    """One host per line, by rank (``slots=1``: one process per node, as MPI reads it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{h or 'localhost'} slots=1\n" for h in hosts))
+
+
+def child_env(
+    base: dict[str, str],
+    spec: m.RunSpec,
+    *,
+    run_id: str,
+    attempt: int,
+    metrics_file: PurePath,
+    outputs_dir: PurePath,
+    runtime_dir: PurePath,
+    stop_reason_file: PurePath | None = None,
+    node_priority: m.NodePriority = "dedicated",
+    gpus: list[int] | None = None,
+    rank: RankInfo | None = None,
+    secret_env: m.SecretEnv | None = None,
+) -> dict[str, str]:
+    """The run's environment. ``gpus``: None on an agent without GPUs (CUDA variables left
+    as they are), else exactly the indices given to the run (``[]``: none visible).
+    ``rank``: where this node stands in the run (WORLD_SIZE, RANK, MASTER_ADDR, ...).
+    ``secret_env``: the values of the run's secret variables (from its Assign)."""
+    env = dict(base)
+    env.pop(ENV_CREDS, None)  # the agent's broker credentials are not the run's
+    env.update(spec.env_vars)
+    if secret_env is not None:
+        env.update(secret_env.values)
+    env[rc.ENV_RUN_ID] = run_id
+    env[rc.ENV_ATTEMPT] = str(attempt)
+    env[rc.ENV_EXPERIMENT] = spec.experiment
+    env[rc.ENV_TARGET] = spec.target
+    env[rc.ENV_METRICS_FILE] = str(metrics_file)
+    env[rc.ENV_OUTPUTS_DIR] = str(outputs_dir)
+    env[rc.ENV_NODE_PRIORITY] = node_priority
+    if stop_reason_file is not None:
+        env[rc.ENV_STOP_REASON_FILE] = str(stop_reason_file)
+    env.update(cuda_env(gpus))  # after the user's variables: the agent decides the GPUs
+    if rank is not None:
+        env.update(rank.env())
+    env["PYTHONUNBUFFERED"] = "1"
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
+    return env
+
+
+def missing_secrets(assign: m.Assign) -> str | None:
+    """Why the run cannot start without secret values it names (None: it has them all)."""
+    given = set(assign.secret_env.values) if assign.secret_env is not None else set()
+    missing = sorted(set(assign.spec.secret_env_names) - given)
+    if not missing:
+        return None
+    return (
+        f"the values of secret environment variables {', '.join(missing)} did not come with "
+        "the assignment (the scheduler no longer holds them, e.g. its data directory was "
+        "lost): submit the run again"
+    )
+
+
+def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | None:
+    """The error of a process outcome that was not a stop request (None on success)."""
+    if outcome.timed_out:
+        return m.RunError(
+            kind="timeout",
+            message=f"the run exceeded its max_duration_s={max_duration_s:g} and was stopped"
+            if max_duration_s is not None
+            else "the run exceeded its max duration and was stopped",
+        )
+    code = outcome.exit_code
+    if code == 0:
+        return None
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return m.RunError(kind="exit_code", message=f"script was killed by {name} (code {code})")
+    return m.RunError(kind="exit_code", message=f"script exited with code {code}")
+
+
+def write_runtime(runtime_dir: Path) -> None:
+    """Put the run-context module on disk as package ``sortie`` (atomically)."""
+    pkg = runtime_dir / "sortie"
+    pkg.mkdir(parents=True, exist_ok=True)
+    source = importlib.resources.files("sortie").joinpath(*rc.RUN_CONTEXT_RESOURCE).read_text()
+    tmp = pkg / f".__init__.py.{os.getpid()}.tmp"
+    tmp.write_text(source)
+    tmp.replace(pkg / "__init__.py")
+
+
+def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
+    """Files under outputs/ as (artifact path, file, size, sha256); and what was skipped."""
+    outputs = workdir / "outputs"
+    if not outputs.is_dir():
+        return [], []
+    base = outputs.resolve()
+    found: list[tuple[str, Path, int, str]] = []
+    skipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(outputs, followlinks=False):
+        for name in sorted(filenames) + sorted(
+            d for d in dirnames if (Path(dirpath) / d).is_symlink()
+        ):
+            path = Path(dirpath) / name
+            rel = path.relative_to(outputs).as_posix()
+            real = path.resolve()
+            if not real.is_relative_to(base):
+                skipped.append(f"outputs/{rel} (a link leaving outputs/)")
+                continue
+            if not real.is_file():
+                if not real.is_dir():
+                    skipped.append(f"outputs/{rel} (not a regular file)")
+                continue
+            artifact = f"outputs/{rel}"
+            if check_relpath(artifact) is not None:
+                skipped.append(f"{artifact!r} (bad name)")
+                continue
+            found.append((artifact, real, real.stat().st_size, sha256_file(real)))
+    return found, skipped
+
+
+async def upload_outputs(
+    store: ObjectStore, workdir: Path, say: Callable[[str], None]
+) -> list[m.Artifact]:
+    found, skipped = await asyncio.to_thread(scan_outputs, workdir)
+    for s in skipped:
+        say(f"not uploading {s}")
+    if not found:
+        return []
+    try:
+        missing = await missing_blobs(store, [f[3] for f in found])
+    except (nats.errors.Error, TimeoutError, OSError) as exc:
+        say(f"cannot upload outputs: {exc}")
+        return []
+    artifacts: list[m.Artifact] = []
+    sent = 0
+    for artifact, path, size, sha in found:
+        if sha in missing:
+            try:
+                await put_blob(store, sha, path)
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                say(f"cannot upload {artifact}: {exc}")
+                continue
+            missing.discard(sha)
+            sent += 1
+        artifacts.append(m.Artifact(path=artifact, size=size, sha256=sha))
+    say(f"outputs: {len(artifacts)} files, {sent} uploaded, {len(artifacts) - sent} already stored")
+    return artifacts
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+class Attempt:
+    def __init__(self, deps: AttemptDeps, assign: m.Assign) -> None:
+        self.deps = deps
+        self.run_id = assign.run_id
+        self.attempt = assign.attempt
+        self.spec = assign.spec
+        self.ref = m.RunRef(run_id=assign.run_id, attempt=assign.attempt)
+        self.stop_reason: StopReason | None = None
+        self.execution: Execution | None = None
+        self.terminal: RunState | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._cancellable = False  # only while materialising / preparing the environment
+        self._bad_metrics = 0
+        self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
+        self.output = RunOutput(
+            deps.js, self.run_id, self.attempt, deps.incarnation, rank=assign.rank
+        )
+        self.assign = assign
+        self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
+        self.stop_reason_file = self.workdir.parent / f"{self.attempt}.stop-reason"
+        self.pid_file = self.workdir.parent / f"{self.attempt}.pid"
+        self.lease_mark = deps.lease.lapses if deps.lease is not None else 0
+        self.holder = (self.run_id, self.attempt)
+
+    def _hostfile(self) -> Path:
+        path = self.workdir.parent / f"{self.attempt}.hostfile"
+        write_hostfile(path, self.assign.hosts or [self.assign.master_addr or "localhost"])
+        return path
+
+    def start(self, previous: Attempt | None = None) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(
+            self.run(previous), name=f"attempt-{self.run_id}-{self.attempt}"
+        )
+        return self.task
+
+    async def stop(self, reason: StopReason) -> None:
+        """Stop this attempt and wait until it has wound down."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self._log.info("stopping attempt", reason=reason)
+        if self.execution is not None:
+            await self._stop_execution()
+        elif self._cancellable and self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.task is not None:
+            await asyncio.wait([self.task])
+
+    async def _stop_execution(self) -> None:
+        assert self.execution is not None and self.stop_reason is not None
+        grace = self.deps.preempt_grace_s if self.stop_reason == "preempted" else None
+        await self.execution.stop(STOP_WORDS[self.stop_reason], grace)
+
+    # reports ----------------------------------------------------------------------------
+
+    async def _report(
+        self,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        error: m.RunError | None = None,
+        artifacts: list[m.Artifact] | None = None,
+    ) -> None:
+        report = m.RunReport(
+            agent_id=self.deps.agent_id,
+            incarnation=self.deps.incarnation,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            state=state,
+            at=time.time(),
+            exit_code=exit_code,
+            error=error,
+            artifacts=artifacts or [],
+        )
+        await send_report(self.deps.js, report)
+        self._log.info("attempt state", state=str(state), error=error.kind if error else None)
+
+    async def _terminal(
+        self,
+        state: RunState,
+        *,
+        exit_code: int | None = None,
+        error: m.RunError | None = None,
+        artifacts: list[m.Artifact] | None = None,
+    ) -> None:
+        self._cancellable = False
+        if error is not None:
+            self.output.system(f"{state}: {error.message}")
+        await self.output.close()  # every log line is acked before the terminal report
+        self.terminal = state
+        await self._report(state, exit_code=exit_code, error=error, artifacts=artifacts)
+
+    async def _fail(self, kind: str, message: str) -> None:
+        await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
+
+    async def _give_back(self, reason: StopReason) -> None:
+        """Report Queued (kind "preempted" or "lost") once every log line is acked."""
+        self._cancellable = False
+        kind, message = GIVE_BACK[reason]
+        error = m.RunError(kind=kind, message=message)
+        self.output.system(f"{RunState.QUEUED}: {error.message}")
+        await self.output.close()
+        await self._report(RunState.QUEUED, error=error)
+
+    async def _wind_down_stopped(self) -> None:
+        if self.stop_reason == "canceled":
+            await self._terminal(
+                RunState.CANCELED,
+                error=m.RunError(kind="canceled", message="canceled before the script started"),
+            )
+        elif self.stop_reason in GIVE_BACK:
+            await self._give_back(self.stop_reason)
+        else:
+            await self.output.close()
+
+    # pipeline ---------------------------------------------------------------------------
+
+    async def run(self, previous: Attempt | None = None) -> None:
+        try:
+            if previous is not None:
+                await previous.stop("stale")
+            await self._pipeline()
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                self.output.abort()
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._cancellable = False
+            await self._wind_down_stopped()
+        except Exception as exc:  # a bug must not leave the run hanging in Preparing
+            self._log.exception("attempt crashed")
+            if self.terminal is None and self.stop_reason is None:
+                await self._fail("internal", f"the agent failed while running the attempt: {exc!r}")
+            else:
+                self.output.abort()
+        finally:
+            self.deps.gpus.release(self.holder)
+            # reported (or handed over to a newer attempt): nothing for a next agent to recover
+            orphans.forget_exit(self.pid_file)
+
+    async def _pipeline(self) -> None:
+        deps, spec, out = self.deps, self.spec, self.output
+        out.system(f"run {self.run_id} attempt {self.attempt} on agent {deps.agent_id}")
+        if self.stop_reason is not None:  # stopped while an older attempt wound down
+            return await self._wind_down_stopped()
+        if (why := missing_secrets(self.assign)) is not None:
+            return await self._fail("secrets", why)
+        if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
+            why = gpu_request_error(deps.gpus.devices, spec.resources)
+            if why is not None:
+                return await self._fail("start", why)
+        self._cancellable = True
+        try:
+            await deps.snapshots.materialise(spec.snapshot_id, self.workdir, out.system)
+        except SnapshotError as exc:
+            return await self._fail("snapshot", str(exc))
+        in_container = spec.environment.docker.enabled
+        if in_container:
+            chosen = await self._prepare_image()
+            if chosen is None:
+                return None  # failed (reported)
+            image, python = chosen
+        else:
+            try:
+                env = await deps.envs.prepare(spec.environment.python, out.system)
+            except EnvError as exc:
+                return await self._fail("environment", str(exc))
+            image, python = "", env.python
+        self._cancellable = False
+        why = check_relpath(spec.script)
+        script = self.workdir / spec.script
+        if why is not None:
+            return await self._fail("start", f"script {why}")
+        if not script.is_file():
+            return await self._fail(
+                "start", f"script {spec.script!r} is not in the snapshot: check source_directory"
+            )
+        if self.stop_reason is not None:
+            return await self._wind_down_stopped()
+        gpus: list[int] | None = None
+        if deps.gpus.has_gpus or spec.resources.gpus:
+            gpus = deps.gpus.acquire(self.holder, spec.resources.gpus)
+            if gpus is None:
+                free = deps.gpus.free()
+                return await self._fail(
+                    "start",
+                    f"the run needs {spec.resources.gpus} GPUs but only {len(free)} of this "
+                    f"agent's {len(deps.gpus.devices)} are free now (free: {free or 'none'}); "
+                    "it was placed on a full agent",
+                )
+            out.system(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))!r}")
+        self.stop_reason_file.unlink(missing_ok=True)
+
+        fifo_path = self.workdir.parent / f"{self.attempt}.metrics"
+        if in_container:
+            launch = self._container_launch(image, python, gpus, fifo_path)
+        else:
+            launch = self._process_launch(python, script, gpus, fifo_path)
+        executor = deps.containers if launch.container is not None else deps.executor
+        await self._report(RunState.STARTING)
+        fifo = MetricsFifo(fifo_path, self._on_metric_line)
+        try:
+            fifo.open()
+            self.execution = await executor.start(launch, out.line)
+        except EngineError as exc:
+            fifo.close()
+            return await self._fail(exc.kind, exc.message)
+        except OSError as exc:
+            fifo.close()
+            return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
+        out.system(
+            f"started {' '.join(launch.argv[:2])}"
+            + (f" in a container of {image}" if in_container else "")
+        )
+        if self.stop_reason is not None:
+            await self._stop_execution()
+        await self._report(RunState.RUNNING)
+        outcome = await self.execution.wait()
+        fifo.close()
+        out.system(
+            f"{'container' if in_container else 'process'} exited with code "
+            f"{outcome.exit_code} after {outcome.duration_s:.1f}s"
+            + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
+        )
+        return await self._after_exit(outcome)
+
+    def _process_launch(
+        self, python: str, script: Path, gpus: list[int] | None, fifo_path: Path
+    ) -> Launch:
+        deps, spec = self.deps, self.spec
+        return Launch(
+            argv=script_argv(python, script, list(spec.arguments)),
+            cwd=self.workdir,
+            env=child_env(
+                dict(os.environ),
+                spec,
+                run_id=self.run_id,
+                attempt=self.attempt,
+                metrics_file=fifo_path,
+                outputs_dir=(self.workdir / "outputs").resolve(),
+                runtime_dir=deps.runtime_dir,
+                stop_reason_file=self.stop_reason_file,
+                node_priority=deps.node_priority,
+                gpus=gpus,
+                rank=RankInfo.of(self.assign, self._hostfile()),
+                secret_env=self.assign.secret_env,
+            ),
+            max_duration_s=spec.max_duration_s,
+            kill_grace_s=deps.kill_grace_s,
+            pid_file=self.pid_file,
+            stop_reason_file=self.stop_reason_file,
+        )
+
+    async def _prepare_image(self) -> tuple[str, str] | None:
+        """The image and the Python inside it (None: the attempt failed, reported)."""
+        section = self.spec.environment.docker
+        py = self.spec.environment.python
+        if not section.base_image:
+            await self._fail(
+                "environment",
+                "docker.enabled is set but docker.base_image is not: name the image to run in",
+            )
+            return None
+        url = self.deps.docker_host
+        try:
+            cx.parse_arguments(list(section.arguments))  # refused before anything starts
+            cx.parse_size(section.shm_size)
+        except EngineError as exc:
+            await self._fail(exc.kind, exc.message)
+            return None
+        docker = open_docker(url)
+        try:
+            await check_engine(docker, url)
+            if py.user_managed:
+                await cx.check_image(docker, section.base_image)
+                return section.base_image, py.interpreter or "python3"
+            # imported here: process runs never need the image builder
+            from sortie.agents import container_images
+
+            try:
+                built = await container_images.ensure_env_image(
+                    docker, section.base_image, py, log=self.output.system
+                )
+            except container_images.ImageError as exc:
+                await self._fail(exc.kind, exc.message)
+                return None
+            return built.tag, built.python
+        except EngineError as exc:
+            await self._fail(exc.kind, exc.message)
+            return None
+        finally:
+            await docker.close()
+
+    def _container_launch(
+        self, image: str, python: str, gpus: list[int] | None, fifo_path: Path
+    ) -> Launch:
+        """The container's mounts, variables (container paths) and command."""
+        deps, spec = self.deps, self.spec
+        section = spec.environment.docker
+        outputs = self.workdir / "outputs"
+        outputs.mkdir(exist_ok=True)
+        self.stop_reason_file.write_text("")  # bind-mounted: it must exist first
+        hostfile = self._hostfile()
+        passed = bool(gpus) and (section.gpu_support or spec.resources.gpus > 0)
+        # inside, the GPUs passed are numbered from 0; an agent without GPUs sets nothing
+        inner: list[int] | None = None
+        if gpus is not None:
+            inner = list(range(len(gpus))) if passed else []
+        env = child_env(
+            {},  # never the agent's own environment
+            spec,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            metrics_file=C_METRICS,
+            outputs_dir=C_OUTPUTS,
+            runtime_dir=C_RUNTIME,
+            stop_reason_file=C_STOP_REASON,
+            node_priority=deps.node_priority,
+            gpus=inner,
+            rank=RankInfo.of(self.assign, C_HOSTFILE),
+            secret_env=self.assign.secret_env,
+        )
+        return Launch(
+            argv=script_argv(python, C_WORK / spec.script, list(spec.arguments)),
+            cwd=self.workdir,
+            env=env,
+            max_duration_s=spec.max_duration_s,
+            kill_grace_s=deps.kill_grace_s,
+            stop_reason_file=self.stop_reason_file,
+            container=ContainerSpec(
+                image=image,
+                mounts=[
+                    Mount(self.workdir.resolve(), str(C_WORK), read_only=True),
+                    Mount(outputs.resolve(), str(C_OUTPUTS), read_only=False),
+                    Mount(deps.runtime_dir, str(C_RUNTIME), read_only=True),
+                    Mount(fifo_path, str(C_METRICS), read_only=False),
+                    Mount(self.stop_reason_file, str(C_STOP_REASON), read_only=True),
+                    Mount(hostfile, str(C_HOSTFILE), read_only=True),
+                ],
+                workdir=str(C_WORK),
+                gpus=list(gpus) if passed and gpus else None,
+                shm_size=section.shm_size,
+                arguments=list(section.arguments),
+                labels={
+                    cx.LABEL_RUN_ID: self.run_id,
+                    cx.LABEL_ATTEMPT: str(self.attempt),
+                    cx.LABEL_AGENT: deps.agent_id,
+                    cx.LABEL_INCARNATION: deps.incarnation,
+                },
+                docker_host=deps.docker_host,
+            ),
+        )
+
+    def _killed_while_fenced(self, outcome: Outcome) -> bool:
+        """Killed by a signal while the agent's lease had lapsed: the agent's own fence or
+        its watchdog (agents.watchdog) stopped it, whichever came first."""
+        lease = self.deps.lease
+        return (
+            outcome.exit_code is not None
+            and outcome.exit_code < 0
+            and self.stop_reason in (None, "fenced")
+            and lease is not None
+            and lease.lapsed_since(self.lease_mark, time.monotonic())
+        )
+
+    async def _after_exit(self, outcome: Outcome) -> None:
+        deps, spec, out = self.deps, self.spec, self.output
+        if self._killed_while_fenced(outcome):
+            self.stop_reason = "fenced"
+            outcome = dataclasses.replace(outcome, stopped=True)
+        if self.stop_reason in ("stale", "shutdown") and outcome.stopped:
+            # stopped by us: the scheduler has moved on, or requeues it (a script that had
+            # already ended on its own is reported as it ended: it must not run again)
+            await self.output.close()
+            return None
+        if self.stop_reason in GIVE_BACK and outcome.stopped:
+            # stopped by the preemption or the lost lease (a script that had already ended
+            # is reported as it ended)
+            return await self._give_back(self.stop_reason)
+        await self._report(RunState.FINALIZING)
+        artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
+        if self.stop_reason == "canceled":
+            return await self._terminal(
+                RunState.CANCELED,
+                exit_code=outcome.exit_code,
+                error=m.RunError(kind="canceled", message="canceled while running"),
+                artifacts=artifacts,
+            )
+        error = exit_error(outcome, spec.max_duration_s)
+        await self._terminal(
+            RunState.COMPLETED if error is None else RunState.FAILED,
+            exit_code=outcome.exit_code,
+            error=error,
+            artifacts=artifacts,
+        )
+        return None
+
+    def _on_metric_line(self, line: bytes) -> None:
+        parsed = parse_metric(line)
+        if isinstance(parsed, m.MetricPoint):
+            self.output.metric(parsed)
+            return
+        self._bad_metrics += 1
+        if self._bad_metrics <= MAX_BAD_METRIC_LINES:
+            self.output.system(parsed)
+        if self._bad_metrics == MAX_BAD_METRIC_LINES:
+            self.output.system("further bad metric lines are not reported")

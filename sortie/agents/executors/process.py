@@ -1,0 +1,131 @@
+"""Run a command as a local process in its own session (process group).
+
+Stopping signals the whole group, so a script's children go too. After the leader exits,
+whatever it left behind in its group is killed: a run leaves no processes running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+from sortie.agents import orphans
+from sortie.agents.executors import (
+    Launch,
+    OnOutput,
+    Outcome,
+    OutputStream,
+    StopWord,
+    write_stop_reason,
+)
+from sortie.agents.publisher import LineSplitter
+
+READ_CHUNK = 64 * 1024
+DRAIN_AFTER_EXIT_S = 2.0
+
+
+class ProcessExecutor:
+    async def start(self, launch: Launch, on_output: OnOutput) -> ProcessExecution:
+        proc = await asyncio.create_subprocess_exec(
+            *launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=orphans.die_with_agent,
+        )
+        if launch.pid_file is not None:
+            orphans.record(launch.pid_file, proc.pid)
+        return ProcessExecution(proc, launch, on_output)
+
+
+class ProcessExecution:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, launch: Launch, on_output: OnOutput
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._launch = launch
+        self._started = time.monotonic()
+        self._stopped = False
+        self._timed_out = False
+        self._terminating: asyncio.Task[None] | None = None
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(_pump(proc.stdout, "stdout", on_output)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", on_output)),
+        ]
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def _terminate(self, grace_s: float) -> None:
+        self._signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace_s)
+        except TimeoutError:
+            self._signal_group(signal.SIGKILL)
+            await self.proc.wait()
+
+    def _begin_terminate(self, reason: StopWord, grace_s: float | None) -> asyncio.Task[None]:
+        if self._terminating is None:
+            write_stop_reason(self._launch.stop_reason_file, reason)  # before the SIGTERM
+            grace = self._launch.kill_grace_s if grace_s is None else grace_s
+            self._terminating = asyncio.create_task(self._terminate(grace))
+        return self._terminating
+
+    async def stop(self, reason: StopWord = "canceled", grace_s: float | None = None) -> None:
+        if self.proc.returncode is None:
+            self._stopped = True
+            await asyncio.shield(self._begin_terminate(reason, grace_s))
+
+    async def wait(self) -> Outcome:
+        limit = self._launch.max_duration_s
+        try:
+            if limit is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), limit)
+                except TimeoutError:
+                    if not self._stopped:
+                        self._timed_out = True
+                    await self._begin_terminate("timeout", None)
+            code = await self.proc.wait()
+            orphans.record_exit(self._launch.pid_file, code)  # before anything can go wrong
+            if self._terminating is not None:
+                await self._terminating
+            # the leader is gone: give any leftovers in its group a grace period, then kill
+            self._signal_group(signal.SIGTERM)
+            _done, pending = await asyncio.wait(self._readers, timeout=DRAIN_AFTER_EXIT_S)
+            if pending:
+                self._signal_group(signal.SIGKILL)
+                await asyncio.wait(pending, timeout=DRAIN_AFTER_EXIT_S)
+        finally:
+            for task in self._readers:
+                task.cancel()
+            if self.proc.returncode is None:
+                self._signal_group(signal.SIGKILL)
+            orphans.forget(self._launch.pid_file)
+        return Outcome(
+            exit_code=code,
+            timed_out=self._timed_out,
+            stopped=self._stopped,
+            duration_s=time.monotonic() - self._started,
+        )
+
+
+async def _pump(reader: asyncio.StreamReader, stream: OutputStream, on_output: OnOutput) -> None:
+    splitter = LineSplitter()
+    while True:
+        data = await reader.read(READ_CHUNK)
+        if not data:
+            break
+        for line in splitter.feed(data):
+            on_output(stream, line)
+    for line in splitter.finish():
+        on_output(stream, line)

@@ -1,0 +1,216 @@
+"""Getting run output and reports onto JetStream without losing any.
+
+* :func:`publish_acked` retries one JetStream publish with backoff until the broker acks it
+  (the broker may be restarting). A ``Nats-Msg-Id`` header makes a retry after a lost ack a
+  no-op inside the stream's duplicate window.
+* :class:`Batcher` collects items and sends them in order, every ``interval`` seconds or
+  ``max_items`` items, whichever comes first; ``close`` sends the rest and waits for acks.
+* :func:`split_output` is the pure part of turning process output into log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, Literal, TypeVar
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+
+T = TypeVar("T")
+Stream = Literal["stdout", "stderr", "system"]
+MAX_LINE_CHARS = 16 * 1024
+
+log = structlog.get_logger()
+
+
+async def publish_acked(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    *,
+    msg_id: str | None = None,
+    ack_timeout: float = 2.0,
+    first_delay: float = 0.05,
+    max_delay: float = 2.0,
+) -> None:
+    """Publish until acked. Never gives up; only cancellation stops it."""
+    headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+    delay = first_delay
+    tries = 0
+    while True:
+        try:
+            await js.publish(subject, data, timeout=ack_timeout, headers=headers)
+            if tries:
+                log.info("publish succeeded after retries", subject=subject, tries=tries + 1)
+            return
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            tries += 1
+            if tries == 1 or tries % 20 == 0:
+                log.warning(
+                    "publish failed; retrying", subject=subject, tries=tries, error=repr(exc)
+                )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_delay)
+
+
+class Batcher(Generic[T]):
+    """Send items in batches, in order, from one task (so batches never overtake each other)."""
+
+    def __init__(
+        self,
+        send: Callable[[list[T]], Awaitable[None]],
+        *,
+        max_items: int = 200,
+        interval: float = 0.1,
+    ) -> None:
+        self._send = send
+        self._max = max_items
+        self._interval = interval
+        self._items: list[T] = []
+        self._has_items = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._loop())
+
+    def add(self, item: T) -> None:
+        if self._closing and self._task.done():
+            raise RuntimeError("batcher is closed")
+        self._items.append(item)
+        self._has_items.set()
+        if len(self._items) >= self._max:
+            self._full.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._has_items.wait()
+            if not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._interval)
+            while self._items:
+                batch, self._items = self._items[: self._max], self._items[self._max :]
+                await self._send(batch)
+            self._full.clear()
+            self._has_items.clear()
+            if self._closing:
+                return
+
+    async def close(self) -> None:
+        """Send everything added so far and wait until it is acked."""
+        self._closing = True
+        self._has_items.set()
+        self._full.set()
+        await asyncio.shield(self._task)
+
+    def abort(self) -> None:
+        self._task.cancel()
+
+
+class LineSplitter:
+    """Bytes in, complete lines out: utf-8 with replacement, long lines split, no newline."""
+
+    def __init__(self, max_chars: int = MAX_LINE_CHARS) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self._max = max_chars
+
+    def feed(self, data: bytes) -> list[str]:
+        text = self._partial + self._decoder.decode(data)
+        *lines, self._partial = text.split("\n")
+        out: list[str] = []
+        for line in lines:
+            out.extend(_chunks(line.removesuffix("\r"), self._max))
+        while len(self._partial) > self._max:
+            out.append(self._partial[: self._max])
+            self._partial = self._partial[self._max :]
+        return out
+
+    def finish(self) -> list[str]:
+        rest = self._partial + self._decoder.decode(b"", final=True)
+        self._partial = ""
+        return _chunks(rest.removesuffix("\r"), self._max) if rest else []
+
+
+def split_output(data: bytes, max_chars: int = MAX_LINE_CHARS) -> list[str]:
+    """All lines of a complete output (pure helper for tests and one-shot use)."""
+    s = LineSplitter(max_chars)
+    return s.feed(data) + s.finish()
+
+
+def _chunks(line: str, size: int) -> list[str]:
+    if len(line) <= size:
+        return [line]
+    return [line[i : i + size] for i in range(0, len(line), size)]
+
+
+class RunOutput:
+    """One attempt's log and metric streams, batched onto JetStream."""
+
+    def __init__(
+        self, js: JetStreamContext, run_id: str, attempt: int, writer_id: str, *, rank: int = 0
+    ) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.rank = rank
+        self._js = js
+        self._writer = writer_id  # agent incarnation: makes msg ids unique per writer
+        self._log_seq = 0
+        self._metric_seq = 0
+        self.logs: Batcher[m.LogLine] = Batcher(self._send_logs)
+        self.metrics: Batcher[m.MetricPoint] = Batcher(self._send_metrics)
+
+    def line(self, stream: Stream, text: str) -> None:
+        now = time.time()
+        for chunk in _chunks(text, MAX_LINE_CHARS):
+            self.logs.add(m.LogLine(t=now, stream=stream, text=chunk))
+
+    def system(self, text: str) -> None:
+        self.line("system", text)
+
+    def metric(self, point: m.MetricPoint) -> None:
+        self.metrics.add(point)
+
+    async def _send_logs(self, lines: list[m.LogLine]) -> None:
+        self._log_seq += 1
+        batch = m.LogBatch(run_id=self.run_id, attempt=self.attempt, lines=lines, rank=self.rank)
+        await publish_acked(
+            self._js,
+            subjects.logs(self.run_id),
+            codec.encode(batch),
+            msg_id=f"log-{self.run_id}-{self.attempt}-{self._writer}-{self._log_seq}",
+        )
+
+    async def _send_metrics(self, points: list[m.MetricPoint]) -> None:
+        self._metric_seq += 1
+        batch = m.MetricBatch(run_id=self.run_id, attempt=self.attempt, points=points)
+        await publish_acked(
+            self._js,
+            subjects.metrics(self.run_id),
+            codec.encode(batch),
+            msg_id=f"metric-{self.run_id}-{self.attempt}-{self._writer}-{self._metric_seq}",
+        )
+
+    async def close(self) -> None:
+        """Flush both streams and wait for their acks."""
+        await asyncio.gather(self.metrics.close(), self.logs.close())
+
+    def abort(self) -> None:
+        self.logs.abort()
+        self.metrics.abort()
+
+
+async def send_report(js: JetStreamContext, report: m.RunReport) -> None:
+    """Publish one run report until acked (idempotent per agent incarnation/run/attempt/state)."""
+    msg_id = (
+        f"report-{report.agent_id}-{report.incarnation}-{report.run_id}-"
+        f"{report.attempt}-{report.state}"
+    )
+    await publish_acked(js, subjects.report(report.agent_id), codec.encode(report), msg_id=msg_id)

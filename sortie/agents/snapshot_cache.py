@@ -1,0 +1,195 @@
+"""A content-addressed local cache of snapshot blobs, and materialising a run's source tree.
+
+Layout: ``<data_dir>/blobs/<sha[:2]>/<sha>``. A run's tree is *copied* out of the cache
+(never hard-linked: a script writing to its own files must not corrupt the cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats.errors
+from nats.js.object_store import ObjectStore
+
+from sortie.bus.blobs import fetch_blob_to, get_blob
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.proto.paths import check_relpath
+
+
+class SnapshotError(Exception):
+    """The snapshot cannot be materialised; the message says why (for the run's error)."""
+
+
+@dataclass
+class CacheStats:
+    blobs_fetched: int = 0
+    bytes_fetched: int = 0
+    blobs_from_cache: int = 0
+    snapshots: int = 0
+
+
+@dataclass(frozen=True)
+class Materialised:
+    workdir: Path
+    files: int
+    fetched: int
+    fetched_bytes: int
+    from_cache: int
+
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+OUTPUTS = "outputs"  # the run's artifact directory: made by the agent, never a file
+
+
+def refused_paths(manifest: m.Manifest) -> list[str]:
+    """Why each bad manifest entry is refused (pure): bad paths, duplicates, file-vs-dir, a
+    blob name that is not a sha256 (it names a file in the cache), a file named outputs."""
+    reasons: list[str] = []
+    seen: set[str] = set()
+    for entry in manifest.files:
+        why = check_relpath(entry.path)
+        if why is not None:
+            reasons.append(why)
+        elif not SHA256.match(entry.sha256):
+            reasons.append(f"{entry.path!r} names blob {entry.sha256[:80]!r}, not a sha256")
+        elif entry.path == OUTPUTS:
+            reasons.append(f"{OUTPUTS!r} is a file, but outputs/ is where the run's artifacts go")
+        elif entry.path in seen:
+            reasons.append(f"{entry.path!r} appears twice")
+        seen.add(entry.path)
+    for path in seen:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in seen:
+                reasons.append(f"{path!r} lies under {'/'.join(parts[:i])!r}, which is a file")
+    return reasons
+
+
+class SnapshotCache:
+    def __init__(self, root: Path, store: ObjectStore, *, concurrency: int = 16) -> None:
+        self.root = root
+        self.store = store
+        self.stats = CacheStats()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    async def manifest(self, snapshot_id: str) -> m.Manifest:
+        if not SHA256.match(snapshot_id):
+            raise SnapshotError(f"snapshot id {snapshot_id[:80]!r} is not a sha256")
+        local = self.path(snapshot_id)
+        if local.is_file():
+            data = local.read_bytes()
+        else:
+            try:
+                data = await get_blob(self.store, snapshot_id)
+            except (nats.errors.Error, TimeoutError, ValueError) as exc:
+                raise SnapshotError(
+                    f"cannot fetch the manifest of snapshot {snapshot_id}: {exc}"
+                ) from None
+            self._write_atomic(local, data)
+        try:
+            return codec.decode(m.Manifest, data)
+        except codec.BadMessage as exc:
+            raise SnapshotError(f"snapshot {snapshot_id} has a bad manifest: {exc}") from None
+
+    def _write_atomic(self, dest: Path, data: bytes) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(data)}.part")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+
+    async def ensure(self, hashes: set[str]) -> tuple[int, int]:
+        """Fetch the blobs among ``hashes`` missing locally; return (count, bytes) fetched."""
+        missing = sorted(h for h in hashes if not self.has(h))
+        results = await asyncio.gather(*(self._fetch(h) for h in missing), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise SnapshotError(
+                f"cannot fetch {len(errors)} of {len(missing)} blobs: {errors[0]}"
+            ) from None
+        fetched = sum(1 for r in results if r)
+        size = sum(self.path(h).stat().st_size for h, r in zip(missing, results, strict=True) if r)
+        return fetched, size
+
+    async def _fetch(self, sha: str) -> bool:
+        """Fetch one blob (shared with concurrent callers); True if this call fetched it."""
+        pending = self._inflight.get(sha)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[sha] = fut
+        try:
+            async with self._sem:
+                if self.has(sha):
+                    fut.set_result(None)
+                    return False
+                await fetch_blob_to(self.store, sha, self.path(sha))
+            size = self.path(sha).stat().st_size
+            self.stats.blobs_fetched += 1
+            self.stats.bytes_fetched += size
+            fut.set_result(None)
+            return True
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._inflight[sha]
+
+    async def materialise(
+        self, snapshot_id: str, workdir: Path, log: Callable[[str], None]
+    ) -> Materialised:
+        manifest = await self.manifest(snapshot_id)
+        refused = refused_paths(manifest)
+        if refused:
+            more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+            raise SnapshotError(
+                f"snapshot {snapshot_id[:12]} refused: " + "; ".join(refused[:3]) + more
+            )
+        hashes = {f.sha256 for f in manifest.files}
+        log(f"snapshot {snapshot_id[:12]}: fetching up to {len(hashes)} blobs")
+        fetched, size = await self.ensure(hashes)
+        from_cache = len(hashes) - fetched
+        self.stats.blobs_from_cache += from_cache
+        await asyncio.to_thread(self._copy_tree, manifest, workdir)
+        self.stats.snapshots += 1
+        log(
+            f"snapshot {snapshot_id[:12]}: {len(manifest.files)} files, {fetched} fetched "
+            f"({size} bytes), {from_cache} from cache"
+        )
+        return Materialised(
+            workdir=workdir,
+            files=len(manifest.files),
+            fetched=fetched,
+            fetched_bytes=size,
+            from_cache=from_cache,
+        )
+
+    def _copy_tree(self, manifest: m.Manifest, workdir: Path) -> None:
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        base = workdir.resolve()
+        for entry in manifest.files:
+            dest = base / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.parent.resolve().is_relative_to(base) or dest.is_symlink():
+                raise SnapshotError(f"{entry.path!r} would be written outside the run directory")
+            shutil.copyfile(self.path(entry.sha256), dest)
+            dest.chmod(entry.mode & 0o777)
+        (base / "outputs").mkdir(exist_ok=True)

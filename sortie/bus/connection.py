@@ -1,0 +1,310 @@
+"""Connecting to NATS (one way, with messages a person can act on) and binding Sortie's
+JetStream resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised, ReplicasUnavailable
+from sortie.bus.resources import ensure_resources
+from sortie.proto import subjects
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+JETSTREAM_WAIT_S = 15.0  # how long opening the bus waits out a cluster's leader election
+
+
+ENV_CREDS = "SORTIE_CREDS"
+ENV_TLS_CA = "SORTIE_TLS_CA"
+
+
+@dataclass(frozen=True)
+class BusAuth:
+    """Who we are to the broker and whom we trust: a NATS ``.creds`` file (``sortie.auth``)
+    and the CA that signed the broker's TLS certificate. Both optional: a broker without
+    authentication takes neither."""
+
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_hostname: str | None = None  # the name the certificate is checked against
+
+    @classmethod
+    def from_env(cls) -> BusAuth:
+        """``SORTIE_CREDS`` and ``SORTIE_TLS_CA`` (how daemons are usually given theirs)."""
+        creds = os.environ.get(ENV_CREDS)
+        ca = os.environ.get(ENV_TLS_CA)
+        return cls(creds=Path(creds) if creds else None, tls_ca=Path(ca) if ca else None)
+
+
+def split_urls(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222`` -> both URLs: a daemon fails over between them."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    return urls or [url]
+
+
+@dataclass(frozen=True)
+class Bus:
+    """An open connection and handles to Sortie's JetStream resources."""
+
+    url: str
+    nc: NATS
+    js: JetStreamContext
+    runs: KeyValue
+    agents: KeyValue
+    computes: KeyValue
+    nodes: KeyValue
+    vms: KeyValue
+    blobs: ObjectStore
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (TimeoutError, nats.errors.Error, OSError):
+                await self.nc.close()
+
+
+def unreachable_message(url: str, why: object) -> str:
+    return (
+        f"cannot reach the Sortie broker at {url} ({why}). Start one on this machine with "
+        "`sortie up`, or point --url / SORTIE_URL at a running one."
+    )
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 2.0,
+    reconnect_forever: bool = False,
+    auth: BusAuth | None = None,
+) -> NATS:
+    """Connect to NATS. Clients fail fast; daemons (``reconnect_forever``) keep retrying.
+
+    Raises :class:`BrokerUnreachable` with a message that says which URL and what to do, and
+    :class:`AccessDenied` when the broker refuses the credentials (never retried: a daemon
+    with wrong credentials should stop and say so).
+    """
+    options: dict[str, object] = {
+        "servers": split_urls(url),
+        "name": name,
+        "connect_timeout": connect_timeout,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1 if reconnect_forever else 3,
+        "reconnect_time_wait": 0.5,
+        "ping_interval": 5,
+        "max_outstanding_pings": 3,
+        # Stopping must be quick: in-flight work is either acknowledged or redelivered.
+        "drain_timeout": 2,
+    }
+
+    if auth is not None:
+        options.update(_auth_options(auth))
+    log = structlog.get_logger("sortie.bus")
+    connecting = True
+    warned: set[str] = set()
+
+    async def _on_error(exc: Exception) -> None:
+        if connecting and isinstance(exc, ssl.SSLError):
+            # a certificate that is not trusted will not become trusted: stop now (nats-py
+            # would also hang after this error)
+            raise BrokerUnreachable(tls_message(url, exc, auth))
+        if _is_auth_error(exc):
+            if connecting:
+                # nats-py would retry a refusal forever (daemons) or as "no servers": stop now
+                raise AccessDenied(denied_message(url, auth))
+            if "refused" not in warned:
+                warned.add("refused")
+                log.error("the broker refused this connection's credentials", url=url, name=name)
+        elif "permissions violation" in str(exc).lower() and str(exc) not in warned:
+            # what was refused is a subject, never a secret; once per subject (100 at most)
+            if len(warned) >= 100:
+                return
+            warned.add(str(exc))
+            log.warning("the broker refused an operation", error=str(exc), name=name)
+
+    options["error_cb"] = _on_error
+    delay = 0.2
+    while True:
+        nc = NATS()
+        try:
+            await nc.connect(**options)  # type: ignore[arg-type]
+            connecting = False
+            return nc
+        except (AccessDenied, BrokerUnreachable):
+            await _abandon(nc)
+            raise
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            await _abandon(nc)
+            if isinstance(exc, ssl.SSLError):
+                raise BrokerUnreachable(tls_message(url, exc, auth)) from None
+            if not reconnect_forever:
+                raise BrokerUnreachable(
+                    unreachable_message(url, exc or type(exc).__name__)
+                ) from None
+            # A daemon waits for its broker: log once per attempt, back off up to 5 s.
+            log.warning("broker unreachable; retrying", url=url, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _abandon(nc: NATS) -> None:
+    """Close a client whose first connection failed (bounded: after a failed TLS handshake
+    nats-py's close can wait forever)."""
+    with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+        await asyncio.wait_for(nc.close(), 1.0)
+
+
+def tls_message(url: str, exc: ssl.SSLError, auth: BusAuth | None) -> str:
+    why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    trusted = f"the CA in {auth.tls_ca}" if auth is not None and auth.tls_ca else "this system"
+    return (
+        f"TLS with the Sortie broker at {url} failed ({why}): its certificate is not trusted "
+        f"by {trusted}. Give the PEM file of the CA that signed it with --tls-ca or "
+        "SORTIE_TLS_CA (`sortie up --tls-ca` names it in the profile)"
+    )
+
+
+def _auth_options(auth: BusAuth) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if auth.creds is not None:
+        from sortie.bus.auth import connect_callbacks, load_creds
+
+        creds = load_creds(auth.creds)  # AuthError now, with the path, if it is unusable
+        user_jwt, sign = connect_callbacks(auth.creds)
+        options["user_jwt_cb"] = user_jwt
+        options["signature_cb"] = sign
+        options["inbox_prefix"] = creds.inbox_prefix
+    if auth.tls_ca is not None:
+        try:
+            options["tls"] = ssl.create_default_context(cafile=str(auth.tls_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise AccessDenied(
+                f"cannot use {auth.tls_ca} as the broker's TLS CA ({exc}): give the PEM file "
+                "of the CA that signed the broker's certificate (--tls-ca or SORTIE_TLS_CA)"
+            ) from None
+    if auth.tls_hostname is not None:
+        options["tls_hostname"] = auth.tls_hostname
+    return options
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def denied_message(url: str, auth: BusAuth | None) -> str:
+    if auth is None or auth.creds is None:
+        return (
+            f"the Sortie broker at {url} requires credentials: give a .creds file with --creds "
+            "or SORTIE_CREDS (`sortie up` writes one for this machine's user and names it in "
+            "its profile; `sortie auth creds` makes more)"
+        )
+    return (
+        f"the Sortie broker at {url} refused the credentials in {auth.creds}: they were issued "
+        "for another broker, or the broker's authority was made anew; get current ones from "
+        "the machine that runs the broker (`sortie auth creds`)"
+    )
+
+
+async def _bind(
+    js: JetStreamContext, create: bool, replicas: int | None
+) -> tuple[KeyValue, KeyValue, KeyValue, KeyValue, KeyValue, ObjectStore]:
+    """Sortie's buckets and object store, waiting out a cluster's leader elections.
+
+    A stream whose leader was on a server that just died answers nothing until its other
+    servers elect one (seconds): retry timeouts, for up to ``JETSTREAM_WAIT_S``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JETSTREAM_WAIT_S
+    while True:
+        try:
+            if create:
+                await ensure_resources(js, replicas=replicas)
+            return (
+                await js.key_value(subjects.KV_RUNS),
+                await js.key_value(subjects.KV_AGENTS),
+                await js.key_value(subjects.KV_COMPUTES),
+                await js.key_value(subjects.KV_NODES),
+                await js.key_value(subjects.KV_VMS),
+                await js.object_store(subjects.OBJ_BLOBS),
+            )
+        except (TimeoutError, nats.errors.TimeoutError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def open_bus(
+    url: str,
+    name: str,
+    *,
+    create: bool = False,
+    replicas: int | None = None,
+    reconnect_forever: bool = False,
+    connect_timeout: float = 2.0,
+    auth: BusAuth | None = None,
+) -> Bus:
+    """Connect and bind Sortie's resources; ``create`` makes them first (the scheduler does),
+    with ``replicas`` copies each (see :func:`ensure_resources`; 3 on a 3-node cluster).
+
+    ``url`` may list several servers of one cluster, comma-separated: the connection fails
+    over between them. ``auth``: credentials and TLS trust (see :class:`BusAuth`).
+    """
+    nc = await connect(
+        url,
+        name,
+        reconnect_forever=reconnect_forever,
+        connect_timeout=connect_timeout,
+        auth=auth,
+    )
+    js = nc.jetstream()
+    try:
+        runs, agents, computes, nodes, vms, blobs = await _bind(js, create, replicas)
+    except ReplicasUnavailable:
+        await nc.close()
+        raise
+    except (TimeoutError, nats.errors.TimeoutError):
+        await nc.close()
+        raise BrokerUnreachable(
+            f"the broker at {url} did not answer JetStream requests for {JETSTREAM_WAIT_S:.0f}s "
+            "(a cluster that lost a server elects new leaders within seconds; if it lost a "
+            "majority, start them again)"
+        ) from None
+    except nats.js.errors.BucketNotFoundError:
+        await nc.close()
+        raise NotInitialised(
+            f"the broker at {url} has no Sortie state yet: start the scheduler "
+            "(`sortie up` or `sortie scheduler`) first"
+        ) from None
+    except nats.js.errors.ServiceUnavailableError:
+        await nc.close()
+        raise NotInitialised(
+            f"the broker at {url} does not have JetStream enabled: start it with -js "
+            "(`sortie up` does this); a cluster also needs a majority of its servers up"
+        ) from None
+    return Bus(
+        url=url,
+        nc=nc,
+        js=js,
+        runs=runs,
+        agents=agents,
+        computes=computes,
+        nodes=nodes,
+        vms=vms,
+        blobs=blobs,
+    )

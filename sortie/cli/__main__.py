@@ -1,0 +1,3 @@
+from sortie.cli.main import main
+
+main()

@@ -1,0 +1,1148 @@
+"""The `sortie` command line. Each command is a thin layer over sortie.client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from sortie.bus.auth import AuthError
+from sortie.bus.broker import TlsFiles
+from sortie.bus.connection import BusAuth
+from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
+from sortie.bus.logs import LEVELS, configure
+from sortie.bus.metrics_http import MetricsPortError
+from sortie.bus.profile import default_data_dir
+from sortie.client import envspec
+from sortie.client.client import Client, ClientError, SubmitOptions, echo_line
+from sortie.client.snapshot import SnapshotError
+from sortie.client.views import compute_to_dict, iso, run_to_dict, vm_to_dict
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+GPU_POOL_HELP = (
+    "GPUs of this host the process node provider may give to cluster nodes: 'all' or "
+    "indices like 0,1,2 (a node of a 1-GPU size gets one of them: one big host, per-GPU nodes)"
+)
+
+
+def _gpu_pool(value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    if value == "all":
+        from sortie.agents.gpus import probe_gpus
+
+        return tuple(d.index for d in probe_gpus())
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--gpu-pool takes 'all' or indices like 0,1 (got {value!r})") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sortie", description="Run training scripts on your own machines."
+    )
+    p.add_argument("--url", help="broker URL (default: SORTIE_URL, then the `sortie up` profile)")
+    p.add_argument(
+        "--creds",
+        type=Path,
+        metavar="FILE",
+        help="broker credentials (default: SORTIE_CREDS, then the `sortie up` profile's)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="CA that signed the broker's TLS certificate (default: SORTIE_TLS_CA, then the "
+        "profile's)",
+    )
+    p.add_argument(
+        "--tls-hostname",
+        metavar="NAME",
+        help="check the broker's certificate against NAME (when connecting through a tunnel)",
+    )
+    p.add_argument("--log-level", choices=LEVELS, default="info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start broker, scheduler and a local agent on this machine")
+    up.add_argument("--data-dir", type=Path, default=None, help="where state is kept")
+    up.add_argument("--port", type=int, default=4222)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
+    )
+    up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
+    up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    up.add_argument(
+        "--tls-ca",
+        dest="up_tls_ca",
+        type=Path,
+        metavar="PEM",
+        help="the CA that signed --tls-cert, for clients to trust (recorded in the profile)",
+    )
+    up.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="start the broker without authentication: anyone who reaches its port may do "
+        "anything (default: credentials per role, made under DATA_DIR/auth)",
+    )
+    _metrics_options(up)
+
+    auth = sub.add_parser(
+        "auth", help="broker credentials for multi-machine installs"
+    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    ai = auth.add_parser(
+        "init",
+        help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
+    )
+    ai.add_argument("dir", type=Path)
+    ac = auth.add_parser("creds", help="write credentials for one role")
+    ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
+    ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
+    ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
+    ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
+
+    sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
+    sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
+    sched.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        help="after the lease, seconds more before a lost agent's runs are requeued",
+    )
+    sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
+    sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    sched.add_argument(
+        "--account-key",
+        type=Path,
+        metavar="FILE",
+        help="the authority's account.nk (`sortie auth init`): mint credentials for the agents "
+        "the scheduler starts (cluster nodes, attached machines)",
+    )
+    sched.add_argument(
+        "--replicas",
+        type=int,
+        choices=(1, 3, 5),
+        help="copies the broker cluster keeps of every stream and bucket (3 on a 3-node "
+        "cluster); existing ones are changed to it (default: keep them, create with 1)",
+    )
+    _metrics_options(sched)
+
+    agent = sub.add_parser(
+        "agent",
+        help="run an agent (--target NAME), or list and administer agents",
+        description="With --target: run an agent daemon. With an action: administer agents.",
+    )
+    agent.add_argument("--target", help="compute target this agent serves (daemon mode)")
+    agent.add_argument("--name", help="agent id (default TARGET-HOSTNAME)")
+    agent.add_argument("--data-dir", type=Path, default=None)
+    agent.add_argument("--cpus", type=float, help="advertise this many CPUs (default: all)")
+    agent.add_argument("--memory-mb", type=int, help="advertise this much memory")
+    agent.add_argument("--gpus", help="serve only these GPU indices, e.g. 0,1 (default: all)")
+    agent.add_argument("--priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    agent.add_argument("--preempt-grace", type=float, default=30.0, metavar="SECONDS")
+    agent.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a stopped run gets SIGTERM, then SIGKILL this much later (keep <= the "
+        "scheduler's --kill-grace)",
+    )
+    agent.add_argument(
+        "--exit-with-parent",
+        type=int,
+        metavar="PID",
+        help="stop runs and exit when process PID (the one that started this agent) is gone",
+    )
+    agent.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="cut off from the broker this long, stop every run (keep <= the scheduler's)",
+    )
+    admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+    al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
+    al.add_argument("--output", choices=("text", "json"), default="text")
+    for action, text in (
+        ("drain", "finish current runs, take no new ones"),
+        ("cordon", "take no new runs"),
+        ("uncordon", "take runs again (ends a drain too)"),
+        ("preempt", "simulate a low-priority preemption notice for this node"),
+    ):
+        a = admin.add_parser(action, help=text)
+        a.add_argument("name", help="agent (node) id")
+        a.add_argument("--output", choices=("text", "json"), default="text")
+
+    comp = sub.add_parser("compute", help="compute targets: managed clusters").add_subparsers(
+        dest="compute_command", required=True, metavar="SUBCOMMAND"
+    )
+    cc = comp.add_parser("create", help="create an autoscaling cluster")
+    cc.add_argument("name")
+    cc.add_argument("--type", choices=("cluster",), default="cluster")
+    cc.add_argument("--vm-size", required=True, help="a node size (`sortie compute sizes`)")
+    cc.add_argument("--max-nodes", type=int, required=True)
+    cc.add_argument("--min-nodes", type=int, default=0)
+    cc.add_argument("--idle-seconds-before-scaledown", type=float, default=120.0)
+    cc.add_argument("--vm-priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    cc.add_argument("--provider", default="process", help="process (default) or ssh")
+    cc.add_argument("--hosts", help="provider ssh: the pool's machines, h1,h2,...")
+    _ssh_options(cc, address=False)
+    cu = comp.add_parser("update", help="change a cluster's node limits")
+    cu.add_argument("name")
+    cu.add_argument("--min-nodes", type=int)
+    cu.add_argument("--max-nodes", type=int)
+    cu.add_argument("--idle-seconds-before-scaledown", type=float)
+    cd = comp.add_parser("delete", help="delete a cluster and stop its nodes")
+    cd.add_argument("name")
+    cd.add_argument("--force", action="store_true", help="cancel its active runs")
+    cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
+    cs.add_argument("name")
+    ca = comp.add_parser("attach", help="attach a machine over SSH as a compute target")
+    ca.add_argument("name")
+    ca.add_argument("--type", choices=("vm",), default="vm")
+    _ssh_options(ca, address=True)
+    ca.add_argument(
+        "--advertised-url",
+        help="the agent reaches the broker here (default: "
+        "through a reverse port forward on the SSH connection)",
+    )
+    ca.add_argument("--no-wait", action="store_true", help="return before the agent runs")
+    cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
+    cdt.add_argument("name")
+    cdt.add_argument("--keep-files", action="store_true", help="leave the install in place")
+    cdt.add_argument("--force", action="store_true", help="cancel its active runs")
+    comp.add_parser("list", help="clusters")
+    comp.add_parser("sizes", help="node sizes")
+    for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
+        sp.add_argument("--output", choices=("text", "json"), default="text")
+
+    status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
+    status.add_argument("--output", choices=("text", "json"), default="text")
+
+    run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
+        dest="run_command", required=True, metavar="SUBCOMMAND"
+    )
+    s = run.add_parser(
+        "submit",
+        help="snapshot a directory and run a script from it",
+        description="Arguments for the script go after --arg (repeatable) or after `--`.",
+    )
+    s.add_argument("source_dir", type=Path)
+    s.add_argument("--script", required=True, help="path of the script inside SOURCE_DIR")
+    s.add_argument("--arg", action="append", default=[], dest="args", metavar="X")
+    s.add_argument("--target", default="local")
+    s.add_argument("--experiment", default="default")
+    env = s.add_mutually_exclusive_group()
+    env.add_argument("--python", help="use this interpreter as is (user-managed)")
+    env.add_argument("--pip", nargs="+", metavar="PKG", help="build an environment with these")
+    env.add_argument("--requirements", type=Path, metavar="FILE")
+    env.add_argument("--conda-file", type=Path, metavar="FILE")
+    s.add_argument("--docker-image", metavar="IMAGE", help="run in a container from IMAGE")
+    s.add_argument("--docker-shm-size", metavar="SIZE", help="the container's /dev/shm, e.g. 2g")
+    s.add_argument(
+        "--docker-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an extra docker-run option: --ipc=host, --cap-add=X, --ulimit=..., "
+        "--env=K=V (repeatable; write it as --docker-arg=--ipc=host)",
+    )
+    s.add_argument(
+        "--docker-gpus",
+        action="store_true",
+        help="pass the run's GPUs into the container (device requests)",
+    )
+    s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass $NAME from your environment to the run as a secret: its value is never "
+        "stored in the run's record, shown or logged (values are never taken from the "
+        "command line)",
+    )
+    s.add_argument("--max-duration", type=float, metavar="SECONDS")
+    s.add_argument("--priority", type=int, default=0)
+    s.add_argument("--cpus", type=float, default=1.0)
+    mem = s.add_mutually_exclusive_group()
+    mem.add_argument("--memory", type=float, metavar="GB", help="memory the run needs, in GB")
+    mem.add_argument("--memory-mb", type=int, default=0)
+    s.add_argument("--gpus", type=int, default=0)
+    s.add_argument("--gpu-type", help="e.g. H100: matched within the agent's GPU name")
+    s.add_argument("--node-count", type=int, default=1)
+    s.add_argument("--max-retries", type=int, default=0, help="re-runs after a failure")
+    s.add_argument(
+        "--submission-id",
+        metavar="ID",
+        help="your id for this submission: submitting again with it gives the same run "
+        "(safe retries from scripts)",
+    )
+    s.add_argument("--constraint", action="append", default=[], metavar="LABEL=VALUE")
+    s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
+    s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
+    s.add_argument("--snapshot-limit-mb", type=float, default=None)
+    s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
+    s.add_argument("--output", choices=("text", "json"), default="text")
+
+    lst = run.add_parser("list", help="runs, newest first")
+    lst.add_argument("--experiment")
+    lst.add_argument("--output", choices=("text", "json"), default="text")
+
+    show = run.add_parser("show", help="one run's record")
+    show.add_argument("run_id")
+    show.add_argument("--output", choices=("text", "json"), default="text")
+
+    logs = run.add_parser("logs", help="a run's output from the first line")
+    logs.add_argument("run_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep going until it ends")
+    logs.add_argument("--rank", type=int, help="only this node of a multi-node run")
+
+    cancel = run.add_parser("cancel", help="stop a run")
+    cancel.add_argument("run_id")
+
+    wait = run.add_parser("wait", help="wait for a run to end; exit 0 only if Completed")
+    wait.add_argument("run_id")
+
+    why = run.add_parser("why", help="why a run is still queued")
+    why.add_argument("run_id")
+    why.add_argument("--output", choices=("text", "json"), default="text")
+
+    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
+    dl.add_argument("run_id")
+    dl.add_argument("dest", type=Path)
+    return p
+
+
+def _metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the scheduler's Prometheus metrics at http://HOST:PORT/metrics "
+        "(default: not served; deploy/ uses 9478)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+
+
+def _ssh_options(p: argparse.ArgumentParser, *, address: bool) -> None:
+    """SSH login options. Secrets come from a file, an environment variable or stdin, never
+    from the command line."""
+    if address:
+        p.add_argument("--address", required=True, help="host name or IP address")
+    p.add_argument("--ssh-port", type=int, default=22)
+    p.add_argument("--username", help="the remote user (no root needed)")
+    p.add_argument("--private-key-file", type=Path, metavar="PATH")
+    p.add_argument("--passphrase-env", metavar="VAR", help="the key's passphrase is in $VAR")
+    p.add_argument("--passphrase-stdin", action="store_true", help="read the passphrase")
+    p.add_argument("--password-env", metavar="VAR", help="the password is in $VAR")
+    p.add_argument("--password-stdin", action="store_true", help="read the password")
+    p.add_argument(
+        "--known-hosts",
+        type=Path,
+        metavar="FILE",
+        help="verify host keys against FILE (default: ~/.ssh/known_hosts)",
+    )
+    p.add_argument(
+        "--trust-new-host-key",
+        action="store_true",
+        help="accept and record the key of a host not yet in known_hosts",
+    )
+
+
+def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
+    """The login settings and the secret, from files, environment variables or stdin."""
+    if not args.username:
+        raise UsageError("--username is required")
+    key_file: Path | None = args.private_key_file
+    if key_file is not None and (args.password_env or args.password_stdin):
+        raise UsageError("give either --private-key-file or a password, not both")
+    if key_file is None and not (args.password_env or args.password_stdin):
+        raise UsageError(
+            "credentials are required: --private-key-file PATH, or --password-env VAR / "
+            "--password-stdin (secrets are never taken from the command line)"
+        )
+
+    def from_env(var: str, what: str) -> str:
+        value = os.environ.get(var)
+        if not value:
+            raise UsageError(f"the {what} was to be in ${var}, but it is not set")
+        return value
+
+    def from_stdin(what: str) -> str:
+        if sys.stdin.isatty():
+            import getpass
+
+            return getpass.getpass(f"{what}: ")
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            raise UsageError(f"no {what} on standard input")
+        return line
+
+    secret: m.SshSecret
+    auth: Literal["key", "password"]
+    if key_file is not None:
+        try:
+            key_text = key_file.expanduser().read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read the private key file {key_file}: {exc}") from None
+        passphrase = None
+        if args.passphrase_env:
+            passphrase = from_env(args.passphrase_env, "passphrase")
+        elif args.passphrase_stdin:
+            passphrase = from_stdin("passphrase")
+        secret = m.SshSecret(private_key=key_text, passphrase=passphrase)
+        auth = "key"
+    else:
+        password = (
+            from_env(args.password_env, "password") if args.password_env else from_stdin("password")
+        )
+        secret = m.SshSecret(password=password)
+        auth = "password"
+    known = str(args.known_hosts.expanduser().resolve()) if args.known_hosts else None
+    login = m.SshLogin(
+        username=args.username,
+        ssh_port=args.ssh_port,
+        auth=auth,
+        known_hosts=known,
+        trust_new_host_key=bool(
+            getattr(args, "provider", None) == "ssh" and args.trust_new_host_key
+        ),
+    )
+    return login, secret
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, script_args = args_list[:cut], args_list[cut + 1 :]
+    args = _parser().parse_args(args_list)
+    configure(args.log_level)
+    try:
+        return _dispatch(args, script_args)
+    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError) as exc:
+        print(f"sortie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BrokerUnreachable, NotInitialised, AccessDenied, AuthError, MetricsPortError) as exc:
+        print(f"sortie: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
+    if args.command == "up":
+        from sortie.embedded import up
+
+        data_dir = args.data_dir or default_data_dir()
+        return up(
+            data_dir,
+            args.host,
+            args.port,
+            sync_always=not args.no_fsync,
+            gpu_pool=_gpu_pool(args.gpu_pool),
+            auth=not args.no_auth,
+            tls=_tls_files(args),
+            metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+        )
+    if args.command == "status":
+        from sortie.cli.status import show_status
+
+        return _with_client(args, lambda c: show_status(c, output=args.output))
+    if args.command == "auth":
+        return _auth(args)
+    if args.command == "scheduler":
+        return _daemon_scheduler(args)
+    if args.command == "agent":
+        if args.agent_command is None:
+            if not args.target:
+                raise UsageError(
+                    "`sortie agent` needs --target NAME to run an agent, or an action: "
+                    "list, drain, cordon, uncordon, preempt"
+                )
+            return _daemon_agent(args)
+        return _with_client(args, lambda c: _agent_admin(c, args))
+    if args.command == "compute":
+        return _with_client(args, lambda c: _compute(c, args))
+    handler = {
+        "submit": _submit,
+        "list": _list,
+        "show": _show,
+        "logs": _logs,
+        "cancel": _cancel,
+        "wait": _wait,
+        "download": _download,
+        "why": _why,
+    }[args.run_command]
+    if args.run_command != "submit" and script_args:
+        raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
+    return _with_client(args, lambda c: handler(c, args, script_args))
+
+
+def _with_client(args: argparse.Namespace, fn: Callable[[Client], Awaitable[int]]) -> int:
+    async def go() -> int:
+        client = await Client.connect(args.url, creds=args.creds, tls_ca=args.tls_ca)
+        try:
+            return await fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _daemon_auth(args: argparse.Namespace) -> BusAuth:
+    """A daemon's credentials: --creds / --tls-ca, else SORTIE_CREDS / SORTIE_TLS_CA (never
+    the user's profile: a daemon runs as its own identity)."""
+    env = BusAuth.from_env()
+    return BusAuth(
+        creds=args.creds or env.creds,
+        tls_ca=args.tls_ca or env.tls_ca,
+        tls_hostname=args.tls_hostname,
+    )
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.up_tls_ca is not None:
+            raise UsageError("--tls-ca is for TLS: give --tls-cert and --tls-key too")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("TLS needs both --tls-cert and --tls-key (PEM files)")
+    files = [args.tls_cert, args.tls_key] + ([args.up_tls_ca] if args.up_tls_ca else [])
+    for path in files:
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file: give the PEM file's path")
+    ca = args.up_tls_ca.resolve() if args.up_tls_ca else None
+    return TlsFiles(cert=args.tls_cert.resolve(), key=args.tls_key.resolve(), ca=ca)
+
+
+def _auth(args: argparse.Namespace) -> int:
+    """`sortie auth init|creds`: files only, and never their contents on the terminal."""
+    from sortie.bus.auth import ACCOUNT_FILE, Signer, init_authority, write_private
+    from sortie.proto.permissions import Role
+
+    if args.auth_command == "init":
+        authority = init_authority(args.dir.expanduser().resolve())
+        print(
+            f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
+            "credentials)\n"
+            f"  broker:    add the lines of {authority.broker_conf} to nats-server's config\n"
+            f"  scheduler: sortie --creds {authority.scheduler_creds} scheduler "
+            f"--account-key {authority.account_key_path}\n"
+            f"  clients:   sortie --creds {authority.client_creds} ... (or SORTIE_CREDS)\n"
+            f"  agents:    sortie auth creds --dir {authority.directory} --role agent "
+            "--agent-id ID --out FILE"
+        )
+        return EXIT_OK
+    if (args.role == "agent") != (args.agent_id is not None):
+        raise UsageError("--agent-id goes with --role agent (and is required there)")
+    try:
+        role = Role(args.role, args.agent_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE)
+    out = write_private(args.out.expanduser(), signer.mint(role).text())
+    print(f"Wrote {role.identity} credentials to {out} (0600)")
+    return EXIT_OK
+
+
+def _daemon_scheduler(args: argparse.Namespace) -> int:
+    from sortie.bus.profile import resolve_url
+    from sortie.embedded import _run
+    from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+    from sortie.scheduler.reconcile import Timing
+
+    config = SchedulerConfig(
+        url=resolve_url(args.url),
+        timing=Timing(lease_s=args.lease, kill_grace_s=args.kill_grace),
+        data_dir=args.data_dir or default_data_dir() / "scheduler",
+        gpu_pool=_gpu_pool(args.gpu_pool),
+        replicas=args.replicas,
+        auth=_daemon_auth(args),
+        account_key=args.account_key,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+    _run(_until_signal(lambda stop: run_scheduler(config, stop)))
+    return EXIT_OK
+
+
+def _daemon_agent(args: argparse.Namespace) -> int:
+    from sortie.agents.config import AgentConfig, default_agent_id
+    from sortie.agents.daemon import run_agent
+    from sortie.bus.profile import resolve_url
+    from sortie.embedded import _run
+    from sortie.proto.subjects import check_token
+
+    agent_id = args.name or default_agent_id(args.target)
+    try:
+        check_token("agent name", agent_id)
+        check_token("target", args.target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    data_dir = args.data_dir or default_data_dir() / "agents" / agent_id
+    gpu_indices = None
+    if args.gpus is not None:
+        try:
+            gpu_indices = [int(x) for x in args.gpus.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--gpus takes GPU indices like 0,1 (got {args.gpus!r})") from None
+    capacity = None
+    if args.cpus is not None or args.memory_mb is not None:
+        from sortie.agents.facts import host_capacity
+        from sortie.agents.gpus import GpuConfigError, probe_gpus, restrict
+
+        try:
+            # GPUs: only those this agent serves (--gpus), as the agent itself counts them
+            host = host_capacity(restrict(probe_gpus(), gpu_indices))
+        except GpuConfigError as exc:
+            raise UsageError(str(exc)) from None
+        capacity = m.Capacity(
+            cpus=args.cpus if args.cpus is not None else host.cpus,
+            memory_mb=args.memory_mb if args.memory_mb is not None else host.memory_mb,
+            gpus=host.gpus,
+            gpu_type=host.gpu_type,
+        )
+    config = AgentConfig(
+        url=resolve_url(args.url),
+        agent_id=agent_id,
+        target=args.target,
+        data_dir=data_dir,
+        capacity=capacity,
+        labels=_env_vars(args.label, flag="--label"),
+        priority=args.priority,
+        gpu_indices=gpu_indices,
+        preempt_grace_s=args.preempt_grace,
+        lease_s=args.lease,
+        exit_with_parent=args.exit_with_parent,
+        kill_grace_s=args.kill_grace,
+        auth=_daemon_auth(args),
+    )
+    from sortie.agents.gpus import GpuConfigError
+
+    try:
+        _run(_until_signal(lambda stop: run_agent(config, stop)))
+    except GpuConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+async def _until_signal(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await start(stop)
+
+
+# --- run commands ------------------------------------------------------------------------------
+
+
+def _environment(args: argparse.Namespace) -> m.PythonEnvironment:
+    if args.pip:
+        return envspec.from_pip(args.pip)
+    if args.requirements:
+        return envspec.from_requirements(args.requirements)
+    if args.conda_file:
+        return envspec.from_conda_file(args.conda_file)
+    return envspec.user_managed(args.python)
+
+
+def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _secret_env(names: list[str]) -> dict[str, str]:
+    """``--secret-env NAME``: the value of $NAME in the submitter's own environment."""
+    out: dict[str, str] = {}
+    for name in names:
+        if "=" in name:
+            raise UsageError(
+                f"--secret-env takes a variable NAME, not NAME=VALUE ({name.partition('=')[0]}"
+                "=...): set the variable in your environment and pass its name; secret "
+                "values are never taken from the command line"
+            )
+        value = os.environ.get(name)
+        if value is None:
+            raise UsageError(
+                f"--secret-env {name}: ${name} is not set in your environment; set it (e.g. "
+                f"read -s {name} && export {name}) and submit again"
+            )
+        out[name] = value
+    return out
+
+
+async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
+    source = args.source_dir
+    if not source.exists():
+        raise UsageError(f"source directory {source} does not exist")
+    if not source.is_dir():
+        raise UsageError(f"{source} is not a directory: give the folder that holds your script")
+    docker = m.DockerSection()
+    if args.docker_image:
+        docker = m.DockerSection(
+            enabled=True,
+            base_image=args.docker_image,
+            shm_size=args.docker_shm_size,
+            arguments=list(args.docker_arg),
+            gpu_support=args.docker_gpus,
+        )
+    elif args.docker_shm_size or args.docker_arg or args.docker_gpus:
+        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
+    options = SubmitOptions(
+        script=args.script,
+        docker=docker,
+        experiment=args.experiment,
+        target=args.target,
+        arguments=[*args.args, *script_args],
+        environment=_environment(args),
+        env_vars=_env_vars(args.env),
+        secret_env=_secret_env(args.secret_env),
+        max_duration_s=args.max_duration,
+        priority=args.priority,
+        resources=m.Resources(
+            cpus=args.cpus,
+            memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
+            gpus=args.gpus,
+            gpu_type=args.gpu_type,
+        ),
+        node_count=args.node_count,
+        max_retries=args.max_retries,
+        constraints=_env_vars(args.constraint, flag="--constraint"),
+        dedicated_only=args.dedicated_only,
+        strategy="spread" if args.spread else "binpack",
+        submission_id=args.submission_id,
+        snapshot_limit_bytes=(
+            int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
+        ),
+    )
+    from sortie.cli.progress import SubmitProgress, interactive
+
+    with SubmitProgress(enabled=interactive(args.output)) as bars:
+        sub = await client.submit(
+            source, options, progress=bars.uploading, hash_progress=bars.hashing
+        )
+    for w in sub.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "run_id": sub.run_id,
+                    "snapshot": {
+                        "id": sub.snapshot.id,
+                        "files": sub.snapshot.files,
+                        "bytes": sub.snapshot.bytes,
+                        "uploaded_files": sub.snapshot.uploaded_files,
+                        "uploaded_bytes": sub.snapshot.uploaded_bytes,
+                    },
+                }
+            ),
+            flush=True,
+        )
+    else:
+        s = sub.snapshot
+        print(
+            f"Submitted {sub.run_id} to {args.target} "
+            f"(snapshot {s.files} files, {_size(s.bytes)}; uploaded {s.uploaded_files} files, "
+            f"{_size(s.uploaded_bytes)})",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not args.wait:
+        return EXIT_OK
+    return await _stream_and_wait(client, sub.run_id, quiet=args.output == "json")
+
+
+async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
+    from sortie.cli.progress import interactive, run_state_line
+
+    ranked = (await client.get_run(run_id)).spec.node_count > 1
+    # on a terminal, a live line under the output says where the run is (Queued, Preparing...)
+    async with run_state_line(client, run_id, enabled=not quiet and interactive()):
+        async for rank, line in client.logs(run_id, follow=True):
+            if not quiet:
+                echo_line(line, rank if ranked else None)
+        rec = await client.wait(run_id)
+    _print_outcome(rec)
+    return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
+
+
+def _print_outcome(rec: m.RunRecord) -> None:
+    msg = f"Run {rec.run_id}: {rec.state}"
+    if rec.exit_code is not None:
+        msg += f" (exit code {rec.exit_code})"
+    if rec.error is not None:
+        msg += f": {rec.error.kind}: {rec.error.message}"
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    runs = await client.list_runs(args.experiment)
+    if args.output == "json":
+        print(json.dumps([_summary(r) for r in runs]))
+        return EXIT_OK
+    rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
+    rows += [
+        (
+            r.run_id,
+            r.spec.experiment,
+            r.spec.target,
+            str(r.state),
+            str(r.attempt),
+            iso(r.created_at) or "",
+        )
+        for r in runs
+    ]
+    _table(rows)
+    return EXIT_OK
+
+
+def _summary(r: m.RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "experiment": r.spec.experiment,
+        "target": r.spec.target,
+        "state": str(r.state),
+        "attempt": r.attempt,
+        "created_at": iso(r.created_at),
+        "ended_at": iso(r.ended_at),
+    }
+
+
+async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    rec = await client.get_run(args.run_id)
+    details = run_to_dict(rec, await client.metrics(rec.run_id))
+    if args.output == "json":
+        print(json.dumps(details, indent=2))
+        return EXIT_OK
+    keys = (
+        "run_id",
+        "state",
+        "attempt",
+        "exit_code",
+        "experiment",
+        "target",
+        "script",
+        "agent_id",
+        "created_at",
+        "started_at",
+        "ended_at",
+    )
+    rows = [(k, "" if details[k] is None else str(details[k])) for k in keys]
+    git = details["git"]
+    if git["commit"]:
+        dirty = " (dirty)" if git["dirty"] else ""
+        rows.append(("git", f"{git['commit'][:12]} on {git['branch']}{dirty}"))
+    if details["error"]:
+        rows.append(("error", f"{details['error']['kind']}: {details['error']['message']}"))
+    for name, values in details["metrics"].items():
+        rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
+    rows.extend(("artifact", path) for path in details["artifacts"])
+    _table(rows)
+    return EXIT_OK
+
+
+async def _logs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    rec = await client.get_run(args.run_id)  # a clear error for an unknown run
+    ranked = rec.spec.node_count > 1 and args.rank is None
+    async for rank, line in client.logs(args.run_id, follow=args.follow, rank=args.rank):
+        echo_line(line, rank if ranked else None)
+    return EXIT_OK
+
+
+async def _cancel(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    reply = await client.cancel(args.run_id)
+    if reply.state in TERMINAL:
+        print(f"Run {reply.run_id}: {reply.state}")
+    else:
+        print(f"Run {reply.run_id}: cancel sent; it stops after its grace period")
+    return EXIT_OK
+
+
+async def _wait(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    rec = await client.wait(args.run_id)
+    _print_outcome(rec)
+    return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
+
+
+async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    files = await client.download(args.run_id, args.dest)
+    for f in files:
+        print(f)
+    if not files:
+        print(f"run {args.run_id} has no artifacts", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
+    reply = await client.why(args.run_id)
+    if args.output == "json":
+        print(json.dumps(msgspec.to_builtins(reply)))
+        return EXIT_OK
+    print(reply.summary)
+    for why, n in sorted(reply.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {n:>5}  {why}")
+    return EXIT_OK
+
+
+# --- compute targets and agents ---------------------------------------------------------------
+
+
+async def _compute(client: Client, args: argparse.Namespace) -> int:
+    cmd = args.compute_command
+    request: m.Message
+    if cmd == "create":
+        login: m.SshLogin | None = None
+        secret: m.SshSecret | None = None
+        hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+        if args.provider == "ssh":
+            login, secret = _ssh_login(args)
+        elif hosts:
+            raise UsageError("--hosts is for --provider ssh")
+        request = m.ComputeCreate(
+            name=args.name,
+            cluster=m.ClusterConfig(
+                vm_size=args.vm_size,
+                max_nodes=args.max_nodes,
+                min_nodes=args.min_nodes,
+                idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
+                vm_priority=args.vm_priority,
+                provider=args.provider,
+                hosts=hosts,
+                ssh=login,
+            ),
+            secret=secret,
+            trust_new_host_key=args.trust_new_host_key,
+        )
+    elif cmd == "attach":
+        login, secret = _ssh_login(args)
+        request = m.ComputeAttach(
+            name=args.name,
+            vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
+            secret=secret,
+            trust_new_host_key=args.trust_new_host_key,
+        )
+    elif cmd == "detach":
+        request = m.ComputeDetach(name=args.name, keep_files=args.keep_files, force=args.force)
+    elif cmd == "update":
+        request = m.ComputeUpdate(
+            name=args.name,
+            min_nodes=args.min_nodes,
+            max_nodes=args.max_nodes,
+            idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
+        )
+    elif cmd == "delete":
+        request = m.ComputeDelete(name=args.name, force=args.force)
+    elif cmd == "show":
+        request = m.ComputeShow(name=args.name)
+    elif cmd == "list":
+        request = m.ComputeList()
+    else:
+        request = m.SizesList()
+    reply = await client.compute(request)
+    if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
+        reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
+    if isinstance(reply, m.VmReply):
+        if args.output == "json":
+            print(json.dumps(vm_to_dict(reply.vm), indent=2))
+        else:
+            _print_vm(reply.vm)
+        if cmd == "attach" and reply.vm.provisioning_state == "Failed":
+            return EXIT_RUN_FAILED
+        return EXIT_OK
+    if args.output == "json":
+        if isinstance(reply, m.ComputeReply):
+            print(json.dumps(compute_to_dict(reply.info), indent=2))
+        elif isinstance(reply, m.ComputeListReply):
+            listed = [compute_to_dict(i) for i in reply.computes]
+            listed += [vm_to_dict(v) for v in reply.vms]
+            print(json.dumps(listed, indent=2))
+        else:
+            print(json.dumps([msgspec.to_builtins(s) for s in reply.sizes], indent=2))
+        return EXIT_OK
+    if isinstance(reply, m.SizesReply):
+        rows: list[tuple[str, ...]] = [("NAME", "CPUS", "MEMORY", "GPUS", "GPU TYPE")]
+        rows += [
+            (s.name, f"{s.cpus:g}", f"{s.memory_mb / 1024:g} GB", str(s.gpus), s.gpu_type or "")
+            for s in reply.sizes
+        ]
+        _table(rows)
+    elif isinstance(reply, m.ComputeListReply):
+        rows = [("NAME", "TYPE", "SIZE", "PRIORITY", "STATE", "NODES", "MIN", "MAX")]
+        rows += [
+            (
+                i.compute.name,
+                i.compute.type,
+                i.compute.cluster.vm_size,
+                i.compute.cluster.vm_priority,
+                i.compute.provisioning_state,
+                str(i.counts.current),
+                str(i.compute.cluster.min_nodes),
+                str(i.compute.cluster.max_nodes),
+            )
+            for i in reply.computes
+        ]
+        rows += [
+            (v.name, "vm", v.vm.address, "dedicated", v.provisioning_state, "1", "-", "-")
+            for v in reply.vms
+        ]
+        _table(rows)
+    else:
+        _print_compute(reply.info)
+    return EXIT_OK
+
+
+async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.VmRecord:
+    """Print the attach's progress as it happens; return the record once it has settled."""
+    shown = 0
+    while True:
+        if not quiet:
+            for line in vm.progress[shown:]:
+                print(f"[{vm.name}] {line}", file=sys.stderr, flush=True)
+        shown = len(vm.progress)
+        if vm.provisioning_state != "Creating":
+            return vm
+        await asyncio.sleep(0.5)
+        reply = await client.compute(m.ComputeShow(name=vm.name))
+        vm = reply.vm
+        shown = min(shown, len(vm.progress))
+
+
+def _print_vm(vm: m.VmRecord) -> None:
+    rows = [
+        ("name", vm.name),
+        ("type", "vm"),
+        (
+            "address",
+            f"{vm.vm.ssh.username}@{vm.vm.address}:{vm.vm.ssh.ssh_port} ({vm.vm.ssh.auth})",
+        ),
+        ("provisioning", vm.provisioning_state),
+        ("link", vm.link),
+    ]
+    rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in vm.provisioning_errors[-3:]]
+    rows += [("progress", line) for line in vm.progress[-5:]]
+    _table(rows)
+
+
+def _print_compute(info: m.ComputeInfo) -> None:
+    c, n = info.compute, info.counts
+    rows = [
+        ("name", c.name),
+        ("type", c.type),
+        (
+            "vm_size",
+            f"{c.cluster.vm_size} ({c.shape.cpus:g} CPUs, {c.shape.memory_mb} MB, "
+            f"{c.shape.gpus} GPUs{' ' + c.shape.gpu_type if c.shape.gpu_type else ''})",
+        ),
+        ("vm_priority", c.cluster.vm_priority),
+        (
+            "nodes",
+            f"min {c.cluster.min_nodes}, max {c.cluster.max_nodes}, idle scale-down after "
+            f"{c.cluster.idle_seconds_before_scaledown:g}s",
+        ),
+        ("provisioning", c.provisioning_state),
+        (
+            "counts",
+            f"current {n.current}, target {n.target}, idle {n.idle}, busy {n.busy}, "
+            f"preempted {n.preempted}",
+        ),
+    ]
+    rows += [("node", f"{x.node_id} {x.state}") for x in info.nodes]
+    rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in c.provisioning_errors[-5:]]
+    rows += [("decision", f"{iso(d.at)} {d.action}: {d.reason}") for d in c.decisions[-5:]]
+    _table(rows)
+
+
+async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
+    if args.agent_command == "list":
+        reply = await client.agents(m.AgentList())
+        agents = reply.agents
+    else:
+        reply = await client.agents(m.AgentAdmin(agent_id=args.name, action=args.agent_command))
+        agents = [reply.agent]
+    if args.output == "json":
+        print(json.dumps([msgspec.to_builtins(a) for a in agents], indent=2))
+        return EXIT_OK
+    rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
+    for a in agents:
+        flags = ",".join(f for f, on in (("cordoned", a.cordoned), ("draining", a.draining)) if on)
+        gpus = f"{a.capacity.gpus}" + (f" {a.capacity.gpu_type}" if a.capacity.gpu_type else "")
+        rows.append(
+            (
+                a.agent_id,
+                a.target,
+                a.state,
+                a.priority,
+                f"{a.capacity.cpus:g}",
+                f"{a.capacity.memory_mb} MB",
+                gpus,
+                flags or "-",
+            )
+        )
+    _table(rows)
+    return EXIT_OK
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

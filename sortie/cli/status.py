@@ -1,0 +1,306 @@
+"""`sortie status`: computes, agents, the queue and active runs at a glance.
+
+:func:`gather` asks the scheduler (targets, computes, agents) and reads the runs bucket,
+concurrently; :func:`summarise` turns what came back into one plain dict (the
+``--output json`` shape), and :func:`render` turns that dict into compact tables. The last
+two are pure, so the shape is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sortie.client.client import Client
+from sortie.client.views import iso
+from sortie.proto import messages as m
+from sortie.proto.states import ON_AGENT, TERMINAL, RunState
+
+RECENT_S = 3600.0  # "ended in the last hour"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What `sortie status` read, as it came."""
+
+    url: str
+    targets: list[m.TargetInfo]
+    computes: list[m.ComputeInfo]
+    vms: list[m.VmRecord]
+    agents: list[m.AgentRecord]
+    runs: list[m.RunRecord]
+
+
+async def gather(client: Client) -> Observed:
+    targets, computes, agents, runs = await asyncio.gather(
+        client.targets(),
+        client.compute(m.ComputeList()),
+        client.agents(m.AgentList()),
+        client.list_runs(),
+    )
+    return Observed(
+        url=client.bus.url,
+        targets=list(targets),
+        computes=list(computes.computes),
+        vms=list(computes.vms),
+        agents=list(agents.agents),
+        runs=list(runs),
+    )
+
+
+def summarise(seen: Observed, now: float) -> dict[str, Any]:
+    """The status as plain data (what ``--output json`` prints)."""
+    active = [r for r in seen.runs if r.state not in TERMINAL]
+    queued = [r for r in active if r.state is RunState.QUEUED]
+    on_agents = [r for r in active if r.state in ON_AGENT]
+
+    per_agent: dict[str, dict[str, float]] = {}
+    for rec in on_agents:
+        res = rec.spec.resources
+        for member in rec.gang or []:
+            use = per_agent.setdefault(member.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
+            use["runs"] += 1
+            use["cpus"] += res.cpus
+            use["gpus"] += res.gpus
+        if not rec.gang and rec.agent_id is not None:  # records from before gangs
+            use = per_agent.setdefault(rec.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
+            use["runs"] += 1
+            use["cpus"] += res.cpus
+            use["gpus"] += res.gpus
+
+    names = {t.name for t in seen.targets} | {c.compute.name for c in seen.computes}
+    names |= {v.name for v in seen.vms} | {r.spec.target for r in active}
+    kinds: dict[str, str] = {t.name: t.kind for t in seen.targets}
+    kinds.update({c.compute.name: "cluster" for c in seen.computes})
+    kinds.update({v.name: "vm" for v in seen.vms})
+    live = {t.name: t.agents for t in seen.targets}
+    targets = [
+        {
+            "name": name,
+            "kind": kinds.get(name, "agents"),
+            "agents": live.get(name, 0),
+            "queued": sum(1 for r in queued if r.spec.target == name),
+            "active": sum(1 for r in on_agents if r.spec.target == name),
+        }
+        for name in sorted(names)
+    ]
+
+    computes: list[dict[str, Any]] = [
+        {
+            "name": c.compute.name,
+            "type": c.compute.type,
+            "vm_size": c.compute.cluster.vm_size,
+            "vm_priority": c.compute.cluster.vm_priority,
+            "provisioning_state": c.compute.provisioning_state,
+            "min_nodes": c.compute.cluster.min_nodes,
+            "max_nodes": c.compute.cluster.max_nodes,
+            "nodes": {
+                "current": c.counts.current,
+                "target": c.counts.target,
+                "idle": c.counts.idle,
+                "busy": c.counts.busy,
+                "preempted": c.counts.preempted,
+            },
+        }
+        for c in sorted(seen.computes, key=lambda c: c.compute.name)
+    ]
+    computes += [
+        {
+            "name": v.name,
+            "type": "vm",
+            "address": v.vm.address,
+            "provisioning_state": v.provisioning_state,
+            "link": v.link,
+        }
+        for v in sorted(seen.vms, key=lambda v: v.name)
+    ]
+
+    agents = []
+    for a in sorted(seen.agents, key=lambda a: (a.target, a.agent_id)):
+        use = per_agent.get(a.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
+        agents.append(
+            {
+                "agent_id": a.agent_id,
+                "target": a.target,
+                "state": a.state,
+                "cordoned": a.cordoned,
+                "draining": a.draining,
+                "priority": a.priority,
+                "cpus": a.capacity.cpus,
+                "cpus_used": use["cpus"],
+                "memory_mb": a.capacity.memory_mb,
+                "gpus": a.capacity.gpus,
+                "gpus_used": int(use["gpus"]),
+                "gpu_type": a.capacity.gpu_type,
+                "runs": int(use["runs"]),
+                "last_seen": iso(a.last_seen),
+            }
+        )
+
+    groups: dict[tuple[str, int], list[m.RunRecord]] = {}
+    for rec in queued:
+        groups.setdefault((rec.spec.target, rec.spec.priority), []).append(rec)
+    by_target = []
+    for (target, priority), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        since = min(_state_since(r) for r in recs)
+        by_target.append(
+            {
+                "target": target,
+                "priority": priority,
+                "queued": len(recs),
+                "oldest_queued_at": iso(since),
+                "waiting_s": round(max(0.0, now - since), 1),
+            }
+        )
+
+    runs = [
+        {
+            "run_id": r.run_id,
+            "experiment": r.spec.experiment,
+            "target": r.spec.target,
+            "state": str(r.state),
+            "attempt": r.attempt,
+            "agents": [g.agent_id for g in r.gang] or ([r.agent_id] if r.agent_id else []),
+            "started_at": iso(r.started_at),
+            "in_state_s": round(max(0.0, now - _state_since(r)), 1),
+        }
+        for r in sorted(on_agents, key=lambda r: (r.created_at, r.run_id))
+    ]
+
+    recent: dict[str, int] = {str(s): 0 for s in sorted(TERMINAL)}
+    for r in seen.runs:
+        if r.state in TERMINAL and r.ended_at is not None and now - r.ended_at <= RECENT_S:
+            recent[str(r.state)] += 1
+
+    return {
+        "broker": seen.url,
+        "targets": targets,
+        "computes": computes,
+        "agents": agents,
+        "queue": {"total": len(queued), "by_target": by_target},
+        "runs": runs,
+        "ended_last_hour": recent,
+    }
+
+
+def _state_since(rec: m.RunRecord) -> float:
+    """When the run entered its current state."""
+    for change in reversed(rec.history):
+        if change.state == rec.state:
+            return change.at
+    return rec.created_at
+
+
+def duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def render(status: dict[str, Any]) -> list[str]:
+    """Compact tables for a terminal (the same data as the JSON)."""
+    agents = status["agents"]
+    ready = sum(  # taking new runs
+        1 for a in agents if a["state"] == "ready" and not (a["cordoned"] or a["draining"])
+    )
+    queue = status["queue"]
+    ended = ", ".join(f"{n} {s}" for s, n in status["ended_last_hour"].items() if n) or "none"
+    out = [
+        f"Sortie at {status['broker']}: {len(agents)} agents ({ready} ready), "
+        f"{queue['total']} queued, {len(status['runs'])} active; ended in the last hour: "
+        f"{ended}",
+        "",
+    ]
+    computes = {c["name"]: c for c in status["computes"]}
+    rows: list[tuple[str, ...]] = [
+        ("TARGET", "KIND", "AGENTS", "QUEUED", "ACTIVE", "NODES", "STATE")
+    ]
+    for t in status["targets"]:
+        c = computes.get(t["name"], {})
+        nodes = "-"
+        if c.get("type") == "cluster":
+            n = c["nodes"]
+            nodes = f"{n['current']}/{n['target']} (max {c['max_nodes']})"
+        rows.append(
+            (
+                t["name"],
+                t["kind"],
+                str(t["agents"]),
+                str(t["queued"]),
+                str(t["active"]),
+                nodes,
+                c.get("provisioning_state", "-"),
+            )
+        )
+    out += _table(rows)
+    if agents:
+        rows = [("AGENT", "TARGET", "STATE", "CPUS", "GPUS", "RUNS", "FLAGS")]
+        for a in agents:
+            flags = ",".join(f for f in ("cordoned", "draining") if a[f]) or "-"
+            gpus = f"{a['gpus_used']}/{a['gpus']}" + (f" {a['gpu_type']}" if a["gpu_type"] else "")
+            rows.append(
+                (
+                    a["agent_id"],
+                    a["target"],
+                    a["state"],
+                    f"{_num(a['cpus_used'])}/{_num(a['cpus'])}",
+                    gpus,
+                    str(a["runs"]),
+                    flags,
+                )
+            )
+        out += ["", *_table(rows)]
+    else:
+        out += ["", "No agents: start one with `sortie agent --target NAME` (or `sortie up`)."]
+    if queue["by_target"]:
+        rows = [("QUEUED FOR", "PRIORITY", "RUNS", "LONGEST WAIT")]
+        rows += [
+            (q["target"], str(q["priority"]), str(q["queued"]), duration(q["waiting_s"]))
+            for q in queue["by_target"]
+        ]
+        out += ["", *_table(rows)]
+    if status["runs"]:
+        rows = [("ACTIVE RUN", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "AGENTS", "FOR")]
+        rows += [
+            (
+                r["run_id"],
+                r["experiment"],
+                r["target"],
+                r["state"],
+                str(r["attempt"]),
+                ",".join(r["agents"]) or "-",
+                duration(r["in_state_s"]),
+            )
+            for r in status["runs"]
+        ]
+        out += ["", *_table(rows)]
+    return out
+
+
+async def show_status(client: Client, *, output: str = "text") -> int:
+    status = summarise(await gather(client), time.time())
+    if output == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        print("\n".join(render(status)))
+    return 0

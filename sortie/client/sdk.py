@@ -1,0 +1,509 @@
+"""The Python SDK, in the shape users of hosted ML platforms know.
+
+    ws = Workspace.connect()
+    rc = RunConfiguration(target="local")
+    rc.environment.python.user_managed_dependencies = False
+    rc.environment.python.pip_packages = ["scikit-learn"]
+    run = Experiment(ws, "digits").submit(ScriptRunConfig(
+        source_directory="examples/sklearn-digits", script="train.py", run_config=rc))
+    run.wait_for_completion(show_output=True)
+
+Synchronous on the surface; underneath, one event loop thread per Workspace drives the same
+async client the CLI uses (so it also works inside notebooks that run their own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import sys
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from sortie.client import envspec
+from sortie.client.client import Client, SubmitOptions, echo_line
+from sortie.client.views import compute_to_dict, run_to_dict, vm_to_dict
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
+
+T = TypeVar("T")
+
+
+class RunFailed(RuntimeError):
+    """wait_for_completion(raise_on_error=True) on a run that did not complete."""
+
+
+class _Loop:
+    """A private event loop on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="sortie")
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class Workspace:
+    """A connection to one Sortie installation."""
+
+    def __init__(self, client: Client, loop: _Loop) -> None:
+        self._client = client
+        self._loop = loop
+
+    @classmethod
+    def connect(
+        cls,
+        url: str | None = None,
+        *,
+        creds: str | Path | None = None,
+        tls_ca: str | Path | None = None,
+    ) -> Workspace:
+        """Connect to what `sortie up` started (or ``url`` / SORTIE_URL), with its profile's
+        credentials (or ``creds`` / SORTIE_CREDS, and ``tls_ca`` / SORTIE_TLS_CA)."""
+        loop = _Loop()
+        try:
+            client = loop.run(
+                Client.connect(
+                    url,
+                    name="sortie-sdk",
+                    creds=Path(creds) if creds is not None else None,
+                    tls_ca=Path(tls_ca) if tls_ca is not None else None,
+                )
+            )
+        except BaseException:
+            loop.close()
+            raise
+        return cls(client, loop)
+
+    def close(self) -> None:
+        self._loop.run(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._client.bus.url
+
+    def compute_targets(self) -> dict[str, int]:
+        """Known compute target names and how many live agents serve each."""
+        return {t.name: t.agents for t in self._loop.run(self._client.targets())}
+
+    def get_run(self, run_id: str) -> SubmittedRun:
+        rec = self._loop.run(self._client.get_run(run_id))
+        return SubmittedRun(self, rec.run_id)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coro)
+
+
+@dataclass
+class PythonSection:
+    user_managed_dependencies: bool = True
+    interpreter_path: str | None = None
+    pip_packages: list[str] = field(default_factory=list)
+    requirements_file: str | None = None
+    conda_dependencies_file: str | None = None
+
+    def to_spec(self) -> m.PythonEnvironment:
+        if self.user_managed_dependencies:
+            if self.pip_packages or self.requirements_file or self.conda_dependencies_file:
+                raise ValueError(
+                    "packages were given but user_managed_dependencies is True: set it to "
+                    "False to have Sortie build the environment"
+                )
+            return envspec.user_managed(self.interpreter_path)
+        given = [x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None]
+        if len(given) + bool(self.pip_packages) > 1:
+            raise ValueError(
+                "give one of pip_packages, requirements_file or conda_dependencies_file"
+            )
+        if self.requirements_file:
+            return envspec.from_requirements(Path(self.requirements_file))
+        if self.conda_dependencies_file:
+            return envspec.from_conda_file(Path(self.conda_dependencies_file))
+        return envspec.from_pip(list(self.pip_packages))
+
+
+@dataclass
+class DockerSettings:
+    """``rc.environment.docker``: run in a container from ``base_image``."""
+
+    enabled: bool = False
+    base_image: str | None = None
+    gpu_support: bool = False
+    shm_size: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+    def to_spec(self) -> m.DockerSection:
+        if self.enabled and not self.base_image:
+            raise ValueError("docker.enabled needs docker.base_image")
+        return m.DockerSection(
+            enabled=self.enabled,
+            base_image=self.base_image,
+            gpu_support=self.gpu_support,
+            shm_size=self.shm_size,
+            arguments=list(self.arguments),
+        )
+
+
+@dataclass
+class EnvironmentSection:
+    python: PythonSection = field(default_factory=PythonSection)
+    docker: DockerSettings = field(default_factory=DockerSettings)
+
+
+@dataclass
+class RunConfiguration:
+    target: str = "local"
+    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    # name -> value, given to the run like environment_variables, but the values are never
+    # stored in the run's record, shown, or logged (API keys, tokens)
+    secret_environment_variables: dict[str, str] = field(default_factory=dict, repr=False)
+    max_run_duration_seconds: float | None = None
+    priority: int = 0
+    cpus: float = 1.0
+    memory_mb: int = 0
+    gpus: int = 0
+    gpu_type: str | None = None
+    node_count: int = 1
+    max_retries: int = 0
+    constraints: dict[str, str] = field(default_factory=dict)
+    dedicated_only: bool = False
+
+
+@dataclass
+class ScriptRunConfig:
+    source_directory: str | Path
+    script: str
+    arguments: list[Any] = field(default_factory=list)
+    run_config: RunConfiguration = field(default_factory=RunConfiguration)
+    compute_target: str | None = None  # overrides run_config.target when given
+
+    def options(self, experiment: str) -> SubmitOptions:
+        rc = self.run_config
+        return SubmitOptions(
+            script=self.script,
+            experiment=experiment,
+            target=self.compute_target or rc.target,
+            arguments=[str(a) for a in self.arguments],
+            environment=rc.environment.python.to_spec(),
+            docker=rc.environment.docker.to_spec(),
+            env_vars=dict(rc.environment_variables),
+            secret_env=dict(rc.secret_environment_variables),
+            max_duration_s=rc.max_run_duration_seconds,
+            priority=rc.priority,
+            resources=m.Resources(
+                cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus, gpu_type=rc.gpu_type
+            ),
+            node_count=rc.node_count,
+            max_retries=rc.max_retries,
+            constraints=dict(rc.constraints),
+            dedicated_only=rc.dedicated_only,
+        )
+
+
+class Experiment:
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+
+    def submit(self, config: ScriptRunConfig, *, submission_id: str | None = None) -> SubmittedRun:
+        """Queue a run. Submitting again with the same ``submission_id`` returns the same run
+        (the client retries by itself on timeouts and while the scheduler restarts)."""
+        ws = self.workspace
+        options = config.options(self.name)
+        options.submission_id = submission_id
+        sub = ws._run(ws._client.submit(Path(config.source_directory), options))
+        for w in sub.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        run = SubmittedRun(ws, sub.run_id)
+        run.snapshot = sub.snapshot
+        return run
+
+    def get_runs(self) -> list[SubmittedRun]:
+        ws = self.workspace
+        return [SubmittedRun(ws, r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+
+
+class SubmittedRun:
+    """A run seen from outside it (what Experiment.submit returns)."""
+
+    def __init__(self, workspace: Workspace, run_id: str) -> None:
+        self.workspace = workspace
+        self.id = run_id
+        self.snapshot: Any = None
+
+    def __repr__(self) -> str:
+        return f"SubmittedRun(id={self.id!r})"
+
+    def _record(self) -> m.RunRecord:
+        return self.workspace._run(self.workspace._client.get_run(self.id))
+
+    def get_status(self) -> str:
+        return str(self._record().state)
+
+    def get_details(self) -> dict[str, Any]:
+        ws = self.workspace
+        rec = self._record()
+        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+
+    def get_metrics(self) -> dict[str, Any]:
+        """name -> value, or a list of values when the metric was logged more than once."""
+        raw = self.workspace._run(self.workspace._client.metrics(self.id))
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in raw.items()}
+
+    def get_file_names(self) -> list[str]:
+        return [a.path for a in self._record().artifacts]
+
+    def download_files(self, output_directory: str | Path = ".") -> list[Path]:
+        ws = self.workspace
+        return ws._run(ws._client.download(self.id, Path(output_directory)))
+
+    def cancel(self) -> str:
+        reply = self.workspace._run(self.workspace._client.cancel(self.id))
+        return str(reply.state)
+
+    def wait_for_completion(
+        self, show_output: bool = False, raise_on_error: bool = True
+    ) -> dict[str, Any]:
+        """Block until the run ends; with show_output, stream its output from the first line."""
+        ws = self.workspace
+
+        async def go() -> m.RunRecord:
+            if show_output:
+                ranked = (await ws._client.get_run(self.id)).spec.node_count > 1
+                async for rank, line in ws._client.logs(self.id, follow=True):
+                    echo_line(line, rank if ranked else None)
+            return await ws._client.wait(self.id)
+
+        rec = ws._run(go())
+        assert rec.state in TERMINAL
+        if raise_on_error and rec.state != "Completed":
+            why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
+            raise RunFailed(f"run {self.id} ended {rec.state}{why}")
+        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+
+
+@dataclass
+class ClusterConfiguration:
+    """What ``ComputeTarget.create`` makes: an autoscaling cluster (AmlCompute's shape)."""
+
+    vm_size: str
+    max_nodes: int
+    min_nodes: int = 0
+    idle_seconds_before_scaledown: float = 120.0
+    vm_priority: str = "dedicated"
+    provider: str = "process"
+
+    def to_spec(self) -> m.ClusterConfig:
+        if self.vm_priority not in ("dedicated", "lowpriority"):
+            raise ValueError("vm_priority must be 'dedicated' or 'lowpriority'")
+        return m.ClusterConfig(
+            vm_size=self.vm_size,
+            max_nodes=self.max_nodes,
+            min_nodes=self.min_nodes,
+            idle_seconds_before_scaledown=self.idle_seconds_before_scaledown,
+            vm_priority=self.vm_priority,  # type: ignore[arg-type]
+            provider=self.provider,
+        )
+
+
+@dataclass
+class RemoteAttachConfiguration:
+    """What ``ComputeTarget.attach`` attaches: a machine reached over SSH."""
+
+    address: str
+    username: str
+    ssh_port: int = 22
+    password: str | None = field(default=None, repr=False)
+    private_key_file: str | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+    known_hosts: str | None = None
+    trust_new_host_key: bool = False
+    advertised_url: str | None = None
+
+    def to_request(self, name: str) -> m.ComputeAttach:
+        if (self.password is None) == (self.private_key_file is None):
+            raise ValueError("give either password or private_key_file")
+        if self.private_key_file is not None:
+            secret = m.SshSecret(
+                private_key=Path(self.private_key_file).expanduser().read_text(),
+                passphrase=self.private_key_passphrase,
+            )
+            auth: Literal["key", "password"] = "key"
+        else:
+            secret = m.SshSecret(password=self.password)
+            auth = "password"
+        known = str(Path(self.known_hosts).expanduser().resolve()) if self.known_hosts else None
+        login = m.SshLogin(
+            username=self.username, ssh_port=self.ssh_port, auth=auth, known_hosts=known
+        )
+        return m.ComputeAttach(
+            name=name,
+            vm=m.VmConfig(address=self.address, ssh=login, advertised_url=self.advertised_url),
+            secret=secret,
+            trust_new_host_key=self.trust_new_host_key,
+        )
+
+
+class RemoteCompute:
+    """An existing machine attached over SSH (the hosted platform's RemoteCompute)."""
+
+    @staticmethod
+    def attach_configuration(
+        address: str,
+        username: str,
+        ssh_port: int = 22,
+        password: str | None = None,
+        private_key_file: str | None = None,
+        private_key_passphrase: str | None = None,
+        known_hosts: str | None = None,
+        trust_new_host_key: bool = False,
+        advertised_url: str | None = None,
+    ) -> RemoteAttachConfiguration:
+        return RemoteAttachConfiguration(
+            address=address,
+            username=username,
+            ssh_port=ssh_port,
+            password=password,
+            private_key_file=private_key_file,
+            private_key_passphrase=private_key_passphrase,
+            known_hosts=known_hosts,
+            trust_new_host_key=trust_new_host_key,
+            advertised_url=advertised_url,
+        )
+
+
+class ComputeTarget:
+    """A named compute target (a managed cluster or an attached machine), as the hosted
+    platform's SDK has it."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._info: m.ComputeInfo | None = None
+        self._vm: m.VmRecord | None = None
+
+    def __repr__(self) -> str:
+        return f"ComputeTarget(name={self.name!r})"
+
+    def _ask(self, request: m.Message) -> Any:
+        return self.workspace._run(self.workspace._client.compute(request))
+
+    @classmethod
+    def create(
+        cls, workspace: Workspace, name: str, configuration: ClusterConfiguration
+    ) -> ComputeTarget:
+        target = cls(workspace, name)
+        target._info = target._ask(m.ComputeCreate(name=name, cluster=configuration.to_spec())).info
+        return target
+
+    @classmethod
+    def attach(
+        cls, workspace: Workspace, name: str, configuration: RemoteAttachConfiguration
+    ) -> ComputeTarget:
+        """Start attaching a machine; ``wait_for_completion`` follows it to the end."""
+        target = cls(workspace, name)
+        target._vm = target._ask(configuration.to_request(name)).vm
+        return target
+
+    def detach(self, keep_files: bool = False, force: bool = False) -> None:
+        self._vm = self._ask(m.ComputeDetach(name=self.name, keep_files=keep_files, force=force)).vm
+
+    @classmethod
+    def list(cls, workspace: Workspace) -> builtins.list[ComputeTarget]:
+        reply = workspace._run(workspace._client.compute(m.ComputeList()))
+        out = []
+        for info in reply.computes:
+            t = cls(workspace, info.compute.name)
+            t._info = info
+            out.append(t)
+        return out
+
+    @staticmethod
+    def supported_vmsizes(workspace: Workspace) -> builtins.list[dict[str, Any]]:
+        reply = workspace._run(workspace._client.compute(m.SizesList()))
+        return [msgspec.to_builtins(s) for s in reply.sizes]
+
+    def refresh_state(self) -> None:
+        reply = self._ask(m.ComputeShow(name=self.name))
+        if isinstance(reply, m.VmReply):
+            self._vm = reply.vm
+        else:
+            self._info = reply.info
+
+    def get_status(self) -> dict[str, Any]:
+        """provisioning_state, provisioning_errors, and node counts and recent decisions
+        (clusters) or the attach's progress (attached machines)."""
+        self.refresh_state()
+
+        if self._vm is not None:
+            return vm_to_dict(self._vm)
+        assert self._info is not None
+        return compute_to_dict(self._info)
+
+    @property
+    def provisioning_state(self) -> str:
+        self.refresh_state()
+        if self._vm is not None:
+            return self._vm.provisioning_state
+        assert self._info is not None
+        return self._info.compute.provisioning_state
+
+    def update(
+        self,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        idle_seconds_before_scaledown: float | None = None,
+    ) -> None:
+        self._info = self._ask(
+            m.ComputeUpdate(
+                name=self.name,
+                min_nodes=min_nodes,
+                max_nodes=max_nodes,
+                idle_seconds_before_scaledown=idle_seconds_before_scaledown,
+            )
+        ).info
+
+    def delete(self, force: bool = False) -> None:
+        self._info = self._ask(m.ComputeDelete(name=self.name, force=force)).info
+
+    def wait_for_completion(self, show_output: bool = False, timeout_s: float = 600) -> str:
+        """Wait until provisioning is no longer Creating; return the provisioning state."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        shown, last = 0, None
+        while True:
+            state = self.provisioning_state
+            if show_output:
+                lines = self._vm.progress if self._vm is not None else []
+                for line in lines[shown:]:
+                    print(f"[{self.name}] {line}", flush=True)
+                shown = len(lines)
+                if state != last:
+                    print(f"{self.name}: {state}", flush=True)
+            last = state
+            if state != "Creating" or time.monotonic() > deadline:
+                if show_output and self._vm is not None:
+                    for err in self._vm.provisioning_errors[-1:]:
+                        print(f"[{self.name}] {err.code}: {err.message}", flush=True)
+                return state
+            time.sleep(0.5)

@@ -1,0 +1,628 @@
+"""Every message that crosses the bus or is stored in JetStream, as msgspec Structs.
+
+Rules (see ARCHITECTURE.md): frozen, keyword-only Structs; tagged unions for variants; new
+fields get defaults; a field's type never changes. Unknown fields are ignored on decode so
+that an older reader accepts a newer writer's messages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from sortie.proto.states import RunState
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every wire type."""
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+class FileEntry(Message, frozen=True, kw_only=True):
+    path: str  # relative POSIX path inside the source directory
+    size: int
+    mode: int  # permission bits (e.g. 0o755)
+    sha256: str  # hex digest: also the blob's name in the object store
+
+
+class Manifest(Message, frozen=True, kw_only=True):
+    """The source directory at submit time; stored as a blob named by its own sha256."""
+
+    files: list[FileEntry]
+
+
+class GitInfo(Message, frozen=True, kw_only=True):
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool = False
+    remote: str | None = None
+
+
+# --- run configuration -------------------------------------------------------------------
+
+
+class PythonEnvironment(Message, frozen=True, kw_only=True):
+    """How the run's Python is provided.
+
+    user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
+    user_managed=False: build a venv from ``pip`` (requirement strings, in order) once per
+    content hash; ``conda`` lists conda packages other than python/pip (needs conda or
+    micromamba on the agent); ``python_version`` asks for a specific interpreter version.
+    """
+
+    user_managed: bool = True
+    interpreter: str | None = None
+    pip: list[str] = []
+    conda: list[str] = []
+    python_version: str | None = None
+    channels: list[str] = []  # conda channels, in priority order
+
+
+class DockerSection(Message, frozen=True, kw_only=True):
+    """Run the script in a container (a Docker-compatible engine on the agent host).
+
+    ``arguments`` are extra ``docker run``-style options; the supported ones are
+    ``--ipc=host|private``, ``--cap-add=CAP``, ``--ulimit=NAME=SOFT[:HARD]`` and
+    ``--env=KEY=VALUE``.
+    """
+
+    enabled: bool = False
+    base_image: str | None = None
+    gpu_support: bool = False  # pass the run's GPUs as device requests
+    shm_size: str | None = None  # e.g. "2g"
+    arguments: list[str] = []
+
+
+class Environment(Message, frozen=True, kw_only=True):
+    python: PythonEnvironment = PythonEnvironment()
+    docker: DockerSection = DockerSection()
+
+
+class Resources(Message, frozen=True, kw_only=True):
+    cpus: float = 1.0
+    memory_mb: int = 0
+    gpus: int = 0
+    gpu_type: str | None = None  # e.g. "H100": matched as a substring of the agent's GPU name
+
+
+class SecretEnv(Message, frozen=True, kw_only=True):
+    """Environment variables whose values are secret (API keys, tokens): name -> value.
+
+    Carried in a submit request and in each ``Assign`` of the run, and kept by the scheduler
+    on its own host only (owner-only files) until the run ends. Never in a run record, a
+    reply, a log line or the run's log stream; the repr names the variables, not the values.
+    """
+
+    values: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"SecretEnv(names={sorted(self.values)!r}, values=<redacted>)"
+
+
+class RunSpec(Message, frozen=True, kw_only=True):
+    """What the user asked for. Immutable once the run is accepted."""
+
+    experiment: str
+    target: str = "local"
+    script: str
+    arguments: list[str] = []
+    environment: Environment = Environment()
+    env_vars: dict[str, str] = {}
+    max_duration_s: float | None = None
+    resources: Resources = Resources()
+    priority: int = 0  # higher runs first
+    snapshot_id: str  # sha256 of the encoded Manifest blob
+    snapshot_files: int = 0
+    snapshot_bytes: int = 0
+    git: GitInfo | None = None
+    submission_id: str | None = None  # client-chosen id that makes retries idempotent
+    node_count: int = 1  # > 1: a gang placed all-or-nothing on that many agents
+    max_retries: int = 0  # re-runs after a failure of the script or its preparation
+    constraints: dict[str, str] = {}  # agent labels that must match exactly
+    dedicated_only: bool = False  # never place on low-priority (preemptible) nodes
+    strategy: Literal["binpack", "spread"] = "binpack"
+    # names of the run's secret variables; their values travel apart (SecretEnv), never here
+    secret_env_names: list[str] = []
+
+
+# --- run history ---------------------------------------------------------------------------
+
+
+class RunError(Message, frozen=True, kw_only=True):
+    kind: str  # e.g. "exit_code", "timeout", "environment", "snapshot", "lost", "canceled"
+    message: str
+
+
+class Artifact(Message, frozen=True, kw_only=True):
+    path: str  # relative to the run's outputs/ directory's parent, e.g. "outputs/model.pkl"
+    size: int
+    sha256: str
+
+
+class GangMember(Message, frozen=True, kw_only=True):
+    """One node of a run: rank r on an agent. A single-node run is a gang of one."""
+
+    rank: int
+    agent_id: str
+    incarnation: str
+    hostname: str = ""
+    state: RunState = RunState.PREPARING
+
+
+class StateChange(Message, frozen=True, kw_only=True):
+    state: RunState
+    at: float
+    attempt: int
+    reason: str | None = None  # e.g. "preempted", "agent lost", "retry 1 of 3"
+
+
+class RunRecord(Message, frozen=True, kw_only=True):
+    """One run as stored in the runs KV bucket (key: run_id). Written only by the scheduler."""
+
+    run_id: str
+    spec: RunSpec
+    state: RunState
+    attempt: int  # raised every time the run goes back to Queued
+    created_at: float
+    agent_id: str | None = None
+    agent_incarnation: str | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    error: RunError | None = None
+    artifacts: list[Artifact] = []
+    cancel_requested: bool = False
+    history: list[StateChange] = []
+    retries_used: int = 0
+    preemptions: int = 0
+    gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
+    master_port: int | None = None  # rendezvous port for multi-node runs
+
+
+# --- client <-> scheduler API --------------------------------------------------------------
+
+
+class SubmitRequest(Message, frozen=True, kw_only=True, tag="submit"):
+    spec: RunSpec
+    validate_only: bool = False  # check everything, create nothing
+    secret_env: SecretEnv | None = None  # values of spec.secret_env_names (kept off the record)
+    # bytes of the snapshot this submission uploaded (the rest was already in the store); for
+    # the scheduler's metrics only. None: the client does not say.
+    uploaded_bytes: int | None = None
+
+
+class SubmitAccepted(Message, frozen=True, kw_only=True, tag="submit_accepted"):
+    run_id: str
+    created: bool = True  # False when submission_id matched an existing run
+
+
+class SubmitValid(Message, frozen=True, kw_only=True, tag="submit_valid"):
+    """Reply to a ``validate_only`` submit: the run would be accepted."""
+
+    target: str
+
+
+class CancelRequest(Message, frozen=True, kw_only=True, tag="cancel"):
+    run_id: str
+
+
+class CancelAccepted(Message, frozen=True, kw_only=True, tag="cancel_accepted"):
+    run_id: str
+    state: RunState  # the state after the request: Canceled, or still running until it stops
+
+
+class TargetsRequest(Message, frozen=True, kw_only=True, tag="targets"):
+    pass
+
+
+class TargetInfo(Message, frozen=True, kw_only=True):
+    name: str
+    kind: Literal["local", "agents"]
+    agents: int  # live agents serving it
+
+
+class TargetsReply(Message, frozen=True, kw_only=True, tag="targets_reply"):
+    targets: list[TargetInfo]
+
+
+ErrorCode = Literal[
+    "bad_request",  # undecodable or invalid message
+    "unknown_target",
+    "not_found",
+    "conflict",
+    "invalid_state",
+    "snapshot_missing",
+    "internal",
+]
+
+
+class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+SubmitReply = SubmitAccepted | SubmitValid | ErrorReply
+CancelReply = CancelAccepted | ErrorReply
+TargetsReplyOrError = TargetsReply | ErrorReply
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+class Capacity(Message, frozen=True, kw_only=True):
+    cpus: float
+    memory_mb: int
+    gpus: int = 0
+    gpu_type: str | None = None
+
+
+class GpuDevice(Message, frozen=True, kw_only=True):
+    index: int
+    name: str
+    uuid: str | None = None
+    memory_total_mb: int = 0
+    memory_used_mb: int = 0
+    utilization_pct: int | None = None
+    run_id: str | None = None  # the run this GPU is given to, if any
+
+
+NodePriority = Literal["dedicated", "lowpriority"]
+
+
+class RunRef(Message, frozen=True, kw_only=True):
+    run_id: str
+    attempt: int
+
+
+class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
+    """Agent -> scheduler, every heartbeat interval. Also how an agent registers."""
+
+    agent_id: str
+    incarnation: str  # new random value every time the agent process starts
+    target: str
+    hostname: str
+    capacity: Capacity
+    running: list[RunRef] = []  # runs this incarnation holds now
+    finished: list[RunRef] = []  # runs it finished recently (so a late resend is ignored)
+    sent_at: float
+    version: str = ""
+    env_cache_hits: int = 0
+    env_cache_misses: int = 0
+    gpus: list[GpuDevice] = []
+    labels: dict[str, str] = {}
+    priority: NodePriority = "dedicated"
+    preempting: bool = False  # a preemption notice arrived: take no new runs
+    container_engine: str | None = None  # e.g. "podman 4.3.1" when DOCKER_HOST answers
+
+
+class Assign(Message, frozen=True, kw_only=True, tag="assign"):
+    run_id: str
+    attempt: int
+    incarnation: str  # the agent incarnation this is meant for
+    spec: RunSpec
+    rank: int = 0  # NODE_RANK / RANK of this node in a multi-node run
+    world_size: int = 1
+    master_addr: str | None = None  # rank 0's host
+    master_port: int | None = None
+    hosts: list[str] = []  # every rank's host, by rank (written to the hostfile)
+    secret_env: SecretEnv | None = None  # values of spec.secret_env_names, added by the daemon
+
+
+class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
+    run_id: str
+    attempt: int
+    reason: Literal["canceled", "stale"] = "canceled"
+
+
+class Preempt(Message, frozen=True, kw_only=True, tag="preempt"):
+    """Scheduler -> agent: the node is being taken away; stop runs within the grace period."""
+
+    reason: str = "preempted"
+
+
+AgentCommand = Assign | Cancel | Preempt
+
+
+class RunReport(Message, frozen=True, kw_only=True, tag="report"):
+    """Agent -> scheduler: a run's attempt reached ``state``. Durable (JetStream)."""
+
+    agent_id: str
+    incarnation: str
+    run_id: str
+    attempt: int
+    state: RunState
+    at: float
+    exit_code: int | None = None
+    error: RunError | None = None
+    artifacts: list[Artifact] = []
+
+
+class AgentRecord(Message, frozen=True, kw_only=True):
+    """One agent as stored in the agents KV bucket (key: agent_id), for status views."""
+
+    agent_id: str
+    incarnation: str
+    target: str
+    hostname: str
+    capacity: Capacity
+    state: Literal["ready", "lost"]
+    first_seen: float
+    last_seen: float
+    cordoned: bool = False  # takes no new runs
+    draining: bool = False  # takes no new runs; its current ones finish
+    labels: dict[str, str] = {}
+    priority: NodePriority = "dedicated"
+    gpus: list[GpuDevice] = []
+    container_engine: str | None = None
+
+
+# --- compute targets (clusters), nodes, agent administration --------------------------------
+
+
+class NodeShape(Message, frozen=True, kw_only=True):
+    """A node size from the catalog (``sortie compute sizes``)."""
+
+    name: str
+    cpus: float
+    memory_mb: int
+    gpus: int = 0
+    gpu_type: str | None = None
+
+
+class SshLogin(Message, frozen=True, kw_only=True):
+    """How to log in over SSH. Holds no secret."""
+
+    username: str
+    ssh_port: int = 22
+    auth: Literal["key", "password"]
+    known_hosts: str | None = None  # a known_hosts file on the scheduler's host
+    # pools: record the key of a host not yet known when it is first used (an explicit choice)
+    trust_new_host_key: bool = False
+
+
+class VmConfig(Message, frozen=True, kw_only=True):
+    """An attached machine: where it is and how to log in."""
+
+    address: str
+    ssh: SshLogin
+    advertised_url: str | None = None  # the agent connects here instead of a reverse forward
+
+
+class SshSecret(Message, frozen=True, kw_only=True):
+    """Credentials, carried once in an attach request and kept only on the scheduler's host,
+    readable by its user alone. Never stored in the KV store, a record, or a log."""
+
+    password: str | None = None
+    private_key: str | None = None  # the key file's text
+    passphrase: str | None = None
+
+    def __repr__(self) -> str:
+        return "SshSecret(<redacted>)"
+
+
+class ClusterConfig(Message, frozen=True, kw_only=True):
+    vm_size: str
+    max_nodes: int
+    min_nodes: int = 0
+    idle_seconds_before_scaledown: float = 120.0
+    vm_priority: NodePriority = "dedicated"
+    provider: str = "process"
+    hosts: list[str] = []  # provider "ssh": the machines of the pool
+    ssh: SshLogin | None = None  # provider "ssh": how to log in to them
+
+
+class ProvisioningError(Message, frozen=True, kw_only=True):
+    at: float
+    code: str
+    message: str
+
+
+class ScaleDecision(Message, frozen=True, kw_only=True):
+    at: float
+    action: Literal["scale_up", "scale_down", "backoff", "node_failed", "node_preempted"]
+    nodes: list[str] = []
+    reason: str
+
+
+ProvisioningState = Literal["Creating", "Succeeded", "Failed", "Deleting"]
+
+
+class ComputeRecord(Message, frozen=True, kw_only=True):
+    """A managed cluster as stored in the computes KV bucket (key: name)."""
+
+    name: str
+    type: Literal["cluster"] = "cluster"
+    cluster: ClusterConfig
+    shape: NodeShape
+    provisioning_state: ProvisioningState = "Creating"
+    provisioning_errors: list[ProvisioningError] = []
+    decisions: list[ScaleDecision] = []  # the last few, newest last
+    created_at: float
+    error_streak: int = 0  # consecutive provider errors (drives backoff)
+    backoff_until: float | None = None
+
+
+NodeState = Literal["creating", "running", "stopping", "stopped", "failed", "preempted"]
+
+
+class NodeRecord(Message, frozen=True, kw_only=True):
+    """One node of a cluster (key: node id, which is also its agent id)."""
+
+    node_id: str
+    cluster: str
+    state: NodeState
+    priority: NodePriority = "dedicated"
+    created_at: float
+    changed_at: float
+    message: str | None = None
+
+
+class NodeCounts(Message, frozen=True, kw_only=True):
+    current: int = 0  # creating + running
+    target: int = 0  # what the autoscaler wants now
+    idle: int = 0
+    busy: int = 0
+    preempted: int = 0
+
+
+class ComputeInfo(Message, frozen=True, kw_only=True):
+    compute: ComputeRecord
+    counts: NodeCounts
+    nodes: list[NodeRecord] = []
+
+
+class ComputeCreate(Message, frozen=True, kw_only=True, tag="compute_create"):
+    name: str
+    cluster: ClusterConfig
+    secret: SshSecret | None = None  # provider "ssh": credentials for the pool's hosts
+    trust_new_host_key: bool = False
+
+
+class ComputeUpdate(Message, frozen=True, kw_only=True, tag="compute_update"):
+    name: str
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    idle_seconds_before_scaledown: float | None = None
+
+
+class ComputeDelete(Message, frozen=True, kw_only=True, tag="compute_delete"):
+    name: str
+    force: bool = False  # cancel the cluster's active runs
+
+
+class ComputeShow(Message, frozen=True, kw_only=True, tag="compute_show"):
+    name: str
+
+
+class ComputeList(Message, frozen=True, kw_only=True, tag="compute_list"):
+    pass
+
+
+class SizesList(Message, frozen=True, kw_only=True, tag="sizes_list"):
+    pass
+
+
+class ComputeReply(Message, frozen=True, kw_only=True, tag="compute"):
+    info: ComputeInfo
+
+
+class ComputeListReply(Message, frozen=True, kw_only=True, tag="computes"):
+    computes: list[ComputeInfo]
+    vms: list[VmRecord] = []
+
+
+class SizesReply(Message, frozen=True, kw_only=True, tag="sizes"):
+    sizes: list[NodeShape]
+
+
+class VmRecord(Message, frozen=True, kw_only=True):
+    """An attached machine (key: name in the vms KV bucket). Its agent's id is its name."""
+
+    name: str
+    vm: VmConfig
+    provisioning_state: ProvisioningState = "Creating"
+    provisioning_errors: list[ProvisioningError] = []
+    progress: list[str] = []  # the last steps of attaching, newest last
+    created_at: float
+    link: Literal["none", "connected", "reconnecting"] = "none"
+    remote_port: int | None = None  # the reverse forward's port on the machine (kept on reconnect)
+
+
+class ComputeAttach(Message, frozen=True, kw_only=True, tag="compute_attach"):
+    name: str
+    vm: VmConfig
+    secret: SshSecret
+    trust_new_host_key: bool = False
+
+
+class ComputeDetach(Message, frozen=True, kw_only=True, tag="compute_detach"):
+    name: str
+    keep_files: bool = False
+    force: bool = False  # cancel the target's active runs
+
+
+class VmReply(Message, frozen=True, kw_only=True, tag="vm"):
+    vm: VmRecord
+
+
+class AgentList(Message, frozen=True, kw_only=True, tag="agent_list"):
+    pass
+
+
+class AgentAdmin(Message, frozen=True, kw_only=True, tag="agent_admin"):
+    agent_id: str
+    action: Literal["cordon", "uncordon", "drain", "preempt"]
+
+
+class AgentListReply(Message, frozen=True, kw_only=True, tag="agents"):
+    agents: list[AgentRecord]
+
+
+class AgentReply(Message, frozen=True, kw_only=True, tag="agent"):
+    agent: AgentRecord
+
+
+class WhyRequest(Message, frozen=True, kw_only=True, tag="why"):
+    run_id: str
+
+
+class WhyReply(Message, frozen=True, kw_only=True, tag="why_reply"):
+    run_id: str
+    state: RunState
+    reasons: dict[str, int] = {}  # reason -> number of agents it applies to
+    summary: str
+
+
+ComputeRequest = (
+    ComputeCreate
+    | ComputeUpdate
+    | ComputeDelete
+    | ComputeShow
+    | ComputeList
+    | SizesList
+    | ComputeAttach
+    | ComputeDetach
+)
+ComputeReplyOrError = ComputeReply | ComputeListReply | SizesReply | VmReply | ErrorReply
+AgentRequest = AgentList | AgentAdmin
+AgentReplyOrError = AgentListReply | AgentReply | ErrorReply
+WhyReplyOrError = WhyReply | ErrorReply
+
+
+# --- run output ------------------------------------------------------------------------------
+
+
+class LogLine(Message, frozen=True, kw_only=True):
+    t: float
+    stream: Literal["stdout", "stderr", "system"]
+    text: str
+
+
+class LogBatch(Message, frozen=True, kw_only=True):
+    """Published on ``subjects.logs(run_id)``. ``eof`` marks the end of the run's output."""
+
+    run_id: str
+    attempt: int
+    lines: list[LogLine] = []
+    eof: bool = False
+    rank: int = 0  # which node of a multi-node run wrote these lines
+
+
+MetricValue = float | int | str | bool
+
+
+class MetricPoint(Message, frozen=True, kw_only=True):
+    name: str
+    value: MetricValue
+    t: float
+    step: int | None = None
+
+
+class MetricBatch(Message, frozen=True, kw_only=True):
+    run_id: str
+    attempt: int
+    points: list[MetricPoint]

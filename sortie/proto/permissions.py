@@ -1,0 +1,126 @@
+"""Who may publish and subscribe to what: the NATS permissions of each role.
+
+A broker with authentication on (``sortie up`` by default) gives every connection one of these
+roles, enforced by nats-server itself (``sortie.auth`` writes them into each user's JWT):
+
+- ``scheduler``: everything (it owns the streams, buckets and records);
+- ``client`` (CLI, SDK, other services): send API requests, read runs, agents, logs and
+  metrics, upload snapshot blobs and read artifacts. It can neither write a record nor act
+  as an agent or the scheduler (no heartbeats, reports or agent commands; it cannot serve
+  ``sortie.api.*``);
+- ``agent`` (one per agent id): receive its own commands only, publish its own heartbeats and
+  reports, the logs and metrics of runs, fetch snapshots and upload outputs. It reads no
+  records and no other agent's commands or replies.
+
+Everything not listed is refused. Replies go to a per-identity inbox prefix
+(:func:`inbox_prefix`) that only that identity may subscribe to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sortie.proto import subjects as s
+
+RoleKind = Literal["scheduler", "client", "agent"]
+
+
+@dataclass(frozen=True)
+class Role:
+    kind: RoleKind
+    agent_id: str | None = None  # for ``agent`` only
+
+    def __post_init__(self) -> None:
+        if (self.kind == "agent") != (self.agent_id is not None):
+            raise ValueError("an agent role needs an agent id, and only an agent role has one")
+        if self.agent_id is not None:
+            s.check_token("agent id", self.agent_id)
+
+    @property
+    def identity(self) -> str:
+        """The user's name in its JWT: ``scheduler``, ``client`` or ``agent.<id>``."""
+        return f"agent.{self.agent_id}" if self.agent_id is not None else self.kind
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def inbox_prefix(identity: str) -> str:
+    """The reply-subject prefix a connection of ``identity`` uses (see ``Role.identity``)."""
+    if identity.startswith("agent."):
+        return s.agent_inbox(identity.removeprefix("agent."))
+    if identity == "client":
+        return s.CLIENT_INBOX
+    if identity == "scheduler":
+        return s.SCHEDULER_INBOX
+    return s.INBOX
+
+
+def _read_stream(stream: str) -> list[str]:
+    """JetStream API calls that read a stream: ordered consumers (KV watches, log streams,
+    object gets; created, looked at and deleted) and single-message gets."""
+    api = s.JS_API
+    return [
+        f"{api}.CONSUMER.*.{stream}",
+        f"{api}.CONSUMER.*.{stream}.>",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{s.JS_FLOW_CONTROL}.{stream}.>",
+    ]
+
+
+def _blobs() -> list[str]:
+    """Read and add content-addressed blobs. (An object is named by its sha256 and checked
+    against it when read, so a bad upload is refused by the reader.)"""
+    return [
+        *_read_stream(s.obj_stream(s.OBJ_BLOBS)),
+        s.obj_chunks(s.OBJ_BLOBS),
+        s.obj_meta(s.OBJ_BLOBS),
+    ]
+
+
+def scheduler() -> Permissions:
+    return Permissions(publish=(">",), subscribe=(">",))
+
+
+def client() -> Permissions:
+    # Agents, computes and machines are read through the scheduler's API, not the buckets.
+    readable = [s.kv_stream(s.KV_RUNS), s.STREAM_LOGS, s.STREAM_METRICS]
+    publish = [
+        s.API_ALL,
+        f"{s.JS_API}.INFO",
+        f"{s.JS_API}.STREAM.INFO.*",
+        f"{s.JS_API}.STREAM.NAMES",
+        *(p for stream in readable for p in _read_stream(stream)),
+        *_blobs(),
+    ]
+    return Permissions(publish=tuple(publish), subscribe=(f"{s.CLIENT_INBOX}.>",))
+
+
+def agent(agent_id: str) -> Permissions:
+    publish = [
+        s.heartbeat(agent_id),
+        s.report(agent_id),
+        s.LOGS_ALL,
+        s.METRICS_ALL,
+        f"{s.JS_API}.INFO",
+        f"{s.JS_API}.STREAM.INFO.*",
+        f"{s.JS_API}.STREAM.NAMES",
+        *_blobs(),
+    ]
+    subscribe = [s.agent_commands(agent_id), s.HEARTBEAT_NOW, f"{s.agent_inbox(agent_id)}.>"]
+    return Permissions(publish=tuple(publish), subscribe=tuple(subscribe))
+
+
+def of(role: Role) -> Permissions:
+    if role.kind == "scheduler":
+        return scheduler()
+    if role.kind == "client":
+        return client()
+    assert role.agent_id is not None
+    return agent(role.agent_id)

@@ -1,0 +1,511 @@
+"""The scheduler's decisions: one closed set of events in, state changes and commands out.
+
+``handle(state, event, now, config)`` and ``decide(state, now, config, new_node_id)`` are
+synchronous and do no I/O: no clock reads, no id making (node ids come from the caller's
+``new_node_id``), no NATS. The daemon (daemon.py) turns bus messages, provider results and
+timer ticks into events, calls these, writes what was marked dirty (compare-and-set for runs),
+then carries out the returned commands. State is changed in place (copying 100,000 runs per
+event would be the bottleneck); only the scheduler's pure modules change it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import msgspec
+
+from sortie.proto import messages as m
+from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
+from sortie.scheduler import nodes, requests, vms
+from sortie.scheduler.capacity import slots
+from sortie.scheduler.events import (
+    AgentAsked,
+    AttachVm,
+    BrokerAway,
+    BrokerBack,
+    CancelAsked,
+    Command,
+    ComputeAsked,
+    Config,
+    CreateNode,
+    DetachVm,
+    Event,
+    HeartbeatSeen,
+    Log,
+    NodeFailed,
+    NodeStopped,
+    PublishEof,
+    Reply,
+    ReportSeen,
+    SaveRunSecret,
+    SaveSecret,
+    SendToAgent,
+    StopNode,
+    Submitted,
+    TargetsAsked,
+    Tick,
+    VmAttached,
+    VmDetached,
+    VmFailed,
+    VmLink,
+    VmProgress,
+    WhyAsked,
+)
+from sortie.scheduler.model import AgentView, SchedulerState, members
+from sortie.scheduler.placement import Plan, could_ever_hold, place
+from sortie.scheduler.reconcile import reconcile
+from sortie.scheduler.runs import apply_report, cancel, end, move, requeue, store
+from sortie.scheduler.validate import check_secrets, check_spec
+
+__all__ = [
+    "AgentAsked",
+    "AttachVm",
+    "BrokerAway",
+    "BrokerBack",
+    "CancelAsked",
+    "Command",
+    "ComputeAsked",
+    "Config",
+    "CreateNode",
+    "DetachVm",
+    "Event",
+    "HeartbeatSeen",
+    "Log",
+    "NodeFailed",
+    "NodeStopped",
+    "PublishEof",
+    "Reply",
+    "ReportSeen",
+    "SaveRunSecret",
+    "SaveSecret",
+    "SendToAgent",
+    "StopNode",
+    "Submitted",
+    "TargetsAsked",
+    "Tick",
+    "VmAttached",
+    "VmDetached",
+    "VmFailed",
+    "VmLink",
+    "VmProgress",
+    "WhyAsked",
+    "decide",
+    "forget_finished",
+    "handle",
+]
+
+
+def handle(state: SchedulerState, event: Event, now: float, config: Config) -> list[Command]:
+    if isinstance(event, Submitted):
+        return _on_submit(state, event, now)
+    if isinstance(event, CancelAsked):
+        return _on_cancel(state, event, now)
+    if isinstance(event, TargetsAsked):
+        return [Reply(event.reply_to, _targets(state))]
+    if isinstance(event, ComputeAsked):
+        return requests.on_compute(state, event, now, config)
+    if isinstance(event, AgentAsked):
+        return requests.on_agent(state, event, now, config)
+    if isinstance(event, WhyAsked):
+        return requests.on_why(state, event)
+    if isinstance(event, HeartbeatSeen):
+        return _on_heartbeat(state, event.heartbeat, now)
+    if isinstance(event, ReportSeen):
+        return _on_report(state, event.report)
+    if isinstance(event, NodeFailed):
+        return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
+    if isinstance(event, NodeStopped):
+        return nodes.node_stopped(state, event.node_id, now)
+    if isinstance(event, VmProgress):
+        return vms.progress(state, event.name, event.line)
+    if isinstance(event, VmAttached):
+        return vms.attached(state, event.name, event.remote_port)
+    if isinstance(event, VmFailed):
+        return vms.failed(state, event.name, event.code, event.message, now)
+    if isinstance(event, VmDetached):
+        return vms.detached(state, event.name)
+    if isinstance(event, VmLink):
+        return vms.link(state, event.name, event.link)
+    if isinstance(event, BrokerAway):
+        state.broker_away = True
+        return [Log("broker unreachable; no agent is judged lost until it is back", {})]
+    if isinstance(event, BrokerBack):
+        state.broker_away = False
+        state.started_at = now
+        return [Log("broker reachable again; every agent gets a full lease", {})]
+    return []  # Tick: decide() does the periodic work
+
+
+def _targets(state: SchedulerState) -> m.TargetsReply:
+    names = state.known_targets()
+    live: dict[str, int] = {}
+    for a in state.agents.values():
+        if not a.lost:
+            live[a.target] = live.get(a.target, 0) + 1
+    return m.TargetsReply(
+        targets=[
+            m.TargetInfo(name=n, kind="local" if n == "local" else "agents", agents=live.get(n, 0))
+            for n in sorted(names)
+        ]
+    )
+
+
+def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
+    """Why no node of the run's target could ever hold it, or None (then it may wait)."""
+    if spec.node_count < 1:
+        return "node_count must be at least 1"
+    res = spec.resources
+    ask = f"{res.cpus:g} CPUs, {res.memory_mb} MB, {res.gpus} GPUs" + (
+        f" of type {res.gpu_type}" if res.gpu_type else ""
+    )
+    compute = state.computes.get(spec.target)
+    if compute is not None:
+        from sortie.scheduler.autoscale import servable
+
+        if spec.node_count > compute.cluster.max_nodes:
+            return (
+                f"the run needs {spec.node_count} nodes but {compute.name} has at most "
+                f"{compute.cluster.max_nodes} (max_nodes)"
+            )
+        if not servable(compute, spec):
+            s = compute.shape
+            return (
+                f"no node of {compute.name} can hold it: it asks {ask}"
+                + (", dedicated nodes" if spec.dedicated_only else "")
+                + f"; a {s.name} node has {s.cpus:g} CPUs, {s.memory_mb} MB, {s.gpus} GPUs"
+                + (f" ({s.gpu_type})" if s.gpu_type else "")
+                + f", {compute.cluster.vm_priority}"
+            )
+        return None
+    agents = [a for a in state.agents.values() if a.target == spec.target and not a.lost]
+    if agents and not any(could_ever_hold(a.capacity, spec) for a in agents):
+        biggest = max(agents, key=lambda a: (a.capacity.gpus, a.capacity.cpus))
+        c = biggest.capacity
+        return (
+            f"no agent of target {spec.target!r} can hold it: it asks {ask}; the largest, "
+            f"{biggest.agent_id}, has {c.cpus:g} CPUs, {c.memory_mb} MB, {c.gpus} GPUs"
+            + (f" ({c.gpu_type})" if c.gpu_type else "")
+        )
+    return None
+
+
+def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command]:
+    spec = ev.request.spec
+    problem = check_spec(spec, state.known_targets()) or check_secrets(spec, ev.request.secret_env)
+    if problem is None and (why := _never_fits(state, spec)) is not None:
+        problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
+    if problem is not None:
+        return [Reply(ev.reply_to, problem)]
+    if ev.request.validate_only:
+        return [Reply(ev.reply_to, m.SubmitValid(target=spec.target))]
+    if spec.submission_id is not None and spec.submission_id in state.submissions:
+        existing = state.submissions[spec.submission_id]
+        return [Reply(ev.reply_to, m.SubmitAccepted(run_id=existing, created=False))]
+    rec = m.RunRecord(
+        run_id=ev.run_id,
+        spec=spec,
+        state=RunState.QUEUED,
+        attempt=1,
+        created_at=now,
+        history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
+    )
+    store(state, rec)
+    if spec.submission_id is not None:
+        state.submissions[spec.submission_id] = ev.run_id
+    kept: list[Command] = []
+    if ev.request.secret_env is not None and spec.secret_env_names:
+        kept.append(SaveRunSecret(run_id=ev.run_id, secret=ev.request.secret_env))
+    return [
+        *kept,
+        Reply(ev.reply_to, m.SubmitAccepted(run_id=ev.run_id), run_id=ev.run_id),
+        Log("run queued", {"run_id": ev.run_id, "target": spec.target}),
+    ]
+
+
+def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Command]:
+    rec = state.runs.get(ev.run_id)
+    if rec is None:
+        return [Reply(ev.reply_to, m.ErrorReply(code="not_found", message=f"no run {ev.run_id!r}"))]
+    if rec.state in TERMINAL:
+        return [
+            Reply(
+                ev.reply_to,
+                m.ErrorReply(
+                    code="invalid_state", message=f"run {ev.run_id} already ended: {rec.state}"
+                ),
+            )
+        ]
+    cmds: list[Command] = []
+    cancel(state, rec, now, cmds)
+    current = state.runs[ev.run_id].state
+    cmds.append(
+        Reply(ev.reply_to, m.CancelAccepted(run_id=ev.run_id, state=current), run_id=ev.run_id)
+    )
+    return cmds
+
+
+def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Command]:
+    known = state.agents.get(hb.agent_id)
+    running = frozenset((r.run_id, r.attempt) for r in hb.running)
+    finished = frozenset((r.run_id, r.attempt) for r in hb.finished)
+    nodes.node_registered(state, hb.agent_id, now)
+    if known is not None and known.incarnation == hb.incarnation and not known.lost:
+        changed = (
+            known.labels != hb.labels
+            or known.priority != hb.priority
+            or known.preempting != hb.preempting
+            or known.container_engine != hb.container_engine
+            or not known.confirmed
+        )
+        known.last_seen = now
+        known.running = running
+        known.finished = finished
+        known.capacity = hb.capacity
+        known.gpus = list(hb.gpus)
+        known.labels = dict(hb.labels)
+        known.priority = hb.priority
+        known.container_engine = hb.container_engine
+        known.preempting = known.preempting or hb.preempting
+        known.confirmed = True
+        if changed:
+            state.dirty_agents.add(hb.agent_id)
+        return []
+    node = state.nodes.get(hb.agent_id)
+    if node is not None and node.state in ("stopped", "failed"):
+        # a node we stopped or gave up on is still talking: keep it out of placement
+        return [Log("heartbeat from a retired node ignored", {"agent_id": hb.agent_id})]
+    state.agents[hb.agent_id] = AgentView(
+        agent_id=hb.agent_id,
+        incarnation=hb.incarnation,
+        target=hb.target,
+        hostname=hb.hostname,
+        capacity=hb.capacity,
+        first_seen=now if known is None else known.first_seen,
+        last_seen=now,
+        running=running,
+        finished=finished,
+        # an operator's cordon and drain survive an agent restart
+        cordoned=known.cordoned if known is not None else False,
+        draining=known.draining if known is not None else False,
+        preempting=hb.preempting,
+        labels=dict(hb.labels),
+        priority=hb.priority,
+        gpus=list(hb.gpus),
+        container_engine=hb.container_engine,
+    )
+    state.dirty_agents.add(hb.agent_id)
+    return [
+        Log(
+            "agent joined" if known is None else "agent restarted",
+            {"agent_id": hb.agent_id, "target": hb.target, "incarnation": hb.incarnation},
+        )
+    ]
+
+
+def _stale(report: m.RunReport) -> list[Command]:
+    if report.state in TERMINAL:
+        return []
+    return [
+        SendToAgent(
+            report.agent_id,
+            m.Cancel(run_id=report.run_id, attempt=report.attempt, reason="stale"),
+            report.run_id,
+        ),
+        Log(
+            "stale report refused",
+            {"run_id": report.run_id, "attempt": report.attempt, "agent_id": report.agent_id},
+        ),
+    ]
+
+
+PROGRESS = (
+    RunState.PREPARING,
+    RunState.STARTING,
+    RunState.RUNNING,
+    RunState.FINALIZING,
+    RunState.COMPLETED,
+)
+
+
+def _skipped_steps(current: RunState, reported: RunState) -> list[RunState]:
+    """The progress steps between ``current`` and a ``reported`` state further along that
+    cannot be reached directly (Running -> Completed implies Finalizing): empty otherwise."""
+    if can_transition(current, reported) or current not in PROGRESS or reported not in PROGRESS:
+        return []
+    here, there = PROGRESS.index(current), PROGRESS.index(reported)
+    return list(PROGRESS[here + 1 : there]) if there > here else []
+
+
+def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
+    """A member's report. The run follows its slowest member; any failure ends the attempt."""
+    rec = state.runs.get(rep.run_id)
+    if rec is None or rec.attempt != rep.attempt or rec.state not in ON_AGENT:
+        return _stale(rep)
+    gang = members(rec)
+    member = next((g for g in gang if g.agent_id == rep.agent_id), None)
+    if member is None:
+        return _stale(rep)
+    skipped = _skipped_steps(member.state, rep.state)
+    if skipped:
+        # An agent reports each step in order, but a redelivery (after a scheduler restart)
+        # may bring a later one first: it implies the steps before it. Dropping it would lose
+        # the outcome for good (it is acknowledged like any other).
+        implied: list[Command] = []
+        for step in skipped:
+            earlier = msgspec.structs.replace(
+                rep, state=step, exit_code=None, error=None, artifacts=[]
+            )
+            implied.extend(_on_report(state, earlier))
+        return implied + _on_report(state, rep)
+    if rep.state == member.state or not can_transition(member.state, rep.state):
+        return []  # a duplicate, or a report this member has already moved past
+    if rep.state is RunState.QUEUED and member.state is RunState.FINALIZING:
+        return []  # a finished script is never given back by its agent
+    cmds: list[Command] = []
+    if rep.state in (RunState.FAILED, RunState.CANCELED, RunState.QUEUED):
+        if len(gang) > 1 and rep.error is not None:
+            error = m.RunError(
+                kind=rep.error.kind, message=f"rank {member.rank}: {rep.error.message}"
+            )
+            rep = msgspec.structs.replace(rep, error=error)
+        apply_report(state, rec, rep, cmds)
+        # the attempt is over for every node: stop the others now
+        cmds.extend(
+            SendToAgent(
+                g.agent_id,
+                m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="stale"),
+                rec.run_id,
+            )
+            for g in gang
+            if g is not member and g.state not in TERMINAL
+        )
+        return cmds
+    new_gang = [msgspec.structs.replace(g, state=rep.state) if g is member else g for g in gang]
+    slowest = min((g.state for g in new_gang), key=PROGRESS.index)
+    changes: dict[str, object] = {"gang": new_gang}
+    if member.rank == 0 and rep.state is RunState.COMPLETED:
+        changes["artifacts"] = rep.artifacts  # rank 0's outputs are the run's
+    updated = msgspec.structs.replace(rec, **changes)
+    if slowest == rec.state:
+        store(state, updated)
+        return []
+    summary = msgspec.structs.replace(
+        rep,
+        state=slowest,
+        artifacts=updated.artifacts,
+        exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
+    )
+    apply_report(state, updated, summary, cmds)
+    return cmds
+
+
+# --- the periodic decision -------------------------------------------------------------------
+
+
+def decide(
+    state: SchedulerState,
+    now: float,
+    config: Config,
+    new_node_id: nodes.NodeIds | None = None,
+) -> list[Command]:
+    """Reconcile observations with records, scale clusters, then place what is queued."""
+    cmds: list[Command] = []
+    rec_out = reconcile(
+        state.runs,
+        state.agents,
+        state.assign_sent_at,
+        now,
+        now if state.broker_away else state.started_at,  # away: nobody is judged lost
+        config.timing,
+    )
+    for agent_id in rec_out.lost_agents:
+        state.agents[agent_id].lost = True
+        state.dirty_agents.add(agent_id)
+        cmds.append(Log("agent lost", {"agent_id": agent_id}))
+    for run_id, why in rec_out.requeue:
+        moved = requeue(state, state.runs[run_id], why, now)
+        cmds.append(Log("run requeued", {"run_id": run_id, "attempt": moved.attempt, "why": why}))
+    for run_id, err in rec_out.fail:
+        end(state, state.runs[run_id], RunState.FAILED, now, cmds, error=err)
+    for run_id in rec_out.cancel:
+        end(state, state.runs[run_id], RunState.CANCELED, now, cmds)
+    for run_id, rank in rec_out.resend:
+        rec = state.runs[run_id]
+        member = members(rec)[rank]
+        state.assign_sent_at[run_id] = now
+        cmds.append(SendToAgent(member.agent_id, _assign(rec, member), run_id))
+    for agent_id, ref in rec_out.stop_stale:
+        cmds.append(
+            SendToAgent(
+                agent_id,
+                m.Cancel(run_id=ref.run_id, attempt=ref.attempt, reason="stale"),
+                ref.run_id,
+            )
+        )
+
+    if state.computes:
+        cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
+
+    pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
+    if not pending:
+        state.why.clear()
+        return cmds
+    plan: Plan = place(pending, slots(state), limit=config.placement_limit)
+    for p in plan.placements:
+        rec = state.runs[p.run_id]
+        gang = [
+            m.GangMember(
+                rank=rank,
+                agent_id=agent_id,
+                incarnation=state.agents[agent_id].incarnation,
+                hostname=state.agents[agent_id].hostname,
+            )
+            for rank, agent_id in enumerate(p.agent_ids)
+        ]
+        moved = move(
+            rec,
+            RunState.PREPARING,
+            now,
+            agent_id=gang[0].agent_id,
+            agent_incarnation=gang[0].incarnation,
+            assigned_at=now,
+            gang=gang,
+            master_port=rendezvous_port(rec.run_id),
+        )
+        store(state, moved)
+        state.assign_sent_at[p.run_id] = now
+        cmds.extend(SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang)
+    state.why = plan.unplaced
+    # placements are counted in the daemon's one line per cycle (scheduler.metrics)
+    return cmds
+
+
+def _no_ids(cluster: str) -> str:
+    raise RuntimeError(f"decide() needs new_node_id to scale cluster {cluster}")
+
+
+def rendezvous_port(run_id: str) -> int:
+    """MASTER_PORT for a run: stable for its id, in 29500-30499 (a collision is unlikely)."""
+    return 29500 + zlib.crc32(run_id.encode()) % 1000
+
+
+def _assign(rec: m.RunRecord, member: m.GangMember) -> m.Assign:
+    gang = members(rec)
+    return m.Assign(
+        run_id=rec.run_id,
+        attempt=rec.attempt,
+        incarnation=member.incarnation,
+        spec=rec.spec,
+        rank=member.rank,
+        world_size=len(gang),
+        master_addr=gang[0].hostname or None,
+        master_port=rec.master_port,
+        hosts=[g.hostname for g in gang],
+    )
+
+
+def forget_finished(state: SchedulerState, run_id: str) -> None:
+    """Drop a run whose terminal record has been stored (called by the daemon)."""
+    rec = state.runs.get(run_id)
+    if rec is not None and rec.state in TERMINAL:
+        del state.runs[run_id]

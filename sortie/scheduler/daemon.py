@@ -1,0 +1,808 @@
+"""The scheduler daemon: a thin shell around core.py.
+
+Adapters turn bus messages and timer ticks into events on one queue. The loop takes a batch
+of events, lets core.py decide, writes every run the batch changed (one compare-and-set per
+run per batch, never a full-state rewrite), then carries out the commands: assignments and
+cancels to agents, replies to clients, end-of-log markers. Agent reports arrive through a
+durable JetStream consumer and are acknowledged only after their effect is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
+
+from sortie.bus.auth import Creds, Signer
+from sortie.bus.blobs import has_blob
+from sortie.bus.connection import Bus, BusAuth, open_bus
+from sortie.bus.kv import kv_items
+from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
+from sortie.scheduler import core, kvbatch, run_secrets
+from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
+from sortie.scheduler.machines import Machines, credentials
+from sortie.scheduler.metrics import Metrics
+from sortie.scheduler.model import AgentView, SchedulerState
+from sortie.scheduler.providers import (
+    KNOWN_PROVIDERS,
+    NodeProvider,
+    NodeRequest,
+    ProviderError,
+    make_provider,
+    make_ssh_provider,
+)
+from sortie.scheduler.reconcile import Timing
+from sortie.scheduler.sizes import load_catalog
+from sortie.scheduler.ssh import save_credentials
+from sortie.scheduler.validate import SHA256
+
+log = structlog.get_logger("sortie.scheduler")
+
+Ack = Callable[[], Awaitable[None]]
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+    OSError,
+)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    url: str
+    timing: Timing = field(default_factory=Timing)
+    tick_s: float = 1.0
+    max_batch: int = 2000
+    write_concurrency: int = 256
+    placement_limit: int | None = 10_000  # runs placed per cycle at most (core.Config)
+    data_dir: Path | None = None  # where node providers keep their files
+    provider_poll_s: float = 2.0
+    preempt_grace_s: float = 30.0
+    node_boot_timeout_s: float = 120.0
+    gpu_pool: tuple[int, ...] = ()  # host GPU indices the process provider may hand to nodes
+    # copies of each stream, bucket and the object store (3 on a 3-node cluster); None keeps
+    # existing ones as they are and creates missing ones with 1 (sortie.bus.ensure_resources)
+    replicas: int | None = None
+    # credentials and TLS trust of the scheduler's own connection (None: no authentication)
+    auth: BusAuth | None = None
+    # the account key (sortie.auth): with it the scheduler mints credentials for the agents it
+    # starts (cluster nodes, attached machines); without it they get none
+    account_key: Path | None = None
+    # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+
+def new_node_id(cluster: str) -> str:
+    """``<cluster>-<6 hex>``: also the node's agent id."""
+    return f"{cluster}-{secrets.token_hex(3)}"
+
+
+def new_run_id(experiment: str, now: float) -> str:
+    """``<experiment>_<unix seconds>_<8 hex>``: sortable by time, unique, subject-safe."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "", experiment)[:40] or "run"
+    return f"{stem}_{int(now)}_{secrets.token_hex(4)}"
+
+
+class Daemon:
+    def __init__(self, bus: Bus, config: SchedulerConfig) -> None:
+        self.bus = bus
+        self.config = config
+        sizes_file = os.environ.get("SORTIE_SIZES_FILE")
+        self.core_config = core.Config(
+            timing=config.timing,
+            catalog=load_catalog(Path(sizes_file) if sizes_file else None),
+            providers=frozenset(KNOWN_PROVIDERS),
+            preempt_grace_s=config.preempt_grace_s,
+            node_boot_timeout_s=config.node_boot_timeout_s,
+            placement_limit=config.placement_limit,
+        )
+        self.providers: dict[str, NodeProvider] = {}
+        self.background: set[asyncio.Task[None]] = set()
+        self.signer = Signer.load(config.account_key) if config.account_key else None
+        self.machines = Machines(
+            config.data_dir or Path(),
+            bus.url,
+            self._enqueue,
+            mint=self.agent_creds,
+            tls_ca=config.auth.tls_ca if config.auth else None,
+        )
+        self.state = SchedulerState()
+        self.revisions: dict[str, int] = {}
+        self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
+        self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.subs: list[object] = []
+        self._bad_subjects: set[str] = set()
+        # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
+        self.run_secrets: dict[str, m.SecretEnv] = {}
+        self.metrics = Metrics(lambda: self.state)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir or Path()
+
+    def agent_creds(self, agent_id: str) -> Creds | None:
+        """Fresh credentials for an agent this scheduler starts (None without an account
+        key: then the broker must not require any)."""
+        if self.signer is None:
+            return None
+        from sortie.proto.permissions import Role
+
+        return self.signer.mint(Role("agent", agent_id))
+
+    # --- startup -------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Rebuild state from the store: every unfinished run, every known agent."""
+        t0 = time.monotonic()
+        now = time.time()
+        self.state.started_at = now
+        runs = 0
+        for entry in await kv_items(self.bus.runs):
+            try:
+                rec = codec.decode(m.RunRecord, entry.value or b"")
+            except codec.BadMessage as exc:
+                log.warning("unreadable run record skipped", key=entry.key, error=str(exc))
+                continue
+            runs += 1
+            if rec.spec.submission_id is not None:
+                self.state.submissions[rec.spec.submission_id] = rec.run_id
+            if rec.state in TERMINAL:
+                continue
+            self.state.runs[rec.run_id] = rec
+            self.revisions[rec.run_id] = entry.revision or 0
+        for entry in await kv_items(self.bus.agents):
+            try:
+                a = codec.decode(m.AgentRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            if a.state == "lost":
+                continue
+            self.state.agents[a.agent_id] = AgentView(
+                agent_id=a.agent_id,
+                incarnation=a.incarnation,
+                target=a.target,
+                hostname=a.hostname,
+                capacity=a.capacity,
+                first_seen=a.first_seen,
+                last_seen=now,
+                confirmed=False,
+                cordoned=a.cordoned,
+                draining=a.draining,
+                labels=dict(a.labels),
+                priority=a.priority,
+            )
+        for entry in await kv_items(self.bus.computes):
+            try:
+                c = codec.decode(m.ComputeRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            self.state.computes[c.name] = c
+        for entry in await kv_items(self.bus.nodes):
+            try:
+                n = codec.decode(m.NodeRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            if n.cluster not in self.state.computes:
+                continue
+            provider = self.state.computes[n.cluster].cluster.provider
+            if provider == "process" and n.state in ("creating", "running", "stopping"):
+                # process nodes are children of the scheduler: they did not outlive it
+                n = msgspec.structs.replace(
+                    n, state="stopped", changed_at=now, message="scheduler restarted"
+                )
+                self.state.dirty_nodes.add(n.node_id)
+                view = self.state.agents.get(n.node_id)
+                if view is not None:
+                    view.lost = True
+                    self.state.dirty_agents.add(n.node_id)
+            self.state.nodes[n.node_id] = n
+        for entry in await kv_items(self.bus.vms):
+            try:
+                v = codec.decode(m.VmRecord, entry.value or b"")
+            except codec.BadMessage:
+                continue
+            self.state.vms[v.name] = v
+        kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
+        for run_id, secret in kept.items():
+            if run_id in self.state.runs:
+                self.run_secrets[run_id] = secret
+            else:  # the run ended (or was never stored): its values are no longer needed
+                await asyncio.to_thread(run_secrets.delete, self.data_dir, run_id)
+        if unreadable:
+            log.warning("unreadable run secrets files skipped", files=unreadable)
+        self.metrics.seed(self.state)
+        log.info(
+            "state loaded",
+            runs=runs,
+            active=len(self.state.runs),
+            agents=len(self.state.agents),
+            computes=len(self.state.computes),
+            seconds=round(time.monotonic() - t0, 3),
+        )
+
+    async def start(self) -> None:
+        nc = self.bus.nc
+        try:
+            self.atomic = await kvbatch.enable_atomic(self.bus.runs)
+        except TRANSIENT as exc:
+            log.warning("atomic batch writes not enabled", error=repr(exc))
+        log.info("run records written in atomic batches" if self.atomic else "single writes")
+        self.subs.append(
+            await nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=self._on_api)
+        )
+        self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
+        # every agent confirms itself now rather than at its next heartbeat
+        await nc.publish(subjects.HEARTBEAT_NOW, b"")
+        self.tasks.append(asyncio.create_task(self._reports()))
+        self.tasks.append(asyncio.create_task(self._ticks()))
+        self.tasks.append(asyncio.create_task(self._poll_providers()))
+        for rec in list(self.state.vms.values()):
+            self._spawn(self.machines.restore(rec))
+
+    # --- adapters: bus -> events -----------------------------------------------------------
+
+    def _enqueue(self, event: core.Event, ack: Ack | None = None) -> None:
+        self.queue.put_nowait((event, ack))
+
+    async def _reply(self, msg: Msg, message: m.Message) -> None:
+        if msg.reply:
+            await self.bus.nc.publish(msg.reply, codec.encode(message))
+
+    async def _on_api(self, msg: Msg) -> None:
+        req = read_request(msg.subject, msg.data)
+        if isinstance(req, m.ErrorReply):
+            self._note_bad(msg.subject, req.message)
+            await self._safe_reply(msg, req)
+            return
+        try:
+            await self._on_request(msg, req)
+        except TRANSIENT as exc:
+            log.warning("api request failed", subject=msg.subject, error=repr(exc))
+            await self._safe_reply(
+                msg, m.ErrorReply(code="internal", message=f"scheduler could not answer: {exc!r}")
+            )
+        except Exception as exc:  # a bug must not leave the client waiting, or stop the daemon
+            log.exception("api request failed", subject=msg.subject, request=type(req).__name__)
+            await self._safe_reply(
+                msg,
+                m.ErrorReply(
+                    code="internal",
+                    message=f"the scheduler failed on this {type(req).__name__}: "
+                    f"{type(exc).__name__}; see its log",
+                ),
+            )
+
+    async def _safe_reply(self, msg: Msg, message: m.Message) -> None:
+        with contextlib.suppress(*TRANSIENT, nats.errors.Error):
+            await self._reply(msg, message)
+
+    async def _on_request(self, msg: Msg, request: ApiRequest) -> None:
+        if isinstance(request, m.SubmitRequest):
+            spec = request.spec
+            # a snapshot id that is not a sha256 is refused by the core, with the rule
+            if (
+                not request.validate_only
+                and SHA256.match(spec.snapshot_id)
+                and not await has_blob(self.bus.blobs, spec.snapshot_id)
+            ):
+                await self._reply(
+                    msg,
+                    m.ErrorReply(
+                        code="snapshot_missing",
+                        message=(
+                            f"snapshot {spec.snapshot_id[:12]} is not in the store: "
+                            "upload the manifest and its files before submitting"
+                        ),
+                    ),
+                )
+                return
+            run_id = new_run_id(spec.experiment, time.time())
+            self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))
+        elif isinstance(request, m.CancelRequest):
+            if request.run_id in self.state.runs:
+                self._enqueue(core.CancelAsked(run_id=request.run_id, reply_to=msg.reply))
+            else:
+                await self._reply(msg, await self._cancel_unknown(request.run_id))
+        elif isinstance(request, m.TargetsRequest):
+            self._enqueue(core.TargetsAsked(reply_to=msg.reply))
+        elif isinstance(request, m.WhyRequest):
+            if request.run_id in self.state.runs:
+                self._enqueue(core.WhyAsked(run_id=request.run_id, reply_to=msg.reply))
+            else:
+                await self._reply(msg, await self._why_unknown(request.run_id))
+        elif isinstance(request, m.AgentList | m.AgentAdmin):
+            self._enqueue(core.AgentAsked(request=request, reply_to=msg.reply))
+        else:
+            self._enqueue(core.ComputeAsked(request=request, reply_to=msg.reply))
+
+    async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
+        """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
+        try:
+            subjects.check_token("run id", run_id)
+            entry = await self.bus.runs.get(run_id)
+        except ValueError as exc:
+            return m.ErrorReply(code="bad_request", message=str(exc))
+        except nats.js.errors.KeyNotFoundError:
+            return m.ErrorReply(code="not_found", message=f"no run {run_id!r}")
+        try:
+            return codec.decode(m.RunRecord, entry.value or b"")
+        except codec.BadMessage as exc:
+            return m.ErrorReply(code="internal", message=f"run {run_id}'s stored record: {exc}")
+
+    async def _why_unknown(self, run_id: str) -> m.WhyReply | m.ErrorReply:
+        rec = await self._stored_run(run_id)
+        if isinstance(rec, m.ErrorReply):
+            return rec
+        return m.WhyReply(
+            run_id=run_id,
+            state=rec.state,
+            summary=f"run {run_id} is not waiting: it ended {rec.state}",
+        )
+
+    async def _cancel_unknown(self, run_id: str) -> m.ErrorReply:
+        rec = await self._stored_run(run_id)
+        if isinstance(rec, m.ErrorReply):
+            return rec
+        return m.ErrorReply(
+            code="invalid_state", message=f"run {run_id} already ended: {rec.state}"
+        )
+
+    def _note_bad(self, subject: str, why: str) -> None:
+        """Log an undecodable message once per subject (a flood must not flood the log)."""
+        if subject not in self._bad_subjects and len(self._bad_subjects) < 10_000:
+            self._bad_subjects.add(subject)
+            log.warning("undecodable message ignored", subject=subject, error=why[:300])
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        hb = read_heartbeat(msg.subject, msg.data)
+        if isinstance(hb, str):
+            self._note_bad(msg.subject, hb)
+            return
+        self._enqueue(core.HeartbeatSeen(heartbeat=hb))
+
+    async def _reports(self) -> None:
+        js = self.bus.js
+        while True:
+            # A cluster that is electing a leader or adding replicas answers 503 for a while:
+            # keep trying, since without this consumer no report is ever applied.
+            try:
+                psub = await js.pull_subscribe(
+                    subjects.REPORTS_ALL,
+                    durable=subjects.REPORTS_CONSUMER,
+                    stream=subjects.STREAM_REPORTS,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=30,
+                        max_ack_pending=10_000,
+                    ),
+                )
+                break
+            except TRANSIENT as exc:
+                log.warning("reports consumer not ready; retrying", error=repr(exc))
+                await asyncio.sleep(0.5)
+        self.subs.append(psub)
+        while True:
+            try:
+                msgs = await psub.fetch(batch=500, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except TRANSIENT as exc:
+                log.warning("report fetch failed; retrying", error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                rep = read_report(msg.subject, msg.data)
+                if isinstance(rep, str):
+                    self._note_bad(msg.subject, rep)
+                    with contextlib.suppress(*TRANSIENT):
+                        await msg.ack()
+                    continue
+                self._enqueue(core.ReportSeen(report=rep), msg.ack)
+
+    async def _ticks(self) -> None:
+        away = False
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            if not self.bus.nc.is_connected:
+                if not away:
+                    log.warning("broker unreachable")
+                    self._enqueue(core.BrokerAway())
+                away = True
+            elif away:
+                away = False
+                log.warning("broker reachable again")
+                self._enqueue(core.BrokerBack())
+            if self.queue.empty():
+                self._enqueue(core.Tick())
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                getter = asyncio.create_task(self.queue.get())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                batch = [getter.result()]
+                while len(batch) < self.config.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                await self.cycle(batch)
+        finally:
+            stopper.cancel()
+
+    async def cycle(self, batch: list[tuple[core.Event, Ack | None]]) -> None:
+        t0 = time.monotonic()
+        now = time.time()
+        cmds: list[core.Command] = []
+        for event, _ in batch:
+            cmds.extend(core.handle(self.state, event, now, self.core_config))
+        cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
+        counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
+        await self._keep_run_secrets(cmds)  # before the runs are stored
+        failed = await self._persist()
+        await self._execute(cmds, failed)
+        for _, ack in batch:
+            if ack is not None:
+                with contextlib.suppress(*TRANSIENT):
+                    await ack()
+        seconds = time.monotonic() - t0
+        self.metrics.cycle_done(seconds)
+        # the one canonical line per cycle: info when it changed something, debug when idle
+        level = log.info if counts.busy or failed else log.debug
+        level(
+            "cycle",
+            **counts.fields(),
+            waiting=len(self.state.why),
+            conflicts=len(failed),
+            ms=round(seconds * 1000, 1),
+        )
+
+    async def _keep_run_secrets(self, cmds: list[core.Command]) -> None:
+        for cmd in cmds:
+            if not isinstance(cmd, core.SaveRunSecret):
+                continue
+            self.run_secrets[cmd.run_id] = cmd.secret
+            try:
+                await asyncio.to_thread(run_secrets.save, self.data_dir, cmd.run_id, cmd.secret)
+            except OSError as exc:
+                log.error(
+                    "run secrets not kept on disk: a scheduler restart before the run ends "
+                    "loses them",
+                    run_id=cmd.run_id,
+                    error=exc.strerror,
+                )
+
+    def _forget_run_secret(self, run_id: str) -> None:
+        if self.run_secrets.pop(run_id, None) is not None:
+            with contextlib.suppress(OSError):
+                run_secrets.delete(self.data_dir, run_id)
+
+    async def _persist(self) -> set[str]:
+        """Write every changed run (compare-and-set) and agent. Returns runs that conflicted."""
+        dirty, self.state.dirty_runs = self.state.dirty_runs, set()
+        failed: set[str] = set()
+        sem = asyncio.Semaphore(self.config.write_concurrency)
+
+        async def write(run_id: str) -> None:
+            rec = self.state.runs[run_id]
+            data = codec.encode(rec)
+            async with sem:
+                while True:
+                    try:
+                        rev = self.revisions.get(run_id)
+                        if rev is None:
+                            new = await self.bus.runs.create(run_id, data)
+                        else:
+                            new = await self.bus.runs.update(run_id, data, last=rev)
+                        break
+                    except nats.js.errors.KeyWrongLastSequenceError:
+                        failed.add(run_id)
+                        await self._reload(run_id)
+                        return
+                    except TRANSIENT as exc:
+                        log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
+                        await asyncio.sleep(0.5)
+            stored(run_id, rec, new)
+
+        def stored(run_id: str, rec: m.RunRecord, new: int) -> None:
+            self.revisions[run_id] = new
+            if rec.state in TERMINAL:
+                core.forget_finished(self.state, run_id)
+                self.revisions.pop(run_id, None)
+                self._forget_run_secret(run_id)
+
+        batches = asyncio.Semaphore(4)
+
+        async def batch(run_ids: list[str]) -> None:
+            # many compare-and-sets committed together: one fsync instead of one per record
+            recs = [self.state.runs[r] for r in run_ids]
+            items = [
+                (r, codec.encode(rec), self.revisions.get(r, 0))
+                for r, rec in zip(run_ids, recs, strict=True)
+            ]
+            async with batches:
+                try:
+                    revs = await kvbatch.write_batch(self.bus.runs, items)
+                except (kvbatch.BatchRefused, *TRANSIENT) as exc:
+                    # refused whole (a conflict somewhere) or unanswered: single writes find
+                    # which record changed, and retry the rest
+                    log.info(
+                        "batch write refused; writing singly", runs=len(run_ids), error=repr(exc)
+                    )
+                    await asyncio.gather(*(write(r) for r in run_ids))
+                    return
+            for run_id, rec, new in zip(run_ids, recs, revs, strict=True):
+                stored(run_id, rec, new)
+
+        order = sorted(dirty)
+        if self.atomic and len(order) > 1:
+            size = 500
+            await asyncio.gather(*(batch(order[i : i + size]) for i in range(0, len(order), size)))
+        else:
+            await asyncio.gather(*(write(r) for r in order))
+        st = self.state
+        agents, st.dirty_agents = st.dirty_agents, set()
+        for agent_id in sorted(agents):
+            if (view := st.agents.get(agent_id)) is not None:
+                await self._put(self.bus.agents, agent_id, codec.encode(view.record()))
+        computes, st.dirty_computes = st.dirty_computes, set()
+        for name in sorted(computes):
+            if (compute := st.computes.get(name)) is not None:
+                await self._put(self.bus.computes, name, codec.encode(compute))
+        node_ids, st.dirty_nodes = st.dirty_nodes, set()
+        for node_id in sorted(node_ids):
+            if (node := st.nodes.get(node_id)) is not None:
+                await self._put(self.bus.nodes, node_id, codec.encode(node))
+        deleted, st.deleted_computes = st.deleted_computes, set()
+        for name in sorted(deleted):
+            await self._put(self.bus.computes, name, None)
+        vm_names, st.dirty_vms = st.dirty_vms, set()
+        for name in sorted(vm_names):
+            if (vm := st.vms.get(name)) is not None:
+                await self._put(self.bus.vms, name, codec.encode(vm))
+        gone, st.deleted_vms = st.deleted_vms, set()
+        for name in sorted(gone):
+            await self._put(self.bus.vms, name, None)
+        return failed
+
+    async def _put(self, kv: KeyValue, key: str, data: bytes | None) -> None:
+        """Write (or with ``None`` delete) one key; the scheduler is its only writer."""
+        while True:
+            try:
+                if data is None:
+                    await kv.delete(key)
+                else:
+                    await kv.put(key, data)
+                return
+            except TRANSIENT as exc:
+                log.warning("store write failed; retrying", key=key, error=repr(exc))
+                await asyncio.sleep(0.5)
+
+    async def _reload(self, run_id: str) -> None:
+        """Another writer changed this run: take the stored record as the truth."""
+        log.warning("run changed by another writer; reloading", run_id=run_id)
+        entry = await self.bus.runs.get(run_id)
+        rec = codec.decode(m.RunRecord, entry.value or b"")
+        if rec.state in TERMINAL:
+            self.state.runs.pop(run_id, None)
+            self.revisions.pop(run_id, None)
+            self._forget_run_secret(run_id)
+        else:
+            self.state.runs[run_id] = rec
+            self.revisions[run_id] = entry.revision or 0
+
+    async def _execute(self, cmds: list[core.Command], failed: set[str]) -> None:
+        nc = self.bus.nc
+        for cmd in cmds:
+            if isinstance(cmd, core.Log):
+                log.info(cmd.event, **cmd.fields)
+                continue
+            run_id = cmd.run_id
+            if run_id is not None and run_id in failed:
+                if isinstance(cmd, core.Reply) and cmd.reply_to:
+                    await nc.publish(
+                        cmd.reply_to,
+                        codec.error("conflict", f"run {run_id} was changed concurrently; retry"),
+                    )
+                continue
+            try:
+                if isinstance(cmd, core.SendToAgent):
+                    await nc.publish(
+                        subjects.agent_commands(cmd.agent_id), codec.encode(self._with_secrets(cmd))
+                    )
+                elif isinstance(cmd, core.Reply):
+                    if cmd.reply_to:
+                        await nc.publish(cmd.reply_to, codec.encode(cmd.message))
+                elif isinstance(cmd, core.PublishEof):
+                    await self._publish_eof(cmd)
+                elif isinstance(cmd, core.CreateNode):
+                    self._spawn(self._create_node(cmd))
+                elif isinstance(cmd, core.StopNode):
+                    self._spawn(self._stop_node(cmd))
+                elif isinstance(cmd, core.AttachVm):
+                    self._spawn(self.machines.attach(cmd))
+                elif isinstance(cmd, core.DetachVm):
+                    self._spawn(self.machines.detach(cmd, self.state.vms.get(cmd.name)))
+                elif isinstance(cmd, core.SaveSecret):
+                    save_credentials(self.machines.data_dir, cmd.name, credentials(cmd.secret))
+            except TRANSIENT as exc:
+                # Commands are re-derived by reconciliation (resend, stale stop); a lost reply
+                # is retried by the client. Nothing here is the only copy of a decision.
+                log.warning("command not delivered", command=type(cmd).__name__, error=repr(exc))
+
+    def _with_secrets(self, cmd: core.SendToAgent) -> m.Assign | m.Cancel | m.Preempt:
+        """An Assign of a run with secret variables carries their values (only on the wire)."""
+        command = cmd.command
+        if isinstance(command, m.Assign) and command.spec.secret_env_names:
+            secret = self.run_secrets.get(command.run_id)
+            return msgspec.structs.replace(command, secret_env=secret)
+        return command
+
+    # --- node providers: side effects in the background, results back as events ----------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def _provider(self, cluster: str) -> NodeProvider:
+        compute = self.state.computes.get(cluster)
+        name = compute.cluster.provider if compute is not None else "process"
+        # the ssh provider is per cluster (its hosts and login); others are shared
+        key = f"ssh:{cluster}" if name == "ssh" else name
+        provider = self.providers.get(key)
+        if provider is None:
+            base = self.config.data_dir or Path()
+            if name == "ssh":
+                assert compute is not None
+                provider = make_ssh_provider(base, compute)
+            else:
+                provider = make_provider(
+                    name, data_dir=base / "providers" / name, gpu_pool=self.config.gpu_pool
+                )
+            self.providers[key] = provider
+        return provider
+
+    async def _create_node(self, cmd: core.CreateNode) -> None:
+        request = NodeRequest(
+            node_id=cmd.node_id,
+            cluster=cmd.cluster,
+            shape=cmd.shape,
+            priority=cmd.priority,
+            broker_url=self.bus.url,
+            labels=dict(cmd.labels),
+            creds=self.agent_creds(cmd.node_id),
+            tls_ca=self.config.auth.tls_ca if self.config.auth else None,
+        )
+        try:
+            await self._provider(cmd.cluster).create_node(request)
+        except ProviderError as exc:
+            self._enqueue(core.NodeFailed(node_id=cmd.node_id, code=exc.code, message=exc.message))
+        except Exception as exc:  # a provider bug must not stop the scheduler
+            log.exception("node provider failed", node_id=cmd.node_id)
+            self._enqueue(
+                core.NodeFailed(
+                    node_id=cmd.node_id,
+                    code="provider_error",
+                    message=f"{type(exc).__name__}: {exc}",
+                )
+            )
+
+    async def _stop_node(self, cmd: core.StopNode) -> None:
+        node = self.state.nodes.get(cmd.node_id)
+        try:
+            await self._provider(node.cluster if node else "").stop_node(cmd.node_id, cmd.grace_s)
+        except Exception:  # the node stays "stopping"; provider.close() stops it at shutdown
+            log.exception("stopping node failed", node_id=cmd.node_id)
+            return
+        self._enqueue(core.NodeStopped(node_id=cmd.node_id))
+
+    async def _poll_providers(self) -> None:
+        """A node whose process died on its own becomes a NodeFailed event."""
+        while True:
+            await asyncio.sleep(self.config.provider_poll_s)
+            for provider in list(self.providers.values()):
+                try:
+                    listed = await provider.list_nodes()
+                except Exception:  # polled again next time
+                    log.exception("listing nodes failed", provider=provider.name)
+                    continue
+                for pn in listed:
+                    node = self.state.nodes.get(pn.node_id)
+                    if not pn.alive and node is not None and node.state in ("creating", "running"):
+                        self._enqueue(
+                            core.NodeFailed(
+                                node_id=pn.node_id,
+                                code="exited",
+                                message=f"node {pn.node_id} {pn.detail or 'exited'}",
+                            )
+                        )
+
+    async def _publish_eof(self, cmd: core.PublishEof) -> None:
+        data = codec.encode(m.LogBatch(run_id=cmd.run_id, attempt=cmd.attempt, eof=True))
+        for delay in (0.1, 0.3, 1.0, 2.0, 5.0):
+            try:
+                await self.bus.js.publish(subjects.logs(cmd.run_id), data)
+                return
+            except TRANSIENT:
+                await asyncio.sleep(delay)
+        log.warning("end-of-log marker not published", run_id=cmd.run_id)
+
+    async def close(self) -> None:
+        for t in [*self.tasks, *self.background]:
+            t.cancel()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+        with contextlib.suppress(Exception):
+            await self.machines.close()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for sub in self.subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()  # type: ignore[attr-defined]
+        await self.bus.close()
+
+
+async def run_scheduler(
+    config: SchedulerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Run the scheduler until ``stop`` is set."""
+    if config.data_dir is None:
+        from sortie.bus.profile import default_data_dir
+
+        config = dataclasses.replace(config, data_dir=default_data_dir() / "scheduler")
+    bus = await open_bus(
+        config.url,
+        "sortie-scheduler",
+        create=True,
+        replicas=config.replicas,
+        reconnect_forever=True,
+        auth=config.auth,
+    )
+    daemon = Daemon(bus, config)
+    metrics: MetricsServer | None = None
+    try:
+        if config.metrics_port is not None:
+            metrics = await serve_metrics(
+                daemon.metrics.registry, config.metrics_host, config.metrics_port
+            )
+            log.info("metrics served", url=metrics.url)
+        await daemon.load()
+        await daemon.start()
+        log.info("scheduler ready", url=config.url)
+        if ready is not None:
+            ready.set()
+        await daemon.run(stop)
+    finally:
+        if metrics is not None:
+            await metrics.close()
+        await daemon.close()

@@ -1,0 +1,250 @@
+"""Attached machines: the SSH side effects behind ``AttachVm`` / ``DetachVm`` (shell code).
+
+Everything here talks to the network; results go back to the core as events through
+``emit``. Secrets are read from and written to the scheduler host's owner-only store
+(``scheduler.ssh.secrets``) and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import structlog
+from asyncssh import SSHClientConnection
+
+from sortie.bus.auth import Creds
+from sortie.bus.connection import split_urls
+from sortie.proto import messages as m
+from sortie.scheduler import events as ev
+from sortie.scheduler.ssh import (
+    SshCredentials,
+    SshError,
+    SshLink,
+    SshTarget,
+    build_wheelhouse,
+    connect,
+    delete_credentials,
+    install_agent,
+    install_private_file,
+    load_credentials,
+    remove_install,
+    save_credentials,
+    start_agent,
+    stop_agent,
+)
+
+log = structlog.get_logger("sortie.scheduler.machines")
+
+REMOTE_DIR = ".sortie"
+Emit = Callable[[ev.Event], None]
+
+
+def credentials(secret: m.SshSecret) -> SshCredentials:
+    return SshCredentials(
+        password=secret.password, private_key=secret.private_key, passphrase=secret.passphrase
+    )
+
+
+def known_hosts_of(login: m.SshLogin) -> Path:
+    return Path(login.known_hosts) if login.known_hosts else Path.home() / ".ssh" / "known_hosts"
+
+
+def target_of(address: str, login: m.SshLogin) -> SshTarget:
+    return SshTarget(address=address, username=login.username, port=login.ssh_port)
+
+
+@dataclass(frozen=True)
+class RemoteAccess:
+    """Where an installed agent's credentials and broker CA are, on its host."""
+
+    creds_path: str | None = None
+    tls_ca_path: str | None = None
+
+
+async def install_access(
+    conn: SSHClientConnection, remote_dir: str, creds: Creds | None, tls_ca: Path | None
+) -> RemoteAccess:
+    """Put the agent's own credentials (0600) and the broker's CA under ``~/<remote_dir>``."""
+    creds_path = ca_path = None
+    if creds is not None:
+        creds_path = await install_private_file(
+            conn, remote_dir=remote_dir, name="agent.creds", text=creds.text()
+        )
+    if tls_ca is not None:
+        pem = await asyncio.to_thread(tls_ca.read_text)
+        ca_path = await install_private_file(
+            conn, remote_dir=remote_dir, name="broker-ca.pem", text=pem
+        )
+    return RemoteAccess(creds_path=creds_path, tls_ca_path=ca_path)
+
+
+class Machines:
+    """The scheduler's SSH links to attached machines, and attaching/detaching them."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        broker_url: str,
+        emit: Emit,
+        *,
+        mint: Callable[[str], Creds | None] = lambda _: None,
+        tls_ca: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.broker_url = broker_url
+        self.emit = emit
+        self.mint = mint  # an agent id -> its own broker credentials (None: none needed)
+        self.tls_ca = tls_ca
+        self.links: dict[str, SshLink] = {}
+
+    def _broker(self) -> tuple[str, int]:
+        # an SSH link forwards to one broker: the first of a cluster's URLs
+        u = urlparse(split_urls(self.broker_url)[0])
+        return u.hostname or "127.0.0.1", u.port or 4222
+
+    async def _open_link(
+        self, name: str, address: str, login: m.SshLogin, creds: SshCredentials, port: int
+    ) -> SshLink:
+        host, local_port = self._broker()
+
+        def on_state(state: str, why: str) -> None:
+            if state == "connected":
+                self.emit(ev.VmLink(name=name, link="connected"))
+            else:
+                self.emit(ev.VmLink(name=name, link="reconnecting"))
+                log.warning("ssh link down; reconnecting", compute=name, why=why)
+
+        link = SshLink(
+            target_of(address, login),
+            creds,
+            known_hosts=known_hosts_of(login),
+            local_host=host,
+            local_port=local_port,
+            remote_port=port,
+            on_state=on_state,
+        )
+        await link.start()
+        self.links[name] = link
+        return link
+
+    async def attach(self, cmd: ev.AttachVm) -> None:
+        name, vm = cmd.name, cmd.vm
+
+        def say(line: str) -> None:
+            self.emit(ev.VmProgress(name=name, line=line))
+
+        creds = credentials(cmd.secret)
+        try:
+            save_credentials(self.data_dir, name, creds)
+            target = target_of(vm.address, vm.ssh)
+            say(f"connecting to {vm.ssh.username}@{vm.address}:{vm.ssh.ssh_port}")
+            conn = await connect(
+                target,
+                creds,
+                known_hosts=known_hosts_of(vm.ssh),
+                trust_new_host_key=cmd.trust_new_host_key,
+            )
+            try:
+                say("host key verified; preparing Sortie's wheels")
+                wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
+                sortie_bin = await install_agent(
+                    conn, wheelhouse, remote_dir=REMOTE_DIR, progress=say
+                )
+                remote_port: int | None = None
+                if vm.advertised_url:
+                    url = vm.advertised_url
+                else:
+                    link = await self._open_link(name, vm.address, vm.ssh, creds, 0)
+                    remote_port = link.remote_port
+                    url = f"nats://127.0.0.1:{remote_port}"
+                    say(f"reverse port forward ready (remote port {remote_port})")
+                access = await install_access(conn, REMOTE_DIR, self.mint(name), self.tls_ca)
+                if access.tls_ca_path is not None:
+                    url = url.replace("nats://", "tls://", 1)
+                say("starting the agent")
+                await start_agent(
+                    conn,
+                    sortie_bin=sortie_bin,
+                    remote_dir=REMOTE_DIR,
+                    broker_url=url,
+                    target=name,
+                    agent_id=name,
+                    creds_path=access.creds_path,
+                    tls_ca_path=access.tls_ca_path,
+                    tls_hostname=self._broker()[0] if access.tls_ca_path else None,
+                )
+            finally:
+                conn.close()
+        except SshError as exc:
+            detail = exc.message + (f"\n{exc.output}" if exc.output else "")
+            await self._drop_link(name)
+            self.emit(ev.VmFailed(name=name, code=exc.code, message=detail))
+            return
+        except Exception as exc:  # a bug must not stop the scheduler; the attach fails
+            log.exception("attach failed", compute=name)
+            await self._drop_link(name)
+            self.emit(
+                ev.VmFailed(name=name, code="internal", message=f"{type(exc).__name__}: {exc}")
+            )
+            return
+        self.emit(ev.VmAttached(name=name, remote_port=remote_port))
+
+    async def detach(self, cmd: ev.DetachVm, rec: m.VmRecord | None) -> None:
+        name = cmd.name
+        if rec is not None:
+            try:
+                creds = load_credentials(self.data_dir, name)
+                conn = await connect(
+                    target_of(rec.vm.address, rec.vm.ssh),
+                    creds,
+                    known_hosts=known_hosts_of(rec.vm.ssh),
+                )
+                try:
+                    await stop_agent(conn, remote_dir=REMOTE_DIR)
+                    if not cmd.keep_files:
+                        await remove_install(conn, remote_dir=REMOTE_DIR)
+                finally:
+                    conn.close()
+            except (SshError, OSError) as exc:
+                # detaching goes on: the machine may be gone for good
+                msg = exc.message if isinstance(exc, SshError) else str(exc)
+                self.emit(ev.VmProgress(name=name, line=f"could not clean up the machine: {msg}"))
+        await self._drop_link(name)
+        with contextlib.suppress(OSError):
+            delete_credentials(self.data_dir, name)
+        self.emit(ev.VmDetached(name=name))
+
+    async def restore(self, rec: m.VmRecord) -> None:
+        """After a scheduler restart: reopen an attached machine's link on the same remote
+        port (its agent's broker URL), retrying with backoff until it connects."""
+        if rec.provisioning_state != "Succeeded" or rec.vm.advertised_url:
+            return
+        delay = 1.0
+        while rec.name not in self.links:
+            try:
+                creds = load_credentials(self.data_dir, rec.name)
+                await self._open_link(
+                    rec.name, rec.vm.address, rec.vm.ssh, creds, rec.remote_port or 0
+                )
+                self.emit(ev.VmLink(name=rec.name, link="connected"))
+                return
+            except (SshError, OSError) as exc:
+                msg = exc.message if isinstance(exc, SshError) else str(exc)
+                log.warning("ssh link not restored yet", compute=rec.name, error=msg)
+                self.emit(ev.VmLink(name=rec.name, link="reconnecting"))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _drop_link(self, name: str) -> None:
+        link = self.links.pop(name, None)
+        if link is not None:
+            await link.close()
+
+    async def close(self) -> None:
+        for name in list(self.links):
+            await self._drop_link(name)

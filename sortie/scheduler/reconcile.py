@@ -1,0 +1,156 @@
+"""Reconciliation: compare what should be (run records) with what was observed (heartbeats).
+
+Pure: takes plain data and the time, returns buckets of decisions, one per run or agent. It
+never mutates its inputs; core.py applies the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sortie.proto import messages as m
+from sortie.proto.states import ON_AGENT, RunState
+from sortie.scheduler.model import AgentView, members
+
+
+@dataclass(frozen=True)
+class Timing:
+    lease_s: float = 10.0  # an agent unheard of for this long is lost (takes no new runs)
+    assign_ack_s: float = 3.0  # an Assign not seen in a heartbeat after this is re-sent
+    # A lost agent's runs are requeued only after lease + kill grace: by then an agent that
+    # is alive but cut off has stopped them itself (agents fence themselves at their lease),
+    # so the new attempt never runs beside the old one.
+    kill_grace_s: float = 10.0
+
+
+@dataclass
+class Reconciliation:
+    lost_agents: list[str] = field(default_factory=list)
+    requeue: list[tuple[str, str]] = field(default_factory=list)  # run id, why
+    fail: list[tuple[str, m.RunError]] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # cancel asked and its agent is gone
+    resend: list[tuple[str, int]] = field(default_factory=list)  # run id, rank: Assign again
+    stop_stale: list[tuple[str, m.RunRef]] = field(default_factory=list)  # agent, attempt
+
+
+def _lost(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
+    # A scheduler that was away gives every agent a full lease after it comes back.
+    heard = max(agent.last_seen, started_at)
+    return now - heard > timing.lease_s
+
+
+def _fenced(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
+    """Has a lost agent had time to stop its runs itself (lease, then the kill grace)?"""
+    heard = max(agent.last_seen, started_at)
+    return now - heard > timing.lease_s + timing.kill_grace_s
+
+
+def reconcile(
+    runs: Mapping[str, m.RunRecord],
+    agents: Mapping[str, AgentView],
+    assign_sent_at: Mapping[str, float],
+    now: float,
+    started_at: float,
+    timing: Timing,
+) -> Reconciliation:
+    out = Reconciliation()
+    gone: set[str] = set()
+    for agent in agents.values():
+        if agent.lost:
+            gone.add(agent.agent_id)
+        elif _lost(agent, now, started_at, timing):
+            out.lost_agents.append(agent.agent_id)
+            gone.add(agent.agent_id)
+
+    for run in runs.values():
+        if run.state not in ON_AGENT:
+            continue
+        gang = run.gang or members(run)  # (a record from before gangs has none stored)
+        ref = (run.run_id, run.attempt)
+        if len(gang) == 1:
+            # the common case, cheaply: one member, on an agent known, live, same incarnation
+            # and already confirming the run in its heartbeats
+            only = gang[0]
+            view = agents.get(only.agent_id)
+            if (
+                view is not None
+                and view.confirmed
+                and view.incarnation == only.incarnation
+                and only.agent_id not in gone
+                and (ref in view.running or ref in view.finished)
+            ):
+                continue
+        why = None
+        waiting = False
+        for member in gang:
+            view = agents.get(member.agent_id)
+            if member.state is RunState.COMPLETED:
+                continue  # this node's part is done; losing it now changes nothing
+            if (
+                view is not None
+                and member.agent_id in gone
+                and not _fenced(view, now, started_at, timing)
+            ):
+                waiting = True  # lost, but it may still be stopping the run itself
+                break
+            if view is None and now - started_at <= timing.lease_s + timing.kill_grace_s:
+                # an agent this scheduler has not heard of (its record was not stored, or a
+                # restarted scheduler has yet to hear it): it may be alive and running this,
+                # so it gets a lease and the kill grace, like any agent, before a requeue
+                waiting = True
+                break
+            if view is None or member.agent_id in gone:
+                why = f"agent {member.agent_id} was lost"
+            elif view.confirmed and view.incarnation != member.incarnation:
+                why = f"agent {member.agent_id} restarted"
+            if why is not None:
+                break
+        if waiting:
+            continue
+        if why is not None:
+            if run.cancel_requested:
+                out.cancel.append(run.run_id)
+            elif run.state is RunState.FINALIZING:
+                out.fail.append(
+                    (run.run_id, m.RunError(kind="lost", message=f"{why} while finalizing"))
+                )
+            else:
+                out.requeue.append((run.run_id, why))
+            continue
+        sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
+        for member in gang:
+            view = agents[member.agent_id]
+            if not view.confirmed or ref in view.running or ref in view.finished:
+                continue
+            if view.last_seen - sent > timing.assign_ack_s:
+                out.resend.append((run.run_id, member.rank))
+
+    for agent in agents.values():
+        if agent.agent_id in gone or not agent.confirmed:
+            continue
+        stale = []
+        me = agent.agent_id
+        for ref in agent.running:
+            run_id, attempt = ref
+            held = runs.get(run_id)
+            if (
+                held is not None
+                and held.attempt == attempt
+                and len(held.gang) == 1
+                and held.gang[0].agent_id == me
+                and held.state in ON_AGENT
+            ):
+                continue  # the common case: its own single-node run
+            if (
+                held is None
+                or held.attempt != attempt
+                or held.state not in ON_AGENT
+                or not any(x.agent_id == agent.agent_id for x in held.gang or members(held))
+            ):
+                stale.append((run_id, attempt))
+        out.stop_stale.extend(
+            (agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt))
+            for run_id, attempt in sorted(stale)
+        )
+    return out

@@ -1,0 +1,211 @@
+"""Answers to compute, agent and why requests. Pure: state in, state changes and commands out."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import msgspec
+
+from sortie.proto import messages as m
+from sortie.proto.states import ON_AGENT, TERMINAL, RunState
+from sortie.scheduler import clusters, vms
+from sortie.scheduler.events import (
+    AgentAsked,
+    Command,
+    ComputeAsked,
+    Config,
+    Log,
+    Reply,
+    SaveSecret,
+    SendToAgent,
+    WhyAsked,
+)
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.runs import cancel
+
+
+def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
+    return [Reply(reply_to, m.ErrorReply(code=code, message=message))]
+
+
+def compute_info(state: SchedulerState, name: str) -> m.ComputeInfo:
+    rec = state.computes[name]
+    nodes = sorted((n for n in state.nodes.values() if n.cluster == name), key=lambda n: n.node_id)
+    busy_agents = {r.agent_id for r in state.runs.values() if r.state in ON_AGENT}
+    running = [n for n in nodes if n.state == "running"]
+    counts = m.NodeCounts(
+        current=sum(1 for n in nodes if n.state in ("creating", "running")),
+        target=state.node_targets.get(name, 0),
+        idle=sum(1 for n in running if n.node_id not in busy_agents),
+        busy=sum(1 for n in running if n.node_id in busy_agents),
+        preempted=sum(1 for n in nodes if n.state == "preempted"),
+    )
+    shown = [n for n in nodes if n.state not in ("stopped",)]
+    return m.ComputeInfo(compute=rec, counts=counts, nodes=shown)
+
+
+def on_compute(
+    state: SchedulerState, ev: ComputeAsked, now: float, config: Config
+) -> list[Command]:
+    req = ev.request
+    providers = config.providers
+    if isinstance(req, m.SizesList):
+        sizes = sorted(config.catalog.values(), key=lambda s: (s.gpus, s.cpus, s.name))
+        return [Reply(ev.reply_to, m.SizesReply(sizes=sizes))]
+    if isinstance(req, m.ComputeList):
+        infos = [compute_info(state, n) for n in sorted(state.computes)]
+        machines = [state.vms[n] for n in sorted(state.vms)]
+        return [Reply(ev.reply_to, m.ComputeListReply(computes=infos, vms=machines))]
+    if isinstance(req, m.ComputeAttach):
+        return vms.attach(state, req, ev.reply_to, now)
+    if isinstance(req, m.ComputeDetach):
+        return vms.detach(state, req, ev.reply_to, now)
+    if isinstance(req, m.ComputeCreate):
+        existing = set(state.computes) | set(state.vms)
+        made = clusters.new_compute(req, existing, config.catalog, providers, now)
+        if isinstance(made, m.ErrorReply):
+            return [Reply(ev.reply_to, made)]
+        created: list[Command] = []
+        if made.cluster.provider == "ssh":
+            assert made.cluster.ssh is not None  # checked by new_compute
+            if (why := vms.check_login(made.cluster.ssh, req.secret)) is not None:
+                return _error(ev.reply_to, "bad_request", why)
+            assert req.secret is not None
+            created.append(SaveSecret(name=made.name, secret=req.secret))
+        state.computes[made.name] = made
+        state.dirty_computes.add(made.name)
+        return [
+            *created,
+            Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, made.name))),
+            Log("compute created", {"compute": made.name, "vm_size": made.cluster.vm_size}),
+        ]
+    if req.name in state.vms:
+        if isinstance(req, m.ComputeShow):
+            return [Reply(ev.reply_to, m.VmReply(vm=state.vms[req.name]))]
+        return _error(
+            ev.reply_to,
+            "invalid_state",
+            f"{req.name} is an attached machine: use `sortie compute detach {req.name}`",
+        )
+    rec = state.computes.get(req.name)
+    if rec is None:
+        known = ", ".join(sorted(state.computes)) or "none"
+        return _error(
+            ev.reply_to, "not_found", f"no compute target {req.name!r}; clusters: {known}"
+        )
+    if isinstance(req, m.ComputeShow):
+        return [Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
+    if isinstance(req, m.ComputeUpdate):
+        changed = clusters.updated_compute(rec, req, config.catalog, providers)
+        if isinstance(changed, m.ErrorReply):
+            return [Reply(ev.reply_to, changed)]
+        state.computes[req.name] = changed
+        state.dirty_computes.add(req.name)
+        return [Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
+    # ComputeDelete
+    active = sorted(
+        r.run_id
+        for r in state.runs.values()
+        if r.spec.target == req.name and r.state not in TERMINAL
+    )
+    if active and not req.force:
+        shown = ", ".join(active[:5]) + (" ..." if len(active) > 5 else "")
+        return _error(
+            ev.reply_to,
+            "invalid_state",
+            f"compute {req.name} has {len(active)} active run(s) ({shown}): wait for them, "
+            "cancel them, or delete with --force to cancel them",
+        )
+    cmds: list[Command] = []
+    for run_id in active:
+        cancel(state, state.runs[run_id], now, cmds)
+    state.computes[req.name] = msgspec.structs.replace(rec, provisioning_state="Deleting")
+    state.dirty_computes.add(req.name)
+    cmds.append(Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name))))
+    cmds.append(Log("compute deleting", {"compute": req.name, "canceled_runs": len(active)}))
+    return cmds
+
+
+def on_agent(state: SchedulerState, ev: AgentAsked, now: float, config: Config) -> list[Command]:
+    req = ev.request
+    if isinstance(req, m.AgentList):
+        agents = [state.agents[a].record() for a in sorted(state.agents)]
+        return [Reply(ev.reply_to, m.AgentListReply(agents=agents))]
+    view = state.agents.get(req.agent_id)
+    if view is None:
+        known = ", ".join(sorted(state.agents)) or "none"
+        return _error(ev.reply_to, "not_found", f"no agent {req.agent_id!r}; agents: {known}")
+    cmds: list[Command] = []
+    if req.action == "cordon":
+        view.cordoned = True
+    elif req.action == "uncordon":
+        view.cordoned = False
+        view.draining = False
+    elif req.action == "drain":
+        view.draining = True
+    else:  # preempt: a provider's notice, simulated on request
+        if view.lost:
+            return _error(ev.reply_to, "invalid_state", f"agent {req.agent_id} is lost")
+        view.preempting = True
+        cmds.append(SendToAgent(view.agent_id, m.Preempt(), None))
+        node = state.nodes.get(view.agent_id)
+        if node is not None and node.state in ("creating", "running"):
+            state.nodes[node.node_id] = msgspec.structs.replace(
+                node, state="preempted", changed_at=now, message="preempted"
+            )
+            state.dirty_nodes.add(node.node_id)
+            # the node goes away once its runs had their grace period
+            state.preempt_deadline[node.node_id] = now + config.preempt_grace_s + 5.0
+            compute = state.computes.get(node.cluster)
+            if compute is not None:
+                state.computes[node.cluster] = clusters.with_decision(
+                    compute,
+                    m.ScaleDecision(
+                        at=now,
+                        action="node_preempted",
+                        nodes=[node.node_id],
+                        reason=f"node {node.node_id} was preempted",
+                    ),
+                )
+                state.dirty_computes.add(node.cluster)
+    state.dirty_agents.add(view.agent_id)
+    cmds.append(Reply(ev.reply_to, m.AgentReply(agent=view.record())))
+    cmds.append(Log(f"agent {req.action}", {"agent_id": view.agent_id}))
+    return cmds
+
+
+def on_why(state: SchedulerState, ev: WhyAsked) -> list[Command]:
+    rec = state.runs.get(ev.run_id)
+    if rec is None:
+        return _error(
+            ev.reply_to,
+            "not_found",
+            f"run {ev.run_id!r} is not active (it ended, or does not exist): `sortie run show`",
+        )
+    if rec.state is not RunState.QUEUED:
+        where = f" on agent {rec.agent_id}" if rec.agent_id else ""
+        summary = f"run {rec.run_id} is not waiting: it is {rec.state}{where}"
+        return [Reply(ev.reply_to, m.WhyReply(run_id=rec.run_id, state=rec.state, summary=summary))]
+    reasons = dict(state.why.get(rec.run_id, {}))
+    if reasons:
+        parts = "; ".join(f"{n} {why}" for why, n in Counter(reasons).most_common())
+        summary = f"queued: no agent of target {rec.spec.target!r} can take it now ({parts})"
+    else:
+        summary = "queued: waiting for the next scheduling cycle"
+    compute = state.computes.get(rec.spec.target)
+    if compute is not None:
+        creating = sum(
+            1 for n in state.nodes.values() if n.cluster == compute.name and n.state == "creating"
+        )
+        if creating:
+            summary += f"; {creating} node(s) of {compute.name} are starting"
+        if compute.backoff_until is not None and compute.decisions:
+            last = compute.decisions[-1]
+            if last.action == "backoff":
+                summary += f"; autoscaler: {last.reason}"
+    return [
+        Reply(
+            ev.reply_to,
+            m.WhyReply(run_id=rec.run_id, state=rec.state, reasons=reasons, summary=summary),
+        )
+    ]

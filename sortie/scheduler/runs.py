@@ -1,0 +1,139 @@
+"""Changing run records: every transition goes through here (and proto.states.transition)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from sortie.proto import messages as m
+from sortie.proto.states import RunState, transition
+from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
+from sortie.scheduler.model import SchedulerState, members
+
+# Failures of the script or its preparation: these use up max_retries.
+RETRYABLE = frozenset({"exit_code", "environment", "snapshot", "start", "internal"})
+
+
+def move(
+    rec: m.RunRecord, target: RunState, now: float, *, reason: str | None = None, **changes: Any
+) -> m.RunRecord:
+    state = transition(rec.state, target)
+    attempt = int(changes.get("attempt", rec.attempt))
+    history = [*rec.history, m.StateChange(state=state, at=now, attempt=attempt, reason=reason)]
+    return msgspec.structs.replace(rec, state=state, history=history, **changes)
+
+
+def store(state: SchedulerState, rec: m.RunRecord) -> None:
+    state.runs[rec.run_id] = rec
+    state.dirty_runs.add(rec.run_id)
+
+
+def finish(state: SchedulerState, rec: m.RunRecord, cmds: list[Command]) -> None:
+    """Bookkeeping common to every terminal transition."""
+    state.assign_sent_at.pop(rec.run_id, None)
+    state.why.pop(rec.run_id, None)
+    cmds.append(PublishEof(run_id=rec.run_id, attempt=rec.attempt))
+    cmds.append(
+        Log("run ended", {"run_id": rec.run_id, "attempt": rec.attempt, "state": rec.state})
+    )
+
+
+def requeue(
+    state: SchedulerState, rec: m.RunRecord, why: str, now: float, **changes: Any
+) -> m.RunRecord:
+    """Back to Queued as a new attempt (lost agent, preemption, or a retry)."""
+    moved = move(
+        rec,
+        RunState.QUEUED,
+        now,
+        reason=why,
+        attempt=rec.attempt + 1,
+        agent_id=None,
+        agent_incarnation=None,
+        assigned_at=None,
+        gang=[],
+        master_port=None,
+        **changes,
+    )
+    state.assign_sent_at.pop(rec.run_id, None)
+    store(state, moved)
+    return moved
+
+
+def end(
+    state: SchedulerState,
+    rec: m.RunRecord,
+    target: RunState,
+    now: float,
+    cmds: list[Command],
+    **changes: Any,
+) -> m.RunRecord:
+    done = move(rec, target, now, ended_at=changes.pop("ended_at", now), **changes)
+    store(state, done)
+    finish(state, done, cmds)
+    return done
+
+
+def cancel(state: SchedulerState, rec: m.RunRecord, now: float, cmds: list[Command]) -> None:
+    """Cancel a run wherever it is: at once if queued, through its agent otherwise."""
+    if rec.state is RunState.QUEUED:
+        end(state, rec, RunState.CANCELED, now, cmds, cancel_requested=True)
+        return
+    store(state, msgspec.structs.replace(rec, cancel_requested=True))
+    cmds.extend(
+        SendToAgent(
+            member.agent_id,
+            m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="canceled"),
+            rec.run_id,
+        )
+        for member in members(rec)
+    )
+
+
+def apply_report(
+    state: SchedulerState, rec: m.RunRecord, rep: m.RunReport, cmds: list[Command]
+) -> None:
+    """A report for the current attempt: move the run, retrying or requeueing where due."""
+    kind = rep.error.kind if rep.error is not None else None
+    if rep.state is RunState.QUEUED:
+        # the agent gave the attempt back: preempted (free of max_retries), or another reason
+        extra: dict[str, Any] = {}
+        if kind == "preempted":
+            # the attempt ends Preempted; the run goes on as a new attempt
+            rec = move(rec, RunState.PREEMPTED, rep.at, reason="node preempted", error=rep.error)
+            extra = {"preemptions": rec.preemptions + 1, "error": None}
+        moved = requeue(state, rec, kind or "returned by its agent", rep.at, **extra)
+        cmds.append(
+            Log("run requeued", {"run_id": rec.run_id, "attempt": moved.attempt, "why": kind})
+        )
+        return
+    if (
+        rep.state is RunState.FAILED
+        and kind in RETRYABLE
+        and rec.retries_used < rec.spec.max_retries
+        and not rec.cancel_requested
+    ):
+        n = rec.retries_used + 1
+        detail = rep.error.message if rep.error else ""
+        why = f"retry {n} of {rec.spec.max_retries} after {kind}: {detail}"
+        moved = requeue(state, rec, why[:300], rep.at, retries_used=n, exit_code=rep.exit_code)
+        cmds.append(Log("run retried", {"run_id": rec.run_id, "attempt": moved.attempt}))
+        return
+    changes: dict[str, Any] = {}
+    if rep.state is RunState.RUNNING:
+        changes["started_at"] = rep.at
+    if rep.state in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED):
+        end(
+            state,
+            rec,
+            rep.state,
+            rep.at,
+            cmds,
+            ended_at=rep.at,
+            exit_code=rep.exit_code,
+            error=rep.error,
+            artifacts=rep.artifacts,
+        )
+        return
+    store(state, move(rec, rep.state, rep.at, **changes))

@@ -1,0 +1,463 @@
+"""Installing, starting, stopping and removing an agent on a remote host, without root.
+
+Everything lives under `~/<remote_dir>` (default `~/.sortie`): `wheels/` (copied over SFTP),
+`bin/uv` (taken out of the uv wheel with the remote Python's zipfile module, so the host needs
+neither python3-venv nor ensurepip), `venv/` (made by uv, filled offline from `wheels/`),
+`agent/` (the agent's data), `agent.log` and `agent.pid`.
+
+Every remote shell argument is quoted with `shlex.quote`. A failed remote command raises
+SshError with the tail of its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
+
+import asyncssh
+
+from sortie.scheduler.ssh import SshError
+
+MIN_PYTHON = (3, 11)
+DEFAULT_CANDIDATES = ("python3.13", "python3.12", "python3.11", "python3")
+OUTPUT_TAIL = 4000
+START_CHECK_S = 3.0
+
+_REMOTE_DIR_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _tail(text: str) -> str:
+    return text[-OUTPUT_TAIL:]
+
+
+def check_remote_dir(remote_dir: str) -> str:
+    """A relative path under the remote home, without '..': refuse anything else."""
+    path = PurePosixPath(remote_dir)
+    if (
+        not remote_dir
+        or path.is_absolute()
+        or not path.parts
+        or any(p in (".", "..") or not _REMOTE_DIR_PART.match(p) for p in path.parts)
+    ):
+        raise ValueError(
+            f"remote_dir must be a relative path under the remote home without '..' "
+            f"(got {remote_dir!r})"
+        )
+    return path.as_posix()
+
+
+async def _run(
+    conn: asyncssh.SSHClientConnection, command: str, *, limit_s: float | None = 600.0
+) -> tuple[int, str]:
+    """Run a shell command; (exit status, stdout+stderr)."""
+    result = await conn.run(command, check=False, stderr=asyncssh.STDOUT, timeout=limit_s)
+    out = result.stdout if isinstance(result.stdout, str) else (result.stdout or b"").decode()
+    status = result.exit_status if result.exit_status is not None else 255
+    return status, out
+
+
+async def _must(
+    conn: asyncssh.SSHClientConnection, command: str, what: str, *, code: str = "install_failed"
+) -> str:
+    try:
+        status, out = await _run(conn, command)
+    except asyncssh.ProcessError as exc:  # pragma: no cover (check=False)
+        raise SshError(code, f"{what} failed on the remote host", output=str(exc)) from None
+    except asyncssh.TimeoutError as exc:
+        out = str(exc.stdout or "")
+        raise SshError(code, f"{what} timed out on the remote host", output=_tail(out)) from None
+    if status != 0:
+        raise SshError(
+            code, f"{what} failed on the remote host (exit status {status})", output=_tail(out)
+        )
+    return out
+
+
+async def remote_home(conn: asyncssh.SSHClientConnection) -> str:
+    out = await _must(conn, 'printf "%s" "$HOME"', "finding the home directory")
+    home = out.strip()
+    if not home.startswith("/"):
+        raise SshError("install_failed", f"the remote $HOME is not an absolute path: {home!r}")
+    return home
+
+
+# --- the remote Python ----------------------------------------------------------------------
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """'3.11.2' (or 'Python 3.11.2', '3.13.0rc1') -> (3, 11, 2); None if it is not one."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        return None
+    return tuple(int(g) for g in m.groups() if g is not None)
+
+
+def choose_python(found: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The first (path, version) that is new enough, or the SshError that says why none is."""
+    for path, version in found:
+        v = parse_version(version)
+        if v is not None and v[:2] >= MIN_PYTHON:
+            return path, version
+    need = ".".join(map(str, MIN_PYTHON))
+    if not found:
+        raise SshError(
+            "python_missing",
+            f"no Python found on the remote host's PATH; Sortie needs Python {need} or newer "
+            "there: install it (e.g. apt-get install python3), then attach again",
+        )
+    path, version = found[0]
+    raise SshError(
+        "python_too_old",
+        f"found Python {version} at {path}; Sortie needs Python {need} or newer on the remote "
+        "host: install it, then attach again",
+    )
+
+
+async def remote_python(
+    conn: asyncssh.SSHClientConnection,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+) -> tuple[str, str]:
+    """(path, version) of the first candidate >= 3.11 on the remote PATH."""
+    probe = "import sys; print(sys.version.split()[0])"
+    script = "\n".join(
+        f"p=$(command -v {shlex.quote(c)} 2>/dev/null) && "
+        f'v=$("$p" -c {shlex.quote(probe)} 2>/dev/null) && printf "%s\\t%s\\n" "$p" "$v"'
+        for c in candidates
+    )
+    _, out = await _run(conn, script + "\ntrue", limit_s=60.0)
+    found: list[tuple[str, str]] = []
+    for line in out.splitlines():
+        path, sep, version = line.partition("\t")
+        if sep and path.startswith("/") and parse_version(version) is not None:
+            found.append((path, version.strip()))
+    return choose_python(found)
+
+
+# --- install --------------------------------------------------------------------------------
+
+_EXTRACT_UV = """
+import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+stamp = dest + ".wheel"
+name = os.path.basename(wheel)
+if os.path.exists(dest) and os.path.exists(stamp) and open(stamp).read() == name:
+    sys.exit(0)
+with zipfile.ZipFile(wheel) as z:
+    members = [m for m in z.namelist() if m.endswith(".data/scripts/uv")]
+    if not members:
+        sys.exit("no uv binary in " + name)
+    tmp = dest + ".tmp"
+    with z.open(members[0]) as src, open(tmp, "wb") as out:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+os.chmod(tmp, 0o755)
+os.replace(tmp, dest)
+with open(stamp, "w") as f:
+    f.write(name)
+"""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+async def _copy_wheels(
+    conn: asyncssh.SSHClientConnection,
+    wheelhouse: Path,
+    remote_wheels: str,
+    progress: Callable[[str], None],
+) -> None:
+    local = sorted(await asyncio.to_thread(lambda: list(wheelhouse.glob("*.whl"))))
+    if not local:
+        raise SshError("install_failed", f"no wheels in {wheelhouse}")
+    async with conn.start_sftp_client() as sftp:
+        await sftp.makedirs(remote_wheels, exist_ok=True)
+        remote_sizes: dict[str, int] = {}
+        for entry in await sftp.readdir(remote_wheels):
+            name = str(entry.filename)
+            if name.endswith(".whl") and entry.attrs.size is not None:
+                remote_sizes[name] = entry.attrs.size
+        wanted = {p.name for p in local}
+        # A manifest of what was copied (name, size, sha256) tells an unchanged wheel from
+        # one rebuilt with the same name and size (the project's own wheel, after an edit).
+        manifest_path = f"{remote_wheels}/.manifest"
+        copied: dict[str, str] = {}
+        if await sftp.exists(manifest_path):
+            async with sftp.open(manifest_path, "r") as f:
+                text = str(await f.read())
+            for line in text.splitlines():
+                name, _, digest = line.partition(" ")
+                copied[name] = digest
+        digests = await asyncio.to_thread(lambda: {p.name: _sha256(p) for p in local})
+        todo = [
+            p
+            for p in local
+            if remote_sizes.get(p.name) != p.stat().st_size or copied.get(p.name) != digests[p.name]
+        ]
+        total = sum(p.stat().st_size for p in todo)
+        if todo:
+            n = len(todo)
+            progress(f"copying {n} wheel{'s' if n != 1 else ''} ({_mb(total)})")
+        else:
+            progress("wheels already on the host")
+        for p in todo:
+            tmp = f"{remote_wheels}/.{p.name}.part"
+            await sftp.put(str(p), tmp)
+            await sftp.posix_rename(tmp, f"{remote_wheels}/{p.name}")
+        if todo or set(copied) != wanted:
+            async with sftp.open(manifest_path + ".part", "w") as f:
+                await f.write("".join(f"{n} {d}\n" for n, d in sorted(digests.items())))
+            await sftp.posix_rename(manifest_path + ".part", manifest_path)
+        # Wheels of older builds would let an offline install pick a stale version.
+        for name in remote_sizes:
+            if name not in wanted:
+                await sftp.remove(f"{remote_wheels}/{name}")
+
+
+async def install_agent(
+    conn: asyncssh.SSHClientConnection,
+    wheelhouse: Path,
+    *,
+    remote_dir: str = ".sortie",
+    progress: Callable[[str], None],
+) -> str:
+    """Install Sortie into `~/<remote_dir>/venv` offline; return its `sortie` path."""
+    rel = check_remote_dir(remote_dir)
+    progress("checking the remote Python")
+    # Prefer the scheduler's own minor version: its binary wheels are the ones built.
+    own = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = tuple(dict.fromkeys((own, *DEFAULT_CANDIDATES)))
+    python, version = await remote_python(conn, candidates)
+    progress(f"found Python {version} at {python}")
+    home = await remote_home(conn)
+    base = f"{home}/{rel}"
+    wheels = f"{base}/wheels"
+    venv = f"{base}/venv"
+    uv = f"{base}/bin/uv"
+    q = shlex.quote
+
+    await _copy_wheels(conn, wheelhouse, f"{rel}/wheels", progress)
+
+    uv_wheels = sorted(await asyncio.to_thread(lambda: list(wheelhouse.glob("uv-*.whl"))))
+    if not uv_wheels:
+        raise SshError("install_failed", f"no uv wheel in {wheelhouse}")
+    progress("unpacking uv")
+    await _must(
+        conn,
+        f"mkdir -p {q(base + '/bin')} && "
+        f"{q(python)} -c {q(_EXTRACT_UV)} {q(wheels + '/' + uv_wheels[-1].name)} {q(uv)}",
+        "unpacking uv from its wheel",
+    )
+    # uv's cache inside the install directory, so removing that removes everything.
+    env = f"UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 UV_CACHE_DIR={q(base + '/uv-cache')}"
+    progress("creating the venv")
+    await _must(
+        conn,
+        f"if {q(venv + '/bin/python')} -c '' 2>/dev/null; then echo venv exists; else "
+        f"rm -rf {q(venv)} && {env} {q(uv)} venv --no-project {q(venv)} --python {q(python)}; fi",
+        "creating the venv",
+    )
+    progress("installing Sortie offline")
+    try:
+        await _must(
+            conn,
+            f"{env} {q(uv)} pip install --python {q(venv + '/bin/python')} --offline "
+            f"--no-index --find-links {q(wheels)} --reinstall-package sortie sortie",
+            "installing Sortie from the copied wheels",
+        )
+    except SshError as exc:
+        tag = wheelhouse / "python-tag.txt"
+        built = tag.read_text().strip() if tag.exists() else "unknown"
+        raise SshError(
+            exc.code,
+            f"{exc.message}; the wheels were built for {built} and the host runs Python {version}",
+            output=exc.output,
+        ) from None
+    sortie_bin = f"{venv}/bin/sortie"
+    await _must(conn, f"{q(sortie_bin)} --help >/dev/null", "running the installed sortie")
+    progress(f"installed Sortie at {sortie_bin}")
+    return sortie_bin
+
+
+# --- the agent process ----------------------------------------------------------------------
+
+# Shell helpers: is PID alive (not a zombie) and is it our agent (its command line names our
+# data directory, so a reused pid is never signalled)?
+_ALIVE = r"""
+alive() {
+    [ -d "/proc/$1" ] || return 1
+    st=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+ours() {
+    tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$DATA"
+}
+"""
+
+
+def _stop_script(base: str, grace_s: float) -> str:
+    q = shlex.quote
+    ticks = max(1, int(grace_s * 5))
+    return f"""
+DATA={q(base + "/agent")}
+PIDFILE={q(base + "/agent.pid")}
+{_ALIVE}
+pid=$(cat "$PIDFILE" 2>/dev/null || true)
+case "$pid" in ''|*[!0-9]*) rm -f "$PIDFILE"; echo "no agent"; exit 0;; esac
+if ! alive "$pid" || ! ours "$pid"; then rm -f "$PIDFILE"; echo "no agent"; exit 0; fi
+kill -TERM "$pid" 2>/dev/null
+i=0
+while alive "$pid" && [ "$i" -lt {ticks} ]; do sleep 0.2; i=$((i + 1)); done
+if alive "$pid"; then
+    echo "agent $pid did not stop within {grace_s:g} s: SIGKILL"
+    kill -KILL -- "-$pid" 2>/dev/null
+    kill -KILL "$pid" 2>/dev/null
+    i=0
+    while alive "$pid" && [ "$i" -lt 25 ]; do sleep 0.2; i=$((i + 1)); done
+fi
+rm -f "$PIDFILE"
+echo "stopped agent $pid"
+"""
+
+
+async def stop_agent(
+    conn: asyncssh.SSHClientConnection, *, remote_dir: str, grace_s: float = 10.0
+) -> None:
+    """SIGTERM the agent named by the pid file, SIGKILL after `grace_s`; fine if none runs."""
+    rel = check_remote_dir(remote_dir)
+    home = await remote_home(conn)
+    await _must(
+        conn, _stop_script(f"{home}/{rel}", grace_s), "stopping the agent", code="agent_failed"
+    )
+
+
+async def start_agent(
+    conn: asyncssh.SSHClientConnection,
+    *,
+    sortie_bin: str,
+    remote_dir: str,
+    broker_url: str,
+    target: str,
+    agent_id: str,
+    extra_args: Sequence[str] = (),
+    creds_path: str | None = None,
+    tls_ca_path: str | None = None,
+    tls_hostname: str | None = None,
+) -> int:
+    """Start the agent detached from the SSH session; return its pid.
+
+    An agent from an earlier start is stopped first. Raises SshError("agent_failed") with the
+    tail of agent.log if the new process is gone within a few seconds.
+    """
+    rel = check_remote_dir(remote_dir)
+    home = await remote_home(conn)
+    base = f"{home}/{rel}"
+    await stop_agent(conn, remote_dir=rel)
+    q = shlex.quote
+    access: list[str] = []
+    if creds_path is not None:
+        access += ["--creds", creds_path]
+    if tls_ca_path is not None:
+        access += ["--tls-ca", tls_ca_path]
+    if tls_hostname is not None:
+        access += ["--tls-hostname", tls_hostname]
+    argv = [
+        sortie_bin,
+        "--url",
+        broker_url,
+        *access,
+        "--log-level",
+        "info",
+        "agent",
+        "--target",
+        target,
+        "--name",
+        agent_id,
+        "--data-dir",
+        f"{base}/agent",
+        *extra_args,
+    ]
+    log = f"{base}/agent.log"
+    # No job control in this shell, so the background child is no group leader and setsid
+    # runs the agent in a new session without forking again: $! is the agent's pid.
+    script = f"""
+set -e
+mkdir -p {q(base + "/agent")}
+cd {q(base)}
+[ -f {q(log)} ] && mv -f {q(log)} {q(log + ".1")}
+setsid nohup {" ".join(q(a) for a in argv)} </dev/null >{q(log)} 2>&1 &
+echo $! >{q(base + "/agent.pid")}
+echo $!
+"""
+    out = await _must(conn, script, "starting the agent", code="agent_failed")
+    try:
+        pid = int(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SshError("agent_failed", "starting the agent printed no pid", _tail(out)) from None
+    ticks = int(START_CHECK_S * 5)
+    check = f"""
+DATA={q(base + "/agent")}
+{_ALIVE}
+i=0
+while [ "$i" -lt {ticks} ]; do
+    alive {pid} || break
+    sleep 0.2; i=$((i + 1))
+done
+if alive {pid}; then echo alive; else echo dead; tail -c {OUTPUT_TAIL} {q(log)}; fi
+"""
+    _, out = await _run(conn, check, limit_s=60.0)
+    first, _, rest = out.partition("\n")
+    if first.strip() != "alive":
+        await _run(conn, f"rm -f {q(base + '/agent.pid')}", limit_s=30.0)
+        raise SshError(
+            "agent_failed",
+            f"the agent exited right after it started (see {log} on the host)",
+            output=_tail(rest),
+        )
+    return pid
+
+
+async def install_private_file(
+    conn: asyncssh.SSHClientConnection, *, remote_dir: str, name: str, text: str
+) -> str:
+    """Write ``text`` to ``~/<remote_dir>/<name>``, readable by the remote user only (0600
+    from its creation; the agent's credentials); return the absolute path."""
+    rel = check_remote_dir(remote_dir)
+    if not _REMOTE_DIR_PART.match(name):
+        raise ValueError(f"bad remote file name {name!r}")
+    home = await remote_home(conn)
+    private = asyncssh.SFTPAttrs(permissions=0o600)
+    async with conn.start_sftp_client() as sftp:
+        await sftp.makedirs(rel, exist_ok=True)
+        tmp = f"{rel}/.{name}.part"
+        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+            await sftp.remove(tmp)
+        async with sftp.open(tmp, "w", attrs=private) as f:
+            await f.write(text)
+        await sftp.chmod(tmp, 0o600)
+        await sftp.posix_rename(tmp, f"{rel}/{name}")
+    return f"{home}/{rel}/{name}"
+
+
+async def remove_install(conn: asyncssh.SSHClientConnection, *, remote_dir: str) -> None:
+    """Remove `~/<remote_dir>` (and only that)."""
+    rel = check_remote_dir(remote_dir)
+    home = await remote_home(conn)
+    await _must(conn, f"rm -rf -- {shlex.quote(f'{home}/{rel}')}", "removing the install")

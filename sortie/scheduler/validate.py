@@ -1,0 +1,134 @@
+"""Checks on a submitted RunSpec that need no I/O.
+
+Each failure says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from sortie.proto import messages as m
+from sortie.proto.paths import check_relpath
+
+EXPERIMENT_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_submission_id(value: str) -> str | None:
+    if SUBMISSION_ID.match(value):
+        return None
+    return (
+        f"submission id {value[:140]!r} is not valid: use 1-128 letters, digits, '-', '_', "
+        "'.' or ':', starting with a letter or digit"
+    )
+
+
+def check_experiment_name(name: str) -> str | None:
+    if EXPERIMENT_RULE.match(name):
+        return None
+    return (
+        f"experiment name {name!r} is not valid: use 1-100 letters, digits, '-' or '_', "
+        "starting with a letter or digit"
+    )
+
+
+def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply | None:
+    """Return the first problem with ``spec`` as an ErrorReply, or None if it is acceptable."""
+    if (why := check_experiment_name(spec.experiment)) is not None:
+        return m.ErrorReply(code="bad_request", message=why)
+    if spec.submission_id is not None and (why := check_submission_id(spec.submission_id)):
+        return m.ErrorReply(code="bad_request", message=why)
+    if spec.target not in known_targets:
+        known = ", ".join(sorted(known_targets)) or "none"
+        return m.ErrorReply(
+            code="unknown_target",
+            message=(
+                f"unknown compute target {spec.target!r}; known targets: {known}. "
+                "Use one of those, or start an agent for it with "
+                f"`sortie agent --target {spec.target}`."
+            ),
+        )
+    if (why := check_relpath(spec.script)) is not None:
+        return m.ErrorReply(
+            code="bad_request",
+            message=f"script path is not valid: {why}; give a path inside the source directory",
+        )
+    if not SHA256.match(spec.snapshot_id):
+        return m.ErrorReply(
+            code="bad_request", message="snapshot_id must be the 64-hex sha256 of the manifest"
+        )
+    if spec.max_duration_s is not None and spec.max_duration_s <= 0:
+        return m.ErrorReply(
+            code="bad_request", message="max_duration_s must be a positive number of seconds"
+        )
+    res = spec.resources
+    if res.cpus < 0 or res.memory_mb < 0 or res.gpus < 0:
+        return m.ErrorReply(code="bad_request", message="resources must not be negative")
+    for key in [*spec.env_vars, *spec.secret_env_names]:
+        if not ENV_NAME.match(key) or key.startswith("SORTIE_"):
+            return m.ErrorReply(
+                code="bad_request",
+                message=(
+                    f"environment variable name {key!r} is not valid: use letters, digits and "
+                    "'_', not starting with a digit; SORTIE_* names are reserved"
+                ),
+            )
+    for key, value in spec.env_vars.items():
+        if "\x00" in value:
+            return m.ErrorReply(
+                code="bad_request",
+                message=f"the value of environment variable {key} contains a NUL byte",
+            )
+    names = spec.secret_env_names
+    if len(set(names)) != len(names) or set(names) & set(spec.env_vars):
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                "a secret environment variable is named twice, or also given as a plain one: "
+                "give each name once"
+            ),
+        )
+    docker = spec.environment.docker
+    if docker.enabled and not (docker.base_image or "").strip():
+        return m.ErrorReply(
+            code="bad_request",
+            message="docker.enabled needs a base image (--docker-image IMAGE / base_image)",
+        )
+    py = spec.environment.python
+    if py.user_managed and (py.pip or py.conda):
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                "a user-managed environment cannot list packages: set user_managed=False to "
+                "have Sortie build the environment, or install them into your interpreter"
+            ),
+        )
+    return None
+
+
+def check_secrets(spec: m.RunSpec, secret: m.SecretEnv | None) -> m.ErrorReply | None:
+    """The secret values must be exactly those the spec names. Messages name variables,
+    never values."""
+    given = set(secret.values) if secret is not None else set()
+    wanted = set(spec.secret_env_names)
+    if given != wanted:
+        missing = ", ".join(sorted(wanted - given)) or "none"
+        extra = ", ".join(sorted(given - wanted)) or "none"
+        return m.ErrorReply(
+            code="bad_request",
+            message=(
+                "secret environment variables do not match the run's secret_env_names "
+                f"(without a value: {missing}; not named: {extra}): send a value for each name"
+            ),
+        )
+    if secret is not None:
+        for key, value in secret.values.items():
+            if "\x00" in value:
+                return m.ErrorReply(
+                    code="bad_request",
+                    message=f"the value of secret environment variable {key} contains a NUL byte",
+                )
+    return None

@@ -1,0 +1,145 @@
+"""Attached machines (compute type "vm"): requests and events. Pure.
+
+Attaching only checks the request and records the machine as Creating; the daemon carries
+out ``AttachVm`` (host key, install over SSH, agent start, the link) in the background and
+reports back with ``VmProgress`` / ``VmAttached`` / ``VmFailed`` events. The machine's agent
+uses the compute's name as its agent id and target.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
+from sortie.scheduler import clusters
+from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
+from sortie.scheduler.model import BUILTIN_TARGETS, SchedulerState
+from sortie.scheduler.runs import cancel
+
+KEEP_PROGRESS = 30
+
+
+def check_login(login: m.SshLogin, secret: m.SshSecret | None) -> str | None:
+    if not login.username.strip():
+        return "a username is required (--username)"
+    if not 0 < login.ssh_port < 65536:
+        return f"ssh port {login.ssh_port} is not a port number (1-65535)"
+    if secret is None:
+        return "credentials are required: a private key file, or a password"
+    if login.auth == "key" and not secret.private_key:
+        return "key authentication needs a private key (--private-key-file)"
+    if login.auth == "password" and not secret.password:
+        return "password authentication needs a password (--password-env or --password-stdin)"
+    return None
+
+
+def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
+    return [Reply(reply_to, m.ErrorReply(code=code, message=message))]
+
+
+def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: float) -> list[Command]:
+    if (why := clusters.check_compute_name(req.name)) is not None:
+        return _error(reply_to, "bad_request", why)
+    if req.name in BUILTIN_TARGETS or req.name in state.computes or req.name in state.vms:
+        return _error(reply_to, "conflict", f"a compute target named {req.name!r} exists")
+    if not req.vm.address.strip():
+        return _error(reply_to, "bad_request", "an address is required (--address)")
+    if (why := check_login(req.vm.ssh, req.secret)) is not None:
+        return _error(reply_to, "bad_request", why)
+    rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
+    state.vms[req.name] = rec
+    state.dirty_vms.add(req.name)
+    return [
+        AttachVm(
+            name=req.name, vm=req.vm, secret=req.secret, trust_new_host_key=req.trust_new_host_key
+        ),
+        Reply(reply_to, m.VmReply(vm=rec)),
+        Log("vm attaching", {"compute": req.name, "address": req.vm.address}),
+    ]
+
+
+def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: float) -> list[Command]:
+    rec = state.vms.get(req.name)
+    if rec is None:
+        known = ", ".join(sorted(state.vms)) or "none"
+        return _error(reply_to, "not_found", f"no attached machine {req.name!r}; attached: {known}")
+    active = sorted(
+        r.run_id
+        for r in state.runs.values()
+        if r.spec.target == req.name and r.state not in TERMINAL
+    )
+    if active and not req.force:
+        return _error(
+            reply_to,
+            "invalid_state",
+            f"{req.name} has {len(active)} active run(s) ({', '.join(active[:5])}): wait for "
+            "them, cancel them, or detach with --force to cancel them",
+        )
+    cmds: list[Command] = []
+    for run_id in active:
+        cancel(state, state.runs[run_id], now, cmds)
+    _set(state, msgspec.structs.replace(rec, provisioning_state="Deleting"), "detaching")
+    cmds.append(DetachVm(name=req.name, keep_files=req.keep_files))
+    cmds.append(Reply(reply_to, m.VmReply(vm=state.vms[req.name])))
+    return cmds
+
+
+def _set(state: SchedulerState, rec: m.VmRecord, line: str | None = None) -> None:
+    if line is not None:
+        rec = msgspec.structs.replace(rec, progress=[*rec.progress, line][-KEEP_PROGRESS:])
+    state.vms[rec.name] = rec
+    state.dirty_vms.add(rec.name)
+
+
+def progress(state: SchedulerState, name: str, line: str) -> list[Command]:
+    rec = state.vms.get(name)
+    if rec is not None:
+        _set(state, rec, line)
+    return []
+
+
+def attached(state: SchedulerState, name: str, remote_port: int | None) -> list[Command]:
+    rec = state.vms.get(name)
+    if rec is None or rec.provisioning_state == "Deleting":
+        return []
+    done = msgspec.structs.replace(
+        rec, provisioning_state="Succeeded", link="connected", remote_port=remote_port
+    )
+    _set(state, done, "agent started")
+    return [Log("vm attached", {"compute": name})]
+
+
+def failed(state: SchedulerState, name: str, code: str, message: str, now: float) -> list[Command]:
+    rec = state.vms.get(name)
+    if rec is None:
+        return []
+    err = m.ProvisioningError(at=now, code=code, message=message)
+    changed = msgspec.structs.replace(
+        rec,
+        provisioning_errors=[*rec.provisioning_errors, err][-clusters.KEEP_ERRORS :],
+        provisioning_state="Failed" if rec.provisioning_state != "Deleting" else "Deleting",
+    )
+    _set(state, changed, f"failed: {code}")
+    return [Log("vm failed", {"compute": name, "code": code})]
+
+
+def detached(state: SchedulerState, name: str) -> list[Command]:
+    if state.vms.pop(name, None) is None:
+        return []
+    state.dirty_vms.discard(name)
+    state.deleted_vms.add(name)
+    view = state.agents.get(name)
+    if view is not None and not view.lost:
+        view.lost = True
+        state.dirty_agents.add(name)
+    return [Log("vm detached", {"compute": name})]
+
+
+def link(state: SchedulerState, name: str, link_state: str) -> list[Command]:
+    rec = state.vms.get(name)
+    if rec is None or rec.link == link_state:
+        return []
+    new = "connected" if link_state == "connected" else "reconnecting"
+    _set(state, msgspec.structs.replace(rec, link=new), f"ssh link {new}")
+    return [Log("vm link", {"compute": name, "link": new})]
