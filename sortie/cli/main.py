@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import msgspec
+from typing import Literal, TypeVar
 
 from sortie.bus.auth import AuthError
 from sortie.bus.broker import TlsFiles
@@ -23,7 +20,18 @@ from sortie.bus.profile import default_data_dir
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, SubmitOptions, echo_line
 from sortie.client.snapshot import SnapshotError
-from sortie.client.views import compute_to_dict, iso, run_to_dict, vm_to_dict
+from sortie.client.views import (
+    ComputeView,
+    MachineView,
+    SubmittedView,
+    agent_view,
+    compute_view,
+    iso,
+    machine_view,
+    run_summary_view,
+    run_view,
+    to_json,
+)
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 
@@ -766,18 +774,7 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         print(f"warning: {w}", file=sys.stderr)
     if args.output == "json":
         print(
-            json.dumps(
-                {
-                    "run_id": sub.run_id,
-                    "snapshot": {
-                        "id": sub.snapshot.id,
-                        "files": sub.snapshot.files,
-                        "bytes": sub.snapshot.bytes,
-                        "uploaded_files": sub.snapshot.uploaded_files,
-                        "uploaded_bytes": sub.snapshot.uploaded_bytes,
-                    },
-                }
-            ),
+            to_json(SubmittedView(run_id=sub.run_id, snapshot=sub.snapshot), indent=False),
             flush=True,
         )
     else:
@@ -820,7 +817,7 @@ def _print_outcome(rec: m.RunRecord) -> None:
 async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     runs = await client.list_runs(args.experiment)
     if args.output == "json":
-        print(json.dumps([_summary(r) for r in runs]))
+        print(to_json([run_summary_view(r) for r in runs], indent=False))
         return EXIT_OK
     rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
     rows += [
@@ -838,47 +835,35 @@ async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     return EXIT_OK
 
 
-def _summary(r: m.RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": r.run_id,
-        "experiment": r.spec.experiment,
-        "target": r.spec.target,
-        "state": str(r.state),
-        "attempt": r.attempt,
-        "created_at": iso(r.created_at),
-        "ended_at": iso(r.ended_at),
-    }
-
-
 async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     rec = await client.get_run(args.run_id)
-    details = run_to_dict(rec, await client.metrics(rec.run_id))
+    view = run_view(rec, await client.metrics(rec.run_id))
     if args.output == "json":
-        print(json.dumps(details, indent=2))
+        print(to_json(view))
         return EXIT_OK
-    keys = (
-        "run_id",
-        "state",
-        "attempt",
-        "exit_code",
-        "experiment",
-        "target",
-        "script",
-        "agent_id",
-        "created_at",
-        "started_at",
-        "ended_at",
-    )
-    rows = [(k, "" if details[k] is None else str(details[k])) for k in keys]
-    git = details["git"]
-    if git["commit"]:
-        dirty = " (dirty)" if git["dirty"] else ""
-        rows.append(("git", f"{git['commit'][:12]} on {git['branch']}{dirty}"))
-    if details["error"]:
-        rows.append(("error", f"{details['error']['kind']}: {details['error']['message']}"))
-    for name, values in details["metrics"].items():
+    fields: list[tuple[str, object]] = [
+        ("run_id", view.run_id),
+        ("state", view.state),
+        ("attempt", view.attempt),
+        ("exit_code", view.exit_code),
+        ("experiment", view.experiment),
+        ("target", view.target),
+        ("script", view.script),
+        ("agent_id", view.agent_id),
+        ("created_at", view.created_at),
+        ("started_at", view.started_at),
+        ("ended_at", view.ended_at),
+    ]
+    rows = [(k, "" if v is None else str(v)) for k, v in fields]
+    git = view.git
+    if git.commit:
+        dirty = " (dirty)" if git.dirty else ""
+        rows.append(("git", f"{git.commit[:12]} on {git.branch}{dirty}"))
+    if view.error:
+        rows.append(("error", f"{view.error.kind}: {view.error.message}"))
+    for name, values in view.metrics.items():
         rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
-    rows.extend(("artifact", path) for path in details["artifacts"])
+    rows.extend(("artifact", path) for path in view.artifacts)
     _table(rows)
     return EXIT_OK
 
@@ -918,7 +903,7 @@ async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> i
 async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     reply = await client.why(args.run_id)
     if args.output == "json":
-        print(json.dumps(msgspec.to_builtins(reply)))
+        print(to_json(reply, indent=False))
         return EXIT_OK
     print(reply.summary)
     for why, n in sorted(reply.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -985,7 +970,7 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
         reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
     if isinstance(reply, m.VmReply):
         if args.output == "json":
-            print(json.dumps(vm_to_dict(reply.vm), indent=2))
+            print(to_json(machine_view(reply.vm)))
         else:
             _print_vm(reply.vm)
         if cmd == "attach" and reply.vm.provisioning_state == "Failed":
@@ -993,13 +978,13 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.output == "json":
         if isinstance(reply, m.ComputeReply):
-            print(json.dumps(compute_to_dict(reply.info), indent=2))
+            print(to_json(compute_view(reply.info)))
         elif isinstance(reply, m.ComputeListReply):
-            listed = [compute_to_dict(i) for i in reply.computes]
-            listed += [vm_to_dict(v) for v in reply.vms]
-            print(json.dumps(listed, indent=2))
+            listed: list[ComputeView | MachineView] = [compute_view(i) for i in reply.computes]
+            listed += [machine_view(v) for v in reply.vms]
+            print(to_json(listed))
         else:
-            print(json.dumps([msgspec.to_builtins(s) for s in reply.sizes], indent=2))
+            print(to_json(reply.sizes))
         return EXIT_OK
     if isinstance(reply, m.SizesReply):
         rows: list[tuple[str, ...]] = [("NAME", "CPUS", "MEMORY", "GPUS", "GPU TYPE")]
@@ -1102,7 +1087,7 @@ async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
         reply = await client.agents(m.AgentAdmin(agent_id=args.name, action=args.agent_command))
         agents = [reply.agent]
     if args.output == "json":
-        print(json.dumps([msgspec.to_builtins(a) for a in agents], indent=2))
+        print(to_json([agent_view(a) for a in agents]))
         return EXIT_OK
     rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
     for a in agents:

@@ -27,7 +27,7 @@ import msgspec
 
 from sortie.client import envspec
 from sortie.client.client import Client, SubmitOptions, echo_line
-from sortie.client.views import compute_to_dict, run_to_dict, vm_to_dict
+from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 
@@ -262,7 +262,7 @@ class SubmittedRun:
     def get_details(self) -> dict[str, Any]:
         ws = self.workspace
         rec = self._record()
-        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+        return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
     def get_metrics(self) -> dict[str, Any]:
         """name -> value, or a list of values when the metric was logged more than once."""
@@ -298,7 +298,7 @@ class SubmittedRun:
         if raise_on_error and rec.state != "Completed":
             why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
             raise RunFailed(f"run {self.id} ended {rec.state}{why}")
-        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+        return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
 
 @dataclass
@@ -455,9 +455,9 @@ class ComputeTarget:
         self.refresh_state()
 
         if self._vm is not None:
-            return vm_to_dict(self._vm)
+            return as_dict(machine_view(self._vm))
         assert self._info is not None
-        return compute_to_dict(self._info)
+        return as_dict(compute_view(self._info))
 
     @property
     def provisioning_state(self) -> str:
