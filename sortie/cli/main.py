@@ -18,7 +18,15 @@ from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
 from sortie.client import envspec
-from sortie.client.client import Client, ClientError, SubmitOptions, echo_line
+from sortie.client.client import Client, ClientError, echo_line
+from sortie.client.runconfig import (
+    DockerSettings,
+    EnvironmentSection,
+    PythonSection,
+    RunConfigError,
+    RunConfiguration,
+    ScriptRunConfig,
+)
 from sortie.client.snapshot import SnapshotError
 from sortie.client.views import (
     ComputeView,
@@ -456,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level)
     try:
         return _dispatch(args, script_args)
-    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError) as exc:
+    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError, RunConfigError) as exc:
         print(f"sortie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (BrokerUnreachable, NotInitialised, AccessDenied, AuthError, MetricsPortError) as exc:
@@ -680,14 +688,56 @@ async def _until_signal(start: Callable[[asyncio.Event], Awaitable[None]]) -> No
 # --- run commands ------------------------------------------------------------------------------
 
 
-def _environment(args: argparse.Namespace) -> m.PythonEnvironment:
+def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> ScriptRunConfig:
+    """`sortie run submit`'s flags as the SDK's configuration, so that both reach the
+    scheduler through the one conversion (``runconfig.run_spec``)."""
+    if not args.docker_image and (args.docker_shm_size or args.docker_arg or args.docker_gpus):
+        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
+    docker = DockerSettings(
+        enabled=bool(args.docker_image),
+        base_image=args.docker_image or None,
+        gpu_support=args.docker_gpus,
+        shm_size=args.docker_shm_size,
+        arguments=list(args.docker_arg),
+    )
+    run_config = RunConfiguration(
+        target=args.target,
+        environment=EnvironmentSection(python=_python_section(args), docker=docker),
+        environment_variables=_env_vars(args.env),
+        secret_environment_variables=_secret_env(args.secret_env),
+        max_run_duration_seconds=args.max_duration,
+        priority=args.priority,
+        cpus=args.cpus,
+        memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
+        gpus=args.gpus,
+        gpu_type=args.gpu_type,
+        node_count=args.node_count,
+        max_retries=args.max_retries,
+        constraints=_env_vars(args.constraint, flag="--constraint"),
+        dedicated_only=args.dedicated_only,
+        strategy="spread" if args.spread else "binpack",
+    )
+    return ScriptRunConfig(
+        source_directory=args.source_dir,
+        script=args.script,
+        arguments=[*args.args, *script_args],
+        run_config=run_config,
+    )
+
+
+def _python_section(args: argparse.Namespace) -> PythonSection:
+    """--pip, --requirements, --conda-file (Sortie builds it) or --python (used as is)."""
     if args.pip:
-        return envspec.from_pip(args.pip)
+        return PythonSection(user_managed_dependencies=False, pip_packages=list(args.pip))
     if args.requirements:
-        return envspec.from_requirements(args.requirements)
+        return PythonSection(
+            user_managed_dependencies=False, requirements_file=str(args.requirements)
+        )
     if args.conda_file:
-        return envspec.from_conda_file(args.conda_file)
-    return envspec.user_managed(args.python)
+        return PythonSection(
+            user_managed_dependencies=False, conda_dependencies_file=str(args.conda_file)
+        )
+    return PythonSection(interpreter_path=args.python)
 
 
 def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
@@ -726,49 +776,18 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         raise UsageError(f"source directory {source} does not exist")
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory: give the folder that holds your script")
-    docker = m.DockerSection()
-    if args.docker_image:
-        docker = m.DockerSection(
-            enabled=True,
-            base_image=args.docker_image,
-            shm_size=args.docker_shm_size,
-            arguments=list(args.docker_arg),
-            gpu_support=args.docker_gpus,
-        )
-    elif args.docker_shm_size or args.docker_arg or args.docker_gpus:
-        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
-    options = SubmitOptions(
-        script=args.script,
-        docker=docker,
-        experiment=args.experiment,
-        target=args.target,
-        arguments=[*args.args, *script_args],
-        environment=_environment(args),
-        env_vars=_env_vars(args.env),
-        secret_env=_secret_env(args.secret_env),
-        max_duration_s=args.max_duration,
-        priority=args.priority,
-        resources=m.Resources(
-            cpus=args.cpus,
-            memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
-            gpus=args.gpus,
-            gpu_type=args.gpu_type,
-        ),
-        node_count=args.node_count,
-        max_retries=args.max_retries,
-        constraints=_env_vars(args.constraint, flag="--constraint"),
-        dedicated_only=args.dedicated_only,
-        strategy="spread" if args.spread else "binpack",
-        submission_id=args.submission_id,
-        snapshot_limit_bytes=(
-            int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
-        ),
-    )
+    config = _script_run_config(args, script_args)
+    limit_mb = args.snapshot_limit_mb
     from sortie.cli.progress import SubmitProgress, interactive
 
     with SubmitProgress(enabled=interactive(args.output)) as bars:
         sub = await client.submit(
-            source, options, progress=bars.uploading, hash_progress=bars.hashing
+            config,
+            experiment=args.experiment,
+            submission_id=args.submission_id,
+            snapshot_limit_bytes=int(limit_mb * 1024 * 1024) if limit_mb else None,
+            progress=bars.uploading,
+            hash_progress=bars.hashing,
         )
     for w in sub.warnings:
         print(f"warning: {w}", file=sys.stderr)
