@@ -10,7 +10,9 @@ import json
 from typing import Any
 
 from sortie.cli.status import Observed, summarise
+from sortie.client.client import SnapshotSummary
 from sortie.client.views import (
+    SubmittedView,
     View,
     agent_view,
     as_dict,
@@ -231,6 +233,14 @@ def test_run_summary_keys() -> None:
             "ended_at": "1970-01-01T00:00:20.250Z",
         }
     ]
+
+
+def test_submitted_view_keys() -> None:
+    snapshot = SnapshotSummary(id="s", files=3, bytes=30, uploaded_files=1, uploaded_bytes=10)
+    assert printed(SubmittedView(run_id="run-1", snapshot=snapshot)) == {
+        "run_id": "run-1",
+        "snapshot": {"id": "s", "files": 3, "bytes": 30, "uploaded_files": 1, "uploaded_bytes": 10},
+    }
 
 
 def test_compute_view_keys() -> None:
