@@ -202,7 +202,8 @@ def _daemon(url: str, log: Path, *argv: str) -> subprocess.Popen[bytes]:
 
 
 async def bench_e2e(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from sortie.client.client import Client, SubmitOptions
+    from sortie.client.client import Client
+    from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 
     src = root / "src"
     src.mkdir()
@@ -227,13 +228,15 @@ async def bench_e2e(url: str, root: Path, args: argparse.Namespace) -> dict[str,
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the agent did not join; see {root}/agent.log")
                 await asyncio.sleep(0.2)
-            options = SubmitOptions(script="t.py", target="bench")
-            await client.wait((await client.submit(src, options)).run_id)  # warm up
+            options = ScriptRunConfig(
+                source_directory=src, script="t.py", run_config=RunConfiguration(target="bench")
+            )
+            await client.wait((await client.submit(options)).run_id)  # warm up
             run_ids: list[str] = []
             ended: list[float] = []
 
             async def submit(_: int) -> None:
-                run_ids.append((await client.submit(src, options)).run_id)
+                run_ids.append((await client.submit(options)).run_id)
 
             async def wait(i: int) -> None:
                 rec = await client.wait(run_ids[i])

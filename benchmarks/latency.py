@@ -47,8 +47,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import summary_ms  # noqa: E402  # stdlib-only: Ray's Python runs it too
 from sortie.bus.broker import free_port  # noqa: E402
-from sortie.client.client import Client, SubmitOptions  # noqa: E402
-from sortie.proto import messages as m  # noqa: E402
+from sortie.client.client import Client  # noqa: E402
+from sortie.client.runconfig import (  # noqa: E402
+    EnvironmentSection,
+    PythonSection,
+    RunConfiguration,
+    ScriptRunConfig,
+)
 
 STAMP_SH = 'date +%s.%N > "$STAMP"\n'
 STAMP_PY = (
@@ -72,16 +77,17 @@ async def wait_stamp(path: Path, limit_s: float = 60) -> float:
 
 
 async def started_after_submit(
-    client: Client, src: Path, stamps: Path, script: str, env: m.PythonEnvironment, n: int
+    client: Client, src: Path, stamps: Path, script: str, env: PythonSection, n: int
 ) -> list[float]:
     out = []
     for i in range(n):
-        stamp = stamps / f"{script}-{env.user_managed}-{i}-{time.time_ns()}"
-        opts = SubmitOptions(
-            script=script, experiment="latency", env_vars={"STAMP": str(stamp)}, environment=env
+        stamp = stamps / f"{script}-{env.user_managed_dependencies}-{i}-{time.time_ns()}"
+        run_config = RunConfiguration(
+            environment=EnvironmentSection(python=env), environment_variables={"STAMP": str(stamp)}
         )
+        config = ScriptRunConfig(source_directory=src, script=script, run_config=run_config)
         t0 = time.time()
-        sub = await client.submit(src, opts)
+        sub = await client.submit(config, experiment="latency")
         began = await wait_stamp(stamp)
         out.append(began - t0)
         await client.wait(sub.run_id)  # one at a time: the next starts on an idle agent
@@ -94,7 +100,8 @@ async def burst(client: Client, src: Path, n: int, window: int) -> dict[str, Any
 
     async def one() -> None:
         async with sem:
-            sub = await client.submit(src, SubmitOptions(script="noop.sh", experiment="burst"))
+            config = ScriptRunConfig(source_directory=src, script="noop.sh")
+            sub = await client.submit(config, experiment="burst")
             ids.append(sub.run_id)
 
     t0 = time.perf_counter()
@@ -143,8 +150,8 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     proc = start_up(root, free_port())
     try:
         client = await Client.connect()
-        user = m.PythonEnvironment()
-        managed = m.PythonEnvironment(user_managed=False, pip=list(args.env_pip))
+        user = PythonSection()
+        managed = PythonSection(user_managed_dependencies=False, pip_packages=list(args.env_pip))
         # warm-up: blobs in the store and the agent's cache, the environment built
         await started_after_submit(client, src, stamps, "stamp.sh", user, 3)
         await started_after_submit(client, src, stamps, "stamp.py", managed, 1)

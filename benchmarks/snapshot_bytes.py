@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.latency import start_up  # noqa: E402
 from sortie.bus.broker import free_port  # noqa: E402
-from sortie.client.client import Client, SubmitOptions  # noqa: E402
+from sortie.client.client import Client  # noqa: E402
+from sortie.client.runconfig import ScriptRunConfig  # noqa: E402
 from sortie.client.snapshot import build_manifest  # noqa: E402
 
 
@@ -52,7 +53,8 @@ def make_tree(root: Path, files: int, size: int, seed: int) -> list[Path]:
 
 async def submit(client: Client, src: Path) -> dict[str, int]:
     before = client.bus.nc.stats["out_bytes"]
-    sub = await client.submit(src, SubmitOptions(script="train.py", experiment="bytes"))
+    config = ScriptRunConfig(source_directory=src, script="train.py")
+    sub = await client.submit(config, experiment="bytes")
     await client.bus.nc.flush()
     return {
         "files": sub.snapshot.files,

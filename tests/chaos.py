@@ -33,7 +33,8 @@ from pathlib import Path
 
 import nats.errors
 
-from sortie.client.client import Client, ClientError, SubmitOptions
+from sortie.client.client import Client, ClientError
+from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
 from tests.faults import Cluster
@@ -138,19 +139,24 @@ class Chaos:
         client: Client | None = None
         for n in range(self.s.runs):
             sid = f"chaos-{self.s.seed}-{n}"
-            opts = SubmitOptions(
+            config = ScriptRunConfig(
+                source_directory=self.src,
                 script="train.py",
                 arguments=[str(self.ledger)],
-                target="box",
-                resources=m.Resources(cpus=1),
-                env_vars={"CHAOS_N": str(n), "CHAOS_SLEEP": f"{self.rng.uniform(0.3, 2.0):.2f}"},
-                submission_id=sid,
+                run_config=RunConfiguration(
+                    target="box",
+                    cpus=1,
+                    environment_variables={
+                        "CHAOS_N": str(n),
+                        "CHAOS_SLEEP": f"{self.rng.uniform(0.3, 2.0):.2f}",
+                    },
+                ),
             )
             for _ in range(5):  # the broker may be restarting under us: reconnect and retry
                 try:
                     if client is None:
                         client = await self.cluster.client()
-                    sub = await client.submit(self.src, opts)
+                    sub = await client.submit(config, submission_id=sid)
                     self.accepted[sid] = sub.run_id
                     break
                 except (ClientError, nats.errors.Error, OSError) as exc:

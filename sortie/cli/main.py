@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import msgspec
+from typing import Literal, TypeVar
 
 from sortie.bus.auth import AuthError
 from sortie.bus.broker import TlsFiles
@@ -21,9 +18,28 @@ from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
 from sortie.client import envspec
-from sortie.client.client import Client, ClientError, SubmitOptions, echo_line
+from sortie.client.client import Client, ClientError, echo_line
+from sortie.client.runconfig import (
+    DockerSettings,
+    EnvironmentSection,
+    PythonSection,
+    RunConfigError,
+    RunConfiguration,
+    ScriptRunConfig,
+)
 from sortie.client.snapshot import SnapshotError
-from sortie.client.views import compute_to_dict, iso, run_to_dict, vm_to_dict
+from sortie.client.views import (
+    ComputeView,
+    MachineView,
+    SubmittedView,
+    agent_view,
+    compute_view,
+    iso,
+    machine_view,
+    run_summary_view,
+    run_view,
+    to_json,
+)
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 
@@ -448,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level)
     try:
         return _dispatch(args, script_args)
-    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError) as exc:
+    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError, RunConfigError) as exc:
         print(f"sortie: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (BrokerUnreachable, NotInitialised, AccessDenied, AuthError, MetricsPortError) as exc:
@@ -672,14 +688,56 @@ async def _until_signal(start: Callable[[asyncio.Event], Awaitable[None]]) -> No
 # --- run commands ------------------------------------------------------------------------------
 
 
-def _environment(args: argparse.Namespace) -> m.PythonEnvironment:
+def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> ScriptRunConfig:
+    """`sortie run submit`'s flags as the SDK's configuration, so that both reach the
+    scheduler through the one conversion (``runconfig.run_spec``)."""
+    if not args.docker_image and (args.docker_shm_size or args.docker_arg or args.docker_gpus):
+        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
+    docker = DockerSettings(
+        enabled=bool(args.docker_image),
+        base_image=args.docker_image or None,
+        gpu_support=args.docker_gpus,
+        shm_size=args.docker_shm_size,
+        arguments=list(args.docker_arg),
+    )
+    run_config = RunConfiguration(
+        target=args.target,
+        environment=EnvironmentSection(python=_python_section(args), docker=docker),
+        environment_variables=_env_vars(args.env),
+        secret_environment_variables=_secret_env(args.secret_env),
+        max_run_duration_seconds=args.max_duration,
+        priority=args.priority,
+        cpus=args.cpus,
+        memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
+        gpus=args.gpus,
+        gpu_type=args.gpu_type,
+        node_count=args.node_count,
+        max_retries=args.max_retries,
+        constraints=_env_vars(args.constraint, flag="--constraint"),
+        dedicated_only=args.dedicated_only,
+        strategy="spread" if args.spread else "binpack",
+    )
+    return ScriptRunConfig(
+        source_directory=args.source_dir,
+        script=args.script,
+        arguments=[*args.args, *script_args],
+        run_config=run_config,
+    )
+
+
+def _python_section(args: argparse.Namespace) -> PythonSection:
+    """--pip, --requirements, --conda-file (Sortie builds it) or --python (used as is)."""
     if args.pip:
-        return envspec.from_pip(args.pip)
+        return PythonSection(user_managed_dependencies=False, pip_packages=list(args.pip))
     if args.requirements:
-        return envspec.from_requirements(args.requirements)
+        return PythonSection(
+            user_managed_dependencies=False, requirements_file=str(args.requirements)
+        )
     if args.conda_file:
-        return envspec.from_conda_file(args.conda_file)
-    return envspec.user_managed(args.python)
+        return PythonSection(
+            user_managed_dependencies=False, conda_dependencies_file=str(args.conda_file)
+        )
+    return PythonSection(interpreter_path=args.python)
 
 
 def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
@@ -718,66 +776,24 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         raise UsageError(f"source directory {source} does not exist")
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory: give the folder that holds your script")
-    docker = m.DockerSection()
-    if args.docker_image:
-        docker = m.DockerSection(
-            enabled=True,
-            base_image=args.docker_image,
-            shm_size=args.docker_shm_size,
-            arguments=list(args.docker_arg),
-            gpu_support=args.docker_gpus,
-        )
-    elif args.docker_shm_size or args.docker_arg or args.docker_gpus:
-        raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
-    options = SubmitOptions(
-        script=args.script,
-        docker=docker,
-        experiment=args.experiment,
-        target=args.target,
-        arguments=[*args.args, *script_args],
-        environment=_environment(args),
-        env_vars=_env_vars(args.env),
-        secret_env=_secret_env(args.secret_env),
-        max_duration_s=args.max_duration,
-        priority=args.priority,
-        resources=m.Resources(
-            cpus=args.cpus,
-            memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
-            gpus=args.gpus,
-            gpu_type=args.gpu_type,
-        ),
-        node_count=args.node_count,
-        max_retries=args.max_retries,
-        constraints=_env_vars(args.constraint, flag="--constraint"),
-        dedicated_only=args.dedicated_only,
-        strategy="spread" if args.spread else "binpack",
-        submission_id=args.submission_id,
-        snapshot_limit_bytes=(
-            int(args.snapshot_limit_mb * 1024 * 1024) if args.snapshot_limit_mb else None
-        ),
-    )
+    config = _script_run_config(args, script_args)
+    limit_mb = args.snapshot_limit_mb
     from sortie.cli.progress import SubmitProgress, interactive
 
     with SubmitProgress(enabled=interactive(args.output)) as bars:
         sub = await client.submit(
-            source, options, progress=bars.uploading, hash_progress=bars.hashing
+            config,
+            experiment=args.experiment,
+            submission_id=args.submission_id,
+            snapshot_limit_bytes=int(limit_mb * 1024 * 1024) if limit_mb else None,
+            progress=bars.uploading,
+            hash_progress=bars.hashing,
         )
     for w in sub.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.output == "json":
         print(
-            json.dumps(
-                {
-                    "run_id": sub.run_id,
-                    "snapshot": {
-                        "id": sub.snapshot.id,
-                        "files": sub.snapshot.files,
-                        "bytes": sub.snapshot.bytes,
-                        "uploaded_files": sub.snapshot.uploaded_files,
-                        "uploaded_bytes": sub.snapshot.uploaded_bytes,
-                    },
-                }
-            ),
+            to_json(SubmittedView(run_id=sub.run_id, snapshot=sub.snapshot), indent=False),
             flush=True,
         )
     else:
@@ -820,7 +836,7 @@ def _print_outcome(rec: m.RunRecord) -> None:
 async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     runs = await client.list_runs(args.experiment)
     if args.output == "json":
-        print(json.dumps([_summary(r) for r in runs]))
+        print(to_json([run_summary_view(r) for r in runs], indent=False))
         return EXIT_OK
     rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
     rows += [
@@ -838,47 +854,35 @@ async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     return EXIT_OK
 
 
-def _summary(r: m.RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": r.run_id,
-        "experiment": r.spec.experiment,
-        "target": r.spec.target,
-        "state": str(r.state),
-        "attempt": r.attempt,
-        "created_at": iso(r.created_at),
-        "ended_at": iso(r.ended_at),
-    }
-
-
 async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     rec = await client.get_run(args.run_id)
-    details = run_to_dict(rec, await client.metrics(rec.run_id))
+    view = run_view(rec, await client.metrics(rec.run_id))
     if args.output == "json":
-        print(json.dumps(details, indent=2))
+        print(to_json(view))
         return EXIT_OK
-    keys = (
-        "run_id",
-        "state",
-        "attempt",
-        "exit_code",
-        "experiment",
-        "target",
-        "script",
-        "agent_id",
-        "created_at",
-        "started_at",
-        "ended_at",
-    )
-    rows = [(k, "" if details[k] is None else str(details[k])) for k in keys]
-    git = details["git"]
-    if git["commit"]:
-        dirty = " (dirty)" if git["dirty"] else ""
-        rows.append(("git", f"{git['commit'][:12]} on {git['branch']}{dirty}"))
-    if details["error"]:
-        rows.append(("error", f"{details['error']['kind']}: {details['error']['message']}"))
-    for name, values in details["metrics"].items():
+    fields: list[tuple[str, object]] = [
+        ("run_id", view.run_id),
+        ("state", view.state),
+        ("attempt", view.attempt),
+        ("exit_code", view.exit_code),
+        ("experiment", view.experiment),
+        ("target", view.target),
+        ("script", view.script),
+        ("agent_id", view.agent_id),
+        ("created_at", view.created_at),
+        ("started_at", view.started_at),
+        ("ended_at", view.ended_at),
+    ]
+    rows = [(k, "" if v is None else str(v)) for k, v in fields]
+    git = view.git
+    if git.commit:
+        dirty = " (dirty)" if git.dirty else ""
+        rows.append(("git", f"{git.commit[:12]} on {git.branch}{dirty}"))
+    if view.error:
+        rows.append(("error", f"{view.error.kind}: {view.error.message}"))
+    for name, values in view.metrics.items():
         rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
-    rows.extend(("artifact", path) for path in details["artifacts"])
+    rows.extend(("artifact", path) for path in view.artifacts)
     _table(rows)
     return EXIT_OK
 
@@ -918,7 +922,7 @@ async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> i
 async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     reply = await client.why(args.run_id)
     if args.output == "json":
-        print(json.dumps(msgspec.to_builtins(reply)))
+        print(to_json(reply, indent=False))
         return EXIT_OK
     print(reply.summary)
     for why, n in sorted(reply.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -985,7 +989,7 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
         reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
     if isinstance(reply, m.VmReply):
         if args.output == "json":
-            print(json.dumps(vm_to_dict(reply.vm), indent=2))
+            print(to_json(machine_view(reply.vm)))
         else:
             _print_vm(reply.vm)
         if cmd == "attach" and reply.vm.provisioning_state == "Failed":
@@ -993,13 +997,13 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.output == "json":
         if isinstance(reply, m.ComputeReply):
-            print(json.dumps(compute_to_dict(reply.info), indent=2))
+            print(to_json(compute_view(reply.info)))
         elif isinstance(reply, m.ComputeListReply):
-            listed = [compute_to_dict(i) for i in reply.computes]
-            listed += [vm_to_dict(v) for v in reply.vms]
-            print(json.dumps(listed, indent=2))
+            listed: list[ComputeView | MachineView] = [compute_view(i) for i in reply.computes]
+            listed += [machine_view(v) for v in reply.vms]
+            print(to_json(listed))
         else:
-            print(json.dumps([msgspec.to_builtins(s) for s in reply.sizes], indent=2))
+            print(to_json(reply.sizes))
         return EXIT_OK
     if isinstance(reply, m.SizesReply):
         rows: list[tuple[str, ...]] = [("NAME", "CPUS", "MEMORY", "GPUS", "GPU TYPE")]
@@ -1102,7 +1106,7 @@ async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
         reply = await client.agents(m.AgentAdmin(agent_id=args.name, action=args.agent_command))
         agents = [reply.agent]
     if args.output == "json":
-        print(json.dumps([msgspec.to_builtins(a) for a in agents], indent=2))
+        print(to_json([agent_view(a) for a in agents]))
         return EXIT_OK
     rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
     for a in agents:

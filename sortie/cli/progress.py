@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sortie.proto import messages as m
+from sortie.proto.gang import agent_ids
 from sortie.proto.states import TERMINAL, RunState
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def _detail(rec: m.RunRecord, why: str | None) -> str | None:
             return "building environment"
         return "fetching snapshot"
     if rec.state is RunState.RUNNING:
-        where = [g.agent_id for g in rec.gang] or ([rec.agent_id] if rec.agent_id else [])
+        where = agent_ids(rec)
         return f"on {', '.join(where)}" if where else None
     return DETAIL.get(rec.state)
 

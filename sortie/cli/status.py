@@ -1,23 +1,33 @@
 """`sortie status`: computes, agents, the queue and active runs at a glance.
 
 :func:`gather` asks the scheduler (targets, computes, agents) and reads the runs bucket,
-concurrently; :func:`summarise` turns what came back into one plain dict (the
-``--output json`` shape), and :func:`render` turns that dict into compact tables. The last
-two are pure, so the shape is tested without a broker.
+concurrently; :func:`summarise` turns what came back into one ``StatusView`` (the
+``--output json`` shape, in ``sortie.client.views``), and :func:`render` turns that view into
+compact tables. The last two are pure, so the shape is tested without a broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sortie.client.client import Client
-from sortie.client.views import iso
+from sortie.client.views import (
+    QueuedGroup,
+    StatusAgent,
+    StatusCluster,
+    StatusMachine,
+    StatusQueue,
+    StatusRun,
+    StatusTarget,
+    StatusView,
+    iso,
+    to_json,
+)
 from sortie.proto import messages as m
+from sortie.proto.gang import agent_ids
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState
 
 RECENT_S = 3600.0  # "ended in the last hour"
@@ -52,139 +62,146 @@ async def gather(client: Client) -> Observed:
     )
 
 
-def summarise(seen: Observed, now: float) -> dict[str, Any]:
-    """The status as plain data (what ``--output json`` prints)."""
+def summarise(seen: Observed, now: float) -> StatusView:
+    """The status as one view (what ``--output json`` prints)."""
     active = [r for r in seen.runs if r.state not in TERMINAL]
     queued = [r for r in active if r.state is RunState.QUEUED]
     on_agents = [r for r in active if r.state in ON_AGENT]
+    recent: dict[str, int] = {str(s): 0 for s in sorted(TERMINAL)}
+    for r in seen.runs:
+        if r.state in TERMINAL and r.ended_at is not None and now - r.ended_at <= RECENT_S:
+            recent[str(r.state)] += 1
+    return StatusView(
+        broker=seen.url,
+        targets=_targets(seen, queued, on_agents, active),
+        computes=[
+            *(_cluster(c) for c in sorted(seen.computes, key=lambda c: c.compute.name)),
+            *(_machine(v) for v in sorted(seen.vms, key=lambda v: v.name)),
+        ],
+        agents=_agents(seen.agents, on_agents),
+        queue=StatusQueue(total=len(queued), by_target=_queue(queued, now)),
+        runs=[
+            StatusRun(
+                run_id=r.run_id,
+                experiment=r.spec.experiment,
+                target=r.spec.target,
+                state=r.state,
+                attempt=r.attempt,
+                agents=agent_ids(r),
+                started_at=iso(r.started_at),
+                in_state_s=round(max(0.0, now - _state_since(r)), 1),
+            )
+            for r in sorted(on_agents, key=lambda r: (r.created_at, r.run_id))
+        ],
+        ended_last_hour=recent,
+    )
 
-    per_agent: dict[str, dict[str, float]] = {}
-    for rec in on_agents:
-        res = rec.spec.resources
-        for member in rec.gang or []:
-            use = per_agent.setdefault(member.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
-            use["runs"] += 1
-            use["cpus"] += res.cpus
-            use["gpus"] += res.gpus
-        if not rec.gang and rec.agent_id is not None:  # records from before gangs
-            use = per_agent.setdefault(rec.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
-            use["runs"] += 1
-            use["cpus"] += res.cpus
-            use["gpus"] += res.gpus
 
+def _targets(
+    seen: Observed,
+    queued: list[m.RunRecord],
+    on_agents: list[m.RunRecord],
+    active: list[m.RunRecord],
+) -> list[StatusTarget]:
+    """Every target something names: the scheduler's, the computes, and those runs ask for."""
     names = {t.name for t in seen.targets} | {c.compute.name for c in seen.computes}
     names |= {v.name for v in seen.vms} | {r.spec.target for r in active}
     kinds: dict[str, str] = {t.name: t.kind for t in seen.targets}
     kinds.update({c.compute.name: "cluster" for c in seen.computes})
     kinds.update({v.name: "vm" for v in seen.vms})
     live = {t.name: t.agents for t in seen.targets}
-    targets = [
-        {
-            "name": name,
-            "kind": kinds.get(name, "agents"),
-            "agents": live.get(name, 0),
-            "queued": sum(1 for r in queued if r.spec.target == name),
-            "active": sum(1 for r in on_agents if r.spec.target == name),
-        }
+    return [
+        StatusTarget(
+            name=name,
+            kind=kinds.get(name, "agents"),
+            agents=live.get(name, 0),
+            queued=sum(1 for r in queued if r.spec.target == name),
+            active=sum(1 for r in on_agents if r.spec.target == name),
+        )
         for name in sorted(names)
     ]
 
-    computes: list[dict[str, Any]] = [
-        {
-            "name": c.compute.name,
-            "type": c.compute.type,
-            "vm_size": c.compute.cluster.vm_size,
-            "vm_priority": c.compute.cluster.vm_priority,
-            "provisioning_state": c.compute.provisioning_state,
-            "min_nodes": c.compute.cluster.min_nodes,
-            "max_nodes": c.compute.cluster.max_nodes,
-            "nodes": {
-                "current": c.counts.current,
-                "target": c.counts.target,
-                "idle": c.counts.idle,
-                "busy": c.counts.busy,
-                "preempted": c.counts.preempted,
-            },
-        }
-        for c in sorted(seen.computes, key=lambda c: c.compute.name)
-    ]
-    computes += [
-        {
-            "name": v.name,
-            "type": "vm",
-            "address": v.vm.address,
-            "provisioning_state": v.provisioning_state,
-            "link": v.link,
-        }
-        for v in sorted(seen.vms, key=lambda v: v.name)
-    ]
 
-    agents = []
-    for a in sorted(seen.agents, key=lambda a: (a.target, a.agent_id)):
-        use = per_agent.get(a.agent_id, {"runs": 0, "cpus": 0.0, "gpus": 0})
-        agents.append(
-            {
-                "agent_id": a.agent_id,
-                "target": a.target,
-                "state": a.state,
-                "cordoned": a.cordoned,
-                "draining": a.draining,
-                "priority": a.priority,
-                "cpus": a.capacity.cpus,
-                "cpus_used": use["cpus"],
-                "memory_mb": a.capacity.memory_mb,
-                "gpus": a.capacity.gpus,
-                "gpus_used": int(use["gpus"]),
-                "gpu_type": a.capacity.gpu_type,
-                "runs": int(use["runs"]),
-                "last_seen": iso(a.last_seen),
-            }
+def _cluster(c: m.ComputeInfo) -> StatusCluster:
+    return StatusCluster(
+        name=c.compute.name,
+        type=c.compute.type,
+        vm_size=c.compute.cluster.vm_size,
+        vm_priority=c.compute.cluster.vm_priority,
+        provisioning_state=c.compute.provisioning_state,
+        min_nodes=c.compute.cluster.min_nodes,
+        max_nodes=c.compute.cluster.max_nodes,
+        nodes=c.counts,
+    )
+
+
+def _machine(v: m.VmRecord) -> StatusMachine:
+    return StatusMachine(
+        name=v.name, address=v.vm.address, provisioning_state=v.provisioning_state, link=v.link
+    )
+
+
+@dataclass
+class _Use:
+    """What the runs on one agent take of it."""
+
+    runs: int = 0
+    cpus: float = 0.0
+    gpus: int = 0
+
+
+def _agents(agents: list[m.AgentRecord], on_agents: list[m.RunRecord]) -> list[StatusAgent]:
+    """Each agent with what the runs on it take (every member of a gang counts on its own)."""
+    use: dict[str, _Use] = {}
+    for rec in on_agents:
+        res = rec.spec.resources
+        for agent_id in agent_ids(rec):
+            u = use.setdefault(agent_id, _Use())
+            u.runs += 1
+            u.cpus += res.cpus
+            u.gpus += res.gpus
+    out = []
+    for a in sorted(agents, key=lambda a: (a.target, a.agent_id)):
+        u = use.get(a.agent_id, _Use())
+        out.append(
+            StatusAgent(
+                agent_id=a.agent_id,
+                target=a.target,
+                state=a.state,
+                cordoned=a.cordoned,
+                draining=a.draining,
+                priority=a.priority,
+                cpus=a.capacity.cpus,
+                cpus_used=u.cpus,
+                memory_mb=a.capacity.memory_mb,
+                gpus=a.capacity.gpus,
+                gpus_used=u.gpus,
+                gpu_type=a.capacity.gpu_type,
+                runs=u.runs,
+                last_seen=iso(a.last_seen),
+            )
         )
+    return out
 
+
+def _queue(queued: list[m.RunRecord], now: float) -> list[QueuedGroup]:
+    """Queued runs by target and priority (highest first), with the longest wait of each."""
     groups: dict[tuple[str, int], list[m.RunRecord]] = {}
     for rec in queued:
         groups.setdefault((rec.spec.target, rec.spec.priority), []).append(rec)
-    by_target = []
+    out = []
     for (target, priority), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         since = min(_state_since(r) for r in recs)
-        by_target.append(
-            {
-                "target": target,
-                "priority": priority,
-                "queued": len(recs),
-                "oldest_queued_at": iso(since),
-                "waiting_s": round(max(0.0, now - since), 1),
-            }
+        out.append(
+            QueuedGroup(
+                target=target,
+                priority=priority,
+                queued=len(recs),
+                oldest_queued_at=iso(since),
+                waiting_s=round(max(0.0, now - since), 1),
+            )
         )
-
-    runs = [
-        {
-            "run_id": r.run_id,
-            "experiment": r.spec.experiment,
-            "target": r.spec.target,
-            "state": str(r.state),
-            "attempt": r.attempt,
-            "agents": [g.agent_id for g in r.gang] or ([r.agent_id] if r.agent_id else []),
-            "started_at": iso(r.started_at),
-            "in_state_s": round(max(0.0, now - _state_since(r)), 1),
-        }
-        for r in sorted(on_agents, key=lambda r: (r.created_at, r.run_id))
-    ]
-
-    recent: dict[str, int] = {str(s): 0 for s in sorted(TERMINAL)}
-    for r in seen.runs:
-        if r.state in TERMINAL and r.ended_at is not None and now - r.ended_at <= RECENT_S:
-            recent[str(r.state)] += 1
-
-    return {
-        "broker": seen.url,
-        "targets": targets,
-        "computes": computes,
-        "agents": agents,
-        "queue": {"total": len(queued), "by_target": by_target},
-        "runs": runs,
-        "ended_last_hour": recent,
-    }
+    return out
 
 
 def _state_since(rec: m.RunRecord) -> float:
@@ -217,90 +234,97 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def render(status: dict[str, Any]) -> list[str]:
+def render(status: StatusView) -> list[str]:
     """Compact tables for a terminal (the same data as the JSON)."""
-    agents = status["agents"]
     ready = sum(  # taking new runs
-        1 for a in agents if a["state"] == "ready" and not (a["cordoned"] or a["draining"])
+        1 for a in status.agents if a.state == "ready" and not (a.cordoned or a.draining)
     )
-    queue = status["queue"]
-    ended = ", ".join(f"{n} {s}" for s, n in status["ended_last_hour"].items() if n) or "none"
+    queue = status.queue
+    ended = ", ".join(f"{n} {s}" for s, n in status.ended_last_hour.items() if n) or "none"
     out = [
-        f"Sortie at {status['broker']}: {len(agents)} agents ({ready} ready), "
-        f"{queue['total']} queued, {len(status['runs'])} active; ended in the last hour: "
+        f"Sortie at {status.broker}: {len(status.agents)} agents ({ready} ready), "
+        f"{queue.total} queued, {len(status.runs)} active; ended in the last hour: "
         f"{ended}",
         "",
+        *_targets_table(status),
+        "",
     ]
-    computes = {c["name"]: c for c in status["computes"]}
-    rows: list[tuple[str, ...]] = [
-        ("TARGET", "KIND", "AGENTS", "QUEUED", "ACTIVE", "NODES", "STATE")
-    ]
-    for t in status["targets"]:
-        c = computes.get(t["name"], {})
-        nodes = "-"
-        if c.get("type") == "cluster":
-            n = c["nodes"]
-            nodes = f"{n['current']}/{n['target']} (max {c['max_nodes']})"
-        rows.append(
-            (
-                t["name"],
-                t["kind"],
-                str(t["agents"]),
-                str(t["queued"]),
-                str(t["active"]),
-                nodes,
-                c.get("provisioning_state", "-"),
-            )
-        )
-    out += _table(rows)
-    if agents:
-        rows = [("AGENT", "TARGET", "STATE", "CPUS", "GPUS", "RUNS", "FLAGS")]
-        for a in agents:
-            flags = ",".join(f for f in ("cordoned", "draining") if a[f]) or "-"
-            gpus = f"{a['gpus_used']}/{a['gpus']}" + (f" {a['gpu_type']}" if a["gpu_type"] else "")
-            rows.append(
-                (
-                    a["agent_id"],
-                    a["target"],
-                    a["state"],
-                    f"{_num(a['cpus_used'])}/{_num(a['cpus'])}",
-                    gpus,
-                    str(a["runs"]),
-                    flags,
-                )
-            )
-        out += ["", *_table(rows)]
+    if status.agents:
+        out += _agents_table(status.agents)
     else:
-        out += ["", "No agents: start one with `sortie agent --target NAME` (or `sortie up`)."]
-    if queue["by_target"]:
-        rows = [("QUEUED FOR", "PRIORITY", "RUNS", "LONGEST WAIT")]
+        out += ["No agents: start one with `sortie agent --target NAME` (or `sortie up`)."]
+    if queue.by_target:
+        rows: list[tuple[str, ...]] = [("QUEUED FOR", "PRIORITY", "RUNS", "LONGEST WAIT")]
         rows += [
-            (q["target"], str(q["priority"]), str(q["queued"]), duration(q["waiting_s"]))
-            for q in queue["by_target"]
+            (q.target, str(q.priority), str(q.queued), duration(q.waiting_s))
+            for q in queue.by_target
         ]
         out += ["", *_table(rows)]
-    if status["runs"]:
+    if status.runs:
         rows = [("ACTIVE RUN", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "AGENTS", "FOR")]
         rows += [
             (
-                r["run_id"],
-                r["experiment"],
-                r["target"],
-                r["state"],
-                str(r["attempt"]),
-                ",".join(r["agents"]) or "-",
-                duration(r["in_state_s"]),
+                r.run_id,
+                r.experiment,
+                r.target,
+                str(r.state),
+                str(r.attempt),
+                ",".join(r.agents) or "-",
+                duration(r.in_state_s),
             )
-            for r in status["runs"]
+            for r in status.runs
         ]
         out += ["", *_table(rows)]
     return out
 
 
+def _targets_table(status: StatusView) -> list[str]:
+    computes = {c.name: c for c in status.computes}
+    rows: list[tuple[str, ...]] = [
+        ("TARGET", "KIND", "AGENTS", "QUEUED", "ACTIVE", "NODES", "STATE")
+    ]
+    for t in status.targets:
+        c = computes.get(t.name)
+        nodes = "-"
+        if isinstance(c, StatusCluster):
+            nodes = f"{c.nodes.current}/{c.nodes.target} (max {c.max_nodes})"
+        rows.append(
+            (
+                t.name,
+                t.kind,
+                str(t.agents),
+                str(t.queued),
+                str(t.active),
+                nodes,
+                c.provisioning_state if c is not None else "-",
+            )
+        )
+    return _table(rows)
+
+
+def _agents_table(agents: list[StatusAgent]) -> list[str]:
+    rows = [("AGENT", "TARGET", "STATE", "CPUS", "GPUS", "RUNS", "FLAGS")]
+    for a in agents:
+        flags = ",".join(f for f, on in (("cordoned", a.cordoned), ("draining", a.draining)) if on)
+        gpus = f"{a.gpus_used}/{a.gpus}" + (f" {a.gpu_type}" if a.gpu_type else "")
+        rows.append(
+            (
+                a.agent_id,
+                a.target,
+                a.state,
+                f"{_num(a.cpus_used)}/{_num(a.cpus)}",
+                gpus,
+                str(a.runs),
+                flags or "-",
+            )
+        )
+    return _table(rows)
+
+
 async def show_status(client: Client, *, output: str = "text") -> int:
     status = summarise(await gather(client), time.time())
     if output == "json":
-        print(json.dumps(status, indent=2))
+        print(to_json(status))
     else:
         print("\n".join(render(status)))
     return 0

@@ -26,10 +26,11 @@ from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
+from sortie.client.runconfig import ScriptRunConfig, Source, run_spec
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
-from sortie.proto.states import TERMINAL, RunState
+from sortie.proto.states import TERMINAL
 
 T = TypeVar("T")
 
@@ -65,33 +66,6 @@ class Submission:
     run_id: str
     snapshot: SnapshotSummary
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SubmitOptions:
-    """Everything about a submission except the source directory."""
-
-    script: str
-    experiment: str = "default"
-    target: str = "local"
-    arguments: list[str] = field(default_factory=list)
-    environment: m.PythonEnvironment = field(default_factory=m.PythonEnvironment)
-    env_vars: dict[str, str] = field(default_factory=dict)
-    max_duration_s: float | None = None
-    priority: int = 0
-    resources: m.Resources = field(default_factory=m.Resources)
-    snapshot_limit_bytes: int | None = None
-    docker: m.DockerSection = field(default_factory=m.DockerSection)
-    node_count: int = 1
-    max_retries: int = 0
-    constraints: dict[str, str] = field(default_factory=dict)
-    dedicated_only: bool = False
-    strategy: str = "binpack"
-    # Retries of a submit with the same id land on one run; None: a fresh id per submit call
-    # (its own retries, after a timeout or while no scheduler answers, still share it).
-    submission_id: str | None = None
-    # variables whose values are secret: they reach the run, never its record or a log
-    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Client:
@@ -152,46 +126,42 @@ class Client:
 
     async def submit(
         self,
-        source_dir: Path,
-        options: SubmitOptions,
+        config: ScriptRunConfig,
         *,
+        experiment: str = "default",
+        submission_id: str | None = None,
+        snapshot_limit_bytes: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         hash_progress: Callable[[int, int], None] | None = None,
     ) -> Submission:
-        """Snapshot ``source_dir``, upload what the store lacks, and queue the run.
+        """Snapshot the config's source directory, upload what the store lacks, and queue
+        the run.
 
-        ``hash_progress`` and ``progress`` are called with (bytes done, bytes in all) while
-        the files are hashed and while the missing ones are uploaded.
+        Retries of a submit with the same ``submission_id`` land on one run; None: a fresh
+        id for this call (its own retries, after a timeout or while no scheduler answers,
+        still share it). ``hash_progress`` and ``progress`` are called with (bytes done, bytes
+        in all) while the files are hashed and while the missing ones are uploaded.
         """
-        source_dir = Path(source_dir)
+        source_dir = Path(config.source_directory)
         plan = snap.build_manifest(
-            source_dir, limit_bytes=options.snapshot_limit_bytes, progress=hash_progress
+            source_dir, limit_bytes=snapshot_limit_bytes, progress=hash_progress
         )
-        snap.check_script(plan, options.script)
+        snap.check_script(plan, config.script)
         snapshot_id, _ = snap.encode_manifest(plan.manifest)
-        spec = m.RunSpec(
-            experiment=options.experiment,
-            target=options.target,
-            script=normalise_script(options.script),
-            arguments=list(options.arguments),
-            environment=m.Environment(python=options.environment, docker=options.docker),
-            env_vars=dict(options.env_vars),
-            max_duration_s=options.max_duration_s,
-            resources=options.resources,
-            priority=options.priority,
+        source = Source(
             snapshot_id=snapshot_id,
-            snapshot_files=plan.files,
-            snapshot_bytes=plan.total_bytes,
+            files=plan.files,
+            bytes=plan.total_bytes,
             git=git_info(source_dir),
-            submission_id=options.submission_id or uuid.uuid4().hex,
-            node_count=options.node_count,
-            max_retries=options.max_retries,
-            constraints=dict(options.constraints),
-            dedicated_only=options.dedicated_only,
-            strategy="spread" if options.strategy == "spread" else "binpack",
-            secret_env_names=sorted(options.secret_env),
         )
-        secret = m.SecretEnv(values=dict(options.secret_env)) if options.secret_env else None
+        spec = run_spec(
+            config,
+            source,
+            experiment=experiment,
+            submission_id=submission_id or uuid.uuid4().hex,
+        )
+        secrets = config.run_config.secret_environment_variables
+        secret = m.SecretEnv(values=dict(secrets)) if secrets else None
         # Refuse a bad target or spec before sending a single byte of the snapshot.
         await self._submit_with_retries(
             m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
@@ -399,12 +369,3 @@ def echo_line(line: m.LogLine, rank: int | None = None) -> None:
     prefix = f"[rank {rank}] " if rank is not None else ""
     prefix += "[sortie] " if line.stream == "system" else ""
     print(f"{prefix}{line.text}", file=out, flush=True)
-
-
-def normalise_script(script: str) -> str:
-    parts = [p for p in script.replace("\\", "/").split("/") if p not in ("", ".")]
-    return "/".join(parts)
-
-
-def succeeded(rec: m.RunRecord) -> bool:
-    return rec.state is RunState.COMPLETED

@@ -25,11 +25,33 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from sortie.client import envspec
-from sortie.client.client import Client, SubmitOptions, echo_line
-from sortie.client.views import compute_to_dict, run_to_dict, vm_to_dict
+from sortie.client.client import Client, echo_line
+from sortie.client.runconfig import (
+    DockerSettings,
+    EnvironmentSection,
+    PythonSection,
+    RunConfiguration,
+    ScriptRunConfig,
+)
+from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
+
+__all__ = [
+    "ClusterConfiguration",
+    "ComputeTarget",
+    "DockerSettings",
+    "EnvironmentSection",
+    "Experiment",
+    "PythonSection",
+    "RemoteAttachConfiguration",
+    "RemoteCompute",
+    "RunConfiguration",
+    "RunFailed",
+    "ScriptRunConfig",
+    "SubmittedRun",
+    "Workspace",
+]
 
 T = TypeVar("T")
 
@@ -112,113 +134,6 @@ class Workspace:
         return self._loop.run(coro)
 
 
-@dataclass
-class PythonSection:
-    user_managed_dependencies: bool = True
-    interpreter_path: str | None = None
-    pip_packages: list[str] = field(default_factory=list)
-    requirements_file: str | None = None
-    conda_dependencies_file: str | None = None
-
-    def to_spec(self) -> m.PythonEnvironment:
-        if self.user_managed_dependencies:
-            if self.pip_packages or self.requirements_file or self.conda_dependencies_file:
-                raise ValueError(
-                    "packages were given but user_managed_dependencies is True: set it to "
-                    "False to have Sortie build the environment"
-                )
-            return envspec.user_managed(self.interpreter_path)
-        given = [x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None]
-        if len(given) + bool(self.pip_packages) > 1:
-            raise ValueError(
-                "give one of pip_packages, requirements_file or conda_dependencies_file"
-            )
-        if self.requirements_file:
-            return envspec.from_requirements(Path(self.requirements_file))
-        if self.conda_dependencies_file:
-            return envspec.from_conda_file(Path(self.conda_dependencies_file))
-        return envspec.from_pip(list(self.pip_packages))
-
-
-@dataclass
-class DockerSettings:
-    """``rc.environment.docker``: run in a container from ``base_image``."""
-
-    enabled: bool = False
-    base_image: str | None = None
-    gpu_support: bool = False
-    shm_size: str | None = None
-    arguments: list[str] = field(default_factory=list)
-
-    def to_spec(self) -> m.DockerSection:
-        if self.enabled and not self.base_image:
-            raise ValueError("docker.enabled needs docker.base_image")
-        return m.DockerSection(
-            enabled=self.enabled,
-            base_image=self.base_image,
-            gpu_support=self.gpu_support,
-            shm_size=self.shm_size,
-            arguments=list(self.arguments),
-        )
-
-
-@dataclass
-class EnvironmentSection:
-    python: PythonSection = field(default_factory=PythonSection)
-    docker: DockerSettings = field(default_factory=DockerSettings)
-
-
-@dataclass
-class RunConfiguration:
-    target: str = "local"
-    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
-    environment_variables: dict[str, str] = field(default_factory=dict)
-    # name -> value, given to the run like environment_variables, but the values are never
-    # stored in the run's record, shown, or logged (API keys, tokens)
-    secret_environment_variables: dict[str, str] = field(default_factory=dict, repr=False)
-    max_run_duration_seconds: float | None = None
-    priority: int = 0
-    cpus: float = 1.0
-    memory_mb: int = 0
-    gpus: int = 0
-    gpu_type: str | None = None
-    node_count: int = 1
-    max_retries: int = 0
-    constraints: dict[str, str] = field(default_factory=dict)
-    dedicated_only: bool = False
-
-
-@dataclass
-class ScriptRunConfig:
-    source_directory: str | Path
-    script: str
-    arguments: list[Any] = field(default_factory=list)
-    run_config: RunConfiguration = field(default_factory=RunConfiguration)
-    compute_target: str | None = None  # overrides run_config.target when given
-
-    def options(self, experiment: str) -> SubmitOptions:
-        rc = self.run_config
-        return SubmitOptions(
-            script=self.script,
-            experiment=experiment,
-            target=self.compute_target or rc.target,
-            arguments=[str(a) for a in self.arguments],
-            environment=rc.environment.python.to_spec(),
-            docker=rc.environment.docker.to_spec(),
-            env_vars=dict(rc.environment_variables),
-            secret_env=dict(rc.secret_environment_variables),
-            max_duration_s=rc.max_run_duration_seconds,
-            priority=rc.priority,
-            resources=m.Resources(
-                cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus, gpu_type=rc.gpu_type
-            ),
-            node_count=rc.node_count,
-            max_retries=rc.max_retries,
-            constraints=dict(rc.constraints),
-            dedicated_only=rc.dedicated_only,
-        )
-
-
 class Experiment:
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
@@ -228,9 +143,7 @@ class Experiment:
         """Queue a run. Submitting again with the same ``submission_id`` returns the same run
         (the client retries by itself on timeouts and while the scheduler restarts)."""
         ws = self.workspace
-        options = config.options(self.name)
-        options.submission_id = submission_id
-        sub = ws._run(ws._client.submit(Path(config.source_directory), options))
+        sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
         run = SubmittedRun(ws, sub.run_id)
@@ -262,7 +175,7 @@ class SubmittedRun:
     def get_details(self) -> dict[str, Any]:
         ws = self.workspace
         rec = self._record()
-        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+        return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
     def get_metrics(self) -> dict[str, Any]:
         """name -> value, or a list of values when the metric was logged more than once."""
@@ -298,7 +211,7 @@ class SubmittedRun:
         if raise_on_error and rec.state != "Completed":
             why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
             raise RunFailed(f"run {self.id} ended {rec.state}{why}")
-        return run_to_dict(rec, ws._run(ws._client.metrics(self.id)))
+        return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
 
 @dataclass
@@ -455,9 +368,9 @@ class ComputeTarget:
         self.refresh_state()
 
         if self._vm is not None:
-            return vm_to_dict(self._vm)
+            return as_dict(machine_view(self._vm))
         assert self._info is not None
-        return compute_to_dict(self._info)
+        return as_dict(compute_view(self._info))
 
     @property
     def provisioning_state(self) -> str:

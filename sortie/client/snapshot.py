@@ -382,14 +382,14 @@ def build_manifest(
     )
 
 
-def _normalise_script(script: str) -> str:
+def normalise_script(script: str) -> str:
     parts = [p for p in script.replace("\\", "/").split("/") if p not in ("", ".")]
     return "/".join(parts)
 
 
 def check_script(plan: SnapshotPlan, script: str) -> None:
     """Refuse a ``script`` that is not a file in the snapshot. Call before uploading."""
-    rel = _normalise_script(script)
+    rel = normalise_script(script)
     if script.startswith("/") or check_relpath(rel) is not None:
         raise SnapshotError(
             f"script {script!r} must be a relative path to a file inside the source "

@@ -1,106 +1,386 @@
-"""What a person or a program sees of runs, computes and machines: the JSON shapes of the CLI's
-``--output json`` and of the SDK's ``get_details``/``serialize``, in one module."""
+"""What a person or a program sees of runs, computes, machines, agents and the whole
+installation: the JSON of the CLI's ``--output json`` and of the SDK's ``get_details`` /
+``get_status``, one Struct per object.
+
+These shapes are a promise to scripts that parse them, apart from the wire types in proto
+(which may gain fields the user never sees): each view names its keys once, in the order they
+are printed, and ``tests/client/test_views.py`` pins them. Timestamps are ISO 8601 strings
+(``iso``), states their names.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import msgspec
 
+from sortie.client.client import SnapshotSummary
 from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
 
-def run_to_dict(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> dict[str, Any]:
-    """The JSON shape of `sortie run show --output json` (and the SDK's get_details)."""
+class View(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every view: printed as JSON, never read back."""
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class GitView(View, frozen=True, kw_only=True):
+    commit: str | None
+    branch: str | None
+    dirty: bool
+    remote: str | None
+
+
+class SnapshotView(View, frozen=True, kw_only=True):
+    id: str
+    files: int
+    bytes: int
+
+
+class ErrorView(View, frozen=True, kw_only=True):
+    kind: str
+    message: str
+
+
+class NodeView(View, frozen=True, kw_only=True):
+    """One rank of the run's current attempt."""
+
+    rank: int
+    agent_id: str
+    state: RunState
+
+
+class StateChangeView(View, frozen=True, kw_only=True):
+    state: RunState
+    at: str | None
+    attempt: int
+    reason: str | None
+
+
+class RunView(View, frozen=True, kw_only=True):
+    """`sortie run show --output json`, and the SDK's ``get_details``."""
+
+    run_id: str
+    state: RunState
+    attempt: int
+    exit_code: int | None
+    experiment: str
+    target: str
+    script: str
+    arguments: list[str]
+    agent_id: str | None
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    git: GitView
+    snapshot: SnapshotView
+    environment: m.PythonEnvironment
+    docker: m.DockerSection
+    metrics: dict[str, list[m.MetricValue]]
+    artifacts: list[str]
+    error: ErrorView | None
+    cancel_requested: bool
+    retries_used: int
+    preemptions: int
+    node_count: int
+    secret_env: list[str]  # names only: values are never stored
+    nodes: list[NodeView]
+    history: list[StateChangeView]
+
+
+class RunSummaryView(View, frozen=True, kw_only=True):
+    """One line of `sortie run list --output json`."""
+
+    run_id: str
+    experiment: str
+    target: str
+    state: RunState
+    attempt: int
+    created_at: str | None
+    ended_at: str | None
+
+
+class SubmittedView(View, frozen=True, kw_only=True):
+    """`sortie run submit --output json`: the run's id and what its snapshot cost."""
+
+    run_id: str
+    snapshot: SnapshotSummary
+
+
+def run_view(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> RunView:
     spec = rec.spec
     git = spec.git or m.GitInfo()
-    return {
-        "run_id": rec.run_id,
-        "state": str(rec.state),
-        "attempt": rec.attempt,
-        "exit_code": rec.exit_code,
-        "experiment": spec.experiment,
-        "target": spec.target,
-        "script": spec.script,
-        "arguments": list(spec.arguments),
-        "agent_id": rec.agent_id,
-        "created_at": iso(rec.created_at),
-        "started_at": iso(rec.started_at),
-        "ended_at": iso(rec.ended_at),
-        "git": {
-            "commit": git.commit,
-            "branch": git.branch,
-            "dirty": git.dirty,
-            "remote": git.remote,
-        },
-        "snapshot": {
-            "id": spec.snapshot_id,
-            "files": spec.snapshot_files,
-            "bytes": spec.snapshot_bytes,
-        },
-        "environment": msgspec.to_builtins(spec.environment.python),
-        "docker": msgspec.to_builtins(spec.environment.docker),
-        "metrics": metrics,
-        "artifacts": [a.path for a in rec.artifacts],
-        "error": None
-        if rec.error is None
-        else {"kind": rec.error.kind, "message": rec.error.message},
-        "cancel_requested": rec.cancel_requested,
-        "retries_used": rec.retries_used,
-        "preemptions": rec.preemptions,
-        "node_count": spec.node_count,
-        "secret_env": list(spec.secret_env_names),  # names only: values are never stored
-        "nodes": [
-            {"rank": g.rank, "agent_id": g.agent_id, "state": str(g.state)} for g in rec.gang
-        ],
-        "history": [
-            {"state": str(h.state), "at": iso(h.at), "attempt": h.attempt, "reason": h.reason}
+    error = rec.error
+    return RunView(
+        run_id=rec.run_id,
+        state=rec.state,
+        attempt=rec.attempt,
+        exit_code=rec.exit_code,
+        experiment=spec.experiment,
+        target=spec.target,
+        script=spec.script,
+        arguments=list(spec.arguments),
+        agent_id=rec.agent_id,
+        created_at=iso(rec.created_at),
+        started_at=iso(rec.started_at),
+        ended_at=iso(rec.ended_at),
+        git=GitView(commit=git.commit, branch=git.branch, dirty=git.dirty, remote=git.remote),
+        snapshot=SnapshotView(
+            id=spec.snapshot_id, files=spec.snapshot_files, bytes=spec.snapshot_bytes
+        ),
+        environment=spec.environment.python,
+        docker=spec.environment.docker,
+        metrics=metrics,
+        artifacts=[a.path for a in rec.artifacts],
+        error=None if error is None else ErrorView(kind=error.kind, message=error.message),
+        cancel_requested=rec.cancel_requested,
+        retries_used=rec.retries_used,
+        preemptions=rec.preemptions,
+        node_count=spec.node_count,
+        secret_env=list(spec.secret_env_names),
+        nodes=[NodeView(rank=g.rank, agent_id=g.agent_id, state=g.state) for g in rec.gang],
+        history=[
+            StateChangeView(state=h.state, at=iso(h.at), attempt=h.attempt, reason=h.reason)
             for h in rec.history
         ],
-    }
+    )
 
 
-def compute_to_dict(info: m.ComputeInfo) -> dict[str, Any]:
+def run_summary_view(rec: m.RunRecord) -> RunSummaryView:
+    return RunSummaryView(
+        run_id=rec.run_id,
+        experiment=rec.spec.experiment,
+        target=rec.spec.target,
+        state=rec.state,
+        attempt=rec.attempt,
+        created_at=iso(rec.created_at),
+        ended_at=iso(rec.ended_at),
+    )
+
+
+# --- compute targets and agents ------------------------------------------------------------
+
+
+class ComputeView(View, frozen=True, kw_only=True):
+    """A managed cluster: `sortie compute show|create|... --output json`, ``get_status``."""
+
+    name: str
+    type: Literal["cluster"]
+    vm_size: str
+    vm_priority: m.NodePriority
+    min_nodes: int
+    max_nodes: int
+    idle_seconds_before_scaledown: float
+    provider: str
+    shape: m.NodeShape
+    provisioning_state: m.ProvisioningState
+    provisioning_errors: list[m.ProvisioningError]
+    nodes: m.NodeCounts
+    node_list: list[m.NodeRecord]
+    decisions: list[m.ScaleDecision]
+    created_at: str | None
+
+
+class MachineView(View, frozen=True, kw_only=True):
+    """A machine attached over SSH: `sortie compute attach|show ... --output json`."""
+
+    name: str
+    type: Literal["vm"] = "vm"
+    address: str
+    ssh_port: int
+    username: str
+    auth: Literal["key", "password"]
+    advertised_url: str | None
+    provisioning_state: m.ProvisioningState
+    provisioning_errors: list[m.ProvisioningError]
+    link: Literal["none", "connected", "reconnecting"]
+    progress: list[str]
+    created_at: str | None
+
+
+class AgentView(View, frozen=True, kw_only=True):
+    """One agent: `sortie agent list|cordon|... --output json` (times as stored: seconds)."""
+
+    agent_id: str
+    incarnation: str
+    target: str
+    hostname: str
+    capacity: m.Capacity
+    state: Literal["ready", "lost"]
+    first_seen: float
+    last_seen: float
+    cordoned: bool
+    draining: bool
+    labels: dict[str, str]
+    priority: m.NodePriority
+    gpus: list[m.GpuDevice]
+    container_engine: str | None
+
+
+def compute_view(info: m.ComputeInfo) -> ComputeView:
     c = info.compute
-    return {
-        "name": c.name,
-        "type": c.type,
-        "vm_size": c.cluster.vm_size,
-        "vm_priority": c.cluster.vm_priority,
-        "min_nodes": c.cluster.min_nodes,
-        "max_nodes": c.cluster.max_nodes,
-        "idle_seconds_before_scaledown": c.cluster.idle_seconds_before_scaledown,
-        "provider": c.cluster.provider,
-        "shape": msgspec.to_builtins(c.shape),
-        "provisioning_state": c.provisioning_state,
-        "provisioning_errors": [msgspec.to_builtins(e) for e in c.provisioning_errors],
-        "nodes": msgspec.to_builtins(info.counts),
-        "node_list": [msgspec.to_builtins(n) for n in info.nodes],
-        "decisions": [msgspec.to_builtins(d) for d in c.decisions],
-        "created_at": iso(c.created_at),
-    }
+    return ComputeView(
+        name=c.name,
+        type=c.type,
+        vm_size=c.cluster.vm_size,
+        vm_priority=c.cluster.vm_priority,
+        min_nodes=c.cluster.min_nodes,
+        max_nodes=c.cluster.max_nodes,
+        idle_seconds_before_scaledown=c.cluster.idle_seconds_before_scaledown,
+        provider=c.cluster.provider,
+        shape=c.shape,
+        provisioning_state=c.provisioning_state,
+        provisioning_errors=list(c.provisioning_errors),
+        nodes=info.counts,
+        node_list=list(info.nodes),
+        decisions=list(c.decisions),
+        created_at=iso(c.created_at),
+    )
 
 
-def vm_to_dict(vm: m.VmRecord) -> dict[str, Any]:
-    return {
-        "name": vm.name,
-        "type": "vm",
-        "address": vm.vm.address,
-        "ssh_port": vm.vm.ssh.ssh_port,
-        "username": vm.vm.ssh.username,
-        "auth": vm.vm.ssh.auth,
-        "advertised_url": vm.vm.advertised_url,
-        "provisioning_state": vm.provisioning_state,
-        "provisioning_errors": [msgspec.to_builtins(e) for e in vm.provisioning_errors],
-        "link": vm.link,
-        "progress": list(vm.progress),
-        "created_at": iso(vm.created_at),
-    }
+def machine_view(vm: m.VmRecord) -> MachineView:
+    return MachineView(
+        name=vm.name,
+        address=vm.vm.address,
+        ssh_port=vm.vm.ssh.ssh_port,
+        username=vm.vm.ssh.username,
+        auth=vm.vm.ssh.auth,
+        advertised_url=vm.vm.advertised_url,
+        provisioning_state=vm.provisioning_state,
+        provisioning_errors=list(vm.provisioning_errors),
+        link=vm.link,
+        progress=list(vm.progress),
+        created_at=iso(vm.created_at),
+    )
+
+
+def agent_view(a: m.AgentRecord) -> AgentView:
+    return AgentView(
+        agent_id=a.agent_id,
+        incarnation=a.incarnation,
+        target=a.target,
+        hostname=a.hostname,
+        capacity=a.capacity,
+        state=a.state,
+        first_seen=a.first_seen,
+        last_seen=a.last_seen,
+        cordoned=a.cordoned,
+        draining=a.draining,
+        labels=dict(a.labels),
+        priority=a.priority,
+        gpus=list(a.gpus),
+        container_engine=a.container_engine,
+    )
+
+
+# --- `sortie status` -----------------------------------------------------------------------
+
+
+class StatusTarget(View, frozen=True, kw_only=True):
+    name: str
+    kind: str  # "local", "agents", "cluster" or "vm"
+    agents: int  # live agents serving it
+    queued: int
+    active: int
+
+
+class StatusCluster(View, frozen=True, kw_only=True):
+    name: str
+    type: Literal["cluster"]
+    vm_size: str
+    vm_priority: m.NodePriority
+    provisioning_state: m.ProvisioningState
+    min_nodes: int
+    max_nodes: int
+    nodes: m.NodeCounts
+
+
+class StatusMachine(View, frozen=True, kw_only=True):
+    name: str
+    type: Literal["vm"] = "vm"
+    address: str
+    provisioning_state: m.ProvisioningState
+    link: Literal["none", "connected", "reconnecting"]
+
+
+class StatusAgent(View, frozen=True, kw_only=True):
+    agent_id: str
+    target: str
+    state: Literal["ready", "lost"]
+    cordoned: bool
+    draining: bool
+    priority: m.NodePriority
+    cpus: float
+    cpus_used: float
+    memory_mb: int
+    gpus: int
+    gpus_used: int
+    gpu_type: str | None
+    runs: int
+    last_seen: str | None
+
+
+class QueuedGroup(View, frozen=True, kw_only=True):
+    """Queued runs of one target at one priority."""
+
+    target: str
+    priority: int
+    queued: int
+    oldest_queued_at: str | None
+    waiting_s: float
+
+
+class StatusQueue(View, frozen=True, kw_only=True):
+    total: int
+    by_target: list[QueuedGroup]
+
+
+class StatusRun(View, frozen=True, kw_only=True):
+    """A run on agents (Preparing, Running, Stopping)."""
+
+    run_id: str
+    experiment: str
+    target: str
+    state: RunState
+    attempt: int
+    agents: list[str]
+    started_at: str | None
+    in_state_s: float
+
+
+class StatusView(View, frozen=True, kw_only=True):
+    """`sortie status --output json`."""
+
+    broker: str
+    targets: list[StatusTarget]
+    computes: list[StatusCluster | StatusMachine]
+    agents: list[StatusAgent]
+    queue: StatusQueue
+    runs: list[StatusRun]
+    ended_last_hour: dict[str, int]  # terminal state -> runs that reached it
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def to_json(view: object, *, indent: bool = True) -> str:
+    """A view (or a list of views) as JSON text, indented by two spaces unless ``indent`` is
+    False (one line, for output that is piped line by line)."""
+    data = msgspec.json.encode(view)
+    return (msgspec.json.format(data, indent=2) if indent else data).decode()
+
+
+def as_dict(view: View) -> dict[str, Any]:
+    """A view as plain data (what the SDK returns: dicts, lists, strings, numbers)."""
+    data = msgspec.to_builtins(view)
+    assert isinstance(data, dict)
+    return data
 
 
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

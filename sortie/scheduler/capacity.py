@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from sortie.proto.gang import members
 from sortie.proto.states import ON_AGENT
-from sortie.scheduler.model import SchedulerState, members
+from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.placement import Slot
 
 

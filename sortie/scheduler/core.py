@@ -15,6 +15,7 @@ import zlib
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto.gang import members
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
 from sortie.scheduler import nodes, requests, vms
 from sortie.scheduler.capacity import slots
@@ -51,7 +52,7 @@ from sortie.scheduler.events import (
     VmProgress,
     WhyAsked,
 )
-from sortie.scheduler.model import AgentView, SchedulerState, members
+from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.placement import Plan, could_ever_hold, place
 from sortie.scheduler.reconcile import reconcile
 from sortie.scheduler.runs import apply_report, cancel, end, move, requeue, store

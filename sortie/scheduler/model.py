@@ -95,17 +95,3 @@ class SchedulerState:
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
         return set(BUILTIN_TARGETS) | agents | set(self.computes) | set(self.vms)
-
-
-def members(rec: m.RunRecord) -> list[m.GangMember]:
-    """Where the run's current attempt is: its gang (a single-node run is a gang of one)."""
-    if rec.gang:
-        return list(rec.gang)
-    if rec.agent_id is not None and rec.agent_incarnation is not None:
-        # records written before gangs existed
-        return [
-            m.GangMember(
-                rank=0, agent_id=rec.agent_id, incarnation=rec.agent_incarnation, state=rec.state
-            )
-        ]
-    return []

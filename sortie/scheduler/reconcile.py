@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.gang import members
 from sortie.proto.states import ON_AGENT, RunState
-from sortie.scheduler.model import AgentView, members
+from sortie.scheduler.model import AgentView
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from typing import Any
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto.gang import members
 from sortie.proto.states import RunState, transition
 from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
-from sortie.scheduler.model import SchedulerState, members
+from sortie.scheduler.model import SchedulerState
 
 # Failures of the script or its preparation: these use up max_retries.
 RETRYABLE = frozenset({"exit_code", "environment", "snapshot", "start", "internal"})

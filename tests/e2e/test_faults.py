@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sortie.client.client import Client, SubmitOptions
+from sortie.client.client import Client
+from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from tests.faults import Cluster, processes, until
@@ -82,16 +83,18 @@ async def test_scheduler_kill_9_loses_nothing_and_its_nodes_do_not_outlive_it(
         sched_pid = cluster.scheduler.pid if cluster.scheduler else 0
         node = await until(lambda: _node_agent(sched_pid), 60)
 
-        opts = SubmitOptions(script="train.py", target="box", resources=m.Resources(cpus=1))
-        running = (await client.submit(src, opts)).run_id
-        queued = [(await client.submit(src, opts)).run_id for _ in range(2)]
+        opts = ScriptRunConfig(
+            source_directory=src, script="train.py", run_config=RunConfiguration(target="box")
+        )
+        running = (await client.submit(opts)).run_id
+        queued = [(await client.submit(opts)).run_id for _ in range(2)]
         await until(lambda: _state_is(client, running, RunState.RUNNING), 60)
 
         cluster.kill_scheduler()
         # the node agent notices its scheduler is gone and stops by itself
         await until(lambda: _gone(node), 15)
         # a submit while no scheduler answers waits for one (same submission id on retry)
-        late = asyncio.create_task(client.submit(src, opts))
+        late = asyncio.create_task(client.submit(opts))
         await asyncio.sleep(1.0)
         t0 = time.monotonic()
         cluster.start_scheduler()
@@ -127,10 +130,12 @@ async def test_nats_server_restart_every_daemon_resumes_and_no_run_is_lost(
         "    time.sleep(0.1)\n"
     )
     src = source(tmp_path, script)
-    opts = SubmitOptions(script="train.py", target="box")
+    opts = ScriptRunConfig(
+        source_directory=src, script="train.py", run_config=RunConfiguration(target="box")
+    )
     async with await cluster.client() as client:
         await until(lambda: _has(client, "box"), 30)
-        first = (await client.submit(src, opts)).run_id
+        first = (await client.submit(opts)).run_id
         await until(lambda: _state_is(client, first, RunState.RUNNING), 60)
     # kill -9 the broker mid-run, keep it down 2 s (inside every lease), bring it back
     await asyncio.to_thread(cluster.restart_broker, 2.0)
@@ -139,7 +144,7 @@ async def test_nats_server_restart_every_daemon_resumes_and_no_run_is_lost(
         assert (done.state, done.attempt) == (RunState.COMPLETED, 1), done
         # the scheduler's API, heartbeat and report consumers all resumed: a new run goes
         # the whole way
-        second = (await client.submit(src, opts)).run_id
+        second = (await client.submit(opts)).run_id
         done2 = await asyncio.wait_for(client.wait(second), 60)
         assert (done2.state, done2.attempt) == (RunState.COMPLETED, 1), done2
         lines = [x.text for x in await _logs(client, first)]
@@ -162,10 +167,12 @@ async def test_a_killed_agent_is_lost_within_15s_and_its_run_requeued_within_30s
         f"open({str(ledger)!r}, 'a').write(f'done {{attempt}}\\n')\n"
     )
     src = source(tmp_path, script)
-    opts = SubmitOptions(script="train.py", target="box", resources=m.Resources(cpus=1))
+    opts = ScriptRunConfig(
+        source_directory=src, script="train.py", run_config=RunConfiguration(target="box")
+    )
     async with await cluster.client() as client:
         await until(lambda: _has(client, "box"), 30)
-        run_id = (await client.submit(src, opts)).run_id
+        run_id = (await client.submit(opts)).run_id
         await until(lambda: _state_is(client, run_id, RunState.RUNNING), 60)
         cluster.start_agent("a2", "--target", "box", "--cpus", "1")
         await until(lambda: _agent_is(client, "a2", "ready"), 30)
@@ -239,7 +246,10 @@ async def test_a_script_that_ended_is_not_run_again_when_its_agent_dies_before_r
     src = source(tmp_path, script)
     async with await cluster.client() as client:
         await until(lambda: _has(client, "box"), 30)
-        run_id = (await client.submit(src, SubmitOptions(script="train.py", target="box"))).run_id
+        opts = ScriptRunConfig(
+            source_directory=src, script="train.py", run_config=RunConfiguration(target="box")
+        )
+        run_id = (await client.submit(opts)).run_id
         await until(lambda: asyncio.to_thread(lambda: cluster.agents["a1"].poll() is not None), 60)
         cluster.start_agent("a1")  # as a supervisor (systemd) would
         done = await asyncio.wait_for(client.wait(run_id), 60)

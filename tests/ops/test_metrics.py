@@ -19,7 +19,8 @@ import structlog
 from sortie.bus.broker import BrokerProcess, free_port
 from sortie.bus.connection import Bus
 from sortie.bus.metrics_http import MetricsPortError
-from sortie.client.client import Client, SubmitOptions
+from sortie.client.client import Client
+from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
@@ -130,14 +131,17 @@ async def test_scrape_shows_queue_runs_agents_gpus_latencies_and_counters(
         src.mkdir()
         (src / "t.py").write_text("print('hello')\n" * 50)
         size = (src / "t.py").stat().st_size
-        gpu = m.Resources(cpus=1, gpus=1)
+        gpu = ScriptRunConfig(
+            source_directory=src, script="t.py", run_config=RunConfiguration(gpus=1)
+        )
+        urgent = ScriptRunConfig(
+            source_directory=src, script="t.py", run_config=RunConfiguration(gpus=1, priority=5)
+        )
         async with await Client.connect(bus.url) as client:
-            r1 = (await client.submit(src, SubmitOptions(script="t.py", resources=gpu))).run_id
+            r1 = (await client.submit(gpu)).run_id
             assert (await next_assign(agent)).run_id == r1
-            r2 = (
-                await client.submit(src, SubmitOptions(script="t.py", resources=gpu, priority=5))
-            ).run_id
-            await client.submit(src, SubmitOptions(script="t.py", resources=gpu))
+            r2 = (await client.submit(urgent)).run_id
+            await client.submit(gpu)
         await agent.report(r1, 1, RunState.STARTING)
         await agent.report(r1, 1, RunState.RUNNING)
 

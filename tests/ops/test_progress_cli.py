@@ -120,7 +120,8 @@ def test_status_line_follows_the_current_attempt() -> None:
     running = b.record(
         "x",
         RunState.RUNNING,
-        agent_id="a1",
+        agent_id="a1",  # a record from before gangs: the scheduler wrote both, never one
+        agent_incarnation="i1",
         history=[
             m.StateChange(state=RunState.QUEUED, at=0.0, attempt=1),
             m.StateChange(state=RunState.PREPARING, at=1.0, attempt=1),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sortie.cli.status import Observed, duration, render, summarise
+from sortie.client.views import to_json
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from tests import builders as b
@@ -147,17 +148,17 @@ def test_summary_counts_and_render() -> None:
         b.record("older", RunState.FAILED, ended_at=-5000.0),
     ]
     s = summarise(observed(runs=runs), now=100.0)
-    assert s["queue"]["total"] == 2
-    assert [(q["target"], q["priority"], q["waiting_s"]) for q in s["queue"]["by_target"]] == [
+    assert s.queue.total == 2
+    assert [(q.target, q.priority, q.waiting_s) for q in s.queue.by_target] == [
         ("gpu", 0, 50.0),
         ("local", 1, 90.0),
     ]
-    assert [t["name"] for t in s["targets"]] == ["gpu", "local"]
-    (a,) = s["agents"]
-    assert (a["runs"], a["cpus_used"], a["gpus_used"], a["cordoned"]) == (1, 2.0, 1, True)
-    assert s["runs"][0]["in_state_s"] == 60.0
-    assert s["ended_last_hour"] == {"Canceled": 0, "Completed": 1, "Failed": 0}
-    json.dumps(s)  # plain data
+    assert [t.name for t in s.targets] == ["gpu", "local"]
+    (a,) = s.agents
+    assert (a.runs, a.cpus_used, a.gpus_used, a.cordoned) == (1, 2.0, 1, True)
+    assert s.runs[0].in_state_s == 60.0
+    assert s.ended_last_hour == {"Canceled": 0, "Completed": 1, "Failed": 0}
+    assert json.loads(to_json(s))["queue"]["total"] == 2  # plain JSON
     text = "\n".join(render(s))
     assert "1 agents (0 ready), 2 queued, 1 active; ended in the last hour: 1 Completed" in text
     assert "2/4" in text and "1/2 H100" in text and "cordoned" in text

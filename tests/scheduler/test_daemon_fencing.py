@@ -11,7 +11,8 @@ import pytest
 
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
-from sortie.client.client import Client, SubmitOptions
+from sortie.client.client import Client
+from sortie.client.runconfig import ScriptRunConfig
 from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
@@ -53,7 +54,7 @@ async def until(bus: Bus, run_id: str, pred, timeout: float = 10.0) -> m.RunReco
 async def submit(url: str, tmp_path: Path) -> str:
     (tmp_path / "t.py").write_text("print(1)\n")
     async with await Client.connect(url) as c:
-        sub = await c.submit(tmp_path, SubmitOptions(script="t.py"))
+        sub = await c.submit(ScriptRunConfig(source_directory=tmp_path, script="t.py"))
     return sub.run_id
 
 

@@ -22,7 +22,8 @@ from sortie.agents.daemon import run_agent
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
-from sortie.client.client import Client, ClientError, SubmitOptions
+from sortie.client.client import Client, ClientError
+from sortie.client.runconfig import ScriptRunConfig
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
@@ -211,7 +212,7 @@ async def test_hostile_bytes_on_every_subject_change_nothing(
         src = tmp_path / "src"
         src.mkdir()
         (src / "t.py").write_text("print('still here')\n")
-        sub = await client.submit(src, SubmitOptions(script="t.py"))
+        sub = await client.submit(ScriptRunConfig(source_directory=src, script="t.py"))
         rec = await asyncio.wait_for(client.wait(sub.run_id), 60)
         assert rec.state == "Completed" and rec.agent_id == AGENT, rec.error
         lines = [line.text async for _, line in client.logs(sub.run_id)]

@@ -22,8 +22,8 @@ from sortie.agents.attempt import child_env, missing_secrets
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.cli.main import UsageError, _secret_env
-from sortie.client.client import Client, SubmitOptions
-from sortie.client.sdk import RunConfiguration
+from sortie.client.client import Client
+from sortie.client.sdk import RunConfiguration, ScriptRunConfig
 from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
@@ -37,6 +37,12 @@ from tests.harness import FakeAgent
 
 CANARY = "canary-7f3a9c1e-do-not-leak"
 SECRET = m.SecretEnv(values={"API_TOKEN": CANARY})
+
+
+def secret_config() -> RunConfiguration:
+    return RunConfiguration(secret_environment_variables={"API_TOKEN": CANARY})
+
+
 CFG = core.Config(timing=Timing(lease_s=10, assign_ack_s=3))
 
 
@@ -55,7 +61,7 @@ def test_reprs_name_the_variables_never_the_values() -> None:
         repr(assign),
         repr(core.SendToAgent("a1", assign, "r")),
         repr(core.SaveRunSecret(run_id="r", secret=SECRET)),
-        repr(SubmitOptions(script="t.py", secret_env={"API_TOKEN": CANARY})),
+        repr(ScriptRunConfig(source_directory=".", script="t.py", run_config=secret_config())),
         repr(RunConfiguration(secret_environment_variables={"API_TOKEN": CANARY})),
     ]
     for text in shown:
@@ -205,9 +211,10 @@ async def test_values_survive_a_scheduler_restart_and_leave_with_the_run(
             agent = FakeAgent(bus, "sim-1")
             await agent.start()
             async with await Client.connect(broker.url) as client:
-                sub = await client.submit(
-                    tmp_path / "src", SubmitOptions(script="t.py", secret_env={"API_TOKEN": CANARY})
+                config = ScriptRunConfig(
+                    source_directory=tmp_path / "src", script="t.py", run_config=secret_config()
                 )
+                sub = await client.submit(config)
             first = await next_assign(agent)
             assert first.run_id == sub.run_id and first.secret_env == SECRET
             path = Path(str(secret_file).format(sub.run_id))

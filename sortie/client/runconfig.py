@@ -1,0 +1,160 @@
+"""One run configuration: what a user asks of a run, and its one conversion to ``RunSpec``.
+
+The SDK's users build a ``ScriptRunConfig`` (the hosted platforms' shape: a ``RunConfiguration``
+with environment sections they set field by field); ``sortie run submit`` builds the same
+object from its flags; ``Client.submit`` takes it and calls :func:`run_spec`. So a setting added
+here reaches the CLI, the SDK and the wire through one function, instead of three hand-copied
+shapes that drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sortie.client import envspec
+from sortie.client.snapshot import normalise_script
+from sortie.proto import messages as m
+
+
+class RunConfigError(ValueError):
+    """A run configuration that cannot be submitted as given (says what to change)."""
+
+
+@dataclass
+class PythonSection:
+    """``rc.environment.python``: the agent's own interpreter, or one Sortie builds."""
+
+    user_managed_dependencies: bool = True
+    interpreter_path: str | None = None
+    pip_packages: list[str] = field(default_factory=list)
+    requirements_file: str | None = None
+    conda_dependencies_file: str | None = None
+
+    def to_spec(self) -> m.PythonEnvironment:
+        if self.user_managed_dependencies:
+            if self.pip_packages or self.requirements_file or self.conda_dependencies_file:
+                raise RunConfigError(
+                    "packages were given but user_managed_dependencies is True: set it to "
+                    "False to have Sortie build the environment"
+                )
+            return envspec.user_managed(self.interpreter_path)
+        given = [x for x in (self.requirements_file, self.conda_dependencies_file) if x is not None]
+        if len(given) + bool(self.pip_packages) > 1:
+            raise RunConfigError(
+                "give one of pip_packages, requirements_file or conda_dependencies_file"
+            )
+        if self.requirements_file:
+            return envspec.from_requirements(Path(self.requirements_file))
+        if self.conda_dependencies_file:
+            return envspec.from_conda_file(Path(self.conda_dependencies_file))
+        return envspec.from_pip(list(self.pip_packages))
+
+
+@dataclass
+class DockerSettings:
+    """``rc.environment.docker``: run in a container from ``base_image``."""
+
+    enabled: bool = False
+    base_image: str | None = None
+    gpu_support: bool = False
+    shm_size: str | None = None
+    arguments: list[str] = field(default_factory=list)
+
+    def to_spec(self) -> m.DockerSection:
+        if self.enabled and not self.base_image:
+            raise RunConfigError("docker.enabled needs docker.base_image")
+        return m.DockerSection(
+            enabled=self.enabled,
+            base_image=self.base_image,
+            gpu_support=self.gpu_support,
+            shm_size=self.shm_size,
+            arguments=list(self.arguments),
+        )
+
+
+@dataclass
+class EnvironmentSection:
+    python: PythonSection = field(default_factory=PythonSection)
+    docker: DockerSettings = field(default_factory=DockerSettings)
+
+
+@dataclass
+class RunConfiguration:
+    """Where a run goes, what it needs, and how it is retried (everything but the script)."""
+
+    target: str = "local"
+    environment: EnvironmentSection = field(default_factory=EnvironmentSection)
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    # name -> value, given to the run like environment_variables, but the values are never
+    # stored in the run's record, shown, or logged (API keys, tokens)
+    secret_environment_variables: dict[str, str] = field(default_factory=dict, repr=False)
+    max_run_duration_seconds: float | None = None
+    priority: int = 0
+    cpus: float = 1.0
+    memory_mb: int = 0
+    gpus: int = 0
+    gpu_type: str | None = None
+    node_count: int = 1
+    max_retries: int = 0
+    constraints: dict[str, str] = field(default_factory=dict)
+    dedicated_only: bool = False
+    strategy: Literal["binpack", "spread"] = "binpack"  # spread: prefer the emptiest agent
+
+
+@dataclass
+class ScriptRunConfig:
+    """A script in a source directory, its arguments, and the run's configuration."""
+
+    source_directory: str | Path
+    script: str
+    arguments: list[Any] = field(default_factory=list)
+    run_config: RunConfiguration = field(default_factory=RunConfiguration)
+    compute_target: str | None = None  # overrides run_config.target when given
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """What the client found in the source directory: its snapshot and its git state."""
+
+    snapshot_id: str
+    files: int
+    bytes: int
+    git: m.GitInfo | None
+
+
+def run_spec(
+    config: ScriptRunConfig, source: Source, *, experiment: str, submission_id: str
+) -> m.RunSpec:
+    """The run as the scheduler receives it. Raises ``RunConfigError`` (or ``EnvSpecError``
+    for an environment file that cannot be read) for what cannot be submitted."""
+    rc = config.run_config
+    if rc.strategy not in ("binpack", "spread"):
+        raise RunConfigError(f"strategy must be 'binpack' or 'spread' (got {rc.strategy!r})")
+    return m.RunSpec(
+        experiment=experiment,
+        target=config.compute_target or rc.target,
+        script=normalise_script(config.script),
+        arguments=[str(a) for a in config.arguments],
+        environment=m.Environment(
+            python=rc.environment.python.to_spec(), docker=rc.environment.docker.to_spec()
+        ),
+        env_vars=dict(rc.environment_variables),
+        max_duration_s=rc.max_run_duration_seconds,
+        resources=m.Resources(
+            cpus=rc.cpus, memory_mb=rc.memory_mb, gpus=rc.gpus, gpu_type=rc.gpu_type
+        ),
+        priority=rc.priority,
+        snapshot_id=source.snapshot_id,
+        snapshot_files=source.files,
+        snapshot_bytes=source.bytes,
+        git=source.git,
+        submission_id=submission_id,
+        node_count=rc.node_count,
+        max_retries=rc.max_retries,
+        constraints=dict(rc.constraints),
+        dedicated_only=rc.dedicated_only,
+        strategy=rc.strategy,
+        secret_env_names=sorted(rc.secret_environment_variables),
+    )
