@@ -68,17 +68,20 @@ def drain(agents: list[workload.Agent], runs: list[m.RunRecord]) -> dict[str, An
     now = 2_000_000.0
     state = SchedulerState(started_at=now)
     for a in agents:
-        state.agents[a.agent_id] = AgentView(
-            agent_id=a.agent_id,
-            incarnation="inc-1",
-            target=workload.TARGET,
-            hostname=a.agent_id,
-            capacity=a.capacity,
-            first_seen=now,
-            last_seen=now,
+        state.agents.put(
+            a.agent_id,
+            AgentView(
+                agent_id=a.agent_id,
+                incarnation="inc-1",
+                target=workload.TARGET,
+                hostname=a.agent_id,
+                capacity=a.capacity,
+                first_seen=now,
+                last_seen=now,
+            ),
         )
     for r in runs:
-        state.runs[r.run_id] = r
+        state.runs.put(r.run_id, r)
     config = core.Config(timing=Timing(lease_s=1e9))
     spent = 0.0
     cycles = placed = 0
@@ -95,9 +98,9 @@ def drain(agents: list[workload.Agent], runs: list[m.RunRecord]) -> dict[str, An
             raise SystemExit(f"no progress after {placed} placements")
         placed += len(done)
         for run_id in done:  # they ran and ended: their capacity is free for the next cycle
-            del state.runs[run_id]
+            state.runs.forget(run_id)
             state.assign_sent_at.pop(run_id, None)
-        state.dirty_runs.clear()
+        state.runs.take_changes()  # as the daemon's write would
     return {
         "cycles": cycles,
         "placed": placed,

@@ -83,11 +83,8 @@ class Sim:
                     held = agent.runs.get(cmd.run_id)
                     if held is not None and held[0] <= cmd.attempt:
                         del agent.runs[cmd.run_id]
-        for run_id in list(self.state.dirty_runs):
-            rec = self.state.runs.get(run_id)
-            if rec is not None and rec.state in TERMINAL:
-                core.forget_finished(self.state, run_id)
-        self.state.dirty_runs.clear()
+        for run_id, _ in self.state.runs.take_changes().written:
+            core.forget_finished(self.state, run_id)
 
     def _report(
         self, agent: SimAgent, run_id: str, attempt: int, st: RunState, **kw: object

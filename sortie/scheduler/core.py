@@ -3,9 +3,9 @@
 ``handle(state, event, now, config)`` and ``decide(state, now, config, new_node_id)`` are
 synchronous and do no I/O: no clock reads, no id making (node ids come from the caller's
 ``new_node_id``), no NATS. The daemon (daemon.py) turns bus messages, provider results and
-timer ticks into events, calls these, writes what was marked dirty (compare-and-set for runs),
-then carries out the returned commands. State is changed in place (copying 100,000 runs per
-event would be the bottleneck); only the scheduler's pure modules change it.
+timer ticks into events, calls these, writes what the state's tables marked (compare-and-set
+for runs), then carries out the returned commands. State is changed in place (copying 100,000
+runs per event would be the bottleneck); only the scheduler's pure modules change it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from sortie.scheduler.events import (
     SaveRunSecret,
     SaveSecret,
     SendToAgent,
+    Started,
     StopNode,
     Submitted,
     TargetsAsked,
@@ -80,6 +81,7 @@ __all__ = [
     "SaveRunSecret",
     "SaveSecret",
     "SendToAgent",
+    "Started",
     "StopNode",
     "Submitted",
     "TargetsAsked",
@@ -127,6 +129,9 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return vms.detached(state, event.name)
     if isinstance(event, VmLink):
         return vms.link(state, event.name, event.link)
+    if isinstance(event, Started):
+        state.started_at = now
+        return nodes.scheduler_started(state, now)
     if isinstance(event, BrokerAway):
         state.broker_away = True
         return [Log("broker unreachable; no agent is judged lost until it is back", {})]
@@ -269,32 +274,34 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         known.preempting = known.preempting or hb.preempting
         known.confirmed = True
         if changed:
-            state.dirty_agents.add(hb.agent_id)
+            state.agents.touch(hb.agent_id)
         return []
     node = state.nodes.get(hb.agent_id)
     if node is not None and node.state in ("stopped", "failed"):
         # a node we stopped or gave up on is still talking: keep it out of placement
         return [Log("heartbeat from a retired node ignored", {"agent_id": hb.agent_id})]
-    state.agents[hb.agent_id] = AgentView(
-        agent_id=hb.agent_id,
-        incarnation=hb.incarnation,
-        target=hb.target,
-        hostname=hb.hostname,
-        capacity=hb.capacity,
-        first_seen=now if known is None else known.first_seen,
-        last_seen=now,
-        running=running,
-        finished=finished,
-        # an operator's cordon and drain survive an agent restart
-        cordoned=known.cordoned if known is not None else False,
-        draining=known.draining if known is not None else False,
-        preempting=hb.preempting,
-        labels=dict(hb.labels),
-        priority=hb.priority,
-        gpus=list(hb.gpus),
-        container_engine=hb.container_engine,
+    state.agents.put(
+        hb.agent_id,
+        AgentView(
+            agent_id=hb.agent_id,
+            incarnation=hb.incarnation,
+            target=hb.target,
+            hostname=hb.hostname,
+            capacity=hb.capacity,
+            first_seen=now if known is None else known.first_seen,
+            last_seen=now,
+            running=running,
+            finished=finished,
+            # an operator's cordon and drain survive an agent restart
+            cordoned=known.cordoned if known is not None else False,
+            draining=known.draining if known is not None else False,
+            preempting=hb.preempting,
+            labels=dict(hb.labels),
+            priority=hb.priority,
+            gpus=list(hb.gpus),
+            container_engine=hb.container_engine,
+        ),
     )
-    state.dirty_agents.add(hb.agent_id)
     return [
         Log(
             "agent joined" if known is None else "agent restarted",
@@ -421,7 +428,7 @@ def decide(
     )
     for agent_id in rec_out.lost_agents:
         state.agents[agent_id].lost = True
-        state.dirty_agents.add(agent_id)
+        state.agents.touch(agent_id)
         cmds.append(Log("agent lost", {"agent_id": agent_id}))
     for run_id, why in rec_out.requeue:
         moved = requeue(state, state.runs[run_id], why, now)
@@ -509,4 +516,4 @@ def forget_finished(state: SchedulerState, run_id: str) -> None:
     """Drop a run whose terminal record has been stored (called by the daemon)."""
     rec = state.runs.get(run_id)
     if rec is not None and rec.state in TERMINAL:
-        del state.runs[run_id]
+        state.runs.forget(run_id)

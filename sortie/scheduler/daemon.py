@@ -41,7 +41,7 @@ from sortie.scheduler import core, kvbatch, run_secrets
 from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
-from sortie.scheduler.model import AgentView, SchedulerState
+from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
 from sortie.scheduler.providers import (
     KNOWN_PROVIDERS,
     NodeProvider,
@@ -53,11 +53,14 @@ from sortie.scheduler.providers import (
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.ssh import save_credentials
+from sortie.scheduler.tables import Table
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
 
 Ack = Callable[[], Awaitable[None]]
+# the tables written by plain puts and deletes (runs are written by compare-and-set)
+RowTable = Table[AgentView] | Table[m.ComputeRecord] | Table[m.NodeRecord] | Table[m.VmRecord]
 TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
@@ -155,76 +158,29 @@ class Daemon:
     # --- startup -------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Rebuild state from the store: every unfinished run, every known agent."""
+        """Rebuild state from the store, every bucket decoded the same way (``model.restore``
+        says what is kept). Loading only loads: what the previous scheduler left behind is
+        settled by the ``Started`` event, the first the loop handles."""
         t0 = time.monotonic()
         now = time.time()
-        self.state.started_at = now
-        runs = 0
-        for entry in await kv_items(self.bus.runs):
-            try:
-                rec = codec.decode(m.RunRecord, entry.value or b"")
-            except codec.BadMessage as exc:
-                log.warning("unreadable run record skipped", key=entry.key, error=str(exc))
-                continue
-            runs += 1
-            if rec.spec.submission_id is not None:
-                self.state.submissions[rec.spec.submission_id] = rec.run_id
-            if rec.state in TERMINAL:
-                continue
-            self.state.runs[rec.run_id] = rec
-            self.revisions[rec.run_id] = entry.revision or 0
-        for entry in await kv_items(self.bus.agents):
-            try:
-                a = codec.decode(m.AgentRecord, entry.value or b"")
-            except codec.BadMessage:
-                continue
-            if a.state == "lost":
-                continue
-            self.state.agents[a.agent_id] = AgentView(
-                agent_id=a.agent_id,
-                incarnation=a.incarnation,
-                target=a.target,
-                hostname=a.hostname,
-                capacity=a.capacity,
-                first_seen=a.first_seen,
-                last_seen=now,
-                confirmed=False,
-                cordoned=a.cordoned,
-                draining=a.draining,
-                labels=dict(a.labels),
-                priority=a.priority,
-            )
-        for entry in await kv_items(self.bus.computes):
-            try:
-                c = codec.decode(m.ComputeRecord, entry.value or b"")
-            except codec.BadMessage:
-                continue
-            self.state.computes[c.name] = c
-        for entry in await kv_items(self.bus.nodes):
-            try:
-                n = codec.decode(m.NodeRecord, entry.value or b"")
-            except codec.BadMessage:
-                continue
-            if n.cluster not in self.state.computes:
-                continue
-            provider = self.state.computes[n.cluster].cluster.provider
-            if provider == "process" and n.state in ("creating", "running", "stopping"):
-                # process nodes are children of the scheduler: they did not outlive it
-                n = msgspec.structs.replace(
-                    n, state="stopped", changed_at=now, message="scheduler restarted"
-                )
-                self.state.dirty_nodes.add(n.node_id)
-                view = self.state.agents.get(n.node_id)
-                if view is not None:
-                    view.lost = True
-                    self.state.dirty_agents.add(n.node_id)
-            self.state.nodes[n.node_id] = n
-        for entry in await kv_items(self.bus.vms):
-            try:
-                v = codec.decode(m.VmRecord, entry.value or b"")
-            except codec.BadMessage:
-                continue
-            self.state.vms[v.name] = v
+        found: dict[str, int] = {}
+        for kv, kind in self._buckets():  # computes before nodes: a node needs its compute
+            entries = await kv_items(kv)
+            found[kind.__name__] = len(entries)
+            for entry in entries:
+                try:
+                    rec = codec.decode(kind, entry.value or b"")
+                except codec.BadMessage as exc:
+                    log.warning(
+                        "unreadable record skipped",
+                        kind=kind.__name__,
+                        key=entry.key,
+                        error=str(exc),
+                    )
+                    continue
+                if restore(self.state, rec, now) and isinstance(rec, m.RunRecord):
+                    self.revisions[rec.run_id] = entry.revision or 0
+        self._enqueue(core.Started())
         kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
         for run_id, secret in kept.items():
             if run_id in self.state.runs:
@@ -236,12 +192,23 @@ class Daemon:
         self.metrics.seed(self.state)
         log.info(
             "state loaded",
-            runs=runs,
+            runs=found[m.RunRecord.__name__],
             active=len(self.state.runs),
             agents=len(self.state.agents),
             computes=len(self.state.computes),
             seconds=round(time.monotonic() - t0, 3),
         )
+
+    def _buckets(self) -> list[tuple[KeyValue, type[Stored]]]:
+        """Each bucket and the record it holds, in the order they are loaded."""
+        bus = self.bus
+        return [
+            (bus.runs, m.RunRecord),
+            (bus.agents, m.AgentRecord),
+            (bus.computes, m.ComputeRecord),
+            (bus.nodes, m.NodeRecord),
+            (bus.vms, m.VmRecord),
+        ]
 
     async def start(self) -> None:
         nc = self.bus.nc
@@ -505,13 +472,33 @@ class Daemon:
                 run_secrets.delete(self.data_dir, run_id)
 
     async def _persist(self) -> set[str]:
-        """Write every changed run (compare-and-set) and agent. Returns runs that conflicted."""
-        dirty, self.state.dirty_runs = self.state.dirty_runs, set()
+        """Write what the state's tables marked: runs by compare-and-set, every other table
+        by plain writes and deletes (the scheduler is their only writer). Returns the runs
+        that conflicted."""
+        st = self.state
+        failed = await self._write_runs(st.runs.take_changes().written)
+        rows: list[tuple[KeyValue, RowTable]] = [
+            (self.bus.agents, st.agents),
+            (self.bus.computes, st.computes),
+            (self.bus.nodes, st.nodes),
+            (self.bus.vms, st.vms),
+        ]
+        for kv, table in rows:
+            changes = table.take_changes()
+            for key, value in changes.written:
+                record = value.record() if isinstance(value, AgentView) else value
+                await self._put(kv, key, codec.encode(record))
+            for key in changes.deleted:
+                await self._put(kv, key, None)
+        return failed
+
+    async def _write_runs(self, written: list[tuple[str, m.RunRecord]]) -> set[str]:
+        """Compare-and-set each changed run: in atomic batches where the server allows, single
+        writes otherwise. Returns the runs another writer changed (reloaded from the store)."""
         failed: set[str] = set()
         sem = asyncio.Semaphore(self.config.write_concurrency)
 
-        async def write(run_id: str) -> None:
-            rec = self.state.runs[run_id]
+        async def write(run_id: str, rec: m.RunRecord) -> None:
             data = codec.encode(rec)
             async with sem:
                 while True:
@@ -529,68 +516,41 @@ class Daemon:
                     except TRANSIENT as exc:
                         log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
                         await asyncio.sleep(0.5)
-            stored(run_id, rec, new)
-
-        def stored(run_id: str, rec: m.RunRecord, new: int) -> None:
-            self.revisions[run_id] = new
-            if rec.state in TERMINAL:
-                core.forget_finished(self.state, run_id)
-                self.revisions.pop(run_id, None)
-                self._forget_run_secret(run_id)
+            self._stored(run_id, rec, new)
 
         batches = asyncio.Semaphore(4)
 
-        async def batch(run_ids: list[str]) -> None:
+        async def batch(part: list[tuple[str, m.RunRecord]]) -> None:
             # many compare-and-sets committed together: one fsync instead of one per record
-            recs = [self.state.runs[r] for r in run_ids]
-            items = [
-                (r, codec.encode(rec), self.revisions.get(r, 0))
-                for r, rec in zip(run_ids, recs, strict=True)
-            ]
+            items = [(r, codec.encode(rec), self.revisions.get(r, 0)) for r, rec in part]
             async with batches:
                 try:
                     revs = await kvbatch.write_batch(self.bus.runs, items)
                 except (kvbatch.BatchRefused, *TRANSIENT) as exc:
                     # refused whole (a conflict somewhere) or unanswered: single writes find
                     # which record changed, and retry the rest
-                    log.info(
-                        "batch write refused; writing singly", runs=len(run_ids), error=repr(exc)
-                    )
-                    await asyncio.gather(*(write(r) for r in run_ids))
+                    log.info("batch write refused; writing singly", runs=len(part), error=repr(exc))
+                    await asyncio.gather(*(write(r, rec) for r, rec in part))
                     return
-            for run_id, rec, new in zip(run_ids, recs, revs, strict=True):
-                stored(run_id, rec, new)
+            for (run_id, rec), new in zip(part, revs, strict=True):
+                self._stored(run_id, rec, new)
 
-        order = sorted(dirty)
-        if self.atomic and len(order) > 1:
+        if self.atomic and len(written) > 1:
             size = 500
-            await asyncio.gather(*(batch(order[i : i + size]) for i in range(0, len(order), size)))
+            await asyncio.gather(
+                *(batch(written[i : i + size]) for i in range(0, len(written), size))
+            )
         else:
-            await asyncio.gather(*(write(r) for r in order))
-        st = self.state
-        agents, st.dirty_agents = st.dirty_agents, set()
-        for agent_id in sorted(agents):
-            if (view := st.agents.get(agent_id)) is not None:
-                await self._put(self.bus.agents, agent_id, codec.encode(view.record()))
-        computes, st.dirty_computes = st.dirty_computes, set()
-        for name in sorted(computes):
-            if (compute := st.computes.get(name)) is not None:
-                await self._put(self.bus.computes, name, codec.encode(compute))
-        node_ids, st.dirty_nodes = st.dirty_nodes, set()
-        for node_id in sorted(node_ids):
-            if (node := st.nodes.get(node_id)) is not None:
-                await self._put(self.bus.nodes, node_id, codec.encode(node))
-        deleted, st.deleted_computes = st.deleted_computes, set()
-        for name in sorted(deleted):
-            await self._put(self.bus.computes, name, None)
-        vm_names, st.dirty_vms = st.dirty_vms, set()
-        for name in sorted(vm_names):
-            if (vm := st.vms.get(name)) is not None:
-                await self._put(self.bus.vms, name, codec.encode(vm))
-        gone, st.deleted_vms = st.deleted_vms, set()
-        for name in sorted(gone):
-            await self._put(self.bus.vms, name, None)
+            await asyncio.gather(*(write(r, rec) for r, rec in written))
         return failed
+
+    def _stored(self, run_id: str, rec: m.RunRecord, revision: int) -> None:
+        """A run's record is in the store at ``revision``: a finished one leaves memory."""
+        self.revisions[run_id] = revision
+        if rec.state in TERMINAL:
+            core.forget_finished(self.state, run_id)
+            self.revisions.pop(run_id, None)
+            self._forget_run_secret(run_id)
 
     async def _put(self, kv: KeyValue, key: str, data: bytes | None) -> None:
         """Write (or with ``None`` delete) one key; the scheduler is its only writer."""
@@ -611,11 +571,11 @@ class Daemon:
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
         if rec.state in TERMINAL:
-            self.state.runs.pop(run_id, None)
+            self.state.runs.forget(run_id)
             self.revisions.pop(run_id, None)
             self._forget_run_secret(run_id)
         else:
-            self.state.runs[run_id] = rec
+            self.state.runs.load(run_id, rec)
             self.revisions[run_id] = entry.revision or 0
 
     async def _execute(self, cmds: list[core.Command], failed: set[str]) -> None:

@@ -107,6 +107,13 @@ class VmLink:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The scheduler has loaded the stored state and begins listening (the first event of a
+    scheduler's life): what did not outlive the previous one is settled here, not in the
+    loading."""
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -139,6 +146,7 @@ Event = (
     | VmFailed
     | VmDetached
     | VmLink
+    | Started
     | Tick
     | BrokerAway
     | BrokerBack

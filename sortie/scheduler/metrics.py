@@ -331,7 +331,7 @@ class Metrics:
         for ev in submitted:
             if ev.run_id in state.runs and ev.run_id not in self._runs:
                 self._submitted(ev, counts)
-        for run_id in state.dirty_runs:
+        for run_id in state.runs.changed:
             rec = state.runs.get(run_id)
             if rec is not None:
                 self._changed(rec, now, counts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
+from sortie.scheduler.tables import Table
 
 BUILTIN_TARGETS = frozenset({"local"})
 
@@ -46,6 +48,25 @@ class AgentView:
             return "agent is cordoned"
         return None
 
+    @classmethod
+    def restored(cls, rec: m.AgentRecord, now: float) -> AgentView:
+        """An agent found in the store at start: unconfirmed until it heartbeats, and given a
+        full lease from ``now`` (its last heartbeat went to the previous scheduler)."""
+        return cls(
+            agent_id=rec.agent_id,
+            incarnation=rec.incarnation,
+            target=rec.target,
+            hostname=rec.hostname,
+            capacity=rec.capacity,
+            first_seen=rec.first_seen,
+            last_seen=now,
+            confirmed=False,
+            cordoned=rec.cordoned,
+            draining=rec.draining,
+            labels=dict(rec.labels),
+            priority=rec.priority,
+        )
+
     def record(self) -> m.AgentRecord:
         return m.AgentRecord(
             agent_id=self.agent_id,
@@ -67,31 +88,59 @@ class AgentView:
 
 @dataclass
 class SchedulerState:
-    """Everything the decision code reads. Owned by the daemon loop, changed only by core.py."""
+    """Everything the decision code reads. Owned by the daemon loop, changed only by core.py.
 
-    runs: dict[str, m.RunRecord] = field(default_factory=dict)  # non-terminal (+ unsaved)
-    agents: dict[str, AgentView] = field(default_factory=dict)
+    Each stored kind is a ``Table`` (one per bucket): its writes mark themselves, and the
+    daemon writes what they marked. The other fields live in memory only.
+    """
+
+    runs: Table[m.RunRecord] = field(default_factory=Table)  # non-terminal (+ unsaved)
+    agents: Table[AgentView] = field(default_factory=Table)  # stored as AgentView.record()
+    computes: Table[m.ComputeRecord] = field(default_factory=Table)
+    nodes: Table[m.NodeRecord] = field(default_factory=Table)
+    vms: Table[m.VmRecord] = field(default_factory=Table)  # attached machines
     # When this scheduler began listening (start, or the broker back after an outage): an
     # agent unheard of since gets a full lease from then, not from its last heartbeat.
     started_at: float = 0.0
     broker_away: bool = False  # the scheduler's own broker connection is down
-    dirty_runs: set[str] = field(default_factory=set)
-    dirty_agents: set[str] = field(default_factory=set)
     assign_sent_at: dict[str, float] = field(default_factory=dict)  # run id -> last Assign
     why: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> reason -> count
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> run id
-    computes: dict[str, m.ComputeRecord] = field(default_factory=dict)
-    nodes: dict[str, m.NodeRecord] = field(default_factory=dict)
-    dirty_computes: set[str] = field(default_factory=set)
-    dirty_nodes: set[str] = field(default_factory=set)
-    deleted_computes: set[str] = field(default_factory=set)  # to remove from the store
     node_idle_since: dict[str, float] = field(default_factory=dict)
     preempt_deadline: dict[str, float] = field(default_factory=dict)  # node -> stop it at
     node_targets: dict[str, int] = field(default_factory=dict)  # cluster -> autoscaler target
-    vms: dict[str, m.VmRecord] = field(default_factory=dict)  # attached machines
-    dirty_vms: set[str] = field(default_factory=set)
-    deleted_vms: set[str] = field(default_factory=set)
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
         return set(BUILTIN_TARGETS) | agents | set(self.computes) | set(self.vms)
+
+
+Stored = m.RunRecord | m.AgentRecord | m.ComputeRecord | m.NodeRecord | m.VmRecord
+
+
+def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
+    """Take one record found in the store at start, as stored (nothing marked). True when it
+    is kept in memory. Kept: unfinished runs (every run's submission id, so a repeated submit
+    finds it), agents not lost, every compute and machine, and nodes of a known compute (load
+    computes first). Nothing is decided here: that is the ``Started`` event's work."""
+    if isinstance(rec, m.RunRecord):
+        if rec.spec.submission_id is not None:
+            state.submissions[rec.spec.submission_id] = rec.run_id
+        keep = rec.state not in TERMINAL
+        if keep:
+            state.runs.load(rec.run_id, rec)
+        return keep
+    if isinstance(rec, m.AgentRecord):
+        if rec.state == "lost":
+            return False
+        state.agents.load(rec.agent_id, AgentView.restored(rec, now))
+    elif isinstance(rec, m.ComputeRecord):
+        state.computes.load(rec.name, rec)
+    elif isinstance(rec, m.NodeRecord):
+        if rec.cluster not in state.computes:
+            return False
+        state.nodes.load(rec.node_id, rec)
+    else:
+        state.vms.load(rec.name, rec)
+    return True
+

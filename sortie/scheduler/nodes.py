@@ -25,21 +25,19 @@ def _set_node(
     message: str | None = None,
 ) -> m.NodeRecord:
     changed = msgspec.structs.replace(node, state=new, changed_at=now, message=message)
-    state.nodes[node.node_id] = changed
-    state.dirty_nodes.add(node.node_id)
+    state.nodes.put(node.node_id, changed)
     return changed
 
 
 def _decide(state: SchedulerState, name: str, decision: m.ScaleDecision) -> None:
-    state.computes[name] = clusters.with_decision(state.computes[name], decision)
-    state.dirty_computes.add(name)
+    state.computes.put(name, clusters.with_decision(state.computes[name], decision))
 
 
 def _agent_gone(state: SchedulerState, node_id: str) -> None:
     view = state.agents.get(node_id)
     if view is not None and not view.lost:
         view.lost = True
-        state.dirty_agents.add(node_id)
+        state.agents.touch(node_id)
 
 
 def step_clusters(
@@ -95,15 +93,17 @@ def step_clusters(
         created: list[str] = []
         for _ in range(plan.create):
             node_id = new_node_id(name)
-            state.nodes[node_id] = m.NodeRecord(
-                node_id=node_id,
-                cluster=name,
-                state="creating",
-                priority=compute.cluster.vm_priority,
-                created_at=now,
-                changed_at=now,
+            state.nodes.put(
+                node_id,
+                m.NodeRecord(
+                    node_id=node_id,
+                    cluster=name,
+                    state="creating",
+                    priority=compute.cluster.vm_priority,
+                    created_at=now,
+                    changed_at=now,
+                ),
             )
-            state.dirty_nodes.add(node_id)
             created.append(node_id)
             cmds.append(
                 CreateNode(
@@ -153,12 +153,9 @@ def _settle(state: SchedulerState, name: str, now: float, cmds: list[Command]) -
     nodes = [n for n in state.nodes.values() if n.cluster == name]
     if compute.provisioning_state == "Deleting":
         if not any(n.state in ("creating", "running", "stopping") for n in nodes):
-            del state.computes[name]
-            state.dirty_computes.discard(name)
-            state.deleted_computes.add(name)
+            state.computes.delete(name)
             for n in nodes:
-                del state.nodes[n.node_id]
-                state.dirty_nodes.discard(n.node_id)
+                state.nodes.delete(n.node_id)
             state.node_targets.pop(name, None)
             cmds.append(Log("compute deleted", {"compute": name}))
         return
@@ -169,8 +166,7 @@ def _settle(state: SchedulerState, name: str, now: float, cmds: list[Command]) -
         or (compute.provisioning_state == "Failed" and running > 0)
     )
     if settled:
-        state.computes[name] = msgspec.structs.replace(compute, provisioning_state="Succeeded")
-        state.dirty_computes.add(name)
+        state.computes.put(name, msgspec.structs.replace(compute, provisioning_state="Succeeded"))
 
 
 def node_registered(state: SchedulerState, node_id: str, now: float) -> None:
@@ -181,10 +177,9 @@ def node_registered(state: SchedulerState, node_id: str, now: float) -> None:
     _set_node(state, node, "running", now)
     compute = state.computes.get(node.cluster)
     if compute is not None and compute.error_streak:
-        state.computes[node.cluster] = msgspec.structs.replace(
-            compute, error_streak=0, backoff_until=None
+        state.computes.put(
+            node.cluster, msgspec.structs.replace(compute, error_streak=0, backoff_until=None)
         )
-        state.dirty_computes.add(node.cluster)
 
 
 def node_failed(
@@ -210,11 +205,13 @@ def node_failed(
         if not running and compute.provisioning_state != "Deleting":
             # no node can be had: the cluster is Failed until one runs again
             compute = msgspec.structs.replace(compute, provisioning_state="Failed")
-        state.computes[node.cluster] = clusters.with_decision(
-            clusters.with_error(compute, err, now),
-            m.ScaleDecision(at=now, action="node_failed", nodes=[node_id], reason=message),
+        state.computes.put(
+            node.cluster,
+            clusters.with_decision(
+                clusters.with_error(compute, err, now),
+                m.ScaleDecision(at=now, action="node_failed", nodes=[node_id], reason=message),
+            ),
         )
-        state.dirty_computes.add(node.cluster)
     return cmds
 
 
@@ -228,3 +225,18 @@ def node_stopped(state: SchedulerState, node_id: str, now: float) -> list[Comman
         return []
     _set_node(state, node, "stopped", now)
     return []
+
+
+def scheduler_started(state: SchedulerState, now: float) -> list[Command]:
+    """Process nodes are children of the scheduler: those the store says were up did not
+    outlive the previous one. They are stopped, and their agents lost."""
+    gone: list[str] = []
+    for node in list(state.nodes.values()):
+        compute = state.computes.get(node.cluster)
+        if compute is None or compute.cluster.provider != "process":
+            continue
+        if node.state in ("creating", "running", "stopping"):
+            _set_node(state, node, "stopped", now, "scheduler restarted")
+            _agent_gone(state, node.node_id)
+            gone.append(node.node_id)
+    return [Log("process nodes did not survive a restart", {"nodes": gone})] if gone else []

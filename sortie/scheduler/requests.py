@@ -72,8 +72,7 @@ def on_compute(
                 return _error(ev.reply_to, "bad_request", why)
             assert req.secret is not None
             created.append(SaveSecret(name=made.name, secret=req.secret))
-        state.computes[made.name] = made
-        state.dirty_computes.add(made.name)
+        state.computes.put(made.name, made)
         return [
             *created,
             Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, made.name))),
@@ -99,8 +98,7 @@ def on_compute(
         changed = clusters.updated_compute(rec, req, config.catalog, providers)
         if isinstance(changed, m.ErrorReply):
             return [Reply(ev.reply_to, changed)]
-        state.computes[req.name] = changed
-        state.dirty_computes.add(req.name)
+        state.computes.put(req.name, changed)
         return [Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
     # ComputeDelete
     active = sorted(
@@ -119,8 +117,7 @@ def on_compute(
     cmds: list[Command] = []
     for run_id in active:
         cancel(state, state.runs[run_id], now, cmds)
-    state.computes[req.name] = msgspec.structs.replace(rec, provisioning_state="Deleting")
-    state.dirty_computes.add(req.name)
+    state.computes.put(req.name, msgspec.structs.replace(rec, provisioning_state="Deleting"))
     cmds.append(Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name))))
     cmds.append(Log("compute deleting", {"compute": req.name, "canceled_runs": len(active)}))
     return cmds
@@ -150,25 +147,29 @@ def on_agent(state: SchedulerState, ev: AgentAsked, now: float, config: Config) 
         cmds.append(SendToAgent(view.agent_id, m.Preempt(), None))
         node = state.nodes.get(view.agent_id)
         if node is not None and node.state in ("creating", "running"):
-            state.nodes[node.node_id] = msgspec.structs.replace(
-                node, state="preempted", changed_at=now, message="preempted"
+            state.nodes.put(
+                node.node_id,
+                msgspec.structs.replace(
+                    node, state="preempted", changed_at=now, message="preempted"
+                ),
             )
-            state.dirty_nodes.add(node.node_id)
             # the node goes away once its runs had their grace period
             state.preempt_deadline[node.node_id] = now + config.preempt_grace_s + 5.0
             compute = state.computes.get(node.cluster)
             if compute is not None:
-                state.computes[node.cluster] = clusters.with_decision(
-                    compute,
-                    m.ScaleDecision(
-                        at=now,
-                        action="node_preempted",
-                        nodes=[node.node_id],
-                        reason=f"node {node.node_id} was preempted",
+                state.computes.put(
+                    node.cluster,
+                    clusters.with_decision(
+                        compute,
+                        m.ScaleDecision(
+                            at=now,
+                            action="node_preempted",
+                            nodes=[node.node_id],
+                            reason=f"node {node.node_id} was preempted",
+                        ),
                     ),
                 )
-                state.dirty_computes.add(node.cluster)
-    state.dirty_agents.add(view.agent_id)
+    state.agents.touch(view.agent_id)
     cmds.append(Reply(ev.reply_to, m.AgentReply(agent=view.record())))
     cmds.append(Log(f"agent {req.action}", {"agent_id": view.agent_id}))
     return cmds

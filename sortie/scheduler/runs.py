@@ -26,8 +26,7 @@ def move(
 
 
 def store(state: SchedulerState, rec: m.RunRecord) -> None:
-    state.runs[rec.run_id] = rec
-    state.dirty_runs.add(rec.run_id)
+    state.runs.put(rec.run_id, rec)
 
 
 def finish(state: SchedulerState, rec: m.RunRecord, cmds: list[Command]) -> None:

@@ -48,8 +48,7 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     if (why := check_login(req.vm.ssh, req.secret)) is not None:
         return _error(reply_to, "bad_request", why)
     rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
-    state.vms[req.name] = rec
-    state.dirty_vms.add(req.name)
+    state.vms.put(req.name, rec)
     return [
         AttachVm(
             name=req.name, vm=req.vm, secret=req.secret, trust_new_host_key=req.trust_new_host_key
@@ -88,8 +87,7 @@ def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: floa
 def _set(state: SchedulerState, rec: m.VmRecord, line: str | None = None) -> None:
     if line is not None:
         rec = msgspec.structs.replace(rec, progress=[*rec.progress, line][-KEEP_PROGRESS:])
-    state.vms[rec.name] = rec
-    state.dirty_vms.add(rec.name)
+    state.vms.put(rec.name, rec)
 
 
 def progress(state: SchedulerState, name: str, line: str) -> list[Command]:
@@ -125,14 +123,13 @@ def failed(state: SchedulerState, name: str, code: str, message: str, now: float
 
 
 def detached(state: SchedulerState, name: str) -> list[Command]:
-    if state.vms.pop(name, None) is None:
+    if name not in state.vms:
         return []
-    state.dirty_vms.discard(name)
-    state.deleted_vms.add(name)
+    state.vms.delete(name)
     view = state.agents.get(name)
     if view is not None and not view.lost:
         view.lost = True
-        state.dirty_agents.add(name)
+        state.agents.touch(name)
     return [Log("vm detached", {"compute": name})]
 
 

@@ -264,9 +264,8 @@ class Driver:
             core.handle(self.state, e, self.now, self.config)
         core.decide(self.state, self.now, self.config)
         self.metrics.observe(events, self.state, self.now)
-        for run_id in list(self.state.dirty_runs):
+        for run_id, _ in self.state.runs.take_changes().written:
             core.forget_finished(self.state, run_id)
-        self.state.dirty_runs.clear()
 
     def submit(self, **spec: object) -> str:
         self.n += 1
@@ -394,7 +393,7 @@ def test_loaded_runs_count_nothing_they_did_before() -> None:
         agent_incarnation="i1",
         gang=[m.GangMember(rank=0, agent_id="a1", incarnation="i1", state=RunState.RUNNING)],
     )
-    d.state.runs["old"] = rec
+    d.state.runs.load("old", rec)  # found in the store at start
     d.metrics.seed(d.state)
     d.report("old", RunState.FINALIZING)
     assert d.sample("sortie_submit_to_start_seconds_count") == 0
@@ -409,12 +408,11 @@ def test_autoscaler_decisions_are_counted_once() -> None:
         shape=m.NodeShape(name="S", cpus=4, memory_mb=8192),
         created_at=0.0,
     )
-    d.state.computes["pool"] = compute
+    d.state.computes.put("pool", compute)
     ids = iter(f"pool-{i}" for i in range(10))
     d.now += 1
     core.decide(d.state, d.now, d.config, lambda _: next(ids))
-    d.state.runs["q"] = b.record("q", spec=b.spec(target="pool"), created_at=d.now)
-    d.state.dirty_runs.add("q")
+    d.state.runs.put("q", b.record("q", spec=b.spec(target="pool"), created_at=d.now))
     d.now += 1
     core.decide(d.state, d.now, d.config, lambda _: next(ids))
     d.metrics.observe([], d.state, d.now)

@@ -89,7 +89,7 @@ def test_update_and_delete_rules() -> None:
     assert isinstance(reply, m.ComputeReply) and reply.info.compute.provisioning_state == "Deleting"
     assert s.runs["r1"].state is RunState.CANCELED
     core.decide(s, 1.0, CFG, ids())
-    assert "pool" not in s.computes and s.deleted_computes == {"pool"}
+    assert "pool" not in s.computes and s.computes.deleted == {"pool"}
 
 
 def test_submit_refuses_what_no_node_of_the_cluster_could_hold() -> None:

@@ -52,7 +52,7 @@ def test_submit_queues_then_places_on_the_agent() -> None:
     s = started()
     cmds = submit(s, "r1", 1.0)
     assert replies(cmds) == [m.SubmitAccepted(run_id="r1")]
-    assert s.runs["r1"].state is RunState.QUEUED and "r1" in s.dirty_runs
+    assert s.runs["r1"].state is RunState.QUEUED and "r1" in s.runs.changed
     cmds = core.decide(s, 1.0, CFG)
     assert sends(cmds) == [("a1", "Assign", "r1", 1)]
     rec = s.runs["r1"]
@@ -64,7 +64,7 @@ def test_unknown_target_is_refused_with_the_known_ones_listed() -> None:
     (reply,) = replies(submit(s, "r1", 1.0, target="gpu-box"))
     assert isinstance(reply, m.ErrorReply) and reply.code == "unknown_target"
     assert "'gpu-box'" in reply.message and "known targets: local" in reply.message
-    assert s.runs == {} and s.dirty_runs == set()
+    assert s.runs == {} and not s.runs.changed
 
 
 def test_bad_experiment_name_changes_nothing() -> None:
@@ -134,9 +134,9 @@ def test_duplicate_report_is_ignored() -> None:
     submit(s, "r1", 1.0)
     core.decide(s, 1.0, CFG)
     report(s, "r1", RunState.STARTING, 2.0)
-    s.dirty_runs.clear()
+    s.runs.take_changes()
     assert report(s, "r1", RunState.STARTING, 2.5) == []
-    assert s.dirty_runs == set()
+    assert not s.runs.changed
 
 
 def test_lost_agent_requeues_with_attempt_raised_and_finalizing_fails() -> None:
@@ -299,7 +299,7 @@ def test_a_run_on_an_agent_the_scheduler_never_heard_of_waits_a_lease_and_grace(
     s = started()
     submit(s, "r1", 1.0)
     core.decide(s, 1.0, CFG)
-    del s.agents["a1"]
+    s.agents.forget("a1")
     s.started_at = 100.0
     core.decide(s, 119.0, CFG)  # within lease 10 + kill grace 10 of the restart
     assert (s.runs["r1"].state, s.runs["r1"].attempt) == (RunState.PREPARING, 1)

@@ -129,7 +129,7 @@ def test_detach_refused_with_active_runs_unless_forced() -> None:
     (cmd,) = [c for c in cmds if isinstance(c, core.DetachVm)]
     assert cmd.keep_files and s.vms["lab-box"].provisioning_state == "Deleting"
     core.handle(s, core.VmDetached(name="lab-box"), 6.0, CFG)
-    assert "lab-box" not in s.vms and s.deleted_vms == {"lab-box"}
+    assert "lab-box" not in s.vms and s.vms.deleted == {"lab-box"}
     assert "lab-box" not in s.known_targets()
 
 

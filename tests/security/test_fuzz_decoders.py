@@ -181,11 +181,8 @@ def world() -> SchedulerState:
         0.5,
         CFG,
     )
-    s.dirty_runs.clear()
-    s.dirty_agents.clear()
-    s.dirty_computes.clear()
-    s.dirty_nodes.clear()
-    s.dirty_vms.clear()
+    for table in (s.runs, s.agents, s.computes, s.nodes, s.vms):
+        table.take_changes()
     return s
 
 
@@ -259,7 +256,7 @@ def test_a_report_from_outside_the_current_attempt_changes_no_run(report: m.RunR
         return  # a member's report of the current attempt: that one may change the run
     before = copy.deepcopy(s.runs)
     cmds = core.handle(s, core.ReportSeen(report=report), 1.0, CFG)
-    assert s.runs == before and not s.dirty_runs
+    assert s.runs == before and not s.runs.changed
     assert all(
         isinstance(c, core.Log)
         or (isinstance(c, core.SendToAgent) and isinstance(c.command, m.Cancel))
