@@ -28,7 +28,8 @@ async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entr
     try:
         while True:
             # nats-py 2.16 leaves KeyWatcher's methods unannotated
-            entry: KeyValue.Entry | None = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            update = watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            entry: KeyValue.Entry | None = await update
             if entry is None:
                 continue
             if entry.operation in ("DEL", "PURGE"):
