@@ -29,7 +29,7 @@ from sortie.client.gitinfo import git_info
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
-from sortie.proto.states import TERMINAL, RunState
+from sortie.proto.states import TERMINAL
 
 T = TypeVar("T")
 
@@ -404,7 +404,3 @@ def echo_line(line: m.LogLine, rank: int | None = None) -> None:
 def normalise_script(script: str) -> str:
     parts = [p for p in script.replace("\\", "/").split("/") if p not in ("", ".")]
     return "/".join(parts)
-
-
-def succeeded(rec: m.RunRecord) -> bool:
-    return rec.state is RunState.COMPLETED
