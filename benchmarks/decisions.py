@@ -17,7 +17,7 @@ I/O at all. Three measurements:
 
 Prints one JSON document on stdout and a short table on stderr.
 
-    .venv/bin/python benchmarks/decisions.py [--agents 1000] [--runs 100000] [--repeat 3]
+    .venv/bin/python -m benchmarks.decisions [--agents 1000] [--runs 100000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -27,20 +27,17 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import msgspec
 
-import msgspec  # noqa: E402
-
-from benchmarks import workload  # noqa: E402
-from sortie.proto import messages as m  # noqa: E402
-from sortie.scheduler import core  # noqa: E402
-from sortie.scheduler.model import AgentView, SchedulerState  # noqa: E402
-from sortie.scheduler.placement import Plan, Slot, place  # noqa: E402
-from sortie.scheduler.reconcile import Timing  # noqa: E402
+from benchmarks import workload
+from sortie.proto import messages as m
+from sortie.scheduler import core
+from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.placement import Plan, Slot, place
+from sortie.scheduler.reconcile import Timing
+from tests.sim import Sim, SimAgent
 
 
 def empty_slots(agents: list[workload.Agent]) -> list[Slot]:
@@ -65,48 +62,38 @@ def one_pass(agents: list[workload.Agent], runs: list[m.RunRecord]) -> tuple[flo
 
 
 def drain(agents: list[workload.Agent], runs: list[m.RunRecord]) -> dict[str, Any]:
+    """``tests/sim.py``'s cycle over the whole queue: every agent heartbeats once, then
+    decide until every run was placed; placed runs end at once (their capacity is free for
+    the next cycle), so only the decision code is measured."""
     now = 2_000_000.0
-    state = SchedulerState(started_at=now)
-    for a in agents:
-        state.agents.put(
-            a.agent_id,
-            AgentView(
-                agent_id=a.agent_id,
-                incarnation="inc-1",
-                target=workload.TARGET,
-                hostname=a.agent_id,
-                capacity=a.capacity,
-                first_seen=now,
-                last_seen=now,
-            ),
-        )
-    for r in runs:
-        state.runs.put(r.run_id, r)
-    config = core.Config(timing=Timing(lease_s=1e9))
-    spent = 0.0
+    sim = Sim(
+        agents=[
+            SimAgent(agent_id=a.agent_id, capacity=a.capacity, target=workload.TARGET)
+            for a in agents
+        ],
+        config=core.Config(timing=Timing(lease_s=1e9)),
+        now=now,
+        state=SchedulerState(started_at=now),
+    )
+    for agent in sim.agents:
+        sim.heartbeat(agent)
+    sim.enqueue(runs)
     cycles = placed = 0
-    worst = 0.0
-    while state.runs:
-        t = time.perf_counter()
-        cmds = core.decide(state, now, config)
-        dt = time.perf_counter() - t
-        spent += dt
-        worst = max(worst, dt)
+    while sim.state.runs:
+        cmds = sim.cycle()
         cycles += 1
         done = [c.run_id for c in cmds if isinstance(c, core.SendToAgent) and c.run_id]
         if not done:
             raise SystemExit(f"no progress after {placed} placements")
         placed += len(done)
-        for run_id in done:  # they ran and ended: their capacity is free for the next cycle
-            state.runs.forget(run_id)
-            state.assign_sent_at.pop(run_id, None)
-        state.runs.take_changes()  # as the daemon's write would
+        for run_id in done:
+            sim.end_at_once(run_id)
     return {
         "cycles": cycles,
         "placed": placed,
-        "seconds_in_decide": round(spent, 3),
-        "worst_cycle_s": round(worst, 3),
-        "placements_per_s": round(placed / spent),
+        "seconds_in_decide": round(sim.decide_s, 3),
+        "worst_cycle_s": round(sim.worst_decide_s, 3),
+        "placements_per_s": round(placed / sim.decide_s),
     }
 
 

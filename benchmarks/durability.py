@@ -16,7 +16,7 @@ measures against each:
 
 Prints one JSON document on stdout (``--json`` for nothing else) and a short table on stderr.
 
-    .venv/bin/python benchmarks/durability.py [--messages 5000] [--window 64] [--e2e-runs 40]
+    .venv/bin/python -m benchmarks.durability [--messages 5000] [--window 64] [--e2e-runs 40]
 """
 
 from __future__ import annotations
@@ -36,15 +36,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sortie.bus.broker import free_port, start_broker
+from sortie.bus.connection import open_bus
+from sortie.bus.resources import kv_stream
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
 
-from sortie.bus.broker import free_port, start_broker  # noqa: E402
-from sortie.bus.connection import open_bus  # noqa: E402
-from sortie.bus.resources import kv_stream  # noqa: E402
-from sortie.proto import codec, subjects  # noqa: E402 - after the path is set
-from sortie.proto import messages as m  # noqa: E402
-from sortie.proto.states import RunState  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MODES = {"fsync": True, "no_fsync": False}
 

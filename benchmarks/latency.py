@@ -16,7 +16,7 @@ snapshot cache holds them, the system-managed environment was built by a warm-up
   already cached; the difference of the medians is what the cached environment costs.
 
 With ``--ray`` the same three are measured on Ray Jobs (``ray start --head`` on this machine,
-``JobSubmissionClient``) by ``benchmarks/peers.py`` run with ``--ray-python`` (a separate
+``JobSubmissionClient``) by ``benchmarks.peers`` run with ``--ray-python`` (a separate
 environment with ``ray[default]``, never a project dependency), and the ratios are printed.
 With ``--slurm`` ``peers.py slurm-latency`` starts a one-node Slurm cluster (``slurmctld`` and
 ``slurmd`` of Debian's ``slurm-wlm``, a config in a temporary directory; needs root and a
@@ -24,7 +24,7 @@ running ``munged``) and measures sbatch -> batch script started and the burst th
 
 Prints one JSON document on stdout and a short table on stderr.
 
-    .venv/bin/python benchmarks/latency.py [--samples 100] [--burst 200] [--ray] [--slurm]
+    .venv/bin/python -m benchmarks.latency [--samples 100] [--burst 200] [--ray] [--slurm]
 """
 
 from __future__ import annotations
@@ -42,18 +42,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from benchmarks.peers import summary_ms  # noqa: E402  # stdlib-only: Ray's Python runs it too
-from sortie.bus.broker import free_port  # noqa: E402
-from sortie.client.client import Client  # noqa: E402
-from sortie.client.runconfig import (  # noqa: E402
+from benchmarks.peers import summary_ms  # stdlib-only: Ray's Python runs it too
+from sortie.bus.broker import free_port
+from sortie.client.client import Client
+from sortie.client.runconfig import (
     EnvironmentSection,
     PythonSection,
     RunConfiguration,
     ScriptRunConfig,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 STAMP_SH = 'date +%s.%N > "$STAMP"\n'
 STAMP_PY = (
@@ -181,12 +180,12 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def ray_side(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
-        args.ray_python, str(REPO / "benchmarks" / "peers.py"), "ray-latency",
+        args.ray_python, "-m", "benchmarks.peers", "ray-latency",
         "--samples", str(args.samples), "--env-samples", str(args.env_samples),
         "--burst", str(args.burst), "--burst-window", str(args.burst_window),
         "--env-pip", *args.env_pip,
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False, cwd=REPO)
     if done.returncode != 0:
         return {"error": done.stderr[-2000:]}
     return dict(json.loads(done.stdout))
@@ -194,11 +193,11 @@ def ray_side(args: argparse.Namespace) -> dict[str, Any]:
 
 def slurm_side(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
-        sys.executable, str(REPO / "benchmarks" / "peers.py"), "slurm-latency",
+        sys.executable, "-m", "benchmarks.peers", "slurm-latency",
         "--samples", str(args.samples), "--burst", str(args.burst),
         "--sched-params", args.slurm_sched_params,
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False, cwd=REPO)
     if done.returncode != 0:
         return {"error": done.stderr[-2000:]}
     return dict(json.loads(done.stdout))

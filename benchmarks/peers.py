@@ -18,8 +18,8 @@ call it and print the ratios. Standard library and Ray only: it must not import 
 - ``ray-bytes``: the size of the package Ray uploads for a ``working_dir`` before and after
   one file is edited (Ray addresses the whole directory as one zip).
 
-    /tmp/ray-venv/bin/python benchmarks/peers.py ray-latency [--samples 100] [--burst 200]
-    python3 benchmarks/peers.py slurm-latency [--samples 100] [--burst 200]
+    /tmp/ray-venv/bin/python -m benchmarks.peers ray-latency [--samples 100] [--burst 200]
+    python3 -m benchmarks.peers slurm-latency [--samples 100] [--burst 200]
 """
 
 from __future__ import annotations
@@ -92,7 +92,9 @@ def ray_latency(args: argparse.Namespace) -> dict[str, Any]:
     port = 8265 + os.getpid() % 1000
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     subprocess.run(
-        [ray_bin, "start", "--head", "--num-cpus", str(os.cpu_count() or 2),
+        # --node-ip-address: Ray would otherwise bind the machine's external interface
+        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1",
+         "--num-cpus", str(os.cpu_count() or 2),
          "--dashboard-port", str(port), "--temp-dir", str(tmp / "ray"),
          "--include-dashboard", "true", "--disable-usage-stats"],
         check=True, capture_output=True, env=env,

@@ -15,7 +15,7 @@ heartbeat the runs they hold, then starts a real ``sortie scheduler`` process an
 
 Prints one JSON document on stdout and a short table on stderr.
 
-    .venv/bin/python benchmarks/restart.py [--runs 10000] [--running 1000] [--queued 500]
+    .venv/bin/python -m benchmarks.restart [--runs 10000] [--running 1000] [--queued 500]
 """
 
 from __future__ import annotations
@@ -32,16 +32,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sortie.bus.broker import free_port, start_broker
+from sortie.bus.connection import Bus, open_bus
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.proto.states import RunState
+from sortie.scheduler.daemon import Daemon, SchedulerConfig
+from tests.harness import FakeAgent
 
-from sortie.bus.broker import free_port, start_broker  # noqa: E402
-from sortie.bus.connection import Bus, open_bus  # noqa: E402
-from sortie.proto import codec  # noqa: E402
-from sortie.proto import messages as m  # noqa: E402
-from sortie.proto.states import RunState  # noqa: E402
-from sortie.scheduler.daemon import Daemon, SchedulerConfig  # noqa: E402
-from tests.harness import FakeAgent  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SNAPSHOT = "0" * 64
 TARGET = "sim"

@@ -7,12 +7,12 @@ submit it reports the blob bytes the client uploaded (``Submission.snapshot.uplo
 file contents and the manifest) and every byte the client's connection sent to the broker
 (nats-py's ``out_bytes``: hash checks, validation, upload, the submit request itself).
 
-With ``--ray`` it also asks Ray (``benchmarks/peers.py ray-bytes``, run with
+With ``--ray`` it also asks Ray (``-m benchmarks.peers ray-bytes``, run with
 ``--ray-python``) how large the ``working_dir`` package it would upload is, before and after
 the same edit: Ray content-addresses the whole directory as one zip, so any change re-sends
 all of it.
 
-    .venv/bin/python benchmarks/snapshot_bytes.py [--files 2500] [--file-bytes 2000] [--ray]
+    .venv/bin/python -m benchmarks.snapshot_bytes [--files 2500] [--file-bytes 2000] [--ray]
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.latency import start_up
+from sortie.bus.broker import free_port
+from sortie.client.client import Client
+from sortie.client.runconfig import ScriptRunConfig
+from sortie.client.snapshot import build_manifest
 
-from benchmarks.latency import start_up  # noqa: E402
-from sortie.bus.broker import free_port  # noqa: E402
-from sortie.client.client import Client  # noqa: E402
-from sortie.client.runconfig import ScriptRunConfig  # noqa: E402
-from sortie.client.snapshot import build_manifest  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_tree(root: Path, files: int, size: int, seed: int) -> list[Path]:
@@ -104,9 +103,11 @@ def main() -> int:
         if args.ray:
             src = Path(tmp) / "ray-src"
             paths = make_tree(src, args.files, args.file_bytes, args.seed)
-            cmd = [args.ray_python, str(REPO / "benchmarks" / "peers.py"), "ray-bytes",
+            cmd = [args.ray_python, "-m", "benchmarks.peers", "ray-bytes",
                    "--dir", str(src), "--edit", str(paths[len(paths) // 2])]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=600, check=False, cwd=REPO
+            )
             result["ray"] = (
                 json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr[-2000:]}
             )

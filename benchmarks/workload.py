@@ -14,15 +14,10 @@ from dataclasses import dataclass
 
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
+from tests.sim import SHAPES
 
 TARGET = "sim"
 SNAPSHOT = "0" * 64
-H100 = "NVIDIA H100 80GB HBM3"
-SHAPES = (
-    m.Capacity(cpus=4, memory_mb=16384),
-    m.Capacity(cpus=8, memory_mb=32768, gpus=1, gpu_type=H100),
-    m.Capacity(cpus=16, memory_mb=65536, gpus=8, gpu_type=H100),
-)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
@@ -17,6 +19,13 @@ from sortie.proto.states import RunState
 
 @dataclass
 class FakeAgent:
+    """An agent without an executor: it heartbeats, holds what it was assigned, and hands
+    every command to the test (``next_command``).
+
+    ``assigned_at``: where a benchmark's thousands of agents timestamp each run's first
+    Assign (``time.perf_counter``) instead of queueing commands nobody reads.
+    """
+
     bus: Bus
     agent_id: str
     incarnation: str = "inc-1"
@@ -25,15 +34,16 @@ class FakeAgent:
     commands: asyncio.Queue[m.Assign | m.Cancel] = field(default_factory=asyncio.Queue)
     running: dict[str, int] = field(default_factory=dict)
     beating: bool = True
+    assigned_at: dict[str, float] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _sub: object = None
-    _hb_now: object = None
+    _subs: list[Subscription] = field(default_factory=list)
 
     async def start(self, interval: float = 0.2) -> None:
-        self._sub = await self.bus.nc.subscribe(
-            subjects.agent_commands(self.agent_id), cb=self._on_cmd
+        nc = self.bus.nc
+        self._subs.append(
+            await nc.subscribe(subjects.agent_commands(self.agent_id), cb=self._on_cmd)
         )
-        self._hb_now = await self.bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=self._on_hb_now)
+        self._subs.append(await nc.subscribe(subjects.HEARTBEAT_NOW, cb=self._on_hb_now))
         await self.heartbeat()
         self._tasks.append(asyncio.create_task(self._beat(interval)))
 
@@ -45,6 +55,9 @@ class FakeAgent:
         cmd = codec.decode(m.AgentCommand, msg.data)
         if isinstance(cmd, m.Assign) and cmd.incarnation == self.incarnation:
             self.running[cmd.run_id] = cmd.attempt
+            if self.assigned_at is not None:
+                self.assigned_at.setdefault(cmd.run_id, time.perf_counter())
+                return
         await self.commands.put(cmd)
 
     async def heartbeat(self) -> None:
@@ -65,7 +78,7 @@ class FakeAgent:
             if self.beating:
                 await self.heartbeat()
 
-    async def report(self, run_id: str, attempt: int, state: RunState, **kw: object) -> None:
+    async def report(self, run_id: str, attempt: int, state: RunState, **kw: Any) -> None:
         rep = m.RunReport(
             agent_id=self.agent_id,
             incarnation=self.incarnation,
@@ -74,7 +87,7 @@ class FakeAgent:
             state=state,
             at=time.time(),
             **kw,
-        )  # type: ignore[arg-type]
+        )
         await self.bus.js.publish(subjects.report(self.agent_id), codec.encode(rep))
         if state in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED):
             self.running.pop(run_id, None)
@@ -87,6 +100,6 @@ class FakeAgent:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for sub in (self._sub, self._hb_now):
-            if sub is not None:
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()

@@ -1,19 +1,32 @@
 """A simulated cluster: many fake agents and a fake clock around the real decision code.
 
 No NATS, no processes: events go straight into ``scheduler.core`` and commands come straight
-back. The same harness drives tests and (later) benchmarks.
+back. The same harness drives the tests (``Sim.step``: agents advance their runs, heartbeat,
+then one cycle) and ``benchmarks.decisions`` (``Sim.cycle`` alone, timed, over a queue it was
+given with ``enqueue``).
 """
 
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler import core
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.reconcile import Timing
+
+H100 = "NVIDIA H100 80GB HBM3"
+# the agents' shapes, here and in the benchmarks' workload
+SHAPES = (
+    m.Capacity(cpus=4, memory_mb=16384),
+    m.Capacity(cpus=8, memory_mb=32768, gpus=1, gpu_type=H100),
+    m.Capacity(cpus=16, memory_mb=65536, gpus=8, gpu_type=H100),
+)
 
 
 @dataclass
@@ -38,6 +51,8 @@ class Sim:
     completions: dict[str, int] = field(default_factory=dict)  # run id -> times completed
     completed_attempt: dict[str, int] = field(default_factory=dict)  # run id -> its attempt
     max_used: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+    decide_s: float = 0.0  # wall time spent in ``core.decide``, summed over cycles
+    worst_decide_s: float = 0.0  # the longest single ``core.decide``
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -69,6 +84,31 @@ class Sim:
                 )
             )
 
+    def enqueue(self, records: Iterable[m.RunRecord]) -> None:
+        """Records already in the store (as a restarted scheduler finds them), not submitted."""
+        for rec in records:
+            self.state.runs.put(rec.run_id, rec)
+
+    def cycle(self) -> list[core.Command]:
+        """One decision cycle, timed: ``core.decide``, then its commands go to the agents."""
+        t = time.perf_counter()
+        cmds = core.decide(self.state, self.now, self.config)
+        dt = time.perf_counter() - t
+        self.decide_s += dt
+        self.worst_decide_s = max(self.worst_decide_s, dt)
+        self._apply(cmds)
+        return cmds
+
+    def end_at_once(self, run_id: str) -> None:
+        """The run ended the moment it was placed and its record is gone, with no report per
+        state: its capacity is free for the next cycle (``benchmarks.decisions``' drain)."""
+        rec = self.state.runs[run_id]
+        self.state.runs.forget(run_id)
+        self.state.assign_sent_at.pop(run_id, None)
+        held = {g.agent_id for g in rec.gang} | ({rec.agent_id} if rec.agent_id else set())
+        for agent_id in held:
+            self.by_id[agent_id].runs.pop(run_id, None)
+
     def _apply(self, cmds: list[core.Command]) -> None:
         for c in cmds:
             if isinstance(c, core.SendToAgent):
@@ -86,9 +126,7 @@ class Sim:
         for run_id, _ in self.state.runs.take_changes().written:
             core.forget_finished(self.state, run_id)
 
-    def _report(
-        self, agent: SimAgent, run_id: str, attempt: int, st: RunState, **kw: object
-    ) -> None:
+    def _report(self, agent: SimAgent, run_id: str, attempt: int, st: RunState, **kw: Any) -> None:
         rep = m.RunReport(
             agent_id=agent.agent_id,
             incarnation=agent.incarnation,
@@ -97,7 +135,7 @@ class Sim:
             state=st,
             at=self.now,
             **kw,
-        )  # type: ignore[arg-type]
+        )
         rec = self.state.runs.get(run_id)
         if (
             st is RunState.COMPLETED
@@ -137,20 +175,23 @@ class Sim:
                     agent.runs.pop(run_id, None)
                 else:
                     agent.runs[run_id] = (attempt, new, self.now + wait)
-            hb = m.Heartbeat(
-                agent_id=agent.agent_id,
-                incarnation=agent.incarnation,
-                target=agent.target,
-                hostname="sim",
-                capacity=agent.capacity,
-                running=[m.RunRef(run_id=r, attempt=a) for r, (a, _, _) in agent.runs.items()],
-                sent_at=self.now,
-            )
-            self._apply(
-                core.handle(self.state, core.HeartbeatSeen(heartbeat=hb), self.now, self.config)
-            )
-        self._apply(core.decide(self.state, self.now, self.config))
+            self.heartbeat(agent)
+        self.cycle()
         self._check_capacity()
+
+    def heartbeat(self, agent: SimAgent) -> None:
+        hb = m.Heartbeat(
+            agent_id=agent.agent_id,
+            incarnation=agent.incarnation,
+            target=agent.target,
+            hostname="sim",
+            capacity=agent.capacity,
+            running=[m.RunRef(run_id=r, attempt=a) for r, (a, _, _) in agent.runs.items()],
+            sent_at=self.now,
+        )
+        self._apply(
+            core.handle(self.state, core.HeartbeatSeen(heartbeat=hb), self.now, self.config)
+        )
 
     def _check_capacity(self) -> None:
         used: dict[str, list[float]] = {}
@@ -176,9 +217,4 @@ class Sim:
 
 def make_agents(n: int, seed: int = 0) -> list[SimAgent]:
     rng = random.Random(seed)
-    shapes = [
-        m.Capacity(cpus=4, memory_mb=16384),
-        m.Capacity(cpus=8, memory_mb=32768, gpus=1, gpu_type="NVIDIA H100 80GB HBM3"),
-        m.Capacity(cpus=16, memory_mb=65536, gpus=8, gpu_type="NVIDIA H100 80GB HBM3"),
-    ]
-    return [SimAgent(agent_id=f"sim-{i}", capacity=rng.choice(shapes)) for i in range(n)]
+    return [SimAgent(agent_id=f"sim-{i}", capacity=rng.choice(SHAPES)) for i in range(n)]

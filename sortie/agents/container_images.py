@@ -28,9 +28,8 @@ containers inherit their image's labels).
 
 Concurrency: callers in one process building the same tag share an asyncio lock per tag and
 re-check after taking it; across processes an ``flock`` on
-``$SORTIE_AGENT_DATA/image-locks/<hash[:16]>.lock`` (``/tmp/sortie-image-locks/`` when
-``SORTIE_AGENT_DATA`` is unset) does the same. ``COUNTERS`` counts hits, builds (misses) and
-failed builds for heartbeats.
+``/tmp/sortie-image-locks/<hash[:16]>.lock`` does the same. ``COUNTERS`` counts hits, builds
+(misses) and failed builds for heartbeats.
 
 Not supported yet: conda packages in an environment image (``ImageError`` says so).
 """
@@ -75,7 +74,7 @@ LABEL_BASE = "sortie.base_image_id"
 MIN_PYTHON = (3, 8)
 OLDEST_MANYLINUX = 17  # manylinux2014 == manylinux_2_17: the oldest glibc we fetch wheels for
 TAIL_LINES = 30
-LOCK_DIR_DEFAULT = Path("/tmp/sortie-image-locks")  # noqa: S108 - a lock dir, not data
+LOCK_DIR = Path("/tmp/sortie-image-locks")  # noqa: S108 - a lock dir, not data
 
 
 class ImageError(Exception):
@@ -297,11 +296,6 @@ async def image_present(docker: aiodocker.Docker, image: str) -> bool:
     return await _inspect(docker, image) is not None
 
 
-def lock_dir() -> Path:
-    data = os.environ.get("SORTIE_AGENT_DATA")
-    return Path(data) / "image-locks" if data else LOCK_DIR_DEFAULT
-
-
 _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
 )
@@ -314,9 +308,8 @@ def _tag_lock(tag: str) -> asyncio.Lock:
 
 @contextlib.asynccontextmanager
 async def _file_lock(digest: str) -> AsyncIterator[None]:
-    directory = lock_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one local mkdir, no wait
+    fd = os.open(LOCK_DIR / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         while True:
             try:

@@ -4,57 +4,41 @@ from __future__ import annotations
 
 import contextlib
 
-import nats
 import nats.errors
-import nats.js.errors
-from nats.js.api import (
-    DeliverPolicy,
-)
 from nats.js.kv import KeyValue
+
+# An ephemeral consumer outlives its reader by this long on the server (nats-py's watchers
+# keep theirs 5 minutes; a client that reads the store every second would pile them up).
+CONSUMER_IDLE_S = 5.0
 
 
 # ASYNC109: ``timeout`` is nats-py's wait for each next entry, not a deadline for the whole call.
 async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entry]:  # noqa: ASYNC109
     """The current value of every key in a bucket, in one ordered pass (no per-key requests).
 
-    Not nats-py's ``watchall``: its "initial values done" marker can arrive before the last
-    value (it compares a consumer count with messages still in flight), which would silently
-    drop keys. Here the end is the consumer's own ``num_pending == 0`` on a delivered message.
+    A nats-py watcher over the whole bucket, read until the entry the server says is the last
+    one pending (its ``delta`` is the consumer's ``num_pending``). The watcher's own "initial
+    values done" marker (``None``) is skipped: it can arrive before the last value (it
+    compares a consumer count with messages still in flight), which would drop keys.
     """
-    bucket = kv._name
-    stream = f"KV_{bucket}"
-    prefix = f"$KV.{bucket}."
-    info = await kv._js.stream_info(stream)
-    if not info.state.messages:
+    if not (await kv.status()).values:
         return []
-    sub = await kv._js.subscribe(
-        f"{prefix}>",
-        stream=stream,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-    )
+    watcher = await kv.watchall(inactive_threshold=CONSUMER_IDLE_S)
     found: dict[str, KeyValue.Entry] = {}
     try:
         while True:
-            msg = await sub.next_msg(timeout=timeout)
-            key = msg.subject[len(prefix) :]
-            op = (msg.headers or {}).get("KV-Operation")
-            meta = msg.metadata
-            if op in ("DEL", "PURGE"):
-                found.pop(key, None)
+            # nats-py 2.16 leaves KeyWatcher's methods unannotated
+            update = watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            entry: KeyValue.Entry | None = await update
+            if entry is None:
+                continue
+            if entry.operation in ("DEL", "PURGE"):
+                found.pop(entry.key, None)
             else:
-                found[key] = KeyValue.Entry(
-                    bucket=bucket,
-                    key=key,
-                    value=msg.data,
-                    revision=meta.sequence.stream,
-                    delta=meta.num_pending,
-                    created=None,
-                    operation=None,
-                )
-            if meta.num_pending == 0:
+                found[entry.key] = entry
+            if entry.delta == 0:
                 break
     finally:
         with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py 2.16
     return list(found.values())

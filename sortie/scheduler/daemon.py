@@ -213,7 +213,7 @@ class Daemon:
     async def start(self) -> None:
         nc = self.bus.nc
         try:
-            self.atomic = await kvbatch.enable_atomic(self.bus.runs)
+            self.atomic = await kvbatch.enable_atomic(self.bus.js, subjects.KV_RUNS)
         except TRANSIENT as exc:
             log.warning("atomic batch writes not enabled", error=repr(exc))
         log.info("run records written in atomic batches" if self.atomic else "single writes")
@@ -525,7 +525,7 @@ class Daemon:
             items = [(r, codec.encode(rec), self.revisions.get(r, 0)) for r, rec in part]
             async with batches:
                 try:
-                    revs = await kvbatch.write_batch(self.bus.runs, items)
+                    revs = await kvbatch.write_batch(self.bus.nc, subjects.KV_RUNS, items)
                 except (kvbatch.BatchRefused, *TRANSIENT) as exc:
                     # refused whole (a conflict somewhere) or unanswered: single writes find
                     # which record changed, and retry the rest

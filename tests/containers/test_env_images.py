@@ -29,11 +29,6 @@ def python_image(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> st
     return build_python_image(podman, tmp_path_factory.mktemp("python-image"))
 
 
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SORTIE_AGENT_DATA", str(tmp_path / "agent-data"))
-
-
 @pytest.fixture
 async def docker(podman: Engine) -> AsyncIterator[aiodocker.Docker]:
     client = aiodocker.Docker(url=podman.docker_host)
