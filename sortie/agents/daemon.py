@@ -32,8 +32,8 @@ from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.engine import docker_host, probe_engine
 from sortie.agents.envcache import EnvCache
-from sortie.agents.executors.container import remove_orphans
-from sortie.agents.executors.process import ProcessExecutor
+from sortie.agents.executors.container_run import remove_orphans
+from sortie.agents.executors.registry import ExecutorSettings, make_executors
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
@@ -323,12 +323,10 @@ async def run_agent(
         snapshots=SnapshotCache(
             data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
         ),
-        envs=envs,
-        executor=ProcessExecutor(),
+        executors=make_executors(ExecutorSettings(envs=envs, docker_host=engine_url)),
         gpus=gpus,
         preempt_grace_s=config.preempt_grace_s,
         node_priority=config.priority,
-        docker_host=engine_url,
         lease=lease,
     )
     commands: asyncio.Queue[bytes] = asyncio.Queue()
