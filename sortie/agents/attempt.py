@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Literal
 
 import nats.errors
 import structlog
@@ -38,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from sortie.agents import orphans
+from sortie.agents.events import StopReason
 from sortie.agents.executors import (
     AttemptFiles,
     Execution,
@@ -64,7 +64,6 @@ from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
 from sortie.proto.states import RunState
 
-StopReason = Literal["canceled", "stale", "shutdown", "preempted", "fenced"]
 MAX_BAD_METRIC_LINES = 20
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 FENCED_MESSAGE = (
