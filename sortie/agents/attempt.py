@@ -13,11 +13,10 @@ lost its lease) likewise with kind ``lost``; ``stale`` and ``shutdown`` end with
 GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
 back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
 
-With ``environment.docker.enabled`` the script runs in a container (:mod:`agents.executors.
-container`) instead of the agent's Python environment: the snapshot is mounted read-only at
-:data:`C_WORK`, its ``outputs/`` writable over it, and the run-context module, the metrics
-pipe, the stop-reason file and the hostfile at fixed paths; the container sees the run's
-variables only (with those paths), never the agent's own environment.
+The run's executor (:mod:`agents.executors`: a local process, or a container with
+``environment.docker.enabled``) prepares its environment and starts it; the attempt builds the
+run's variables and command from the executor's :class:`~agents.executors.RunView` (where the
+run sees its files) and knows nothing else of how it runs.
 """
 
 from __future__ import annotations
@@ -28,10 +27,9 @@ import importlib.resources
 import os
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath, PurePosixPath
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 import nats.errors
 import structlog
@@ -39,18 +37,21 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from sortie.agents import orphans
-from sortie.agents.engine import DEFAULT_DOCKER_HOST, EngineError, check_engine, open_docker
-from sortie.agents.envcache import EnvCache, EnvError
+from sortie.agents.events import StopReason
 from sortie.agents.executors import (
-    ContainerSpec,
+    AttemptFiles,
     Execution,
     Executor,
+    ExecutorError,
+    ExecutorKind,
+    Job,
     Launch,
-    Mount,
     Outcome,
+    Prepared,
+    RunView,
     StopWord,
 )
-from sortie.agents.executors import container as cx
+from sortie.agents.executors.registry import executor_kind
 from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
@@ -63,21 +64,12 @@ from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
 from sortie.proto.states import RunState
 
-StopReason = Literal["canceled", "stale", "shutdown", "preempted", "fenced"]
 MAX_BAD_METRIC_LINES = 20
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 FENCED_MESSAGE = (
     "the agent lost its lease (no confirmed heartbeat for too long) and stopped the run; "
     "it will be requeued"
 )
-
-# where a container run finds its parts
-C_WORK = PurePosixPath("/sortie/work")
-C_OUTPUTS = C_WORK / "outputs"
-C_RUNTIME = PurePosixPath("/sortie/runtime")
-C_METRICS = PurePosixPath("/sortie/metrics")
-C_STOP_REASON = PurePosixPath("/sortie/stop-reason")
-C_HOSTFILE = PurePosixPath("/sortie/hostfile")
 
 # what the run reads in its stop-reason file: a stale attempt is, to the script, canceled
 STOP_WORDS: dict[StopReason, StopWord] = {
@@ -108,13 +100,10 @@ class AttemptDeps:
     runtime_dir: Path  # holds sortie/__init__.py, prefixed to the run's PYTHONPATH
     kill_grace_s: float
     snapshots: SnapshotCache
-    envs: EnvCache
-    executor: Executor
+    executors: Mapping[ExecutorKind, Executor]  # agents.executors.registry.make_executors
     gpus: GpuPool  # shared by every attempt of the agent (event loop only)
     preempt_grace_s: float = 30.0
     node_priority: m.NodePriority = "dedicated"
-    docker_host: str = DEFAULT_DOCKER_HOST  # the engine container runs use
-    containers: Executor = field(default_factory=cx.ContainerExecutor)
     lease: Lease | None = None  # the agent's lease (None in tests that need none)
 
 
@@ -338,15 +327,18 @@ class Attempt:
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
-        self.stop_reason_file = self.workdir.parent / f"{self.attempt}.stop-reason"
-        self.pid_file = self.workdir.parent / f"{self.attempt}.pid"
+        here = self.workdir.parent
+        self.files = AttemptFiles(
+            workdir=self.workdir,
+            runtime_dir=deps.runtime_dir,
+            metrics=here / f"{self.attempt}.metrics",
+            stop_reason=here / f"{self.attempt}.stop-reason",
+            hostfile=here / f"{self.attempt}.hostfile",
+            pid_file=here / f"{self.attempt}.pid",
+        )
+        self.stop_reason_file = self.files.stop_reason
         self.lease_mark = deps.lease.lapses if deps.lease is not None else 0
         self.holder = (self.run_id, self.attempt)
-
-    def _hostfile(self) -> Path:
-        path = self.workdir.parent / f"{self.attempt}.hostfile"
-        write_hostfile(path, self.assign.hosts or [self.assign.master_addr or "localhost"])
-        return path
 
     def start(self, previous: Attempt | None = None) -> asyncio.Task[None]:
         self.task = asyncio.create_task(
@@ -458,7 +450,7 @@ class Attempt:
         finally:
             self.deps.gpus.release(self.holder)
             # reported (or handed over to a newer attempt): nothing for a next agent to recover
-            orphans.forget_exit(self.pid_file)
+            orphans.forget_exit(self.files.pid_file)
 
     async def _pipeline(self) -> None:
         deps, spec, out = self.deps, self.spec, self.output
@@ -471,29 +463,13 @@ class Attempt:
             why = gpu_request_error(deps.gpus.devices, spec.resources)
             if why is not None:
                 return await self._fail("start", why)
-        self._cancellable = True
-        try:
-            await deps.snapshots.materialise(spec.snapshot_id, self.workdir, out.system)
-        except SnapshotError as exc:
-            return await self._fail("snapshot", str(exc))
-        in_container = spec.environment.docker.enabled
-        if in_container:
-            chosen = await self._prepare_image()
-            if chosen is None:
-                return None  # failed (reported)
-            image, python = chosen
-        else:
-            try:
-                env = await deps.envs.prepare(spec.environment.python, out.system)
-            except EnvError as exc:
-                return await self._fail("environment", str(exc))
-            image, python = "", env.python
-        self._cancellable = False
+        prepared = await self._prepare()
+        if prepared is None:
+            return None  # failed (reported)
         why = check_relpath(spec.script)
-        script = self.workdir / spec.script
         if why is not None:
             return await self._fail("start", f"script {why}")
-        if not script.is_file():
+        if not (self.workdir / spec.script).is_file():
             return await self._fail(
                 "start", f"script {spec.script!r} is not in the snapshot: check source_directory"
             )
@@ -512,165 +488,88 @@ class Attempt:
                 )
             out.system(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))!r}")
         self.stop_reason_file.unlink(missing_ok=True)
+        return await self._run_prepared(prepared, gpus)
 
-        fifo_path = self.workdir.parent / f"{self.attempt}.metrics"
-        if in_container:
-            launch = self._container_launch(image, python, gpus, fifo_path)
-        else:
-            launch = self._process_launch(python, script, gpus, fifo_path)
-        executor = deps.containers if launch.container is not None else deps.executor
+    async def _prepare(self) -> Prepared | None:
+        """The snapshot on disk and the run's executor ready (None: failed, reported). A stop
+        asked for meanwhile cancels it."""
+        deps, spec = self.deps, self.spec
+        self._cancellable = True
+        try:
+            await deps.snapshots.materialise(spec.snapshot_id, self.workdir, self.output.system)
+        except SnapshotError as exc:
+            await self._fail("snapshot", str(exc))
+            return None
+        job = Job(
+            run_id=self.run_id,
+            attempt=self.attempt,
+            agent_id=deps.agent_id,
+            incarnation=deps.incarnation,
+            spec=spec,
+            files=self.files,
+        )
+        try:
+            prepared = await deps.executors[executor_kind(spec)].prepare(job, self.output.system)
+        except ExecutorError as exc:
+            await self._fail(exc.kind, exc.message)
+            return None
+        self._cancellable = False
+        return prepared
+
+    async def _run_prepared(self, prepared: Prepared, gpus: list[int] | None) -> None:
+        """Start the run, wait for it to end, and report how it ended."""
+        out = self.output
+        launch = self._launch(prepared.python, prepared.view(gpus))
         await self._report(RunState.STARTING)
-        fifo = MetricsFifo(fifo_path, self._on_metric_line)
+        fifo = MetricsFifo(self.files.metrics, self._on_metric_line)
         try:
             fifo.open()
-            self.execution = await executor.start(launch, out.line)
-        except EngineError as exc:
+            self.execution = await prepared.start(launch, gpus, out.line)
+        except ExecutorError as exc:
             fifo.close()
             return await self._fail(exc.kind, exc.message)
         except OSError as exc:
             fifo.close()
             return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
-        out.system(
-            f"started {' '.join(launch.argv[:2])}"
-            + (f" in a container of {image}" if in_container else "")
-        )
+        out.system(f"started {' '.join(launch.argv[:2])}{prepared.where}")
         if self.stop_reason is not None:
             await self._stop_execution()
         await self._report(RunState.RUNNING)
         outcome = await self.execution.wait()
         fifo.close()
         out.system(
-            f"{'container' if in_container else 'process'} exited with code "
-            f"{outcome.exit_code} after {outcome.duration_s:.1f}s"
+            f"{prepared.noun} exited with code {outcome.exit_code} after "
+            f"{outcome.duration_s:.1f}s"
             + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
         )
         return await self._after_exit(outcome)
 
-    def _process_launch(
-        self, python: str, script: Path, gpus: list[int] | None, fifo_path: Path
-    ) -> Launch:
+    def _launch(self, python: str, view: RunView) -> Launch:
+        """The run's command and variables, with its files where the run sees them."""
         deps, spec = self.deps, self.spec
+        write_hostfile(
+            self.files.hostfile, self.assign.hosts or [self.assign.master_addr or "localhost"]
+        )
         return Launch(
-            argv=script_argv(python, script, list(spec.arguments)),
+            argv=script_argv(python, view.workdir / spec.script, list(spec.arguments)),
             cwd=self.workdir,
             env=child_env(
-                dict(os.environ),
+                view.base_env,
                 spec,
                 run_id=self.run_id,
                 attempt=self.attempt,
-                metrics_file=fifo_path,
-                outputs_dir=(self.workdir / "outputs").resolve(),
-                runtime_dir=deps.runtime_dir,
-                stop_reason_file=self.stop_reason_file,
+                metrics_file=view.metrics_file,
+                outputs_dir=view.outputs_dir,
+                runtime_dir=view.runtime_dir,
+                stop_reason_file=view.stop_reason_file,
                 node_priority=deps.node_priority,
-                gpus=gpus,
-                rank=RankInfo.of(self.assign, self._hostfile()),
+                gpus=view.gpus,
+                rank=RankInfo.of(self.assign, view.hostfile),
                 secret_env=self.assign.secret_env,
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
-            pid_file=self.pid_file,
             stop_reason_file=self.stop_reason_file,
-        )
-
-    async def _prepare_image(self) -> tuple[str, str] | None:
-        """The image and the Python inside it (None: the attempt failed, reported)."""
-        section = self.spec.environment.docker
-        py = self.spec.environment.python
-        if not section.base_image:
-            await self._fail(
-                "environment",
-                "docker.enabled is set but docker.base_image is not: name the image to run in",
-            )
-            return None
-        url = self.deps.docker_host
-        try:
-            cx.parse_arguments(list(section.arguments))  # refused before anything starts
-            cx.parse_size(section.shm_size)
-        except EngineError as exc:
-            await self._fail(exc.kind, exc.message)
-            return None
-        docker = open_docker(url)
-        try:
-            await check_engine(docker, url)
-            if py.user_managed:
-                await cx.check_image(docker, section.base_image)
-                return section.base_image, py.interpreter or "python3"
-            # imported here: process runs never need the image builder
-            from sortie.agents import container_images
-
-            try:
-                built = await container_images.ensure_env_image(
-                    docker, section.base_image, py, log=self.output.system
-                )
-            except container_images.ImageError as exc:
-                await self._fail(exc.kind, exc.message)
-                return None
-            return built.tag, built.python
-        except EngineError as exc:
-            await self._fail(exc.kind, exc.message)
-            return None
-        finally:
-            await docker.close()
-
-    def _container_launch(
-        self, image: str, python: str, gpus: list[int] | None, fifo_path: Path
-    ) -> Launch:
-        """The container's mounts, variables (container paths) and command."""
-        deps, spec = self.deps, self.spec
-        section = spec.environment.docker
-        outputs = self.workdir / "outputs"
-        outputs.mkdir(exist_ok=True)
-        self.stop_reason_file.write_text("")  # bind-mounted: it must exist first
-        hostfile = self._hostfile()
-        passed = bool(gpus) and (section.gpu_support or spec.resources.gpus > 0)
-        # inside, the GPUs passed are numbered from 0; an agent without GPUs sets nothing
-        inner: list[int] | None = None
-        if gpus is not None:
-            inner = list(range(len(gpus))) if passed else []
-        env = child_env(
-            {},  # never the agent's own environment
-            spec,
-            run_id=self.run_id,
-            attempt=self.attempt,
-            metrics_file=C_METRICS,
-            outputs_dir=C_OUTPUTS,
-            runtime_dir=C_RUNTIME,
-            stop_reason_file=C_STOP_REASON,
-            node_priority=deps.node_priority,
-            gpus=inner,
-            rank=RankInfo.of(self.assign, C_HOSTFILE),
-            secret_env=self.assign.secret_env,
-        )
-        return Launch(
-            argv=script_argv(python, C_WORK / spec.script, list(spec.arguments)),
-            cwd=self.workdir,
-            env=env,
-            max_duration_s=spec.max_duration_s,
-            kill_grace_s=deps.kill_grace_s,
-            stop_reason_file=self.stop_reason_file,
-            container=ContainerSpec(
-                image=image,
-                mounts=[
-                    Mount(self.workdir.resolve(), str(C_WORK), read_only=True),
-                    Mount(outputs.resolve(), str(C_OUTPUTS), read_only=False),
-                    Mount(deps.runtime_dir, str(C_RUNTIME), read_only=True),
-                    Mount(fifo_path, str(C_METRICS), read_only=False),
-                    Mount(self.stop_reason_file, str(C_STOP_REASON), read_only=True),
-                    Mount(hostfile, str(C_HOSTFILE), read_only=True),
-                ],
-                workdir=str(C_WORK),
-                gpus=list(gpus) if passed and gpus else None,
-                shm_size=section.shm_size,
-                arguments=list(section.arguments),
-                labels={
-                    cx.LABEL_RUN_ID: self.run_id,
-                    cx.LABEL_ATTEMPT: str(self.attempt),
-                    cx.LABEL_AGENT: deps.agent_id,
-                    cx.LABEL_INCARNATION: deps.incarnation,
-                },
-                docker_host=deps.docker_host,
-            ),
         )
 
     def _killed_while_fenced(self, outcome: Outcome) -> bool:

@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,30 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 
-from sortie.agents import orphans
+from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
+from sortie.agents.core import AgentState
 from sortie.agents.engine import docker_host, probe_engine
 from sortie.agents.envcache import EnvCache
-from sortie.agents.executors.container import remove_orphans
-from sortie.agents.executors.process import ProcessExecutor
+from sortie.agents.events import (
+    Assigned,
+    AttemptEnded,
+    CancelAsked,
+    Command,
+    CommandRefused,
+    EngineProbed,
+    Event,
+    LeaseLapsed,
+    Note,
+    PreemptNoticed,
+    RemoveOrphans,
+    StartAttempt,
+    StopAttempt,
+    Tick,
+)
+from sortie.agents.executors.container_run import remove_orphans
+from sortie.agents.executors.registry import ExecutorSettings, make_executors
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
@@ -47,41 +64,10 @@ from sortie.proto.states import RunState
 
 __all__ = ["AgentConfig", "AgentState", "default_agent_id", "run_agent"]
 
-SEEN_CAP = 10_000
-MAX_BAD_COMMANDS_LOGGED = 20  # a flood of bad commands must not flood the log
 SHUTDOWN_LIMIT_S = 60.0
 VERSION = "0.1.0"
 
 log = structlog.get_logger()
-
-
-@dataclass
-class AgentState:
-    """What one agent incarnation holds: attempts in flight, and what it finished."""
-
-    incarnation: str
-    running: dict[str, Attempt] = field(default_factory=dict)  # run_id -> current attempt
-    finished: collections.OrderedDict[tuple[str, int], float] = field(
-        default_factory=collections.OrderedDict
-    )  # (run_id, attempt) -> finished at
-    seen: collections.OrderedDict[tuple[str, int], None] = field(
-        default_factory=collections.OrderedDict
-    )
-    bad_commands: int = 0
-    preempting: bool = False  # a Preempt arrived: no new runs are taken
-    container_engine: str | None = None  # what the engine said it is, None: no answer
-
-    def mark_seen(self, key: tuple[str, int]) -> None:
-        self.seen[key] = None
-        while len(self.seen) > SEEN_CAP:
-            self.seen.popitem(last=False)
-
-    def prune_finished(self, now: float, keep_s: float, cap: int) -> None:
-        for key, at in list(self.finished.items()):
-            if now - at > keep_s:
-                del self.finished[key]
-        while len(self.finished) > cap:
-            self.finished.popitem(last=False)
 
 
 def heartbeat(
@@ -93,14 +79,14 @@ def heartbeat(
     now: float,
     gpus: list[m.GpuDevice] | None = None,
 ) -> m.Heartbeat:
-    state.prune_finished(now, config.finished_keep_s, config.finished_cap)
+    """The heartbeat that says what ``state`` holds (pure)."""
     return m.Heartbeat(
         agent_id=config.agent_id,
         incarnation=state.incarnation,
         target=config.target,
         hostname=host,
         capacity=capacity,
-        running=[a.ref for a in state.running.values()],
+        running=[m.RunRef(run_id=r, attempt=a) for r, a in state.running.items()],
         finished=[m.RunRef(run_id=r, attempt=a) for (r, a) in state.finished],
         sent_at=now,
         version=VERSION,
@@ -257,6 +243,234 @@ async def _open(config: AgentConfig, stop: asyncio.Event) -> Bus | None:
     return None
 
 
+@dataclass(frozen=True, kw_only=True)
+class HostFacts:
+    """What the agent learns about its host before it connects."""
+
+    devices: list[m.GpuDevice]
+    gpus: GpuPool
+    data_dir: Path
+    runtime_dir: Path
+    capacity: m.Capacity
+    hostname: str
+
+
+async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> HostFacts:
+    devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
+    data_dir = config.data_dir.resolve()
+    runtime_dir = data_dir / "runtime"
+    write_runtime(runtime_dir)
+    capacity = config.capacity
+    if capacity is None:
+        capacity = await asyncio.to_thread(host_capacity, devices)
+    # runs a previous incarnation left running (it died without stopping them) must not go on
+    # beside the attempts the scheduler gives their runs next
+    reaped = await asyncio.to_thread(orphans.kill_leftovers, data_dir / "runs")
+    if reaped:
+        alog.warning("killed runs left behind by a previous agent", pids=reaped)
+    return HostFacts(
+        devices=devices,
+        gpus=GpuPool(devices),
+        data_dir=data_dir,
+        runtime_dir=runtime_dir,
+        capacity=capacity,
+        hostname=hostname(),
+    )
+
+
+class AgentShell:
+    """One agent incarnation's I/O. Broker messages, attempt exits and timers become events
+    for :func:`agents.core.handle` (:meth:`dispatch`); the commands it answers are carried
+    out here. Everything runs on one event loop: no locks."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        facts: HostFacts,
+        bus: Bus,
+        state: AgentState,
+        *,
+        gpu_probe: GpuProbe,
+        alog: Any,
+    ) -> None:
+        self.config, self.facts, self.bus, self.state = config, facts, bus, state
+        self.gpu_probe = gpu_probe
+        self.alog = alog
+        self.engine_url = config.docker_host or docker_host()
+        self.envs = EnvCache(facts.data_dir / "envs")
+        self.lease = Lease(config.lease_s, time.monotonic())
+        # its mtime: the last confirmed heartbeat (the watchdog's)
+        self.lease_file = facts.data_dir / "lease"
+        self.deps = AttemptDeps(
+            js=bus.js,
+            blobs=bus.blobs,
+            agent_id=config.agent_id,
+            incarnation=state.incarnation,
+            data_dir=facts.data_dir,
+            runtime_dir=facts.runtime_dir,
+            kill_grace_s=config.kill_grace_s,
+            snapshots=SnapshotCache(
+                facts.data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
+            ),
+            executors=make_executors(ExecutorSettings(envs=self.envs, docker_host=self.engine_url)),
+            gpus=facts.gpus,
+            preempt_grace_s=config.preempt_grace_s,
+            node_priority=config.priority,
+            lease=self.lease,
+        )
+        self.attempts: dict[tuple[str, int], Attempt] = {}
+        self.commands: asyncio.Queue[bytes] = asyncio.Queue()
+        self.background: set[asyncio.Task[None]] = set()
+
+    # events in, commands out ---------------------------------------------------------------
+
+    async def dispatch(self, event: Event) -> None:
+        for command in core.handle(self.state, event, time.time()):
+            await self._carry_out(command)
+
+    async def _carry_out(self, command: Command) -> None:
+        match command:
+            case StartAttempt(assign=assign, replaces=replaces):
+                previous = (
+                    None if replaces is None else self.attempts.get((assign.run_id, replaces))
+                )
+                attempt = Attempt(self.deps, assign)
+                self.attempts[(assign.run_id, assign.attempt)] = attempt
+                attempt.start(previous)
+                self.spawn(self._watch(attempt))
+            case StopAttempt(run_id=run_id, attempt=number, reason=reason):
+                held = self.attempts.get((run_id, number))
+                if held is not None:
+                    self.spawn(held.stop(reason))
+            case RemoveOrphans(keep=keep):
+                removed = await remove_orphans(self.engine_url, self.config.agent_id, set(keep))
+                if removed:
+                    self.alog.warning(
+                        "orphaned containers removed", count=len(removed), ids=removed
+                    )
+            case Note(level=level, message=message, fields=fields):
+                getattr(self.alog, level)(message, **fields)
+
+    def spawn(self, coro: collections.abc.Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _watch(self, attempt: Attempt) -> None:
+        assert attempt.task is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([attempt.task])
+        self.attempts.pop((attempt.run_id, attempt.attempt), None)
+        await self.dispatch(AttemptEnded(run_id=attempt.run_id, attempt=attempt.attempt))
+
+    async def on_command(self, msg: Msg) -> None:
+        self.commands.put_nowait(msg.data)
+
+    async def on_heartbeat_now(self, _msg: Msg) -> None:
+        self.spawn(self.send_heartbeat())
+
+    # loops ------------------------------------------------------------------------------------
+
+    async def commands_loop(self) -> None:
+        """Commands in arrival order, one at a time."""
+        while True:
+            data = await self.commands.get()
+            cmd = read_command(data)
+            if isinstance(cmd, str):
+                await self.dispatch(CommandRefused(error=cmd, size=len(data)))
+            elif isinstance(cmd, m.Preempt):
+                await self.dispatch(PreemptNoticed(reason=cmd.reason))
+            elif isinstance(cmd, m.Assign):
+                await self.dispatch(Assigned(assign=cmd))
+            else:
+                await self.dispatch(CancelAsked(cancel=cmd))
+
+    async def send_heartbeat(self) -> None:
+        """Publish a heartbeat; once the broker confirms it, renew the lease (and fence the
+        runs if it had lapsed meanwhile, unnoticed)."""
+        await self.dispatch(Tick())
+        config, facts, nc = self.config, self.facts, self.bus.nc
+        hb = heartbeat(
+            config,
+            self.state,
+            facts.capacity,
+            facts.hostname,
+            self.envs,
+            time.time(),
+            facts.gpus.view(),
+        )
+        sent_at = time.monotonic()
+        try:
+            await nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))
+            # confirmed: the broker has it (a round trip), so the scheduler can hear it. (While
+            # reconnecting, nats-py's flush returns at once without a round trip: check.)
+            if not nc.is_connected:
+                return
+            if not await confirmed(self.bus, max(0.5, min(5.0, config.lease_s / 2))):
+                return
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self.alog.warning("heartbeat not sent", error=repr(exc))
+            return
+        if not nc.is_connected:
+            return
+        with contextlib.suppress(OSError):
+            os.utime(self.lease_file)
+        if self.lease.renew(sent_at):
+            why = "lease lapsed unnoticed (the agent was stalled); stopping every run"
+            await self.dispatch(LeaseLapsed(why=why))
+
+    async def heartbeats(self) -> None:
+        while True:
+            await self.send_heartbeat()
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+
+    async def fence(self) -> None:
+        """No confirmed heartbeat for a lease: stop every run (see agents.lease)."""
+        while True:
+            await asyncio.sleep(min(0.5, self.config.lease_s / 4))
+            if self.lease.lapse_seen(time.monotonic()):
+                why = "lease expired: no heartbeat confirmed; stopping every run"
+                await self.dispatch(LeaseLapsed(why=why))
+
+    async def refresh_gpus(self) -> None:
+        """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
+        while True:
+            await asyncio.sleep(self.config.gpu_refresh_s)
+            try:
+                self.facts.gpus.update(await asyncio.to_thread(self.gpu_probe))
+            except Exception as exc:  # a failing probe must not take the agent down
+                self.alog.warning("GPU readings not refreshed", error=repr(exc))
+
+    async def check_engine(self) -> None:
+        """Probe the container engine (when it first answers, orphans are removed)."""
+        await self.dispatch(EngineProbed(engine=await probe_engine(self.engine_url)))
+
+    async def probe_engine_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.engine_probe_s)
+            try:
+                await self.check_engine()
+            except Exception as exc:  # a failing probe must not take the agent down
+                self.alog.warning("container engine not probed", error=repr(exc))
+
+    def loops(self) -> list[asyncio.Task[None]]:
+        coros = [self.heartbeats(), self.commands_loop(), self.probe_engine_loop(), self.fence()]
+        if self.facts.gpus.has_gpus:
+            coros.append(self.refresh_gpus())
+        return [asyncio.create_task(c) for c in coros]
+
+    async def stop_attempts(self) -> None:
+        """Stop every attempt held (shutdown), waiting a bounded time for them to wind down."""
+        stopping = [a.stop("shutdown") for a in list(self.attempts.values())]
+        if stopping:
+            limit = max(self.config.kill_grace_s, self.config.preempt_grace_s) + SHUTDOWN_LIMIT_S
+            _done, pending = await asyncio.wait(
+                [asyncio.create_task(s) for s in stopping], timeout=limit
+            )
+            for t in pending:
+                t.cancel()
+
+
 async def run_agent(
     config: AgentConfig, stop: asyncio.Event, *, gpu_probe: GpuProbe = probe_gpus
 ) -> None:
@@ -269,218 +483,37 @@ async def run_agent(
     subjects.check_token("agent id", config.agent_id)
     incarnation = secrets.token_hex(8)
     alog = log.bind(agent_id=config.agent_id, incarnation=incarnation)
-    devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
-    gpus = GpuPool(devices)
-    data_dir = config.data_dir.resolve()
-    runtime_dir = data_dir / "runtime"
-    write_runtime(runtime_dir)
-    capacity = config.capacity
-    if capacity is None:
-        capacity = await asyncio.to_thread(host_capacity, devices)
-    host = hostname()
-
-    # runs a previous incarnation left running (it died without stopping them) must not go on
-    # beside the attempts the scheduler gives their runs next
-    reaped = await asyncio.to_thread(orphans.kill_leftovers, data_dir / "runs")
-    if reaped:
-        alog.warning("killed runs left behind by a previous agent", pids=reaped)
-    engine_url = config.docker_host or docker_host()
-    state = AgentState(incarnation=incarnation)
-
-    async def check_engine_now() -> None:
-        """Probe the engine; when it (first) answers, remove this agent's orphans."""
-        was = state.container_engine
-        state.container_engine = await probe_engine(engine_url)
-        if state.container_engine != was:
-            alog.info("container engine", url=engine_url, engine=state.container_engine)
-        if state.container_engine is not None and was is None:
-            keep = {(a.run_id, a.attempt) for a in state.running.values()}
-            removed = await remove_orphans(engine_url, config.agent_id, keep)
-            if removed:
-                alog.warning("orphaned containers removed", count=len(removed), ids=removed)
-
-    await check_engine_now()
+    facts = await _host_facts(config, gpu_probe, alog)
     bus = await _open(config, stop)
     if bus is None:
         return
-    if await report_unreported_exits(bus, config.agent_id, incarnation, data_dir / "runs", alog):
+    state = AgentState(
+        incarnation=incarnation,
+        finished_keep_s=config.finished_keep_s,
+        finished_cap=config.finished_cap,
+    )
+    shell = AgentShell(config, facts, bus, state, gpu_probe=gpu_probe, alog=alog)
+    await shell.check_engine()  # leftover containers go before any attempt starts
+    runs_dir = facts.data_dir / "runs"
+    if await report_unreported_exits(bus, config.agent_id, incarnation, runs_dir, alog):
         # let the scheduler apply them before this incarnation's first heartbeat makes it
         # requeue the previous incarnation's runs
         await asyncio.sleep(RECOVERY_SETTLE_S)
-    envs = EnvCache(data_dir / "envs")
-    lease = Lease(config.lease_s, time.monotonic())
-    lease_file = data_dir / "lease"  # its mtime: the last confirmed heartbeat (the watchdog's)
-    lease_file.touch()
-    watchdog = await start_watchdog(config, data_dir, lease_file) if config.watchdog else None
-    deps = AttemptDeps(
-        js=bus.js,
-        blobs=bus.blobs,
-        agent_id=config.agent_id,
-        incarnation=incarnation,
-        data_dir=data_dir,
-        runtime_dir=runtime_dir,
-        kill_grace_s=config.kill_grace_s,
-        snapshots=SnapshotCache(
-            data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
-        ),
-        envs=envs,
-        executor=ProcessExecutor(),
-        gpus=gpus,
-        preempt_grace_s=config.preempt_grace_s,
-        node_priority=config.priority,
-        docker_host=engine_url,
-        lease=lease,
+    shell.lease_file.touch()
+    watchdog = (
+        await start_watchdog(config, facts.data_dir, shell.lease_file) if config.watchdog else None
     )
-    commands: asyncio.Queue[bytes] = asyncio.Queue()
-    background: set[asyncio.Task[None]] = set()
-
-    def spawn(coro: collections.abc.Coroutine[object, object, None]) -> None:
-        task = asyncio.create_task(coro)
-        background.add(task)
-        task.add_done_callback(background.discard)
-
-    async def on_command(msg: Msg) -> None:
-        commands.put_nowait(msg.data)
-
-    def fence_runs(why: str) -> None:
-        """The lease lapsed: stop every run held now and give it back (reported Queued, kind
-        "lost", once the broker is reachable). The scheduler requeues them after its lease
-        and the kill grace, by when these attempts are gone."""
-        alog.warning(why, lease_s=config.lease_s, running=len(state.running))
-        for attempt in list(state.running.values()):
-            spawn(attempt.stop("fenced"))
-
-    async def send_heartbeat() -> None:
-        hb = heartbeat(config, state, capacity, host, envs, time.time(), gpus.view())
-        sent_at = time.monotonic()
-        try:
-            await bus.nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))
-            # confirmed: the broker has it (a round trip), so the scheduler can hear it. (While
-            # reconnecting, nats-py's flush returns at once without a round trip: check.)
-            if not bus.nc.is_connected:
-                return
-            if not await confirmed(bus, max(0.5, min(5.0, config.lease_s / 2))):
-                return
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            alog.warning("heartbeat not sent", error=repr(exc))
-            return
-        if not bus.nc.is_connected:
-            return
-        with contextlib.suppress(OSError):
-            os.utime(lease_file)
-        if lease.renew(sent_at):
-            fence_runs("lease lapsed unnoticed (the agent was stalled); stopping every run")
-
-    async def heartbeats() -> None:
-        while True:
-            await send_heartbeat()
-            await asyncio.sleep(config.heartbeat_interval_s)
-
-    async def fence() -> None:
-        """No confirmed heartbeat for a lease: stop every run (see agents.lease)."""
-        while True:
-            await asyncio.sleep(min(0.5, config.lease_s / 4))
-            if lease.lapse_seen(time.monotonic()):
-                fence_runs("lease expired: no heartbeat confirmed; stopping every run")
-
-    async def refresh_gpus() -> None:
-        """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
-        while True:
-            await asyncio.sleep(config.gpu_refresh_s)
-            try:
-                gpus.update(await asyncio.to_thread(gpu_probe))
-            except Exception as exc:  # a failing probe must not take the agent down
-                alog.warning("GPU readings not refreshed", error=repr(exc))
-
-    async def probe_engine_loop() -> None:
-        while True:
-            await asyncio.sleep(config.engine_probe_s)
-            try:
-                await check_engine_now()
-            except Exception as exc:  # a failing probe must not take the agent down
-                alog.warning("container engine not probed", error=repr(exc))
-
-    async def watch(attempt: Attempt) -> None:
-        assert attempt.task is not None
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([attempt.task])
-        if state.running.get(attempt.run_id) is attempt:
-            del state.running[attempt.run_id]
-        state.finished[(attempt.run_id, attempt.attempt)] = time.time()
-        state.finished.move_to_end((attempt.run_id, attempt.attempt))
-
-    def preempt(cmd: m.Preempt) -> None:
-        if not state.preempting:
-            alog.warning("preemption notice: stopping every run", reason=cmd.reason)
-        state.preempting = True
-        for attempt in list(state.running.values()):
-            spawn(attempt.stop("preempted"))
-
-    def handle(cmd: m.Assign | m.Cancel | m.Preempt) -> None:
-        if isinstance(cmd, m.Preempt):
-            preempt(cmd)
-            return
-        clog = alog.bind(run_id=cmd.run_id, attempt=cmd.attempt)
-        key = (cmd.run_id, cmd.attempt)
-        if isinstance(cmd, m.Assign):
-            if cmd.incarnation != incarnation:
-                clog.info("assignment for another incarnation ignored")
-                return
-            if state.preempting:
-                clog.info("assignment ignored: this node is being preempted")
-                return
-            if key in state.seen or key in state.finished:
-                return  # a resend
-            previous = state.running.get(cmd.run_id)
-            if previous is not None and previous.attempt > cmd.attempt:
-                clog.info("assignment older than the attempt running ignored")
-                return
-            state.mark_seen(key)
-            attempt = Attempt(deps, cmd)
-            state.running[cmd.run_id] = attempt
-            clog.info("attempt assigned", script=cmd.spec.script)
-            attempt.start(previous)
-            spawn(watch(attempt))
-            return
-        current = state.running.get(cmd.run_id)
-        if current is None or current.attempt > cmd.attempt:
-            return  # unknown run, or a newer attempt than the one to stop
-        clog.info("cancel received", reason=cmd.reason)
-        spawn(current.stop(cmd.reason))
-
-    async def commands_loop() -> None:
-        while True:
-            data = await commands.get()
-            cmd = read_command(data)
-            if isinstance(cmd, str):
-                state.bad_commands += 1
-                if state.bad_commands <= MAX_BAD_COMMANDS_LOGGED:
-                    alog.warning("bad command ignored", error=cmd[:300], size=len(data))
-                continue
-            handle(cmd)
-
-    sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=on_command)
-
-    async def on_heartbeat_now(_msg: Msg) -> None:
-        spawn(send_heartbeat())
-
-    hb_now = await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=on_heartbeat_now)
+    sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=shell.on_command)
+    hb_now = await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=shell.on_heartbeat_now)
     alog.info(
         "agent started",
         target=config.target,
-        data_dir=str(data_dir),
-        gpus=[d.index for d in devices],
+        data_dir=str(facts.data_dir),
+        gpus=[d.index for d in facts.devices],
         priority=config.priority,
         container_engine=state.container_engine,
     )
-    loops = [
-        asyncio.create_task(heartbeats()),
-        asyncio.create_task(commands_loop()),
-        asyncio.create_task(probe_engine_loop()),
-        asyncio.create_task(fence()),
-    ]
-    if gpus.has_gpus:
-        loops.append(asyncio.create_task(refresh_gpus()))
+    loops = shell.loops()
     if config.exit_with_parent is not None:
         loops.append(asyncio.create_task(watch_parent(config.exit_with_parent, stop, alog)))
     try:
@@ -492,17 +525,10 @@ async def run_agent(
             await hb_now.unsubscribe()
         for task in loops:
             task.cancel()
-        stopping = [a.stop("shutdown") for a in list(state.running.values())]
-        if stopping:
-            _done, pending = await asyncio.wait(
-                [asyncio.create_task(s) for s in stopping],
-                timeout=max(config.kill_grace_s, config.preempt_grace_s) + SHUTDOWN_LIMIT_S,
-            )
-            for t in pending:
-                t.cancel()
-        for task in list(background):
+        await shell.stop_attempts()
+        for task in list(shell.background):
             task.cancel()
-        await asyncio.gather(*loops, *background, return_exceptions=True)
+        await asyncio.gather(*loops, *shell.background, return_exceptions=True)
         if watchdog is not None:
             await stop_watchdog(watchdog)
         await bus.close()

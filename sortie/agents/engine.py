@@ -16,21 +16,18 @@ from typing import Any
 import aiodocker
 import aiohttp
 
+from sortie.agents.executors import ExecutorError
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PROBE_TIMEOUT_S = 3.0
 PROBE_INTERVAL_S = 30.0
 
 
-class EngineError(Exception):
+class EngineError(ExecutorError):
     """The container engine cannot be used; the message names the socket tried and what to do.
 
     ``kind`` is the run error kind it becomes (an engine that is down is the environment's
     fault, not the script's)."""
-
-    def __init__(self, message: str, kind: str = "environment") -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 def docker_host(environ: dict[str, str] | None = None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sortie.agents.attempt import child_env, write_runtime
 from sortie.agents.executors import Launch, Outcome
-from sortie.agents.executors.process import ProcessExecution, ProcessExecutor
+from sortie.agents.executors.process import ProcessExecution, start_process
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.proto import messages as m
 
@@ -36,7 +36,7 @@ async def start(
         kill_grace_s=grace,
         max_duration_s=max_s,
     )
-    return await ProcessExecutor().start(launch, lines), lines
+    return await start_process(launch, lines), lines
 
 
 def alive(pid: int) -> bool:
@@ -136,7 +136,7 @@ async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) ->
     # -S: no site-packages, so `sortie` can only come from the runtime shim
     launch = Launch(argv=[sys.executable, "-S", str(script)], cwd=tmp_path, env=env)
     lines = Lines()
-    ex = await ProcessExecutor().start(launch, lines)
+    ex = await start_process(launch, lines)
     outcome = await ex.wait()
     fifo.close()
     assert outcome.exit_code == 0, lines.items
@@ -170,7 +170,7 @@ async def test_stop_reason_is_written_before_sigterm(tmp_path: Path) -> None:
             stop_reason_file=reason,
         )
         lines = Lines()
-        ex = await ProcessExecutor().start(launch, lines)
+        ex = await start_process(launch, lines)
         await wait_for_file(ready)
         if stop_with is not None:
             await ex.stop(stop_with, grace_s=1.0)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiodocker
 
-from sortie.agents.executors.container import LABEL_AGENT, LABEL_ATTEMPT, LABEL_RUN_ID
+from sortie.agents.executors.container_run import LABEL_AGENT, LABEL_ATTEMPT, LABEL_RUN_ID
 from sortie.bus.blobs import has_blob, sha256_bytes
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects

@@ -11,16 +11,18 @@ import aiodocker
 import pytest
 
 from sortie.agents.engine import EngineError, engine_name, probe_engine
-from sortie.agents.executors import ContainerSpec, Launch, Mount, OutputStream
-from sortie.agents.executors.container import (
+from sortie.agents.executors import Launch, OutputStream
+from sortie.agents.executors.container_run import (
     LABEL_AGENT,
     LABEL_ATTEMPT,
     LABEL_RUN_ID,
     ContainerExecution,
-    ContainerExecutor,
+    ContainerSpec,
+    Mount,
     exit_code_of,
     parse_arguments,
     parse_size,
+    start_container,
 )
 from tests.containers.conftest import Engine
 
@@ -48,32 +50,33 @@ def make_launch(
     max_duration_s: float | None = None,
     kill_grace_s: float = 2.0,
     run_id: str = RUN_LABEL,
-) -> Launch:
+) -> tuple[Launch, ContainerSpec]:
     work = tmp_path / "work"
     (work / "outputs").mkdir(parents=True, exist_ok=True)
     (work / "script.sh").write_text(script)
     stop_file = tmp_path / "stop-reason"
     stop_file.write_text("")
-    return Launch(
+    launch = Launch(
         argv=["sh", "/sortie/work/script.sh"],
         cwd=work,
         env={"SORTIE_STOP_REASON_FILE": "/sortie/stop-reason", "GREETING": "hi"},
         max_duration_s=max_duration_s,
         kill_grace_s=kill_grace_s,
         stop_reason_file=stop_file,
-        container=ContainerSpec(
-            image=image,
-            mounts=[
-                Mount(work, "/sortie/work", read_only=True),
-                Mount(work / "outputs", "/sortie/work/outputs", read_only=False),
-                Mount(stop_file, "/sortie/stop-reason", read_only=True),
-            ],
-            workdir="/sortie/work",
-            arguments=arguments or [],
-            labels={LABEL_RUN_ID: run_id, LABEL_ATTEMPT: "1", LABEL_AGENT: "exec-agent"},
-            docker_host=engine.docker_host,
-        ),
     )
+    spec = ContainerSpec(
+        image=image,
+        mounts=[
+            Mount(work, "/sortie/work", read_only=True),
+            Mount(work / "outputs", "/sortie/work/outputs", read_only=False),
+            Mount(stop_file, "/sortie/stop-reason", read_only=True),
+        ],
+        workdir="/sortie/work",
+        arguments=arguments or [],
+        labels={LABEL_RUN_ID: run_id, LABEL_ATTEMPT: "1", LABEL_AGENT: "exec-agent"},
+        docker_host=engine.docker_host,
+    )
+    return launch, spec
 
 
 async def labelled(engine: Engine, run_id: str = RUN_LABEL) -> list[dict[str, object]]:
@@ -103,7 +106,7 @@ exit 3
     try:
         lines = Lines()
         launch = make_launch(podman, busybox_image, tmp_path, script)
-        execution = await ContainerExecutor().start(launch, lines)
+        execution = await start_container(*launch, lines)
         assert isinstance(execution, ContainerExecution)
         # labels are on the container while it runs
         running = await labelled(podman)
@@ -138,9 +141,7 @@ echo ready
 while true; do sleep 0.1; done
 """
     lines = Lines()
-    execution = await ContainerExecutor().start(
-        make_launch(podman, busybox_image, tmp_path, script), lines
-    )
+    execution = await start_container(*make_launch(podman, busybox_image, tmp_path, script), lines)
     while "ready" not in lines.texts():
         await asyncio.sleep(0.05)
     await execution.stop("preempted")
@@ -155,8 +156,8 @@ async def test_sigkill_after_the_grace_for_a_script_ignoring_term(
 ) -> None:
     script = "trap '' TERM\necho ready\nwhile true; do sleep 0.1; done\n"
     lines = Lines()
-    execution = await ContainerExecutor().start(
-        make_launch(podman, busybox_image, tmp_path, script, kill_grace_s=1.0), lines
+    execution = await start_container(
+        *make_launch(podman, busybox_image, tmp_path, script, kill_grace_s=1.0), lines
     )
     while "ready" not in lines.texts():
         await asyncio.sleep(0.05)
@@ -174,8 +175,8 @@ async def test_max_duration_times_out(podman: Engine, busybox_image: str, tmp_pa
         "trap 'echo \"$(cat /sortie/stop-reason)\"; exit 1' TERM\nwhile true; do sleep 0.1; done\n"
     )
     lines = Lines()
-    execution = await ContainerExecutor().start(
-        make_launch(podman, busybox_image, tmp_path, script, max_duration_s=1.0), lines
+    execution = await start_container(
+        *make_launch(podman, busybox_image, tmp_path, script, max_duration_s=1.0), lines
     )
     outcome = await execution.wait()
     assert outcome.timed_out and not outcome.stopped and outcome.exit_code == 1
@@ -189,8 +190,8 @@ async def test_supported_arguments_reach_the_container(
     # nproc too: on these hosts an engine without a permitted nproc limit cannot start
     args = ["--env=EXTRA=yes", "--ulimit=nofile=512:1024", "--ulimit=nproc=1024", "--ipc=private"]
     lines = Lines()
-    execution = await ContainerExecutor().start(
-        make_launch(
+    execution = await start_container(
+        *make_launch(
             podman, busybox_image, tmp_path, 'echo "$EXTRA $(ulimit -n)"\n', arguments=args
         ),
         lines,
@@ -205,7 +206,7 @@ async def test_unsupported_argument_is_refused(
 ) -> None:
     launch = make_launch(podman, busybox_image, tmp_path, "true\n", arguments=["--privileged"])
     with pytest.raises(EngineError) as err:
-        await ContainerExecutor().start(launch, Lines())
+        await start_container(*launch, Lines())
     assert err.value.kind == "start"
     assert "'--privileged' is not supported" in err.value.message
     assert "--ipc=host|private" in err.value.message and "--env=KEY=VALUE" in err.value.message
@@ -215,7 +216,7 @@ async def test_unsupported_argument_is_refused(
 async def test_missing_image_says_what_to_do(podman: Engine, tmp_path: Path) -> None:
     launch = make_launch(podman, "localhost/sortie-no-such-image:1", tmp_path, "true\n")
     with pytest.raises(EngineError) as err:
-        await ContainerExecutor().start(launch, Lines())
+        await start_container(*launch, Lines())
     assert err.value.kind == "environment"
     assert "image localhost/sortie-no-such-image:1 is not on this agent's engine" in str(err.value)
     assert "podman load" in err.value.message
@@ -231,7 +232,7 @@ async def test_unreachable_engine_names_the_socket(busybox_image: str, tmp_path:
     )
     t0 = time.monotonic()
     with pytest.raises(EngineError) as err:
-        await ContainerExecutor().start(launch, Lines())
+        await start_container(*launch, Lines())
     assert time.monotonic() - t0 < 10
     assert err.value.kind == "environment"
     assert f"unix://{missing}" in err.value.message and "DOCKER_HOST" in err.value.message
@@ -266,8 +267,7 @@ def test_gpus_become_device_requests_in_the_create_body(tmp_path: Path) -> None:
     """The GPUs given to a run reach the engine as the Docker API's DeviceRequests (nvidia
     driver, these device ids, the gpu capability). Built here as a pure function: there is no
     GPU and no nvidia runtime on these machines to run it against."""
-    from sortie.agents.executors import ContainerSpec, Launch, Mount
-    from sortie.agents.executors.container import container_config, parse_arguments
+    from sortie.agents.executors.container_run import container_config
 
     spec = ContainerSpec(
         image="img",
@@ -279,7 +279,7 @@ def test_gpus_become_device_requests_in_the_create_body(tmp_path: Path) -> None:
         labels={"sortie.run_id": "r"},
         docker_host="unix:///x",
     )
-    launch = Launch(argv=["python3", "t.py"], cwd=tmp_path, env={"A": "1"}, container=spec)
+    launch = Launch(argv=["python3", "t.py"], cwd=tmp_path, env={"A": "1"})
     body = container_config(launch, spec, parse_arguments(spec.arguments))
     host = body["HostConfig"]
     assert host["DeviceRequests"] == [

@@ -1,26 +1,52 @@
-"""Executors: how a prepared run's command is started, watched and stopped.
+"""Executors: the ways an attempt's script can run, each a plugin behind one Protocol.
 
-An executor is small on purpose: ``start(launch, on_output)`` returns an :class:`Execution`
-with ``wait()`` and ``stop(reason, grace_s)``. A container executor is a new module beside
-``process``; ``container`` runs the same command in a container (``Launch.container``).
+An :class:`Executor` prepares what one attempt needs (a Python environment, an image) and
+answers a :class:`Prepared`: how the run sees its files (:class:`RunView`) and how its
+:class:`Launch` is started. The attempt (``agents.attempt``) knows only these shapes; what
+running in a container means lives in :mod:`agents.executors.container`, what running as a
+local process means in :mod:`agents.executors.process`. Adding an executor is adding a module
+and one :class:`ExecutorKind` entry in :mod:`agents.executors.registry`.
 
-Before an executor sends the run its first SIGTERM (a stop, or the max duration running out)
-it writes one :data:`StopWord` to ``launch.stop_reason_file`` with :func:`write_stop_reason`,
-so the script's handler can tell a preemption from a cancel (``Run.stop_reason()``).
+A started run is an :class:`Execution` with ``wait()`` and ``stop(reason, grace_s)``. Before
+an execution sends the run its first SIGTERM (a stop, or the max duration running out) it
+writes one :data:`StopWord` to ``launch.stop_reason_file`` with :func:`write_stop_reason`, so
+the script's handler can tell a preemption from a cancel (``Run.stop_reason()``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal, Protocol
+
+from sortie.proto import messages as m
 
 OutputStream = Literal["stdout", "stderr"]
 OnOutput = Callable[[OutputStream, str], None]
+Say = Callable[[str], None]  # a line for the run's log, from the agent
 StopWord = Literal["preempted", "canceled", "timeout", "shutdown"]
+
+
+class ExecutorKind(enum.StrEnum):
+    """The executors an agent has; :func:`agents.executors.registry.make_executor` maps
+    each to its module (the type checker finds a kind without one)."""
+
+    PROCESS = "process"
+    CONTAINER = "container"
+
+
+class ExecutorError(Exception):
+    """The run cannot be prepared or started; ``kind`` is the run error kind it becomes and
+    the message says what to do."""
+
+    def __init__(self, message: str, kind: str = "environment") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
 
 
 def write_stop_reason(path: Path | None, word: StopWord) -> None:
@@ -33,40 +59,55 @@ def write_stop_reason(path: Path | None, word: StopWord) -> None:
         tmp.replace(path)
 
 
-@dataclass(frozen=True)
-class Mount:
-    """A host path bound into a container (a directory, a file or a named pipe)."""
+@dataclass(frozen=True, kw_only=True)
+class AttemptFiles:
+    """Where one attempt's files lie on the agent's host."""
 
-    source: Path
-    target: str
-    read_only: bool
+    workdir: Path  # the materialised snapshot, outputs/ inside it
+    runtime_dir: Path  # holds the run-context module (package ``sortie``)
+    metrics: Path  # the metrics pipe
+    stop_reason: Path  # the stop-reason file
+    hostfile: Path  # one host per rank
+    pid_file: Path  # the pid, then exit code, a restarted agent recovers (agents.orphans)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ContainerSpec:
-    """How a launch runs in a container; ``Launch.argv`` and ``Launch.env`` are as seen
-    inside it (no agent environment leaks in: only the run's variables)."""
+class Job:
+    """One attempt, as an executor needs to know it."""
 
-    image: str
-    mounts: list[Mount]
-    workdir: str
-    gpus: list[int] | None = None  # host GPU indices, passed as device requests
-    shm_size: str | None = None  # e.g. "2g"
-    arguments: list[str] = field(default_factory=list)  # DockerSection.arguments
-    labels: dict[str, str] = field(default_factory=dict)
-    docker_host: str = "unix:///var/run/docker.sock"
+    run_id: str
+    attempt: int
+    agent_id: str
+    incarnation: str
+    spec: m.RunSpec
+    files: AttemptFiles
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunView:
+    """The attempt's files and GPUs as the run sees them, and the environment its variables
+    are added to."""
+
+    base_env: dict[str, str] = field(repr=False)  # values may be secrets: never logged
+    workdir: PurePath
+    outputs_dir: PurePath
+    runtime_dir: PurePath
+    metrics_file: PurePath
+    stop_reason_file: PurePath
+    hostfile: PurePath
+    gpus: list[int] | None  # None: CUDA variables left as they are
 
 
 @dataclass(frozen=True, kw_only=True)
 class Launch:
+    """A command to run; ``argv`` and ``env`` as the run sees them (see :class:`RunView`)."""
+
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(repr=False)  # values may be secrets: never logged
     max_duration_s: float | None = None
     kill_grace_s: float = 10.0
     stop_reason_file: Path | None = None  # where the reason goes before the first SIGTERM
-    pid_file: Path | None = None  # process runs: recorded so a restarted agent can reap it
-    container: ContainerSpec | None = None  # None: a local process
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +129,35 @@ class Execution(Protocol):
         ...
 
 
+class Prepared(Protocol):
+    """One attempt an executor has prepared, ready to start."""
+
+    @property
+    def python(self) -> str:
+        """The interpreter ``.py`` scripts run with (as the run sees it)."""
+        ...
+
+    @property
+    def noun(self) -> str:
+        """What runs, for the run's log: ``process exited with code 3``."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """Appended to ``started ...`` in the run's log ("" or e.g. `` in a container of X``)."""
+        ...
+
+    def view(self, gpus: list[int] | None) -> RunView:
+        """How the run sees its files, given the host GPUs it holds (None: no GPUs here)."""
+        ...
+
+    async def start(self, launch: Launch, gpus: list[int] | None, on_output: OnOutput) -> Execution:
+        """Start the command; raise :class:`ExecutorError` or OSError if it cannot be."""
+        ...
+
+
 class Executor(Protocol):
-    async def start(self, launch: Launch, on_output: OnOutput) -> Execution:
-        """Start the command; raise OSError if it cannot be started."""
+    async def prepare(self, job: Job, say: Say) -> Prepared:
+        """Make ready what the run needs before it can start (an environment, an image);
+        raise :class:`ExecutorError` when that cannot be done."""
         ...

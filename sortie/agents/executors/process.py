@@ -1,7 +1,10 @@
-"""Run a command as a local process in its own session (process group).
+"""The process executor: a run's script as a local process of the agent's host.
 
-Stopping signals the whole group, so a script's children go too. After the leader exits,
-whatever it left behind in its group is killed: a run leaves no processes running.
+It prepares the run's Python environment (:class:`agents.envcache.EnvCache`) and starts the
+command in its own session (process group). Stopping signals the whole group, so a script's
+children go too. After the leader exits, whatever it left behind in its group is killed: a
+run leaves no processes running. The leader's pid and exit code are recorded beside the run
+(``agents.orphans``) so a restarted agent can reap it or report its outcome.
 """
 
 from __future__ import annotations
@@ -11,13 +14,20 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from sortie.agents import orphans
+from sortie.agents.envcache import EnvCache, EnvError
 from sortie.agents.executors import (
+    ExecutorError,
+    Job,
     Launch,
     OnOutput,
     Outcome,
     OutputStream,
+    RunView,
+    Say,
     StopWord,
     write_stop_reason,
 )
@@ -27,28 +37,76 @@ READ_CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 2.0
 
 
+@dataclass(frozen=True)
 class ProcessExecutor:
-    async def start(self, launch: Launch, on_output: OnOutput) -> ProcessExecution:
-        proc = await asyncio.create_subprocess_exec(
-            *launch.argv,
-            cwd=launch.cwd,
-            env=launch.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=orphans.die_with_agent,
+    """Runs scripts in the agent's cached Python environments."""
+
+    envs: EnvCache
+
+    async def prepare(self, job: Job, say: Say) -> PreparedProcess:
+        try:
+            env = await self.envs.prepare(job.spec.environment.python, say)
+        except EnvError as exc:
+            raise ExecutorError(str(exc)) from exc
+        return PreparedProcess(job=job, python=env.python)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedProcess:
+    job: Job
+    python: str
+    noun: str = "process"
+    where: str = ""
+
+    def view(self, gpus: list[int] | None) -> RunView:
+        files = self.job.files
+        return RunView(
+            base_env=dict(os.environ),
+            workdir=files.workdir,
+            outputs_dir=(files.workdir / "outputs").resolve(),
+            runtime_dir=files.runtime_dir,
+            metrics_file=files.metrics,
+            stop_reason_file=files.stop_reason,
+            hostfile=files.hostfile,
+            gpus=gpus,
         )
-        if launch.pid_file is not None:
-            orphans.record(launch.pid_file, proc.pid)
-        return ProcessExecution(proc, launch, on_output)
+
+    async def start(
+        self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
+    ) -> ProcessExecution:
+        return await start_process(launch, on_output, self.job.files.pid_file)
+
+
+async def start_process(
+    launch: Launch, on_output: OnOutput, pid_file: Path | None = None
+) -> ProcessExecution:
+    """Start ``launch`` as a process group leader; its pid (then its exit code) goes to
+    ``pid_file`` when given. Raises OSError when it cannot be started."""
+    proc = await asyncio.create_subprocess_exec(
+        *launch.argv,
+        cwd=launch.cwd,
+        env=launch.env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=orphans.die_with_agent,
+    )
+    if pid_file is not None:
+        orphans.record(pid_file, proc.pid)
+    return ProcessExecution(proc, launch, on_output, pid_file)
 
 
 class ProcessExecution:
     def __init__(
-        self, proc: asyncio.subprocess.Process, launch: Launch, on_output: OnOutput
+        self,
+        proc: asyncio.subprocess.Process,
+        launch: Launch,
+        on_output: OnOutput,
+        pid_file: Path | None = None,
     ) -> None:
         self.proc = proc
+        self._pid_file = pid_file
         self.pid = proc.pid
         self._launch = launch
         self._started = time.monotonic()
@@ -96,7 +154,7 @@ class ProcessExecution:
                         self._timed_out = True
                     await self._begin_terminate("timeout", None)
             code = await self.proc.wait()
-            orphans.record_exit(self._launch.pid_file, code)  # before anything can go wrong
+            orphans.record_exit(self._pid_file, code)  # before anything can go wrong
             if self._terminating is not None:
                 await self._terminating
             # the leader is gone: give any leftovers in its group a grace period, then kill
@@ -110,7 +168,7 @@ class ProcessExecution:
                 task.cancel()
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
-            orphans.forget(self._launch.pid_file)
+            orphans.forget(self._pid_file)
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,

@@ -1,0 +1,171 @@
+"""The agent's decisions, apart from its I/O: ``handle(state, event, now) -> commands``.
+
+Like the scheduler's core: pure (no broker, no tasks, no clock: ``now`` is passed in, wall
+seconds), and it owns :class:`AgentState`, which it changes in place. What it decides:
+
+- an assignment is taken only for this incarnation, while not preempting, once per
+  (run, attempt), and never older than the attempt the run holds; a newer attempt of a run
+  replaces the older one (which the new attempt stops first, as stale);
+- a cancel stops the run's attempt unless it is newer than the one named;
+- a preemption notice or a lapsed lease stops every attempt held (given back: "preempted",
+  "fenced");
+- when the container engine first answers, containers of attempts not held are removed;
+- what finished is remembered for heartbeats (``finished``) for a while, bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from sortie.agents.events import (
+    Assigned,
+    AttemptEnded,
+    CancelAsked,
+    Command,
+    CommandRefused,
+    EngineProbed,
+    Event,
+    LeaseLapsed,
+    Note,
+    PreemptNoticed,
+    RemoveOrphans,
+    StartAttempt,
+    StopAttempt,
+    StopReason,
+    Tick,
+)
+from sortie.proto import messages as m
+
+SEEN_CAP = 10_000
+MAX_BAD_COMMANDS_LOGGED = 20  # a flood of bad commands must not flood the log
+
+Key = tuple[str, int]  # (run id, attempt)
+
+
+@dataclass
+class AgentState:
+    """What one agent incarnation holds: attempts in flight, and what it finished."""
+
+    incarnation: str
+    finished_keep_s: float  # how long a finished attempt stays in heartbeats
+    finished_cap: int  # and how many at most
+    running: dict[str, int] = field(default_factory=dict)  # run_id -> current attempt
+    finished: collections.OrderedDict[Key, float] = field(
+        default_factory=collections.OrderedDict
+    )  # (run_id, attempt) -> finished at
+    seen: collections.OrderedDict[Key, None] = field(default_factory=collections.OrderedDict)
+    bad_commands: int = 0
+    preempting: bool = False  # a Preempt arrived: no new runs are taken
+    container_engine: str | None = None  # what the engine said it is, None: no answer
+
+
+def handle(state: AgentState, event: Event, now: float) -> list[Command]:
+    """Apply ``event`` to ``state``; return what the shell must do, in order."""
+    match event:
+        case Assigned(assign=assign):
+            return _assigned(state, assign)
+        case CancelAsked(cancel=cancel):
+            current = state.running.get(cancel.run_id)
+            if current is None or current > cancel.attempt:
+                return []  # unknown run, or a newer attempt than the one to stop
+            note = Note(
+                level="info",
+                message="cancel received",
+                fields={
+                    "run_id": cancel.run_id,
+                    "attempt": cancel.attempt,
+                    "reason": cancel.reason,
+                },
+            )
+            return [note, StopAttempt(run_id=cancel.run_id, attempt=current, reason=cancel.reason)]
+        case PreemptNoticed(reason=reason):
+            notes: list[Command] = []
+            if not state.preempting:
+                notes.append(
+                    Note(
+                        level="warning",
+                        message="preemption notice: stopping every run",
+                        fields={"reason": reason},
+                    )
+                )
+            state.preempting = True
+            return notes + _stop_all(state, "preempted")
+        case AttemptEnded(run_id=run_id, attempt=attempt):
+            if state.running.get(run_id) == attempt:
+                del state.running[run_id]
+            state.finished[(run_id, attempt)] = now
+            state.finished.move_to_end((run_id, attempt))
+            return []
+        case LeaseLapsed(why=why):
+            note = Note(level="warning", message=why, fields={"running": len(state.running)})
+            return [note, *_stop_all(state, "fenced")]
+        case EngineProbed(engine=engine):
+            return _engine_probed(state, engine)
+        case CommandRefused(error=error, size=size):
+            state.bad_commands += 1
+            if state.bad_commands > MAX_BAD_COMMANDS_LOGGED:
+                return []
+            fields: dict[str, object] = {"error": error[:300], "size": size}
+            return [Note(level="warning", message="bad command ignored", fields=fields)]
+        case Tick():
+            _prune_finished(state, now)
+            return []
+
+
+def _assigned(state: AgentState, assign: m.Assign) -> list[Command]:
+    key = (assign.run_id, assign.attempt)
+    about: dict[str, object] = {"run_id": assign.run_id, "attempt": assign.attempt}
+    if assign.incarnation != state.incarnation:
+        return [
+            Note(level="info", message="assignment for another incarnation ignored", fields=about)
+        ]
+    if state.preempting:
+        return [
+            Note(
+                level="info",
+                message="assignment ignored: this node is being preempted",
+                fields=about,
+            )
+        ]
+    if key in state.seen or key in state.finished:
+        return []  # a resend
+    previous = state.running.get(assign.run_id)
+    if previous is not None and previous > assign.attempt:
+        return [
+            Note(
+                level="info",
+                message="assignment older than the attempt running ignored",
+                fields=about,
+            )
+        ]
+    state.seen[key] = None
+    while len(state.seen) > SEEN_CAP:
+        state.seen.popitem(last=False)
+    state.running[assign.run_id] = assign.attempt
+    note = Note(
+        level="info", message="attempt assigned", fields={**about, "script": assign.spec.script}
+    )
+    return [note, StartAttempt(assign=assign, replaces=previous)]
+
+
+def _stop_all(state: AgentState, reason: StopReason) -> list[Command]:
+    return [StopAttempt(run_id=r, attempt=a, reason=reason) for r, a in state.running.items()]
+
+
+def _engine_probed(state: AgentState, engine: str | None) -> list[Command]:
+    was, state.container_engine = state.container_engine, engine
+    out: list[Command] = []
+    if engine != was:
+        out.append(Note(level="info", message="container engine", fields={"engine": engine}))
+    if engine is not None and was is None:
+        out.append(RemoveOrphans(keep=frozenset(state.running.items())))
+    return out
+
+
+def _prune_finished(state: AgentState, now: float) -> None:
+    for key, at in list(state.finished.items()):
+        if now - at > state.finished_keep_s:
+            del state.finished[key]
+    while len(state.finished) > state.finished_cap:
+        state.finished.popitem(last=False)
