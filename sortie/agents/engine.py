@@ -16,6 +16,8 @@ from typing import Any
 import aiodocker
 import aiohttp
 
+from sortie.proto.run_errors import ErrorKind
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PROBE_TIMEOUT_S = 3.0
 PROBE_INTERVAL_S = 30.0
@@ -27,7 +29,7 @@ class EngineError(Exception):
     ``kind`` is the run error kind it becomes (an engine that is down is the environment's
     fault, not the script's)."""
 
-    def __init__(self, message: str, kind: str = "environment") -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.ENVIRONMENT) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message

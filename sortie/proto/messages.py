@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 
@@ -132,7 +133,7 @@ class RunSpec(Message, frozen=True, kw_only=True):
 
 
 class RunError(Message, frozen=True, kw_only=True):
-    kind: str  # e.g. "exit_code", "timeout", "environment", "snapshot", "lost", "canceled"
+    kind: ErrorKind  # what failed; decides retries (proto/run_errors.py: RETRY)
     message: str
 
 

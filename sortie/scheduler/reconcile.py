@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, RunState
 from sortie.scheduler.model import AgentView, members
 
@@ -113,7 +114,7 @@ def reconcile(
                 out.cancel.append(run.run_id)
             elif run.state is RunState.FINALIZING:
                 out.fail.append(
-                    (run.run_id, m.RunError(kind="lost", message=f"{why} while finalizing"))
+                    (run.run_id, m.RunError(kind=ErrorKind.LOST, message=f"{why} while finalizing"))
                 )
             else:
                 out.requeue.append((run.run_id, why))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 
 import msgspec
+import pytest
 
 from sortie.proto import messages as m
+from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState
 from sortie.scheduler import core
 from sortie.scheduler.model import SchedulerState
@@ -244,6 +246,25 @@ def test_timeouts_and_cancels_are_not_retried() -> None:
     _placed(s, "r")
     _report(s, "r", RunState.FAILED, error=m.RunError(kind="timeout", message="too long"))
     assert s.runs["r"].state is RunState.FAILED
+
+
+def test_every_error_kind_has_a_retry_policy() -> None:
+    assert set(RETRY) == set(ErrorKind)
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_a_failed_report_is_retried_as_its_kind_says(kind: ErrorKind) -> None:
+    s = SchedulerState()
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat()), 0.0, CFG)
+    submit(s, "r", max_retries=1)
+    _placed(s, "r")
+    _report(s, "r", RunState.FAILED, error=m.RunError(kind=kind, message="it failed"))
+    rec = s.runs["r"]
+    if RETRY[kind] is Retry.MAX_RETRIES:
+        assert (rec.state, rec.attempt, rec.retries_used) == (RunState.QUEUED, 2, 1)
+    else:
+        assert (rec.state, rec.retries_used) == (RunState.FAILED, 0)
+        assert rec.error is not None and rec.error.kind is kind
 
 
 def test_preempted_attempt_requeues_without_using_retries() -> None:
