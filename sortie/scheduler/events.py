@@ -191,7 +191,6 @@ class AttachVm:
     name: str
     vm: m.VmConfig
     secret: m.SshSecret = field(repr=False)
-    trust_new_host_key: bool
     run_id: None = None
 
 

@@ -51,9 +51,7 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     state.vms[req.name] = rec
     state.dirty_vms.add(req.name)
     return [
-        AttachVm(
-            name=req.name, vm=req.vm, secret=req.secret, trust_new_host_key=req.trust_new_host_key
-        ),
+        AttachVm(name=req.name, vm=req.vm, secret=req.secret),
         Reply(reply_to, m.VmReply(vm=rec)),
         Log("vm attaching", {"compute": req.name, "address": req.vm.address}),
     ]

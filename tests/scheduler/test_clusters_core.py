@@ -8,9 +8,11 @@ import msgspec
 import pytest
 
 from sortie.proto import messages as m
+from sortie.proto import subjects
 from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState
 from sortie.scheduler import core
+from sortie.scheduler.events import read_request
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
@@ -37,7 +39,7 @@ def ask(s: SchedulerState, req: m.Message, now: float = 0.0) -> m.Message:
 def create(s: SchedulerState, name: str = "pool", **kw: object) -> m.Message:
     cfg = {"vm_size": "local_medium", "max_nodes": 3}
     cfg.update(kw)
-    return ask(s, m.ComputeCreate(name=name, cluster=m.ClusterConfig(**cfg)))  # type: ignore[arg-type]
+    return ask(s, m.ComputeCreate(name=name, cluster=m.ProcessCluster(**cfg)))  # type: ignore[arg-type]
 
 
 def submit(s: SchedulerState, run_id: str, now: float = 0.0, **kw: object) -> m.Message:
@@ -61,11 +63,16 @@ def test_compute_create_rules() -> None:
         ({"vm_size": "huge"}, "unknown vm size 'huge'"),
         ({"min_nodes": 4}, "min_nodes (4) is greater than max_nodes (3)"),
         ({"max_nodes": 0}, "max_nodes must be at least 1"),
-        ({"provider": "cloud9"}, "unknown node provider 'cloud9'; known providers: process"),
     ]
     for kw, expected in cases:
         reply = create(s, **kw)  # type: ignore[arg-type]
         assert isinstance(reply, m.ErrorReply) and expected in reply.message, (kw, reply)
+    # a provider this scheduler does not offer (CFG offers process only)
+    login = m.SshLogin(username="u", auth="password")
+    pool = m.SshPoolCluster(vm_size="local_medium", max_nodes=1, hosts=["h1"], ssh=login)
+    reply = ask(s, m.ComputeCreate(name="pool", cluster=pool, secret=m.SshSecret(password="p")))
+    expected = "unknown node provider 'ssh'; known providers: process"
+    assert isinstance(reply, m.ErrorReply) and expected in reply.message, reply
     assert s.computes == {}
     ok = create(s)
     assert isinstance(ok, m.ComputeReply)
@@ -75,6 +82,14 @@ def test_compute_create_rules() -> None:
     )
     assert isinstance(create(s), m.ErrorReply)  # same name twice
     assert "pool" in s.known_targets()
+
+
+def test_a_provider_no_variant_names_is_refused_as_a_bad_request() -> None:
+    raw = b'{"type":"compute_create","name":"pool","cluster":'
+    raw += b'{"provider":"cloud9","vm_size":"local_medium","max_nodes":3}}'
+    reply = read_request(subjects.API_COMPUTE, raw)
+    assert isinstance(reply, m.ErrorReply) and reply.code == "bad_request"
+    assert "'cloud9'" in reply.message and "provider" in reply.message
 
 
 def test_update_and_delete_rules() -> None:
