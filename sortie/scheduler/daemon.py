@@ -715,11 +715,11 @@ class Daemon:
     async def _stop_node(self, cmd: core.StopNode) -> None:
         node = self.state.nodes.get(cmd.node_id)
         compute = self.state.computes.get(node.cluster) if node is not None else None
-        # a node whose cluster is gone is stopped by whichever provider made it (any other
-        # ignores an id it does not know)
-        providers = [self._provider(compute)] if compute is not None else self.providers.values()
         try:
-            for provider in list(providers):
+            # a node whose cluster is gone is stopped by whichever provider made it (any other
+            # ignores an id it does not know)
+            providers = [self._provider(compute)] if compute else list(self.providers.values())
+            for provider in providers:
                 await provider.stop_node(cmd.node_id, cmd.grace_s)
         except Exception:  # the node stays "stopping"; provider.close() stops it at shutdown
             log.exception("stopping node failed", node_id=cmd.node_id)
