@@ -62,6 +62,7 @@ from sortie.bus.connection import ENV_CREDS
 from sortie.proto import messages as m
 from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 MAX_BAD_METRIC_LINES = 20
@@ -82,9 +83,9 @@ STOP_WORDS: dict[StopReason, StopWord] = {
 
 # stop reasons whose stopped attempt is given back to the scheduler (reported Queued, with
 # this error kind): the run goes on as a new attempt, free of max_retries
-GIVE_BACK: dict[StopReason, tuple[str, str]] = {
-    "preempted": ("preempted", PREEMPTED_MESSAGE),
-    "fenced": ("lost", FENCED_MESSAGE),
+GIVE_BACK: dict[StopReason, tuple[ErrorKind, str]] = {
+    "preempted": (ErrorKind.PREEMPTED, PREEMPTED_MESSAGE),
+    "fenced": (ErrorKind.LOST, FENCED_MESSAGE),
 }
 
 
@@ -219,7 +220,7 @@ def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | N
     """The error of a process outcome that was not a stop request (None on success)."""
     if outcome.timed_out:
         return m.RunError(
-            kind="timeout",
+            kind=ErrorKind.TIMEOUT,
             message=f"the run exceeded its max_duration_s={max_duration_s:g} and was stopped"
             if max_duration_s is not None
             else "the run exceeded its max duration and was stopped",
@@ -232,8 +233,10 @@ def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | N
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return m.RunError(kind="exit_code", message=f"script was killed by {name} (code {code})")
-    return m.RunError(kind="exit_code", message=f"script exited with code {code}")
+        return m.RunError(
+            kind=ErrorKind.EXIT_CODE, message=f"script was killed by {name} (code {code})"
+        )
+    return m.RunError(kind=ErrorKind.EXIT_CODE, message=f"script exited with code {code}")
 
 
 def write_runtime(runtime_dir: Path) -> None:
@@ -402,7 +405,7 @@ class Attempt:
         self.terminal = state
         await self._report(state, exit_code=exit_code, error=error, artifacts=artifacts)
 
-    async def _fail(self, kind: str, message: str) -> None:
+    async def _fail(self, kind: ErrorKind, message: str) -> None:
         await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
 
     async def _give_back(self, reason: StopReason) -> None:
@@ -418,7 +421,9 @@ class Attempt:
         if self.stop_reason == "canceled":
             await self._terminal(
                 RunState.CANCELED,
-                error=m.RunError(kind="canceled", message="canceled before the script started"),
+                error=m.RunError(
+                    kind=ErrorKind.CANCELED, message="canceled before the script started"
+                ),
             )
         elif self.stop_reason in GIVE_BACK:
             await self._give_back(self.stop_reason)
@@ -444,7 +449,9 @@ class Attempt:
         except Exception as exc:  # a bug must not leave the run hanging in Preparing
             self._log.exception("attempt crashed")
             if self.terminal is None and self.stop_reason is None:
-                await self._fail("internal", f"the agent failed while running the attempt: {exc!r}")
+                await self._fail(
+                    ErrorKind.INTERNAL, f"the agent failed while running the attempt: {exc!r}"
+                )
             else:
                 self.output.abort()
         finally:
@@ -458,20 +465,21 @@ class Attempt:
         if self.stop_reason is not None:  # stopped while an older attempt wound down
             return await self._wind_down_stopped()
         if (why := missing_secrets(self.assign)) is not None:
-            return await self._fail("secrets", why)
+            return await self._fail(ErrorKind.SECRETS, why)
         if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
             why = gpu_request_error(deps.gpus.devices, spec.resources)
             if why is not None:
-                return await self._fail("start", why)
+                return await self._fail(ErrorKind.START, why)
         prepared = await self._prepare()
         if prepared is None:
             return None  # failed (reported)
         why = check_relpath(spec.script)
         if why is not None:
-            return await self._fail("start", f"script {why}")
+            return await self._fail(ErrorKind.START, f"script {why}")
         if not (self.workdir / spec.script).is_file():
             return await self._fail(
-                "start", f"script {spec.script!r} is not in the snapshot: check source_directory"
+                ErrorKind.START,
+                f"script {spec.script!r} is not in the snapshot: check source_directory",
             )
         if self.stop_reason is not None:
             return await self._wind_down_stopped()
@@ -481,7 +489,7 @@ class Attempt:
             if gpus is None:
                 free = deps.gpus.free()
                 return await self._fail(
-                    "start",
+                    ErrorKind.START,
                     f"the run needs {spec.resources.gpus} GPUs but only {len(free)} of this "
                     f"agent's {len(deps.gpus.devices)} are free now (free: {free or 'none'}); "
                     "it was placed on a full agent",
@@ -498,7 +506,7 @@ class Attempt:
         try:
             await deps.snapshots.materialise(spec.snapshot_id, self.workdir, self.output.system)
         except SnapshotError as exc:
-            await self._fail("snapshot", str(exc))
+            await self._fail(ErrorKind.SNAPSHOT, str(exc))
             return None
         job = Job(
             run_id=self.run_id,
@@ -530,7 +538,7 @@ class Attempt:
             return await self._fail(exc.kind, exc.message)
         except OSError as exc:
             fifo.close()
-            return await self._fail("start", f"cannot start {launch.argv[0]}: {exc}")
+            return await self._fail(ErrorKind.START, f"cannot start {launch.argv[0]}: {exc}")
         out.system(f"started {' '.join(launch.argv[:2])}{prepared.where}")
         if self.stop_reason is not None:
             await self._stop_execution()
@@ -604,7 +612,7 @@ class Attempt:
             return await self._terminal(
                 RunState.CANCELED,
                 exit_code=outcome.exit_code,
-                error=m.RunError(kind="canceled", message="canceled while running"),
+                error=m.RunError(kind=ErrorKind.CANCELED, message="canceled while running"),
                 artifacts=artifacts,
             )
         error = exit_error(outcome, spec.max_duration_s)

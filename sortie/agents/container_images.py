@@ -60,6 +60,7 @@ from aiodocker.exceptions import DockerError
 
 from sortie.agents.envcache import find_uv, normalise, stream_command
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 
 HASH_SALT = "img-v1"
 REPOSITORY = "localhost/sortie-env"
@@ -80,7 +81,7 @@ LOCK_DIR = Path("/tmp/sortie-image-locks")  # noqa: S108 - a lock dir, not data
 class ImageError(Exception):
     """The environment image cannot be provided; the message says what and what to do."""
 
-    kind: str = "environment"
+    kind: ErrorKind = ErrorKind.ENVIRONMENT
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -60,6 +60,7 @@ from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.errors import BrokerUnreachable, NotInitialised
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 __all__ = ["AgentConfig", "AgentState", "default_agent_id", "run_agent"]
@@ -164,10 +165,14 @@ async def report_unreported_exits(
             final, error = RunState.COMPLETED, None
         elif code > 0:
             final = RunState.FAILED
-            error = m.RunError(kind="exit_code", message=f"the script exited with code {code}")
+            error = m.RunError(
+                kind=ErrorKind.EXIT_CODE, message=f"the script exited with code {code}"
+            )
         else:
             final = RunState.QUEUED
-            error = m.RunError(kind="lost", message=f"its agent died; killed by signal {-code}")
+            error = m.RunError(
+                kind=ErrorKind.LOST, message=f"its agent died; killed by signal {-code}"
+            )
         states = [RunState.RUNNING, RunState.FINALIZING, final] if code >= 0 else [final]
         for state in states:
             report = m.RunReport(

@@ -447,9 +447,7 @@ def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
         ssh_port=args.ssh_port,
         auth=auth,
         known_hosts=known,
-        trust_new_host_key=bool(
-            getattr(args, "provider", None) == "ssh" and args.trust_new_host_key
-        ),
+        trust_new_host_key=args.trust_new_host_key,
     )
     return login, secret
 
@@ -933,39 +931,38 @@ async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
 # --- compute targets and agents ---------------------------------------------------------------
 
 
+def _compute_create(args: argparse.Namespace) -> m.ComputeCreate:
+    """The create request: a cluster of the variant ``--provider`` names."""
+    common = {
+        "vm_size": args.vm_size,
+        "max_nodes": args.max_nodes,
+        "min_nodes": args.min_nodes,
+        "idle_seconds_before_scaledown": args.idle_seconds_before_scaledown,
+        "vm_priority": args.vm_priority,
+    }
+    hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+    if args.provider == "ssh":
+        login, secret = _ssh_login(args)
+        pool = m.SshPoolCluster(**common, hosts=hosts, ssh=login)
+        return m.ComputeCreate(name=args.name, cluster=pool, secret=secret)
+    if hosts:
+        raise UsageError("--hosts is for --provider ssh")
+    if args.provider != "process":
+        raise UsageError(f"unknown node provider {args.provider!r}; known providers: process, ssh")
+    return m.ComputeCreate(name=args.name, cluster=m.ProcessCluster(**common))
+
+
 async def _compute(client: Client, args: argparse.Namespace) -> int:
     cmd = args.compute_command
     request: m.Message
     if cmd == "create":
-        login: m.SshLogin | None = None
-        secret: m.SshSecret | None = None
-        hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
-        if args.provider == "ssh":
-            login, secret = _ssh_login(args)
-        elif hosts:
-            raise UsageError("--hosts is for --provider ssh")
-        request = m.ComputeCreate(
-            name=args.name,
-            cluster=m.ClusterConfig(
-                vm_size=args.vm_size,
-                max_nodes=args.max_nodes,
-                min_nodes=args.min_nodes,
-                idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
-                vm_priority=args.vm_priority,
-                provider=args.provider,
-                hosts=hosts,
-                ssh=login,
-            ),
-            secret=secret,
-            trust_new_host_key=args.trust_new_host_key,
-        )
+        request = _compute_create(args)
     elif cmd == "attach":
         login, secret = _ssh_login(args)
         request = m.ComputeAttach(
             name=args.name,
             vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
             secret=secret,
-            trust_new_host_key=args.trust_new_host_key,
         )
     elif cmd == "detach":
         request = m.ComputeDetach(name=args.name, keep_files=args.keep_files, force=args.force)

@@ -228,13 +228,17 @@ class ClusterConfiguration:
     def to_spec(self) -> m.ClusterConfig:
         if self.vm_priority not in ("dedicated", "lowpriority"):
             raise ValueError("vm_priority must be 'dedicated' or 'lowpriority'")
-        return m.ClusterConfig(
+        if self.provider != "process":
+            raise ValueError(
+                f"provider {self.provider!r}: the SDK creates process clusters; create an ssh "
+                "pool with `sortie compute create --provider ssh`"
+            )
+        return m.ProcessCluster(
             vm_size=self.vm_size,
             max_nodes=self.max_nodes,
             min_nodes=self.min_nodes,
             idle_seconds_before_scaledown=self.idle_seconds_before_scaledown,
-            vm_priority=self.vm_priority,  # type: ignore[arg-type]
-            provider=self.provider,
+            vm_priority=self.vm_priority,  # type: ignore[arg-type]  # a NodePriority: checked above
         )
 
 
@@ -266,13 +270,16 @@ class RemoteAttachConfiguration:
             auth = "password"
         known = str(Path(self.known_hosts).expanduser().resolve()) if self.known_hosts else None
         login = m.SshLogin(
-            username=self.username, ssh_port=self.ssh_port, auth=auth, known_hosts=known
+            username=self.username,
+            ssh_port=self.ssh_port,
+            auth=auth,
+            known_hosts=known,
+            trust_new_host_key=self.trust_new_host_key,
         )
         return m.ComputeAttach(
             name=name,
             vm=m.VmConfig(address=self.address, ssh=login, advertised_url=self.advertised_url),
             secret=secret,
-            trust_new_host_key=self.trust_new_host_key,
         )
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
+from sortie.proto import compat
 from sortie.proto import messages as m
 
 T = TypeVar("T")
@@ -47,7 +48,9 @@ def decode(kind: Any, data: bytes) -> Any: ...  # a union alias such as AgentCom
 
 def decode(kind: Any, data: bytes) -> Any:
     try:
-        return decoder(kind).decode(data)
+        msg = decoder(kind).decode(data)
+        upgrade = compat.UPGRADES.get(kind)
+        return msg if upgrade is None else upgrade(msg, data)
     except msgspec.DecodeError as exc:
         name = getattr(kind, "__name__", str(kind))
         raise BadMessage(f"could not decode {name}: {exc}") from None

@@ -11,6 +11,7 @@ from typing import Literal
 
 import msgspec
 
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 
@@ -132,7 +133,7 @@ class RunSpec(Message, frozen=True, kw_only=True):
 
 
 class RunError(Message, frozen=True, kw_only=True):
-    kind: str  # e.g. "exit_code", "timeout", "environment", "snapshot", "lost", "canceled"
+    kind: ErrorKind  # what failed; decides retries (proto/run_errors.py: RETRY)
     message: str
 
 
@@ -374,13 +375,15 @@ class NodeShape(Message, frozen=True, kw_only=True):
 
 
 class SshLogin(Message, frozen=True, kw_only=True):
-    """How to log in over SSH. Holds no secret."""
+    """How to connect to a machine over SSH: the one place for these settings, carried by
+    every message that logs in to a machine (an attached one, an ssh pool). Holds no secret."""
 
     username: str
     ssh_port: int = 22
     auth: Literal["key", "password"]
     known_hosts: str | None = None  # a known_hosts file on the scheduler's host
-    # pools: record the key of a host not yet known when it is first used (an explicit choice)
+    # record the key of a host not yet in known_hosts when it is first connected to (an
+    # explicit choice): an attached machine's at attach, each pool host's when it gets a node
     trust_new_host_key: bool = False
 
 
@@ -404,15 +407,37 @@ class SshSecret(Message, frozen=True, kw_only=True):
         return "SshSecret(<redacted>)"
 
 
-class ClusterConfig(Message, frozen=True, kw_only=True):
+class ClusterBase(Message, frozen=True, kw_only=True, tag_field="provider"):
+    """What every cluster has, whichever node provider makes its nodes.
+
+    The variants below are tagged by ``provider``, the field (and values) that 0.1.0 wrote,
+    so its records decode as the variant they name; a field of another provider is ignored.
+    """
+
     vm_size: str
     max_nodes: int
     min_nodes: int = 0
     idle_seconds_before_scaledown: float = 120.0
     vm_priority: NodePriority = "dedicated"
-    provider: str = "process"
-    hosts: list[str] = []  # provider "ssh": the machines of the pool
-    ssh: SshLogin | None = None  # provider "ssh": how to log in to them
+
+    @property
+    def provider(self) -> str:
+        """The node provider's name: the variant's tag."""
+        return str(self.__struct_config__.tag)
+
+
+class ProcessCluster(ClusterBase, frozen=True, kw_only=True, tag="process"):
+    """Nodes are ``sortie agent`` processes on the scheduler's host."""
+
+
+class SshPoolCluster(ClusterBase, frozen=True, kw_only=True, tag="ssh"):
+    """Nodes are agents installed over SSH on a pool of machines, one node per machine."""
+
+    hosts: list[str]  # the machines of the pool
+    ssh: SshLogin  # how to log in to them (the credentials travel apart: ComputeCreate.secret)
+
+
+ClusterConfig = ProcessCluster | SshPoolCluster
 
 
 class ProvisioningError(Message, frozen=True, kw_only=True):
@@ -479,7 +504,6 @@ class ComputeCreate(Message, frozen=True, kw_only=True, tag="compute_create"):
     name: str
     cluster: ClusterConfig
     secret: SshSecret | None = None  # provider "ssh": credentials for the pool's hosts
-    trust_new_host_key: bool = False
 
 
 class ComputeUpdate(Message, frozen=True, kw_only=True, tag="compute_update"):
@@ -536,7 +560,6 @@ class ComputeAttach(Message, frozen=True, kw_only=True, tag="compute_attach"):
     name: str
     vm: VmConfig
     secret: SshSecret
-    trust_new_host_key: bool = False
 
 
 class ComputeDetach(Message, frozen=True, kw_only=True, tag="compute_detach"):

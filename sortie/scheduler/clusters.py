@@ -59,15 +59,10 @@ def check_cluster(
         return m.ErrorReply(
             code="bad_request", message="idle_seconds_before_scaledown must not be negative"
         )
-    if cfg.provider == "ssh":
+    if isinstance(cfg, m.SshPoolCluster):
         if not cfg.hosts:
             return m.ErrorReply(
                 code="bad_request", message="an ssh pool needs its machines: --hosts h1,h2,..."
-            )
-        if cfg.ssh is None:
-            return m.ErrorReply(
-                code="bad_request",
-                message="an ssh pool needs a login: --username and a key or password",
             )
         if cfg.max_nodes > len(cfg.hosts):
             return m.ErrorReply(

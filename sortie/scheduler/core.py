@@ -131,7 +131,7 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return vms.link(state, event.name, event.link)
     if isinstance(event, Started):
         state.started_at = now
-        return nodes.scheduler_started(state, now)
+        return nodes.scheduler_started(state, now, event.children_of)
     if isinstance(event, BrokerAway):
         state.broker_away = True
         return [Log("broker unreachable; no agent is judged lost until it is back", {})]

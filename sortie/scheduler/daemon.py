@@ -42,13 +42,12 @@ from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, rea
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
-from sortie.scheduler.providers import (
-    KNOWN_PROVIDERS,
+from sortie.scheduler.providers import registry
+from sortie.scheduler.providers.base import (
     NodeProvider,
     NodeRequest,
+    ProviderContext,
     ProviderError,
-    make_provider,
-    make_ssh_provider,
 )
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
@@ -116,7 +115,7 @@ class Daemon:
         self.core_config = core.Config(
             timing=config.timing,
             catalog=load_catalog(Path(sizes_file) if sizes_file else None),
-            providers=frozenset(KNOWN_PROVIDERS),
+            providers=registry.KNOWN_PROVIDERS,
             preempt_grace_s=config.preempt_grace_s,
             node_boot_timeout_s=config.node_boot_timeout_s,
             placement_limit=config.placement_limit,
@@ -180,7 +179,12 @@ class Daemon:
                     continue
                 if restore(self.state, rec, now) and isinstance(rec, m.RunRecord):
                     self.revisions[rec.run_id] = entry.revision or 0
-        self._enqueue(core.Started())
+        children = frozenset(
+            str(kind.__struct_config__.tag)
+            for kind, entry in registry.PROVIDERS.items()
+            if not entry.nodes_outlive_scheduler
+        )
+        self._enqueue(core.Started(children_of=children))
         kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
         for run_id, secret in kept.items():
             if run_id in self.state.runs:
@@ -632,22 +636,17 @@ class Daemon:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    def _provider(self, cluster: str) -> NodeProvider:
-        compute = self.state.computes.get(cluster)
-        name = compute.cluster.provider if compute is not None else "process"
-        # the ssh provider is per cluster (its hosts and login); others are shared
-        key = f"ssh:{cluster}" if name == "ssh" else name
+    def _provider(self, compute: m.ComputeRecord) -> NodeProvider:
+        """The provider of a cluster's nodes, made on first use (see providers.registry)."""
+        key = registry.provider_key(compute.name, compute.cluster)
         provider = self.providers.get(key)
         if provider is None:
-            base = self.config.data_dir or Path()
-            if name == "ssh":
-                assert compute is not None
-                provider = make_ssh_provider(base, compute)
-            else:
-                provider = make_provider(
-                    name, data_dir=base / "providers" / name, gpu_pool=self.config.gpu_pool
-                )
-            self.providers[key] = provider
+            ctx = ProviderContext(
+                data_dir=self.config.data_dir or Path(), gpu_pool=self.config.gpu_pool
+            )
+            provider = self.providers[key] = registry.make_provider(
+                ctx, compute.name, compute.cluster
+            )
         return provider
 
     async def _create_node(self, cmd: core.CreateNode) -> None:
@@ -662,7 +661,10 @@ class Daemon:
             tls_ca=self.config.auth.tls_ca if self.config.auth else None,
         )
         try:
-            await self._provider(cmd.cluster).create_node(request)
+            compute = self.state.computes.get(cmd.cluster)
+            if compute is None:
+                raise ProviderError("bad_request", f"no cluster {cmd.cluster!r} for the node")
+            await self._provider(compute).create_node(request)
         except ProviderError as exc:
             self._enqueue(core.NodeFailed(node_id=cmd.node_id, code=exc.code, message=exc.message))
         except Exception as exc:  # a provider bug must not stop the scheduler
@@ -677,8 +679,13 @@ class Daemon:
 
     async def _stop_node(self, cmd: core.StopNode) -> None:
         node = self.state.nodes.get(cmd.node_id)
+        compute = self.state.computes.get(node.cluster) if node is not None else None
         try:
-            await self._provider(node.cluster if node else "").stop_node(cmd.node_id, cmd.grace_s)
+            # a node whose cluster is gone is stopped by whichever provider made it (any other
+            # ignores an id it does not know)
+            providers = [self._provider(compute)] if compute else list(self.providers.values())
+            for provider in providers:
+                await provider.stop_node(cmd.node_id, cmd.grace_s)
         except Exception:  # the node stays "stopping"; provider.close() stops it at shutdown
             log.exception("stopping node failed", node_id=cmd.node_id)
             return

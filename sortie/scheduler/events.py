@@ -112,6 +112,10 @@ class Started:
     scheduler's life): what did not outlive the previous one is settled here, not in the
     loading."""
 
+    # the providers (cluster variants' ``provider`` tags) whose nodes were the previous
+    # scheduler's children, so did not outlive it (the daemon reads its provider registry)
+    children_of: frozenset[str]
+
 
 @dataclass(frozen=True)
 class Tick:
@@ -199,7 +203,6 @@ class AttachVm:
     name: str
     vm: m.VmConfig
     secret: m.SshSecret = field(repr=False)
-    trust_new_host_key: bool
     run_id: None = None
 
 

@@ -147,7 +147,7 @@ class Machines:
                 target,
                 creds,
                 known_hosts=known_hosts_of(vm.ssh),
-                trust_new_host_key=cmd.trust_new_host_key,
+                trust_new_host_key=vm.ssh.trust_new_host_key,
             )
             try:
                 say("host key verified; preparing Sortie's wheels")

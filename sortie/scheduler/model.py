@@ -143,4 +143,3 @@ def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
     else:
         state.vms.load(rec.name, rec)
     return True
-

@@ -227,13 +227,16 @@ def node_stopped(state: SchedulerState, node_id: str, now: float) -> list[Comman
     return []
 
 
-def scheduler_started(state: SchedulerState, now: float) -> list[Command]:
-    """Process nodes are children of the scheduler: those the store says were up did not
-    outlive the previous one. They are stopped, and their agents lost."""
+def scheduler_started(
+    state: SchedulerState, now: float, children_of: frozenset[str]
+) -> list[Command]:
+    """Nodes of the providers in ``children_of`` (process nodes) are children of the
+    scheduler: those the store says were up did not outlive the previous one. They are
+    stopped, and their agents lost."""
     gone: list[str] = []
     for node in list(state.nodes.values()):
         compute = state.computes.get(node.cluster)
-        if compute is None or compute.cluster.provider != "process":
+        if compute is None or compute.cluster.provider not in children_of:
             continue
         if node.state in ("creating", "running", "stopping"):
             _set_node(state, node, "stopped", now, "scheduler restarted")

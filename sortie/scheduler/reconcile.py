@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
 from sortie.proto.gang import members
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, RunState
 from sortie.scheduler.model import AgentView
 
@@ -114,7 +115,7 @@ def reconcile(
                 out.cancel.append(run.run_id)
             elif run.state is RunState.FINALIZING:
                 out.fail.append(
-                    (run.run_id, m.RunError(kind="lost", message=f"{why} while finalizing"))
+                    (run.run_id, m.RunError(kind=ErrorKind.LOST, message=f"{why} while finalizing"))
                 )
             else:
                 out.requeue.append((run.run_id, why))

@@ -66,8 +66,7 @@ def on_compute(
         if isinstance(made, m.ErrorReply):
             return [Reply(ev.reply_to, made)]
         created: list[Command] = []
-        if made.cluster.provider == "ssh":
-            assert made.cluster.ssh is not None  # checked by new_compute
+        if isinstance(made.cluster, m.SshPoolCluster):
             if (why := vms.check_login(made.cluster.ssh, req.secret)) is not None:
                 return _error(ev.reply_to, "bad_request", why)
             assert req.secret is not None

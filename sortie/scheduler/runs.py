@@ -8,12 +8,10 @@ import msgspec
 
 from sortie.proto import messages as m
 from sortie.proto.gang import members
+from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState, transition
 from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
 from sortie.scheduler.model import SchedulerState
-
-# Failures of the script or its preparation: these use up max_retries.
-RETRYABLE = frozenset({"exit_code", "environment", "snapshot", "start", "internal"})
 
 
 def move(
@@ -99,18 +97,20 @@ def apply_report(
     if rep.state is RunState.QUEUED:
         # the agent gave the attempt back: preempted (free of max_retries), or another reason
         extra: dict[str, Any] = {}
-        if kind == "preempted":
+        if kind == ErrorKind.PREEMPTED:
             # the attempt ends Preempted; the run goes on as a new attempt
             rec = move(rec, RunState.PREEMPTED, rep.at, reason="node preempted", error=rep.error)
             extra = {"preemptions": rec.preemptions + 1, "error": None}
-        moved = requeue(state, rec, kind or "returned by its agent", rep.at, **extra)
+        why = str(kind) if kind is not None else "returned by its agent"
+        moved = requeue(state, rec, why, rep.at, **extra)
         cmds.append(
             Log("run requeued", {"run_id": rec.run_id, "attempt": moved.attempt, "why": kind})
         )
         return
     if (
         rep.state is RunState.FAILED
-        and kind in RETRYABLE
+        and kind is not None
+        and RETRY[kind] is Retry.MAX_RETRIES
         and rec.retries_used < rec.spec.max_retries
         and not rec.cancel_requested
     ):

@@ -50,9 +50,7 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
     state.vms.put(req.name, rec)
     return [
-        AttachVm(
-            name=req.name, vm=req.vm, secret=req.secret, trust_new_host_key=req.trust_new_host_key
-        ),
+        AttachVm(name=req.name, vm=req.vm, secret=req.secret),
         Reply(reply_to, m.VmReply(vm=rec)),
         Log("vm attaching", {"compute": req.name, "address": req.vm.address}),
     ]

@@ -404,7 +404,7 @@ def test_autoscaler_decisions_are_counted_once() -> None:
     d = Driver()
     compute = m.ComputeRecord(
         name="pool",
-        cluster=m.ClusterConfig(vm_size="S", max_nodes=2),
+        cluster=m.ProcessCluster(vm_size="S", max_nodes=2),
         shape=m.NodeShape(name="S", cpus=4, memory_mb=8192),
         created_at=0.0,
     )

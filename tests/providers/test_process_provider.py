@@ -13,10 +13,12 @@ import os
 import signal
 import sys
 import time
+import typing
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.msg import Msg
 
@@ -24,7 +26,8 @@ from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from sortie.scheduler.providers import NodeRequest, ProviderError, make_provider
+from sortie.scheduler.providers import registry
+from sortie.scheduler.providers.base import NodeRequest, ProviderContext, ProviderError
 from sortie.scheduler.providers.process import ProcessProvider, agent_argv, child_env, pick_gpus
 from sortie.scheduler.sizes import BUILTIN, load_catalog, lookup
 
@@ -145,13 +148,34 @@ def test_child_env_puts_the_checkout_on_pythonpath() -> None:
     assert child_env(env)["PYTHONPATH"] == env["PYTHONPATH"]  # not added twice
 
 
-def test_make_provider_knows_process_only(tmp_path: Path) -> None:
-    p = make_provider("process", data_dir=tmp_path)
-    assert p.name == "process"
+def test_the_registry_has_one_provider_per_cluster_variant(tmp_path: Path) -> None:
+    assert set(registry.PROVIDERS) == set(typing.get_args(m.ClusterConfig))
+    assert {"process", "ssh"} == registry.KNOWN_PROVIDERS
+    ctx = ProviderContext(data_dir=tmp_path, gpu_pool=(0, 1))
+    local = m.ProcessCluster(vm_size="S", max_nodes=2)
+    p = registry.make_provider(ctx, "pool", local)
+    assert isinstance(p, ProcessProvider) and p.name == "process"
+    assert p.data_dir == tmp_path / "providers" / "process" and p.gpu_pool == [0, 1]
+    # every process cluster shares one provider (and so the host's GPUs); a pool has its own
+    assert registry.provider_key("pool", local) == registry.provider_key("other", local)
+    login = m.SshLogin(username="u", auth="key")
+    pool = m.SshPoolCluster(vm_size="S", max_nodes=1, hosts=["h1"], ssh=login)
+    assert registry.provider_key("a", pool) != registry.provider_key("b", pool)
+    made = registry.make_provider(ctx, "a", pool)
+    assert made.name == "ssh"
     with pytest.raises(ProviderError) as info:
-        make_provider("kubernetes", data_dir=tmp_path)
-    assert info.value.code == "unknown_provider"
-    assert "'kubernetes'" in info.value.message and "process" in info.value.message
+        registry.make_provider(ctx, "b", msgspec.structs.replace(pool, hosts=[]))
+    assert info.value.code == "bad_request" and "no ssh hosts" in info.value.message
+    # nodes that are the scheduler's children do not outlive it; a pool's agents do
+    assert not registry.entry(local).nodes_outlive_scheduler
+    assert registry.entry(pool).nodes_outlive_scheduler
+
+
+def test_a_provider_name_that_no_variant_has_is_refused_when_read() -> None:
+    raw = b'{"provider":"kubernetes","vm_size":"S","max_nodes":1}'
+    with pytest.raises(codec.BadMessage) as info:
+        codec.decode(m.ClusterConfig, raw)
+    assert "'kubernetes'" in str(info.value) and "provider" in str(info.value)
 
 
 # --- real agents ----------------------------------------------------------------------------------

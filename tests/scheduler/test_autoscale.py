@@ -22,7 +22,7 @@ def compute(
 ) -> m.ComputeRecord:
     return m.ComputeRecord(
         name="pool",
-        cluster=m.ClusterConfig(
+        cluster=m.ProcessCluster(
             vm_size="S",
             min_nodes=min_nodes,
             max_nodes=max_nodes,

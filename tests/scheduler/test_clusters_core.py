@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 
 import msgspec
+import pytest
 
 from sortie.proto import messages as m
+from sortie.proto import subjects
+from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState
 from sortie.scheduler import core
+from sortie.scheduler.events import read_request
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
@@ -35,7 +39,7 @@ def ask(s: SchedulerState, req: m.Message, now: float = 0.0) -> m.Message:
 def create(s: SchedulerState, name: str = "pool", **kw: object) -> m.Message:
     cfg = {"vm_size": "local_medium", "max_nodes": 3}
     cfg.update(kw)
-    return ask(s, m.ComputeCreate(name=name, cluster=m.ClusterConfig(**cfg)))  # type: ignore[arg-type]
+    return ask(s, m.ComputeCreate(name=name, cluster=m.ProcessCluster(**cfg)))  # type: ignore[arg-type]
 
 
 def submit(s: SchedulerState, run_id: str, now: float = 0.0, **kw: object) -> m.Message:
@@ -59,11 +63,16 @@ def test_compute_create_rules() -> None:
         ({"vm_size": "huge"}, "unknown vm size 'huge'"),
         ({"min_nodes": 4}, "min_nodes (4) is greater than max_nodes (3)"),
         ({"max_nodes": 0}, "max_nodes must be at least 1"),
-        ({"provider": "cloud9"}, "unknown node provider 'cloud9'; known providers: process"),
     ]
     for kw, expected in cases:
         reply = create(s, **kw)  # type: ignore[arg-type]
         assert isinstance(reply, m.ErrorReply) and expected in reply.message, (kw, reply)
+    # a provider this scheduler does not offer (CFG offers process only)
+    login = m.SshLogin(username="u", auth="password")
+    pool = m.SshPoolCluster(vm_size="local_medium", max_nodes=1, hosts=["h1"], ssh=login)
+    reply = ask(s, m.ComputeCreate(name="pool", cluster=pool, secret=m.SshSecret(password="p")))
+    expected = "unknown node provider 'ssh'; known providers: process"
+    assert isinstance(reply, m.ErrorReply) and expected in reply.message, reply
     assert s.computes == {}
     ok = create(s)
     assert isinstance(ok, m.ComputeReply)
@@ -73,6 +82,14 @@ def test_compute_create_rules() -> None:
     )
     assert isinstance(create(s), m.ErrorReply)  # same name twice
     assert "pool" in s.known_targets()
+
+
+def test_a_provider_no_variant_names_is_refused_as_a_bad_request() -> None:
+    raw = b'{"type":"compute_create","name":"pool","cluster":'
+    raw += b'{"provider":"cloud9","vm_size":"local_medium","max_nodes":3}}'
+    reply = read_request(subjects.API_COMPUTE, raw)
+    assert isinstance(reply, m.ErrorReply) and reply.code == "bad_request"
+    assert "'cloud9'" in reply.message and "provider" in reply.message
 
 
 def test_update_and_delete_rules() -> None:
@@ -244,6 +261,25 @@ def test_timeouts_and_cancels_are_not_retried() -> None:
     _placed(s, "r")
     _report(s, "r", RunState.FAILED, error=m.RunError(kind="timeout", message="too long"))
     assert s.runs["r"].state is RunState.FAILED
+
+
+def test_every_error_kind_has_a_retry_policy() -> None:
+    assert set(RETRY) == set(ErrorKind)
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_a_failed_report_is_retried_as_its_kind_says(kind: ErrorKind) -> None:
+    s = SchedulerState()
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat()), 0.0, CFG)
+    submit(s, "r", max_retries=1)
+    _placed(s, "r")
+    _report(s, "r", RunState.FAILED, error=m.RunError(kind=kind, message="it failed"))
+    rec = s.runs["r"]
+    if RETRY[kind] is Retry.MAX_RETRIES:
+        assert (rec.state, rec.attempt, rec.retries_used) == (RunState.QUEUED, 2, 1)
+    else:
+        assert (rec.state, rec.retries_used) == (RunState.FAILED, 0)
+        assert rec.error is not None and rec.error.kind is kind
 
 
 def test_preempted_attempt_requeues_without_using_retries() -> None:

@@ -164,7 +164,7 @@ def test_cancel_reaches_every_rank() -> None:
 def test_autoscaler_gives_a_gang_distinct_nodes() -> None:
     comp = m.ComputeRecord(
         name="pool",
-        cluster=m.ClusterConfig(vm_size="S", max_nodes=4),
+        cluster=m.ProcessCluster(vm_size="S", max_nodes=4),
         shape=m.NodeShape(name="S", cpus=8, memory_mb=8192),
         created_at=0,
     )

@@ -84,7 +84,7 @@ def test_started_stops_the_process_nodes_that_did_not_survive_and_loses_their_ag
             agent("a1", target="local"),
         ]
     )
-    cmds = core.handle(s, core.Started(), NOW, CFG)
+    cmds = core.handle(s, core.Started(children_of=frozenset({"process"})), NOW, CFG)
     assert s.started_at == NOW
     stopped = {f"pool-{st}" for st in up}
     for node_id, n in s.nodes.items():
@@ -103,5 +103,5 @@ def test_started_stops_the_process_nodes_that_did_not_survive_and_loses_their_ag
 
 def test_started_on_an_empty_store_only_starts_the_lease_clock() -> None:
     s = SchedulerState()
-    assert core.handle(s, core.Started(), NOW, CFG) == []
+    assert core.handle(s, core.Started(children_of=frozenset({"process"})), NOW, CFG) == []
     assert s.started_at == NOW

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from sortie.proto import codec
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from sortie.scheduler import core
+from sortie.scheduler.events import read_request
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.reconcile import Timing
 from tests.builders import spec
@@ -165,13 +166,12 @@ def test_ssh_pool_cluster_needs_hosts_login_and_secret() -> None:
         cluster: dict[str, object] = {
             "vm_size": "S",
             "max_nodes": 2,
-            "provider": "ssh",
             "hosts": ["h1", "h2"],
             "ssh": LOGIN,
         }
         secret = kw.pop("secret", SECRET)
         cluster.update(kw)
-        req = m.ComputeCreate(name="pool", cluster=m.ClusterConfig(**cluster), secret=secret)  # type: ignore[arg-type]
+        req = m.ComputeCreate(name="pool", cluster=m.SshPoolCluster(**cluster), secret=secret)  # type: ignore[arg-type]
         cmds = core.handle(s, core.ComputeAsked(request=req, reply_to="r"), 1.0, cfg)
         saves = [c for c in cmds if isinstance(c, core.SaveSecret)]
         assert all(c.secret == SECRET for c in saves)
@@ -179,7 +179,6 @@ def test_ssh_pool_cluster_needs_hosts_login_and_secret() -> None:
 
     for kw, expected in [
         ({"hosts": []}, "needs its machines"),
-        ({"ssh": None}, "needs a login"),
         ({"max_nodes": 3}, "more than the pool's 2 host(s)"),
         ({"secret": None}, "credentials are required"),
     ]:
@@ -188,3 +187,9 @@ def test_ssh_pool_cluster_needs_hosts_login_and_secret() -> None:
     ok = create()
     assert isinstance(ok, m.ComputeReply)
     assert b"hunter2" not in codec.encode(s.computes["pool"])
+    # an ssh pool without a login is not a request at all: the reader refuses it
+    raw = b'{"type":"compute_create","name":"p2","cluster":{"provider":"ssh","vm_size":"S",'
+    raw += b'"max_nodes":1,"hosts":["h1"]}}'
+    refused = read_request(subjects.API_COMPUTE, raw)
+    assert isinstance(refused, m.ErrorReply) and refused.code == "bad_request"
+    assert "missing required field `ssh`" in refused.message, refused

@@ -39,7 +39,7 @@ SAMPLES: dict[str, m.Message] = {
     ),
     "cancel": m.CancelRequest(run_id="r1"),
     "why": m.WhyRequest(run_id="r1"),
-    "compute": m.ComputeCreate(name="pool", cluster=m.ClusterConfig(vm_size="x", max_nodes=1)),
+    "compute": m.ComputeCreate(name="pool", cluster=m.ProcessCluster(vm_size="x", max_nodes=1)),
     "agents": m.AgentAdmin(agent_id=AGENT, action="preempt"),
     "heartbeat": m.Heartbeat(
         agent_id=AGENT,

@@ -156,7 +156,7 @@ def world() -> SchedulerState:
         req = m.SubmitRequest(spec=spec())
         core.handle(s, core.Submitted(request=req, run_id=run_id, reply_to="x"), 0.0, CFG)
     pool = m.ComputeCreate(
-        name="pool", cluster=m.ClusterConfig(vm_size="local_medium", max_nodes=2, min_nodes=1)
+        name="pool", cluster=m.ProcessCluster(vm_size="local_medium", max_nodes=2, min_nodes=1)
     )
     core.handle(s, core.ComputeAsked(request=pool, reply_to="x"), 0.0, CFG)
     box = m.ComputeAttach(
@@ -269,7 +269,7 @@ def test_an_absurd_cluster_size_is_refused_not_attempted() -> None:
     before = copy.deepcopy(s)
     huge = m.ComputeCreate(
         name="huge",
-        cluster=m.ClusterConfig(vm_size="local_medium", max_nodes=10**18, min_nodes=10**18),
+        cluster=m.ProcessCluster(vm_size="local_medium", max_nodes=10**18, min_nodes=10**18),
     )
     (reply,) = [
         c.message

@@ -24,6 +24,7 @@ from pathlib import Path, PurePath
 from typing import Literal, Protocol
 
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 
 OutputStream = Literal["stdout", "stderr"]
 OnOutput = Callable[[OutputStream, str], None]
@@ -43,7 +44,7 @@ class ExecutorError(Exception):
     """The run cannot be prepared or started; ``kind`` is the run error kind it becomes and
     the message says what to do."""
 
-    def __init__(self, message: str, kind: str = "environment") -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.ENVIRONMENT) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message

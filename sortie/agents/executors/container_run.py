@@ -30,6 +30,7 @@ import structlog
 from sortie.agents.engine import EngineError, check_engine, open_docker
 from sortie.agents.executors import Launch, OnOutput, Outcome, OutputStream, StopWord
 from sortie.agents.publisher import LineSplitter
+from sortie.proto.run_errors import ErrorKind
 
 DRAIN_AFTER_EXIT_S = 2.0
 REMOVE_TIMEOUT_S = 30.0
@@ -85,7 +86,8 @@ class HostOptions:
 
 def _refuse(what: str) -> EngineError:
     return EngineError(
-        f"docker argument {what}: the supported ones are {SUPPORTED_ARGUMENTS}", kind="start"
+        f"docker argument {what}: the supported ones are {SUPPORTED_ARGUMENTS}",
+        kind=ErrorKind.START,
     )
 
 
@@ -137,7 +139,8 @@ def parse_size(size: str | None) -> int | None:
     m = re.fullmatch(r"(\d+)\s*([bkmg]?)b?", size.strip().lower())
     if m is None:
         raise EngineError(
-            f"docker shm_size {size!r} is not a size: write e.g. '512m' or '2g'", kind="start"
+            f"docker shm_size {size!r} is not a size: write e.g. '512m' or '2g'",
+            kind=ErrorKind.START,
         )
     return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
 
@@ -256,14 +259,14 @@ async def start_container(
             container = await docker.containers.create(config, name=container_name(spec.labels))
         except aiodocker.DockerError as exc:
             raise EngineError(
-                f"the engine refused to create the container: {exc.message}", kind="start"
+                f"the engine refused to create the container: {exc.message}", kind=ErrorKind.START
             ) from exc
         try:
             await container.start()
         except aiodocker.DockerError as exc:
             await _remove(container)
             raise EngineError(
-                f"the engine could not start the container: {exc.message}", kind="start"
+                f"the engine could not start the container: {exc.message}", kind=ErrorKind.START
             ) from exc
     except BaseException:
         await docker.close()

@@ -1,21 +1,5 @@
-"""Node providers: where a cluster's nodes come from. See ``base`` for the protocol."""
+"""Node providers: where a cluster's nodes come from.
 
-from sortie.scheduler.providers.base import (
-    KNOWN_PROVIDERS,
-    NodeProvider,
-    NodeRequest,
-    ProviderError,
-    ProviderNode,
-    make_provider,
-    make_ssh_provider,
-)
-
-__all__ = [
-    "KNOWN_PROVIDERS",
-    "NodeProvider",
-    "NodeRequest",
-    "ProviderError",
-    "ProviderNode",
-    "make_provider",
-    "make_ssh_provider",
-]
+``base`` is the protocol and names no provider; ``process`` and ``ssh`` are one provider
+each; ``registry`` maps each cluster variant to its provider.
+"""

@@ -2,17 +2,16 @@
 
 A provider makes nodes of a shape and a priority, stops them, and lists the ones it made. A
 node is anything that ends up running a ``sortie agent`` for the cluster's target under the
-node id as its agent id: a local process (``process``), later a VM over SSH, a cloud VM or a
+node id as its agent id: a local process, an agent installed over SSH, later a cloud VM or a
 Kubernetes pod. The scheduler core never sees a provider: the daemon turns the autoscaler's
 decisions into calls here and the results back into events.
 
-**Boundary:** a new provider is a new module with a class that satisfies ``NodeProvider`` and
-one entry in ``_FACTORIES``; nothing in the scheduler core changes.
+This module names no provider: each is a module of its own, registered in ``registry``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -52,8 +51,8 @@ class ProviderNode:
 class ProviderError(Exception):
     """A provider could not do what was asked. ``message`` says what failed and what to do.
 
-    Codes: ``unknown_provider``, ``exists``, ``spawn_failed``, ``insufficient_gpus``,
-    ``bad_request``.
+    Codes: ``exists``, ``spawn_failed``, ``insufficient_gpus``, ``bad_request``, and the
+    ssh pool's ``pool_exhausted``, ``no_credentials`` and SSH error codes.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -85,54 +84,9 @@ class NodeProvider(Protocol):
         ...
 
 
-def _process(
-    data_dir: Path, agent_command: list[str] | None, gpu_pool: Sequence[int]
-) -> NodeProvider:
-    from sortie.scheduler.providers.process import ProcessProvider
+@dataclass(frozen=True, kw_only=True)
+class ProviderContext:
+    """What the scheduler gives every provider it makes."""
 
-    return ProcessProvider(data_dir=data_dir, agent_command=agent_command, gpu_pool=gpu_pool)
-
-
-_FACTORIES: dict[str, Callable[[Path, list[str] | None, Sequence[int]], NodeProvider]] = {
-    "process": _process,
-}
-
-# "ssh" is made per cluster (its hosts and login) by ``make_ssh_provider`` below.
-KNOWN_PROVIDERS = tuple(sorted([*_FACTORIES, "ssh"]))
-
-
-def make_provider(
-    name: str,
-    *,
-    data_dir: Path,
-    agent_command: list[str] | None = None,
-    gpu_pool: Sequence[int] = (),
-) -> NodeProvider:
-    """The provider called ``name``, keeping its files under ``data_dir``.
-
-    ``agent_command`` is the argv prefix that starts ``sortie`` (default: this interpreter with
-    ``-m sortie.cli``); ``gpu_pool`` lists host GPU indices nodes may be given (``process``).
-    """
-    factory = _FACTORIES.get(name)
-    if name == "ssh":
-        raise ProviderError(
-            "bad_request", "the ssh provider is made per cluster: use make_ssh_provider"
-        )
-    if factory is None:
-        raise ProviderError(
-            "unknown_provider",
-            f"no node provider called {name!r}; known providers: {', '.join(KNOWN_PROVIDERS)}",
-        )
-    return factory(data_dir, agent_command, gpu_pool)
-
-
-def make_ssh_provider(data_dir: Path, compute: m.ComputeRecord) -> NodeProvider:
-    """The ``ssh`` provider of one cluster: its pool of hosts and its login."""
-    from sortie.scheduler.providers.ssh import SshPoolProvider
-
-    cfg = compute.cluster
-    if cfg.ssh is None or not cfg.hosts:
-        raise ProviderError("bad_request", f"{compute.name} has no ssh hosts or login")
-    return SshPoolProvider(
-        data_dir=data_dir, cluster=compute.name, hosts=list(cfg.hosts), login=cfg.ssh
-    )
+    data_dir: Path  # the scheduler's data directory; each provider keeps its files under it
+    gpu_pool: Sequence[int] = ()  # host GPU indices that local nodes may be given

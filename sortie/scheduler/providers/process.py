@@ -33,8 +33,14 @@ from pathlib import Path
 
 from sortie.bus.auth import write_private
 from sortie.bus.connection import ENV_CREDS
+from sortie.proto import messages as m
 from sortie.proto.subjects import check_token
-from sortie.scheduler.providers.base import NodeRequest, ProviderError, ProviderNode
+from sortie.scheduler.providers.base import (
+    NodeRequest,
+    ProviderContext,
+    ProviderError,
+    ProviderNode,
+)
 
 # The repository root when running from a source checkout (scheduler/providers/process.py).
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -256,6 +262,11 @@ class ProcessProvider:
 
     async def close(self, grace_s: float = 10.0) -> None:
         await asyncio.gather(*(self.stop_node(n, grace_s) for n in list(self._nodes)))
+
+
+def from_config(ctx: ProviderContext, cluster: str, cfg: m.ProcessCluster) -> ProcessProvider:
+    """The one process provider of a scheduler (every process cluster shares its GPU pool)."""
+    return ProcessProvider(data_dir=ctx.data_dir / "providers" / "process", gpu_pool=ctx.gpu_pool)
 
 
 async def _terminate(proc: asyncio.subprocess.Process, grace_s: float) -> None:

@@ -16,7 +16,12 @@ from urllib.parse import urlparse
 from sortie.bus.connection import split_urls
 from sortie.proto import messages as m
 from sortie.scheduler.machines import install_access
-from sortie.scheduler.providers.base import NodeRequest, ProviderError, ProviderNode
+from sortie.scheduler.providers.base import (
+    NodeRequest,
+    ProviderContext,
+    ProviderError,
+    ProviderNode,
+)
 from sortie.scheduler.ssh import (
     SshError,
     SshLink,
@@ -179,3 +184,12 @@ class SshPoolProvider:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_node(nid) for nid in list(self.nodes)))
+
+
+def from_config(ctx: ProviderContext, cluster: str, cfg: m.SshPoolCluster) -> SshPoolProvider:
+    """The provider of one ssh pool: its hosts, its login, its stored credentials."""
+    if not cfg.hosts:
+        raise ProviderError("bad_request", f"{cluster} has no ssh hosts")
+    return SshPoolProvider(
+        data_dir=ctx.data_dir, cluster=cluster, hosts=list(cfg.hosts), login=cfg.ssh
+    )
