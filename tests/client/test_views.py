@@ -71,7 +71,7 @@ METRICS: dict[str, list[m.MetricValue]] = {"loss": [0.5, 0.25], "best": ["yes"]}
 COMPUTE = m.ComputeInfo(
     compute=m.ComputeRecord(
         name="gpus",
-        cluster=m.ClusterConfig(vm_size="gpu1", max_nodes=4, min_nodes=1),
+        cluster=m.ProcessCluster(vm_size="gpu1", max_nodes=4, min_nodes=1),
         shape=m.NodeShape(name="gpu1", cpus=8.0, memory_mb=16384, gpus=1, gpu_type="H100"),
         provisioning_state="Succeeded",
         provisioning_errors=[m.ProvisioningError(at=1.0, code="quota", message="no room")],

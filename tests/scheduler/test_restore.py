@@ -15,7 +15,7 @@ NOW = 500.0
 def compute(name: str) -> m.ComputeRecord:
     return m.ComputeRecord(
         name=name,
-        cluster=m.ClusterConfig(vm_size="local_medium", max_nodes=4),  # provider: process
+        cluster=m.ProcessCluster(vm_size="local_medium", max_nodes=4),  # provider: process
         shape=m.NodeShape(name="LOCAL_MEDIUM", cpus=4, memory_mb=8192),
         created_at=0.0,
     )
