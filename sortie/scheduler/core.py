@@ -32,12 +32,15 @@ from sortie.scheduler.events import (
     DetachVm,
     Event,
     HeartbeatSeen,
+    LifecycleEvent,
     Log,
+    NodeEvent,
     NodeFailed,
     NodeStopped,
     PublishEof,
     Reply,
     ReportSeen,
+    RequestEvent,
     SaveRunSecret,
     SaveSecret,
     SendToAgent,
@@ -48,6 +51,7 @@ from sortie.scheduler.events import (
     Tick,
     VmAttached,
     VmDetached,
+    VmEvent,
     VmFailed,
     VmLink,
     VmProgress,
@@ -99,6 +103,18 @@ __all__ = [
 
 
 def handle(state: SchedulerState, event: Event, now: float, config: Config) -> list[Command]:
+    if isinstance(event, RequestEvent):
+        return _on_request(state, event, now, config)
+    if isinstance(event, NodeEvent):
+        return _on_node_event(state, event, now, config)
+    if isinstance(event, VmEvent):
+        return _on_vm_event(state, event, now)
+    return _on_lifecycle(state, event, now)
+
+
+def _on_request(
+    state: SchedulerState, event: RequestEvent, now: float, config: Config
+) -> list[Command]:
     if isinstance(event, Submitted):
         return _on_submit(state, event, now)
     if isinstance(event, CancelAsked):
@@ -109,16 +125,22 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return requests.on_compute(state, event, now, config)
     if isinstance(event, AgentAsked):
         return requests.on_agent(state, event, now, config)
-    if isinstance(event, WhyAsked):
-        return requests.on_why(state, event)
+    return requests.on_why(state, event)
+
+
+def _on_node_event(
+    state: SchedulerState, event: NodeEvent, now: float, config: Config
+) -> list[Command]:
     if isinstance(event, HeartbeatSeen):
         return _on_heartbeat(state, event.heartbeat, now)
     if isinstance(event, ReportSeen):
         return _on_report(state, event.report)
     if isinstance(event, NodeFailed):
         return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
-    if isinstance(event, NodeStopped):
-        return nodes.node_stopped(state, event.node_id, now)
+    return nodes.node_stopped(state, event.node_id, now)
+
+
+def _on_vm_event(state: SchedulerState, event: VmEvent, now: float) -> list[Command]:
     if isinstance(event, VmProgress):
         return vms.progress(state, event.name, event.line)
     if isinstance(event, VmAttached):
@@ -127,8 +149,10 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return vms.failed(state, event.name, event.code, event.message, now)
     if isinstance(event, VmDetached):
         return vms.detached(state, event.name)
-    if isinstance(event, VmLink):
-        return vms.link(state, event.name, event.link)
+    return vms.link(state, event.name, event.link)
+
+
+def _on_lifecycle(state: SchedulerState, event: LifecycleEvent, now: float) -> list[Command]:
     if isinstance(event, Started):
         state.started_at = now
         return nodes.scheduler_started(state, now, event.children_of)
