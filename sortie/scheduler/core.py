@@ -136,7 +136,7 @@ def _on_node_event(
     if isinstance(event, ReportSeen):
         return _on_report(state, event.report)
     if isinstance(event, NodeFailed):
-        return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
+        return nodes.node_failed(state, event, now, config)
     return nodes.node_stopped(state, event.node_id, now)
 
 
