@@ -446,9 +446,9 @@ def decide(
         state.runs,
         state.agents,
         state.assign_sent_at,
-        now,
-        now if state.broker_away else state.started_at,  # away: nobody is judged lost
-        config.timing,
+        now=now,
+        started_at=now if state.broker_away else state.started_at,  # away: nobody is judged lost
+        timing=config.timing,
     )
     for agent_id in rec_out.lost_agents:
         state.agents[agent_id].lost = True
