@@ -34,6 +34,7 @@ def heartbeat(
     agent_id: str = "a1",
     incarnation: str = "i1",
     target: str = "local",
+    *,
     running: list[tuple[str, int]] | None = None,
     cpus: float = 4,
     gpus: int = 0,

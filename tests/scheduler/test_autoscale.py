@@ -15,6 +15,7 @@ SHAPE = m.NodeShape(name="S", cpus=4, memory_mb=8192, gpus=1, gpu_type="NVIDIA H
 def compute(
     min_nodes: int = 0,
     max_nodes: int = 4,
+    *,
     idle: float = 120,
     priority: str = "dedicated",
     state: str = "Succeeded",
@@ -50,6 +51,7 @@ def queued(n: int, cpus: float = 1, gpus: int = 0, **kw: object) -> list[m.RunRe
 def node(
     i: int,
     state: str = "running",
+    *,
     busy: bool = False,
     idle_since: float | None = None,
     free_cpus: float = 4,

@@ -20,6 +20,7 @@ def report(
     run_id: str,
     st: RunState,
     now: float,
+    *,
     attempt: int = 1,
     agent: str = "a1",
     **kw: object,

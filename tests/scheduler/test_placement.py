@@ -8,6 +8,7 @@ from tests.builders import capacity, record, spec
 
 def slot(
     agent_id: str,
+    *,
     cpus: float = 4,
     gpus: int = 0,
     target: str = "local",
@@ -28,6 +29,7 @@ def slot(
 
 def run(
     run_id: str,
+    *,
     cpus: float = 1,
     gpus: int = 0,
     target: str = "local",

@@ -113,6 +113,10 @@ def _shaped(t: mi.Type, junk: bool, hints: Hints, depth: int) -> st.SearchStrate
         return st.sampled_from(t.values)
     if isinstance(t, mi.EnumType):
         return st.sampled_from([e.value for e in t.cls])
+    return _scalar(t)
+
+
+def _scalar(t: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.NoneType):
         return st.none()
     if isinstance(t, mi.BoolType):

@@ -44,7 +44,7 @@ async def eventually(cond: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-async def test_install_agent_link_drop_and_restore(
+async def test_install_agent_link_drop_and_restore(  # noqa: PLR0917  # pytest passes fixtures by name
     broker: BrokerProcess,
     sshd: Sshd,
     known_hosts: Path,
