@@ -173,7 +173,7 @@ async def test_stop_reason_is_written_before_sigterm(tmp_path: Path) -> None:
         ex = await start_process(launch, lines)
         await wait_for_file(ready)
         if stop_with is not None:
-            await ex.stop(stop_with, grace_s=1.0)  # type: ignore[arg-type]
+            await ex.stop(stop_with, grace_s=1.0)
             await ex.stop("canceled")  # idempotent: the first reason stays
         return await ex.wait(), lines
 

@@ -22,7 +22,7 @@ from sortie.proto.subjects import check_token
 
 
 def sys_env(**kw: object) -> m.PythonEnvironment:
-    return m.PythonEnvironment(user_managed=False, **kw)  # type: ignore[arg-type]
+    return m.PythonEnvironment(user_managed=False, **kw)
 
 
 def test_env_hash_stable_and_normalised() -> None:

@@ -29,10 +29,10 @@ def compute(
             max_nodes=max_nodes,
             idle_seconds_before_scaledown=idle,
             vm_priority=priority,
-        ),  # type: ignore[arg-type]
+        ),
         shape=SHAPE,
         provisioning_state=state,
-        created_at=0.0,  # type: ignore[arg-type]
+        created_at=0.0,
         backoff_until=backoff_until,
     )
 
@@ -62,7 +62,7 @@ def node(
         state=state,
         created_at=0.0,
         busy=busy,
-        idle_since=idle_since,  # type: ignore[arg-type]
+        idle_since=idle_since,
         free_cpus=free_cpus,
         free_memory_mb=8192,
         free_gpus=free_gpus,
@@ -148,7 +148,7 @@ def test_deleting_stops_everything() -> None:
     ),
     st.floats(0, 300),
 )
-def test_properties(min_n, max_n, n_runs, node_specs, now) -> None:  # type: ignore[no-untyped-def]
+def test_properties(min_n, max_n, n_runs, node_specs, now) -> None:
     min_n = min(min_n, max_n)
     nodes = [
         node(i, state=s, busy=b, idle_since=None if b or s != "running" else t)

@@ -27,7 +27,7 @@ def report(
 ) -> list[core.Command]:
     rep = m.RunReport(
         agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt, state=st, at=now, **kw
-    )  # type: ignore[arg-type]
+    )
     return core.handle(state, core.ReportSeen(report=rep), now, CFG)
 
 

@@ -141,7 +141,7 @@ def _struct(t: mi.StructType, junk: bool, hints: Hints, depth: int) -> st.Search
     if t.tag_field is not None:
         tag = st.one_of(st.just(t.tag), TEXT) if junk else st.just(t.tag)
         required[t.tag_field] = tag
-    shaped = st.fixed_dictionaries(required, optional=optional)  # type: ignore[arg-type]
+    shaped = st.fixed_dictionaries(required, optional=optional)
     if not junk:
         return shaped
     names = sorted(required)
