@@ -444,8 +444,8 @@ async def _build(build: _Build) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="sortie-wheels-", dir=build.wheels_dir) as tmp:
         wheels = Path(tmp)
-        # readable by whichever user the engine maps the container's root to (one syscall)
-        wheels.chmod(0o755)  # noqa: ASYNC240
+        # readable by whichever user the engine maps the container's root to
+        wheels.chmod(0o755)  # noqa: ASYNC240 - one local syscall, no wait
         platforms = wheel_platforms(probe.machine, probe.glibc)
         await _download_wheels(build, probe.version, platforms, wheels, with_pip=mode == "pip")
         binds = [f"{wheels}:{WHEELS_MOUNT}:ro", f"{uv_bin}:{UV_MOUNT}:ro"]
