@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from sortie.agents.attempt import child_env, write_runtime
+from sortie.agents.attempt import ChildEnv, child_env, write_runtime
 from sortie.agents.executors import Launch, Outcome
 from sortie.agents.executors.process import ProcessExecution, start_process
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
@@ -127,11 +127,13 @@ async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) ->
     env = child_env(
         {k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         spec,
-        run_id="r1",
-        attempt=1,
-        metrics_file=fifo.path,
-        outputs_dir=tmp_path / "outputs",
-        runtime_dir=runtime,
+        ChildEnv(
+            run_id="r1",
+            attempt=1,
+            metrics_file=fifo.path,
+            outputs_dir=tmp_path / "outputs",
+            runtime_dir=runtime,
+        ),
     )
     # -S: no site-packages, so `sortie` can only come from the runtime shim
     launch = Launch(argv=[sys.executable, "-S", str(script)], cwd=tmp_path, env=env)
