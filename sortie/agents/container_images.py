@@ -28,8 +28,7 @@ containers inherit their image's labels).
 
 Concurrency: callers in one process building the same tag share an asyncio lock per tag and
 re-check after taking it; across processes an ``flock`` on
-``/tmp/sortie-image-locks/<hash[:16]>.lock`` does the same. ``COUNTERS`` counts hits, builds
-(misses) and failed builds for heartbeats.
+``/tmp/sortie-image-locks/<hash[:16]>.lock`` does the same.
 
 Not supported yet: conda packages in an environment image (``ImageError`` says so).
 """
@@ -92,16 +91,6 @@ class ImageError(Exception):
 class EnvImage:
     tag: str
     python: str  # interpreter path inside the image
-
-
-@dataclass
-class ImageCounters:
-    hits: int = 0  # the image was there already
-    misses: int = 0  # builds started
-    failures: int = 0  # builds that failed
-
-
-COUNTERS = ImageCounters()
 
 
 # --- the pure part --------------------------------------------------------------------------
@@ -375,13 +364,12 @@ async def ensure_env_image(
                         docker=docker, base_image=base_image, base=base, py=normalise(py),
                         digest=digest, tag=tag, log=log, wheels_dir=wheels_dir,
                     )  # fmt: skip
-                    return await _build_counted(build)
+                    return await _build_logged(build)
     except DockerError as err:
         raise ImageError(
             f"the container engine failed while preparing the environment image {tag}: "
             f"{err.message}"
         ) from None
-    COUNTERS.hits += 1
     log(f"using cached environment image {found.tag}")
     return found
 
@@ -418,15 +406,10 @@ class _Build:
         return {LABEL_BUILD: "1", LABEL_HASH: self.digest}
 
 
-async def _build_counted(build: _Build) -> EnvImage:
-    COUNTERS.misses += 1
+async def _build_logged(build: _Build) -> EnvImage:
     build.log(f"building environment image {build.tag} on {build.base_image}")
     started = time.monotonic()
-    try:
-        await _build(build)
-    except BaseException:
-        COUNTERS.failures += 1
-        raise
+    await _build(build)
     build.log(f"environment image {build.tag} ready ({time.monotonic() - started:.1f}s)")
     return EnvImage(tag=build.tag, python=ENV_PYTHON)
 

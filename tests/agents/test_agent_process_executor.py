@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -73,11 +74,10 @@ async def test_stop_kills_the_whole_group(tmp_path: Path) -> None:
     )
     grandchild = int((await wait_for_file(pidfile)).strip())
     assert alive(grandchild)
-    t0 = time.monotonic()
     await ex.stop()
     outcome = await ex.wait()
-    assert time.monotonic() - t0 < 5.0  # SIGTERM was enough: well within the grace
-    assert outcome.stopped and outcome.exit_code is not None and outcome.exit_code != 0
+    # SIGTERM was enough: the group ended by it, before the 5 s grace brought SIGKILL
+    assert outcome.stopped and outcome.exit_code == -signal.SIGTERM
     await asyncio.sleep(0.2)
     assert not alive(grandchild)
 
@@ -94,16 +94,14 @@ async def test_sigkill_after_grace_for_a_script_that_traps_sigterm(tmp_path: Pat
     await ex.stop()
     outcome = await ex.wait()
     elapsed = time.monotonic() - t0
-    assert 0.9 <= elapsed < 5.0
+    assert elapsed >= 0.9  # SIGKILL came only once the 1 s grace was over
     assert outcome.exit_code == -9
 
 
 async def test_max_duration_times_out(tmp_path: Path) -> None:
     ex, _ = await start(tmp_path, "sleep 30\n", grace=1.0, max_s=0.5)
-    t0 = time.monotonic()
     outcome = await ex.wait()
     assert outcome.timed_out and not outcome.stopped
-    assert time.monotonic() - t0 < 5.0
 
 
 async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) -> None:
