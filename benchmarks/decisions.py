@@ -149,13 +149,7 @@ def offline_best_fit(agents: list[workload.Agent], runs: list[m.RunRecord]) -> P
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--agents", type=int, default=1000)
-    p.add_argument("--runs", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3, help="one-pass repetitions (best is kept)")
-    p.add_argument("--no-drain", action="store_true", help="skip the drain measurement")
-    args = p.parse_args()
+    args = _parse_args()
     agents = workload.agents(args.agents, args.seed)
     runs = workload.queued(args.runs, args.seed)
 
@@ -195,6 +189,23 @@ def main() -> int:
         "packing": min(pk["cpu_ratio"], pk["gpu_ratio"]) >= 0.95 and online["gpus_stranded"] < 0.02,
     }
     print(json.dumps(result, indent=2))
+    _print_summary(result, online)
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=3, help="one-pass repetitions (best is kept)")
+    p.add_argument("--no-drain", action="store_true", help="skip the drain measurement")
+    return p.parse_args()
+
+
+def _print_summary(result: dict[str, Any], online: dict[str, Any]) -> None:
+    """The headline numbers, one per line, on stderr (the JSON went to stdout)."""
+    pk = result["packing"]
     rows = [
         ("one pass: decisions/s (>= 20,000)", f"{result['one_pass']['decisions_per_s']:,}"),
         ("one pass: seconds (best of n)", result["one_pass"]["seconds_best"]),
@@ -209,7 +220,6 @@ def main() -> int:
         rows.append(("drain: cycles, worst cycle (s)", f"{d['cycles']}, {d['worst_cycle_s']}"))
     for name, value in rows:
         print(f"{name:<38} {value}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

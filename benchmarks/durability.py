@@ -222,31 +222,12 @@ async def bench_e2e(url: str, root: Path, args: argparse.Namespace) -> dict[str,
     try:
         client = await Client.connect(url)
         try:
-            deadline = time.monotonic() + 60
-            while not any(t.name == "bench" for t in await _targets(client)):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the agent did not join; see {root}/agent.log")
-                await asyncio.sleep(0.2)
+            await _wait_for_target(client, "bench", root)
             options = ScriptRunConfig(
                 source_directory=src, script="t.py", run_config=RunConfiguration(target="bench")
             )
             await client.wait((await client.submit(options)).run_id)  # warm up
-            run_ids: list[str] = []
-            ended: list[float] = []
-
-            async def submit(_: int) -> None:
-                run_ids.append((await client.submit(options)).run_id)
-
-            async def wait(i: int) -> None:
-                rec = await client.wait(run_ids[i])
-                if rec.state != RunState.COMPLETED:
-                    raise RuntimeError(f"run {run_ids[i]} ended {rec.state}")
-                ended.append(time.perf_counter())
-
-            start = time.perf_counter()
-            submits = await windowed(args.e2e_runs, args.e2e_window, submit)
-            await asyncio.gather(*(wait(i) for i in range(len(run_ids))))
-            elapsed = max(ended) - start
+            submits, elapsed = await _submit_and_wait_all(client, options, args)
         finally:
             await client.close()
     finally:
@@ -263,6 +244,38 @@ async def bench_e2e(url: str, root: Path, args: argparse.Namespace) -> dict[str,
         "submit": submits,  # snapshot check, validation, upload of nothing new, submit
         "runs_completed_per_s": round(args.e2e_runs / elapsed, 2),  # first submit to last end
     }
+
+
+async def _wait_for_target(client: Any, name: str, root: Path) -> None:
+    """Until an agent serving ``name`` has joined (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not any(t.name == name for t in await _targets(client)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the agent did not join; see {root}/agent.log")
+        await asyncio.sleep(0.2)
+
+
+async def _submit_and_wait_all(
+    client: Any, options: Any, args: argparse.Namespace
+) -> tuple[dict[str, Any], float]:
+    """``--e2e-runs`` submits, ``--e2e-window`` in flight; each must complete. The submit
+    timings, and seconds from the first submit to the last end."""
+    run_ids: list[str] = []
+    ended: list[float] = []
+
+    async def submit(_: int) -> None:
+        run_ids.append((await client.submit(options)).run_id)
+
+    async def wait(i: int) -> None:
+        rec = await client.wait(run_ids[i])
+        if rec.state != RunState.COMPLETED:
+            raise RuntimeError(f"run {run_ids[i]} ended {rec.state}")
+        ended.append(time.perf_counter())
+
+    start = time.perf_counter()
+    submits = await windowed(args.e2e_runs, args.e2e_window, submit)
+    await asyncio.gather(*(wait(i) for i in range(len(run_ids))))
+    return submits, max(ended) - start
 
 
 async def _targets(client: Any) -> list[m.TargetInfo]:

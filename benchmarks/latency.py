@@ -76,7 +76,7 @@ async def wait_stamp(path: Path, limit_s: float = 60) -> float:
 
 
 async def started_after_submit(
-    client: Client, src: Path, stamps: Path, script: str, env: PythonSection, n: int
+    client: Client, src: Path, stamps: Path, script: str, env: PythonSection, *, n: int
 ) -> list[float]:
     out = []
     for i in range(n):
@@ -152,14 +152,14 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         user = PythonSection()
         managed = PythonSection(user_managed_dependencies=False, pip_packages=list(args.env_pip))
         # warm-up: blobs in the store and the agent's cache, the environment built
-        await started_after_submit(client, src, stamps, "stamp.sh", user, 3)
-        await started_after_submit(client, src, stamps, "stamp.py", managed, 1)
+        await started_after_submit(client, src, stamps, "stamp.sh", user, n=3)
+        await started_after_submit(client, src, stamps, "stamp.py", managed, n=1)
         result: dict[str, Any] = {}
-        lat = await started_after_submit(client, src, stamps, "stamp.sh", user, args.samples)
+        lat = await started_after_submit(client, src, stamps, "stamp.sh", user, n=args.samples)
         result["submit_to_started"] = summary_ms(lat)
         n = args.env_samples
-        plain = await started_after_submit(client, src, stamps, "stamp.py", user, n)
-        cached = await started_after_submit(client, src, stamps, "stamp.py", managed, n)
+        plain = await started_after_submit(client, src, stamps, "stamp.py", user, n=n)
+        cached = await started_after_submit(client, src, stamps, "stamp.py", managed, n=n)
         result["env"] = {
             "pip": list(args.env_pip),
             "user_managed": summary_ms(plain),
@@ -204,17 +204,7 @@ def slurm_side(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--env-samples", type=int, default=30)
-    p.add_argument("--env-pip", nargs="+", default=["six"])
-    p.add_argument("--burst", type=int, default=200, help="0: skip")
-    p.add_argument("--burst-window", type=int, default=200)
-    p.add_argument("--ray", action="store_true", help="measure Ray Jobs side by side")
-    p.add_argument("--ray-python", default="/tmp/ray-venv/bin/python")
-    p.add_argument("--slurm", action="store_true", help="measure a one-node Slurm side by side")
-    p.add_argument("--slurm-sched-params", default="", help="Slurm SchedulerParameters")
-    args = p.parse_args()
+    args = _parse_args()
     with tempfile.TemporaryDirectory(prefix="sortie-latency-") as tmp:
         result: dict[str, Any] = {"sortie": asyncio.run(measure(args, Path(tmp)))}
     if args.ray:
@@ -236,6 +226,27 @@ def main() -> int:
         "env": s["env"]["overhead_ms"] <= 50,
     }
     print(json.dumps(result, indent=2))
+    print("\n".join(_comparison_lines(result)), file=sys.stderr)
+    return 0
+
+
+def _parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--env-samples", type=int, default=30)
+    p.add_argument("--env-pip", nargs="+", default=["six"])
+    p.add_argument("--burst", type=int, default=200, help="0: skip")
+    p.add_argument("--burst-window", type=int, default=200)
+    p.add_argument("--ray", action="store_true", help="measure Ray Jobs side by side")
+    p.add_argument("--ray-python", default="/tmp/ray-venv/bin/python")
+    p.add_argument("--slurm", action="store_true", help="measure a one-node Slurm side by side")
+    p.add_argument("--slurm-sched-params", default="", help="Slurm SchedulerParameters")
+    return p.parse_args()
+
+
+def _comparison_lines(result: dict[str, Any]) -> list[str]:
+    """Sortie's numbers beside each peer's (Ray, Slurm) that was measured, one line each."""
+    s = result["sortie"]
     rows = [
         ("submit -> started p50 / p99 (ms)", s["submit_to_started"], "p50_ms", "p99_ms"),
     ]
@@ -266,8 +277,7 @@ def main() -> int:
     for k, r in peers:
         if "error" in r:
             lines.append(f"{k} failed: {r['error'][-300:]}")
-    print("\n".join(lines), file=sys.stderr)
-    return 0
+    return lines
 
 
 if __name__ == "__main__":

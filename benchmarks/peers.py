@@ -78,9 +78,8 @@ def wait_stamp(path: Path, failed: Callable[[], str | None], limit_s: float = 30
 
 
 def ray_latency(args: argparse.Namespace) -> dict[str, Any]:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
 
-    ray_bin = str(Path(sys.executable).parent / "ray")
     tmp = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     src = tmp / "src"
     src.mkdir()
@@ -89,6 +88,29 @@ def ray_latency(args: argparse.Namespace) -> dict[str, Any]:
     )
     stamps = tmp / "stamps"
     stamps.mkdir()
+    ray_bin, port = _ray_start(tmp)
+    try:
+        jobs = _RayJobs(JobSubmissionClient(f"http://127.0.0.1:{port}"), src, stamps)
+        sh = "sh -c 'date +%s.%N > \"$STAMP\"'"
+        jobs.started(sh, {}, 3)  # warm-up: working_dir uploaded and cached
+        result: dict[str, Any] = {
+            "ray_version": __import__("ray").__version__,
+            "submit_to_started": summary_ms(jobs.started(sh, {}, args.samples)),
+        }
+        try:
+            result["env"] = _ray_env_overhead(jobs, args)
+        except JobFailed as exc:
+            result["env_error"] = str(exc)[-1500:]
+        if args.burst:
+            result["burst"] = jobs.burst(args.burst)
+        return result
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, check=False)
+
+
+def _ray_start(tmp: Path) -> tuple[str, int]:
+    """``ray start --head`` with its files in ``tmp``: the ``ray`` binary and dashboard port."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
     port = 8265 + os.getpid() % 1000
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     subprocess.run(
@@ -99,74 +121,79 @@ def ray_latency(args: argparse.Namespace) -> dict[str, Any]:
          "--include-dashboard", "true", "--disable-usage-stats"],
         check=True, capture_output=True, env=env,
     )  # fmt: skip
-    try:
-        client = JobSubmissionClient(f"http://127.0.0.1:{port}")
+    return ray_bin, port
 
-        def wait_done(job: str) -> str:
-            while True:
-                st = client.get_job_status(job)
-                if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-                    return str(st)
-                time.sleep(0.01)
 
-        def started(entry: str, runtime_env: dict[str, Any], n: int) -> list[float]:
-            out = []
-            for i in range(n):
-                stamp = stamps / f"{time.time_ns()}-{i}"
-                renv = dict(runtime_env, working_dir=str(src), env_vars={"STAMP": str(stamp)})
-                t0 = time.time()
-                job = client.submit_job(entrypoint=entry, runtime_env=renv)
-                began = wait_stamp(stamp, functools.partial(failed, job))
-                out.append(began - t0)
-                wait_done(job)
-            return out
+def _ray_env_overhead(jobs: _RayJobs, args: argparse.Namespace) -> dict[str, Any]:
+    """The start cost of a cached ``pip`` runtime environment over none."""
+    pip_env = {"pip": list(args.env_pip)}
+    jobs.started("python stamp.py", pip_env, 1)  # warm-up: the pip environment built
+    plain = jobs.started("python stamp.py", {}, args.env_samples)
+    cached = jobs.started("python stamp.py", pip_env, args.env_samples)
+    return {
+        "pip": list(args.env_pip),
+        "none": summary_ms(plain),
+        "pip_cached": summary_ms(cached),
+        "overhead_ms": round((statistics.median(cached) - statistics.median(plain)) * 1000, 1),
+    }
 
-        def failed(job: str) -> str | None:
-            st = client.get_job_status(job)
-            if st in (JobStatus.FAILED, JobStatus.STOPPED):
-                return f"{st}: {client.get_job_info(job).message}\n{client.get_job_logs(job)}"
-            return None
 
-        sh = "sh -c 'date +%s.%N > \"$STAMP\"'"
-        started(sh, {}, 3)  # warm-up: working_dir uploaded and cached
-        result: dict[str, Any] = {
-            "ray_version": __import__("ray").__version__,
-            "submit_to_started": summary_ms(started(sh, {}, args.samples)),
+class _RayJobs:
+    """Jobs submitted through Ray's ``JobSubmissionClient``, each with ``src`` as working_dir."""
+
+    def __init__(self, client: Any, src: Path, stamps: Path) -> None:
+        self.client = client  # a ray.job_submission.JobSubmissionClient
+        self.src = src
+        self.stamps = stamps
+
+    def wait_done(self, job: str) -> str:
+        from ray.job_submission import JobStatus
+
+        while True:
+            st = self.client.get_job_status(job)
+            if st in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                return str(st)
+            time.sleep(0.01)
+
+    def failed(self, job: str) -> str | None:
+        from ray.job_submission import JobStatus
+
+        st = self.client.get_job_status(job)
+        if st in (JobStatus.FAILED, JobStatus.STOPPED):
+            info = self.client.get_job_info(job).message
+            return f"{st}: {info}\n{self.client.get_job_logs(job)}"
+        return None
+
+    def started(self, entry: str, runtime_env: dict[str, Any], n: int) -> list[float]:
+        """Submit -> process started, ``n`` jobs one at a time."""
+        out = []
+        for i in range(n):
+            stamp = self.stamps / f"{time.time_ns()}-{i}"
+            renv = dict(runtime_env, working_dir=str(self.src), env_vars={"STAMP": str(stamp)})
+            t0 = time.time()
+            job = self.client.submit_job(entrypoint=entry, runtime_env=renv)
+            began = wait_stamp(stamp, functools.partial(self.failed, job))
+            out.append(began - t0)
+            self.wait_done(job)
+        return out
+
+    def burst(self, n: int) -> dict[str, Any]:
+        """``n`` trivial jobs: first submit to last job SUCCEEDED."""
+        t0 = time.perf_counter()
+        jobs = [
+            self.client.submit_job(entrypoint="true", runtime_env={"working_dir": str(self.src)})
+            for _ in range(n)
+        ]
+        submitted = time.perf_counter() - t0
+        states = [self.wait_done(j) for j in jobs]
+        elapsed = time.perf_counter() - t0
+        return {
+            "runs": n,
+            "submitted_s": round(submitted, 2),
+            "first_submit_to_last_end_s": round(elapsed, 2),
+            "runs_per_s": round(n / elapsed, 1),
+            "succeeded": sum(1 for s in states if s.endswith("SUCCEEDED")),
         }
-        pip_env = {"pip": list(args.env_pip)}
-        try:
-            started("python stamp.py", pip_env, 1)  # warm-up: the pip environment built
-            plain = started("python stamp.py", {}, args.env_samples)
-            cached = started("python stamp.py", pip_env, args.env_samples)
-            result["env"] = {
-                "pip": list(args.env_pip),
-                "none": summary_ms(plain),
-                "pip_cached": summary_ms(cached),
-                "overhead_ms": round(
-                    (statistics.median(cached) - statistics.median(plain)) * 1000, 1
-                ),
-            }
-        except JobFailed as exc:
-            result["env_error"] = str(exc)[-1500:]
-        if args.burst:
-            t0 = time.perf_counter()
-            jobs = [
-                client.submit_job(entrypoint="true", runtime_env={"working_dir": str(src)})
-                for _ in range(args.burst)
-            ]
-            submitted = time.perf_counter() - t0
-            states = [wait_done(j) for j in jobs]
-            elapsed = time.perf_counter() - t0
-            result["burst"] = {
-                "runs": args.burst,
-                "submitted_s": round(submitted, 2),
-                "first_submit_to_last_end_s": round(elapsed, 2),
-                "runs_per_s": round(args.burst / elapsed, 1),
-                "succeeded": sum(1 for s in states if s.endswith("SUCCEEDED")),
-            }
-        return result
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, check=False)
 
 
 SLURM_CONF = """\
@@ -252,50 +279,12 @@ def slurm_latency(args: argparse.Namespace) -> dict[str, Any]:
     """sbatch -> batch script started, and a burst of trivial jobs, on a one-node cluster."""
     tmp = Path(tempfile.mkdtemp(prefix="slurm-bench-"))
     env, procs = slurm_up(tmp, args.sched_params)
-    stamps = tmp / "stamps"
-    stamps.mkdir()
+    (tmp / "stamps").mkdir()
     (tmp / "stamp.sh").write_text('#!/bin/sh\ndate +%s.%N > "$STAMP"\n')
     (tmp / "noop.sh").write_text("#!/bin/sh\ntrue\n")
-    common = ["sbatch", "--parsable", "--output=/dev/null", f"--chdir={tmp}"]
-
-    def sbatch(*extra: str) -> str:
-        done = subprocess.run(
-            [*common, *extra], capture_output=True, text=True, env=env, check=True
-        )
-        return done.stdout.strip().split(";")[0]
-
-    def queued(name: str) -> list[str]:
-        out = subprocess.run(
-            ["squeue", "-h", "-n", name, "-o", "%i"],
-            capture_output=True, text=True, env=env, check=True,
-        ).stdout  # fmt: skip
-        return out.split()
-
-    def state(job: str) -> str | None:
-        out = subprocess.run(
-            ["scontrol", "show", "job", job], capture_output=True, text=True, env=env, check=False
-        ).stdout
-        st = next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "")
-        fine = ("", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "COMPLETED")
-        return None if st in fine else f"{job} {st}"
-
-    def wait_gone(name: str, every_s: float = 0.05) -> None:
-        while queued(name):  # squeue lists a job until it has completed
-            time.sleep(every_s)
-
-    def started(n: int) -> list[float]:
-        out = []
-        for i in range(n):
-            stamp = stamps / f"{time.time_ns()}-{i}"
-            t0 = time.time()
-            job = sbatch("--job-name=lat", f"--export=ALL,STAMP={stamp}", str(tmp / "stamp.sh"))
-            began = wait_stamp(stamp, functools.partial(state, job))
-            out.append(began - t0)
-            wait_gone("lat")  # one at a time: the next starts on an idle node
-        return out
-
+    slurm = _SlurmJobs(tmp, env)
     try:
-        started(3)  # warm-up
+        slurm.started(3)  # warm-up
         version = subprocess.run(
             ["sinfo", "-V"], capture_output=True, text=True, env=env, check=False
         )
@@ -303,29 +292,83 @@ def slurm_latency(args: argparse.Namespace) -> dict[str, Any]:
             "slurm_version": version.stdout.strip(),
             "scheduler_parameters": args.sched_params,
             "config": str(tmp / "slurm.conf"),
-            "submit_to_started": summary_ms(started(args.samples)),
+            "submit_to_started": summary_ms(slurm.started(args.samples)),
         }
         if args.burst:
-            name = f"burst-{os.getpid()}"
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(max(1, min(args.burst_window, 8))) as pool:
-                jobs = list(
-                    pool.map(lambda _: sbatch(f"--job-name={name}", str(tmp / "noop.sh")),
-                             range(args.burst))
-                )  # fmt: skip
-            submitted = time.perf_counter() - t0
-            wait_gone(name, 0.1)
-            elapsed = time.perf_counter() - t0
-            result["burst"] = {
-                "runs": args.burst,
-                "submitted_s": round(submitted, 2),
-                "first_submit_to_last_end_s": round(elapsed, 2),
-                "runs_per_s": round(args.burst / elapsed, 1),
-                "failed": sum(1 for j in jobs if state(j) is not None),
-            }
+            result["burst"] = slurm.burst(args.burst, args.burst_window)
         return result
     finally:
         slurm_down(procs)
+
+
+class _SlurmJobs:
+    """Batch jobs on the cluster ``slurm_up`` started in ``tmp`` (its scripts live there)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.common = ["sbatch", "--parsable", "--output=/dev/null", f"--chdir={tmp}"]
+
+    def sbatch(self, *extra: str) -> str:
+        done = subprocess.run(
+            [*self.common, *extra], capture_output=True, text=True, env=self.env, check=True
+        )
+        return done.stdout.strip().split(";")[0]
+
+    def queued(self, name: str) -> list[str]:
+        out = subprocess.run(
+            ["squeue", "-h", "-n", name, "-o", "%i"],
+            capture_output=True, text=True, env=self.env, check=True,
+        ).stdout  # fmt: skip
+        return out.split()
+
+    def state(self, job: str) -> str | None:
+        """None while the job is fine; otherwise what went wrong."""
+        out = subprocess.run(
+            ["scontrol", "show", "job", job],
+            capture_output=True, text=True, env=self.env, check=False,
+        ).stdout  # fmt: skip
+        st = next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "")
+        fine = ("", "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "COMPLETED")
+        return None if st in fine else f"{job} {st}"
+
+    def wait_gone(self, name: str, every_s: float = 0.05) -> None:
+        while self.queued(name):  # squeue lists a job until it has completed
+            time.sleep(every_s)
+
+    def started(self, n: int) -> list[float]:
+        """sbatch -> batch script started, ``n`` jobs one at a time."""
+        out = []
+        for i in range(n):
+            stamp = self.tmp / "stamps" / f"{time.time_ns()}-{i}"
+            t0 = time.time()
+            job = self.sbatch(
+                "--job-name=lat", f"--export=ALL,STAMP={stamp}", str(self.tmp / "stamp.sh")
+            )
+            began = wait_stamp(stamp, functools.partial(self.state, job))
+            out.append(began - t0)
+            self.wait_gone("lat")  # one at a time: the next starts on an idle node
+        return out
+
+    def burst(self, n: int, window: int) -> dict[str, Any]:
+        """``n`` trivial jobs: first sbatch to the last gone from ``squeue``."""
+        name = f"burst-{os.getpid()}"
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max(1, min(window, 8))) as pool:
+            jobs = list(
+                pool.map(lambda _: self.sbatch(f"--job-name={name}", str(self.tmp / "noop.sh")),
+                         range(n))
+            )  # fmt: skip
+        submitted = time.perf_counter() - t0
+        self.wait_gone(name, 0.1)
+        elapsed = time.perf_counter() - t0
+        return {
+            "runs": n,
+            "submitted_s": round(submitted, 2),
+            "first_submit_to_last_end_s": round(elapsed, 2),
+            "runs_per_s": round(n / elapsed, 1),
+            "failed": sum(1 for j in jobs if self.state(j) is not None),
+        }
 
 
 def ray_bytes(args: argparse.Namespace) -> dict[str, Any]:

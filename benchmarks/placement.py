@@ -106,42 +106,19 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     bus: Bus = await open_bus(broker.url, "bench-agents")
     seen: dict[str, float] = {}
     try:
-        for a in agents:
-            fake = FakeAgent(
-                bus,
-                a.agent_id,
-                target=workload.TARGET,
-                capacity=scaled(a.capacity, args.scale),
-                assigned_at=seen,
-            )
-            await fake.start(interval=1.0)
-            fakes.append(fake)
+        await start_fakes(bus, agents, args.scale, seen, fakes)
         await asyncio.sleep(1.0)  # the agents' first heartbeats are in
         log_path = root / "scheduler.log"
-        cmd = [
-            sys.executable, "-m", "benchmarks.placement",
-            "--serve", broker.url, "--data-dir", str(root / "sched"),
-            "--write-concurrency", str(args.write_concurrency),
-            "--placement-limit", str(args.placement_limit or 0),
-        ]  # fmt: skip
-        if args.profile:
-            cmd += ["--profile", args.profile]
+        cmd = scheduler_command(args, broker.url, root)
         with open(log_path, "wb") as log:
             t0 = time.perf_counter()
             proc = subprocess.Popen(  # noqa: ASYNC220 - its start is what is timed
                 cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
-        deadline = time.monotonic() + args.timeout
-        while len(seen) < args.runs and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"scheduler exited: {log_path.read_text()[-3000:]}")
-            await asyncio.sleep(0.05)
+        await wait_placed(proc, seen, args, log_path)
         times = sorted(seen.values())
         placed = len(times)
-        counts: Counter[str] = Counter()
-        if args.verify:
-            for entry in await kv_items(bus.runs, timeout=120):
-                counts[str(codec.decode(m.RunRecord, entry.value or b"").state)] += 1
+        counts = await records_by_state(bus) if args.verify else Counter[str]()
         loaded = None
         for line in log_path.read_text(errors="replace").splitlines():
             if '"state loaded"' in line:
@@ -175,6 +152,59 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         broker.stop()
+
+
+async def start_fakes(
+    bus: Bus,
+    agents: list[workload.Agent],
+    scale: int,
+    seen: dict[str, float],
+    fakes: list[FakeAgent],
+) -> None:
+    """A fake agent per workload agent, its capacity times ``scale``; each records when it
+    was assigned a run in ``seen`` and is added to ``fakes`` as it starts."""
+    for a in agents:
+        fake = FakeAgent(
+            bus,
+            a.agent_id,
+            target=workload.TARGET,
+            capacity=scaled(a.capacity, scale),
+            assigned_at=seen,
+        )
+        await fake.start(interval=1.0)
+        fakes.append(fake)
+
+
+def scheduler_command(args: argparse.Namespace, url: str, root: Path) -> list[str]:
+    """This module again, as the scheduler process (``--serve``)."""
+    cmd = [
+        sys.executable, "-m", "benchmarks.placement",
+        "--serve", url, "--data-dir", str(root / "sched"),
+        "--write-concurrency", str(args.write_concurrency),
+        "--placement-limit", str(args.placement_limit or 0),
+    ]  # fmt: skip
+    if args.profile:
+        cmd += ["--profile", args.profile]
+    return cmd
+
+
+async def wait_placed(
+    proc: subprocess.Popen[bytes], seen: dict[str, float], args: argparse.Namespace, log: Path
+) -> None:
+    """Until every run is assigned or ``--timeout`` passes; the scheduler must not exit."""
+    deadline = time.monotonic() + args.timeout
+    while len(seen) < args.runs and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:]  # noqa: ASYNC240 - once, as the benchmark fails
+            raise SystemExit(f"scheduler exited: {tail}")
+        await asyncio.sleep(0.05)
+
+
+async def records_by_state(bus: Bus) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for entry in await kv_items(bus.runs, timeout=120):
+        counts[str(codec.decode(m.RunRecord, entry.value or b"").state)] += 1
+    return counts
 
 
 def main() -> int:

@@ -123,50 +123,21 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         load_in_process_s = time.perf_counter() - t
         active = len(daemon.state.runs)
 
-        for name in names:
-            fake = FakeAgent(
-                bus,
-                name,
-                target=TARGET,
-                capacity=m.Capacity(cpus=1000, memory_mb=1 << 20),
-            )
-            fake.running = dict.fromkeys(held[name], 1)
-            await fake.start(interval=1.0)
-            fakes.append(fake)
-
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        await start_fakes(bus, names, held, fakes)
         log_path = root / "scheduler.log"
         with open(log_path, "wb") as log:
             t0, wall0 = time.perf_counter(), time.time()
             proc = subprocess.Popen(  # noqa: ASYNC220 - its start is what is timed
                 [sys.executable, "-m", "sortie.cli", "--url", broker.url, "scheduler",
                  "--data-dir", str(root / "scheduler")],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)),
             )  # fmt: skip
         first = await first_assign(fakes, limit_s=60)
         placed_again_s = time.perf_counter() - t0
-        # every queued run placed; every running one untouched
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assigned = sum(f.commands.qsize() for f in fakes) + 1
-            if assigned >= args.queued:
-                break
-            await asyncio.sleep(0.2)
+        assigned = await queued_assigned(fakes, args.queued)
         await asyncio.sleep(2.0)  # a few heartbeats and cycles after the restart
-        lost_running = 0
-        for name in names:
-            for run_id in held[name]:
-                entry = await bus.runs.get(run_id)
-                rec = codec.decode(m.RunRecord, entry.value or b"")
-                if rec.state is not RunState.RUNNING or rec.attempt != 1:
-                    lost_running += 1
-        load_s = ready_s = None
-        for line in log_path.read_text(errors="replace").splitlines():
-            if '"state loaded"' in line:
-                load_s = json.loads(line).get("seconds")
-            if '"scheduler ready"' in line:
-                at = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
-                ready_s = round(at.timestamp() - wall0, 3)
+        lost_running = await running_disturbed(bus, held)
+        load_s, ready_s = timings_from_log(log_path, wall0)
         return {
             "runs": args.runs,
             "running": args.running,
@@ -193,6 +164,59 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             proc.terminate()
             proc.wait(30)
         broker.stop()
+
+
+async def start_fakes(
+    bus: Bus, names: list[str], held: dict[str, list[str]], fakes: list[FakeAgent]
+) -> None:
+    """One fake agent per name, heartbeating the runs it holds; each is added to ``fakes``
+    as it starts (so the caller stops the ones that started if a later one fails)."""
+    for name in names:
+        fake = FakeAgent(
+            bus,
+            name,
+            target=TARGET,
+            capacity=m.Capacity(cpus=1000, memory_mb=1 << 20),
+        )
+        fake.running = dict.fromkeys(held[name], 1)
+        await fake.start(interval=1.0)
+        fakes.append(fake)
+
+
+async def queued_assigned(fakes: list[FakeAgent], queued: int) -> int:
+    """Wait (up to 60 s) until every queued run is placed; how many were."""
+    assigned = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assigned = sum(f.commands.qsize() for f in fakes) + 1
+        if assigned >= queued:
+            break
+        await asyncio.sleep(0.2)
+    return assigned
+
+
+async def running_disturbed(bus: Bus, held: dict[str, list[str]]) -> int:
+    """Runs that were running before the restart and are no longer (or on a new attempt)."""
+    lost_running = 0
+    for run_ids in held.values():
+        for run_id in run_ids:
+            entry = await bus.runs.get(run_id)
+            rec = codec.decode(m.RunRecord, entry.value or b"")
+            if rec.state is not RunState.RUNNING or rec.attempt != 1:
+                lost_running += 1
+    return lost_running
+
+
+def timings_from_log(log_path: Path, wall0: float) -> tuple[float | None, float | None]:
+    """From the scheduler's log: seconds to load state, and process start -> ready."""
+    load_s = ready_s = None
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"state loaded"' in line:
+            load_s = json.loads(line).get("seconds")
+        if '"scheduler ready"' in line:
+            at = datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+            ready_s = round(at.timestamp() - wall0, 3)
+    return load_s, ready_s
 
 
 async def first_assign(fakes: list[FakeAgent], limit_s: float) -> str:

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -129,38 +131,56 @@ def up(
     client_creds = authority.client_creds if authority else None
     try:
         write_profile(broker.url, data_dir, pid, creds=client_creds, tls_ca=tls_ca)
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            runner = asyncio.create_task(
-                serve(
-                    broker.url,
-                    data_dir,
-                    stop,
-                    gpu_pool=gpu_pool,
-                    authority=authority,
-                    tls_ca=tls_ca,
-                    metrics=metrics,
-                )
+        _run(
+            _serve_until_signalled(
+                broker.url,
+                data_dir,
+                gpu_pool=gpu_pool,
+                authority=authority,
+                tls_ca=tls_ca,
+                metrics=metrics,
             )
-            # Announce once the scheduler answers: then `sortie run submit` works.
-            await _await_ready(broker.url, runner, BusAuth(creds=client_creds, tls_ca=tls_ca))
-            print(
-                f"Sortie ready at {broker.url} (data {data_dir}, profile {profile_path()}); "
-                "Ctrl-C stops it",
-                flush=True,
-            )
-            await runner
-
-        _run(main())
+        )
     finally:
         remove_profile_if_ours(pid)
         broker.stop()
         print("Sortie stopped", flush=True)
     return 0
+
+
+async def _serve_until_signalled(
+    url: str,
+    data_dir: Path,
+    *,
+    gpu_pool: tuple[int, ...],
+    authority: Authority | None,
+    tls_ca: Path | None,
+    metrics: tuple[str, int] | None,
+) -> None:
+    """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(
+        serve(
+            url,
+            data_dir,
+            stop,
+            gpu_pool=gpu_pool,
+            authority=authority,
+            tls_ca=tls_ca,
+            metrics=metrics,
+        )
+    )
+    # Announce once the scheduler answers: then `sortie run submit` works.
+    client_creds = authority.client_creds if authority else None
+    await _await_ready(url, runner, BusAuth(creds=client_creds, tls_ca=tls_ca))
+    print(
+        f"Sortie ready at {url} (data {data_dir}, profile {profile_path()}); Ctrl-C stops it",
+        flush=True,
+    )
+    await runner
 
 
 async def _await_ready(url: str, runner: asyncio.Task[None], auth: BusAuth) -> None:
@@ -177,11 +197,11 @@ async def _await_ready(url: str, runner: asyncio.Task[None], auth: BusAuth) -> N
     runner.result()
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     """asyncio.run with uvloop (chosen here, in the entry point only)."""
     try:
         import uvloop
 
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)

@@ -11,7 +11,7 @@ SNAP = "0" * 64
 def spec(**kw: object) -> m.RunSpec:
     base: dict[str, object] = {"experiment": "exp", "script": "train.py", "snapshot_id": SNAP}
     base.update(kw)
-    return m.RunSpec(**base)  # type: ignore[arg-type]
+    return m.RunSpec(**base)
 
 
 def record(run_id: str, state: RunState = RunState.QUEUED, **kw: object) -> m.RunRecord:
@@ -23,7 +23,7 @@ def record(run_id: str, state: RunState = RunState.QUEUED, **kw: object) -> m.Ru
         "created_at": 0.0,
     }
     base.update(kw)
-    return m.RunRecord(**base)  # type: ignore[arg-type]
+    return m.RunRecord(**base)
 
 
 def capacity(cpus: float = 4, memory_mb: int = 8192, gpus: int = 0) -> m.Capacity:
@@ -34,6 +34,7 @@ def heartbeat(
     agent_id: str = "a1",
     incarnation: str = "i1",
     target: str = "local",
+    *,
     running: list[tuple[str, int]] | None = None,
     cpus: float = 4,
     gpus: int = 0,

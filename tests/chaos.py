@@ -214,6 +214,17 @@ class Chaos:
                 await asyncio.sleep(1.0)
 
     def check(self, records: dict[str, m.RunRecord], report: Report) -> None:
+        run_no = self._check_records(records, report)
+        done = self._check_ledger(report)
+        report.double_completions = sorted(n for n, k in done.items() if k > 1)
+        for n, rec in run_no.items():
+            if rec.state is RunState.COMPLETED and done[n] != 1:
+                report.missing_runs.append(f"run {n} Completed with {done[n]} ledger completions")
+
+    def _check_records(
+        self, records: dict[str, m.RunRecord], report: Report
+    ) -> dict[str, m.RunRecord]:
+        """Each accepted submission: one run, ended. Returns the runs by their CHAOS_N."""
         by_sid: dict[str, list[m.RunRecord]] = {}
         for rec in records.values():
             if rec.spec.submission_id is not None:
@@ -237,6 +248,10 @@ class Chaos:
             if rec.attempt > 1:
                 report.rerun += 1
         report.states = dict(states)
+        return run_no
+
+    def _check_ledger(self, report: Report) -> Counter[str]:
+        """The runs' own ledger: never over capacity. Returns completions per CHAOS_N."""
         done: Counter[str] = Counter()
         for line in self.ledger.read_text().splitlines():
             parts = line.split()
@@ -248,10 +263,7 @@ class Chaos:
                     report.over_capacity.append(line)
             elif parts[0] == "done":
                 done[parts[1]] += 1
-        report.double_completions = sorted(n for n, k in done.items() if k > 1)
-        for n, rec in run_no.items():
-            if rec.state is RunState.COMPLETED and done[n] != 1:
-                report.missing_runs.append(f"run {n} Completed with {done[n]} ledger completions")
+        return done
 
     # --- all of it --------------------------------------------------------------------------
 

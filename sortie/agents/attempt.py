@@ -28,7 +28,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import nats.errors
@@ -66,6 +66,7 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 MAX_BAD_METRIC_LINES = 20
+Refusal = tuple[ErrorKind, str]  # why an attempt fails before its script starts
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 FENCED_MESSAGE = (
     "the agent lost its lease (no confirmed heartbeat for too long) and stopped the run; "
@@ -161,45 +162,48 @@ def write_hostfile(path: Path, hosts: list[str]) -> None:
     path.write_text("".join(f"{h or 'localhost'} slots=1\n" for h in hosts))
 
 
-def child_env(
-    base: dict[str, str],
-    spec: m.RunSpec,
-    *,
-    run_id: str,
-    attempt: int,
-    metrics_file: PurePath,
-    outputs_dir: PurePath,
-    runtime_dir: PurePath,
-    stop_reason_file: PurePath | None = None,
-    node_priority: m.NodePriority = "dedicated",
-    gpus: list[int] | None = None,
-    rank: RankInfo | None = None,
-    secret_env: m.SecretEnv | None = None,
-) -> dict[str, str]:
-    """The run's environment. ``gpus``: None on an agent without GPUs (CUDA variables left
-    as they are), else exactly the indices given to the run (``[]``: none visible).
-    ``rank``: where this node stands in the run (WORLD_SIZE, RANK, MASTER_ADDR, ...).
-    ``secret_env``: the values of the run's secret variables (from its Assign)."""
+@dataclass(frozen=True, kw_only=True)
+class ChildEnv:
+    """What a run's environment says beyond its spec: which attempt it is, where its files
+    are as it sees them, and where it stands (priority, GPUs, rank, secrets)."""
+
+    run_id: str
+    attempt: int
+    metrics_file: PurePath
+    outputs_dir: PurePath
+    runtime_dir: PurePath
+    stop_reason_file: PurePath | None = None
+    node_priority: m.NodePriority = "dedicated"
+    # None on an agent without GPUs (CUDA variables left as they are), else exactly the
+    # indices given to the run ([]: none visible)
+    gpus: list[int] | None = None
+    rank: RankInfo | None = None  # where this node stands in the run (WORLD_SIZE, RANK, ...)
+    secret_env: m.SecretEnv | None = field(default=None, repr=False)  # from the run's Assign
+
+
+def child_env(base: dict[str, str], spec: m.RunSpec, ctx: ChildEnv) -> dict[str, str]:
+    """The run's environment: ``base``, the spec's variables and secrets, then Sortie's own
+    (see :class:`ChildEnv`)."""
     env = dict(base)
     env.pop(ENV_CREDS, None)  # the agent's broker credentials are not the run's
     env.update(spec.env_vars)
-    if secret_env is not None:
-        env.update(secret_env.values)
-    env[rc.ENV_RUN_ID] = run_id
-    env[rc.ENV_ATTEMPT] = str(attempt)
+    if ctx.secret_env is not None:
+        env.update(ctx.secret_env.values)
+    env[rc.ENV_RUN_ID] = ctx.run_id
+    env[rc.ENV_ATTEMPT] = str(ctx.attempt)
     env[rc.ENV_EXPERIMENT] = spec.experiment
     env[rc.ENV_TARGET] = spec.target
-    env[rc.ENV_METRICS_FILE] = str(metrics_file)
-    env[rc.ENV_OUTPUTS_DIR] = str(outputs_dir)
-    env[rc.ENV_NODE_PRIORITY] = node_priority
-    if stop_reason_file is not None:
-        env[rc.ENV_STOP_REASON_FILE] = str(stop_reason_file)
-    env.update(cuda_env(gpus))  # after the user's variables: the agent decides the GPUs
-    if rank is not None:
-        env.update(rank.env())
+    env[rc.ENV_METRICS_FILE] = str(ctx.metrics_file)
+    env[rc.ENV_OUTPUTS_DIR] = str(ctx.outputs_dir)
+    env[rc.ENV_NODE_PRIORITY] = ctx.node_priority
+    if ctx.stop_reason_file is not None:
+        env[rc.ENV_STOP_REASON_FILE] = str(ctx.stop_reason_file)
+    env.update(cuda_env(ctx.gpus))  # after the user's variables: the agent decides the GPUs
+    if ctx.rank is not None:
+        env.update(ctx.rank.env())
     env["PYTHONUNBUFFERED"] = "1"
     old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = f"{runtime_dir}{os.pathsep}{old}" if old else str(runtime_dir)
+    env["PYTHONPATH"] = f"{ctx.runtime_dir}{os.pathsep}{old}" if old else str(ctx.runtime_dir)
     return env
 
 
@@ -446,7 +450,7 @@ class Attempt:
                 task.uncancel()
             self._cancellable = False
             await self._wind_down_stopped()
-        except Exception as exc:  # a bug must not leave the run hanging in Preparing
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging in Preparing
             self._log.exception("attempt crashed")
             if self.terminal is None and self.stop_reason is None:
                 await self._fail(
@@ -460,43 +464,67 @@ class Attempt:
             orphans.forget_exit(self.files.pid_file)
 
     async def _pipeline(self) -> None:
-        deps, spec, out = self.deps, self.spec, self.output
-        out.system(f"run {self.run_id} attempt {self.attempt} on agent {deps.agent_id}")
+        out = self.output
+        out.system(f"run {self.run_id} attempt {self.attempt} on agent {self.deps.agent_id}")
         if self.stop_reason is not None:  # stopped while an older attempt wound down
             return await self._wind_down_stopped()
-        if (why := missing_secrets(self.assign)) is not None:
-            return await self._fail(ErrorKind.SECRETS, why)
-        if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
-            why = gpu_request_error(deps.gpus.devices, spec.resources)
-            if why is not None:
-                return await self._fail(ErrorKind.START, why)
+        if (refused := self._unrunnable_request()) is not None:
+            return await self._fail(*refused)
         prepared = await self._prepare()
         if prepared is None:
             return None  # failed (reported)
-        why = check_relpath(spec.script)
-        if why is not None:
-            return await self._fail(ErrorKind.START, f"script {why}")
-        if not (self.workdir / spec.script).is_file():
-            return await self._fail(
-                ErrorKind.START,
-                f"script {spec.script!r} is not in the snapshot: check source_directory",
-            )
+        if (refused := self._missing_script()) is not None:
+            return await self._fail(*refused)
         if self.stop_reason is not None:
             return await self._wind_down_stopped()
-        gpus: list[int] | None = None
-        if deps.gpus.has_gpus or spec.resources.gpus:
-            gpus = deps.gpus.acquire(self.holder, spec.resources.gpus)
-            if gpus is None:
-                free = deps.gpus.free()
-                return await self._fail(
-                    ErrorKind.START,
-                    f"the run needs {spec.resources.gpus} GPUs but only {len(free)} of this "
-                    f"agent's {len(deps.gpus.devices)} are free now (free: {free or 'none'}); "
-                    "it was placed on a full agent",
-                )
+        gpus, refused = self._take_gpus()
+        if refused is not None:
+            return await self._fail(*refused)
+        if gpus is not None:
             out.system(f"GPUs: CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))!r}")
         self.stop_reason_file.unlink(missing_ok=True)
         return await self._run_prepared(prepared, gpus)
+
+    def _unrunnable_request(self) -> Refusal | None:
+        """Why this agent cannot run the run at all (secrets, GPUs), before preparing it."""
+        deps, spec = self.deps, self.spec
+        if (why := missing_secrets(self.assign)) is not None:
+            return ErrorKind.SECRETS, why
+        if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
+            why = gpu_request_error(deps.gpus.devices, spec.resources)
+            if why is not None:
+                return ErrorKind.START, why
+        return None
+
+    def _missing_script(self) -> Refusal | None:
+        """Why the script cannot be run from the materialised snapshot (None: it can)."""
+        script = self.spec.script
+        why = check_relpath(script)
+        if why is not None:
+            return ErrorKind.START, f"script {why}"
+        if not (self.workdir / script).is_file():
+            return (
+                ErrorKind.START,
+                f"script {script!r} is not in the snapshot: check source_directory",
+            )
+        return None
+
+    def _take_gpus(self) -> tuple[list[int] | None, Refusal | None]:
+        """The GPUs the run gets now (None: an agent without GPUs, and none asked for), or
+        why they cannot be had."""
+        deps, wanted = self.deps, self.spec.resources.gpus
+        if not (deps.gpus.has_gpus or wanted):
+            return None, None
+        gpus = deps.gpus.acquire(self.holder, wanted)
+        if gpus is None:
+            free = deps.gpus.free()
+            return None, (
+                ErrorKind.START,
+                f"the run needs {wanted} GPUs but only {len(free)} of this "
+                f"agent's {len(deps.gpus.devices)} are free now (free: {free or 'none'}); "
+                "it was placed on a full agent",
+            )
+        return gpus, None
 
     async def _prepare(self) -> Prepared | None:
         """The snapshot on disk and the run's executor ready (None: failed, reported). A stop
@@ -564,16 +592,18 @@ class Attempt:
             env=child_env(
                 view.base_env,
                 spec,
-                run_id=self.run_id,
-                attempt=self.attempt,
-                metrics_file=view.metrics_file,
-                outputs_dir=view.outputs_dir,
-                runtime_dir=view.runtime_dir,
-                stop_reason_file=view.stop_reason_file,
-                node_priority=deps.node_priority,
-                gpus=view.gpus,
-                rank=RankInfo.of(self.assign, view.hostfile),
-                secret_env=self.assign.secret_env,
+                ChildEnv(
+                    run_id=self.run_id,
+                    attempt=self.attempt,
+                    metrics_file=view.metrics_file,
+                    outputs_dir=view.outputs_dir,
+                    runtime_dir=view.runtime_dir,
+                    stop_reason_file=view.stop_reason_file,
+                    node_priority=deps.node_priority,
+                    gpus=view.gpus,
+                    rank=RankInfo.of(self.assign, view.hostfile),
+                    secret_env=self.assign.secret_env,
+                ),
             ),
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,

@@ -28,8 +28,7 @@ containers inherit their image's labels).
 
 Concurrency: callers in one process building the same tag share an asyncio lock per tag and
 re-check after taking it; across processes an ``flock`` on
-``/tmp/sortie-image-locks/<hash[:16]>.lock`` does the same. ``COUNTERS`` counts hits, builds
-(misses) and failed builds for heartbeats.
+``/tmp/sortie-image-locks/<hash[:16]>.lock`` does the same.
 
 Not supported yet: conda packages in an environment image (``ImageError`` says so).
 """
@@ -92,16 +91,6 @@ class ImageError(Exception):
 class EnvImage:
     tag: str
     python: str  # interpreter path inside the image
-
-
-@dataclass
-class ImageCounters:
-    hits: int = 0  # the image was there already
-    misses: int = 0  # builds started
-    failures: int = 0  # builds that failed
-
-
-COUNTERS = ImageCounters()
 
 
 # --- the pure part --------------------------------------------------------------------------
@@ -371,127 +360,163 @@ async def ensure_env_image(
             async with lock, _file_lock(digest):
                 found = _cached(await _inspect(docker, tag), tag)
                 if found is None:
-                    return await _build_counted(docker, base_image, base, py, digest, tag, log,
-                                                wheels_dir)  # fmt: skip
+                    build = _Build(
+                        docker=docker, base_image=base_image, base=base, py=normalise(py),
+                        digest=digest, tag=tag, log=log, wheels_dir=wheels_dir,
+                    )  # fmt: skip
+                    return await _build_logged(build)
     except DockerError as err:
         raise ImageError(
             f"the container engine failed while preparing the environment image {tag}: "
             f"{err.message}"
         ) from None
-    COUNTERS.hits += 1
     log(f"using cached environment image {found.tag}")
     return found
 
 
-async def _build_counted(
-    docker: aiodocker.Docker,
-    base_image: str,
-    base: dict[str, Any],
-    py: m.PythonEnvironment,
-    digest: str,
-    tag: str,
-    log: Callable[[str], None],
-    wheels_dir: Path | None,
-) -> EnvImage:
-    COUNTERS.misses += 1
-    log(f"building environment image {tag} on {base_image}")
+@dataclass(frozen=True, kw_only=True)
+class _Build:
+    """One environment image to build: on which base image, with what, under which tag."""
+
+    docker: aiodocker.Docker
+    base_image: str  # as the user named it
+    base: dict[str, Any]  # the engine's inspection of it
+    py: m.PythonEnvironment  # normalised
+    digest: str
+    tag: str
+    log: Callable[[str], None]
+    wheels_dir: Path | None
+
+    @property
+    def base_id(self) -> str:
+        return str(self.base["Id"])
+
+    @property
+    def base_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.base.get("Config") or {}
+        return config
+
+    @property
+    def user(self) -> str | None:
+        # a non-root image user may not write /opt; the committed image gets its user back
+        return "0" if self.base_config.get("User") else None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL_BUILD: "1", LABEL_HASH: self.digest}
+
+
+async def _build_logged(build: _Build) -> EnvImage:
+    build.log(f"building environment image {build.tag} on {build.base_image}")
     started = time.monotonic()
-    try:
-        await _build(docker, base_image, base, normalise(py), digest, tag, log, wheels_dir)
-    except BaseException:
-        COUNTERS.failures += 1
-        raise
-    log(f"environment image {tag} ready ({time.monotonic() - started:.1f}s)")
-    return EnvImage(tag=tag, python=ENV_PYTHON)
+    await _build(build)
+    build.log(f"environment image {build.tag} ready ({time.monotonic() - started:.1f}s)")
+    return EnvImage(tag=build.tag, python=ENV_PYTHON)
 
 
-async def _build(
-    docker: aiodocker.Docker,
-    base_image: str,
-    base: dict[str, Any],
-    py: m.PythonEnvironment,
-    digest: str,
-    tag: str,
-    log: Callable[[str], None],
-    wheels_dir: Path | None,
-) -> None:
-    base_id = str(base["Id"])
-    base_config: dict[str, Any] = base.get("Config") or {}
+async def _build(build: _Build) -> None:
+    """Probe the base image, fetch the wheels on the host, install them in a build container
+    and commit it (steps 1-4 in the module's docstring)."""
     uv_bin = find_uv()
-    # a non-root image user may not write /opt; the committed image gets its user back
-    user = "0" if base_config.get("User") else None
-    labels = {LABEL_BUILD: "1", LABEL_HASH: digest}
-
-    probe_lines: list[str] = []
-    probe_config = _container_config(
-        base_id, ["/bin/sh", "-c"], [PROBE_SCRIPT], labels, [f"{uv_bin}:{UV_MOUNT}:ro"], user
-    )
-    async with _container(docker, probe_config, base_image) as probe_container:
-        code = await _start_and_stream(probe_container, probe_lines.append)
-    if code != 0:
-        raise ImageError(
-            f"probing the image {base_image} for Python failed (exit code {code}; it needs "
-            "/bin/sh): " + "\n".join(probe_lines[-TAIL_LINES:])
-        )
-    probe = parse_probe("\n".join(probe_lines))
-    check_probe(probe, base_image, py)
-    assert probe.python is not None and probe.version is not None
+    probe = await _probe(build, uv_bin)
+    assert probe.python is not None and probe.version is not None  # check_probe saw to it
     mode = "uv" if probe.uv_runs else "pip"
-    log(
+    build.log(
         f"image Python: {probe.python} ({_dotted(probe.version)}, {probe.machine}); "
         f"installing with {mode}"
     )
-
-    with tempfile.TemporaryDirectory(prefix="sortie-wheels-", dir=wheels_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="sortie-wheels-", dir=build.wheels_dir) as tmp:
         wheels = Path(tmp)
-        # readable by whichever user the engine maps the container's root to (one syscall)
-        wheels.chmod(0o755)  # noqa: ASYNC240
+        # readable by whichever user the engine maps the container's root to
+        wheels.chmod(0o755)  # noqa: ASYNC240 - one local syscall, no wait
         platforms = wheel_platforms(probe.machine, probe.glibc)
-        if py.pip:
-            await _download(
-                download_argv(sys.executable, probe.version, platforms, wheels, py.pip), log
-            )
-        if mode == "pip":
-            # pip itself, run from its wheel (a venv made --without-pip needs no ensurepip)
-            pip_only = download_argv(sys.executable, probe.version, platforms, wheels, [])
-            await _download([*pip_only, "--no-deps", "pip"], log)
+        await _download_wheels(build, probe.version, platforms, wheels, with_pip=mode == "pip")
         binds = [f"{wheels}:{WHEELS_MOUNT}:ro", f"{uv_bin}:{UV_MOUNT}:ro"]
-        build_config = _container_config(
-            base_id, ["/bin/sh", "-c"], [BUILD_SCRIPT, "sh", probe.python, mode, *py.pip],
-            labels, binds, user,
-        )  # fmt: skip
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        cmd = [BUILD_SCRIPT, "sh", probe.python, mode, *build.py.pip]
+        await _install_and_commit(build, cmd, binds)
 
-        def out(line: str) -> None:
-            tail.append(line)
-            log(line)
 
-        async with _container(docker, build_config, base_image) as build:
-            code = await _start_and_stream(build, out)
-            if code != 0:
-                raise ImageError(
-                    f"building the environment image {tag} on {base_image} failed (exit code "
-                    f"{code}); last lines of the build output:\n" + "\n".join(tail)
-                )
-            await docker._query_json(
-                "commit",
-                method="POST",
-                params={
-                    "container": build.id,
-                    "repo": REPOSITORY,
-                    "tag": tag.rsplit(":", 1)[1],
-                    "pause": "false",
-                    "comment": f"sortie environment {digest[:16]} on {base_image}",
-                    "changes": "\n".join(commit_changes(base_config, digest, base_id)),
-                },
-                data="{}",  # Podman's compat endpoint wants a (possibly empty) JSON body
+async def _probe(build: _Build, uv_bin: str) -> Probe:
+    """The base image's Python, machine and libc, from a throwaway container (ImageError when
+    it has no usable Python)."""
+    lines: list[str] = []
+    config = _container_config(
+        build.base_id, ["/bin/sh", "-c"], [PROBE_SCRIPT],
+        labels=build.labels, binds=[f"{uv_bin}:{UV_MOUNT}:ro"], user=build.user,
+    )  # fmt: skip
+    async with _container(build.docker, config, build.base_image) as container:
+        code = await _start_and_stream(container, lines.append)
+    if code != 0:
+        raise ImageError(
+            f"probing the image {build.base_image} for Python failed (exit code {code}; it "
+            "needs /bin/sh): " + "\n".join(lines[-TAIL_LINES:])
+        )
+    probe = parse_probe("\n".join(lines))
+    check_probe(probe, build.base_image, build.py)
+    return probe
+
+
+async def _download_wheels(
+    build: _Build,
+    version: tuple[int, int],
+    platforms: list[str],
+    wheels: Path,
+    *,
+    with_pip: bool,
+) -> None:
+    """The environment's wheels for the image's Python and platform into ``wheels``; and pip's
+    own when the image installs with pip."""
+    if build.py.pip:
+        await _download(
+            download_argv(sys.executable, version, platforms, wheels, build.py.pip), build.log
+        )
+    if with_pip:
+        # pip itself, run from its wheel (a venv made --without-pip needs no ensurepip)
+        pip_only = download_argv(sys.executable, version, platforms, wheels, [])
+        await _download([*pip_only, "--no-deps", "pip"], build.log)
+
+
+async def _install_and_commit(build: _Build, cmd: list[str], binds: list[str]) -> None:
+    """Run the build script in a container from the base image and commit it to the tag."""
+    config = _container_config(
+        build.base_id, ["/bin/sh", "-c"], cmd,
+        labels=build.labels, binds=binds, user=build.user,
+    )  # fmt: skip
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def out(line: str) -> None:
+        tail.append(line)
+        build.log(line)
+
+    async with _container(build.docker, config, build.base_image) as container:
+        code = await _start_and_stream(container, out)
+        if code != 0:
+            raise ImageError(
+                f"building the environment image {build.tag} on {build.base_image} failed "
+                f"(exit code {code}); last lines of the build output:\n" + "\n".join(tail)
             )
+        await build.docker._query_json(
+            "commit",
+            method="POST",
+            params={
+                "container": container.id,
+                "repo": REPOSITORY,
+                "tag": build.tag.rsplit(":", 1)[1],
+                "pause": "false",
+                "comment": f"sortie environment {build.digest[:16]} on {build.base_image}",
+                "changes": "\n".join(
+                    commit_changes(build.base_config, build.digest, build.base_id)
+                ),
+            },
+            data="{}",  # Podman's compat endpoint wants a (possibly empty) JSON body
+        )
 
 
 def _container_config(
     image: str,
     entrypoint: list[str],
     cmd: list[str],
+    *,
     labels: dict[str, str],
     binds: list[str],
     user: str | None,

@@ -66,36 +66,11 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
         case Assigned(assign=assign):
             return _assigned(state, assign)
         case CancelAsked(cancel=cancel):
-            current = state.running.get(cancel.run_id)
-            if current is None or current > cancel.attempt:
-                return []  # unknown run, or a newer attempt than the one to stop
-            note = Note(
-                level="info",
-                message="cancel received",
-                fields={
-                    "run_id": cancel.run_id,
-                    "attempt": cancel.attempt,
-                    "reason": cancel.reason,
-                },
-            )
-            return [note, StopAttempt(run_id=cancel.run_id, attempt=current, reason=cancel.reason)]
+            return _cancel_asked(state, cancel)
         case PreemptNoticed(reason=reason):
-            notes: list[Command] = []
-            if not state.preempting:
-                notes.append(
-                    Note(
-                        level="warning",
-                        message="preemption notice: stopping every run",
-                        fields={"reason": reason},
-                    )
-                )
-            state.preempting = True
-            return notes + _stop_all(state, "preempted")
+            return _preempt_noticed(state, reason)
         case AttemptEnded(run_id=run_id, attempt=attempt):
-            if state.running.get(run_id) == attempt:
-                del state.running[run_id]
-            state.finished[(run_id, attempt)] = now
-            state.finished.move_to_end((run_id, attempt))
+            _attempt_ended(state, (run_id, attempt), now)
             return []
         case LeaseLapsed(why=why):
             note = Note(level="warning", message=why, fields={"running": len(state.running)})
@@ -103,14 +78,52 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
         case EngineProbed(engine=engine):
             return _engine_probed(state, engine)
         case CommandRefused(error=error, size=size):
-            state.bad_commands += 1
-            if state.bad_commands > MAX_BAD_COMMANDS_LOGGED:
-                return []
-            fields: dict[str, object] = {"error": error[:300], "size": size}
-            return [Note(level="warning", message="bad command ignored", fields=fields)]
+            return _command_refused(state, error, size)
         case Tick():
             _prune_finished(state, now)
             return []
+
+
+def _cancel_asked(state: AgentState, cancel: m.Cancel) -> list[Command]:
+    current = state.running.get(cancel.run_id)
+    if current is None or current > cancel.attempt:
+        return []  # unknown run, or a newer attempt than the one to stop
+    note = Note(
+        level="info",
+        message="cancel received",
+        fields={"run_id": cancel.run_id, "attempt": cancel.attempt, "reason": cancel.reason},
+    )
+    return [note, StopAttempt(run_id=cancel.run_id, attempt=current, reason=cancel.reason)]
+
+
+def _preempt_noticed(state: AgentState, reason: str) -> list[Command]:
+    notes: list[Command] = []
+    if not state.preempting:
+        notes.append(
+            Note(
+                level="warning",
+                message="preemption notice: stopping every run",
+                fields={"reason": reason},
+            )
+        )
+    state.preempting = True
+    return notes + _stop_all(state, "preempted")
+
+
+def _attempt_ended(state: AgentState, key: Key, now: float) -> None:
+    run_id, attempt = key
+    if state.running.get(run_id) == attempt:
+        del state.running[run_id]
+    state.finished[key] = now
+    state.finished.move_to_end(key)
+
+
+def _command_refused(state: AgentState, error: str, size: int) -> list[Command]:
+    state.bad_commands += 1
+    if state.bad_commands > MAX_BAD_COMMANDS_LOGGED:
+        return []
+    fields: dict[str, object] = {"error": error[:300], "size": size}
+    return [Note(level="warning", message="bad command ignored", fields=fields)]
 
 
 def _assigned(state: AgentState, assign: m.Assign) -> list[Command]:

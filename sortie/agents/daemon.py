@@ -26,6 +26,7 @@ from typing import Any
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
@@ -76,6 +77,7 @@ def heartbeat(
     state: AgentState,
     capacity: m.Capacity,
     host: str,
+    *,
     envs: EnvCache,
     now: float,
     gpus: list[m.GpuDevice] | None = None,
@@ -400,9 +402,9 @@ class AgentShell:
             self.state,
             facts.capacity,
             facts.hostname,
-            self.envs,
-            time.time(),
-            facts.gpus.view(),
+            envs=self.envs,
+            now=time.time(),
+            gpus=facts.gpus.view(),
         )
         sent_at = time.monotonic()
         try:
@@ -443,7 +445,7 @@ class AgentShell:
             await asyncio.sleep(self.config.gpu_refresh_s)
             try:
                 self.facts.gpus.update(await asyncio.to_thread(self.gpu_probe))
-            except Exception as exc:  # a failing probe must not take the agent down
+            except Exception as exc:  # noqa: BLE001 - a failing probe must not take the agent down
                 self.alog.warning("GPU readings not refreshed", error=repr(exc))
 
     async def check_engine(self) -> None:
@@ -455,7 +457,7 @@ class AgentShell:
             await asyncio.sleep(self.config.engine_probe_s)
             try:
                 await self.check_engine()
-            except Exception as exc:  # a failing probe must not take the agent down
+            except Exception as exc:  # noqa: BLE001 - a failing probe must not take the agent down
                 self.alog.warning("container engine not probed", error=repr(exc))
 
     def loops(self) -> list[asyncio.Task[None]]:
@@ -498,18 +500,15 @@ async def run_agent(
         finished_cap=config.finished_cap,
     )
     shell = AgentShell(config, facts, bus, state, gpu_probe=gpu_probe, alog=alog)
-    await shell.check_engine()  # leftover containers go before any attempt starts
-    runs_dir = facts.data_dir / "runs"
-    if await report_unreported_exits(bus, config.agent_id, incarnation, runs_dir, alog):
-        # let the scheduler apply them before this incarnation's first heartbeat makes it
-        # requeue the previous incarnation's runs
-        await asyncio.sleep(RECOVERY_SETTLE_S)
+    await _recover(shell)
     shell.lease_file.touch()
     watchdog = (
         await start_watchdog(config, facts.data_dir, shell.lease_file) if config.watchdog else None
     )
-    sub = await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=shell.on_command)
-    hb_now = await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=shell.on_heartbeat_now)
+    subs = [
+        await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=shell.on_command),
+        await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=shell.on_heartbeat_now),
+    ]
     alog.info(
         "agent started",
         target=config.target,
@@ -524,17 +523,40 @@ async def run_agent(
     try:
         await stop.wait()
     finally:
-        alog.info("agent stopping", running=len(state.running))
-        with contextlib.suppress(nats.errors.Error):
+        await _shut_down(shell, subs, loops, watchdog)
+
+
+async def _recover(shell: AgentShell) -> None:
+    """Before any attempt starts: leftover containers go, and what a previous incarnation
+    left unreported is reported."""
+    await shell.check_engine()
+    runs_dir = shell.facts.data_dir / "runs"
+    agent_id, incarnation = shell.config.agent_id, shell.state.incarnation
+    if await report_unreported_exits(shell.bus, agent_id, incarnation, runs_dir, shell.alog):
+        # let the scheduler apply them before this incarnation's first heartbeat makes it
+        # requeue the previous incarnation's runs
+        await asyncio.sleep(RECOVERY_SETTLE_S)
+
+
+async def _shut_down(
+    shell: AgentShell,
+    subs: list[Subscription],
+    loops: list[asyncio.Task[None]],
+    watchdog: asyncio.subprocess.Process | None,
+) -> None:
+    """Stop taking commands, stop the runs (bounded), then the loops, watchdog and bus."""
+    alog = shell.alog
+    alog.info("agent stopping", running=len(shell.state.running))
+    with contextlib.suppress(nats.errors.Error):
+        for sub in subs:
             await sub.unsubscribe()
-            await hb_now.unsubscribe()
-        for task in loops:
-            task.cancel()
-        await shell.stop_attempts()
-        for task in list(shell.background):
-            task.cancel()
-        await asyncio.gather(*loops, *shell.background, return_exceptions=True)
-        if watchdog is not None:
-            await stop_watchdog(watchdog)
-        await bus.close()
-        alog.info("agent stopped")
+    for task in loops:
+        task.cancel()
+    await shell.stop_attempts()
+    for task in list(shell.background):
+        task.cancel()
+    await asyncio.gather(*loops, *shell.background, return_exceptions=True)
+    if watchdog is not None:
+        await stop_watchdog(watchdog)
+    await shell.bus.close()
+    alog.info("agent stopped")

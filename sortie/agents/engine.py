@@ -57,6 +57,11 @@ def engine_name(version: dict[str, Any]) -> str:
     return f"{product} {version.get('Version', '?')}"
 
 
+# What asking an engine can raise: its refusal, a broken connection or one that never came
+# (TimeoutError is an OSError), an answer that is not JSON (a ValueError)
+ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError)
+
+
 def open_docker(url: str) -> aiodocker.Docker:
     """A client for the engine at ``url`` (connects lazily; call inside the event loop).
 
@@ -68,15 +73,16 @@ def open_docker(url: str) -> aiodocker.Docker:
 async def probe_engine(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """The engine's name and version (``podman 4.3.1``), or None when it does not answer.
 
-    Never raises (bar cancellation)."""
+    Never raises for what a URL or an engine can do wrong (see ``ENGINE_ERRORS``); cancellation
+    goes through."""
     try:
         docker = open_docker(url)
-    except Exception:  # a malformed DOCKER_HOST
+    except (ValueError, aiodocker.DockerError):  # a malformed DOCKER_HOST (or ssh:// URL)
         return None
     try:
         async with asyncio.timeout(timeout_s):
             return engine_name(await docker.version())
-    except Exception:
+    except ENGINE_ERRORS:  # TimeoutError is an OSError
         return None
     finally:
         with contextlib.suppress(Exception):
@@ -90,7 +96,7 @@ async def check_engine(docker: aiodocker.Docker, url: str) -> None:
             await docker.version()
     except TimeoutError as exc:
         raise EngineError(unreachable_message(url, "no answer")) from exc
-    except (aiodocker.DockerError, aiohttp.ClientError, OSError, ValueError) as exc:
+    except ENGINE_ERRORS as exc:
         raise EngineError(unreachable_message(url, _short(exc))) from exc
 
 

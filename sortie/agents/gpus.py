@@ -289,7 +289,9 @@ def probe_gpus() -> list[m.GpuDevice]:
     """This host's GPUs: NVML, else nvidia-smi, else none. Never raises."""
     try:
         return probe_nvml()
-    except Exception as exc:  # any NVML failure (no library, no driver) means: try nvidia-smi
+    except Exception as exc:  # noqa: BLE001 - any NVML failure means: try nvidia-smi
+        # pynvml may be missing (ImportError), find no library or driver (its NVMLError, only
+        # nameable once imported) or be an older binding: each is a reason to ask nvidia-smi
         nvml_error = repr(exc)
     found = probe_smi()
     if found is None:

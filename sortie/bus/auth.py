@@ -34,8 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sortie.proto import permissions
+
+if TYPE_CHECKING:  # imported where used: loading cryptography is not free
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 # --- nkeys ----------------------------------------------------------------------------------
 
@@ -93,7 +97,7 @@ class KeyPair:
         prefix = ((raw[0] & 0x07) << 5) | ((raw[1] & 0xF8) >> 3)
         return cls(prefix=prefix, raw_seed=raw[2:34])
 
-    def _private(self) -> object:
+    def _private(self) -> Ed25519PrivateKey:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         return Ed25519PrivateKey.from_private_bytes(self.raw_seed)
@@ -108,13 +112,12 @@ class KeyPair:
     def public_key(self) -> str:
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-        key = self._private().public_key()  # type: ignore[attr-defined]
+        key = self._private().public_key()
         pub: bytes = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         return _b32(_with_crc(bytes([self.prefix]) + pub))
 
     def sign(self, data: bytes) -> bytes:
-        sig: bytes = self._private().sign(data)  # type: ignore[attr-defined]
-        return sig
+        return self._private().sign(data)
 
 
 # --- JWTs -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
@@ -98,7 +98,38 @@ async def connect(
     :class:`AccessDenied` when the broker refuses the credentials (never retried: a daemon
     with wrong credentials should stop and say so).
     """
-    options: dict[str, object] = {
+    options = _client_options(url, name, connect_timeout, reconnect_forever)
+    if auth is not None:
+        options.update(_auth_options(auth))
+    log = structlog.get_logger("sortie.bus")
+    errors = _ErrorWatch(url=url, name=name, auth=auth, log=log)
+    options["error_cb"] = errors.on_error  # nats-py wants a coroutine function
+    delay = 0.2
+    while True:
+        nc = NATS()
+        try:
+            await nc.connect(**options)  # type: ignore[arg-type]  # options mixes value types; nats-py types each keyword
+            errors.connecting = False
+            return nc
+        except (AccessDenied, BrokerUnreachable):
+            await _abandon(nc)
+            raise
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            await _abandon(nc)
+            fatal = _unretried(url, exc, auth, reconnect_forever=reconnect_forever)
+            if fatal is not None:
+                raise fatal from None
+            # A daemon waits for its broker: log once per attempt, back off up to 5 s.
+            log.warning("broker unreachable; retrying", url=url, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _client_options(
+    url: str, name: str, connect_timeout: float, reconnect_forever: bool
+) -> dict[str, object]:
+    """nats-py's connect options, less authentication and the error callback."""
+    return {
         "servers": split_urls(url),
         "name": name,
         "connect_timeout": connect_timeout,
@@ -111,54 +142,52 @@ async def connect(
         "drain_timeout": 2,
     }
 
-    if auth is not None:
-        options.update(_auth_options(auth))
-    log = structlog.get_logger("sortie.bus")
-    connecting = True
-    warned: set[str] = set()
 
-    async def _on_error(exc: Exception) -> None:
-        if connecting and isinstance(exc, ssl.SSLError):
+def _unretried(
+    url: str, exc: Exception, auth: BusAuth | None, *, reconnect_forever: bool
+) -> BrokerUnreachable | None:
+    """What a failed first connection raises, or None where a daemon retries it: a TLS
+    failure never heals, and a client fails fast."""
+    if isinstance(exc, ssl.SSLError):
+        return BrokerUnreachable(tls_message(url, exc, auth))
+    if not reconnect_forever:
+        return BrokerUnreachable(unreachable_message(url, exc or type(exc).__name__))
+    return None
+
+
+@dataclass
+class _ErrorWatch:
+    """nats-py's ``error_cb`` (:meth:`on_error`) for one connection. While the first
+    connection is being made (``connecting``), an untrusted certificate or refused
+    credentials end it at once; afterwards refusals are logged, once each."""
+
+    url: str
+    name: str
+    auth: BusAuth | None
+    log: structlog.stdlib.BoundLogger
+    connecting: bool = True
+    warned: set[str] = field(default_factory=set)
+
+    async def on_error(self, exc: Exception) -> None:
+        if self.connecting and isinstance(exc, ssl.SSLError):
             # a certificate that is not trusted will not become trusted: stop now (nats-py
             # would also hang after this error)
-            raise BrokerUnreachable(tls_message(url, exc, auth))
+            raise BrokerUnreachable(tls_message(self.url, exc, self.auth))
         if _is_auth_error(exc):
-            if connecting:
+            if self.connecting:
                 # nats-py would retry a refusal forever (daemons) or as "no servers": stop now
-                raise AccessDenied(denied_message(url, auth))
-            if "refused" not in warned:
-                warned.add("refused")
-                log.error("the broker refused this connection's credentials", url=url, name=name)
-        elif "permissions violation" in str(exc).lower() and str(exc) not in warned:
+                raise AccessDenied(denied_message(self.url, self.auth))
+            if "refused" not in self.warned:
+                self.warned.add("refused")
+                self.log.error(
+                    "the broker refused this connection's credentials", url=self.url, name=self.name
+                )
+        elif "permissions violation" in str(exc).lower() and str(exc) not in self.warned:
             # what was refused is a subject, never a secret; once per subject (100 at most)
-            if len(warned) >= 100:
+            if len(self.warned) >= 100:
                 return
-            warned.add(str(exc))
-            log.warning("the broker refused an operation", error=str(exc), name=name)
-
-    options["error_cb"] = _on_error
-    delay = 0.2
-    while True:
-        nc = NATS()
-        try:
-            await nc.connect(**options)  # type: ignore[arg-type]
-            connecting = False
-            return nc
-        except (AccessDenied, BrokerUnreachable):
-            await _abandon(nc)
-            raise
-        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
-            await _abandon(nc)
-            if isinstance(exc, ssl.SSLError):
-                raise BrokerUnreachable(tls_message(url, exc, auth)) from None
-            if not reconnect_forever:
-                raise BrokerUnreachable(
-                    unreachable_message(url, exc or type(exc).__name__)
-                ) from None
-            # A daemon waits for its broker: log once per attempt, back off up to 5 s.
-            log.warning("broker unreachable; retrying", url=url, retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            self.warned.add(str(exc))
+            self.log.warning("the broker refused an operation", error=str(exc), name=self.name)
 
 
 async def _abandon(nc: NATS) -> None:

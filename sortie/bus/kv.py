@@ -27,8 +27,7 @@ async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entr
     found: dict[str, KeyValue.Entry] = {}
     try:
         while True:
-            # nats-py 2.16 leaves KeyWatcher's methods unannotated
-            update = watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            update = watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]  # unannotated in nats-py 2.16
             entry: KeyValue.Entry | None = await update
             if entry is None:
                 continue

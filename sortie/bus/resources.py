@@ -65,7 +65,22 @@ async def ensure_resources(js: JetStreamContext, *, replicas: int | None = None)
     cannot keep that many copies.
     """
     wanted = replicas or 1
-    streams = [
+    try:
+        changed = await _create_or_resize(js, replicas, wanted)
+    except nats.js.errors.APIError as exc:
+        if wanted == 1 or isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            raise
+        raise ReplicasUnavailable(
+            f"the broker cannot keep Sortie's streams with {wanted} replicas "
+            f"({exc.description}): that needs a JetStream cluster of at least {wanted} "
+            "servers (deploy/nats/); against a single server leave --replicas out"
+        ) from None
+    await asyncio.gather(*(_settle(js, name, wanted) for name in changed))
+
+
+def _stream_configs(wanted: int) -> list[StreamConfig]:
+    """Sortie's plain streams (reports, logs, metrics), with ``wanted`` copies each."""
+    return [
         StreamConfig(
             name=subjects.STREAM_REPORTS,
             subjects=[subjects.REPORTS_ALL],
@@ -86,35 +101,31 @@ async def ensure_resources(js: JetStreamContext, *, replicas: int | None = None)
             num_replicas=wanted,
         ),
     ]
+
+
+async def _create_or_resize(js: JetStreamContext, replicas: int | None, wanted: int) -> list[str]:
+    """Create each missing stream, bucket and object store with ``wanted`` copies, and give
+    each existing one ``replicas`` copies (when given); the streams whose count changed."""
     changed: list[str] = []
-    try:
-        for cfg in streams:
-            try:
-                changed += await _keep_replicas(js, cfg.name, replicas)  # type: ignore[arg-type]
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(cfg)
-        for bucket in KV_BUCKETS:
-            try:
-                changed += await _keep_replicas(js, kv_stream(bucket), replicas)
-            except nats.js.errors.NotFoundError:
-                await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, replicas=wanted))
+    for cfg in _stream_configs(wanted):
         try:
-            changed += await _keep_replicas(js, obj_stream(subjects.OBJ_BLOBS), replicas)
+            changed += await _keep_replicas(js, cfg.name, replicas)  # type: ignore[arg-type]  # StreamConfig.name is Optional in nats-py; ours all set it
         except nats.js.errors.NotFoundError:
-            # nats-py overwrites config.bucket with its ``bucket`` argument: pass both.
-            await js.create_object_store(
-                subjects.OBJ_BLOBS,
-                config=ObjectStoreConfig(bucket=subjects.OBJ_BLOBS, replicas=wanted),
-            )
-    except nats.js.errors.APIError as exc:
-        if wanted == 1 or isinstance(exc, nats.js.errors.ServiceUnavailableError):
-            raise
-        raise ReplicasUnavailable(
-            f"the broker cannot keep Sortie's streams with {wanted} replicas "
-            f"({exc.description}): that needs a JetStream cluster of at least {wanted} "
-            "servers (deploy/nats/); against a single server leave --replicas out"
-        ) from None
-    await asyncio.gather(*(_settle(js, name, wanted) for name in changed))
+            await js.add_stream(cfg)
+    for bucket in KV_BUCKETS:
+        try:
+            changed += await _keep_replicas(js, kv_stream(bucket), replicas)
+        except nats.js.errors.NotFoundError:
+            await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, replicas=wanted))
+    try:
+        changed += await _keep_replicas(js, obj_stream(subjects.OBJ_BLOBS), replicas)
+    except nats.js.errors.NotFoundError:
+        # nats-py overwrites config.bucket with its ``bucket`` argument: pass both.
+        await js.create_object_store(
+            subjects.OBJ_BLOBS,
+            config=ObjectStoreConfig(bucket=subjects.OBJ_BLOBS, replicas=wanted),
+        )
+    return changed
 
 
 async def _keep_replicas(js: JetStreamContext, stream: str, replicas: int | None) -> list[str]:

@@ -72,9 +72,29 @@ def _gpu_pool(value: str | None) -> tuple[int, ...]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line: global options, then one helper per command group."""
     p = argparse.ArgumentParser(
         prog="sortie", description="Run training scripts on your own machines."
     )
+    _global_options(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_up(sub)
+    _add_auth(sub)
+    _add_scheduler(sub)
+    _add_agent(sub)
+    _add_compute(sub)
+    status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
+    status.add_argument("--output", choices=("text", "json"), default="text")
+    _add_run(sub)
+    return p
+
+
+# argparse has no public name for the type `add_subparsers()` returns; this names it once.
+_Commands = argparse._SubParsersAction
+
+
+def _global_options(p: argparse.ArgumentParser) -> None:
+    """Where the broker is, how to trust it, and the log level."""
     p.add_argument("--url", help="broker URL (default: SORTIE_URL, then the `sortie up` profile)")
     p.add_argument(
         "--creds",
@@ -95,8 +115,10 @@ def _parser() -> argparse.ArgumentParser:
         help="check the broker's certificate against NAME (when connecting through a tunnel)",
     )
     p.add_argument("--log-level", choices=LEVELS, default="info")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+
+def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie up`: broker, scheduler and a local agent in one process tree."""
     up = sub.add_parser("up", help="start broker, scheduler and a local agent on this machine")
     up.add_argument("--data-dir", type=Path, default=None, help="where state is kept")
     up.add_argument("--port", type=int, default=4222)
@@ -122,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _metrics_options(up)
 
+
+def _add_auth(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie auth init|creds`: the authority and per-role credentials."""
     auth = sub.add_parser(
         "auth", help="broker credentials for multi-machine installs"
     ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
@@ -136,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
     ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
 
+
+def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie scheduler`: the scheduler daemon alone."""
     sched = sub.add_parser("scheduler", help="run the scheduler alone against a broker")
     sched.add_argument("--lease", type=float, default=10.0, help="seconds before an agent is lost")
     sched.add_argument(
@@ -162,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _metrics_options(sched)
 
+
+def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie agent`: the agent daemon's options (with --target), or an admin action."""
     agent = sub.add_parser(
         "agent",
         help="run an agent (--target NAME), or list and administer agents",
@@ -210,6 +241,9 @@ def _parser() -> argparse.ArgumentParser:
         a.add_argument("name", help="agent (node) id")
         a.add_argument("--output", choices=("text", "json"), default="text")
 
+
+def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie compute ...`: managed clusters and attached machines."""
     comp = sub.add_parser("compute", help="compute targets: managed clusters").add_subparsers(
         dest="compute_command", required=True, metavar="SUBCOMMAND"
     )
@@ -253,12 +287,44 @@ def _parser() -> argparse.ArgumentParser:
     for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
         sp.add_argument("--output", choices=("text", "json"), default="text")
 
-    status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
-    status.add_argument("--output", choices=("text", "json"), default="text")
 
+def _add_run(sub: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie run ...`: submit runs and inspect them."""
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
         dest="run_command", required=True, metavar="SUBCOMMAND"
     )
+    _add_run_submit(run)
+
+    lst = run.add_parser("list", help="runs, newest first")
+    lst.add_argument("--experiment")
+    lst.add_argument("--output", choices=("text", "json"), default="text")
+
+    show = run.add_parser("show", help="one run's record")
+    show.add_argument("run_id")
+    show.add_argument("--output", choices=("text", "json"), default="text")
+
+    logs = run.add_parser("logs", help="a run's output from the first line")
+    logs.add_argument("run_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep going until it ends")
+    logs.add_argument("--rank", type=int, help="only this node of a multi-node run")
+
+    cancel = run.add_parser("cancel", help="stop a run")
+    cancel.add_argument("run_id")
+
+    wait = run.add_parser("wait", help="wait for a run to end; exit 0 only if Completed")
+    wait.add_argument("run_id")
+
+    why = run.add_parser("why", help="why a run is still queued")
+    why.add_argument("run_id")
+    why.add_argument("--output", choices=("text", "json"), default="text")
+
+    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
+    dl.add_argument("run_id")
+    dl.add_argument("dest", type=Path)
+
+
+def _add_run_submit(run: _Commands[argparse.ArgumentParser]) -> None:
+    """`sortie run submit`: what to run, in which environment, with which resources."""
     s = run.add_parser(
         "submit",
         help="snapshot a directory and run a script from it",
@@ -269,6 +335,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--arg", action="append", default=[], dest="args", metavar="X")
     s.add_argument("--target", default="local")
     s.add_argument("--experiment", default="default")
+    _submit_environment_options(s)
+    _submit_resource_options(s)
+    s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
+    s.add_argument("--output", choices=("text", "json"), default="text")
+
+
+def _submit_environment_options(s: argparse.ArgumentParser) -> None:
+    """The run's Python environment, container and environment variables."""
     env = s.add_mutually_exclusive_group()
     env.add_argument("--python", help="use this interpreter as is (user-managed)")
     env.add_argument("--pip", nargs="+", metavar="PKG", help="build an environment with these")
@@ -299,6 +373,10 @@ def _parser() -> argparse.ArgumentParser:
         "stored in the run's record, shown or logged (values are never taken from the "
         "command line)",
     )
+
+
+def _submit_resource_options(s: argparse.ArgumentParser) -> None:
+    """What the run needs (time, CPUs, memory, GPUs, nodes), retries and placement hints."""
     s.add_argument("--max-duration", type=float, metavar="SECONDS")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--cpus", type=float, default=1.0)
@@ -319,36 +397,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
     s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
     s.add_argument("--snapshot-limit-mb", type=float, default=None)
-    s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
-    s.add_argument("--output", choices=("text", "json"), default="text")
-
-    lst = run.add_parser("list", help="runs, newest first")
-    lst.add_argument("--experiment")
-    lst.add_argument("--output", choices=("text", "json"), default="text")
-
-    show = run.add_parser("show", help="one run's record")
-    show.add_argument("run_id")
-    show.add_argument("--output", choices=("text", "json"), default="text")
-
-    logs = run.add_parser("logs", help="a run's output from the first line")
-    logs.add_argument("run_id")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep going until it ends")
-    logs.add_argument("--rank", type=int, help="only this node of a multi-node run")
-
-    cancel = run.add_parser("cancel", help="stop a run")
-    cancel.add_argument("run_id")
-
-    wait = run.add_parser("wait", help="wait for a run to end; exit 0 only if Completed")
-    wait.add_argument("run_id")
-
-    why = run.add_parser("why", help="why a run is still queued")
-    why.add_argument("run_id")
-    why.add_argument("--output", choices=("text", "json"), default="text")
-
-    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
-    dl.add_argument("run_id")
-    dl.add_argument("dest", type=Path)
-    return p
 
 
 def _metrics_options(p: argparse.ArgumentParser) -> None:
@@ -404,43 +452,17 @@ def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
             "credentials are required: --private-key-file PATH, or --password-env VAR / "
             "--password-stdin (secrets are never taken from the command line)"
         )
-
-    def from_env(var: str, what: str) -> str:
-        value = os.environ.get(var)
-        if not value:
-            raise UsageError(f"the {what} was to be in ${var}, but it is not set")
-        return value
-
-    def from_stdin(what: str) -> str:
-        if sys.stdin.isatty():
-            import getpass
-
-            return getpass.getpass(f"{what}: ")
-        line = sys.stdin.readline().rstrip("\n")
-        if not line:
-            raise UsageError(f"no {what} on standard input")
-        return line
-
     secret: m.SshSecret
     auth: Literal["key", "password"]
     if key_file is not None:
-        try:
-            key_text = key_file.expanduser().read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read the private key file {key_file}: {exc}") from None
-        passphrase = None
-        if args.passphrase_env:
-            passphrase = from_env(args.passphrase_env, "passphrase")
-        elif args.passphrase_stdin:
-            passphrase = from_stdin("passphrase")
-        secret = m.SshSecret(private_key=key_text, passphrase=passphrase)
-        auth = "key"
+        secret, auth = _ssh_key_secret(args, key_file), "key"
     else:
         password = (
-            from_env(args.password_env, "password") if args.password_env else from_stdin("password")
+            _secret_from_env(args.password_env, "password")
+            if args.password_env
+            else _secret_from_stdin("password")
         )
-        secret = m.SshSecret(password=password)
-        auth = "password"
+        secret, auth = m.SshSecret(password=password), "password"
     known = str(args.known_hosts.expanduser().resolve()) if args.known_hosts else None
     login = m.SshLogin(
         username=args.username,
@@ -450,6 +472,39 @@ def _ssh_login(args: argparse.Namespace) -> tuple[m.SshLogin, m.SshSecret]:
         trust_new_host_key=args.trust_new_host_key,
     )
     return login, secret
+
+
+def _ssh_key_secret(args: argparse.Namespace, key_file: Path) -> m.SshSecret:
+    """The private key's text, and its passphrase when one is given (from $VAR or stdin)."""
+    try:
+        key_text = key_file.expanduser().read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read the private key file {key_file}: {exc}") from None
+    passphrase = None
+    if args.passphrase_env:
+        passphrase = _secret_from_env(args.passphrase_env, "passphrase")
+    elif args.passphrase_stdin:
+        passphrase = _secret_from_stdin("passphrase")
+    return m.SshSecret(private_key=key_text, passphrase=passphrase)
+
+
+def _secret_from_env(var: str, what: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        raise UsageError(f"the {what} was to be in ${var}, but it is not set")
+    return value
+
+
+def _secret_from_stdin(what: str) -> str:
+    """Prompt without echo on a terminal; otherwise read one line (scripts pipe it in)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{what}: ")
+    line = sys.stdin.readline().rstrip("\n")
+    if not line:
+        raise UsageError(f"no {what} on standard input")
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -954,34 +1009,7 @@ def _compute_create(args: argparse.Namespace) -> m.ComputeCreate:
 
 async def _compute(client: Client, args: argparse.Namespace) -> int:
     cmd = args.compute_command
-    request: m.Message
-    if cmd == "create":
-        request = _compute_create(args)
-    elif cmd == "attach":
-        login, secret = _ssh_login(args)
-        request = m.ComputeAttach(
-            name=args.name,
-            vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
-            secret=secret,
-        )
-    elif cmd == "detach":
-        request = m.ComputeDetach(name=args.name, keep_files=args.keep_files, force=args.force)
-    elif cmd == "update":
-        request = m.ComputeUpdate(
-            name=args.name,
-            min_nodes=args.min_nodes,
-            max_nodes=args.max_nodes,
-            idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
-        )
-    elif cmd == "delete":
-        request = m.ComputeDelete(name=args.name, force=args.force)
-    elif cmd == "show":
-        request = m.ComputeShow(name=args.name)
-    elif cmd == "list":
-        request = m.ComputeList()
-    else:
-        request = m.SizesList()
-    reply = await client.compute(request)
+    reply = await client.compute(_compute_request(args))
     if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
         reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
     if isinstance(reply, m.VmReply):
@@ -993,15 +1021,55 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
             return EXIT_RUN_FAILED
         return EXIT_OK
     if args.output == "json":
-        if isinstance(reply, m.ComputeReply):
-            print(to_json(compute_view(reply.info)))
-        elif isinstance(reply, m.ComputeListReply):
-            listed: list[ComputeView | MachineView] = [compute_view(i) for i in reply.computes]
-            listed += [machine_view(v) for v in reply.vms]
-            print(to_json(listed))
-        else:
-            print(to_json(reply.sizes))
-        return EXIT_OK
+        _print_compute_json(reply)
+    else:
+        _print_compute_text(reply)
+    return EXIT_OK
+
+
+def _compute_request(args: argparse.Namespace) -> m.Message:
+    """The request a `sortie compute SUBCOMMAND` sends."""
+    match args.compute_command:
+        case "create":
+            return _compute_create(args)
+        case "attach":
+            login, secret = _ssh_login(args)
+            return m.ComputeAttach(
+                name=args.name,
+                vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
+                secret=secret,
+            )
+        case "detach":
+            return m.ComputeDetach(name=args.name, keep_files=args.keep_files, force=args.force)
+        case "update":
+            return m.ComputeUpdate(
+                name=args.name,
+                min_nodes=args.min_nodes,
+                max_nodes=args.max_nodes,
+                idle_seconds_before_scaledown=args.idle_seconds_before_scaledown,
+            )
+        case "delete":
+            return m.ComputeDelete(name=args.name, force=args.force)
+        case "show":
+            return m.ComputeShow(name=args.name)
+        case "list":
+            return m.ComputeList()
+        case _:
+            return m.SizesList()
+
+
+def _print_compute_json(reply: m.ComputeReply | m.ComputeListReply | m.SizesReply) -> None:
+    if isinstance(reply, m.ComputeReply):
+        print(to_json(compute_view(reply.info)))
+    elif isinstance(reply, m.ComputeListReply):
+        listed: list[ComputeView | MachineView] = [compute_view(i) for i in reply.computes]
+        listed += [machine_view(v) for v in reply.vms]
+        print(to_json(listed))
+    else:
+        print(to_json(reply.sizes))
+
+
+def _print_compute_text(reply: m.ComputeReply | m.ComputeListReply | m.SizesReply) -> None:
     if isinstance(reply, m.SizesReply):
         rows: list[tuple[str, ...]] = [("NAME", "CPUS", "MEMORY", "GPUS", "GPU TYPE")]
         rows += [
@@ -1031,7 +1099,6 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
         _table(rows)
     else:
         _print_compute(reply.info)
-    return EXIT_OK
 
 
 async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.VmRecord:

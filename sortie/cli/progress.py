@@ -188,13 +188,9 @@ async def _follow(client: Client, rec: m.RunRecord, status: Status) -> None:
 
 
 async def _why(client: Client, run_id: str) -> str | None:
-    from sortie.client.client import ClientError
-
     try:
         reply = await client.why(run_id)
-    except (ClientError, TimeoutError, OSError):
-        return None
-    except Exception:  # the line is a courtesy: never let it stop the wait
+    except Exception:  # noqa: BLE001  # the line is a courtesy: no error in it may stop the wait
         return None
     if reply.state is not RunState.QUEUED:
         return None

@@ -152,6 +152,36 @@ def _python_version(rest: str, where: str) -> str | None:
 def from_conda_file(path: Path) -> PythonEnvironment:
     """A system-managed environment from a conda-style YAML (``dependencies`` + ``pip:``)."""
     path = Path(path)
+    doc = _load_conda_yaml(path)
+    python_version: str | None = None
+    conda: list[str] = []
+    pip: list[str] = []
+    for i, dep in enumerate(_conda_dependencies(doc, path), start=1):
+        where = f"{path}: dependencies[{i}]"
+        if isinstance(dep, dict):
+            pip.extend(_pip_mapping(dep, path, where))
+            continue
+        name, rest = _conda_spec(dep, where)
+        if name == "python":
+            python_version = _python_version(rest, where)
+        elif name == "pip":
+            continue  # the pip section is honoured by building a venv; pip itself is implied
+        else:
+            conda.append(dep.strip())
+    channels = doc.get("channels") or []
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise EnvSpecError(f"{path}: 'channels' must be a list of channel names")
+    return PythonEnvironment(
+        user_managed=False,
+        pip=pip,
+        conda=sorted(conda),
+        python_version=python_version,
+        channels=[c.strip() for c in channels if c.strip()] if conda else [],
+    )
+
+
+def _load_conda_yaml(path: Path) -> dict[Any, Any]:
+    """The file's YAML document, which must be a mapping."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -167,48 +197,38 @@ def from_conda_file(path: Path) -> PythonEnvironment:
             f"{path}: expected a mapping with a 'dependencies' list (conda environment "
             f"format), got {type(doc).__name__}"
         )
+    return doc
+
+
+def _conda_dependencies(doc: dict[Any, Any], path: Path) -> list[Any]:
     deps = doc.get("dependencies", [])
     if deps is None:
-        deps = []
+        return []
     if not isinstance(deps, list):
         raise EnvSpecError(f"{path}: 'dependencies' must be a list, got {type(deps).__name__}")
-    python_version: str | None = None
-    conda: list[str] = []
-    pip: list[str] = []
-    for i, dep in enumerate(deps, start=1):
-        where = f"{path}: dependencies[{i}]"
-        if isinstance(dep, dict):
-            if set(dep) != {"pip"}:
-                raise EnvSpecError(
-                    f"{where}: the only mapping allowed in 'dependencies' is 'pip: [...]', "
-                    f"got keys {sorted(map(str, dep))}"
-                )
-            pip.extend(_pip_section(dep["pip"], path, where))
-            continue
-        if isinstance(dep, int | float) or not isinstance(dep, str) or not dep.strip():
-            raise EnvSpecError(
-                f"{where}: expected a package spec string such as 'numpy=1.26', got {dep!r}"
-            )
-        match = _CONDA_SPEC.match(dep.strip())
-        if match is None:
-            raise EnvSpecError(f"{where}: cannot read conda package spec {dep!r}")
-        name = match.group("name").lower()
-        if name == "python":
-            python_version = _python_version(match.group("rest"), where)
-        elif name == "pip":
-            continue  # the pip section is honoured by building a venv; pip itself is implied
-        else:
-            conda.append(dep.strip())
-    channels = doc.get("channels") or []
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        raise EnvSpecError(f"{path}: 'channels' must be a list of channel names")
-    return PythonEnvironment(
-        user_managed=False,
-        pip=pip,
-        conda=sorted(conda),
-        python_version=python_version,
-        channels=[c.strip() for c in channels if c.strip()] if conda else [],
-    )
+    return deps
+
+
+def _pip_mapping(dep: dict[Any, Any], path: Path, where: str) -> list[str]:
+    """A ``pip: [...]`` entry of ``dependencies``: the only mapping conda allows there."""
+    if set(dep) != {"pip"}:
+        raise EnvSpecError(
+            f"{where}: the only mapping allowed in 'dependencies' is 'pip: [...]', "
+            f"got keys {sorted(map(str, dep))}"
+        )
+    return _pip_section(dep["pip"], path, where)
+
+
+def _conda_spec(dep: Any, where: str) -> tuple[str, str]:
+    """A conda package spec string -> (lower-case name, the version part after it)."""
+    if isinstance(dep, int | float) or not isinstance(dep, str) or not dep.strip():
+        raise EnvSpecError(
+            f"{where}: expected a package spec string such as 'numpy=1.26', got {dep!r}"
+        )
+    match = _CONDA_SPEC.match(dep.strip())
+    if match is None:
+        raise EnvSpecError(f"{where}: cannot read conda package spec {dep!r}")
+    return match.group("name").lower(), match.group("rest")
 
 
 def _pip_section(section: Any, path: Path, where: str) -> list[str]:

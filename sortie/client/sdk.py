@@ -287,7 +287,7 @@ class RemoteCompute:
     """An existing machine attached over SSH (the hosted platform's RemoteCompute)."""
 
     @staticmethod
-    def attach_configuration(
+    def attach_configuration(  # noqa: PLR0913, PLR0917  # the hosted SDK's signature, kept for its users' scripts
         address: str,
         username: str,
         ssh_port: int = 22,

@@ -201,60 +201,81 @@ class _Walk:
             if why is not None:
                 self.errors.append(f"{rel!r}: not allowed in a snapshot ({why}); rename it")
                 continue
-            path = Path(entry.path)
-            is_link = entry.is_symlink()
-            try:
-                st = path.stat()  # follows links
-            except OSError:
-                st = None
-            if is_link:
-                real = Path(os.path.realpath(path))
-                # A link pointing at a directory is matched as a directory (git matches the
-                # link itself, but we follow it, so directory patterns must prune it).
-                is_dir = st is not None and stat.S_ISDIR(st.st_mode)
-                why_ignored = _ignored_by(rules, rel, is_dir)
-                if why_ignored is not None:
-                    self.ignored[rel + ("/" if is_dir else "")] = why_ignored
-                    continue
-                target = str(path.readlink())
-                if st is None:
-                    self.errors.append(f"{rel}: link is dangling (points to {target!r})")
-                    continue
-                if not self.inside(real):
-                    self.errors.append(
-                        f"{rel}: link leaves the source directory (points to {target!r}, "
-                        f"which is {real})"
-                    )
-                    continue
-            else:
-                real = path
-                if st is None:
-                    self.errors.append(f"{rel}: cannot stat")
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                why_ignored = _ignored_by(rules, rel, is_dir)
-                if why_ignored is not None:
-                    self.ignored[rel + ("/" if is_dir else "")] = why_ignored
-                    continue
-            if is_dir:
-                if real in stack:
-                    self.warnings.append(
-                        f"{rel}: link loops back to {real}; not followed a second time"
-                    )
-                    continue
-                self.walk(real, rel, rules, stack | {real})
-            elif stat.S_ISREG(st.st_mode):
-                self.files.append(
-                    _Found(
-                        rel=rel,
-                        path=real,
-                        size=st.st_size,
-                        mode=st.st_mode & 0o777,
-                        mtime_ns=st.st_mtime_ns,
-                    )
+            found = self._look_at(entry, rel, rules)
+            if found is None:
+                continue
+            real, st, is_dir = found
+            if not is_dir:
+                self._add_file(rel, real, st)
+            elif real in stack:
+                self.warnings.append(
+                    f"{rel}: link loops back to {real}; not followed a second time"
                 )
             else:
-                self.warnings.append(f"{rel}: skipped (not a regular file: socket, fifo or device)")
+                self.walk(real, rel, rules, stack | {real})
+
+    def _look_at(
+        self, entry: os.DirEntry[str], rel: str, rules: list[_IgnoreFile]
+    ) -> tuple[Path, os.stat_result, bool] | None:
+        """Where an entry really is, its stat (links followed) and whether it is a directory;
+        None when it is ignored or cannot be taken (the reason is recorded)."""
+        path = Path(entry.path)
+        try:
+            st: os.stat_result | None = path.stat()  # follows links
+        except OSError:
+            st = None
+        if entry.is_symlink():
+            return self._look_at_link(path, rel, rules, st)
+        if st is None:
+            self.errors.append(f"{rel}: cannot stat")
+            return None
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if self._ignore(rules, rel, is_dir):
+            return None
+        return path, st, is_dir
+
+    def _look_at_link(
+        self, path: Path, rel: str, rules: list[_IgnoreFile], st: os.stat_result | None
+    ) -> tuple[Path, os.stat_result, bool] | None:
+        """A link is followed when it points at something inside the source directory."""
+        real = Path(os.path.realpath(path))
+        # A link pointing at a directory is matched as a directory (git matches the link
+        # itself, but we follow it, so directory patterns must prune it).
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        if self._ignore(rules, rel, is_dir):
+            return None
+        target = str(path.readlink())
+        if st is None:
+            self.errors.append(f"{rel}: link is dangling (points to {target!r})")
+            return None
+        if not self.inside(real):
+            self.errors.append(
+                f"{rel}: link leaves the source directory (points to {target!r}, which is {real})"
+            )
+            return None
+        return real, st, is_dir
+
+    def _ignore(self, rules: list[_IgnoreFile], rel: str, is_dir: bool) -> bool:
+        """Whether an ignore file leaves ``rel`` out (recorded with the rule that did)."""
+        why_ignored = _ignored_by(rules, rel, is_dir)
+        if why_ignored is None:
+            return False
+        self.ignored[rel + ("/" if is_dir else "")] = why_ignored
+        return True
+
+    def _add_file(self, rel: str, real: Path, st: os.stat_result) -> None:
+        if stat.S_ISREG(st.st_mode):
+            self.files.append(
+                _Found(
+                    rel=rel,
+                    path=real,
+                    size=st.st_size,
+                    mode=st.st_mode & 0o777,
+                    mtime_ns=st.st_mtime_ns,
+                )
+            )
+        else:
+            self.warnings.append(f"{rel}: skipped (not a regular file: socket, fifo or device)")
 
 
 def _hash_one(path: Path) -> tuple[str, int, int]:
@@ -332,43 +353,13 @@ def build_manifest(
             f"Links must point inside the source directory; to leave a path out, add it to "
             f"{ignore_name}."
         )
-
     total = sum(f.size for f in walk.files)
-    ignore_hint = ".amlignore" if ignore_name == AMLIGNORE else ".amlignore/.gitignore"
-    if limit_bytes is not None and total > limit_bytes:
-        largest = sorted(walk.files, key=lambda f: (-f.size, f.rel))[:5]
-        listing = "\n  ".join(f"{human_size(f.size):>9}  {f.rel}" for f in largest)
-        raise SnapshotError(
-            f"snapshot of {source_dir} is {human_size(total)}, over the limit of "
-            f"{human_size(limit_bytes)}. Largest files:\n  {listing}\n"
-            f"{_exclude_hint(ignore_name)}, or keep large data outside the source directory."
-        )
-    warnings = list(walk.warnings)
-    if total > warn_bytes:
-        warnings.append(
-            f"snapshot is {human_size(total)} (over {human_size(warn_bytes)}): consider "
-            f"adding large data to {ignore_hint}"
-        )
-
+    warnings = [*walk.warnings, *_check_size(walk, source_dir, total, warn_bytes, limit_bytes)]
     try:
         hashes = _hash_all({f.path: f.size for f in walk.files}, progress)
     except OSError as exc:
         raise SnapshotError(f"cannot read {exc.filename}: {exc.strerror}") from None
-
-    entries: list[FileEntry] = []
-    blobs: dict[str, Path] = {}
-    stamps: dict[str, tuple[int, int]] = {}
-    for f in sorted(walk.files, key=lambda f: f.rel):
-        sha, size, mtime_ns = hashes[f.path]
-        if (size, mtime_ns) != (f.size, f.mtime_ns):
-            raise SnapshotError(
-                f"{f.rel} changed while the snapshot was being taken; submit again once "
-                f"it is no longer being written"
-            )
-        entries.append(FileEntry(path=f.rel, size=f.size, mode=f.mode, sha256=sha))
-        if sha not in blobs:
-            blobs[sha] = f.path
-            stamps[sha] = (f.size, f.mtime_ns)
+    entries, blobs, stamps = _entries(walk.files, hashes)
     return SnapshotPlan(
         source_dir=root,
         manifest=Manifest(files=entries),
@@ -380,6 +371,50 @@ def build_manifest(
         ignored=dict(sorted(walk.ignored.items())),
         stamps=stamps,
     )
+
+
+def _check_size(
+    walk: _Walk, source_dir: Path, total: int, warn_bytes: int, limit_bytes: int | None
+) -> list[str]:
+    """Refuse a snapshot over ``limit_bytes`` (naming its largest files); warn over
+    ``warn_bytes``."""
+    if limit_bytes is not None and total > limit_bytes:
+        largest = sorted(walk.files, key=lambda f: (-f.size, f.rel))[:5]
+        listing = "\n  ".join(f"{human_size(f.size):>9}  {f.rel}" for f in largest)
+        raise SnapshotError(
+            f"snapshot of {source_dir} is {human_size(total)}, over the limit of "
+            f"{human_size(limit_bytes)}. Largest files:\n  {listing}\n"
+            f"{_exclude_hint(walk.ignore_name)}, or keep large data outside the source directory."
+        )
+    if total <= warn_bytes:
+        return []
+    ignore_hint = ".amlignore" if walk.ignore_name == AMLIGNORE else ".amlignore/.gitignore"
+    return [
+        f"snapshot is {human_size(total)} (over {human_size(warn_bytes)}): consider "
+        f"adding large data to {ignore_hint}"
+    ]
+
+
+def _entries(
+    files: list[_Found], hashes: dict[Path, tuple[str, int, int]]
+) -> tuple[list[FileEntry], dict[str, Path], dict[str, tuple[int, int]]]:
+    """The manifest's entries by path; for each distinct content, one file to upload and the
+    (size, mtime_ns) it had. A file that changed while it was hashed is refused."""
+    entries: list[FileEntry] = []
+    blobs: dict[str, Path] = {}
+    stamps: dict[str, tuple[int, int]] = {}
+    for f in sorted(files, key=lambda f: f.rel):
+        sha, size, mtime_ns = hashes[f.path]
+        if (size, mtime_ns) != (f.size, f.mtime_ns):
+            raise SnapshotError(
+                f"{f.rel} changed while the snapshot was being taken; submit again once "
+                f"it is no longer being written"
+            )
+        entries.append(FileEntry(path=f.rel, size=f.size, mode=f.mode, sha256=sha))
+        if sha not in blobs:
+            blobs[sha] = f.path
+            stamps[sha] = (f.size, f.mtime_ns)
+    return entries, blobs, stamps
 
 
 def normalise_script(script: str) -> str:

@@ -117,26 +117,39 @@ def autoscale(
     nodes: Sequence[NodeView],
     now: float,
 ) -> ScalePlan:
-    cfg = compute.cluster
     active = [n for n in nodes if n.state in ACTIVE]
-    current = len(active)
-    plan = ScalePlan(target=current)
     if compute.provisioning_state == "Deleting":
-        plan.stop = sorted(n.node_id for n in active)
-        plan.target = 0
-        if plan.stop:
-            plan.reasons.append(f"cluster is being deleted: stopping {len(plan.stop)} node(s)")
-        return plan
-
+        return _stop_all(active)
     demand = [r for r in queue_order(pending) if servable(compute, r.spec)]
     needed = _nodes_needed(compute, demand, nodes)
+    plan = _scale_up(compute, len(demand), needed, len(active), now)
+    if needed == 0 and plan.create == 0:
+        _scale_down(plan, compute.cluster, active, now)
+    return plan
+
+
+def _stop_all(active: list[NodeView]) -> ScalePlan:
+    """A cluster being deleted: every active node stops."""
+    plan = ScalePlan(target=0, stop=sorted(n.node_id for n in active))
+    if plan.stop:
+        plan.reasons.append(f"cluster is being deleted: stopping {len(plan.stop)} node(s)")
+    return plan
+
+
+def _scale_up(
+    compute: m.ComputeRecord, demand: int, needed: int, current: int, now: float
+) -> ScalePlan:
+    """Nodes to create for ``demand`` servable queued runs needing ``needed`` more nodes, and
+    for min_nodes, up to max_nodes; none while backing off after provider errors."""
+    cfg = compute.cluster
+    plan = ScalePlan(target=current)
     wanted = max(cfg.min_nodes, current + needed)
     target = min(wanted, cfg.max_nodes)
     create = max(0, target - current)
     if create:
         if needed:
             plan.reasons.append(
-                f"{len(demand)} queued run(s) need {needed} more {compute.shape.name} node(s); "
+                f"{demand} queued run(s) need {needed} more {compute.shape.name} node(s); "
                 f"adding {create} (current {current}, max {cfg.max_nodes})"
             )
         else:
@@ -152,26 +165,30 @@ def autoscale(
         create = 0
         target = current
     plan.create = create
-
-    if needed == 0 and create == 0:
-        idle = sorted(
-            (
-                n
-                for n in active
-                if n.state == "running"
-                and not n.busy
-                and n.idle_since is not None
-                and now - n.idle_since >= cfg.idle_seconds_before_scaledown
-            ),
-            key=lambda n: (n.idle_since, n.node_id),
-        )
-        room = max(0, current - cfg.min_nodes)
-        for n in idle[:room]:
-            plan.stop.append(n.node_id)
-            plan.reasons.append(
-                f"node {n.node_id} idle for {now - (n.idle_since or now):.0f}s "
-                f"(>= {cfg.idle_seconds_before_scaledown:.0f}s): stopping"
-            )
-        target = current - len(plan.stop)
     plan.target = target
     return plan
+
+
+def _scale_down(plan: ScalePlan, cfg: m.ClusterConfig, active: list[NodeView], now: float) -> None:
+    """Stop the nodes idle for idle_seconds_before_scaledown, longest idle first, down to
+    min_nodes."""
+    current = len(active)
+    idle = sorted(
+        (
+            n
+            for n in active
+            if n.state == "running"
+            and not n.busy
+            and n.idle_since is not None
+            and now - n.idle_since >= cfg.idle_seconds_before_scaledown
+        ),
+        key=lambda n: (n.idle_since, n.node_id),
+    )
+    room = max(0, current - cfg.min_nodes)
+    for n in idle[:room]:
+        plan.stop.append(n.node_id)
+        plan.reasons.append(
+            f"node {n.node_id} idle for {now - (n.idle_since or now):.0f}s "
+            f"(>= {cfg.idle_seconds_before_scaledown:.0f}s): stopping"
+        )
+    plan.target = current - len(plan.stop)

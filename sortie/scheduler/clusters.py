@@ -30,55 +30,59 @@ def check_compute_name(name: str) -> str | None:
 def check_cluster(
     cfg: m.ClusterConfig, catalog: Mapping[str, m.NodeShape], providers: Collection[str]
 ) -> m.ErrorReply | None:
+    problem = (
+        _size_problem(cfg, catalog)
+        or _node_count_problem(cfg)
+        or _ssh_pool_problem(cfg)
+        or _provider_problem(cfg, providers)
+    )
+    return None if problem is None else m.ErrorReply(code="bad_request", message=problem)
+
+
+def _size_problem(cfg: m.ClusterConfig, catalog: Mapping[str, m.NodeShape]) -> str | None:
     if cfg.vm_size.upper() not in catalog:
-        return m.ErrorReply(
-            code="bad_request",
-            message=(
-                f"unknown vm size {cfg.vm_size!r}: `sortie compute sizes` lists the sizes "
-                "(operators add their own with SORTIE_SIZES_FILE)"
-            ),
+        return (
+            f"unknown vm size {cfg.vm_size!r}: `sortie compute sizes` lists the sizes "
+            "(operators add their own with SORTIE_SIZES_FILE)"
         )
+    return None
+
+
+def _node_count_problem(cfg: m.ClusterConfig) -> str | None:
     if cfg.max_nodes < 1:
-        return m.ErrorReply(code="bad_request", message="max_nodes must be at least 1")
+        return "max_nodes must be at least 1"
     if cfg.max_nodes > MAX_NODES:
-        return m.ErrorReply(
-            code="bad_request",
-            message=(
-                f"max_nodes ({cfg.max_nodes}) is more than one cluster may have ({MAX_NODES}): "
-                "split the pool into several computes"
-            ),
+        return (
+            f"max_nodes ({cfg.max_nodes}) is more than one cluster may have ({MAX_NODES}): "
+            "split the pool into several computes"
         )
     if cfg.min_nodes < 0:
-        return m.ErrorReply(code="bad_request", message="min_nodes must not be negative")
+        return "min_nodes must not be negative"
     if cfg.min_nodes > cfg.max_nodes:
-        return m.ErrorReply(
-            code="bad_request",
-            message=f"min_nodes ({cfg.min_nodes}) is greater than max_nodes ({cfg.max_nodes})",
-        )
+        return f"min_nodes ({cfg.min_nodes}) is greater than max_nodes ({cfg.max_nodes})"
     if cfg.idle_seconds_before_scaledown < 0:
-        return m.ErrorReply(
-            code="bad_request", message="idle_seconds_before_scaledown must not be negative"
+        return "idle_seconds_before_scaledown must not be negative"
+    return None
+
+
+def _ssh_pool_problem(cfg: m.ClusterConfig) -> str | None:
+    if not isinstance(cfg, m.SshPoolCluster):
+        return None
+    if not cfg.hosts:
+        return "an ssh pool needs its machines: --hosts h1,h2,..."
+    if cfg.max_nodes > len(cfg.hosts):
+        return (
+            f"max_nodes ({cfg.max_nodes}) is more than the pool's {len(cfg.hosts)} "
+            "host(s): one node per host"
         )
-    if isinstance(cfg, m.SshPoolCluster):
-        if not cfg.hosts:
-            return m.ErrorReply(
-                code="bad_request", message="an ssh pool needs its machines: --hosts h1,h2,..."
-            )
-        if cfg.max_nodes > len(cfg.hosts):
-            return m.ErrorReply(
-                code="bad_request",
-                message=(
-                    f"max_nodes ({cfg.max_nodes}) is more than the pool's {len(cfg.hosts)} "
-                    "host(s): one node per host"
-                ),
-            )
+    return None
+
+
+def _provider_problem(cfg: m.ClusterConfig, providers: Collection[str]) -> str | None:
     if cfg.provider not in providers:
-        return m.ErrorReply(
-            code="bad_request",
-            message=(
-                f"unknown node provider {cfg.provider!r}; known providers: "
-                f"{', '.join(sorted(providers))}"
-            ),
+        return (
+            f"unknown node provider {cfg.provider!r}; known providers: "
+            f"{', '.join(sorted(providers))}"
         )
     return None
 

@@ -32,12 +32,15 @@ from sortie.scheduler.events import (
     DetachVm,
     Event,
     HeartbeatSeen,
+    LifecycleEvent,
     Log,
+    NodeEvent,
     NodeFailed,
     NodeStopped,
     PublishEof,
     Reply,
     ReportSeen,
+    RequestEvent,
     SaveRunSecret,
     SaveSecret,
     SendToAgent,
@@ -48,14 +51,15 @@ from sortie.scheduler.events import (
     Tick,
     VmAttached,
     VmDetached,
+    VmEvent,
     VmFailed,
     VmLink,
     VmProgress,
     WhyAsked,
 )
 from sortie.scheduler.model import AgentView, SchedulerState
-from sortie.scheduler.placement import Plan, could_ever_hold, place
-from sortie.scheduler.reconcile import reconcile
+from sortie.scheduler.placement import Placement, Plan, could_ever_hold, place
+from sortie.scheduler.reconcile import Reconciliation, reconcile
 from sortie.scheduler.runs import apply_report, cancel, end, move, requeue, store
 from sortie.scheduler.validate import check_secrets, check_spec
 
@@ -99,6 +103,18 @@ __all__ = [
 
 
 def handle(state: SchedulerState, event: Event, now: float, config: Config) -> list[Command]:
+    if isinstance(event, RequestEvent):
+        return _on_request(state, event, now, config)
+    if isinstance(event, NodeEvent):
+        return _on_node_event(state, event, now, config)
+    if isinstance(event, VmEvent):
+        return _on_vm_event(state, event, now)
+    return _on_lifecycle(state, event, now)
+
+
+def _on_request(
+    state: SchedulerState, event: RequestEvent, now: float, config: Config
+) -> list[Command]:
     if isinstance(event, Submitted):
         return _on_submit(state, event, now)
     if isinstance(event, CancelAsked):
@@ -109,16 +125,22 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return requests.on_compute(state, event, now, config)
     if isinstance(event, AgentAsked):
         return requests.on_agent(state, event, now, config)
-    if isinstance(event, WhyAsked):
-        return requests.on_why(state, event)
+    return requests.on_why(state, event)
+
+
+def _on_node_event(
+    state: SchedulerState, event: NodeEvent, now: float, config: Config
+) -> list[Command]:
     if isinstance(event, HeartbeatSeen):
         return _on_heartbeat(state, event.heartbeat, now)
     if isinstance(event, ReportSeen):
         return _on_report(state, event.report)
     if isinstance(event, NodeFailed):
-        return nodes.node_failed(state, event.node_id, event.code, event.message, now, config)
-    if isinstance(event, NodeStopped):
-        return nodes.node_stopped(state, event.node_id, now)
+        return nodes.node_failed(state, event, now, config)
+    return nodes.node_stopped(state, event.node_id, now)
+
+
+def _on_vm_event(state: SchedulerState, event: VmEvent, now: float) -> list[Command]:
     if isinstance(event, VmProgress):
         return vms.progress(state, event.name, event.line)
     if isinstance(event, VmAttached):
@@ -127,8 +149,10 @@ def handle(state: SchedulerState, event: Event, now: float, config: Config) -> l
         return vms.failed(state, event.name, event.code, event.message, now)
     if isinstance(event, VmDetached):
         return vms.detached(state, event.name)
-    if isinstance(event, VmLink):
-        return vms.link(state, event.name, event.link)
+    return vms.link(state, event.name, event.link)
+
+
+def _on_lifecycle(state: SchedulerState, event: LifecycleEvent, now: float) -> list[Command]:
     if isinstance(event, Started):
         state.started_at = now
         return nodes.scheduler_started(state, now, event.children_of)
@@ -369,25 +393,45 @@ def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
         return []  # a duplicate, or a report this member has already moved past
     if rep.state is RunState.QUEUED and member.state is RunState.FINALIZING:
         return []  # a finished script is never given back by its agent
-    cmds: list[Command] = []
     if rep.state in (RunState.FAILED, RunState.CANCELED, RunState.QUEUED):
-        if len(gang) > 1 and rep.error is not None:
-            error = m.RunError(
-                kind=rep.error.kind, message=f"rank {member.rank}: {rep.error.message}"
-            )
-            rep = msgspec.structs.replace(rep, error=error)
-        apply_report(state, rec, rep, cmds)
-        # the attempt is over for every node: stop the others now
-        cmds.extend(
-            SendToAgent(
-                g.agent_id,
-                m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="stale"),
-                rec.run_id,
-            )
-            for g in gang
-            if g is not member and g.state not in TERMINAL
+        return _attempt_over(state, rec, gang, member, rep)
+    return _member_moved(state, rec, gang, member, rep)
+
+
+def _attempt_over(
+    state: SchedulerState,
+    rec: m.RunRecord,
+    gang: list[m.GangMember],
+    member: m.GangMember,  # one of ``gang`` (compared by identity)
+    rep: m.RunReport,
+) -> list[Command]:
+    """A member failed, was canceled or gave its run back: the attempt ends for every node."""
+    cmds: list[Command] = []
+    if len(gang) > 1 and rep.error is not None:
+        error = m.RunError(kind=rep.error.kind, message=f"rank {member.rank}: {rep.error.message}")
+        rep = msgspec.structs.replace(rep, error=error)
+    apply_report(state, rec, rep, cmds)
+    # the attempt is over for every node: stop the others now
+    cmds.extend(
+        SendToAgent(
+            g.agent_id,
+            m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="stale"),
+            rec.run_id,
         )
-        return cmds
+        for g in gang
+        if g is not member and g.state not in TERMINAL
+    )
+    return cmds
+
+
+def _member_moved(
+    state: SchedulerState,
+    rec: m.RunRecord,
+    gang: list[m.GangMember],
+    member: m.GangMember,  # one of ``gang`` (compared by identity)
+    rep: m.RunReport,
+) -> list[Command]:
+    """A member moved a step on: the run moves when its slowest member does."""
     new_gang = [msgspec.structs.replace(g, state=rep.state) if g is member else g for g in gang]
     slowest = min((g.state for g in new_gang), key=PROGRESS.index)
     changes: dict[str, object] = {"gang": new_gang}
@@ -403,6 +447,7 @@ def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
         artifacts=updated.artifacts,
         exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
     )
+    cmds: list[Command] = []
     apply_report(state, updated, summary, cmds)
     return cmds
 
@@ -417,15 +462,36 @@ def decide(
     new_node_id: nodes.NodeIds | None = None,
 ) -> list[Command]:
     """Reconcile observations with records, scale clusters, then place what is queued."""
-    cmds: list[Command] = []
     rec_out = reconcile(
         state.runs,
         state.agents,
         state.assign_sent_at,
-        now,
-        now if state.broker_away else state.started_at,  # away: nobody is judged lost
-        config.timing,
+        now=now,
+        started_at=now if state.broker_away else state.started_at,  # away: nobody is judged lost
+        timing=config.timing,
     )
+    cmds = _apply_reconciliation(state, rec_out, now)
+    if state.computes:
+        cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
+
+    pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
+    if not pending:
+        state.why.clear()
+        return cmds
+    plan: Plan = place(pending, slots(state), limit=config.placement_limit)
+    for p in plan.placements:
+        cmds += _assign_placed(state, p, now)
+    state.why = plan.unplaced
+    # placements are counted in the daemon's one line per cycle (scheduler.metrics)
+    return cmds
+
+
+def _apply_reconciliation(
+    state: SchedulerState, rec_out: Reconciliation, now: float
+) -> list[Command]:
+    """Carry out reconcile's buckets on the state: lost agents, requeued, failed and canceled
+    runs, Assigns sent again, stale attempts stopped."""
+    cmds: list[Command] = []
     for agent_id in rec_out.lost_agents:
         state.agents[agent_id].lost = True
         state.agents.touch(agent_id)
@@ -450,42 +516,34 @@ def decide(
                 ref.run_id,
             )
         )
-
-    if state.computes:
-        cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
-
-    pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
-    if not pending:
-        state.why.clear()
-        return cmds
-    plan: Plan = place(pending, slots(state), limit=config.placement_limit)
-    for p in plan.placements:
-        rec = state.runs[p.run_id]
-        gang = [
-            m.GangMember(
-                rank=rank,
-                agent_id=agent_id,
-                incarnation=state.agents[agent_id].incarnation,
-                hostname=state.agents[agent_id].hostname,
-            )
-            for rank, agent_id in enumerate(p.agent_ids)
-        ]
-        moved = move(
-            rec,
-            RunState.PREPARING,
-            now,
-            agent_id=gang[0].agent_id,
-            agent_incarnation=gang[0].incarnation,
-            assigned_at=now,
-            gang=gang,
-            master_port=rendezvous_port(rec.run_id),
-        )
-        store(state, moved)
-        state.assign_sent_at[p.run_id] = now
-        cmds.extend(SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang)
-    state.why = plan.unplaced
-    # placements are counted in the daemon's one line per cycle (scheduler.metrics)
     return cmds
+
+
+def _assign_placed(state: SchedulerState, p: Placement, now: float) -> list[Command]:
+    """Move a placed run to Preparing with its gang, and send each member its Assign."""
+    rec = state.runs[p.run_id]
+    gang = [
+        m.GangMember(
+            rank=rank,
+            agent_id=agent_id,
+            incarnation=state.agents[agent_id].incarnation,
+            hostname=state.agents[agent_id].hostname,
+        )
+        for rank, agent_id in enumerate(p.agent_ids)
+    ]
+    moved = move(
+        rec,
+        RunState.PREPARING,
+        now,
+        agent_id=gang[0].agent_id,
+        agent_incarnation=gang[0].incarnation,
+        assigned_at=now,
+        gang=gang,
+        master_port=rendezvous_port(rec.run_id),
+    )
+    store(state, moved)
+    state.assign_sent_at[p.run_id] = now
+    return [SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang]
 
 
 def _no_ids(cluster: str) -> str:

@@ -19,13 +19,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
@@ -135,7 +137,7 @@ class Daemon:
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
-        self.subs: list[object] = []
+        self.subs: list[Subscription | JetStreamContext.PullSubscription] = []
         self._bad_subjects: set[str] = set()
         # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
         self.run_secrets: dict[str, m.SecretEnv] = {}
@@ -583,7 +585,6 @@ class Daemon:
             self.revisions[run_id] = entry.revision or 0
 
     async def _execute(self, cmds: list[core.Command], failed: set[str]) -> None:
-        nc = self.bus.nc
         for cmd in cmds:
             if isinstance(cmd, core.Log):
                 log.info(cmd.event, **cmd.fields)
@@ -591,35 +592,44 @@ class Daemon:
             run_id = cmd.run_id
             if run_id is not None and run_id in failed:
                 if isinstance(cmd, core.Reply) and cmd.reply_to:
-                    await nc.publish(
+                    await self.bus.nc.publish(
                         cmd.reply_to,
                         codec.error("conflict", f"run {run_id} was changed concurrently; retry"),
                     )
                 continue
             try:
-                if isinstance(cmd, core.SendToAgent):
-                    await nc.publish(
-                        subjects.agent_commands(cmd.agent_id), codec.encode(self._with_secrets(cmd))
-                    )
-                elif isinstance(cmd, core.Reply):
-                    if cmd.reply_to:
-                        await nc.publish(cmd.reply_to, codec.encode(cmd.message))
-                elif isinstance(cmd, core.PublishEof):
-                    await self._publish_eof(cmd)
-                elif isinstance(cmd, core.CreateNode):
-                    self._spawn(self._create_node(cmd))
-                elif isinstance(cmd, core.StopNode):
-                    self._spawn(self._stop_node(cmd))
-                elif isinstance(cmd, core.AttachVm):
-                    self._spawn(self.machines.attach(cmd))
-                elif isinstance(cmd, core.DetachVm):
-                    self._spawn(self.machines.detach(cmd, self.state.vms.get(cmd.name)))
-                elif isinstance(cmd, core.SaveSecret):
-                    save_credentials(self.machines.data_dir, cmd.name, credentials(cmd.secret))
+                await self._carry_out(cmd)
             except TRANSIENT as exc:
                 # Commands are re-derived by reconciliation (resend, stale stop); a lost reply
                 # is retried by the client. Nothing here is the only copy of a decision.
                 log.warning("command not delivered", command=type(cmd).__name__, error=repr(exc))
+
+    async def _carry_out(self, cmd: core.Command) -> None:
+        """One command's side effect; node and machine work runs in the background."""
+        nc = self.bus.nc
+        match cmd:
+            case core.SendToAgent():
+                await nc.publish(
+                    subjects.agent_commands(cmd.agent_id), codec.encode(self._with_secrets(cmd))
+                )
+            case core.Reply(reply_to=reply_to) if reply_to:
+                await nc.publish(reply_to, codec.encode(cmd.message))
+            case core.PublishEof():
+                await self._publish_eof(cmd)
+            case core.CreateNode():
+                self._spawn(self._create_node(cmd))
+            case core.StopNode():
+                self._spawn(self._stop_node(cmd))
+            case core.AttachVm():
+                self._spawn(self.machines.attach(cmd))
+            case core.DetachVm():
+                self._spawn(self.machines.detach(cmd, self.state.vms.get(cmd.name)))
+            case core.SaveSecret():
+                save_credentials(self.machines.data_dir, cmd.name, credentials(cmd.secret))
+            case core.Reply() | core.SaveRunSecret() | core.Log():
+                pass  # a reply with nowhere to go; run secrets are kept (and logs written) first
+            case _:
+                assert_never(cmd)
 
     def _with_secrets(self, cmd: core.SendToAgent) -> m.Assign | m.Cancel | m.Preempt:
         """An Assign of a run with secret variables carries their values (only on the wire)."""
@@ -725,6 +735,7 @@ class Daemon:
     async def close(self) -> None:
         for t in [*self.tasks, *self.background]:
             t.cancel()
+        # shutting down: whatever one part raises, the others are still closed
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()
@@ -735,7 +746,7 @@ class Daemon:
                 await t
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+                await sub.unsubscribe()
         await self.bus.close()
 
 

@@ -134,27 +134,17 @@ class BrokerBack:
     was away never reached it, so no agent may be judged on them."""
 
 
-Event = (
-    Submitted
-    | CancelAsked
-    | TargetsAsked
-    | ComputeAsked
-    | AgentAsked
-    | WhyAsked
-    | HeartbeatSeen
-    | ReportSeen
-    | NodeFailed
-    | NodeStopped
-    | VmProgress
-    | VmAttached
-    | VmFailed
-    | VmDetached
-    | VmLink
-    | Started
-    | Tick
-    | BrokerAway
-    | BrokerBack
-)
+# The events come in four kinds; ``core.handle`` dispatches on the kind, then on the event.
+# A client's request, answered with a Reply (and maybe state changes).
+RequestEvent = Submitted | CancelAsked | TargetsAsked | ComputeAsked | AgentAsked | WhyAsked
+# News from an agent or about a node's process.
+NodeEvent = HeartbeatSeen | ReportSeen | NodeFailed | NodeStopped
+# News from a VM attach (the vm tunnel's life).
+VmEvent = VmProgress | VmAttached | VmFailed | VmDetached | VmLink
+# The scheduler's own life: start, broker outage, and the periodic tick.
+LifecycleEvent = Started | Tick | BrokerAway | BrokerBack
+
+Event = RequestEvent | NodeEvent | VmEvent | LifecycleEvent
 
 # --- commands --------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,6 +21,7 @@ from sortie.bus.connection import split_urls
 from sortie.proto import messages as m
 from sortie.scheduler import events as ev
 from sortie.scheduler.ssh import (
+    AgentAccess,
     SshCredentials,
     SshError,
     SshLink,
@@ -58,18 +58,15 @@ def target_of(address: str, login: m.SshLogin) -> SshTarget:
     return SshTarget(address=address, username=login.username, port=login.ssh_port)
 
 
-@dataclass(frozen=True)
-class RemoteAccess:
-    """Where an installed agent's credentials and broker CA are, on its host."""
-
-    creds_path: str | None = None
-    tls_ca_path: str | None = None
-
-
 async def install_access(
-    conn: SSHClientConnection, remote_dir: str, creds: Creds | None, tls_ca: Path | None
-) -> RemoteAccess:
-    """Put the agent's own credentials (0600) and the broker's CA under ``~/<remote_dir>``."""
+    conn: SSHClientConnection,
+    remote_dir: str,
+    creds: Creds | None,
+    tls_ca: Path | None,
+    broker_host: str | None,
+) -> AgentAccess:
+    """Put the agent's own credentials (0600) and the broker's CA under ``~/<remote_dir>``;
+    with a CA, the agent checks the broker's certificate for ``broker_host``."""
     creds_path = ca_path = None
     if creds is not None:
         creds_path = await install_private_file(
@@ -80,7 +77,11 @@ async def install_access(
         ca_path = await install_private_file(
             conn, remote_dir=remote_dir, name="broker-ca.pem", text=pem
         )
-    return RemoteAccess(creds_path=creds_path, tls_ca_path=ca_path)
+    return AgentAccess(
+        creds_path=creds_path,
+        tls_ca_path=ca_path,
+        tls_hostname=broker_host if ca_path is not None else None,
+    )
 
 
 class Machines:
@@ -133,53 +134,9 @@ class Machines:
         return link
 
     async def attach(self, cmd: ev.AttachVm) -> None:
-        name, vm = cmd.name, cmd.vm
-
-        def say(line: str) -> None:
-            self.emit(ev.VmProgress(name=name, line=line))
-
-        creds = credentials(cmd.secret)
+        name = cmd.name
         try:
-            save_credentials(self.data_dir, name, creds)
-            target = target_of(vm.address, vm.ssh)
-            say(f"connecting to {vm.ssh.username}@{vm.address}:{vm.ssh.ssh_port}")
-            conn = await connect(
-                target,
-                creds,
-                known_hosts=known_hosts_of(vm.ssh),
-                trust_new_host_key=vm.ssh.trust_new_host_key,
-            )
-            try:
-                say("host key verified; preparing Sortie's wheels")
-                wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
-                sortie_bin = await install_agent(
-                    conn, wheelhouse, remote_dir=REMOTE_DIR, progress=say
-                )
-                remote_port: int | None = None
-                if vm.advertised_url:
-                    url = vm.advertised_url
-                else:
-                    link = await self._open_link(name, vm.address, vm.ssh, creds, 0)
-                    remote_port = link.remote_port
-                    url = f"nats://127.0.0.1:{remote_port}"
-                    say(f"reverse port forward ready (remote port {remote_port})")
-                access = await install_access(conn, REMOTE_DIR, self.mint(name), self.tls_ca)
-                if access.tls_ca_path is not None:
-                    url = url.replace("nats://", "tls://", 1)
-                say("starting the agent")
-                await start_agent(
-                    conn,
-                    sortie_bin=sortie_bin,
-                    remote_dir=REMOTE_DIR,
-                    broker_url=url,
-                    target=name,
-                    agent_id=name,
-                    creds_path=access.creds_path,
-                    tls_ca_path=access.tls_ca_path,
-                    tls_hostname=self._broker()[0] if access.tls_ca_path else None,
-                )
-            finally:
-                conn.close()
+            remote_port = await self._install_and_start(cmd)
         except SshError as exc:
             detail = exc.message + (f"\n{exc.output}" if exc.output else "")
             await self._drop_link(name)
@@ -193,6 +150,54 @@ class Machines:
             )
             return
         self.emit(ev.VmAttached(name=name, remote_port=remote_port))
+
+    async def _install_and_start(self, cmd: ev.AttachVm) -> int | None:
+        """Install Sortie on the machine and start its agent; the link's remote port (None
+        where the agent reaches an advertised broker URL itself)."""
+        name, vm = cmd.name, cmd.vm
+
+        def say(line: str) -> None:
+            self.emit(ev.VmProgress(name=name, line=line))
+
+        creds = credentials(cmd.secret)
+        save_credentials(self.data_dir, name, creds)
+        say(f"connecting to {vm.ssh.username}@{vm.address}:{vm.ssh.ssh_port}")
+        conn = await connect(
+            target_of(vm.address, vm.ssh),
+            creds,
+            known_hosts=known_hosts_of(vm.ssh),
+            trust_new_host_key=vm.ssh.trust_new_host_key,
+        )
+        try:
+            say("host key verified; preparing Sortie's wheels")
+            wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
+            sortie_bin = await install_agent(conn, wheelhouse, remote_dir=REMOTE_DIR, progress=say)
+            remote_port: int | None = None
+            if vm.advertised_url:
+                url = vm.advertised_url
+            else:
+                link = await self._open_link(name, vm.address, vm.ssh, creds, 0)
+                remote_port = link.remote_port
+                url = f"nats://127.0.0.1:{remote_port}"
+                say(f"reverse port forward ready (remote port {remote_port})")
+            access = await install_access(
+                conn, REMOTE_DIR, self.mint(name), self.tls_ca, self._broker()[0]
+            )
+            if access.tls_ca_path is not None:
+                url = url.replace("nats://", "tls://", 1)
+            say("starting the agent")
+            await start_agent(
+                conn,
+                sortie_bin=sortie_bin,
+                remote_dir=REMOTE_DIR,
+                broker_url=url,
+                target=name,
+                agent_id=name,
+                access=access,
+            )
+        finally:
+            conn.close()
+        return remote_port
 
     async def detach(self, cmd: ev.DetachVm, rec: m.VmRecord | None) -> None:
         name = cmd.name

@@ -94,6 +94,25 @@ class Gauges:
 
 
 def gauges(state: SchedulerState, now: float) -> Gauges:
+    queue, oldest, runs = _run_gauges(state, now)
+    gpus, cpus = _capacity_gauges(state)
+    return Gauges(
+        queue=queue,
+        oldest_queued_s=oldest,
+        runs=runs,
+        agents=_agent_gauges(state),
+        gpus=gpus,
+        cpus=cpus,
+        nodes=_node_gauges(state),
+        broker_connected=not state.broker_away,
+    )
+
+
+def _run_gauges(
+    state: SchedulerState, now: float
+) -> tuple[dict[tuple[str, int], int], dict[str, float], dict[tuple[str, str], int]]:
+    """The queue by (target, priority), the longest wait per target, and the active runs by
+    (state, target), with zeros for every known target and active state."""
     targets = set(state.known_targets())
     queue: dict[tuple[str, int], int] = {}
     oldest: dict[str, float] = {}
@@ -112,6 +131,10 @@ def gauges(state: SchedulerState, now: float) -> Gauges:
     for target in targets:
         for s in ACTIVE_STATES:
             runs.setdefault((str(s), target), 0)
+    return queue, oldest, runs
+
+
+def _agent_gauges(state: SchedulerState) -> dict[tuple[str, str], int]:
     agents: dict[tuple[str, str], int] = {}
     for a in state.agents.values():
         by_state = (a.target, agent_state(a))
@@ -119,6 +142,13 @@ def gauges(state: SchedulerState, now: float) -> Gauges:
     for target in {a.target for a in state.agents.values()}:
         for name in AGENT_STATES:
             agents.setdefault((target, name), 0)
+    return agents
+
+
+def _capacity_gauges(
+    state: SchedulerState,
+) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[float, float]]]:
+    """(total, used) GPUs and CPUs per target, on agents not lost."""
     gpus: dict[str, tuple[int, int]] = {}
     cpus: dict[str, tuple[float, float]] = {}
     for slot in slots(state):
@@ -128,21 +158,16 @@ def gauges(state: SchedulerState, now: float) -> Gauges:
         gpus[slot.target] = (total + slot.total.gpus, used + slot.total.gpus - slot.free_gpus)
         ctotal, cused = cpus.get(slot.target, (0.0, 0.0))
         cpus[slot.target] = (ctotal + slot.total.cpus, cused + slot.total.cpus - slot.free_cpus)
+    return gpus, cpus
+
+
+def _node_gauges(state: SchedulerState) -> dict[tuple[str, str], int]:
     nodes: dict[tuple[str, str], int] = {}
     for name in state.computes:
         counts = compute_info(state, name).counts
         for kind in NODE_KINDS:
             nodes[(name, kind)] = int(getattr(counts, kind))
-    return Gauges(
-        queue=queue,
-        oldest_queued_s=oldest,
-        runs=runs,
-        agents=agents,
-        gpus=gpus,
-        cpus=cpus,
-        nodes=nodes,
-        broker_connected=not state.broker_away,
-    )
+    return nodes
 
 
 def _queued_since(rec: m.RunRecord) -> float:
@@ -217,7 +242,18 @@ class Metrics:
     def __init__(
         self, state: Callable[[], SchedulerState], clock: Callable[[], float] = time.time
     ) -> None:
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._declare_run_counters(self.registry)
+        self._declare_latencies(self.registry)
+        self._declare_scheduler_counters(self.registry)
+        for kind in ("uploaded", "deduplicated"):
+            self.snapshot_bytes.labels(kind=kind)
+        self.registry.register(_StateCollector(state, clock))
+        self._runs: dict[str, _Seen] = {}
+        self._env: dict[str, tuple[str, int, int]] = {}  # agent -> (incarnation, hits, misses)
+
+    def _declare_run_counters(self, r: CollectorRegistry) -> None:
+        """Runs submitted, ended, requeued and preempted."""
         self.submitted = Counter(
             "sortie_runs_submitted", "Runs accepted by the scheduler.", ["target"], registry=r
         )
@@ -240,6 +276,9 @@ class Metrics:
             ["target"],
             registry=r,
         )
+
+    def _declare_latencies(self, r: CollectorRegistry) -> None:
+        """How long placement, starting and a scheduler cycle take."""
         self.placement = Histogram(
             "sortie_placement_latency_seconds",
             "From a run becoming Queued (submitted or requeued) to its placement on agents.",
@@ -260,6 +299,9 @@ class Metrics:
             buckets=CYCLE_BUCKETS,
             registry=r,
         )
+
+    def _declare_scheduler_counters(self, r: CollectorRegistry) -> None:
+        """The scheduler's own work: events, autoscaler actions, snapshots, env caches."""
         self.events = Counter(
             "sortie_scheduler_events",
             "Events the scheduler handled, by kind.",
@@ -291,11 +333,6 @@ class Metrics:
             ["target"],
             registry=r,
         )
-        for kind in ("uploaded", "deduplicated"):
-            self.snapshot_bytes.labels(kind=kind)
-        r.register(_StateCollector(state, clock))
-        self._runs: dict[str, _Seen] = {}
-        self._env: dict[str, tuple[str, int, int]] = {}  # agent -> (incarnation, hits, misses)
 
     def seed(self, state: SchedulerState) -> None:
         """Remember the runs loaded at start, so that nothing they did before counts."""

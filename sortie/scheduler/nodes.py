@@ -9,10 +9,11 @@ import msgspec
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from sortie.scheduler import clusters
-from sortie.scheduler.autoscale import NodeView, autoscale, node_labels
+from sortie.scheduler.autoscale import NodeView, ScalePlan, autoscale, node_labels
 from sortie.scheduler.capacity import busy_agents, slots
-from sortie.scheduler.events import Command, Config, CreateNode, Log, StopNode
+from sortie.scheduler.events import Command, Config, CreateNode, Log, NodeFailed, StopNode
 from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.placement import Slot
 
 NodeIds = Callable[[str], str]  # cluster name -> a fresh node id (made by the daemon)
 
@@ -47,103 +48,130 @@ def step_clusters(
     busy = busy_agents(state)
     free = {s.agent_id: s for s in slots(state)}
     for name in sorted(state.computes):
-        compute = state.computes[name]
         nodes = sorted(
             (n for n in state.nodes.values() if n.cluster == name), key=lambda n: n.node_id
         )
-        for n in nodes:
-            if n.state == "creating" and now - n.created_at > config.node_boot_timeout_s:
-                cmds += node_failed(
-                    state,
-                    n.node_id,
-                    "boot_timeout",
-                    f"node {n.node_id} did not register within {config.node_boot_timeout_s:.0f}s",
-                    now,
-                    config,
-                )
-            deadline = state.preempt_deadline.get(n.node_id)
-            if deadline is not None and now >= deadline:
-                del state.preempt_deadline[n.node_id]
-                cmds.append(StopNode(n.node_id, config.node_stop_grace_s))
-            if state.nodes[n.node_id].state == "running" and n.node_id not in busy:
-                state.node_idle_since.setdefault(n.node_id, now)
-            else:
-                state.node_idle_since.pop(n.node_id, None)
-        compute = state.computes[name]
-        views = []
-        for n in (state.nodes[x.node_id] for x in nodes):
-            slot = free.get(n.node_id)
-            views.append(
-                NodeView(
-                    node_id=n.node_id,
-                    state=n.state,
-                    created_at=n.created_at,
-                    busy=n.node_id in busy,
-                    idle_since=state.node_idle_since.get(n.node_id),
-                    free_cpus=slot.free_cpus if slot and slot.available else 0.0,
-                    free_memory_mb=slot.free_memory_mb if slot and slot.available else 0,
-                    free_gpus=slot.free_gpus if slot and slot.available else 0,
-                )
-            )
+        cmds += _watch_nodes(state, nodes, busy, now, config)
+        compute = state.computes[name]  # watching may have recorded a failure on it
+        views = [_node_view(state, state.nodes[n.node_id], busy, free) for n in nodes]
         pending = [
             r for r in state.runs.values() if r.state is RunState.QUEUED and r.spec.target == name
         ]
         plan = autoscale(compute, pending, views, now)
         state.node_targets[name] = plan.target
-        created: list[str] = []
-        for _ in range(plan.create):
-            node_id = new_node_id(name)
-            state.nodes.put(
-                node_id,
-                m.NodeRecord(
-                    node_id=node_id,
-                    cluster=name,
-                    state="creating",
-                    priority=compute.cluster.vm_priority,
-                    created_at=now,
-                    changed_at=now,
-                ),
-            )
-            created.append(node_id)
-            cmds.append(
-                CreateNode(
-                    node_id=node_id,
-                    cluster=name,
-                    shape=compute.shape,
-                    priority=compute.cluster.vm_priority,
-                    labels=node_labels(name),
-                )
-            )
+        creates = _create_nodes(state, compute, plan.create, now, new_node_id)
+        cmds += creates
         for node_id in plan.stop:
             _set_node(state, state.nodes[node_id], "stopping", now)
             state.node_idle_since.pop(node_id, None)
             cmds.append(StopNode(node_id, config.node_stop_grace_s))
-        if created:
-            _decide(
-                state,
-                name,
-                m.ScaleDecision(
-                    at=now, action="scale_up", nodes=created, reason="; ".join(plan.reasons)
-                ),
-            )
-            cmds.append(Log("scale up", {"compute": name, "nodes": created}))
-        if plan.stop:
-            _decide(
-                state,
-                name,
-                m.ScaleDecision(
-                    at=now, action="scale_down", nodes=plan.stop, reason="; ".join(plan.reasons)
-                ),
-            )
-            cmds.append(Log("scale down", {"compute": name, "nodes": plan.stop}))
-        recent = state.computes[name].decisions
-        if plan.backoff and (not recent or recent[-1].action != "backoff"):
-            _decide(
-                state,
-                name,
-                m.ScaleDecision(at=now, action="backoff", reason="; ".join(plan.reasons)),
-            )
+        cmds += _record_scaling(state, name, plan, [c.node_id for c in creates], now)
         _settle(state, name, now, cmds)
+    return cmds
+
+
+def _watch_nodes(
+    state: SchedulerState,
+    nodes: list[m.NodeRecord],
+    busy: set[str],
+    now: float,
+    config: Config,
+) -> list[Command]:
+    """Fail the nodes that did not boot in time, stop the preempted ones whose grace is over,
+    and note when each running node became idle."""
+    cmds: list[Command] = []
+    for n in nodes:
+        if n.state == "creating" and now - n.created_at > config.node_boot_timeout_s:
+            why = f"node {n.node_id} did not register within {config.node_boot_timeout_s:.0f}s"
+            cmds += node_failed(state, NodeFailed(n.node_id, "boot_timeout", why), now, config)
+        deadline = state.preempt_deadline.get(n.node_id)
+        if deadline is not None and now >= deadline:
+            del state.preempt_deadline[n.node_id]
+            cmds.append(StopNode(n.node_id, config.node_stop_grace_s))
+        if state.nodes[n.node_id].state == "running" and n.node_id not in busy:
+            state.node_idle_since.setdefault(n.node_id, now)
+        else:
+            state.node_idle_since.pop(n.node_id, None)
+    return cmds
+
+
+def _node_view(
+    state: SchedulerState, n: m.NodeRecord, busy: set[str], free: dict[str, Slot]
+) -> NodeView:
+    """The node as the autoscaler sees it (free room only on an available agent)."""
+    slot = free.get(n.node_id)
+    return NodeView(
+        node_id=n.node_id,
+        state=n.state,
+        created_at=n.created_at,
+        busy=n.node_id in busy,
+        idle_since=state.node_idle_since.get(n.node_id),
+        free_cpus=slot.free_cpus if slot and slot.available else 0.0,
+        free_memory_mb=slot.free_memory_mb if slot and slot.available else 0,
+        free_gpus=slot.free_gpus if slot and slot.available else 0,
+    )
+
+
+def _create_nodes(
+    state: SchedulerState,
+    compute: m.ComputeRecord,
+    count: int,
+    now: float,
+    new_node_id: NodeIds,
+) -> list[CreateNode]:
+    """Record ``count`` new nodes as creating; the commands that ask the provider for them."""
+    name = compute.name
+    created: list[CreateNode] = []
+    for _ in range(count):
+        node_id = new_node_id(name)
+        state.nodes.put(
+            node_id,
+            m.NodeRecord(
+                node_id=node_id,
+                cluster=name,
+                state="creating",
+                priority=compute.cluster.vm_priority,
+                created_at=now,
+                changed_at=now,
+            ),
+        )
+        created.append(
+            CreateNode(
+                node_id=node_id,
+                cluster=name,
+                shape=compute.shape,
+                priority=compute.cluster.vm_priority,
+                labels=node_labels(name),
+            )
+        )
+    return created
+
+
+def _record_scaling(
+    state: SchedulerState,
+    name: str,
+    plan: ScalePlan,
+    created: list[str],
+    now: float,
+) -> list[Command]:
+    """The cluster's decision log: scale up, scale down, and a backoff (once per streak)."""
+    cmds: list[Command] = []
+    reason = "; ".join(plan.reasons)
+    if created:
+        _decide(
+            state, name, m.ScaleDecision(at=now, action="scale_up", nodes=created, reason=reason)
+        )
+        cmds.append(Log("scale up", {"compute": name, "nodes": created}))
+    if plan.stop:
+        _decide(
+            state,
+            name,
+            m.ScaleDecision(at=now, action="scale_down", nodes=plan.stop, reason=reason),
+        )
+        cmds.append(Log("scale down", {"compute": name, "nodes": plan.stop}))
+    recent = state.computes[name].decisions
+    if plan.backoff and (not recent or recent[-1].action != "backoff"):
+        _decide(state, name, m.ScaleDecision(at=now, action="backoff", reason=reason))
     return cmds
 
 
@@ -183,8 +211,9 @@ def node_registered(state: SchedulerState, node_id: str, now: float) -> None:
 
 
 def node_failed(
-    state: SchedulerState, node_id: str, code: str, message: str, now: float, config: Config
+    state: SchedulerState, failure: NodeFailed, now: float, config: Config
 ) -> list[Command]:
+    node_id, code, message = failure.node_id, failure.code, failure.message
     node = state.nodes.get(node_id)
     if node is None or node.state in ("stopped", "failed"):
         return []

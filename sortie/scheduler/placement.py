@@ -240,7 +240,14 @@ class _Class:
 
 def _reject_permanent(slot: Slot, spec: m.RunSpec) -> str | None:
     """The half of ``_reject`` that does not change in a pass (checked once per class)."""
-    req = spec.resources
+    why = _agent_unfit(slot, spec)
+    if why is not None:
+        return why
+    return _too_small(slot.total, spec.resources)
+
+
+def _agent_unfit(slot: Slot, spec: m.RunSpec) -> str | None:
+    """What the agent is (available, its engine, priority and labels) against the spec."""
     if not slot.available:
         return slot.unavailable_why
     if spec.environment.docker.enabled and not slot.container_engine:
@@ -250,13 +257,18 @@ def _reject_permanent(slot: Slot, spec: m.RunSpec) -> str | None:
     for key, want in sorted(spec.constraints.items()):
         if slot.labels.get(key) != want:
             return f"label {key}={want} not on agent"
-    if req.gpu_type and req.gpus > 0 and not gpu_type_matches(req.gpu_type, slot.total.gpu_type):
+    return None
+
+
+def _too_small(total: m.Capacity, req: m.Resources) -> str | None:
+    """What the agent has in all (not what is free now) against what the run asks."""
+    if req.gpu_type and req.gpus > 0 and not gpu_type_matches(req.gpu_type, total.gpu_type):
         return f"agent lacks GPUs of type {req.gpu_type}"
-    if req.gpus > slot.total.gpus:
+    if req.gpus > total.gpus:
         return "agent has too few GPUs"
-    if req.cpus > slot.total.cpus:
+    if req.cpus > total.cpus:
         return "agent has too few CPUs"
-    if req.memory_mb > slot.total.memory_mb and slot.total.memory_mb > 0:
+    if req.memory_mb > total.memory_mb and total.memory_mb > 0:
         return "agent has too little memory"
     return None
 
@@ -289,16 +301,7 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot], limit: int | No
     unexamined for the next pass (so one pass over a huge queue stays short), keeping the
     queue order: nothing behind them jumps ahead.
     """
-    ordered = sorted(slots, key=lambda s: s.agent_id)
-    by_target: dict[str, list[Slot]] = {}
-    for s in ordered:
-        by_target.setdefault(s.target, []).append(s)
-    pass_ = _Pass(
-        slots=ordered,
-        index={s.agent_id: i for i, s in enumerate(ordered)},
-        version=[0] * len(ordered),
-        classes_of=[[] for _ in ordered],
-    )
+    pass_, by_target = _new_pass(slots)
     demand = gpu_demand(pending)
     classes: dict[tuple[object, ...], _Class] = {}
     plan = Plan()
@@ -321,35 +324,62 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot], limit: int | No
             candidates = by_target.get(spec.target, [])
             cls = classes[ckey] = _Class(spec, candidates, demand.get(spec.target), pass_)
         chosen = None if cls.full else cls.choose(cls.need)
-        if chosen is None:
-            if not cls.reasons:  # counted once, when the class first fills
-                cls.reasons = _why_not(
-                    spec, by_target[spec.target], cls.need, demand.get(spec.target)
+        if chosen is not None:
+            _take(pass_, chosen, spec.resources)
+            plan.placements.append(
+                Placement(
+                    run_id=run.run_id, agent_ids=tuple(pass_.slots[i].agent_id for i in chosen)
                 )
-            plan.unplaced[run.run_id] = cls.reasons  # one dict shared: readers copy
-            waited += 1
-            if waited >= check_at:
-                # Stop scanning once every class still in the queue is full: nothing after
-                # this can be placed, so the rest wait with their class's reasons.
-                if all(c == 0 or (k in classes and classes[k].full) for k, c in left.items()):
-                    for k, rest in zip(keys[n + 1 :], queue[n + 1 :], strict=True):
-                        plan.unplaced[rest.run_id] = classes[k].reasons
-                    break
-                check_at = waited + max(64, len(left))
+            )
             continue
-        req = spec.resources
-        for i in chosen:
-            slot = ordered[i]
-            slot.free_cpus -= req.cpus
-            slot.free_memory_mb -= req.memory_mb
-            slot.free_gpus -= req.gpus
-            pass_.version[i] += 1
-            for other in pass_.classes_of[i]:
-                other.offer(i)
-        plan.placements.append(
-            Placement(run_id=run.run_id, agent_ids=tuple(ordered[i].agent_id for i in chosen))
-        )
+        if not cls.reasons:  # counted once, when the class first fills
+            cls.reasons = _why_not(spec, by_target[spec.target], cls.need, demand.get(spec.target))
+        plan.unplaced[run.run_id] = cls.reasons  # one dict shared: readers copy
+        waited += 1
+        if waited >= check_at:
+            # Stop scanning once every class still in the queue is full: nothing after this
+            # can be placed, so the rest wait with their class's reasons.
+            if _rest_all_full(left, classes):
+                for k, rest in zip(keys[n + 1 :], queue[n + 1 :], strict=True):
+                    plan.unplaced[rest.run_id] = classes[k].reasons
+                break
+            check_at = waited + max(64, len(left))
     return plan
+
+
+def _new_pass(slots: Sequence[Slot]) -> tuple[_Pass, dict[str, list[Slot]]]:
+    """The pass over the slots in agent id order, and the slots of each target."""
+    ordered = sorted(slots, key=lambda s: s.agent_id)
+    by_target: dict[str, list[Slot]] = {}
+    for s in ordered:
+        by_target.setdefault(s.target, []).append(s)
+    pass_ = _Pass(
+        slots=ordered,
+        index={s.agent_id: i for i, s in enumerate(ordered)},
+        version=[0] * len(ordered),
+        classes_of=[[] for _ in ordered],
+    )
+    return pass_, by_target
+
+
+def _take(pass_: _Pass, chosen: list[int], req: m.Resources) -> None:
+    """Take a placed run's resources from its agents, and offer each changed agent again to
+    the classes that want it."""
+    for i in chosen:
+        slot = pass_.slots[i]
+        slot.free_cpus -= req.cpus
+        slot.free_memory_mb -= req.memory_mb
+        slot.free_gpus -= req.gpus
+        pass_.version[i] += 1
+        for other in pass_.classes_of[i]:
+            other.offer(i)
+
+
+def _rest_all_full(
+    left: Counter[tuple[object, ...]], classes: dict[tuple[object, ...], _Class]
+) -> bool:
+    """Is every class with runs still to examine full for the rest of this pass?"""
+    return all(c == 0 or (k in classes and classes[k].full) for k, c in left.items())
 
 
 def _why_not(

@@ -6,7 +6,7 @@ never mutates its inputs; core.py applies the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
@@ -36,32 +36,45 @@ class Reconciliation:
     stop_stale: list[tuple[str, m.RunRef]] = field(default_factory=list)  # agent, attempt
 
 
-def _lost(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
-    # A scheduler that was away gives every agent a full lease after it comes back.
-    heard = max(agent.last_seen, started_at)
-    return now - heard > timing.lease_s
+@dataclass(frozen=True)
+class _Clock:
+    """The time, and what it says about agents: lost after the lease, fenced after the kill
+    grace. A scheduler that was away gives every agent a full lease after it comes back."""
 
+    now: float
+    started_at: float
+    timing: Timing
 
-def _fenced(agent: AgentView, now: float, started_at: float, timing: Timing) -> bool:
-    """Has a lost agent had time to stop its runs itself (lease, then the kill grace)?"""
-    heard = max(agent.last_seen, started_at)
-    return now - heard > timing.lease_s + timing.kill_grace_s
+    def lost(self, agent: AgentView) -> bool:
+        heard = max(agent.last_seen, self.started_at)
+        return self.now - heard > self.timing.lease_s
+
+    def fenced(self, agent: AgentView) -> bool:
+        """Has a lost agent had time to stop its runs itself (lease, then the kill grace)?"""
+        heard = max(agent.last_seen, self.started_at)
+        return self.now - heard > self.timing.lease_s + self.timing.kill_grace_s
+
+    def unheard_may_live(self) -> bool:
+        """May an agent this scheduler has not heard of still be alive and running its runs?"""
+        return self.now - self.started_at <= self.timing.lease_s + self.timing.kill_grace_s
 
 
 def reconcile(
     runs: Mapping[str, m.RunRecord],
     agents: Mapping[str, AgentView],
     assign_sent_at: Mapping[str, float],
+    *,
     now: float,
     started_at: float,
     timing: Timing,
 ) -> Reconciliation:
+    clock = _Clock(now, started_at, timing)
     out = Reconciliation()
     gone: set[str] = set()
     for agent in agents.values():
         if agent.lost:
             gone.add(agent.agent_id)
-        elif _lost(agent, now, started_at, timing):
+        elif clock.lost(agent):
             out.lost_agents.append(agent.agent_id)
             gone.add(agent.agent_id)
 
@@ -69,90 +82,119 @@ def reconcile(
         if run.state not in ON_AGENT:
             continue
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
-        ref = (run.run_id, run.attempt)
-        if len(gang) == 1:
-            # the common case, cheaply: one member, on an agent known, live, same incarnation
-            # and already confirming the run in its heartbeats
-            only = gang[0]
-            view = agents.get(only.agent_id)
-            if (
-                view is not None
-                and view.confirmed
-                and view.incarnation == only.incarnation
-                and only.agent_id not in gone
-                and (ref in view.running or ref in view.finished)
-            ):
-                continue
-        why = None
-        waiting = False
-        for member in gang:
-            view = agents.get(member.agent_id)
-            if member.state is RunState.COMPLETED:
-                continue  # this node's part is done; losing it now changes nothing
-            if (
-                view is not None
-                and member.agent_id in gone
-                and not _fenced(view, now, started_at, timing)
-            ):
-                waiting = True  # lost, but it may still be stopping the run itself
-                break
-            if view is None and now - started_at <= timing.lease_s + timing.kill_grace_s:
-                # an agent this scheduler has not heard of (its record was not stored, or a
-                # restarted scheduler has yet to hear it): it may be alive and running this,
-                # so it gets a lease and the kill grace, like any agent, before a requeue
-                waiting = True
-                break
-            if view is None or member.agent_id in gone:
-                why = f"agent {member.agent_id} was lost"
-            elif view.confirmed and view.incarnation != member.incarnation:
-                why = f"agent {member.agent_id} restarted"
-            if why is not None:
-                break
+        if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):
+            continue
+        waiting, why = _gang_verdict(gang, agents, gone, clock)
         if waiting:
             continue
         if why is not None:
-            if run.cancel_requested:
-                out.cancel.append(run.run_id)
-            elif run.state is RunState.FINALIZING:
-                out.fail.append(
-                    (run.run_id, m.RunError(kind=ErrorKind.LOST, message=f"{why} while finalizing"))
-                )
-            else:
-                out.requeue.append((run.run_id, why))
+            _broken(run, why, out)
             continue
         sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
-        for member in gang:
-            view = agents[member.agent_id]
-            if not view.confirmed or ref in view.running or ref in view.finished:
-                continue
-            if view.last_seen - sent > timing.assign_ack_s:
-                out.resend.append((run.run_id, member.rank))
+        out.resend += _unacked(run, gang, agents, sent, timing.assign_ack_s)
 
     for agent in agents.values():
         if agent.agent_id in gone or not agent.confirmed:
             continue
-        stale = []
-        me = agent.agent_id
-        for ref in agent.running:
-            run_id, attempt = ref
-            held = runs.get(run_id)
-            if (
-                held is not None
-                and held.attempt == attempt
-                and len(held.gang) == 1
-                and held.gang[0].agent_id == me
-                and held.state in ON_AGENT
-            ):
-                continue  # the common case: its own single-node run
-            if (
-                held is None
-                or held.attempt != attempt
-                or held.state not in ON_AGENT
-                or not any(x.agent_id == agent.agent_id for x in held.gang or members(held))
-            ):
-                stale.append((run_id, attempt))
-        out.stop_stale.extend(
-            (agent.agent_id, m.RunRef(run_id=run_id, attempt=attempt))
-            for run_id, attempt in sorted(stale)
-        )
+        out.stop_stale += _stale(agent, runs)
     return out
+
+
+def _confirmed_alone(
+    run: m.RunRecord, only: m.GangMember, agents: Mapping[str, AgentView], gone: set[str]
+) -> bool:
+    """The common case, cheaply: one member, on an agent known, live, same incarnation and
+    already confirming the run in its heartbeats."""
+    view = agents.get(only.agent_id)
+    ref = (run.run_id, run.attempt)
+    return (
+        view is not None
+        and view.confirmed
+        and view.incarnation == only.incarnation
+        and only.agent_id not in gone
+        and (ref in view.running or ref in view.finished)
+    )
+
+
+def _gang_verdict(
+    gang: Sequence[m.GangMember],
+    agents: Mapping[str, AgentView],
+    gone: set[str],
+    clock: _Clock,
+) -> tuple[bool, str | None]:
+    """(wait, why): wait while a member's agent may still be stopping the run itself; else
+    why the run lost a member (its agent lost or restarted), or None if none was lost."""
+    for member in gang:
+        view = agents.get(member.agent_id)
+        if member.state is RunState.COMPLETED:
+            continue  # this node's part is done; losing it now changes nothing
+        if view is not None and member.agent_id in gone and not clock.fenced(view):
+            return True, None  # lost, but it may still be stopping the run itself
+        if view is None and clock.unheard_may_live():
+            # an agent this scheduler has not heard of (its record was not stored, or a
+            # restarted scheduler has yet to hear it): it may be alive and running this,
+            # so it gets a lease and the kill grace, like any agent, before a requeue
+            return True, None
+        if view is None or member.agent_id in gone:
+            return False, f"agent {member.agent_id} was lost"
+        if view.confirmed and view.incarnation != member.incarnation:
+            return False, f"agent {member.agent_id} restarted"
+    return False, None
+
+
+def _broken(run: m.RunRecord, why: str, out: Reconciliation) -> None:
+    """A run that lost a member: canceled if that was asked, failed if it was finalizing,
+    else requeued."""
+    if run.cancel_requested:
+        out.cancel.append(run.run_id)
+    elif run.state is RunState.FINALIZING:
+        out.fail.append(
+            (run.run_id, m.RunError(kind=ErrorKind.LOST, message=f"{why} while finalizing"))
+        )
+    else:
+        out.requeue.append((run.run_id, why))
+
+
+def _unacked(
+    run: m.RunRecord,
+    gang: Sequence[m.GangMember],
+    agents: Mapping[str, AgentView],
+    sent: float,
+    ack_s: float,
+) -> list[tuple[str, int]]:
+    """The ranks whose agent has heartbeated for ``ack_s`` since the Assign was sent without
+    showing the run: the Assign is sent again."""
+    ref = (run.run_id, run.attempt)
+    out: list[tuple[str, int]] = []
+    for member in gang:
+        view = agents[member.agent_id]
+        if not view.confirmed or ref in view.running or ref in view.finished:
+            continue
+        if view.last_seen - sent > ack_s:
+            out.append((run.run_id, member.rank))
+    return out
+
+
+def _stale(agent: AgentView, runs: Mapping[str, m.RunRecord]) -> list[tuple[str, m.RunRef]]:
+    """The attempts an agent runs that are not (or no longer) its to run, to be stopped."""
+    stale = []
+    me = agent.agent_id
+    for ref in agent.running:
+        run_id, attempt = ref
+        held = runs.get(run_id)
+        if (
+            held is not None
+            and held.attempt == attempt
+            and len(held.gang) == 1
+            and held.gang[0].agent_id == me
+            and held.state in ON_AGENT
+        ):
+            continue  # the common case: its own single-node run
+        if (
+            held is None
+            or held.attempt != attempt
+            or held.state not in ON_AGENT
+            or not any(x.agent_id == me for x in held.gang or members(held))
+        ):
+            stale.append((run_id, attempt))
+    return [(me, m.RunRef(run_id=run_id, attempt=attempt)) for run_id, attempt in sorted(stale)]

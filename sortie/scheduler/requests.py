@@ -48,7 +48,6 @@ def on_compute(
     state: SchedulerState, ev: ComputeAsked, now: float, config: Config
 ) -> list[Command]:
     req = ev.request
-    providers = config.providers
     if isinstance(req, m.SizesList):
         sizes = sorted(config.catalog.values(), key=lambda s: (s.gpus, s.cpus, s.name))
         return [Reply(ev.reply_to, m.SizesReply(sizes=sizes))]
@@ -61,45 +60,70 @@ def on_compute(
     if isinstance(req, m.ComputeDetach):
         return vms.detach(state, req, ev.reply_to, now)
     if isinstance(req, m.ComputeCreate):
-        existing = set(state.computes) | set(state.vms)
-        made = clusters.new_compute(req, existing, config.catalog, providers, now)
-        if isinstance(made, m.ErrorReply):
-            return [Reply(ev.reply_to, made)]
-        created: list[Command] = []
-        if isinstance(made.cluster, m.SshPoolCluster):
-            if (why := vms.check_login(made.cluster.ssh, req.secret)) is not None:
-                return _error(ev.reply_to, "bad_request", why)
-            assert req.secret is not None
-            created.append(SaveSecret(name=made.name, secret=req.secret))
-        state.computes.put(made.name, made)
-        return [
-            *created,
-            Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, made.name))),
-            Log("compute created", {"compute": made.name, "vm_size": made.cluster.vm_size}),
-        ]
+        return _create_compute(state, req, ev.reply_to, now, config)
+    return _on_named_compute(state, req, ev.reply_to, now, config)
+
+
+def _create_compute(
+    state: SchedulerState, req: m.ComputeCreate, reply_to: str, now: float, config: Config
+) -> list[Command]:
+    existing = set(state.computes) | set(state.vms)
+    made = clusters.new_compute(req, existing, config.catalog, config.providers, now)
+    if isinstance(made, m.ErrorReply):
+        return [Reply(reply_to, made)]
+    created: list[Command] = []
+    if isinstance(made.cluster, m.SshPoolCluster):
+        if (why := vms.check_login(made.cluster.ssh, req.secret)) is not None:
+            return _error(reply_to, "bad_request", why)
+        assert req.secret is not None
+        created.append(SaveSecret(name=made.name, secret=req.secret))
+    state.computes.put(made.name, made)
+    return [
+        *created,
+        Reply(reply_to, m.ComputeReply(info=compute_info(state, made.name))),
+        Log("compute created", {"compute": made.name, "vm_size": made.cluster.vm_size}),
+    ]
+
+
+def _on_named_compute(
+    state: SchedulerState,
+    req: m.ComputeShow | m.ComputeUpdate | m.ComputeDelete,
+    reply_to: str,
+    now: float,
+    config: Config,
+) -> list[Command]:
+    """Show, update or delete one compute (an attached machine can only be shown here)."""
     if req.name in state.vms:
         if isinstance(req, m.ComputeShow):
-            return [Reply(ev.reply_to, m.VmReply(vm=state.vms[req.name]))]
+            return [Reply(reply_to, m.VmReply(vm=state.vms[req.name]))]
         return _error(
-            ev.reply_to,
+            reply_to,
             "invalid_state",
             f"{req.name} is an attached machine: use `sortie compute detach {req.name}`",
         )
     rec = state.computes.get(req.name)
     if rec is None:
         known = ", ".join(sorted(state.computes)) or "none"
-        return _error(
-            ev.reply_to, "not_found", f"no compute target {req.name!r}; clusters: {known}"
-        )
+        return _error(reply_to, "not_found", f"no compute target {req.name!r}; clusters: {known}")
     if isinstance(req, m.ComputeShow):
-        return [Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
+        return [Reply(reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
     if isinstance(req, m.ComputeUpdate):
-        changed = clusters.updated_compute(rec, req, config.catalog, providers)
+        changed = clusters.updated_compute(rec, req, config.catalog, config.providers)
         if isinstance(changed, m.ErrorReply):
-            return [Reply(ev.reply_to, changed)]
+            return [Reply(reply_to, changed)]
         state.computes.put(req.name, changed)
-        return [Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
-    # ComputeDelete
+        return [Reply(reply_to, m.ComputeReply(info=compute_info(state, req.name)))]
+    return _delete_compute(state, rec, req, reply_to, now)
+
+
+def _delete_compute(
+    state: SchedulerState,
+    rec: m.ComputeRecord,
+    req: m.ComputeDelete,
+    reply_to: str,
+    now: float,
+) -> list[Command]:
+    """Mark the compute Deleting (its nodes go in later cycles); with --force, cancel its runs."""
     active = sorted(
         r.run_id
         for r in state.runs.values()
@@ -108,7 +132,7 @@ def on_compute(
     if active and not req.force:
         shown = ", ".join(active[:5]) + (" ..." if len(active) > 5 else "")
         return _error(
-            ev.reply_to,
+            reply_to,
             "invalid_state",
             f"compute {req.name} has {len(active)} active run(s) ({shown}): wait for them, "
             "cancel them, or delete with --force to cancel them",
@@ -117,7 +141,7 @@ def on_compute(
     for run_id in active:
         cancel(state, state.runs[run_id], now, cmds)
     state.computes.put(req.name, msgspec.structs.replace(rec, provisioning_state="Deleting"))
-    cmds.append(Reply(ev.reply_to, m.ComputeReply(info=compute_info(state, req.name))))
+    cmds.append(Reply(reply_to, m.ComputeReply(info=compute_info(state, req.name))))
     cmds.append(Log("compute deleting", {"compute": req.name, "canceled_runs": len(active)}))
     return cmds
 

@@ -37,9 +37,7 @@ def check_experiment_name(name: str) -> str | None:
 
 def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply | None:
     """Return the first problem with ``spec`` as an ErrorReply, or None if it is acceptable."""
-    if (why := check_experiment_name(spec.experiment)) is not None:
-        return m.ErrorReply(code="bad_request", message=why)
-    if spec.submission_id is not None and (why := check_submission_id(spec.submission_id)):
+    if (why := _name_problem(spec)) is not None:
         return m.ErrorReply(code="bad_request", message=why)
     if spec.target not in known_targets:
         known = ", ".join(sorted(known_targets)) or "none"
@@ -51,60 +49,63 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
                 f"`sortie agent --target {spec.target}`."
             ),
         )
+    why = _run_problem(spec) or _env_var_problem(spec) or _environment_problem(spec)
+    return None if why is None else m.ErrorReply(code="bad_request", message=why)
+
+
+def _name_problem(spec: m.RunSpec) -> str | None:
+    """The experiment name and the submission id."""
+    if (why := check_experiment_name(spec.experiment)) is not None:
+        return why
+    if spec.submission_id is not None:
+        return check_submission_id(spec.submission_id)
+    return None
+
+
+def _run_problem(spec: m.RunSpec) -> str | None:
+    """What runs, from which snapshot, for how long, with what resources."""
     if (why := check_relpath(spec.script)) is not None:
-        return m.ErrorReply(
-            code="bad_request",
-            message=f"script path is not valid: {why}; give a path inside the source directory",
-        )
+        return f"script path is not valid: {why}; give a path inside the source directory"
     if not SHA256.match(spec.snapshot_id):
-        return m.ErrorReply(
-            code="bad_request", message="snapshot_id must be the 64-hex sha256 of the manifest"
-        )
+        return "snapshot_id must be the 64-hex sha256 of the manifest"
     if spec.max_duration_s is not None and spec.max_duration_s <= 0:
-        return m.ErrorReply(
-            code="bad_request", message="max_duration_s must be a positive number of seconds"
-        )
+        return "max_duration_s must be a positive number of seconds"
     res = spec.resources
     if res.cpus < 0 or res.memory_mb < 0 or res.gpus < 0:
-        return m.ErrorReply(code="bad_request", message="resources must not be negative")
+        return "resources must not be negative"
+    return None
+
+
+def _env_var_problem(spec: m.RunSpec) -> str | None:
+    """The names and values of the plain and secret environment variables."""
     for key in [*spec.env_vars, *spec.secret_env_names]:
         if not ENV_NAME.match(key) or key.startswith("SORTIE_"):
-            return m.ErrorReply(
-                code="bad_request",
-                message=(
-                    f"environment variable name {key!r} is not valid: use letters, digits and "
-                    "'_', not starting with a digit; SORTIE_* names are reserved"
-                ),
+            return (
+                f"environment variable name {key!r} is not valid: use letters, digits and "
+                "'_', not starting with a digit; SORTIE_* names are reserved"
             )
     for key, value in spec.env_vars.items():
         if "\x00" in value:
-            return m.ErrorReply(
-                code="bad_request",
-                message=f"the value of environment variable {key} contains a NUL byte",
-            )
+            return f"the value of environment variable {key} contains a NUL byte"
     names = spec.secret_env_names
     if len(set(names)) != len(names) or set(names) & set(spec.env_vars):
-        return m.ErrorReply(
-            code="bad_request",
-            message=(
-                "a secret environment variable is named twice, or also given as a plain one: "
-                "give each name once"
-            ),
+        return (
+            "a secret environment variable is named twice, or also given as a plain one: "
+            "give each name once"
         )
+    return None
+
+
+def _environment_problem(spec: m.RunSpec) -> str | None:
+    """The docker and python environment settings."""
     docker = spec.environment.docker
     if docker.enabled and not (docker.base_image or "").strip():
-        return m.ErrorReply(
-            code="bad_request",
-            message="docker.enabled needs a base image (--docker-image IMAGE / base_image)",
-        )
+        return "docker.enabled needs a base image (--docker-image IMAGE / base_image)"
     py = spec.environment.python
     if py.user_managed and (py.pip or py.conda):
-        return m.ErrorReply(
-            code="bad_request",
-            message=(
-                "a user-managed environment cannot list packages: set user_managed=False to "
-                "have Sortie build the environment, or install them into your interpreter"
-            ),
+        return (
+            "a user-managed environment cannot list packages: set user_managed=False to "
+            "have Sortie build the environment, or install them into your interpreter"
         )
     return None
 

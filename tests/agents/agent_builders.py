@@ -79,7 +79,7 @@ class Reports:
     async def pull(self, timeout: float = 0.5) -> None:
         assert self.sub is not None
         try:
-            msgs = await self.sub.fetch(100, timeout=timeout)  # type: ignore[attr-defined]
+            msgs = await self.sub.fetch(100, timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
             return
         for msg in msgs:
@@ -89,7 +89,7 @@ class Reports:
 
     async def close(self) -> None:
         if self.sub is not None:
-            await self.sub.unsubscribe()  # type: ignore[attr-defined]
+            await self.sub.unsubscribe()
             self.sub = None
 
     async def until_terminal(self, run_id: str, timeout: float = 30.0) -> list[m.RunReport]:
@@ -166,4 +166,4 @@ async def agent(
 
 
 def spec(snapshot_id: str, **kw: object) -> m.RunSpec:
-    return m.RunSpec(experiment="exp", script="train.py", snapshot_id=snapshot_id, **kw)  # type: ignore[arg-type]
+    return m.RunSpec(experiment="exp", script="train.py", snapshot_id=snapshot_id, **kw)

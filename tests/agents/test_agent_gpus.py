@@ -56,7 +56,7 @@ def eight_h100() -> str:
 
 
 def dev(index: int, name: str = H100, **kw: object) -> m.GpuDevice:
-    return m.GpuDevice(index=index, name=name, **kw)  # type: ignore[arg-type]
+    return m.GpuDevice(index=index, name=name, **kw)
 
 
 def test_parses_recorded_four_column_output() -> None:

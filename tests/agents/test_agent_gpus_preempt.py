@@ -69,7 +69,7 @@ class FakeGpus:
 
 async def eventually(check: object, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, "condition never held"
         await asyncio.sleep(0.05)
 

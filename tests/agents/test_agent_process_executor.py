@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from sortie.agents.attempt import child_env, write_runtime
+from sortie.agents.attempt import ChildEnv, child_env, write_runtime
 from sortie.agents.executors import Launch, Outcome
 from sortie.agents.executors.process import ProcessExecution, start_process
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
@@ -73,11 +74,10 @@ async def test_stop_kills_the_whole_group(tmp_path: Path) -> None:
     )
     grandchild = int((await wait_for_file(pidfile)).strip())
     assert alive(grandchild)
-    t0 = time.monotonic()
     await ex.stop()
     outcome = await ex.wait()
-    assert time.monotonic() - t0 < 5.0  # SIGTERM was enough: well within the grace
-    assert outcome.stopped and outcome.exit_code is not None and outcome.exit_code != 0
+    # SIGTERM was enough: the group ended by it, before the 5 s grace brought SIGKILL
+    assert outcome.stopped and outcome.exit_code == -signal.SIGTERM
     await asyncio.sleep(0.2)
     assert not alive(grandchild)
 
@@ -94,16 +94,14 @@ async def test_sigkill_after_grace_for_a_script_that_traps_sigterm(tmp_path: Pat
     await ex.stop()
     outcome = await ex.wait()
     elapsed = time.monotonic() - t0
-    assert 0.9 <= elapsed < 5.0
+    assert elapsed >= 0.9  # SIGKILL came only once the 1 s grace was over
     assert outcome.exit_code == -9
 
 
 async def test_max_duration_times_out(tmp_path: Path) -> None:
     ex, _ = await start(tmp_path, "sleep 30\n", grace=1.0, max_s=0.5)
-    t0 = time.monotonic()
     outcome = await ex.wait()
     assert outcome.timed_out and not outcome.stopped
-    assert time.monotonic() - t0 < 5.0
 
 
 async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) -> None:
@@ -127,11 +125,13 @@ async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) ->
     env = child_env(
         {k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         spec,
-        run_id="r1",
-        attempt=1,
-        metrics_file=fifo.path,
-        outputs_dir=tmp_path / "outputs",
-        runtime_dir=runtime,
+        ChildEnv(
+            run_id="r1",
+            attempt=1,
+            metrics_file=fifo.path,
+            outputs_dir=tmp_path / "outputs",
+            runtime_dir=runtime,
+        ),
     )
     # -S: no site-packages, so `sortie` can only come from the runtime shim
     launch = Launch(argv=[sys.executable, "-S", str(script)], cwd=tmp_path, env=env)
@@ -173,7 +173,7 @@ async def test_stop_reason_is_written_before_sigterm(tmp_path: Path) -> None:
         ex = await start_process(launch, lines)
         await wait_for_file(ready)
         if stop_with is not None:
-            await ex.stop(stop_with, grace_s=1.0)  # type: ignore[arg-type]
+            await ex.stop(stop_with, grace_s=1.0)
             await ex.stop("canceled")  # idempotent: the first reason stays
         return await ex.wait(), lines
 

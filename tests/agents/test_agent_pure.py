@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sortie.agents.attempt import child_env, exit_error, script_argv
+from sortie.agents.attempt import ChildEnv, child_env, exit_error, script_argv
 from sortie.agents.config import default_agent_id
 from sortie.agents.envcache import env_hash, normalise
 from sortie.agents.executors import Outcome
@@ -22,7 +22,7 @@ from sortie.proto.subjects import check_token
 
 
 def sys_env(**kw: object) -> m.PythonEnvironment:
-    return m.PythonEnvironment(user_managed=False, **kw)  # type: ignore[arg-type]
+    return m.PythonEnvironment(user_managed=False, **kw)
 
 
 def test_env_hash_stable_and_normalised() -> None:
@@ -130,11 +130,13 @@ def test_child_env() -> None:
     env = child_env(
         {"PATH": "/bin", "PYTHONPATH": "/old"},
         spec,
-        run_id="r1",
-        attempt=2,
-        metrics_file=Path("/m"),
-        outputs_dir=Path("/w/outputs"),
-        runtime_dir=Path("/rt"),
+        ChildEnv(
+            run_id="r1",
+            attempt=2,
+            metrics_file=Path("/m"),
+            outputs_dir=Path("/w/outputs"),
+            runtime_dir=Path("/rt"),
+        ),
     )
     assert env["A"] == "1" and env["PATH"] == "/bin"
     assert env["SORTIE_RUN_ID"] == "r1" and env["SORTIE_ATTEMPT"] == "2"
@@ -155,14 +157,16 @@ def test_child_env_stop_file_priority_and_gpus(gpus: list[int] | None, visible: 
     env = child_env(
         {"CUDA_VISIBLE_DEVICES": "host"},
         spec,
-        run_id="r1",
-        attempt=1,
-        metrics_file=Path("/m"),
-        outputs_dir=Path("/w/outputs"),
-        runtime_dir=Path("/rt"),
-        stop_reason_file=Path("/runs/r1/1.stop-reason"),
-        node_priority="lowpriority",
-        gpus=gpus,
+        ChildEnv(
+            run_id="r1",
+            attempt=1,
+            metrics_file=Path("/m"),
+            outputs_dir=Path("/w/outputs"),
+            runtime_dir=Path("/rt"),
+            stop_reason_file=Path("/runs/r1/1.stop-reason"),
+            node_priority="lowpriority",
+            gpus=gpus,
+        ),
     )
     assert env["SORTIE_STOP_REASON_FILE"] == "/runs/r1/1.stop-reason"
     assert env["SORTIE_NODE_PRIORITY"] == "lowpriority"

@@ -36,11 +36,11 @@ while true; do sleep 0.1; done
 
 
 def spec(snapshot_id: str, **kw: object) -> m.RunSpec:
-    return m.RunSpec(experiment="exp", snapshot_id=snapshot_id, **kw)  # type: ignore[arg-type]
+    return m.RunSpec(experiment="exp", snapshot_id=snapshot_id, **kw)
 
 
 def docker_env(image: str, **kw: object) -> m.Environment:
-    return m.Environment(docker=m.DockerSection(enabled=True, base_image=image, **kw))  # type: ignore[arg-type]
+    return m.Environment(docker=m.DockerSection(enabled=True, base_image=image, **kw))
 
 
 async def engine_containers(engine: Engine, label: str) -> list[str]:

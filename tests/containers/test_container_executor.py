@@ -230,10 +230,8 @@ async def test_unreachable_engine_names_the_socket(busybox_image: str, tmp_path:
         tmp_path,
         "true\n",
     )
-    t0 = time.monotonic()
     with pytest.raises(EngineError) as err:
         await start_container(*launch, Lines())
-    assert time.monotonic() - t0 < 10
     assert err.value.kind == "environment"
     assert f"unix://{missing}" in err.value.message and "DOCKER_HOST" in err.value.message
     assert await probe_engine(f"unix://{missing}") is None

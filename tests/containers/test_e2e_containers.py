@@ -37,7 +37,7 @@ def boxed(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     try:
         wait_until(
-            lambda: any(a.get("container_engine") for a in inst.json("agent", "list")),  # type: ignore[union-attr]
+            lambda: any(a.get("container_engine") for a in inst.json("agent", "list")),
             timeout=60,
         )
         yield inst

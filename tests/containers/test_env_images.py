@@ -92,7 +92,6 @@ async def test_builds_an_environment_image_then_reuses_it(
     tag = ci.image_tag(ci.image_hash(base_id, SIX))
     await remove_image(docker, tag)
     lines: list[str] = []
-    builds = ci.COUNTERS.misses
 
     started = time.monotonic()
     image = await ci.ensure_env_image(docker, python_image, SIX, log=lines.append)
@@ -100,7 +99,6 @@ async def test_builds_an_environment_image_then_reuses_it(
 
     assert image == ci.EnvImage(tag=tag, python="/opt/sortie/env/bin/python")
     assert tag.startswith("localhost/sortie-env:") and len(tag.rsplit(":", 1)[1]) == 16
-    assert ci.COUNTERS.misses == builds + 1
     assert await ci.image_present(docker, tag)
     assert f"building environment image {tag} on {python_image}" in lines
     # the build container's own output came through: uv creating the venv and installing six
@@ -117,15 +115,13 @@ async def test_builds_an_environment_image_then_reuses_it(
     )
     assert (code, out.strip()) == (0, "1.16.0")
 
-    hits = ci.COUNTERS.hits
     lines.clear()
     started = time.monotonic()
     again = await ci.ensure_env_image(docker, python_image, SIX, log=lines.append)
     hit_s = time.monotonic() - started
     assert again == image
-    assert lines == [f"using cached environment image {tag}"]
-    assert ci.COUNTERS.hits == hits + 1 and ci.COUNTERS.misses == builds + 1
-    assert hit_s < 2 and hit_s < build_s
+    assert lines == [f"using cached environment image {tag}"]  # no build this time
+    assert hit_s < build_s  # a cached image is found, not built again
 
 
 async def test_concurrent_callers_build_once(docker: aiodocker.Docker, python_image: str) -> None:
@@ -134,14 +130,12 @@ async def test_concurrent_callers_build_once(docker: aiodocker.Docker, python_im
     tag = ci.image_tag(ci.image_hash(base_id, py))
     await remove_image(docker, tag)
     logs: list[list[str]] = [[], [], []]
-    builds = ci.COUNTERS.misses
 
     images = await asyncio.gather(
         *(ci.ensure_env_image(docker, python_image, py, log=log.append) for log in logs)
     )
 
     assert {i.tag for i in images} == {tag}
-    assert ci.COUNTERS.misses == builds + 1
     building = [log for log in logs if any(line.startswith("building ") for line in log)]
     assert len(building) == 1
     code, out = await run_in(
@@ -186,12 +180,10 @@ async def test_a_nonexistent_package_fails_with_pips_output(
     docker: aiodocker.Docker, python_image: str
 ) -> None:
     py = m.PythonEnvironment(user_managed=False, pip=["sortie-no-such-package-xyz==9.9.9"])
-    failures = ci.COUNTERS.failures
     with pytest.raises(ci.ImageError) as err:
         await ci.ensure_env_image(docker, python_image, py, log=lambda _: None)
     assert "downloading wheels on the agent host failed" in err.value.message
     assert "sortie-no-such-package-xyz" in err.value.message  # pip's own words, in the tail
-    assert ci.COUNTERS.failures == failures + 1
     base_id = (await docker.images.inspect(python_image))["Id"]
     assert not await ci.image_present(docker, ci.image_tag(ci.image_hash(base_id, py)))
 

@@ -134,7 +134,7 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installat
             print(log.read_text()[-5000:])
 
 
-def wait_until(pred, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_until(pred, timeout: float = 20.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.conftest import Installation, wait_until
 
 
-def show(inst: Installation, name: str) -> dict:  # type: ignore[type-arg]
+def show(inst: Installation, name: str) -> dict:
     out = inst.json("compute", "show", name)
     assert isinstance(out, dict)
     return out
@@ -83,7 +83,7 @@ def test_compute_commands_and_their_refusals(installation: Installation) -> None
     )
     assert "was not found" in targets.stderr  # the target is known; the script is not
     installation.json("compute", "delete", "cli-pool")
-    wait_until(lambda: "cli-pool" not in [c["name"] for c in installation.json("compute", "list")])  # type: ignore[union-attr]
+    wait_until(lambda: "cli-pool" not in [c["name"] for c in installation.json("compute", "list")])
 
 
 def test_scale_from_zero_under_load_and_back_to_min_after_idle(
@@ -115,7 +115,7 @@ def test_scale_from_zero_under_load_and_back_to_min_after_idle(
     )
     assert peak["decisions"][0]["action"] == "scale_up"
     # one run waits for a free node; `run why` explains while it does
-    waiting = [r for r in runs if installation.json("run", "show", r)["state"] == "Queued"]  # type: ignore[index]
+    waiting = [r for r in runs if installation.json("run", "show", r)["state"] == "Queued"]
     if waiting:
         why = installation.cli("run", "why", waiting[0], check=True).stdout
         # it may have been placed in the meantime: then why says so
@@ -123,7 +123,7 @@ def test_scale_from_zero_under_load_and_back_to_min_after_idle(
     for run_id in runs:
         done = installation.cli("run", "wait", run_id, timeout=120)
         assert done.returncode == 0, done.stderr
-    agents = {installation.json("run", "show", r)["agent_id"] for r in runs}  # type: ignore[index]
+    agents = {installation.json("run", "show", r)["agent_id"] for r in runs}
     # all on the cluster's nodes (a node that booted slowly under load may have had no run)
     assert 2 <= len(agents) <= 3 and all(a.startswith("burst-") for a in agents)
     idle = wait_until(
@@ -154,7 +154,7 @@ def test_delete_refused_while_runs_are_active_unless_forced(
     done = installation.cli("run", "wait", sub["run_id"], timeout=60)
     assert "Canceled" in done.stderr
     wait_until(
-        lambda: "busy" not in [c["name"] for c in installation.json("compute", "list")],  # type: ignore[union-attr]
+        lambda: "busy" not in [c["name"] for c in installation.json("compute", "list")],
         timeout=60,
     )
 
@@ -304,16 +304,16 @@ def test_preempted_low_priority_run_is_requeued_and_completes(
     assert isinstance(sub, dict)
     run_id = sub["run_id"]
     first = wait_until(
-        lambda: (r := installation.json("run", "show", run_id))["state"] == "Running" and r,  # type: ignore[index]
+        lambda: (r := installation.json("run", "show", run_id))["state"] == "Running" and r,
         timeout=60,
     )
     wait_until(lambda: "training" in installation.cli("run", "logs", run_id).stdout, timeout=30)
-    installation.json("agent", "preempt", first["agent_id"])  # type: ignore[index]
+    installation.json("agent", "preempt", first["agent_id"])
     done = installation.cli("run", "wait", run_id, timeout=120)
     assert done.returncode == 0, done.stderr
     final = installation.json("run", "show", run_id)
     assert isinstance(final, dict) and final["state"] == "Completed"
-    assert final["attempt"] == 2 and final["agent_id"] != first["agent_id"]  # type: ignore[index]
+    assert final["attempt"] == 2 and final["agent_id"] != first["agent_id"]
     assert marker.read_text() == "preempted"
     reasons = [h.get("reason") for h in final["history"]]
     assert "preempted" in reasons
@@ -347,7 +347,7 @@ def test_provider_errors_are_reported_and_backed_off(
     assert err["code"] == "insufficient_gpus" and "GPU" in err["message"]
     assert any(d["action"] == "node_failed" for d in failed["decisions"])
 
-    def backing_off() -> dict | None:  # type: ignore[type-arg]
+    def backing_off() -> dict | None:
         c = show(installation, "nogpu")
         return c if any(d["action"] == "backoff" for d in c["decisions"]) else None
 

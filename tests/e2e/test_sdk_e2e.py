@@ -14,7 +14,7 @@ from tests.e2e.conftest import REPO, Installation
 
 
 @pytest.fixture
-def ws(installation: Installation, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def ws(installation: Installation, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SORTIE_PROFILE", installation.env["SORTIE_PROFILE"])
     monkeypatch.delenv("SORTIE_URL", raising=False)
     w = Workspace.connect()  # finds the installation through its profile, no URL given

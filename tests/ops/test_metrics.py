@@ -283,7 +283,7 @@ class Driver:
             attempt=rec.attempt,
             state=state,
             at=self.now,
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
         self.cycle(core.ReportSeen(report=rep))
 

@@ -15,6 +15,7 @@ SHAPE = m.NodeShape(name="S", cpus=4, memory_mb=8192, gpus=1, gpu_type="NVIDIA H
 def compute(
     min_nodes: int = 0,
     max_nodes: int = 4,
+    *,
     idle: float = 120,
     priority: str = "dedicated",
     state: str = "Succeeded",
@@ -28,10 +29,10 @@ def compute(
             max_nodes=max_nodes,
             idle_seconds_before_scaledown=idle,
             vm_priority=priority,
-        ),  # type: ignore[arg-type]
+        ),
         shape=SHAPE,
         provisioning_state=state,
-        created_at=0.0,  # type: ignore[arg-type]
+        created_at=0.0,
         backoff_until=backoff_until,
     )
 
@@ -50,6 +51,7 @@ def queued(n: int, cpus: float = 1, gpus: int = 0, **kw: object) -> list[m.RunRe
 def node(
     i: int,
     state: str = "running",
+    *,
     busy: bool = False,
     idle_since: float | None = None,
     free_cpus: float = 4,
@@ -60,7 +62,7 @@ def node(
         state=state,
         created_at=0.0,
         busy=busy,
-        idle_since=idle_since,  # type: ignore[arg-type]
+        idle_since=idle_since,
         free_cpus=free_cpus,
         free_memory_mb=8192,
         free_gpus=free_gpus,
@@ -146,7 +148,7 @@ def test_deleting_stops_everything() -> None:
     ),
     st.floats(0, 300),
 )
-def test_properties(min_n, max_n, n_runs, node_specs, now) -> None:  # type: ignore[no-untyped-def]
+def test_properties(min_n, max_n, n_runs, node_specs, now) -> None:
     min_n = min(min_n, max_n)
     nodes = [
         node(i, state=s, busy=b, idle_since=None if b or s != "running" else t)

@@ -33,13 +33,13 @@ def ask(s: SchedulerState, req: m.Message, now: float = 0.0) -> m.Message:
         else core.AgentAsked(request=req, reply_to="r")
     )
     (reply,) = [c.message for c in core.handle(s, ev, now, CFG) if isinstance(c, core.Reply)]
-    return reply  # type: ignore[return-value]
+    return reply
 
 
 def create(s: SchedulerState, name: str = "pool", **kw: object) -> m.Message:
     cfg = {"vm_size": "local_medium", "max_nodes": 3}
     cfg.update(kw)
-    return ask(s, m.ComputeCreate(name=name, cluster=m.ProcessCluster(**cfg)))  # type: ignore[arg-type]
+    return ask(s, m.ComputeCreate(name=name, cluster=m.ProcessCluster(**cfg)))
 
 
 def submit(s: SchedulerState, run_id: str, now: float = 0.0, **kw: object) -> m.Message:
@@ -65,7 +65,7 @@ def test_compute_create_rules() -> None:
         ({"max_nodes": 0}, "max_nodes must be at least 1"),
     ]
     for kw, expected in cases:
-        reply = create(s, **kw)  # type: ignore[arg-type]
+        reply = create(s, **kw)
         assert isinstance(reply, m.ErrorReply) and expected in reply.message, (kw, reply)
     # a provider this scheduler does not offer (CFG offers process only)
     login = m.SshLogin(username="u", auth="password")
@@ -234,7 +234,7 @@ def _report(
         ),
         2.0,
         CFG,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_retries_after_script_failures_then_fails() -> None:
@@ -300,7 +300,7 @@ def test_cordon_drain_and_preempt_keep_new_runs_away() -> None:
     s = SchedulerState()
     core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat()), 0.0, CFG)
     for action, why in (("cordon", "agent is cordoned"), ("drain", "agent is draining")):
-        reply = ask(s, m.AgentAdmin(agent_id="a1", action=action))  # type: ignore[arg-type]
+        reply = ask(s, m.AgentAdmin(agent_id="a1", action=action))
         assert isinstance(reply, m.AgentReply)
         submit(s, f"r-{action}")
         core.decide(s, 1.0, CFG, ids())

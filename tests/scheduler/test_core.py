@@ -20,13 +20,14 @@ def report(
     run_id: str,
     st: RunState,
     now: float,
+    *,
     attempt: int = 1,
     agent: str = "a1",
     **kw: object,
 ) -> list[core.Command]:
     rep = m.RunReport(
         agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt, state=st, at=now, **kw
-    )  # type: ignore[arg-type]
+    )
     return core.handle(state, core.ReportSeen(report=rep), now, CFG)
 
 

@@ -40,7 +40,7 @@ async def record(bus: Bus, run_id: str) -> m.RunRecord:
     return codec.decode(m.RunRecord, (await bus.runs.get(run_id)).value or b"")
 
 
-async def until(bus: Bus, run_id: str, pred, timeout: float = 10.0) -> m.RunRecord:  # type: ignore[no-untyped-def]
+async def until(bus: Bus, run_id: str, pred, timeout: float = 10.0) -> m.RunRecord:
     async def poll() -> m.RunRecord:
         while True:
             rec = await record(bus, run_id)

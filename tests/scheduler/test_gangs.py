@@ -31,7 +31,7 @@ def slot(i: int, cpus: float = 4) -> Slot:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=15), st.integers(0, 6))
-def test_gangs_are_all_or_nothing_on_distinct_agents(sizes, n_agents) -> None:  # type: ignore[no-untyped-def]
+def test_gangs_are_all_or_nothing_on_distinct_agents(sizes, n_agents) -> None:
     runs = [
         record(f"r{i}", created_at=i, spec=spec(node_count=k, resources=m.Resources(cpus=2)))
         for i, k in enumerate(sizes)
@@ -80,21 +80,21 @@ def report(
 ) -> list[core.Command]:
     rep = m.RunReport(
         agent_id=agent, incarnation="i1", run_id=run_id, attempt=attempt, state=st_, at=2.0, **kw
-    )  # type: ignore[arg-type]
+    )
     return core.handle(s, core.ReportSeen(report=rep), 2.0, CFG)
 
 
 def test_a_two_node_gang_gets_ranks_and_follows_its_slowest_member() -> None:
     s = started()
     sends = submit_gang(s)
-    assigns = sorted((c.command for c in sends), key=lambda a: a.rank)  # type: ignore[union-attr]
-    assert [(a.rank, a.world_size) for a in assigns] == [(0, 2), (1, 2)]  # type: ignore[union-attr]
+    assigns = sorted((c.command for c in sends), key=lambda a: a.rank)
+    assert [(a.rank, a.world_size) for a in assigns] == [(0, 2), (1, 2)]
     a0, a1 = (sends[0].agent_id, sends[1].agent_id)
     assert a0 != a1
     master = assigns[0]
-    assert master.master_addr == s.agents[a0].hostname and master.master_port  # type: ignore[union-attr]
-    assert all(a.master_port == master.master_port for a in assigns)  # type: ignore[union-attr]
-    assert assigns[1].hosts == [s.agents[a0].hostname, s.agents[a1].hostname]  # type: ignore[union-attr]
+    assert master.master_addr == s.agents[a0].hostname and master.master_port
+    assert all(a.master_port == master.master_port for a in assigns)
+    assert assigns[1].hosts == [s.agents[a0].hostname, s.agents[a1].hostname]
     report(s, a0, RunState.STARTING)
     assert s.runs["g"].state is RunState.PREPARING  # rank 1 still preparing
     report(s, a1, RunState.STARTING)

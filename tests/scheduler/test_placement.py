@@ -8,6 +8,7 @@ from tests.builders import capacity, record, spec
 
 def slot(
     agent_id: str,
+    *,
     cpus: float = 4,
     gpus: int = 0,
     target: str = "local",
@@ -28,6 +29,7 @@ def slot(
 
 def run(
     run_id: str,
+    *,
     cpus: float = 1,
     gpus: int = 0,
     target: str = "local",
@@ -84,7 +86,7 @@ agents_st = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(runs_st, agents_st)
-def test_never_oversubscribes_and_same_input_same_plan(rs, ags) -> None:  # type: ignore[no-untyped-def]
+def test_never_oversubscribes_and_same_input_same_plan(rs, ags) -> None:
     runs = [run(f"r{i}", cpus=c, gpus=g, created=i) for i, (c, g) in enumerate(rs)]
     slots = [slot(f"a{i}", cpus=c, gpus=g) for i, (c, g) in enumerate(ags)]
     plan = place(runs, slots)

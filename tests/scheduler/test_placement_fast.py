@@ -107,7 +107,7 @@ def build(agents: list[tuple[int, float, str, bool]]) -> list[Slot]:
     st.lists(run_st, max_size=60),
     st.one_of(st.none(), st.integers(0, 10)),
 )
-def test_indexed_placement_decides_like_the_plain_scan(agents, runs, limit) -> None:  # type: ignore[no-untyped-def]
+def test_indexed_placement_decides_like_the_plain_scan(agents, runs, limit) -> None:
     recs = [
         record(
             f"r{i:03d}",

@@ -25,7 +25,7 @@ def attach(s: SchedulerState, name: str = "lab-box", **kw: object) -> list[core.
         "secret": SECRET,
     }
     fields.update(kw)
-    req = m.ComputeAttach(**fields)  # type: ignore[arg-type]
+    req = m.ComputeAttach(**fields)
     return core.handle(s, core.ComputeAsked(request=req, reply_to="r"), 1.0, CFG)
 
 
@@ -171,7 +171,7 @@ def test_ssh_pool_cluster_needs_hosts_login_and_secret() -> None:
         }
         secret = kw.pop("secret", SECRET)
         cluster.update(kw)
-        req = m.ComputeCreate(name="pool", cluster=m.SshPoolCluster(**cluster), secret=secret)  # type: ignore[arg-type]
+        req = m.ComputeCreate(name="pool", cluster=m.SshPoolCluster(**cluster), secret=secret)
         cmds = core.handle(s, core.ComputeAsked(request=req, reply_to="r"), 1.0, cfg)
         saves = [c for c in cmds if isinstance(c, core.SaveSecret)]
         assert all(c.secret == SECRET for c in saves)

@@ -187,7 +187,7 @@ async def test_a_client_submits_reads_runs_and_logs_and_moves_blobs(
     connections: Connections, scheduler_bus: Bus
 ) -> None:
     async def answer(msg: object) -> None:
-        await msg.respond(b"accepted")  # type: ignore[attr-defined]
+        await msg.respond(b"accepted")
 
     await scheduler_bus.nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=answer)
     await scheduler_bus.nc.flush()
@@ -202,10 +202,10 @@ async def test_a_client_submits_reads_runs_and_logs_and_moves_blobs(
     assert [e.key for e in await kv_items(c.runs)] == ["run_1_abc"]
     watcher = await c.runs.watch("run_1_abc")
     try:
-        first = await watcher.updates(timeout=5)  # type: ignore[no-untyped-call]
+        first = await watcher.updates(timeout=5)
         assert first.value == b"the record"
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await watcher.stop()
     sub = await c.js.subscribe(
         subjects.logs("run_1_abc"), stream=subjects.STREAM_LOGS, ordered_consumer=True
     )

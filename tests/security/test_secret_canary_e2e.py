@@ -118,7 +118,7 @@ def test_a_canary_secret_reaches_the_run_and_nothing_else(
     printed: list[str] = []
 
     def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-        proc = inst.cli(*args, **kw)  # type: ignore[arg-type]
+        proc = inst.cli(*args, **kw)
         printed.extend([proc.stdout, proc.stderr])
         return proc
 

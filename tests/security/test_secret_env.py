@@ -18,7 +18,7 @@ from pathlib import Path, PurePath
 import pytest
 import structlog
 
-from sortie.agents.attempt import child_env, missing_secrets
+from sortie.agents.attempt import ChildEnv, child_env, missing_secrets
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.cli.main import UsageError, _secret_env
@@ -124,12 +124,14 @@ def test_the_run_gets_the_values_and_a_missing_value_fails_clearly() -> None:
     env = child_env(
         {"HOME": "/h"},
         secret_spec(env_vars={"PLAIN": "1"}),
-        run_id="r",
-        attempt=1,
-        metrics_file=PurePath("/m"),
-        outputs_dir=PurePath("/o"),
-        runtime_dir=PurePath("/rt"),
-        secret_env=SECRET,
+        ChildEnv(
+            run_id="r",
+            attempt=1,
+            metrics_file=PurePath("/m"),
+            outputs_dir=PurePath("/o"),
+            runtime_dir=PurePath("/rt"),
+            secret_env=SECRET,
+        ),
     )
     assert env["API_TOKEN"] == CANARY and env["PLAIN"] == "1"
     ok = m.Assign(run_id="r", attempt=1, incarnation="i", spec=secret_spec(), secret_env=SECRET)

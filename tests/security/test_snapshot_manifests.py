@@ -113,7 +113,7 @@ def test_an_accepted_manifest_is_written_inside_the_run_directory_only(
         assert len(entry.sha256) == 64
     with tempfile.TemporaryDirectory() as tmp:
         sandbox = Path(tmp)
-        cache = SnapshotCache(sandbox / "blobs", store=None)  # type: ignore[arg-type]
+        cache = SnapshotCache(sandbox / "blobs", store=None)
         for entry in man.files:
             blob = cache.path(entry.sha256)
             blob.parent.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,8 @@ class Recorded(Installation):
 
     outputs: list[str]
 
-    def cli(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:  # type: ignore[override]
-        proc = super().cli(*args, **kw)  # type: ignore[arg-type]
+    def cli(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        proc = super().cli(*args, **kw)
         self.outputs += [proc.stdout, proc.stderr]
         return proc
 

@@ -113,6 +113,10 @@ def _shaped(t: mi.Type, junk: bool, hints: Hints, depth: int) -> st.SearchStrate
         return st.sampled_from(t.values)
     if isinstance(t, mi.EnumType):
         return st.sampled_from([e.value for e in t.cls])
+    return _scalar(t)
+
+
+def _scalar(t: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.NoneType):
         return st.none()
     if isinstance(t, mi.BoolType):
@@ -137,7 +141,7 @@ def _struct(t: mi.StructType, junk: bool, hints: Hints, depth: int) -> st.Search
     if t.tag_field is not None:
         tag = st.one_of(st.just(t.tag), TEXT) if junk else st.just(t.tag)
         required[t.tag_field] = tag
-    shaped = st.fixed_dictionaries(required, optional=optional)  # type: ignore[arg-type]
+    shaped = st.fixed_dictionaries(required, optional=optional)
     if not junk:
         return shaped
     names = sorted(required)

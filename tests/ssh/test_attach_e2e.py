@@ -47,7 +47,7 @@ def attach_args(name: str, sshd: Sshd, known_hosts: Path, *extra: str) -> list[s
     ]
 
 
-def show(inst: Installation, name: str) -> dict:  # type: ignore[type-arg]
+def show(inst: Installation, name: str) -> dict:
     out = inst.json("compute", "show", name)
     assert isinstance(out, dict)
     return out
@@ -55,7 +55,7 @@ def show(inst: Installation, name: str) -> dict:  # type: ignore[type-arg]
 
 def detach(inst: Installation, name: str, *extra: str) -> None:
     inst.cli("compute", "detach", name, *extra, check=True)
-    wait_until(lambda: name not in [c["name"] for c in inst.json("compute", "list")], timeout=60)  # type: ignore[union-attr]
+    wait_until(lambda: name not in [c["name"] for c in inst.json("compute", "list")], timeout=60)
 
 
 def stored_values(inst: Installation) -> bytes:
@@ -219,7 +219,7 @@ def test_password_attach_from_env_and_stdin_and_sdk(
         assert target.get_status()["link"] == "connected"
         target.detach()
     wait_until(
-        lambda: "sdk-box" not in [c["name"] for c in installation.json("compute", "list")],  # type: ignore[union-attr]
+        lambda: "sdk-box" not in [c["name"] for c in installation.json("compute", "list")],
         timeout=60,
     )
     shown = capsys.readouterr()
@@ -362,7 +362,7 @@ def test_ssh_pool_cluster_scales_up_and_down(
             "run_id"
         ]
         for _ in range(2)
-    ]  # type: ignore[index]
+    ]
     peak = wait_until(
         lambda: (c := show(installation, "ssh-pool"))["nodes"]["current"] == 2 and c, timeout=120
     )

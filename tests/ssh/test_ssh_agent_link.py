@@ -38,13 +38,13 @@ def alive(pid: int) -> bool:
 async def eventually(cond: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
+        if cond():
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-async def test_install_agent_link_drop_and_restore(
+async def test_install_agent_link_drop_and_restore(  # noqa: PLR0917  # pytest passes fixtures by name
     broker: BrokerProcess,
     sshd: Sshd,
     known_hosts: Path,
@@ -70,7 +70,7 @@ async def test_install_agent_link_drop_and_restore(
     beats: asyncio.Queue[messages.Heartbeat] = asyncio.Queue()
 
     async def on_beat(msg: object) -> None:
-        beats.put_nowait(codec.decode(messages.Heartbeat, msg.data))  # type: ignore[attr-defined]
+        beats.put_nowait(codec.decode(messages.Heartbeat, msg.data))
 
     sub = await bus.nc.subscribe(subjects.heartbeat(agent_id), cb=on_beat)
     try:

@@ -87,7 +87,7 @@ def test_remote_dir_accepts_plain_relative_paths() -> None:
 async def test_remote_python_finds_311(conn: asyncssh.SSHClientConnection) -> None:
     path, version = await remote_python(conn)
     assert path.startswith("/")
-    assert parse_version(version)[:2] >= (3, 11)  # type: ignore[index]
+    assert parse_version(version)[:2] >= (3, 11)
 
 
 async def test_remote_python_too_old_and_missing(

@@ -166,56 +166,13 @@ class ProcessProvider:
         return {i for node in self._nodes.values() for i in node.gpus}
 
     async def create_node(self, request: NodeRequest) -> None:
-        try:
-            check_token("node id", request.node_id)
-            check_token("cluster", request.cluster)
-        except ValueError as exc:
-            raise ProviderError("bad_request", str(exc)) from None
-        if request.node_id in self._nodes:
-            raise ProviderError(
-                "exists",
-                f"node {request.node_id!r} already exists; stop it first or pick another id",
-            )
-        gpus: list[int] = []
-        if request.shape.gpus > 0:
-            picked = pick_gpus(self.gpu_pool, self._taken_gpus(), request.shape.gpus)
-            if picked is None:
-                free = len(self.gpu_pool) - len(self._taken_gpus())
-                raise ProviderError(
-                    "insufficient_gpus",
-                    f"node {request.node_id!r} of size {request.shape.name} needs "
-                    f"{request.shape.gpus} GPU(s) but {free} of the {len(self.gpu_pool)} in "
-                    "this host's GPU pool are free; stop a GPU node, add GPUs to the pool, "
-                    "or pick a smaller size",
-                )
-            gpus = picked
-        log_path = node_log_path(self.data_dir, request.node_id)
+        self._check_new(request)
+        gpus = self._pick_gpus(request)
         # Reserve the id and the GPUs before the first await, so concurrent creates see them.
-        node = self._nodes[request.node_id] = _Node(request.cluster, gpus, log_path)
-        creds_path = None
-        if request.creds is not None:
-            creds_path = node_creds_path(self.data_dir, request.node_id)
-        argv = agent_argv(
-            request,
-            data_dir=self.data_dir,
-            agent_command=self.agent_command,
-            gpus=gpus,
-            parent_pid=os.getpid(),
-            creds_path=creds_path,
-        )
+        node = _Node(request.cluster, gpus, node_log_path(self.data_dir, request.node_id))
+        self._nodes[request.node_id] = node
         try:
-            node_data_dir(self.data_dir, request.node_id).mkdir(parents=True, exist_ok=True)
-            if request.creds is not None and creds_path is not None:
-                write_private(creds_path, request.creds.text())
-            with open(log_path, "ab") as log:
-                node.proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=child_env(),
-                    start_new_session=True,
-                )
+            await self._spawn(request, node)
         except BaseException as exc:
             # spawn failed or the caller was cancelled mid-spawn: forget the reservation
             del self._nodes[request.node_id]
@@ -227,6 +184,61 @@ class ProcessProvider:
                 f"{' '.join(self.agent_command)!r}: {exc}; check that the command exists and "
                 f"that {self.data_dir} is writable",
             ) from exc
+
+    def _check_new(self, request: NodeRequest) -> None:
+        """Refuse a malformed id or cluster name, and an id already in use."""
+        try:
+            check_token("node id", request.node_id)
+            check_token("cluster", request.cluster)
+        except ValueError as exc:
+            raise ProviderError("bad_request", str(exc)) from None
+        if request.node_id in self._nodes:
+            raise ProviderError(
+                "exists",
+                f"node {request.node_id!r} already exists; stop it first or pick another id",
+            )
+
+    def _pick_gpus(self, request: NodeRequest) -> list[int]:
+        """Free pool GPUs for the node's shape (none for a CPU node), or ProviderError."""
+        if request.shape.gpus <= 0:
+            return []
+        picked = pick_gpus(self.gpu_pool, self._taken_gpus(), request.shape.gpus)
+        if picked is None:
+            free = len(self.gpu_pool) - len(self._taken_gpus())
+            raise ProviderError(
+                "insufficient_gpus",
+                f"node {request.node_id!r} of size {request.shape.name} needs "
+                f"{request.shape.gpus} GPU(s) but {free} of the {len(self.gpu_pool)} in "
+                "this host's GPU pool are free; stop a GPU node, add GPUs to the pool, "
+                "or pick a smaller size",
+            )
+        return picked
+
+    async def _spawn(self, request: NodeRequest, node: _Node) -> None:
+        """Write the node's credentials and start its agent, logging to the node's log file."""
+        creds_path = None
+        if request.creds is not None:
+            creds_path = node_creds_path(self.data_dir, request.node_id)
+        argv = agent_argv(
+            request,
+            data_dir=self.data_dir,
+            agent_command=self.agent_command,
+            gpus=node.gpus,
+            parent_pid=os.getpid(),
+            creds_path=creds_path,
+        )
+        node_data_dir(self.data_dir, request.node_id).mkdir(parents=True, exist_ok=True)
+        if request.creds is not None and creds_path is not None:
+            write_private(creds_path, request.creds.text())
+        with open(node.log_path, "ab") as log:
+            node.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=child_env(),
+                start_new_session=True,
+            )
 
     async def stop_node(self, node_id: str, grace_s: float = 10.0) -> None:
         node = self._nodes.get(node_id)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from asyncssh import SSHClientConnection
+
 from sortie.bus.connection import split_urls
 from sortie.proto import messages as m
 from sortie.scheduler.machines import install_access
@@ -23,6 +25,7 @@ from sortie.scheduler.providers.base import (
     ProviderNode,
 )
 from sortie.scheduler.ssh import (
+    SshCredentials,
     SshError,
     SshLink,
     SshTarget,
@@ -97,7 +100,6 @@ class SshPoolProvider:
                 f"key or password ({exc})",
             ) from None
         target = self._target(host)
-        remote_dir = self.nodes[request.node_id].remote_dir
         try:
             conn = await connect(
                 target,
@@ -106,49 +108,7 @@ class SshPoolProvider:
                 trust_new_host_key=self.login.trust_new_host_key,
             )
             try:
-                wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
-                sortie_bin = await install_agent(
-                    conn, wheelhouse, remote_dir=remote_dir, progress=lambda _: None
-                )
-                # an SSH link forwards to one broker: the first of a cluster's URLs
-                u = urlparse(split_urls(request.broker_url)[0])
-                link = SshLink(
-                    target,
-                    creds,
-                    known_hosts=self._known_hosts(),
-                    local_host=u.hostname or "127.0.0.1",
-                    local_port=u.port or 4222,
-                )
-                await link.start()
-                self.nodes[request.node_id].link = link
-                shape = request.shape
-                extra = [
-                    "--cpus",
-                    f"{shape.cpus:g}",
-                    "--memory-mb",
-                    str(shape.memory_mb),
-                    "--priority",
-                    request.priority,
-                    *(
-                        a
-                        for k, v in sorted(request.labels.items())
-                        for a in ("--label", f"{k}={v}")
-                    ),
-                ]
-                access = await install_access(conn, remote_dir, request.creds, request.tls_ca)
-                scheme = "tls" if access.tls_ca_path else "nats"
-                await start_agent(
-                    conn,
-                    sortie_bin=sortie_bin,
-                    remote_dir=remote_dir,
-                    broker_url=f"{scheme}://127.0.0.1:{link.remote_port}",
-                    target=request.cluster,
-                    agent_id=request.node_id,
-                    extra_args=extra,
-                    creds_path=access.creds_path,
-                    tls_ca_path=access.tls_ca_path,
-                    tls_hostname=u.hostname if access.tls_ca_path else None,
-                )
+                await self._install_and_start(conn, request, target, creds)
             finally:
                 conn.close()
         except SshError as exc:
@@ -157,6 +117,45 @@ class SshPoolProvider:
                 await node.link.close()
             detail = exc.message + (f"\n{exc.output}" if exc.output else "")
             raise ProviderError(exc.code, f"{host}: {detail}") from None
+
+    async def _install_and_start(
+        self,
+        conn: SSHClientConnection,
+        request: NodeRequest,
+        target: SshTarget,
+        creds: SshCredentials,
+    ) -> None:
+        """Install Sortie on the node's host, open the link to the broker, start the agent."""
+        node = self.nodes[request.node_id]
+        wheelhouse = await build_wheelhouse(self.data_dir / "wheelhouse")
+        sortie_bin = await install_agent(
+            conn, wheelhouse, remote_dir=node.remote_dir, progress=lambda _: None
+        )
+        # an SSH link forwards to one broker: the first of a cluster's URLs
+        u = urlparse(split_urls(request.broker_url)[0])
+        link = SshLink(
+            target,
+            creds,
+            known_hosts=self._known_hosts(),
+            local_host=u.hostname or "127.0.0.1",
+            local_port=u.port or 4222,
+        )
+        await link.start()
+        node.link = link
+        access = await install_access(
+            conn, node.remote_dir, request.creds, request.tls_ca, u.hostname
+        )
+        scheme = "tls" if access.tls_ca_path else "nats"
+        await start_agent(
+            conn,
+            sortie_bin=sortie_bin,
+            remote_dir=node.remote_dir,
+            broker_url=f"{scheme}://127.0.0.1:{link.remote_port}",
+            target=request.cluster,
+            agent_id=request.node_id,
+            extra_args=_capacity_args(request),
+            access=access,
+        )
 
     async def stop_node(self, node_id: str, grace_s: float = 10.0) -> None:
         node = self.nodes.pop(node_id, None)
@@ -184,6 +183,21 @@ class SshPoolProvider:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop_node(nid) for nid in list(self.nodes)))
+
+
+def _capacity_args(request: NodeRequest) -> list[str]:
+    """The agent's options for the node's shape, priority and labels."""
+    shape = request.shape
+    labels = sorted(request.labels.items())
+    return [
+        "--cpus",
+        f"{shape.cpus:g}",
+        "--memory-mb",
+        str(shape.memory_mb),
+        "--priority",
+        request.priority,
+        *(a for k, v in labels for a in ("--label", f"{k}={v}")),
+    ]
 
 
 def from_config(ctx: ProviderContext, cluster: str, cfg: m.SshPoolCluster) -> SshPoolProvider:

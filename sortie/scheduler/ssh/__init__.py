@@ -14,7 +14,6 @@ message, or shown by `repr`.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import asyncssh
 from sortie.scheduler.ssh import hostkeys
 
 __all__ = [
+    "AgentAccess",
     "SshCredentials",
     "SshError",
     "SshLink",
@@ -160,6 +160,30 @@ async def open_connection(
         )
     known_hosts = known_hosts.expanduser()  # noqa: ASYNC240 (reads $HOME, no disk I/O)
     client = hostkeys.VerifyingClient(known_hosts, target.address, target.port, trust_new_host_key)
+    options = _connect_options(
+        target, creds, key, known_hosts=known_hosts, timeout=timeout, keepalive_s=keepalive_s
+    )
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: client, target.address, target.port, **options
+        )
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        raise _connect_error(exc, client, target, creds, timeout) from None
+    if client.new_key is not None:
+        hostkeys.record_host_key(known_hosts, target.address, target.port, client.new_key)
+    return conn, client
+
+
+def _connect_options(
+    target: SshTarget,
+    creds: SshCredentials,
+    key: asyncssh.SSHKey | None,
+    *,
+    known_hosts: Path,
+    timeout: float,
+    keepalive_s: float,
+) -> dict[str, Any]:
+    """asyncssh's options for a connection that uses only what it is given."""
     options: dict[str, Any] = {
         "username": target.username,
         # Host keys: the file's keys are trusted; any other key goes to the client's
@@ -180,47 +204,49 @@ async def open_connection(
     if keepalive_s > 0:
         options["keepalive_interval"] = keepalive_s
         options["keepalive_count_max"] = 3
+    return options
+
+
+def _connect_error(
+    exc: asyncssh.Error | OSError | TimeoutError,
+    client: hostkeys.VerifyingClient,
+    target: SshTarget,
+    creds: SshCredentials,
+    timeout: float,
+) -> SshError:
+    """The SshError a person can act on for a failed connect."""
     where = f"{target.address}:{target.port}"
-    try:
-        conn, _ = await asyncssh.create_connection(
-            lambda: client, target.address, target.port, **options
-        )
-    except asyncssh.HostKeyNotVerifiable as exc:
-        refusal = client.refusal
-        if refusal is None:
-            raise SshError(
+    match exc:
+        case asyncssh.HostKeyNotVerifiable() if client.refusal is not None:
+            refusal = client.refusal
+            code = "host_key_unknown" if refusal.verdict == "unknown" else "host_key_changed"
+            return SshError(code, refusal.message)
+        case asyncssh.HostKeyNotVerifiable():
+            return SshError(
                 "host_key_changed",
                 f"the host key of {where} could not be verified ({exc.reason}); connection refused",
-            ) from None
-        code = "host_key_unknown" if refusal.verdict == "unknown" else "host_key_changed"
-        raise SshError(code, refusal.message) from None
-    except asyncssh.PermissionDenied:
-        raise SshError(
-            "auth_failed",
-            f"authentication failed: {where} refused user {target.username!r} with the "
-            f"{creds.method} given; check the user name and the {creds.method}",
-        ) from None
-    except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (both spelled for clarity)
-        raise SshError(
-            "unreachable",
-            f"cannot reach {where}: no SSH handshake within {timeout:g} s "
-            "(tried TCP to that address and port); check the address, the port (--ssh-port) "
-            "and that a firewall lets SSH through",
-        ) from None
-    except OSError as exc:
-        raise SshError(
-            "unreachable",
-            f"cannot reach {where}: {exc.strerror or exc} (tried TCP to that address and "
-            "port); check the address, the port (--ssh-port) and that sshd runs there",
-        ) from None
-    except asyncssh.Error as exc:
-        raise SshError(
-            "unreachable",
-            f"the SSH connection to {where} failed: {exc.reason}",
-        ) from None
-    if client.new_key is not None:
-        hostkeys.record_host_key(known_hosts, target.address, target.port, client.new_key)
-    return conn, client
+            )
+        case asyncssh.PermissionDenied():
+            return SshError(
+                "auth_failed",
+                f"authentication failed: {where} refused user {target.username!r} with the "
+                f"{creds.method} given; check the user name and the {creds.method}",
+            )
+        case TimeoutError():  # asyncio.TimeoutError is TimeoutError since Python 3.11
+            return SshError(
+                "unreachable",
+                f"cannot reach {where}: no SSH handshake within {timeout:g} s "
+                "(tried TCP to that address and port); check the address, the port "
+                "(--ssh-port) and that a firewall lets SSH through",
+            )
+        case OSError():
+            return SshError(
+                "unreachable",
+                f"cannot reach {where}: {exc.strerror or exc} (tried TCP to that address and "
+                "port); check the address, the port (--ssh-port) and that sshd runs there",
+            )
+        case _:
+            return SshError("unreachable", f"the SSH connection to {where} failed: {exc.reason}")
 
 
 async def connect(
@@ -248,6 +274,7 @@ async def connect(
 # The submodules import the types above from this package, so they are imported last: by
 # then the names they need exist. (E402: the order is the point.)
 from sortie.scheduler.ssh.install import (  # noqa: E402
+    AgentAccess,
     install_agent,
     install_private_file,
     remote_python,

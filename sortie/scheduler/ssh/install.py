@@ -18,6 +18,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import asyncssh
@@ -248,38 +249,75 @@ async def install_agent(
     progress(f"found Python {version} at {python}")
     home = await remote_home(conn)
     base = f"{home}/{rel}"
-    wheels = f"{base}/wheels"
-    venv = f"{base}/venv"
-    uv = f"{base}/bin/uv"
-    q = shlex.quote
 
     await _copy_wheels(conn, wheelhouse, f"{rel}/wheels", progress)
+    await _unpack_uv(conn, wheelhouse, python, base, progress)
+    progress("creating the venv")
+    await _create_venv(conn, python, base)
+    progress("installing Sortie offline")
+    await _install_sortie(conn, wheelhouse, base, version)
+    sortie_bin = f"{base}/venv/bin/sortie"
+    await _must(
+        conn, f"{shlex.quote(sortie_bin)} --help >/dev/null", "running the installed sortie"
+    )
+    progress(f"installed Sortie at {sortie_bin}")
+    return sortie_bin
 
+
+def _uv_env(base: str) -> str:
+    """uv offline, with its cache inside the install directory (removing that removes all)."""
+    return (
+        f"UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 UV_CACHE_DIR={shlex.quote(base + '/uv-cache')}"
+    )
+
+
+async def _unpack_uv(
+    conn: asyncssh.SSHClientConnection,
+    wheelhouse: Path,
+    python: str,
+    base: str,
+    progress: Callable[[str], None],
+) -> None:
+    """Take `bin/uv` out of the copied uv wheel with the remote Python's zipfile module."""
     uv_wheels = sorted(await asyncio.to_thread(lambda: list(wheelhouse.glob("uv-*.whl"))))
     if not uv_wheels:
         raise SshError("install_failed", f"no uv wheel in {wheelhouse}")
     progress("unpacking uv")
+    q = shlex.quote
+    wheel = f"{base}/wheels/{uv_wheels[-1].name}"
     await _must(
         conn,
-        f"mkdir -p {q(base + '/bin')} && "
-        f"{q(python)} -c {q(_EXTRACT_UV)} {q(wheels + '/' + uv_wheels[-1].name)} {q(uv)}",
+        f"mkdir -p {q(base + '/bin')} && {q(python)} -c {q(_EXTRACT_UV)} {q(wheel)} "
+        f"{q(base + '/bin/uv')}",
         "unpacking uv from its wheel",
     )
-    # uv's cache inside the install directory, so removing that removes everything.
-    env = f"UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 UV_CACHE_DIR={q(base + '/uv-cache')}"
-    progress("creating the venv")
+
+
+async def _create_venv(conn: asyncssh.SSHClientConnection, python: str, base: str) -> None:
+    """`~/<remote_dir>/venv`, unless one that runs is there already."""
+    q = shlex.quote
+    venv, uv = f"{base}/venv", f"{base}/bin/uv"
     await _must(
         conn,
         f"if {q(venv + '/bin/python')} -c '' 2>/dev/null; then echo venv exists; else "
-        f"rm -rf {q(venv)} && {env} {q(uv)} venv --no-project {q(venv)} --python {q(python)}; fi",
+        f"rm -rf {q(venv)} && {_uv_env(base)} {q(uv)} venv --no-project {q(venv)} "
+        f"--python {q(python)}; fi",
         "creating the venv",
     )
-    progress("installing Sortie offline")
+
+
+async def _install_sortie(
+    conn: asyncssh.SSHClientConnection, wheelhouse: Path, base: str, version: str
+) -> None:
+    """Install Sortie into the venv from the copied wheels only; a failure names the Python
+    the wheels were built for next to the host's."""
+    q = shlex.quote
     try:
         await _must(
             conn,
-            f"{env} {q(uv)} pip install --python {q(venv + '/bin/python')} --offline "
-            f"--no-index --find-links {q(wheels)} --reinstall-package sortie sortie",
+            f"{_uv_env(base)} {q(base + '/bin/uv')} pip install "
+            f"--python {q(base + '/venv/bin/python')} --offline "
+            f"--no-index --find-links {q(base + '/wheels')} --reinstall-package sortie sortie",
             "installing Sortie from the copied wheels",
         )
     except SshError as exc:
@@ -290,10 +328,6 @@ async def install_agent(
             f"{exc.message}; the wheels were built for {built} and the host runs Python {version}",
             output=exc.output,
         ) from None
-    sortie_bin = f"{venv}/bin/sortie"
-    await _must(conn, f"{q(sortie_bin)} --help >/dev/null", "running the installed sortie")
-    progress(f"installed Sortie at {sortie_bin}")
-    return sortie_bin
 
 
 # --- the agent process ----------------------------------------------------------------------
@@ -348,6 +382,28 @@ async def stop_agent(
     )
 
 
+@dataclass(frozen=True)
+class AgentAccess:
+    """How a remote agent proves itself to the broker besides its URL: the paths, on its host,
+    of its own credentials and of the broker's CA, and the name the broker's certificate
+    carries (the agent reaches the broker through a forward, at 127.0.0.1)."""
+
+    creds_path: str | None = None
+    tls_ca_path: str | None = None
+    tls_hostname: str | None = None
+
+    def args(self) -> list[str]:
+        """The `sortie` options that say so."""
+        out: list[str] = []
+        if self.creds_path is not None:
+            out += ["--creds", self.creds_path]
+        if self.tls_ca_path is not None:
+            out += ["--tls-ca", self.tls_ca_path]
+        if self.tls_hostname is not None:
+            out += ["--tls-hostname", self.tls_hostname]
+        return out
+
+
 async def start_agent(
     conn: asyncssh.SSHClientConnection,
     *,
@@ -357,9 +413,7 @@ async def start_agent(
     target: str,
     agent_id: str,
     extra_args: Sequence[str] = (),
-    creds_path: str | None = None,
-    tls_ca_path: str | None = None,
-    tls_hostname: str | None = None,
+    access: AgentAccess = AgentAccess(),
 ) -> int:
     """Start the agent detached from the SSH session; return its pid.
 
@@ -370,19 +424,11 @@ async def start_agent(
     home = await remote_home(conn)
     base = f"{home}/{rel}"
     await stop_agent(conn, remote_dir=rel)
-    q = shlex.quote
-    access: list[str] = []
-    if creds_path is not None:
-        access += ["--creds", creds_path]
-    if tls_ca_path is not None:
-        access += ["--tls-ca", tls_ca_path]
-    if tls_hostname is not None:
-        access += ["--tls-hostname", tls_hostname]
     argv = [
         sortie_bin,
         "--url",
         broker_url,
-        *access,
+        *access.args(),
         "--log-level",
         "info",
         "agent",
@@ -394,10 +440,23 @@ async def start_agent(
         f"{base}/agent",
         *extra_args,
     ]
+    out = await _must(conn, _launch_script(base, argv), "starting the agent", code="agent_failed")
+    try:
+        pid = int(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise SshError("agent_failed", "starting the agent printed no pid", _tail(out)) from None
+    await _check_started(conn, base, pid)
+    return pid
+
+
+def _launch_script(base: str, argv: Sequence[str]) -> str:
+    """A shell script that starts ``argv`` in the background, logging to agent.log (the last
+    one kept as agent.log.1) and writing agent.pid; it prints the agent's pid."""
+    q = shlex.quote
     log = f"{base}/agent.log"
     # No job control in this shell, so the background child is no group leader and setsid
     # runs the agent in a new session without forking again: $! is the agent's pid.
-    script = f"""
+    return f"""
 set -e
 mkdir -p {q(base + "/agent")}
 cd {q(base)}
@@ -406,11 +465,13 @@ setsid nohup {" ".join(q(a) for a in argv)} </dev/null >{q(log)} 2>&1 &
 echo $! >{q(base + "/agent.pid")}
 echo $!
 """
-    out = await _must(conn, script, "starting the agent", code="agent_failed")
-    try:
-        pid = int(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise SshError("agent_failed", "starting the agent printed no pid", _tail(out)) from None
+
+
+async def _check_started(conn: asyncssh.SSHClientConnection, base: str, pid: int) -> None:
+    """Watch the new agent for START_CHECK_S; SshError("agent_failed") with the tail of its
+    log if it is gone by then."""
+    q = shlex.quote
+    log = f"{base}/agent.log"
     ticks = int(START_CHECK_S * 5)
     check = f"""
 DATA={q(base + "/agent")}
@@ -431,7 +492,6 @@ if alive {pid}; then echo alive; else echo dead; tail -c {OUTPUT_TAIL} {q(log)};
             f"the agent exited right after it started (see {log} on the host)",
             output=_tail(rest),
         )
-    return pid
 
 
 async def install_private_file(

@@ -23,6 +23,7 @@ from sortie.scheduler.ssh import SshCredentials, SshError, SshTarget, open_conne
 log = structlog.get_logger(__name__)
 
 KEEPALIVE_S = 5.0  # a silent peer is declared gone after 3 missed keepalives
+CONNECT_TIMEOUT_S = 10.0  # the limit on each (re)connect's handshake and login
 
 
 class SshLink:
@@ -37,7 +38,6 @@ class SshLink:
         remote_port: int = 0,
         on_state: Callable[[str, str], None] | None = None,
         backoff: tuple[float, float] = (0.5, 30.0),
-        connect_timeout: float = 10.0,
     ) -> None:
         self._target = target
         self._creds = creds
@@ -47,7 +47,6 @@ class SshLink:
         self._remote_port = remote_port
         self._on_state = on_state
         self._backoff = backoff
-        self._timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
         self._listener: asyncssh.SSHListener | None = None
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +80,7 @@ class SshLink:
             self._target,
             self._creds,
             known_hosts=self._known_hosts,
-            timeout=self._timeout,
+            timeout=CONNECT_TIMEOUT_S,
             keepalive_s=KEEPALIVE_S,
         )
         try:
@@ -110,7 +109,7 @@ class SshLink:
             return
         try:
             self._on_state(state, reason)
-        except Exception:
+        except Exception:  # noqa: BLE001 (the caller's callback must not stop the reconnects)
             self._log.exception("ssh link on_state callback failed", state=state)
 
     async def _keep_up(self, client: asyncssh.SSHClient) -> None:
@@ -166,6 +165,7 @@ class SshLink:
         conn = self._conn
         self._close_conn()
         if conn is not None:
+            # closing: a connection that fails to close cleanly is closed all the same
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 5.0)
         self._conn, self._listener = None, None
