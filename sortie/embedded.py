@@ -108,7 +108,7 @@ def up(
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
 
     ``auth``: the broker requires credentials, made under ``<data>/auth`` on the first start
-    and kept; this user's client credentials are named in the profile (``sortie.auth``).
+    and kept; this user's client credentials are named in the profile (``sortie.bus.auth``).
     """
     data_dir = data_dir.expanduser().resolve()
     tls_ca = tls.ca if tls is not None else None

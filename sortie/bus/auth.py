@@ -8,8 +8,9 @@ account seed (the scheduler) mints a user JWT for a new agent and the server acc
 
 A user's permissions come from its role (``proto.permissions``): ``scheduler``, ``client`` or
 ``agent`` (one per agent id). A user's JWT and seed travel together in a ``.creds`` file,
-written owner-only. Connecting (``sortie.bus.connect``) reads it and signs the server's nonce;
-the seed never leaves this host and nothing here logs a seed, a JWT or a creds file.
+written owner-only. Connecting (``sortie.bus.connection.connect``) reads it and signs the
+server's nonce; the seed never leaves this host and nothing here logs a seed, a JWT or a creds
+file.
 
 Files of an authority directory (``sortie up`` keeps one under ``<data>/auth``; ``sortie auth
 init DIR`` makes one for a multi-machine install):

@@ -90,7 +90,7 @@ def write_config(
     auth_conf: Path | None = None,
     tls: TlsFiles | None = None,
 ) -> Path:
-    """Write nats-server.conf (owner-only). ``auth_conf`` (``sortie.auth``'s broker.conf)
+    """Write nats-server.conf (owner-only). ``auth_conf`` (``sortie.bus.auth``'s broker.conf)
     turns authentication on; ``tls`` makes every connection TLS."""
     store = data_dir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ ENV_TLS_CA = "SORTIE_TLS_CA"
 
 @dataclass(frozen=True)
 class BusAuth:
-    """Who we are to the broker and whom we trust: a NATS ``.creds`` file (``sortie.auth``)
+    """Who we are to the broker and whom we trust: a NATS ``.creds`` file (``sortie.bus.auth``)
     and the CA that signed the broker's TLS certificate. Both optional: a broker without
     authentication takes neither."""
 

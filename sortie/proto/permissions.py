@@ -1,7 +1,7 @@
 """Who may publish and subscribe to what: the NATS permissions of each role.
 
 A broker with authentication on (``sortie up`` by default) gives every connection one of these
-roles, enforced by nats-server itself (``sortie.auth`` writes them into each user's JWT):
+roles, enforced by nats-server itself (``sortie.bus.auth`` writes them into each user's JWT):
 
 - ``scheduler``: everything (it owns the streams, buckets and records);
 - ``client`` (CLI, SDK, other services): send API requests, read runs, agents, logs and

@@ -90,7 +90,7 @@ class SchedulerConfig:
     replicas: int | None = None
     # credentials and TLS trust of the scheduler's own connection (None: no authentication)
     auth: BusAuth | None = None
-    # the account key (sortie.auth): with it the scheduler mints credentials for the agents it
+    # the account key (sortie.bus.auth): with it the scheduler mints credentials for the agents it
     # starts (cluster nodes, attached machines); without it they get none
     account_key: Path | None = None
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
