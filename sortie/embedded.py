@@ -17,6 +17,7 @@ from sortie.agents.daemon import run_agent
 from sortie.bus.auth import AuthError, Authority, init_authority, write_private
 from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
 from sortie.bus.connection import BusAuth
+from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
 from sortie.proto.permissions import Role
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
@@ -113,6 +114,9 @@ def up(
     data_dir = data_dir.expanduser().resolve()
     tls_ca = tls.ca if tls is not None else None
     try:
+        # held until this process ends: the scheduler's and agent's dirs too, so a standalone
+        # daemon given one of them is refused as well
+        locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
         authority = init_authority(data_dir / "auth") if auth else None
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
@@ -123,8 +127,9 @@ def up(
             sync_always=sync_always,
             auth_conf=authority.broker_conf if authority else None,
             tls=tls,
+            die_with_parent=True,  # from the main thread: a SIGKILLed `sortie up` takes it
         )
-    except (BrokerError, AuthError, OSError) as exc:
+    except (BrokerError, AuthError, DataDirLocked, OSError) as exc:
         print(f"sortie up: {exc}", flush=True)
         return 2
     pid = os.getpid()
@@ -142,10 +147,17 @@ def up(
             )
         )
     finally:
-        remove_profile_if_ours(pid)
+        remove_profile_if_ours(pid, broker.url)
         broker.stop()
+        for lock in locks:
+            lock.release()
         print("Sortie stopped", flush=True)
     return 0
+
+
+def _owned_dirs(data_dir: Path) -> list[Path]:
+    """The directories `sortie up` locks: its own, its scheduler's and its agent's."""
+    return [data_dir, data_dir / "scheduler", data_dir / "agent"]
 
 
 async def _serve_until_signalled(

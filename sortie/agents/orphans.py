@@ -5,31 +5,18 @@ Each process run's group leader is recorded in a pid file beside its working dir
 it). A starting agent kills every recorded group still alive: the scheduler gives those runs
 to new attempts, and the old ones must not run beside them.
 
-Each run's leader is also started with ``die_with_agent`` as its pre-exec hook: the kernel
-SIGKILLs it the moment the agent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed agent that is
-never restarted leaves no run going on beside the next attempt. What the leader started
-(its group) is killed by the next agent to start on the same data directory.
+Each run's leader is also started with ``bus.children.die_with_parent`` as its pre-exec
+hook: the kernel SIGKILLs it the moment the agent dies (``PR_SET_PDEATHSIG``), so a SIGKILLed
+agent that is never restarted leaves no run going on beside the next attempt. What the leader
+started (its group) is killed by the next agent to start on the same data directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 from pathlib import Path
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def die_with_agent() -> None:
-    """Pre-exec hook for a run's leader: the kernel SIGKILLs it when the agent dies.
-
-    The agent forks from its event loop's thread, the main thread, which lives as long as
-    the agent does (the signal follows the forking thread, not the process).
-    """
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def group_members(pgid: int) -> list[int]:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sortie.bus import children
+
 
 class BrokerError(RuntimeError):
     pass
@@ -81,6 +83,35 @@ def _quoted(path: Path) -> str:
     return json.dumps(str(path))  # a JSON string is a valid nats-server config string
 
 
+def pid_file(data_dir: Path) -> Path:
+    """Where nats-server writes its pid (named when its port is found taken)."""
+    return data_dir / "nats-server.pid"
+
+
+def _left_running(data_dir: Path) -> int | None:
+    """The pid of a nats-server an earlier start on ``data_dir`` left running, if any."""
+    try:
+        pid = int(pid_file(data_dir).read_text().strip())
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if name == "nats-server" else None
+
+
+def _port_taken(data_dir: Path, host: str, port: int) -> BrokerError:
+    left = _left_running(data_dir)
+    if left is not None:
+        return BrokerError(
+            f"port {port} on {host} is already in use, maybe by nats-server pid {left}, "
+            f"started earlier on this data directory and left running: stop it "
+            f"(kill -TERM {left}) and start again, or choose another --port"
+        )
+    return BrokerError(
+        f"port {port} on {host} is already in use: stop what listens there "
+        f"(another `sortie up`?) or choose another with --port"
+    )
+
+
 def write_config(
     data_dir: Path,
     host: str,
@@ -99,6 +130,7 @@ def write_config(
     text = (
         f'listen: "{host}:{port}"\n'
         f'server_name: "sortie-{port}"\n'
+        f"pid_file: {_quoted(pid_file(data_dir))}\n"
         "max_payload: 8MB\n"
         f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
     )
@@ -135,18 +167,18 @@ def start_broker(
     ready_timeout: float = 15.0,
     auth_conf: Path | None = None,
     tls: TlsFiles | None = None,
+    die_with_parent: bool = False,
 ) -> BrokerProcess:
     """Start nats-server with JetStream storing under ``data_dir``; wait until it listens.
 
     Without ``auth_conf`` anyone who reaches the port may do anything (tests, trusted hosts);
-    ``sortie up`` passes one. With ``tls`` the URL is ``tls://``.
+    ``sortie up`` passes one. With ``tls`` the URL is ``tls://``. ``die_with_parent``: the
+    kernel kills the broker when the thread that called this dies (bus.children), so call it
+    from the main thread (`sortie up` does): a SIGKILLed parent leaves no broker on the store.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_in_use(host, port):
-        raise BrokerError(
-            f"port {port} on {host} is already in use: stop what listens there "
-            f"(another `sortie up`?) or choose another with --port"
-        )
+        raise _port_taken(data_dir, host, port)
     cfg = write_config(data_dir, host, port, sync_always=sync_always, auth_conf=auth_conf, tls=tls)
     log_path = data_dir / "nats-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -155,7 +187,8 @@ def start_broker(
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True,  # Ctrl-C reaches `sortie up`, which stops the broker last
+        preexec_fn=children.die_with_parent if die_with_parent else None,
     )
     log.close()
     deadline = time.monotonic() + ready_timeout

@@ -64,9 +64,11 @@ def read_profile() -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def remove_profile_if_ours(pid: int) -> None:
+def remove_profile_if_ours(pid: int, url: str) -> None:
+    """Remove the profile if this process wrote it (its pid and its broker's URL): one that
+    another `sortie up` wrote since stays."""
     data = read_profile()
-    if data is not None and data.get("pid") == pid:
+    if data is not None and data.get("pid") == pid and data.get("url") == url:
         profile_path().unlink(missing_ok=True)
 
 

@@ -647,16 +647,30 @@ def _auth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lock_data_dir(data_dir: Path, command: str) -> None:
+    """Hold ``data_dir`` for this daemon until it exits (bus.datadir), or refuse to start."""
+    from sortie.bus.datadir import DataDirLocked, lock_data_dir
+
+    try:
+        lock_data_dir(data_dir.expanduser().resolve(), command)  # released when we exit
+    except DataDirLocked as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot use the data directory {data_dir}: {exc}") from None
+
+
 def _daemon_scheduler(args: argparse.Namespace) -> int:
     from sortie.bus.profile import resolve_url
     from sortie.embedded import _run
     from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
     from sortie.scheduler.reconcile import Timing
 
+    data_dir = args.data_dir or default_data_dir() / "scheduler"
+    _lock_data_dir(data_dir, "sortie scheduler")
     config = SchedulerConfig(
         url=resolve_url(args.url),
         timing=Timing(lease_s=args.lease, kill_grace_s=args.kill_grace),
-        data_dir=args.data_dir or default_data_dir() / "scheduler",
+        data_dir=data_dir,
         gpu_pool=_gpu_pool(args.gpu_pool),
         replicas=args.replicas,
         auth=_daemon_auth(args),
@@ -682,6 +696,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data_dir = args.data_dir or default_data_dir() / "agents" / agent_id
+    _lock_data_dir(data_dir, "sortie agent")
     gpu_indices = None
     if args.gpus is not None:
         try:

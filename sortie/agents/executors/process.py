@@ -32,6 +32,7 @@ from sortie.agents.executors import (
     write_stop_reason,
 )
 from sortie.agents.publisher import LineSplitter
+from sortie.bus.children import die_with_parent
 
 READ_CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 2.0
@@ -90,7 +91,7 @@ async def start_process(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=orphans.die_with_agent,
+        preexec_fn=die_with_parent,  # the agent forks from its loop's (main) thread
     )
     if pid_file is not None:
         orphans.record(pid_file, proc.pid)

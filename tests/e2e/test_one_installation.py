@@ -1,0 +1,113 @@
+"""One installation per data directory: a second `sortie up` (or daemon) on it is refused, and
+a SIGKILLed `sortie up` leaves no broker behind on its store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sortie.bus.broker import free_port, pid_file, port_in_use
+from tests.e2e.conftest import (
+    REPO,
+    SORTIE,
+    Installation,
+    isolated_env,
+    start_up,
+    stop_up,
+    wait_until,
+)
+
+
+@pytest.fixture
+def first(tmp_path: Path) -> Iterator[Installation]:
+    port = free_port()
+    env = isolated_env(tmp_path)
+    log = tmp_path / "up.log"
+    proc = start_up(tmp_path / "data", port, env, log)
+    try:
+        yield Installation(
+            url=f"nats://127.0.0.1:{port}",
+            data_dir=tmp_path / "data",
+            env=env,
+            process=proc,
+            log=log,
+        )
+    finally:
+        stop_up(proc)
+
+
+def _sortie(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SORTIE, *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO, input=""
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_second_up_on_the_same_data_dir_is_refused_naming_the_holder(
+    first: Installation, tmp_path: Path
+) -> None:
+    profile = Path(first.env["SORTIE_PROFILE"])
+    before = json.loads(profile.read_text())
+    second = _sortie(
+        first.env,
+        "up",
+        "--data-dir",
+        str(first.data_dir),
+        "--port",
+        str(free_port()),
+        "--no-fsync",
+    )
+    assert second.returncode == 2
+    out = second.stdout + second.stderr
+    assert f"in use by pid {first.process.pid} (sortie up)" in out
+    assert "another --data-dir" in out
+    # the daemons are refused on the dirs `sortie up` holds, as well
+    for daemon, sub in (("scheduler", "scheduler"), ("agent", "agent")):
+        args = [daemon, "--data-dir", str(first.data_dir / sub)]
+        refused = _sortie(first.env, *args, *(["--target", "local"] if daemon == "agent" else []))
+        assert refused.returncode == 2, refused.stderr
+        assert f"in use by pid {first.process.pid} (sortie up)" in refused.stderr
+    # the first is untouched: its profile, and a run completes on it
+    assert json.loads(profile.read_text()) == before
+    assert first.process.poll() is None
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.py").write_text("print('still here', flush=True)\n")
+    run = first.cli("run", "submit", str(src), "--script", "hello.py", "--wait")
+    assert run.returncode == 0, run.stderr
+    assert "still here" in run.stdout
+
+
+def test_killed_up_leaves_no_broker_and_the_next_up_starts(tmp_path: Path) -> None:
+    port = free_port()
+    env = isolated_env(tmp_path)
+    data = tmp_path / "data"
+    proc = start_up(data, port, env, tmp_path / "up.log")
+    broker_pid = int(pid_file(data / "nats").read_text())
+    assert _alive(broker_pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:
+        wait_until(lambda: not _alive(broker_pid), timeout=30)
+    finally:
+        if _alive(broker_pid):  # the failure left it: leave no nats-server behind
+            os.kill(broker_pid, signal.SIGKILL)
+    assert not port_in_use("127.0.0.1", port)
+    again = start_up(data, port, env, tmp_path / "up2.log")
+    try:
+        assert again.poll() is None
+    finally:
+        assert stop_up(again) == 0
