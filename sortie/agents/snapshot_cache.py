@@ -59,6 +59,8 @@ def refused_paths(manifest: m.Manifest) -> list[str]:
             reasons.append(why)
         elif not SHA256.match(entry.sha256):
             reasons.append(f"{entry.path!r} names blob {entry.sha256[:80]!r}, not a sha256")
+        elif entry.size < 0:
+            reasons.append(f"{entry.path!r} claims a negative size ({entry.size})")
         elif entry.path == OUTPUTS:
             reasons.append(f"{OUTPUTS!r} is a file, but outputs/ is where the run's artifacts go")
         elif entry.path in seen:
@@ -70,6 +72,17 @@ def refused_paths(manifest: m.Manifest) -> list[str]:
             if "/".join(parts[:i]) in seen:
                 reasons.append(f"{path!r} lies under {'/'.join(parts[:i])!r}, which is a file")
     return reasons
+
+
+def size_mismatches(manifest: m.Manifest, size_of: Callable[[str], int]) -> list[str]:
+    """Each entry whose claimed size is not its blob's real size (``size_of(sha)``: the size
+    of the fetched, hash-verified blob, asked once per blob)."""
+    real = {sha: size_of(sha) for sha in {e.sha256 for e in manifest.files}}
+    return [
+        f"{e.path!r} claims {e.size} bytes but its blob {e.sha256[:12]} has {real[e.sha256]}"
+        for e in manifest.files
+        if e.size != real[e.sha256]
+    ]
 
 
 class SnapshotCache:
@@ -164,6 +177,15 @@ class SnapshotCache:
         hashes = {f.sha256 for f in manifest.files}
         log(f"snapshot {snapshot_id[:12]}: fetching up to {len(hashes)} blobs")
         fetched, size = await self.ensure(hashes)
+        wrong = size_mismatches(manifest, lambda sha: self.path(sha).stat().st_size)
+        if wrong:
+            more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            raise SnapshotError(
+                f"snapshot {snapshot_id[:12]} refused: its manifest does not match its files: "
+                + "; ".join(wrong[:3])
+                + more
+                + ". Submit again from the source directory (the client writes sizes itself)"
+            )
         from_cache = len(hashes) - fetched
         self.stats.blobs_from_cache += from_cache
         await asyncio.to_thread(self._copy_tree, manifest, workdir)

@@ -26,7 +26,7 @@ from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
-from sortie.client.runconfig import ScriptRunConfig, Source, run_spec
+from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
@@ -141,7 +141,13 @@ class Client:
         id for this call (its own retries, after a timeout or while no scheduler answers,
         still share it). ``hash_progress`` and ``progress`` are called with (bytes done, bytes
         in all) while the files are hashed and while the missing ones are uploaded.
+
+        Raises ``RunConfigError`` for arguments or variables a process cannot receive (a NUL
+        byte), ``SnapshotError`` when the source directory cannot be snapshotted (including a
+        file deleted or changed between hashing and upload: the message names it), and
+        ``RequestRefused`` when the scheduler refuses the run.
         """
+        check_process_input(config)
         source_dir = Path(config.source_directory)
         plan = snap.build_manifest(
             source_dir, limit_bytes=snapshot_limit_bytes, progress=hash_progress

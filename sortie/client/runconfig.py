@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sortie.client import envspec
 from sortie.client.snapshot import normalise_script
 from sortie.proto import messages as m
+from sortie.proto.process_input import argument_problem, env_name_problem, env_value_problem
 
 
 class RunConfigError(ValueError):
@@ -122,6 +123,22 @@ class Source:
     files: int
     bytes: int
     git: m.GitInfo | None
+
+
+def check_process_input(config: ScriptRunConfig) -> None:
+    """Refuse arguments and variables the run's process could not receive (a NUL byte, a bad
+    name), by the scheduler's own rule (``proto/process_input.py``), before the snapshot is
+    hashed. Raises ``RunConfigError``."""
+    rc = config.run_config
+    plain, secret = rc.environment_variables, rc.secret_environment_variables
+    why = (
+        argument_problem([str(a) for a in config.arguments])
+        or env_name_problem([*plain, *secret])
+        or env_value_problem(plain)
+        or env_value_problem(secret, secret=True)
+    )
+    if why is not None:
+        raise RunConfigError(why)
 
 
 def run_spec(

@@ -141,7 +141,13 @@ class Experiment:
 
     def submit(self, config: ScriptRunConfig, *, submission_id: str | None = None) -> SubmittedRun:
         """Queue a run. Submitting again with the same ``submission_id`` returns the same run
-        (the client retries by itself on timeouts and while the scheduler restarts)."""
+        (the client retries by itself on timeouts and while the scheduler restarts).
+
+        Raises ``sortie.client.snapshot.SnapshotError`` when the source directory cannot be
+        snapshotted (a file deleted or changed mid-submit is named),
+        ``sortie.client.runconfig.RunConfigError`` for arguments or variables a process cannot
+        receive (a NUL byte), and ``sortie.client.client.RequestRefused`` when the scheduler
+        refuses the run; the message says what to do, as `sortie run submit` prints it."""
         ws = self.workspace
         sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
         for w in sub.warnings:

@@ -357,6 +357,11 @@ def build_manifest(
     warnings = [*walk.warnings, *_check_size(walk, source_dir, total, warn_bytes, limit_bytes)]
     try:
         hashes = _hash_all({f.path: f.size for f in walk.files}, progress)
+    except FileNotFoundError as exc:
+        raise SnapshotError(
+            f"{exc.filename} was deleted (or moved) while the snapshot was being taken; "
+            "submit again once the source directory is no longer changing"
+        ) from None
     except OSError as exc:
         raise SnapshotError(f"cannot read {exc.filename}: {exc.strerror}") from None
     entries, blobs, stamps = _entries(walk.files, hashes)
@@ -455,6 +460,36 @@ def check_script(plan: SnapshotPlan, script: str) -> None:
 # --- upload ----------------------------------------------------------------------------
 
 
+def _shown(plan: SnapshotPlan, path: Path) -> str:
+    """``path`` as the user knows it: relative to the source directory when inside it."""
+    try:
+        return str(path.relative_to(plan.source_dir))
+    except ValueError:
+        return str(path)
+
+
+async def _send_blob(bus: Bus, plan: SnapshotPlan, sha: str) -> None:
+    """Upload one file blob, refusing a file deleted or changed since it was hashed."""
+    path = plan.blobs[sha]
+    name = _shown(plan, path)
+    try:
+        st = path.stat()
+        stamp = plan.stamps.get(sha)
+        if stamp is not None and (st.st_size, st.st_mtime_ns) != stamp:
+            raise SnapshotError(
+                f"{name} changed while the snapshot was being taken; submit again once it "
+                "is no longer being written"
+            )
+        await put_blob(bus.blobs, sha, path)
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"{name} was deleted (or moved) after it was hashed, before it was uploaded; "
+            "submit again once the source directory is no longer changing"
+        ) from None
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise SnapshotError(f"cannot read {name} to upload it: {exc.strerror}") from None
+
+
 async def upload_snapshot(
     bus: Bus,
     plan: SnapshotPlan,
@@ -464,7 +499,8 @@ async def upload_snapshot(
 ) -> UploadResult:
     """Upload the blobs the object store lacks, then the manifest blob if it is missing.
 
-    Raises :class:`SnapshotError` if a file changed on disk since it was hashed.
+    Raises :class:`SnapshotError` (naming the file) if a file was changed, deleted or made
+    unreadable on disk since it was hashed.
     """
     sizes = {e.sha256: e.size for e in plan.manifest.files}
     snapshot_id, manifest_data = plan.encoded
@@ -490,15 +526,8 @@ async def upload_snapshot(
 
     async def send(sha: str) -> None:
         nonlocal done
-        path = plan.blobs[sha]
         async with sem:
-            st = path.stat()
-            stamp = plan.stamps.get(sha)
-            if stamp is not None and (st.st_size, st.st_mtime_ns) != stamp:
-                raise SnapshotError(
-                    f"{path} changed while the snapshot was being taken; submit again"
-                )
-            await put_blob(bus.blobs, sha, path)
+            await _send_blob(bus, plan, sha)
         done += sizes[sha]
         if progress is not None:
             progress(done, total)

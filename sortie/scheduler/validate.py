@@ -10,9 +10,9 @@ from collections.abc import Collection
 
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
+from sortie.proto.process_input import argument_problem, env_name_problem, env_value_problem
 
 EXPERIMENT_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -68,6 +68,10 @@ def _run_problem(spec: m.RunSpec) -> str | None:
         return f"script path is not valid: {why}; give a path inside the source directory"
     if not SHA256.match(spec.snapshot_id):
         return "snapshot_id must be the 64-hex sha256 of the manifest"
+    if spec.snapshot_files < 0 or spec.snapshot_bytes < 0:
+        return "snapshot_files and snapshot_bytes must not be negative"
+    if (why := argument_problem(spec.arguments)) is not None:
+        return why
     if spec.max_duration_s is not None and spec.max_duration_s <= 0:
         return "max_duration_s must be a positive number of seconds"
     res = spec.resources
@@ -78,15 +82,11 @@ def _run_problem(spec: m.RunSpec) -> str | None:
 
 def _env_var_problem(spec: m.RunSpec) -> str | None:
     """The names and values of the plain and secret environment variables."""
-    for key in [*spec.env_vars, *spec.secret_env_names]:
-        if not ENV_NAME.match(key) or key.startswith("SORTIE_"):
-            return (
-                f"environment variable name {key!r} is not valid: use letters, digits and "
-                "'_', not starting with a digit; SORTIE_* names are reserved"
-            )
-    for key, value in spec.env_vars.items():
-        if "\x00" in value:
-            return f"the value of environment variable {key} contains a NUL byte"
+    why = env_name_problem([*spec.env_vars, *spec.secret_env_names]) or env_value_problem(
+        spec.env_vars
+    )
+    if why is not None:
+        return why
     names = spec.secret_env_names
     if len(set(names)) != len(names) or set(names) & set(spec.env_vars):
         return (
@@ -125,11 +125,6 @@ def check_secrets(spec: m.RunSpec, secret: m.SecretEnv | None) -> m.ErrorReply |
                 f"(without a value: {missing}; not named: {extra}): send a value for each name"
             ),
         )
-    if secret is not None:
-        for key, value in secret.values.items():
-            if "\x00" in value:
-                return m.ErrorReply(
-                    code="bad_request",
-                    message=f"the value of secret environment variable {key} contains a NUL byte",
-                )
+    if secret is not None and (why := env_value_problem(secret.values, secret=True)):
+        return m.ErrorReply(code="bad_request", message=why)
     return None

@@ -81,3 +81,37 @@ async def test_missing_blob_and_missing_manifest(bus: Bus, tmp_path: Path) -> No
     )
     with pytest.raises(SnapshotError, match="cannot fetch 1 of 1 blobs"):
         await cache.materialise(snap, tmp_path / "r", lambda _: None)
+
+
+@pytest.mark.parametrize("claimed", [10**12, 3, 0])
+async def test_refuses_an_entry_whose_size_is_not_its_blobs(
+    bus: Bus, tmp_path: Path, claimed: int
+) -> None:
+    data = b"four"
+    sha = sha256_bytes(data)
+    await put_blob(bus.blobs, sha, data)
+    snap = await upload_manifest(
+        bus,
+        m.Manifest(
+            files=[
+                m.FileEntry(path="ok.py", size=4, mode=0o644, sha256=sha),
+                m.FileEntry(path="big.bin", size=claimed, mode=0o644, sha256=sha),
+            ]
+        ),
+    )
+    cache = SnapshotCache(tmp_path / "blobs", bus.blobs)
+    with pytest.raises(SnapshotError) as err:
+        await cache.materialise(snap, tmp_path / "run", lambda _: None)
+    assert f"'big.bin' claims {claimed} bytes but its blob {sha[:12]} has 4" in str(err.value)
+    assert "ok.py" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+async def test_refuses_a_negative_size_before_fetching(bus: Bus, tmp_path: Path) -> None:
+    snap = await upload_manifest(
+        bus, m.Manifest(files=[m.FileEntry(path="a", size=-1, mode=0o644, sha256="e" * 64)])
+    )
+    cache = SnapshotCache(tmp_path / "blobs", bus.blobs)
+    with pytest.raises(SnapshotError, match="claims a negative size"):
+        await cache.materialise(snap, tmp_path / "r", lambda _: None)
+    assert cache.stats.blobs_fetched == 0

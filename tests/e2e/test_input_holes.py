@@ -1,0 +1,157 @@
+"""Input a process cannot take, manifests that lie, files that vanish mid-submit: each gets a
+clear error and changes nothing, against a real `sortie up`."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sortie.bus.blobs import put_blob, sha256_bytes
+from sortie.bus.connection import Bus, BusAuth, open_bus
+from sortie.cli.main import main
+from sortie.client.client import Client
+from sortie.client.runconfig import ScriptRunConfig
+from sortie.client.snapshot import SnapshotError
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from tests.e2e.conftest import Installation, wait_until
+
+
+def _run_ids(installation: Installation) -> set[str]:
+    runs = installation.json("run", "list")
+    assert isinstance(runs, list)
+    return {r["run_id"] for r in runs}
+
+
+@pytest.fixture
+def profile(installation: Installation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process talks to the installation through its profile, as the CLI does."""
+    monkeypatch.setenv("SORTIE_PROFILE", installation.env["SORTIE_PROFILE"])
+    for name in ("SORTIE_URL", "SORTIE_CREDS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_cli_refuses_a_nul_in_an_argument(
+    installation: Installation, tmp_path: Path, profile: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No exec can carry a NUL in argv, so the CLI's own entry point is called in this process:
+    # the caller of `main` (a wrapper, a notebook) is where such an argument comes from.
+    (tmp_path / "s.py").write_text("import sys; print(sys.argv)\n")
+    before = _run_ids(installation)
+    code = main(["run", "submit", str(tmp_path), "--script", "s.py", "--arg", "a\x00b"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "script argument 1 ('a\\x00b') contains a NUL byte" in err and "remove it" in err
+    assert "Traceback" not in err
+    assert _run_ids(installation) == before
+
+
+async def _bus(installation: Installation) -> Bus:
+    return await open_bus(installation.url, "raw", auth=BusAuth(creds=installation.client_creds))
+
+
+async def _snapshot(bus: Bus, files: dict[str, tuple[bytes, int]]) -> str:
+    """Upload blobs and a manifest whose sizes are the given ones (true or not)."""
+    entries = []
+    for path, (data, size) in files.items():
+        sha = sha256_bytes(data)
+        await put_blob(bus.blobs, sha, data)
+        entries.append(m.FileEntry(path=path, size=size, mode=0o644, sha256=sha))
+    manifest = codec.encode(m.Manifest(files=entries))
+    snap = sha256_bytes(manifest)
+    await put_blob(bus.blobs, snap, manifest)
+    return snap
+
+
+async def test_raw_bus_submit_with_a_nul_is_refused(installation: Installation) -> None:
+    bus = await _bus(installation)
+    try:
+        script = b"import sys; print(sys.argv)\n"
+        snap = await _snapshot(bus, {"s.py": (script, len(script))})
+        before = _run_ids(installation)
+        for spec, expected in [
+            ({"arguments": ["a\x00b"]}, "script argument 1 ('a\\x00b') contains a NUL byte"),
+            ({"env_vars": {"A": "x\x00"}}, "environment variable A contains a NUL byte"),
+        ]:
+            request = {
+                "type": "submit",
+                "spec": {"experiment": "nul", "script": "s.py", "snapshot_id": snap, **spec},
+            }
+            reply = await bus.nc.request(subjects.API_SUBMIT, json.dumps(request).encode(), 10)
+            body = json.loads(reply.data)
+            assert body["type"] == "error" and body["code"] == "bad_request", body
+            assert expected in body["message"]
+        assert _run_ids(installation) == before
+    finally:
+        await bus.close()
+
+
+async def test_sdk_refuses_a_nul_in_a_secret_before_hashing(
+    installation: Installation, tmp_path: Path, profile: None
+) -> None:
+    (tmp_path / "s.py").write_text("print(1)\n")
+    config = ScriptRunConfig(source_directory=tmp_path, script="s.py")
+    config.run_config.secret_environment_variables = {"TOKEN": "hun\x00ter2"}
+    hashed: list[int] = []
+    client = await Client.connect()
+    try:
+        with pytest.raises(ValueError, match="secret environment variable TOKEN") as err:
+            await client.submit(config, hash_progress=lambda done, _: hashed.append(done))
+    finally:
+        await client.close()
+    assert "hun" not in str(err.value)
+    assert hashed == []  # refused before a byte was read
+
+
+async def test_a_file_deleted_between_hash_and_upload_is_named(
+    installation: Installation, tmp_path: Path, profile: None
+) -> None:
+    (tmp_path / "s.py").write_text("print(1)\n")
+    doomed = tmp_path / "data" / "doomed.txt"
+    doomed.parent.mkdir()
+    doomed.write_text(uuid.uuid4().hex)  # content the store cannot already hold
+
+    def delete_once_hashed(done: int, total: int) -> None:
+        if total and done == total:  # every file hashed; the upload comes next
+            doomed.unlink()
+
+    before = _run_ids(installation)
+    client = await Client.connect()
+    try:
+        with pytest.raises(SnapshotError) as err:
+            await client.submit(
+                ScriptRunConfig(source_directory=tmp_path, script="s.py"),
+                hash_progress=delete_once_hashed,
+            )
+    finally:
+        await client.close()
+    assert str(err.value).startswith("data/doomed.txt was deleted (or moved) after it was hashed")
+    assert "submit again" in str(err.value)
+    assert _run_ids(installation) == before
+
+
+async def test_a_manifest_that_lies_about_a_size_fails_the_run(
+    installation: Installation,
+) -> None:
+    bus = await _bus(installation)
+    try:
+        script = b"print('ran')\n"
+        snap = await _snapshot(bus, {"s.py": (script, len(script)), "big.bin": (b"x", 10**12)})
+        request = m.SubmitRequest(spec=m.RunSpec(experiment="lie", script="s.py", snapshot_id=snap))
+        reply = await bus.nc.request(subjects.API_SUBMIT, codec.encode(request), 10)
+        run_id = json.loads(reply.data)["run_id"]
+    finally:
+        await bus.close()
+
+    def ended() -> dict[str, object] | None:
+        shown = installation.json("run", "show", run_id)
+        assert isinstance(shown, dict)
+        return shown if shown["state"] in ("Failed", "Completed") else None
+
+    shown = wait_until(ended, timeout=60)
+    assert shown["state"] == "Failed"
+    assert shown["error"]["kind"] == "snapshot"
+    assert "'big.bin' claims 1000000000000 bytes but its blob" in shown["error"]["message"]
