@@ -36,6 +36,7 @@ def heartbeat(
     target: str = "local",
     *,
     running: list[tuple[str, int]] | None = None,
+    finished: list[tuple[str, int]] | None = None,
     cpus: float = 4,
     gpus: int = 0,
     at: float = 0.0,
@@ -47,5 +48,6 @@ def heartbeat(
         hostname="h",
         capacity=capacity(cpus=cpus, gpus=gpus),
         running=[m.RunRef(run_id=r, attempt=a) for r, a in (running or [])],
+        finished=[m.RunRef(run_id=r, attempt=a) for r, a in (finished or [])],
         sent_at=at,
     )

@@ -33,6 +33,7 @@ class FakeAgent:
     capacity: m.Capacity = field(default_factory=lambda: m.Capacity(cpus=4, memory_mb=8192))
     commands: asyncio.Queue[m.Assign | m.Cancel] = field(default_factory=asyncio.Queue)
     running: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, int] = field(default_factory=dict)  # listed as finished in heartbeats
     beating: bool = True
     assigned_at: dict[str, float] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -68,6 +69,7 @@ class FakeAgent:
             hostname="sim",
             capacity=self.capacity,
             running=[m.RunRef(run_id=r, attempt=a) for r, a in self.running.items()],
+            finished=[m.RunRef(run_id=r, attempt=a) for r, a in self.finished.items()],
             sent_at=time.time(),
         )
         await self.bus.nc.publish(subjects.heartbeat(self.agent_id), codec.encode(hb))

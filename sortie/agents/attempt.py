@@ -7,8 +7,10 @@ A stop asked for before the spawn cancels the pipeline; after it, the executor w
 stop reason to the run's stop-reason file and stops the process (SIGTERM, grace, SIGKILL).
 ``canceled`` ends in a Canceled report; ``preempted`` in a Queued report with error kind
 ``preempted`` (no Finalizing, no outputs: the run will run again), and ``fenced`` (the agent
-lost its lease) likewise with kind ``lost``; ``stale`` and ``shutdown`` end without a report
-(the scheduler has moved on, or will requeue the run).
+lost its lease) and ``disowned`` (a stale cancel) likewise with kind ``lost`` (the scheduler
+refuses it if it has moved on, and requeues the run if its record is still on this attempt);
+``stale`` (replaced by a newer attempt of the run) and ``shutdown`` end without a report (the
+scheduler has moved on, or will requeue the run).
 
 GPUs are taken from the agent's :class:`~agents.gpus.GpuPool` just before the spawn and given
 back when the attempt ends; the run sees exactly them in ``CUDA_VISIBLE_DEVICES``.
@@ -68,6 +70,7 @@ from sortie.proto.states import RunState
 MAX_BAD_METRIC_LINES = 20
 Refusal = tuple[ErrorKind, str]  # why an attempt fails before its script starts
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
+DISOWNED_MESSAGE = "the scheduler told the agent to stop this attempt as stale; it will be requeued"
 FENCED_MESSAGE = (
     "the agent lost its lease (no confirmed heartbeat for too long) and stopped the run; "
     "it will be requeued"
@@ -77,6 +80,7 @@ FENCED_MESSAGE = (
 STOP_WORDS: dict[StopReason, StopWord] = {
     "canceled": "canceled",
     "stale": "canceled",
+    "disowned": "canceled",
     "shutdown": "shutdown",
     "preempted": "preempted",
     "fenced": "shutdown",
@@ -87,6 +91,7 @@ STOP_WORDS: dict[StopReason, StopWord] = {
 GIVE_BACK: dict[StopReason, tuple[ErrorKind, str]] = {
     "preempted": (ErrorKind.PREEMPTED, PREEMPTED_MESSAGE),
     "fenced": (ErrorKind.LOST, FENCED_MESSAGE),
+    "disowned": (ErrorKind.LOST, DISOWNED_MESSAGE),
 }
 
 

@@ -6,7 +6,9 @@ seconds), and it owns :class:`AgentState`, which it changes in place. What it de
 - an assignment is taken only for this incarnation, while not preempting, once per
   (run, attempt), and never older than the attempt the run holds; a newer attempt of a run
   replaces the older one (which the new attempt stops first, as stale);
-- a cancel stops the run's attempt unless it is newer than the one named;
+- a cancel stops the run's attempt unless it is newer than the one named; a stale cancel
+  stops it as "disowned" (reported, given back), so the end of an attempt the scheduler may
+  still hold is never silent;
 - a preemption notice or a lapsed lease stops every attempt held (given back: "preempted",
   "fenced");
 - when the container engine first answers, containers of attempts not held are removed;
@@ -93,7 +95,11 @@ def _cancel_asked(state: AgentState, cancel: m.Cancel) -> list[Command]:
         message="cancel received",
         fields={"run_id": cancel.run_id, "attempt": cancel.attempt, "reason": cancel.reason},
     )
-    return [note, StopAttempt(run_id=cancel.run_id, attempt=current, reason=cancel.reason)]
+    # stopped on the scheduler's word, an attempt's end is always reported: the scheduler
+    # refuses the report of an attempt it has moved past, and requeues one it still holds
+    # (a stale cancel it never sent, or one for an attempt its record is still on)
+    reason: StopReason = "disowned" if cancel.reason == "stale" else cancel.reason
+    return [note, StopAttempt(run_id=cancel.run_id, attempt=current, reason=reason)]
 
 
 def _preempt_noticed(state: AgentState, reason: str) -> list[Command]:

@@ -13,8 +13,10 @@ from typing import Literal
 
 from sortie.proto import messages as m
 
-# why an attempt is stopped (agents.attempt turns it into the run's report)
-StopReason = Literal["canceled", "stale", "shutdown", "preempted", "fenced"]
+# why an attempt is stopped (agents.attempt turns it into the run's report); "stale": replaced
+# by a newer attempt of its run; "disowned": a stale cancel from the scheduler, so the end is
+# reported (given back) instead of leaving a record that may still hold it active
+StopReason = Literal["canceled", "stale", "disowned", "shutdown", "preempted", "fenced"]
 
 # --- events --------------------------------------------------------------------------------
 

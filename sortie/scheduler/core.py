@@ -289,6 +289,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         )
         known.last_seen = now
         known.running = running
+        known.finished_since = {k: known.finished_since.get(k, now) for k in finished}
         known.finished = finished
         known.capacity = hb.capacity
         known.gpus = list(hb.gpus)
@@ -316,6 +317,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             last_seen=now,
             running=running,
             finished=finished,
+            finished_since=dict.fromkeys(finished, now),
             # an operator's cordon and drain survive an agent restart
             cordoned=known.cordoned if known is not None else False,
             draining=known.draining if known is not None else False,

@@ -24,6 +24,9 @@ class AgentView:
     last_seen: float  # scheduler clock at the last heartbeat received
     running: frozenset[tuple[str, int]] = frozenset()
     finished: frozenset[tuple[str, int]] = frozenset()
+    # scheduler clock when each attempt in ``finished`` was first seen there: an attempt
+    # that ended without its report reaching the scheduler is reconciled after a bound
+    finished_since: dict[tuple[str, int], float] = field(default_factory=dict)
     lost: bool = False
     confirmed: bool = True  # False when loaded from the store and not heard from yet
     cordoned: bool = False

@@ -24,6 +24,11 @@ class Timing:
     # is alive but cut off has stopped them itself (agents fence themselves at their lease),
     # so the new attempt never runs beside the old one.
     kill_grace_s: float = 10.0
+    # A live agent that no longer holds an attempt its run's record is on (the attempt ended
+    # and no report came, or the Assign never took) is believed after this: the run is
+    # requeued (canceled if that was asked, failed if finalizing), never left active.
+    report_grace_s: float = 60.0  # since the agent first listed the attempt as finished
+    unheld_s: float = 60.0  # since the Assign, while the agent lists it nowhere
 
 
 @dataclass
@@ -84,7 +89,7 @@ def reconcile(
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
         if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):
             continue
-        waiting, why = _gang_verdict(gang, agents, gone, clock)
+        waiting, why = _gang_verdict(run, gang, agents, gone, clock)
         if waiting:
             continue
         if why is not None:
@@ -104,19 +109,19 @@ def _confirmed_alone(
     run: m.RunRecord, only: m.GangMember, agents: Mapping[str, AgentView], gone: set[str]
 ) -> bool:
     """The common case, cheaply: one member, on an agent known, live, same incarnation and
-    already confirming the run in its heartbeats."""
+    running the attempt (one it lists as finished is judged by :func:`_unheld`)."""
     view = agents.get(only.agent_id)
-    ref = (run.run_id, run.attempt)
     return (
         view is not None
         and view.confirmed
         and view.incarnation == only.incarnation
         and only.agent_id not in gone
-        and (ref in view.running or ref in view.finished)
+        and (run.run_id, run.attempt) in view.running
     )
 
 
 def _gang_verdict(
+    run: m.RunRecord,
     gang: Sequence[m.GangMember],
     agents: Mapping[str, AgentView],
     gone: set[str],
@@ -139,7 +144,28 @@ def _gang_verdict(
             return False, f"agent {member.agent_id} was lost"
         if view.confirmed and view.incarnation != member.incarnation:
             return False, f"agent {member.agent_id} restarted"
+        why = _unheld(run, view, clock) if view.confirmed else None
+        if why is not None:
+            return False, why
     return False, None
+
+
+def _unheld(run: m.RunRecord, view: AgentView, clock: _Clock) -> str | None:
+    """Why a live agent is believed no longer to hold ``run``'s attempt, or None: it listed
+    the attempt as finished for ``report_grace_s`` and no report came, or it has listed it
+    nowhere for ``unheld_s`` since the Assign (resent meanwhile)."""
+    ref = (run.run_id, run.attempt)
+    if ref in view.running:
+        return None
+    since = view.finished_since.get(ref, clock.now) if ref in view.finished else None
+    if since is not None:
+        if clock.now - since <= clock.timing.report_grace_s:
+            return None
+        return f"attempt {run.attempt} ended on agent {view.agent_id} without a report"
+    assigned = run.assigned_at if run.assigned_at is not None else view.last_seen
+    if view.last_seen - assigned <= clock.timing.unheld_s:
+        return None
+    return f"agent {view.agent_id} does not hold attempt {run.attempt}"
 
 
 def _broken(run: m.RunRecord, why: str, out: Reconciliation) -> None:

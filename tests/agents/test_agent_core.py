@@ -102,9 +102,14 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
         [("start", "r1", 2, None)],
     ),
     (
-        "a stale cancel for a newer attempt stops the one held",
+        "a stale cancel for a newer attempt stops the one held as disowned (reported)",
         [assign(attempt=1), cancel(attempt=2, reason="stale")],
-        [("start", "r1", 1, None), ("stop", "r1", 1, "stale")],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "disowned")],
+    ),
+    (
+        "a stale cancel for the attempt held stops it as disowned (its end is reported)",
+        [assign(attempt=1), cancel(attempt=1, reason="stale")],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "disowned")],
     ),
     (
         "a lease lapse while preparing stops the attempt (fenced)",

@@ -1,5 +1,7 @@
 """The scheduler's decisions, driven with plain events and a hand-held clock."""
 
+import pytest
+
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from sortie.scheduler import core
@@ -255,6 +257,58 @@ def test_cancel_requested_on_a_lost_agent_ends_canceled_not_requeued() -> None:
     core.handle(s, core.CancelAsked(run_id="r", reply_to="x"), 2.0, CFG)
     core.decide(s, 21.0, CFG)  # past lease + kill grace
     assert s.runs["r"].state is RunState.CANCELED and s.runs["r"].attempt == 1
+
+
+# A live agent no longer holding the attempt its run is on: (name, listed as, cancel asked,
+# heartbeats at, then (state, attempt), why it was requeued). Grace and unheld bound: 60 s.
+P, C = RunState.PREPARING, RunState.CANCELED
+UNHELD_CASES: list[tuple[str, str, bool, list[float], tuple[RunState, int], str | None]] = [
+    ("running: held", "running", False, [2, 100], (P, 1), None),
+    ("finished, its report may be on its way", "finished", False, [2, 50], (P, 1), None),
+    (
+        "finished past the grace without a report: requeued (and placed again)",
+        "finished",
+        False,
+        [2, 63],
+        (P, 2),
+        "attempt 1 ended on agent a1 without a report",
+    ),
+    ("finished past the grace, cancel asked: canceled", "finished", True, [2, 63], (C, 1), None),
+    ("listed nowhere, the Assign still being resent", "nowhere", False, [2, 50], (P, 1), None),
+    (
+        "listed nowhere long after the Assign: requeued (and placed again)",
+        "nowhere",
+        False,
+        [2, 62],
+        (P, 2),
+        "agent a1 does not hold attempt 1",
+    ),
+    ("listed nowhere, cancel asked: canceled", "nowhere", True, [2, 62], (C, 1), None),
+]
+
+
+@pytest.mark.parametrize(
+    ("listed", "cancel", "beats", "then", "why"),
+    [c[1:] for c in UNHELD_CASES],
+    ids=[c[0] for c in UNHELD_CASES],
+)
+def test_a_run_whose_live_agent_no_longer_holds_its_attempt_does_not_stay_active(
+    listed: str, cancel: bool, beats: list[float], then: tuple[RunState, int], why: str | None
+) -> None:
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    if cancel:
+        core.handle(s, core.CancelAsked(run_id="r1", reply_to="x"), 1.5, CFG)
+    refs = {listed: [("r1", 1)]} if listed != "nowhere" else {}
+    cmds: list[core.Command] = []
+    for at in beats:
+        core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2, **refs)), at, CFG)
+        cmds = core.decide(s, at, CFG)
+    rec = s.runs["r1"]
+    assert (rec.state, rec.attempt) == then
+    requeued = [c.fields["why"] for c in cmds if isinstance(c, core.Log) and "why" in c.fields]
+    assert requeued == ([why] if why else [])
 
 
 def test_a_run_no_agent_could_ever_hold_is_refused_at_submit() -> None:

@@ -133,3 +133,65 @@ async def test_an_assign_that_went_missing_is_resent(
     again = await a.next_command(timeout=10)
     assert isinstance(again, m.Assign) and (again.run_id, again.attempt) == (run_id, 1)
     await a.stop()
+
+
+@pytest.fixture
+async def brief_grace(broker: BrokerProcess) -> AsyncIterator[None]:
+    """The scheduler believes within a second that a live agent no longer holds an attempt."""
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    timing = Timing(
+        lease_s=5.0, assign_ack_s=0.5, kill_grace_s=1.0, report_grace_s=1.0, unheld_s=1.0
+    )
+    cfg = SchedulerConfig(url=broker.url, timing=timing, tick_s=0.2)
+    task = asyncio.create_task(run_scheduler(cfg, stop, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
+async def running_on(agent: FakeAgent, bus: Bus, url: str, tmp_path: Path) -> str:
+    run_id = await submit(url, tmp_path)
+    cmd = await agent.next_command()
+    assert isinstance(cmd, m.Assign) and (cmd.run_id, cmd.attempt) == (run_id, 1)
+    await agent.report(run_id, 1, RunState.STARTING)
+    await agent.report(run_id, 1, RunState.RUNNING)
+    await until(bus, run_id, lambda r: r.state is RunState.RUNNING)
+    return run_id
+
+
+async def test_an_attempt_that_ended_without_a_report_is_requeued_not_left_running(
+    brief_grace: None, bus: Bus, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    agent = FakeAgent(bus, "sim-1")
+    await agent.start()
+    run_id = await running_on(agent, bus, broker.url, tmp_path)
+    # the agent's process ended and no report came (the agent lists it as finished only)
+    agent.finished[run_id] = agent.running.pop(run_id)
+    cmd = await agent.next_command()
+    assert isinstance(cmd, m.Assign) and (cmd.run_id, cmd.attempt) == (run_id, 2)
+    rec = await record(bus, run_id)
+    (requeued,) = [h for h in rec.history if h.state is RunState.QUEUED and h.reason]
+    assert requeued.reason == "attempt 1 ended on agent sim-1 without a report"
+    await agent.stop()
+
+
+async def test_cancel_of_a_run_whose_attempt_is_gone_ends_it_canceled(
+    brief_grace: None, bus: Bus, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    agent = FakeAgent(bus, "sim-1")
+    await agent.start()
+    run_id = await running_on(agent, bus, broker.url, tmp_path)
+    async with await Client.connect(broker.url) as c:
+        accepted = await c.cancel(run_id)
+    assert accepted.state is RunState.RUNNING  # asked of the agent first
+    stop = await agent.next_command()
+    assert stop == m.Cancel(run_id=run_id, attempt=1, reason="canceled")
+    # but the attempt is already gone (it ended with no report: the agent lists it as
+    # finished only), so the Cancel stops nothing and no report will come
+    agent.finished[run_id] = agent.running.pop(run_id)
+    done = await until(bus, run_id, lambda r: r.state is RunState.CANCELED)
+    assert done.attempt == 1
+    await agent.stop()
