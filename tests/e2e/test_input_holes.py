@@ -4,6 +4,8 @@ clear error and changes nothing, against a real `sortie up`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,6 @@ import pytest
 
 from sortie.bus.blobs import put_blob, sha256_bytes
 from sortie.bus.connection import Bus, BusAuth, open_bus
-from sortie.cli.main import main
 from sortie.client.client import Client
 from sortie.client.runconfig import ScriptRunConfig
 from sortie.client.snapshot import SnapshotError
@@ -34,16 +35,27 @@ def profile(installation: Installation, monkeypatch: pytest.MonkeyPatch) -> None
         monkeypatch.delenv(name, raising=False)
 
 
-def test_cli_refuses_a_nul_in_an_argument(
-    installation: Installation, tmp_path: Path, profile: None, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # No exec can carry a NUL in argv, so the CLI's own entry point is called in this process:
-    # the caller of `main` (a wrapper, a notebook) is where such an argument comes from.
+def test_cli_refuses_a_nul_in_an_argument(installation: Installation, tmp_path: Path) -> None:
+    # No exec can carry a NUL in argv, so a child Python calls the CLI's own entry point with
+    # one (as a wrapper or a notebook would). A child, not this process: `main` configures
+    # logging and the event loop policy for the whole process it runs in.
     (tmp_path / "s.py").write_text("import sys; print(sys.argv)\n")
     before = _run_ids(installation)
-    code = main(["run", "submit", str(tmp_path), "--script", "s.py", "--arg", "a\x00b"])
-    err = capsys.readouterr().err
-    assert code == 2
+    call = (
+        "import sys; from sortie.cli.main import main; "
+        f"sys.exit(main(['run', 'submit', {str(tmp_path)!r}, '--script', 's.py', "
+        "'--arg', 'a' + chr(0) + 'b']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", call],
+        env=installation.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
     assert "script argument 1 ('a\\x00b') contains a NUL byte" in err and "remove it" in err
     assert "Traceback" not in err
     assert _run_ids(installation) == before
