@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -57,7 +56,7 @@ import msgspec
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
-from sortie.agents.envcache import find_uv, normalise, stream_command
+from sortie.agents.envcache import file_lock, find_uv, normalise, stream_command
 from sortie.proto import messages as m
 from sortie.proto.run_errors import ErrorKind
 
@@ -296,20 +295,9 @@ def _tag_lock(tag: str) -> asyncio.Lock:
     return per_loop.setdefault(tag, asyncio.Lock())
 
 
-@contextlib.asynccontextmanager
-async def _file_lock(digest: str) -> AsyncIterator[None]:
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - one local mkdir, no wait
-    fd = os.open(LOCK_DIR / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+def _file_lock(digest: str) -> contextlib.AbstractAsyncContextManager[None]:
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    return file_lock(LOCK_DIR / f"{digest[:16]}.lock", poll_s=0.2)
 
 
 def _cached(info: dict[str, Any] | None, tag: str) -> EnvImage | None:

@@ -139,19 +139,8 @@ class EnvCache:
         log(f"environment {digest[:16]} ready")
         return PreparedEnv(python=python, hash=digest, cached=False)
 
-    @contextlib.asynccontextmanager
-    async def _file_lock(self, digest: str) -> AsyncIterator[None]:
-        fd = os.open(self.root / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.1)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+    def _file_lock(self, digest: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return file_lock(self.root / f"{digest[:16]}.lock")
 
     async def _build(
         self,
@@ -261,3 +250,20 @@ def user_interpreter(interpreter: str | None) -> str:
             "existing interpreter, or use a system-managed environment (user_managed=False)"
         )
     return path
+
+
+@contextlib.asynccontextmanager
+async def file_lock(path: Path, poll_s: float = 0.1) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) without blocking the loop:
+    builds of one content hash in several processes take turns."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(poll_s)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
