@@ -56,6 +56,7 @@ import msgspec
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
+from sortie.agents.engine import remove_container
 from sortie.agents.envcache import file_lock, find_uv, normalise, stream_command
 from sortie.proto import messages as m
 from sortie.proto.run_errors import ErrorKind
@@ -535,17 +536,12 @@ async def _container(
     try:
         yield container
     finally:
-        removal = asyncio.ensure_future(_remove(container))
+        removal = asyncio.ensure_future(remove_container(container))
         try:
             await asyncio.shield(removal)
         except asyncio.CancelledError:
             await removal  # cancelled again while cleaning up: finish the removal first
             raise
-
-
-async def _remove(container: DockerContainer) -> None:
-    with contextlib.suppress(DockerError):
-        await container.delete(force=True)
 
 
 async def _start_and_stream(container: DockerContainer, on_line: Callable[[str], None]) -> int:

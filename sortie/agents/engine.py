@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from http import HTTPStatus
 from typing import Any
 
 import aiodocker
 import aiohttp
+import structlog
+from aiodocker.containers import DockerContainer
 
 from sortie.agents.executors import ExecutorError
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PROBE_TIMEOUT_S = 3.0
 PROBE_INTERVAL_S = 30.0
+REMOVE_TIMEOUT_S = 30.0  # per engine call while removing a container
+
+log = structlog.get_logger("sortie.agents.engine")
 
 
 class EngineError(ExecutorError):
@@ -104,3 +110,37 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, aiodocker.DockerError):
         return str(exc.message)
     return str(exc) or type(exc).__name__
+
+
+async def remove_container(container: DockerContainer, timeout_s: float = REMOVE_TIMEOUT_S) -> bool:
+    """Force-remove ``container`` (and its anonymous volumes) without ever waiting unbounded.
+
+    An engine can leave a ``DELETE`` unanswered (seen with Podman's compat API): after
+    ``timeout_s`` the container is killed and the removal asked once more, again bounded.
+    True when it is gone; a failure is logged, never raised, so cleanup never blocks the
+    caller for more than about three times ``timeout_s``."""
+    errors = (aiodocker.DockerError, aiohttp.ClientError, TimeoutError)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await container.delete(force=True, v=True)
+        return True
+    except aiodocker.DockerError as exc:
+        if exc.status == HTTPStatus.NOT_FOUND:
+            return True
+        first = str(exc)
+    except errors as exc:
+        first = str(exc) or type(exc).__name__
+    log.warning("container removal did not finish; killing it and trying again",
+                container=container.id, error=first)  # fmt: skip
+    try:
+        with contextlib.suppress(aiodocker.DockerError):
+            async with asyncio.timeout(timeout_s):
+                await container.kill(signal="SIGKILL")
+        async with asyncio.timeout(timeout_s):
+            await container.delete(force=True, v=True)
+        return True
+    except errors as exc:
+        if isinstance(exc, aiodocker.DockerError) and exc.status == HTTPStatus.NOT_FOUND:
+            return True
+        log.warning("container not removed", container=container.id, error=str(exc))
+        return False

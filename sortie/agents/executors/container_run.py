@@ -27,13 +27,12 @@ import aiodocker
 import aiohttp
 import structlog
 
-from sortie.agents.engine import EngineError, check_engine, open_docker
+from sortie.agents.engine import EngineError, check_engine, open_docker, remove_container
 from sortie.agents.executors import Launch, OnOutput, Outcome, OutputStream, StopWord
 from sortie.agents.publisher import LineSplitter
 from sortie.proto.run_errors import ErrorKind
 
 DRAIN_AFTER_EXIT_S = 2.0
-REMOVE_TIMEOUT_S = 30.0
 LABEL_RUN_ID = "sortie.run_id"
 LABEL_ATTEMPT = "sortie.attempt"
 LABEL_AGENT = "sortie.agent"
@@ -264,7 +263,7 @@ async def start_container(
         try:
             await container.start()
         except aiodocker.DockerError as exc:
-            await _remove(container)
+            await remove_container(container)
             raise EngineError(
                 f"the engine could not start the container: {exc.message}", kind=ErrorKind.START
             ) from exc
@@ -352,7 +351,7 @@ class ContainerExecution:
             if not self._exit.done():
                 await self._signal("SIGKILL")
                 self._exit.cancel()
-            await _remove(self.container)
+            await remove_container(self.container)
             await self.docker.close()
         return Outcome(
             exit_code=exit_code_of(status, self._signals_sent, oom),
@@ -378,14 +377,6 @@ async def _follow(
         on_output(stream, line)
 
 
-async def _remove(container: aiodocker.containers.DockerContainer) -> None:
-    try:
-        async with asyncio.timeout(REMOVE_TIMEOUT_S):
-            await container.delete(force=True, v=True)
-    except (aiodocker.DockerError, aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("container not removed", container=container.id, error=str(exc))
-
-
 async def remove_orphans(
     docker_host: str, agent_id: str, keep: set[tuple[str, int]] | None = None
 ) -> list[str]:
@@ -406,7 +397,7 @@ async def remove_orphans(
                 key = ("", -1)
             if key in keep:
                 continue
-            await _remove(c)
+            await remove_container(c)
             removed.append(c.id)
     except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
         log.warning("orphaned containers not cleaned", error=str(exc))
