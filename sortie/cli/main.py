@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from sortie.bus.auth import AuthError
 from sortie.bus.broker import TlsFiles
@@ -42,6 +42,9 @@ from sortie.client.views import (
 )
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
+
+if TYPE_CHECKING:  # imported where used: a CLI call loads only what it needs
+    from sortie.scheduler.reconcile import Timing
 
 T = TypeVar("T")
 
@@ -171,6 +174,22 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         type=float,
         default=10.0,
         help="after the lease, seconds more before a lost agent's runs are requeued",
+    )
+    sched.add_argument(
+        "--report-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a live agent lists a run's attempt as finished but its report has not come for "
+        "this long: the run is requeued (canceled if asked, failed if finalizing; default 60)",
+    )
+    sched.add_argument(
+        "--unheld",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a live agent has not listed a run's attempt at all this long after its "
+        "assignment: the run is requeued (canceled if asked; default 60)",
     )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
@@ -659,17 +678,29 @@ def _lock_data_dir(data_dir: Path, command: str) -> None:
         raise UsageError(f"cannot use the data directory {data_dir}: {exc}") from None
 
 
+def _timing(args: argparse.Namespace) -> Timing:
+    """The scheduler's timing from its flags; a flag left out keeps ``Timing``'s default."""
+    from sortie.scheduler.reconcile import Timing
+
+    given = {
+        "lease_s": args.lease,
+        "kill_grace_s": args.kill_grace,
+        "report_grace_s": args.report_grace,
+        "unheld_s": args.unheld,
+    }
+    return Timing(**{name: value for name, value in given.items() if value is not None})
+
+
 def _daemon_scheduler(args: argparse.Namespace) -> int:
     from sortie.bus.profile import resolve_url
     from sortie.embedded import _run
     from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
-    from sortie.scheduler.reconcile import Timing
 
     data_dir = args.data_dir or default_data_dir() / "scheduler"
     _lock_data_dir(data_dir, "sortie scheduler")
     config = SchedulerConfig(
         url=resolve_url(args.url),
-        timing=Timing(lease_s=args.lease, kill_grace_s=args.kill_grace),
+        timing=_timing(args),
         data_dir=data_dir,
         gpu_pool=_gpu_pool(args.gpu_pool),
         replicas=args.replicas,
