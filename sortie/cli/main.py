@@ -117,6 +117,20 @@ def _global_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=LEVELS, default="info")
 
 
+def _store_size(text: str) -> int:
+    from sortie.bus.store_limits import MIN_STORE_LIMIT, human, parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < MIN_STORE_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too small: give at least {human(MIN_STORE_LIMIT)}"
+        )
+    return size
+
+
 def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
     """`sortie up`: broker, scheduler and a local agent in one process tree."""
     up = sub.add_parser("up", help="start broker, scheduler and a local agent on this machine")
@@ -127,6 +141,13 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
     up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    up.add_argument(
+        "--store-limit",
+        type=_store_size,
+        metavar="SIZE",
+        help="most the JetStream store may hold, e.g. 300MB or 20G (default: the free disk "
+        "space at start, less a tenth of the disk); the broker refuses writes past it",
+    )
     up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
     up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     up.add_argument(
@@ -545,6 +566,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             auth=not args.no_auth,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+            store_limit=args.store_limit,
         )
     if args.command == "status":
         from sortie.cli.status import show_status

@@ -36,6 +36,7 @@ from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.bus.store_limits import apply_store_limits
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
@@ -96,6 +97,9 @@ class SchedulerConfig:
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # the broker's JetStream max_file_store (bytes), shared out among the bulk streams
+    # (bus.store_limits.apply_store_limits); None: streams keep their own limits
+    store_limit: int | None = None
 
 
 def new_node_id(cluster: str) -> str:
@@ -766,6 +770,8 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
+    if config.store_limit is not None:
+        await apply_store_limits(bus.js, config.store_limit)
     daemon = Daemon(bus, config)
     metrics: MetricsServer | None = None
     try:
