@@ -5,6 +5,7 @@ message says what is full and how full."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sortie.bus.store_limits import (
     StreamUse,
     apply_store_limits,
     budget,
+    derive_store_limit,
     full_message,
     parse_size,
     store_uses,
@@ -86,6 +88,31 @@ def test_full_message_names_the_full_part_and_how_full() -> None:
     assert "300.0 MB used and the broker refuses more (JetStream max_file_store)" in (
         full_message(nothing_limited)
     )
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs (the tests run as root; elsewhere this test cannot run)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_the_default_limit_is_the_disk_less_a_reserve_counting_the_store_itself(
+    tmpfs: Path,
+) -> None:
+    store = tmpfs / "jetstream"
+    assert derive_store_limit(store) == 64 * MIB - 16 * MIB  # a tenth of 64 MiB < 16 MiB
+    (store / "blk").write_bytes(b"x" * (8 * MIB))  # what the store holds is its own
+    assert derive_store_limit(store) == 48 * MIB
+    (tmpfs / "other").write_bytes(b"x" * (8 * MIB))  # what others hold is not
+    assert derive_store_limit(store) == 40 * MIB
 
 
 @pytest.fixture

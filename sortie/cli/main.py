@@ -209,6 +209,14 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="copies the broker cluster keeps of every stream and bucket (3 on a 3-node "
         "cluster); existing ones are changed to it (default: keep them, create with 1)",
     )
+    sched.add_argument(
+        "--store-limit",
+        type=_store_size,
+        metavar="SIZE",
+        help="the broker's JetStream max_file_store (e.g. 20G): shared out among blobs, logs "
+        "and metrics so that run reports still fit when they are full (default: streams keep "
+        "their own limits)",
+    )
     _metrics_options(sched)
 
 
@@ -695,6 +703,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         data_dir=data_dir,
         gpu_pool=_gpu_pool(args.gpu_pool),
         replicas=args.replicas,
+        store_limit=args.store_limit,
         auth=_daemon_auth(args),
         account_key=args.account_key,
         metrics_port=args.metrics_port,

@@ -63,10 +63,15 @@ def _submit(inst: Installation, src: Path, script: str) -> str:
     return str(sub["run_id"])
 
 
+def _shown(inst: Installation, run_id: str) -> dict[str, object]:
+    run = inst.json("run", "show", run_id)
+    assert isinstance(run, dict)
+    return run
+
+
 def _ended(inst: Installation, run_id: str) -> dict[str, object]:
     def ended() -> dict[str, object] | None:
-        run = inst.json("run", "show", run_id)
-        assert isinstance(run, dict)
+        run = _shown(inst, run_id)
         return run if run["state"] in ("Completed", "Failed", "Canceled") else None
 
     return wait_until(ended, 120, 0.5)  # type: ignore[no-any-return]
@@ -83,6 +88,12 @@ def test_a_full_store_fails_runs_with_disk_full_refuses_submits_and_stops_on_sig
         f"open('outputs/big.bin', 'wb').write(os.urandom({OUTPUT_BYTES}))\n"
         "print('wrote outputs')\n"
     )
+    (src / "ticking.py").write_text(
+        "import time\n"
+        "while True:\n"
+        "    print('tick', 'x' * 4000, flush=True)\n"
+        "    time.sleep(0.05)\n"
+    )
     (src / "loud.py").write_text(
         f"for i in range({LOG_BYTES // 400}):\n    print(i, 'x' * 400)\nprint('the end')\n"
     )
@@ -98,14 +109,22 @@ def test_a_full_store_fails_runs_with_disk_full_refuses_submits_and_stops_on_sig
         in str(error["message"])
     ), error
 
-    # logs the store cannot take: the run is stopped and fails (disk_full)
+    # logs the store cannot take: a run that prints on when the logs are full is stopped,
+    # and it fails (disk_full) as the run that filled them does
+    ticking = _submit(full_up, src, "ticking.py")
+    wait_until(lambda: _shown(full_up, ticking)["state"] == "Running", 60, 0.3)
     loud_run = _ended(full_up, _submit(full_up, src, "loud.py"))
     assert loud_run["state"] == "Failed", loud_run
     error = loud_run["error"]
     assert isinstance(error, dict), loud_run
     assert error["kind"] == "disk_full", error
     assert "run logs use" in str(error["message"]), error
+    ticking_run = _ended(full_up, ticking)
+    assert ticking_run["state"] == "Failed", ticking_run
+    error = ticking_run["error"]
+    assert isinstance(error, dict) and error["kind"] == "disk_full", ticking_run
     daemon_log = full_up.log.read_text()
+    assert "the store is full: stopping the run" in daemon_log
     assert "the store is full; giving up" in daemon_log  # the bounded retry said why
 
     # a later submit is refused, saying how full the store is
@@ -116,7 +135,7 @@ def test_a_full_store_fails_runs_with_disk_full_refuses_submits_and_stops_on_sig
     assert "`sortie up --store-limit`" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
     listed = full_up.json("run", "list")
-    assert isinstance(listed, list) and len(listed) == 2, listed  # nothing was submitted
+    assert isinstance(listed, list) and len(listed) == 3, listed  # nothing was submitted
 
     # SIGTERM: `sortie up` stops by its own handling
     assert stop_up(full_up.process, timeout=45) == 0
