@@ -81,7 +81,7 @@ def test_full_message_names_the_full_part_and_how_full() -> None:
         "the Sortie store is full: run logs use 4.0 MB of 4.0 MB (JetStream max_bytes); "
         "free space with `sortie gc` or raise `sortie up --store-limit`"
     )
-    assert "outputs/x (9.0 MB) does not fit, blobs (snapshots and outputs) use 1.0 MB of " in (
+    assert "no room for outputs/x (9.0 MB): blobs (snapshots and outputs) use 1.0 MB of " in (
         full_message(uses, blob=("outputs/x", 9 * MIB))
     )
     nothing_limited = [StreamUse(stream=BLOBS_STREAM, used=300 * MIB, limit=-1)]
@@ -162,7 +162,7 @@ async def test_full_logs_give_up_after_a_bounded_retry_and_reports_still_fit(
 async def test_a_blob_without_room_is_refused_before_it_is_sent(small_bus: Bus) -> None:
     js = small_bus.js
     big = b"y" * (10 * MIB)  # more than the blobs' share (8.8 MB)
-    with pytest.raises(StoreFull, match=r"big\.bin \(10\.0 MB\) does not fit"):
+    with pytest.raises(StoreFull, match=r"no room for big\.bin \(10\.0 MB\)"):
         await until_stored(
             js, lambda: put_blob(small_bus.blobs, sha256_bytes(big), big), "big.bin", len(big)
         )

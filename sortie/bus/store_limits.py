@@ -121,8 +121,13 @@ async def until_stored(
 
 async def _too_big(js: JetStreamContext, size: int) -> bool:
     room = await blob_room(js)
-    # chunks carry subjects and headers: a little more than ``size`` goes in
-    return room is not None and room < size + size // 64 + FULL_MARGIN
+    return room is not None and room < room_needed(size)
+
+
+def room_needed(size: int) -> int:
+    """Room in the blob store that ``size`` bytes of blobs take: chunks carry subjects and
+    headers, so a little more than ``size`` goes in."""
+    return size + size // 64 + FULL_MARGIN
 
 
 def parse_size(text: str) -> int:
@@ -232,7 +237,7 @@ def full_message(
     blobs = next((u for u in uses if u.stream == BLOBS_STREAM and u.limit > 0), None)
     if blob is not None and blobs is not None and not blobs.full:
         return (
-            f"the Sortie store is full: {blob[0]} ({human(blob[1])}) does not fit, "
+            f"the Sortie store has no room for {blob[0]} ({human(blob[1])}): "
             f"{WHAT[BLOBS_STREAM]} use {human(blobs.used)} of {human(blobs.limit)} "
             f"(JetStream max_bytes); {ADVICE}"
         )

@@ -21,7 +21,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from sortie.bus.blobs import fetch_blob_to
+from sortie.bus.blobs import fetch_blob_to, missing_blobs
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
@@ -30,6 +30,7 @@ from sortie.bus.store_limits import (
     describe_full,
     full_message,
     is_store_full,
+    room_needed,
     store_uses,
 )
 from sortie.client import snapshot as snap
@@ -210,9 +211,7 @@ class Client:
         whose logs and outputs cannot be stored would only end Failed (disk_full)."""
         js = self.bus.js
         with contextlib.suppress(nats.errors.Error, TimeoutError):  # the upload will tell
-            uses = await store_uses(js)
-            if any(u.full for u in uses):
-                raise StoreFullError(full_message(uses))
+            await self._check_room(plan)
         try:
             return await snap.upload_snapshot(self.bus, plan, progress=progress)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -221,6 +220,20 @@ class Client:
             if is_store_full(exc) or await _blobs_full(js):
                 raise StoreFullError(await describe_full(js, refusal=exc)) from None
             raise
+
+    async def _check_room(self, plan: snap.SnapshotPlan) -> None:
+        """Refuse a submit to a full store, or one whose new blobs the blob store has no room
+        for (a refused upload would leave the chunks sent before the refusal behind)."""
+        uses = await store_uses(self.bus.js)
+        if any(u.full for u in uses):
+            raise StoreFullError(full_message(uses))
+        blobs = next(u for u in uses if u.stream == BLOBS_STREAM)
+        if blobs.limit <= 0 or blobs.limit - blobs.used >= room_needed(plan.total_bytes):
+            return  # room for all of it: no need to ask which blobs are missing
+        sizes = {e.sha256: e.size for e in plan.manifest.files}
+        need = sum(sizes[sha] for sha in await missing_blobs(self.bus.blobs, list(plan.blobs)))
+        if blobs.limit - blobs.used < room_needed(need):
+            raise StoreFullError(full_message(uses, blob=("the snapshot", need)))
 
     async def _submit_with_retries(self, request: m.SubmitRequest) -> Any:
         """Send the submit until the scheduler answers: for up to ``SUBMIT_RETRY_S`` after

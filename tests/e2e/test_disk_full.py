@@ -7,13 +7,16 @@ stops `sortie up` by its own handling."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sortie import Experiment, ScriptRunConfig, Workspace
 from sortie.bus.broker import free_port
+from sortie.client.client import StoreFullError
 from tests.e2e.conftest import SORTIE, Installation, isolated_env, start_up, stop_up, wait_until
 
 STORE_LIMIT = "24MB"  # logs get a quarter: 6 MB; blobs 55%: 13.2 MB
@@ -104,9 +107,8 @@ def test_a_full_store_fails_runs_with_disk_full_refuses_submits_and_stops_on_sig
     error = outputs_run["error"]
     assert isinstance(error, dict), outputs_run
     assert error["kind"] == "disk_full", error
-    assert (
-        "outputs not stored: the Sortie store is full: outputs/big.bin (16.0 MB) does not fit"
-        in str(error["message"])
+    assert "outputs not stored: the Sortie store has no room for outputs/big.bin (16.0 MB)" in str(
+        error["message"]
     ), error
 
     # logs the store cannot take: a run that prints on when the logs are full is stopped,
@@ -157,3 +159,37 @@ def test_store_limit_must_be_a_size(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "'lots' is not a size" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_snapshot_the_store_cannot_take_is_refused_saying_so_by_cli_and_sdk(
+    full_up: Installation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "big-src"
+    src.mkdir()
+    (src / "t.py").write_text("print('hi')\n")
+    (src / "weights.bin").write_bytes(os.urandom(OUTPUT_BYTES))  # more than the blobs' share
+    refused = full_up.cli("run", "submit", str(src), "--script", "t.py")
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert refused.stderr.startswith(
+        "sortie: the Sortie store has no room for the snapshot (16.0 MB): blobs (snapshots "
+        "and outputs) use "
+    ), refused.stderr
+    assert "of 13.2 MB (JetStream max_bytes)" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    message = refused.stderr.removeprefix("sortie: ").strip()
+
+    monkeypatch.setenv("SORTIE_PROFILE", full_up.env["SORTIE_PROFILE"])
+    monkeypatch.delenv("SORTIE_URL", raising=False)
+    ws = Workspace.connect()
+    try:
+        with pytest.raises(StoreFullError) as raised:
+            Experiment(ws, "big").submit(ScriptRunConfig(source_directory=str(src), script="t.py"))
+    finally:
+        ws.close()
+    assert str(raised.value) == message
+    assert full_up.json("run", "list") == []  # nothing was submitted
+
+    # nothing was half-sent either: a snapshot that fits still goes in, and its run completes
+    (src / "weights.bin").unlink()
+    run = _ended(full_up, _submit(full_up, src, "t.py"))
+    assert run["state"] == "Completed", run
