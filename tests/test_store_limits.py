@@ -5,11 +5,13 @@ message says what is full and how full."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.js.api import DiscardPolicy
 
 from sortie.agents.publisher import publish_acked
 from sortie.bus.blobs import put_blob, sha256_bytes
@@ -185,5 +187,28 @@ async def test_limits_never_go_below_what_a_stream_holds(broker: BrokerProcess) 
         assert info.state.messages == 12 and info.config.max_bytes == held
         uses = {u.stream: u for u in await store_uses(js)}
         assert uses[subjects.STREAM_LOGS].full
+    finally:
+        await bus.close()
+
+
+async def test_a_later_start_moves_the_shares_and_a_smaller_own_limit_stays(
+    broker: BrokerProcess,
+) -> None:
+    bus = await open_bus(broker.url, "test", create=True)
+    try:
+        js = bus.js
+        info = await js.stream_info(subjects.STREAM_METRICS)
+        retention = dataclasses.replace(info.config, max_bytes=MIB, discard=DiscardPolicy.OLD)
+        await js.update_stream(retention)  # a size limit of the stream's own
+        await apply_store_limits(js, LIMIT)
+        await apply_store_limits(js, 4 * LIMIT)  # restarted with a larger limit
+        logs = (await js.stream_info(subjects.STREAM_LOGS)).config
+        assert logs.max_bytes == budget(4 * LIMIT)[subjects.STREAM_LOGS]
+        assert logs.discard == DiscardPolicy.NEW
+        metrics = (await js.stream_info(subjects.STREAM_METRICS)).config
+        assert (metrics.max_bytes, metrics.discard) == (MIB, DiscardPolicy.OLD)
+        await apply_store_limits(js, LIMIT)  # and with a smaller one again
+        logs = (await js.stream_info(subjects.STREAM_LOGS)).config
+        assert logs.max_bytes == budget(LIMIT)[subjects.STREAM_LOGS]
     finally:
         await bus.close()

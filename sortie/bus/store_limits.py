@@ -53,6 +53,7 @@ WHAT: dict[str, str] = {
     subjects.STREAM_METRICS: "run metrics",
 }
 MIN_STORE_LIMIT = 16 * MIB
+SHARE_KEY = "sortie_store_share"  # stream metadata: its max_bytes is its share of the limit
 FULL_MARGIN = 64 * 1024  # a stream with less room than this (or 2% of its limit) is full
 ADVICE = "free space with `sortie gc` or raise `sortie up --store-limit`"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
@@ -178,21 +179,27 @@ def budget(limit: int) -> dict[str, int]:
 
 
 async def apply_store_limits(js: JetStreamContext, limit: int) -> None:
-    """Give each bulk stream its share of ``limit`` (smaller if it already has a smaller
-    size limit) and discard ``new`` (the broker refuses, nothing is dropped) unless it kept
-    a size limit of its own, whose discard policy stays."""
+    """Give each bulk stream its share of ``limit`` as ``max_bytes`` with discard ``new``
+    (the broker refuses, nothing is dropped), marked as such in its metadata so a later
+    start with another limit moves it. A size limit of the stream's own (retention) that is
+    smaller stays as it is; a larger one is lowered to the share, keeping its discard
+    policy. Never below what a stream holds: a smaller limit would truncate it."""
     for stream, share in budget(limit).items():
         info = await js.stream_info(stream)
-        own = info.config.max_bytes or -1
-        if 0 < own <= share:
-            continue
-        discard = info.config.discard if own > 0 else DiscardPolicy.NEW
-        # never below what it holds: a smaller limit would be full at once, not truncate
+        cfg = info.config
+        ours = SHARE_KEY in (cfg.metadata or {})
+        own = -1 if ours else (cfg.max_bytes or -1)
         max_bytes = max(share, info.state.bytes)
+        if 0 < own <= share or (ours and cfg.max_bytes == max_bytes):
+            continue
+        new = dataclasses.replace(
+            cfg,
+            max_bytes=max_bytes,
+            discard=cfg.discard if own > 0 else DiscardPolicy.NEW,
+            metadata={**(cfg.metadata or {}), SHARE_KEY: str(share)},
+        )
         try:
-            await js.update_stream(
-                dataclasses.replace(info.config, max_bytes=max_bytes, discard=discard)
-            )
+            await js.update_stream(new)
         except nats.js.errors.APIError as exc:  # the limits reserved exceed the store's
             structlog.get_logger("sortie.bus").warning(
                 "stream keeps its size limit: the store limit is smaller than what the "
