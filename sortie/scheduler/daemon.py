@@ -63,6 +63,7 @@ log = structlog.get_logger("sortie.scheduler")
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
 RowTable = Table[AgentView] | Table[m.ComputeRecord] | Table[m.NodeRecord] | Table[m.VmRecord]
+STOP_CYCLE_GRACE_S = 5.0  # how long a stop waits for the cycle in progress
 TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
@@ -430,9 +431,28 @@ class Daemon:
                 batch = [getter.result()]
                 while len(batch) < self.config.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                await self.cycle(batch)
+                await self._cycle_unless_stopped(batch, stopper)
         finally:
             stopper.cancel()
+
+    async def _cycle_unless_stopped(
+        self, batch: list[tuple[core.Event, Ack | None]], stopper: asyncio.Task[bool]
+    ) -> None:
+        """One cycle; when asked to stop meanwhile, it gets ``STOP_CYCLE_GRACE_S`` more,
+        then is abandoned: a cycle retrying a write the store refuses (full, or the broker
+        away) must not hold up shutdown. Nothing it had not stored was acked, so reports
+        come back and clients retry their submits."""
+        cycle = asyncio.create_task(self.cycle(batch))
+        try:
+            await asyncio.wait({cycle, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                await asyncio.wait({cycle}, timeout=STOP_CYCLE_GRACE_S)
+            if not cycle.done():
+                log.warning("stopping with a cycle's writes not done; the next start redoes them")
+                return
+            cycle.result()
+        finally:
+            cycle.cancel()  # a no-op once done
 
     async def cycle(self, batch: list[tuple[core.Event, Ack | None]]) -> None:
         t0 = time.monotonic()
