@@ -471,6 +471,11 @@ class Attempt:
                 task.uncancel()
             self._cancellable = False
             await self._wind_down_stopped()
+        except StoreFull as exc:  # a report the full store refused: said, and nothing more to do
+            self._log.error(
+                "a report of the attempt was not stored: the store is full", why=str(exc)
+            )
+            self.output.abort()
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging in Preparing
             self._log.exception("attempt crashed")
             if self.terminal is None and self.stop_reason is None:
