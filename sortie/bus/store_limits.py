@@ -170,7 +170,15 @@ def derive_store_limit(store_dir: Path) -> int:
     store_dir.mkdir(parents=True, exist_ok=True)
     disk = shutil.disk_usage(store_dir)
     reserve = min(max(disk.total // 10, 16 * MIB), 10 * 1024 * MIB)
-    return max(_tree_bytes(store_dir) + disk.free - reserve, MIN_STORE_LIMIT)
+    held = _tree_bytes(store_dir)
+    if disk.free - reserve < MIN_STORE_LIMIT:
+        structlog.get_logger("sortie.bus").warning(
+            "little disk space left for the store: free space on its disk, or give --store-limit",
+            store_dir=str(store_dir),
+            free=human(disk.free),
+            store=human(held),
+        )
+    return max(held + disk.free - reserve, MIN_STORE_LIMIT)
 
 
 def budget(limit: int) -> dict[str, int]:
