@@ -56,6 +56,9 @@ MIN_STORE_LIMIT = 16 * MIB
 SHARE_KEY = "sortie_store_share"  # stream metadata: its max_bytes is its share of the limit
 FULL_MARGIN = 64 * 1024  # a stream with less room than this (or 2% of its limit) is full
 ADVICE = "free space with `sortie gc` or raise `sortie up --store-limit`"
+# how every full-store message begins: a scheduler refusing a submit sends it in an
+# ErrorReply (code "internal", no new wire code), and the client knows it by this
+FULL_PREFIX = "the Sortie store is full"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B?)\s*$", re.IGNORECASE)
 
 
@@ -263,11 +266,11 @@ def full_message(
     if not full:
         total = sum(u.used for u in uses)
         return (
-            f"the Sortie store is full: {human(total)} used and the broker refuses more "
+            f"{FULL_PREFIX}: {human(total)} used and the broker refuses more "
             f"(JetStream max_file_store); {ADVICE}"
         )
     parts = ", ".join(f"{WHAT[u.stream]} use {human(u.used)} of {human(u.limit)}" for u in full)
-    return f"the Sortie store is full: {parts} (JetStream max_bytes); {ADVICE}"
+    return f"{FULL_PREFIX}: {parts} (JetStream max_bytes); {ADVICE}"
 
 
 async def describe_full(
@@ -284,4 +287,4 @@ async def describe_full(
     try:
         return full_message(await store_uses(js), blob=blob, stream_refused=stream_refused)
     except (nats.errors.Error, TimeoutError, OSError):
-        return f"the Sortie store is full (the broker refuses writes); {ADVICE}"
+        return f"{FULL_PREFIX} (the broker refuses writes); {ADVICE}"

@@ -27,6 +27,7 @@ from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
 from sortie.bus.store_limits import (
     BLOBS_STREAM,
+    FULL_PREFIX,
     describe_full,
     full_message,
     is_store_full,
@@ -189,7 +190,7 @@ class Client:
             m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
         )
         uploaded = await self._upload(plan, progress)
-        accepted: m.SubmitAccepted = await self._submit_with_retries(
+        accepted = await self._queue(
             m.SubmitRequest(spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes)
         )
         return Submission(
@@ -203,6 +204,17 @@ class Client:
             ),
             warnings=list(plan.warnings),
         )
+
+    async def _queue(self, request: m.SubmitRequest) -> m.SubmitAccepted:
+        """The submit that queues the run; ``StoreFullError`` when the scheduler could not
+        store it."""
+        try:
+            accepted: m.SubmitAccepted = await self._submit_with_retries(request)
+        except RequestRefused as exc:
+            if str(exc).startswith(FULL_PREFIX):
+                raise StoreFullError(str(exc)) from None
+            raise
+        return accepted
 
     async def _upload(
         self, plan: snap.SnapshotPlan, progress: Callable[[int, int], None] | None

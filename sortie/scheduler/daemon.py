@@ -36,7 +36,7 @@ from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
-from sortie.bus.store_limits import apply_store_limits
+from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
@@ -146,6 +146,8 @@ class Daemon:
         self._bad_subjects: set[str] = set()
         # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
         self.run_secrets: dict[str, m.SecretEnv] = {}
+        # new runs this cycle could not store (the store is full) -> why; answered, then dropped
+        self.unstored: dict[str, str] = {}
         self.metrics = Metrics(lambda: self.state)
 
     @property
@@ -464,7 +466,9 @@ class Daemon:
         counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
         await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
+        self._drop_unstored()
         await self._execute(cmds, failed)
+        self.unstored.clear()
         for _, ack in batch:
             if ack is not None:
                 with contextlib.suppress(*TRANSIENT):
@@ -530,6 +534,7 @@ class Daemon:
 
         async def write(run_id: str, rec: m.RunRecord) -> None:
             data = codec.encode(rec)
+            full = FullBound()
             async with sem:
                 while True:
                     try:
@@ -544,6 +549,10 @@ class Daemon:
                         await self._reload(run_id)
                         return
                     except TRANSIENT as exc:
+                        if rev is None and is_store_full(exc) and full.refused(time.monotonic()):
+                            # a new run the full store refuses: refused to its submitter
+                            self.unstored[run_id] = await describe_full(self.bus.js, refusal=exc)
+                            return
                         log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
                         await asyncio.sleep(0.5)
             self._stored(run_id, rec, new)
@@ -573,6 +582,20 @@ class Daemon:
         else:
             await asyncio.gather(*(write(r, rec) for r, rec in written))
         return failed
+
+    def _drop_unstored(self) -> None:
+        """Forget the new runs the full store refused, as if never submitted (their submit
+        is answered with why, and a retry with the same submission id tries again)."""
+        st = self.state
+        for run_id, why in self.unstored.items():
+            rec = st.runs.get(run_id)
+            st.runs.forget(run_id)
+            if rec is not None and rec.spec.submission_id is not None:
+                st.submissions.pop(rec.spec.submission_id, None)
+            st.why.pop(run_id, None)
+            st.assign_sent_at.pop(run_id, None)
+            self._forget_run_secret(run_id)
+            log.warning("run not stored: the store is full", run_id=run_id, why=why)
 
     def _stored(self, run_id: str, rec: m.RunRecord, revision: int) -> None:
         """A run's record is in the store at ``revision``: a finished one leaves memory."""
@@ -614,6 +637,12 @@ class Daemon:
                 log.info(cmd.event, **cmd.fields)
                 continue
             run_id = cmd.run_id
+            if run_id is not None and run_id in self.unstored:
+                if isinstance(cmd, core.Reply) and cmd.reply_to:
+                    await self.bus.nc.publish(
+                        cmd.reply_to, codec.error("internal", self.unstored[run_id])
+                    )
+                continue
             if run_id is not None and run_id in failed:
                 if isinstance(cmd, core.Reply) and cmd.reply_to:
                     await self.bus.nc.publish(
