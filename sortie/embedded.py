@@ -19,13 +19,14 @@ from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
+from sortie.bus.store_limits import derive_store_limit, human
 from sortie.proto.permissions import Role
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 log = structlog.get_logger("sortie.up")
 
 
-async def serve(
+async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_limit
     url: str,
     data_dir: Path,
     stop: asyncio.Event,
@@ -35,10 +36,12 @@ async def serve(
     authority: Authority | None = None,
     tls_ca: Path | None = None,
     metrics: tuple[str, int] | None = None,
+    store_limit: int | None = None,
 ) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set.
 
     ``metrics``: (host, port) where the scheduler serves its Prometheus metrics (None: not).
+    ``store_limit``: the broker's ``max_file_store``, shared out among the bulk streams.
 
     With an ``authority`` each connects as its own role, and the scheduler mints credentials
     for the agents it starts.
@@ -55,6 +58,7 @@ async def serve(
         account_key=authority.account_key_path if authority else None,
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         metrics_port=metrics[1] if metrics else None,
+        store_limit=store_limit,
     )
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
@@ -95,7 +99,7 @@ def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
     return [d.index for d in probe_gpus() if d.index not in gpu_pool]
 
 
-def up(
+def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_limit
     data_dir: Path,
     host: str,
     port: int,
@@ -105,8 +109,12 @@ def up(
     auth: bool = True,
     tls: TlsFiles | None = None,
     metrics: tuple[str, int] | None = None,
+    store_limit: int | None = None,
 ) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
+
+    ``store_limit``: the most the JetStream store may hold (None: derived from the free disk
+    space at start, ``bus.store_limits.derive_store_limit``).
 
     ``auth``: the broker requires credentials, made under ``<data>/auth`` on the first start
     and kept; this user's client credentials are named in the profile (``sortie.bus.auth``).
@@ -120,6 +128,8 @@ def up(
         authority = init_authority(data_dir / "auth") if auth else None
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
+        if store_limit is None:
+            store_limit = derive_store_limit(data_dir / "nats" / "jetstream")
         broker = start_broker(
             data_dir / "nats",
             host=host,
@@ -128,6 +138,7 @@ def up(
             auth_conf=authority.broker_conf if authority else None,
             tls=tls,
             die_with_parent=True,  # from the main thread: a SIGKILLed `sortie up` takes it
+            store_limit=store_limit,
         )
     except (BrokerError, AuthError, DataDirLocked, OSError) as exc:
         print(f"sortie up: {exc}", flush=True)
@@ -144,6 +155,7 @@ def up(
                 authority=authority,
                 tls_ca=tls_ca,
                 metrics=metrics,
+                store_limit=store_limit,
             )
         )
     finally:
@@ -168,6 +180,7 @@ async def _serve_until_signalled(
     authority: Authority | None,
     tls_ca: Path | None,
     metrics: tuple[str, int] | None,
+    store_limit: int,
 ) -> None:
     """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers."""
     stop = asyncio.Event()
@@ -183,13 +196,15 @@ async def _serve_until_signalled(
             authority=authority,
             tls_ca=tls_ca,
             metrics=metrics,
+            store_limit=store_limit,
         )
     )
     # Announce once the scheduler answers: then `sortie run submit` works.
     client_creds = authority.client_creds if authority else None
     await _await_ready(url, runner, BusAuth(creds=client_creds, tls_ca=tls_ca))
     print(
-        f"Sortie ready at {url} (data {data_dir}, profile {profile_path()}); Ctrl-C stops it",
+        f"Sortie ready at {url} (data {data_dir}, profile {profile_path()}, store limit "
+        f"{human(store_limit)}); Ctrl-C stops it",
         flush=True,
     )
     await runner

@@ -19,6 +19,8 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 DATA = Path(__file__).resolve().parent / "data" / "v0.1.0"
+# the error kinds 0.1.0 had; those added later were never stored by it
+KINDS_V010 = [k for k in ErrorKind if k is not ErrorKind.DISK_FULL]
 
 
 def read(name: str, kind: object) -> object:
@@ -28,7 +30,7 @@ def read(name: str, kind: object) -> object:
 
 
 def test_every_captured_file_is_checked() -> None:
-    checked = {f"run-record-{k}" for k in ErrorKind} | {f"run-report-{k}" for k in ErrorKind}
+    checked = {f"run-record-{k}" for k in KINDS_V010} | {f"run-report-{k}" for k in KINDS_V010}
     checked |= {
         "compute-record-process",
         "compute-record-ssh",
@@ -41,7 +43,7 @@ def test_every_captured_file_is_checked() -> None:
     assert {p.stem for p in DATA.glob("*.json")} == checked
 
 
-@pytest.mark.parametrize("kind", list(ErrorKind))
+@pytest.mark.parametrize("kind", KINDS_V010)
 def test_run_records_and_reports_keep_their_error_kind(kind: ErrorKind) -> None:
     rec = read(f"run-record-{kind}", m.RunRecord)
     assert isinstance(rec, m.RunRecord)

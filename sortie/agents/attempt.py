@@ -24,6 +24,7 @@ run sees its files) and knows nothing else of how it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.resources
 import os
@@ -61,6 +62,7 @@ from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
 from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
 from sortie.bus.connection import ENV_CREDS
+from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
 from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
@@ -289,8 +291,10 @@ def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[
 
 
 async def upload_outputs(
-    store: ObjectStore, workdir: Path, say: Callable[[str], None]
+    store: ObjectStore, workdir: Path, say: Callable[[str], None], *, js: JetStreamContext
 ) -> list[m.Artifact]:
+    """Upload what ``outputs/`` holds; raises :class:`StoreFull` when the store refuses it
+    as full past its bounded retry (``store_limits.FullBound``)."""
     found, skipped = await asyncio.to_thread(scan_outputs, workdir)
     for s in skipped:
         say(f"not uploading {s}")
@@ -306,7 +310,7 @@ async def upload_outputs(
     for artifact, path, size, sha in found:
         if sha in missing:
             try:
-                await put_blob(store, sha, path)
+                await until_stored(js, lambda: put_blob(store, sha, path), artifact, size)  # noqa: B023 - awaited at once
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue
@@ -410,7 +414,14 @@ class Attempt:
         self._cancellable = False
         if error is not None:
             self.output.system(f"{state}: {error.message}")
-        await self.output.close()  # every log line is acked before the terminal report
+        try:
+            await self.output.close()  # every log line is acked before the terminal report
+        except StoreFull as exc:  # the run's output is not all stored: it did not complete
+            if state != RunState.CANCELED:
+                state, error = (
+                    RunState.FAILED,
+                    m.RunError(kind=ErrorKind.DISK_FULL, message=str(exc)),
+                )
         self.terminal = state
         await self._report(state, exit_code=exit_code, error=error, artifacts=artifacts)
 
@@ -423,8 +434,13 @@ class Attempt:
         kind, message = GIVE_BACK[reason]
         error = m.RunError(kind=kind, message=message)
         self.output.system(f"{RunState.QUEUED}: {error.message}")
-        await self.output.close()
+        await self._close_output()
         await self._report(RunState.QUEUED, error=error)
+
+    async def _close_output(self) -> None:
+        """Flush the output of an attempt that ends without a verdict of its own."""
+        with contextlib.suppress(StoreFull):  # said in the agent's log (publisher)
+            await self.output.close()
 
     async def _wind_down_stopped(self) -> None:
         if self.stop_reason == "canceled":
@@ -437,7 +453,7 @@ class Attempt:
         elif self.stop_reason in GIVE_BACK:
             await self._give_back(self.stop_reason)
         else:
-            await self.output.close()
+            await self._close_output()
 
     # pipeline ---------------------------------------------------------------------------
 
@@ -455,6 +471,11 @@ class Attempt:
                 task.uncancel()
             self._cancellable = False
             await self._wind_down_stopped()
+        except StoreFull as exc:  # a report the full store refused: said, and nothing more to do
+            self._log.error(
+                "a report of the attempt was not stored: the store is full", why=str(exc)
+            )
+            self.output.abort()
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the run hanging in Preparing
             self._log.exception("attempt crashed")
             if self.terminal is None and self.stop_reason is None:
@@ -576,7 +597,7 @@ class Attempt:
         if self.stop_reason is not None:
             await self._stop_execution()
         await self._report(RunState.RUNNING)
-        outcome = await self.execution.wait()
+        outcome = await self._wait(self.execution)
         fifo.close()
         out.system(
             f"{prepared.noun} exited with code {outcome.exit_code} after "
@@ -584,6 +605,22 @@ class Attempt:
             + (f" (stopped: {self.stop_reason})" if self.stop_reason else "")
         )
         return await self._after_exit(outcome)
+
+    async def _wait(self, execution: Execution) -> Outcome:
+        """The run's outcome; a run whose output the store refuses as full is stopped (it
+        then ends Failed, kind disk_full: ``_terminal``)."""
+        waiting = asyncio.ensure_future(execution.wait())
+        full = asyncio.ensure_future(self.output.full.wait())
+        try:
+            done, _ = await asyncio.wait({waiting, full}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting not in done:
+                self._log.warning("the store is full: stopping the run")
+                self.output.system("the store is full: stopping the run")
+                await execution.stop("canceled", None)
+            return await waiting
+        finally:
+            full.cancel()
+            waiting.cancel()
 
     def _launch(self, python: str, view: RunView) -> Launch:
         """The run's command and variables, with its files where the run sees them."""
@@ -635,14 +672,17 @@ class Attempt:
         if self.stop_reason in ("stale", "shutdown") and outcome.stopped:
             # stopped by us: the scheduler has moved on, or requeues it (a script that had
             # already ended on its own is reported as it ended: it must not run again)
-            await self.output.close()
+            await self._close_output()
             return None
         if self.stop_reason in GIVE_BACK and outcome.stopped:
             # stopped by the preemption or the lost lease (a script that had already ended
             # is reported as it ended)
             return await self._give_back(self.stop_reason)
         await self._report(RunState.FINALIZING)
-        artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
+        try:
+            artifacts = await upload_outputs(deps.blobs, self.workdir, out.system, js=deps.js)
+        except StoreFull as exc:
+            return await self._fail(ErrorKind.DISK_FULL, f"outputs not stored: {exc}")
         if self.stop_reason == "canceled":
             return await self._terminal(
                 RunState.CANCELED,

@@ -2,7 +2,9 @@
 
 * :func:`publish_acked` retries one JetStream publish with backoff until the broker acks it
   (the broker may be restarting). A ``Nats-Msg-Id`` header makes a retry after a lost ack a
-  no-op inside the stream's duplicate window.
+  no-op inside the stream's duplicate window. A store that refuses the write because it is
+  full is retried a bounded number of times and for a bounded time, then
+  :class:`~sortie.bus.store_limits.StoreFull` is raised: only freeing space helps.
 * :class:`Batcher` collects items and sends them in order, every ``interval`` seconds or
   ``max_items`` items, whichever comes first; ``close`` sends the rest and waits for acks.
 * :func:`split_output` is the pure part of turning process output into log lines.
@@ -22,6 +24,7 @@ import nats.errors
 import structlog
 from nats.js import JetStreamContext
 
+from sortie.bus.store_limits import FullBound, StoreFull, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 
@@ -42,10 +45,12 @@ async def publish_acked(
     first_delay: float = 0.05,
     max_delay: float = 2.0,
 ) -> None:
-    """Publish until acked. Never gives up; only cancellation stops it."""
+    """Publish until acked; only cancellation stops it, or a full store: past its
+    :class:`FullBound` it raises :class:`StoreFull`."""
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
     delay = first_delay
     tries = 0
+    full = FullBound()
     while True:
         try:
             await js.publish(subject, data, timeout=ack_timeout, headers=headers)
@@ -54,6 +59,12 @@ async def publish_acked(
             return
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             tries += 1
+            if is_store_full(exc) and full.refused(time.monotonic()):
+                message = await describe_full(js, refusal=exc)
+                log.warning(
+                    "the store is full; giving up", subject=subject, tries=tries, why=message
+                )
+                raise StoreFull(message) from None
             if tries == 1 or tries % 20 == 0:
                 log.warning(
                     "publish failed; retrying", subject=subject, tries=tries, error=repr(exc)
@@ -81,9 +92,16 @@ class Batcher(Generic[T]):
         self._closing = False
         self._task = asyncio.create_task(self._loop())
 
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The sending task: it ends when closed, or with the error that stopped sending."""
+        return self._task
+
     def add(self, item: T) -> None:
-        if self._closing and self._task.done():
-            raise RuntimeError("batcher is closed")
+        if self._task.done():
+            if self._closing:
+                raise RuntimeError("batcher is closed")
+            return  # sending failed (a full store): close() raises why; nothing piles up
         self._items.append(item)
         self._has_items.set()
         if len(self._items) >= self._max:
@@ -166,6 +184,14 @@ class RunOutput:
         self._metric_seq = 0
         self.logs: Batcher[m.LogLine] = Batcher(self._send_logs)
         self.metrics: Batcher[m.MetricPoint] = Batcher(self._send_metrics)
+        # set when the store refuses the run's output as full (close() then raises StoreFull)
+        self.full = asyncio.Event()
+        for batcher in (self.logs, self.metrics):
+            batcher.task.add_done_callback(self._sending_ended)
+
+    def _sending_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), StoreFull):
+            self.full.set()
 
     def line(self, stream: Stream, text: str) -> None:
         now = time.time()
@@ -199,7 +225,8 @@ class RunOutput:
         )
 
     async def close(self) -> None:
-        """Flush both streams and wait for their acks."""
+        """Flush both streams and wait for their acks; :class:`StoreFull` if the store
+        refused them."""
         await asyncio.gather(self.metrics.close(), self.logs.close())
 
     def abort(self) -> None:

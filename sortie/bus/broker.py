@@ -120,13 +120,17 @@ def write_config(
     sync_always: bool = True,
     auth_conf: Path | None = None,
     tls: TlsFiles | None = None,
+    store_limit: int | None = None,
 ) -> Path:
     """Write nats-server.conf (owner-only). ``auth_conf`` (``sortie.bus.auth``'s broker.conf)
-    turns authentication on; ``tls`` makes every connection TLS."""
+    turns authentication on; ``tls`` makes every connection TLS; ``store_limit`` (bytes) is
+    JetStream's ``max_file_store``: past it the broker refuses writes (``bus.store_limits``)."""
     store = data_dir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     cfg = data_dir / "nats-server.conf"
     sync = "\n  sync_interval: always" if sync_always else ""
+    if store_limit is not None:
+        sync += f"\n  max_file_store: {store_limit}"
     text = (
         f'listen: "{host}:{port}"\n'
         f'server_name: "sortie-{port}"\n'
@@ -158,7 +162,7 @@ def adopt_unauthenticated_store(data_dir: Path, account: str) -> bool:
     return True
 
 
-def start_broker(
+def start_broker(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_limit
     data_dir: Path,
     *,
     host: str = "127.0.0.1",
@@ -168,6 +172,7 @@ def start_broker(
     auth_conf: Path | None = None,
     tls: TlsFiles | None = None,
     die_with_parent: bool = False,
+    store_limit: int | None = None,
 ) -> BrokerProcess:
     """Start nats-server with JetStream storing under ``data_dir``; wait until it listens.
 
@@ -179,7 +184,15 @@ def start_broker(
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_in_use(host, port):
         raise _port_taken(data_dir, host, port)
-    cfg = write_config(data_dir, host, port, sync_always=sync_always, auth_conf=auth_conf, tls=tls)
+    cfg = write_config(
+        data_dir,
+        host,
+        port,
+        sync_always=sync_always,
+        auth_conf=auth_conf,
+        tls=tls,
+        store_limit=store_limit,
+    )
     log_path = data_dir / "nats-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(

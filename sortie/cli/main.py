@@ -120,6 +120,20 @@ def _global_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=LEVELS, default="info")
 
 
+def _store_size(text: str) -> int:
+    from sortie.bus.store_limits import MIN_STORE_LIMIT, human, parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < MIN_STORE_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too small: give at least {human(MIN_STORE_LIMIT)}"
+        )
+    return size
+
+
 def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
     """`sortie up`: broker, scheduler and a local agent in one process tree."""
     up = sub.add_parser("up", help="start broker, scheduler and a local agent on this machine")
@@ -130,6 +144,13 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
     up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    up.add_argument(
+        "--store-limit",
+        type=_store_size,
+        metavar="SIZE",
+        help="most the JetStream store may hold, e.g. 300MB or 20G (default: the free disk "
+        "space at start, less a tenth of the disk); the broker refuses writes past it",
+    )
     up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
     up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     up.add_argument(
@@ -206,6 +227,14 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         choices=(1, 3, 5),
         help="copies the broker cluster keeps of every stream and bucket (3 on a 3-node "
         "cluster); existing ones are changed to it (default: keep them, create with 1)",
+    )
+    sched.add_argument(
+        "--store-limit",
+        type=_store_size,
+        metavar="SIZE",
+        help="the broker's JetStream max_file_store (e.g. 20G): shared out among blobs, logs "
+        "and metrics so that run reports still fit when they are full (default: streams keep "
+        "their own limits)",
     )
     _metrics_options(sched)
 
@@ -564,6 +593,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             auth=not args.no_auth,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+            store_limit=args.store_limit,
         )
     if args.command == "status":
         from sortie.cli.status import show_status
@@ -704,6 +734,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         data_dir=data_dir,
         gpu_pool=_gpu_pool(args.gpu_pool),
         replicas=args.replicas,
+        store_limit=args.store_limit,
         auth=_daemon_auth(args),
         account_key=args.account_key,
         metrics_port=args.metrics_port,

@@ -18,12 +18,22 @@ from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from sortie.bus.blobs import fetch_blob_to
+from sortie.bus.blobs import fetch_blob_to, missing_blobs
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
+from sortie.bus.store_limits import (
+    BLOBS_STREAM,
+    FULL_PREFIX,
+    describe_full,
+    full_message,
+    is_store_full,
+    room_needed,
+    store_uses,
+)
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
 from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
@@ -44,6 +54,12 @@ class ClientError(RuntimeError):
 
 class NoScheduler(ClientError):
     """The broker answers but no scheduler listens (not started, or restarting)."""
+
+
+class StoreFullError(ClientError):
+    """The Sortie store is full: the message says which part, how full, and what to do
+    ("the Sortie store is full: run logs use 7.2 MB of 7.2 MB ...; free space with `sortie
+    gc` or raise `sortie up --store-limit`"). Nothing was submitted."""
 
 
 class RequestRefused(ClientError):
@@ -145,7 +161,8 @@ class Client:
         Raises ``RunConfigError`` for arguments or variables a process cannot receive (a NUL
         byte), ``SnapshotError`` when the source directory cannot be snapshotted (including a
         file deleted or changed between hashing and upload: the message names it), and
-        ``RequestRefused`` when the scheduler refuses the run.
+        ``RequestRefused`` when the scheduler refuses the run, and ``StoreFullError`` when
+        the store is full (nothing is submitted).
         """
         check_process_input(config)
         source_dir = Path(config.source_directory)
@@ -172,8 +189,8 @@ class Client:
         await self._submit_with_retries(
             m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
         )
-        uploaded = await snap.upload_snapshot(self.bus, plan, progress=progress)
-        accepted: m.SubmitAccepted = await self._submit_with_retries(
+        uploaded = await self._upload(plan, progress)
+        accepted = await self._queue(
             m.SubmitRequest(spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes)
         )
         return Submission(
@@ -187,6 +204,48 @@ class Client:
             ),
             warnings=list(plan.warnings),
         )
+
+    async def _queue(self, request: m.SubmitRequest) -> m.SubmitAccepted:
+        """The submit that queues the run; ``StoreFullError`` when the scheduler could not
+        store it."""
+        try:
+            accepted: m.SubmitAccepted = await self._submit_with_retries(request)
+        except RequestRefused as exc:
+            if str(exc).startswith(FULL_PREFIX):
+                raise StoreFullError(str(exc)) from None
+            raise
+        return accepted
+
+    async def _upload(
+        self, plan: snap.SnapshotPlan, progress: Callable[[int, int], None] | None
+    ) -> snap.UploadResult:
+        """Upload the snapshot unless the store is full (then ``StoreFullError``): a run
+        whose logs and outputs cannot be stored would only end Failed (disk_full)."""
+        js = self.bus.js
+        with contextlib.suppress(nats.errors.Error, TimeoutError):  # the upload will tell
+            await self._check_room(plan)
+        try:
+            return await snap.upload_snapshot(self.bus, plan, progress=progress)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # a refused object times out cleaning up after itself (a client may not purge):
+            # what the store holds now says whether it was full
+            if is_store_full(exc) or await _blobs_full(js):
+                raise StoreFullError(await describe_full(js, refusal=exc)) from None
+            raise
+
+    async def _check_room(self, plan: snap.SnapshotPlan) -> None:
+        """Refuse a submit to a full store, or one whose new blobs the blob store has no room
+        for (a refused upload would leave the chunks sent before the refusal behind)."""
+        uses = await store_uses(self.bus.js)
+        if any(u.full for u in uses):
+            raise StoreFullError(full_message(uses))
+        blobs = next(u for u in uses if u.stream == BLOBS_STREAM)
+        if blobs.limit <= 0 or blobs.limit - blobs.used >= room_needed(plan.total_bytes):
+            return  # room for all of it: no need to ask which blobs are missing
+        sizes = {e.sha256: e.size for e in plan.manifest.files}
+        need = sum(sizes[sha] for sha in await missing_blobs(self.bus.blobs, list(plan.blobs)))
+        if blobs.limit - blobs.used < room_needed(need):
+            raise StoreFullError(full_message(uses, blob=("the snapshot", need)))
 
     async def _submit_with_retries(self, request: m.SubmitRequest) -> Any:
         """Send the submit until the scheduler answers: for up to ``SUBMIT_RETRY_S`` after
@@ -366,6 +425,12 @@ class Client:
             await fetch_blob_to(self.bus.blobs, art.sha256, target)
             written.append(target)
         return written
+
+
+async def _blobs_full(js: JetStreamContext) -> bool:
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        return any(u.full for u in await store_uses(js) if u.stream == BLOBS_STREAM)
+    return False
 
 
 def echo_line(line: m.LogLine, rank: int | None = None) -> None:

@@ -146,8 +146,9 @@ class Experiment:
         Raises ``sortie.client.snapshot.SnapshotError`` when the source directory cannot be
         snapshotted (a file deleted or changed mid-submit is named),
         ``sortie.client.runconfig.RunConfigError`` for arguments or variables a process cannot
-        receive (a NUL byte), and ``sortie.client.client.RequestRefused`` when the scheduler
-        refuses the run; the message says what to do, as `sortie run submit` prints it."""
+        receive (a NUL byte), ``sortie.client.client.RequestRefused`` when the scheduler
+        refuses the run, and ``sortie.client.client.StoreFullError`` when the Sortie store is
+        full; the message says what to do, as `sortie run submit` prints it."""
         ws = self.workspace
         sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
         for w in sub.warnings:

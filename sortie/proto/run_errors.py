@@ -23,6 +23,7 @@ class ErrorKind(StrEnum):
     LOST = "lost"  # the agent lost the attempt (lease lapsed, agent died)
     CANCELED = "canceled"  # a user canceled the run
     PREEMPTED = "preempted"  # the attempt's low-priority node was taken away
+    DISK_FULL = "disk_full"  # the store refused the run's logs or outputs as full
 
 
 class Retry(StrEnum):
@@ -43,6 +44,8 @@ RETRY: dict[ErrorKind, Retry] = {
     ErrorKind.TIMEOUT: Retry.NEVER,
     # the scheduler holds no values to send again: another attempt would fail the same way
     ErrorKind.SECRETS: Retry.NEVER,
+    # the store stays full until someone frees space: another attempt would fail the same way
+    ErrorKind.DISK_FULL: Retry.NEVER,
     # a user asked for the end
     ErrorKind.CANCELED: Retry.NEVER,
     # lost or preempted attempts come back as Queued reports and are requeued free of

@@ -36,6 +36,7 @@ from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
@@ -62,6 +63,7 @@ log = structlog.get_logger("sortie.scheduler")
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
 RowTable = Table[AgentView] | Table[m.ComputeRecord] | Table[m.NodeRecord] | Table[m.VmRecord]
+STOP_CYCLE_GRACE_S = 5.0  # how long a stop waits for the cycle in progress
 TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
@@ -96,6 +98,9 @@ class SchedulerConfig:
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # the broker's JetStream max_file_store (bytes), shared out among the bulk streams
+    # (bus.store_limits.apply_store_limits); None: streams keep their own limits
+    store_limit: int | None = None
 
 
 def new_node_id(cluster: str) -> str:
@@ -141,6 +146,8 @@ class Daemon:
         self._bad_subjects: set[str] = set()
         # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
         self.run_secrets: dict[str, m.SecretEnv] = {}
+        # new runs this cycle could not store (the store is full) -> why; answered, then dropped
+        self.unstored: dict[str, str] = {}
         self.metrics = Metrics(lambda: self.state)
 
     @property
@@ -426,9 +433,28 @@ class Daemon:
                 batch = [getter.result()]
                 while len(batch) < self.config.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                await self.cycle(batch)
+                await self._cycle_unless_stopped(batch, stopper)
         finally:
             stopper.cancel()
+
+    async def _cycle_unless_stopped(
+        self, batch: list[tuple[core.Event, Ack | None]], stopper: asyncio.Task[bool]
+    ) -> None:
+        """One cycle; when asked to stop meanwhile, it gets ``STOP_CYCLE_GRACE_S`` more,
+        then is abandoned: a cycle retrying a write the store refuses (full, or the broker
+        away) must not hold up shutdown. Nothing it had not stored was acked, so reports
+        come back and clients retry their submits."""
+        cycle = asyncio.create_task(self.cycle(batch))
+        try:
+            await asyncio.wait({cycle, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                await asyncio.wait({cycle}, timeout=STOP_CYCLE_GRACE_S)
+            if not cycle.done():
+                log.warning("stopping with a cycle's writes not done; the next start redoes them")
+                return
+            cycle.result()
+        finally:
+            cycle.cancel()  # a no-op once done
 
     async def cycle(self, batch: list[tuple[core.Event, Ack | None]]) -> None:
         t0 = time.monotonic()
@@ -440,7 +466,9 @@ class Daemon:
         counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
         await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
+        self._drop_unstored()
         await self._execute(cmds, failed)
+        self.unstored.clear()
         for _, ack in batch:
             if ack is not None:
                 with contextlib.suppress(*TRANSIENT):
@@ -506,6 +534,7 @@ class Daemon:
 
         async def write(run_id: str, rec: m.RunRecord) -> None:
             data = codec.encode(rec)
+            full = FullBound()
             async with sem:
                 while True:
                     try:
@@ -520,6 +549,10 @@ class Daemon:
                         await self._reload(run_id)
                         return
                     except TRANSIENT as exc:
+                        if rev is None and is_store_full(exc) and full.refused(time.monotonic()):
+                            # a new run the full store refuses: refused to its submitter
+                            self.unstored[run_id] = await describe_full(self.bus.js, refusal=exc)
+                            return
                         log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
                         await asyncio.sleep(0.5)
             self._stored(run_id, rec, new)
@@ -549,6 +582,20 @@ class Daemon:
         else:
             await asyncio.gather(*(write(r, rec) for r, rec in written))
         return failed
+
+    def _drop_unstored(self) -> None:
+        """Forget the new runs the full store refused, as if never submitted (their submit
+        is answered with why, and a retry with the same submission id tries again)."""
+        st = self.state
+        for run_id, why in self.unstored.items():
+            rec = st.runs.get(run_id)
+            st.runs.forget(run_id)
+            if rec is not None and rec.spec.submission_id is not None:
+                st.submissions.pop(rec.spec.submission_id, None)
+            st.why.pop(run_id, None)
+            st.assign_sent_at.pop(run_id, None)
+            self._forget_run_secret(run_id)
+            log.warning("run not stored: the store is full", run_id=run_id, why=why)
 
     def _stored(self, run_id: str, rec: m.RunRecord, revision: int) -> None:
         """A run's record is in the store at ``revision``: a finished one leaves memory."""
@@ -590,6 +637,12 @@ class Daemon:
                 log.info(cmd.event, **cmd.fields)
                 continue
             run_id = cmd.run_id
+            if run_id is not None and run_id in self.unstored:
+                if isinstance(cmd, core.Reply) and cmd.reply_to:
+                    await self.bus.nc.publish(
+                        cmd.reply_to, codec.error("internal", self.unstored[run_id])
+                    )
+                continue
             if run_id is not None and run_id in failed:
                 if isinstance(cmd, core.Reply) and cmd.reply_to:
                     await self.bus.nc.publish(
@@ -766,6 +819,8 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
+    if config.store_limit is not None:
+        await apply_store_limits(bus.js, config.store_limit)
     daemon = Daemon(bus, config)
     metrics: MetricsServer | None = None
     try:
