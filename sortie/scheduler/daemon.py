@@ -724,9 +724,10 @@ class Daemon:
 
     async def _publish_eof(self, cmd: core.PublishEof) -> None:
         data = codec.encode(m.LogBatch(run_id=cmd.run_id, attempt=cmd.attempt, eof=True))
+        subject = subjects.logs(cmd.run_id, subjects.SCHEDULER_WRITER)
         for delay in (0.1, 0.3, 1.0, 2.0, 5.0):
             try:
-                await self.bus.js.publish(subjects.logs(cmd.run_id), data)
+                await self.bus.js.publish(subject, data)
                 return
             except TRANSIENT:
                 await asyncio.sleep(delay)

@@ -196,9 +196,9 @@ async def test_hostile_bytes_on_every_subject_change_nothing(
             await nc.publish(subjects.agent_commands(AGENT), data)
             sent += 1
         for data in payloads(13, m.LogBatch):
-            await bus.js.publish(subjects.logs("fuzzrun"), data)
+            await bus.js.publish(subjects.logs("fuzzrun", "fuzzagent"), data)
         for data in payloads(14, m.MetricBatch):
-            await bus.js.publish(subjects.metrics("fuzzrun"), data)
+            await bus.js.publish(subjects.metrics("fuzzrun", "fuzzagent"), data)
         await nc.flush()
         assert sent > 100
         await asyncio.sleep(2.0)  # heartbeats, reports and commands are handled
