@@ -17,6 +17,7 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
+from sortie.cli.credentials import add_auth, run_auth
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -79,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
-    _add_auth(sub)
+    add_auth(sub)
     _add_scheduler(sub)
     _add_agent(sub)
     _add_compute(sub)
@@ -143,23 +144,6 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "anything (default: credentials per role, made under DATA_DIR/auth)",
     )
     _metrics_options(up)
-
-
-def _add_auth(sub: _Commands[argparse.ArgumentParser]) -> None:
-    """`sortie auth init|creds`: the authority and per-role credentials."""
-    auth = sub.add_parser(
-        "auth", help="broker credentials for multi-machine installs"
-    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
-    ai = auth.add_parser(
-        "init",
-        help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
-    )
-    ai.add_argument("dir", type=Path)
-    ac = auth.add_parser("creds", help="write credentials for one role")
-    ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
-    ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
-    ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
-    ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
 
 
 def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -551,7 +535,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
     if args.command == "auth":
-        return _auth(args)
+        return run_auth(args)
     if args.command == "scheduler":
         return _daemon_scheduler(args)
     if args.command == "agent":
@@ -615,36 +599,6 @@ def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
             raise UsageError(f"{path} is not a file: give the PEM file's path")
     ca = args.up_tls_ca.resolve() if args.up_tls_ca else None
     return TlsFiles(cert=args.tls_cert.resolve(), key=args.tls_key.resolve(), ca=ca)
-
-
-def _auth(args: argparse.Namespace) -> int:
-    """`sortie auth init|creds`: files only, and never their contents on the terminal."""
-    from sortie.bus.auth import ACCOUNT_FILE, Signer, init_authority, write_private
-    from sortie.proto.permissions import Role
-
-    if args.auth_command == "init":
-        authority = init_authority(args.dir.expanduser().resolve())
-        print(
-            f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
-            "credentials)\n"
-            f"  broker:    add the lines of {authority.broker_conf} to nats-server's config\n"
-            f"  scheduler: sortie --creds {authority.scheduler_creds} scheduler "
-            f"--account-key {authority.account_key_path}\n"
-            f"  clients:   sortie --creds {authority.client_creds} ... (or SORTIE_CREDS)\n"
-            f"  agents:    sortie auth creds --dir {authority.directory} --role agent "
-            "--agent-id ID --out FILE"
-        )
-        return EXIT_OK
-    if (args.role == "agent") != (args.agent_id is not None):
-        raise UsageError("--agent-id goes with --role agent (and is required there)")
-    try:
-        role = Role(args.role, args.agent_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE)
-    out = write_private(args.out.expanduser(), signer.mint(role).text())
-    print(f"Wrote {role.identity} credentials to {out} (0600)")
-    return EXIT_OK
 
 
 def _lock_data_dir(data_dir: Path, command: str) -> None:

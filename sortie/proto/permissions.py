@@ -44,6 +44,20 @@ class Role:
         return f"agent.{self.agent_id}" if self.agent_id is not None else self.kind
 
 
+def role_of(identity: str) -> Role | None:
+    """The role whose ``identity`` this is (the name in a user JWT); ``None`` if none."""
+    try:
+        if identity.startswith("agent."):
+            return Role("agent", identity.removeprefix("agent."))
+    except ValueError:
+        return None
+    if identity == "scheduler":
+        return Role("scheduler")
+    if identity == "client":
+        return Role("client")
+    return None
+
+
 @dataclass(frozen=True)
 class Permissions:
     publish: tuple[str, ...]

@@ -153,3 +153,11 @@ def obj_chunks(bucket: str) -> str:
 
 def obj_meta(bucket: str) -> str:
     return f"$O.{bucket}.M.>"
+
+
+# --- the broker's system account (only ``sortie auth revoke`` speaks it) ----------------------
+
+
+def account_claims_update(account_public_key: str) -> str:
+    """Where a running nats-server takes a newer JWT of an account (its revocations)."""
+    return f"$SYS.REQ.ACCOUNT.{account_public_key}.CLAIMS.UPDATE"
