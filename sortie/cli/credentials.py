@@ -15,6 +15,32 @@ from sortie.bus.auth import ACCOUNT_FILE, DEFAULT_TTL_S, AuthError, Authority
 from sortie.bus.profile import default_data_dir, read_profile, resolve_auth, resolve_url
 
 EXIT_OK = 0
+MIN_TTL_S = 10  # below this a holder would reconnect to renew every few seconds
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_TTL_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid: give how many seconds credentials stay valid "
+            f"(at least {MIN_TTL_S}; default {DEFAULT_TTL_S}, a day)"
+        )
+    return value
+
+
+def add_ttl_option(p: argparse.ArgumentParser) -> None:
+    """``--creds-ttl`` of the daemons that mint credentials (`sortie up`, `sortie scheduler`)."""
+    p.add_argument(
+        "--creds-ttl",
+        type=_ttl,
+        default=DEFAULT_TTL_S,
+        metavar="SECONDS",
+        help="how long the credentials it mints stay valid; holders renew them from two "
+        f"thirds of that on (default {DEFAULT_TTL_S}: a day)",
+    )
 
 
 def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +59,7 @@ def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ac.add_argument("--name", help="what `sortie auth list|revoke` call them (default: the role)")
     ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
     ac.add_argument(
-        "--ttl", type=int, default=DEFAULT_TTL_S, help="seconds they are valid (default a day)"
+        "--ttl", type=_ttl, default=DEFAULT_TTL_S, help="seconds they are valid (default a day)"
     )
     dir_help = "the authority directory (default: the `sortie up` data directory's auth/)"
     al = auth.add_parser("list", help="credentials minted here: name, role, expiry, revoked")
@@ -78,8 +104,6 @@ def _creds(args: argparse.Namespace) -> int:
 
     if (args.role == "agent") != (args.agent_id is not None):
         raise AuthError("--agent-id goes with --role agent (and is required there)")
-    if args.ttl <= 0:
-        raise AuthError(f"--ttl {args.ttl} is not valid: give the seconds they stay valid (> 0)")
     try:
         role = Role(args.role, args.agent_id)
     except ValueError as exc:

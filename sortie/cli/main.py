@@ -17,7 +17,7 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
-from sortie.cli.credentials import add_auth, run_auth
+from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -128,6 +128,7 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
     up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    add_ttl_option(up)
     up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
     up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     up.add_argument(
@@ -158,6 +159,7 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
     )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    add_ttl_option(sched)
     sched.add_argument(
         "--account-key",
         type=Path,
@@ -526,7 +528,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             args.port,
             sync_always=not args.no_fsync,
             gpu_pool=_gpu_pool(args.gpu_pool),
-            auth=not args.no_auth,
+            auth_ttl_s=None if args.no_auth else args.creds_ttl,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
         )
@@ -629,6 +631,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         auth=_daemon_auth(args),
         account_key=args.account_key,
+        creds_ttl_s=args.creds_ttl,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

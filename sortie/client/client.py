@@ -25,6 +25,7 @@ from sortie.bus.blobs import fetch_blob_to
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
+from sortie.bus.renewal import from_scheduler, keep_renewed, renew_if_due
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
 from sortie.client.provenance import believed
@@ -72,8 +73,9 @@ class Submission:
 
 
 class Client:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, renewing: asyncio.Task[None] | None = None) -> None:
         self.bus = bus
+        self._renewing = renewing
 
     @classmethod
     async def connect(
@@ -88,9 +90,20 @@ class Client:
         ``tls_ca`` (else SORTIE_CREDS / SORTIE_TLS_CA, else the profile's for that URL)."""
         resolved = resolve_url(url)
         auth = resolve_auth(resolved, creds=creds, tls_ca=tls_ca)
-        return cls(await open_bus(resolved, name, auth=auth))
+        bus = await open_bus(resolved, name, auth=auth)
+        # a long-lived client (--wait, logs --follow, a notebook) outlives short credentials:
+        # they are renewed through the scheduler, like an agent's (bus.renewal)
+        if auth.creds is None:
+            return cls(bus)
+        renew = from_scheduler(bus.nc)
+        await renew_if_due(bus.nc, auth.creds, renew)
+        return cls(bus, asyncio.create_task(keep_renewed(bus.nc, auth.creds, renew)))
 
     async def close(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
         await self.bus.close()
 
     async def __aenter__(self) -> Client:

@@ -261,6 +261,30 @@ CancelReply = CancelAccepted | ErrorReply
 TargetsReplyOrError = TargetsReply | ErrorReply
 
 
+class RenewRequest(Message, frozen=True, kw_only=True, tag="renew"):
+    """An agent or client asks for a fresh JWT for its own user key (``subjects.AUTH_RENEW``).
+    Only the JWT travels, never the seed; a JWT is worth nothing without its seed. The repr
+    hides it (no JWT is ever logged)."""
+
+    jwt: str
+
+    def __repr__(self) -> str:
+        return "RenewRequest(jwt=<redacted>)"
+
+
+class RenewReply(Message, frozen=True, kw_only=True, tag="renewed"):
+    """The fresh JWT: same user key and name, this version's permissions, a new ``exp``."""
+
+    jwt: str
+    expires_at: int  # unix seconds
+
+    def __repr__(self) -> str:
+        return f"RenewReply(jwt=<redacted>, expires_at={self.expires_at})"
+
+
+RenewReplyOrError = RenewReply | ErrorReply
+
+
 # --- agents ----------------------------------------------------------------------------------
 
 

@@ -108,6 +108,7 @@ def client() -> Permissions:
     readable = [s.kv_stream(s.KV_RUNS), s.STREAM_LOGS, s.STREAM_METRICS]
     publish = [
         s.API_ALL,
+        s.AUTH_RENEW,
         f"{s.JS_API}.INFO",
         f"{s.JS_API}.STREAM.INFO.*",
         f"{s.JS_API}.STREAM.NAMES",
@@ -121,6 +122,7 @@ def agent(agent_id: str) -> Permissions:
     publish = [
         s.heartbeat(agent_id),
         s.report(agent_id),
+        s.AUTH_RENEW,
         s.agent_logs_any_run(agent_id),  # under its own id only: readers check it held the run
         s.agent_metrics_any_run(agent_id),
         f"{s.JS_API}.INFO",

@@ -18,6 +18,8 @@ API_COMPUTE = f"{PREFIX}.api.compute"  # ComputeRequest -> ComputeReplyOrError
 API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
 API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
 API_ALL = f"{PREFIX}.api.>"
+# RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
+AUTH_RENEW = f"{PREFIX}.auth.renew"
 SCHEDULER_QUEUE = "sortie-scheduler"
 
 # --- agents ------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ async def test_a_container_run_end_to_end(
         assert await has_blob(bus.blobs, final.artifacts[0].sha256)
 
         batches = [
-            codec.decode(m.LogBatch, d) for d in await stream_batches(bus.js, subjects.run_logs("crun"))
+            codec.decode(m.LogBatch, d)
+            for d in await stream_batches(bus.js, subjects.run_logs("crun"))
         ]
         lines = [(ln.stream, ln.text) for b in batches for ln in b.lines]
         assert ("stdout", "hello from crun attempt 1") in lines
