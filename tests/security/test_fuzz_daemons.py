@@ -205,8 +205,11 @@ async def test_hostile_bytes_on_every_subject_change_nothing(
 
         assert not daemons.scheduler.done() and not daemons.agent.done()
         assert await store(bus) == before, "undecodable input changed the store"
-        assert [line async for line in client.logs("fuzzrun")] == []
-        assert await client.metrics("fuzzrun") == {}
+        # a run without a record has no history to show (it is not a run): said so
+        with pytest.raises(ClientError, match="no run 'fuzzrun'"):
+            assert [line async for line in client.logs("fuzzrun")] == []
+        with pytest.raises(ClientError, match="no run 'fuzzrun'"):
+            await client.metrics("fuzzrun")
 
         # the daemons still work: a normal run goes through the same agent
         src = tmp_path / "src"
