@@ -233,8 +233,8 @@ class Daemon:
         self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
         if self.signer is not None:
             self.subs.append(await renewals.serve(nc, self.signer))
-            if self.config.auth is not None and self.config.auth.creds is not None:
-                self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
+        if self.config.auth is not None and self.config.auth.creds is not None:
+            self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from sortie.bus.auth import AuthError, Signer, jwt_claims
-from sortie.bus.renewal import by_signer, keep_renewed
+from sortie.bus.renewal import by_signer, from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 
@@ -48,6 +48,8 @@ async def serve(nc: NATS, signer: Signer) -> Subscription:
     return await nc.subscribe(subjects.AUTH_RENEW, queue=subjects.SCHEDULER_QUEUE, cb=on_request)
 
 
-def keep_own(nc: NATS, signer: Signer, creds: Path) -> asyncio.Task[None]:
-    """The scheduler's own credentials, renewed with its own account key."""
-    return asyncio.create_task(keep_renewed(nc, creds, by_signer(signer)))
+def keep_own(nc: NATS, signer: Signer | None, creds: Path) -> asyncio.Task[None]:
+    """The scheduler's own credentials, renewed with its own account key; without one (no
+    ``--account-key``), by a scheduler that has it, like an agent's."""
+    renew = by_signer(signer) if signer is not None else from_scheduler(nc)
+    return asyncio.create_task(keep_renewed(nc, creds, renew))
