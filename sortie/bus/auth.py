@@ -17,8 +17,14 @@ init DIR`` makes one for a multi-machine install):
 
 - ``operator.nk``, ``account.nk``, ``system.nk``: the seeds (0600; ``account.nk`` is what the
   scheduler needs to mint agent credentials);
-- ``broker.conf``: the block to include in nats-server's configuration (JWTs only);
-- ``scheduler.creds``, ``client.creds``: the two fixed identities (0600).
+- ``broker.conf``: the block to include in nats-server's configuration (JWTs only; the
+  account JWT lists the revoked user keys);
+- ``scheduler.creds``, ``client.creds``: the two fixed identities (0600);
+- ``identities.json``: what was minted here (``sortie.bus.identities``; no secrets).
+
+Every user JWT expires (``DEFAULT_TTL_S``); its holder renews it for the same key
+(``Signer.renew``, ``sortie.bus.renewal``), and ``sortie auth revoke`` refuses a key at once
+(``sortie.bus.revocation``).
 
 The nkey and JWT formats are NATS's (github.com/nats-io/nkeys and nats-io/jwt v2); they are
 built here with the ``cryptography`` package, so no other dependency is needed.
