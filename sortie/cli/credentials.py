@@ -146,7 +146,7 @@ def _revoke(args: argparse.Namespace, authority: Authority) -> int:
         asyncio.run(push(authority, url, resolve_auth(url, tls_ca=args.tls_ca).tls_ca))
     except PushFailed as exc:
         raise AuthError(
-            f"{exc}. The revocation is recorded in {authority.directory} (and its "
+            f"{str(exc).rstrip('.')}. The revocation is recorded in {authority.directory} (and its "
             "broker.conf, so the broker refuses them from its next start); give the running "
             "broker's --url to tell it now"
         ) from None
@@ -164,7 +164,8 @@ def _table(entries: list[identities.Identity], now: float) -> str:
         )
         rows.append((e.label, e.name, f"{e.public_key[:12]}...", expires, _state(e, now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _state(e: identities.Identity, now: float) -> str:
