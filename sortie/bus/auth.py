@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from sortie.bus import expiry, identities
 from sortie.proto import permissions
 
@@ -397,12 +399,13 @@ class Signer:
         if not isinstance(exp, int) or exp <= time.time():
             raise AuthError("cannot renew: the credential has expired or never expires")
         role = permissions.role_of(str(claims.get("name", "")))
+        if role is None:
+            raise AuthError("cannot renew: the credential names no role of this version")
+        # minted elsewhere (`sortie auth creds` on another machine): renewed, and listed here
         entry = identities.find(self.registry, subject) if self.registry else None
-        if role is None or entry is None:
-            raise AuthError("cannot renew: no such credential was minted here")
-        if entry.revoked_at is not None:
+        if entry is not None and entry.revoked_at is not None:
             raise AuthError("cannot renew: the credential was revoked")
-        return self._sign(subject, role, entry.label)
+        return self._sign(subject, role, entry.label if entry else role.identity)
 
     def _sign(self, public_key: str, role: permissions.Role, label: str) -> str:
         now = time.time()
@@ -417,7 +420,14 @@ class Signer:
                 issued_at=now,
                 expires_at=float(expires),
             )
-            identities.record(self.registry, entry, now)
+            try:
+                identities.record(self.registry, entry, now)
+            except OSError as exc:  # a read-only authority: the credential works, unlisted
+                structlog.get_logger("sortie.bus").warning(
+                    "minted credential not listed (`sortie auth revoke` cannot name it)",
+                    registry=str(self.registry),
+                    error=exc.strerror or str(exc),
+                )
         return token
 
 

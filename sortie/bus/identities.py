@@ -7,8 +7,9 @@ creds``) under an ``flock``, so the writers never lose each other's entries. ``s
 list`` shows it; ``sortie auth revoke`` marks entries revoked, and the account JWT the broker
 trusts lists every revoked key (``revocations``), so the broker refuses it at once.
 
-An entry is dropped once its credential has been expired for ``KEEP_EXPIRED_S``: the broker
-refuses an expired JWT by itself, revoked or not.
+An entry is dropped once its credential has been expired for ``KEEP_EXPIRED_S`` (the broker
+refuses an expired JWT by itself), unless it was revoked: a revoked key is refused for good
+(``revocations`` names a time far ahead, so no JWT for it, renewed anywhere, is let in).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import msgspec
 REGISTRY_FILE = "identities.json"
 LOCK_FILE = ".identities.lock"
 KEEP_EXPIRED_S = 24 * 3600
+# a revoked key's JWTs are refused if issued up to this long after the revocation: for good
+REVOKED_FOR_S = 100 * 365 * 24 * 3600
 
 
 class UnknownIdentity(LookupError):
@@ -82,7 +85,12 @@ def _save(directory: Path, entries: list[Identity]) -> None:
 
 
 def _live(entries: list[Identity], now: float) -> list[Identity]:
-    return [e for e in entries if e.expires_at is None or e.expires_at > now - KEEP_EXPIRED_S]
+    """The entries kept: revoked ones, and the others until a day after they expired."""
+    return [
+        e
+        for e in entries
+        if e.revoked_at is not None or e.expires_at is None or e.expires_at > now - KEEP_EXPIRED_S
+    ]
 
 
 def record(directory: Path, entry: Identity, now: float) -> None:
@@ -101,16 +109,22 @@ def find(directory: Path, public_key: str) -> Identity | None:
 
 
 def revoke(directory: Path, who: str, now: float) -> list[Identity]:
-    """Mark every live credential ``who`` names revoked at ``now``; those entries.
+    """Mark every valid credential ``who`` names revoked at ``now``; those entries.
 
     Raises :class:`UnknownIdentity` when nothing live has that name."""
     with _locked(directory):
         entries = _live(load(directory), now)
-        hit = [e for e in entries if e.matches(who) and e.revoked_at is None]
+        hit = [
+            e
+            for e in entries
+            if e.matches(who)
+            and e.revoked_at is None
+            and (e.expires_at is None or e.expires_at > now)
+        ]
         if not hit:
             names = sorted({e.label for e in entries if e.revoked_at is None})
             raise UnknownIdentity(
-                f"no credential named {who!r} that is not revoked already; "
+                f"no credential named {who!r} that is valid (not expired, not revoked); "
                 f"`sortie auth list` shows them ({', '.join(names) or 'none'})"
             )
         keys = {e.public_key for e in hit}
@@ -121,6 +135,9 @@ def revoke(directory: Path, who: str, now: float) -> list[Identity]:
 
 
 def revocations(entries: list[Identity]) -> dict[str, int]:
-    """The account JWT's ``revocations``: public key -> the time before which (inclusive) the
-    broker refuses its JWTs. A renewal is refused for a revoked key, so none is issued later."""
-    return {e.public_key: int(e.revoked_at) + 1 for e in entries if e.revoked_at is not None}
+    """The account JWT's ``revocations``: public key -> the time up to which the broker refuses
+    JWTs issued for it. Far ahead: a revoked key stays refused even if some scheduler that does
+    not know of the revocation renews it."""
+    return {
+        e.public_key: int(e.revoked_at) + REVOKED_FOR_S for e in entries if e.revoked_at is not None
+    }

@@ -82,6 +82,10 @@ async def keep_renewed(nc: NATS, path: Path, renew: Renew) -> None:
         await asyncio.sleep(expiry.wait_s(time.time(), *life, failed=failed))
         try:
             in_use = await _fresh(path, in_use, renew)
+        except OSError as exc:  # the file cannot be rewritten (a read-only mount)
+            failed = True
+            log.error("renewed credentials not written", path=str(path), error=exc.strerror)
+            continue
         except (AuthError, nats.errors.Error, TimeoutError) as exc:
             failed = True
             log.warning("credentials not renewed yet", error=str(exc) or type(exc).__name__)
@@ -103,7 +107,7 @@ async def renew_if_due(nc: NATS, path: Path, renew: Renew) -> None:
         return
     try:
         await _fresh(path, in_use, renew)
-    except (AuthError, nats.errors.Error, TimeoutError) as exc:
+    except (AuthError, OSError, nats.errors.Error, TimeoutError) as exc:
         log.warning("credentials not renewed yet", error=str(exc) or type(exc).__name__)
         return
     await nc.force_reconnect()

@@ -4,6 +4,7 @@ with authentication (the revoked holder's live connection is dropped, and it is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -98,6 +99,17 @@ async def test_a_revoked_agent_is_dropped_at_once_and_refused(
     with pytest.raises(AccessDenied, match="was revoked"):
         await connect(secure_broker.url, "box1", auth=BusAuth(creds=path))
     await bystander.close()
+    # a scheduler that never heard of the revocation renews the key: still refused, for good
+    stale = Signer(authority.account, ttl_s=600)  # no registry, as on another host
+    renewed = stale.renew(load_creds(other).jwt)  # (box2's, to show renewing works there)
+    assert jwt_claims(renewed)["sub"] == jwt_claims(load_creds(other).jwt)["sub"]
+    box1 = load_creds(path)
+    await asyncio.sleep(1.1)  # a JWT issued in a later second than the revocation
+    write_private(path, dataclasses.replace(box1, jwt=stale._sign(
+        str(jwt_claims(box1.jwt)["sub"]), Role("agent", "box1"), "box1"
+    )).text())  # fmt: skip
+    with pytest.raises(AccessDenied, match="was revoked"):
+        await connect(secure_broker.url, "box1", auth=BusAuth(creds=path))
     # a restarted broker reads broker.conf, which lists the revocation too
     assert identities.revocations(identities.load(authority.directory)).keys() == {
         jwt_claims(load_creds(path).jwt)["sub"]
