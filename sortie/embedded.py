@@ -14,7 +14,14 @@ import structlog
 
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.daemon import run_agent
-from sortie.bus.auth import AuthError, Authority, init_authority, write_private
+from sortie.bus.auth import (
+    DEFAULT_TTL_S,
+    AuthError,
+    Authority,
+    init_authority,
+    keep_fixed,
+    write_private,
+)
 from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
@@ -56,6 +63,7 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
             tls_ca=tls_ca,
         ),
         account_key=authority.account_key_path if authority else None,
+        creds_ttl_s=authority.ttl_s if authority else DEFAULT_TTL_S,
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         metrics_port=metrics[1] if metrics else None,
         store_limit=store_limit,
@@ -82,11 +90,27 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
             auth=BusAuth(creds=agent_creds, tls_ca=tls_ca),
         )
         tasks.append(asyncio.create_task(run_agent(config, stop)))
+    if authority is not None:
+        tasks.append(asyncio.create_task(_keep_client_creds(authority, stop)))
     try:
         await asyncio.gather(*tasks)
     finally:
         for t in tasks:
             t.cancel()
+
+
+async def _keep_client_creds(authority: Authority, stop: asyncio.Event) -> None:
+    """This user's client credentials (the profile names them) stay valid: renewed when due,
+    minted anew once revoked. (The scheduler and the local agent renew their own.)"""
+    check_s = max(1.0, min(60.0, authority.ttl_s / 10))
+    role = Role("client")
+    while not stop.is_set():
+        try:
+            keep_fixed(authority, authority.client_creds, role)
+        except (AuthError, OSError) as exc:
+            log.error("client credentials not renewed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), check_s)
 
 
 def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
@@ -106,7 +130,7 @@ def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_l
     *,
     sync_always: bool = True,
     gpu_pool: tuple[int, ...] = (),
-    auth: bool = True,
+    auth_ttl_s: int | None = DEFAULT_TTL_S,
     tls: TlsFiles | None = None,
     metrics: tuple[str, int] | None = None,
     store_limit: int | None = None,
@@ -116,8 +140,9 @@ def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_l
     ``store_limit``: the most the JetStream store may hold (None: derived from the free disk
     space at start, ``bus.store_limits.derive_store_limit``).
 
-    ``auth``: the broker requires credentials, made under ``<data>/auth`` on the first start
-    and kept; this user's client credentials are named in the profile (``sortie.bus.auth``).
+    ``auth_ttl_s``: the broker requires credentials, valid this long and renewed (``None``:
+    no authentication), made under ``<data>/auth`` on the first start and kept; this user's
+    client credentials are named in the profile (``sortie.bus.auth``).
     """
     data_dir = data_dir.expanduser().resolve()
     tls_ca = tls.ca if tls is not None else None
@@ -125,7 +150,7 @@ def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_l
         # held until this process ends: the scheduler's and agent's dirs too, so a standalone
         # daemon given one of them is refused as well
         locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
-        authority = init_authority(data_dir / "auth") if auth else None
+        authority = init_authority(data_dir / "auth", auth_ttl_s) if auth_ttl_s else None
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
         if store_limit is None:

@@ -339,7 +339,12 @@ class Attempt:
         self._bad_metrics = 0
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(
-            deps.js, self.run_id, self.attempt, deps.incarnation, rank=assign.rank
+            deps.js,
+            self.run_id,
+            self.attempt,
+            deps.incarnation,
+            agent_id=deps.agent_id,
+            rank=assign.rank,
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)

@@ -59,6 +59,7 @@ from sortie.agents.publisher import send_report
 from sortie.agents.snapshot_cache import SnapshotCache
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.errors import BrokerUnreachable, NotInitialised
+from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.run_errors import ErrorKind
@@ -518,6 +519,9 @@ async def run_agent(
         container_engine=state.container_engine,
     )
     loops = shell.loops()
+    if config.auth is not None and config.auth.creds is not None:  # renewed by the scheduler
+        renewing = keep_renewed(bus.nc, config.auth.creds, from_scheduler(bus.nc))
+        loops.append(asyncio.create_task(renewing))
     if config.exit_with_parent is not None:
         loops.append(asyncio.create_task(watch_parent(config.exit_with_parent, stop, alog)))
     try:

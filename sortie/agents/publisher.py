@@ -173,13 +173,23 @@ class RunOutput:
     """One attempt's log and metric streams, batched onto JetStream."""
 
     def __init__(
-        self, js: JetStreamContext, run_id: str, attempt: int, writer_id: str, *, rank: int = 0
+        self,
+        js: JetStreamContext,
+        run_id: str,
+        attempt: int,
+        writer_id: str,
+        *,
+        agent_id: str,
+        rank: int = 0,
     ) -> None:
         self.run_id = run_id
         self.attempt = attempt
         self.rank = rank
         self._js = js
         self._writer = writer_id  # agent incarnation: makes msg ids unique per writer
+        # published under this agent's id, the only one its credentials allow
+        self._log_subject = subjects.logs(run_id, agent_id)
+        self._metric_subject = subjects.metrics(run_id, agent_id)
         self._log_seq = 0
         self._metric_seq = 0
         self.logs: Batcher[m.LogLine] = Batcher(self._send_logs)
@@ -209,7 +219,7 @@ class RunOutput:
         batch = m.LogBatch(run_id=self.run_id, attempt=self.attempt, lines=lines, rank=self.rank)
         await publish_acked(
             self._js,
-            subjects.logs(self.run_id),
+            self._log_subject,
             codec.encode(batch),
             msg_id=f"log-{self.run_id}-{self.attempt}-{self._writer}-{self._log_seq}",
         )
@@ -219,7 +229,7 @@ class RunOutput:
         batch = m.MetricBatch(run_id=self.run_id, attempt=self.attempt, points=points)
         await publish_acked(
             self._js,
-            subjects.metrics(self.run_id),
+            self._metric_subject,
             codec.encode(batch),
             msg_id=f"metric-{self.run_id}-{self.attempt}-{self._writer}-{self._metric_seq}",
         )

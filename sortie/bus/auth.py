@@ -17,8 +17,14 @@ init DIR`` makes one for a multi-machine install):
 
 - ``operator.nk``, ``account.nk``, ``system.nk``: the seeds (0600; ``account.nk`` is what the
   scheduler needs to mint agent credentials);
-- ``broker.conf``: the block to include in nats-server's configuration (JWTs only);
-- ``scheduler.creds``, ``client.creds``: the two fixed identities (0600).
+- ``broker.conf``: the block to include in nats-server's configuration (JWTs only; the
+  account JWT lists the revoked user keys);
+- ``scheduler.creds``, ``client.creds``: the two fixed identities (0600);
+- ``identities.json``: what was minted here (``sortie.bus.identities``; no secrets).
+
+Every user JWT expires (``DEFAULT_TTL_S``); its holder renews it for the same key
+(``Signer.renew``, ``sortie.bus.renewal``), and ``sortie auth revoke`` refuses a key at once
+(``sortie.bus.revocation``).
 
 The nkey and JWT formats are NATS's (github.com/nats-io/nkeys and nats-io/jwt v2); they are
 built here with the ``cryptography`` package, so no other dependency is needed.
@@ -28,6 +34,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
+from sortie.bus import expiry, identities
 from sortie.proto import permissions
 
 if TYPE_CHECKING:  # imported where used: loading cryptography is not free
@@ -135,8 +146,16 @@ def _unb64url(text: str) -> bytes:
 _HEADER = _b64url(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
 
 
-def encode_jwt(issuer: KeyPair, subject: str, name: str, nats: dict[str, object]) -> str:
-    """A NATS v2 JWT: ``subject`` (a public key) with ``nats`` claims, signed by ``issuer``."""
+def encode_jwt(
+    issuer: KeyPair,
+    subject: str,
+    name: str,
+    nats: dict[str, object],
+    *,
+    expires_at: int | None = None,
+) -> str:
+    """A NATS v2 JWT: ``subject`` (a public key) with ``nats`` claims, signed by ``issuer``;
+    the broker refuses it from ``expires_at`` (unix seconds; ``None``: never)."""
     claims: dict[str, object] = {
         "jti": "",
         "iat": int(time.time()),
@@ -145,6 +164,8 @@ def encode_jwt(issuer: KeyPair, subject: str, name: str, nats: dict[str, object]
         "sub": subject,
         "nats": nats,
     }
+    if expires_at is not None:
+        claims["exp"] = expires_at
     # jti: the hash of the claims without it, as nats-io/jwt does
     claims["jti"] = _b32(hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest())
     payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
@@ -164,9 +185,28 @@ def jwt_claims(token: str) -> dict[str, object]:
     return claims
 
 
-def _account_claims() -> dict[str, object]:
+def verify_jwt(token: str, issuer_public_key: str) -> dict[str, object]:
+    """The claims of a JWT that ``issuer_public_key`` signed; ``ValueError`` otherwise."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    claims = jwt_claims(token)
+    try:
+        raw = _unb32(issuer_public_key)
+        header, payload, signature = token.split(".")
+        Ed25519PublicKey.from_public_bytes(raw[1:33]).verify(
+            _unb64url(signature), f"{header}.{payload}".encode()
+        )
+    except (ValueError, binascii.Error, InvalidSignature):
+        raise ValueError("not signed by this authority") from None
+    if claims.get("iss") != issuer_public_key:
+        raise ValueError("not issued by this authority")
+    return claims
+
+
+def _account_claims(revocations: dict[str, int] | None = None) -> dict[str, object]:
     unlimited = -1
-    return {
+    claims: dict[str, object] = {
         "limits": {
             "subs": unlimited,
             "data": unlimited,
@@ -186,6 +226,9 @@ def _account_claims() -> dict[str, object]:
         "type": "account",
         "version": 2,
     }
+    if revocations:
+        claims["revocations"] = revocations  # user key -> JWTs issued up to then are refused
+    return claims
 
 
 def _user_claims(perms: permissions.Permissions) -> dict[str, object]:
@@ -306,15 +349,24 @@ BROKER_CONF = "broker.conf"
 SCHEDULER_CREDS = "scheduler.creds"
 CLIENT_CREDS = "client.creds"
 
+# How long a minted credential is valid: a day bounds what a leaked one is worth without a
+# revocation, while its holder renews from two thirds of it on (``expiry.renew_at``), so it
+# rides out hours without the scheduler (``sortie up --creds-ttl`` / ``sortie scheduler
+# --creds-ttl``; ``sortie auth creds --ttl``).
+DEFAULT_TTL_S = 24 * 3600
+
 
 @dataclass(frozen=True)
 class Signer:
-    """The account key: what the scheduler needs to mint credentials."""
+    """The account key: what the scheduler needs to mint and renew credentials. ``registry``:
+    the directory whose ``identities.json`` lists what was minted (the account key's)."""
 
     account: KeyPair = field(repr=False)
+    ttl_s: int = DEFAULT_TTL_S
+    registry: Path | None = None
 
     @classmethod
-    def load(cls, path: Path) -> Signer:
+    def load(cls, path: Path, ttl_s: int = DEFAULT_TTL_S) -> Signer:
         try:
             kp = KeyPair.from_seed(path.read_text())
         except OSError as exc:
@@ -326,14 +378,57 @@ class Signer:
             raise AuthError(f"{path} is not an account key ({exc})") from None
         if kp.prefix != PREFIX_ACCOUNT:
             raise AuthError(f"{path} is not an account key: give {ACCOUNT_FILE}")
-        return cls(kp)
+        return cls(kp, ttl_s=ttl_s, registry=path.parent)
 
-    def mint(self, role: permissions.Role) -> Creds:
-        """Fresh credentials (a new user key) for ``role``."""
+    def mint(self, role: permissions.Role, label: str | None = None) -> Creds:
+        """Fresh credentials (a new user key) for ``role``, listed in the registry under
+        ``label`` (default: the role's identity)."""
         user = KeyPair.create(PREFIX_USER)
-        name = role.identity
-        token = encode_jwt(self.account, user.public_key, name, _user_claims(permissions.of(role)))
-        return Creds(name=name, jwt=token, seed=user.seed)
+        token = self._sign(user.public_key, role, label or role.identity)
+        return Creds(name=role.identity, jwt=token, seed=user.seed)
+
+    def renew(self, token: str) -> str:
+        """A fresh JWT for the same user key as ``token`` (which this account signed, has not
+        expired and was not revoked); ``AuthError`` saying why not. The seed never travels:
+        a JWT is worth nothing without its key's seed."""
+        try:
+            claims = verify_jwt(token, self.account.public_key)
+        except ValueError as exc:
+            raise AuthError(f"cannot renew: the credential is {exc}") from None
+        exp, subject = claims.get("exp"), str(claims.get("sub", ""))
+        if not isinstance(exp, int) or exp <= time.time():
+            raise AuthError("cannot renew: the credential has expired or never expires")
+        role = permissions.role_of(str(claims.get("name", "")))
+        if role is None:
+            raise AuthError("cannot renew: the credential names no role of this version")
+        # minted elsewhere (`sortie auth creds` on another machine): renewed, and listed here
+        entry = identities.find(self.registry, subject) if self.registry else None
+        if entry is not None and entry.revoked_at is not None:
+            raise AuthError("cannot renew: the credential was revoked")
+        return self._sign(subject, role, entry.label if entry else role.identity)
+
+    def _sign(self, public_key: str, role: permissions.Role, label: str) -> str:
+        now = time.time()
+        expires = int(now) + self.ttl_s
+        perms = _user_claims(permissions.of(role))
+        token = encode_jwt(self.account, public_key, role.identity, perms, expires_at=expires)
+        if self.registry is not None:
+            entry = identities.Identity(
+                label=label,
+                name=role.identity,
+                public_key=public_key,
+                issued_at=now,
+                expires_at=float(expires),
+            )
+            try:
+                identities.record(self.registry, entry, now)
+            except OSError as exc:  # a read-only authority: the credential works, unlisted
+                structlog.get_logger("sortie.bus").warning(
+                    "minted credential not listed (`sortie auth revoke` cannot name it)",
+                    registry=str(self.registry),
+                    error=exc.strerror or str(exc),
+                )
+        return token
 
 
 @dataclass(frozen=True)
@@ -342,10 +437,11 @@ class Authority:
     operator: KeyPair = field(repr=False)
     account: KeyPair = field(repr=False)
     system: KeyPair = field(repr=False)
+    ttl_s: int = DEFAULT_TTL_S
 
     @property
     def signer(self) -> Signer:
-        return Signer(self.account)
+        return Signer(self.account, ttl_s=self.ttl_s, registry=self.directory)
 
     @property
     def account_key_path(self) -> Path:
@@ -363,6 +459,32 @@ class Authority:
     def client_creds(self) -> Path:
         return self.directory / CLIENT_CREDS
 
+    def account_jwt(self) -> str:
+        """The account's JWT, listing every revoked user key of the registry."""
+        revoked = identities.revocations(identities.load(self.directory))
+        return encode_jwt(
+            self.operator, self.account.public_key, "SORTIE", _account_claims(revoked)
+        )
+
+    def system_creds(self) -> Creds:
+        """A short-lived user of the system account (kept in memory, never written): what
+        pushes an updated account JWT to a running broker (``revocation.push``)."""
+        user = KeyPair.create(PREFIX_USER)
+        unlimited = -1  # absent limits are zero: not even the reply's inbox could be read
+        claims: dict[str, object] = {
+            "pub": {},
+            "sub": {},
+            "subs": unlimited,
+            "data": unlimited,
+            "payload": unlimited,
+            "type": "user",
+            "version": 2,
+        }
+        token = encode_jwt(
+            self.system, user.public_key, "system", claims, expires_at=int(time.time()) + 300
+        )
+        return Creds(name="system", jwt=token, seed=user.seed)
+
     def server_config(self) -> str:
         """The nats-server configuration block that trusts this authority (no secrets)."""
         op = encode_jwt(
@@ -371,7 +493,6 @@ class Authority:
             "sortie",
             {"system_account": self.system.public_key, "type": "operator", "version": 2},
         )
-        acc = encode_jwt(self.operator, self.account.public_key, "SORTIE", _account_claims())
         sys_claims: dict[str, object] = {
             "limits": {"subs": -1, "data": -1, "payload": -1, "conn": -1, "imports": -1},
             "type": "account",
@@ -386,16 +507,18 @@ class Authority:
             # a CONNECT carries the user's JWT, permissions and all: more than the 4 KB default
             "max_control_line: 64KB\n"
             "resolver_preload: {\n"
-            f'  {self.account.public_key}: "{acc}"\n'
+            f'  {self.account.public_key}: "{self.account_jwt()}"\n'
             f'  {self.system.public_key}: "{sys}"\n'
             "}\n"
         )
 
 
-def init_authority(directory: Path) -> Authority:
+def init_authority(directory: Path, ttl_s: int = DEFAULT_TTL_S) -> Authority:
     """Load the authority in ``directory``, creating what is missing (kept across restarts).
 
     Writes the seeds, ``broker.conf`` and the scheduler and client credentials, all 0600.
+    Fixed credentials that are revoked or of another version's permissions are minted anew;
+    those due for renewal (``expiry.due``) are renewed (same key).
     """
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -405,24 +528,13 @@ def init_authority(directory: Path) -> Authority:
         (ACCOUNT_FILE, PREFIX_ACCOUNT),
         (SYSTEM_FILE, PREFIX_ACCOUNT),
     ):
-        path = directory / fname
-        if path.exists():
-            try:
-                kp = KeyPair.from_seed(path.read_text())
-            except ValueError as exc:
-                raise AuthError(
-                    f"{path} is damaged ({exc}); remove the directory {directory} to make a "
-                    "new authority (every credentials file it issued stops working)"
-                ) from None
-        else:
-            kp = KeyPair.create(prefix)
-            write_private(path, kp.seed + "\n")
-        keys[fname] = kp
+        keys[fname] = _key(directory / fname, prefix)
     authority = Authority(
         directory=directory,
         operator=keys[OPERATOR_FILE],
         account=keys[ACCOUNT_FILE],
         system=keys[SYSTEM_FILE],
+        ttl_s=ttl_s,
     )
     # The JWTs are re-signed at each start (same keys, so issued credentials stay valid).
     write_private(authority.broker_conf, authority.server_config())
@@ -430,25 +542,62 @@ def init_authority(directory: Path) -> Authority:
         (authority.scheduler_creds, permissions.Role("scheduler")),
         (authority.client_creds, permissions.Role("client")),
     ):
-        if not _current(path, authority, role):
-            write_private(path, authority.signer.mint(role).text())
+        keep_fixed(authority, path, role)
     return authority
 
 
-def _current(path: Path, authority: Authority, role: permissions.Role) -> bool:
-    """Does ``path`` hold credentials from this authority with the role's permissions of this
-    version of Sortie? (If not, they are issued again.)"""
+def _key(path: Path, prefix: int) -> KeyPair:
     if not path.exists():
-        return False
+        kp = KeyPair.create(prefix)
+        write_private(path, kp.seed + "\n")
+        return kp
     try:
-        claims = jwt_claims(load_creds(path).jwt)
+        return KeyPair.from_seed(path.read_text())
+    except ValueError as exc:
+        raise AuthError(
+            f"{path} is damaged ({exc}); remove the directory {path.parent} to make a "
+            "new authority (every credentials file it issued stops working)"
+        ) from None
+
+
+def keep_fixed(authority: Authority, path: Path, role: permissions.Role) -> bool:
+    """Keep a credentials file the authority itself holds (``sortie up``'s scheduler, client
+    and local agent) usable: mint it anew if missing, revoked or not current, renew it when
+    due. Whether the file changed."""
+    creds = _current(path, authority, role)
+    if creds is not None:
+        life = expiry.lifetime(jwt_claims(creds.jwt))
+        if life is not None and not expiry.due(time.time(), *life):
+            return False
+        with contextlib.suppress(AuthError):
+            token = authority.signer.renew(creds.jwt)
+            write_private(path, dataclasses.replace(creds, jwt=token).text())
+            return True
+    write_private(path, authority.signer.mint(role).text())
+    return True
+
+
+def _current(path: Path, authority: Authority, role: permissions.Role) -> Creds | None:
+    """``path``'s credentials if they are from this authority, with the role's permissions of
+    this version of Sortie, in the registry and not revoked (if not, they are issued again)."""
+    if not path.exists():
+        return None
+    try:
+        creds = load_creds(path)
+        claims = jwt_claims(creds.jwt)
     except (AuthError, ValueError):
-        return False
+        return None
     wanted = _user_claims(permissions.of(role))
     nats = claims.get("nats")
-    return (
+    entry = identities.find(authority.directory, str(claims.get("sub")))
+    current = (
         claims.get("iss") == authority.account.public_key
         and isinstance(nats, dict)
         and nats.get("pub") == wanted["pub"]
         and nats.get("sub") == wanted["sub"]
+        and entry is not None
+        and entry.revoked_at is None
+        and (life := expiry.lifetime(claims)) is not None
+        and life[1] > time.time()
     )
+    return creds if current else None

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import os
 import ssl
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nats
@@ -243,11 +245,32 @@ def denied_message(url: str, auth: BusAuth | None) -> str:
             "or SORTIE_CREDS (`sortie up` writes one for this machine's user and names it in "
             "its profile; `sortie auth creds` makes more)"
         )
+    expired = _expired_at(auth.creds)
+    if expired is not None:
+        return (
+            f"the Sortie broker at {url} refused the credentials in {auth.creds}: they expired "
+            f"at {expired} (UTC; a running holder renews them before that); get new ones from "
+            "the machine that runs the broker (`sortie auth creds`)"
+        )
     return (
-        f"the Sortie broker at {url} refused the credentials in {auth.creds}: they were issued "
-        "for another broker, or the broker's authority was made anew; get current ones from "
-        "the machine that runs the broker (`sortie auth creds`)"
+        f"the Sortie broker at {url} refused the credentials in {auth.creds}: the credential "
+        "was revoked (`sortie auth list` shows it), or issued for another broker, or the "
+        "broker's authority was made anew; get current ones from the machine that runs the "
+        "broker (`sortie auth creds`)"
     )
+
+
+def _expired_at(path: Path) -> str | None:
+    """When the credentials in ``path`` expired, if they have (``None``: not, or unreadable)."""
+    from sortie.bus.auth import AuthError, jwt_claims, load_creds
+
+    try:
+        exp = jwt_claims(load_creds(path).jwt).get("exp")
+    except (AuthError, ValueError):
+        return None
+    if not isinstance(exp, int) or exp > time.time():
+        return None
+    return datetime.fromtimestamp(exp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def _bind(

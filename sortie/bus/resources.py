@@ -110,6 +110,7 @@ async def _create_or_resize(js: JetStreamContext, replicas: int | None, wanted: 
     for cfg in _stream_configs(wanted):
         try:
             changed += await _keep_replicas(js, cfg.name, replicas)  # type: ignore[arg-type]  # StreamConfig.name is Optional in nats-py; ours all set it
+            await _keep_subjects(js, cfg)
         except nats.js.errors.NotFoundError:
             await js.add_stream(cfg)
     for bucket in KV_BUCKETS:
@@ -142,6 +143,17 @@ async def _keep_replicas(js: JetStreamContext, stream: str, replicas: int | None
         "stream replicas changed", stream=stream, old=current, new=replicas
     )
     return [stream]
+
+
+async def _keep_subjects(js: JetStreamContext, cfg: StreamConfig) -> None:
+    """Give an existing stream this version's subjects (the logs and metrics streams of
+    Sortie 0.1 took ``sortie.logs.<run>`` only; their messages stay and stay readable)."""
+    info = await js.stream_info(cfg.name)  # type: ignore[arg-type]  # set for all of ours
+    if info.config.subjects != cfg.subjects:
+        await js.update_stream(dataclasses.replace(info.config, subjects=cfg.subjects))
+        structlog.get_logger("sortie.bus").info(
+            "stream subjects changed", stream=cfg.name, subjects=cfg.subjects
+        )
 
 
 async def _settle(js: JetStreamContext, stream: str, replicas: int) -> None:

@@ -17,6 +17,7 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
+from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
-    _add_auth(sub)
+    add_auth(sub)
     _add_scheduler(sub)
     _add_agent(sub)
     _add_compute(sub)
@@ -151,6 +152,7 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="most the JetStream store may hold, e.g. 300MB or 20G (default: the free disk "
         "space at start, less a tenth of the disk); the broker refuses writes past it",
     )
+    add_ttl_option(up)
     up.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate")
     up.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     up.add_argument(
@@ -167,23 +169,6 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "anything (default: credentials per role, made under DATA_DIR/auth)",
     )
     _metrics_options(up)
-
-
-def _add_auth(sub: _Commands[argparse.ArgumentParser]) -> None:
-    """`sortie auth init|creds`: the authority and per-role credentials."""
-    auth = sub.add_parser(
-        "auth", help="broker credentials for multi-machine installs"
-    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
-    ai = auth.add_parser(
-        "init",
-        help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
-    )
-    ai.add_argument("dir", type=Path)
-    ac = auth.add_parser("creds", help="write credentials for one role")
-    ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
-    ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
-    ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
-    ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
 
 
 def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -214,6 +199,7 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
     )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    add_ttl_option(sched)
     sched.add_argument(
         "--account-key",
         type=Path,
@@ -590,7 +576,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             args.port,
             sync_always=not args.no_fsync,
             gpu_pool=_gpu_pool(args.gpu_pool),
-            auth=not args.no_auth,
+            auth_ttl_s=None if args.no_auth else args.creds_ttl,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
             store_limit=args.store_limit,
@@ -600,7 +586,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
     if args.command == "auth":
-        return _auth(args)
+        return run_auth(args)
     if args.command == "scheduler":
         return _daemon_scheduler(args)
     if args.command == "agent":
@@ -666,36 +652,6 @@ def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
     return TlsFiles(cert=args.tls_cert.resolve(), key=args.tls_key.resolve(), ca=ca)
 
 
-def _auth(args: argparse.Namespace) -> int:
-    """`sortie auth init|creds`: files only, and never their contents on the terminal."""
-    from sortie.bus.auth import ACCOUNT_FILE, Signer, init_authority, write_private
-    from sortie.proto.permissions import Role
-
-    if args.auth_command == "init":
-        authority = init_authority(args.dir.expanduser().resolve())
-        print(
-            f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
-            "credentials)\n"
-            f"  broker:    add the lines of {authority.broker_conf} to nats-server's config\n"
-            f"  scheduler: sortie --creds {authority.scheduler_creds} scheduler "
-            f"--account-key {authority.account_key_path}\n"
-            f"  clients:   sortie --creds {authority.client_creds} ... (or SORTIE_CREDS)\n"
-            f"  agents:    sortie auth creds --dir {authority.directory} --role agent "
-            "--agent-id ID --out FILE"
-        )
-        return EXIT_OK
-    if (args.role == "agent") != (args.agent_id is not None):
-        raise UsageError("--agent-id goes with --role agent (and is required there)")
-    try:
-        role = Role(args.role, args.agent_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE)
-    out = write_private(args.out.expanduser(), signer.mint(role).text())
-    print(f"Wrote {role.identity} credentials to {out} (0600)")
-    return EXIT_OK
-
-
 def _lock_data_dir(data_dir: Path, command: str) -> None:
     """Hold ``data_dir`` for this daemon until it exits (bus.datadir), or refuse to start."""
     from sortie.bus.datadir import DataDirLocked, lock_data_dir
@@ -737,6 +693,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         store_limit=args.store_limit,
         auth=_daemon_auth(args),
         account_key=args.account_key,
+        creds_ttl_s=args.creds_ttl,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )

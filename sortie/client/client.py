@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from sortie.bus.blobs import fetch_blob_to, missing_blobs
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
+from sortie.bus.renewal import from_scheduler, keep_renewed, renew_if_due
 from sortie.bus.store_limits import (
     BLOBS_STREAM,
     FULL_PREFIX,
@@ -36,6 +38,7 @@ from sortie.bus.store_limits import (
 )
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
+from sortie.client.provenance import believed
 from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -43,6 +46,7 @@ from sortie.proto.paths import check_relpath
 from sortie.proto.states import TERMINAL
 
 T = TypeVar("T")
+B = TypeVar("B", m.LogBatch, m.MetricBatch)
 
 SUBMIT_RETRY_S = 30.0  # how long a submit is retried after timeouts (no answer)
 NO_SCHEDULER_WAIT_S = 15.0  # ... and while no scheduler listens (one restarting)
@@ -85,8 +89,9 @@ class Submission:
 
 
 class Client:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, renewing: asyncio.Task[None] | None = None) -> None:
         self.bus = bus
+        self._renewing = renewing
 
     @classmethod
     async def connect(
@@ -101,9 +106,20 @@ class Client:
         ``tls_ca`` (else SORTIE_CREDS / SORTIE_TLS_CA, else the profile's for that URL)."""
         resolved = resolve_url(url)
         auth = resolve_auth(resolved, creds=creds, tls_ca=tls_ca)
-        return cls(await open_bus(resolved, name, auth=auth))
+        bus = await open_bus(resolved, name, auth=auth)
+        # a long-lived client (--wait, logs --follow, a notebook) outlives short credentials:
+        # they are renewed through the scheduler, like an agent's (bus.renewal)
+        if auth.creds is None:
+            return cls(bus)
+        renew = from_scheduler(bus.nc)
+        await renew_if_due(bus.nc, auth.creds, renew)
+        return cls(bus, asyncio.create_task(keep_renewed(bus.nc, auth.creds, renew)))
 
     async def close(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewing
         await self.bus.close()
 
     async def __aenter__(self) -> Client:
@@ -345,20 +361,30 @@ class Client:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
 
+    async def _last_seq(self, stream: str, filters: list[str]) -> int | None:
+        """The stream sequence of the last message on any of ``filters``; ``None``: none."""
+        seqs: list[int] = []
+        for subject in filters:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                last = await self.bus.js.get_last_msg(stream, subject)
+                seqs.append(last.seq or 0)
+        return max(seqs) if seqs else None
+
     async def _subject_messages(
-        self, stream: str, subject: str, *, follow: bool
-    ) -> AsyncGenerator[bytes, None]:
-        """Every message on ``subject`` from the first; ``follow`` keeps waiting for more."""
-        js = self.bus.js
+        self, stream: str, filters: list[str], *, follow: bool
+    ) -> AsyncGenerator[Msg, None]:
+        """Every message on ``filters`` from the first; ``follow`` keeps waiting for more."""
         last_seq: int | None = None
         if not follow:
-            try:
-                last = await js.get_last_msg(stream, subject)
-            except nats.js.errors.NotFoundError:
+            last_seq = await self._last_seq(stream, filters)
+            if last_seq is None:
                 return
-            last_seq = last.seq
-        sub = await js.subscribe(
-            subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        sub = await self.bus.js.subscribe(
+            "",
+            stream=stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            config=ConsumerConfig(filter_subjects=filters),
         )
         try:
             while True:
@@ -366,28 +392,50 @@ class Client:
                     msg = await sub.next_msg(timeout=1.0)
                 except nats.errors.TimeoutError:
                     continue
-                yield msg.data
+                yield msg
                 if last_seq is not None and msg.metadata.sequence.stream >= last_seq:
                     return
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 
+    async def _believed(
+        self, kind: type[B], run_id: str, *, follow: bool
+    ) -> AsyncGenerator[B, None]:
+        """A run's log or metric batches from the first, those its attempts' holders wrote
+        only (``provenance.believed``); the one reader behind ``logs`` and ``metrics``."""
+        subjects.check_token("run id", run_id)
+        is_logs = kind is m.LogBatch
+        stream = subjects.STREAM_LOGS if is_logs else subjects.STREAM_METRICS
+        filters = (
+            [subjects.run_logs(run_id), subjects.legacy_logs(run_id)]
+            if is_logs
+            else [subjects.run_metrics(run_id), subjects.legacy_metrics(run_id)]
+        )
+        rec = await self.get_run(run_id)
+        messages = self._subject_messages(stream, filters, follow=follow)
+        async with contextlib.aclosing(messages):
+            async for msg in messages:
+                try:
+                    batch = codec.decode(kind, msg.data)
+                except codec.BadMessage:
+                    continue
+                writer = subjects.writer_of(msg.subject)
+                batch_rank = batch.rank if isinstance(batch, m.LogBatch) else None
+                if not believed(rec, writer, batch.attempt, batch_rank):
+                    rec = await self.get_run(run_id)  # it may name a newer attempt's holder
+                    if not believed(rec, writer, batch.attempt, batch_rank):
+                        continue
+                yield batch
+
     async def logs(
         self, run_id: str, *, follow: bool = False, rank: int | None = None
     ) -> AsyncIterator[tuple[int, m.LogLine]]:
         """(rank, line) of the run's output from the first line; with ``follow``, until the
         run has ended. ``rank`` keeps only that node's lines (multi-node runs)."""
-        subjects.check_token("run id", run_id)
-        messages = self._subject_messages(
-            subjects.STREAM_LOGS, subjects.logs(run_id), follow=follow
-        )
-        async with contextlib.aclosing(messages):
-            async for data in messages:
-                try:
-                    batch = codec.decode(m.LogBatch, data)
-                except codec.BadMessage:
-                    continue
+        batches = self._believed(m.LogBatch, run_id, follow=follow)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
                 if rank is None or batch.rank == rank:
                     for line in batch.lines:
                         yield batch.rank, line
@@ -395,17 +443,12 @@ class Client:
                     return
 
     async def metrics(self, run_id: str) -> dict[str, list[m.MetricValue]]:
-        subjects.check_token("run id", run_id)
         out: dict[str, list[m.MetricValue]] = {}
-        async for data in self._subject_messages(
-            subjects.STREAM_METRICS, subjects.metrics(run_id), follow=False
-        ):
-            try:
-                batch = codec.decode(m.MetricBatch, data)
-            except codec.BadMessage:
-                continue
-            for p in batch.points:
-                out.setdefault(p.name, []).append(p.value)
+        batches = self._believed(m.MetricBatch, run_id, follow=False)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for p in batch.points:
+                    out.setdefault(p.name, []).append(p.value)
         return out
 
     async def download(self, run_id: str, dest: Path, *, prefix: str = "") -> list[Path]:

@@ -153,6 +153,15 @@ class GangMember(Message, frozen=True, kw_only=True):
     state: RunState = RunState.PREPARING
 
 
+class Writer(Message, frozen=True, kw_only=True):
+    """The agent that held one rank of one attempt: readers keep the logs and metrics of that
+    attempt and rank only from it (``subjects.logs(run_id, agent_id)`` names the writer)."""
+
+    attempt: int
+    rank: int
+    agent_id: str
+
+
 class StateChange(Message, frozen=True, kw_only=True):
     state: RunState
     at: float
@@ -182,6 +191,7 @@ class RunRecord(Message, frozen=True, kw_only=True):
     preemptions: int = 0
     gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
     master_port: int | None = None  # rendezvous port for multi-node runs
+    writers: list[Writer] = []  # who held each attempt's ranks (none: stored by Sortie 0.1)
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -249,6 +259,30 @@ class ErrorReply(Message, frozen=True, kw_only=True, tag="error"):
 SubmitReply = SubmitAccepted | SubmitValid | ErrorReply
 CancelReply = CancelAccepted | ErrorReply
 TargetsReplyOrError = TargetsReply | ErrorReply
+
+
+class RenewRequest(Message, frozen=True, kw_only=True, tag="renew"):
+    """An agent or client asks for a fresh JWT for its own user key (``subjects.AUTH_RENEW``).
+    Only the JWT travels, never the seed; a JWT is worth nothing without its seed. The repr
+    hides it (no JWT is ever logged)."""
+
+    jwt: str
+
+    def __repr__(self) -> str:
+        return "RenewRequest(jwt=<redacted>)"
+
+
+class RenewReply(Message, frozen=True, kw_only=True, tag="renewed"):
+    """The fresh JWT: same user key and name, this version's permissions, a new ``exp``."""
+
+    jwt: str
+    expires_at: int  # unix seconds
+
+    def __repr__(self) -> str:
+        return f"RenewReply(jwt=<redacted>, expires_at={self.expires_at})"
+
+
+RenewReplyOrError = RenewReply | ErrorReply
 
 
 # --- agents ----------------------------------------------------------------------------------

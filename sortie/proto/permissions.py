@@ -9,8 +9,9 @@ roles, enforced by nats-server itself (``sortie.bus.auth`` writes them into each
   as an agent or the scheduler (no heartbeats, reports or agent commands; it cannot serve
   ``sortie.api.*``);
 - ``agent`` (one per agent id): receive its own commands only, publish its own heartbeats and
-  reports, the logs and metrics of runs, fetch snapshots and upload outputs. It reads no
-  records and no other agent's commands or replies.
+  reports, logs and metrics under its own id (readers keep only those of the agent that held
+  the attempt), fetch snapshots and upload outputs. It reads no records and no other agent's
+  commands or replies.
 
 Everything not listed is refused. Replies go to a per-identity inbox prefix
 (:func:`inbox_prefix`) that only that identity may subscribe to.
@@ -41,6 +42,20 @@ class Role:
     def identity(self) -> str:
         """The user's name in its JWT: ``scheduler``, ``client`` or ``agent.<id>``."""
         return f"agent.{self.agent_id}" if self.agent_id is not None else self.kind
+
+
+def role_of(identity: str) -> Role | None:
+    """The role whose ``identity`` this is (the name in a user JWT); ``None`` if none."""
+    try:
+        if identity.startswith("agent."):
+            return Role("agent", identity.removeprefix("agent."))
+    except ValueError:
+        return None
+    if identity == "scheduler":
+        return Role("scheduler")
+    if identity == "client":
+        return Role("client")
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ def client() -> Permissions:
     readable = [s.kv_stream(s.KV_RUNS), s.STREAM_LOGS, s.STREAM_METRICS]
     publish = [
         s.API_ALL,
+        s.AUTH_RENEW,
         f"{s.JS_API}.INFO",
         f"{s.JS_API}.STREAM.INFO.*",
         f"{s.JS_API}.STREAM.NAMES",
@@ -106,8 +122,9 @@ def agent(agent_id: str) -> Permissions:
     publish = [
         s.heartbeat(agent_id),
         s.report(agent_id),
-        s.LOGS_ALL,
-        s.METRICS_ALL,
+        s.AUTH_RENEW,
+        s.agent_logs_any_run(agent_id),  # under its own id only: readers check it held the run
+        s.agent_metrics_any_run(agent_id),
         f"{s.JS_API}.INFO",
         f"{s.JS_API}.STREAM.INFO.*",
         f"{s.JS_API}.STREAM.NAMES",

@@ -24,12 +24,14 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_COMPUTE, "clients, services", "scheduler", "ComputeRequest", "ComputeReplyOrError"),
     (s.API_AGENTS, "clients, operators", "scheduler", "AgentRequest", "AgentReplyOrError"),
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
+    (s.AUTH_RENEW, "agents, clients", "scheduler", "RenewRequest", "RenewReplyOrError"),
     (s.heartbeat("AGENT_ID"), "agent", "scheduler", "Heartbeat", "-"),
     (s.agent_commands("AGENT_ID"), "scheduler", "agent", "AgentCommand", "-"),
     (s.HEARTBEAT_NOW, "scheduler (at start)", "every agent", "empty: heartbeat now", "-"),
     (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunReport", "-"),
-    (s.logs("RUN_ID"), "agent, scheduler (eof)", "clients", "LogBatch", "-"),
-    (s.metrics("RUN_ID"), "agent", "clients", "MetricBatch", "-"),
+    (s.logs("RUN_ID", "AGENT_ID"), "that agent only", "clients", "LogBatch", "-"),
+    (s.logs("RUN_ID", s.SCHEDULER_WRITER), "scheduler (eof)", "clients", "LogBatch", "-"),
+    (s.metrics("RUN_ID", "AGENT_ID"), "that agent only", "clients", "MetricBatch", "-"),
 ]
 
 STORES: list[tuple[str, str, str]] = [
@@ -40,8 +42,8 @@ STORES: list[tuple[str, str, str]] = [
     (f"KV `{s.KV_VMS}`", "machine name", "VmRecord (written by the scheduler only; no secrets)"),
     (f"object store `{s.OBJ_BLOBS}`", "sha256 hex", "file contents, Manifest (JSON), artifacts"),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
-    (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, one subject per run"),
-    (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, one subject per run"),
+    (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, per run and writer"),
+    (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, per run and writer"),
 ]
 
 TYPES: dict[str, object] = {
@@ -57,6 +59,8 @@ TYPES: dict[str, object] = {
     "AgentReplyOrError": m.AgentReplyOrError,
     "WhyRequest": m.WhyRequest,
     "WhyReplyOrError": m.WhyReplyOrError,
+    "RenewRequest": m.RenewRequest,
+    "RenewReplyOrError": m.RenewReplyOrError,
     "Heartbeat": m.Heartbeat,
     "AgentCommand": m.AgentCommand,
     "RunReport": m.RunReport,

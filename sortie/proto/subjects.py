@@ -18,6 +18,8 @@ API_COMPUTE = f"{PREFIX}.api.compute"  # ComputeRequest -> ComputeReplyOrError
 API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
 API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
 API_ALL = f"{PREFIX}.api.>"
+# RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
+AUTH_RENEW = f"{PREFIX}.auth.renew"
 SCHEDULER_QUEUE = "sortie-scheduler"
 
 # --- agents ------------------------------------------------------------------------------
@@ -29,10 +31,14 @@ REPORTS_ALL = f"{PREFIX}.report.*"
 
 # --- JetStream resources -------------------------------------------------------------------
 STREAM_REPORTS = "SORTIE_REPORTS"  # agent -> scheduler run reports (durable, work queue)
-STREAM_LOGS = "SORTIE_LOGS"  # run output, one subject per run
-STREAM_METRICS = "SORTIE_METRICS"  # run metrics, one subject per run
-LOGS_ALL = f"{PREFIX}.logs.*"
-METRICS_ALL = f"{PREFIX}.metrics.*"
+STREAM_LOGS = "SORTIE_LOGS"  # run output, one subject per run and writer
+STREAM_METRICS = "SORTIE_METRICS"  # run metrics, one subject per run and writer
+# both forms: ``<run>.<writer>`` and the 0.1 form ``<run>`` (kept readable, see legacy_logs)
+LOGS_ALL = f"{PREFIX}.logs.>"
+METRICS_ALL = f"{PREFIX}.metrics.>"
+# the writer token of the scheduler's own log lines (the end-of-log marker); not a valid
+# agent id (check_token refuses "~"), so no agent can be granted it
+SCHEDULER_WRITER = "~scheduler"
 REPORTS_CONSUMER = "scheduler"
 
 KV_RUNS = "sortie_runs"  # run id -> RunRecord
@@ -65,12 +71,52 @@ def report(agent_id: str) -> str:
     return f"{PREFIX}.report.{check_token('agent id', agent_id)}"
 
 
-def logs(run_id: str) -> str:
+def _writer(writer: str) -> str:
+    return writer if writer == SCHEDULER_WRITER else check_token("agent id", writer)
+
+
+def logs(run_id: str, writer: str) -> str:
+    """A run's output as ``writer`` (an agent id, or ``SCHEDULER_WRITER``) publishes it: each
+    agent may publish only under its own id, so a reader knows who wrote every line."""
+    return f"{PREFIX}.logs.{check_token('run id', run_id)}.{_writer(writer)}"
+
+
+def metrics(run_id: str, writer: str) -> str:
+    return f"{PREFIX}.metrics.{check_token('run id', run_id)}.{_writer(writer)}"
+
+
+def run_logs(run_id: str) -> str:
+    """Every writer's output of one run (what readers subscribe to)."""
+    return f"{PREFIX}.logs.{check_token('run id', run_id)}.*"
+
+
+def run_metrics(run_id: str) -> str:
+    return f"{PREFIX}.metrics.{check_token('run id', run_id)}.*"
+
+
+def legacy_logs(run_id: str) -> str:
+    """Where Sortie 0.1 published a run's output, with no writer: read for records stored
+    then (no ``RunRecord.writers``); no role may publish here any more."""
     return f"{PREFIX}.logs.{check_token('run id', run_id)}"
 
 
-def metrics(run_id: str) -> str:
+def legacy_metrics(run_id: str) -> str:
     return f"{PREFIX}.metrics.{check_token('run id', run_id)}"
+
+
+def agent_logs_any_run(agent_id: str) -> str:
+    """What one agent may publish output to: any run, under its own id only."""
+    return f"{PREFIX}.logs.*.{check_token('agent id', agent_id)}"
+
+
+def agent_metrics_any_run(agent_id: str) -> str:
+    return f"{PREFIX}.metrics.*.{check_token('agent id', agent_id)}"
+
+
+def writer_of(subject: str) -> str | None:
+    """The writer token of a log or metrics subject; ``None`` for the 0.1 form."""
+    parts = subject.split(".")
+    return parts[3] if len(parts) == 4 else None
 
 
 # --- JetStream's own subjects, as permissions must name them ---------------------------------
@@ -109,3 +155,11 @@ def obj_chunks(bucket: str) -> str:
 
 def obj_meta(bucket: str) -> str:
     return f"$O.{bucket}.M.>"
+
+
+# --- the broker's system account (only ``sortie auth revoke`` speaks it) ----------------------
+
+
+def account_claims_update(account_public_key: str) -> str:
+    """Where a running nats-server takes a newer JWT of an account (its revocations)."""
+    return f"$SYS.REQ.ACCOUNT.{account_public_key}.CLAIMS.UPDATE"

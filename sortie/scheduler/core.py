@@ -542,6 +542,10 @@ def _assign_placed(state: SchedulerState, p: Placement, now: float) -> list[Comm
         assigned_at=now,
         gang=gang,
         master_port=rendezvous_port(rec.run_id),
+        writers=[
+            *rec.writers,
+            *(m.Writer(attempt=rec.attempt, rank=g.rank, agent_id=g.agent_id) for g in gang),
+        ],
     )
     store(state, moved)
     state.assign_sent_at[p.run_id] = now

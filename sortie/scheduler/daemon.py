@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from sortie.bus.auth import Creds, Signer
+from sortie.bus.auth import DEFAULT_TTL_S, Creds, Signer
 from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
@@ -40,7 +40,7 @@ from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
-from sortie.scheduler import core, kvbatch, run_secrets
+from sortie.scheduler import core, kvbatch, renewals, run_secrets
 from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
@@ -95,6 +95,8 @@ class SchedulerConfig:
     # the account key (sortie.bus.auth): with it the scheduler mints credentials for the agents it
     # starts (cluster nodes, attached machines); without it they get none
     account_key: Path | None = None
+    # how long the credentials it mints or renews are valid (auth.DEFAULT_TTL_S: a day)
+    creds_ttl_s: int = DEFAULT_TTL_S
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
@@ -129,7 +131,9 @@ class Daemon:
         )
         self.providers: dict[str, NodeProvider] = {}
         self.background: set[asyncio.Task[None]] = set()
-        self.signer = Signer.load(config.account_key) if config.account_key else None
+        self.signer = (
+            Signer.load(config.account_key, config.creds_ttl_s) if config.account_key else None
+        )
         self.machines = Machines(
             config.data_dir or Path(),
             bus.url,
@@ -234,6 +238,10 @@ class Daemon:
             await nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=self._on_api)
         )
         self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
+        if self.signer is not None:
+            self.subs.append(await renewals.serve(nc, self.signer))
+        if self.config.auth is not None and self.config.auth.creds is not None:
+            self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))
@@ -777,9 +785,10 @@ class Daemon:
 
     async def _publish_eof(self, cmd: core.PublishEof) -> None:
         data = codec.encode(m.LogBatch(run_id=cmd.run_id, attempt=cmd.attempt, eof=True))
+        subject = subjects.logs(cmd.run_id, subjects.SCHEDULER_WRITER)
         for delay in (0.1, 0.3, 1.0, 2.0, 5.0):
             try:
-                await self.bus.js.publish(subjects.logs(cmd.run_id), data)
+                await self.bus.js.publish(subject, data)
                 return
             except TRANSIENT:
                 await asyncio.sleep(delay)

@@ -65,7 +65,8 @@ async def test_full_agent_run(bus: Bus, tmp_path: Path) -> None:
 
         # logs are all in SORTIE_LOGS (the terminal report came after their acks)
         batches = [
-            codec.decode(m.LogBatch, d) for d in await stream_batches(bus.js, subjects.logs("run1"))
+            codec.decode(m.LogBatch, d)
+            for d in await stream_batches(bus.js, subjects.run_logs("run1"))
         ]
         lines = [(ln.stream, ln.text) for b in batches for ln in b.lines]
         assert all(b.run_id == "run1" and b.attempt == 1 and not b.eof for b in batches)
@@ -75,7 +76,7 @@ async def test_full_agent_run(bus: Bus, tmp_path: Path) -> None:
         assert any(s == "system" and "exited with code 0" in t for s, t in lines)
         metrics = [
             p
-            for d in await stream_batches(bus.js, subjects.metrics("run1"))
+            for d in await stream_batches(bus.js, subjects.run_metrics("run1"))
             for p in codec.decode(m.MetricBatch, d).points
         ]
         assert [(p.name, p.value) for p in metrics] == [("acc", 0.9)]

@@ -81,7 +81,7 @@ async def wait_files(paths: list[Path], timeout: float = 20.0) -> None:
 async def log_texts(bus: Bus, run_id: str) -> list[str]:
     return [
         ln.text
-        for d in await stream_batches(bus.js, subjects.logs(run_id))
+        for d in await stream_batches(bus.js, subjects.run_logs(run_id))
         for ln in codec.decode(m.LogBatch, d).lines
     ]
 

@@ -78,7 +78,8 @@ async def test_a_container_run_end_to_end(
         assert await has_blob(bus.blobs, final.artifacts[0].sha256)
 
         batches = [
-            codec.decode(m.LogBatch, d) for d in await stream_batches(bus.js, subjects.logs("crun"))
+            codec.decode(m.LogBatch, d)
+            for d in await stream_batches(bus.js, subjects.run_logs("crun"))
         ]
         lines = [(ln.stream, ln.text) for b in batches for ln in b.lines]
         assert ("stdout", "hello from crun attempt 1") in lines
@@ -88,7 +89,7 @@ async def test_a_container_run_end_to_end(
         assert any(s == "system" and "container exited with code 0" in t for s, t in lines)
         metrics = [
             p
-            for d in await stream_batches(bus.js, subjects.metrics("crun"))
+            for d in await stream_batches(bus.js, subjects.run_metrics("crun"))
             for p in codec.decode(m.MetricBatch, d).points
         ]
         assert [(p.name, p.value, p.step) for p in metrics] == [("acc", 0.5, 1)]
@@ -122,7 +123,7 @@ async def test_cancel_and_bad_input(
         assert [r.state for r in got][-2:] == [RunState.FINALIZING, RunState.CANCELED]
         batches = [
             codec.decode(m.LogBatch, d)
-            for d in await stream_batches(bus.js, subjects.logs("clong"))
+            for d in await stream_batches(bus.js, subjects.run_logs("clong"))
         ]
         assert "stopping: canceled" in [ln.text for b in batches for ln in b.lines]
         assert await engine_containers(podman, f"{LABEL_RUN_ID}=clong") == []

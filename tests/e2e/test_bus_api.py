@@ -80,7 +80,7 @@ async def test_malformed_and_undecodable_messages_get_errors_and_change_nothing(
         await nc.publish(subjects.heartbeat("intruder"), json.dumps({"type": "heartbeat"}).encode())
         await js.publish(subjects.report("intruder"), b"not a report")
         await nc.publish(subjects.agent_commands(installation_agent(installation)), b"{]")
-        await js.publish(subjects.logs("nobody_1_x"), b"\xff")
+        await js.publish(subjects.logs("nobody_1_x", "nobody"), b"\xff")
         await nc.flush()
         # everything still answers and nothing was created
         targets = await nc.request(

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sortie.bus.auth import AuthError, Authority, init_authority, load_creds, write_private
-from sortie.bus.broker import BrokerProcess
+from sortie.bus.auth import (
+    AuthError,
+    Authority,
+    init_authority,
+    jwt_claims,
+    load_creds,
+    write_private,
+)
+from sortie.bus.broker import BrokerProcess, free_port
 from sortie.bus.connection import BusAuth, connect, open_bus
 from sortie.bus.errors import AccessDenied
 from sortie.proto.permissions import Role
@@ -135,3 +142,43 @@ def test_auth_cli_writes_files_and_prints_no_secret(tmp_path: Path) -> None:
     )
     assert no_dir.returncode == 2 and "Traceback" not in no_dir.stderr
     assert f"cannot read the account key {tmp_path / 'x' / 'account.nk'}" in no_dir.stderr
+
+
+def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    assert sortie("auth", "init", str(auth)).returncode == 0
+    made = sortie(
+        "auth", "creds", "--dir", str(auth), "--role", "agent", "--agent-id", "box1",
+        "--out", str(tmp_path / "box1.creds"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    listed = sortie("auth", "list", "--dir", str(auth))
+    assert listed.returncode == 0
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"agent.box1", "client", "scheduler"}
+    assert all(r[-1] == "valid" for r in rows.values())
+    assert load_creds(tmp_path / "box1.creds").jwt not in listed.stdout
+
+    port = free_port()  # nothing listens there
+    revoked = sortie(
+        "--url", f"nats://127.0.0.1:{port}", "auth", "revoke", "box1", "--dir", str(auth)
+    )
+    assert revoked.returncode == 2 and "Traceback" not in revoked.stderr
+    assert "Revoked agent.box1 (1 credential)" in revoked.stdout
+    assert f"cannot reach the Sortie broker at nats://127.0.0.1:{port}" in revoked.stderr
+    assert "The revocation is recorded in" in revoked.stderr
+    rows = {
+        line.split()[0]: line.split()
+        for line in sortie("auth", "list", "--dir", str(auth)).stdout.splitlines()[1:]
+    }
+    assert rows["agent.box1"][-1] == "revoked" and rows["client"][-1] == "valid"
+    # the account JWT in broker.conf lists it: a restarted broker refuses it
+    preloaded = re.findall(r'^  A\w+: "([^"]+)"$', (auth / "broker.conf").read_text(), re.M)
+    revoked_keys = [jwt_claims(j)["nats"].get("revocations") for j in preloaded]  # type: ignore[attr-defined]
+    sub = jwt_claims(load_creds(tmp_path / "box1.creds").jwt)["sub"]
+    assert any(isinstance(r, dict) and sub in r for r in revoked_keys)
+
+    again = sortie("auth", "revoke", "box1", "--dir", str(auth))
+    assert again.returncode == 2 and "no credential named 'box1'" in again.stderr
+    nowhere = sortie("auth", "list", "--dir", str(tmp_path / "none"))
+    assert nowhere.returncode == 2 and "no authority in" in nowhere.stderr

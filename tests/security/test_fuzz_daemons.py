@@ -196,17 +196,20 @@ async def test_hostile_bytes_on_every_subject_change_nothing(
             await nc.publish(subjects.agent_commands(AGENT), data)
             sent += 1
         for data in payloads(13, m.LogBatch):
-            await bus.js.publish(subjects.logs("fuzzrun"), data)
+            await bus.js.publish(subjects.logs("fuzzrun", "fuzzagent"), data)
         for data in payloads(14, m.MetricBatch):
-            await bus.js.publish(subjects.metrics("fuzzrun"), data)
+            await bus.js.publish(subjects.metrics("fuzzrun", "fuzzagent"), data)
         await nc.flush()
         assert sent > 100
         await asyncio.sleep(2.0)  # heartbeats, reports and commands are handled
 
         assert not daemons.scheduler.done() and not daemons.agent.done()
         assert await store(bus) == before, "undecodable input changed the store"
-        assert [line async for line in client.logs("fuzzrun")] == []
-        assert await client.metrics("fuzzrun") == {}
+        # a run without a record has no history to show (it is not a run): said so
+        with pytest.raises(ClientError, match="no run 'fuzzrun'"):
+            assert [line async for line in client.logs("fuzzrun")] == []
+        with pytest.raises(ClientError, match="no run 'fuzzrun'"):
+            await client.metrics("fuzzrun")
 
         # the daemons still work: a normal run goes through the same agent
         src = tmp_path / "src"

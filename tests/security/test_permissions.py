@@ -144,10 +144,24 @@ async def test_an_agent_fetches_snapshots_uploads_outputs_and_streams_logs(
     output = b"weights"
     await put_blob(a.blobs, sha256_bytes(output), output)
     assert await get_blob(scheduler_bus.blobs, sha256_bytes(output)) == output
-    ack = await a.js.publish(subjects.logs("run_1_abc"), b"line")
+    ack = await a.js.publish(subjects.logs("run_1_abc", "agent-a"), b"line")
     assert ack.stream == subjects.STREAM_LOGS
-    ack = await a.js.publish(subjects.metrics("run_1_abc"), b"{}")
+    ack = await a.js.publish(subjects.metrics("run_1_abc", "agent-a"), b"{}")
     assert ack.stream == subjects.STREAM_METRICS
+
+
+async def test_an_agent_writes_logs_and_metrics_under_its_own_id_only(
+    connections: Connections,
+) -> None:
+    a = await connections.agent("agent-a")
+    for subject in (
+        subjects.logs("run_1_abc", "agent-b"),
+        subjects.metrics("run_1_abc", "agent-b"),
+        subjects.logs("run_1_abc", subjects.SCHEDULER_WRITER),
+        subjects.legacy_logs("run_1_abc"),
+        subjects.legacy_metrics("run_1_abc"),
+    ):
+        await publish_refused(a.nc, subject, b"forged")
 
 
 # --- clients -----------------------------------------------------------------------------------
@@ -158,7 +172,7 @@ async def test_a_client_cannot_act_as_an_agent(connections: Connections) -> None
     await publish_refused(c.nc, subjects.heartbeat("agent-a"), b"forged")
     await publish_refused(c.nc, subjects.report("agent-a"), b"forged")
     await publish_refused(c.nc, subjects.agent_commands("agent-a"), b"forged")
-    await publish_refused(c.nc, subjects.logs("run_1_abc"), b"forged")
+    await publish_refused(c.nc, subjects.logs("run_1_abc", "agent-a"), b"forged")
     await subscribe_refused(c.nc, subjects.agent_commands("agent-a"))
     await subscribe_refused(c.nc, subjects.HEARTBEATS_ALL)
 
@@ -192,7 +206,7 @@ async def test_a_client_submits_reads_runs_and_logs_and_moves_blobs(
     await scheduler_bus.nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=answer)
     await scheduler_bus.nc.flush()
     await scheduler_bus.runs.put("run_1_abc", b"the record")
-    await scheduler_bus.js.publish(subjects.logs("run_1_abc"), b"a line")
+    await scheduler_bus.js.publish(subjects.logs("run_1_abc", "agent-a"), b"a line")
     c = await connections.client()
 
     reply = await c.nc.request(subjects.API_SUBMIT, b"{}", timeout=5)
@@ -207,7 +221,7 @@ async def test_a_client_submits_reads_runs_and_logs_and_moves_blobs(
     finally:
         await watcher.stop()
     sub = await c.js.subscribe(
-        subjects.logs("run_1_abc"), stream=subjects.STREAM_LOGS, ordered_consumer=True
+        subjects.run_logs("run_1_abc"), stream=subjects.STREAM_LOGS, ordered_consumer=True
     )
     assert (await sub.next_msg(timeout=5)).data == b"a line"
     source = b"import this\n"

@@ -1,0 +1,176 @@
+"""`sortie auth init|creds|list|revoke`: the authority, per-role credentials, the registry of
+what was minted, and revocation. Files only: never a seed, JWT or credentials file's content
+on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sortie.bus import identities
+from sortie.bus.auth import ACCOUNT_FILE, DEFAULT_TTL_S, AuthError, Authority
+from sortie.bus.profile import default_data_dir, read_profile, resolve_auth, resolve_url
+
+EXIT_OK = 0
+MIN_TTL_S = 10  # below this a holder would reconnect to renew every few seconds
+
+
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_TTL_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not valid: give how many seconds credentials stay valid "
+            f"(at least {MIN_TTL_S}; default {DEFAULT_TTL_S}, a day)"
+        )
+    return value
+
+
+def add_ttl_option(p: argparse.ArgumentParser) -> None:
+    """``--creds-ttl`` of the daemons that mint credentials (`sortie up`, `sortie scheduler`)."""
+    p.add_argument(
+        "--creds-ttl",
+        type=_ttl,
+        default=DEFAULT_TTL_S,
+        metavar="SECONDS",
+        help="how long the credentials it mints stay valid; holders renew them from two "
+        f"thirds of that on (default {DEFAULT_TTL_S}: a day)",
+    )
+
+
+def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    auth = sub.add_parser(
+        "auth", help="broker credentials: authority, per-role credentials, list, revoke"
+    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    ai = auth.add_parser(
+        "init",
+        help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
+    )
+    ai.add_argument("dir", type=Path)
+    ac = auth.add_parser("creds", help="write credentials for one role")
+    ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
+    ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
+    ac.add_argument("--agent-id", help="for --role agent: the agent's id (its --name)")
+    ac.add_argument("--name", help="what `sortie auth list|revoke` call them (default: the role)")
+    ac.add_argument("--out", type=Path, required=True, help="where to write them (0600)")
+    ac.add_argument(
+        "--ttl", type=_ttl, default=DEFAULT_TTL_S, help="seconds they are valid (default a day)"
+    )
+    dir_help = "the authority directory (default: the `sortie up` data directory's auth/)"
+    al = auth.add_parser("list", help="credentials minted here: name, role, expiry, revoked")
+    al.add_argument("--dir", type=Path, help=dir_help)
+    ar = auth.add_parser("revoke", help="refuse a credential at once (agent id, client, node)")
+    ar.add_argument("name", help="as `sortie auth list` shows it, or an agent's id")
+    ar.add_argument("--dir", type=Path, help=dir_help)
+
+
+def run_auth(args: argparse.Namespace) -> int:
+    if args.auth_command == "init":
+        return _init(args.dir)
+    if args.auth_command == "creds":
+        return _creds(args)
+    authority = _existing(args.dir)
+    if args.auth_command == "list":
+        print(_table(identities.load(authority.directory), time.time()))
+        return EXIT_OK
+    return _revoke(args, authority)
+
+
+def _init(directory: Path) -> int:
+    from sortie.bus.auth import init_authority
+
+    authority = init_authority(directory.expanduser().resolve())
+    print(
+        f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
+        "credentials)\n"
+        f"  broker:    add the lines of {authority.broker_conf} to nats-server's config\n"
+        f"  scheduler: sortie --creds {authority.scheduler_creds} scheduler "
+        f"--account-key {authority.account_key_path}\n"
+        f"  clients:   sortie --creds {authority.client_creds} ... (or SORTIE_CREDS)\n"
+        f"  agents:    sortie auth creds --dir {authority.directory} --role agent "
+        "--agent-id ID --out FILE"
+    )
+    return EXIT_OK
+
+
+def _creds(args: argparse.Namespace) -> int:
+    from sortie.bus.auth import Signer, write_private
+    from sortie.proto.permissions import Role
+
+    if (args.role == "agent") != (args.agent_id is not None):
+        raise AuthError("--agent-id goes with --role agent (and is required there)")
+    try:
+        role = Role(args.role, args.agent_id)
+    except ValueError as exc:
+        raise AuthError(str(exc)) from None
+    signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE, ttl_s=args.ttl)
+    out = write_private(args.out.expanduser(), signer.mint(role, label=args.name).text())
+    named = f"{args.name} ({role.identity})" if args.name else role.identity
+    print(f"Wrote {named} credentials to {out} (0600)")
+    return EXIT_OK
+
+
+def _existing(given: Path | None) -> Authority:
+    """The authority in ``given``, else in the `sortie up` data directory's ``auth/``."""
+    from sortie.bus.auth import init_authority
+
+    if given is not None:
+        directory = given.expanduser()
+    else:
+        data = (read_profile() or {}).get("data_dir")
+        directory = (Path(data) if isinstance(data, str) else default_data_dir()) / "auth"
+    if not (directory / ACCOUNT_FILE).is_file():
+        raise AuthError(
+            f"no authority in {directory}: give --dir (the directory `sortie auth init` made, "
+            "or the auth/ directory in `sortie up`'s data directory)"
+        )
+    return init_authority(directory.resolve())
+
+
+def _revoke(args: argparse.Namespace, authority: Authority) -> int:
+    from sortie.bus.revocation import PushFailed, push, revoke
+
+    try:
+        revoked = revoke(authority, args.name)
+    except identities.UnknownIdentity as exc:
+        raise AuthError(str(exc)) from None
+    names = ", ".join(sorted({e.label for e in revoked}))
+    print(f"Revoked {names} ({len(revoked)} credential{'s' * (len(revoked) != 1)})")
+    url = resolve_url(args.url)
+    try:
+        asyncio.run(push(authority, url, resolve_auth(url, tls_ca=args.tls_ca).tls_ca))
+    except PushFailed as exc:
+        raise AuthError(
+            f"{str(exc).rstrip('.')}. The revocation is recorded in {authority.directory} (and its "
+            "broker.conf, so the broker refuses them from its next start); give the running "
+            "broker's --url to tell it now"
+        ) from None
+    print(f"The broker at {url} refuses them from now on.")
+    return EXIT_OK
+
+
+def _table(entries: list[identities.Identity], now: float) -> str:
+    rows = [("NAME", "ROLE", "PUBLIC KEY", "EXPIRES (UTC)", "STATE")]
+    for e in sorted(entries, key=lambda e: (e.label, e.issued_at)):
+        expires = (
+            datetime.fromtimestamp(e.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if e.expires_at is not None
+            else "never"
+        )
+        rows.append((e.label, e.name, f"{e.public_key[:12]}...", expires, _state(e, now)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _state(e: identities.Identity, now: float) -> str:
+    if e.revoked_at is not None:
+        return "revoked"
+    if e.expires_at is not None and e.expires_at <= now:
+        return "expired"
+    return "valid"
