@@ -56,9 +56,11 @@ from sortie.agents.executors import (
 from sortie.agents.executors.registry import executor_kind
 from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
+from sortie.agents.limits import RunLimits, plan_upload
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
+from sortie.agents.upload_progress import UploadProgress
 from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
 from sortie.bus.connection import ENV_CREDS
 from sortie.proto import messages as m
@@ -112,6 +114,7 @@ class AttemptDeps:
     preempt_grace_s: float = 30.0
     node_priority: m.NodePriority = "dedicated"
     lease: Lease | None = None  # the agent's lease (None in tests that need none)
+    limits: RunLimits = field(default_factory=RunLimits)  # log, metric, artifact bounds
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -289,11 +292,21 @@ def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[
 
 
 async def upload_outputs(
-    store: ObjectStore, workdir: Path, say: Callable[[str], None]
+    store: ObjectStore,
+    workdir: Path,
+    say: Callable[[str], None],
+    limit_bytes: int = RunLimits().artifact_bytes,
 ) -> list[m.Artifact]:
+    """Upload outputs/ (what fits ``limit_bytes``: agents.limits.plan_upload), saying how far
+    it got every few seconds (agents.upload_progress)."""
     found, skipped = await asyncio.to_thread(scan_outputs, workdir)
     for s in skipped:
         say(f"not uploading {s}")
+    plan = plan_upload([(f[0], f[2]) for f in found], limit_bytes)
+    if (notice := plan.notice(limit_bytes)) is not None:
+        say(notice)
+        kept = {path for path, _ in plan.upload}
+        found = [f for f in found if f[0] in kept]
     if not found:
         return []
     try:
@@ -303,10 +316,12 @@ async def upload_outputs(
         return []
     artifacts: list[m.Artifact] = []
     sent = 0
+    progress = UploadProgress(sum(f[2] for f in found if f[3] in missing), say)
     for artifact, path, size, sha in found:
         if sha in missing:
             try:
-                await put_blob(store, sha, path)
+                async with progress.file(artifact, size):
+                    await put_blob(store, sha, path)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue
@@ -335,7 +350,12 @@ class Attempt:
         self._bad_metrics = 0
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(
-            deps.js, self.run_id, self.attempt, deps.incarnation, rank=assign.rank
+            deps.js,
+            self.run_id,
+            self.attempt,
+            deps.incarnation,
+            rank=assign.rank,
+            limits=deps.limits,
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
@@ -578,6 +598,7 @@ class Attempt:
         await self._report(RunState.RUNNING)
         outcome = await self.execution.wait()
         fifo.close()
+        out.flush_tails()  # what the log and metric limits kept back, before what follows
         out.system(
             f"{prepared.noun} exited with code {outcome.exit_code} after "
             f"{outcome.duration_s:.1f}s"
@@ -613,6 +634,7 @@ class Attempt:
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
             stop_reason_file=self.stop_reason_file,
+            output_room=self.output.room,
         )
 
     def _killed_while_fenced(self, outcome: Outcome) -> bool:
@@ -642,7 +664,9 @@ class Attempt:
             # is reported as it ended)
             return await self._give_back(self.stop_reason)
         await self._report(RunState.FINALIZING)
-        artifacts = await upload_outputs(deps.blobs, self.workdir, out.system)
+        artifacts = await upload_outputs(
+            deps.blobs, self.workdir, out.system, deps.limits.artifact_bytes
+        )
         if self.stop_reason == "canceled":
             return await self._terminal(
                 RunState.CANCELED,

@@ -324,6 +324,7 @@ class AgentShell:
             preempt_grace_s=config.preempt_grace_s,
             node_priority=config.priority,
             lease=self.lease,
+            limits=config.limits,
         )
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.commands: asyncio.Queue[bytes] = asyncio.Queue()

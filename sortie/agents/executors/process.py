@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,8 @@ class ProcessExecution:
         self._terminating: asyncio.Task[None] | None = None
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
-            asyncio.create_task(_pump(proc.stdout, "stdout", on_output)),
-            asyncio.create_task(_pump(proc.stderr, "stderr", on_output)),
+            asyncio.create_task(_pump(proc.stdout, "stdout", on_output, launch.output_room)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", on_output, launch.output_room)),
         ]
 
     def _signal_group(self, sig: signal.Signals) -> None:
@@ -178,9 +179,18 @@ class ProcessExecution:
         )
 
 
-async def _pump(reader: asyncio.StreamReader, stream: OutputStream, on_output: OnOutput) -> None:
+async def _pump(
+    reader: asyncio.StreamReader,
+    stream: OutputStream,
+    on_output: OnOutput,
+    room: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Hand the stream on line by line; between reads, wait for ``room`` (back-pressure: the
+    pipe fills and the script blocks on write)."""
     splitter = LineSplitter()
     while True:
+        if room is not None:
+            await room()
         data = await reader.read(READ_CHUNK)
         if not data:
             break
