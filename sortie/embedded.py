@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,29 @@ import structlog
 
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.daemon import run_agent
+from sortie.agents.limits import RunLimits
 from sortie.bus.auth import AuthError, Authority, init_authority, write_private
 from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
+from sortie.bus.retention import Retention
 from sortie.proto.permissions import Role
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 log = structlog.get_logger("sortie.up")
 
 
-async def serve(
+@dataclass(frozen=True)
+class Bounds:
+    """What runs may keep: the streams' retention (the scheduler's) and per-run limits (the
+    local agent's)."""
+
+    retention: Retention = field(default_factory=Retention)
+    limits: RunLimits = field(default_factory=RunLimits)
+
+
+async def serve(  # noqa: PLR0913  # one keyword per setting of `sortie up`
     url: str,
     data_dir: Path,
     stop: asyncio.Event,
@@ -35,6 +47,7 @@ async def serve(
     authority: Authority | None = None,
     tls_ca: Path | None = None,
     metrics: tuple[str, int] | None = None,
+    bounds: Bounds | None = None,
 ) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set.
 
@@ -44,6 +57,7 @@ async def serve(
     for the agents it starts.
     """
     ready = asyncio.Event()
+    bounds = bounds or Bounds()
     sched = SchedulerConfig(
         url=url,
         data_dir=data_dir / "scheduler",
@@ -55,6 +69,7 @@ async def serve(
         account_key=authority.account_key_path if authority else None,
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         metrics_port=metrics[1] if metrics else None,
+        retention=bounds.retention,
     )
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
@@ -76,6 +91,7 @@ async def serve(
             data_dir=data_dir / "agent",
             gpu_indices=local_gpus(gpu_pool),
             auth=BusAuth(creds=agent_creds, tls_ca=tls_ca),
+            limits=bounds.limits,
         )
         tasks.append(asyncio.create_task(run_agent(config, stop)))
     try:
@@ -95,7 +111,7 @@ def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
     return [d.index for d in probe_gpus() if d.index not in gpu_pool]
 
 
-def up(
+def up(  # noqa: PLR0913  # one keyword per flag of `sortie up`
     data_dir: Path,
     host: str,
     port: int,
@@ -105,6 +121,7 @@ def up(
     auth: bool = True,
     tls: TlsFiles | None = None,
     metrics: tuple[str, int] | None = None,
+    bounds: Bounds | None = None,
 ) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
 
@@ -144,6 +161,7 @@ def up(
                 authority=authority,
                 tls_ca=tls_ca,
                 metrics=metrics,
+                bounds=bounds,
             )
         )
     finally:
@@ -168,6 +186,7 @@ async def _serve_until_signalled(
     authority: Authority | None,
     tls_ca: Path | None,
     metrics: tuple[str, int] | None,
+    bounds: Bounds | None = None,
 ) -> None:
     """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers."""
     stop = asyncio.Event()
@@ -183,6 +202,7 @@ async def _serve_until_signalled(
             authority=authority,
             tls_ca=tls_ca,
             metrics=metrics,
+            bounds=bounds,
         )
     )
     # Announce once the scheduler answers: then `sortie run submit` works.

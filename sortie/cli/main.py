@@ -17,6 +17,7 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
+from sortie.cli.bounds_flags import add_limit_flags, add_retention_flags, limits_of, retention_of
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -143,6 +144,8 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "anything (default: credentials per role, made under DATA_DIR/auth)",
     )
     _metrics_options(up)
+    add_retention_flags(up)
+    add_limit_flags(up)
 
 
 def _add_auth(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -189,6 +192,7 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         "cluster); existing ones are changed to it (default: keep them, create with 1)",
     )
     _metrics_options(sched)
+    add_retention_flags(sched)
 
 
 def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -228,6 +232,7 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="cut off from the broker this long, stop every run (keep <= the scheduler's)",
     )
+    add_limit_flags(agent)
     admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
     al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
     al.add_argument("--output", choices=("text", "json"), default="text")
@@ -533,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
     if args.command == "up":
-        from sortie.embedded import up
+        from sortie.embedded import Bounds, up
 
         data_dir = args.data_dir or default_data_dir()
         return up(
@@ -545,6 +550,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             auth=not args.no_auth,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+            bounds=Bounds(retention=retention_of(args), limits=limits_of(args)),
         )
     if args.command == "status":
         from sortie.cli.status import show_status
@@ -677,6 +683,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         account_key=args.account_key,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        retention=retention_of(args),
     )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK
@@ -733,6 +740,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         exit_with_parent=args.exit_with_parent,
         kill_grace_s=args.kill_grace,
         auth=_daemon_auth(args),
+        limits=limits_of(args),
     )
     from sortie.agents.gpus import GpuConfigError
 

@@ -36,6 +36,7 @@ from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.bus.retention import Retention, apply_retention
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
@@ -96,6 +97,8 @@ class SchedulerConfig:
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # how long and how much the logs and metrics streams keep (applied at each start)
+    retention: Retention = field(default_factory=Retention)
 
 
 def new_node_id(cluster: str) -> str:
@@ -766,6 +769,7 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
+    await apply_retention(bus.js, config.retention)
     daemon = Daemon(bus, config)
     metrics: MetricsServer | None = None
     try:
