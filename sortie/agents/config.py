@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sortie.agents.disk_gc import DiskGcSettings
 from sortie.agents.limits import RunLimits
 from sortie.proto import messages as m
 from sortie.proto.subjects import check_token
@@ -48,6 +49,7 @@ class AgentConfig:
     # SORTIE_TLS_CA, or nothing (a broker without authentication)
     auth: BusAuth | None = None
     limits: RunLimits = field(default_factory=RunLimits)  # per-run log/metric/artifact bounds
+    disk_gc: DiskGcSettings = field(default_factory=DiskGcSettings)  # run dirs, env cache
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

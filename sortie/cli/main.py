@@ -18,6 +18,7 @@ from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
 from sortie.cli.bounds_flags import add_limit_flags, add_retention_flags, limits_of, retention_of
+from sortie.cli.gc import add_gc, run_gc
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
     status.add_argument("--output", choices=("text", "json"), default="text")
     _add_run(sub)
+    add_gc(sub)
     return p
 
 
@@ -536,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
+def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa: PLR0911  # one return per command
     if args.command == "up":
         from sortie.embedded import Bounds, up
 
@@ -571,6 +573,8 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
         return _with_client(args, lambda c: _agent_admin(c, args))
     if args.command == "compute":
         return _with_client(args, lambda c: _compute(c, args))
+    if args.command == "gc":
+        return asyncio.run(run_gc(args))
     handler = {
         "submit": _submit,
         "list": _list,

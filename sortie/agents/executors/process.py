@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sortie.agents import orphans
-from sortie.agents.envcache import EnvCache, EnvError
+from sortie.agents.envcache import EnvCache, EnvError, EnvHold
 from sortie.agents.executors import (
     ExecutorError,
     Job,
@@ -47,10 +47,10 @@ class ProcessExecutor:
 
     async def prepare(self, job: Job, say: Say) -> PreparedProcess:
         try:
-            env = await self.envs.prepare(job.spec.environment.python, say)
+            env, hold = await self.envs.prepare_held(job.spec.environment.python, say)
         except EnvError as exc:
             raise ExecutorError(str(exc)) from exc
-        return PreparedProcess(job=job, python=env.python)
+        return PreparedProcess(job=job, python=env.python, env_hold=hold)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +59,7 @@ class PreparedProcess:
     python: str
     noun: str = "process"
     where: str = ""
+    env_hold: EnvHold | None = None  # the environment's shared lock (EnvCache.prepare_held)
 
     def view(self, gpus: list[int] | None) -> RunView:
         files = self.job.files
@@ -76,7 +77,18 @@ class PreparedProcess:
     async def start(
         self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
     ) -> ProcessExecution:
-        return await start_process(launch, on_output, self.job.files.pid_file)
+        try:
+            execution = await start_process(launch, on_output, self.job.files.pid_file)
+        except BaseException:
+            self.release()
+            raise
+        execution.at_end = self.release
+        return execution
+
+    def release(self) -> None:
+        """Let go of the environment (its cache may evict it again)."""
+        if self.env_hold is not None:
+            self.env_hold.close()
 
 
 async def start_process(
@@ -115,6 +127,7 @@ class ProcessExecution:
         self._stopped = False
         self._timed_out = False
         self._terminating: asyncio.Task[None] | None = None
+        self.at_end: Callable[[], None] | None = None  # called once the run has ended
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
             asyncio.create_task(_pump(proc.stdout, "stdout", on_output, launch.output_room)),
@@ -171,6 +184,8 @@ class ProcessExecution:
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
             orphans.forget(self._pid_file)
+            if self.at_end is not None:
+                self.at_end()
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,
