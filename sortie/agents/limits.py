@@ -79,8 +79,8 @@ class LogBudget:
 
     def cut_notice(self) -> str:
         return (
-            f"[sortie: log limit {human_bytes(self._limits.log_bytes)} reached; further lines "
-            f"dropped, the last {self._limits.tail_lines} lines are kept]"
+            f"log limit {human_bytes(self._limits.log_bytes)} reached; further lines "
+            f"dropped, the last {self._limits.tail_lines} lines are kept"
         )
 
     def tail(self) -> tuple[str | None, list[m.LogLine]]:
@@ -92,8 +92,8 @@ class LogBudget:
         self._tail.clear()
         self._tail_bytes = 0
         head = (
-            f"[sortie: {self.dropped_lines} lines ({human_bytes(self.dropped_bytes)}) were "
-            f"dropped past the log limit; the last {len(lines)} lines follow]"
+            f"{self.dropped_lines} lines ({human_bytes(self.dropped_bytes)}) were "
+            f"dropped past the log limit; the last {len(lines)} lines follow"
         )
         return head, lines
 
@@ -121,8 +121,8 @@ class MetricBudget:
 
     def cut_notice(self) -> str:
         return (
-            f"[sortie: metric limit {self._limits.metric_points} points reached; further "
-            "points dropped, the last point of each metric is kept]"
+            f"metric limit {self._limits.metric_points} points reached; further "
+            "points dropped, the last point of each metric is kept"
         )
 
     def tail(self) -> tuple[str | None, list[m.MetricPoint]]:
@@ -132,8 +132,8 @@ class MetricBudget:
         points = list(self._last.values())
         self._last.clear()
         head = (
-            f"[sortie: {self.dropped} metric points were past the limit; the last point of "
-            f"{len(points)} metrics was published]"
+            f"{self.dropped} metric points were past the limit; the last point of "
+            f"{len(points)} metrics was published"
         )
         return head, points
 
@@ -156,8 +156,8 @@ class UploadPlan:
         names = ", ".join(p for p, _ in self.left_out[:5])
         more = f" and {len(self.left_out) - 5} more" if len(self.left_out) > 5 else ""
         return (
-            f"[sortie: artifact limit {human_bytes(limit)} reached: {len(self.left_out)} files "
-            f"({human_bytes(size)}) not uploaded: {names}{more}]"
+            f"artifact limit {human_bytes(limit)} reached: {len(self.left_out)} files "
+            f"({human_bytes(size)}) not uploaded: {names}{more}"
         )
 
 
