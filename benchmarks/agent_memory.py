@@ -1,8 +1,9 @@
 """The agent's memory under a flood of output, and while the broker is away.
 
 Starts a real ``sortie up`` (broker, scheduler and the local agent; the agent and the
-scheduler share the ``sortie up`` process, whose resident memory is sampled from
-``/proc/PID/status`` every 0.1 s) in a temporary data directory, and runs through the CLI:
+scheduler share the ``sortie up`` process, whose resident memory is read from
+``/proc/PID/status``: ``VmRSS`` now, ``VmHWM`` its peak) in a temporary data directory, one per
+scenario, and runs through the CLI:
 
 - **print**: a script that prints ``--mb`` MB of 100-byte lines as fast as it can. Reported:
   the process's RSS before the run, its peak while the run went, and after it ended.
@@ -10,6 +11,10 @@ scheduler share the ``sortie up`` process, whose resident memory is sampled from
   broker (``nats-server``) is stopped with SIGSTOP for ``--pause`` seconds (less than the
   agent's 10 s lease, so the run is not fenced), then continued. Reported: the same three,
   and how many MB the script got to print.
+
+Each reports how the run ended and how long it took from submit to its end; a run that has
+not ended ``--wait`` seconds after its submit is reported as such (the old code could spend
+many minutes flushing what it had piled up).
 
 ``--code DIR`` runs another checkout's ``sortie`` package (e.g. the one before the bounds:
 ``git archive 75f1f47 | tar -x -C /tmp/before``) to compare. Prints one JSON document on
@@ -27,7 +32,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,34 +61,12 @@ print(f"printed {sent / 1e6:.0f} MB", file=sys.stderr)
 """
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (the peak since the process started), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class Sampler:
-    """The peak RSS of ``pid`` while running, sampled every ``every_s``."""
-
-    def __init__(self, pid: int, every_s: float = 0.1) -> None:
-        self.pid = pid
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
-
-    def _run(self, every_s: float) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb(self.pid))
-            time.sleep(every_s)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def processes_using(path: Path) -> list[int]:
@@ -133,49 +115,61 @@ class Up:
                        "--", *args)  # fmt: skip
         return str(json.loads(out.splitlines()[0])["run_id"])
 
-    def wait(self, run_id: str) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "sortie.cli", "run", "wait", run_id],
-            env=self.env, capture_output=True, timeout=900, check=False, cwd=self.code,
-        )  # fmt: skip
+    def wait(self, run_id: str, limit_s: float) -> str:
+        """The run's state once it ended, or ``not ended after N s``."""
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "sortie.cli", "run", "wait", run_id],
+                env=self.env, capture_output=True, timeout=limit_s, check=False, cwd=self.code,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return f"not ended after {limit_s:.0f} s"
+        return str(json.loads(self.cli("run", "show", run_id, "--output", "json"))["state"])
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.proc.kill()  # its broker and children die with it (bus.children)
+            self.proc.wait()
 
 
-def scenario_print(up: Up, src: Path, mb: int) -> dict[str, Any]:
-    time.sleep(2)
+def _memory(up: Up, before: float, t0: float, state: str) -> dict[str, Any]:
+    return {"rss_before_mb": round(before), "rss_peak_mb": round(rss_mb(up.proc.pid, "VmHWM")),
+            "rss_after_mb": round(rss_mb(up.proc.pid)), "run": state,
+            "submit_to_end_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+
+
+def scenario_print(up: Up, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     before = rss_mb(up.proc.pid)
     t0 = time.monotonic()
-    with Sampler(up.proc.pid) as s:
-        up.wait(up.submit(src, "print.py", str(mb)))
-    time.sleep(1)
-    return {"output_mb": mb, "rss_before_mb": before, "rss_peak_mb": s.peak,
-            "rss_after_mb": rss_mb(up.proc.pid), "seconds": time.monotonic() - t0}  # fmt: skip
+    state = up.wait(up.submit(src, "print.py", str(args.mb)), args.wait)
+    return {"output_mb": args.mb, **_memory(up, before, t0, state)}
 
 
-def scenario_paused(up: Up, src: Path, seconds: float, pause: float) -> dict[str, Any]:
+def scenario_paused(up: Up, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     brokers = processes_using(up.root / "data" / "nats")
     if not brokers:
         raise SystemExit("the broker's process was not found")
     before = rss_mb(up.proc.pid)
-    with Sampler(up.proc.pid) as s:
-        run_id = up.submit(src, "timed.py", str(seconds))
-        time.sleep(2)
-        for pid in brokers:
-            os.kill(pid, signal.SIGSTOP)
-        time.sleep(pause)
-        for pid in brokers:
-            os.kill(pid, signal.SIGCONT)
-        up.wait(run_id)
-    logs = up.cli("run", "logs", run_id)
-    printed = next((ln for ln in logs.splitlines() if ln.startswith("printed ")), "?")
-    return {"pause_s": pause, "rss_before_mb": before, "rss_peak_mb": s.peak,
-            "rss_after_mb": rss_mb(up.proc.pid), "script": printed}  # fmt: skip
+    t0 = time.monotonic()
+    run_id = up.submit(src, "timed.py", str(args.seconds))
+    time.sleep(2)
+    for pid in brokers:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(args.pause)
+    for pid in brokers:
+        os.kill(pid, signal.SIGCONT)
+    state = up.wait(run_id, args.wait)
+    out = {"pause_s": args.pause, **_memory(up, before, t0, state)}
+    if not state.startswith("not ended"):
+        logs = up.cli("run", "logs", run_id)
+        out["script"] = next((ln for ln in logs.splitlines() if ln.startswith("printed ")), "?")
+    return out
+
+
+SCENARIOS = {"print": scenario_print, "paused": scenario_paused}
 
 
 def main() -> None:
@@ -183,30 +177,30 @@ def main() -> None:
     p.add_argument("--mb", type=int, default=200, help="MB the print scenario prints")
     p.add_argument("--seconds", type=float, default=12.0, help="how long the paused run prints")
     p.add_argument("--pause", type=float, default=8.0, help="seconds the broker is stopped")
+    p.add_argument("--wait", type=float, default=300.0, help="seconds a run may take to end")
     p.add_argument("--code", type=Path, default=REPO, help="the checkout whose sortie runs")
+    p.add_argument("--scenarios", default="print,paused", help="which, comma-separated")
     args = p.parse_args()
+    results: dict[str, Any] = {"code": str(args.code)}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         src = root / "src"
         src.mkdir()
         (src / "print.py").write_text(PRINT)
         (src / "timed.py").write_text(TIMED)
-        results: dict[str, Any] = {"code": str(args.code)}
-        for name in ("print", "paused"):
+        for name in args.scenarios.split(","):
             (root / name).mkdir()
             up = Up(root / name, args.code)
             try:
-                if name == "print":
-                    results[name] = scenario_print(up, src, args.mb)
-                else:
-                    results[name] = scenario_paused(up, src, args.seconds, args.pause)
+                results[name] = SCENARIOS[name](up, src, args)
             finally:
                 up.stop()
     print(json.dumps(results, indent=2))
-    for name in ("print", "paused"):
-        r = results[name]
-        print(f"{name:7} RSS before {r['rss_before_mb']:6.0f} MB  peak {r['rss_peak_mb']:6.0f} MB"
-              f"  after {r['rss_after_mb']:6.0f} MB", file=sys.stderr)  # fmt: skip
+    for name, r in results.items():
+        if isinstance(r, dict):
+            print(f"{name:7} RSS before {r['rss_before_mb']:5} MB  peak {r['rss_peak_mb']:5} MB  "
+                  f"after {r['rss_after_mb']:5} MB  run {r['run']} "
+                  f"({r['submit_to_end_s']} s)", file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -130,9 +130,23 @@ class ProcessExecution:
         self.at_end: Callable[[], None] | None = None  # called once the run has ended
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
-            asyncio.create_task(_pump(proc.stdout, "stdout", on_output, launch.output_room)),
-            asyncio.create_task(_pump(proc.stderr, "stderr", on_output, launch.output_room)),
+            asyncio.create_task(_pump(proc.stdout, "stdout", on_output, self._room)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", on_output, self._room)),
         ]
+
+    async def _room(self) -> None:
+        """Back-pressure while the script runs; once its leader has exited, what is left in
+        the pipes is read at once (the drain below is bounded in time, not by the broker)."""
+        room = self._launch.output_room
+        if room is None or self.proc.returncode is not None:
+            return
+        waiting = asyncio.ensure_future(room())
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            exited.cancel()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
