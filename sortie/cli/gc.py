@@ -17,12 +17,14 @@ deleting, the runs are read again and anything a run now names is kept.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import msgspec
+import nats.errors
 import nats.js.errors
 
 from sortie.agents.disk_gc import collect_envs, collect_run_dirs
@@ -50,6 +52,10 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gc.add_argument("--blob-grace-hours", type=float, default=24.0, metavar="HOURS")
     gc.add_argument("--run-dir-keep-hours", type=float, default=24.0, metavar="HOURS")
     gc.add_argument("--env-cache-gb", type=float, default=20.0, metavar="GB")
+
+
+class GcRefused(Exception):
+    """The broker refused a deletion; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,14 @@ async def _sweep_blobs(bus: Bus, args: argparse.Namespace, now: float) -> list[F
         marked, _ = await _marked(bus)  # again: a run submitted meanwhile keeps its blobs
         victims = [v for v in victims if v.sha not in marked]
         for v in victims:
-            await bus.blobs.delete(v.sha)
+            try:
+                await bus.blobs.delete(v.sha)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise GcRefused(
+                    f"the broker did not delete blob {v.sha} ({exc!r}): deleting blobs needs "
+                    "the scheduler's credentials; give its .creds file with --creds (`sortie "
+                    "up` keeps it in DATA_DIR/auth/scheduler.creds)"
+                ) from None
     return [
         Found("blob", v.sha, v.size, f"unreferenced, stored {_hours(now - v.stored_at)} ago")
         for v in victims
@@ -173,6 +186,9 @@ async def run_gc(args: argparse.Namespace) -> int:
         now = time.time()
         found = await _sweep_blobs(bus, args, now)
         found += _local(data_dir, await _records(bus), args)
+    except GcRefused as exc:
+        print(f"sortie gc: {exc}", file=sys.stderr)
+        return 2
     finally:
         await bus.close()
     for f in found:
