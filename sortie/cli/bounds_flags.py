@@ -11,7 +11,7 @@ from sortie.agents.limits import MB, RunLimits
 from sortie.bus.retention import DAY_S, GB, MIN_AGE_S, Retention
 
 
-def _non_negative(value: str) -> float:
+def non_negative(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
@@ -22,7 +22,7 @@ def _non_negative(value: str) -> float:
 
 
 def _age_days(value: str) -> float:
-    days = _non_negative(value)
+    days = non_negative(value)
     if 0 < days * DAY_S < MIN_AGE_S:
         raise argparse.ArgumentTypeError(
             f"must be 0 (keep forever) or at least {MIN_AGE_S:g} seconds "
@@ -32,7 +32,7 @@ def _age_days(value: str) -> float:
 
 
 def _count(value: str) -> int:
-    number = _non_negative(value)
+    number = non_negative(value)
     if number != int(number):
         raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}")
     return int(number)
@@ -46,7 +46,7 @@ def add_retention_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--logs-max-age-days", type=_age_days, default=d.logs_max_age_s / DAY_S, metavar="DAYS"
     )
-    g.add_argument("--logs-max-gb", type=_non_negative, default=d.logs_max_bytes / GB, metavar="GB")
+    g.add_argument("--logs-max-gb", type=non_negative, default=d.logs_max_bytes / GB, metavar="GB")
     g.add_argument(
         "--metrics-max-age-days",
         type=_age_days,
@@ -54,7 +54,7 @@ def add_retention_flags(p: argparse.ArgumentParser) -> None:
         metavar="DAYS",
     )
     g.add_argument(
-        "--metrics-max-gb", type=_non_negative, default=d.metrics_max_bytes / GB, metavar="GB"
+        "--metrics-max-gb", type=non_negative, default=d.metrics_max_bytes / GB, metavar="GB"
     )
 
 
@@ -74,7 +74,7 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--log-limit-mb",
-        type=_non_negative,
+        type=non_negative,
         default=d.log_bytes / MB,
         metavar="MB",
         help="log text per run; past it only the last --log-tail-lines lines are kept",
@@ -89,7 +89,7 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--artifact-limit-mb",
-        type=_non_negative,
+        type=non_negative,
         default=d.artifact_bytes / MB,
         metavar="MB",
         help="outputs/ uploaded per run; files that do not fit are named in the log, not uploaded",

@@ -33,6 +33,7 @@ from sortie.bus.blobs import get_blob
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
+from sortie.cli.bounds_flags import non_negative
 from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
@@ -49,9 +50,28 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     gc.add_argument("--data-dir", type=Path, default=None, help="the installation (sortie up's)")
-    gc.add_argument("--blob-grace-hours", type=float, default=24.0, metavar="HOURS")
-    gc.add_argument("--run-dir-keep-hours", type=float, default=24.0, metavar="HOURS")
-    gc.add_argument("--env-cache-gb", type=float, default=20.0, metavar="GB")
+    gc.add_argument(
+        "--blob-grace-hours",
+        type=non_negative,
+        default=24.0,
+        metavar="HOURS",
+        help="only blobs stored longer ago than this (default 24): uploads whose run is not "
+        "recorded yet stay",
+    )
+    gc.add_argument(
+        "--run-dir-keep-hours",
+        type=non_negative,
+        default=24.0,
+        metavar="HOURS",
+        help="run directories of ended runs unchanged this long (default 24)",
+    )
+    gc.add_argument(
+        "--env-cache-gb",
+        type=non_negative,
+        default=20.0,
+        metavar="GB",
+        help="cached environments beyond this size, least recently used first (default 20)",
+    )
 
 
 class GcRefused(Exception):

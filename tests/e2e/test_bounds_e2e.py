@@ -141,16 +141,20 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "says"),
+    ("command", "flag", "value", "says"),
     [
-        ("--logs-max-age-days", "0.0001", "at least 120 seconds"),
-        ("--log-limit-mb", "-1", "0 or more"),
-        ("--metric-limit", "1.5", "whole number"),
+        ("up", "--logs-max-age-days", "0.0001", "at least 120 seconds"),
+        ("up", "--log-limit-mb", "-1", "0 or more"),
+        ("up", "--metric-limit", "1.5", "whole number"),
+        ("scheduler", "--metrics-max-gb", "lots", "not a number"),
+        ("gc", "--blob-grace-hours", "-1", "0 or more"),
     ],
 )
-def test_bad_bound_settings_are_refused(tmp_path: Path, flag: str, value: str, says: str) -> None:
+def test_bad_bound_settings_are_refused(
+    tmp_path: Path, command: str, flag: str, value: str, says: str
+) -> None:
     proc = subprocess.run(
-        [*SORTIE, "up", "--data-dir", str(tmp_path / "d"), flag, value],
+        [*SORTIE, command, "--data-dir", str(tmp_path / "d"), flag, value],
         env=isolated_env(tmp_path),
         capture_output=True,
         text=True,
