@@ -23,6 +23,7 @@ from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
 from sortie.bus.retention import Retention
 from sortie.proto.permissions import Role
+from sortie.scheduler.blob_gc import BlobGc
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 log = structlog.get_logger("sortie.up")
@@ -30,11 +31,12 @@ log = structlog.get_logger("sortie.up")
 
 @dataclass(frozen=True)
 class Bounds:
-    """What runs may keep: the streams' retention (the scheduler's) and per-run limits (the
-    local agent's)."""
+    """What runs may keep: the streams' retention and the blob sweep (the scheduler's) and
+    per-run limits (the local agent's)."""
 
     retention: Retention = field(default_factory=Retention)
     limits: RunLimits = field(default_factory=RunLimits)
+    blob_gc: BlobGc = field(default_factory=BlobGc)
 
 
 async def serve(  # noqa: PLR0913  # one keyword per setting of `sortie up`
@@ -70,6 +72,7 @@ async def serve(  # noqa: PLR0913  # one keyword per setting of `sortie up`
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         metrics_port=metrics[1] if metrics else None,
         retention=bounds.retention,
+        blob_gc=bounds.blob_gc,
     )
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())

@@ -1,6 +1,6 @@
-"""The flags that bound what runs keep: stream retention (`sortie up`, `sortie scheduler`)
-and per-run limits (`sortie up`, `sortie agent`). A bad value is refused by argparse: the
-message names the flag and the rule, exit 2."""
+"""The flags that bound what runs keep: stream retention and the blob sweep (`sortie up`,
+`sortie scheduler`) and per-run limits (`sortie up`, `sortie agent`). A bad value is refused
+by argparse: the message names the flag and the rule, exit 2."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 
 from sortie.agents.limits import MB, RunLimits
 from sortie.bus.retention import DAY_S, GB, MIN_AGE_S, Retention
+from sortie.scheduler.blob_gc import HOUR_S, BlobGc
 
 
 def non_negative(value: str) -> float:
@@ -56,6 +57,31 @@ def add_retention_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--metrics-max-gb", type=non_negative, default=d.metrics_max_bytes / GB, metavar="GB"
     )
+
+
+def add_blob_gc_flags(p: argparse.ArgumentParser) -> None:
+    d = BlobGc()
+    g = p.add_argument_group(
+        "blob garbage collection", "the scheduler's sweep of unreferenced blobs"
+    )
+    g.add_argument(
+        "--blob-gc-every-hours",
+        type=non_negative,
+        default=d.every_s / HOUR_S,
+        metavar="HOURS",
+        help="how often (0: never; `sortie gc` still does it)",
+    )
+    g.add_argument(
+        "--blob-grace-hours",
+        type=non_negative,
+        default=d.grace_s / HOUR_S,
+        metavar="HOURS",
+        help="only blobs stored longer ago than this: uploads whose run is not recorded yet stay",
+    )
+
+
+def blob_gc_of(args: argparse.Namespace) -> BlobGc:
+    return BlobGc(grace_s=args.blob_grace_hours * HOUR_S, every_s=args.blob_gc_every_hours * HOUR_S)
 
 
 def retention_of(args: argparse.Namespace) -> Retention:

@@ -20,26 +20,17 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-
-import msgspec
-import nats.errors
-import nats.js.errors
 
 from sortie.agents.disk_gc import collect_envs, collect_run_dirs
 from sortie.agents.limits import human_bytes
-from sortie.bus.blobs import get_blob
 from sortie.bus.connection import Bus, open_bus
-from sortie.bus.kv import kv_items
 from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
 from sortie.cli.bounds_flags import non_negative
-from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
-from sortie.scheduler.blob_sweep import BlobInfo, manifest_ids, referenced, sweep
+from sortie.scheduler.blob_gc import HOUR_S, BlobDeleteRefused, run_records, sweep_blobs
 
-HOUR_S = 3600.0
 GB = 1_000_000_000
 
 
@@ -74,10 +65,6 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
-class GcRefused(Exception):
-    """The broker refused a deletion; the message says what to do."""
-
-
 @dataclass(frozen=True)
 class Found:
     kind: str  # blob, run-dir, env
@@ -86,63 +73,9 @@ class Found:
     why: str
 
 
-def _stored_at(info: object, now: float) -> float:
-    """When a blob was stored (its ``mtime``); unknown counts as now (never swept)."""
-    mtime = getattr(info, "mtime", None)
-    if not mtime:
-        return now
-    try:
-        return datetime.fromisoformat(str(mtime)).timestamp()
-    except ValueError:
-        return now
-
-
-async def _records(bus: Bus) -> list[m.RunRecord]:
-    return [codec.decode(m.RunRecord, e.value) for e in await kv_items(bus.runs) if e.value]
-
-
-async def _manifests(bus: Bus, ids: set[str]) -> dict[str, m.Manifest | None]:
-    out: dict[str, m.Manifest | None] = {}
-    for sha in sorted(ids):
-        try:
-            out[sha] = codec.decode(m.Manifest, await get_blob(bus.blobs, sha))
-        except (nats.js.errors.ObjectNotFoundError, ValueError, msgspec.DecodeError):
-            out[sha] = None
-    return out
-
-
-async def _marked(bus: Bus) -> tuple[set[str], list[m.RunRecord]]:
-    records = await _records(bus)
-    return referenced(records, await _manifests(bus, manifest_ids(records))), records
-
-
-async def _blobs(bus: Bus, now: float) -> list[BlobInfo]:
-    try:
-        infos = await bus.blobs.list(ignore_deletes=True)
-    except nats.js.errors.NotFoundError:
-        return []
-    return [
-        BlobInfo(sha=i.name, size=i.size or 0, stored_at=_stored_at(i, now))
-        for i in infos
-        if not i.deleted
-    ]
-
-
-async def _sweep_blobs(bus: Bus, args: argparse.Namespace, now: float) -> list[Found]:
-    marked, _ = await _marked(bus)
-    victims = sweep(await _blobs(bus, now), marked, now, args.blob_grace_hours * HOUR_S)
-    if victims and not args.dry_run:
-        marked, _ = await _marked(bus)  # again: a run submitted meanwhile keeps its blobs
-        victims = [v for v in victims if v.sha not in marked]
-        for v in victims:
-            try:
-                await bus.blobs.delete(v.sha)
-            except (nats.errors.Error, TimeoutError) as exc:
-                raise GcRefused(
-                    f"the broker did not delete blob {v.sha} ({exc!r}): deleting blobs needs "
-                    "the scheduler's credentials; give its .creds file with --creds (`sortie "
-                    "up` keeps it in DATA_DIR/auth/scheduler.creds)"
-                ) from None
+async def _sweep_blobs(bus: Bus, args: argparse.Namespace) -> list[Found]:
+    now = time.time()
+    victims = await sweep_blobs(bus, args.blob_grace_hours * HOUR_S, dry_run=args.dry_run)
     return [
         Found("blob", v.sha, v.size, f"unreferenced, stored {_hours(now - v.stored_at)} ago")
         for v in victims
@@ -203,10 +136,9 @@ async def run_gc(args: argparse.Namespace) -> int:
     auth = resolve_auth(url, creds=_creds(data_dir, args), tls_ca=args.tls_ca)
     bus = await open_bus(url, "sortie-gc", auth=auth)
     try:
-        now = time.time()
-        found = await _sweep_blobs(bus, args, now)
-        found += _local(data_dir, await _records(bus), args)
-    except GcRefused as exc:
+        found = await _sweep_blobs(bus, args)
+        found += _local(data_dir, await run_records(bus), args)
+    except BlobDeleteRefused as exc:
         print(f"sortie gc: {exc}", file=sys.stderr)
         return 2
     finally:

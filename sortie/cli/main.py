@@ -17,7 +17,14 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
-from sortie.cli.bounds_flags import add_limit_flags, add_retention_flags, limits_of, retention_of
+from sortie.cli.bounds_flags import (
+    add_blob_gc_flags,
+    add_limit_flags,
+    add_retention_flags,
+    blob_gc_of,
+    limits_of,
+    retention_of,
+)
 from sortie.cli.gc import add_gc, run_gc
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
@@ -147,6 +154,7 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
     )
     _metrics_options(up)
     add_retention_flags(up)
+    add_blob_gc_flags(up)
     add_limit_flags(up)
 
 
@@ -195,6 +203,7 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
     )
     _metrics_options(sched)
     add_retention_flags(sched)
+    add_blob_gc_flags(sched)
 
 
 def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -552,7 +561,9 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
             auth=not args.no_auth,
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
-            bounds=Bounds(retention=retention_of(args), limits=limits_of(args)),
+            bounds=Bounds(
+                retention=retention_of(args), limits=limits_of(args), blob_gc=blob_gc_of(args)
+            ),
         )
     if args.command == "status":
         from sortie.cli.status import show_status
@@ -688,6 +699,7 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         retention=retention_of(args),
+        blob_gc=blob_gc_of(args),
     )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK

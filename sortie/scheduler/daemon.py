@@ -41,6 +41,7 @@ from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, run_secrets
+from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
 from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
@@ -99,6 +100,8 @@ class SchedulerConfig:
     metrics_host: str = "127.0.0.1"
     # how long and how much the logs and metrics streams keep (applied at each start)
     retention: Retention = field(default_factory=Retention)
+    # the mark and sweep of unreferenced blobs (scheduler.blob_gc): how often, after what grace
+    blob_gc: BlobGc = field(default_factory=BlobGc)
 
 
 def new_node_id(cluster: str) -> str:
@@ -235,6 +238,7 @@ class Daemon:
         self.tasks.append(asyncio.create_task(self._reports()))
         self.tasks.append(asyncio.create_task(self._ticks()))
         self.tasks.append(asyncio.create_task(self._poll_providers()))
+        self.tasks.append(asyncio.create_task(blob_gc_loop(self.bus, self.config.blob_gc)))
         for rec in list(self.state.vms.values()):
             self._spawn(self.machines.restore(rec))
 
