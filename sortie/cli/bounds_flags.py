@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from sortie.agents.limits import MB, RunLimits
 from sortie.bus.retention import DAY_S, GB, MIN_AGE_S, Retention
@@ -96,7 +97,9 @@ def retention_of(args: argparse.Namespace) -> Retention:
 def add_limit_flags(p: argparse.ArgumentParser) -> None:
     d = RunLimits()
     g = p.add_argument_group(
-        "run limits", "what one run may publish; past a limit it keeps running, and its log says so"
+        "run limits",
+        "what one run may publish (0: no limit); past a limit it keeps running, and its log "
+        "says so",
     )
     g.add_argument(
         "--log-limit-mb",
@@ -122,10 +125,15 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _or_none(limit: int) -> int:
+    """0 means no limit, as for the streams' retention."""
+    return limit if limit > 0 else sys.maxsize
+
+
 def limits_of(args: argparse.Namespace) -> RunLimits:
     return RunLimits(
-        log_bytes=int(args.log_limit_mb * MB),
+        log_bytes=_or_none(int(args.log_limit_mb * MB)),
         tail_lines=args.log_tail_lines,
-        metric_points=args.metric_limit,
-        artifact_bytes=int(args.artifact_limit_mb * MB),
+        metric_points=_or_none(args.metric_limit),
+        artifact_bytes=_or_none(int(args.artifact_limit_mb * MB)),
     )
