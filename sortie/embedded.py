@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import structlog
 
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.daemon import run_agent
+from sortie.agents.limits import RunLimits
 from sortie.bus.auth import (
     DEFAULT_TTL_S,
     AuthError,
@@ -26,14 +28,26 @@ from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
+from sortie.bus.retention import Retention
 from sortie.bus.store_limits import derive_store_limit, human
 from sortie.proto.permissions import Role
+from sortie.scheduler.blob_gc import BlobGc
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 log = structlog.get_logger("sortie.up")
 
 
-async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_limit
+@dataclass(frozen=True)
+class Bounds:
+    """What runs may keep: the streams' retention and the blob sweep (the scheduler's) and
+    per-run limits (the local agent's)."""
+
+    retention: Retention = field(default_factory=Retention)
+    limits: RunLimits = field(default_factory=RunLimits)
+    blob_gc: BlobGc = field(default_factory=BlobGc)
+
+
+async def serve(  # noqa: PLR0913 - one keyword per setting of `sortie up`
     url: str,
     data_dir: Path,
     stop: asyncio.Event,
@@ -44,6 +58,7 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
     tls_ca: Path | None = None,
     metrics: tuple[str, int] | None = None,
     store_limit: int | None = None,
+    bounds: Bounds | None = None,
 ) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set.
 
@@ -54,6 +69,7 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
     for the agents it starts.
     """
     ready = asyncio.Event()
+    bounds = bounds or Bounds()
     sched = SchedulerConfig(
         url=url,
         data_dir=data_dir / "scheduler",
@@ -67,6 +83,8 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         metrics_port=metrics[1] if metrics else None,
         store_limit=store_limit,
+        retention=bounds.retention,
+        blob_gc=bounds.blob_gc,
     )
     tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
     waiter = asyncio.create_task(ready.wait())
@@ -88,6 +106,7 @@ async def serve(  # noqa: PLR0913 - one keyword per `sortie up` option, as befor
             data_dir=data_dir / "agent",
             gpu_indices=local_gpus(gpu_pool),
             auth=BusAuth(creds=agent_creds, tls_ca=tls_ca),
+            limits=bounds.limits,
         )
         tasks.append(asyncio.create_task(run_agent(config, stop)))
     if authority is not None:
@@ -123,7 +142,7 @@ def local_gpus(gpu_pool: tuple[int, ...]) -> list[int] | None:
     return [d.index for d in probe_gpus() if d.index not in gpu_pool]
 
 
-def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_limit
+def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
     data_dir: Path,
     host: str,
     port: int,
@@ -134,6 +153,7 @@ def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_l
     tls: TlsFiles | None = None,
     metrics: tuple[str, int] | None = None,
     store_limit: int | None = None,
+    bounds: Bounds | None = None,
 ) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
 
@@ -181,6 +201,7 @@ def up(  # noqa: PLR0913 - one keyword per `sortie up` option, as before store_l
                 tls_ca=tls_ca,
                 metrics=metrics,
                 store_limit=store_limit,
+                bounds=bounds,
             )
         )
     finally:
@@ -206,6 +227,7 @@ async def _serve_until_signalled(
     tls_ca: Path | None,
     metrics: tuple[str, int] | None,
     store_limit: int,
+    bounds: Bounds | None = None,
 ) -> None:
     """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers."""
     stop = asyncio.Event()
@@ -222,6 +244,7 @@ async def _serve_until_signalled(
             tls_ca=tls_ca,
             metrics=metrics,
             store_limit=store_limit,
+            bounds=bounds,
         )
     )
     # Announce once the scheduler answers: then `sortie run submit` works.

@@ -150,7 +150,7 @@ async def test_full_logs_give_up_after_a_bounded_retry_and_reports_still_fit(
     chunk = b"x" * (256 * 1024)
     with pytest.raises(StoreFull, match=r"the Sortie store is full: run logs use 3\.\d MB of 4\.0"):
         for i in range(64):  # 16 MB: four times the logs' share
-            await publish_acked(js, subjects.logs("r1"), chunk, msg_id=f"l{i}")
+            await publish_acked(js, subjects.logs("r1", "a1"), chunk, msg_id=f"l{i}")
     stored = (await js.stream_info(subjects.STREAM_LOGS)).state.messages
     assert 0 < stored < 16  # refused, not truncated: the first lines are kept
     first = await js.get_msg(subjects.STREAM_LOGS, seq=1)
@@ -180,7 +180,7 @@ async def test_limits_never_go_below_what_a_stream_holds(broker: BrokerProcess) 
     try:
         js = bus.js
         for i in range(12):
-            await js.publish(subjects.logs("r1"), b"x" * (512 * 1024), headers={"i": str(i)})
+            await js.publish(subjects.logs("r1", "a1"), b"x" * (512 * 1024), headers={"i": str(i)})
         held = (await js.stream_info(subjects.STREAM_LOGS)).state.bytes
         await apply_store_limits(js, LIMIT)  # the logs' share (4 MB) is less than they hold
         info = await js.stream_info(subjects.STREAM_LOGS)
@@ -200,14 +200,15 @@ async def test_a_later_start_moves_the_shares_and_a_smaller_own_limit_stays(
         info = await js.stream_info(subjects.STREAM_METRICS)
         retention = dataclasses.replace(info.config, max_bytes=MIB, discard=DiscardPolicy.OLD)
         await js.update_stream(retention)  # a size limit of the stream's own
-        await apply_store_limits(js, LIMIT)
-        await apply_store_limits(js, 4 * LIMIT)  # restarted with a larger limit
+        own = {subjects.STREAM_METRICS: MIB}  # the scheduler passes retention's sizes
+        await apply_store_limits(js, LIMIT, own)
+        await apply_store_limits(js, 4 * LIMIT, own)  # restarted with a larger limit
         logs = (await js.stream_info(subjects.STREAM_LOGS)).config
         assert logs.max_bytes == budget(4 * LIMIT)[subjects.STREAM_LOGS]
         assert logs.discard == DiscardPolicy.NEW
         metrics = (await js.stream_info(subjects.STREAM_METRICS)).config
         assert (metrics.max_bytes, metrics.discard) == (MIB, DiscardPolicy.OLD)
-        await apply_store_limits(js, LIMIT)  # and with a smaller one again
+        await apply_store_limits(js, LIMIT, own)  # and with a smaller one again
         logs = (await js.stream_info(subjects.STREAM_LOGS)).config
         assert logs.max_bytes == budget(LIMIT)[subjects.STREAM_LOGS]
     finally:

@@ -57,9 +57,11 @@ from sortie.agents.executors import (
 from sortie.agents.executors.registry import executor_kind
 from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
+from sortie.agents.limits import RunLimits, plan_upload
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
+from sortie.agents.upload_progress import UploadProgress
 from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
@@ -114,6 +116,7 @@ class AttemptDeps:
     preempt_grace_s: float = 30.0
     node_priority: m.NodePriority = "dedicated"
     lease: Lease | None = None  # the agent's lease (None in tests that need none)
+    limits: RunLimits = field(default_factory=RunLimits)  # log, metric, artifact bounds
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -291,13 +294,24 @@ def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[
 
 
 async def upload_outputs(
-    store: ObjectStore, workdir: Path, say: Callable[[str], None], *, js: JetStreamContext
+    store: ObjectStore,
+    workdir: Path,
+    say: Callable[[str], None],
+    limit_bytes: int = RunLimits().artifact_bytes,
+    *,
+    js: JetStreamContext,
 ) -> list[m.Artifact]:
-    """Upload what ``outputs/`` holds; raises :class:`StoreFull` when the store refuses it
-    as full past its bounded retry (``store_limits.FullBound``)."""
+    """Upload outputs/ (what fits ``limit_bytes``: agents.limits.plan_upload), saying how far
+    it got every few seconds (agents.upload_progress); raises :class:`StoreFull` when the
+    store refuses it as full past its bounded retry (``store_limits.FullBound``)."""
     found, skipped = await asyncio.to_thread(scan_outputs, workdir)
     for s in skipped:
         say(f"not uploading {s}")
+    plan = plan_upload([(f[0], f[2]) for f in found], limit_bytes)
+    if (notice := plan.notice(limit_bytes)) is not None:
+        say(notice)
+        kept = {path for path, _ in plan.upload}
+        found = [f for f in found if f[0] in kept]
     if not found:
         return []
     try:
@@ -307,10 +321,12 @@ async def upload_outputs(
         return []
     artifacts: list[m.Artifact] = []
     sent = 0
+    progress = UploadProgress(sum(f[2] for f in found if f[3] in missing), say)
     for artifact, path, size, sha in found:
         if sha in missing:
             try:
-                await until_stored(js, lambda: put_blob(store, sha, path), artifact, size)  # noqa: B023 - awaited at once
+                async with progress.file(artifact, size):
+                    await until_stored(js, lambda: put_blob(store, sha, path), artifact, size)  # noqa: B023 - awaited at once
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue
@@ -345,6 +361,7 @@ class Attempt:
             deps.incarnation,
             agent_id=deps.agent_id,
             rank=assign.rank,
+            limits=deps.limits,
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
@@ -604,6 +621,7 @@ class Attempt:
         await self._report(RunState.RUNNING)
         outcome = await self._wait(self.execution)
         fifo.close()
+        out.flush_tails()  # what the log and metric limits kept back, before what follows
         out.system(
             f"{prepared.noun} exited with code {outcome.exit_code} after "
             f"{outcome.duration_s:.1f}s"
@@ -655,6 +673,7 @@ class Attempt:
             max_duration_s=spec.max_duration_s,
             kill_grace_s=deps.kill_grace_s,
             stop_reason_file=self.stop_reason_file,
+            output_room=self.output.room,
         )
 
     def _killed_while_fenced(self, outcome: Outcome) -> bool:
@@ -685,7 +704,9 @@ class Attempt:
             return await self._give_back(self.stop_reason)
         await self._report(RunState.FINALIZING)
         try:
-            artifacts = await upload_outputs(deps.blobs, self.workdir, out.system, js=deps.js)
+            artifacts = await upload_outputs(
+                deps.blobs, self.workdir, out.system, deps.limits.artifact_bytes, js=deps.js
+            )
         except StoreFull as exc:
             return await self._fail(ErrorKind.DISK_FULL, f"outputs not stored: {exc}")
         if self.stop_reason == "canceled":

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sortie.agents.disk_gc import DiskGcSettings
+from sortie.agents.limits import RunLimits
 from sortie.proto import messages as m
 from sortie.proto.subjects import check_token
 
@@ -46,6 +48,8 @@ class AgentConfig:
     # credentials (a .creds file for this agent's id) and TLS trust; None: SORTIE_CREDS and
     # SORTIE_TLS_CA, or nothing (a broker without authentication)
     auth: BusAuth | None = None
+    limits: RunLimits = field(default_factory=RunLimits)  # per-run log/metric/artifact bounds
+    disk_gc: DiskGcSettings = field(default_factory=DiskGcSettings)  # run dirs, env cache
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

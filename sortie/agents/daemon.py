@@ -32,6 +32,7 @@ from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.core import AgentState
+from sortie.agents.disk_gc import agent_gc_loop
 from sortie.agents.engine import docker_host, probe_engine
 from sortie.agents.envcache import EnvCache
 from sortie.agents.events import (
@@ -325,6 +326,7 @@ class AgentShell:
             preempt_grace_s=config.preempt_grace_s,
             node_priority=config.priority,
             lease=self.lease,
+            limits=config.limits,
         )
         self.attempts: dict[tuple[str, int], Attempt] = {}
         self.commands: asyncio.Queue[bytes] = asyncio.Queue()
@@ -463,6 +465,14 @@ class AgentShell:
 
     def loops(self) -> list[asyncio.Task[None]]:
         coros = [self.heartbeats(), self.commands_loop(), self.probe_engine_loop(), self.fence()]
+        coros.append(
+            agent_gc_loop(
+                self.facts.data_dir,
+                self.config.disk_gc,
+                lambda: {run_id for run_id, _ in self.attempts},
+                self.alog,
+            )
+        )
         if self.facts.gpus.has_gpus:
             coros.append(self.refresh_gpus())
         return [asyncio.create_task(c) for c in coros]

@@ -8,6 +8,11 @@ shebangs, so a venv cannot be renamed after it is built); it counts as ready onl
 marker file ``.sortie-ready`` exists, which is written last. Builders hold an asyncio lock per
 hash inside the process and an ``flock`` on ``<envs>/<hash>.lock`` across processes, and
 re-check readiness after taking them; a failed or interrupted build is removed.
+
+A run holds a shared ``flock`` on that lock file while it uses the environment
+(:meth:`EnvCache.prepare_held`), and using an environment touches its marker: the cache's
+garbage collection (``agents.disk_gc``) evicts the least recently used first, and never one
+that is held.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from sortie.proto import messages as m
 HASH_SALT = "sortie-env-v1"
 READY = ".sortie-ready"
 TAIL_LINES = 30
+HOLD_TRIES = 3
 
 
 class EnvError(Exception):
@@ -98,6 +104,23 @@ def find_uv() -> str:
     return str(uv.find_uv_bin())
 
 
+class EnvHold:
+    """A run's shared lock on its environment: closed when the run ends, or when nothing
+    refers to it any more (a run refused after preparing)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class EnvCache:
     def __init__(self, root: Path, *, uv_bin: str | None = None) -> None:
         self.root = root
@@ -138,6 +161,38 @@ class EnvCache:
             await self._build(normalise(py), self.env_dir(digest), log, conda_bin)
         log(f"environment {digest[:16]} ready")
         return PreparedEnv(python=python, hash=digest, cached=False)
+
+    async def prepare_held(
+        self, py: m.PythonEnvironment, log: Callable[[str], None]
+    ) -> tuple[PreparedEnv, EnvHold | None]:
+        """:meth:`prepare`, then a shared lock on the environment (to close when the run has
+        ended; None for a user-managed one). An environment evicted between the two is
+        prepared again."""
+        for _ in range(HOLD_TRIES):
+            env = await self.prepare(py, log)
+            if env.hash is None:
+                return env, None
+            fd = self._hold(env.hash)
+            if fd is not None:
+                return env, EnvHold(fd)
+        raise EnvError(
+            "the environment was removed by garbage collection again and again while this run "
+            "prepared it: run `sortie gc` less often, or give the environment cache more room"
+        )
+
+    def _hold(self, digest: str) -> int | None:
+        fd = os.open(self.root / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # being built or evicted right now
+            os.close(fd)
+            return None
+        if not self.is_ready(digest):
+            os.close(fd)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(self.env_dir(digest) / READY)  # last used: the LRU order of eviction
+        return fd
 
     def _file_lock(self, digest: str) -> contextlib.AbstractAsyncContextManager[None]:
         return file_lock(self.root / f"{digest[:16]}.lock")

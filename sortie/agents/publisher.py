@@ -8,6 +8,10 @@
 * :class:`Batcher` collects items and sends them in order, every ``interval`` seconds or
   ``max_items`` items, whichever comes first; ``close`` sends the rest and waits for acks.
 * :func:`split_output` is the pure part of turning process output into log lines.
+* :class:`RunOutput` is one attempt's logs and metrics, within its
+  :class:`~agents.limits.RunLimits`: past a limit the tail is kept and published at the end,
+  and while the broker is away at most ``queue_bytes`` of log text waits in memory
+  (:meth:`RunOutput.room`: the executors stop reading the script's pipe until there is room).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import nats.errors
 import structlog
 from nats.js import JetStreamContext
 
+from sortie.agents.limits import LogBudget, MetricBudget, RunLimits
 from sortie.bus.store_limits import FullBound, StoreFull, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -82,10 +87,16 @@ class Batcher(Generic[T]):
         *,
         max_items: int = 200,
         interval: float = 0.1,
+        weigh: Callable[[T], int] = lambda _item: 1,
+        max_waiting: int | None = None,
     ) -> None:
         self._send = send
         self._max = max_items
         self._interval = interval
+        self._weigh = weigh
+        self._max_waiting = max_waiting  # see room()
+        self._waiting = 0  # the weight of the items not yet taken for sending
+        self._taken = asyncio.Event()
         self._items: list[T] = []
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
@@ -103,6 +114,7 @@ class Batcher(Generic[T]):
                 raise RuntimeError("batcher is closed")
             return  # sending failed (a full store): close() raises why; nothing piles up
         self._items.append(item)
+        self._waiting += self._weigh(item)
         self._has_items.set()
         if len(self._items) >= self._max:
             self._full.set()
@@ -115,11 +127,26 @@ class Batcher(Generic[T]):
                     await asyncio.wait_for(self._full.wait(), self._interval)
             while self._items:
                 batch, self._items = self._items[: self._max], self._items[self._max :]
+                self._waiting -= sum(self._weigh(i) for i in batch)
+                self._taken.set()
                 await self._send(batch)
             self._full.clear()
             self._has_items.clear()
             if self._closing:
                 return
+
+    async def room(self) -> None:
+        """Return once the items waiting weigh less than ``max_waiting`` (at once without a
+        bound). While a send is retrying (the broker is away) nothing is taken, so a producer
+        that awaits this before adding more holds at most that much, plus the batch in flight.
+        """
+        while (
+            self._max_waiting is not None
+            and self._waiting >= self._max_waiting
+            and not self._task.done()
+        ):
+            self._taken.clear()
+            await self._taken.wait()
 
     async def close(self) -> None:
         """Send everything added so far and wait until it is acked."""
@@ -170,7 +197,7 @@ def _chunks(line: str, size: int) -> list[str]:
 
 
 class RunOutput:
-    """One attempt's log and metric streams, batched onto JetStream."""
+    """One attempt's log and metric streams, batched onto JetStream, within ``limits``."""
 
     def __init__(
         self,
@@ -181,6 +208,7 @@ class RunOutput:
         *,
         agent_id: str,
         rank: int = 0,
+        limits: RunLimits | None = None,
     ) -> None:
         self.run_id = run_id
         self.attempt = attempt
@@ -192,7 +220,14 @@ class RunOutput:
         self._metric_subject = subjects.metrics(run_id, agent_id)
         self._log_seq = 0
         self._metric_seq = 0
-        self.logs: Batcher[m.LogLine] = Batcher(self._send_logs)
+        self.limits = limits or RunLimits()
+        self._log_budget = LogBudget(self.limits)
+        self._metric_budget = MetricBudget(self.limits)
+        self.logs: Batcher[m.LogLine] = Batcher(
+            self._send_logs,
+            weigh=lambda line: len(line.text) + 64,
+            max_waiting=self.limits.queue_bytes,
+        )
         self.metrics: Batcher[m.MetricPoint] = Batcher(self._send_metrics)
         # set when the store refuses the run's output as full (close() then raises StoreFull)
         self.full = asyncio.Event()
@@ -206,13 +241,43 @@ class RunOutput:
     def line(self, stream: Stream, text: str) -> None:
         now = time.time()
         for chunk in _chunks(text, MAX_LINE_CHARS):
-            self.logs.add(m.LogLine(t=now, stream=stream, text=chunk))
+            line = m.LogLine(t=now, stream=stream, text=chunk)
+            if stream == "system":  # the agent's own lines are few, and always published
+                self.logs.add(line)
+                continue
+            was_cut = self._log_budget.cut
+            if self._log_budget.take(line):
+                self.logs.add(line)
+            elif not was_cut:
+                self.logs.add(m.LogLine(t=now, stream="system", text=self._log_budget.cut_notice()))
 
     def system(self, text: str) -> None:
         self.line("system", text)
 
+    async def room(self) -> None:
+        """Return when more output may be read (see :meth:`Batcher.room`)."""
+        await self.logs.room()
+
     def metric(self, point: m.MetricPoint) -> None:
-        self.metrics.add(point)
+        was_cut = self._metric_budget.cut
+        if self._metric_budget.take(point):
+            self.metrics.add(point)
+        elif not was_cut:
+            self.system(self._metric_budget.cut_notice())
+
+    def flush_tails(self) -> None:
+        """Publish what the limits kept back: the log's tail and each metric's last point
+        (once the script has ended; :meth:`close` does it too)."""
+        head, points = self._metric_budget.tail()
+        if head is not None:
+            for point in points:
+                self.metrics.add(point)
+            self.system(head)
+        head, lines = self._log_budget.tail()
+        if head is not None:
+            self.system(head)
+            for line in lines:
+                self.logs.add(line)
 
     async def _send_logs(self, lines: list[m.LogLine]) -> None:
         self._log_seq += 1
@@ -235,8 +300,9 @@ class RunOutput:
         )
 
     async def close(self) -> None:
-        """Flush both streams and wait for their acks; :class:`StoreFull` if the store
-        refused them."""
+        """Publish the kept tails, flush both streams and wait for their acks;
+        :class:`StoreFull` if the store refused them."""
+        self.flush_tails()
         await asyncio.gather(self.metrics.close(), self.logs.close())
 
     def abort(self) -> None:

@@ -189,24 +189,29 @@ def budget(limit: int) -> dict[str, int]:
     return {stream: int(limit * share) for stream, share in SHARES.items()}
 
 
-async def apply_store_limits(js: JetStreamContext, limit: int) -> None:
+async def apply_store_limits(
+    js: JetStreamContext, limit: int, own_limits: dict[str, int] | None = None
+) -> None:
     """Give each bulk stream its share of ``limit`` as ``max_bytes`` with discard ``new``
     (the broker refuses, nothing is dropped), marked as such in its metadata so a later
-    start with another limit moves it. A size limit of the stream's own (retention) that is
-    smaller stays as it is; a larger one is lowered to the share, keeping its discard
-    policy. Never below what a stream holds: a smaller limit would truncate it."""
+    start with another limit moves it. ``own_limits``: a stream's own size limit (retention,
+    ``bus.retention``, applied before this); one no larger than the share stays as it is
+    (the oldest go first at it), a larger one gives way to the share. Never below what a
+    stream holds: a smaller limit would truncate it."""
+    own_limits = own_limits or {}
     for stream, share in budget(limit).items():
+        own = own_limits.get(stream, 0)
+        if 0 < own <= share:
+            continue  # retention keeps the stream under its share
         info = await js.stream_info(stream)
         cfg = info.config
-        ours = SHARE_KEY in (cfg.metadata or {})
-        own = -1 if ours else (cfg.max_bytes or -1)
         max_bytes = max(share, info.state.bytes)
-        if 0 < own <= share or (ours and cfg.max_bytes == max_bytes):
+        if cfg.max_bytes == max_bytes and cfg.discard == DiscardPolicy.NEW:
             continue
         new = dataclasses.replace(
             cfg,
             max_bytes=max_bytes,
-            discard=cfg.discard if own > 0 else DiscardPolicy.NEW,
+            discard=DiscardPolicy.NEW,
             metadata={**(cfg.metadata or {}), SHARE_KEY: str(share)},
         )
         try:

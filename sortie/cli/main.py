@@ -17,7 +17,16 @@ from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised
 from sortie.bus.logs import LEVELS, configure
 from sortie.bus.metrics_http import MetricsPortError
 from sortie.bus.profile import default_data_dir
+from sortie.cli.bounds_flags import (
+    add_blob_gc_flags,
+    add_limit_flags,
+    add_retention_flags,
+    blob_gc_of,
+    limits_of,
+    retention_of,
+)
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
+from sortie.cli.gc import add_gc, run_gc
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -90,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
     status.add_argument("--output", choices=("text", "json"), default="text")
     _add_run(sub)
+    add_gc(sub)
     return p
 
 
@@ -169,6 +179,9 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "anything (default: credentials per role, made under DATA_DIR/auth)",
     )
     _metrics_options(up)
+    add_retention_flags(up)
+    add_blob_gc_flags(up)
+    add_limit_flags(up)
 
 
 def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -223,6 +236,8 @@ def _add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         "their own limits)",
     )
     _metrics_options(sched)
+    add_retention_flags(sched)
+    add_blob_gc_flags(sched)
 
 
 def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -262,6 +277,7 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="cut off from the broker this long, stop every run (keep <= the scheduler's)",
     )
+    add_limit_flags(agent)
     admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
     al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
     al.add_argument("--output", choices=("text", "json"), default="text")
@@ -565,9 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
+def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa: PLR0911  # one return per command
     if args.command == "up":
-        from sortie.embedded import up
+        from sortie.embedded import Bounds, up
 
         data_dir = args.data_dir or default_data_dir()
         return up(
@@ -580,6 +596,9 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
             store_limit=args.store_limit,
+            bounds=Bounds(
+                retention=retention_of(args), limits=limits_of(args), blob_gc=blob_gc_of(args)
+            ),
         )
     if args.command == "status":
         from sortie.cli.status import show_status
@@ -600,6 +619,8 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
         return _with_client(args, lambda c: _agent_admin(c, args))
     if args.command == "compute":
         return _with_client(args, lambda c: _compute(c, args))
+    if args.command == "gc":
+        return asyncio.run(run_gc(args))
     handler = {
         "submit": _submit,
         "list": _list,
@@ -696,6 +717,8 @@ def _daemon_scheduler(args: argparse.Namespace) -> int:
         creds_ttl_s=args.creds_ttl,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        retention=retention_of(args),
+        blob_gc=blob_gc_of(args),
     )
     _run(_until_signal(lambda stop: run_scheduler(config, stop)))
     return EXIT_OK
@@ -752,6 +775,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         exit_with_parent=args.exit_with_parent,
         kill_grace_s=args.kill_grace,
         auth=_daemon_auth(args),
+        limits=limits_of(args),
     )
     from sortie.agents.gpus import GpuConfigError
 

@@ -36,11 +36,13 @@ from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
+from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
 from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
@@ -103,6 +105,10 @@ class SchedulerConfig:
     # the broker's JetStream max_file_store (bytes), shared out among the bulk streams
     # (bus.store_limits.apply_store_limits); None: streams keep their own limits
     store_limit: int | None = None
+    # how long and how much the logs and metrics streams keep (applied at each start)
+    retention: Retention = field(default_factory=Retention)
+    # the mark and sweep of unreferenced blobs (scheduler.blob_gc): how often, after what grace
+    blob_gc: BlobGc = field(default_factory=BlobGc)
 
 
 def new_node_id(cluster: str) -> str:
@@ -247,6 +253,7 @@ class Daemon:
         self.tasks.append(asyncio.create_task(self._reports()))
         self.tasks.append(asyncio.create_task(self._ticks()))
         self.tasks.append(asyncio.create_task(self._poll_providers()))
+        self.tasks.append(asyncio.create_task(blob_gc_loop(self.bus, self.config.blob_gc)))
         for rec in list(self.state.vms.values()):
             self._spawn(self.machines.restore(rec))
 
@@ -828,8 +835,9 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
+    await apply_retention(bus.js, config.retention)
     if config.store_limit is not None:
-        await apply_store_limits(bus.js, config.store_limit)
+        await apply_store_limits(bus.js, config.store_limit, config.retention.byte_limits())
     daemon = Daemon(bus, config)
     metrics: MetricsServer | None = None
     try:

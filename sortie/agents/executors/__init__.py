@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Literal, Protocol
@@ -109,6 +109,9 @@ class Launch:
     max_duration_s: float | None = None
     kill_grace_s: float = 10.0
     stop_reason_file: Path | None = None  # where the reason goes before the first SIGTERM
+    # awaited after each piece of output is handed on: returns when there is room for more
+    # (the publisher's bound); until then the script's output is not read, so it blocks
+    output_room: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

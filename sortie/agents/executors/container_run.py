@@ -19,6 +19,7 @@ import contextlib
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,8 +293,8 @@ class ContainerExecution:
         self._terminating: asyncio.Task[None] | None = None
         self._exit = asyncio.create_task(self._wait_exit())
         self._readers = [
-            asyncio.create_task(_follow(container, "stdout", on_output)),
-            asyncio.create_task(_follow(container, "stderr", on_output)),
+            asyncio.create_task(_follow(container, "stdout", on_output, launch.output_room)),
+            asyncio.create_task(_follow(container, "stderr", on_output, launch.output_room)),
         ]
 
     async def _wait_exit(self) -> int:
@@ -362,7 +363,10 @@ class ContainerExecution:
 
 
 async def _follow(
-    container: aiodocker.containers.DockerContainer, stream: OutputStream, on_output: OnOutput
+    container: aiodocker.containers.DockerContainer,
+    stream: OutputStream,
+    on_output: OnOutput,
+    room: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     splitter = LineSplitter()
     try:
@@ -371,6 +375,8 @@ async def _follow(
         ):
             for line in splitter.feed(chunk.encode("utf-8", errors="surrogateescape")):
                 on_output(stream, line)
+            if room is not None:
+                await room()  # back-pressure through the engine's connection
     except (aiodocker.DockerError, aiohttp.ClientError) as exc:
         on_output(stream, f"[sortie: {stream} of the container no longer followed: {exc}]")
     for line in splitter.finish():

@@ -14,11 +14,12 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sortie.agents import orphans
-from sortie.agents.envcache import EnvCache, EnvError
+from sortie.agents.envcache import EnvCache, EnvError, EnvHold
 from sortie.agents.executors import (
     ExecutorError,
     Job,
@@ -46,10 +47,10 @@ class ProcessExecutor:
 
     async def prepare(self, job: Job, say: Say) -> PreparedProcess:
         try:
-            env = await self.envs.prepare(job.spec.environment.python, say)
+            env, hold = await self.envs.prepare_held(job.spec.environment.python, say)
         except EnvError as exc:
             raise ExecutorError(str(exc)) from exc
-        return PreparedProcess(job=job, python=env.python)
+        return PreparedProcess(job=job, python=env.python, env_hold=hold)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,7 @@ class PreparedProcess:
     python: str
     noun: str = "process"
     where: str = ""
+    env_hold: EnvHold | None = None  # the environment's shared lock (EnvCache.prepare_held)
 
     def view(self, gpus: list[int] | None) -> RunView:
         files = self.job.files
@@ -75,7 +77,18 @@ class PreparedProcess:
     async def start(
         self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
     ) -> ProcessExecution:
-        return await start_process(launch, on_output, self.job.files.pid_file)
+        try:
+            execution = await start_process(launch, on_output, self.job.files.pid_file)
+        except BaseException:
+            self.release()
+            raise
+        execution.at_end = self.release
+        return execution
+
+    def release(self) -> None:
+        """Let go of the environment (its cache may evict it again)."""
+        if self.env_hold is not None:
+            self.env_hold.close()
 
 
 async def start_process(
@@ -114,11 +127,26 @@ class ProcessExecution:
         self._stopped = False
         self._timed_out = False
         self._terminating: asyncio.Task[None] | None = None
+        self.at_end: Callable[[], None] | None = None  # called once the run has ended
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
-            asyncio.create_task(_pump(proc.stdout, "stdout", on_output)),
-            asyncio.create_task(_pump(proc.stderr, "stderr", on_output)),
+            asyncio.create_task(_pump(proc.stdout, "stdout", on_output, self._room)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", on_output, self._room)),
         ]
+
+    async def _room(self) -> None:
+        """Back-pressure while the script runs; once its leader has exited, what is left in
+        the pipes is read at once (the drain below is bounded in time, not by the broker)."""
+        room = self._launch.output_room
+        if room is None or self.proc.returncode is not None:
+            return
+        waiting = asyncio.ensure_future(room())
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            exited.cancel()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -170,6 +198,8 @@ class ProcessExecution:
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
             orphans.forget(self._pid_file)
+            if self.at_end is not None:
+                self.at_end()
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,
@@ -178,9 +208,18 @@ class ProcessExecution:
         )
 
 
-async def _pump(reader: asyncio.StreamReader, stream: OutputStream, on_output: OnOutput) -> None:
+async def _pump(
+    reader: asyncio.StreamReader,
+    stream: OutputStream,
+    on_output: OnOutput,
+    room: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Hand the stream on line by line; between reads, wait for ``room`` (back-pressure: the
+    pipe fills and the script blocks on write)."""
     splitter = LineSplitter()
     while True:
+        if room is not None:
+            await room()
         data = await reader.read(READ_CHUNK)
         if not data:
             break

@@ -1,0 +1,114 @@
+"""The scheduler's mark and sweep of blobs, carried out: the shell around
+:mod:`scheduler.blob_sweep`.
+
+Reads the runs bucket and the manifests the runs name (the mark), lists the object store,
+and deletes what the pure sweep says, after reading the runs once more (a run recorded
+meanwhile keeps its blobs). The scheduler runs it every ``BlobGc.every_s``
+(``SchedulerConfig.blob_gc``); ``sortie gc`` runs it on demand, with ``--dry-run`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+
+from sortie.bus.blobs import get_blob
+from sortie.bus.connection import Bus
+from sortie.bus.kv import kv_items
+from sortie.proto import codec
+from sortie.proto import messages as m
+from sortie.scheduler.blob_sweep import BlobInfo, manifest_ids, referenced, sweep
+
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlobGc:
+    grace_s: float = 24 * HOUR_S  # only blobs stored longer ago than this are swept
+    every_s: float = HOUR_S  # how often the scheduler sweeps; 0: never (sortie gc only)
+
+
+class BlobDeleteRefused(Exception):
+    """The broker refused a deletion; the message says what to do."""
+
+
+def _stored_at(mtime: str | None, now: float) -> float:
+    """When a blob was stored (its ``mtime``); unknown counts as now (never swept)."""
+    if not mtime:
+        return now
+    try:
+        return datetime.fromisoformat(mtime).timestamp()
+    except ValueError:
+        return now
+
+
+async def run_records(bus: Bus) -> list[m.RunRecord]:
+    return [codec.decode(m.RunRecord, e.value) for e in await kv_items(bus.runs) if e.value]
+
+
+async def _manifests(bus: Bus, ids: set[str]) -> dict[str, m.Manifest | None]:
+    out: dict[str, m.Manifest | None] = {}
+    for sha in sorted(ids):
+        try:
+            out[sha] = codec.decode(m.Manifest, await get_blob(bus.blobs, sha))
+        except (nats.js.errors.ObjectNotFoundError, ValueError, msgspec.DecodeError):
+            out[sha] = None
+    return out
+
+
+async def _marked(bus: Bus) -> set[str]:
+    records = await run_records(bus)
+    return referenced(records, await _manifests(bus, manifest_ids(records)))
+
+
+async def _blobs(bus: Bus, now: float) -> list[BlobInfo]:
+    try:
+        infos = await bus.blobs.list(ignore_deletes=True)
+    except nats.js.errors.NotFoundError:  # an empty store
+        return []
+    return [
+        BlobInfo(sha=i.name, size=i.size or 0, stored_at=_stored_at(i.mtime, now))
+        for i in infos
+        if not i.deleted
+    ]
+
+
+async def sweep_blobs(bus: Bus, grace_s: float, *, dry_run: bool = False) -> list[BlobInfo]:
+    """Delete (unless ``dry_run``) the blobs nothing references that are older than
+    ``grace_s``; what went (or would go). Raises :class:`BlobDeleteRefused`."""
+    now = time.time()
+    victims = sweep(await _blobs(bus, now), await _marked(bus), now, grace_s)
+    if victims and not dry_run:
+        marked = await _marked(bus)  # again: a run submitted meanwhile keeps its blobs
+        victims = [v for v in victims if v.sha not in marked]
+        for v in victims:
+            try:
+                await bus.blobs.delete(v.sha)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise BlobDeleteRefused(
+                    f"the broker did not delete blob {v.sha} ({exc!r}): deleting blobs needs "
+                    "the scheduler's credentials; give its .creds file with --creds (`sortie "
+                    "up` keeps it in DATA_DIR/auth/scheduler.creds)"
+                ) from None
+    return victims
+
+
+async def blob_gc_loop(bus: Bus, settings: BlobGc) -> None:
+    """The scheduler's sweep, every ``settings.every_s`` (the first one after that long)."""
+    log = structlog.get_logger("sortie.scheduler")
+    while settings.every_s > 0:
+        await asyncio.sleep(settings.every_s)
+        try:
+            gone = await sweep_blobs(bus, settings.grace_s)
+        except (BlobDeleteRefused, nats.errors.Error, TimeoutError, OSError) as exc:
+            log.warning("blob garbage collection failed", error=repr(exc))
+            continue
+        if gone:
+            log.info("blobs collected", blobs=len(gone), bytes=sum(b.size for b in gone))
