@@ -17,6 +17,7 @@ from sortie.agents.publisher import publish_acked
 from sortie.bus.blobs import put_blob, sha256_bytes
 from sortie.bus.broker import BrokerProcess, free_port, start_broker
 from sortie.bus.connection import Bus, open_bus
+from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import (
     BLOBS_STREAM,
     MIB,
@@ -211,5 +212,45 @@ async def test_a_later_start_moves_the_shares_and_a_smaller_own_limit_stays(
         await apply_store_limits(js, LIMIT, own)  # and with a smaller one again
         logs = (await js.stream_info(subjects.STREAM_LOGS)).config
         assert logs.max_bytes == budget(LIMIT)[subjects.STREAM_LOGS]
+    finally:
+        await bus.close()
+
+
+async def test_retention_within_its_share_drops_the_oldest_and_a_larger_one_gives_way(
+    small_broker: BrokerProcess,
+) -> None:
+    """What the scheduler does at start: the shares first, then retention on what they leave
+    to it, so every share still fits the store and nothing is refused its reservation."""
+    bus = await open_bus(small_broker.url, "test", create=True)
+    try:
+        shares = budget(LIMIT)
+        retention = Retention(  # logs: within their share; metrics: far over theirs
+            logs_max_age_s=3600,
+            logs_max_bytes=shares[subjects.STREAM_LOGS] // 2,
+            metrics_max_age_s=7200,
+            metrics_max_bytes=10**12,
+        )
+        capped = await apply_store_limits(bus.js, LIMIT, retention.byte_limits())
+        await apply_retention(bus.js, retention, capped)
+        got = {
+            s: (await bus.js.stream_info(s)).config
+            for s in (BLOBS_STREAM, subjects.STREAM_LOGS, subjects.STREAM_METRICS)
+        }
+        assert (got[BLOBS_STREAM].max_bytes, got[BLOBS_STREAM].discard) == (
+            shares[BLOBS_STREAM],
+            DiscardPolicy.NEW,
+        )
+        logs = got[subjects.STREAM_LOGS]
+        assert (logs.max_age, logs.max_bytes, logs.discard) == (
+            3600,
+            shares[subjects.STREAM_LOGS] // 2,
+            DiscardPolicy.OLD,
+        )
+        metrics = got[subjects.STREAM_METRICS]
+        assert (metrics.max_age, metrics.max_bytes, metrics.discard) == (
+            7200,
+            shares[subjects.STREAM_METRICS],
+            DiscardPolicy.NEW,
+        )
     finally:
         await bus.close()

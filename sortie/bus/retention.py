@@ -45,21 +45,23 @@ class Retention:
         }
 
 
-async def apply_retention(js: JetStreamContext, retention: Retention) -> None:
+async def apply_retention(
+    js: JetStreamContext, retention: Retention, capped: frozenset[str] = frozenset()
+) -> None:
     """Give the logs and metrics streams ``retention``'s limits (the streams exist: the
     scheduler made them). A size larger than the broker can reserve is halved until it can
     (logged); a limit it refuses otherwise is logged and the stream keeps its old limits: the
-    scheduler still starts."""
+    scheduler still starts. A stream in ``capped`` keeps its size limit (the store limit's
+    share, ``bus.store_limits``, governs it) and gets only its max age."""
     log = structlog.get_logger("sortie.bus")
     for stream, (max_age, wanted_bytes) in retention.limits().items():
         old = (await js.stream_info(stream)).config
-        max_bytes = wanted_bytes
+        max_bytes = (old.max_bytes or -1) if stream in capped else wanted_bytes
+        discard = old.discard if stream in capped else DiscardPolicy.OLD
         for _ in range(MAX_HALVINGS):
             if (old.max_age or 0) == max_age and (old.max_bytes or -1) == max_bytes:
                 break
-            new = dataclasses.replace(
-                old, max_age=max_age, max_bytes=max_bytes, discard=DiscardPolicy.OLD
-            )
+            new = dataclasses.replace(old, max_age=max_age, max_bytes=max_bytes, discard=discard)
             try:
                 await js.update_stream(new)
             except nats.js.errors.APIError as exc:
@@ -74,7 +76,8 @@ async def apply_retention(js: JetStreamContext, retention: Retention) -> None:
                     error=exc.description,
                 )
                 break
-            level = log.warning if max_bytes != wanted_bytes else log.info
+            cut = stream not in capped and max_bytes != wanted_bytes  # halved to fit
+            level = log.warning if cut else log.info
             level(
                 "stream retention set",
                 stream=stream,

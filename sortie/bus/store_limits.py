@@ -191,18 +191,21 @@ def budget(limit: int) -> dict[str, int]:
 
 async def apply_store_limits(
     js: JetStreamContext, limit: int, own_limits: dict[str, int] | None = None
-) -> None:
+) -> frozenset[str]:
     """Give each bulk stream its share of ``limit`` as ``max_bytes`` with discard ``new``
     (the broker refuses, nothing is dropped), marked as such in its metadata so a later
     start with another limit moves it. ``own_limits``: a stream's own size limit (retention,
-    ``bus.retention``, applied before this); one no larger than the share stays as it is
-    (the oldest go first at it), a larger one gives way to the share. Never below what a
-    stream holds: a smaller limit would truncate it."""
+    ``bus.retention``, applied after this); one no larger than the share is left to it (the
+    oldest go first at it), a larger one gives way to the share. Never below what a stream
+    holds: a smaller limit would truncate it. Returns the streams whose size the share
+    governs (retention then sets only their age)."""
     own_limits = own_limits or {}
+    governed: set[str] = set()
     for stream, share in budget(limit).items():
         own = own_limits.get(stream, 0)
         if 0 < own <= share:
             continue  # retention keeps the stream under its share
+        governed.add(stream)
         info = await js.stream_info(stream)
         cfg = info.config
         max_bytes = max(share, info.state.bytes)
@@ -224,6 +227,7 @@ async def apply_store_limits(
                 share=share,
                 error=exc.description,
             )
+    return frozenset(governed)
 
 
 def is_store_full(exc: BaseException) -> bool:

@@ -835,9 +835,11 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
-    await apply_retention(bus.js, config.retention)
+    capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
     if config.store_limit is not None:
-        await apply_store_limits(bus.js, config.store_limit, config.retention.byte_limits())
+        own = config.retention.byte_limits()
+        capped = await apply_store_limits(bus.js, config.store_limit, own)
+    await apply_retention(bus.js, config.retention, capped)
     daemon = Daemon(bus, config)
     metrics: MetricsServer | None = None
     try:
