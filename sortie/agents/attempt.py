@@ -36,7 +36,6 @@ from pathlib import Path, PurePath
 import nats.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.object_store import ObjectStore
 
 from sortie.agents import orphans
 from sortie.agents.events import StopReason
@@ -59,7 +58,7 @@ from sortie.agents.lease import Lease
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
-from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
+from sortie.bus.blobs import BlobError, BlobStore, missing_blobs, put_blob, sha256_file
 from sortie.bus.connection import ENV_CREDS
 from sortie.proto import messages as m
 from sortie.proto import runenv as rc
@@ -100,7 +99,7 @@ class AttemptDeps:
     """What every attempt on one agent shares."""
 
     js: JetStreamContext
-    blobs: ObjectStore
+    blobs: BlobStore
     agent_id: str
     incarnation: str
     data_dir: Path
@@ -289,7 +288,7 @@ def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[
 
 
 async def upload_outputs(
-    store: ObjectStore, workdir: Path, say: Callable[[str], None]
+    store: BlobStore, workdir: Path, say: Callable[[str], None]
 ) -> list[m.Artifact]:
     found, skipped = await asyncio.to_thread(scan_outputs, workdir)
     for s in skipped:
@@ -307,7 +306,7 @@ async def upload_outputs(
         if sha in missing:
             try:
                 await put_blob(store, sha, path)
-            except (nats.errors.Error, TimeoutError, OSError) as exc:
+            except (nats.errors.Error, TimeoutError, OSError, BlobError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue
             missing.discard(sha)

@@ -1,19 +1,79 @@
-"""Content-addressed blobs: hashing, and checking, uploading and fetching them."""
+"""Content-addressed blobs: hashing, and checking, uploading and fetching them.
+
+Blobs live in the JetStream object store ``sortie_blobs`` in nats-py's layout (chunks on
+``$O.<bucket>.C.<nuid>``, one JSON ``ObjectInfo`` per object on ``$O.<bucket>.M.<name>``), named
+by their sha256. A blob is written once and only after it was verified:
+
+- an uploader (client, agent) publishes the chunks, then asks a scheduler to commit them
+  (:func:`put_blob`, ``subjects.BLOB_COMMIT``);
+- the scheduler reads them back, checks the hash, and writes the meta entry with the
+  ``Sortie-Verified`` header, expecting no earlier one (``sortie.bus.blobcommit``). Clients
+  and agents may not publish meta entries at all, and the stream refuses rollups, so nobody
+  else can overwrite or delete a blob;
+- "already stored" means stored *and* verified (:func:`has_blob`): a meta entry without the
+  header (written before this version) is uploaded again, and the commit verifies it.
+
+Readers read exactly the committed number of chunks and check the hash again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import io
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-import nats
 import nats.errors
 import nats.js.errors
-from nats.js.object_store import ObjectStore
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ObjectInfo
+
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
 
 HASH_CHUNK = 1 << 20
+CHUNK_SIZE = 128 * 1024  # nats-py's default chunk size
+CHUNK_WAIT_S = 5.0  # how long a reader waits for a chunk that should be there
+COMMIT_WAIT_S = 120.0  # a scheduler reads a blob back before it answers
+VERIFIED = "Sortie-Verified"  # header in a meta entry a scheduler wrote after checking the hash
+
+
+class BlobError(Exception):
+    """A blob could not be stored or read; the message says which and what to do."""
+
+
+class BlobMissing(BlobError):
+    pass
+
+
+class BlobCorrupt(BlobError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BlobStore:
+    """Sortie's object store, as the connection that reads it and asks for commits."""
+
+    nc: NATS
+    js: JetStreamContext
+    bucket: str = subjects.OBJ_BLOBS
+
+    @property
+    def stream(self) -> str:
+        return subjects.obj_stream(self.bucket)
+
+    def meta_subject(self, sha: str) -> str:
+        return subjects.obj_meta_subject(self.bucket, sha)
+
+    def chunk_subject(self, nuid: str) -> str:
+        return subjects.obj_chunk_subject(self.bucket, nuid)
 
 
 def sha256_file(path: Path) -> str:
@@ -28,53 +88,188 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def has_blob(store: ObjectStore, sha: str) -> bool:
+# --- meta entries --------------------------------------------------------------------------
+
+
+async def blob_entry(blobs: BlobStore, sha: str) -> tuple[ObjectInfo, int] | None:
+    """The object's meta entry and its stream sequence, or None if there is none (or it is a
+    deletion marker, or does not parse)."""
     try:
-        await store.get_info(sha)
-    except nats.js.errors.ObjectNotFoundError:
-        return False
-    return True
+        msg = await blobs.js.get_last_msg(blobs.stream, blobs.meta_subject(sha))
+    except nats.js.errors.NotFoundError:
+        return None
+    try:
+        info = ObjectInfo.from_response(json.loads(msg.data or b""))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if info.deleted:
+        return None
+    return info, msg.seq or 0
+
+
+def is_verified(info: ObjectInfo) -> bool:
+    return bool(info.headers and info.headers.get(VERIFIED))
+
+
+async def has_blob(blobs: BlobStore, sha: str) -> bool:
+    """Is ``sha`` stored and verified? (An unverified one is uploaded again: see module doc.)"""
+    entry = await blob_entry(blobs, sha)
+    return entry is not None and is_verified(entry[0])
 
 
 async def missing_blobs(
-    store: ObjectStore, hashes: Iterable[str], *, concurrency: int = 64
+    blobs: BlobStore, hashes: Iterable[str], *, concurrency: int = 64
 ) -> set[str]:
-    """Which of ``hashes`` the object store lacks."""
+    """Which of ``hashes`` the object store lacks (or holds unverified)."""
     sem = asyncio.Semaphore(concurrency)
     wanted = sorted(set(hashes))
 
     async def check(sha: str) -> str | None:
         async with sem:
-            return None if await has_blob(store, sha) else sha
+            return None if await has_blob(blobs, sha) else sha
 
     found = await asyncio.gather(*(check(s) for s in wanted))
     return {s for s in found if s is not None}
 
 
-async def put_blob(store: ObjectStore, sha: str, source: Path | bytes) -> None:
-    """Upload one blob under its sha256 name (bytes, or a file streamed from disk)."""
+def meta_for(commit: m.BlobCommit, mtime: str) -> bytes:
+    """The verified meta entry of a committed blob, as nats-py's ``ObjectInfo`` JSON (so any
+    nats client reads it as an ordinary object)."""
+    digest = base64.urlsafe_b64encode(bytes.fromhex(commit.sha256)).decode()
+    info = ObjectInfo(
+        name=commit.sha256,
+        bucket=subjects.OBJ_BLOBS,
+        nuid=commit.nuid,
+        size=commit.size,
+        chunks=commit.chunks,
+        mtime=mtime,
+        digest=f"SHA-256={digest}",
+        headers={VERIFIED: "sha256"},
+    )
+    return json.dumps(info.as_dict()).encode()
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def staging_nuid(sha: str, unique: str) -> str:
+    """The chunk subject token of one upload of ``sha``. It starts with the hash, so a commit
+    can name only chunks staged for its own blob (never another blob's, to have them purged)."""
+    return f"{sha}-{unique}"
+
+
+async def _stage(blobs: BlobStore, sha: str, fh: IO[bytes]) -> m.BlobCommit:
+    """Publish ``fh``'s bytes as chunks on a new chunk subject; the commit that names them."""
+    # nats-py's own id generator (the one ObjectStore.put uses)
+    nuid = staging_nuid(sha, blobs.nc._nuid.next().decode())
+    subject = blobs.chunk_subject(nuid)
+    h = hashlib.sha256()
+    size = chunks = 0
+    while chunk := await asyncio.to_thread(fh.read, CHUNK_SIZE):
+        h.update(chunk)
+        await blobs.js.publish(subject, chunk)
+        size += len(chunk)
+        chunks += 1
+    return m.BlobCommit(sha256=h.hexdigest(), nuid=nuid, size=size, chunks=chunks)
+
+
+async def commit_blob(blobs: BlobStore, commit: m.BlobCommit) -> m.BlobCommitted:
+    """Ask a scheduler to verify and store staged chunks; raise :class:`BlobError` if refused."""
+    try:
+        msg = await blobs.nc.request(
+            subjects.BLOB_COMMIT, codec.encode(commit), timeout=COMMIT_WAIT_S
+        )
+    except nats.errors.NoRespondersError:
+        raise BlobError(
+            f"cannot store blob {commit.sha256[:12]}: no scheduler is answering (blobs are "
+            "stored through it); start one with `sortie up` (or `sortie scheduler`)"
+        ) from None
+    try:
+        reply: m.BlobCommitReply = codec.decode(m.BlobCommitReply, msg.data)
+    except codec.BadMessage as exc:
+        raise BlobError(f"the scheduler's answer to a blob commit is unreadable: {exc}") from None
+    if isinstance(reply, m.ErrorReply):
+        raise BlobError(reply.message)
+    return reply
+
+
+async def put_blob(blobs: BlobStore, sha: str, source: Path | bytes) -> m.BlobCommitted:
+    """Upload one blob under its sha256 name (bytes, or a file streamed from disk).
+
+    Raises :class:`BlobError` when the bytes sent are not ``sha`` (the file changed) or the
+    scheduler refused them.
+    """
     if isinstance(source, bytes):
-        await store.put(sha, source)
+        commit = await _stage(blobs, sha, io.BytesIO(source))
+    else:
+        with open(source, "rb") as fh:
+            commit = await _stage(blobs, sha, fh)
+    if commit.sha256 != sha:
+        raise BlobError(
+            f"the bytes uploaded as {sha[:12]} hash to {commit.sha256[:12]}: the file changed "
+            "after it was hashed; upload it again once it is no longer being written"
+        )
+    return await commit_blob(blobs, commit)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+async def read_chunks(blobs: BlobStore, info: ObjectInfo) -> AsyncIterator[bytes]:
+    """The object's first ``info.chunks`` chunks, in order (anything published after them on
+    the same subject is not part of it). Raises :class:`BlobCorrupt` when some are missing."""
+    if not info.chunks:
         return
-    with open(source, "rb") as fh:
-        await store.put(sha, fh)
+    sub = await blobs.js.subscribe(blobs.chunk_subject(info.nuid), ordered_consumer=True)
+    try:
+        for i in range(info.chunks):
+            try:
+                msg = await sub.next_msg(timeout=CHUNK_WAIT_S)
+            except nats.errors.TimeoutError:
+                raise BlobCorrupt(
+                    f"blob {info.name} is incomplete in the object store: chunk {i + 1} of "
+                    f"{info.chunks} is missing"
+                ) from None
+            yield msg.data
+    finally:
+        await sub.unsubscribe()
 
 
-async def get_blob(store: ObjectStore, sha: str) -> bytes:
-    result = await store.get(sha)
-    data = result.data or b""
+async def _entry(blobs: BlobStore, sha: str) -> ObjectInfo:
+    entry = await blob_entry(blobs, sha)
+    if entry is None:
+        raise BlobMissing(f"blob {sha} is not in the object store")
+    return entry[0]
+
+
+def corrupt(sha: str) -> BlobCorrupt:
+    return BlobCorrupt(
+        f"blob {sha} is corrupt in the object store (its bytes do not match its sha256)"
+    )
+
+
+async def get_blob(blobs: BlobStore, sha: str) -> bytes:
+    info = await _entry(blobs, sha)
+    data = b"".join([c async for c in read_chunks(blobs, info)])
     if sha256_bytes(data) != sha:
-        raise ValueError(f"blob {sha} is corrupt in the object store (hash mismatch)")
+        raise corrupt(sha)
     return data
 
 
-async def fetch_blob_to(store: ObjectStore, sha: str, dest: Path) -> None:
+async def fetch_blob_to(blobs: BlobStore, sha: str, dest: Path) -> None:
     """Download one blob into ``dest`` atomically, verifying its hash."""
+    info = await _entry(blobs, sha)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as fh:
-        await store.get(sha, writeinto=fh)
-    if sha256_file(tmp) != sha:
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as fh:
+            async for chunk in read_chunks(blobs, info):
+                h.update(chunk)
+                await asyncio.to_thread(fh.write, chunk)
+        if h.hexdigest() != sha:
+            raise corrupt(sha)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise ValueError(f"blob {sha} is corrupt in the object store (hash mismatch)")
+        raise
     tmp.replace(dest)

@@ -20,7 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DeliverPolicy
 
-from sortie.bus.blobs import fetch_blob_to
+from sortie.bus.blobs import BlobError, fetch_blob_to
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
@@ -363,7 +363,14 @@ class Client:
             target = (dest / art.path).resolve()
             if not target.is_relative_to(root):
                 raise ClientError(f"artifact path {art.path!r} leaves {dest}")
-            await fetch_blob_to(self.bus.blobs, art.sha256, target)
+            try:
+                await fetch_blob_to(self.bus.blobs, art.sha256, target)
+            except BlobError as exc:
+                raise ClientError(
+                    f"artifact {art.path} of run {run_id} cannot be downloaded: {exc}. Nothing "
+                    f"was written for it; run {run_id} again to produce it anew, or ask the "
+                    "operator to check the broker's store"
+                ) from None
             written.append(target)
         return written
 

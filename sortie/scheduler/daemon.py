@@ -32,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from sortie.bus.auth import Creds, Signer
+from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
@@ -142,6 +143,7 @@ class Daemon:
         # secret variables of active runs (also on disk, see run_secrets.py); added to Assigns
         self.run_secrets: dict[str, m.SecretEnv] = {}
         self.metrics = Metrics(lambda: self.state)
+        self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
 
     @property
     def data_dir(self) -> Path:
@@ -227,6 +229,7 @@ class Daemon:
             await nc.subscribe(subjects.API_ALL, queue=subjects.SCHEDULER_QUEUE, cb=self._on_api)
         )
         self.subs.append(await nc.subscribe(subjects.HEARTBEATS_ALL, cb=self._on_heartbeat))
+        await self.blob_commits.start()
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))
@@ -747,6 +750,7 @@ class Daemon:
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+        await self.blob_commits.stop()
         await self.bus.close()
 
 
