@@ -67,6 +67,8 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 MAX_BAD_METRIC_LINES = 20
+# outputs are stored through the scheduler (bus/blobcommit.py): wait out its restart
+OUTPUT_COMMIT_WAIT_S = 60.0
 Refusal = tuple[ErrorKind, str]  # why an attempt fails before its script starts
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 DISOWNED_MESSAGE = "the scheduler told the agent to stop this attempt as stale; it will be requeued"
@@ -305,7 +307,7 @@ async def upload_outputs(
     for artifact, path, size, sha in found:
         if sha in missing:
             try:
-                await put_blob(store, sha, path)
+                await put_blob(store, sha, path, wait_s=OUTPUT_COMMIT_WAIT_S)
             except (nats.errors.Error, TimeoutError, OSError, BlobError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue

@@ -173,17 +173,28 @@ async def _stage(blobs: BlobStore, sha: str, fh: IO[bytes]) -> m.BlobCommit:
     return m.BlobCommit(sha256=h.hexdigest(), nuid=nuid, size=size, chunks=chunks)
 
 
-async def commit_blob(blobs: BlobStore, commit: m.BlobCommit) -> m.BlobCommitted:
-    """Ask a scheduler to verify and store staged chunks; raise :class:`BlobError` if refused."""
-    try:
-        msg = await blobs.nc.request(
-            subjects.BLOB_COMMIT, codec.encode(commit), timeout=COMMIT_WAIT_S
-        )
-    except nats.errors.NoRespondersError:
-        raise BlobError(
-            f"cannot store blob {commit.sha256[:12]}: no scheduler is answering (blobs are "
-            "stored through it); start one with `sortie up` (or `sortie scheduler`)"
-        ) from None
+async def commit_blob(
+    blobs: BlobStore, commit: m.BlobCommit, *, wait_s: float = 0.0
+) -> m.BlobCommitted:
+    """Ask a scheduler to verify and store staged chunks; raise :class:`BlobError` if refused.
+
+    ``wait_s``: how long to keep asking while no scheduler answers (an agent's outputs
+    outlive a scheduler restart; a client is told at once)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            msg = await blobs.nc.request(
+                subjects.BLOB_COMMIT, codec.encode(commit), timeout=COMMIT_WAIT_S
+            )
+            break
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if loop.time() >= deadline:
+                raise BlobError(
+                    f"cannot store blob {commit.sha256[:12]}: no scheduler answered (blobs are "
+                    "stored through it); start one with `sortie up` (or `sortie scheduler`)"
+                ) from None
+            await asyncio.sleep(1.0)
     try:
         reply: m.BlobCommitReply = codec.decode(m.BlobCommitReply, msg.data)
     except codec.BadMessage as exc:
@@ -193,8 +204,11 @@ async def commit_blob(blobs: BlobStore, commit: m.BlobCommit) -> m.BlobCommitted
     return reply
 
 
-async def put_blob(blobs: BlobStore, sha: str, source: Path | bytes) -> m.BlobCommitted:
-    """Upload one blob under its sha256 name (bytes, or a file streamed from disk).
+async def put_blob(
+    blobs: BlobStore, sha: str, source: Path | bytes, *, wait_s: float = 0.0
+) -> m.BlobCommitted:
+    """Upload one blob under its sha256 name (bytes, or a file streamed from disk); ``wait_s``
+    as in :func:`commit_blob`.
 
     Raises :class:`BlobError` when the bytes sent are not ``sha`` (the file changed) or the
     scheduler refused them.
@@ -209,7 +223,7 @@ async def put_blob(blobs: BlobStore, sha: str, source: Path | bytes) -> m.BlobCo
             f"the bytes uploaded as {sha[:12]} hash to {commit.sha256[:12]}: the file changed "
             "after it was hashed; upload it again once it is no longer being written"
         )
-    return await commit_blob(blobs, commit)
+    return await commit_blob(blobs, commit, wait_s=wait_s)
 
 
 # --- reading -------------------------------------------------------------------------------
