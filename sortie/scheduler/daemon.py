@@ -33,7 +33,6 @@ from nats.js.kv import KeyValue
 
 from sortie.bus.auth import Creds, Signer
 from sortie.bus.blobcommit import BlobCommits
-from sortie.bus.blobs import has_blob
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
@@ -54,6 +53,7 @@ from sortie.scheduler.providers.base import (
 )
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
+from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import save_credentials
 from sortie.scheduler.tables import Table
 from sortie.scheduler.validate import SHA256
@@ -97,6 +97,8 @@ class SchedulerConfig:
     # Prometheus metrics over HTTP (scheduler.metrics) on this port; None: not served
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # the most bytes a submitted snapshot may hold (SORTIE_SNAPSHOT_LIMIT_MB; 10 GiB)
+    snapshot_limit_bytes: int = field(default_factory=snapshot_limit_bytes)
 
 
 def new_node_id(cluster: str) -> str:
@@ -144,6 +146,7 @@ class Daemon:
         self.run_secrets: dict[str, m.SecretEnv] = {}
         self.metrics = Metrics(lambda: self.state)
         self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
+        self.snapshots = SnapshotCheck(bus.blobs, config.snapshot_limit_bytes)
 
     @property
     def data_dir(self) -> Path:
@@ -279,22 +282,11 @@ class Daemon:
         if isinstance(request, m.SubmitRequest):
             spec = request.spec
             # a snapshot id that is not a sha256 is refused by the core, with the rule
-            if (
-                not request.validate_only
-                and SHA256.match(spec.snapshot_id)
-                and not await has_blob(self.bus.blobs, spec.snapshot_id)
-            ):
-                await self._reply(
-                    msg,
-                    m.ErrorReply(
-                        code="snapshot_missing",
-                        message=(
-                            f"snapshot {spec.snapshot_id[:12]} is not in the store: "
-                            "upload the manifest and its files before submitting"
-                        ),
-                    ),
-                )
-                return
+            if not request.validate_only and SHA256.match(spec.snapshot_id):
+                why = await self.snapshots.problem(spec.snapshot_id)
+                if why is not None:
+                    await self._reply(msg, why)
+                    return
             run_id = new_run_id(spec.experiment, time.time())
             self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))
         elif isinstance(request, m.CancelRequest):
