@@ -15,7 +15,13 @@ import structlog
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.daemon import run_agent
 from sortie.bus.auth import AuthError, Authority, init_authority, write_private
-from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
+from sortie.bus.broker import (
+    BrokerError,
+    TlsFiles,
+    adopt_unauthenticated_store,
+    check_can_start,
+    start_broker,
+)
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
@@ -118,6 +124,7 @@ def up(
         # daemon given one of them is refused as well
         locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
         authority = init_authority(data_dir / "auth") if auth else None
+        check_can_start(data_dir / "nats", host, port)  # before anything touches the store
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
         broker = start_broker(
