@@ -120,7 +120,7 @@ async def verify(blobs: BlobStore, info: ObjectInfo) -> str | None:
 class BlobCommits:
     """Answers ``subjects.BLOB_COMMIT``: one per scheduler (and test broker fixtures)."""
 
-    def __init__(self, blobs: BlobStore, *, concurrency: int = 8) -> None:
+    def __init__(self, blobs: BlobStore, *, concurrency: int = 32) -> None:
         self.blobs = blobs
         self._sem = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -167,10 +167,11 @@ class BlobCommits:
         try:
             return await self.commit(req, who)
         except FAILURES as exc:
-            log.warning("blob commit failed", sha256=req.sha256, error=repr(exc))
+            why = getattr(exc, "description", None) or repr(exc)  # nats-py's repr omits it
+            log.warning("blob commit failed", sha256=req.sha256, error=why)
             return m.ErrorReply(
                 code="internal",
-                message=f"the scheduler could not store blob {req.sha256[:12]} ({exc!r}); "
+                message=f"the scheduler could not store blob {req.sha256[:12]} ({why}); "
                 "upload it again",
             )
 

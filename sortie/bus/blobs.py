@@ -40,7 +40,6 @@ from sortie.proto import messages as m
 
 HASH_CHUNK = 1 << 20
 CHUNK_SIZE = 128 * 1024  # nats-py's default chunk size
-CHUNK_WAIT_S = 5.0  # how long a reader waits for a chunk that should be there
 COMMIT_WAIT_S = 120.0  # a scheduler reads a blob back before it answers
 VERIFIED = "Sortie-Verified"  # header in a meta entry a scheduler wrote after checking the hash
 
@@ -231,22 +230,25 @@ async def put_blob(
 
 async def read_chunks(blobs: BlobStore, info: ObjectInfo) -> AsyncIterator[bytes]:
     """The object's first ``info.chunks`` chunks, in order (anything published after them on
-    the same subject is not part of it). Raises :class:`BlobCorrupt` when some are missing."""
-    if not info.chunks:
-        return
-    sub = await blobs.js.subscribe(blobs.chunk_subject(info.nuid), ordered_consumer=True)
-    try:
-        for i in range(info.chunks):
-            try:
-                msg = await sub.next_msg(timeout=CHUNK_WAIT_S)
-            except nats.errors.TimeoutError:
-                raise BlobCorrupt(
-                    f"blob {info.name} is incomplete in the object store: chunk {i + 1} of "
-                    f"{info.chunks} is missing"
-                ) from None
-            yield msg.data
-    finally:
-        await sub.unsubscribe()
+    the same subject is not part of it). Raises :class:`BlobCorrupt` when some are missing.
+
+    Each chunk is one direct get (the next message on the chunk subject), not a consumer: a
+    scheduler verifying thousands of small uploads at once would exhaust the stream's
+    consumers, and a one-chunk blob costs one round trip."""
+    subject = blobs.chunk_subject(info.nuid)
+    seq = 1
+    for i in range(info.chunks or 0):
+        try:
+            msg = await blobs.js.get_msg(
+                blobs.stream, seq=seq, subject=subject, next=True, direct=True
+            )
+        except nats.js.errors.NotFoundError:
+            raise BlobCorrupt(
+                f"blob {info.name} is incomplete in the object store: chunk {i + 1} of "
+                f"{info.chunks} is missing"
+            ) from None
+        yield msg.data or b""
+        seq = (msg.seq or seq) + 1
 
 
 async def _entry(blobs: BlobStore, sha: str) -> ObjectInfo:
