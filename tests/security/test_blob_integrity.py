@@ -82,7 +82,7 @@ async def test_a_client_can_neither_overwrite_nor_delete_a_blob(
 ) -> None:
     c = await connections.client()
     manifest = b'{"files": []} a manifest'
-    artifact = b"an artifact" * 50_000  # several chunks
+    artifact = b"an artifact" * 200_000  # 17 chunks: read streamed, not chunk by chunk
     for data in (manifest, artifact):
         await put_blob(c.blobs, sha256_bytes(data), data)
     for data in (manifest, artifact):
@@ -199,3 +199,21 @@ async def test_the_meta_entry_is_an_ordinary_nats_object(
     assert (await store.get(sha256_bytes(data))).data == data
     raw = await c.js.get_last_msg(STREAM, c.blobs.meta_subject(sha256_bytes(data)))
     assert json.loads(raw.data)["headers"] == {"Sortie-Verified": "sha256"}
+
+
+@pytest.mark.parametrize("chunks", [2, 12], ids=["chunk by chunk", "streamed"])
+async def test_a_commit_claiming_more_chunks_than_sent_is_refused(
+    connections: Connections, scheduler_bus: Bus, chunks: int
+) -> None:
+    c = await connections.client()
+    parts = [bytes([i]) * 1000 for i in range(chunks)]
+    sha = sha256_bytes(b"".join(parts))
+    staged = await _stage(c, sha, parts[:-1])  # the last chunk never sent
+    claimed = m.BlobCommit(
+        sha256=sha, nuid=staged.nuid, size=staged.size + 1000, chunks=staged.chunks + 1
+    )
+    reply = await _commit(c, claimed)
+    assert isinstance(reply, m.ErrorReply) and reply.code == "blob_corrupt"
+    assert f"chunk {chunks} of {chunks} is missing" in reply.message
+    assert not await has_blob(c.blobs, sha)
+    assert (await put_blob(c.blobs, sha, b"".join(parts))).new
