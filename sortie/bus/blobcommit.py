@@ -35,9 +35,9 @@ from nats.js.kv import KeyValue
 from sortie.bus.blobs import (
     BlobCorrupt,
     BlobStore,
-    blob_entry,
     is_verified,
     meta_for,
+    meta_message,
     read_chunks,
     staging_nuid,
 )
@@ -177,9 +177,10 @@ class BlobCommits:
 
     async def commit(self, req: m.BlobCommit, who: str) -> m.BlobCommitReply:
         """Verify ``req``'s chunks and store them as the blob, once."""
-        entry = await blob_entry(self.blobs, req.sha256)
-        if entry is not None and is_verified(entry[0]):
-            await self._drop(req.nuid, entry[0].nuid)
+        found = await meta_message(self.blobs, req.sha256)
+        old, seq = found if found is not None else (None, 0)
+        if old is not None and is_verified(old):
+            await self._drop(req.nuid, old.nuid)
             return m.BlobCommitted(sha256=req.sha256, new=False)
         bad = await verify(self.blobs, _as_info(req))
         if bad is not None:
@@ -190,23 +191,23 @@ class BlobCommits:
                 message=f"blob {req.sha256[:12]} was refused and quarantined: {bad}. "
                 "Upload it again (if it keeps failing, another uploader is interfering)",
             )
-        seq = 0
-        if entry is not None:  # stored before blobs were verified
-            old, seq = entry
-            if await self._kept(old, seq, who):
-                await self._drop(req.nuid, old.nuid)
-                return m.BlobCommitted(sha256=req.sha256, new=False)
+        # an entry written before blobs were verified (or one that is no entry: a deletion
+        # marker, unreadable): kept if right, else quarantined and replaced
+        if seq and await self._kept(old, seq, req.sha256):
+            await self._drop(req.nuid, old.nuid if old is not None else None)
+            return m.BlobCommitted(sha256=req.sha256, new=False)
         return await self._write(req, seq)
 
-    async def _kept(self, old: ObjectInfo, seq: int, who: str) -> bool:
+    async def _kept(self, old: ObjectInfo | None, seq: int, sha: str) -> bool:
         """Mark an unverified stored blob verified if it is right, else quarantine it."""
-        bad = await verify(self.blobs, old)
-        if bad is None:
+        bad = "its meta entry is unusable" if old is None else await verify(self.blobs, old)
+        if bad is None and old is not None:
             await self._publish_meta(_as_commit(old), seq)
             return True
-        await self._record(old.name, bad, "unknown (stored unverified)", old.size or 0)
-        await self._drop(old.nuid)
-        log.info("unverified blob replaced", sha256=old.name, by=who)
+        size = (old.size or 0) if old is not None else 0
+        await self._record(sha, bad or "", "unknown (stored unverified)", size)
+        if old is not None:
+            await self._drop(old.nuid)
         return False
 
     async def _write(self, req: m.BlobCommit, seq: int) -> m.BlobCommitReply:
@@ -215,8 +216,14 @@ class BlobCommits:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-            # another upload of the same blob was committed first: it was verified too
-            await self._drop(req.nuid)
+            # another commit of the same blob came first: fine if it stored a verified one
+            again = await meta_message(self.blobs, req.sha256)
+            if again is None or again[0] is None or not is_verified(again[0]):
+                return m.ErrorReply(
+                    code="conflict",
+                    message=f"blob {req.sha256[:12]} changed while it was stored: upload it again",
+                )
+            await self._drop(req.nuid, again[0].nuid)
             return m.BlobCommitted(sha256=req.sha256, new=False)
         return m.BlobCommitted(sha256=req.sha256, new=True)
 

@@ -92,20 +92,31 @@ def sha256_bytes(data: bytes) -> str:
 # --- meta entries --------------------------------------------------------------------------
 
 
-async def blob_entry(blobs: BlobStore, sha: str) -> tuple[ObjectInfo, int] | None:
-    """The object's meta entry and its stream sequence, or None if there is none (or it is a
-    deletion marker, or does not parse)."""
+async def meta_message(blobs: BlobStore, sha: str) -> tuple[ObjectInfo | None, int] | None:
+    """The last message on the blob's meta subject: its entry (None when it is not a usable
+    one: a deletion marker, unreadable, or naming chunks no subject can hold) and its stream
+    sequence; None when there is no message at all."""
     try:
         msg = await blobs.js.get_last_msg(blobs.stream, blobs.meta_subject(sha))
     except nats.js.errors.NotFoundError:
         return None
+    seq = msg.seq or 0
     try:
         info = ObjectInfo.from_response(json.loads(msg.data or b""))
+        subjects.check_token("object nuid", info.nuid)
     except (ValueError, TypeError, KeyError):
+        return None, seq
+    if info.deleted or info.name != sha:
+        return None, seq
+    return info, seq
+
+
+async def blob_entry(blobs: BlobStore, sha: str) -> tuple[ObjectInfo, int] | None:
+    """The blob's usable meta entry and its stream sequence, or None."""
+    found = await meta_message(blobs, sha)
+    if found is None or found[0] is None:
         return None
-    if info.deleted:
-        return None
-    return info, msg.seq or 0
+    return found[0], found[1]
 
 
 def is_verified(info: ObjectInfo) -> bool:

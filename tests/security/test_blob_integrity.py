@@ -181,6 +181,21 @@ async def test_blobs_stored_before_verification_are_checked_when_uploaded_again(
     assert await get_blob(c.blobs, sha256_bytes(wrong)) == wrong
     record = await _quarantined(scheduler_bus, sha256_bytes(wrong))
     assert record.by == "unknown (stored unverified)"
+    # entries no reader can use: a deletion marker, and one naming chunks no subject holds
+    for data, meta in [
+        (b"deleted before", {"name": "?", "bucket": "b", "nuid": "n", "deleted": True}),
+        (b"bad nuid", {"name": "?", "bucket": "b", "nuid": "a.>", "chunks": 1, "size": 8}),
+    ]:
+        meta["name"] = sha256_bytes(data)
+        await js.publish(
+            scheduler_bus.blobs.meta_subject(sha256_bytes(data)), json.dumps(meta).encode()
+        )
+        assert not await has_blob(c.blobs, sha256_bytes(data))
+        assert (await put_blob(c.blobs, sha256_bytes(data), data)).new
+        assert await get_blob(c.blobs, sha256_bytes(data)) == data
+        assert (await _quarantined(scheduler_bus, sha256_bytes(data))).reason == (
+            "its meta entry is unusable"
+        )
     # one meta entry per blob is kept
     state = await scheduler_bus.js.stream_info(
         STREAM, subjects_filter=scheduler_bus.blobs.meta_subject(sha256_bytes(wrong))
