@@ -47,6 +47,7 @@ from sortie.proto import messages as m
 log = structlog.get_logger("sortie.blobs")
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_WAITING = 10_000  # commits queued or in progress; past it, uploaders are told to retry
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expected-sequence check
 FAILURES = (
     nats.errors.Error,
@@ -142,6 +143,14 @@ class BlobCommits:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
+        if len(self._tasks) >= MAX_WAITING:
+            busy = m.ErrorReply(
+                code="internal",
+                message="the scheduler is busy verifying uploads: upload again in a moment",
+            )
+            with contextlib.suppress(*FAILURES):
+                await self.blobs.nc.publish(msg.reply, codec.encode(busy))
+            return
         task = asyncio.create_task(self._answer(msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -169,11 +178,14 @@ class BlobCommits:
         except FAILURES as exc:
             why = getattr(exc, "description", None) or repr(exc)  # nats-py's repr omits it
             log.warning("blob commit failed", sha256=req.sha256, error=why)
-            return m.ErrorReply(
-                code="internal",
-                message=f"the scheduler could not store blob {req.sha256[:12]} ({why}); "
-                "upload it again",
-            )
+        except Exception:  # a bug must not leave the uploader waiting, or stop the commits
+            log.exception("blob commit failed", sha256=req.sha256)
+            why = "see the scheduler's log"
+        return m.ErrorReply(
+            code="internal",
+            message=f"the scheduler could not store blob {req.sha256[:12]} ({why}); "
+            "upload it again",
+        )
 
     async def commit(self, req: m.BlobCommit, who: str) -> m.BlobCommitReply:
         """Verify ``req``'s chunks and store them as the blob, once."""
