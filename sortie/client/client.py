@@ -172,10 +172,7 @@ class Client:
         await self._submit_with_retries(
             m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
         )
-        uploaded = await snap.upload_snapshot(self.bus, plan, progress=progress)
-        accepted: m.SubmitAccepted = await self._submit_with_retries(
-            m.SubmitRequest(spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes)
-        )
+        uploaded, accepted = await self._upload_and_submit(plan, spec, secret, progress)
         return Submission(
             run_id=accepted.run_id,
             snapshot=SnapshotSummary(
@@ -187,6 +184,33 @@ class Client:
             ),
             warnings=list(plan.warnings),
         )
+
+    async def _upload_and_submit(
+        self,
+        plan: snap.SnapshotPlan,
+        spec: m.RunSpec,
+        secret: m.SecretEnv | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> tuple[snap.UploadResult, m.SubmitAccepted]:
+        """Upload what the store lacks and submit. Once more if the scheduler finds a file
+        missing: the manifest was in the store without all its files (another uploader stored
+        it), so every file is checked and sent."""
+        every_file = False
+        while True:
+            uploaded = await snap.upload_snapshot(
+                self.bus, plan, progress=progress, every_file=every_file
+            )
+            request = m.SubmitRequest(
+                spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes
+            )
+            try:
+                accepted: m.SubmitAccepted = await self._submit_with_retries(request)
+            except RequestRefused as exc:
+                if exc.code != "snapshot_missing" or every_file:
+                    raise
+                every_file = True
+                continue
+            return uploaded, accepted
 
     async def _submit_with_retries(self, request: m.SubmitRequest) -> Any:
         """Send the submit until the scheduler answers: for up to ``SUBMIT_RETRY_S`` after

@@ -498,6 +498,7 @@ async def upload_snapshot(
     *,
     progress: ProgressCallback | None = None,
     concurrency: int = UPLOAD_CONCURRENCY,
+    every_file: bool = False,
 ) -> UploadResult:
     """Upload the blobs the object store lacks, then the manifest blob if it is missing.
 
@@ -506,9 +507,10 @@ async def upload_snapshot(
     """
     sizes = {e.sha256: e.size for e in plan.manifest.files}
     snapshot_id, manifest_data = plan.encoded
-    # A manifest is stored only after every blob it names (below; nothing deletes blobs):
-    # if the store has it, an unchanged tree costs one check, not one per file.
-    if not await missing_blobs(bus.blobs, [snapshot_id]):
+    # A manifest is stored only after every blob it names (below): if the store has it, an
+    # unchanged tree costs one check, not one per file. ``every_file``: check them anyway
+    # (the scheduler found a file missing: the manifest came from another uploader).
+    if not every_file and not await missing_blobs(bus.blobs, [snapshot_id]):
         return UploadResult(
             snapshot_id=snapshot_id,
             files=plan.files,

@@ -17,7 +17,7 @@ import structlog
 from sortie.bus.blobs import BlobError, BlobStore, blob_entry, get_blob, is_verified
 from sortie.proto import codec
 from sortie.proto import messages as m
-from sortie.scheduler.validate import SNAPSHOT_LIMIT_ENV, check_manifest
+from sortie.scheduler.validate import SNAPSHOT_LIMIT_ENV, check_manifest, unstored_file
 
 log = structlog.get_logger("sortie.scheduler")
 
@@ -69,9 +69,12 @@ class SnapshotCheck:
             return m.ErrorReply(
                 code="bad_request", message=f"snapshot {snapshot_id[:12]} cannot be read: {exc}"
             )
-        why = check_manifest(manifest, self.limit_bytes, await self._stored_sizes(manifest))
+        stored = await self._stored_sizes(manifest)
+        why = check_manifest(manifest, self.limit_bytes, stored)
         if why is not None:
             return m.ErrorReply(code="bad_request", message=why)
+        if (why := unstored_file(manifest, stored)) is not None:
+            return m.ErrorReply(code="snapshot_missing", message=why)
         self._passed[snapshot_id] = None
         if len(self._passed) > REMEMBERED:
             self._passed.popitem(last=False)

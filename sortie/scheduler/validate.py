@@ -82,12 +82,8 @@ def check_manifest(
             f"scheduler runs ({SNAPSHOT_LIMIT_ENV}, in MB)"
         )
     for e in manifest.files:
-        if e.sha256 not in stored:
-            continue
-        size = stored[e.sha256]
-        if size is None:
-            return f"the blob of {e.path!r} ({e.sha256[:12]}) is not stored: submit again"
-        if size != e.size:
+        size = stored.get(e.sha256)
+        if size is not None and size != e.size:
             return (
                 f"the manifest says {e.path!r} holds {e.size:,} bytes, but its blob holds "
                 f"{size:,}: submit again with an unmodified client"
@@ -169,4 +165,17 @@ def check_secrets(spec: m.RunSpec, secret: m.SecretEnv | None) -> m.ErrorReply |
         )
     if secret is not None and (why := env_value_problem(secret.values, secret=True)):
         return m.ErrorReply(code="bad_request", message=why)
+    return None
+
+
+def unstored_file(manifest: m.Manifest, stored: Mapping[str, int | None]) -> str | None:
+    """The first file whose blob was looked up (``stored``) and is not stored, said so that the
+    client uploads every file again: its manifest was stored without them (by another
+    uploader), so the client's "manifest stored, so are its files" does not hold."""
+    for e in manifest.files:
+        if e.sha256 in stored and stored[e.sha256] is None:
+            return (
+                f"the blob of {e.path!r} ({e.sha256[:12]}) is not in the store: upload the "
+                "snapshot's files before submitting"
+            )
     return None

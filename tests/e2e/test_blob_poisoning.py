@@ -13,6 +13,7 @@ import pytest
 
 from sortie.bus.blobs import blob_entry, meta_for, put_blob, sha256_bytes, staging_nuid
 from sortie.bus.connection import Bus, BusAuth, open_bus
+from sortie.client.snapshot import build_manifest, encode_manifest
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from tests.e2e.conftest import Installation
@@ -172,3 +173,25 @@ async def test_a_damaged_artifact_and_a_damaged_snapshot_file_say_what_is_wrong(
     assert isinstance(error, dict) and error["kind"] == "snapshot", error
     assert f"blob {sha256_bytes(data)} is corrupt in the object store" in str(error["message"])
     assert "submit again" in str(error["message"])
+
+
+async def test_a_manifest_stored_without_its_files_does_not_block_the_tree(
+    installation: Installation, tmp_path: Path
+) -> None:
+    """Someone who knows a tree stores its manifest alone (an uploader may store any blob
+    that is what its name says): the client, told by the scheduler that a file is missing,
+    sends every file and the run goes through."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "empty.txt").write_bytes(b"")
+    (src / "data.txt").write_text("the data\n")
+    (src / "train.py").write_text(SCRIPT + "print('ahead of the attacker')\n")
+    snapshot_id, manifest = encode_manifest(build_manifest(src).manifest)
+    attacker = await _bus(installation, installation.client_creds, "attacker")
+    try:
+        assert (await put_blob(attacker.blobs, snapshot_id, manifest)).new
+    finally:
+        await attacker.close()
+    run = _submit(installation, src)
+    assert run["state"] == "Completed", run
+    assert isinstance(run["snapshot"], dict) and run["snapshot"]["id"] == snapshot_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sortie.proto import messages as m
-from sortie.scheduler.validate import check_manifest, check_secrets, check_spec
+from sortie.scheduler.validate import check_manifest, check_secrets, check_spec, unstored_file
 from tests.builders import spec
 
 TARGETS = {"local"}
@@ -107,10 +107,10 @@ MANIFEST_CASES: list[tuple[str, m.Manifest, dict[str, int | None], str | None]] 
         "says 'f0' holds 5 bytes, but its blob holds 1",
     ),
     (
-        "blob not stored",
+        "blob not stored: unstored_file says so",
         _manifest((A, 5)),
         {A: None},
-        "the blob of 'f0' (aaaaaaaaaaaa) is not stored",
+        None,
     ),
     ("not looked up: left to the agent", _manifest((A, 5)), {}, None),
 ]
@@ -129,3 +129,11 @@ def test_check_manifest(
         assert problem is None
     else:
         assert problem is not None and expected in problem, problem
+
+
+def test_unstored_file_names_the_first_file_looked_up_and_missing() -> None:
+    manifest = _manifest((A, 5), (B, 6))
+    assert unstored_file(manifest, {A: 5, B: 6}) is None
+    assert unstored_file(manifest, {}) is None  # not looked up: left to the agent
+    why = unstored_file(manifest, {A: 5, B: None})
+    assert why is not None and "the blob of 'f1' (bbbbbbbbbbbb) is not in the store" in why
