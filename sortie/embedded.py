@@ -24,7 +24,13 @@ from sortie.bus.auth import (
     keep_fixed,
     write_private,
 )
-from sortie.bus.broker import BrokerError, TlsFiles, adopt_unauthenticated_store, start_broker
+from sortie.bus.broker import (
+    BrokerError,
+    TlsFiles,
+    adopt_unauthenticated_store,
+    check_can_start,
+    start_broker,
+)
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
@@ -171,6 +177,7 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
         # daemon given one of them is refused as well
         locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
         authority = init_authority(data_dir / "auth", auth_ttl_s) if auth_ttl_s else None
+        check_can_start(data_dir / "nats", host, port)  # before anything touches the store
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
         if store_limit is None:

@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import DiscardPolicy
 
 from sortie.agents.publisher import publish_acked
+from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.blobs import put_blob, sha256_bytes
 from sortie.bus.broker import BrokerProcess, free_port, start_broker
 from sortie.bus.connection import Bus, open_bus
@@ -130,10 +131,13 @@ def small_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 @pytest.fixture
 async def small_bus(small_broker: BrokerProcess) -> AsyncIterator[Bus]:
     b = await open_bus(small_broker.url, "test", create=True)
+    commits = BlobCommits(b.blobs)  # blobs are stored through a scheduler's commit
+    await commits.start()
     try:
         await apply_store_limits(b.js, LIMIT)
         yield b
     finally:
+        await commits.stop()
         await b.close()
 
 

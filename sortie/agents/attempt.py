@@ -37,7 +37,6 @@ from pathlib import Path, PurePath
 import nats.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.object_store import ObjectStore
 
 from sortie.agents import orphans
 from sortie.agents.events import StopReason
@@ -62,7 +61,7 @@ from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
 from sortie.agents.upload_progress import UploadProgress
-from sortie.bus.blobs import missing_blobs, put_blob, sha256_file
+from sortie.bus.blobs import BlobError, BlobStore, missing_blobs, put_blob, sha256_file
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
@@ -72,6 +71,8 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 MAX_BAD_METRIC_LINES = 20
+# outputs are stored through the scheduler (bus/blobcommit.py): wait out its restart
+OUTPUT_COMMIT_WAIT_S = 60.0
 Refusal = tuple[ErrorKind, str]  # why an attempt fails before its script starts
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 DISOWNED_MESSAGE = "the scheduler told the agent to stop this attempt as stale; it will be requeued"
@@ -104,7 +105,7 @@ class AttemptDeps:
     """What every attempt on one agent shares."""
 
     js: JetStreamContext
-    blobs: ObjectStore
+    blobs: BlobStore
     agent_id: str
     incarnation: str
     data_dir: Path
@@ -294,7 +295,7 @@ def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[
 
 
 async def upload_outputs(
-    store: ObjectStore,
+    store: BlobStore,
     workdir: Path,
     say: Callable[[str], None],
     limit_bytes: int = RunLimits().artifact_bytes,
@@ -326,8 +327,13 @@ async def upload_outputs(
         if sha in missing:
             try:
                 async with progress.file(artifact, size):
-                    await until_stored(js, lambda: put_blob(store, sha, path), artifact, size)  # noqa: B023 - awaited at once
-            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                    await until_stored(
+                        js,
+                        lambda: put_blob(store, sha, path, wait_s=OUTPUT_COMMIT_WAIT_S),  # noqa: B023 - awaited at once
+                        artifact,
+                        size,
+                    )
+            except (nats.errors.Error, TimeoutError, OSError, BlobError) as exc:
                 say(f"cannot upload {artifact}: {exc}")
                 continue
             missing.discard(sha)

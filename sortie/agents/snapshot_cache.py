@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
-from nats.js.object_store import ObjectStore
 
-from sortie.bus.blobs import fetch_blob_to, get_blob
+from sortie.bus.blobs import BlobError, BlobStore, fetch_blob_to, get_blob
 from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
@@ -86,7 +85,7 @@ def size_mismatches(manifest: m.Manifest, size_of: Callable[[str], int]) -> list
 
 
 class SnapshotCache:
-    def __init__(self, root: Path, store: ObjectStore, *, concurrency: int = 16) -> None:
+    def __init__(self, root: Path, store: BlobStore, *, concurrency: int = 16) -> None:
         self.root = root
         self.store = store
         self.stats = CacheStats()
@@ -109,7 +108,7 @@ class SnapshotCache:
         else:
             try:
                 data = await get_blob(self.store, snapshot_id)
-            except (nats.errors.Error, TimeoutError, ValueError) as exc:
+            except (nats.errors.Error, TimeoutError, BlobError) as exc:
                 raise SnapshotError(
                     f"cannot fetch the manifest of snapshot {snapshot_id}: {exc}"
                 ) from None
@@ -132,7 +131,8 @@ class SnapshotCache:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise SnapshotError(
-                f"cannot fetch {len(errors)} of {len(missing)} blobs: {errors[0]}"
+                f"cannot fetch {len(errors)} of {len(missing)} blobs: {errors[0]}; the store's "
+                "copy is missing or damaged: submit again (the client uploads the files anew)"
             ) from None
         fetched = sum(1 for r in results if r)
         size = sum(self.path(h).stat().st_size for h, r in zip(missing, results, strict=True) if r)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -98,6 +99,37 @@ def _left_running(data_dir: Path) -> int | None:
     return pid if name == "nats-server" else None
 
 
+def _config_of(pid: int) -> Path | None:
+    """The config file a running nats-server was started with (``-c``/``--config``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = Path(f"/proc/{pid}/cwd").readlink()
+    except OSError:
+        return None
+    for flag, value in itertools.pairwise(args):
+        if flag in (b"-c", b"--config", b"-config"):
+            return (cwd / os.fsdecode(value)).resolve()
+    return None
+
+
+def check_can_start(data_dir: Path, host: str, port: int) -> None:
+    """Refuse (``BrokerError``) to start a broker on ``data_dir`` and ``host:port`` when the port
+    is taken (naming a nats-server left on this data dir, if that is what holds it), or when a
+    nats-server started earlier on ``data_dir`` (by an older version, which did not take it
+    along when killed) still runs on its store, on whatever port: two servers on one
+    JetStream store corrupt it."""
+    if port_in_use(host, port):
+        raise _port_taken(data_dir, host, port)
+    left = _left_running(data_dir)
+    if left is None or _config_of(left) != (data_dir / "nats-server.conf").resolve():
+        return
+    raise BrokerError(
+        f"nats-server pid {left}, started earlier on this data directory and left running, "
+        f"still uses its store ({data_dir / 'jetstream'}): a second broker on it would "
+        f"corrupt it. Stop that one (kill -TERM {left}) and start again"
+    )
+
+
 def _port_taken(data_dir: Path, host: str, port: int) -> BrokerError:
     left = _left_running(data_dir)
     if left is not None:
@@ -182,8 +214,7 @@ def start_broker(  # noqa: PLR0913 - one keyword per `sortie up` option, as befo
     from the main thread (`sortie up` does): a SIGKILLed parent leaves no broker on the store.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    if port_in_use(host, port):
-        raise _port_taken(data_dir, host, port)
+    check_can_start(data_dir, host, port)
     cfg = write_config(
         data_dir,
         host,

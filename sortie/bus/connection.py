@@ -19,8 +19,8 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
+from sortie.bus.blobs import BlobStore
 from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised, ReplicasUnavailable
 from sortie.bus.resources import ensure_resources
 from sortie.proto import subjects
@@ -69,7 +69,7 @@ class Bus:
     computes: KeyValue
     nodes: KeyValue
     vms: KeyValue
-    blobs: ObjectStore
+    blobs: BlobStore
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -275,7 +275,7 @@ def _expired_at(path: Path) -> str | None:
 
 async def _bind(
     js: JetStreamContext, create: bool, replicas: int | None
-) -> tuple[KeyValue, KeyValue, KeyValue, KeyValue, KeyValue, ObjectStore]:
+) -> tuple[KeyValue, KeyValue, KeyValue, KeyValue, KeyValue]:
     """Sortie's buckets and object store, waiting out a cluster's leader elections.
 
     A stream whose leader was on a server that just died answers nothing until its other
@@ -287,13 +287,13 @@ async def _bind(
         try:
             if create:
                 await ensure_resources(js, replicas=replicas)
+            await js.object_store(subjects.OBJ_BLOBS)  # it exists (BlobStore reads it directly)
             return (
                 await js.key_value(subjects.KV_RUNS),
                 await js.key_value(subjects.KV_AGENTS),
                 await js.key_value(subjects.KV_COMPUTES),
                 await js.key_value(subjects.KV_NODES),
                 await js.key_value(subjects.KV_VMS),
-                await js.object_store(subjects.OBJ_BLOBS),
             )
         except (TimeoutError, nats.errors.TimeoutError):
             if loop.time() > deadline:
@@ -326,7 +326,7 @@ async def open_bus(
     )
     js = nc.jetstream()
     try:
-        runs, agents, computes, nodes, vms, blobs = await _bind(js, create, replicas)
+        runs, agents, computes, nodes, vms = await _bind(js, create, replicas)
     except ReplicasUnavailable:
         await nc.close()
         raise
@@ -358,5 +358,5 @@ async def open_bus(
         computes=computes,
         nodes=nodes,
         vms=vms,
-        blobs=blobs,
+        blobs=BlobStore(nc=nc, js=js),
     )

@@ -30,6 +30,7 @@ KV_BUCKETS = (
     subjects.KV_COMPUTES,
     subjects.KV_NODES,
     subjects.KV_VMS,
+    subjects.KV_QUARANTINE,
 )
 
 
@@ -126,7 +127,17 @@ async def _create_or_resize(js: JetStreamContext, replicas: int | None, wanted: 
             subjects.OBJ_BLOBS,
             config=ObjectStoreConfig(bucket=subjects.OBJ_BLOBS, replicas=wanted),
         )
+    await _refuse_rollups(js, obj_stream(subjects.OBJ_BLOBS))
     return changed
+
+
+async def _refuse_rollups(js: JetStreamContext, stream: str) -> None:
+    """No rollup headers on the blob store (existing stores are changed in place): one would
+    let any uploader purge a blob's chunks or the whole store. Blobs are written once, by the
+    scheduler's commit (``sortie.bus.blobcommit``), which needs none."""
+    info = await js.stream_info(stream)
+    if info.config.allow_rollup_hdrs:
+        await js.update_stream(dataclasses.replace(info.config, allow_rollup_hdrs=False))
 
 
 async def _keep_replicas(js: JetStreamContext, stream: str, replicas: int | None) -> list[str]:

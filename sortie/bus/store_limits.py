@@ -96,7 +96,7 @@ async def blob_room(js: JetStreamContext) -> int | None:
 
 
 async def until_stored(
-    js: JetStreamContext, write: Callable[[], Awaitable[None]], what: str, size: int
+    js: JetStreamContext, write: Callable[[], Awaitable[object]], what: str, size: int
 ) -> None:
     """``write()`` one blob of ``size`` bytes, unless the blob store has no room for it;
     retried while it has none (or refuses the write as full) within :class:`FullBound`,
@@ -109,7 +109,8 @@ async def until_stored(
     while True:
         try:
             if not await _too_big(js, size):
-                return await write()
+                await write()
+                return
         except (nats.errors.Error, TimeoutError) as exc:
             if not (is_store_full(exc) or await _too_big(js, size)):
                 raise

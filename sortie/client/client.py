@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from sortie.bus.blobs import fetch_blob_to, missing_blobs
+from sortie.bus.blobs import BlobError, fetch_blob_to, missing_blobs
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.profile import resolve_auth, resolve_url
@@ -205,10 +205,7 @@ class Client:
         await self._submit_with_retries(
             m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
         )
-        uploaded = await self._upload(plan, progress)
-        accepted = await self._queue(
-            m.SubmitRequest(spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes)
-        )
+        uploaded, accepted = await self._upload_and_submit(plan, spec, secret, progress)
         return Submission(
             run_id=accepted.run_id,
             snapshot=SnapshotSummary(
@@ -233,7 +230,11 @@ class Client:
         return accepted
 
     async def _upload(
-        self, plan: snap.SnapshotPlan, progress: Callable[[int, int], None] | None
+        self,
+        plan: snap.SnapshotPlan,
+        progress: Callable[[int, int], None] | None,
+        *,
+        every_file: bool = False,
     ) -> snap.UploadResult:
         """Upload the snapshot unless the store is full (then ``StoreFullError``): a run
         whose logs and outputs cannot be stored would only end Failed (disk_full)."""
@@ -241,7 +242,9 @@ class Client:
         with contextlib.suppress(nats.errors.Error, TimeoutError):  # the upload will tell
             await self._check_room(plan)
         try:
-            return await snap.upload_snapshot(self.bus, plan, progress=progress)
+            return await snap.upload_snapshot(
+                self.bus, plan, progress=progress, every_file=every_file
+            )
         except (nats.errors.Error, TimeoutError) as exc:
             # a refused object times out cleaning up after itself (a client may not purge):
             # what the store holds now says whether it was full
@@ -262,6 +265,31 @@ class Client:
         need = sum(sizes[sha] for sha in await missing_blobs(self.bus.blobs, list(plan.blobs)))
         if blobs.limit - blobs.used < room_needed(need):
             raise StoreFullError(full_message(uses, blob=("the snapshot", need)))
+
+    async def _upload_and_submit(
+        self,
+        plan: snap.SnapshotPlan,
+        spec: m.RunSpec,
+        secret: m.SecretEnv | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> tuple[snap.UploadResult, m.SubmitAccepted]:
+        """Upload what the store lacks and submit. Once more if the scheduler finds a file
+        missing: the manifest was in the store without all its files (another uploader stored
+        it), so every file is checked and sent."""
+        every_file = False
+        while True:
+            uploaded = await self._upload(plan, progress, every_file=every_file)
+            request = m.SubmitRequest(
+                spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes
+            )
+            try:
+                accepted = await self._queue(request)
+            except RequestRefused as exc:
+                if exc.code != "snapshot_missing" or every_file:
+                    raise
+                every_file = True
+                continue
+            return uploaded, accepted
 
     async def _submit_with_retries(self, request: m.SubmitRequest) -> Any:
         """Send the submit until the scheduler answers: for up to ``SUBMIT_RETRY_S`` after
@@ -465,7 +493,14 @@ class Client:
             target = (dest / art.path).resolve()
             if not target.is_relative_to(root):
                 raise ClientError(f"artifact path {art.path!r} leaves {dest}")
-            await fetch_blob_to(self.bus.blobs, art.sha256, target)
+            try:
+                await fetch_blob_to(self.bus.blobs, art.sha256, target)
+            except BlobError as exc:
+                raise ClientError(
+                    f"artifact {art.path} of run {run_id} cannot be downloaded: {exc}. Nothing "
+                    f"was written for it; run {run_id} again to produce it anew, or ask the "
+                    "operator to check the broker's store"
+                ) from None
             written.append(target)
         return written
 

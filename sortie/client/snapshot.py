@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pathspec
 
-from sortie.bus.blobs import missing_blobs, put_blob, sha256_bytes, sha256_file
+from sortie.bus.blobs import BlobError, missing_blobs, put_blob, sha256_bytes, sha256_file
 from sortie.bus.connection import Bus
 from sortie.proto import codec
 from sortie.proto.messages import FileEntry, Manifest
@@ -488,6 +488,8 @@ async def _send_blob(bus: Bus, plan: SnapshotPlan, sha: str) -> None:
         ) from None
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         raise SnapshotError(f"cannot read {name} to upload it: {exc.strerror}") from None
+    except BlobError as exc:
+        raise SnapshotError(f"cannot upload {name}: {exc}") from None
 
 
 async def upload_snapshot(
@@ -496,6 +498,7 @@ async def upload_snapshot(
     *,
     progress: ProgressCallback | None = None,
     concurrency: int = UPLOAD_CONCURRENCY,
+    every_file: bool = False,
 ) -> UploadResult:
     """Upload the blobs the object store lacks, then the manifest blob if it is missing.
 
@@ -504,9 +507,10 @@ async def upload_snapshot(
     """
     sizes = {e.sha256: e.size for e in plan.manifest.files}
     snapshot_id, manifest_data = plan.encoded
-    # A manifest is stored only after every blob it names (below; nothing deletes blobs):
-    # if the store has it, an unchanged tree costs one check, not one per file.
-    if not await missing_blobs(bus.blobs, [snapshot_id]):
+    # A manifest is stored only after every blob it names (below): if the store has it, an
+    # unchanged tree costs one check, not one per file. ``every_file``: check them anyway
+    # (the scheduler found a file missing: the manifest came from another uploader).
+    if not every_file and not await missing_blobs(bus.blobs, [snapshot_id]):
         return UploadResult(
             snapshot_id=snapshot_id,
             files=plan.files,
@@ -534,7 +538,10 @@ async def upload_snapshot(
 
     await asyncio.gather(*(send(s) for s in to_send))
     if manifest_missing:
-        await put_blob(bus.blobs, snapshot_id, manifest_data)
+        try:
+            await put_blob(bus.blobs, snapshot_id, manifest_data)
+        except BlobError as exc:
+            raise SnapshotError(f"cannot upload the snapshot's manifest: {exc}") from None
     return UploadResult(
         snapshot_id=snapshot_id,
         files=plan.files,

@@ -247,6 +247,7 @@ ErrorCode = Literal[
     "conflict",
     "invalid_state",
     "snapshot_missing",
+    "blob_corrupt",  # an uploaded blob does not match its hash (it was quarantined)
     "internal",
 ]
 
@@ -683,3 +684,35 @@ class MetricBatch(Message, frozen=True, kw_only=True):
     run_id: str
     attempt: int
     points: list[MetricPoint]
+
+
+# --- blobs ---------------------------------------------------------------------------------
+
+
+class BlobCommit(Message, frozen=True, kw_only=True, tag="blob_commit"):
+    """Store blob ``sha256`` from the ``chunks`` chunks (``size`` bytes) the uploader published,
+    in order, on the object store's chunk subject of ``nuid``. The scheduler reads them back,
+    checks the hash and only then writes the object's meta entry: nothing else can."""
+
+    sha256: str
+    nuid: str
+    size: int
+    chunks: int
+
+
+class BlobCommitted(Message, frozen=True, kw_only=True, tag="blob_committed"):
+    sha256: str
+    new: bool  # False: it was already stored (and verified); the uploaded chunks were dropped
+
+
+BlobCommitReply = BlobCommitted | ErrorReply
+
+
+class QuarantinedBlob(Message, frozen=True, kw_only=True):
+    """A blob the scheduler refused or removed because its bytes do not match its hash."""
+
+    sha256: str
+    reason: str
+    by: str  # who uploaded it, from its reply inbox: "client", "agent.<id>", or "unknown"
+    at: float  # unix time
+    size: int

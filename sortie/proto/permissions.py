@@ -90,12 +90,13 @@ def _read_stream(stream: str) -> list[str]:
 
 
 def _blobs() -> list[str]:
-    """Read and add content-addressed blobs. (An object is named by its sha256 and checked
-    against it when read, so a bad upload is refused by the reader.)"""
+    """Read blobs, and add them: publish chunks, then ask the scheduler to commit them. Only
+    the scheduler writes a meta entry (once, after checking the hash: ``bus/blobcommit.py``),
+    so nobody else can overwrite or delete a blob."""
     return [
         *_read_stream(s.obj_stream(s.OBJ_BLOBS)),
         s.obj_chunks(s.OBJ_BLOBS),
-        s.obj_meta(s.OBJ_BLOBS),
+        s.BLOB_COMMIT,
     ]
 
 

@@ -6,6 +6,7 @@ Nothing else in the code spells a subject string. Tokens that come from users or
 
 from __future__ import annotations
 
+import base64
 import re
 
 PREFIX = "sortie"
@@ -21,6 +22,9 @@ API_ALL = f"{PREFIX}.api.>"
 # RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
 AUTH_RENEW = f"{PREFIX}.auth.renew"
 SCHEDULER_QUEUE = "sortie-scheduler"
+# client or agent -> scheduler: BlobCommit -> BlobCommitReply. Outside ``sortie.api.>`` so a
+# long verification never holds up the API; any scheduler (queue group) may answer.
+BLOB_COMMIT = f"{PREFIX}.blobs.commit"
 
 # --- agents ------------------------------------------------------------------------------
 HEARTBEATS_ALL = f"{PREFIX}.hb.*"
@@ -47,6 +51,7 @@ KV_COMPUTES = "sortie_computes"  # compute name -> ComputeRecord
 KV_NODES = "sortie_nodes"  # node id -> NodeRecord
 KV_VMS = "sortie_vms"  # attached machine name -> VmRecord
 OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
+KV_QUARANTINE = "sortie_quarantine"  # sha256 hex -> QuarantinedBlob (blobs refused, and why)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -155,6 +160,16 @@ def obj_chunks(bucket: str) -> str:
 
 def obj_meta(bucket: str) -> str:
     return f"$O.{bucket}.M.>"
+
+
+def obj_chunk_subject(bucket: str, nuid: str) -> str:
+    """Where one object's chunks are published, in order (nats-py's object-store layout)."""
+    return f"$O.{bucket}.C.{check_token('object nuid', nuid)}"
+
+
+def obj_meta_subject(bucket: str, name: str) -> str:
+    """Where one object's meta entry (nats-py's ``ObjectInfo`` as JSON) is kept."""
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
 
 
 # --- the broker's system account (only ``sortie auth revoke`` speaks it) ----------------------

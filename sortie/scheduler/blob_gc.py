@@ -18,8 +18,9 @@ import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
+from nats.js.api import ObjectInfo
 
-from sortie.bus.blobs import get_blob
+from sortie.bus.blobs import BlobError, delete_blob, get_blob, list_blobs
 from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
 from sortie.proto import codec
@@ -58,7 +59,7 @@ async def _manifests(bus: Bus, ids: set[str]) -> dict[str, m.Manifest | None]:
     for sha in sorted(ids):
         try:
             out[sha] = codec.decode(m.Manifest, await get_blob(bus.blobs, sha))
-        except (nats.js.errors.ObjectNotFoundError, ValueError, msgspec.DecodeError):
+        except (BlobError, ValueError, msgspec.DecodeError):
             out[sha] = None
     return out
 
@@ -68,29 +69,25 @@ async def _marked(bus: Bus) -> set[str]:
     return referenced(records, await _manifests(bus, manifest_ids(records)))
 
 
-async def _blobs(bus: Bus, now: float) -> list[BlobInfo]:
-    try:
-        infos = await bus.blobs.list(ignore_deletes=True)
-    except nats.js.errors.NotFoundError:  # an empty store
-        return []
-    return [
-        BlobInfo(sha=i.name, size=i.size or 0, stored_at=_stored_at(i.mtime, now))
-        for i in infos
-        if not i.deleted
-    ]
+async def _blobs(bus: Bus, now: float) -> dict[str, tuple[BlobInfo, ObjectInfo]]:
+    return {
+        i.name: (BlobInfo(sha=i.name, size=i.size or 0, stored_at=_stored_at(i.mtime, now)), i)
+        for i in await list_blobs(bus.blobs)
+    }
 
 
 async def sweep_blobs(bus: Bus, grace_s: float, *, dry_run: bool = False) -> list[BlobInfo]:
     """Delete (unless ``dry_run``) the blobs nothing references that are older than
     ``grace_s``; what went (or would go). Raises :class:`BlobDeleteRefused`."""
     now = time.time()
-    victims = sweep(await _blobs(bus, now), await _marked(bus), now, grace_s)
+    stored = await _blobs(bus, now)
+    victims = sweep([b for b, _i in stored.values()], await _marked(bus), now, grace_s)
     if victims and not dry_run:
         marked = await _marked(bus)  # again: a run submitted meanwhile keeps its blobs
         victims = [v for v in victims if v.sha not in marked]
         for v in victims:
             try:
-                await bus.blobs.delete(v.sha)
+                await delete_blob(bus.blobs, stored[v.sha][1])
             except (nats.errors.Error, TimeoutError) as exc:
                 raise BlobDeleteRefused(
                     f"the broker did not delete blob {v.sha} ({exc!r}): deleting blobs needs "

@@ -32,7 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from sortie.bus.auth import DEFAULT_TTL_S, Creds, Signer
-from sortie.bus.blobs import has_blob
+from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
@@ -56,6 +56,7 @@ from sortie.scheduler.providers.base import (
 )
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
+from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import save_credentials
 from sortie.scheduler.tables import Table
 from sortie.scheduler.validate import SHA256
@@ -109,6 +110,8 @@ class SchedulerConfig:
     retention: Retention = field(default_factory=Retention)
     # the mark and sweep of unreferenced blobs (scheduler.blob_gc): how often, after what grace
     blob_gc: BlobGc = field(default_factory=BlobGc)
+    # the most bytes a submitted snapshot may hold (SORTIE_SNAPSHOT_LIMIT_MB; 10 GiB)
+    snapshot_limit_bytes: int = field(default_factory=snapshot_limit_bytes)
 
 
 def new_node_id(cluster: str) -> str:
@@ -159,6 +162,8 @@ class Daemon:
         # new runs this cycle could not store (the store is full) -> why; answered, then dropped
         self.unstored: dict[str, str] = {}
         self.metrics = Metrics(lambda: self.state)
+        self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
+        self.snapshots = SnapshotCheck(bus.blobs, config.snapshot_limit_bytes)
 
     @property
     def data_dir(self) -> Path:
@@ -248,6 +253,7 @@ class Daemon:
             self.subs.append(await renewals.serve(nc, self.signer))
         if self.config.auth is not None and self.config.auth.creds is not None:
             self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
+        await self.blob_commits.start()
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))
@@ -298,22 +304,11 @@ class Daemon:
         if isinstance(request, m.SubmitRequest):
             spec = request.spec
             # a snapshot id that is not a sha256 is refused by the core, with the rule
-            if (
-                not request.validate_only
-                and SHA256.match(spec.snapshot_id)
-                and not await has_blob(self.bus.blobs, spec.snapshot_id)
-            ):
-                await self._reply(
-                    msg,
-                    m.ErrorReply(
-                        code="snapshot_missing",
-                        message=(
-                            f"snapshot {spec.snapshot_id[:12]} is not in the store: "
-                            "upload the manifest and its files before submitting"
-                        ),
-                    ),
-                )
-                return
+            if not request.validate_only and SHA256.match(spec.snapshot_id):
+                why = await self.snapshots.problem(spec.snapshot_id)
+                if why is not None:
+                    await self._reply(msg, why)
+                    return
             run_id = new_run_id(spec.experiment, time.time())
             self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))
         elif isinstance(request, m.CancelRequest):
@@ -816,6 +811,7 @@ class Daemon:
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+        await self.blob_commits.stop()
         await self.bus.close()
 
 

@@ -6,15 +6,22 @@ Each failure says what was wrong and what to do.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
-from sortie.proto.process_input import argument_problem, env_name_problem, env_value_problem
+from sortie.proto.process_input import (
+    argument_problem,
+    env_name_problem,
+    env_value_problem,
+    spec_text_problem,
+)
 
 EXPERIMENT_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SUBMISSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# the scheduler's own limit on a snapshot's total bytes, in MB (scheduler/snapshot_check.py)
+SNAPSHOT_LIMIT_ENV = "SORTIE_SNAPSHOT_LIMIT_MB"
 
 
 def check_submission_id(value: str) -> str | None:
@@ -49,8 +56,39 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
                 f"`sortie agent --target {spec.target}`."
             ),
         )
-    why = _run_problem(spec) or _env_var_problem(spec) or _environment_problem(spec)
+    why = (
+        _run_problem(spec)
+        or spec_text_problem(spec)
+        or _env_var_problem(spec)
+        or _environment_problem(spec)
+    )
     return None if why is None else m.ErrorReply(code="bad_request", message=why)
+
+
+def check_manifest(
+    manifest: m.Manifest, limit_bytes: int, stored: Mapping[str, int | None]
+) -> str | None:
+    """Why a snapshot cannot be run: a negative size, more bytes in all than the scheduler's
+    limit, or an entry whose size is not its blob's. ``stored``: the stored size of the blobs
+    that were looked up (None: not stored); entries not in it are left to the agent, which
+    checks every one before the run starts."""
+    if any(e.size < 0 for e in manifest.files):
+        return "the snapshot's manifest has a negative file size: submit with an unmodified client"
+    total = sum(e.size for e in manifest.files)
+    if total > limit_bytes:
+        return (
+            f"the snapshot holds {total:,} bytes, more than this scheduler's limit of "
+            f"{limit_bytes:,}: leave large files out (.amlignore), or raise the limit where the "
+            f"scheduler runs ({SNAPSHOT_LIMIT_ENV}, in MB)"
+        )
+    for e in manifest.files:
+        size = stored.get(e.sha256)
+        if size is not None and size != e.size:
+            return (
+                f"the manifest says {e.path!r} holds {e.size:,} bytes, but its blob holds "
+                f"{size:,}: submit again with an unmodified client"
+            )
+    return None
 
 
 def _name_problem(spec: m.RunSpec) -> str | None:
@@ -127,4 +165,17 @@ def check_secrets(spec: m.RunSpec, secret: m.SecretEnv | None) -> m.ErrorReply |
         )
     if secret is not None and (why := env_value_problem(secret.values, secret=True)):
         return m.ErrorReply(code="bad_request", message=why)
+    return None
+
+
+def unstored_file(manifest: m.Manifest, stored: Mapping[str, int | None]) -> str | None:
+    """The first file whose blob was looked up (``stored``) and is not stored, said so that the
+    client uploads every file again: its manifest was stored without them (by another
+    uploader), so the client's "manifest stored, so are its files" does not hold."""
+    for e in manifest.files:
+        if e.sha256 in stored and stored[e.sha256] is None:
+            return (
+                f"the blob of {e.path!r} ({e.sha256[:12]}) is not in the store: upload the "
+                "snapshot's files before submitting"
+            )
     return None

@@ -18,7 +18,7 @@ from sortie.client.runconfig import ScriptRunConfig
 from sortie.client.snapshot import SnapshotError
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from tests.e2e.conftest import Installation, wait_until
+from tests.e2e.conftest import Installation
 
 
 def _run_ids(installation: Installation) -> set[str]:
@@ -87,6 +87,18 @@ async def test_raw_bus_submit_with_a_nul_is_refused(installation: Installation) 
         for spec, expected in [
             ({"arguments": ["a\x00b"]}, "script argument 1 ('a\\x00b') contains a NUL byte"),
             ({"env_vars": {"A": "x\x00"}}, "environment variable A contains a NUL byte"),
+            (
+                {"environment": {"python": {"user_managed": False, "pip": ["six", "x\x00y"]}}},
+                "pip package 2 ('x\\x00y') contains a NUL byte",
+            ),
+            (
+                {"environment": {"python": {"interpreter": "/usr/bin/python3\x00"}}},
+                "the Python interpreter ('/usr/bin/python3\\x00') contains a NUL byte",
+            ),
+            (
+                {"environment": {"docker": {"enabled": True, "base_image": "busybox\x00"}}},
+                "the container image ('busybox\\x00') contains a NUL byte",
+            ),
         ]:
             request = {
                 "type": "submit",
@@ -145,25 +157,38 @@ async def test_a_file_deleted_between_hash_and_upload_is_named(
     assert _run_ids(installation) == before
 
 
-async def test_a_manifest_that_lies_about_a_size_fails_the_run(
+async def test_a_manifest_that_lies_about_sizes_is_refused_at_submit(
     installation: Installation,
 ) -> None:
+    """The scheduler checks the total against its limit (10 GiB unless SORTIE_SNAPSHOT_LIMIT_MB
+    says otherwise) and, for a small tree, each entry against its blob."""
     bus = await _bus(installation)
+    before = _run_ids(installation)
+    script = b"print('ran')\n"
     try:
-        script = b"print('ran')\n"
-        snap = await _snapshot(bus, {"s.py": (script, len(script)), "big.bin": (b"x", 10**12)})
-        request = m.SubmitRequest(spec=m.RunSpec(experiment="lie", script="s.py", snapshot_id=snap))
-        reply = await bus.nc.request(subjects.API_SUBMIT, codec.encode(request), 10)
-        run_id = json.loads(reply.data)["run_id"]
+        for files, expected in [
+            (
+                {"s.py": (script, len(script)), "big.bin": (b"x", 10**12)},
+                "the snapshot holds 1,000,000,000,013 bytes, more than this scheduler's limit "
+                "of 10,737,418,240",
+            ),
+            (
+                {"s.py": (script, len(script)), "small.bin": (b"y", 5)},
+                "the manifest says 'small.bin' holds 5 bytes, but its blob holds 1",
+            ),
+            (
+                {"s.py": (script, len(script)), "neg.bin": (b"z", -(10**12))},
+                "the snapshot's manifest has a negative file size",
+            ),
+        ]:
+            snap = await _snapshot(bus, files)
+            spec = m.RunSpec(experiment="lie", script="s.py", snapshot_id=snap)
+            reply = await bus.nc.request(
+                subjects.API_SUBMIT, codec.encode(m.SubmitRequest(spec=spec)), 10
+            )
+            body = json.loads(reply.data)
+            assert body["type"] == "error" and body["code"] == "bad_request", body
+            assert expected in body["message"], body["message"]
     finally:
         await bus.close()
-
-    def ended() -> dict[str, object] | None:
-        shown = installation.json("run", "show", run_id)
-        assert isinstance(shown, dict)
-        return shown if shown["state"] in ("Failed", "Completed") else None
-
-    shown = wait_until(ended, timeout=60)
-    assert shown["state"] == "Failed"
-    assert shown["error"]["kind"] == "snapshot"
-    assert "'big.bin' claims 1000000000000 bytes but its blob" in shown["error"]["message"]
+    assert _run_ids(installation) == before

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sortie.bus.broker import free_port, pid_file, port_in_use
+from sortie.bus.broker import free_port, pid_file, port_in_use, start_broker
 from tests.e2e.conftest import (
     REPO,
     SORTIE,
@@ -111,3 +111,55 @@ def test_killed_up_leaves_no_broker_and_the_next_up_starts(tmp_path: Path) -> No
         assert again.poll() is None
     finally:
         assert stop_up(again) == 0
+
+
+@pytest.fixture
+def orphan(tmp_path: Path) -> Iterator[tuple[Path, int, int]]:
+    """A broker an older `sortie up` left on its data dir (it did not take nats-server along
+    when killed): nats-server on ``data/nats``'s config and store, its pid in the pid file.
+    Yields (data dir, its port, its pid)."""
+    data = tmp_path / "data"
+    left = start_broker(data / "nats", port=free_port(), sync_always=False)
+    try:
+        yield data, int(left.url.rsplit(":", 1)[1]), left.process.pid
+    finally:
+        left.stop()
+
+
+def test_port_in_use_names_the_broker_left_on_the_data_dir(
+    orphan: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    data, port, pid = orphan
+    up = _sortie(isolated_env(tmp_path), "up", "--data-dir", str(data), "--port", str(port))
+    assert up.returncode == 2, up.stdout + up.stderr
+    out = up.stdout + up.stderr
+    assert f"port {port} on 127.0.0.1 is already in use, maybe by nats-server pid {pid}" in out
+    assert f"kill -TERM {pid}" in out and "Traceback" not in out
+    assert _alive(pid)  # left as it was
+
+
+def test_a_broker_left_on_the_data_dir_on_another_port_is_refused(
+    orphan: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    data, _, pid = orphan
+    other = free_port()
+    env = isolated_env(tmp_path)
+    up = _sortie(env, "up", "--data-dir", str(data), "--port", str(other), "--no-fsync")
+    assert up.returncode == 2, up.stdout + up.stderr
+    out = up.stdout + up.stderr
+    assert f"nats-server pid {pid}, started earlier on this data directory" in out
+    assert f"kill -TERM {pid}" in out and "Traceback" not in out
+    # no second broker started on the store, no profile written; the first one is untouched
+    assert not port_in_use("127.0.0.1", other)
+    assert not Path(env["SORTIE_PROFILE"]).exists()
+    assert _alive(pid) and int(pid_file(data / "nats").read_text()) == pid
+
+
+def test_a_stale_pid_file_does_not_block_a_start(tmp_path: Path) -> None:
+    """The pid file names a process that is not a nats-server on this store (this test's own
+    pid): `sortie up` starts."""
+    data = tmp_path / "data"
+    (data / "nats").mkdir(parents=True)
+    pid_file(data / "nats").write_text(f"{os.getpid()}\n")
+    proc = start_up(data, free_port(), isolated_env(tmp_path), tmp_path / "up.log")
+    assert stop_up(proc) == 0

@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from sortie.bus.auth import Authority, init_authority, write_private
+from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.broker import BrokerProcess, free_port, start_broker
 from sortie.bus.connection import Bus, BusAuth, connect, open_bus
 from sortie.proto.permissions import Role
@@ -36,13 +37,17 @@ def secure_broker(tmp_path: Path, authority: Authority) -> Iterator[BrokerProces
 
 @pytest.fixture
 async def scheduler_bus(secure_broker: BrokerProcess, authority: Authority) -> AsyncIterator[Bus]:
-    """The scheduler's connection: it creates Sortie's streams and buckets."""
+    """The scheduler's connection: it creates Sortie's streams and buckets, and verifies and
+    stores uploaded blobs."""
     bus = await open_bus(
         secure_broker.url, "scheduler", create=True, auth=BusAuth(creds=authority.scheduler_creds)
     )
+    commits = BlobCommits(bus.blobs)
+    await commits.start()
     try:
         yield bus
     finally:
+        await commits.stop()
         await bus.close()
 
 

@@ -38,6 +38,7 @@ SAMPLES: dict[str, m.Message] = {
         secret_env=m.SecretEnv(values={"TOKEN": "t"}),
     ),
     "cancel": m.CancelRequest(run_id="r1"),
+    "blob": m.BlobCommit(sha256="0" * 64, nuid="0" * 64 + "-n", size=1, chunks=1),
     "why": m.WhyRequest(run_id="r1"),
     "compute": m.ComputeCreate(name="pool", cluster=m.ProcessCluster(vm_size="x", max_nodes=1)),
     "agents": m.AgentAdmin(agent_id=AGENT, action="preempt"),
@@ -146,6 +147,7 @@ async def store(bus: Bus) -> dict[str, dict[str, tuple[int, bytes]]]:
         ("computes", bus.computes),
         ("nodes", bus.nodes),
         ("vms", bus.vms),
+        ("quarantine", await bus.js.key_value(subjects.KV_QUARANTINE)),
     ):
         out[name] = {e.key: (e.revision or 0, e.value or b"") for e in await kv_items(kv)}
     return out
@@ -180,6 +182,12 @@ async def test_hostile_bytes_on_every_subject_change_nothing(
                 assert isinstance(reply, m.ErrorReply), (subject, data[:80], reply)
                 assert reply.code == "bad_request" and reply.message
                 answered += 1
+        # blob commits (served beside the API): each refused, nothing stored or quarantined
+        for data in payloads(15, m.BlobCommit):
+            msg = await nc.request(subjects.BLOB_COMMIT, data, timeout=5)
+            reply = codec.decode(m.BlobCommitReply, msg.data)
+            assert isinstance(reply, m.ErrorReply) and reply.code == "bad_request", reply
+            answered += 1
         assert answered > 100
 
         # one-way subjects: heartbeats (the real agent's own subject too), durable reports,
