@@ -46,6 +46,10 @@ class AgentConfig:
     # credentials (a .creds file for this agent's id) and TLS trust; None: SORTIE_CREDS and
     # SORTIE_TLS_CA, or nothing (a broker without authentication)
     auth: BusAuth | None = None
+    # an agent running as root starts runs as this user (None: agents.isolation's default),
+    # or as one uid per concurrent run from this range ("FIRST-LAST"): agents.executors.sandbox
+    run_user: str | None = None
+    run_uids: str | None = None
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,13 @@ from sortie.agents.executors import (
     StopWord,
     write_stop_reason,
 )
+from sortie.agents.executors.sandbox import (
+    NO_ISOLATION,
+    Isolation,
+    Spawn,
+    prepare_spawn,
+    run_base_env,
+)
 from sortie.agents.publisher import LineSplitter
 from sortie.bus.children import die_with_parent
 
@@ -43,13 +51,14 @@ class ProcessExecutor:
     """Runs scripts in the agent's cached Python environments."""
 
     envs: EnvCache
+    isolation: Isolation = NO_ISOLATION  # the agent's (agents.executors.sandbox)
 
     async def prepare(self, job: Job, say: Say) -> PreparedProcess:
         try:
             env = await self.envs.prepare(job.spec.environment.python, say)
         except EnvError as exc:
             raise ExecutorError(str(exc)) from exc
-        return PreparedProcess(job=job, python=env.python)
+        return PreparedProcess(job=job, python=env.python, isolation=self.isolation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,11 +67,12 @@ class PreparedProcess:
     python: str
     noun: str = "process"
     where: str = ""
+    isolation: Isolation = NO_ISOLATION
 
     def view(self, gpus: list[int] | None) -> RunView:
         files = self.job.files
         return RunView(
-            base_env=dict(os.environ),
+            base_env=run_base_env(self.isolation, files),
             workdir=files.workdir,
             outputs_dir=(files.workdir / "outputs").resolve(),
             runtime_dir=files.runtime_dir,
@@ -75,27 +85,40 @@ class PreparedProcess:
     async def start(
         self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
     ) -> ProcessExecution:
-        return await start_process(launch, on_output, self.job.files.pid_file)
+        spawn = prepare_spawn(self.isolation, self.job.files, self.python)
+        return await start_process(launch, on_output, self.job.files.pid_file, spawn)
 
 
 async def start_process(
-    launch: Launch, on_output: OnOutput, pid_file: Path | None = None
+    launch: Launch, on_output: OnOutput, pid_file: Path | None = None, spawn: Spawn | None = None
 ) -> ProcessExecution:
     """Start ``launch`` as a process group leader; its pid (then its exit code) goes to
-    ``pid_file`` when given. Raises OSError when it cannot be started."""
-    proc = await asyncio.create_subprocess_exec(
-        *launch.argv,
-        cwd=launch.cwd,
-        env=launch.env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # the agent forks from its loop's (main) thread
-    )
+    ``pid_file`` when given; ``spawn`` says as whom and in which sandbox. Raises OSError when
+    it cannot be started."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            # the agent forks from its loop's (main) thread
+            preexec_fn=spawn.preexec if spawn is not None else die_with_parent,
+            user=spawn.user if spawn is not None else None,
+            group=spawn.group if spawn is not None else None,
+            extra_groups=[] if spawn is not None and spawn.user is not None else None,
+        )
+    except BaseException:
+        if spawn is not None:
+            spawn.release()
+        raise
     if pid_file is not None:
         orphans.record(pid_file, proc.pid)
-    return ProcessExecution(proc, launch, on_output, pid_file)
+    return ProcessExecution(
+        proc, launch, on_output, pid_file, spawn.release if spawn is not None else None
+    )
 
 
 class ProcessExecution:
@@ -105,8 +128,10 @@ class ProcessExecution:
         launch: Launch,
         on_output: OnOutput,
         pid_file: Path | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.proc = proc
+        self._release = release
         self._pid_file = pid_file
         self.pid = proc.pid
         self._launch = launch
@@ -170,6 +195,8 @@ class ProcessExecution:
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
             orphans.forget(self._pid_file)
+            if self._release is not None:
+                self._release()
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,
