@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import os
 import stat
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 

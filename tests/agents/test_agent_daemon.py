@@ -180,8 +180,7 @@ async def test_shutdown_stops_running_attempts(bus: Bus, tmp_path: Path, grace: 
         bus,
         {
             "train.py": (
-                "import os, time\nopen('pid', 'w').write(str(os.getpid()))\n"
-                "time.sleep(60)\n".encode(),
+                b"import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
                 0o644,
             )
         },
