@@ -113,6 +113,8 @@ def up(
     """
     data_dir = data_dir.expanduser().resolve()
     tls_ca = tls.ca if tls is not None else None
+    if not _isolation_ready():
+        return 2
     try:
         # held until this process ends: the scheduler's and agent's dirs too, so a standalone
         # daemon given one of them is refused as well
@@ -153,6 +155,25 @@ def up(
             lock.release()
         print("Sortie stopped", flush=True)
     return 0
+
+
+def _isolation_ready() -> bool:
+    """Say once how the local agent's runs are isolated if they are not (False: they cannot
+    be as configured; the message says what to do)."""
+    from sortie.agents.executors.sandbox import IsolationError, make_isolation
+
+    try:
+        isolation = make_isolation(run_user=None, run_uids=None)
+    except IsolationError as exc:
+        print(f"sortie up: {exc}", flush=True)
+        return False
+    if isolation.mode == "none":
+        print(
+            "sortie up: warning: runs are not isolated (this kernel has no Landlock and the "
+            "agent is not root): a run can read this installation's credentials",
+            flush=True,
+        )
+    return True
 
 
 def _owned_dirs(data_dir: Path) -> list[Path]:
