@@ -172,7 +172,6 @@ def test_a_confined_process_reaches_only_its_own_files(tmp_path: Path) -> None:
             text=True,
             timeout=60,
             preexec_fn=spawn.preexec,
-            user=spawn.user,
             check=False,
         )
     finally:

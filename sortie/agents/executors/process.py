@@ -106,9 +106,6 @@ async def start_process(
             start_new_session=True,
             # the agent forks from its loop's (main) thread
             preexec_fn=spawn.preexec if spawn is not None else die_with_parent,
-            user=spawn.user if spawn is not None else None,
-            group=spawn.group if spawn is not None else None,
-            extra_groups=[] if spawn is not None and spawn.user is not None else None,
         )
     except BaseException:
         if spawn is not None:

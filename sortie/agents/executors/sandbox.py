@@ -119,10 +119,9 @@ def prepare_agent_dirs(isolation: Isolation, data_dir: Path) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Spawn:
-    """How one run's process is started: as whom, and the hook the child runs before exec."""
+    """The hook a run's child runs before exec: its user, death with the agent, its sandbox."""
 
     user: int | None  # None: the agent's own
-    group: int | None
     preexec: Callable[[], None]
     release: Callable[[], None]  # after the run: its uid and ruleset given back
 
@@ -157,6 +156,13 @@ def prepare_spawn(isolation: Isolation, files: AttemptFiles, python: str) -> Spa
         raise
 
     def preexec() -> None:
+        # in the child, in this order: the ids (which would clear the parent-death signal),
+        # the parent-death signal, then the sandbox. Done here, not with Popen's user/group,
+        # which uvloop's subprocess does not take.
+        if uid is not None and gid is not None:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
         die_with_parent()
         if fd is not None:
             landlock.restrict_self(fd)
@@ -168,7 +174,6 @@ def prepare_spawn(isolation: Isolation, files: AttemptFiles, python: str) -> Spa
 
     return Spawn(
         user=uid,
-        group=gid,
         preexec=preexec,
         release=release,
     )
