@@ -26,6 +26,9 @@ from pathlib import PurePath
 from sortie.proto.messages import RunIsolation
 
 DEFAULT_RUN_USER = "sortie-run"
+# directories (os.pathsep-separated) every run of an agent may read and write beyond its own:
+# shared datasets or checkpoints that outlive an attempt. Set by the operator; none by default.
+ENV_RUN_WRITABLE = "SORTIE_RUN_WRITABLE"
 
 # Landlock filesystem rights (linux/landlock.h), by the ABI that introduced them
 EXECUTE = 1 << 0
@@ -117,6 +120,7 @@ class SandboxPaths:
     metrics_file: PurePath  # the metrics pipe (write only)
     runtime_dir: PurePath  # the run-context shim
     interpreter_roots: tuple[PurePath, ...]  # the venv and the Python it was made from
+    shared_dirs: tuple[PurePath, ...] = ()  # the operator's writable dirs (ENV_RUN_WRITABLE)
 
 
 def sandbox_rules(paths: SandboxPaths) -> list[PathRule]:
@@ -135,6 +139,7 @@ def sandbox_rules(paths: SandboxPaths) -> list[PathRule]:
         PathRule(str(paths.scratch), WRITE_TREE),
     ]
     rules += [PathRule(str(p), READ_EXEC) for p in paths.interpreter_roots]
+    rules += [PathRule(str(p), WRITE_TREE) for p in paths.shared_dirs]
     return rules
 
 

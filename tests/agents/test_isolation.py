@@ -183,3 +183,12 @@ def test_a_confined_process_reaches_only_its_own_files(tmp_path: Path) -> None:
     assert (workdir / "outputs.txt").read_text() == "ok"
     assert env["TMPDIR"] == env["HOME"] == str(workdir.with_name("1.tmp"))
     assert "SORTIE_CREDS" not in env
+
+
+def test_shared_dirs_are_writable_by_every_run() -> None:
+    import dataclasses
+
+    shared = dataclasses.replace(PATHS, shared_dirs=(PurePath("/data/ckpt"),))
+    rules = {r.path: r.rights for r in iso.sandbox_rules(shared)}
+    assert rules["/data/ckpt"] == iso.WRITE_TREE
+    assert "/data/ckpt" not in {r.path for r in iso.sandbox_rules(PATHS)}

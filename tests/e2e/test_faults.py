@@ -17,6 +17,7 @@ from sortie.client.client import Client
 from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
+from tests.e2e.conftest import shared_dir
 from tests.faults import Cluster, processes, until
 
 
@@ -63,7 +64,7 @@ async def test_scheduler_kill_9_loses_nothing_and_its_nodes_do_not_outlive_it(
 ) -> None:
     cluster.start_scheduler()
     cluster.start_agent("a1", "--target", "box", "--cpus", "1")
-    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    gate, ledger = tmp_path / "gate", shared_dir(cluster.root) / "ledger"
     src = source(tmp_path, gated(gate, ledger))
     async with await cluster.client() as client:
         await until(lambda: _has(client, "box"), 30)
@@ -158,7 +159,7 @@ async def test_a_killed_agent_is_lost_within_15s_and_its_run_requeued_within_30s
     # the defaults: heartbeats every second, lease 10 s, kill grace 10 s
     cluster.start_scheduler()
     cluster.start_agent("a1", "--target", "box", "--cpus", "1")
-    ledger = tmp_path / "ledger"
+    ledger = shared_dir(cluster.root) / "ledger"  # runs write only there, beyond their own
     script = (
         "import os, time\n"
         "attempt = int(os.environ['SORTIE_ATTEMPT'])\n"
@@ -232,7 +233,7 @@ async def test_a_script_that_ended_is_not_run_again_when_its_agent_dies_before_r
     and its script ran once."""
     cluster.start_scheduler()
     cluster.start_agent("a1", "--target", "box")
-    ledger = tmp_path / "ledger"
+    ledger = shared_dir(cluster.root) / "ledger"  # runs write only there, beyond their own
     script = (
         "import os, subprocess\n"
         "out = os.environ['SORTIE_OUTPUTS_DIR']\n"

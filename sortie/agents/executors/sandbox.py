@@ -36,6 +36,7 @@ class Isolation:
     gid: int | None = None  # with a run user: its group (None: each uid's own number)
     shared_uid: bool = True  # one user for every run (else a uid per concurrent run)
     landlock_abi: int = 0
+    shared_dirs: tuple[PurePath, ...] = ()  # writable by every run (iso.ENV_RUN_WRITABLE)
     _taken: set[int] = field(default_factory=set, compare=False, repr=False)  # uids in use
 
     @property
@@ -72,19 +73,22 @@ def make_isolation(
 ) -> Isolation:
     """This agent's isolation; raise IsolationError if the run user cannot be had."""
     abi = landlock.abi_version() if landlock_abi is None else landlock_abi
+    shared = tuple(
+        PurePath(p) for p in os.environ.get(iso.ENV_RUN_WRITABLE, "").split(os.pathsep) if p
+    )
     if os.geteuid() != 0:
         if run_user or run_uids:
             raise IsolationError(
                 "--run-user and --run-uids need an agent running as root (it starts each run "
                 "as that user); unprivileged agents confine runs with Landlock instead"
             )
-        return Isolation(landlock_abi=abi)
+        return Isolation(landlock_abi=abi, shared_dirs=shared)
     if run_uids:
         try:
             uids = iso.parse_uid_range(run_uids)
         except iso.UidRangeError as exc:
             raise IsolationError(str(exc)) from None
-        return Isolation(uids=tuple(uids), shared_uid=False, landlock_abi=abi)
+        return Isolation(uids=tuple(uids), shared_uid=False, landlock_abi=abi, shared_dirs=shared)
     name = run_user or iso.DEFAULT_RUN_USER
     try:
         entry = pwd.getpwnam(name)
@@ -96,7 +100,7 @@ def make_isolation(
         ) from None
     if entry.pw_uid == 0:
         raise IsolationError(f"--run-user {name!r} is root: name an unprivileged user")
-    return Isolation(uids=(entry.pw_uid,), gid=entry.pw_gid, landlock_abi=abi)
+    return Isolation(uids=(entry.pw_uid,), gid=entry.pw_gid, landlock_abi=abi, shared_dirs=shared)
 
 
 def prepare_agent_dirs(isolation: Isolation, data_dir: Path) -> None:
@@ -189,6 +193,7 @@ def _ruleset(isolation: Isolation, files: AttemptFiles, scratch: Path, python: s
         metrics_file=files.metrics,
         runtime_dir=files.runtime_dir,
         interpreter_roots=_interpreter_roots(python),
+        shared_dirs=isolation.shared_dirs,
     )
     try:
         return landlock.build_ruleset(iso.sandbox_rules(paths), isolation.landlock_abi)
