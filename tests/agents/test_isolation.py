@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path, PurePath
@@ -192,3 +193,62 @@ def test_shared_dirs_are_writable_by_every_run() -> None:
     rules = {r.path: r.rights for r in iso.sandbox_rules(shared)}
     assert rules["/data/ckpt"] == iso.WRITE_TREE
     assert "/data/ckpt" not in {r.path for r in iso.sandbox_rules(PATHS)}
+
+
+def test_a_uid_range_gives_each_running_run_its_own_uid() -> None:
+    from sortie.agents.executors import ExecutorError
+
+    pool = Isolation(uids=(200000, 200001), shared_uid=False)
+    first, second = pool.take_uid(), pool.take_uid()
+    assert {first, second} == {200000, 200001}
+    with pytest.raises(ExecutorError, match="larger range"):
+        pool.take_uid()
+    pool.give_uid(first)
+    assert pool.take_uid() == first
+    shared = Isolation(uids=(999,))
+    assert shared.take_uid() == shared.take_uid() == 999
+    assert Isolation().take_uid() is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts runs as other users: needs root")
+def test_runs_from_a_uid_range_own_their_dirs_and_not_each_others(tmp_path: Path) -> None:
+    root = tmp_path / "agent"
+    (root / "runtime").mkdir(parents=True)
+    root.chmod(0o711)
+    pool = Isolation(uids=(200000, 200001), shared_uid=False, landlock_abi=0)  # uids alone
+
+    def files(run: str) -> AttemptFiles:
+        here = root / "runs" / run
+        (here / "1").mkdir(parents=True)
+        (root / "runs").chmod(0o711)
+        return AttemptFiles(
+            workdir=here / "1",
+            runtime_dir=root / "runtime",
+            metrics=here / "1.metrics",
+            stop_reason=here / "1.stop-reason",
+            hostfile=here / "1.hostfile",
+            pid_file=here / "1.pid",
+        )
+
+    a, b = files("a"), files("b")
+    (a.workdir / "mine.txt").write_text("a's")
+    spawn_a = prepare_spawn(pool, a, sys.executable)
+    spawn_b = prepare_spawn(pool, b, sys.executable)
+    try:
+        assert a.workdir.stat().st_uid == spawn_a.user != spawn_b.user
+        assert a.workdir.stat().st_mode & 0o777 == 0o700
+        probe = f"import os; print(os.getuid()); open({str(a.workdir / 'mine.txt')!r}).read()"
+        own = subprocess.run(
+            [sys.executable, "-c", probe], cwd=a.workdir, preexec_fn=spawn_a.preexec,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        other = subprocess.run(
+            [sys.executable, "-c", probe], cwd=b.workdir, preexec_fn=spawn_b.preexec,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        spawn_a.release()
+        spawn_b.release()
+    assert own.returncode == 0 and own.stdout.strip() == str(spawn_a.user), own.stderr
+    assert other.returncode != 0 and "PermissionError" in other.stderr
+    assert other.stdout.strip() == str(spawn_b.user)
