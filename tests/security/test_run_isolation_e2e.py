@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ pytestmark = [
 ]
 needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1, reason="no Landlock here")
 RUN_TIMEOUT = pytest.mark.timeout(600)
+OUTSIDE = Path(f"/tmp/sortie-hostile-{secrets.token_hex(6)}")  # no run may create it
 
 VICTIM = """\
 import os, time
@@ -168,7 +170,7 @@ def _targets(inst: Installation, victim_run: str, workdir_parent: Path) -> dict[
             str(data / "agent" / "planted"),
             str(data / "auth" / "planted"),
             str(workdir_parent / "planted"),
-            "/tmp/sortie-hostile-planted",
+            str(OUTSIDE),
         ],
     }
 
@@ -215,7 +217,7 @@ def test_a_hostile_run_is_refused_everything_but_its_own_work(
         inst.data_dir / "agent" / "planted",
         inst.data_dir / "auth" / "planted",
         runs_dir / victim / "planted",
-        Path("/tmp/sortie-hostile-planted"),
+        OUTSIDE,
     ):
         assert not planted.exists()
     # and it is still a run: its outputs, metric and log
