@@ -1,3 +1,3 @@
 from sortie.cli.main import main
 
-main()
+raise SystemExit(main())

@@ -252,3 +252,22 @@ def test_runs_from_a_uid_range_own_their_dirs_and_not_each_others(tmp_path: Path
     assert own.returncode == 0 and own.stdout.strip() == str(spawn_a.user), own.stderr
     assert other.returncode != 0 and "PermissionError" in other.stderr
     assert other.stdout.strip() == str(spawn_b.user)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run user matters to a root agent only")
+def test_a_root_agent_without_its_run_user_says_what_to_do(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sortie.cli", "--url", "nats://127.0.0.1:9", "agent",
+         "--target", "local", "--run-user", "no-such-user-xyz",
+         "--data-dir", str(tmp_path / "agent")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no-such-user-xyz" in proc.stderr and "useradd" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "sortie.cli", "--url", "nats://127.0.0.1:9", "agent",
+         "--target", "local", "--run-uids", "5-1", "--data-dir", str(tmp_path / "agent2")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "FIRST must be" in bad.stderr, bad.stderr
