@@ -119,6 +119,7 @@ def up(
         # held until this process ends: the scheduler's and agent's dirs too, so a standalone
         # daemon given one of them is refused as well
         locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
+        _close_private_dirs(data_dir)
         authority = init_authority(data_dir / "auth") if auth else None
         if authority is not None:
             adopt_unauthenticated_store(data_dir / "nats", authority.account.public_key)
@@ -174,6 +175,15 @@ def _isolation_ready() -> bool:
             flush=True,
         )
     return True
+
+
+def _close_private_dirs(data_dir: Path) -> None:
+    """Others (a run's user among them) may pass the data dir to a run's own directory, not
+    list it, nor enter the broker's store or the scheduler's state (run secrets)."""
+    data_dir.chmod(0o711)
+    for private in (data_dir / "nats", data_dir / "scheduler"):
+        private.mkdir(exist_ok=True)
+        private.chmod(0o700)
 
 
 def _owned_dirs(data_dir: Path) -> list[Path]:

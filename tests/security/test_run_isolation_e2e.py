@@ -231,6 +231,32 @@ def test_a_hostile_run_is_refused_everything_but_its_own_work(
     assert json.loads(inst.cli("run", "show", victim, "--output", "json").stdout)["state"] == (
         "Running"
     )
+    # owner-only where a run has no business, passable (not listable) down to a run's own dir
+    data = inst.data_dir
+    modes = {
+        p: p.stat().st_mode & 0o777
+        for p in (
+            data,
+            data / "auth",
+            data / "nats",
+            data / "scheduler",
+            data / "scheduler" / "run-secrets",
+            data / "agent" / "agent.creds",
+            data / "auth" / "scheduler.creds",
+            data / "agent" / "blobs",
+            runs_dir / victim / "1",
+        )
+    }
+    assert modes[data] == 0o711 and modes[data / "auth"] == 0o700, modes
+    assert modes[data / "nats"] == modes[data / "scheduler"] == 0o700, modes
+    assert modes[data / "scheduler" / "run-secrets"] == 0o700, modes
+    assert (
+        modes[data / "agent" / "agent.creds"] == modes[data / "auth" / "scheduler.creds"] == 0o600
+    )
+    if data.stat().st_uid == 0:
+        assert modes[data / "agent" / "blobs"] == 0o700, modes
+        assert modes[runs_dir / victim / "1"] == 0o700, modes  # the victim's, as its user
+        assert (runs_dir / victim / "1").stat().st_uid == pwd.getpwnam("sortie-run").pw_uid
     inst.cli("run", "cancel", victim, check=True)
     status = inst.json("status")
     assert isinstance(status, dict)

@@ -111,6 +111,9 @@ def prepare_agent_dirs(isolation: Isolation, data_dir: Path) -> None:
     for d in (data_dir, data_dir / "runs"):
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o711)
+    blobs = data_dir / "blobs"  # every run's snapshot files: the agent's alone
+    blobs.mkdir(exist_ok=True)
+    blobs.chmod(0o700)
     for parent in data_dir.parents:
         if not parent.stat().st_mode & stat.S_IXOTH:
             raise IsolationError(
