@@ -178,12 +178,14 @@ def _isolation_ready() -> bool:
 
 
 def _close_private_dirs(data_dir: Path) -> None:
-    """Others (a run's user among them) may pass the data dir to a run's own directory, not
-    list it, nor enter the broker's store or the scheduler's state (run secrets)."""
-    data_dir.chmod(0o711)
-    for private in (data_dir / "nats", data_dir / "scheduler"):
-        private.mkdir(exist_ok=True)
-        private.chmod(0o700)
+    """Others (a run's user among them) may pass the data dir and the scheduler's (its
+    cluster nodes' agent dirs are there) to a run's own directory, not list them, nor enter
+    the broker's store; run secrets and keys are in owner-only dirs of their own."""
+    for passable in (data_dir, data_dir / "scheduler"):
+        passable.mkdir(exist_ok=True)
+        passable.chmod(0o711)
+    (data_dir / "nats").mkdir(exist_ok=True)
+    (data_dir / "nats").chmod(0o700)
 
 
 def _owned_dirs(data_dir: Path) -> list[Path]:

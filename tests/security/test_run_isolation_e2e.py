@@ -248,7 +248,7 @@ def test_a_hostile_run_is_refused_everything_but_its_own_work(
         )
     }
     assert modes[data] == 0o711 and modes[data / "auth"] == 0o700, modes
-    assert modes[data / "nats"] == modes[data / "scheduler"] == 0o700, modes
+    assert modes[data / "nats"] == 0o700 and modes[data / "scheduler"] == 0o711, modes
     assert modes[data / "scheduler" / "run-secrets"] == 0o700, modes
     assert (
         modes[data / "agent" / "agent.creds"] == modes[data / "auth" / "scheduler.creds"] == 0o600
