@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.peers import summary_ms  # stdlib-only: Ray's Python runs it too
+from sortie.agents.isolation import ENV_RUN_WRITABLE
 from sortie.bus.broker import free_port
 from sortie.client.client import Client
 from sortie.client.runconfig import (
@@ -120,6 +121,8 @@ async def burst(client: Client, src: Path, n: int, window: int) -> dict[str, Any
 
 def start_up(root: Path, port: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO), SORTIE_PROFILE=str(root / "profile.json"))
+    # the runs write their stamps there: a run may write nothing else outside its own dirs
+    env[ENV_RUN_WRITABLE] = str(root / "stamps")
     env.pop("SORTIE_URL", None)
     log = open(root / "up.log", "wb")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
@@ -146,6 +149,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     (src / "noop.sh").write_text("true\n")
     stamps = root / "stamps"
     stamps.mkdir()
+    stamps.chmod(0o1777)  # as root, the runs are another user's
     proc = start_up(root, free_port())
     try:
         client = await Client.connect()
@@ -206,6 +210,7 @@ def slurm_side(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     args = _parse_args()
     with tempfile.TemporaryDirectory(prefix="sortie-latency-") as tmp:
+        Path(tmp).chmod(0o711)  # as root, runs start as sortie-run, who must pass it
         result: dict[str, Any] = {"sortie": asyncio.run(measure(args, Path(tmp)))}
     if args.ray:
         result["ray"] = ray_side(args)

@@ -172,10 +172,13 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
     """
     data_dir = data_dir.expanduser().resolve()
     tls_ca = tls.ca if tls is not None else None
+    if not _isolation_ready():
+        return 2
     try:
         # held until this process ends: the scheduler's and agent's dirs too, so a standalone
         # daemon given one of them is refused as well
         locks = [lock_data_dir(d, "sortie up") for d in _owned_dirs(data_dir)]
+        _close_private_dirs(data_dir)
         authority = init_authority(data_dir / "auth", auth_ttl_s) if auth_ttl_s else None
         check_can_start(data_dir / "nats", host, port)  # before anything touches the store
         if authority is not None:
@@ -218,6 +221,36 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
             lock.release()
         print("Sortie stopped", flush=True)
     return 0
+
+
+def _isolation_ready() -> bool:
+    """Say once how the local agent's runs are isolated if they are not (False: they cannot
+    be as configured; the message says what to do)."""
+    from sortie.agents.executors.sandbox import IsolationError, make_isolation
+
+    try:
+        isolation = make_isolation(run_user=None, run_uids=None)
+    except IsolationError as exc:
+        print(f"sortie up: {exc}", flush=True)
+        return False
+    if isolation.mode == "none":
+        print(
+            "sortie up: warning: runs are not isolated (this kernel has no Landlock and the "
+            "agent is not root): a run can read this installation's credentials",
+            flush=True,
+        )
+    return True
+
+
+def _close_private_dirs(data_dir: Path) -> None:
+    """Others (a run's user among them) may pass the data dir and the scheduler's (its
+    cluster nodes' agent dirs are there) to a run's own directory, not list them, nor enter
+    the broker's store; run secrets and keys are in owner-only dirs of their own."""
+    for passable in (data_dir, data_dir / "scheduler"):
+        passable.mkdir(exist_ok=True)
+        passable.chmod(0o711)
+    (data_dir / "nats").mkdir(exist_ok=True)
+    (data_dir / "nats").chmod(0o700)
 
 
 def _owned_dirs(data_dir: Path) -> list[Path]:

@@ -58,6 +58,8 @@ for f in slots.iterdir():
     try:
         os.kill(int(f.name), 0)
         live += 1
+    except PermissionError:  # alive, in another run's sandbox (agents.isolation)
+        live += 1
     except (ProcessLookupError, ValueError):
         pass
 with open(ledger, "a") as fh:
@@ -114,7 +116,8 @@ class Chaos:
         self.s = settings
         self.rng = random.Random(settings.seed)
         self.cluster = Cluster(root / "cluster")
-        self.ledger = root / "ledger" / "ledger.txt"
+        # the runs write it: in the dir the cluster's agents share with every run
+        self.ledger = root / "cluster" / "shared" / "ledger" / "ledger.txt"
         self.src = root / "src"
         self.faults: Counter[str] = Counter()
         self.accepted: dict[str, str] = {}  # submission id -> run id
@@ -125,6 +128,7 @@ class Chaos:
 
     def start(self) -> None:
         self.ledger.parent.mkdir(parents=True)
+        self.ledger.parent.chmod(0o1777)
         self.src.mkdir()
         (self.src / "train.py").write_text(SCRIPT)
         c = self.cluster
@@ -316,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="sortie-chaos-") as tmp:
         root = args.keep or Path(tmp)
+        root.chmod(root.stat().st_mode | 0o011)  # as root, runs start as sortie-run: pass it
         report = asyncio.run(Chaos(root, settings).run())
     print(json.dumps(asdict(report), indent=2))
     return 0 if report.ok else 1

@@ -50,6 +50,10 @@ class AgentConfig:
     auth: BusAuth | None = None
     limits: RunLimits = field(default_factory=RunLimits)  # per-run log/metric/artifact bounds
     disk_gc: DiskGcSettings = field(default_factory=DiskGcSettings)  # run dirs, env cache
+    # an agent running as root starts runs as this user (None: agents.isolation's default),
+    # or as one uid per concurrent run from this range ("FIRST-LAST"): agents.executors.sandbox
+    run_user: str | None = None
+    run_uids: str | None = None
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

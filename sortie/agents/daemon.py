@@ -53,6 +53,7 @@ from sortie.agents.events import (
 )
 from sortie.agents.executors.container_run import remove_orphans
 from sortie.agents.executors.registry import ExecutorSettings, make_executors
+from sortie.agents.executors.sandbox import Isolation, make_isolation, prepare_agent_dirs
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
@@ -83,6 +84,7 @@ def heartbeat(
     envs: EnvCache,
     now: float,
     gpus: list[m.GpuDevice] | None = None,
+    isolation: m.RunIsolation = "unknown",
 ) -> m.Heartbeat:
     """The heartbeat that says what ``state`` holds (pure)."""
     return m.Heartbeat(
@@ -102,6 +104,7 @@ def heartbeat(
         priority=config.priority,
         preempting=state.preempting,
         container_engine=state.container_engine,
+        isolation=isolation,
     )
 
 
@@ -262,11 +265,14 @@ class HostFacts:
     runtime_dir: Path
     capacity: m.Capacity
     hostname: str
+    isolation: Isolation
 
 
 async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> HostFacts:
     devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
     data_dir = config.data_dir.resolve()
+    isolation = make_isolation(run_user=config.run_user, run_uids=config.run_uids)
+    prepare_agent_dirs(isolation, data_dir)
     runtime_dir = data_dir / "runtime"
     write_runtime(runtime_dir)
     capacity = config.capacity
@@ -284,6 +290,7 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
         runtime_dir=runtime_dir,
         capacity=capacity,
         hostname=hostname(),
+        isolation=isolation,
     )
 
 
@@ -321,7 +328,11 @@ class AgentShell:
             snapshots=SnapshotCache(
                 facts.data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
             ),
-            executors=make_executors(ExecutorSettings(envs=self.envs, docker_host=self.engine_url)),
+            executors=make_executors(
+                ExecutorSettings(
+                    envs=self.envs, docker_host=self.engine_url, isolation=facts.isolation
+                )
+            ),
             gpus=facts.gpus,
             preempt_grace_s=config.preempt_grace_s,
             node_priority=config.priority,
@@ -408,6 +419,7 @@ class AgentShell:
             envs=self.envs,
             now=time.time(),
             gpus=facts.gpus.view(),
+            isolation=facts.isolation.mode,
         )
         sent_at = time.monotonic()
         try:
@@ -527,6 +539,7 @@ async def run_agent(
         gpus=[d.index for d in facts.devices],
         priority=config.priority,
         container_engine=state.container_engine,
+        isolation=facts.isolation.mode,
     )
     loops = shell.loops()
     if config.auth is not None and config.auth.creds is not None:  # renewed by the scheduler

@@ -271,6 +271,16 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="stop runs and exit when process PID (the one that started this agent) is gone",
     )
     agent.add_argument(
+        "--run-user",
+        metavar="USER",
+        help="as root, start runs as this unprivileged user (default: sortie-run)",
+    )
+    agent.add_argument(
+        "--run-uids",
+        metavar="FIRST-LAST",
+        help="as root, start each concurrent run as its own uid from this range",
+    )
+    agent.add_argument(
         "--lease",
         type=float,
         default=10.0,
@@ -776,12 +786,15 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         kill_grace_s=args.kill_grace,
         auth=_daemon_auth(args),
         limits=limits_of(args),
+        run_user=args.run_user,
+        run_uids=args.run_uids,
     )
+    from sortie.agents.executors.sandbox import IsolationError
     from sortie.agents.gpus import GpuConfigError
 
     try:
         _run(_until_signal(lambda stop: run_agent(config, stop)))
-    except GpuConfigError as exc:
+    except (GpuConfigError, IsolationError) as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
 

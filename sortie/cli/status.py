@@ -179,6 +179,7 @@ def _agents(agents: list[m.AgentRecord], on_agents: list[m.RunRecord]) -> list[S
                 gpu_type=a.capacity.gpu_type,
                 runs=u.runs,
                 last_seen=iso(a.last_seen),
+                isolation=a.isolation,
             )
         )
     return out
@@ -251,6 +252,14 @@ def render(status: StatusView) -> list[str]:
     ]
     if status.agents:
         out += _agents_table(status.agents)
+        exposed = [
+            a.agent_id for a in status.agents if a.state == "ready" and a.isolation == "none"
+        ]
+        if exposed:
+            out += [
+                f"Warning: runs are not isolated on {', '.join(exposed)}: a run there can read "
+                "that agent's credentials (no Landlock in its kernel and not running as root)."
+            ]
     else:
         out += ["No agents: start one with `sortie agent --target NAME` (or `sortie up`)."]
     if queue.by_target:

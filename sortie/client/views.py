@@ -218,6 +218,7 @@ class AgentView(View, frozen=True, kw_only=True):
     priority: m.NodePriority
     gpus: list[m.GpuDevice]
     container_engine: str | None
+    isolation: m.RunIsolation  # "none": its runs can read its credentials
 
 
 def compute_view(info: m.ComputeInfo) -> ComputeView:
@@ -273,6 +274,7 @@ def agent_view(a: m.AgentRecord) -> AgentView:
         priority=a.priority,
         gpus=list(a.gpus),
         container_engine=a.container_engine,
+        isolation=a.isolation,
     )
 
 
@@ -321,6 +323,7 @@ class StatusAgent(View, frozen=True, kw_only=True):
     gpu_type: str | None
     runs: int
     last_seen: str | None
+    isolation: m.RunIsolation
 
 
 class QueuedGroup(View, frozen=True, kw_only=True):

@@ -307,6 +307,9 @@ class GpuDevice(Message, frozen=True, kw_only=True):
 
 
 NodePriority = Literal["dedicated", "lowpriority"]
+# how an agent keeps a run from its credentials and other runs (agents.isolation); "unknown":
+# an agent older than the field
+RunIsolation = Literal["unknown", "none", "landlock", "user", "user+landlock"]
 
 
 class RunRef(Message, frozen=True, kw_only=True):
@@ -333,6 +336,7 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     priority: NodePriority = "dedicated"
     preempting: bool = False  # a preemption notice arrived: take no new runs
     container_engine: str | None = None  # e.g. "podman 4.3.1" when DOCKER_HOST answers
+    isolation: RunIsolation = "unknown"
 
 
 class Assign(Message, frozen=True, kw_only=True, tag="assign"):
@@ -394,6 +398,7 @@ class AgentRecord(Message, frozen=True, kw_only=True):
     priority: NodePriority = "dedicated"
     gpus: list[GpuDevice] = []
     container_engine: str | None = None
+    isolation: RunIsolation = "unknown"
 
 
 # --- compute targets (clusters), nodes, agent administration --------------------------------

@@ -285,6 +285,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             or known.priority != hb.priority
             or known.preempting != hb.preempting
             or known.container_engine != hb.container_engine
+            or known.isolation != hb.isolation
             or not known.confirmed
         )
         known.last_seen = now
@@ -296,6 +297,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         known.labels = dict(hb.labels)
         known.priority = hb.priority
         known.container_engine = hb.container_engine
+        known.isolation = hb.isolation
         known.preempting = known.preempting or hb.preempting
         known.confirmed = True
         if changed:
@@ -326,6 +328,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             priority=hb.priority,
             gpus=list(hb.gpus),
             container_engine=hb.container_engine,
+            isolation=hb.isolation,
         ),
     )
     return [

@@ -36,6 +36,7 @@ class AgentView:
     priority: m.NodePriority = "dedicated"
     gpus: list[m.GpuDevice] = field(default_factory=list)
     container_engine: str | None = None
+    isolation: m.RunIsolation = "unknown"  # how it keeps runs from credentials (Heartbeat)
 
     def unavailable(self) -> str | None:
         """Why no new run may go here, or None."""
@@ -86,6 +87,7 @@ class AgentView:
             priority=self.priority,
             gpus=list(self.gpus),
             container_engine=self.container_engine,
+            isolation=self.isolation,
         )
 
 

@@ -175,13 +175,13 @@ async def test_cancel_and_pre_spawn_failures(bus: Bus, tmp_path: Path) -> None:
 async def test_shutdown_stops_running_attempts(bus: Bus, tmp_path: Path, grace: float) -> None:
     reports = Reports(bus.js)
     await reports.open()
-    pidfile = tmp_path / "pid"
+    # the run writes only its own working directory (agents.isolation)
+    pidfile = tmp_path / "agent" / "runs" / "held" / "1" / "pid"
     snap = await upload_snapshot(
         bus,
         {
             "train.py": (
-                f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
-                "time.sleep(60)\n".encode(),
+                b"import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
                 0o644,
             )
         },

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from nats.aio.msg import Msg
 
+from sortie.agents.isolation import ENV_RUN_WRITABLE
 from sortie.bus.broker import BrokerProcess, start_broker
 from sortie.bus.connection import Bus, open_bus
 from sortie.proto import codec, subjects
@@ -24,10 +26,20 @@ def touching(marker: Path) -> bytes:
     ).encode()
 
 
+def shared_with_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the agents started from here on let every run write (SORTIE_RUN_WRITABLE):
+    a run may write nothing else outside its own (agents.isolation)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    shared.chmod(0o1777)
+    monkeypatch.setenv(ENV_RUN_WRITABLE, str(shared))
+    return shared
+
+
 async def test_agent_cut_off_from_the_broker_stops_its_runs(
-    broker: BrokerProcess, bus: Bus, tmp_path: Path
+    broker: BrokerProcess, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    marker = tmp_path / "alive"
+    marker = shared_with_runs(tmp_path, monkeypatch) / "alive"
     snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
     # short graces so the agent can stop within the test harness's bound afterwards
     async with agent(bus, tmp_path, lease_s=1.5, kill_grace_s=1.0, preempt_grace_s=1.0) as sched:
@@ -108,15 +120,16 @@ def test_leftovers_of_a_dead_leader_are_killed_by_their_group(tmp_path: Path) ->
 
 
 async def test_a_killed_agents_run_dies_with_it_and_the_next_agent_kills_its_leftovers(
-    broker: BrokerProcess, bus: Bus, tmp_path: Path
+    broker: BrokerProcess, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
     import signal
     import subprocess
     import sys
 
-    marker = tmp_path / "alive"  # touched by a child the script starts (in the run's group)
-    leader = tmp_path / "leader"  # touched by the script itself
+    shared = shared_with_runs(tmp_path, monkeypatch)
+    marker = shared / "alive"  # touched by a child the script starts (in the run's group)
+    leader = shared / "leader"  # touched by the script itself
     child = touching(marker).decode()
     script = (
         f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child!r}])\n"
@@ -182,7 +195,7 @@ def agent_argv(url: str, name: str, data_dir: Path, *extra: str) -> list[str]:
 
 
 async def test_an_agent_paused_past_its_lease_stops_its_runs_when_it_resumes(
-    broker: BrokerProcess, bus: Bus, tmp_path: Path
+    broker: BrokerProcess, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGSTOP leaves the agent connected as far as it knows; its heartbeats were not heard,
     so on waking it must treat the lease as lost, stop the run and give it back."""
@@ -190,7 +203,7 @@ async def test_an_agent_paused_past_its_lease_stops_its_runs_when_it_resumes(
     import signal
     import subprocess
 
-    marker = tmp_path / "alive"
+    marker = shared_with_runs(tmp_path, monkeypatch) / "alive"
     snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
     sched = FakeScheduler(bus, "paused-test")
     await bus.nc.subscribe(subjects.heartbeat("paused-test"), cb=sched.on_heartbeat)
@@ -223,7 +236,7 @@ async def test_an_agent_paused_past_its_lease_stops_its_runs_when_it_resumes(
 
 
 async def test_an_agent_paused_past_lease_and_kill_grace_has_its_runs_killed_by_its_watchdog(
-    broker: BrokerProcess, bus: Bus, tmp_path: Path
+    broker: BrokerProcess, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Paused so long the scheduler would already requeue: the agent cannot stop anything,
     so its watchdog kills the run (before lease + kill grace), and the agent, once resumed,
@@ -233,7 +246,7 @@ async def test_an_agent_paused_past_lease_and_kill_grace_has_its_runs_killed_by_
     import subprocess
     import time
 
-    marker = tmp_path / "alive"
+    marker = shared_with_runs(tmp_path, monkeypatch) / "alive"
     snapshot = await upload_snapshot(bus, {"train.py": (touching(marker), 0o644)})
     sched = FakeScheduler(bus, "frozen-test")
     await bus.nc.subscribe(subjects.heartbeat("frozen-test"), cb=sched.on_heartbeat)

@@ -16,6 +16,7 @@ from agent_builders import Reports, agent, spec, stream_batches, upload_snapshot
 from sortie.agents.config import AgentConfig
 from sortie.agents.daemon import run_agent
 from sortie.agents.gpus import GpuConfigError
+from sortie.agents.isolation import ENV_RUN_WRITABLE
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -97,11 +98,22 @@ def assign(
     )
 
 
-async def test_each_run_gets_exactly_its_gpus(bus: Bus, tmp_path: Path) -> None:
+@pytest.fixture
+def shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the scripts leave their marks: a dir the agent lets every run write
+    (SORTIE_RUN_WRITABLE); a run may write nothing else outside its own."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    d.chmod(0o1777)
+    monkeypatch.setenv(ENV_RUN_WRITABLE, str(d))
+    return d
+
+
+async def test_each_run_gets_exactly_its_gpus(bus: Bus, tmp_path: Path, shared: Path) -> None:
     reports = Reports(bus.js)
     await reports.open()
     snap = await upload_snapshot(bus, {"train.py": (TRAP, 0o644)})
-    go = tmp_path / "go"
+    go = shared / "go"
     probe = FakeGpus(8)
     async with agent(
         bus,
@@ -119,7 +131,7 @@ async def test_each_run_gets_exactly_its_gpus(bus: Bus, tmp_path: Path) -> None:
         assert not hb.preempting
 
         one_gpu = m.Resources(gpus=1, gpu_type="h100")
-        readies = [tmp_path / f"ready{i}" for i in range(8)]
+        readies = [shared / f"ready{i}" for i in range(8)]
         for i in range(8):
             await sched.send(
                 assign(inc, f"g{i}", snap, str(readies[i]), str(go), resources=one_gpu)
@@ -138,7 +150,7 @@ async def test_each_run_gets_exactly_its_gpus(bus: Bus, tmp_path: Path) -> None:
         assert [g.index for g in sched.heartbeats[-1].gpus] == list(range(8))
 
         # no GPU left: a ninth run fails to start (the scheduler should not have sent it)
-        await sched.send(assign(inc, "g8", snap, str(tmp_path / "r8"), str(go), resources=one_gpu))
+        await sched.send(assign(inc, "g8", snap, str(shared / "r8"), str(go), resources=one_gpu))
         got = await reports.until_terminal("g8")
         assert [r.state for r in got] == [RunState.FAILED]
         assert got[-1].error is not None and got[-1].error.kind == "start"
@@ -169,7 +181,7 @@ async def test_each_run_gets_exactly_its_gpus(bus: Bus, tmp_path: Path) -> None:
 
         # GPUs are given back when runs end; a run without GPUs sees none
         await eventually(lambda: not any(g.run_id for g in sched.heartbeats[-1].gpus))
-        await sched.send(assign(inc, "nogpu", snap, str(tmp_path / "r9"), str(go)))
+        await sched.send(assign(inc, "nogpu", snap, str(shared / "r9"), str(go)))
         assert (await reports.until_terminal("nogpu"))[-1].state == RunState.COMPLETED
         assert "cvd: ''" in await log_texts(bus, "nogpu")
     await reports.close()
@@ -179,11 +191,11 @@ def holders_of(holders: dict[int, str | None], run_id: str) -> str:
     return ",".join(str(i) for i, r in sorted(holders.items()) if r == run_id)
 
 
-async def test_gpu_indices_split_a_host(bus: Bus, tmp_path: Path) -> None:
+async def test_gpu_indices_split_a_host(bus: Bus, tmp_path: Path, shared: Path) -> None:
     reports = Reports(bus.js)
     await reports.open()
     snap = await upload_snapshot(bus, {"train.py": (TRAP, 0o644)})
-    go = tmp_path / "go"
+    go = shared / "go"
     go.write_text("go")
     async with agent(bus, tmp_path, gpu_probe=FakeGpus(8), gpu_indices=[5, 2]) as sched:
         inc = await sched.incarnation()
@@ -191,7 +203,7 @@ async def test_gpu_indices_split_a_host(bus: Bus, tmp_path: Path) -> None:
         assert hb.capacity.gpus == 2 and [g.index for g in hb.gpus] == [2, 5]
         assert hb.labels == {} and hb.priority == "dedicated"
         await sched.send(
-            assign(inc, "two", snap, str(tmp_path / "r"), str(go), resources=m.Resources(gpus=2))
+            assign(inc, "two", snap, str(shared / "r"), str(go), resources=m.Resources(gpus=2))
         )
         assert (await reports.until_terminal("two"))[-1].state == RunState.COMPLETED
         assert "cvd: '2,5'" in await log_texts(bus, "two")
@@ -210,7 +222,9 @@ async def test_gpu_indices_split_a_host(bus: Bus, tmp_path: Path) -> None:
         assert sched.heartbeats[-1].gpus == [] and sched.heartbeats[-1].capacity.gpus == 0
 
 
-async def test_preempt_stops_everything_and_requeues(bus: Bus, tmp_path: Path) -> None:
+async def test_preempt_stops_everything_and_requeues(
+    bus: Bus, tmp_path: Path, shared: Path
+) -> None:
     reports = Reports(bus.js)
     await reports.open()
     snap = await upload_snapshot(bus, {"train.py": (TRAP, 0o644)})
@@ -219,7 +233,7 @@ async def test_preempt_stops_everything_and_requeues(bus: Bus, tmp_path: Path) -
         bus, tmp_path, gpu_probe=FakeGpus(2), preempt_grace_s=grace, priority="lowpriority"
     ) as sched:
         inc = await sched.incarnation()
-        ready = {name: tmp_path / f"ready-{name}" for name in ("polite", "stubborn", "old")}
+        ready = {name: shared / f"ready-{name}" for name in ("polite", "stubborn", "old")}
         await sched.send(
             assign(inc, "polite", snap, str(ready["polite"]), resources=m.Resources(gpus=1))
         )
@@ -236,7 +250,7 @@ async def test_preempt_stops_everything_and_requeues(bus: Bus, tmp_path: Path) -
         await sched.send(m.Preempt())
         await eventually(lambda: sched.heartbeats[-1].preempting)
         # no new runs on a node being preempted
-        await sched.send(assign(inc, "late", snap, str(tmp_path / "late")))
+        await sched.send(assign(inc, "late", snap, str(shared / "late")))
 
         preempted = m.RunError(
             kind="preempted", message="node was preempted (low-priority); the run will be requeued"
@@ -272,13 +286,13 @@ async def test_preempt_stops_everything_and_requeues(bus: Bus, tmp_path: Path) -
     await reports.close()
 
 
-async def test_stop_reason_for_cancel_and_timeout(bus: Bus, tmp_path: Path) -> None:
+async def test_stop_reason_for_cancel_and_timeout(bus: Bus, tmp_path: Path, shared: Path) -> None:
     reports = Reports(bus.js)
     await reports.open()
     snap = await upload_snapshot(bus, {"train.py": (TRAP, 0o644)})
     async with agent(bus, tmp_path) as sched:
         inc = await sched.incarnation()
-        ready = tmp_path / "ready-c"
+        ready = shared / "ready-c"
         await sched.send(assign(inc, "c", snap, str(ready)))
         await wait_files([ready])
         await reports.until_state("c", RunState.RUNNING)
@@ -288,7 +302,7 @@ async def test_stop_reason_for_cancel_and_timeout(bus: Bus, tmp_path: Path) -> N
         texts = await log_texts(bus, "c")
         assert "stop reason: canceled" in texts and "reason before: None" in texts
 
-        await sched.send(assign(inc, "t", snap, str(tmp_path / "ready-t"), max_duration_s=3.0))
+        await sched.send(assign(inc, "t", snap, str(shared / "ready-t"), max_duration_s=3.0))
         got = await reports.until_terminal("t")
         assert got[-1].state == RunState.FAILED
         assert got[-1].error is not None and got[-1].error.kind == "timeout"

@@ -339,6 +339,7 @@ def test_agent_view_keys() -> None:
         "gpus[].utilization_pct",
         "gpus[].run_id",
         "container_engine",
+        "isolation",
     ]
     assert (shown["last_seen"], shown["labels"]) == (99.0, {"zone": "a"})  # seconds, as stored
 
@@ -401,6 +402,7 @@ def test_status_view_keys() -> None:
         "agents[].gpu_type",
         "agents[].runs",
         "agents[].last_seen",
+        "agents[].isolation",
         "queue",
         "queue.total",
         "queue.by_target",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from sortie.agents.isolation import ENV_RUN_WRITABLE
 from sortie.bus.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +102,18 @@ def isolated_env(root: Path, *drop: str) -> dict[str, str]:
         env.pop(name, None)
     env["SORTIE_PROFILE"] = str(root / "profile.json")
     env["PYTHONPATH"] = str(REPO)
+    env[ENV_RUN_WRITABLE] = str(shared_dir(root))
     return env
+
+
+def shared_dir(root: Path) -> Path:
+    """A directory every run of the installation under ``root`` may write (like /tmp: 1777),
+    named to its agents by SORTIE_RUN_WRITABLE: where a test's scripts keep ledgers and
+    checkpoints that outlive an attempt. Runs may write nothing else outside their own."""
+    shared = root / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    shared.chmod(0o1777)
+    return shared
 
 
 def stop_up(proc: subprocess.Popen[str], timeout: float = 20) -> int:

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.e2e.conftest import REPO, Installation
+from tests.e2e.conftest import REPO, Installation, shared_dir
 
 EXAMPLE = REPO / "examples" / "sklearn-digits"
 
@@ -164,7 +164,8 @@ def test_max_duration_fails_with_timeout(installation: Installation, tmp_path: P
 def test_cancel_stops_the_whole_process_group(installation: Installation, tmp_path: Path) -> None:
     src = tmp_path / "tree"
     src.mkdir()
-    marker = tmp_path / "child-alive"
+    # where a run may write beyond its own dirs (SORTIE_RUN_WRITABLE)
+    marker = shared_dir(installation.data_dir.parent) / f"child-alive-{tmp_path.name}"
     (src / "parent.sh").write_text(
         f"( while true; do date > {marker}; sleep 0.2; done ) &\necho started\nwait\n"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Installation, wait_until
+from tests.e2e.conftest import Installation, shared_dir, wait_until
 
 
 def show(inst: Installation, name: str) -> dict:
@@ -277,7 +277,8 @@ def test_preempted_low_priority_run_is_requeued_and_completes(
         "--idle-seconds-before-scaledown",
         "2",
     )
-    marker = tmp_path / "checkpoint"
+    # a checkpoint outlives the attempt: kept where every run may write (SORTIE_RUN_WRITABLE)
+    marker = shared_dir(installation.data_dir.parent) / f"checkpoint-{tmp_path.name}"
     (tmp_path / "train.py").write_text(
         textwrap.dedent(f"""
         import os, signal, sys, time

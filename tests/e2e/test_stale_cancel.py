@@ -10,7 +10,7 @@ from pathlib import Path
 from sortie.bus.connection import BusAuth, connect
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from tests.e2e.conftest import Installation, wait_until
+from tests.e2e.conftest import Installation, shared_dir, wait_until
 
 
 async def forge_stale_cancel(installation: Installation, agent_id: str, run_id: str) -> None:
@@ -34,7 +34,7 @@ def test_a_stale_cancel_for_the_current_attempt_requeues_the_run_and_cancel_ends
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    ledger = tmp_path / "ledger"
+    ledger = shared_dir(installation.data_dir.parent) / f"ledger-{tmp_path.name}"
     (src / "t.py").write_text(
         "import os, time\n"
         f"open({str(ledger)!r}, 'a').write(f\"start {{os.environ['SORTIE_ATTEMPT']}}\\n\")\n"

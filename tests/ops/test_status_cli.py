@@ -172,6 +172,28 @@ def test_render_with_nothing_there() -> None:
     assert "QUEUED FOR" not in text and "ACTIVE RUN" not in text
 
 
+def test_status_says_when_runs_are_not_isolated() -> None:
+    def agent(agent_id: str, isolation: m.RunIsolation) -> m.AgentRecord:
+        return m.AgentRecord(
+            agent_id=agent_id,
+            incarnation="i",
+            target="local",
+            hostname="h",
+            capacity=m.Capacity(cpus=4, memory_mb=1024),
+            state="ready",
+            first_seen=0.0,
+            last_seen=0.0,
+            isolation=isolation,
+        )
+
+    exposed = summarise(observed(agents=[agent("a1", "none"), agent("a2", "landlock")]), 0.0)
+    assert [a.isolation for a in exposed.agents] == ["none", "landlock"]
+    text = "\n".join(render(exposed))
+    assert "runs are not isolated on a1:" in text and "a2" not in text.split("not isolated")[1]
+    guarded = summarise(observed(agents=[agent("a2", "user+landlock")]), 0.0)
+    assert "not isolated" not in "\n".join(render(guarded))
+
+
 def test_durations() -> None:
     assert [duration(x) for x in (0, 59.9, 61, 3600, 3725, 90000)] == [
         "0s",

@@ -32,6 +32,13 @@ from sortie.agents.executors import (
     StopWord,
     write_stop_reason,
 )
+from sortie.agents.executors.sandbox import (
+    NO_ISOLATION,
+    Isolation,
+    Spawn,
+    prepare_spawn,
+    run_base_env,
+)
 from sortie.agents.publisher import LineSplitter
 from sortie.bus.children import die_with_parent
 
@@ -44,13 +51,14 @@ class ProcessExecutor:
     """Runs scripts in the agent's cached Python environments."""
 
     envs: EnvCache
+    isolation: Isolation = NO_ISOLATION  # the agent's (agents.executors.sandbox)
 
     async def prepare(self, job: Job, say: Say) -> PreparedProcess:
         try:
             env, hold = await self.envs.prepare_held(job.spec.environment.python, say)
         except EnvError as exc:
             raise ExecutorError(str(exc)) from exc
-        return PreparedProcess(job=job, python=env.python, env_hold=hold)
+        return PreparedProcess(job=job, python=env.python, env_hold=hold, isolation=self.isolation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,11 +68,12 @@ class PreparedProcess:
     noun: str = "process"
     where: str = ""
     env_hold: EnvHold | None = None  # the environment's shared lock (EnvCache.prepare_held)
+    isolation: Isolation = NO_ISOLATION
 
     def view(self, gpus: list[int] | None) -> RunView:
         files = self.job.files
         return RunView(
-            base_env=dict(os.environ),
+            base_env=run_base_env(self.isolation, files),
             workdir=files.workdir,
             outputs_dir=(files.workdir / "outputs").resolve(),
             runtime_dir=files.runtime_dir,
@@ -77,13 +86,10 @@ class PreparedProcess:
     async def start(
         self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
     ) -> ProcessExecution:
-        try:
-            execution = await start_process(launch, on_output, self.job.files.pid_file)
-        except BaseException:
-            self.release()
-            raise
-        execution.at_end = self.release
-        return execution
+        spawn = prepare_spawn(self.isolation, self.job.files, self.python)
+        return await start_process(
+            launch, on_output, self.job.files.pid_file, spawn, at_end=self.release
+        )
 
     def release(self) -> None:
         """Let go of the environment (its cache may evict it again)."""
@@ -92,23 +98,40 @@ class PreparedProcess:
 
 
 async def start_process(
-    launch: Launch, on_output: OnOutput, pid_file: Path | None = None
+    launch: Launch,
+    on_output: OnOutput,
+    pid_file: Path | None = None,
+    spawn: Spawn | None = None,
+    *,
+    at_end: Callable[[], None] | None = None,
 ) -> ProcessExecution:
     """Start ``launch`` as a process group leader; its pid (then its exit code) goes to
-    ``pid_file`` when given. Raises OSError when it cannot be started."""
-    proc = await asyncio.create_subprocess_exec(
-        *launch.argv,
-        cwd=launch.cwd,
-        env=launch.env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # the agent forks from its loop's (main) thread
-    )
+    ``pid_file`` when given; ``spawn`` says as whom and in which sandbox; ``at_end`` is called
+    once the run has ended (or did not start). Raises OSError when it cannot be started."""
+    releases = [r for r in (spawn.release if spawn is not None else None, at_end) if r]
+
+    def release() -> None:
+        for r in releases:
+            r()
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *launch.argv,
+            cwd=launch.cwd,
+            env=launch.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            # the agent forks from its loop's (main) thread
+            preexec_fn=spawn.preexec if spawn is not None else die_with_parent,
+        )
+    except BaseException:
+        release()
+        raise
     if pid_file is not None:
         orphans.record(pid_file, proc.pid)
-    return ProcessExecution(proc, launch, on_output, pid_file)
+    return ProcessExecution(proc, launch, on_output, pid_file, release)
 
 
 class ProcessExecution:
@@ -118,8 +141,10 @@ class ProcessExecution:
         launch: Launch,
         on_output: OnOutput,
         pid_file: Path | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.proc = proc
+        self._release = release
         self._pid_file = pid_file
         self.pid = proc.pid
         self._launch = launch
@@ -127,7 +152,6 @@ class ProcessExecution:
         self._stopped = False
         self._timed_out = False
         self._terminating: asyncio.Task[None] | None = None
-        self.at_end: Callable[[], None] | None = None  # called once the run has ended
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
             asyncio.create_task(_pump(proc.stdout, "stdout", on_output, self._room)),
@@ -198,8 +222,8 @@ class ProcessExecution:
             if self.proc.returncode is None:
                 self._signal_group(signal.SIGKILL)
             orphans.forget(self._pid_file)
-            if self.at_end is not None:
-                self.at_end()
+            if self._release is not None:
+                self._release()
         return Outcome(
             exit_code=code,
             timed_out=self._timed_out,

@@ -13,6 +13,7 @@ from sortie.agents.envcache import EnvCache
 from sortie.agents.executors import Executor, ExecutorKind
 from sortie.agents.executors.container import ContainerExecutor
 from sortie.agents.executors.process import ProcessExecutor
+from sortie.agents.executors.sandbox import NO_ISOLATION, Isolation
 from sortie.proto import messages as m
 
 
@@ -22,6 +23,7 @@ class ExecutorSettings:
 
     envs: EnvCache  # the process executor's Python environments
     docker_host: str  # the engine container runs use
+    isolation: Isolation = NO_ISOLATION  # how process runs are kept from the agent's files
 
 
 def executor_kind(spec: m.RunSpec) -> ExecutorKind:
@@ -34,7 +36,7 @@ def executor_kind(spec: m.RunSpec) -> ExecutorKind:
 def make_executor(kind: ExecutorKind, settings: ExecutorSettings) -> Executor:
     match kind:
         case ExecutorKind.PROCESS:
-            return ProcessExecutor(settings.envs)
+            return ProcessExecutor(settings.envs, settings.isolation)
         case ExecutorKind.CONTAINER:
             return ContainerExecutor(settings.docker_host)
         case _:
