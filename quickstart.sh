@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# as root, runs start as the unprivileged user sortie-run: make it, and let it reach its runs
+data_dir=$(python -c 'from sortie.bus.profile import default_data_dir; print(default_data_dir())')
+deploy/run-user.sh "$data_dir/agent" "$(readlink -f .venv/bin/python)"
 
 started=""
 stop_up() {

@@ -109,20 +109,10 @@ if id "$TEST_USER" >/dev/null 2>&1; then
         say "no Python >= 3.11 usable by $TEST_USER: the agent-install tests will fail."
     fi
 fi
-# Agents started as root (the tests, systemd) run each run as this unprivileged user
-# (sortie.agents.isolation.DEFAULT_RUN_USER); without it they refuse to start.
-RUN_USER=sortie-run
-if ! id "$RUN_USER" >/dev/null 2>&1; then
-    say "creating user '$RUN_USER' (runs of agents started as root run as it)"
-    useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_USER" || \
-        say "could not create user '$RUN_USER'."
-fi
-# ... and that user must be able to run the tests' Python (a venv whose base may live under
-# /root/.pyenv): let others pass /root (o+x: enter, not list) when it is there.
-if [ -d /root/.pyenv ] && [ "$(stat -c %a /root)" = 700 ]; then
-    say "letting run users pass /root to the pyenv Python (chmod o+x /root)"
-    chmod o+x /root
-fi
+# Agents started as root (the tests, systemd) start each run as the unprivileged user
+# sortie-run, which must be able to run the tests' Python (its base may live under /root).
+python=$(readlink -f .venv/bin/python 2>/dev/null || command -v python3)
+deploy/run-user.sh "$python" || say "could not prepare the run user (see above)."
 if [ -x /usr/sbin/sshd ]; then
     say "sshd at /usr/sbin/sshd ($(/usr/sbin/sshd -V 2>&1 | head -n1 || true))"
 fi
