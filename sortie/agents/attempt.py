@@ -58,10 +58,11 @@ from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
 from sortie.agents.limits import RunLimits, plan_upload
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.agents.outputs import open_output, scan_outputs
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
 from sortie.agents.upload_progress import UploadProgress
-from sortie.bus.blobs import BlobError, BlobStore, missing_blobs, put_blob, sha256_file
+from sortie.bus.blobs import BlobError, BlobStore, missing_blobs, put_blob
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
@@ -264,36 +265,6 @@ def write_runtime(runtime_dir: Path) -> None:
     tmp.replace(pkg / "__init__.py")
 
 
-def scan_outputs(workdir: Path) -> tuple[list[tuple[str, Path, int, str]], list[str]]:
-    """Files under outputs/ as (artifact path, file, size, sha256); and what was skipped."""
-    outputs = workdir / "outputs"
-    if not outputs.is_dir():
-        return [], []
-    base = outputs.resolve()
-    found: list[tuple[str, Path, int, str]] = []
-    skipped: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(outputs, followlinks=False):
-        for name in sorted(filenames) + sorted(
-            d for d in dirnames if (Path(dirpath) / d).is_symlink()
-        ):
-            path = Path(dirpath) / name
-            rel = path.relative_to(outputs).as_posix()
-            real = path.resolve()
-            if not real.is_relative_to(base):
-                skipped.append(f"outputs/{rel} (a link leaving outputs/)")
-                continue
-            if not real.is_file():
-                if not real.is_dir():
-                    skipped.append(f"outputs/{rel} (not a regular file)")
-                continue
-            artifact = f"outputs/{rel}"
-            if check_relpath(artifact) is not None:
-                skipped.append(f"{artifact!r} (bad name)")
-                continue
-            found.append((artifact, real, real.stat().st_size, sha256_file(real)))
-    return found, skipped
-
-
 async def upload_outputs(
     store: BlobStore,
     workdir: Path,
@@ -320,16 +291,18 @@ async def upload_outputs(
     except (nats.errors.Error, TimeoutError, OSError) as exc:
         say(f"cannot upload outputs: {exc}")
         return []
+    outputs = (workdir / "outputs").resolve()
+    owner = outputs.stat().st_uid  # the run's user: only its own files are read (agents.outputs)
     artifacts: list[m.Artifact] = []
     sent = 0
     progress = UploadProgress(sum(f[2] for f in found if f[3] in missing), say)
-    for artifact, path, size, sha in found:
+    for artifact, under, size, sha in found:
         if sha in missing:
             try:
                 async with progress.file(artifact, size):
                     await until_stored(
                         js,
-                        lambda: put_blob(store, sha, path, wait_s=OUTPUT_COMMIT_WAIT_S),  # noqa: B023 - awaited at once
+                        lambda: _put_output(store, sha, outputs, under, owner),  # noqa: B023 - awaited at once
                         artifact,
                         size,
                     )
@@ -341,6 +314,13 @@ async def upload_outputs(
         artifacts.append(m.Artifact(path=artifact, size=size, sha256=sha))
     say(f"outputs: {len(artifacts)} files, {sent} uploaded, {len(artifacts) - sent} already stored")
     return artifacts
+
+
+async def _put_output(store: BlobStore, sha: str, outputs: Path, under: str, owner: int) -> None:
+    """Upload ``outputs/under`` as read by :func:`agents.outputs.open_output` (never through a
+    link; UnsafeOutput, an OSError, if it is no longer the run's own regular file)."""
+    with open_output(outputs, under, owner) as fh:
+        await put_blob(store, sha, fh, wait_s=OUTPUT_COMMIT_WAIT_S)
 
 
 # --- the pipeline --------------------------------------------------------------------------

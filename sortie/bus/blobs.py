@@ -27,7 +27,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 import nats.errors
 import nats.js.errors
@@ -217,19 +217,21 @@ async def commit_blob(
 
 
 async def put_blob(
-    blobs: BlobStore, sha: str, source: Path | bytes, *, wait_s: float = 0.0
+    blobs: BlobStore, sha: str, source: Path | bytes | BinaryIO, *, wait_s: float = 0.0
 ) -> m.BlobCommitted:
-    """Upload one blob under its sha256 name (bytes, or a file streamed from disk); ``wait_s``
-    as in :func:`commit_blob`.
+    """Upload one blob under its sha256 name (bytes, a file streamed from disk, or a file
+    the caller opened and closes); ``wait_s`` as in :func:`commit_blob`.
 
     Raises :class:`BlobError` when the bytes sent are not ``sha`` (the file changed) or the
     scheduler refused them.
     """
     if isinstance(source, bytes):
         commit = await _stage(blobs, sha, io.BytesIO(source))
-    else:
+    elif isinstance(source, Path):
         with open(source, "rb") as fh:
             commit = await _stage(blobs, sha, fh)
+    else:
+        commit = await _stage(blobs, sha, source)
     if commit.sha256 != sha:
         raise BlobError(
             f"the bytes uploaded as {sha[:12]} hash to {commit.sha256[:12]}: the file changed "
