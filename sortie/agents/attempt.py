@@ -326,10 +326,10 @@ async def upload_outputs(
     for artifact, path, size, sha in found:
         if sha in missing:
             try:
-                async with progress.file(artifact, size):
+                async with progress.file(artifact, size) as count:
                     await until_stored(
                         js,
-                        lambda: put_blob(store, sha, path, wait_s=OUTPUT_COMMIT_WAIT_S),  # noqa: B023 - awaited at once
+                        lambda: put_blob(store, sha, path, wait_s=OUTPUT_COMMIT_WAIT_S, sent=count),  # noqa: B023 - awaited at once
                         artifact,
                         size,
                     )
