@@ -62,7 +62,7 @@ from sortie.agents.outputs import open_output, scan_outputs
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
 from sortie.agents.upload_progress import UploadProgress
-from sortie.bus.blobs import BlobError, BlobStore, missing_blobs, put_blob
+from sortie.bus.blobs import BlobError, BlobStore, ChunkSent, missing_blobs, put_blob
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
@@ -299,10 +299,10 @@ async def upload_outputs(
     for artifact, under, size, sha in found:
         if sha in missing:
             try:
-                async with progress.file(artifact, size):
+                async with progress.file(artifact, size) as count:
                     await until_stored(
                         js,
-                        lambda: _put_output(store, sha, outputs, under, owner),  # noqa: B023 - awaited at once
+                        lambda: _put_output(store, sha, outputs, under, owner, count),  # noqa: B023 - awaited at once
                         artifact,
                         size,
                     )
@@ -316,11 +316,14 @@ async def upload_outputs(
     return artifacts
 
 
-async def _put_output(store: BlobStore, sha: str, outputs: Path, under: str, owner: int) -> None:
+async def _put_output(  # noqa: PLR0917 - one call site, the upload loop's
+    store: BlobStore, sha: str, outputs: Path, under: str, owner: int, sent: ChunkSent
+) -> None:
     """Upload ``outputs/under`` as read by :func:`agents.outputs.open_output` (never through a
-    link; UnsafeOutput, an OSError, if it is no longer the run's own regular file)."""
+    link; UnsafeOutput, an OSError, if it is no longer the run's own regular file), telling
+    ``sent`` how far it got."""
     with open_output(outputs, under, owner) as fh:
-        await put_blob(store, sha, fh, wait_s=OUTPUT_COMMIT_WAIT_S)
+        await put_blob(store, sha, fh, wait_s=OUTPUT_COMMIT_WAIT_S, sent=sent)
 
 
 # --- the pipeline --------------------------------------------------------------------------

@@ -4,8 +4,9 @@ The run may still be racing the agent (a process that left its group, or a root 
 reading what an unprivileged run wrote), so the agent never follows a link while it reads
 outputs: every file is opened one path component at a time with ``O_NOFOLLOW`` beneath the
 outputs dir, must be a regular file, and must belong to whoever owns the outputs dir (the run's
-user; a hard link to someone else's file is refused). A link swapped in after the scan is refused, not followed, so a run cannot get the agent
-to upload a file it could not read itself (a credential, another run's secrets).
+user; a hard link to someone else's file is refused). A link swapped in after the scan is
+refused, not followed, so a run cannot get the agent to upload a file it could not read itself
+(a credential, another run's secrets).
 
 Links *inside* ``outputs/`` are kept as what they point to, when that stays inside it.
 """
@@ -54,7 +55,7 @@ def open_output(outputs: Path, rel: str, owner: int) -> BinaryIO:
     finally:
         os.close(fd)
     st = os.fstat(file_fd)
-    if not stat.S_ISREG(st.st_mode) or (owner != 0 and st.st_uid != owner):
+    if not stat.S_ISREG(st.st_mode) or owner not in {0, st.st_uid}:
         os.close(file_fd)
         why = "not a regular file" if not stat.S_ISREG(st.st_mode) else "not the run's own file"
         raise UnsafeOutput(f"outputs/{rel} is {why}")

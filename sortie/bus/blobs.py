@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -44,6 +44,10 @@ COMMIT_WAIT_S = 120.0  # a scheduler reads a blob back before it answers
 CHUNK_WAIT_S = 5.0  # how long a streamed read waits for a chunk that should be there
 STREAM_ABOVE_CHUNKS = 8  # blobs of more chunks (1 MiB) are read by a consumer, not chunkwise
 VERIFIED = "Sortie-Verified"  # header in a meta entry a scheduler wrote after checking the hash
+
+# Called after each chunk the stream has taken, with this upload's bytes sent so far; when it
+# has said the whole size, the scheduler is verifying (what progress lines and bars show).
+ChunkSent = Callable[[int], None]
 
 
 class BlobError(Exception):
@@ -170,7 +174,7 @@ def staging_nuid(sha: str, unique: str) -> str:
     return f"{sha}-{unique}"
 
 
-async def _stage(blobs: BlobStore, sha: str, fh: IO[bytes]) -> m.BlobCommit:
+async def _stage(blobs: BlobStore, sha: str, fh: IO[bytes], sent: ChunkSent | None) -> m.BlobCommit:
     """Publish ``fh``'s bytes as chunks on a new chunk subject; the commit that names them."""
     # nats-py's own id generator (the one ObjectStore.put uses)
     nuid = staging_nuid(sha, blobs.nc._nuid.next().decode())
@@ -182,6 +186,8 @@ async def _stage(blobs: BlobStore, sha: str, fh: IO[bytes]) -> m.BlobCommit:
         await blobs.js.publish(subject, chunk)
         size += len(chunk)
         chunks += 1
+        if sent is not None:
+            sent(size)
     return m.BlobCommit(sha256=h.hexdigest(), nuid=nuid, size=size, chunks=chunks)
 
 
@@ -217,21 +223,27 @@ async def commit_blob(
 
 
 async def put_blob(
-    blobs: BlobStore, sha: str, source: Path | bytes | BinaryIO, *, wait_s: float = 0.0
+    blobs: BlobStore,
+    sha: str,
+    source: Path | bytes | BinaryIO,
+    *,
+    wait_s: float = 0.0,
+    sent: ChunkSent | None = None,
 ) -> m.BlobCommitted:
     """Upload one blob under its sha256 name (bytes, a file streamed from disk, or a file
-    the caller opened and closes); ``wait_s`` as in :func:`commit_blob`.
+    the caller opened and closes); ``wait_s`` as in :func:`commit_blob`; ``sent`` is told the
+    bytes sent after each chunk (:data:`ChunkSent`).
 
     Raises :class:`BlobError` when the bytes sent are not ``sha`` (the file changed) or the
     scheduler refused them.
     """
     if isinstance(source, bytes):
-        commit = await _stage(blobs, sha, io.BytesIO(source))
+        commit = await _stage(blobs, sha, io.BytesIO(source), sent)
     elif isinstance(source, Path):
         with open(source, "rb") as fh:
-            commit = await _stage(blobs, sha, fh)
+            commit = await _stage(blobs, sha, fh, sent)
     else:
-        commit = await _stage(blobs, sha, source)
+        commit = await _stage(blobs, sha, source, sent)
     if commit.sha256 != sha:
         raise BlobError(
             f"the bytes uploaded as {sha[:12]} hash to {commit.sha256[:12]}: the file changed "

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import pathspec
 
-from sortie.bus.blobs import BlobError, missing_blobs, put_blob, sha256_bytes, sha256_file
+from sortie.bus.blobs import (
+    BlobError,
+    ChunkSent,
+    missing_blobs,
+    put_blob,
+    sha256_bytes,
+    sha256_file,
+)
 from sortie.bus.connection import Bus
 from sortie.proto import codec
 from sortie.proto.messages import FileEntry, Manifest
@@ -468,7 +475,7 @@ def _shown(plan: SnapshotPlan, path: Path) -> str:
         return str(path)
 
 
-async def _send_blob(bus: Bus, plan: SnapshotPlan, sha: str) -> None:
+async def _send_blob(bus: Bus, plan: SnapshotPlan, sha: str, sent: ChunkSent) -> None:
     """Upload one file blob, refusing a file deleted or changed since it was hashed."""
     path = plan.blobs[sha]
     name = _shown(plan, path)
@@ -480,7 +487,7 @@ async def _send_blob(bus: Bus, plan: SnapshotPlan, sha: str) -> None:
                 f"{name} changed while the snapshot was being taken; submit again once it "
                 "is no longer being written"
             )
-        await put_blob(bus.blobs, sha, path)
+        await put_blob(bus.blobs, sha, path, sent=sent)
     except FileNotFoundError:
         raise SnapshotError(
             f"{name} was deleted (or moved) after it was hashed, before it was uploaded; "
@@ -501,6 +508,8 @@ async def upload_snapshot(
     every_file: bool = False,
 ) -> UploadResult:
     """Upload the blobs the object store lacks, then the manifest blob if it is missing.
+    ``progress`` is called with (bytes sent, bytes to send) after each chunk the broker took
+    (``bus.blobs.ChunkSent``), so it moves within a large file.
 
     Raises :class:`SnapshotError` (naming the file) if a file was changed, deleted or made
     unreadable on disk since it was hashed.
@@ -529,12 +538,17 @@ async def upload_snapshot(
         progress(0, total)
 
     async def send(sha: str) -> None:
-        nonlocal done
+        last = 0
+
+        def sent(n: int) -> None:  # per chunk, so the bar moves within a large file
+            nonlocal done, last
+            done += n - last
+            last = n
+            if progress is not None:
+                progress(done, total)
+
         async with sem:
-            await _send_blob(bus, plan, sha)
-        done += sizes[sha]
-        if progress is not None:
-            progress(done, total)
+            await _send_blob(bus, plan, sha, sent)
 
     await asyncio.gather(*(send(s) for s in to_send))
     if manifest_missing:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from sortie.bus.blobs import get_blob, missing_blobs
+from sortie.bus.blobs import CHUNK_SIZE, get_blob, missing_blobs
 from sortie.bus.connection import Bus
 from sortie.client.snapshot import SnapshotError, build_manifest, upload_snapshot
 from sortie.proto import codec
@@ -64,6 +65,25 @@ async def test_upload_then_dedup_then_one_edit(bus: Bus, tmp_path: Path) -> None
     assert edited.uploaded_files == 1
     assert edited.uploaded_bytes == 60 == (root / "lib/b.py").stat().st_size
     assert edited.manifest_bytes == len(edited_plan.encoded[1])
+
+
+async def test_progress_moves_within_a_large_file(bus: Bus, tmp_path: Path) -> None:
+    """The upload bar (``progress``) counts chunks, not whole files: a single file of three
+    chunks and a bit reports four growing totals after the start."""
+    size = 3 * CHUNK_SIZE + 10
+    root = write(tmp_path / "src", {"model.bin": os.urandom(size), "train.py": b"pass\n"})
+    plan = build_manifest(root)
+    progress: list[tuple[int, int]] = []
+    result = await upload_snapshot(
+        bus, plan, progress=lambda d, t: progress.append((d, t)), concurrency=1
+    )
+    total = size + len(b"pass\n")
+    assert result.uploaded_bytes == total
+    assert {t for _, t in progress} == {total}
+    done = [d for d, _ in progress]
+    assert done == sorted(done)
+    assert done[0] == 0 and done[-1] == total
+    assert len([d for d in done if 0 < d < total]) >= 3  # inside model.bin, chunk by chunk
 
 
 async def test_empty_tree_uploads_only_manifest(bus: Bus, tmp_path: Path) -> None:
