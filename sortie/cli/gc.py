@@ -10,7 +10,8 @@
   recently used first (:mod:`agents.disk_gc`; agents also do this themselves).
 
 A blob is swept only when it is older than ``--blob-grace-hours``: a snapshot uploaded for a
-submission not yet recorded, or outputs before their run's report, are never taken. Before
+submission not yet recorded, or outputs before their run's report, are never taken. Staged
+chunks no blob names (an upload that crashed or was refused) go after the same grace. Before
 deleting, the runs are read again and anything a run now names is kept.
 """
 
@@ -29,7 +30,13 @@ from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
 from sortie.cli.bounds_flags import non_negative
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
-from sortie.scheduler.blob_gc import HOUR_S, BlobDeleteRefused, run_records, sweep_blobs
+from sortie.scheduler.blob_gc import (
+    HOUR_S,
+    BlobDeleteRefused,
+    run_records,
+    sweep_blobs,
+    sweep_staged,
+)
 
 GB = 1_000_000_000
 
@@ -67,7 +74,7 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 @dataclass(frozen=True)
 class Found:
-    kind: str  # blob, run-dir, env
+    kind: str  # blob, upload (staged chunks), run-dir, env
     name: str
     size: int
     why: str
@@ -75,10 +82,20 @@ class Found:
 
 async def _sweep_blobs(bus: Bus, args: argparse.Namespace) -> list[Found]:
     now = time.time()
-    victims = await sweep_blobs(bus, args.blob_grace_hours * HOUR_S, dry_run=args.dry_run)
+    grace_s = args.blob_grace_hours * HOUR_S
+    victims = await sweep_blobs(bus, grace_s, dry_run=args.dry_run)
+    staged = await sweep_staged(bus, grace_s, dry_run=args.dry_run)
     return [
         Found("blob", v.sha, v.size, f"unreferenced, stored {_hours(now - v.stored_at)} ago")
         for v in victims
+    ] + [
+        Found(
+            "upload",
+            c.nuid,
+            c.size,
+            f"{c.chunks} chunks never committed, the last {_hours(now - c.last_at)} ago",
+        )
+        for c in staged
     ]
 
 
