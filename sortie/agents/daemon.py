@@ -330,7 +330,10 @@ class AgentShell:
             ),
             executors=make_executors(
                 ExecutorSettings(
-                    envs=self.envs, docker_host=self.engine_url, isolation=facts.isolation
+                    envs=self.envs,
+                    docker_host=self.engine_url,
+                    isolation=facts.isolation,
+                    images_dir=facts.data_dir / "images",
                 )
             ),
             gpus=facts.gpus,
@@ -483,6 +486,7 @@ class AgentShell:
                 self.config.disk_gc,
                 lambda: {run_id for run_id, _ in self.attempts},
                 self.alog,
+                engine_url=self.engine_url,
             )
         )
         if self.facts.gpus.has_gpus:
