@@ -24,6 +24,7 @@ from sortie.agents.envcache import READY, lock_held
 from sortie.agents.gc_plan import EnvEntry, RunDir, envs_to_evict, run_dirs_to_remove
 
 GB = 1_000_000_000
+IMAGES = "images"  # under an agent's data dir: its uses of environment images (image_cache)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +154,7 @@ async def collect_agent_images(
 ) -> list[tuple[str, EnvEntry]]:
     """The agent's environment images beyond ``max_bytes``, removed; none before it has used
     one (agents that never run containers never talk to an engine for this)."""
-    images_dir = data_dir / "images"
+    images_dir = data_dir / IMAGES
     if not images_dir.is_dir():
         return []
     # imported here: agents that never run containers never load the image builder

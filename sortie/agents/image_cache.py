@@ -31,7 +31,6 @@ from sortie.agents.envcache import EnvHold, lock_held
 from sortie.agents.gc_plan import EnvEntry, envs_to_evict
 from sortie.proto import messages as m
 
-IMAGES = "images"  # under the agent's data dir
 HOLD_TRIES = 3
 IN_USE = 409  # the engine's answer to removing an image a container uses
 

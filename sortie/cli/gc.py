@@ -29,9 +29,9 @@ from pathlib import Path
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from sortie.agents.disk_gc import collect_envs, collect_run_dirs
+from sortie.agents.disk_gc import IMAGES, collect_envs, collect_run_dirs
 from sortie.agents.engine import docker_host, open_docker, unreachable_message
-from sortie.agents.image_cache import IMAGES, collect_images
+from sortie.agents.image_cache import collect_images
 from sortie.agents.limits import human_bytes
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
