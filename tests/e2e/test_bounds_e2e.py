@@ -168,6 +168,7 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
         ("up", "--metric-limit", "1.5", "whole number"),
         ("scheduler", "--metrics-max-gb", "lots", "not a number"),
         ("gc", "--blob-grace-hours", "-1", "0 or more"),
+        ("gc", "--image-cache-gb", "lots", "not a number"),
     ],
 )
 def test_bad_bound_settings_are_refused(
