@@ -1,6 +1,7 @@
 """Environment images collected least recently used first (agents.image_cache) against a real
 engine: over the limit the older-used image goes, one a run holds or a container uses stays,
-and a dry run lists what would go and removes nothing.
+and a dry run lists what would go and removes nothing; preparing an image records its use
+and holds it.
 
 The engine's image storage is shared by everything on this machine, so these images live in a
 repository of this test's own and the collection is told to look only there.
@@ -18,9 +19,17 @@ import aiodocker
 import pytest
 
 from sortie.agents import container_images as ci
-from sortie.agents.image_cache import collect_images, hold_image, image_key
+from sortie.agents.envcache import lock_held
+from sortie.agents.image_cache import (
+    collect_images,
+    ensure_held,
+    hold_image,
+    image_key,
+    scan_images,
+)
 from tests.containers.conftest import Engine
-from tests.containers.test_env_images import derive_image, remove_image
+from tests.containers.images import build_python_image
+from tests.containers.test_env_images import SIX, derive_image, remove_image
 
 REPOSITORY = f"localhost/sortie-env-gctest-{uuid.uuid4().hex[:8]}"
 
@@ -98,3 +107,23 @@ async def test_the_least_recently_used_image_goes_first_and_a_held_one_stays(
     # its container gone, nothing holds it any more
     gone = await collect_images(docker, [images_dir], 0, repository=REPOSITORY)
     assert [tag for tag, _e in gone] == [images["new"]]
+
+
+async def test_a_run_preparing_an_environment_image_records_its_use_and_holds_it(
+    docker: aiodocker.Docker, podman: Engine, tmp_path: Path
+) -> None:
+    """What the container executor does before it starts the container (ensure_held)."""
+    base = build_python_image(podman, tmp_path)
+    images_dir = tmp_path / "images"
+    lines: list[str] = []
+    image, hold = await ensure_held(docker, images_dir, base, SIX, lines.append)
+    lock = images_dir / f"{image_key(image.tag)}.lock"
+    try:
+        assert await ci.image_present(docker, image.tag)
+        assert lock_held(lock)  # the collector passes it over
+        assert time.time() - lock.stat().st_mtime < 3600  # its use, recorded now
+        found = await scan_images(docker, [images_dir])
+        assert found[image.tag].in_use
+    finally:
+        hold.close()
+    assert not lock_held(lock)
