@@ -32,7 +32,7 @@ from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.core import AgentState
-from sortie.agents.disk_gc import agent_gc_loop
+from sortie.agents.disk_gc import IMAGES, agent_gc_loop
 from sortie.agents.engine import docker_host, probe_engine
 from sortie.agents.envcache import EnvCache
 from sortie.agents.events import (
@@ -330,7 +330,10 @@ class AgentShell:
             ),
             executors=make_executors(
                 ExecutorSettings(
-                    envs=self.envs, docker_host=self.engine_url, isolation=facts.isolation
+                    envs=self.envs,
+                    docker_host=self.engine_url,
+                    isolation=facts.isolation,
+                    images_dir=facts.data_dir / IMAGES,
                 )
             ),
             gpus=facts.gpus,
@@ -483,6 +486,7 @@ class AgentShell:
                 self.config.disk_gc,
                 lambda: {run_id for run_id, _ in self.attempts},
                 self.alog,
+                engine_url=self.engine_url,
             )
         )
         if self.facts.gpus.has_gpus:

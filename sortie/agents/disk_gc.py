@@ -3,7 +3,8 @@
 Run directories (``<data>/runs/<run id>``) and cached environments (``<data>/envs``) are
 read into plain values, the pure plan says what goes, and this removes it. Used by the agent
 itself (periodically, for run directories, and after each environment build) and by
-``sortie gc`` on this host's agent directories.
+``sortie gc`` on this host's agent directories. The agent's environment images go the same
+way (:mod:`agents.image_cache`), once it has used one (``<data>/images`` exists).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sortie.agents.envcache import READY
+from sortie.agents.envcache import READY, lock_held
 from sortie.agents.gc_plan import EnvEntry, RunDir, envs_to_evict, run_dirs_to_remove
 
 GB = 1_000_000_000
+IMAGES = "images"  # under an agent's data dir: its uses of environment images (image_cache)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DiskGcSettings:
     run_dir_keep_s: float = 24 * 3600.0  # a finished run's directory stays this long
     env_cache_bytes: int = 20 * GB  # cached environments beyond this go, least recently used
+    image_cache_bytes: int = 20 * GB  # environment images beyond this go, least recently used
 
 
 def tree_size(path: Path) -> int:
@@ -96,21 +99,6 @@ def _lock_path(envs_dir: Path, key: str) -> Path:
     return envs_dir / f"{key}.lock"
 
 
-def _in_use(envs_dir: Path, key: str) -> bool:
-    """Held by a run (a shared lock) or being built (an exclusive one)."""
-    path = _lock_path(envs_dir, key)
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def scan_envs(envs_dir: Path) -> list[EnvEntry]:
     """Ready environments: size, last use (their marker's mtime) and whether one is held."""
     if not envs_dir.is_dir():
@@ -127,7 +115,7 @@ def scan_envs(envs_dir: Path) -> list[EnvEntry]:
                 key=env.name,
                 size=tree_size(env),
                 last_used=last_used,
-                in_use=_in_use(envs_dir, env.name),
+                in_use=lock_held(_lock_path(envs_dir, env.name)),
             )
         )
     return out
@@ -161,17 +149,44 @@ def _not_in(held: frozenset[str]) -> Callable[[str], bool]:
     return lambda run_id: run_id not in held
 
 
+async def collect_agent_images(
+    data_dir: Path, engine_url: str, max_bytes: int, log: Any
+) -> list[tuple[str, EnvEntry]]:
+    """The agent's environment images beyond ``max_bytes``, removed; none before it has used
+    one (agents that never run containers never talk to an engine for this)."""
+    images_dir = data_dir / IMAGES
+    if not images_dir.is_dir():
+        return []
+    # imported here: agents that never run containers never load the image builder
+    import aiohttp
+    from aiodocker.exceptions import DockerError
+
+    from sortie.agents.engine import open_docker
+    from sortie.agents.image_cache import collect_images
+
+    docker = open_docker(engine_url)
+    try:
+        return await collect_images(docker, [images_dir], max_bytes)
+    except (DockerError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning("environment images not collected", error=repr(exc))
+        return []
+    finally:
+        await docker.close()
+
+
 async def agent_gc_loop(
     data_dir: Path,
     settings: DiskGcSettings,
     held_runs: Callable[[], set[str]],
     log: Any,
     *,
+    engine_url: str | None = None,
     every_s: float = 600.0,
 ) -> None:
     """The agent's own collection, now and every ``every_s``: its run directories (a run it
-    does not hold is over for this host once its outcome is reported) and its environment
-    cache. Runs in a thread: the loop never waits on the disk."""
+    does not hold is over for this host once its outcome is reported), its environment cache
+    and (with ``engine_url``) its environment images. The disk is read in a thread: the loop
+    never waits on it."""
     while True:
         held = frozenset(held_runs())
         try:
@@ -196,5 +211,15 @@ async def agent_gc_loop(
                     run_dir_bytes=sum(d.size for d in runs),
                     envs=len(envs),
                     env_bytes=sum(e.size for e in envs),
+                )
+        if engine_url is not None:
+            images = await collect_agent_images(
+                data_dir, engine_url, settings.image_cache_bytes, log
+            )
+            if images:
+                log.info(
+                    "environment images collected",
+                    images=[tag for tag, _e in images],
+                    bytes=sum(e.size for _t, e in images),
                 )
         await asyncio.sleep(every_s)

@@ -307,6 +307,20 @@ def user_interpreter(interpreter: str | None) -> str:
     return path
 
 
+def lock_held(path: Path) -> bool:
+    """Does anyone hold a lock on ``path`` (a run's shared one, a builder's exclusive one)?"""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 @contextlib.asynccontextmanager
 async def file_lock(path: Path, poll_s: float = 0.1) -> AsyncIterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) without blocking the loop:

@@ -1,4 +1,5 @@
-"""What an agent's disk may let go of (pure): run directories and cached environments.
+"""What an agent's disk may let go of (pure): run directories and cached environments (the
+directories under ``<data>/envs``, and environment images in the engine: ``image_cache.py``).
 
 * A run directory goes once its run is over for this host (its outcome reported: no attempt
   held, no unreported exit) and nothing in it changed for ``keep_s``.

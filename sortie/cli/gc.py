@@ -7,10 +7,14 @@
 * On this host, each agent directory under DATA_DIR (`sortie up`'s ``agent/``, standalone
   agents' ``agents/<id>/``): run directories of runs that ended more than
   ``--run-dir-keep-hours`` ago and cached environments beyond ``--env-cache-gb``, least
-  recently used first (:mod:`agents.disk_gc`; agents also do this themselves).
+  recently used first (:mod:`agents.disk_gc`; agents also do this themselves); and the
+  environment images those agents recorded using, beyond ``--image-cache-gb``, least
+  recently used first, never one a run holds or a container uses (:mod:`agents.image_cache`,
+  on the engine at ``DOCKER_HOST``).
 
 A blob is swept only when it is older than ``--blob-grace-hours``: a snapshot uploaded for a
-submission not yet recorded, or outputs before their run's report, are never taken. Before
+submission not yet recorded, or outputs before their run's report, are never taken. Staged
+chunks no blob names (an upload that crashed or was refused) go after the same grace. Before
 deleting, the runs are read again and anything a run now names is kept.
 """
 
@@ -22,14 +26,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sortie.agents.disk_gc import collect_envs, collect_run_dirs
+import aiohttp
+from aiodocker.exceptions import DockerError
+
+from sortie.agents.disk_gc import IMAGES, collect_envs, collect_run_dirs
+from sortie.agents.engine import docker_host, open_docker, unreachable_message
+from sortie.agents.image_cache import collect_images
 from sortie.agents.limits import human_bytes
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
 from sortie.cli.bounds_flags import non_negative
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
-from sortie.scheduler.blob_gc import HOUR_S, BlobDeleteRefused, run_records, sweep_blobs
+from sortie.scheduler.blob_gc import (
+    HOUR_S,
+    BlobDeleteRefused,
+    run_records,
+    sweep_blobs,
+    sweep_staged,
+)
 
 GB = 1_000_000_000
 
@@ -63,11 +78,19 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="GB",
         help="cached environments beyond this size, least recently used first (default 20)",
     )
+    gc.add_argument(
+        "--image-cache-gb",
+        type=non_negative,
+        default=20.0,
+        metavar="GB",
+        help="environment images (container runs) beyond this size, least recently used first "
+        "(default 20; the engine at DOCKER_HOST)",
+    )
 
 
 @dataclass(frozen=True)
 class Found:
-    kind: str  # blob, run-dir, env
+    kind: str  # blob, upload (staged chunks), run-dir, env, image
     name: str
     size: int
     why: str
@@ -75,10 +98,20 @@ class Found:
 
 async def _sweep_blobs(bus: Bus, args: argparse.Namespace) -> list[Found]:
     now = time.time()
-    victims = await sweep_blobs(bus, args.blob_grace_hours * HOUR_S, dry_run=args.dry_run)
+    grace_s = args.blob_grace_hours * HOUR_S
+    victims = await sweep_blobs(bus, grace_s, dry_run=args.dry_run)
+    staged = await sweep_staged(bus, grace_s, dry_run=args.dry_run)
     return [
         Found("blob", v.sha, v.size, f"unreferenced, stored {_hours(now - v.stored_at)} ago")
         for v in victims
+    ] + [
+        Found(
+            "upload",
+            c.nuid,
+            c.size,
+            f"{c.chunks} chunks never committed, the last {_hours(now - c.last_at)} ago",
+        )
+        for c in staged
     ]
 
 
@@ -118,6 +151,21 @@ def _local(data_dir: Path, records: list[m.RunRecord], args: argparse.Namespace)
     return found
 
 
+async def _images(data_dir: Path, args: argparse.Namespace) -> list[Found]:
+    """Environment images of this host's agents (those that recorded using one)."""
+    dirs = [d / IMAGES for d in _agent_dirs(data_dir) if (d / IMAGES).is_dir()]
+    if not dirs:
+        return []
+    docker = open_docker(docker_host())
+    try:
+        gone = await collect_images(
+            docker, dirs, int(args.image_cache_gb * GB), dry_run=args.dry_run
+        )
+    finally:
+        await docker.close()
+    return [Found("image", tag, e.size, "least recently used") for tag, e in gone]
+
+
 def _run_why(states: dict[str, RunState], run_id: str) -> str:
     state = states.get(run_id)
     return f"run {state}" if state is not None else "run no longer recorded"
@@ -143,11 +191,28 @@ async def run_gc(args: argparse.Namespace) -> int:
         return 2
     finally:
         await bus.close()
+    code = 0
+    try:
+        found += await _images(data_dir, args)
+    except DockerError as exc:
+        print(f"sortie gc: environment images: the engine said {exc.message}", file=sys.stderr)
+        code = 1
+    except (aiohttp.ClientError, OSError) as exc:
+        print(
+            f"sortie gc: environment images were not collected: "
+            f"{unreachable_message(docker_host(), repr(exc))}",
+            file=sys.stderr,
+        )
+        code = 1
+    _print(found, dry_run=args.dry_run)
+    return code
+
+
+def _print(found: list[Found], *, dry_run: bool) -> None:
     for f in found:
         print(f"{f.kind:8} {human_bytes(f.size):>8}  {f.name}  ({f.why})")
     total = human_bytes(sum(f.size for f in found))
-    if args.dry_run:
+    if dry_run:
         print(f"would free {total} ({len(found)} items); nothing was deleted (--dry-run)")
     else:
         print(f"freed {total} ({len(found)} items)")
-    return 0

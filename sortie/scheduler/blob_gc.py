@@ -3,7 +3,9 @@
 
 Reads the runs bucket and the manifests the runs name (the mark), lists the object store,
 and deletes what the pure sweep says, after reading the runs once more (a run recorded
-meanwhile keeps its blobs). The scheduler runs it every ``BlobGc.every_s``
+meanwhile keeps its blobs). It then purges staged chunks no blob names once their last chunk
+is older than the grace (``sweep_staged``: a bounded number of chunk subjects looked at per
+sweep, one message get each). The scheduler runs both every ``BlobGc.every_s``
 (``SchedulerConfig.blob_gc``); ``sortie gc`` runs it on demand, with ``--dry-run`` too.
 """
 
@@ -20,14 +22,22 @@ import nats.js.errors
 import structlog
 from nats.js.api import ObjectInfo
 
-from sortie.bus.blobs import BlobError, delete_blob, get_blob, list_blobs
+from sortie.bus.blobs import CHUNK_SIZE, BlobError, delete_blob, get_blob, list_blobs
 from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
-from sortie.proto import codec
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from sortie.scheduler.blob_sweep import BlobInfo, manifest_ids, referenced, sweep
+from sortie.scheduler.blob_sweep import (
+    BlobInfo,
+    StagedChunks,
+    manifest_ids,
+    orphan_chunks,
+    referenced,
+    sweep,
+)
 
 HOUR_S = 3600.0
+STAGED_PER_SWEEP = 1000  # unnamed chunk subjects whose age one sweep looks up (a get each)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +86,14 @@ async def _blobs(bus: Bus, now: float) -> dict[str, tuple[BlobInfo, ObjectInfo]]
     }
 
 
+def _refused(what: str, exc: BaseException) -> BlobDeleteRefused:
+    return BlobDeleteRefused(
+        f"the broker did not delete {what} ({exc!r}): deleting blobs needs the scheduler's "
+        "credentials; give its .creds file with --creds (`sortie up` keeps it in "
+        "DATA_DIR/auth/scheduler.creds)"
+    )
+
+
 async def sweep_blobs(bus: Bus, grace_s: float, *, dry_run: bool = False) -> list[BlobInfo]:
     """Delete (unless ``dry_run``) the blobs nothing references that are older than
     ``grace_s``; what went (or would go). Raises :class:`BlobDeleteRefused`."""
@@ -89,11 +107,70 @@ async def sweep_blobs(bus: Bus, grace_s: float, *, dry_run: bool = False) -> lis
             try:
                 await delete_blob(bus.blobs, stored[v.sha][1])
             except (nats.errors.Error, TimeoutError) as exc:
-                raise BlobDeleteRefused(
-                    f"the broker did not delete blob {v.sha} ({exc!r}): deleting blobs needs "
-                    "the scheduler's credentials; give its .creds file with --creds (`sortie "
-                    "up` keeps it in DATA_DIR/auth/scheduler.creds)"
-                ) from None
+                raise _refused(f"blob {v.sha}", exc) from None
+    return victims
+
+
+def _chunks_prefix(bus: Bus) -> str:
+    return subjects.obj_chunks(bus.blobs.bucket).removesuffix(">")
+
+
+async def _named_nuids(bus: Bus) -> set[str]:
+    """The chunk subjects (nuids) stored blobs are read from."""
+    return {i.nuid for i in await list_blobs(bus.blobs) if i.nuid}
+
+
+async def _chunk_counts(bus: Bus) -> dict[str, int]:
+    """Every chunk subject in the object store and how many chunks it holds."""
+    try:
+        info = await bus.blobs.js.stream_info(
+            bus.blobs.stream, subjects_filter=subjects.obj_chunks(bus.blobs.bucket)
+        )
+    except nats.js.errors.NotFoundError:
+        return {}
+    return info.state.subjects or {}
+
+
+async def _staged(bus: Bus, named: set[str], now: float, cap: int) -> list[StagedChunks]:
+    """Up to ``cap`` chunk subjects no stored blob names, with their last chunk's time."""
+    prefix = _chunks_prefix(bus)
+    counts = await _chunk_counts(bus)
+    unnamed = [s for s in sorted(counts) if s.removeprefix(prefix) not in named][:cap]
+    out: list[StagedChunks] = []
+    for subject in unnamed:
+        try:
+            last = await bus.blobs.js.get_last_msg(bus.blobs.stream, subject)
+        except nats.js.errors.NotFoundError:  # purged meanwhile (a refused commit)
+            continue
+        out.append(
+            StagedChunks(
+                nuid=subject.removeprefix(prefix),
+                chunks=counts[subject],
+                size=(counts[subject] - 1) * CHUNK_SIZE + len(last.data or b""),
+                last_at=last.time.timestamp() if last.time else now,  # unknown: never purged
+            )
+        )
+    return out
+
+
+async def sweep_staged(
+    bus: Bus, grace_s: float, *, dry_run: bool = False, cap: int = STAGED_PER_SWEEP
+) -> list[StagedChunks]:
+    """Purge (unless ``dry_run``) staged chunks no stored blob names whose last chunk is older
+    than ``grace_s``; what went (or would go). Raises :class:`BlobDeleteRefused`."""
+    now = time.time()
+    named = await _named_nuids(bus)
+    victims = orphan_chunks(await _staged(bus, named, now, cap), named, now, grace_s)
+    if victims and not dry_run:
+        named = await _named_nuids(bus)  # again: a commit stored meanwhile keeps its chunks
+        victims = [v for v in victims if v.nuid not in named]
+        for v in victims:
+            try:
+                await bus.blobs.js.purge_stream(
+                    bus.blobs.stream, subject=_chunks_prefix(bus) + v.nuid
+                )
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise _refused(f"staged chunks {v.nuid}", exc) from None
     return victims
 
 
@@ -104,8 +181,15 @@ async def blob_gc_loop(bus: Bus, settings: BlobGc) -> None:
         await asyncio.sleep(settings.every_s)
         try:
             gone = await sweep_blobs(bus, settings.grace_s)
+            staged = await sweep_staged(bus, settings.grace_s)
         except (BlobDeleteRefused, nats.errors.Error, TimeoutError, OSError) as exc:
             log.warning("blob garbage collection failed", error=repr(exc))
             continue
-        if gone:
-            log.info("blobs collected", blobs=len(gone), bytes=sum(b.size for b in gone))
+        if gone or staged:
+            log.info(
+                "blobs collected",
+                blobs=len(gone),
+                bytes=sum(b.size for b in gone),
+                staged_uploads=len(staged),
+                staged_bytes=sum(c.size for c in staged),
+            )

@@ -5,6 +5,10 @@ manifest lists, and every artifact of the run. Swept: every other blob older tha
 ``grace_s``, so a blob uploaded for a submission not yet recorded (a snapshot on its way, an
 attempt's outputs before its report) is never taken.
 
+Staged chunks no blob names (an upload that crashed, a file that changed while it was sent, a
+commit refused or never asked for) are swept too, once their last chunk is older than the
+same grace: an upload in flight stages its chunks before it asks for the commit.
+
 The manifests are read by the shell (``Marks.manifest_ids`` says which); this module only
 decides.
 """
@@ -51,4 +55,23 @@ def sweep(
     return sorted(
         (b for b in blobs if b.sha not in marked and now - b.stored_at >= grace_s),
         key=lambda b: b.sha,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagedChunks:
+    nuid: str  # the chunk subject's last token (bus.blobs.staging_nuid)
+    chunks: int
+    size: int  # as far as the shell could tell (whole chunks but the last)
+    last_at: float  # when the broker stored its last chunk (unix seconds)
+
+
+def orphan_chunks(
+    staged: Sequence[StagedChunks], named: set[str], now: float, grace_s: float
+) -> list[StagedChunks]:
+    """The chunk subjects to purge: no stored blob's meta entry names them (``named``: the
+    nuids of every meta entry) and nothing was added to them for ``grace_s``."""
+    return sorted(
+        (c for c in staged if c.nuid not in named and now - c.last_at >= grace_s),
+        key=lambda c: c.nuid,
     )

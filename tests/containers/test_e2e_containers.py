@@ -125,8 +125,19 @@ def test_python_script_in_an_environment_image(
     second = boxed.cli(*args, timeout=300)
     assert second.returncode == 0, second.stderr
     again = json.loads(second.stdout.splitlines()[0])["run_id"]
-    assert "using cached environment image" in boxed.cli("run", "logs", again, check=True).stdout
+    again_logs = boxed.cli("run", "logs", again, check=True).stdout
+    assert "using cached environment image" in again_logs
     assert containers(podman) == []
+    # the agent recorded the image's use; `sortie gc --dry-run` would collect it (no run uses
+    # it now) and removes nothing
+    tag = next(
+        line.split()[-1] for line in again_logs.splitlines() if "using cached environment" in line
+    )
+    assert (boxed.data_dir / "agent" / "images" / f"{tag.rpartition(':')[2]}.lock").is_file()
+    gc = ("gc", "--data-dir", str(boxed.data_dir), "--image-cache-gb", "0", "--dry-run")
+    dry = boxed.cli(*gc, check=True).stdout
+    assert f"  {tag}  (least recently used)" in dry and "nothing was deleted" in dry
+    podman.podman("image", "exists", tag)  # raises if it was removed
 
 
 def test_missing_image_fails_early_naming_it(boxed: Installation, tmp_path: Path) -> None:

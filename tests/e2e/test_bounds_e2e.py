@@ -1,8 +1,9 @@
 """Bounds end to end (issue I, item 6) with a real `sortie up` started with small limits: a run
 past its log limit keeps running and completes, and `run logs` shows the cut and the tail;
 outputs over the artifact limit are left out and named, with the upload's progress line;
-`sortie gc --dry-run` lists an unreferenced blob and a finished run's directory and deletes
-nothing, `sortie gc` deletes them and the blobs runs reference stay."""
+`sortie gc --dry-run` lists an unreferenced blob, an upload never committed and a finished
+run's directory and deletes nothing, `sortie gc` deletes them and the blobs runs reference
+stay."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sortie.bus.blobs import has_blob, put_blob, sha256_bytes
+from sortie.bus.blobs import has_blob, put_blob, sha256_bytes, staging_nuid
 from sortie.bus.broker import free_port
 from sortie.bus.connection import BusAuth, open_bus
 from tests.e2e.conftest import SORTIE, Installation, isolated_env, start_up, stop_up
@@ -102,6 +103,20 @@ async def _store(inst: Installation, data: bytes | None, sha: str) -> bool:
         await bus.close()
 
 
+async def _staged_chunks(inst: Installation, nuid: str, data: bytes | None) -> int:
+    """Publish ``data`` as an upload's chunk and never commit it (a client that crashed) or,
+    with None, count the chunks left on ``nuid``."""
+    bus = await open_bus(inst.url, "test", auth=BusAuth(creds=inst.scheduler_creds))
+    try:
+        subject = bus.blobs.chunk_subject(nuid)
+        if data is not None:
+            await bus.blobs.js.publish(subject, data)
+        info = await bus.blobs.js.stream_info(bus.blobs.stream, subjects_filter=subject)
+        return (info.state.subjects or {}).get(subject, 0)
+    finally:
+        await bus.close()
+
+
 def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
     small: Installation, tmp_path: Path
 ) -> None:
@@ -116,6 +131,8 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
     orphan = b"nothing refers to me"
     orphan_sha = sha256_bytes(orphan)
     assert asyncio.run(_store(small, orphan, orphan_sha))
+    crashed = staging_nuid(sha256_bytes(b"a whole file"), "crashed")
+    assert asyncio.run(_staged_chunks(small, crashed, b"half a fi")) == 1
     run_dir = small.data_dir / "agent" / "runs" / run_id
     assert run_dir.is_dir()
     gc = ("gc", "--data-dir", str(small.data_dir), "--blob-grace-hours", "0")
@@ -123,13 +140,16 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
 
     dry = small.cli(*gc, "--dry-run", check=True).stdout
     assert orphan_sha in dry and str(run_dir) in dry
+    assert f"upload        9 B  {crashed}  (1 chunks never committed" in dry
     assert "nothing was deleted (--dry-run)" in dry
     assert artifact not in dry
     assert asyncio.run(_store(small, None, orphan_sha)) and run_dir.is_dir()
+    assert asyncio.run(_staged_chunks(small, crashed, None)) == 1
 
     done = small.cli(*gc, check=True).stdout
     assert orphan_sha in done and str(run_dir) in done and "freed" in done
     assert not asyncio.run(_store(small, None, orphan_sha))
+    assert asyncio.run(_staged_chunks(small, crashed, None)) == 0
     assert not run_dir.exists()
     # what runs reference stays: the artifact downloads, and the run's snapshot still runs
     assert asyncio.run(_store(small, None, artifact))
@@ -148,6 +168,7 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
         ("up", "--metric-limit", "1.5", "whole number"),
         ("scheduler", "--metrics-max-gb", "lots", "not a number"),
         ("gc", "--blob-grace-hours", "-1", "0 or more"),
+        ("gc", "--image-cache-gb", "lots", "not a number"),
     ],
 )
 def test_bad_bound_settings_are_refused(

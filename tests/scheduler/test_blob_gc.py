@@ -1,17 +1,25 @@
 """The scheduler's sweep of unreferenced blobs (scheduler.blob_gc) on a real broker: what
-runs name stays, an old orphan goes, a young one stays until its grace has passed."""
+runs name stays, an old orphan goes, a young one stays until its grace has passed; staged
+chunks no blob names go the same way, a stored blob's chunks stay."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from sortie.bus.blobs import has_blob, put_blob, sha256_bytes
+from sortie.bus.blobs import (
+    CHUNK_SIZE,
+    get_blob,
+    has_blob,
+    put_blob,
+    sha256_bytes,
+    staging_nuid,
+)
 from sortie.bus.connection import Bus
 from sortie.proto import codec
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
-from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop, sweep_blobs
+from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop, sweep_blobs, sweep_staged
 
 
 async def _blob(bus: Bus, data: bytes) -> str:
@@ -57,3 +65,51 @@ async def test_the_scheduler_sweeps_what_no_run_references(bus: Bus) -> None:
     assert not await has_blob(bus.blobs, orphan)
     for kept in (source, snapshot, artifact):
         assert await has_blob(bus.blobs, kept)
+
+
+async def _stage(bus: Bus, data: bytes, unique: str) -> str:
+    """Publish ``data``'s chunks as an upload would, and never ask for the commit."""
+    nuid = staging_nuid(sha256_bytes(data), unique)
+    for i in range(0, len(data), CHUNK_SIZE):
+        await bus.blobs.js.publish(bus.blobs.chunk_subject(nuid), data[i : i + CHUNK_SIZE])
+    return nuid
+
+
+async def _chunks_left(bus: Bus, nuid: str) -> int:
+    info = await bus.blobs.js.stream_info(
+        bus.blobs.stream, subjects_filter=bus.blobs.chunk_subject(nuid)
+    )
+    return (info.state.subjects or {}).get(bus.blobs.chunk_subject(nuid), 0)
+
+
+async def test_the_sweep_purges_staged_chunks_no_blob_names(bus: Bus) -> None:
+    stored = await _blob(bus, b"a blob that was committed")
+    crashed = await _stage(bus, b"x" * (CHUNK_SIZE + 5), "crashed")
+    # within the grace an upload may still be on its way: nothing goes
+    assert await sweep_staged(bus, 3600.0) == []
+    # a dry run names the crashed upload (its size from its chunks) and purges nothing
+    dry = await sweep_staged(bus, 0.0, dry_run=True)
+    assert [(c.nuid, c.chunks, c.size) for c in dry] == [(crashed, 2, CHUNK_SIZE + 5)]
+    assert await _chunks_left(bus, crashed) == 2
+
+    gone = await sweep_staged(bus, 0.0)
+    assert [c.nuid for c in gone] == [crashed]
+    assert await _chunks_left(bus, crashed) == 0
+    # the committed blob's chunks are named by its meta entry: kept, and it still reads whole
+    assert await get_blob(bus.blobs, stored) == b"a blob that was committed"
+    assert await sweep_staged(bus, 0.0) == []
+
+
+async def test_the_scheduler_loop_purges_staged_chunks_too(bus: Bus) -> None:
+    crashed = await _stage(bus, b"half an upload", "crashed")
+    loop = asyncio.create_task(blob_gc_loop(bus, BlobGc(grace_s=0.0, every_s=0.1)))
+    try:
+        for _ in range(100):
+            if await _chunks_left(bus, crashed) == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert await _chunks_left(bus, crashed) == 0

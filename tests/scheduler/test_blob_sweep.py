@@ -6,7 +6,14 @@ import pytest
 
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
-from sortie.scheduler.blob_sweep import BlobInfo, manifest_ids, referenced, sweep
+from sortie.scheduler.blob_sweep import (
+    BlobInfo,
+    StagedChunks,
+    manifest_ids,
+    orphan_chunks,
+    referenced,
+    sweep,
+)
 
 NOW = 1_000_000.0
 GRACE = 3600.0
@@ -55,3 +62,25 @@ def _blob(sha: str, age: float) -> BlobInfo:
 )
 def test_sweep(blobs: list[BlobInfo], marked: set[str], swept: list[str]) -> None:
     assert [b.sha for b in sweep(blobs, marked, NOW, GRACE)] == swept
+
+
+def _staged(nuid: str, age: float) -> StagedChunks:
+    return StagedChunks(nuid=nuid, chunks=2, size=10, last_at=NOW - age)
+
+
+@pytest.mark.parametrize(
+    ("staged", "named", "purged"),
+    [
+        ([], set(), []),
+        # no blob names them and their last chunk is older than the grace: purged (by name)
+        ([_staged("b-2", GRACE + 1), _staged("a-1", GRACE)], set(), ["a-1", "b-2"]),
+        # a stored blob's chunks: kept however old
+        ([_staged("a-1", 100 * GRACE)], {"a-1"}, []),
+        # an upload still staging, or about to ask for its commit: kept
+        ([_staged("a-1", GRACE - 1)], set(), []),
+        # the loser of two uploads of one blob goes, the stored one stays
+        ([_staged("a-1", 2 * GRACE), _staged("a-2", 2 * GRACE)], {"a-2"}, ["a-1"]),
+    ],
+)
+def test_orphan_chunks(staged: list[StagedChunks], named: set[str], purged: list[str]) -> None:
+    assert [c.nuid for c in orphan_chunks(staged, named, NOW, GRACE)] == purged

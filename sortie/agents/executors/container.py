@@ -12,9 +12,10 @@ never the agent's own environment; the GPUs it is given are numbered from 0 insi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from sortie.agents.engine import check_engine, open_docker
+from sortie.agents.envcache import EnvHold
 from sortie.agents.executors import ExecutorError, Job, Launch, OnOutput, RunView, Say
 from sortie.agents.executors import container_run as cr
 
@@ -32,13 +33,16 @@ class ContainerExecutor:
     """Runs scripts in containers of the engine at ``docker_host``."""
 
     docker_host: str
+    images_dir: Path | None = None  # where uses of environment images are recorded (held)
 
     async def prepare(self, job: Job, say: Say) -> PreparedContainer:
-        image, python = await self._image(job, say)
-        return PreparedContainer(job=job, image=image, python=python, docker_host=self.docker_host)
+        image, python, hold = await self._image(job, say)
+        return PreparedContainer(
+            job=job, image=image, python=python, docker_host=self.docker_host, image_hold=hold
+        )
 
-    async def _image(self, job: Job, say: Say) -> tuple[str, str]:
-        """The image to run in and the Python inside it."""
+    async def _image(self, job: Job, say: Say) -> tuple[str, str, EnvHold | None]:
+        """The image to run in, the Python inside it, and the hold on an environment image."""
         section = job.spec.environment.docker
         py = job.spec.environment.python
         if not section.base_image:
@@ -52,17 +56,24 @@ class ContainerExecutor:
             await check_engine(docker, self.docker_host)
             if py.user_managed:
                 await cr.check_image(docker, section.base_image)
-                return section.base_image, py.interpreter or "python3"
+                return section.base_image, py.interpreter or "python3", None
             # imported here: agents that never run containers never load the image builder
-            from sortie.agents import container_images
+            from sortie.agents import container_images, image_cache
 
             try:
-                built = await container_images.ensure_env_image(
-                    docker, section.base_image, py, log=say
+                if self.images_dir is None:
+                    built = await container_images.ensure_env_image(
+                        docker, section.base_image, py, log=say
+                    )
+                    return built.tag, built.python, None
+                built, hold = await image_cache.ensure_held(
+                    docker, self.images_dir, section.base_image, py, say
                 )
+                return built.tag, built.python, hold
             except container_images.ImageError as exc:
                 raise ExecutorError(exc.message, exc.kind) from exc
-            return built.tag, built.python
+            except image_cache.ImageEvicted as exc:
+                raise ExecutorError(str(exc)) from exc
         finally:
             await docker.close()
 
@@ -74,6 +85,7 @@ class PreparedContainer:
     python: str
     docker_host: str
     noun: str = "container"
+    image_hold: EnvHold | None = None  # until the container exists (image_cache.ensure_held)
 
     @property
     def where(self) -> str:
@@ -103,7 +115,11 @@ class PreparedContainer:
     async def start(
         self, launch: Launch, gpus: list[int] | None, on_output: OnOutput
     ) -> cr.ContainerExecution:
-        return await cr.start_container(launch, self._container(gpus), on_output)
+        try:
+            return await cr.start_container(launch, self._container(gpus), on_output)
+        finally:  # the container (or nothing) uses the image now: the engine keeps it
+            if self.image_hold is not None:
+                self.image_hold.close()
 
     def _container(self, gpus: list[int] | None) -> cr.ContainerSpec:
         """The container's mounts, labels and options (bind-mounted files made first)."""

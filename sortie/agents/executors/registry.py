@@ -7,6 +7,7 @@ kind without one is a type error (``assert_never``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import assert_never
 
 from sortie.agents.envcache import EnvCache
@@ -23,6 +24,7 @@ class ExecutorSettings:
 
     envs: EnvCache  # the process executor's Python environments
     docker_host: str  # the engine container runs use
+    images_dir: Path | None = None  # where container runs record their environment images' use
     isolation: Isolation = NO_ISOLATION  # how process runs are kept from the agent's files
 
 
@@ -38,7 +40,7 @@ def make_executor(kind: ExecutorKind, settings: ExecutorSettings) -> Executor:
         case ExecutorKind.PROCESS:
             return ProcessExecutor(settings.envs, settings.isolation)
         case ExecutorKind.CONTAINER:
-            return ContainerExecutor(settings.docker_host)
+            return ContainerExecutor(settings.docker_host, settings.images_dir)
         case _:
             assert_never(kind)
 
