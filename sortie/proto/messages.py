@@ -103,6 +103,14 @@ class SecretEnv(Message, frozen=True, kw_only=True):
         return f"SecretEnv(names={sorted(self.values)!r}, values=<redacted>)"
 
 
+class AmlComputeSpec(Message, frozen=True, kw_only=True):
+    """The temporary cluster of a run-based creation (v1's ``AmlComputeConfiguration``)."""
+
+    vm_size: str
+    vm_priority: NodePriority = "dedicated"
+    max_nodes: int = 1  # v1's _cluster_max_node_count
+
+
 class RunSpec(Message, frozen=True, kw_only=True):
     """What the user asked for. Immutable once the run is accepted."""
 
@@ -127,6 +135,11 @@ class RunSpec(Message, frozen=True, kw_only=True):
     strategy: Literal["binpack", "spread"] = "binpack"
     # names of the run's secret variables; their values travel apart (SecretEnv), never here
     secret_env_names: list[str] = []
+    # fail the run (kind queue_timeout) if it is still Queued this long after it was queued
+    queue_timeout_s: float | None = None
+    # target "amlcompute": a temporary cluster of this shape is made for the run and deleted
+    # when the run ends (run-based creation)
+    amlcompute: AmlComputeSpec | None = None
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -192,6 +205,14 @@ class RunRecord(Message, frozen=True, kw_only=True):
     gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
     master_port: int | None = None  # rendezvous port for multi-node runs
     writers: list[Writer] = []  # who held each attempt's ranks (none: stored by Sortie 0.1)
+    waiting: TargetWait | None = None  # while Queued: why its target has no agent now
+
+
+class TargetWait(Message, frozen=True, kw_only=True):
+    """Why a queued run's target has no agent right now, and since when (scheduler clock)."""
+
+    reason: str  # e.g. "its only node was stopped by the autoscaler", "attach failed: ..."
+    since: float
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -509,6 +530,7 @@ class ComputeRecord(Message, frozen=True, kw_only=True):
     created_at: float
     error_streak: int = 0  # consecutive provider errors (drives backoff)
     backoff_until: float | None = None
+    for_run: str | None = None  # a run-based creation's run: deleted when that run ends
 
 
 NodeState = Literal["creating", "running", "stopping", "stopped", "failed", "preempted"]

@@ -11,11 +11,9 @@ from __future__ import annotations
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto.states import TERMINAL
-from sortie.scheduler import clusters
+from sortie.scheduler import clusters, targets
 from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
 from sortie.scheduler.model import BUILTIN_TARGETS, SchedulerState
-from sortie.scheduler.runs import cancel
 
 KEEP_PROGRESS = 30
 
@@ -39,16 +37,30 @@ def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
 
 
 def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: float) -> list[Command]:
+    """Attach a machine; attaching a name whose attach Failed again retries it in place."""
     if (why := clusters.check_compute_name(req.name)) is not None:
         return _error(reply_to, "bad_request", why)
-    if req.name in BUILTIN_TARGETS or req.name in state.computes or req.name in state.vms:
+    failed_before = state.vms.get(req.name)
+    taken = req.name in BUILTIN_TARGETS or req.name in state.computes
+    if taken or (failed_before is not None and failed_before.provisioning_state != "Failed"):
         return _error(reply_to, "conflict", f"a compute target named {req.name!r} exists")
     if not req.vm.address.strip():
         return _error(reply_to, "bad_request", "an address is required (--address)")
     if (why := check_login(req.vm.ssh, req.secret)) is not None:
         return _error(reply_to, "bad_request", why)
-    rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
+    if failed_before is not None:
+        rec = msgspec.structs.replace(
+            failed_before,
+            vm=req.vm,
+            provisioning_state="Creating",
+            link="none",
+            remote_port=None,
+            progress=[*failed_before.progress, "attaching again"][-KEEP_PROGRESS:],
+        )
+    else:
+        rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
     state.vms.put(req.name, rec)
+    state.retired.discard(req.name)
     return [
         AttachVm(name=req.name, vm=req.vm, secret=req.secret),
         Reply(reply_to, m.VmReply(vm=rec)),
@@ -61,21 +73,16 @@ def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: floa
     if rec is None:
         known = ", ".join(sorted(state.vms)) or "none"
         return _error(reply_to, "not_found", f"no attached machine {req.name!r}; attached: {known}")
-    active = sorted(
-        r.run_id
-        for r in state.runs.values()
-        if r.spec.target == req.name and r.state not in TERMINAL
+    cmds, refused = targets.release_runs(
+        state,
+        req.name,
+        force=req.force,
+        failed=rec.provisioning_state == "Failed",
+        verb="sortie compute detach",
+        now=now,
     )
-    if active and not req.force:
-        return _error(
-            reply_to,
-            "invalid_state",
-            f"{req.name} has {len(active)} active run(s) ({', '.join(active[:5])}): wait for "
-            "them, cancel them, or detach with --force to cancel them",
-        )
-    cmds: list[Command] = []
-    for run_id in active:
-        cancel(state, state.runs[run_id], now, cmds)
+    if refused is not None:
+        return [Reply(reply_to, refused)]
     _set(state, msgspec.structs.replace(rec, provisioning_state="Deleting"), "detaching")
     cmds.append(DetachVm(name=req.name, keep_files=req.keep_files))
     cmds.append(Reply(reply_to, m.VmReply(vm=state.vms[req.name])))
@@ -121,13 +128,12 @@ def failed(state: SchedulerState, name: str, code: str, message: str, now: float
 
 
 def detached(state: SchedulerState, name: str) -> list[Command]:
+    """The machine is detached: it and its agent leave every listing, and that agent's
+    heartbeats are ignored from now on (it would otherwise register the name again)."""
     if name not in state.vms:
         return []
     state.vms.delete(name)
-    view = state.agents.get(name)
-    if view is not None and not view.lost:
-        view.lost = True
-        state.agents.touch(name)
+    targets.retire_agent(state, name)
     return [Log("vm detached", {"compute": name})]
 
 
