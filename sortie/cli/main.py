@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -30,6 +31,7 @@ from sortie.cli.gc import add_gc, run_gc
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
+    AmlComputeSection,
     DockerSettings,
     EnvironmentSection,
     PythonSection,
@@ -52,6 +54,7 @@ from sortie.client.views import (
 )
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
+from sortie.proto.waiting import describe
 
 if TYPE_CHECKING:  # imported where used: a CLI call loads only what it needs
     from sortie.scheduler.reconcile import Timing
@@ -457,6 +460,30 @@ def _submit_resource_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
     s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
     s.add_argument("--snapshot-limit-mb", type=float, default=None)
+    s.add_argument(
+        "--queue-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail the run (queue_timeout) if it is still queued after this long",
+    )
+    _submit_run_based_options(s)
+
+
+def _submit_run_based_options(s: argparse.ArgumentParser) -> None:
+    """--target amlcompute: a temporary cluster made for the run, deleted when it ends."""
+    s.add_argument(
+        "--vm-size",
+        metavar="SIZE",
+        help="with --target amlcompute: the size of the run's temporary cluster's nodes",
+    )
+    s.add_argument("--vm-priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    s.add_argument(
+        "--max-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --target amlcompute: the temporary cluster's max nodes (default 1)",
+    )
 
 
 def _metrics_options(p: argparse.ArgumentParser) -> None:
@@ -817,6 +844,10 @@ def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scri
     scheduler through the one conversion (``runconfig.run_spec``)."""
     if not args.docker_image and (args.docker_shm_size or args.docker_arg or args.docker_gpus):
         raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
+    if args.vm_size and args.target != "amlcompute":
+        raise UsageError(
+            "--vm-size makes a temporary cluster for the run: use it with --target amlcompute"
+        )
     docker = DockerSettings(
         enabled=bool(args.docker_image),
         base_image=args.docker_image or None,
@@ -840,6 +871,12 @@ def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scri
         constraints=_env_vars(args.constraint, flag="--constraint"),
         dedicated_only=args.dedicated_only,
         strategy="spread" if args.spread else "binpack",
+        queue_timeout_seconds=args.queue_timeout,
+        amlcompute=AmlComputeSection(
+            vm_size=args.vm_size,
+            vm_priority=args.vm_priority,
+            _cluster_max_node_count=args.max_nodes,
+        ),
     )
     return ScriptRunConfig(
         source_directory=args.source_dir,
@@ -1004,6 +1041,8 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
         rows.append(("git", f"{git.commit[:12]} on {git.branch}{dirty}"))
     if view.error:
         rows.append(("error", f"{view.error.kind}: {view.error.message}"))
+    if rec.waiting is not None and rec.state == "Queued":
+        rows.append(("waiting", describe(rec.spec.target, rec.waiting, time.time())))
     for name, values in view.metrics.items():
         rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
     rows.extend(("artifact", path) for path in view.artifacts)

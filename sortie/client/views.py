@@ -60,6 +60,13 @@ class StateChangeView(View, frozen=True, kw_only=True):
     reason: str | None
 
 
+class WaitingView(View, frozen=True, kw_only=True):
+    """Why a queued run's target has no agent now (``RunRecord.waiting``)."""
+
+    reason: str
+    since: str | None
+
+
 class RunView(View, frozen=True, kw_only=True):
     """`sortie run show --output json`, and the SDK's ``get_details``."""
 
@@ -89,6 +96,7 @@ class RunView(View, frozen=True, kw_only=True):
     secret_env: list[str]  # names only: values are never stored
     nodes: list[NodeView]
     history: list[StateChangeView]
+    waiting: WaitingView | None = None  # while Queued: why its target has no agent now
 
 
 class RunSummaryView(View, frozen=True, kw_only=True):
@@ -146,6 +154,9 @@ def run_view(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> RunVi
             StateChangeView(state=h.state, at=iso(h.at), attempt=h.attempt, reason=h.reason)
             for h in rec.history
         ],
+        waiting=None
+        if rec.waiting is None
+        else WaitingView(reason=rec.waiting.reason, since=iso(rec.waiting.since)),
     )
 
 
@@ -287,6 +298,7 @@ class StatusTarget(View, frozen=True, kw_only=True):
     agents: int  # live agents serving it
     queued: int
     active: int
+    waiting: str | None = None  # why its queued runs have no agent, since when
 
 
 class StatusCluster(View, frozen=True, kw_only=True):
@@ -311,7 +323,7 @@ class StatusMachine(View, frozen=True, kw_only=True):
 class StatusAgent(View, frozen=True, kw_only=True):
     agent_id: str
     target: str
-    state: Literal["ready", "lost"]
+    state: Literal["ready", "lost", "stopped"]  # stopped: its node was stopped on purpose
     cordoned: bool
     draining: bool
     priority: m.NodePriority

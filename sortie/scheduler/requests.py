@@ -23,6 +23,8 @@ from sortie.scheduler.events import (
 )
 from sortie.scheduler.model import SchedulerState
 
+SHOWN_STOPPED = 10  # stopped nodes a cluster's node list shows, latest last
+
 
 def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
     return [Reply(reply_to, m.ErrorReply(code=code, message=message))]
@@ -40,7 +42,10 @@ def compute_info(state: SchedulerState, name: str) -> m.ComputeInfo:
         busy=sum(1 for n in running if n.node_id in busy_agents),
         preempted=sum(1 for n in nodes if n.state == "preempted"),
     )
-    shown = [n for n in nodes if n.state not in ("stopped",)]
+    # stopped nodes stay on record until the cluster goes: the latest few are shown (as
+    # stopped, which `sortie status` tells apart from a lost agent)
+    stopped = sorted((n for n in nodes if n.state == "stopped"), key=lambda n: n.changed_at)
+    shown = [n for n in nodes if n.state != "stopped"] + stopped[-SHOWN_STOPPED:]
     return m.ComputeInfo(compute=rec, counts=counts, nodes=shown)
 
 

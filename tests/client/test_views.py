@@ -159,6 +159,7 @@ RUN_KEYS = (
     "secret_env",
     "nodes",
     "history",
+    "waiting",
 )
 
 
@@ -209,6 +210,7 @@ def test_run_view_keys_and_values() -> None:
             {"state": "Queued", "at": "1970-01-01T00:00:10.000Z", "attempt": 1, "reason": None},
             {"state": "Failed", "at": "1970-01-01T00:00:20.250Z", "attempt": 2, "reason": "exit 3"},
         ],
+        "waiting": None,
     }
     # key order too: the JSON is printed in this order
     assert list(printed(run_view(RUN, METRICS))) == list(RUN_KEYS)
@@ -217,6 +219,11 @@ def test_run_view_keys_and_values() -> None:
     assert list(fresh) == list(RUN_KEYS)
     assert fresh["git"] == {"commit": None, "branch": None, "dirty": False, "remote": None}
     assert (fresh["error"], fresh["started_at"], fresh["nodes"]) == (None, None, [])
+    waiting = b.record("r0", waiting=m.TargetWait(reason="attach failed: x", since=10.0))
+    assert printed(run_view(waiting, {}))["waiting"] == {
+        "reason": "attach failed: x",
+        "since": "1970-01-01T00:00:10.000Z",
+    }
     # the SDK's get_details returns the same data as plain dicts
     assert as_dict(run_view(RUN, METRICS)) == printed(run_view(RUN, METRICS))
 
@@ -373,6 +380,7 @@ def test_status_view_keys() -> None:
         "targets[].agents",
         "targets[].queued",
         "targets[].active",
+        "targets[].waiting",
         "computes",
         "computes[].name",
         "computes[].type",
