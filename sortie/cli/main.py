@@ -29,7 +29,7 @@ from sortie.cli.bounds_flags import (
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.cli.gc import add_gc, run_gc
 from sortie.client import envspec
-from sortie.client.client import Client, ClientError, echo_line
+from sortie.client.client import Client, ClientError, RequestRefused, echo_line
 from sortie.client.runconfig import (
     AmlComputeSection,
     DockerSettings,
@@ -328,7 +328,11 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     cu.add_argument("--idle-seconds-before-scaledown", type=float)
     cd = comp.add_parser("delete", help="delete a cluster and stop its nodes")
     cd.add_argument("name")
-    cd.add_argument("--force", action="store_true", help="cancel its active runs")
+    cd.add_argument(
+        "--force",
+        action="store_true",
+        help="fail its queued runs (target_deleted) and cancel its active ones",
+    )
     cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
     cs.add_argument("name")
     ca = comp.add_parser("attach", help="attach a machine over SSH as a compute target")
@@ -344,7 +348,12 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
     cdt.add_argument("name")
     cdt.add_argument("--keep-files", action="store_true", help="leave the install in place")
-    cdt.add_argument("--force", action="store_true", help="cancel its active runs")
+    cdt.add_argument(
+        "--force",
+        action="store_true",
+        help="fail its queued runs (target_deleted), cancel its active ones, and forget the "
+        "machine even if its agent cannot be stopped",
+    )
     comp.add_parser("list", help="clusters")
     comp.add_parser("sizes", help="node sizes")
     for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
@@ -1122,6 +1131,8 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
     reply = await client.compute(_compute_request(args))
     if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
         reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
+    if cmd == "detach" and isinstance(reply, m.VmReply):
+        return await _follow_detach(client, reply.vm, json_out=args.output == "json")
     if isinstance(reply, m.VmReply):
         if args.output == "json":
             print(to_json(machine_view(reply.vm)))
@@ -1225,6 +1236,36 @@ async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.Vm
         reply = await client.compute(m.ComputeShow(name=vm.name))
         vm = reply.vm
         shown = min(shown, len(vm.progress))
+
+
+async def _follow_detach(client: Client, vm: m.VmRecord, *, json_out: bool) -> int:
+    """Print the detach's progress until the machine is gone (its agent stopped, its files
+    removed): 0; or until it could not be cleaned up (Failed, saying what is left): 1."""
+    shown = len(vm.progress)
+    while vm.provisioning_state == "Deleting":
+        await asyncio.sleep(0.3)
+        try:
+            reply = await client.compute(m.ComputeShow(name=vm.name))
+        except RequestRefused as exc:
+            if exc.code != "not_found":
+                raise
+            if json_out:
+                print(to_json({"name": vm.name, "type": "vm", "provisioning_state": "Detached"}))
+            else:
+                print(f"Detached {vm.name}: its agent is stopped and its files are removed")
+            return EXIT_OK
+        vm = reply.vm
+        if not json_out:
+            for line in vm.progress[min(shown, len(vm.progress)) :]:
+                print(f"[{vm.name}] {line}", file=sys.stderr, flush=True)
+        shown = len(vm.progress)
+    if json_out:
+        print(to_json(machine_view(vm)))
+    else:
+        _print_vm(vm)
+    if vm.provisioning_state == "Failed" and vm.provisioning_errors:
+        print(f"sortie: {vm.provisioning_errors[-1].message}", file=sys.stderr)
+    return EXIT_RUN_FAILED
 
 
 def _print_vm(vm: m.VmRecord) -> None:

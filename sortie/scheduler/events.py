@@ -201,6 +201,8 @@ class DetachVm:
     name: str
     keep_files: bool
     run_id: None = None
+    # forget the machine even when its agent could not be stopped or its files removed
+    force: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.runs import cancel, end
 
 RUN_BASED = "amlcompute"  # the target name that asks for a temporary cluster per run
+DETACH_INCOMPLETE = "detach_incomplete"  # a machine's error code: a detach could not clean up
 
 
 def refusal(state: SchedulerState, target: str) -> m.ErrorReply | None:
@@ -48,8 +49,9 @@ def refusal(state: SchedulerState, target: str) -> m.ErrorReply | None:
                 "(`sortie compute list`)"
             )
         if vm.provisioning_state == "Failed":
+            what = "detaching" if _code(vm) == DETACH_INCOMPLETE else "attaching"
             return _invalid(
-                f"attaching compute target {target!r} failed ({_last_error(vm)}): attach it "
+                f"{what} compute target {target!r} failed ({_last_error(vm)}): attach it "
                 f"again (`sortie compute attach {target} ...`) or detach it "
                 f"(`sortie compute detach {target}`)"
             )
@@ -58,6 +60,10 @@ def refusal(state: SchedulerState, target: str) -> m.ErrorReply | None:
 
 def _invalid(message: str) -> m.ErrorReply:
     return m.ErrorReply(code="invalid_state", message=message)
+
+
+def _code(rec: m.VmRecord) -> str | None:
+    return rec.provisioning_errors[-1].code if rec.provisioning_errors else None
 
 
 def _last_error(rec: m.ComputeRecord | m.VmRecord) -> str:
@@ -89,7 +95,8 @@ def no_agent(state: SchedulerState, target: str) -> m.TargetWait | None:
 def _vm_wait(state: SchedulerState, vm: m.VmRecord) -> m.TargetWait:
     if vm.provisioning_state == "Failed" and vm.provisioning_errors:
         err = vm.provisioning_errors[-1]
-        return m.TargetWait(reason=f"attach failed: {err.code}: {err.message}", since=err.at)
+        what = "detach" if err.code == DETACH_INCOMPLETE else "attach"
+        return m.TargetWait(reason=f"{what} failed: {err.code}: {err.message}", since=err.at)
     if vm.provisioning_state == "Creating":
         return m.TargetWait(reason="the machine is being attached", since=vm.created_at)
     if vm.provisioning_state == "Deleting":

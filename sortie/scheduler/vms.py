@@ -84,7 +84,12 @@ def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: floa
     if refused is not None:
         return [Reply(reply_to, refused)]
     _set(state, msgspec.structs.replace(rec, provisioning_state="Deleting"), "detaching")
-    cmds.append(DetachVm(name=req.name, keep_files=req.keep_files))
+    # a machine whose attach failed may hold nothing to clean up: it is forgotten either way
+    attach_failed = rec.provisioning_state == "Failed" and not (
+        rec.provisioning_errors and rec.provisioning_errors[-1].code == targets.DETACH_INCOMPLETE
+    )
+    force = req.force or attach_failed
+    cmds.append(DetachVm(name=req.name, keep_files=req.keep_files, force=force))
     cmds.append(Reply(reply_to, m.VmReply(vm=state.vms[req.name])))
     return cmds
 
@@ -121,7 +126,11 @@ def failed(state: SchedulerState, name: str, code: str, message: str, now: float
     changed = msgspec.structs.replace(
         rec,
         provisioning_errors=[*rec.provisioning_errors, err][-clusters.KEEP_ERRORS :],
-        provisioning_state="Failed" if rec.provisioning_state != "Deleting" else "Deleting",
+        # a failure while Deleting is an attach still finishing (the detach goes on), unless
+        # the detach itself could not clean up: then the machine is Failed, to detach again
+        provisioning_state="Failed"
+        if rec.provisioning_state != "Deleting" or code == targets.DETACH_INCOMPLETE
+        else "Deleting",
     )
     _set(state, changed, f"failed: {code}")
     return [Log("vm failed", {"compute": name, "code": code})]

@@ -309,3 +309,40 @@ def test_temporary_names_fit_the_compute_name_rule() -> None:
 
     for run_id in ("exp_1700000000_abcd1234", "x", "a-b_c"):
         assert check_compute_name(targets.temporary_name(run_id)) is None
+
+
+def detach_cmd(s: SchedulerState, now: float, **kw: object) -> core.DetachVm:
+    ev = core.ComputeAsked(request=m.ComputeDetach(name="lab-box", **kw), reply_to="r")
+    (cmd,) = [c for c in core.handle(s, ev, now, CFG) if isinstance(c, core.DetachVm)]
+    return cmd
+
+
+def test_a_detach_that_could_not_clean_up_leaves_the_machine_failed_to_detach_again() -> None:
+    s = SchedulerState()
+    attach(s)
+    core.handle(s, core.VmAttached(name="lab-box", remote_port=4000), 2.0, CFG)
+    assert detach_cmd(s, 3.0).force is False  # an attached machine is cleaned up for real
+    left = "could not stop the agent and remove ~/.sortie on alice@10.0.0.5:22: refused"
+    core.handle(s, core.VmFailed(name="lab-box", code="detach_incomplete", message=left), 4.0, CFG)
+    vm = s.vms["lab-box"]
+    assert vm.provisioning_state == "Failed" and vm.provisioning_errors[-1].message == left
+    why = error_of(submit(s, "r1", target="lab-box"))
+    assert why.startswith("detaching compute target 'lab-box' failed (detach_incomplete: could")
+    assert detach_cmd(s, 5.0).force is False  # a plain detach tries the clean-up again
+    core.handle(s, core.VmFailed(name="lab-box", code="detach_incomplete", message=left), 6.0, CFG)
+    assert detach_cmd(s, 7.0, force=True).force is True  # --force forgets it
+
+
+def test_an_attach_failure_while_detaching_does_not_stop_the_detach() -> None:
+    s = SchedulerState()
+    attach(s)
+    assert detach_cmd(s, 2.0).force is False
+    core.handle(s, core.VmFailed(name="lab-box", code="unreachable", message="refused"), 3.0, CFG)
+    assert s.vms["lab-box"].provisioning_state == "Deleting"
+
+
+def test_a_machine_whose_attach_failed_is_forgotten_even_if_it_cannot_be_cleaned() -> None:
+    s = SchedulerState()
+    attach(s)
+    fail_attach(s)
+    assert detach_cmd(s, 3.0).force is True
