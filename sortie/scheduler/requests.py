@@ -135,7 +135,7 @@ def _delete_compute(
         req.name,
         force=req.force,
         failed=rec.provisioning_state == "Failed",
-        verb="sortie compute delete",
+        action="delete",
         now=now,
     )
     if refused is not None:

@@ -11,6 +11,7 @@ so that every reader shows the same sentence.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Literal
 
 import msgspec
 
@@ -23,6 +24,7 @@ from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.runs import cancel, end
 
 RUN_BASED = "amlcompute"  # the target name that asks for a temporary cluster per run
+RUN_BASED_IDLE_S = 600.0  # a temporary cluster's idle time before a node stops
 DETACH_INCOMPLETE = "detach_incomplete"  # a machine's error code: a detach could not clean up
 
 
@@ -196,7 +198,8 @@ def run_based_cluster(
         vm_size=aml.vm_size,
         max_nodes=max(aml.max_nodes, spec.node_count),
         vm_priority=aml.vm_priority,
-        idle_seconds_before_scaledown=0.0,
+        # its nodes go with the cluster when the run ends; none is stopped while it waits
+        idle_seconds_before_scaledown=RUN_BASED_IDLE_S,
     )
     made = clusters.new_compute(
         m.ComputeCreate(name=name, cluster=cluster), existing, config.catalog, config.providers, now
@@ -232,7 +235,7 @@ def release_runs(
     *,
     force: bool,
     failed: bool,
-    verb: str,
+    action: Literal["delete", "detach"],
     now: float,
 ) -> tuple[list[Command], m.ErrorReply | None]:
     """Before a target is deleted or detached: its unfinished runs. Without ``force`` they
@@ -246,11 +249,12 @@ def release_runs(
     queued = [r for r in active if r.state is RunState.QUEUED]
     started = [r for r in active if r.state is not RunState.QUEUED]
     if not force and (started or (queued and not failed)):
-        return [], m.ErrorReply(code="invalid_state", message=_busy(name, queued, started, verb))
+        why = _busy(name, queued, started, f"sortie compute {action}")
+        return [], m.ErrorReply(code="invalid_state", message=why)
     cmds: list[Command] = []
     err = m.RunError(
         kind=ErrorKind.TARGET_DELETED,
-        message=f"its target {name} was {'deleted' if verb == 'delete' else 'detached'}",
+        message=f"its target {name} was {action}{'d' if action == 'delete' else 'ed'}",
     )
     for rec in queued:
         end(state, rec, RunState.FAILED, now, cmds, error=err, waiting=None)

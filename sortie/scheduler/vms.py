@@ -78,7 +78,7 @@ def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: floa
         req.name,
         force=req.force,
         failed=rec.provisioning_state == "Failed",
-        verb="sortie compute detach",
+        action="detach",
         now=now,
     )
     if refused is not None:

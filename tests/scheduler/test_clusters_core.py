@@ -108,6 +108,7 @@ def test_update_and_delete_rules() -> None:
     r1 = s.runs["r1"]
     assert r1.state is RunState.FAILED and r1.error is not None
     assert r1.error.kind is ErrorKind.TARGET_DELETED
+    assert r1.error.message == "its target pool was deleted"
     core.decide(s, 1.0, CFG, ids())
     assert "pool" not in s.computes and s.computes.deleted == {"pool"}
 
