@@ -385,7 +385,14 @@ class Preempt(Message, frozen=True, kw_only=True, tag="preempt"):
     reason: str = "preempted"
 
 
-AgentCommand = Assign | Cancel | Preempt
+class Retire(Message, frozen=True, kw_only=True, tag="retire"):
+    """Scheduler -> agent: its target is gone (a detached machine, a deleted cluster): stop
+    for good instead of reconnecting and heartbeating forever."""
+
+    reason: str
+
+
+AgentCommand = Assign | Cancel | Preempt | Retire
 
 
 class RunReport(Message, frozen=True, kw_only=True, tag="report"):

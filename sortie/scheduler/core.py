@@ -339,7 +339,9 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             state.agents.touch(hb.agent_id)
         return []
     if hb.agent_id in state.retired:
-        return []  # a detached machine's agent still talking: its target is gone
+        # a detached machine's (or deleted node's) agent still talking: it is told to stop
+        retire = m.Retire(reason=f"agent {hb.agent_id}'s target {hb.target} was removed")
+        return [SendToAgent(hb.agent_id, retire, None)]
     node = state.nodes.get(hb.agent_id)
     if node is not None and node.state in ("stopped", "failed"):
         # a node we stopped or gave up on is still talking: keep it out of placement

@@ -152,7 +152,7 @@ Event = RequestEvent | NodeEvent | VmEvent | LifecycleEvent
 @dataclass(frozen=True)
 class SendToAgent:
     agent_id: str
-    command: m.Assign | m.Cancel | m.Preempt
+    command: m.AgentCommand
     run_id: str | None
 
 

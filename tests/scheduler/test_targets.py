@@ -127,7 +127,9 @@ def test_a_detached_machine_leaves_the_agents_and_its_heartbeats_are_ignored() -
     ask(s, m.ComputeDetach(name="lab-box"), 3.0)
     core.handle(s, core.VmDetached(name="lab-box"), 4.0, CFG)
     assert "lab-box" not in s.agents and "lab-box" in s.agents.deleted
-    core.handle(s, core.HeartbeatSeen(hb), 5.0, CFG)
+    (told,) = core.handle(s, core.HeartbeatSeen(hb), 5.0, CFG)
+    assert isinstance(told, core.SendToAgent) and isinstance(told.command, m.Retire)
+    assert told.agent_id == "lab-box"
     assert "lab-box" not in s.agents and "lab-box" not in s.known_targets()
     assert "unknown compute target" in error_of(submit(s, "r1", target="lab-box"))
 
