@@ -119,7 +119,8 @@ def _cluster_wait(state: SchedulerState, compute: m.ComputeRecord) -> m.TargetWa
     creating = [n for n in nodes if n.state == "creating"]
     if creating:
         first = min(n.created_at for n in creating)
-        return m.TargetWait(reason=f"{len(creating)} node(s) of {name} are starting", since=first)
+        # no count in the sentence: it would change (and be written again) with each node
+        return m.TargetWait(reason=f"nodes of {name} are starting", since=first)
     stopped = [d for d in compute.decisions if d.action not in {"scale_up", "backoff"}]
     if stopped:
         last = stopped[-1]

@@ -258,6 +258,8 @@ def test_run_based_creation_makes_a_temporary_cluster_and_deletes_it_when_the_ru
     assert compute.cluster.vm_size == "LOCAL_SMALL"
     core.decide(s, 1.0, CFG, ids())
     assert [n.cluster for n in s.nodes.values()] == ["run-abcd1234"]
+    wait = s.runs[rec.run_id].waiting
+    assert wait == m.TargetWait(reason="nodes of run-abcd1234 are starting", since=1.0)
     core.handle(s, core.CancelAsked(run_id=rec.run_id, reply_to="c"), 2.0, CFG)
     assert s.runs[rec.run_id].state is RunState.CANCELED
     core.forget_finished(s, rec.run_id)
