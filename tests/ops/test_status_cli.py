@@ -59,7 +59,14 @@ def test_status_shows_agents_queue_and_active_runs(up: Up, tmp_path: Path) -> No
         (a,) = status["agents"]
         assert a["runs"] == 1 and a["cpus_used"] == agent["cpus"]
         local = next(t for t in status["targets"] if t["name"] == "local")
-        assert local == {"name": "local", "kind": "local", "agents": 1, "queued": 1, "active": 1}
+        assert local == {
+            "name": "local",
+            "kind": "local",
+            "agents": 1,
+            "queued": 1,
+            "active": 1,
+            "waiting": None,  # its agent is there, only busy
+        }
 
         text = up.cli("status", check=True).stdout
         assert f"Sortie at {up.url}: 1 agents (1 ready), 1 queued, 1 active" in text
