@@ -218,3 +218,33 @@ def test_run_based_creation_makes_a_cluster_for_the_run_and_removes_it(
     while details["target"] in computes(inst):
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+
+def test_nodes_the_autoscaler_stopped_show_as_stopped_not_lost(
+    installation: Installation, tmp_path: Path
+) -> None:
+    inst = installation
+    inst.json(
+        "compute", "create", "idle-pool", "--vm-size", "local_small", "--max-nodes", "1",
+        "--idle-seconds-before-scaledown", "1",
+    )  # fmt: skip
+    (tmp_path / "t.py").write_text("print('done')\n")
+    run_id = submit(inst, tmp_path, "t.py", "--target", "idle-pool")
+    assert inst.cli("run", "wait", run_id, timeout=90).returncode == 0
+
+    def scaled_down() -> dict | None:
+        shown = inst.json("compute", "show", "idle-pool")
+        assert isinstance(shown, dict)
+        stopped = [n for n in shown["node_list"] if n["state"] == "stopped"]
+        return shown if shown["nodes"]["current"] == 0 and stopped else None
+
+    shown = wait_until(scaled_down, timeout=60)
+    (node,) = [n["node_id"] for n in shown["node_list"]]
+    status = inst.json("status")
+    assert isinstance(status, dict)
+    states = {a["agent_id"]: a["state"] for a in status["agents"]}
+    assert states.get(node) == "stopped", states
+    text = inst.cli("status", check=True).stdout
+    line = next(ln for ln in text.splitlines() if ln.startswith(node))
+    assert "stopped" in line and "lost" not in line
+    inst.json("compute", "delete", "idle-pool")
