@@ -50,8 +50,9 @@ class PythonEnvironment(Message, frozen=True, kw_only=True):
 
     user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
     user_managed=False: build a venv from ``pip`` (requirement strings, in order) once per
-    content hash; ``conda`` lists conda packages other than python/pip (needs conda or
-    micromamba on the agent); ``python_version`` asks for a specific interpreter version.
+    content hash; ``conda`` lists conda packages other than python/pip (conda or
+    micromamba on the agent builds them; without, uv installs them from PyPI by name);
+    ``python_version`` asks for a specific interpreter version.
     """
 
     user_managed: bool = True
