@@ -434,6 +434,9 @@ class VmConfig(Message, frozen=True, kw_only=True):
     address: str
     ssh: SshLogin
     advertised_url: str | None = None  # the agent connects here instead of a reverse forward
+    # the remote agent's environment variables (proxy, CA, UV_*), passed on to its builds;
+    # shown and logged only through proto.agent_env.redacted (a proxy URL may hold a password)
+    agent_env: dict[str, str] = {}
 
 
 class SshSecret(Message, frozen=True, kw_only=True):
