@@ -26,6 +26,8 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 # An engine under load can take seconds to answer /version while it serves containers well;
 # a miss is not "down" either (agents.engine_health).
 PROBE_TIMEOUT_S = 10.0
+# A run placed here while the engine is busy waits this long for it to answer before failing.
+CHECK_TIMEOUT_S = 2 * PROBE_TIMEOUT_S
 PROBE_INTERVAL_S = 30.0
 REMOVE_TIMEOUT_S = 30.0  # per engine call while removing a container
 
@@ -101,7 +103,7 @@ async def probe_engine(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | No
 async def check_engine(docker: aiodocker.Docker, url: str) -> None:
     """Raise :class:`EngineError` naming ``url`` when the engine does not answer."""
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
             await docker.version()
     except TimeoutError as exc:
         raise EngineError(unreachable_message(url, "no answer")) from exc
