@@ -59,12 +59,15 @@ class PreparedEnv:
     cached: bool
 
 
-class _HashInput(msgspec.Struct, frozen=True, kw_only=True):
+class _HashInput(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     salt: str
     pip: list[str]
     conda: list[str]
     channels: list[str]
     python_version: str | None
+    # "pypi": the conda packages came from PyPI (no conda on the host); omitted when empty,
+    # so every other environment keeps the hash it always had
+    conda_from: str = ""
 
 
 def normalise(py: m.PythonEnvironment) -> m.PythonEnvironment:
@@ -83,8 +86,11 @@ def normalise(py: m.PythonEnvironment) -> m.PythonEnvironment:
     )
 
 
-def env_hash(py: m.PythonEnvironment) -> str:
-    """sha256 hex of the canonical encoding of the normalised environment (pure)."""
+def env_hash(py: m.PythonEnvironment, *, conda_from: str = "") -> str:
+    """sha256 hex of the canonical encoding of the normalised environment (pure).
+
+    ``conda_from="pypi"`` for conda packages installed from PyPI: a host that gets conda
+    later builds the environment with conda rather than reuse that one."""
     import hashlib
 
     n = normalise(py)
@@ -95,6 +101,7 @@ def env_hash(py: m.PythonEnvironment) -> str:
             conda=n.conda,
             channels=n.channels,
             python_version=n.python_version,
+            conda_from=conda_from if n.conda else "",
         )
     )
     return hashlib.sha256(data).hexdigest()
@@ -142,11 +149,13 @@ class EnvCache:
         if py.user_managed:
             return PreparedEnv(python=user_interpreter(py.interpreter), hash=None, cached=True)
         conda_bin: str | None = None
+        conda_from = ""
         if py.conda:
             conda_bin = shutil.which("micromamba") or shutil.which("conda")
             if conda_bin is None:
+                conda_from = "pypi"
                 log(no_conda_note(normalise(py).conda))
-        digest = env_hash(py)
+        digest = env_hash(py, conda_from=conda_from)
         python = str(self.env_dir(digest) / "bin" / "python")
         if self.is_ready(digest):
             self.hits += 1

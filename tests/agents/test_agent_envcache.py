@@ -92,6 +92,7 @@ async def test_conda_without_conda_installs_from_pypi_and_says_so(
     lines: list[str] = []
     got = await cache.prepare(env, lines.append)
     assert "no conda on this host: installing conda packages six from PyPI with uv" in lines
+    assert got.hash == env_hash(env, conda_from="pypi") != env_hash(env)
     import subprocess
 
     out = subprocess.run([got.python, "-c", "import six; print(six.__name__)"],
@@ -112,4 +113,4 @@ async def test_conda_package_not_on_pypi_fails_naming_it(
     assert str(info.value).startswith(
         "conda package sortie-no-such-conda-pkg-zzq=1.0 was not found on PyPI"
     )
-    assert not cache.env_dir(env_hash(env)).exists()
+    assert not cache.env_dir(env_hash(env, conda_from="pypi")).exists()
