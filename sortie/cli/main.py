@@ -51,7 +51,9 @@ from sortie.client.views import (
     run_view,
     to_json,
 )
+from sortie.proto import agent_env
 from sortie.proto import messages as m
+from sortie.proto.agent_env import redacted
 from sortie.proto.states import TERMINAL
 
 if TYPE_CHECKING:  # imported where used: a CLI call loads only what it needs
@@ -338,6 +340,14 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--advertised-url",
         help="the agent reaches the broker here (default: "
         "through a reverse port forward on the SSH connection)",
+    )
+    ca.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable for the remote agent and the environment builds it runs (proxy, CA: "
+        "HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE, UV_*); repeatable",
     )
     ca.add_argument("--no-wait", action="store_true", help="return before the agent runs")
     cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
@@ -868,6 +878,13 @@ def _python_section(args: argparse.Namespace) -> PythonSection:
     return PythonSection(interpreter_path=args.python)
 
 
+def _agent_env(pairs: list[str]) -> dict[str, str]:
+    env = _env_vars(pairs, "--agent-env")
+    if (why := agent_env.problem(env)) is not None:
+        raise UsageError(why)
+    return env
+
+
 def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
@@ -1111,7 +1128,12 @@ def _compute_request(args: argparse.Namespace) -> m.Message:
             login, secret = _ssh_login(args)
             return m.ComputeAttach(
                 name=args.name,
-                vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
+                vm=m.VmConfig(
+                    address=args.address,
+                    ssh=login,
+                    advertised_url=args.advertised_url,
+                    agent_env=_agent_env(args.agent_env),
+                ),
                 secret=secret,
             )
         case "detach":
@@ -1203,6 +1225,7 @@ def _print_vm(vm: m.VmRecord) -> None:
         ("provisioning", vm.provisioning_state),
         ("link", vm.link),
     ]
+    rows += [("agent_env", f"{k}={v}") for k, v in redacted(vm.vm.agent_env).items()]
     rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in vm.provisioning_errors[-3:]]
     rows += [("progress", line) for line in vm.progress[-5:]]
     _table(rows)

@@ -37,6 +37,7 @@ from sortie.client.runconfig import (
 )
 from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.proto import messages as m
+from sortie.proto.agent_env import problem as agent_env_problem
 from sortie.proto.states import TERMINAL
 
 __all__ = [
@@ -349,10 +350,14 @@ class RemoteAttachConfiguration:
     known_hosts: str | None = None
     trust_new_host_key: bool = False
     advertised_url: str | None = None
+    agent_env: dict[str, str] | None = None  # proxy/CA variables for the remote agent
 
     def to_request(self, name: str) -> m.ComputeAttach:
         if (self.password is None) == (self.private_key_file is None):
             raise ValueError("give either password or private_key_file")
+        env = dict(self.agent_env or {})
+        if (why := agent_env_problem(env)) is not None:
+            raise ValueError(why)
         if self.private_key_file is not None:
             secret = m.SshSecret(
                 private_key=Path(self.private_key_file).expanduser().read_text(),
@@ -372,7 +377,12 @@ class RemoteAttachConfiguration:
         )
         return m.ComputeAttach(
             name=name,
-            vm=m.VmConfig(address=self.address, ssh=login, advertised_url=self.advertised_url),
+            vm=m.VmConfig(
+                address=self.address,
+                ssh=login,
+                advertised_url=self.advertised_url,
+                agent_env=env,
+            ),
             secret=secret,
         )
 
@@ -391,6 +401,7 @@ class RemoteCompute:
         known_hosts: str | None = None,
         trust_new_host_key: bool = False,
         advertised_url: str | None = None,
+        agent_env: dict[str, str] | None = None,
     ) -> RemoteAttachConfiguration:
         return RemoteAttachConfiguration(
             address=address,
@@ -402,6 +413,7 @@ class RemoteCompute:
             known_hosts=known_hosts,
             trust_new_host_key=trust_new_host_key,
             advertised_url=advertised_url,
+            agent_env=agent_env,
         )
 
 

@@ -17,6 +17,7 @@ import msgspec
 
 from sortie.client.client import SnapshotSummary
 from sortie.proto import messages as m
+from sortie.proto.agent_env import redacted
 from sortie.proto.states import RunState
 
 
@@ -194,6 +195,7 @@ class MachineView(View, frozen=True, kw_only=True):
     username: str
     auth: Literal["key", "password"]
     advertised_url: str | None
+    agent_env: dict[str, str] = {}  # user information in URLs shown as ***
     provisioning_state: m.ProvisioningState
     provisioning_errors: list[m.ProvisioningError]
     link: Literal["none", "connected", "reconnecting"]
@@ -250,6 +252,7 @@ def machine_view(vm: m.VmRecord) -> MachineView:
         username=vm.vm.ssh.username,
         auth=vm.vm.ssh.auth,
         advertised_url=vm.vm.advertised_url,
+        agent_env=redacted(vm.vm.agent_env),
         provisioning_state=vm.provisioning_state,
         provisioning_errors=list(vm.provisioning_errors),
         link=vm.link,

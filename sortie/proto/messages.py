@@ -50,8 +50,9 @@ class PythonEnvironment(Message, frozen=True, kw_only=True):
 
     user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
     user_managed=False: build a venv from ``pip`` (requirement strings, in order) once per
-    content hash; ``conda`` lists conda packages other than python/pip (needs conda or
-    micromamba on the agent); ``python_version`` asks for a specific interpreter version.
+    content hash; ``conda`` lists conda packages other than python/pip (conda or
+    micromamba on the agent builds them; without, uv installs them from PyPI by name);
+    ``python_version`` asks for a specific interpreter version.
     """
 
     user_managed: bool = True
@@ -433,6 +434,9 @@ class VmConfig(Message, frozen=True, kw_only=True):
     address: str
     ssh: SshLogin
     advertised_url: str | None = None  # the agent connects here instead of a reverse forward
+    # the remote agent's environment variables (proxy, CA, UV_*), passed on to its builds;
+    # shown and logged only through proto.agent_env.redacted (a proxy URL may hold a password)
+    agent_env: dict[str, str] = {}
 
 
 class SshSecret(Message, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import clusters
@@ -46,6 +47,8 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     if not req.vm.address.strip():
         return _error(reply_to, "bad_request", "an address is required (--address)")
     if (why := check_login(req.vm.ssh, req.secret)) is not None:
+        return _error(reply_to, "bad_request", why)
+    if (why := agent_env.problem(req.vm.agent_env)) is not None:
         return _error(reply_to, "bad_request", why)
     rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
     state.vms.put(req.name, rec)
