@@ -218,3 +218,18 @@ def test_workspace_config_command_prints_what_from_config_reads(tmp_path: Path) 
         "creds": str(creds.resolve()),
     }
     assert "not read" not in proc.stdout
+
+
+def test_get_context_outside_a_run_is_offline_unless_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sortie.azureml.core import Run
+    from sortie.client import run_context
+
+    monkeypatch.delenv("SORTIE_RUN_ID", raising=False)
+    monkeypatch.setattr(run_context.Run, "_current", None)
+    ctx = Run.get_context()
+    ctx.log("loss", 0.5)
+    assert "[metric] loss = 0.5" in capsys.readouterr().out
+    with pytest.raises(UserErrorException, match="outside a Sortie run"):
+        Run.get_context(allow_offline=False)

@@ -150,3 +150,29 @@ def test_bad_cluster_requests_say_what_is_wrong(ws: Workspace) -> None:
     assert "cannot create 'v1-bad'" in str(err.value) and "STANDARD_NOPE_V9" in str(err.value)
     with pytest.raises(ComputeTargetException, match="not found"):
         AmlCompute(ws, "v1-bad")
+
+
+def test_v1_constructors_connect_and_record_azure_names(
+    installation: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SORTIE_PROFILE", installation.env["SORTIE_PROFILE"])
+    monkeypatch.delenv("SORTIE_URL", raising=False)
+    with Workspace("sub-123", "my-rg", "my-ws") as ws:
+        assert (ws.subscription_id, ws.resource_group, ws.name) == ("sub-123", "my-rg", "my-ws")
+        assert ws.url == installation.url
+    with Workspace.get("other", subscription_id="sub-9") as ws:
+        assert (ws.name, ws.subscription_id) == ("other", "sub-9")
+
+
+def test_azure_size_names_are_listed_and_accepted_by_the_cli(installation: Installation) -> None:
+    sizes = installation.json("compute", "sizes")
+    assert isinstance(sizes, list)
+    d2v2 = next(s for s in sizes if s["name"] == "STANDARD_D2_V2")
+    assert (d2v2["cpus"], d2v2["memory_mb"]) == (2, 7168)
+    installation.cli(
+        "compute", "create", "v1-cli", "--type", "cluster", "--vm-size", "standard_ds3_v2",
+        "--max-nodes", "1", check=True,
+    )  # fmt: skip
+    shown = installation.json("compute", "show", "v1-cli")
+    assert isinstance(shown, dict) and "STANDARD_DS3_V2" in json.dumps(shown)
+    installation.cli("compute", "delete", "v1-cli", check=True)
