@@ -96,6 +96,8 @@ def test_environment_from_pip_requirements_and_its_v1_defaults(tmp_path: Path) -
     assert spec(ScriptRunConfig(".", "t.py", environment=env)).environment.python.pip == ["numpy"]
     with pytest.raises(EnvSpecError, match="does not exist"):
         Environment.from_conda_specification("nope", tmp_path / "missing.yml")
+    with pytest.raises(UserErrorException, match="no registered or curated environments"):
+        Environment.get(None, "AzureML-sklearn-1.0")
 
 
 def test_script_run_config_takes_v1_arguments() -> None:
@@ -166,11 +168,16 @@ def test_provisioning_configuration_keeps_v1_defaults_and_azure_settings() -> No
     assert (cluster.vm_size, cluster.max_nodes, cluster.min_nodes) == ("STANDARD_D2_V2", 2, 0)
     default = AmlCompute.provisioning_configuration()
     assert (default.vm_size, default.max_nodes) == ("STANDARD_NC6", 4)
+    assert default.idle_seconds_before_scaledown == 1800
 
 
 def test_attach_configuration_needs_an_address() -> None:
     with pytest.raises(ComputeTargetException, match="give address="):
         RemoteCompute.attach_configuration(username="me", resource_id="/subscriptions/x")
+    with pytest.raises(ComputeTargetException, match="one of them, not both"):
+        RemoteCompute.attach_configuration("me", address="h", password="p", private_key_file="k")
+    with pytest.raises(ComputeTargetException, match="username is not provided"):
+        RemoteCompute.attach_configuration("", address="h", password="p")
     cfg = RemoteCompute.attach_configuration(
         username="me", address="10.0.0.5", ssh_port=2222, password="pw", trust_new_host_key=True
     )

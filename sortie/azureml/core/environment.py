@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sortie.azureml.core.runconfig import v1_environment
+from sortie.azureml.exceptions import UserErrorException
 from sortie.client import envspec
 from sortie.client.conda import CondaDependencies
 from sortie.client.runconfig import DockerSettings, EnvironmentSection, PythonSection
@@ -46,6 +47,15 @@ class Environment(EnvironmentSection):
         env.python.requirements_file = str(path)
         env._pip_version = pip_version  # recorded: uv installs the requirements
         return env
+
+    @staticmethod
+    def get(workspace: Any, name: str, version: str | None = None, label: str | None = None) -> Any:
+        """Refused: Sortie keeps no environment registry (each run stores its own)."""
+        raise UserErrorException(
+            f"Environment.get({name!r}): Sortie has no registered or curated environments; "
+            "build it in code (Environment(name), Environment.from_conda_specification or "
+            "from_pip_requirements) and pass it to ScriptRunConfig(environment=...)"
+        )
 
     def register(self, workspace: Any) -> Environment:
         """Kept for v1 scripts: an environment is stored with each run that uses it."""

@@ -164,7 +164,7 @@ class AmlCompute(ComputeTarget):
         vm_priority: str = "dedicated",
         min_nodes: int = 0,
         max_nodes: int | None = None,
-        idle_seconds_before_scaledown: float | None = None,
+        idle_seconds_before_scaledown: float | None = 1800,
         admin_username: str | None = None,
         admin_user_password: str | None = None,
         admin_user_ssh_key: str | None = None,
@@ -181,8 +181,8 @@ class AmlCompute(ComputeTarget):
     ) -> AmlComputeProvisioningConfiguration:
         """A cluster of ``vm_size`` nodes (default STANDARD_NC6) between ``min_nodes`` and
         ``max_nodes`` (default 4); idle nodes stop after ``idle_seconds_before_scaledown``
-        (default 120)."""
-        idle = 120.0 if idle_seconds_before_scaledown is None else idle_seconds_before_scaledown
+        (default 1800, as in the last v1)."""
+        idle = 1800.0 if idle_seconds_before_scaledown is None else idle_seconds_before_scaledown
         return AmlComputeProvisioningConfiguration(
             vm_size=vm_size or DEFAULT_VM_SIZE,
             max_nodes=DEFAULT_MAX_NODES if max_nodes is None else max_nodes,
@@ -248,22 +248,28 @@ class AmlCompute(ComputeTarget):
             f"detach is not supported for AmlCompute {self.name!r}: use delete() instead"
         )
 
-    def _wait_nodes(self, count: int, deadline: float, show_output: bool) -> None:
+    def _wait_nodes(self, count: int | None, deadline: float, show_output: bool) -> None:
+        """Until ``count`` nodes (default: ``min_nodes``) run, or the deadline (v1 returns
+        then too, saying so)."""
         shown = -1
         while True:
             status = self.get_status()
+            want = status.scale_settings.minimum_node_count if count is None else count
             counts = status.node_state_counts
             running = counts.idle_node_count + counts.running_node_count
             if show_output and running != shown:
-                print(f"{self.name}: {running} of {count} nodes running", flush=True)
+                print(f"{self.name}: {running} of {want} nodes ready", flush=True)
                 shown = running
-            if running >= count:
-                if show_output:
-                    print("Minimum number of nodes requested have been provisioned", flush=True)
-                return
-            if time.monotonic() > deadline:
-                raise ComputeTargetException(
-                    f"{self.name}: {running} of the {count} nodes asked for are running; "
-                    "waited until the timeout (`sortie compute show` says why)"
-                )
+            if running >= want or time.monotonic() > deadline:
+                break
             time.sleep(POLL_S)
+        if show_output:
+            print("AmlCompute wait for completion finished", flush=True)
+            if running >= want:
+                print("Minimum number of nodes requested have been provisioned", flush=True)
+            else:
+                print(
+                    f"Wait timeout has been reached: {running} of {want} nodes are ready "
+                    f"(`sortie compute show {self.name}` says why)",
+                    flush=True,
+                )

@@ -112,12 +112,13 @@ class ComputeTarget(sdk.ComputeTarget):
         self,
         show_output: bool = False,
         min_node_count: int | None = None,
-        timeout_in_minutes: float = 20,
+        timeout_in_minutes: float = 25,
         is_delete_operation: bool = False,
     ) -> None:
-        """Wait until creating (or attaching) has ended, then, for a cluster given
-        ``min_node_count``, until that many nodes run; with ``is_delete_operation`` until the
-        target is gone. Raises ``ComputeTargetException`` when it failed or timed out."""
+        """Wait until creating (or attaching) has ended, then, for a cluster, until
+        ``min_node_count`` nodes (default: its ``min_nodes``) run; with
+        ``is_delete_operation`` until the target is gone. Raises ``ComputeTargetException``
+        when provisioning failed; a timeout returns (saying so with ``show_output``), as in v1."""
         deadline = time.monotonic() + timeout_in_minutes * 60
         if is_delete_operation:
             self._wait_gone(deadline, show_output)
@@ -131,13 +132,12 @@ class ComputeTarget(sdk.ComputeTarget):
                 f"{self.name}: provisioning ended Failed: {why or 'no error was recorded'}"
             )
         if state == "Creating":
-            raise ComputeTargetException(
-                f"{self.name}: still Creating after {timeout_in_minutes} minutes"
-            )
-        if min_node_count is not None:
-            self._wait_nodes(min_node_count, deadline, show_output)
+            if show_output:
+                print(f"Wait timeout has been reached: {self.name} is still Creating", flush=True)
+            return
+        self._wait_nodes(min_node_count, deadline, show_output)
 
-    def _wait_nodes(self, count: int, deadline: float, show_output: bool) -> None:
+    def _wait_nodes(self, count: int | None, deadline: float, show_output: bool) -> None:
         """Subclasses with nodes wait for ``count`` of them; others have nothing to wait."""
 
     def _wait_gone(self, deadline: float, show_output: bool) -> None:
