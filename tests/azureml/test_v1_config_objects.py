@@ -240,3 +240,18 @@ def test_get_context_outside_a_run_is_offline_unless_refused(
     assert "[metric] loss = 0.5" in capsys.readouterr().out
     with pytest.raises(UserErrorException, match="outside a Sortie run"):
         Run.get_context(allow_offline=False)
+
+
+def test_with_a_run_config_the_other_settings_are_ignored_with_a_warning() -> None:
+    rc = RunConfiguration()
+    rc.environment.python.user_managed_dependencies = True
+    env = Environment("not-used")
+    with pytest.warns(UserWarning, match="environment, max_run_duration_seconds are ignored"):
+        src = ScriptRunConfig(
+            ".", "t.py", run_config=rc, environment=env, max_run_duration_seconds=60,
+            compute_target="gpu-box",
+        )  # fmt: skip
+    got = spec(src)
+    assert got.environment.python.user_managed and got.max_duration_s is None
+    assert got.target == "gpu-box"
+    assert rc.environment is not env  # the caller's configuration is not changed

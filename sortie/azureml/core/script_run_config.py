@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ __all__ = ["ScriptRunConfig"]
 
 
 class ScriptRunConfig(native.ScriptRunConfig):
-    """A script in a source directory with its run configuration. ``compute_target`` (a name
-    or a ``ComputeTarget``), ``environment`` and ``docker_runtime_config`` are set on
-    ``run_config``; ``distributed_job_config``'s ``node_count`` becomes the run's."""
+    """A script in a source directory with its run configuration. Without ``run_config``,
+    ``environment``, ``docker_runtime_config``, ``max_run_duration_seconds`` and
+    ``distributed_job_config``'s ``node_count`` make a new one; with it, they are ignored with
+    a warning, as in v1. ``compute_target`` (a name or a ``ComputeTarget``) is the run's
+    target either way."""
 
     def __init__(  # noqa: PLR0913, PLR0917  # the hosted SDK v1's signature, kept for its users' scripts
         self,
@@ -35,30 +38,59 @@ class ScriptRunConfig(native.ScriptRunConfig):
         docker_runtime_config: DockerConfiguration | None = None,
     ) -> None:
         script, arguments = _script_of(script, arguments, command)
-        rc = run_config if run_config is not None else RunConfiguration()
-        super().__init__(
-            source_directory=source_directory,
-            script=script,
-            arguments=list(arguments),
-            run_config=rc,
-            compute_target=compute_target,
-        )
         if resume_from is not None:
             raise RunConfigError(
                 "resume_from is not supported: keep checkpoints in a directory every attempt "
                 "can read and load the latest at start"
             )
-        if environment is not None:
-            rc.environment = environment
-        if docker_runtime_config is not None:
-            rc.docker = docker_runtime_config
-        if max_run_duration_seconds != MAX_DURATION_SECONDS or rc.max_run_duration_seconds is None:
-            rc.max_run_duration_seconds = max_run_duration_seconds  # the run_config's own stays
-        nodes = getattr(distributed_job_config, "node_count", None)
-        if isinstance(nodes, int):
-            rc.node_count = nodes
+        own = {
+            "environment": environment,
+            "distributed_job_config": distributed_job_config,
+            "docker_runtime_config": docker_runtime_config,
+        }
+        if run_config is None:
+            run_config = RunConfiguration()
+            _configure(run_config, environment, distributed_job_config, docker_runtime_config)
+            run_config.max_run_duration_seconds = max_run_duration_seconds
+        else:
+            ignored = [k for k, v in own.items() if v is not None]
+            if max_run_duration_seconds != MAX_DURATION_SECONDS:
+                ignored.append("max_run_duration_seconds")
+            if ignored:
+                warnings.warn(
+                    f"run_config was given, so {', '.join(ignored)} are ignored (as in v1): "
+                    "set them on run_config instead",
+                    stacklevel=2,
+                )
+        super().__init__(
+            source_directory=source_directory,
+            script=script,
+            arguments=list(arguments),
+            run_config=run_config,
+            compute_target=compute_target,
+        )
         self._telemetry_values = _telemetry_values
-        self._distributed_job_config = distributed_job_config  # recorded
+
+
+def _configure(
+    rc: native.RunConfiguration,
+    environment: native.EnvironmentSection | None,
+    distributed: Any,
+    docker: DockerConfiguration | None,
+) -> None:
+    """What ``ScriptRunConfig``'s own arguments set on the run configuration it makes."""
+    if environment is not None:
+        rc.environment = environment
+    if docker is not None:
+        rc.docker = docker
+    if distributed is not None:
+        nodes = getattr(distributed, "node_count", getattr(distributed, "worker_count", None))
+        if not isinstance(nodes, int):
+            raise RunConfigError(
+                "distributed_job_config must be an MpiConfiguration, PyTorchConfiguration or "
+                "TensorflowConfiguration (an object with node_count)"
+            )
+        rc.node_count = nodes
 
 
 def _script_of(
