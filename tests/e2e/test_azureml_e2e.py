@@ -65,6 +65,13 @@ def test_sortie_up_writes_the_config_that_sortie_workspace_config_prints(
     assert ws.name == "sortie"
 
 
+def test_write_config_then_from_config(ws: Workspace, tmp_path: Path) -> None:
+    written = Path(ws.write_config(tmp_path))
+    assert written == tmp_path / ".azureml" / "config.json"
+    with Workspace.from_config(tmp_path) as again:
+        assert again.url == ws.url
+
+
 def test_local_user_managed_run(
     ws: Workspace, source: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

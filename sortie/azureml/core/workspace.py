@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sortie.azureml.exceptions import UserErrorException
-from sortie.bus.profile import workspace_config_path
+from sortie.bus.profile import resolve_auth, workspace_config, workspace_config_path
 from sortie.client import sdk
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ class Workspace(sdk.Workspace):
     """v1's ``Workspace(subscription_id, resource_group, workspace_name, ...)``: connects to
     the installation the `sortie up` profile (or ``SORTIE_URL``) names."""
 
+    _creds: Path | None
+    _tls_ca: Path | None
+
     def __init__(  # noqa: PLR0917  # the hosted SDK v1's signature, kept for its users' scripts
         self,
         subscription_id: str | None = None,
@@ -46,6 +49,7 @@ class Workspace(sdk.Workspace):
         _cloud: str = "AzureCloud",
     ) -> None:
         sdk.Workspace.__init__(self, *sdk._open(None, None, None))
+        self._creds = self._tls_ca = None
         self._record(
             name=workspace_name,
             subscription_id=subscription_id,
@@ -61,12 +65,27 @@ class Workspace(sdk.Workspace):
         for key in _RECORDED:
             setattr(self, key, names.get(key))
 
+    def write_config(self, path: str | Path | None = None, file_name: str | None = None) -> str:
+        """Write this workspace's ``config.json`` (the broker URL and the paths of the
+        credentials and CA it uses; never a secret) to ``PATH/.azureml/`` (default: the
+        current directory), where ``from_config`` finds it. Returns the file's path."""
+        auth = resolve_auth(self.url, creds=self._creds, tls_ca=self._tls_ca)
+        config = workspace_config(self.url, creds=auth.creds, tls_ca=auth.tls_ca, name=self.name)
+        config.update({k: getattr(self, k) for k in _RECORDED[:3] if getattr(self, k)})
+        folder = Path(path or ".") / ".azureml"
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / (file_name or CONFIG_FILE)
+        file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return str(file)
+
     @classmethod
     def _opened(
         cls, url: str | None, creds: str | None, tls_ca: str | None, name: str | None, **names: Any
     ) -> Workspace:
         ws = cls.__new__(cls)
         sdk.Workspace.__init__(ws, *sdk._open(url, creds, tls_ca))
+        ws._creds = Path(creds) if creds else None
+        ws._tls_ca = Path(tls_ca) if tls_ca else None
         ws._record(name, **names)
         return ws
 
