@@ -255,3 +255,15 @@ def test_with_a_run_config_the_other_settings_are_ignored_with_a_warning() -> No
     assert got.environment.python.user_managed and got.max_duration_s is None
     assert got.target == "gpu-box"
     assert rc.environment is not env  # the caller's configuration is not changed
+
+
+def test_distributed_job_config_sets_the_node_count() -> None:
+    from sortie.azureml.core.runconfig import MpiConfiguration, PyTorchConfiguration
+
+    src = ScriptRunConfig(".", "t.py", distributed_job_config=PyTorchConfiguration(node_count=2))
+    assert spec(src).node_count == 2
+    assert ScriptRunConfig(".", "t.py", distributed_job_config=MpiConfiguration(node_count=3))
+    with pytest.raises(RunConfigError, match="one process per node"):
+        MpiConfiguration(process_count_per_node=4, node_count=1)
+    with pytest.raises(RunConfigError, match="process_count=8: Sortie starts one process"):
+        PyTorchConfiguration(process_count=8, node_count=2)

@@ -6,6 +6,7 @@ SDK and the CLI submit, refusing attribute names they do not have.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sortie.client import runconfig as native
@@ -20,7 +21,10 @@ __all__ = [
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_GPU_IMAGE",
     "DockerConfiguration",
+    "MpiConfiguration",
+    "PyTorchConfiguration",
     "RunConfiguration",
+    "TensorflowConfiguration",
 ]
 
 
@@ -61,3 +65,47 @@ class RunConfiguration(native.RunConfiguration):
         self._communicator = communicator  # recorded: a gang's ranks get their variables
         if conda_dependencies is not None:
             self.environment.python.conda_dependencies = conda_dependencies
+
+
+def _one_process_per_node(per_node: int | None, what: str) -> None:
+    if per_node not in (None, 1):
+        raise RunConfigError(
+            f"{what}: Sortie starts one process per node (with RANK, LOCAL_RANK, WORLD_SIZE, "
+            "MASTER_ADDR set); start more per node from the script (e.g. torchrun)"
+        )
+
+
+@dataclass
+class MpiConfiguration:
+    """``distributed_job_config``: ``node_count`` nodes, one process each."""
+
+    process_count_per_node: int = 1
+    node_count: int = 1
+
+    def __post_init__(self) -> None:
+        _one_process_per_node(self.process_count_per_node, "process_count_per_node")
+
+
+@dataclass
+class PyTorchConfiguration:
+    """``distributed_job_config``: ``node_count`` nodes, one process each (the backend is
+    the script's choice; kept as given)."""
+
+    communication_backend: str = "Nccl"
+    process_count: int | None = None
+    node_count: int = 1
+
+    def __post_init__(self) -> None:
+        per_node = None if self.process_count is None else self.process_count // self.node_count
+        if self.process_count is not None and self.process_count % self.node_count:
+            per_node = 0  # not a whole number per node
+        _one_process_per_node(per_node, f"process_count={self.process_count}")
+
+
+@dataclass
+class TensorflowConfiguration:
+    """``distributed_job_config``: ``worker_count`` nodes; parameter servers are not
+    started for the script."""
+
+    worker_count: int = 1
+    parameter_server_count: int = 1
