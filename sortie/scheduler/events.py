@@ -260,7 +260,9 @@ class Config:
 
 # --- from the bus (pure) ---------------------------------------------------------------------
 
-ApiRequest = (
+# the requests the event loop answers; a model registration is answered beside it (it writes
+# the models bucket only: scheduler/model_registry.py)
+LoopRequest = (
     m.SubmitRequest
     | m.CancelRequest
     | m.TargetsRequest
@@ -268,6 +270,7 @@ ApiRequest = (
     | m.AgentRequest
     | m.WhyRequest
 )
+ApiRequest = LoopRequest | m.ModelRegister
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -275,6 +278,7 @@ API_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeRequest,
     subjects.API_AGENTS: m.AgentRequest,
     subjects.API_WHY: m.WhyRequest,
+    subjects.API_MODELS: m.ModelRegister,
 }
 
 

@@ -267,3 +267,15 @@ def test_distributed_job_config_sets_the_node_count() -> None:
         MpiConfiguration(process_count_per_node=4, node_count=1)
     with pytest.raises(RunConfigError, match="process_count=8: Sortie starts one process"):
         PyTorchConfiguration(process_count=8, node_count=2)
+
+
+def test_v1_module_paths_hold_the_native_classes() -> None:
+    from sortie.azureml import core
+    from sortie.azureml.core.model import Model
+    from sortie.client import models, sdk
+
+    assert core.Model is Model is models.Model
+    assert issubclass(core.Run, sdk.SubmittedRun)
+    assert issubclass(core.RunConfiguration, native.RunConfiguration)
+    with pytest.raises(AttributeError, match="has no attribute 'Dataset'"):
+        _ = core.Dataset

@@ -74,6 +74,7 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeReplyOrError,
     subjects.API_AGENTS: m.AgentReplyOrError,
     subjects.API_WHY: m.WhyReplyOrError,
+    subjects.API_MODELS: m.ModelReplyOrError,
 }
 
 
