@@ -13,13 +13,20 @@ import dataclasses
 import difflib
 from typing import Any
 
+_KNOWN: dict[type, frozenset[str]] = {}  # class -> its names, found once
 
-def known_names(cls: type) -> set[str]:
+
+def known_names(cls: type) -> frozenset[str]:
     """The public attribute names instances of ``cls`` may be given."""
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    for klass in cls.__mro__:
-        names.update(k for k, v in vars(klass).items() if isinstance(v, property))
-    return names
+    known = _KNOWN.get(cls)
+    if known is None:
+        names = set()
+        if dataclasses.is_dataclass(cls):
+            names = {f.name for f in dataclasses.fields(cls)}
+        for klass in cls.__mro__:
+            names.update(k for k, v in vars(klass).items() if isinstance(v, property))
+        known = _KNOWN[cls] = frozenset(names)
+    return known
 
 
 def unknown_attribute(cls: type, name: str) -> AttributeError:

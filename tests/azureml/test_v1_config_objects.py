@@ -279,3 +279,23 @@ def test_v1_module_paths_hold_the_native_classes() -> None:
     assert issubclass(core.RunConfiguration, native.RunConfiguration)
     with pytest.raises(AttributeError, match="has no attribute 'Dataset'"):
         _ = core.Dataset
+
+
+def test_v1_run_configuration_arguments_that_belong_elsewhere_are_refused() -> None:
+    with pytest.raises(RunConfigError, match=r"give them to ScriptRunConfig\(source_directory"):
+        RunConfiguration(script="train.py")
+    with pytest.raises(RunConfigError, match="framework 'TensorFlow': Sortie runs Python"):
+        RunConfiguration(framework="TensorFlow")
+    assert RunConfiguration(framework="Python", communicator="None").node_count == 1
+
+
+def test_a_config_file_that_is_not_json_is_refused_naming_it(tmp_path: Path) -> None:
+    from sortie.azureml.core.workspace import read_config
+
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserErrorException, match=f"cannot read workspace configuration {bad}"):
+        read_config(bad)
+    bad.write_text("[1]")
+    with pytest.raises(UserErrorException, match="expected a JSON object, got list"):
+        read_config(bad)
