@@ -28,6 +28,7 @@ from sortie.cli.bounds_flags import (
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.cli.gc import add_gc, run_gc
 from sortie.cli.models import add_model, run_model
+from sortie.cli.workspace import add_workspace, run_workspace
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(sub)
     add_model(sub)
     add_gc(sub)
+    add_workspace(sub)
     return p
 
 
@@ -626,10 +628,9 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         from sortie.cli.status import show_status
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
-    if args.command == "auth":
-        return run_auth(args)
-    if args.command == "scheduler":
-        return _daemon_scheduler(args)
+    plain = {"auth": run_auth, "scheduler": _daemon_scheduler, "workspace": run_workspace}
+    if args.command in plain:  # commands that take their arguments alone
+        return plain[args.command](args)
     if args.command == "agent":
         if args.agent_command is None:
             if not args.target:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import msgspec
 
@@ -79,6 +79,26 @@ class _Loop:
         self.thread.join(timeout=5)
 
 
+def _open(
+    url: str | None, creds: str | Path | None, tls_ca: str | Path | None
+) -> tuple[Client, _Loop]:
+    """A connected client and the loop thread that drives it."""
+    loop = _Loop()
+    try:
+        client = loop.run(
+            Client.connect(
+                url,
+                name="sortie-sdk",
+                creds=Path(creds) if creds is not None else None,
+                tls_ca=Path(tls_ca) if tls_ca is not None else None,
+            )
+        )
+    except BaseException:
+        loop.close()
+        raise
+    return client, loop
+
+
 class Workspace:
     """A connection to one Sortie installation."""
 
@@ -96,20 +116,9 @@ class Workspace:
     ) -> Workspace:
         """Connect to what `sortie up` started (or ``url`` / SORTIE_URL), with its profile's
         credentials (or ``creds`` / SORTIE_CREDS, and ``tls_ca`` / SORTIE_TLS_CA)."""
-        loop = _Loop()
-        try:
-            client = loop.run(
-                Client.connect(
-                    url,
-                    name="sortie-sdk",
-                    creds=Path(creds) if creds is not None else None,
-                    tls_ca=Path(tls_ca) if tls_ca is not None else None,
-                )
-            )
-        except BaseException:
-            loop.close()
-            raise
-        return cls(client, loop)
+        ws = cls.__new__(cls)  # not cls(...): a subclass may have a constructor of its own
+        Workspace.__init__(ws, *_open(url, creds, tls_ca))
+        return ws
 
     def close(self) -> None:
         self._loop.run(self._client.close())
@@ -156,13 +165,17 @@ class Experiment:
         sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
-        run = SubmittedRun(ws, sub.run_id)
+        run = self._run_of(sub.run_id)
         run.snapshot = sub.snapshot
         return run
 
     def get_runs(self) -> list[SubmittedRun]:
         ws = self.workspace
-        return [SubmittedRun(ws, r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+        return [self._run_of(r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+
+    def _run_of(self, run_id: str) -> SubmittedRun:
+        """The object for one of this experiment's runs (the v1 layer's is its ``Run``)."""
+        return SubmittedRun(self.workspace, run_id)
 
 
 class SubmittedRun:
@@ -428,7 +441,15 @@ class ComputeTarget:
         self._vm: m.VmRecord | None = None
 
     def __repr__(self) -> str:
-        return f"ComputeTarget(name={self.name!r})"
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    @classmethod
+    def _blank(cls, workspace: Workspace, name: str) -> Self:
+        """An object for ``name`` made without asking the scheduler (not ``cls(...)``: the v1
+        layer's constructor looks the target up)."""
+        target = cls.__new__(cls)
+        ComputeTarget.__init__(target, workspace, name)
+        return target
 
     def _ask(self, request: m.Message) -> Any:
         return self.workspace._run(self.workspace._client.compute(request))
@@ -437,7 +458,7 @@ class ComputeTarget:
     def create(
         cls, workspace: Workspace, name: str, configuration: ClusterConfiguration
     ) -> ComputeTarget:
-        target = cls(workspace, name)
+        target = cls._blank(workspace, name)
         target._info = target._ask(m.ComputeCreate(name=name, cluster=configuration.to_spec())).info
         return target
 
@@ -446,7 +467,7 @@ class ComputeTarget:
         cls, workspace: Workspace, name: str, configuration: RemoteAttachConfiguration
     ) -> ComputeTarget:
         """Start attaching a machine; ``wait_for_completion`` follows it to the end."""
-        target = cls(workspace, name)
+        target = cls._blank(workspace, name)
         target._vm = target._ask(configuration.to_request(name)).vm
         return target
 
@@ -458,7 +479,7 @@ class ComputeTarget:
         reply = workspace._run(workspace._client.compute(m.ComputeList()))
         out = []
         for info in reply.computes:
-            t = cls(workspace, info.compute.name)
+            t = cls._blank(workspace, info.compute.name)
             t._info = info
             out.append(t)
         return out
