@@ -303,6 +303,7 @@ def test_machine_view_keys() -> None:
         "username": "me",
         "auth": "key",
         "advertised_url": "nats://10.0.0.1:4222",
+        "agent_env": {},
         "provisioning_state": "Failed",
         "provisioning_errors": [{"at": 3.0, "code": "ssh", "message": "refused"}],
         "link": "reconnecting",
