@@ -57,7 +57,8 @@ from sortie.agents.executors.registry import executor_kind
 from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
 from sortie.agents.limits import RunLimits, plan_upload
-from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.agents.metrics_fifo import MetricsFifo, parse_line
+from sortie.agents.note_relay import NoteRelay
 from sortie.agents.outputs import open_output, scan_outputs
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
@@ -256,13 +257,17 @@ def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | N
 
 
 def write_runtime(runtime_dir: Path) -> None:
-    """Put the run-context module on disk as package ``sortie`` (atomically)."""
+    """Put the run-context module on disk as package ``sortie``, with ``sortie.azureml.core``
+    (and ``.core.run``) re-exporting its ``Run`` (each file atomically)."""
     pkg = runtime_dir / "sortie"
     pkg.mkdir(parents=True, exist_ok=True)
     source = importlib.resources.files("sortie").joinpath(*rc.RUN_CONTEXT_RESOURCE).read_text()
-    tmp = pkg / f".__init__.py.{os.getpid()}.tmp"
-    tmp.write_text(source)
-    tmp.replace(pkg / "__init__.py")
+    for rel, text in {"__init__.py": source, **rc.RUNTIME_SHIM}.items():
+        dest = pkg / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(dest)
 
 
 async def upload_outputs(
@@ -351,6 +356,14 @@ class Attempt:
             agent_id=deps.agent_id,
             rank=assign.rank,
             limits=deps.limits,
+        )
+        self.notes = NoteRelay(
+            deps.js,
+            agent_id=deps.agent_id,
+            incarnation=deps.incarnation,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            say=self.output.system,
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
@@ -610,6 +623,7 @@ class Attempt:
         await self._report(RunState.RUNNING)
         outcome = await self._wait(self.execution)
         fifo.close()
+        await self.notes.close()  # tags and children are stored before the run's verdict
         out.flush_tails()  # what the log and metric limits kept back, before what follows
         out.system(
             f"{prepared.noun} exited with code {outcome.exit_code} after "
@@ -715,9 +729,12 @@ class Attempt:
         return None
 
     def _on_metric_line(self, line: bytes) -> None:
-        parsed = parse_metric(line)
+        parsed = parse_line(line)
         if isinstance(parsed, m.MetricPoint):
             self.output.metric(parsed)
+            return
+        if not isinstance(parsed, str):
+            self.notes.add(parsed)
             return
         self._bad_metrics += 1
         if self._bad_metrics <= MAX_BAD_METRIC_LINES:
