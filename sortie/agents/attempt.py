@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.resources
+import json
 import os
 import signal
 import time
@@ -67,6 +68,7 @@ from sortie.bus.blobs import BlobError, BlobStore, ChunkSent, missing_blobs, put
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
+from sortie.proto import notes
 from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
 from sortie.proto.run_errors import ErrorKind
@@ -209,6 +211,8 @@ def child_env(base: dict[str, str], spec: m.RunSpec, ctx: ChildEnv) -> dict[str,
     env[rc.ENV_METRICS_FILE] = str(ctx.metrics_file)
     env[rc.ENV_OUTPUTS_DIR] = str(ctx.outputs_dir)
     env[rc.ENV_NODE_PRIORITY] = ctx.node_priority
+    if spec.tags:
+        env[rc.ENV_TAGS] = json.dumps(spec.tags)
     if ctx.stop_reason_file is not None:
         env[rc.ENV_STOP_REASON_FILE] = str(ctx.stop_reason_file)
     env.update(cuda_env(ctx.gpus))  # after the user's variables: the agent decides the GPUs
@@ -218,6 +222,11 @@ def child_env(base: dict[str, str], spec: m.RunSpec, ctx: ChildEnv) -> dict[str,
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{ctx.runtime_dir}{os.pathsep}{old}" if old else str(ctx.runtime_dir)
     return env
+
+
+def failed_by_script(why: str | None) -> m.RunError | None:
+    """The error of a run whose script called ``Run.fail()`` and then exited 0."""
+    return None if why is None else m.RunError(kind=ErrorKind.EXIT_CODE, message=why)
 
 
 def missing_secrets(assign: m.Assign) -> str | None:
@@ -347,6 +356,7 @@ class Attempt:
         self.task: asyncio.Task[None] | None = None
         self._cancellable = False  # only while materialising / preparing the environment
         self._bad_metrics = 0
+        self.script_failed: str | None = None  # Run.fail() on its own run: why (agents.notes)
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(
             deps.js,
@@ -719,7 +729,7 @@ class Attempt:
                 error=m.RunError(kind=ErrorKind.CANCELED, message="canceled while running"),
                 artifacts=artifacts,
             )
-        error = exit_error(outcome, spec.max_duration_s)
+        error = exit_error(outcome, spec.max_duration_s) or failed_by_script(self.script_failed)
         await self._terminal(
             RunState.COMPLETED if error is None else RunState.FAILED,
             exit_code=outcome.exit_code,
@@ -732,6 +742,10 @@ class Attempt:
         parsed = parse_line(line)
         if isinstance(parsed, m.MetricPoint):
             self.output.metric(parsed)
+            return
+        if isinstance(parsed, notes.ChildEnded) and parsed.run == self.run_id:
+            if parsed.state == "Failed":  # Run.fail() on the script's own run
+                self.script_failed = parsed.error or "failed by its script (Run.fail)"
             return
         if not isinstance(parsed, str):
             self.notes.add(parsed)

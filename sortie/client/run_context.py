@@ -27,14 +27,18 @@ Outside Sortie (no ``SORTIE_RUN_ID``), every call prints what it would record an
 this process's copy, so scripts still run with plain ``python``.
 
 What stays in the script: ``get_metrics()`` returns the values this process logged (not those
-of earlier attempts); ``get_tags()`` / ``get_properties()`` what this process set;
-``complete()`` / ``fail()`` end a child run, and on the script's own run only set what
-``get_status()`` says: the run's state comes from the script's exit code. ``experiment`` has
-``name`` and ``workspace`` (always None inside a run: a run holds no credentials).
+of earlier attempts); ``get_tags()`` the submit-time tags and those this process set,
+``get_properties()`` those this process added;
+``complete()`` / ``fail()`` end a child run at once; on the script's own run, ``fail()``
+makes it end Failed when the script ends (even with exit code 0), and ``complete()`` only
+sets what ``get_status()`` says (the run completes when the script exits 0). Submit-time
+tags come in ``SORTIE_TAGS``; tags a client adds while the run runs are not seen here.
+``experiment`` has ``name`` and ``workspace`` (always None inside a run: a run holds no
+credentials).
 
 Environment the agent sets for every run: ``SORTIE_RUN_ID``, ``SORTIE_ATTEMPT``,
 ``SORTIE_EXPERIMENT``, ``SORTIE_TARGET``, ``SORTIE_METRICS_FILE``, ``SORTIE_OUTPUTS_DIR``,
-``SORTIE_STOP_REASON_FILE`` and ``SORTIE_NODE_PRIORITY``.
+``SORTIE_STOP_REASON_FILE`` and ``SORTIE_NODE_PRIORITY`` (and ``SORTIE_TAGS``).
 
 ``SORTIE_NODE_PRIORITY`` is ``dedicated`` or ``lowpriority`` (a node that can be preempted:
 checkpoint often). ``SORTIE_STOP_REASON_FILE`` names a file outside the working directory.
@@ -74,6 +78,7 @@ ENV_OUTPUTS_DIR = "SORTIE_OUTPUTS_DIR"
 ENV_HOSTFILE = "SORTIE_HOSTFILE"  # every node of the run, one "HOST slots=1" line per rank
 ENV_STOP_REASON_FILE = "SORTIE_STOP_REASON_FILE"
 ENV_NODE_PRIORITY = "SORTIE_NODE_PRIORITY"
+ENV_TAGS = "SORTIE_TAGS"  # the run's tags at submit, as a JSON object (set when it has some)
 
 MAX_LINE = 4096
 UPLOADS_DIR = ".sortie-uploads"  # under outputs/: files uploaded under other names
@@ -138,6 +143,14 @@ def _str_map(what: str, entries: Any) -> dict[str, str]:
     return out
 
 
+def _submitted_tags(env: dict[str, str]) -> dict[str, str]:
+    try:
+        tags = json.loads(env.get(ENV_TAGS) or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+
+
 class _Shared:
     """What a run and its children share: the pipe, a write lock, the child counter."""
 
@@ -191,7 +204,7 @@ class Run:
             self.attempt, self.experiment = _parent.attempt, _parent.experiment
             self.target, self.outputs_dir = _parent.target, _parent.outputs_dir
             self._online = _parent._online
-        self._tags: dict[str, str] = {}
+        self._tags: dict[str, str] = {} if _parent is not None else _submitted_tags(env)
         self._properties: dict[str, str] = {}
         self._metrics: dict[str, Any] = {}
         self._children: list[Run] = []
@@ -448,7 +461,7 @@ class Run:
         if self._status in ("Completed", "Failed"):
             return
         self._status = state
-        if self._child:
+        if self._child or state == "Failed":
             self._note({"kind": "state", "run": self.id, "state": state, "error": error}, state)
 
     def complete(self, _set_status: bool = True) -> None:
@@ -458,8 +471,12 @@ class Run:
     def fail(
         self, error_details: Any = None, error_code: Any = None, _set_status: bool = True
     ) -> None:
-        """End a child run as Failed (the script's own run: exit non-zero to fail it)."""
-        self._end("Failed", None if error_details is None else str(error_details)[:1000])
+        """Mark the run Failed: a child at once; the script's own run when the script ends
+        (even with exit code 0), with ``error_details`` as its error message."""
+        details = None if error_details is None else str(error_details)[:1000]
+        if error_code is not None:
+            details = f"{error_code}: {details or 'failed'}"
+        self._end("Failed", details)
 
     def get_status(self) -> str:
         return self._status

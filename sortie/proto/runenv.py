@@ -15,6 +15,7 @@ ENV_OUTPUTS_DIR = "SORTIE_OUTPUTS_DIR"
 ENV_HOSTFILE = "SORTIE_HOSTFILE"  # every node of the run, one "HOST slots=1" line per rank
 ENV_STOP_REASON_FILE = "SORTIE_STOP_REASON_FILE"
 ENV_NODE_PRIORITY = "SORTIE_NODE_PRIORITY"
+ENV_TAGS = "SORTIE_TAGS"  # the run's tags at submit, as a JSON object (set when it has some)
 
 # Where the script-side module lives inside the installed ``sortie`` package; the agent copies
 # its source (a file, not an import: agents sit beside the client library, never above it).

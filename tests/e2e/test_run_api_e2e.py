@@ -98,6 +98,7 @@ def test_the_whole_run_api_from_a_script_read_back(
     assert "refused: artifact name '../escape.txt' contains '..', '.' or an empty part" in logs
     assert "refused: metric 'bad': log_table takes a dict of column name -> list" in logs
     assert "status: Completed Failed Running" in logs
+    assert "tags: {'team': 'vision', 'stage': 'train', 'owner': 'ann'}" in logs
 
     assert run.get_metrics() == {
         "accuracy": [0.5, 0.75],
@@ -172,3 +173,21 @@ def test_tagging_an_unknown_run_says_so(ws: Workspace) -> None:
 
     with pytest.raises(RequestRefused, match="no run 'nope_1'"):
         SubmittedRun(ws, "nope_1").tag("x", "y")
+
+
+def test_run_fail_in_the_script_fails_the_run_even_when_it_exits_0(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    (tmp_path / "f.py").write_text(
+        "from sortie import Run\nrun = Run.get_context()\nrun.log('x', 1)\n"
+        "run.fail(error_details='bad data', error_code='E42')\nprint(run.get_status())\n"
+    )
+    rc = RunConfiguration()
+    rc.environment.python.interpreter_path = sys.executable
+    run = Experiment(ws, "runapi-fail").submit(
+        ScriptRunConfig(source_directory=tmp_path, script="f.py", run_config=rc)
+    )
+    details = run.wait_for_completion(raise_on_error=False)
+    assert (details["state"], details["exit_code"]) == ("Failed", 0)
+    assert details["error"] == {"kind": "exit_code", "message": "E42: bad data"}
+    assert run.get_metrics() == {"x": 1}
