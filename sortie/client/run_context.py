@@ -132,14 +132,24 @@ def _clean_value(name: str, value: Any) -> Any:
     raise TypeError(f"metric {name!r}: value must be a number, string or bool")
 
 
+MAX_KEY, MAX_VALUE = 256, 1024  # a tag's or property's key and value (sortie.proto.notes)
+
+
 def _str_map(what: str, entries: Any) -> dict[str, str]:
+    if isinstance(entries, str):
+        entries = [entries]
+    if isinstance(entries, list | tuple):  # names alone: tags without a value
+        entries = dict.fromkeys(entries, "")
     if not isinstance(entries, dict):
         raise TypeError(f"{what} must be a dict of str to str, not {type(entries).__name__}")
     out: dict[str, str] = {}
     for key, value in entries.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"{what}: every key must be a non-empty string, not {key!r}")
-        out[key] = "" if value is None else str(value)
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY or "\x00" in key:
+            raise ValueError(f"{what}: a key must be a string of 1 to {MAX_KEY} characters")
+        text = "" if value is None else str(value)
+        if len(text) > MAX_VALUE or "\x00" in text:
+            raise ValueError(f"{what} {key!r}: the value must be at most {MAX_VALUE} characters")
+        out[key] = text
     return out
 
 
@@ -352,7 +362,8 @@ class Run:
         """Tag the run (``value`` None: an empty value)."""
         self.set_tags({key: value})
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
+    def set_tags(self, tags: dict[str, Any] | list[str] | str) -> None:
+        """Set tags: a dict of key -> value, or tag names alone (empty values)."""
         clean = _str_map("tags", tags)
         self._note({"kind": "tags", "run": self._wire_id(), "tags": clean}, f"{clean}")
         self._tags.update(clean)

@@ -242,9 +242,12 @@ class SubmittedRun:
         """Tag the run (``value`` None: an empty value)."""
         self.set_tags({key: "" if value is None else value})
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def set_tags(self, tags: dict[str, str] | builtins.list[str] | str) -> None:
+        """Set tags: a dict of key -> value, or tag names alone (empty values)."""
+        named = dict.fromkeys([tags] if isinstance(tags, str) else tags, "")
+        given = tags if isinstance(tags, dict) else named
         ws = self.workspace
-        ws._run(ws._client.tag_run(self.id, {str(k): str(v) for k, v in tags.items()}))
+        ws._run(ws._client.tag_run(self.id, {str(k): str(v) for k, v in given.items()}))
 
     def get_tags(self) -> dict[str, str]:
         return dict(self._record().tags)

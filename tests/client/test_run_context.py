@@ -51,6 +51,7 @@ def test_every_call_goes_on_the_pipe_as_the_agent_reads_it(tmp_path: Path) -> No
     run.log_table("t", {"epoch": [1, 2], "acc": [0.5, 0.6]})
     run.tag("team", "vision")
     run.set_tags({"lr": 0.1})
+    run.set_tags(["quick"])
     run.add_properties({"seed": 7})
     child = run.child_run("fold")
     child.log("acc", 1)
@@ -75,12 +76,13 @@ def test_every_call_goes_on_the_pipe_as_the_agent_reads_it(tmp_path: Path) -> No
     assert [g for g in got if not isinstance(g, m.MetricPoint | str)] == [
         notes.TagsSet(tags={"team": "vision"}),
         notes.TagsSet(tags={"lr": "0.1"}),
+        notes.TagsSet(tags={"quick": ""}),
         notes.PropertiesAdded(properties={"seed": "7"}),
         notes.ChildStarted(id="exp_1_ab_1", name="fold"),
         notes.TagsSet(run="exp_1_ab_1", tags={"fold": "1"}),
         notes.ChildEnded(run="exp_1_ab_1", state="Completed"),
     ]
-    assert run.get_tags() == {"team": "vision", "lr": "0.1"}
+    assert run.get_tags() == {"team": "vision", "lr": "0.1", "quick": ""}
     assert run.get_properties() == {"seed": "7"}
     assert run.get_metrics() == {
         "loss": [0.5, 0.25],
@@ -153,7 +155,9 @@ def test_files_are_staged_where_the_agent_uploads_them_under_their_names(
         (lambda r: r.log_image("i"), ValueError, "give exactly one of path= or plot="),
         (lambda r: r.log("x", [1]), TypeError, "value must be a number, string or bool"),
         (lambda r: r.log_list("x", "abc"), TypeError, "log_list takes a list"),
-        (lambda r: r.set_tags(["a"]), TypeError, "tags must be a dict"),
+        (lambda r: r.set_tags(3), TypeError, "tags must be a dict"),
+        (lambda r: r.tag("k", "v" * 2000), ValueError, "the value must be at most 1024"),
+        (lambda r: r.add_properties({"": 1}), ValueError, "a key must be a string of 1 to"),
         (lambda r: r.create_children(), ValueError, "give count"),
         (lambda r: r.log("big", "x" * 5000), ValueError, "too large"),
     ],
