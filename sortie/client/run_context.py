@@ -161,6 +161,10 @@ def _submitted_tags(env: dict[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
 
+def _encoded_size(record: dict[str, Any]) -> int:
+    return len(json.dumps(record).encode()) + 1
+
+
 class _Shared:
     """What a run and its children share: the pipe, a write lock, the child counter."""
 
@@ -170,7 +174,7 @@ class _Shared:
         self.children = 0
 
     def send(self, record: dict[str, Any], what: str) -> None:
-        data = (json.dumps(record) + "\n").encode()
+        data = (json.dumps(record) + "\n").encode()  # ASCII: each line within MAX_LINE bytes
         if len(data) > MAX_LINE:
             raise ValueError(f"{what} is too large (over {MAX_LINE} bytes encoded)")
         assert self.metrics_path is not None
@@ -356,7 +360,13 @@ class Run:
         if self.offline:
             print(f"[{record['kind']}] {shown}", file=sys.stdout, flush=True)
             return
-        self._shared.send(record, record["kind"])
+        field = record["kind"]  # "tags" / "properties": too many for one line go one a line
+        entries = record.get(field)
+        if isinstance(entries, dict) and len(entries) > 1 and _encoded_size(record) > MAX_LINE:
+            for key, value in entries.items():
+                self._shared.send({**record, field: {key: value}}, f"{field} {key!r}")
+            return
+        self._shared.send(record, field)
 
     def tag(self, key: str, value: Any = None) -> None:
         """Tag the run (``value`` None: an empty value)."""

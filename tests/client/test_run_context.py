@@ -241,3 +241,15 @@ def test_run_list_puts_children_under_their_parent() -> None:
         "p1_1",
         "p1_2",
     ]
+
+
+def test_many_long_tags_go_one_a_line_within_the_atomic_line(tmp_path: Path) -> None:
+    run, pipe, _ = online(tmp_path)
+    many = {f"key{i}": "v" * 1000 for i in range(6)}
+    run.set_tags(many)
+    raw = pipe.read_bytes().splitlines()
+    assert len(raw) == 6 and all(len(line) < run_context.MAX_LINE for line in raw)
+    assert [parse_line(line) for line in raw] == [
+        notes.TagsSet(tags={k: v}) for k, v in many.items()
+    ]
+    assert run.get_tags() == many
