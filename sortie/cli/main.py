@@ -27,6 +27,7 @@ from sortie.cli.bounds_flags import (
 )
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.cli.gc import add_gc, run_gc
+from sortie.cli.models import add_model, run_model
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, echo_line
 from sortie.client.runconfig import (
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
     status.add_argument("--output", choices=("text", "json"), default="text")
     _add_run(sub)
+    add_model(sub)
     add_gc(sub)
     return p
 
@@ -632,6 +634,8 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         return _with_client(args, lambda c: _compute(c, args))
     if args.command == "gc":
         return asyncio.run(run_gc(args))
+    if args.command == "model":
+        return _with_client(args, lambda c: run_model(c, args))
     handler = {
         "submit": _submit,
         "list": _list,

@@ -510,8 +510,17 @@ class Client:
         kids = [r for r in await self.list_runs() if r.parent_id == run_id]
         return sorted(kids, key=lambda r: (r.created_at, r.run_id))
 
-    async def download(self, run_id: str, dest: Path, *, prefix: str = "") -> list[Path]:
-        """Fetch the run's artifacts (optionally only those under ``prefix``) into ``dest``."""
+    async def download(
+        self,
+        run_id: str,
+        dest: Path,
+        *,
+        prefix: str = "",
+        place: Callable[[str], str | None] | None = None,
+    ) -> list[Path]:
+        """Fetch the run's artifacts (optionally only those under ``prefix``) into ``dest``.
+        ``place`` says where an artifact goes under ``dest`` (None: leave it out); by default
+        at its own path."""
         rec = await self.get_run(run_id)
         dest = Path(dest)
         written: list[Path] = []
@@ -519,11 +528,14 @@ class Client:
         for art in rec.artifacts:
             if prefix and not art.path.startswith(prefix):
                 continue
-            if (why := check_relpath(art.path)) is not None:
+            rel = art.path if place is None else place(art.path)
+            if rel is None:
+                continue
+            if (why := check_relpath(rel)) is not None:
                 raise ClientError(f"artifact path refused: {why}")
-            target = (dest / art.path).resolve()
+            target = (dest / rel).resolve()
             if not target.is_relative_to(root):
-                raise ClientError(f"artifact path {art.path!r} leaves {dest}")
+                raise ClientError(f"artifact path {rel!r} leaves {dest}")
             try:
                 await fetch_blob_to(self.bus.blobs, art.sha256, target)
             except BlobError as exc:

@@ -18,15 +18,17 @@ import asyncio
 import builtins
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from sortie.client import model_store, run_files
 from sortie.client.client import Client, echo_line
 from sortie.client.metric_shape import shaped
+from sortie.client.models import Model
 from sortie.client.runconfig import (
     DockerSettings,
     EnvironmentSection,
@@ -288,13 +290,91 @@ class SubmittedRun:
     def get_file_names(self) -> list[str]:
         return [a.path for a in self._record().artifacts]
 
-    def download_files(self, output_directory: str | Path = ".") -> list[Path]:
-        ws = self.workspace
-        return ws._run(ws._client.download(self.id, Path(output_directory)))
-
     def cancel(self) -> str:
         reply = self.workspace._run(self.workspace._client.cancel(self.id))
         return str(reply.state)
+
+    # --- metrics, logs, files and models (Azure ML v1's names: sortie/client/run_files.py) ---
+
+    def get_details_with_logs(self) -> dict[str, Any]:
+        """get_details() plus 'logFiles': {log file name: its text}, as v1 returns them."""
+        ws = self.workspace
+        details = self.get_details()
+        details["logFiles"] = ws._run(run_files.log_files(ws._client, self.id))
+        return details
+
+    def download_file(
+        self,
+        name: str,
+        output_file_path: str | Path | None = None,
+        _validate_checksum: bool = False,  # every blob is verified against its hash anyway
+    ) -> Path:
+        """Download artifact ``name`` (e.g. "outputs/model.pkl") to ``output_file_path``
+        (a file, or an existing folder to put it in; default: its name in the current
+        folder); returns where it was written."""
+        ws = self.workspace
+        return ws._run(run_files.download_file(ws._client, self.id, name, output_file_path))
+
+    def download_files(  # noqa: PLR0917  # Azure ML v1's signature
+        self,
+        prefix: str | None = None,
+        output_directory: str | Path | None = None,
+        output_paths: list[str] | None = None,
+        batch_size: int = 100,  # v1 downloads in batches; blobs are fetched one by one here
+        append_prefix: bool = True,
+        timeout_seconds: float | None = None,  # v1's; no deadline here
+    ) -> list[Path]:
+        """Download the artifacts under ``prefix`` (all by default) into ``output_directory``
+        (default: the current folder), each at its artifact path, or, with
+        ``append_prefix=False``, at its path with ``prefix`` taken off; ``output_paths``:
+        a local path for each artifact instead, in the order of get_file_names()."""
+        ws = self.workspace
+        return ws._run(
+            run_files.download_files(
+                ws._client,
+                self.id,
+                prefix or "",
+                Path(output_directory) if output_directory is not None else Path.cwd(),
+                output_paths,
+                append_prefix=append_prefix,
+            )
+        )
+
+    def register_model(  # noqa: PLR0913, PLR0917  # Azure ML v1's signature
+        self,
+        model_name: str,
+        model_path: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        properties: Mapping[str, object] | None = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        description: str | None = None,
+        datasets: object = None,  # no datasets in Sortie
+        sample_input_dataset: object = None,  # no datasets in Sortie
+        sample_output_dataset: object = None,  # no datasets in Sortie
+        resource_configuration: object = None,  # no deployment in Sortie
+        **kwargs: Any,  # v1 takes more keywords; none matters here
+    ) -> Model:
+        """Register this run's artifact ``model_path`` (a file, or a folder such as
+        "outputs"; default: ``model_name``) as the next version of ``model_name``. The run's
+        stored artifact blobs are reused: nothing is uploaded."""
+        ws = self.workspace
+        request = model_store.make_request(
+            model_name,
+            run_id=self.id,
+            run_path=model_path,
+            tags=tags,
+            properties=properties,
+            description=description,
+            framework=model_framework,
+            framework_version=model_framework_version,
+        )
+        return Model._of(ws, ws._run(model_store.register(ws._client, request)))
+
+    def get_portal_url(self) -> str | None:
+        """The run's page on the dashboard, when the `sortie up` profile names one
+        (``dashboard_url``); None otherwise (no dashboard is served yet)."""
+        return run_files.portal_url(self.id)
 
     def wait_for_completion(
         self, show_output: bool = False, raise_on_error: bool = True

@@ -732,3 +732,59 @@ class QuarantinedBlob(Message, frozen=True, kw_only=True):
     by: str  # who uploaded it, from its reply inbox: "client", "agent.<id>", or "unknown"
     at: float  # unix time
     size: int
+
+
+# --- the model registry ----------------------------------------------------------------------
+
+
+class ModelFile(Message, frozen=True, kw_only=True):
+    """One file of a registered model; its bytes are the blob ``sha256`` (content-addressed,
+    shared with the snapshot or run artifact it came from)."""
+
+    path: str  # relative POSIX path inside the model, its first part the model's root name
+    sha256: str
+    size: int
+    mode: int = 0o644
+
+
+class ModelRecord(Message, frozen=True, kw_only=True):
+    """One version of a registered model (key: ``subjects.model_key(name, version)`` in the
+    models KV bucket). Written only by the scheduler, created once, never changed."""
+
+    name: str
+    version: int  # 1, 2, ... per name
+    files: list[ModelFile]
+    created_at: float
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    description: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    # lineage: the run it was registered from (None: uploaded from a client's disk)
+    run_id: str | None = None
+    experiment: str | None = None
+    snapshot_id: str | None = None
+    git_commit: str | None = None
+
+
+class ModelRegister(Message, frozen=True, kw_only=True, tag="model_register"):
+    """Register the next version of model ``name``: either ``files`` a client uploaded (each
+    blob already stored), or the artifacts of run ``run_id`` at ``run_path`` (one artifact,
+    or every artifact under that folder: their blobs are reused, nothing is uploaded)."""
+
+    name: str
+    files: list[ModelFile] = []
+    run_id: str | None = None
+    run_path: str | None = None
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    description: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+
+
+class ModelRegistered(Message, frozen=True, kw_only=True, tag="model_registered"):
+    model: ModelRecord
+
+
+ModelReplyOrError = ModelRegistered | ErrorReply

@@ -43,10 +43,11 @@ from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
-from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
+from sortie.scheduler.events import LoopRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
+from sortie.scheduler.model_registry import register_model
 from sortie.scheduler.providers import registry
 from sortie.scheduler.providers.base import (
     NodeProvider,
@@ -280,7 +281,10 @@ class Daemon:
             await self._safe_reply(msg, req)
             return
         try:
-            await self._on_request(msg, req)
+            if isinstance(req, m.ModelRegister):  # outside the loop: it writes models only
+                await self._reply(msg, await register_model(self.bus, req))
+            else:
+                await self._on_request(msg, req)
         except TRANSIENT as exc:
             log.warning("api request failed", subject=msg.subject, error=repr(exc))
             await self._safe_reply(
@@ -301,7 +305,7 @@ class Daemon:
         with contextlib.suppress(*TRANSIENT, nats.errors.Error):
             await self._reply(msg, message)
 
-    async def _on_request(self, msg: Msg, request: ApiRequest) -> None:
+    async def _on_request(self, msg: Msg, request: LoopRequest) -> None:
         if isinstance(request, m.SubmitRequest):
             spec = request.spec
             # a snapshot id that is not a sha256 is refused by the core, with the rule

@@ -275,7 +275,9 @@ class Config:
 
 AgentNews = m.RunReport | notes.RunNote  # what comes on an agent's report subject
 
-ApiRequest = (
+# the requests the event loop answers; a model registration is answered beside it (it writes
+# the models bucket only: scheduler/model_registry.py)
+LoopRequest = (
     m.SubmitRequest
     | m.CancelRequest
     | m.TargetsRequest
@@ -284,6 +286,7 @@ ApiRequest = (
     | m.WhyRequest
     | notes.RunTagRequest
 )
+ApiRequest = LoopRequest | m.ModelRegister
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -292,6 +295,7 @@ API_TYPES: dict[str, Any] = {
     subjects.API_AGENTS: m.AgentRequest,
     subjects.API_WHY: m.WhyRequest,
     subjects.API_RUN_TAG: notes.RunTagRequest,
+    subjects.API_MODELS: m.ModelRegister,
 }
 
 

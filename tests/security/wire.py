@@ -75,6 +75,7 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_AGENTS: m.AgentReplyOrError,
     subjects.API_WHY: m.WhyReplyOrError,
     subjects.API_RUN_TAG: notes.RunTagReply,
+    subjects.API_MODELS: m.ModelReplyOrError,
 }
 
 
