@@ -45,6 +45,7 @@ from sortie.client.views import (
     MachineView,
     SubmittedView,
     agent_view,
+    children_under_parents,
     compute_view,
     iso,
     machine_view,
@@ -980,14 +981,14 @@ def _print_outcome(rec: m.RunRecord) -> None:
 
 
 async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    runs = await client.list_runs(args.experiment)
+    runs = children_under_parents(await client.list_runs(args.experiment))
     if args.output == "json":
         print(to_json([run_summary_view(r) for r in runs], indent=False))
         return EXIT_OK
     rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
     rows += [
         (
-            r.run_id,
+            r.run_id if r.parent_id is None else f"  {r.run_id}",  # a child, under its parent
             r.spec.experiment,
             r.spec.target,
             str(r.state),
@@ -1002,7 +1003,8 @@ async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
 
 async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     rec = await client.get_run(args.run_id)
-    view = run_view(rec, await client.metrics(rec.run_id))
+    kids = [c.run_id for c in await client.children(rec.run_id)]
+    view = run_view(rec, await client.metrics(rec.run_id), kids)
     if args.output == "json":
         print(to_json(view))
         return EXIT_OK
@@ -1028,6 +1030,10 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
         rows.append(("error", f"{view.error.kind}: {view.error.message}"))
     for name, values in view.metrics.items():
         rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
+    rows.extend(("parent", p) for p in [view.parent_id] if p)
+    rows.extend(("tag", f"{k} = {v}") for k, v in view.tags.items())
+    rows.extend(("property", f"{k} = {v}") for k, v in view.properties.items())
+    rows.extend(("child", kid) for kid in view.children)
     rows.extend(("artifact", path) for path in view.artifacts)
     _table(rows)
     return EXIT_OK

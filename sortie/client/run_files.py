@@ -1,5 +1,5 @@
 """A submitted run's metrics, logs and files as Azure ML v1's ``Run`` hands them out: the
-async halves of ``SubmittedRun.get_metrics``, ``get_details_with_logs``, ``download_file``,
+async halves of ``SubmittedRun.get_details_with_logs``, ``download_file``,
 ``download_files`` and ``get_portal_url`` (``sortie/client/sdk.py``).
 
 Every download goes through ``Client.download`` (one downloader): these only say which
@@ -9,18 +9,9 @@ artifacts go where.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from sortie.bus.profile import read_profile
 from sortie.client.client import Client, ClientError
-from sortie.proto import messages as m
-
-
-def metrics_dict(raw: dict[str, list[m.MetricValue]], name: str | None = None) -> dict[str, Any]:
-    """name -> value, or a list of values when logged more than once; ``name``: only it."""
-    return {
-        k: v[0] if len(v) == 1 else list(v) for k, v in raw.items() if name is None or k == name
-    }
 
 
 def log_name(rank: int, ranked: bool) -> str:

@@ -27,6 +27,7 @@ import msgspec
 
 from sortie.client import model_store, run_files
 from sortie.client.client import Client, echo_line
+from sortie.client.metric_shape import shaped
 from sortie.client.models import Model
 from sortie.client.runconfig import (
     DockerSettings,
@@ -151,7 +152,13 @@ class Experiment:
         self.workspace = workspace
         self.name = name
 
-    def submit(self, config: ScriptRunConfig, *, submission_id: str | None = None) -> SubmittedRun:
+    def submit(
+        self,
+        config: ScriptRunConfig,
+        tags: dict[str, str] | None = None,
+        *,
+        submission_id: str | None = None,
+    ) -> SubmittedRun:
         """Queue a run. Submitting again with the same ``submission_id`` returns the same run
         (the client retries by itself on timeouts and while the scheduler restarts).
 
@@ -160,22 +167,48 @@ class Experiment:
         ``sortie.client.runconfig.RunConfigError`` for arguments or variables a process cannot
         receive (a NUL byte), ``sortie.client.client.RequestRefused`` when the scheduler
         refuses the run, and ``sortie.client.client.StoreFullError`` when the Sortie store is
-        full; the message says what to do, as `sortie run submit` prints it."""
+        full; the message says what to do, as `sortie run submit` prints it. ``tags``: the
+        run's tags from the start."""
         ws = self.workspace
-        sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
+        sub = ws._run(
+            ws._client.submit(config, experiment=self.name, submission_id=submission_id, tags=tags)
+        )
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
         run = self._run_of(sub.run_id)
         run.snapshot = sub.snapshot
         return run
 
-    def get_runs(self) -> list[SubmittedRun]:
+    def get_runs(
+        self,
+        type: str | None = None,
+        tags: str | dict[str, str] | None = None,
+        properties: str | dict[str, str] | None = None,
+        include_children: bool = False,
+    ) -> list[SubmittedRun]:
+        """The experiment's runs, newest first: with ``tags`` / ``properties`` (a key, or a
+        dict of key -> value) only those that have them; children only with
+        ``include_children``. ``type`` is accepted and ignored (every run is a script run)."""
         ws = self.workspace
-        return [self._run_of(r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+        return [
+            self._run_of(r.run_id)
+            for r in ws._run(ws._client.list_runs(self.name))
+            if (include_children or r.parent_id is None)
+            and _has(r.tags, tags)
+            and _has(r.properties, properties)
+        ]
 
     def _run_of(self, run_id: str) -> SubmittedRun:
         """The object for one of this experiment's runs (the v1 layer's is its ``Run``)."""
         return SubmittedRun(self.workspace, run_id)
+
+
+def _has(entries: dict[str, str], wanted: str | dict[str, str] | None) -> bool:
+    if wanted is None:
+        return True
+    if isinstance(wanted, str):
+        return wanted in entries
+    return all(entries.get(k) == v for k, v in wanted.items())
 
 
 class SubmittedRun:
@@ -200,6 +233,74 @@ class SubmittedRun:
         rec = self._record()
         return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
+    def get_metrics(
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
+        """name -> value, a list of values when the metric was logged more than once, or
+        column -> values for a table (``log_row``, ``log_table``); ``name``: that metric
+        only; ``recursive``: {run id: metrics} of this run and its descendants."""
+        ws = self.workspace
+        mine = shaped(ws._run(ws._client.metric_points(self.id)), name)
+        if not recursive:
+            return mine
+        out: dict[str, Any] = {self.id: mine}
+        for child in self.get_children():
+            out.update(child.get_metrics(name, recursive=True))
+        return out
+
+    # tags, properties, children ---------------------------------------------------------
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        """Tag the run (``value`` None: an empty value)."""
+        self.set_tags({key: "" if value is None else value})
+
+    def set_tags(self, tags: dict[str, str] | builtins.list[str] | str) -> None:
+        """Set tags: a dict of key -> value, or tag names alone (empty values)."""
+        named = dict.fromkeys([tags] if isinstance(tags, str) else tags, "")
+        given = tags if isinstance(tags, dict) else named
+        ws = self.workspace
+        ws._run(ws._client.tag_run(self.id, {str(k): str(v) for k, v in given.items()}))
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self._record().tags)
+
+    def add_properties(self, properties: dict[str, str]) -> None:
+        """Add properties; a property once set cannot be changed (RequestRefused)."""
+        ws = self.workspace
+        clean = {str(k): str(v) for k, v in properties.items()}
+        ws._run(ws._client.tag_run(self.id, {}, clean))
+
+    def get_properties(self) -> dict[str, str]:
+        return dict(self._record().properties)
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: str | dict[str, str] | None = None,
+        properties: str | dict[str, str] | None = None,
+        type: str | None = None,
+        status: str | None = None,
+    ) -> builtins.list[SubmittedRun]:
+        """The run's child runs (oldest first), filtered as ``Experiment.get_runs``."""
+        ws = self.workspace
+        found: builtins.list[SubmittedRun] = []
+        for rec in ws._run(ws._client.children(self.id)):
+            wanted = _has(rec.tags, tags) and _has(rec.properties, properties)
+            if wanted and (status is None or str(rec.state) == status):
+                found.append(SubmittedRun(ws, rec.run_id))
+            if recursive:
+                found += SubmittedRun(ws, rec.run_id).get_children(True, tags, properties)
+        return found
+
+    @property
+    def parent(self) -> SubmittedRun | None:
+        parent_id = self._record().parent_id
+        return None if parent_id is None else SubmittedRun(self.workspace, parent_id)
+
     def get_file_names(self) -> list[str]:
         return [a.path for a in self._record().artifacts]
 
@@ -208,18 +309,6 @@ class SubmittedRun:
         return str(reply.state)
 
     # --- metrics, logs, files and models (Azure ML v1's names: sortie/client/run_files.py) ---
-
-    def get_metrics(
-        self,
-        name: str | None = None,
-        recursive: bool = False,  # this run's own metrics; its children's are theirs
-        run_type: str | None = None,  # v1 filters child runs by type; there is one type here
-        populate: bool = False,  # v1 fetches large metrics on demand; all are fetched here
-    ) -> dict[str, Any]:
-        """name -> value, or a list of values when the metric was logged more than once;
-        ``name``: only that metric (an empty dict if it was never logged)."""
-        raw = self.workspace._run(self.workspace._client.metrics(self.id))
-        return run_files.metrics_dict(raw, name)
 
     def get_details_with_logs(self) -> dict[str, Any]:
         """get_details() plus 'logFiles': {log file name: its text}, as v1 returns them."""

@@ -128,6 +128,7 @@ class RunSpec(Message, frozen=True, kw_only=True):
     strategy: Literal["binpack", "spread"] = "binpack"
     # names of the run's secret variables; their values travel apart (SecretEnv), never here
     secret_env_names: list[str] = []
+    tags: dict[str, str] = {}  # the run's tags at submit (Experiment.submit(tags=...))
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -193,6 +194,12 @@ class RunRecord(Message, frozen=True, kw_only=True):
     gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
     master_port: int | None = None  # rendezvous port for multi-node runs
     writers: list[Writer] = []  # who held each attempt's ranks (none: stored by Sortie 0.1)
+    # set by the script (Run.tag / add_properties, relayed by its agent) or by a client
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}  # added, never changed (as the hosted platform's)
+    # a child run (Run.child_run in the parent's script) names its parent; a child has no
+    # attempt of its own: it is written from the parent's agent's notes and ends with it
+    parent_id: str | None = None
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -687,6 +694,10 @@ class MetricPoint(Message, frozen=True, kw_only=True):
     value: MetricValue
     t: float
     step: int | None = None
+    # a table metric's column (Run.log_row / log_table): the value is one cell of it
+    column: str | None = None
+    # a child run's point (published on its parent's subject): the child's run id
+    run: str | None = None
 
 
 class MetricBatch(Message, frozen=True, kw_only=True):

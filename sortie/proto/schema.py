@@ -14,6 +14,7 @@ import json
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto import notes
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -24,6 +25,7 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_COMPUTE, "clients, services", "scheduler", "ComputeRequest", "ComputeReplyOrError"),
     (s.API_AGENTS, "clients, operators", "scheduler", "AgentRequest", "AgentReplyOrError"),
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
+    (s.API_RUN_TAG, "clients", "scheduler", "RunTagRequest", "RunTagReply"),
     (s.API_MODELS, "clients", "scheduler", "ModelRegister", "ModelReplyOrError"),
     (s.AUTH_RENEW, "agents, clients", "scheduler", "RenewRequest", "RenewReplyOrError"),
     (s.BLOB_COMMIT, "clients, agents", "scheduler", "BlobCommit", "BlobCommitReply"),
@@ -31,6 +33,7 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.agent_commands("AGENT_ID"), "scheduler", "agent", "AgentCommand", "-"),
     (s.HEARTBEAT_NOW, "scheduler (at start)", "every agent", "empty: heartbeat now", "-"),
     (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunReport", "-"),
+    (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunNote", "-"),
     (s.logs("RUN_ID", "AGENT_ID"), "that agent only", "clients", "LogBatch", "-"),
     (s.logs("RUN_ID", s.SCHEDULER_WRITER), "scheduler (eof)", "clients", "LogBatch", "-"),
     (s.metrics("RUN_ID", "AGENT_ID"), "that agent only", "clients", "MetricBatch", "-"),
@@ -81,6 +84,9 @@ TYPES: dict[str, object] = {
     "Heartbeat": m.Heartbeat,
     "AgentCommand": m.AgentCommand,
     "RunReport": m.RunReport,
+    "RunNote": notes.RunNote,
+    "RunTagRequest": notes.RunTagRequest,
+    "RunTagReply": notes.RunTagReply,
     "LogBatch": m.LogBatch,
     "MetricBatch": m.MetricBatch,
     "RunRecord": m.RunRecord,

@@ -17,7 +17,7 @@ import msgspec
 from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, requests, vms
+from sortie.scheduler import nodes, requests, run_notes, vms
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -37,6 +37,7 @@ from sortie.scheduler.events import (
     NodeEvent,
     NodeFailed,
     NodeStopped,
+    NoteSeen,
     PublishEof,
     Reply,
     ReportSeen,
@@ -47,6 +48,7 @@ from sortie.scheduler.events import (
     Started,
     StopNode,
     Submitted,
+    TagAsked,
     TargetsAsked,
     Tick,
     VmAttached,
@@ -79,6 +81,7 @@ __all__ = [
     "Log",
     "NodeFailed",
     "NodeStopped",
+    "NoteSeen",
     "PublishEof",
     "Reply",
     "ReportSeen",
@@ -88,6 +91,7 @@ __all__ = [
     "Started",
     "StopNode",
     "Submitted",
+    "TagAsked",
     "TargetsAsked",
     "Tick",
     "VmAttached",
@@ -125,6 +129,8 @@ def _on_request(
         return requests.on_compute(state, event, now, config)
     if isinstance(event, AgentAsked):
         return requests.on_agent(state, event, now, config)
+    if isinstance(event, TagAsked):
+        return run_notes.on_tag_request(state, event.request, event.reply_to)
     return requests.on_why(state, event)
 
 
@@ -135,6 +141,8 @@ def _on_node_event(
         return _on_heartbeat(state, event.heartbeat, now)
     if isinstance(event, ReportSeen):
         return _on_report(state, event.report)
+    if isinstance(event, NoteSeen):
+        return run_notes.on_note(state, event.note, now)
     if isinstance(event, NodeFailed):
         return nodes.node_failed(state, event, now, config)
     return nodes.node_stopped(state, event.node_id, now)
@@ -238,6 +246,7 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command
         attempt=1,
         created_at=now,
         history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
+        tags=dict(spec.tags),
     )
     store(state, rec)
     if spec.submission_id is not None:

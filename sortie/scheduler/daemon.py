@@ -38,7 +38,7 @@ from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
 from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
-from sortie.proto import codec, subjects
+from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
@@ -60,6 +60,7 @@ from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import save_credentials
 from sortie.scheduler.tables import Table
+from sortie.scheduler.tag_store import tag_stored
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
@@ -327,11 +328,21 @@ class Daemon:
                 self._enqueue(core.WhyAsked(run_id=request.run_id, reply_to=msg.reply))
             else:
                 await self._reply(msg, await self._why_unknown(request.run_id))
-        elif isinstance(request, m.AgentList | m.AgentAdmin):
-            self._enqueue(core.AgentAsked(request=request, reply_to=msg.reply))
-
+        elif isinstance(request, notes.RunTagRequest):
+            await self._on_tag(msg, request)
         else:
-            self._enqueue(core.ComputeAsked(request=request, reply_to=msg.reply))
+            self._enqueue(
+                core.AgentAsked(request=request, reply_to=msg.reply)
+                if isinstance(request, m.AgentList | m.AgentAdmin)
+                else core.ComputeAsked(request=request, reply_to=msg.reply)
+            )
+
+    async def _on_tag(self, msg: Msg, request: notes.RunTagRequest) -> None:
+        """A run in memory is tagged by the loop; an ended one here, in the store."""
+        if request.run_id in self.state.runs:
+            self._enqueue(core.TagAsked(request=request, reply_to=msg.reply))
+        else:
+            await self._reply(msg, await tag_stored(self.bus.runs, request))
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
         """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
@@ -416,7 +427,12 @@ class Daemon:
                     with contextlib.suppress(*TRANSIENT):
                         await msg.ack()
                     continue
-                self._enqueue(core.ReportSeen(report=rep), msg.ack)
+                event = (
+                    core.ReportSeen(report=rep)
+                    if isinstance(rep, m.RunReport)
+                    else core.NoteSeen(note=rep)
+                )
+                self._enqueue(event, msg.ack)
 
     async def _ticks(self) -> None:
         away = False

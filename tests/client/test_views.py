@@ -159,6 +159,10 @@ RUN_KEYS = (
     "secret_env",
     "nodes",
     "history",
+    "tags",
+    "properties",
+    "parent_id",
+    "children",
 )
 
 
@@ -209,6 +213,10 @@ def test_run_view_keys_and_values() -> None:
             {"state": "Queued", "at": "1970-01-01T00:00:10.000Z", "attempt": 1, "reason": None},
             {"state": "Failed", "at": "1970-01-01T00:00:20.250Z", "attempt": 2, "reason": "exit 3"},
         ],
+        "tags": {},
+        "properties": {},
+        "parent_id": None,
+        "children": [],
     }
     # key order too: the JSON is printed in this order
     assert list(printed(run_view(RUN, METRICS))) == list(RUN_KEYS)
@@ -231,6 +239,8 @@ def test_run_summary_keys() -> None:
             "attempt": 2,
             "created_at": "1970-01-01T00:00:10.000Z",
             "ended_at": "1970-01-01T00:00:20.250Z",
+            "parent_id": None,
+            "tags": {},
         }
     ]
 

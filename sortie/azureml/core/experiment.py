@@ -32,9 +32,7 @@ class Experiment(sdk.Experiment):
         self, config: ScriptRunConfig, tags: dict[str, str] | None = None, **kwargs: Any
     ) -> Run:
         """Queue a run of ``config`` (``submission_id=`` as in the native SDK)."""
-        if tags is not None:
-            kwargs["tags"] = tags
-        run = super().submit(config, **kwargs)
+        run = super().submit(config, tags, **kwargs)
         assert isinstance(run, Run)
         return run
 
