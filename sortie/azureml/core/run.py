@@ -36,7 +36,7 @@ class Run(sdk.SubmittedRun):
         """The run this process belongs to; outside Sortie an offline run that prints what
         it logs (refused with ``allow_offline=False``)."""
         ctx = run_context.Run.get_context()
-        if ctx.id is None and not allow_offline:
+        if ctx.offline and not allow_offline:
             raise UserErrorException(
                 "Run.get_context(allow_offline=False) outside a Sortie run: submit the "
                 "script (Experiment.submit or `sortie run submit`)"
