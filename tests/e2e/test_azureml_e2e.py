@@ -183,3 +183,29 @@ def test_azure_size_names_are_listed_and_accepted_by_the_cli(installation: Insta
     shown = installation.json("compute", "show", "v1-cli")
     assert isinstance(shown, dict) and "STANDARD_DS3_V2" in json.dumps(shown)
     installation.cli("compute", "delete", "v1-cli", check=True)
+
+
+def test_system_managed_conda_dependencies_without_conda_on_the_host(
+    ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v1's system-managed flow: conda packages on a host with no conda come from PyPI."""
+    import shutil
+
+    from sortie.azureml.core.conda_dependencies import CondaDependencies
+
+    assert shutil.which("conda") is None and shutil.which("micromamba") is None
+    (tmp_path / "fit.py").write_text(
+        "import sklearn\nfrom sortie.azureml.core import Run\n"
+        "Run.get_context().log('sklearn', sklearn.__version__)\n"
+        "print('fitted with scikit-learn', sklearn.__version__)\n"
+    )
+    env = Environment("sklearn-env")
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(conda_packages=["scikit-learn"])
+    src = ScriptRunConfig(str(tmp_path), "fit.py", compute_target="local", environment=env)
+    run = Experiment(ws, "v1-conda").submit(src)
+    run.wait_for_completion(show_output=True)
+    out = capsys.readouterr().out
+    assert "no conda on this host: installing conda packages scikit-learn from PyPI with uv" in out
+    assert "fitted with scikit-learn" in out
+    assert run.get_metrics()["sklearn"].split(".")[0].isdigit()
