@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.resources
+import json
 import os
 import signal
 import time
@@ -57,7 +58,8 @@ from sortie.agents.executors.registry import executor_kind
 from sortie.agents.gpus import GpuPool, cuda_env, gpu_request_error
 from sortie.agents.lease import Lease
 from sortie.agents.limits import RunLimits, plan_upload
-from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.agents.metrics_fifo import MetricsFifo, parse_line
+from sortie.agents.note_relay import NoteRelay
 from sortie.agents.outputs import open_output, scan_outputs
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
@@ -66,6 +68,7 @@ from sortie.bus.blobs import BlobError, BlobStore, ChunkSent, missing_blobs, put
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
+from sortie.proto import notes
 from sortie.proto import runenv as rc
 from sortie.proto.paths import check_relpath
 from sortie.proto.run_errors import ErrorKind
@@ -208,6 +211,8 @@ def child_env(base: dict[str, str], spec: m.RunSpec, ctx: ChildEnv) -> dict[str,
     env[rc.ENV_METRICS_FILE] = str(ctx.metrics_file)
     env[rc.ENV_OUTPUTS_DIR] = str(ctx.outputs_dir)
     env[rc.ENV_NODE_PRIORITY] = ctx.node_priority
+    if spec.tags:
+        env[rc.ENV_TAGS] = json.dumps(spec.tags)
     if ctx.stop_reason_file is not None:
         env[rc.ENV_STOP_REASON_FILE] = str(ctx.stop_reason_file)
     env.update(cuda_env(ctx.gpus))  # after the user's variables: the agent decides the GPUs
@@ -217,6 +222,11 @@ def child_env(base: dict[str, str], spec: m.RunSpec, ctx: ChildEnv) -> dict[str,
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{ctx.runtime_dir}{os.pathsep}{old}" if old else str(ctx.runtime_dir)
     return env
+
+
+def failed_by_script(why: str | None) -> m.RunError | None:
+    """The error of a run whose script called ``Run.fail()`` and then exited 0."""
+    return None if why is None else m.RunError(kind=ErrorKind.EXIT_CODE, message=why)
 
 
 def missing_secrets(assign: m.Assign) -> str | None:
@@ -256,13 +266,17 @@ def exit_error(outcome: Outcome, max_duration_s: float | None) -> m.RunError | N
 
 
 def write_runtime(runtime_dir: Path) -> None:
-    """Put the run-context module on disk as package ``sortie`` (atomically)."""
+    """Put the run-context module on disk as package ``sortie``, with ``sortie.azureml.core``
+    (and ``.core.run``) re-exporting its ``Run`` (each file atomically)."""
     pkg = runtime_dir / "sortie"
     pkg.mkdir(parents=True, exist_ok=True)
     source = importlib.resources.files("sortie").joinpath(*rc.RUN_CONTEXT_RESOURCE).read_text()
-    tmp = pkg / f".__init__.py.{os.getpid()}.tmp"
-    tmp.write_text(source)
-    tmp.replace(pkg / "__init__.py")
+    for rel, text in {"__init__.py": source, **rc.RUNTIME_SHIM}.items():
+        dest = pkg / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(dest)
 
 
 async def upload_outputs(
@@ -342,6 +356,7 @@ class Attempt:
         self.task: asyncio.Task[None] | None = None
         self._cancellable = False  # only while materialising / preparing the environment
         self._bad_metrics = 0
+        self.script_failed: str | None = None  # Run.fail() on its own run: why (agents.notes)
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(
             deps.js,
@@ -351,6 +366,14 @@ class Attempt:
             agent_id=deps.agent_id,
             rank=assign.rank,
             limits=deps.limits,
+        )
+        self.notes = NoteRelay(
+            deps.js,
+            agent_id=deps.agent_id,
+            incarnation=deps.incarnation,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            say=self.output.system,
         )
         self.assign = assign
         self.workdir = deps.data_dir / "runs" / self.run_id / str(self.attempt)
@@ -610,6 +633,7 @@ class Attempt:
         await self._report(RunState.RUNNING)
         outcome = await self._wait(self.execution)
         fifo.close()
+        await self.notes.close()  # tags and children are stored before the run's verdict
         out.flush_tails()  # what the log and metric limits kept back, before what follows
         out.system(
             f"{prepared.noun} exited with code {outcome.exit_code} after "
@@ -705,7 +729,7 @@ class Attempt:
                 error=m.RunError(kind=ErrorKind.CANCELED, message="canceled while running"),
                 artifacts=artifacts,
             )
-        error = exit_error(outcome, spec.max_duration_s)
+        error = exit_error(outcome, spec.max_duration_s) or failed_by_script(self.script_failed)
         await self._terminal(
             RunState.COMPLETED if error is None else RunState.FAILED,
             exit_code=outcome.exit_code,
@@ -715,9 +739,16 @@ class Attempt:
         return None
 
     def _on_metric_line(self, line: bytes) -> None:
-        parsed = parse_metric(line)
+        parsed = parse_line(line)
         if isinstance(parsed, m.MetricPoint):
             self.output.metric(parsed)
+            return
+        if isinstance(parsed, notes.ChildEnded) and parsed.run == self.run_id:
+            if parsed.state == "Failed":  # Run.fail() on the script's own run
+                self.script_failed = parsed.error or "failed by its script (Run.fail)"
+            return
+        if not isinstance(parsed, str):
+            self.notes.add(parsed)
             return
         self._bad_metrics += 1
         if self._bad_metrics <= MAX_BAD_METRIC_LINES:

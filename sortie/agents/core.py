@@ -11,7 +11,9 @@ seconds), and it owns :class:`AgentState`, which it changes in place. What it de
   still hold is never silent;
 - a preemption notice or a lapsed lease stops every attempt held (given back: "preempted",
   "fenced");
-- when the container engine first answers, containers of attempts not held are removed;
+- when the container engine first answers, containers of attempts not held are removed; a
+  known engine that misses a probe stays advertised until several misses in a row
+  (``agents.engine_health``);
 - what finished is remembered for heartbeats (``finished``) for a while, bounded.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from sortie.agents.engine_health import EngineHealth, probed
 from sortie.agents.events import (
     Assigned,
     AttemptEnded,
@@ -60,6 +63,7 @@ class AgentState:
     bad_commands: int = 0
     preempting: bool = False  # a Preempt arrived: no new runs are taken
     container_engine: str | None = None  # what the engine said it is, None: no answer
+    engine: EngineHealth = field(default_factory=EngineHealth)  # the probes' answers so far
 
 
 def handle(state: AgentState, event: Event, now: float) -> list[Command]:
@@ -172,9 +176,19 @@ def _stop_all(state: AgentState, reason: StopReason) -> list[Command]:
     return [StopAttempt(run_id=r, attempt=a, reason=reason) for r, a in state.running.items()]
 
 
-def _engine_probed(state: AgentState, engine: str | None) -> list[Command]:
-    was, state.container_engine = state.container_engine, engine
+def _engine_probed(state: AgentState, answer: str | None) -> list[Command]:
+    was = state.container_engine
+    state.engine = probed(state.engine, answer)
+    engine = state.container_engine = state.engine.advertised
     out: list[Command] = []
+    if state.engine.unknown:
+        out.append(
+            Note(
+                level="warning",
+                message="container engine did not answer its probe; still advertised",
+                fields={"engine": engine, "misses": state.engine.misses},
+            )
+        )
     if engine != was:
         out.append(Note(level="info", message="container engine", fields={"engine": engine}))
     if engine is not None and was is None:

@@ -34,6 +34,7 @@ from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.core import AgentState
 from sortie.agents.disk_gc import IMAGES, agent_gc_loop
 from sortie.agents.engine import docker_host, probe_engine
+from sortie.agents.engine_health import next_probe_s
 from sortie.agents.envcache import EnvCache
 from sortie.agents.events import (
     Assigned,
@@ -476,7 +477,7 @@ class AgentShell:
 
     async def probe_engine_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.engine_probe_s)
+            await asyncio.sleep(next_probe_s(self.state.engine, self.config.engine_probe_s))
             try:
                 await self.check_engine()
             except Exception as exc:  # noqa: BLE001 - a failing probe must not take the agent down

@@ -3,7 +3,8 @@
 The engine is a Docker-compatible API (Docker, or Podman's ``podman system service``) found
 through ``DOCKER_HOST``, default the usual socket. The agent probes it at start and every
 :data:`PROBE_INTERVAL_S` and advertises the answer in ``Heartbeat.container_engine``
-(None: runs asking for docker are not placed here).
+(None: runs asking for docker are not placed here). A known engine stays advertised through
+a few missed probes in a row (``agents.engine_health``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from aiodocker.containers import DockerContainer
 from sortie.agents.executors import ExecutorError
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-PROBE_TIMEOUT_S = 3.0
+# An engine under load can take seconds to answer /version while it serves containers well;
+# a miss is not "down" either (agents.engine_health).
+PROBE_TIMEOUT_S = 10.0
+# A run placed here while the engine is busy waits this long for it to answer before failing.
+CHECK_TIMEOUT_S = 2 * PROBE_TIMEOUT_S
 PROBE_INTERVAL_S = 30.0
 REMOVE_TIMEOUT_S = 30.0  # per engine call while removing a container
 
@@ -98,7 +103,7 @@ async def probe_engine(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | No
 async def check_engine(docker: aiodocker.Docker, url: str) -> None:
     """Raise :class:`EngineError` naming ``url`` when the engine does not answer."""
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
             await docker.version()
     except TimeoutError as exc:
         raise EngineError(unreachable_message(url, "no answer")) from exc

@@ -1,7 +1,10 @@
 """Python environments for runs, built once per content hash and cached.
 
 User-managed: the given interpreter (or the agent's own) as is. System-managed: a venv built
-with uv from the pip list, under ``<data_dir>/envs/<hash[:16]>``.
+with uv from the pip list, under ``<data_dir>/envs/<hash[:16]>``. Conda packages are built
+with micromamba or conda when the host has one, else installed from PyPI with uv under the
+same names (``agents.conda_pypi``). uv uses the host's system certificates (``UV_NATIVE_TLS``),
+so a host behind a TLS-intercepting proxy whose CA the system trusts can build.
 
 The venv is built in its final directory (console scripts in ``bin/`` carry absolute
 shebangs, so a venv cannot be renamed after it is built); it counts as ready only once the
@@ -30,6 +33,13 @@ from pathlib import Path
 
 import msgspec
 
+from sortie.agents.conda_pypi import (
+    CondaSpecError,
+    no_conda_note,
+    not_on_pypi,
+    not_on_pypi_message,
+    pip_requirement,
+)
 from sortie.proto import messages as m
 
 HASH_SALT = "sortie-env-v1"
@@ -49,12 +59,15 @@ class PreparedEnv:
     cached: bool
 
 
-class _HashInput(msgspec.Struct, frozen=True, kw_only=True):
+class _HashInput(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     salt: str
     pip: list[str]
     conda: list[str]
     channels: list[str]
     python_version: str | None
+    # "pypi": the conda packages came from PyPI (no conda on the host); omitted when empty,
+    # so every other environment keeps the hash it always had
+    conda_from: str = ""
 
 
 def normalise(py: m.PythonEnvironment) -> m.PythonEnvironment:
@@ -73,8 +86,11 @@ def normalise(py: m.PythonEnvironment) -> m.PythonEnvironment:
     )
 
 
-def env_hash(py: m.PythonEnvironment) -> str:
-    """sha256 hex of the canonical encoding of the normalised environment (pure)."""
+def env_hash(py: m.PythonEnvironment, *, conda_from: str = "") -> str:
+    """sha256 hex of the canonical encoding of the normalised environment (pure).
+
+    ``conda_from="pypi"`` for conda packages installed from PyPI: a host that gets conda
+    later builds the environment with conda rather than reuse that one."""
     import hashlib
 
     n = normalise(py)
@@ -85,17 +101,10 @@ def env_hash(py: m.PythonEnvironment) -> str:
             conda=n.conda,
             channels=n.channels,
             python_version=n.python_version,
+            conda_from=conda_from if n.conda else "",
         )
     )
     return hashlib.sha256(data).hexdigest()
-
-
-def conda_missing_message(packages: list[str]) -> str:
-    return (
-        f"this environment lists conda packages ({', '.join(packages)}) but neither "
-        "micromamba nor conda is on the agent host's PATH: install conda or micromamba on the "
-        "agent host, or move these packages to the pip list"
-    )
 
 
 def find_uv() -> str:
@@ -140,11 +149,13 @@ class EnvCache:
         if py.user_managed:
             return PreparedEnv(python=user_interpreter(py.interpreter), hash=None, cached=True)
         conda_bin: str | None = None
+        conda_from = ""
         if py.conda:
             conda_bin = shutil.which("micromamba") or shutil.which("conda")
             if conda_bin is None:
-                raise EnvError(conda_missing_message(list(py.conda)))
-        digest = env_hash(py)
+                conda_from = "pypi"
+                log(no_conda_note(normalise(py).conda))
+        digest = env_hash(py, conda_from=conda_from)
         python = str(self.env_dir(digest) / "bin" / "python")
         if self.is_ready(digest):
             self.hits += 1
@@ -213,6 +224,10 @@ class EnvCache:
             for argv in build_steps(py, dest, uv_bin=uv_bin, conda_bin=conda_bin):
                 code = await _stream(argv, log, tail)
                 if code != 0:
+                    if py.conda and conda_bin is None:
+                        missing = not_on_pypi(py.conda, "\n".join(tail))
+                        if missing:
+                            raise EnvError(not_on_pypi_message(missing))
                     tool = Path(argv[0]).name
                     raise EnvError(
                         f"environment build failed (`{tool} {argv[1]}` exited with code {code}); "
@@ -232,12 +247,17 @@ def build_steps(
 
     Without conda packages: ``uv venv`` then ``uv pip install``. With them: ``micromamba``/
     ``conda create --prefix`` with the channels, Python and conda packages, then the pip list
-    installed into that prefix with uv.
+    installed into that prefix with uv; without conda (``conda_bin`` None), the conda packages
+    are pip requirements of the same names, installed with uv before the pip list.
     """
     python = str(dest / "bin" / "python")
-    if py.conda:
-        if conda_bin is None:
-            raise EnvError(conda_missing_message(list(py.conda)))
+    pip = list(py.pip)
+    if py.conda and conda_bin is None:
+        try:
+            pip = [pip_requirement(c) for c in py.conda] + pip
+        except CondaSpecError as exc:
+            raise EnvError(f"{exc}: write it as name, name=version or name>=version") from None
+    if py.conda and conda_bin is not None:
         version = py.python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
         python_spec = f"python={version}" if version[:1].isdigit() else f"python{version}"
         channels = [arg for ch in py.channels for arg in ("-c", ch)]
@@ -246,8 +266,8 @@ def build_steps(
         ]
     else:
         steps = [[uv_bin, "venv", str(dest), "--python", py.python_version or sys.executable]]
-    if py.pip:
-        steps.append([uv_bin, "pip", "install", "--python", python, *py.pip])
+    if pip:
+        steps.append([uv_bin, "pip", "install", "--python", python, *pip])
     return steps
 
 
@@ -264,6 +284,7 @@ async def stream_command(
         env = dict(os.environ)
         env.pop("VIRTUAL_ENV", None)
         env["NO_COLOR"] = "1"
+        env.setdefault("UV_NATIVE_TLS", "1")  # the host's certificates (and so a proxy's CA)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""The metrics channel: a named pipe per attempt, read as JSON lines (see sortie.run_context).
+"""The metrics channel: a named pipe per attempt, read as JSON lines of metric points and
+notes (see sortie/client/run_context.py).
 
 The read end is opened non-blocking before the script starts, and the agent also holds a
 write end, so the reader never sees end-of-file while scripts open and close the pipe.
@@ -15,8 +16,25 @@ from pathlib import Path
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto import notes
 
 MAX_PENDING = 64 * 1024
+
+
+def parse_line(line: bytes) -> m.MetricPoint | notes.ScriptNote | str:
+    """One line of the pipe -> a metric point or a note (it has a ``kind``), or the reason it
+    is refused (pure)."""
+    if b'"kind"' in line:
+        try:
+            note: notes.ScriptNote = msgspec.json.decode(line, type=notes.ScriptNote)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            point = parse_metric(line)  # a metric may be named "kind"
+            if isinstance(point, m.MetricPoint):
+                return point
+            text = line[:200].decode("utf-8", errors="replace")
+            return f"bad line {text!r}: {exc}"
+        return note
+    return parse_metric(line)
 
 
 def parse_metric(line: bytes) -> m.MetricPoint | str:

@@ -9,6 +9,8 @@ refused, not followed, so a run cannot get the agent to upload a file it could n
 (a credential, another run's secrets).
 
 Links *inside* ``outputs/`` are kept as what they point to, when that stays inside it.
+Files under ``outputs/.sortie-uploads/`` are kept under the names the script gave them
+(``artifact_name``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import BinaryIO
 
 from sortie.bus.blobs import HASH_CHUNK
 from sortie.proto.paths import check_relpath
+from sortie.proto.runenv import UPLOADS_DIR
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
@@ -81,6 +84,13 @@ def _candidates(outputs: Path) -> list[Path]:
     return paths
 
 
+def artifact_name(rel: str) -> str:
+    """The artifact a file at ``outputs/rel`` is kept as: itself, or for a file the script
+    uploaded under another name (``Run.upload_file``), that name."""
+    staged = f"{UPLOADS_DIR}/"
+    return rel[len(staged) :] if rel.startswith(staged) else f"outputs/{rel}"
+
+
 def scan_outputs(workdir: Path) -> tuple[list[Found], list[str]]:
     """Files under outputs/ as (artifact path, path under outputs/, size, sha256), each read
     as :func:`open_output` reads it; and what was skipped, with why."""
@@ -99,7 +109,7 @@ def scan_outputs(workdir: Path) -> tuple[list[Found], list[str]]:
             continue
         if real.is_dir():
             continue  # a link to a directory inside outputs/: its files are found there
-        artifact = f"outputs/{rel}"
+        artifact = artifact_name(rel)
         if check_relpath(artifact) is not None:
             skipped.append(f"{artifact!r} (bad name)")
             continue

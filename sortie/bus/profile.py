@@ -1,5 +1,10 @@
 """Where clients find the broker: --url, then SORTIE_URL, then the profile `sortie up` wrote.
 
+`sortie up` also writes ``config.json`` beside the profile: the workspace configuration that
+``Workspace.from_config()`` (``sortie.azureml``) reads, in the shape of the hosted platform's
+``config.json``, naming the broker URL and the credentials file (`sortie workspace config`
+prints one for any broker).
+
 The profile also names this user's credentials (a ``.creds`` file) and the CA that signed the
 broker's TLS certificate. Both are used only for the broker the profile names: credentials are
 never offered to another URL unless given for it (--creds, ``SORTIE_CREDS``).
@@ -26,6 +31,35 @@ def profile_path() -> Path:
     return Path(platformdirs.user_config_dir("sortie")) / "profile.json"
 
 
+def workspace_config_path() -> Path:
+    """Where `sortie up` writes the workspace configuration: beside the profile."""
+    return profile_path().with_name("config.json")
+
+
+def workspace_config(
+    url: str, *, creds: Path | None = None, tls_ca: Path | None = None, name: str = "sortie"
+) -> dict[str, object]:
+    """The workspace configuration for the broker at ``url``: its URL and the paths of the
+    credentials and CA to use for it (never a secret itself)."""
+    data: dict[str, object] = {"workspace_name": name, "url": url}
+    if creds is not None:
+        data["creds"] = str(creds)
+    if tls_ca is not None:
+        data["tls_ca"] = str(tls_ca)
+    return data
+
+
+def _write_private_json(path: Path, data: dict[str, object]) -> None:
+    """Write ``data`` to ``path`` atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sortie"))
 
@@ -38,21 +72,16 @@ def write_profile(
     creds: Path | None = None,
     tls_ca: Path | None = None,
 ) -> Path:
-    """Write the client profile, readable by its owner only. It names the credentials file;
-    it never holds a secret itself."""
+    """Write the client profile and the workspace configuration beside it, readable by
+    their owner only. They name the credentials file; they never hold a secret."""
     path = profile_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     data: dict[str, object] = {"url": url, "data_dir": str(data_dir), "pid": pid}
     if creds is not None:
         data["creds"] = str(creds)
     if tls_ca is not None:
         data["tls_ca"] = str(tls_ca)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    _write_private_json(path, data)
+    _write_private_json(workspace_config_path(), workspace_config(url, creds=creds, tls_ca=tls_ca))
     return path
 
 
@@ -70,6 +99,7 @@ def remove_profile_if_ours(pid: int, url: str) -> None:
     data = read_profile()
     if data is not None and data.get("pid") == pid and data.get("url") == url:
         profile_path().unlink(missing_ok=True)
+        workspace_config_path().unlink(missing_ok=True)
 
 
 def resolve_url(explicit: str | None = None) -> str:

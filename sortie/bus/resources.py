@@ -31,6 +31,7 @@ KV_BUCKETS = (
     subjects.KV_NODES,
     subjects.KV_VMS,
     subjects.KV_QUARANTINE,
+    subjects.KV_MODELS,
 )
 
 

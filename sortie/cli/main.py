@@ -28,6 +28,8 @@ from sortie.cli.bounds_flags import (
 )
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.cli.gc import add_gc, run_gc
+from sortie.cli.models import add_model, run_model
+from sortie.cli.workspace import add_workspace, run_workspace
 from sortie.client import envspec
 from sortie.client.client import Client, ClientError, RequestRefused, echo_line
 from sortie.client.runconfig import (
@@ -45,6 +47,7 @@ from sortie.client.views import (
     MachineView,
     SubmittedView,
     agent_view,
+    children_under_parents,
     compute_view,
     iso,
     machine_view,
@@ -52,7 +55,9 @@ from sortie.client.views import (
     run_view,
     to_json,
 )
+from sortie.proto import agent_env
 from sortie.proto import messages as m
+from sortie.proto.agent_env import redacted
 from sortie.proto.states import TERMINAL
 from sortie.proto.waiting import describe
 
@@ -102,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
     status.add_argument("--output", choices=("text", "json"), default="text")
     _add_run(sub)
+    add_model(sub)
     add_gc(sub)
+    add_workspace(sub)
     return p
 
 
@@ -343,6 +350,14 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--advertised-url",
         help="the agent reaches the broker here (default: "
         "through a reverse port forward on the SSH connection)",
+    )
+    ca.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable for the remote agent and the environment builds it runs (proxy, CA: "
+        "HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE, UV_*); repeatable",
     )
     ca.add_argument("--no-wait", action="store_true", help="return before the agent runs")
     cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
@@ -650,10 +665,9 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         from sortie.cli.status import show_status
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
-    if args.command == "auth":
-        return run_auth(args)
-    if args.command == "scheduler":
-        return _daemon_scheduler(args)
+    plain = {"auth": run_auth, "scheduler": _daemon_scheduler, "workspace": run_workspace}
+    if args.command in plain:  # commands that take their arguments alone
+        return plain[args.command](args)
     if args.command == "agent":
         if args.agent_command is None:
             if not args.target:
@@ -667,6 +681,8 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         return _with_client(args, lambda c: _compute(c, args))
     if args.command == "gc":
         return asyncio.run(run_gc(args))
+    if args.command == "model":
+        return _with_client(args, lambda c: run_model(c, args))
     handler = {
         "submit": _submit,
         "list": _list,
@@ -910,6 +926,13 @@ def _python_section(args: argparse.Namespace) -> PythonSection:
     return PythonSection(interpreter_path=args.python)
 
 
+def _agent_env(pairs: list[str]) -> dict[str, str]:
+    env = _env_vars(pairs, "--agent-env")
+    if (why := agent_env.problem(env)) is not None:
+        raise UsageError(why)
+    return env
+
+
 def _env_vars(pairs: list[str], flag: str = "--env") -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
@@ -1004,14 +1027,14 @@ def _print_outcome(rec: m.RunRecord) -> None:
 
 
 async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    runs = await client.list_runs(args.experiment)
+    runs = children_under_parents(await client.list_runs(args.experiment))
     if args.output == "json":
         print(to_json([run_summary_view(r) for r in runs], indent=False))
         return EXIT_OK
     rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
     rows += [
         (
-            r.run_id,
+            r.run_id if r.parent_id is None else f"  {r.run_id}",  # a child, under its parent
             r.spec.experiment,
             r.spec.target,
             str(r.state),
@@ -1026,7 +1049,8 @@ async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
 
 async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
     rec = await client.get_run(args.run_id)
-    view = run_view(rec, await client.metrics(rec.run_id))
+    kids = [c.run_id for c in await client.children(rec.run_id)]
+    view = run_view(rec, await client.metrics(rec.run_id), kids)
     if args.output == "json":
         print(to_json(view))
         return EXIT_OK
@@ -1054,6 +1078,10 @@ async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
         rows.append(("waiting", describe(rec.spec.target, rec.waiting, time.time())))
     for name, values in view.metrics.items():
         rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
+    rows.extend(("parent", p) for p in [view.parent_id] if p)
+    rows.extend(("tag", f"{k} = {v}") for k, v in view.tags.items())
+    rows.extend(("property", f"{k} = {v}") for k, v in view.properties.items())
+    rows.extend(("child", kid) for kid in view.children)
     rows.extend(("artifact", path) for path in view.artifacts)
     _table(rows)
     return EXIT_OK
@@ -1157,7 +1185,12 @@ def _compute_request(args: argparse.Namespace) -> m.Message:
             login, secret = _ssh_login(args)
             return m.ComputeAttach(
                 name=args.name,
-                vm=m.VmConfig(address=args.address, ssh=login, advertised_url=args.advertised_url),
+                vm=m.VmConfig(
+                    address=args.address,
+                    ssh=login,
+                    advertised_url=args.advertised_url,
+                    agent_env=_agent_env(args.agent_env),
+                ),
                 secret=secret,
             )
         case "detach":
@@ -1279,6 +1312,7 @@ def _print_vm(vm: m.VmRecord) -> None:
         ("provisioning", vm.provisioning_state),
         ("link", vm.link),
     ]
+    rows += [("agent_env", f"{k}={v}") for k, v in redacted(vm.vm.agent_env).items()]
     rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in vm.provisioning_errors[-3:]]
     rows += [("progress", line) for line in vm.progress[-5:]]
     _table(rows)

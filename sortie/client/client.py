@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -40,7 +41,7 @@ from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
 from sortie.client.provenance import believed
 from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
-from sortie.proto import codec, subjects
+from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
 from sortie.proto.states import TERMINAL
@@ -162,6 +163,7 @@ class Client:
         *,
         experiment: str = "default",
         submission_id: str | None = None,
+        tags: dict[str, str] | None = None,
         snapshot_limit_bytes: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         hash_progress: Callable[[int, int], None] | None = None,
@@ -199,6 +201,8 @@ class Client:
             experiment=experiment,
             submission_id=submission_id or uuid.uuid4().hex,
         )
+        if tags:
+            spec = msgspec.structs.replace(spec, tags={str(k): str(v) for k, v in tags.items()})
         secrets = config.run_config.secret_environment_variables
         secret = m.SecretEnv(values=dict(secrets)) if secrets else None
         # Refuse a bad target or spec before sending a single byte of the snapshot.
@@ -477,17 +481,53 @@ class Client:
                 if batch.eof:
                     return
 
-    async def metrics(self, run_id: str) -> dict[str, list[m.MetricValue]]:
-        out: dict[str, list[m.MetricValue]] = {}
-        batches = self._believed(m.MetricBatch, run_id, follow=False)
+    async def metric_points(self, run_id: str) -> list[m.MetricPoint]:
+        """Every point the run logged, in order. A child run's points are on its parent's
+        subjects, marked with its id (``MetricPoint.run``)."""
+        rec = await self.get_run(run_id)
+        source = rec.parent_id or run_id
+        mine = run_id if rec.parent_id is not None else None
+        out: list[m.MetricPoint] = []
+        batches = self._believed(m.MetricBatch, source, follow=False)
         async with contextlib.aclosing(batches):
             async for batch in batches:
-                for p in batch.points:
-                    out.setdefault(p.name, []).append(p.value)
+                out.extend(p for p in batch.points if p.run == mine)
         return out
 
-    async def download(self, run_id: str, dest: Path, *, prefix: str = "") -> list[Path]:
-        """Fetch the run's artifacts (optionally only those under ``prefix``) into ``dest``."""
+    async def metrics(self, run_id: str) -> dict[str, list[m.MetricValue]]:
+        """name -> values of the run's plain metrics (table cells: ``metric_points``)."""
+        out: dict[str, list[m.MetricValue]] = {}
+        for p in await self.metric_points(run_id):
+            if p.column is None:
+                out.setdefault(p.name, []).append(p.value)
+        return out
+
+    async def tag_run(
+        self, run_id: str, tags: dict[str, str], properties: dict[str, str] | None = None
+    ) -> m.RunRecord:
+        """Set tags and add properties of a run (the scheduler writes its record)."""
+        request = notes.RunTagRequest(run_id=run_id, tags=tags, properties=properties or {})
+        reply: notes.RunTagged = await self._request(
+            subjects.API_RUN_TAG, request, notes.RunTagReply
+        )
+        return reply.record
+
+    async def children(self, run_id: str) -> list[m.RunRecord]:
+        """The run's child runs, oldest first."""
+        kids = [r for r in await self.list_runs() if r.parent_id == run_id]
+        return sorted(kids, key=lambda r: (r.created_at, r.run_id))
+
+    async def download(
+        self,
+        run_id: str,
+        dest: Path,
+        *,
+        prefix: str = "",
+        place: Callable[[str], str | None] | None = None,
+    ) -> list[Path]:
+        """Fetch the run's artifacts (optionally only those under ``prefix``) into ``dest``.
+        ``place`` says where an artifact goes under ``dest`` (None: leave it out); by default
+        at its own path."""
         rec = await self.get_run(run_id)
         dest = Path(dest)
         written: list[Path] = []
@@ -495,11 +535,14 @@ class Client:
         for art in rec.artifacts:
             if prefix and not art.path.startswith(prefix):
                 continue
-            if (why := check_relpath(art.path)) is not None:
+            rel = art.path if place is None else place(art.path)
+            if rel is None:
+                continue
+            if (why := check_relpath(rel)) is not None:
                 raise ClientError(f"artifact path refused: {why}")
-            target = (dest / art.path).resolve()
+            target = (dest / rel).resolve()
             if not target.is_relative_to(root):
-                raise ClientError(f"artifact path {art.path!r} leaves {dest}")
+                raise ClientError(f"artifact path {rel!r} leaves {dest}")
             try:
                 await fetch_blob_to(self.bus.blobs, art.sha256, target)
             except BlobError as exc:

@@ -152,7 +152,12 @@ def _python_version(rest: str, where: str) -> str | None:
 def from_conda_file(path: Path) -> PythonEnvironment:
     """A system-managed environment from a conda-style YAML (``dependencies`` + ``pip:``)."""
     path = Path(path)
-    doc = _load_conda_yaml(path)
+    return from_conda_mapping(load_conda_yaml(path), path)
+
+
+def from_conda_mapping(doc: dict[Any, Any], path: Path) -> PythonEnvironment:
+    """The same from the YAML's document (``path`` names it in errors; ``-r`` includes are
+    relative to its folder)."""
     python_version: str | None = None
     conda: list[str] = []
     pip: list[str] = []
@@ -180,7 +185,7 @@ def from_conda_file(path: Path) -> PythonEnvironment:
     )
 
 
-def _load_conda_yaml(path: Path) -> dict[Any, Any]:
+def load_conda_yaml(path: Path) -> dict[Any, Any]:
     """The file's YAML document, which must be a mapping."""
     try:
         text = path.read_text(encoding="utf-8")

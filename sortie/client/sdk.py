@@ -19,14 +19,17 @@ import builtins
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import msgspec
 
+from sortie.client import model_store, run_files
 from sortie.client.client import Client, RequestRefused, echo_line
+from sortie.client.metric_shape import shaped
+from sortie.client.models import Model
 from sortie.client.runconfig import (
     DockerSettings,
     EnvironmentSection,
@@ -37,6 +40,7 @@ from sortie.client.runconfig import (
 from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.client.wait_notes import WaitNotes
 from sortie.proto import messages as m
+from sortie.proto.agent_env import problem as agent_env_problem
 from sortie.proto.states import TERMINAL
 
 __all__ = [
@@ -78,6 +82,26 @@ class _Loop:
         self.thread.join(timeout=5)
 
 
+def _open(
+    url: str | None, creds: str | Path | None, tls_ca: str | Path | None
+) -> tuple[Client, _Loop]:
+    """A connected client and the loop thread that drives it."""
+    loop = _Loop()
+    try:
+        client = loop.run(
+            Client.connect(
+                url,
+                name="sortie-sdk",
+                creds=Path(creds) if creds is not None else None,
+                tls_ca=Path(tls_ca) if tls_ca is not None else None,
+            )
+        )
+    except BaseException:
+        loop.close()
+        raise
+    return client, loop
+
+
 class Workspace:
     """A connection to one Sortie installation."""
 
@@ -95,20 +119,9 @@ class Workspace:
     ) -> Workspace:
         """Connect to what `sortie up` started (or ``url`` / SORTIE_URL), with its profile's
         credentials (or ``creds`` / SORTIE_CREDS, and ``tls_ca`` / SORTIE_TLS_CA)."""
-        loop = _Loop()
-        try:
-            client = loop.run(
-                Client.connect(
-                    url,
-                    name="sortie-sdk",
-                    creds=Path(creds) if creds is not None else None,
-                    tls_ca=Path(tls_ca) if tls_ca is not None else None,
-                )
-            )
-        except BaseException:
-            loop.close()
-            raise
-        return cls(client, loop)
+        ws = cls.__new__(cls)  # not cls(...): a subclass may have a constructor of its own
+        Workspace.__init__(ws, *_open(url, creds, tls_ca))
+        return ws
 
     def close(self) -> None:
         self._loop.run(self._client.close())
@@ -141,7 +154,13 @@ class Experiment:
         self.workspace = workspace
         self.name = name
 
-    def submit(self, config: ScriptRunConfig, *, submission_id: str | None = None) -> SubmittedRun:
+    def submit(
+        self,
+        config: ScriptRunConfig,
+        tags: dict[str, str] | None = None,
+        *,
+        submission_id: str | None = None,
+    ) -> SubmittedRun:
         """Queue a run. Submitting again with the same ``submission_id`` returns the same run
         (the client retries by itself on timeouts and while the scheduler restarts).
 
@@ -150,18 +169,48 @@ class Experiment:
         ``sortie.client.runconfig.RunConfigError`` for arguments or variables a process cannot
         receive (a NUL byte), ``sortie.client.client.RequestRefused`` when the scheduler
         refuses the run, and ``sortie.client.client.StoreFullError`` when the Sortie store is
-        full; the message says what to do, as `sortie run submit` prints it."""
+        full; the message says what to do, as `sortie run submit` prints it. ``tags``: the
+        run's tags from the start."""
         ws = self.workspace
-        sub = ws._run(ws._client.submit(config, experiment=self.name, submission_id=submission_id))
+        sub = ws._run(
+            ws._client.submit(config, experiment=self.name, submission_id=submission_id, tags=tags)
+        )
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
-        run = SubmittedRun(ws, sub.run_id)
+        run = self._run_of(sub.run_id)
         run.snapshot = sub.snapshot
         return run
 
-    def get_runs(self) -> list[SubmittedRun]:
+    def get_runs(
+        self,
+        type: str | None = None,
+        tags: str | dict[str, str] | None = None,
+        properties: str | dict[str, str] | None = None,
+        include_children: bool = False,
+    ) -> list[SubmittedRun]:
+        """The experiment's runs, newest first: with ``tags`` / ``properties`` (a key, or a
+        dict of key -> value) only those that have them; children only with
+        ``include_children``. ``type`` is accepted and ignored (every run is a script run)."""
         ws = self.workspace
-        return [SubmittedRun(ws, r.run_id) for r in ws._run(ws._client.list_runs(self.name))]
+        return [
+            self._run_of(r.run_id)
+            for r in ws._run(ws._client.list_runs(self.name))
+            if (include_children or r.parent_id is None)
+            and _has(r.tags, tags)
+            and _has(r.properties, properties)
+        ]
+
+    def _run_of(self, run_id: str) -> SubmittedRun:
+        """The object for one of this experiment's runs (the v1 layer's is its ``Run``)."""
+        return SubmittedRun(self.workspace, run_id)
+
+
+def _has(entries: dict[str, str], wanted: str | dict[str, str] | None) -> bool:
+    if wanted is None:
+        return True
+    if isinstance(wanted, str):
+        return wanted in entries
+    return all(entries.get(k) == v for k, v in wanted.items())
 
 
 class SubmittedRun:
@@ -186,21 +235,162 @@ class SubmittedRun:
         rec = self._record()
         return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
 
-    def get_metrics(self) -> dict[str, Any]:
-        """name -> value, or a list of values when the metric was logged more than once."""
-        raw = self.workspace._run(self.workspace._client.metrics(self.id))
-        return {k: v[0] if len(v) == 1 else list(v) for k, v in raw.items()}
+    def get_metrics(
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
+        """name -> value, a list of values when the metric was logged more than once, or
+        column -> values for a table (``log_row``, ``log_table``); ``name``: that metric
+        only; ``recursive``: {run id: metrics} of this run and its descendants."""
+        ws = self.workspace
+        mine = shaped(ws._run(ws._client.metric_points(self.id)), name)
+        if not recursive:
+            return mine
+        out: dict[str, Any] = {self.id: mine}
+        for child in self.get_children():
+            out.update(child.get_metrics(name, recursive=True))
+        return out
+
+    # tags, properties, children ---------------------------------------------------------
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        """Tag the run (``value`` None: an empty value)."""
+        self.set_tags({key: "" if value is None else value})
+
+    def set_tags(self, tags: dict[str, str] | builtins.list[str] | str) -> None:
+        """Set tags: a dict of key -> value, or tag names alone (empty values)."""
+        named = dict.fromkeys([tags] if isinstance(tags, str) else tags, "")
+        given = tags if isinstance(tags, dict) else named
+        ws = self.workspace
+        ws._run(ws._client.tag_run(self.id, {str(k): str(v) for k, v in given.items()}))
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self._record().tags)
+
+    def add_properties(self, properties: dict[str, str]) -> None:
+        """Add properties; a property once set cannot be changed (RequestRefused)."""
+        ws = self.workspace
+        clean = {str(k): str(v) for k, v in properties.items()}
+        ws._run(ws._client.tag_run(self.id, {}, clean))
+
+    def get_properties(self) -> dict[str, str]:
+        return dict(self._record().properties)
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: str | dict[str, str] | None = None,
+        properties: str | dict[str, str] | None = None,
+        type: str | None = None,
+        status: str | None = None,
+    ) -> builtins.list[SubmittedRun]:
+        """The run's child runs (oldest first), filtered as ``Experiment.get_runs``."""
+        ws = self.workspace
+        found: builtins.list[SubmittedRun] = []
+        for rec in ws._run(ws._client.children(self.id)):
+            wanted = _has(rec.tags, tags) and _has(rec.properties, properties)
+            if wanted and (status is None or str(rec.state) == status):
+                found.append(SubmittedRun(ws, rec.run_id))
+            if recursive:
+                found += SubmittedRun(ws, rec.run_id).get_children(True, tags, properties)
+        return found
+
+    @property
+    def parent(self) -> SubmittedRun | None:
+        parent_id = self._record().parent_id
+        return None if parent_id is None else SubmittedRun(self.workspace, parent_id)
 
     def get_file_names(self) -> list[str]:
         return [a.path for a in self._record().artifacts]
 
-    def download_files(self, output_directory: str | Path = ".") -> list[Path]:
-        ws = self.workspace
-        return ws._run(ws._client.download(self.id, Path(output_directory)))
-
     def cancel(self) -> str:
         reply = self.workspace._run(self.workspace._client.cancel(self.id))
         return str(reply.state)
+
+    # --- metrics, logs, files and models (Azure ML v1's names: sortie/client/run_files.py) ---
+
+    def get_details_with_logs(self) -> dict[str, Any]:
+        """get_details() plus 'logFiles': {log file name: its text}, as v1 returns them."""
+        ws = self.workspace
+        details = self.get_details()
+        details["logFiles"] = ws._run(run_files.log_files(ws._client, self.id))
+        return details
+
+    def download_file(
+        self,
+        name: str,
+        output_file_path: str | Path | None = None,
+        _validate_checksum: bool = False,  # every blob is verified against its hash anyway
+    ) -> Path:
+        """Download artifact ``name`` (e.g. "outputs/model.pkl") to ``output_file_path``
+        (a file, or an existing folder to put it in; default: its name in the current
+        folder); returns where it was written."""
+        ws = self.workspace
+        return ws._run(run_files.download_file(ws._client, self.id, name, output_file_path))
+
+    def download_files(  # noqa: PLR0917  # Azure ML v1's signature
+        self,
+        prefix: str | None = None,
+        output_directory: str | Path | None = None,
+        output_paths: list[str] | None = None,
+        batch_size: int = 100,  # v1 downloads in batches; blobs are fetched one by one here
+        append_prefix: bool = True,
+        timeout_seconds: float | None = None,  # v1's; no deadline here
+    ) -> list[Path]:
+        """Download the artifacts under ``prefix`` (all by default) into ``output_directory``
+        (default: the current folder), each at its artifact path, or, with
+        ``append_prefix=False``, at its path with ``prefix`` taken off; ``output_paths``:
+        a local path for each artifact instead, in the order of get_file_names()."""
+        ws = self.workspace
+        return ws._run(
+            run_files.download_files(
+                ws._client,
+                self.id,
+                prefix or "",
+                Path(output_directory) if output_directory is not None else Path.cwd(),
+                output_paths,
+                append_prefix=append_prefix,
+            )
+        )
+
+    def register_model(  # noqa: PLR0913, PLR0917  # Azure ML v1's signature
+        self,
+        model_name: str,
+        model_path: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        properties: Mapping[str, object] | None = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        description: str | None = None,
+        datasets: object = None,  # no datasets in Sortie
+        sample_input_dataset: object = None,  # no datasets in Sortie
+        sample_output_dataset: object = None,  # no datasets in Sortie
+        resource_configuration: object = None,  # no deployment in Sortie
+        **kwargs: Any,  # v1 takes more keywords; none matters here
+    ) -> Model:
+        """Register this run's artifact ``model_path`` (a file, or a folder such as
+        "outputs"; default: ``model_name``) as the next version of ``model_name``. The run's
+        stored artifact blobs are reused: nothing is uploaded."""
+        ws = self.workspace
+        request = model_store.make_request(
+            model_name,
+            run_id=self.id,
+            run_path=model_path,
+            tags=tags,
+            properties=properties,
+            description=description,
+            framework=model_framework,
+            framework_version=model_framework_version,
+        )
+        return Model._of(ws, ws._run(model_store.register(ws._client, request)))
+
+    def get_portal_url(self) -> str | None:
+        """The run's page on the dashboard, when the `sortie up` profile names one
+        (``dashboard_url``); None otherwise (no dashboard is served yet)."""
+        return run_files.portal_url(self.id)
 
     def wait_for_completion(
         self, show_output: bool = False, raise_on_error: bool = True
@@ -280,10 +470,14 @@ class RemoteAttachConfiguration:
     known_hosts: str | None = None
     trust_new_host_key: bool = False
     advertised_url: str | None = None
+    agent_env: dict[str, str] | None = None  # proxy/CA variables for the remote agent
 
     def to_request(self, name: str) -> m.ComputeAttach:
         if (self.password is None) == (self.private_key_file is None):
             raise ValueError("give either password or private_key_file")
+        env = dict(self.agent_env or {})
+        if (why := agent_env_problem(env)) is not None:
+            raise ValueError(why)
         if self.private_key_file is not None:
             secret = m.SshSecret(
                 private_key=Path(self.private_key_file).expanduser().read_text(),
@@ -303,7 +497,12 @@ class RemoteAttachConfiguration:
         )
         return m.ComputeAttach(
             name=name,
-            vm=m.VmConfig(address=self.address, ssh=login, advertised_url=self.advertised_url),
+            vm=m.VmConfig(
+                address=self.address,
+                ssh=login,
+                advertised_url=self.advertised_url,
+                agent_env=env,
+            ),
             secret=secret,
         )
 
@@ -322,6 +521,7 @@ class RemoteCompute:
         known_hosts: str | None = None,
         trust_new_host_key: bool = False,
         advertised_url: str | None = None,
+        agent_env: dict[str, str] | None = None,
     ) -> RemoteAttachConfiguration:
         return RemoteAttachConfiguration(
             address=address,
@@ -333,6 +533,7 @@ class RemoteCompute:
             known_hosts=known_hosts,
             trust_new_host_key=trust_new_host_key,
             advertised_url=advertised_url,
+            agent_env=agent_env,
         )
 
 
@@ -348,7 +549,15 @@ class ComputeTarget:
         self._leaving = False  # delete() or detach() was asked: "gone" is its end
 
     def __repr__(self) -> str:
-        return f"ComputeTarget(name={self.name!r})"
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    @classmethod
+    def _blank(cls, workspace: Workspace, name: str) -> Self:
+        """An object for ``name`` made without asking the scheduler (not ``cls(...)``: the v1
+        layer's constructor looks the target up)."""
+        target = cls.__new__(cls)
+        ComputeTarget.__init__(target, workspace, name)
+        return target
 
     def _ask(self, request: m.Message) -> Any:
         return self.workspace._run(self.workspace._client.compute(request))
@@ -357,7 +566,7 @@ class ComputeTarget:
     def create(
         cls, workspace: Workspace, name: str, configuration: ClusterConfiguration
     ) -> ComputeTarget:
-        target = cls(workspace, name)
+        target = cls._blank(workspace, name)
         target._info = target._ask(m.ComputeCreate(name=name, cluster=configuration.to_spec())).info
         return target
 
@@ -366,7 +575,7 @@ class ComputeTarget:
         cls, workspace: Workspace, name: str, configuration: RemoteAttachConfiguration
     ) -> ComputeTarget:
         """Start attaching a machine; ``wait_for_completion`` follows it to the end."""
-        target = cls(workspace, name)
+        target = cls._blank(workspace, name)
         target._vm = target._ask(configuration.to_request(name)).vm
         return target
 
@@ -379,7 +588,7 @@ class ComputeTarget:
         reply = workspace._run(workspace._client.compute(m.ComputeList()))
         out = []
         for info in reply.computes:
-            t = cls(workspace, info.compute.name)
+            t = cls._blank(workspace, info.compute.name)
             t._info = info
             out.append(t)
         return out

@@ -17,6 +17,7 @@ import msgspec
 
 from sortie.client.client import SnapshotSummary
 from sortie.proto import messages as m
+from sortie.proto.agent_env import redacted
 from sortie.proto.states import RunState
 
 
@@ -96,6 +97,10 @@ class RunView(View, frozen=True, kw_only=True):
     secret_env: list[str]  # names only: values are never stored
     nodes: list[NodeView]
     history: list[StateChangeView]
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    parent_id: str | None = None
+    children: list[str] = []  # child run ids, oldest first
     waiting: WaitingView | None = None  # while Queued: why its target has no agent now
 
 
@@ -109,6 +114,8 @@ class RunSummaryView(View, frozen=True, kw_only=True):
     attempt: int
     created_at: str | None
     ended_at: str | None
+    parent_id: str | None = None
+    tags: dict[str, str] = {}
 
 
 class SubmittedView(View, frozen=True, kw_only=True):
@@ -118,7 +125,11 @@ class SubmittedView(View, frozen=True, kw_only=True):
     snapshot: SnapshotSummary
 
 
-def run_view(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> RunView:
+def run_view(
+    rec: m.RunRecord,
+    metrics: dict[str, list[m.MetricValue]],
+    children: list[str] | None = None,
+) -> RunView:
     spec = rec.spec
     git = spec.git or m.GitInfo()
     error = rec.error
@@ -154,6 +165,10 @@ def run_view(rec: m.RunRecord, metrics: dict[str, list[m.MetricValue]]) -> RunVi
             StateChangeView(state=h.state, at=iso(h.at), attempt=h.attempt, reason=h.reason)
             for h in rec.history
         ],
+        tags=dict(rec.tags),
+        properties=dict(rec.properties),
+        parent_id=rec.parent_id,
+        children=list(children or []),
         waiting=None
         if rec.waiting is None
         else WaitingView(reason=rec.waiting.reason, since=iso(rec.waiting.since)),
@@ -169,7 +184,30 @@ def run_summary_view(rec: m.RunRecord) -> RunSummaryView:
         attempt=rec.attempt,
         created_at=iso(rec.created_at),
         ended_at=iso(rec.ended_at),
+        parent_id=rec.parent_id,
+        tags=dict(rec.tags),
     )
+
+
+def children_under_parents(runs: list[m.RunRecord]) -> list[m.RunRecord]:
+    """``runs`` in their order, each listed child moved right after its parent (oldest
+    child first); a child whose parent is not listed stays where it is."""
+    listed = {r.run_id for r in runs}
+    kids: dict[str, list[m.RunRecord]] = {}
+    for r in runs:
+        if r.parent_id is not None and r.parent_id in listed:
+            kids.setdefault(r.parent_id, []).append(r)
+    out: list[m.RunRecord] = []
+
+    def add(rec: m.RunRecord) -> None:
+        out.append(rec)
+        for kid in sorted(kids.get(rec.run_id, []), key=lambda k: (k.created_at, k.run_id)):
+            add(kid)
+
+    for r in runs:
+        if r.parent_id is None or r.parent_id not in listed:
+            add(r)
+    return out
 
 
 # --- compute targets and agents ------------------------------------------------------------
@@ -205,6 +243,7 @@ class MachineView(View, frozen=True, kw_only=True):
     username: str
     auth: Literal["key", "password"]
     advertised_url: str | None
+    agent_env: dict[str, str] = {}  # user information in URLs shown as ***
     provisioning_state: m.ProvisioningState
     provisioning_errors: list[m.ProvisioningError]
     link: Literal["none", "connected", "reconnecting"]
@@ -261,6 +300,7 @@ def machine_view(vm: m.VmRecord) -> MachineView:
         username=vm.vm.ssh.username,
         auth=vm.vm.ssh.auth,
         advertised_url=vm.vm.advertised_url,
+        agent_env=redacted(vm.vm.agent_env),
         provisioning_state=vm.provisioning_state,
         provisioning_errors=list(vm.provisioning_errors),
         link=vm.link,

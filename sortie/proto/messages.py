@@ -50,8 +50,9 @@ class PythonEnvironment(Message, frozen=True, kw_only=True):
 
     user_managed=True: use ``interpreter`` (or the agent's own Python) as is.
     user_managed=False: build a venv from ``pip`` (requirement strings, in order) once per
-    content hash; ``conda`` lists conda packages other than python/pip (needs conda or
-    micromamba on the agent); ``python_version`` asks for a specific interpreter version.
+    content hash; ``conda`` lists conda packages other than python/pip (conda or
+    micromamba on the agent builds them; without, uv installs them from PyPI by name);
+    ``python_version`` asks for a specific interpreter version.
     """
 
     user_managed: bool = True
@@ -140,6 +141,7 @@ class RunSpec(Message, frozen=True, kw_only=True):
     # target "amlcompute": a temporary cluster of this shape is made for the run and deleted
     # when the run ends (run-based creation)
     amlcompute: AmlComputeSpec | None = None
+    tags: dict[str, str] = {}  # the run's tags at submit (Experiment.submit(tags=...))
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -205,6 +207,12 @@ class RunRecord(Message, frozen=True, kw_only=True):
     gang: list[GangMember] = []  # where the current attempt runs, rank 0 first
     master_port: int | None = None  # rendezvous port for multi-node runs
     writers: list[Writer] = []  # who held each attempt's ranks (none: stored by Sortie 0.1)
+    # set by the script (Run.tag / add_properties, relayed by its agent) or by a client
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}  # added, never changed (as the hosted platform's)
+    # a child run (Run.child_run in the parent's script) names its parent; a child has no
+    # attempt of its own: it is written from the parent's agent's notes and ends with it
+    parent_id: str | None = None
     waiting: TargetWait | None = None  # while Queued: why its target has no agent now
 
 
@@ -461,6 +469,9 @@ class VmConfig(Message, frozen=True, kw_only=True):
     address: str
     ssh: SshLogin
     advertised_url: str | None = None  # the agent connects here instead of a reverse forward
+    # the remote agent's environment variables (proxy, CA, UV_*), passed on to its builds;
+    # shown and logged only through proto.agent_env.redacted (a proxy URL may hold a password)
+    agent_env: dict[str, str] = {}
 
 
 class SshSecret(Message, frozen=True, kw_only=True):
@@ -712,6 +723,10 @@ class MetricPoint(Message, frozen=True, kw_only=True):
     value: MetricValue
     t: float
     step: int | None = None
+    # a table metric's column (Run.log_row / log_table): the value is one cell of it
+    column: str | None = None
+    # a child run's point (published on its parent's subject): the child's run id
+    run: str | None = None
 
 
 class MetricBatch(Message, frozen=True, kw_only=True):
@@ -750,3 +765,59 @@ class QuarantinedBlob(Message, frozen=True, kw_only=True):
     by: str  # who uploaded it, from its reply inbox: "client", "agent.<id>", or "unknown"
     at: float  # unix time
     size: int
+
+
+# --- the model registry ----------------------------------------------------------------------
+
+
+class ModelFile(Message, frozen=True, kw_only=True):
+    """One file of a registered model; its bytes are the blob ``sha256`` (content-addressed,
+    shared with the snapshot or run artifact it came from)."""
+
+    path: str  # relative POSIX path inside the model, its first part the model's root name
+    sha256: str
+    size: int
+    mode: int = 0o644
+
+
+class ModelRecord(Message, frozen=True, kw_only=True):
+    """One version of a registered model (key: ``subjects.model_key(name, version)`` in the
+    models KV bucket). Written only by the scheduler, created once, never changed."""
+
+    name: str
+    version: int  # 1, 2, ... per name
+    files: list[ModelFile]
+    created_at: float
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    description: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    # lineage: the run it was registered from (None: uploaded from a client's disk)
+    run_id: str | None = None
+    experiment: str | None = None
+    snapshot_id: str | None = None
+    git_commit: str | None = None
+
+
+class ModelRegister(Message, frozen=True, kw_only=True, tag="model_register"):
+    """Register the next version of model ``name``: either ``files`` a client uploaded (each
+    blob already stored), or the artifacts of run ``run_id`` at ``run_path`` (one artifact,
+    or every artifact under that folder: their blobs are reused, nothing is uploaded)."""
+
+    name: str
+    files: list[ModelFile] = []
+    run_id: str | None = None
+    run_path: str | None = None
+    tags: dict[str, str] = {}
+    properties: dict[str, str] = {}
+    description: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+
+
+class ModelRegistered(Message, frozen=True, kw_only=True, tag="model_registered"):
+    model: ModelRecord
+
+
+ModelReplyOrError = ModelRegistered | ErrorReply

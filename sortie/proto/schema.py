@@ -14,6 +14,7 @@ import json
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto import notes
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -24,12 +25,15 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_COMPUTE, "clients, services", "scheduler", "ComputeRequest", "ComputeReplyOrError"),
     (s.API_AGENTS, "clients, operators", "scheduler", "AgentRequest", "AgentReplyOrError"),
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
+    (s.API_RUN_TAG, "clients", "scheduler", "RunTagRequest", "RunTagReply"),
+    (s.API_MODELS, "clients", "scheduler", "ModelRegister", "ModelReplyOrError"),
     (s.AUTH_RENEW, "agents, clients", "scheduler", "RenewRequest", "RenewReplyOrError"),
     (s.BLOB_COMMIT, "clients, agents", "scheduler", "BlobCommit", "BlobCommitReply"),
     (s.heartbeat("AGENT_ID"), "agent", "scheduler", "Heartbeat", "-"),
     (s.agent_commands("AGENT_ID"), "scheduler", "agent", "AgentCommand", "-"),
     (s.HEARTBEAT_NOW, "scheduler (at start)", "every agent", "empty: heartbeat now", "-"),
     (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunReport", "-"),
+    (s.report("AGENT_ID"), "agent (JetStream)", "scheduler (durable consumer)", "RunNote", "-"),
     (s.logs("RUN_ID", "AGENT_ID"), "that agent only", "clients", "LogBatch", "-"),
     (s.logs("RUN_ID", s.SCHEDULER_WRITER), "scheduler (eof)", "clients", "LogBatch", "-"),
     (s.metrics("RUN_ID", "AGENT_ID"), "that agent only", "clients", "MetricBatch", "-"),
@@ -47,6 +51,11 @@ STORES: list[tuple[str, str, str]] = [
         "file contents, Manifest (JSON), artifacts (meta written by the scheduler only, once)",
     ),
     (f"KV `{s.KV_QUARANTINE}`", "sha256 hex", "QuarantinedBlob (written by the scheduler only)"),
+    (
+        f"KV `{s.KV_MODELS}`",
+        "NAME/VERSION",
+        "ModelRecord (created by the scheduler only, never changed; files are blobs)",
+    ),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
     (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, per run and writer"),
     (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, per run and writer"),
@@ -65,6 +74,8 @@ TYPES: dict[str, object] = {
     "AgentReplyOrError": m.AgentReplyOrError,
     "WhyRequest": m.WhyRequest,
     "WhyReplyOrError": m.WhyReplyOrError,
+    "ModelRegister": m.ModelRegister,
+    "ModelReplyOrError": m.ModelReplyOrError,
     "RenewRequest": m.RenewRequest,
     "RenewReplyOrError": m.RenewReplyOrError,
     "BlobCommit": m.BlobCommit,
@@ -73,6 +84,9 @@ TYPES: dict[str, object] = {
     "Heartbeat": m.Heartbeat,
     "AgentCommand": m.AgentCommand,
     "RunReport": m.RunReport,
+    "RunNote": notes.RunNote,
+    "RunTagRequest": notes.RunTagRequest,
+    "RunTagReply": notes.RunTagReply,
     "LogBatch": m.LogBatch,
     "MetricBatch": m.MetricBatch,
     "RunRecord": m.RunRecord,
@@ -80,6 +94,7 @@ TYPES: dict[str, object] = {
     "ComputeRecord": m.ComputeRecord,
     "NodeRecord": m.NodeRecord,
     "VmRecord": m.VmRecord,
+    "ModelRecord": m.ModelRecord,
     "Manifest": m.Manifest,
 }
 

@@ -18,6 +18,8 @@ API_TARGETS = f"{PREFIX}.api.targets"
 API_COMPUTE = f"{PREFIX}.api.compute"  # ComputeRequest -> ComputeReplyOrError
 API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
 API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
+API_RUN_TAG = f"{PREFIX}.api.run_tag"  # notes.RunTagRequest -> notes.RunTagReply
+API_MODELS = f"{PREFIX}.api.models"  # ModelRegister -> ModelReplyOrError
 API_ALL = f"{PREFIX}.api.>"
 # RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
 AUTH_RENEW = f"{PREFIX}.auth.renew"
@@ -52,6 +54,7 @@ KV_NODES = "sortie_nodes"  # node id -> NodeRecord
 KV_VMS = "sortie_vms"  # attached machine name -> VmRecord
 OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
 KV_QUARANTINE = "sortie_quarantine"  # sha256 hex -> QuarantinedBlob (blobs refused, and why)
+KV_MODELS = "sortie_models"  # model_key(name, version) -> ModelRecord (the model registry)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -61,6 +64,12 @@ def check_token(kind: str, value: str) -> str:
     if not _TOKEN.match(value):
         raise ValueError(f"{kind} {value!r} is not valid: use 1-128 letters, digits, '-' or '_'")
     return value
+
+
+def model_key(name: str, version: int) -> str:
+    """A registered model version's key in ``KV_MODELS``: ``<name>/<version>`` (a model name
+    never holds ``/``: ``proto/model_names.check_name``)."""
+    return f"{name}/{version}"
 
 
 def agent_commands(agent_id: str) -> str:

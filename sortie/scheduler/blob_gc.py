@@ -1,12 +1,13 @@
 """The scheduler's mark and sweep of blobs, carried out: the shell around
 :mod:`scheduler.blob_sweep`.
 
-Reads the runs bucket and the manifests the runs name (the mark), lists the object store,
-and deletes what the pure sweep says, after reading the runs once more (a run recorded
-meanwhile keeps its blobs). It then purges staged chunks no blob names once their last chunk
-is older than the grace (``sweep_staged``: a bounded number of chunk subjects looked at per
-sweep, one message get each). The scheduler runs both every ``BlobGc.every_s``
-(``SchedulerConfig.blob_gc``); ``sortie gc`` runs it on demand, with ``--dry-run`` too.
+Reads the runs bucket, the manifests the runs name and the models bucket (the mark), lists
+the object store, and deletes what the pure sweep says, after reading the runs once more (a
+run recorded meanwhile keeps its blobs). It then purges staged chunks no blob names once
+their last chunk is older than the grace (``sweep_staged``: a bounded number of chunk
+subjects looked at per sweep, one message get each). The scheduler runs both every
+``BlobGc.every_s`` (``SchedulerConfig.blob_gc``); ``sortie gc`` runs it on demand, with
+``--dry-run`` too.
 """
 
 from __future__ import annotations
@@ -74,9 +75,15 @@ async def _manifests(bus: Bus, ids: set[str]) -> dict[str, m.Manifest | None]:
     return out
 
 
+async def model_records(bus: Bus) -> list[m.ModelRecord]:
+    kv = await bus.js.key_value(subjects.KV_MODELS)
+    return [codec.decode(m.ModelRecord, e.value) for e in await kv_items(kv) if e.value]
+
+
 async def _marked(bus: Bus) -> set[str]:
     records = await run_records(bus)
-    return referenced(records, await _manifests(bus, manifest_ids(records)))
+    manifests = await _manifests(bus, manifest_ids(records))
+    return referenced(records, manifests, await model_records(bus))
 
 
 async def _blobs(bus: Bus, now: float) -> dict[str, tuple[BlobInfo, ObjectInfo]]:

@@ -1,7 +1,8 @@
 """Which blobs nothing references (pure): the scheduler's mark and sweep.
 
 Marked (kept): for every run in the runs bucket, its snapshot manifest, every file that
-manifest lists, and every artifact of the run. Swept: every other blob older than
+manifest lists, and every artifact of the run; and every file of every registered model
+version (a model outlives the run it came from). Swept: every other blob older than
 ``grace_s``, so a blob uploaded for a submission not yet recorded (a snapshot on its way, an
 attempt's outputs before its report) is never taken.
 
@@ -34,11 +35,13 @@ def manifest_ids(records: Iterable[m.RunRecord]) -> set[str]:
 
 
 def referenced(
-    records: Iterable[m.RunRecord], manifests: Mapping[str, m.Manifest | None]
+    records: Iterable[m.RunRecord],
+    manifests: Mapping[str, m.Manifest | None],
+    models: Iterable[m.ModelRecord] = (),
 ) -> set[str]:
-    """Every blob a run needs: its manifest, the manifest's files, its artifacts. A manifest
-    that could not be read (None) still marks itself."""
-    marked: set[str] = set()
+    """Every blob a run needs: its manifest, the manifest's files, its artifacts; and every
+    file of a registered model. A manifest that could not be read (None) still marks itself."""
+    marked: set[str] = {f.sha256 for model in models for f in model.files}
     for rec in records:
         marked.add(rec.spec.snapshot_id)
         marked.update(a.sha256 for a in rec.artifacts)

@@ -18,7 +18,7 @@ from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, requests, targets, vms
+from sortie.scheduler import nodes, requests, run_notes, targets, vms
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -38,6 +38,7 @@ from sortie.scheduler.events import (
     NodeEvent,
     NodeFailed,
     NodeStopped,
+    NoteSeen,
     PublishEof,
     Reply,
     ReportSeen,
@@ -48,6 +49,7 @@ from sortie.scheduler.events import (
     Started,
     StopNode,
     Submitted,
+    TagAsked,
     TargetsAsked,
     Tick,
     VmAttached,
@@ -80,6 +82,7 @@ __all__ = [
     "Log",
     "NodeFailed",
     "NodeStopped",
+    "NoteSeen",
     "PublishEof",
     "Reply",
     "ReportSeen",
@@ -89,6 +92,7 @@ __all__ = [
     "Started",
     "StopNode",
     "Submitted",
+    "TagAsked",
     "TargetsAsked",
     "Tick",
     "VmAttached",
@@ -126,6 +130,8 @@ def _on_request(
         return requests.on_compute(state, event, now, config)
     if isinstance(event, AgentAsked):
         return requests.on_agent(state, event, now, config)
+    if isinstance(event, TagAsked):
+        return run_notes.on_tag_request(state, event.request, event.reply_to)
     return requests.on_why(state, event, now)
 
 
@@ -136,6 +142,8 @@ def _on_node_event(
         return _on_heartbeat(state, event.heartbeat, now)
     if isinstance(event, ReportSeen):
         return _on_report(state, event.report)
+    if isinstance(event, NoteSeen):
+        return run_notes.on_note(state, event.note, now)
     if isinstance(event, NodeFailed):
         return nodes.node_failed(state, event, now, config)
     return nodes.node_stopped(state, event.node_id, now)
@@ -270,6 +278,7 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
         attempt=1,
         created_at=now,
         history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
+        tags=dict(spec.tags),
     )
     store(state, rec)
     kept: list[Command] = []

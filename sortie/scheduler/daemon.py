@@ -38,15 +38,16 @@ from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
 from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
-from sortie.proto import codec, subjects
+from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
-from sortie.scheduler.events import ApiRequest, read_heartbeat, read_report, read_request
+from sortie.scheduler.events import LoopRequest, read_heartbeat, read_report, read_request
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
+from sortie.scheduler.model_registry import register_model
 from sortie.scheduler.providers import registry
 from sortie.scheduler.providers.base import (
     NodeProvider,
@@ -59,6 +60,7 @@ from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import save_credentials
 from sortie.scheduler.tables import Table
+from sortie.scheduler.tag_store import tag_stored
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
@@ -279,7 +281,10 @@ class Daemon:
             await self._safe_reply(msg, req)
             return
         try:
-            await self._on_request(msg, req)
+            if isinstance(req, m.ModelRegister):  # outside the loop: it writes models only
+                await self._reply(msg, await register_model(self.bus, req))
+            else:
+                await self._on_request(msg, req)
         except TRANSIENT as exc:
             log.warning("api request failed", subject=msg.subject, error=repr(exc))
             await self._safe_reply(
@@ -300,7 +305,7 @@ class Daemon:
         with contextlib.suppress(*TRANSIENT, nats.errors.Error):
             await self._reply(msg, message)
 
-    async def _on_request(self, msg: Msg, request: ApiRequest) -> None:
+    async def _on_request(self, msg: Msg, request: LoopRequest) -> None:
         if isinstance(request, m.SubmitRequest):
             spec = request.spec
             # a snapshot id that is not a sha256 is refused by the core, with the rule
@@ -323,10 +328,21 @@ class Daemon:
                 self._enqueue(core.WhyAsked(run_id=request.run_id, reply_to=msg.reply))
             else:
                 await self._reply(msg, await self._why_unknown(request.run_id))
-        elif isinstance(request, m.AgentList | m.AgentAdmin):
-            self._enqueue(core.AgentAsked(request=request, reply_to=msg.reply))
+        elif isinstance(request, notes.RunTagRequest):
+            await self._on_tag(msg, request)
         else:
-            self._enqueue(core.ComputeAsked(request=request, reply_to=msg.reply))
+            self._enqueue(
+                core.AgentAsked(request=request, reply_to=msg.reply)
+                if isinstance(request, m.AgentList | m.AgentAdmin)
+                else core.ComputeAsked(request=request, reply_to=msg.reply)
+            )
+
+    async def _on_tag(self, msg: Msg, request: notes.RunTagRequest) -> None:
+        """A run in memory is tagged by the loop; an ended one here, in the store."""
+        if request.run_id in self.state.runs:
+            self._enqueue(core.TagAsked(request=request, reply_to=msg.reply))
+        else:
+            await self._reply(msg, await tag_stored(self.bus.runs, request))
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
         """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
@@ -411,7 +427,12 @@ class Daemon:
                     with contextlib.suppress(*TRANSIENT):
                         await msg.ack()
                     continue
-                self._enqueue(core.ReportSeen(report=rep), msg.ack)
+                event = (
+                    core.ReportSeen(report=rep)
+                    if isinstance(rep, m.RunReport)
+                    else core.NoteSeen(note=rep)
+                )
+                self._enqueue(event, msg.ack)
 
     async def _ticks(self) -> None:
         away = False

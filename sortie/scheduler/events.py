@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sortie.proto import codec, subjects
+from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
 from sortie.scheduler.reconcile import Timing
 
@@ -53,6 +53,12 @@ class WhyAsked:
 
 
 @dataclass(frozen=True)
+class TagAsked:
+    request: notes.RunTagRequest
+    reply_to: str
+
+
+@dataclass(frozen=True)
 class HeartbeatSeen:
     heartbeat: m.Heartbeat
 
@@ -60,6 +66,11 @@ class HeartbeatSeen:
 @dataclass(frozen=True)
 class ReportSeen:
     report: m.RunReport
+
+
+@dataclass(frozen=True)
+class NoteSeen:
+    note: notes.RunNote
 
 
 @dataclass(frozen=True)
@@ -136,9 +147,11 @@ class BrokerBack:
 
 # The events come in four kinds; ``core.handle`` dispatches on the kind, then on the event.
 # A client's request, answered with a Reply (and maybe state changes).
-RequestEvent = Submitted | CancelAsked | TargetsAsked | ComputeAsked | AgentAsked | WhyAsked
+RequestEvent = (
+    Submitted | CancelAsked | TargetsAsked | ComputeAsked | AgentAsked | WhyAsked | TagAsked
+)
 # News from an agent or about a node's process.
-NodeEvent = HeartbeatSeen | ReportSeen | NodeFailed | NodeStopped
+NodeEvent = HeartbeatSeen | ReportSeen | NoteSeen | NodeFailed | NodeStopped
 # News from a VM attach (the vm tunnel's life).
 VmEvent = VmProgress | VmAttached | VmFailed | VmDetached | VmLink
 # The scheduler's own life: start, broker outage, and the periodic tick.
@@ -262,14 +275,20 @@ class Config:
 
 # --- from the bus (pure) ---------------------------------------------------------------------
 
-ApiRequest = (
+AgentNews = m.RunReport | notes.RunNote  # what comes on an agent's report subject
+
+# the requests the event loop answers; a model registration is answered beside it (it writes
+# the models bucket only: scheduler/model_registry.py)
+LoopRequest = (
     m.SubmitRequest
     | m.CancelRequest
     | m.TargetsRequest
     | m.ComputeRequest
     | m.AgentRequest
     | m.WhyRequest
+    | notes.RunTagRequest
 )
+ApiRequest = LoopRequest | m.ModelRegister
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -277,6 +296,8 @@ API_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeRequest,
     subjects.API_AGENTS: m.AgentRequest,
     subjects.API_WHY: m.WhyRequest,
+    subjects.API_RUN_TAG: notes.RunTagRequest,
+    subjects.API_MODELS: m.ModelRegister,
 }
 
 
@@ -306,10 +327,10 @@ def read_heartbeat(subject: str, data: bytes) -> m.Heartbeat | str:
     return hb
 
 
-def read_report(subject: str, data: bytes) -> m.RunReport | str:
-    """A run report, or why it is ignored (it must come on its own agent's subject)."""
+def read_report(subject: str, data: bytes) -> m.RunReport | notes.RunNote | str:
+    """A run report or note, or why it is ignored (it must come on its own agent's subject)."""
     try:
-        rep = codec.decode(m.RunReport, data)
+        rep: m.RunReport | notes.RunNote = codec.decode(AgentNews, data)
         if subjects.report(rep.agent_id) != subject:
             return f"report from {rep.agent_id!r} on {subject}"
     except ValueError as exc:  # codec.BadMessage, or an agent id no subject can carry

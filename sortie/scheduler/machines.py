@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +20,7 @@ from asyncssh import SSHClientConnection
 from sortie.bus.auth import Creds
 from sortie.bus.connection import split_urls
 from sortie.proto import messages as m
+from sortie.proto.agent_env import redacted
 from sortie.scheduler import events as ev
 from sortie.scheduler import targets
 from sortie.scheduler.ssh import (
@@ -186,6 +188,9 @@ class Machines:
             )
             if access.tls_ca_path is not None:
                 url = url.replace("nats://", "tls://", 1)
+            if vm.agent_env:
+                shown = redacted(vm.agent_env)
+                say("agent environment: " + " ".join(f"{k}={v}" for k, v in shown.items()))
             say("starting the agent")
             await start_agent(
                 conn,
@@ -194,7 +199,7 @@ class Machines:
                 broker_url=url,
                 target=name,
                 agent_id=name,
-                access=access,
+                access=dataclasses.replace(access, env=vm.agent_env),
             )
         finally:
             conn.close()

@@ -116,6 +116,8 @@ class SchedulerState:
     node_targets: dict[str, int] = field(default_factory=dict)  # cluster -> autoscaler target
     # agents of detached machines and deleted clusters: their heartbeats are ignored
     retired: set[str] = field(default_factory=set)
+    # parent run id -> its children still running (they end with it: run_notes.end_children)
+    children: dict[str, set[str]] = field(default_factory=dict)
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
@@ -136,6 +138,8 @@ def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
         keep = rec.state not in TERMINAL
         if keep:
             state.runs.load(rec.run_id, rec)
+            if rec.parent_id is not None:
+                state.children.setdefault(rec.parent_id, set()).add(rec.run_id)
         return keep
     if isinstance(rec, m.AgentRecord):
         if rec.state == "lost":

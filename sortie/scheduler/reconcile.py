@@ -84,8 +84,8 @@ def reconcile(
             gone.add(agent.agent_id)
 
     for run in runs.values():
-        if run.state not in ON_AGENT:
-            continue
+        if run.state not in ON_AGENT or run.parent_id is not None:
+            continue  # (a child run has no attempt of its own: it ends with its parent)
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
         if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):
             continue

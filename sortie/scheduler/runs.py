@@ -12,6 +12,7 @@ from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState, transition
 from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
 from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.run_notes import end_children
 
 
 def move(
@@ -31,6 +32,8 @@ def finish(state: SchedulerState, rec: m.RunRecord, cmds: list[Command]) -> None
     """Bookkeeping common to every terminal transition."""
     state.assign_sent_at.pop(rec.run_id, None)
     state.why.pop(rec.run_id, None)
+    if rec.run_id in state.children:
+        end_children(state, rec, rec.history[-1].at if rec.history else rec.created_at)
     cmds.append(PublishEof(run_id=rec.run_id, attempt=rec.attempt))
     cmds.append(
         Log("run ended", {"run_id": rec.run_id, "attempt": rec.attempt, "state": rec.state})
@@ -55,6 +58,8 @@ def requeue(
         **changes,
     )
     state.assign_sent_at.pop(rec.run_id, None)
+    if rec.run_id in state.children:  # that attempt's children end with it
+        end_children(state, moved, now)
     store(state, moved)
     return moved
 

@@ -2,7 +2,10 @@
 
 Built-in sizes follow the hosted platform's names (``STANDARD_D4``, ``STANDARD_NC6S_V3``, ...)
 plus two small ones for trying things on one machine (``LOCAL_SMALL``, ``LOCAL_MEDIUM``).
-Names match case-insensitively; the catalog keeps them upper-case.
+Names match case-insensitively; the catalog keeps them upper-case. The hosted platform's
+current size names (``STANDARD_D2_V2``, ``STANDARD_DS3_V2``, ...) are aliases (``ALIASES``):
+each is listed as a size of its own with the shape of the size it stands for, so clusters,
+``sortie compute sizes`` and the SDK accept and list them like any other.
 
 Operators add or override sizes with a file named by the environment variable
 ``SORTIE_SIZES_FILE``: a JSON or YAML list of entries such as::
@@ -61,17 +64,40 @@ BUILTIN: dict[str, m.NodeShape] = {
 }
 
 
+# hosted-platform name -> the catalog size with the same CPUs, memory and GPUs
+ALIASES: dict[str, str] = {
+    "STANDARD_D2_V2": "STANDARD_D2",
+    "STANDARD_DS2_V2": "STANDARD_D2",
+    "STANDARD_D3_V2": "STANDARD_D4",
+    "STANDARD_DS3_V2": "STANDARD_D4",
+    "STANDARD_D4_V2": "STANDARD_D8",
+    "STANDARD_DS4_V2": "STANDARD_D8",
+    "STANDARD_D5_V2": "STANDARD_D16",
+    "STANDARD_DS5_V2": "STANDARD_D16",
+}
+
+
+def with_aliases(catalog: Mapping[str, m.NodeShape]) -> dict[str, m.NodeShape]:
+    """``catalog`` plus each alias whose size it has and that it does not name itself."""
+    out = dict(catalog)
+    for alias, size in ALIASES.items():
+        if alias not in out and size in catalog:
+            out[alias] = msgspec.structs.replace(catalog[size], name=alias)
+    return out
+
+
 def lookup(catalog: Mapping[str, m.NodeShape], name: str) -> m.NodeShape | None:
     """The shape called ``name`` (any case), or None."""
     return catalog.get(name.upper())
 
 
 def load_catalog(extra: Path | None = None) -> dict[str, m.NodeShape]:
-    """The built-in sizes, plus (and overridden by) those in the operator file ``extra``."""
+    """The built-in sizes, plus (and overridden by) those in the operator file ``extra``,
+    plus the aliases of what they hold (an overridden size's alias follows it)."""
     catalog = dict(BUILTIN)
     if extra is not None:
         catalog.update({s.name: s for s in read_sizes_file(extra)})
-    return catalog
+    return with_aliases(catalog)
 
 
 def read_sizes_file(path: Path) -> list[m.NodeShape]:

@@ -9,6 +9,7 @@ import re
 from collections.abc import Collection, Mapping
 
 from sortie.proto import messages as m
+from sortie.proto.notes import check_entries
 from sortie.proto.paths import check_relpath
 from sortie.proto.process_input import (
     argument_problem,
@@ -61,6 +62,7 @@ def check_spec(spec: m.RunSpec, known_targets: Collection[str]) -> m.ErrorReply 
         or spec_text_problem(spec)
         or _env_var_problem(spec)
         or _environment_problem(spec)
+        or check_entries("tag", spec.tags)
     )
     return None if why is None else m.ErrorReply(code="bad_request", message=why)
 

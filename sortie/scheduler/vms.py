@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.scheduler import clusters, targets
 from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
@@ -47,6 +48,8 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     if not req.vm.address.strip():
         return _error(reply_to, "bad_request", "an address is required (--address)")
     if (why := check_login(req.vm.ssh, req.secret)) is not None:
+        return _error(reply_to, "bad_request", why)
+    if (why := agent_env.problem(req.vm.agent_env)) is not None:
         return _error(reply_to, "bad_request", why)
     if failed_before is not None:
         rec = msgspec.structs.replace(

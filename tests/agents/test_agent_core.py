@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sortie.agents import core
+from sortie.agents.engine_health import DOWN_AFTER
 from sortie.agents.events import (
     Assigned,
     AttemptEnded,
@@ -155,10 +156,19 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
         "the engine answering again after it went down removes orphans again",
         [
             EngineProbed(engine="docker 24"),
-            EngineProbed(engine=None),
+            *[EngineProbed(engine=None)] * DOWN_AFTER,
             EngineProbed(engine="docker 24"),
         ],
         [("orphans", ()), ("orphans", ())],
+    ),
+    (
+        "an engine that misses fewer probes in a row than it takes to be down stays up",
+        [
+            EngineProbed(engine="docker 24"),
+            *[EngineProbed(engine=None)] * (DOWN_AFTER - 1),
+            EngineProbed(engine="docker 24"),
+        ],
+        [("orphans", ())],
     ),
 ]
 

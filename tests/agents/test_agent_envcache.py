@@ -83,11 +83,34 @@ async def test_failed_build_reports_output_and_leaves_nothing(tmp_path: Path) ->
     assert lines  # the build output went to the run's log
 
 
-async def test_conda_without_conda_fails_early(
+async def test_conda_without_conda_installs_from_pypi_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no conda, no micromamba
     cache = EnvCache(tmp_path / "envs")
-    env = m.PythonEnvironment(user_managed=False, pip=["six"], conda=["cudatoolkit=11.8"])
-    with pytest.raises(EnvError, match=r"cudatoolkit=11\.8.*install conda or micromamba"):
+    env = m.PythonEnvironment(user_managed=False, conda=["six"], channels=["conda-forge"])
+    lines: list[str] = []
+    got = await cache.prepare(env, lines.append)
+    assert "no conda on this host: installing conda packages six from PyPI with uv" in lines
+    assert got.hash == env_hash(env, conda_from="pypi") != env_hash(env)
+    import subprocess
+
+    out = subprocess.run([got.python, "-c", "import six; print(six.__name__)"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "six"
+
+
+async def test_conda_package_not_on_pypi_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no conda, no micromamba
+    cache = EnvCache(tmp_path / "envs")
+    env = m.PythonEnvironment(
+        user_managed=False, pip=["six"], conda=["sortie-no-such-conda-pkg-zzq=1.0"]
+    )
+    with pytest.raises(EnvError) as info:
         await cache.prepare(env, lambda _: None)
+    assert str(info.value).startswith(
+        "conda package sortie-no-such-conda-pkg-zzq=1.0 was not found on PyPI"
+    )
+    assert not cache.env_dir(env_hash(env, conda_from="pypi")).exists()

@@ -114,7 +114,8 @@ async def test_metrics_through_the_fifo_with_the_runtime_shim(tmp_path: Path) ->
         "run.log('acc', 0.9)\n"
         "for i in range(50):\n"
         "    run.log('loss', 1.0 / (i + 1), step=i)\n"
-        "with open(run._metrics_path, 'a') as fh:\n"
+        "import os\n"
+        "with open(os.environ['SORTIE_METRICS_FILE'], 'a') as fh:\n"
         "    fh.write('garbage\\n')\n"
         "print('done')\n"
     )

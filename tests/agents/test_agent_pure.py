@@ -25,6 +25,18 @@ def sys_env(**kw: object) -> m.PythonEnvironment:
     return m.PythonEnvironment(user_managed=False, **kw)
 
 
+def test_env_hash_of_known_environments_never_changes() -> None:
+    """Cached environments keep their hash across versions (conda_from adds only when set)."""
+    env = sys_env(pip=["six"])
+    assert env_hash(env) == "0fae97639f4306462395d07cfadca2eca5cd5ce1118ef2d96d73f20a4fa29a6b"
+    assert env_hash(env, conda_from="pypi") == env_hash(env)  # no conda packages: no effect
+    with_conda = sys_env(conda=["numpy"], python_version="3.11", channels=["conda-forge"])
+    assert env_hash(with_conda) == (
+        "a3de464751db75a920c87b44c1a393f3612bb78e21c44e54f0c800a8df05b150"
+    )
+    assert env_hash(with_conda, conda_from="pypi") != env_hash(with_conda)
+
+
 def test_env_hash_stable_and_normalised() -> None:
     a = sys_env(pip=["six", " numpy==1.26 "], conda=["b", "a"])
     b = sys_env(pip=["six", "numpy==1.26", ""], conda=["a", "b", "a"])

@@ -159,6 +159,10 @@ RUN_KEYS = (
     "secret_env",
     "nodes",
     "history",
+    "tags",
+    "properties",
+    "parent_id",
+    "children",
     "waiting",
 )
 
@@ -210,6 +214,10 @@ def test_run_view_keys_and_values() -> None:
             {"state": "Queued", "at": "1970-01-01T00:00:10.000Z", "attempt": 1, "reason": None},
             {"state": "Failed", "at": "1970-01-01T00:00:20.250Z", "attempt": 2, "reason": "exit 3"},
         ],
+        "tags": {},
+        "properties": {},
+        "parent_id": None,
+        "children": [],
         "waiting": None,
     }
     # key order too: the JSON is printed in this order
@@ -238,6 +246,8 @@ def test_run_summary_keys() -> None:
             "attempt": 2,
             "created_at": "1970-01-01T00:00:10.000Z",
             "ended_at": "1970-01-01T00:00:20.250Z",
+            "parent_id": None,
+            "tags": {},
         }
     ]
 
@@ -310,6 +320,7 @@ def test_machine_view_keys() -> None:
         "username": "me",
         "auth": "key",
         "advertised_url": "nats://10.0.0.1:4222",
+        "agent_env": {},
         "provisioning_state": "Failed",
         "provisioning_errors": [{"at": 3.0, "code": "ssh", "message": "refused"}],
         "link": "reconnecting",

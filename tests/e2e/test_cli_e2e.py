@@ -307,31 +307,3 @@ def test_failed_environment_build_fails_the_run_with_its_output(
     assert "sortie-no-such-package-zz9" in shown["error"]["message"]
     logs = installation.cli("run", "logs", run_id, check=True).stdout
     assert "sortie-no-such-package-zz9" in logs and "never" not in logs
-
-
-def test_conda_packages_without_conda_fail_early_and_say_so(
-    installation: Installation, tmp_path: Path
-) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "t.py").write_text("print('never')\n")
-    (tmp_path / "env.yml").write_text("dependencies:\n  - numpy=1.26\n  - pip:\n      - six\n")
-    proc = installation.cli(
-        "run",
-        "submit",
-        str(src),
-        "--script",
-        "t.py",
-        "--conda-file",
-        str(tmp_path / "env.yml"),
-        "--wait",
-        "--output",
-        "json",
-        timeout=120,
-    )
-    assert proc.returncode == 1
-    run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
-    shown = installation.json("run", "show", run_id)
-    assert isinstance(shown, dict) and shown["error"]["kind"] == "environment"
-    message = shown["error"]["message"]
-    assert "numpy=1.26" in message and "micromamba" in message

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from sortie.proto import messages as m
-from sortie.scheduler.sizes import BUILTIN, SizesError, load_catalog, lookup
+from sortie.scheduler.sizes import BUILTIN, SizesError, load_catalog, lookup, with_aliases
 
 
 def test_builtins_cover_cpu_gpu_and_local_sizes() -> None:
     cat = load_catalog(None)
-    assert cat == BUILTIN
+    assert cat == with_aliases(BUILTIN)
     assert cat["STANDARD_D4"] == m.NodeShape(name="STANDARD_D4", cpus=4, memory_mb=14336)
     nd = cat["STANDARD_ND96ASR_V4"]
     assert (nd.cpus, nd.memory_mb, nd.gpus, nd.gpu_type) == (96, 921600, 8, "A100")
@@ -31,6 +31,36 @@ def test_lookup_ignores_case(name: str) -> None:
 
 def test_lookup_unknown_is_none() -> None:
     assert lookup(load_catalog(None), "STANDARD_XL_NOPE") is None
+
+
+@pytest.mark.parametrize(
+    ("alias", "size"),
+    [
+        ("STANDARD_D2_V2", "STANDARD_D2"),
+        ("standard_ds3_v2", "STANDARD_D4"),
+        ("Standard_D5_v2", "STANDARD_D16"),
+    ],
+)
+def test_hosted_platform_names_are_aliases_listed_as_sizes(alias: str, size: str) -> None:
+    shape = lookup(load_catalog(None), alias)
+    assert shape is not None
+    assert shape.name == alias.upper()
+    assert (shape.cpus, shape.memory_mb, shape.gpus) == (
+        BUILTIN[size].cpus,
+        BUILTIN[size].memory_mb,
+        BUILTIN[size].gpus,
+    )
+
+
+def test_an_alias_follows_its_overridden_size_and_a_file_may_name_it(tmp_path: Path) -> None:
+    f = tmp_path / "sizes.yaml"
+    f.write_text(
+        "- {name: STANDARD_D2, cpus: 2, memory_mb: 8192}\n"
+        "- {name: STANDARD_DS2_V2, cpus: 2, memory_mb: 4096}\n"
+    )
+    cat = load_catalog(f)
+    assert cat["STANDARD_D2_V2"].memory_mb == 8192
+    assert cat["STANDARD_DS2_V2"].memory_mb == 4096
 
 
 def test_yaml_file_adds_and_overrides(tmp_path: Path) -> None:
@@ -57,7 +87,7 @@ def test_json_file_adds(tmp_path: Path) -> None:
 def test_empty_list_adds_nothing(tmp_path: Path) -> None:
     f = tmp_path / "sizes.yaml"
     f.write_text("[]\n")
-    assert load_catalog(f) == BUILTIN
+    assert load_catalog(f) == with_aliases(BUILTIN)
 
 
 @pytest.mark.parametrize(

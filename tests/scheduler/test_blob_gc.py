@@ -16,7 +16,7 @@ from sortie.bus.blobs import (
     staging_nuid,
 )
 from sortie.bus.connection import Bus
-from sortie.proto import codec
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop, sweep_blobs, sweep_staged
@@ -113,3 +113,21 @@ async def test_the_scheduler_loop_purges_staged_chunks_too(bus: Bus) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await loop
     assert await _chunks_left(bus, crashed) == 0
+
+
+async def test_a_registered_model_keeps_its_blobs_after_its_run_is_gone(bus: Bus) -> None:
+    weights = await _blob(bus, b"model weights")
+    orphan = await _blob(bus, b"nobody's either")
+    model = m.ModelRecord(
+        name="digits",
+        version=1,
+        files=[m.ModelFile(path="model.pkl", sha256=weights, size=13)],
+        created_at=0.0,
+    )
+    models = await bus.js.key_value(subjects.KV_MODELS)
+    await models.create(subjects.model_key("digits", 1), codec.encode(model))
+
+    swept = {b.sha for b in await sweep_blobs(bus, 0.0)}
+    assert orphan in swept and weights not in swept
+    assert await has_blob(bus.blobs, weights)
+    assert not await has_blob(bus.blobs, orphan)

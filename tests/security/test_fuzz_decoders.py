@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sortie.agents.daemon import read_command
-from sortie.agents.metrics_fifo import parse_metric
-from sortie.proto import codec, subjects
+from sortie.agents.metrics_fifo import parse_line, parse_metric
+from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
 from sortie.proto.schema import TYPES
 from sortie.proto.states import RunState
@@ -144,6 +144,30 @@ def test_metric_lines_from_the_script_are_points_or_reasons(raw: bytes) -> None:
     assert isinstance(got, str) or (isinstance(got, m.MetricPoint) and got.name)
 
 
+@FUZZ
+@given(
+    raw=st.one_of(st.binary(max_size=200), wire_bytes(notes.ScriptNote), wire_bytes(m.MetricPoint))
+)
+def test_lines_from_the_script_are_points_notes_or_reasons(raw: bytes) -> None:
+    got = parse_line(raw)
+    kinds = (str, m.MetricPoint, notes.TagsSet, notes.PropertiesAdded, notes.ChildStarted)
+    assert isinstance(got, (*kinds, notes.ChildEnded))
+
+
+@FUZZ
+@given(note=typed(notes.RunNote, HINTS))
+def test_a_note_from_outside_the_current_attempt_changes_no_run(note: notes.RunNote) -> None:
+    s = world()
+    rec = s.runs.get(note.run_id)
+    member = rec is not None and any(g.agent_id == note.agent_id for g in (rec.gang or []))
+    if rec is not None and rec.attempt == note.attempt and member:
+        return  # the holder's note: that one may change the run
+    before = copy.deepcopy(s.runs)
+    cmds = core.handle(s, core.NoteSeen(note=note), 1.0, CFG)
+    assert s.runs == before and not s.runs.changed
+    assert all(isinstance(c, core.Log) for c in cmds)
+
+
 # --- the core: decodable but hostile ---------------------------------------------------------
 
 
@@ -199,10 +223,12 @@ REQUESTS = st.one_of(
     typed(m.AgentRequest, HINTS).map(lambda r: core.AgentAsked(request=r, reply_to="rep")),
     typed(m.WhyRequest, HINTS).map(lambda r: core.WhyAsked(run_id=r.run_id, reply_to="rep")),
     st.just(core.TargetsAsked(reply_to="rep")),
+    typed(notes.RunTagRequest, HINTS).map(lambda r: core.TagAsked(request=r, reply_to="rep")),
 )
 OBSERVATIONS = st.one_of(
     typed(m.Heartbeat, HINTS).map(lambda h: core.HeartbeatSeen(heartbeat=h)),
     typed(m.RunReport, HINTS).map(lambda r: core.ReportSeen(report=r)),
+    typed(notes.RunNote, HINTS).map(lambda n: core.NoteSeen(note=n)),
 )
 
 

@@ -227,3 +227,22 @@ async def test_a_client_submits_reads_runs_and_logs_and_moves_blobs(
     source = b"import this\n"
     await put_blob(c.blobs, sha256_bytes(source), source)
     assert await get_blob(scheduler_bus.blobs, sha256_bytes(source)) == source
+
+
+async def test_a_client_reads_registered_models_and_cannot_write_them(
+    connections: Connections, scheduler_bus: Bus
+) -> None:
+    key = subjects.model_key("digits", 1)
+    await (await scheduler_bus.js.key_value(subjects.KV_MODELS)).create(key, b"the version")
+    c = await connections.client()
+    models = await c.nc.jetstream(timeout=1.0).key_value(subjects.KV_MODELS)
+    assert (await models.get(key)).value == b"the version"
+    assert [e.key for e in await kv_items(models)] == [key]
+    with pytest.raises(nats.errors.TimeoutError):
+        await models.put(key, b"forged version")
+    await until_refused(c.nc, "publish", f"$KV.{subjects.KV_MODELS}.{key}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await models.create(subjects.model_key("digits", 2), b"forged")
+    stored = await scheduler_bus.js.key_value(subjects.KV_MODELS)
+    assert (await stored.get(key)).value == b"the version"
+    assert [e.key for e in await kv_items(stored)] == [key]

@@ -18,7 +18,7 @@ import msgspec.inspect as mi
 from hypothesis import strategies as st
 
 from sortie.proto import messages as m
-from sortie.proto import subjects
+from sortie.proto import notes, subjects
 
 NASTY_TEXT = (
     "",
@@ -74,6 +74,8 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeReplyOrError,
     subjects.API_AGENTS: m.AgentReplyOrError,
     subjects.API_WHY: m.WhyReplyOrError,
+    subjects.API_RUN_TAG: notes.RunTagReply,
+    subjects.API_MODELS: m.ModelReplyOrError,
 }
 
 

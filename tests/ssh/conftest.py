@@ -56,6 +56,7 @@ class Sshd:
     workdir: Path
     port: int
     host: str = "127.0.0.1"
+    sftp: bool = True  # False: no sftp subsystem (a host whose sshd offers none)
     host_key: asyncssh.SSHKey = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -80,6 +81,7 @@ class Sshd:
         return key
 
     def _write_config(self) -> None:
+        subsystem = "Subsystem sftp internal-sftp\n" if self.sftp else ""
         self.config.write_text(
             f"""\
 Port {self.port}
@@ -100,8 +102,8 @@ PrintMotd no
 LogLevel VERBOSE
 MaxStartups 100:30:200
 MaxSessions 50
-Subsystem sftp internal-sftp
 """
+            + subsystem
         )
 
     def start(self) -> None:

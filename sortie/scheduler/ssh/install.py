@@ -1,6 +1,7 @@
 """Installing, starting, stopping and removing an agent on a remote host, without root.
 
-Everything lives under `~/<remote_dir>` (default `~/.sortie`): `wheels/` (copied over SFTP),
+Everything lives under `~/<remote_dir>` (default `~/.sortie`): `wheels/` (copied over SFTP, or
+over exec channels where the host has no SFTP: `remote_files`),
 `bin/uv` (taken out of the uv wheel with the remote Python's zipfile module, so the host needs
 neither python3-venv nor ensurepip), `venv/` (made by uv, filled offline from `wheels/`),
 `agent/` (the agent's data), `agent.log` and `agent.pid`.
@@ -12,18 +13,18 @@ SshError with the tail of its output.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import asyncssh
 
 from sortie.scheduler.ssh import SshError
+from sortie.scheduler.ssh.remote_files import open_files
 
 MIN_PYTHON = (3, 11)
 DEFAULT_CANDIDATES = ("python3.13", "python3.12", "python3.11", "python3")
@@ -188,24 +189,17 @@ async def _copy_wheels(
     local = sorted(await asyncio.to_thread(lambda: list(wheelhouse.glob("*.whl"))))
     if not local:
         raise SshError("install_failed", f"no wheels in {wheelhouse}")
-    async with conn.start_sftp_client() as sftp:
-        await sftp.makedirs(remote_wheels, exist_ok=True)
-        remote_sizes: dict[str, int] = {}
-        for entry in await sftp.readdir(remote_wheels):
-            name = str(entry.filename)
-            if name.endswith(".whl") and entry.attrs.size is not None:
-                remote_sizes[name] = entry.attrs.size
+    async with open_files(conn, progress) as files:
+        await files.makedirs(remote_wheels)
+        remote_sizes = await files.sizes(remote_wheels, ".whl")
         wanted = {p.name for p in local}
         # A manifest of what was copied (name, size, sha256) tells an unchanged wheel from
         # one rebuilt with the same name and size (the project's own wheel, after an edit).
         manifest_path = f"{remote_wheels}/.manifest"
         copied: dict[str, str] = {}
-        if await sftp.exists(manifest_path):
-            async with sftp.open(manifest_path, "r") as f:
-                text = str(await f.read())
-            for line in text.splitlines():
-                name, _, digest = line.partition(" ")
-                copied[name] = digest
+        for line in (await files.read_text(manifest_path) or "").splitlines():
+            name, _, digest = line.partition(" ")
+            copied[name] = digest
         digests = await asyncio.to_thread(lambda: {p.name: _sha256(p) for p in local})
         todo = [
             p
@@ -219,17 +213,14 @@ async def _copy_wheels(
         else:
             progress("wheels already on the host")
         for p in todo:
-            tmp = f"{remote_wheels}/.{p.name}.part"
-            await sftp.put(str(p), tmp)
-            await sftp.posix_rename(tmp, f"{remote_wheels}/{p.name}")
+            await files.put(p, f"{remote_wheels}/{p.name}")
         if todo or set(copied) != wanted:
-            async with sftp.open(manifest_path + ".part", "w") as f:
-                await f.write("".join(f"{n} {d}\n" for n, d in sorted(digests.items())))
-            await sftp.posix_rename(manifest_path + ".part", manifest_path)
+            text = "".join(f"{n} {d}\n" for n, d in sorted(digests.items()))
+            await files.write_text(manifest_path, text)
         # Wheels of older builds would let an offline install pick a stale version.
         for name in remote_sizes:
             if name not in wanted:
-                await sftp.remove(f"{remote_wheels}/{name}")
+                await files.remove(f"{remote_wheels}/{name}")
 
 
 async def install_agent(
@@ -265,9 +256,11 @@ async def install_agent(
 
 
 def _uv_env(base: str) -> str:
-    """uv offline, with its cache inside the install directory (removing that removes all)."""
+    """uv offline, with its cache inside the install directory (removing that removes all),
+    trusting the host's system certificates (a proxy's CA the host trusts)."""
     return (
-        f"UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 UV_CACHE_DIR={shlex.quote(base + '/uv-cache')}"
+        "UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1 UV_NATIVE_TLS=1 "
+        f"UV_CACHE_DIR={shlex.quote(base + '/uv-cache')}"
     )
 
 
@@ -386,11 +379,14 @@ async def stop_agent(
 class AgentAccess:
     """How a remote agent proves itself to the broker besides its URL: the paths, on its host,
     of its own credentials and of the broker's CA, and the name the broker's certificate
-    carries (the agent reaches the broker through a forward, at 127.0.0.1)."""
+    carries (the agent reaches the broker through a forward, at 127.0.0.1); and the variables
+    added to its environment (the operator's proxy and CA settings, which the environment
+    builds it runs inherit)."""
 
     creds_path: str | None = None
     tls_ca_path: str | None = None
     tls_hostname: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def args(self) -> list[str]:
         """The `sortie` options that say so."""
@@ -440,6 +436,8 @@ async def start_agent(
         f"{base}/agent",
         *extra_args,
     ]
+    if access.env:
+        argv = ["env", *(f"{key}={value}" for key, value in access.env.items()), *argv]
     out = await _must(conn, _launch_script(base, argv), "starting the agent", code="agent_failed")
     try:
         pid = int(out.strip().splitlines()[-1])
@@ -503,16 +501,9 @@ async def install_private_file(
     if not _REMOTE_DIR_PART.match(name):
         raise ValueError(f"bad remote file name {name!r}")
     home = await remote_home(conn)
-    private = asyncssh.SFTPAttrs(permissions=0o600)
-    async with conn.start_sftp_client() as sftp:
-        await sftp.makedirs(rel, exist_ok=True)
-        tmp = f"{rel}/.{name}.part"
-        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-            await sftp.remove(tmp)
-        async with sftp.open(tmp, "w", attrs=private) as f:
-            await f.write(text)
-        await sftp.chmod(tmp, 0o600)
-        await sftp.posix_rename(tmp, f"{rel}/{name}")
+    async with open_files(conn) as files:
+        await files.makedirs(rel)
+        await files.write_text(f"{rel}/{name}", text, private=True)
     return f"{home}/{rel}/{name}"
 
 

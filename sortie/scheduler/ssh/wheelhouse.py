@@ -1,7 +1,7 @@
 """Wheels of Sortie and every dependency, built on the scheduler side for offline installs.
 
 An attached host needs no internet and no package index: the scheduler builds the wheels
-(`pip wheel`, which may use the index from here), copies them over SFTP, and the host installs
+(`pip wheel`, which may use the index from here), copies them over SSH, and the host installs
 from them alone. The wheelhouse is keyed by a hash of pyproject.toml, the package sources and
 this Python's tag, so it is rebuilt only when one of those changes.
 

@@ -1,0 +1,7 @@
+"""``azureml.core.compute``: compute targets (clusters and attached machines)."""
+
+from sortie.azureml.core.compute.amlcompute import AmlCompute, AmlComputeProvisioningConfiguration
+from sortie.azureml.core.compute.compute import ComputeTarget
+from sortie.azureml.core.compute.remote import RemoteCompute
+
+__all__ = ["AmlCompute", "AmlComputeProvisioningConfiguration", "ComputeTarget", "RemoteCompute"]
