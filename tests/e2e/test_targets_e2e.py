@@ -248,3 +248,30 @@ def test_nodes_the_autoscaler_stopped_show_as_stopped_not_lost(
     line = next(ln for ln in text.splitlines() if ln.startswith(node))
     assert "stopped" in line and "lost" not in line
     inst.json("compute", "delete", "idle-pool")
+
+
+def test_v1_run_based_creation_with_sortie_azureml_imports(
+    installation: Installation, tmp_path: Path
+) -> None:
+    from sortie.azureml.core import Experiment as V1Experiment
+    from sortie.azureml.core import ScriptRunConfig as V1ScriptRunConfig
+    from sortie.azureml.core import Workspace as V1Workspace
+    from sortie.azureml.core.runconfig import RunConfiguration as V1RunConfiguration
+
+    (tmp_path / "train.py").write_text("import os\nprint('on', os.environ['SORTIE_TARGET'])\n")
+    config = Path(installation.env["SORTIE_PROFILE"]).with_name("config.json")
+    with V1Workspace.from_config(path=config) as v1ws:
+        run_config = V1RunConfiguration()
+        run_config.target = "amlcompute"
+        run_config.amlcompute.vm_size = "LOCAL_SMALL"
+        run_config.amlcompute._cluster_max_node_count = 1
+        run_config.environment.python.user_managed_dependencies = True
+        src = V1ScriptRunConfig(
+            source_directory=str(tmp_path), script="train.py", run_config=run_config
+        )
+        run = V1Experiment(workspace=v1ws, name="run-based").submit(src)
+        details = run.wait_for_completion(show_output=True)
+        assert details["state"] == "Completed"
+        target = details["target"]  # the cluster made for the run
+        assert target.startswith("run-")
+    wait_until(lambda: target not in computes(installation), timeout=60)
