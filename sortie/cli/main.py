@@ -991,8 +991,11 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         )
     else:
         s = sub.snapshot
+        target = args.target
+        if target == "amlcompute":  # run-based creation: name the cluster made for the run
+            target = f"{(await client.get_run(sub.run_id)).spec.target} (made for this run)"
         print(
-            f"Submitted {sub.run_id} to {args.target} "
+            f"Submitted {sub.run_id} to {target} "
             f"(snapshot {s.files} files, {_size(s.bytes)}; uploaded {s.uploaded_files} files, "
             f"{_size(s.uploaded_bytes)})",
             file=sys.stderr,

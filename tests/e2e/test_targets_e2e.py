@@ -200,6 +200,7 @@ def test_run_based_creation_makes_a_cluster_for_the_run_and_removes_it(
     found = re.search(r"^on (run-[0-9a-f]+)$", done.stdout, re.MULTILINE)
     assert found is not None, done.stdout  # the run ran on its own cluster
     temporary = found.group(1)
+    assert f" to {temporary} (made for this run)" in done.stderr
     assert temporary not in before
     wait_until(lambda: temporary not in computes(inst), timeout=60)
 
