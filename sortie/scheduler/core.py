@@ -556,7 +556,7 @@ def _time_out(
         waited = now - (rec.history[-1].at if rec.history else rec.created_at)
         message = (
             f"still queued after {waited:.0f}s (queue timeout {rec.spec.queue_timeout_s:g}s): "
-            + requests.queue_summary(state, rec, now)
+            + requests.queue_summary(state, rec, now).removeprefix("queued: ")
         )
         err = m.RunError(kind=ErrorKind.QUEUE_TIMEOUT, message=message)
         end(state, rec, RunState.FAILED, now, cmds, error=err, waiting=None)

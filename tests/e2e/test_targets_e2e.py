@@ -120,7 +120,7 @@ def test_a_run_without_an_agent_says_why_and_its_queue_timeout_fails_it(
     assert details["state"] == "Failed"
     assert details["error"]["kind"] == "queue_timeout"
     assert details["error"]["message"].startswith("still queued after 2")
-    assert "queue timeout 20s): queued: target no-gpu has no agent" in details["error"]["message"]
+    assert "queue timeout 20s): target no-gpu has no agent" in details["error"]["message"]
 
     # an update tries the cluster again; the CLI's --queue-timeout fails its run the same way
     inst.json("compute", "update", "no-gpu", "--max-nodes", "1")
