@@ -313,7 +313,9 @@ class AgentShell:
         self.config, self.facts, self.bus, self.state = config, facts, bus, state
         self.gpu_probe = gpu_probe
         self.alog = alog
-        self.retired = asyncio.Event()  # the scheduler said its target is gone: stop
+        # stop for good: the scheduler said its target is gone (Retire), or the broker closed
+        # this agent's connection for good (its credentials revoked or expired)
+        self.retired = asyncio.Event()
         self.engine_url = config.docker_host or docker_host()
         self.envs = EnvCache(facts.data_dir / "envs")
         self.lease = Lease(config.lease_s, time.monotonic())
@@ -461,6 +463,15 @@ class AgentShell:
             if self.lease.lapse_seen(time.monotonic()):
                 why = "lease expired: no heartbeat confirmed; stopping every run"
                 await self.dispatch(LeaseLapsed(why=why))
+                if self.config.exit_when_refused and self.bus.nc.is_closed:
+                    # nats-py never reopens a closed connection: the broker refused this
+                    # agent's credentials (revoked, as on detach, or expired). Its runs were
+                    # given back above; waiting on would only heartbeat into nothing.
+                    self.alog.error(
+                        "the broker closed this agent's connection for good (credentials "
+                        "revoked or expired); stopping"
+                    )
+                    self.retired.set()
 
     async def refresh_gpus(self) -> None:
         """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""

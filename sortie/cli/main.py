@@ -281,6 +281,12 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="stop runs and exit when process PID (the one that started this agent) is gone",
     )
     agent.add_argument(
+        "--exit-when-refused",
+        action="store_true",
+        help="give runs back and exit once the broker refuses this agent's credentials for "
+        "good (revoked or expired); agents started over SSH use it",
+    )
+    agent.add_argument(
         "--run-user",
         metavar="USER",
         help="as root, start runs as this unprivileged user (default: sortie-run)",
@@ -835,6 +841,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         preempt_grace_s=args.preempt_grace,
         lease_s=args.lease,
         exit_with_parent=args.exit_with_parent,
+        exit_when_refused=args.exit_when_refused,
         kill_grace_s=args.kill_grace,
         auth=_daemon_auth(args),
         limits=limits_of(args),

@@ -200,6 +200,9 @@ class Machines:
                 target=name,
                 agent_id=name,
                 access=dataclasses.replace(access, env=vm.agent_env),
+                # once the broker drops it for good (its credentials revoked), it gives its runs
+                # back and ends instead of running on unheard
+                extra_args=("--exit-when-refused",),
             )
         finally:
             conn.close()
