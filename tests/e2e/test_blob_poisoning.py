@@ -122,7 +122,7 @@ async def test_planted_and_overwritten_blobs_do_not_poison_later_runs(
         logs = installation.cli("run", "logs", str(second["run_id"]), check=True).stdout
         assert "1 files, 0 uploaded, 1 already stored" in logs
         dest = tmp_path / "dl"
-        installation.cli("run", "download", str(second["run_id"]), str(dest), check=True)
+        installation.cli("run", "download", str(second["run_id"]), str(dest), "--flat", check=True)
         assert (dest / "outputs" / "result.txt").read_text() == "the result\n"
         operator = await _bus(installation, installation.scheduler_creds, "operator")
         try:
