@@ -13,6 +13,8 @@ from pathlib import Path
 from sortie.bus import identities
 from sortie.bus.auth import ACCOUNT_FILE, DEFAULT_TTL_S, AuthError, Authority
 from sortie.bus.profile import default_data_dir, read_profile, resolve_auth, resolve_url
+from sortie.cli.output import add_output, emit
+from sortie.client.views import View, iso
 
 EXIT_OK = 0
 MIN_TTL_S = 10  # below this a holder would reconnect to renew every few seconds
@@ -64,6 +66,7 @@ def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dir_help = "the authority directory (default: the `sortie up` data directory's auth/)"
     al = auth.add_parser("list", help="credentials minted here: name, role, expiry, revoked")
     al.add_argument("--dir", type=Path, help=dir_help)
+    add_output(al)
     ar = auth.add_parser("revoke", help="refuse a credential at once (agent id, client, node)")
     ar.add_argument("name", help="as `sortie auth list` shows it, or an agent's id")
     ar.add_argument("--dir", type=Path, help=dir_help)
@@ -76,7 +79,11 @@ def run_auth(args: argparse.Namespace) -> int:
         return _creds(args)
     authority = _existing(args.dir)
     if args.auth_command == "list":
-        print(_table(identities.load(authority.directory), time.time()))
+        entries, now = identities.load(authority.directory), time.time()
+        if args.output != "text":
+            emit([_view(e, now) for e in entries], args.output)
+        else:
+            print(_table(entries, now))
         return EXIT_OK
     return _revoke(args, authority)
 
@@ -166,6 +173,31 @@ def _table(entries: list[identities.Identity], now: float) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join(line.rstrip() for line in lines)
+
+
+class CredentialView(View, frozen=True, kw_only=True):
+    """One credential of `sortie auth list --output json` (the public key only: a public
+    key is no secret)."""
+
+    name: str
+    identity: str
+    public_key: str
+    issued_at: str | None
+    expires_at: str | None  # null: never
+    revoked_at: str | None
+    state: str
+
+
+def _view(e: identities.Identity, now: float) -> CredentialView:
+    return CredentialView(
+        name=e.label,
+        identity=e.name,
+        public_key=e.public_key,
+        issued_at=iso(e.issued_at),
+        expires_at=iso(e.expires_at),
+        revoked_at=iso(e.revoked_at),
+        state=_state(e, now),
+    )
 
 
 def _state(e: identities.Identity, now: float) -> str:

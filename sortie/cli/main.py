@@ -631,7 +631,6 @@ _ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
     (BrokerUnreachable, "unreachable"),
     (NoScheduler, "unreachable"),
     (AccessDenied, "access_denied"),
-    (AuthError, "access_denied"),
     (NotInitialised, "not_initialised"),
     (NotFound, "not_found"),
     (ClientError, "refused"),

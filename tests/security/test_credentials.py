@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -172,6 +173,10 @@ def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None
         for line in sortie("auth", "list", "--dir", str(auth)).stdout.splitlines()[1:]
     }
     assert rows["agent.box1"][-1] == "revoked" and rows["client"][-1] == "valid"
+    as_json = json.loads(sortie("auth", "list", "--dir", str(auth), "-o", "json").stdout)
+    states = {c["name"]: (c["state"], c["revoked_at"]) for c in as_json}
+    assert states["client"] == ("valid", None)
+    assert states["agent.box1"][0] == "revoked" and states["agent.box1"][1].endswith("Z")
     # the account JWT in broker.conf lists it: a restarted broker refuses it
     preloaded = re.findall(r'^  A\w+: "([^"]+)"$', (auth / "broker.conf").read_text(), re.M)
     revoked_keys = [jwt_claims(j)["nats"].get("revocations") for j in preloaded]  # type: ignore[attr-defined]
@@ -182,3 +187,5 @@ def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None
     assert again.returncode == 2 and "no credential named 'box1'" in again.stderr
     nowhere = sortie("auth", "list", "--dir", str(tmp_path / "none"))
     assert nowhere.returncode == 2 and "no authority in" in nowhere.stderr
+    nowhere = sortie("auth", "list", "--dir", str(tmp_path / "none"), "--output", "json")
+    assert nowhere.returncode == 2 and json.loads(nowhere.stderr)["code"] == "bad_input"
