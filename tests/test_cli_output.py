@@ -4,7 +4,9 @@ and `--since`, and the one table of exit codes that README repeats."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from sortie.cli.output import EXIT_CODES, number
 from sortie.cli.runs import select, since
 from sortie.proto.states import RunState
 from tests import builders as b
+from tests.e2e.conftest import SORTIE
 
 
 @pytest.mark.parametrize(
@@ -77,3 +80,19 @@ def test_readme_lists_the_exit_codes() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = re.findall(r"^\| (\d+) \| ", readme, flags=re.MULTILINE)
     assert [int(code) for code in table] == sorted(EXIT_CODES)
+
+
+def test_a_refused_command_line_is_code_and_message_in_json(tmp_path: Path) -> None:
+    def sortie(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SORTIE, *argv], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+        )
+
+    as_json = sortie("run", "list", "--state", "Done", "-o", "json")
+    assert as_json.returncode == 2 and as_json.stdout == ""
+    error = json.loads(as_json.stderr)
+    assert error["code"] == "bad_input"
+    assert "argument --state: invalid choice: 'Done'" in error["message"]
+    as_text = sortie("run", "list", "--state", "Done")
+    assert as_text.returncode == 2 and as_text.stderr.startswith("usage: sortie run list")
+    assert "sortie run list: error: argument --state: invalid choice" in as_text.stderr

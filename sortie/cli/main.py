@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from sortie.bus.auth import AuthError
 from sortie.bus.broker import TlsFiles
@@ -33,8 +33,11 @@ from sortie.cli.output import (
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_USAGE,
+    ArgvError,
+    Parser,
     add_output,
     emit,
+    refuse_argv,
 )
 from sortie.cli.output import error as print_error
 from sortie.cli.output import size as _size
@@ -102,11 +105,13 @@ def _gpu_pool(value: str | None) -> tuple[int, ...]:
 def _parser(submit_defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
     """The whole command line: global options, then one helper per command group
     (``submit_defaults``: a job file's settings, as `sortie run submit`'s defaults)."""
-    p = argparse.ArgumentParser(
-        prog="sortie", description="Run training scripts on your own machines."
-    )
+    p = Parser(prog="sortie", description="Run training scripts on your own machines.")
     _global_options(p)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the helpers take plain ArgumentParsers: Parser only changes how a refusal is printed
+    sub = cast(
+        "_Commands[argparse.ArgumentParser]",
+        p.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     _add_up(sub)
     add_auth(sub)
     _add_scheduler(sub)
@@ -598,10 +603,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:
         cut = args_list.index("--")
         args_list, script_args = args_list[:cut], args_list[cut + 1 :]
-    args = _parser().parse_args(args_list)
+    try:
+        args = _parser().parse_args(args_list)
+    except ArgvError as exc:
+        return refuse_argv(exc, args_list)
     configure(args.log_level)
     try:
         return _dispatch(_with_job_file(args, args_list), script_args)
+    except ArgvError as exc:  # a job file's setting that a flag's own check refuses
+        return refuse_argv(exc, args_list)
     except _REFUSED as exc:
         print_error(_error_code(exc), str(exc), getattr(args, "output", "text"))
         return EXIT_USAGE

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NoReturn
 
 import msgspec
 import yaml
@@ -43,6 +43,50 @@ def add_output(p: argparse.ArgumentParser) -> None:
         default="text",
         help="text for people (default); json or yaml for programs (errors too, on stderr)",
     )
+
+
+class ArgvError(Exception):
+    """argparse refused the command line (raised instead of its exit, so that the refusal
+    can be printed in the format the command asked for)."""
+
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, raising :class:`ArgvError` where it would print and exit (its subparsers are
+    of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgvError(self.format_usage(), f"{self.prog}: error: {message}")
+
+
+def requested_format(argv: Sequence[str]) -> str:
+    """The ``--output`` a command line asks for, read before (or without) parsing it."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("-o", "--output") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--output="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-o") and len(arg) > 2:
+            value = arg[2:]
+        if value in FORMATS:
+            return value
+    return "text"
+
+
+def refuse_argv(exc: ArgvError, argv: Sequence[str]) -> int:
+    """A refused command line: argparse's usage and message in text, ``{code: bad_input,
+    message}`` in json and yaml. Returns the exit code."""
+    fmt = requested_format(argv)
+    if fmt == "text":
+        sys.stderr.write(exc.usage)
+        print(exc, file=sys.stderr)
+    else:
+        error("bad_input", str(exc), fmt)
+    return EXIT_USAGE
 
 
 def emit(value: object, fmt: str, *, indent: bool = True) -> None:
