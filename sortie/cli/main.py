@@ -610,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(args.log_level)
     try:
         return _dispatch(_with_job_file(args, args_list), script_args)
-    except ArgvError as exc:  # a job file's setting that a flag's own check refuses
+    except ArgvError as exc:  # the second parse, with a job file's settings as defaults
         return refuse_argv(exc, args_list)
     except _REFUSED as exc:
         print_error(_error_code(exc), str(exc), getattr(args, "output", "text"))
