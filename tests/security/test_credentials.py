@@ -147,12 +147,19 @@ def test_auth_cli_writes_files_and_prints_no_secret(tmp_path: Path) -> None:
 
 def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None:
     auth = tmp_path / "auth"
-    assert sortie("auth", "init", str(auth)).returncode == 0
+    init = sortie("auth", "init", str(auth), "--output", "json")
+    assert init.returncode == 0, init.stderr
+    assert json.loads(init.stdout)["client_creds"] == str((auth / "client.creds").resolve())
     made = sortie(
         "auth", "creds", "--dir", str(auth), "--role", "agent", "--agent-id", "box1",
-        "--out", str(tmp_path / "box1.creds"),
+        "--out", str(tmp_path / "box1.creds"), "-o", "json",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout) == {
+        "name": "agent.box1",
+        "identity": "agent.box1",
+        "file": str(tmp_path / "box1.creds"),
+    }
     listed = sortie("auth", "list", "--dir", str(auth))
     assert listed.returncode == 0
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
