@@ -61,11 +61,12 @@ def test_a_job_file_with_an_override_flag_runs_as_written(
         "  GREETING: hello\n"
         "resources:\n"
         "  cpus: 0.5\n"
+        "tags: {team: vision, stage: try}\n"
     )
     # run from elsewhere: the file's paths do not depend on the working directory
     proc = installation.cli(
-        "run", "submit", "-f", str(job), "--experiment", "overridden", "--wait", "-o", "json",
-        cwd=tmp_path,
+        "run", "submit", "-f", str(job), "--experiment", "overridden", "--tag", "stage=final",
+        "--wait", "-o", "json", cwd=tmp_path,
     )  # fmt: skip
     run_id = submitted(proc)
     outcome = json.loads(proc.stdout.splitlines()[-1])
@@ -73,6 +74,9 @@ def test_a_job_file_with_an_override_flag_runs_as_written(
     shown = installation.json("run", "show", run_id)
     assert isinstance(shown, dict)
     assert (shown["experiment"], shown["arguments"]) == ("overridden", ["--lr", "0.5"])
+    assert shown["tags"] == {"team": "vision", "stage": "final"}  # the flag overrides the file
+    assert run_ids(installation, "--tag", "team=vision", "--tag", "stage") == [run_id]
+    assert run_ids(installation, "--tag", "team=audio") == []
     logs = installation.cli("run", "logs", run_id, check=True).stdout
     assert "args ['--lr', '0.5'] greeting hello" in logs
 
