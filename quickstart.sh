@@ -41,8 +41,8 @@ sortie run logs "$run" --follow
 sortie run wait "$run"
 echo "== sortie run show $run"
 sortie run show "$run"
-echo "== sortie run download $run ./out/$run"
-sortie run download "$run" "./out/$run"
+echo "== sortie run download $run ./out"
+sortie run download "$run" ./out            # into ./out/$run/
 cat <<NEXT
 
 Where to look next:

@@ -13,6 +13,8 @@ from pathlib import Path
 from sortie.bus import identities
 from sortie.bus.auth import ACCOUNT_FILE, DEFAULT_TTL_S, AuthError, Authority
 from sortie.bus.profile import default_data_dir, read_profile, resolve_auth, resolve_url
+from sortie.cli.output import add_output, emit
+from sortie.client.views import View, iso
 
 EXIT_OK = 0
 MIN_TTL_S = 10  # below this a holder would reconnect to renew every few seconds
@@ -52,6 +54,7 @@ def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="make an authority (keys, broker config, scheduler and client credentials) in DIR",
     )
     ai.add_argument("dir", type=Path)
+    add_output(ai)
     ac = auth.add_parser("creds", help="write credentials for one role")
     ac.add_argument("--dir", type=Path, required=True, help="the directory `sortie auth init` made")
     ac.add_argument("--role", choices=("client", "agent", "scheduler"), required=True)
@@ -61,30 +64,47 @@ def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ac.add_argument(
         "--ttl", type=_ttl, default=DEFAULT_TTL_S, help="seconds they are valid (default a day)"
     )
+    add_output(ac)
     dir_help = "the authority directory (default: the `sortie up` data directory's auth/)"
     al = auth.add_parser("list", help="credentials minted here: name, role, expiry, revoked")
     al.add_argument("--dir", type=Path, help=dir_help)
+    add_output(al)
     ar = auth.add_parser("revoke", help="refuse a credential at once (agent id, client, node)")
     ar.add_argument("name", help="as `sortie auth list` shows it, or an agent's id")
     ar.add_argument("--dir", type=Path, help=dir_help)
+    add_output(ar)
 
 
 def run_auth(args: argparse.Namespace) -> int:
     if args.auth_command == "init":
-        return _init(args.dir)
+        return _init(args.dir, args.output)
     if args.auth_command == "creds":
         return _creds(args)
     authority = _existing(args.dir)
     if args.auth_command == "list":
-        print(_table(identities.load(authority.directory), time.time()))
+        entries, now = identities.load(authority.directory), time.time()
+        if args.output != "text":
+            emit([_view(e, now) for e in entries], args.output)
+        else:
+            print(_table(entries, now))
         return EXIT_OK
     return _revoke(args, authority)
 
 
-def _init(directory: Path) -> int:
+def _init(directory: Path, output: str) -> int:
     from sortie.bus.auth import init_authority
 
     authority = init_authority(directory.expanduser().resolve())
+    if output != "text":
+        view = AuthorityView(
+            directory=str(authority.directory),
+            broker_conf=str(authority.broker_conf),
+            scheduler_creds=str(authority.scheduler_creds),
+            client_creds=str(authority.client_creds),
+            account_key=str(authority.account_key_path),
+        )
+        emit(view, output)
+        return EXIT_OK
     print(
         f"Authority in {authority.directory} (keep it private: {ACCOUNT_FILE} mints "
         "credentials)\n"
@@ -111,7 +131,11 @@ def _creds(args: argparse.Namespace) -> int:
     signer = Signer.load(args.dir.expanduser() / ACCOUNT_FILE, ttl_s=args.ttl)
     out = write_private(args.out.expanduser(), signer.mint(role, label=args.name).text())
     named = f"{args.name} ({role.identity})" if args.name else role.identity
-    print(f"Wrote {named} credentials to {out} (0600)")
+    if args.output != "text":
+        view = WrittenView(name=args.name or role.identity, identity=role.identity, file=str(out))
+        emit(view, args.output)
+    else:
+        print(f"Wrote {named} credentials to {out} (0600)")
     return EXIT_OK
 
 
@@ -139,8 +163,10 @@ def _revoke(args: argparse.Namespace, authority: Authority) -> int:
         revoked = revoke(authority, args.name)
     except identities.UnknownIdentity as exc:
         raise AuthError(str(exc)) from None
-    names = ", ".join(sorted({e.label for e in revoked}))
-    print(f"Revoked {names} ({len(revoked)} credential{'s' * (len(revoked) != 1)})")
+    labels = sorted({e.label for e in revoked})
+    names = ", ".join(labels)
+    if args.output == "text":
+        print(f"Revoked {names} ({len(revoked)} credential{'s' * (len(revoked) != 1)})")
     url = resolve_url(args.url)
     try:
         asyncio.run(push(authority, url, resolve_auth(url, tls_ca=args.tls_ca).tls_ca))
@@ -150,7 +176,10 @@ def _revoke(args: argparse.Namespace, authority: Authority) -> int:
             "broker.conf, so the broker refuses them from its next start); give the running "
             "broker's --url to tell it now"
         ) from None
-    print(f"The broker at {url} refuses them from now on.")
+    if args.output != "text":
+        emit(RevokedView(names=labels, credentials=len(revoked), broker=url), args.output)
+    else:
+        print(f"The broker at {url} refuses them from now on.")
     return EXIT_OK
 
 
@@ -166,6 +195,57 @@ def _table(entries: list[identities.Identity], now: float) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
     return "\n".join(line.rstrip() for line in lines)
+
+
+class AuthorityView(View, frozen=True, kw_only=True):
+    """`sortie auth init --output json`: where the authority's files are (paths only)."""
+
+    directory: str
+    broker_conf: str
+    scheduler_creds: str
+    client_creds: str
+    account_key: str
+
+
+class WrittenView(View, frozen=True, kw_only=True):
+    """`sortie auth creds --output json`: which credentials were written where."""
+
+    name: str
+    identity: str
+    file: str
+
+
+class RevokedView(View, frozen=True, kw_only=True):
+    """`sortie auth revoke --output json`: what was revoked; the broker refuses it now."""
+
+    names: list[str]
+    credentials: int
+    broker: str
+
+
+class CredentialView(View, frozen=True, kw_only=True):
+    """One credential of `sortie auth list --output json` (the public key only: a public
+    key is no secret)."""
+
+    name: str
+    identity: str
+    public_key: str
+    issued_at: str | None
+    expires_at: str | None  # null: never
+    revoked_at: str | None
+    state: str
+
+
+def _view(e: identities.Identity, now: float) -> CredentialView:
+    return CredentialView(
+        name=e.label,
+        identity=e.name,
+        public_key=e.public_key,
+        issued_at=iso(e.issued_at),
+        expires_at=iso(e.expires_at),
+        revoked_at=iso(e.revoked_at),
+        state=_state(e, now),
+    )
 
 
 def _state(e: identities.Identity, now: float) -> str:

@@ -21,12 +21,12 @@ deleting, the runs are read again and anything a run now names is kept.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import msgspec
 from aiodocker.exceptions import DockerError
 
 from sortie.agents.disk_gc import IMAGES, collect_envs, collect_run_dirs
@@ -36,6 +36,7 @@ from sortie.agents.limits import human_bytes
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.profile import default_data_dir, resolve_auth, resolve_url
 from sortie.cli.bounds_flags import non_negative
+from sortie.cli.output import add_output, emit, error
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler.blob_gc import (
@@ -55,6 +56,7 @@ def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="delete what nothing needs: unreferenced blobs, old run dirs, unused environments",
     )
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    add_output(gc)
     gc.add_argument("--data-dir", type=Path, default=None, help="the installation (sortie up's)")
     gc.add_argument(
         "--blob-grace-hours",
@@ -94,6 +96,14 @@ class Found:
     name: str
     size: int
     why: str
+
+
+class GcReport(msgspec.Struct, frozen=True, kw_only=True):
+    """`sortie gc --output json`: what was (or, with dry_run, would be) deleted."""
+
+    dry_run: bool
+    bytes: int
+    items: list[Found]
 
 
 async def _sweep_blobs(bus: Bus, args: argparse.Namespace) -> list[Found]:
@@ -187,7 +197,7 @@ async def run_gc(args: argparse.Namespace) -> int:
         found = await _sweep_blobs(bus, args)
         found += _local(data_dir, await run_records(bus), args)
     except BlobDeleteRefused as exc:
-        print(f"sortie gc: {exc}", file=sys.stderr)
+        error("refused", f"gc: {exc}", args.output)
         return 2
     finally:
         await bus.close()
@@ -195,16 +205,17 @@ async def run_gc(args: argparse.Namespace) -> int:
     try:
         found += await _images(data_dir, args)
     except DockerError as exc:
-        print(f"sortie gc: environment images: the engine said {exc.message}", file=sys.stderr)
+        error("engine", f"gc: environment images: the engine said {exc.message}", args.output)
         code = 1
     except (aiohttp.ClientError, OSError) as exc:
-        print(
-            f"sortie gc: environment images were not collected: "
-            f"{unreachable_message(docker_host(), repr(exc))}",
-            file=sys.stderr,
-        )
+        why = unreachable_message(docker_host(), repr(exc))
+        error("unreachable", f"gc: environment images were not collected: {why}", args.output)
         code = 1
-    _print(found, dry_run=args.dry_run)
+    if args.output != "text":
+        total = sum(f.size for f in found)
+        emit(GcReport(dry_run=args.dry_run, bytes=total, items=found), args.output)
+    else:
+        _print(found, dry_run=args.dry_run)
     return code
 
 

@@ -6,10 +6,9 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from sortie.bus.auth import AuthError
 from sortie.bus.broker import TlsFiles
@@ -28,10 +27,34 @@ from sortie.cli.bounds_flags import (
 )
 from sortie.cli.credentials import add_auth, add_ttl_option, run_auth
 from sortie.cli.gc import add_gc, run_gc
+from sortie.cli.jobfile import MEMORY_FLAGS, PYTHON_FLAGS, JobFileError, flag_defaults, load
 from sortie.cli.models import add_model, run_model
+from sortie.cli.output import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    ArgvError,
+    Parser,
+    add_output,
+    emit,
+    refuse_argv,
+)
+from sortie.cli.output import error as print_error
+from sortie.cli.output import size as _size
+from sortie.cli.output import table as _table
+from sortie.cli.runs import HANDLERS as RUN_HANDLERS
+from sortie.cli.runs import add_list_filters, print_outcome
 from sortie.cli.workspace import add_workspace, run_workspace
 from sortie.client import envspec
-from sortie.client.client import Client, ClientError, RequestRefused, echo_line
+from sortie.client.client import (
+    Client,
+    ClientError,
+    NoScheduler,
+    NotFound,
+    RequestRefused,
+    echo_line,
+)
 from sortie.client.runconfig import (
     AmlComputeSection,
     DockerSettings,
@@ -47,26 +70,18 @@ from sortie.client.views import (
     MachineView,
     SubmittedView,
     agent_view,
-    children_under_parents,
     compute_view,
     iso,
     machine_view,
-    run_summary_view,
-    run_view,
-    to_json,
 )
 from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
-from sortie.proto.states import TERMINAL
-from sortie.proto.waiting import describe
 
 if TYPE_CHECKING:  # imported where used: a CLI call loads only what it needs
     from sortie.scheduler.reconcile import Timing
 
 T = TypeVar("T")
-
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
@@ -92,21 +107,24 @@ def _gpu_pool(value: str | None) -> tuple[int, ...]:
         raise UsageError(f"--gpu-pool takes 'all' or indices like 0,1 (got {value!r})") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The whole command line: global options, then one helper per command group."""
-    p = argparse.ArgumentParser(
-        prog="sortie", description="Run training scripts on your own machines."
-    )
+def _parser(submit_defaults: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    """The whole command line: global options, then one helper per command group
+    (``submit_defaults``: a job file's settings, as `sortie run submit`'s defaults)."""
+    p = Parser(prog="sortie", description="Run training scripts on your own machines.")
     _global_options(p)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the helpers take plain ArgumentParsers: Parser only changes how a refusal is printed
+    sub = cast(
+        "_Commands[argparse.ArgumentParser]",
+        p.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     _add_up(sub)
     add_auth(sub)
     _add_scheduler(sub)
     _add_agent(sub)
     _add_compute(sub)
     status = sub.add_parser("status", help="computes, agents, queue and active runs at a glance")
-    status.add_argument("--output", choices=("text", "json"), default="text")
-    _add_run(sub)
+    add_output(status)
+    _add_run(sub, submit_defaults or {})
     add_model(sub)
     add_gc(sub)
     add_workspace(sub)
@@ -306,7 +324,7 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
     add_limit_flags(agent)
     admin = agent.add_subparsers(dest="agent_command", metavar="ACTION")
     al = admin.add_parser("list", help="agents with their state, capacity and GPUs")
-    al.add_argument("--output", choices=("text", "json"), default="text")
+    add_output(al)
     for action, text in (
         ("drain", "finish current runs, take no new ones"),
         ("cordon", "take no new runs"),
@@ -315,7 +333,7 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
     ):
         a = admin.add_parser(action, help=text)
         a.add_argument("name", help="agent (node) id")
-        a.add_argument("--output", choices=("text", "json"), default="text")
+        add_output(a)
 
 
 def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
@@ -378,23 +396,21 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     comp.add_parser("list", help="clusters")
     comp.add_parser("sizes", help="node sizes")
     for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
-        sp.add_argument("--output", choices=("text", "json"), default="text")
+        add_output(sp)
 
 
-def _add_run(sub: _Commands[argparse.ArgumentParser]) -> None:
+def _add_run(sub: _Commands[argparse.ArgumentParser], submit_defaults: dict[str, object]) -> None:
     """`sortie run ...`: submit runs and inspect them."""
     run = sub.add_parser("run", help="submit and inspect runs").add_subparsers(
         dest="run_command", required=True, metavar="SUBCOMMAND"
     )
-    _add_run_submit(run)
+    _add_run_submit(run, submit_defaults)
 
     lst = run.add_parser("list", help="runs, newest first")
-    lst.add_argument("--experiment")
-    lst.add_argument("--output", choices=("text", "json"), default="text")
+    add_list_filters(lst)
 
     show = run.add_parser("show", help="one run's record")
     show.add_argument("run_id")
-    show.add_argument("--output", choices=("text", "json"), default="text")
 
     logs = run.add_parser("logs", help="a run's output from the first line")
     logs.add_argument("run_id")
@@ -409,36 +425,47 @@ def _add_run(sub: _Commands[argparse.ArgumentParser]) -> None:
 
     why = run.add_parser("why", help="why a run is still queued")
     why.add_argument("run_id")
-    why.add_argument("--output", choices=("text", "json"), default="text")
 
-    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/)")
+    dl = run.add_parser("download", help="fetch a run's artifacts (its outputs/) into DEST/RUN_ID/")
     dl.add_argument("run_id")
     dl.add_argument("dest", type=Path)
+    dl.add_argument("--flat", action="store_true", help="into DEST itself (DEST/outputs/...)")
+    for sp in (lst, show, logs, cancel, wait, why, dl):
+        add_output(sp)
 
 
-def _add_run_submit(run: _Commands[argparse.ArgumentParser]) -> None:
+def _add_run_submit(run: _Commands[argparse.ArgumentParser], defaults: dict[str, object]) -> None:
     """`sortie run submit`: what to run, in which environment, with which resources."""
     s = run.add_parser(
         "submit",
         help="snapshot a directory and run a script from it",
-        description="Arguments for the script go after --arg (repeatable) or after `--`.",
+        description="Arguments for the script go after --arg (repeatable) or after `--`. "
+        "With -f JOB.yml the run is described by a job file (docs/jobfile.schema.json); "
+        "flags given as well override it (repeatable ones add to its lists).",
     )
-    s.add_argument("source_dir", type=Path)
-    s.add_argument("--script", required=True, help="path of the script inside SOURCE_DIR")
+    s.add_argument("source_dir", type=Path, nargs="?", help="the folder to snapshot")
+    s.add_argument("-f", "--file", dest="job_file", type=Path, metavar="JOB.yml", help="a job file")
+    s.add_argument("--script", help="path of the script inside SOURCE_DIR")
     s.add_argument("--arg", action="append", default=[], dest="args", metavar="X")
     s.add_argument("--target", default="local")
     s.add_argument("--experiment", default="default")
     _submit_environment_options(s)
     _submit_resource_options(s)
     s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
-    s.add_argument("--output", choices=("text", "json"), default="text")
+    add_output(s)
+    s.set_defaults(**defaults)
 
 
 def _submit_environment_options(s: argparse.ArgumentParser) -> None:
     """The run's Python environment, container and environment variables."""
     env = s.add_mutually_exclusive_group()
     env.add_argument("--python", help="use this interpreter as is (user-managed)")
-    env.add_argument("--pip", nargs="+", metavar="PKG", help="build an environment with these")
+    env.add_argument(
+        "--pip",
+        action="append",
+        metavar="PKG",
+        help="build an environment with this package (repeatable: --pip numpy --pip torch)",
+    )
     env.add_argument("--requirements", type=Path, metavar="FILE")
     env.add_argument("--conda-file", type=Path, metavar="FILE")
     s.add_argument("--docker-image", metavar="IMAGE", help="run in a container from IMAGE")
@@ -475,7 +502,7 @@ def _submit_resource_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--cpus", type=float, default=1.0)
     mem = s.add_mutually_exclusive_group()
     mem.add_argument("--memory", type=float, metavar="GB", help="memory the run needs, in GB")
-    mem.add_argument("--memory-mb", type=int, default=0)
+    mem.add_argument("--memory-mb", type=int)
     s.add_argument("--gpus", type=int, default=0)
     s.add_argument("--gpu-type", help="e.g. H100: matched within the agent's GPU name")
     s.add_argument("--node-count", type=int, default=1)
@@ -487,6 +514,9 @@ def _submit_resource_options(s: argparse.ArgumentParser) -> None:
         "(safe retries from scripts)",
     )
     s.add_argument("--constraint", action="append", default=[], metavar="LABEL=VALUE")
+    s.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag of the run"
+    )
     s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
     s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
     s.add_argument("--snapshot-limit-mb", type=float, default=None)
@@ -630,22 +660,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:
         cut = args_list.index("--")
         args_list, script_args = args_list[:cut], args_list[cut + 1 :]
-    args = _parser().parse_args(args_list)
+    try:
+        args = _parser().parse_args(args_list)
+    except ArgvError as exc:
+        return refuse_argv(exc, args_list)
     configure(args.log_level)
     try:
-        return _dispatch(args, script_args)
-    except (UsageError, ClientError, SnapshotError, envspec.EnvSpecError, RunConfigError) as exc:
-        print(f"sortie: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (BrokerUnreachable, NotInitialised, AccessDenied, AuthError, MetricsPortError) as exc:
-        print(f"sortie: {exc}", file=sys.stderr)
+        return _dispatch(_with_job_file(args, args_list), script_args)
+    except ArgvError as exc:  # the second parse, with a job file's settings as defaults
+        return refuse_argv(exc, args_list)
+    except _REFUSED as exc:
+        print_error(_error_code(exc), str(exc), getattr(args, "output", "text"))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+_REFUSED = (
+    UsageError,
+    JobFileError,
+    ClientError,
+    SnapshotError,
+    envspec.EnvSpecError,
+    RunConfigError,
+    BrokerUnreachable,
+    NotInitialised,
+    AccessDenied,
+    AuthError,
+    MetricsPortError,
+)
+# The `code` of an error in json/yaml mode, by the error's type (the first that matches).
+_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (BrokerUnreachable, "unreachable"),
+    (NoScheduler, "unreachable"),
+    (AccessDenied, "access_denied"),
+    (NotInitialised, "not_initialised"),
+    (NotFound, "not_found"),
+    (ClientError, "refused"),
+)
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, RequestRefused):
+        return exc.code
+    return next((code for kind, code in _ERROR_CODES if isinstance(exc, kind)), "bad_input")
+
+
+def _with_job_file(args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
+    """`sortie run submit -f JOB.yml`: the command line parsed again with the file's
+    settings as the defaults, so that the flags given override them. A Python environment
+    or memory flag replaces the file's whole choice of it."""
+    if getattr(args, "run_command", None) != "submit" or args.job_file is None:
+        return args
+    defaults = flag_defaults(load(args.job_file), args.job_file.parent)
+    for group in (PYTHON_FLAGS, MEMORY_FLAGS):
+        if any(getattr(args, dest) is not None for dest in group):
+            for dest in group:
+                defaults.pop(dest)
+    if args.source_dir is not None:
+        defaults.pop("source_dir")
+    return _parser(defaults).parse_args(argv)
 
 
 def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa: PLR0911  # one return per command
@@ -689,16 +767,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         return asyncio.run(run_gc(args))
     if args.command == "model":
         return _with_client(args, lambda c: run_model(c, args))
-    handler = {
-        "submit": _submit,
-        "list": _list,
-        "show": _show,
-        "logs": _logs,
-        "cancel": _cancel,
-        "wait": _wait,
-        "download": _download,
-        "why": _why,
-    }[args.run_command]
+    handler = _submit if args.run_command == "submit" else RUN_HANDLERS[args.run_command]
     if args.run_command != "submit" and script_args:
         raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
     return _with_client(args, lambda c: handler(c, args, script_args))
@@ -895,7 +964,7 @@ def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scri
         max_run_duration_seconds=args.max_duration,
         priority=args.priority,
         cpus=args.cpus,
-        memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb,
+        memory_mb=int(args.memory * 1024) if args.memory is not None else args.memory_mb or 0,
         gpus=args.gpus,
         gpu_type=args.gpu_type,
         node_count=args.node_count,
@@ -972,6 +1041,13 @@ def _secret_env(names: list[str]) -> dict[str, str]:
 
 async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
     source = args.source_dir
+    if source is None or not args.script:
+        raise UsageError(
+            "give SOURCE_DIR and --script (or `script:` in a job file: -f JOB.yml)"
+            if source is None
+            else "--script is required: the script's path inside SOURCE_DIR (or `script:` "
+            "in a job file)"
+        )
     if not source.exists():
         raise UsageError(f"source directory {source} does not exist")
     if not source.is_dir():
@@ -985,17 +1061,15 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
             config,
             experiment=args.experiment,
             submission_id=args.submission_id,
+            tags=_env_vars(args.tag, flag="--tag") or None,
             snapshot_limit_bytes=int(limit_mb * 1024 * 1024) if limit_mb else None,
             progress=bars.uploading,
             hash_progress=bars.hashing,
         )
     for w in sub.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    if args.output == "json":
-        print(
-            to_json(SubmittedView(run_id=sub.run_id, snapshot=sub.snapshot), indent=False),
-            flush=True,
-        )
+    if args.output != "text":
+        emit(SubmittedView(run_id=sub.run_id, snapshot=sub.snapshot), args.output, indent=False)
     else:
         s = sub.snapshot
         target = args.target
@@ -1010,10 +1084,11 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         )
     if not args.wait:
         return EXIT_OK
-    return await _stream_and_wait(client, sub.run_id, quiet=args.output == "json")
+    return await _stream_and_wait(client, sub.run_id, fmt=args.output)
 
 
-async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) -> int:
+async def _stream_and_wait(client: Client, run_id: str, *, fmt: str = "text") -> int:
+    quiet = fmt != "text"
     from sortie.cli.progress import interactive, run_state_line
 
     ranked = (await client.get_run(run_id)).spec.node_count > 1
@@ -1023,121 +1098,8 @@ async def _stream_and_wait(client: Client, run_id: str, *, quiet: bool = False) 
             if not quiet:
                 echo_line(line, rank if ranked else None)
         rec = await client.wait(run_id)
-    _print_outcome(rec)
+    print_outcome(rec, fmt)
     return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
-
-
-def _print_outcome(rec: m.RunRecord) -> None:
-    msg = f"Run {rec.run_id}: {rec.state}"
-    if rec.exit_code is not None:
-        msg += f" (exit code {rec.exit_code})"
-    if rec.error is not None:
-        msg += f": {rec.error.kind}: {rec.error.message}"
-    print(msg, file=sys.stderr, flush=True)
-
-
-async def _list(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    runs = children_under_parents(await client.list_runs(args.experiment))
-    if args.output == "json":
-        print(to_json([run_summary_view(r) for r in runs], indent=False))
-        return EXIT_OK
-    rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
-    rows += [
-        (
-            r.run_id if r.parent_id is None else f"  {r.run_id}",  # a child, under its parent
-            r.spec.experiment,
-            r.spec.target,
-            str(r.state),
-            str(r.attempt),
-            iso(r.created_at) or "",
-        )
-        for r in runs
-    ]
-    _table(rows)
-    return EXIT_OK
-
-
-async def _show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    rec = await client.get_run(args.run_id)
-    kids = [c.run_id for c in await client.children(rec.run_id)]
-    view = run_view(rec, await client.metrics(rec.run_id), kids)
-    if args.output == "json":
-        print(to_json(view))
-        return EXIT_OK
-    fields: list[tuple[str, object]] = [
-        ("run_id", view.run_id),
-        ("state", view.state),
-        ("attempt", view.attempt),
-        ("exit_code", view.exit_code),
-        ("experiment", view.experiment),
-        ("target", view.target),
-        ("script", view.script),
-        ("agent_id", view.agent_id),
-        ("created_at", view.created_at),
-        ("started_at", view.started_at),
-        ("ended_at", view.ended_at),
-    ]
-    rows = [(k, "" if v is None else str(v)) for k, v in fields]
-    git = view.git
-    if git.commit:
-        dirty = " (dirty)" if git.dirty else ""
-        rows.append(("git", f"{git.commit[:12]} on {git.branch}{dirty}"))
-    if view.error:
-        rows.append(("error", f"{view.error.kind}: {view.error.message}"))
-    if rec.waiting is not None and rec.state == "Queued":
-        rows.append(("waiting", describe(rec.spec.target, rec.waiting, time.time())))
-    for name, values in view.metrics.items():
-        rows.append(("metric", f"{name} = {values[-1] if len(values) == 1 else values}"))
-    rows.extend(("parent", p) for p in [view.parent_id] if p)
-    rows.extend(("tag", f"{k} = {v}") for k, v in view.tags.items())
-    rows.extend(("property", f"{k} = {v}") for k, v in view.properties.items())
-    rows.extend(("child", kid) for kid in view.children)
-    rows.extend(("artifact", path) for path in view.artifacts)
-    _table(rows)
-    return EXIT_OK
-
-
-async def _logs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    rec = await client.get_run(args.run_id)  # a clear error for an unknown run
-    ranked = rec.spec.node_count > 1 and args.rank is None
-    async for rank, line in client.logs(args.run_id, follow=args.follow, rank=args.rank):
-        echo_line(line, rank if ranked else None)
-    return EXIT_OK
-
-
-async def _cancel(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    reply = await client.cancel(args.run_id)
-    if reply.state in TERMINAL:
-        print(f"Run {reply.run_id}: {reply.state}")
-    else:
-        print(f"Run {reply.run_id}: cancel sent; it stops after its grace period")
-    return EXIT_OK
-
-
-async def _wait(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    rec = await client.wait(args.run_id)
-    _print_outcome(rec)
-    return EXIT_OK if rec.state == "Completed" else EXIT_RUN_FAILED
-
-
-async def _download(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    files = await client.download(args.run_id, args.dest)
-    for f in files:
-        print(f)
-    if not files:
-        print(f"run {args.run_id} has no artifacts", file=sys.stderr)
-    return EXIT_OK
-
-
-async def _why(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    reply = await client.why(args.run_id)
-    if args.output == "json":
-        print(to_json(reply, indent=False))
-        return EXIT_OK
-    print(reply.summary)
-    for why, n in sorted(reply.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"  {n:>5}  {why}")
-    return EXIT_OK
 
 
 # --- compute targets and agents ---------------------------------------------------------------
@@ -1168,19 +1130,19 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
     cmd = args.compute_command
     reply = await client.compute(_compute_request(args))
     if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
-        reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output == "json"))
+        reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output != "text"))
     if cmd == "detach" and isinstance(reply, m.VmReply):
-        return await _follow_detach(client, reply.vm, json_out=args.output == "json")
+        return await _follow_detach(client, reply.vm, output=args.output)
     if isinstance(reply, m.VmReply):
-        if args.output == "json":
-            print(to_json(machine_view(reply.vm)))
+        if args.output != "text":
+            emit(machine_view(reply.vm), args.output)
         else:
             _print_vm(reply.vm)
         if cmd == "attach" and reply.vm.provisioning_state == "Failed":
             return EXIT_RUN_FAILED
         return EXIT_OK
-    if args.output == "json":
-        _print_compute_json(reply)
+    if args.output != "text":
+        _print_compute_data(reply, args.output)
     else:
         _print_compute_text(reply)
     return EXIT_OK
@@ -1222,15 +1184,17 @@ def _compute_request(args: argparse.Namespace) -> m.Message:
             return m.SizesList()
 
 
-def _print_compute_json(reply: m.ComputeReply | m.ComputeListReply | m.SizesReply) -> None:
+def _print_compute_data(
+    reply: m.ComputeReply | m.ComputeListReply | m.SizesReply, fmt: str
+) -> None:
     if isinstance(reply, m.ComputeReply):
-        print(to_json(compute_view(reply.info)))
+        emit(compute_view(reply.info), fmt)
     elif isinstance(reply, m.ComputeListReply):
         listed: list[ComputeView | MachineView] = [compute_view(i) for i in reply.computes]
         listed += [machine_view(v) for v in reply.vms]
-        print(to_json(listed))
+        emit(listed, fmt)
     else:
-        print(to_json(reply.sizes))
+        emit(reply.sizes, fmt)
 
 
 def _print_compute_text(reply: m.ComputeReply | m.ComputeListReply | m.SizesReply) -> None:
@@ -1281,7 +1245,7 @@ async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.Vm
         shown = min(shown, len(vm.progress))
 
 
-async def _follow_detach(client: Client, vm: m.VmRecord, *, json_out: bool) -> int:
+async def _follow_detach(client: Client, vm: m.VmRecord, *, output: str) -> int:
     """Print the detach's progress until the machine is gone (its agent stopped, its files
     removed): 0; or until it could not be cleaned up (Failed, saying what is left): 1."""
     shown = len(vm.progress)
@@ -1292,22 +1256,22 @@ async def _follow_detach(client: Client, vm: m.VmRecord, *, json_out: bool) -> i
         except RequestRefused as exc:
             if exc.code != "not_found":
                 raise
-            if json_out:
-                print(to_json({"name": vm.name, "type": "vm", "provisioning_state": "Detached"}))
+            if output != "text":
+                emit({"name": vm.name, "type": "vm", "provisioning_state": "Detached"}, output)
             else:
                 print(f"Detached {vm.name}: its agent is stopped and its files are removed")
             return EXIT_OK
         vm = reply.vm
-        if not json_out:
+        if output == "text":
             for line in vm.progress[min(shown, len(vm.progress)) :]:
                 print(f"[{vm.name}] {line}", file=sys.stderr, flush=True)
         shown = len(vm.progress)
-    if json_out:
-        print(to_json(machine_view(vm)))
+    if output != "text":
+        emit(machine_view(vm), output)
     else:
         _print_vm(vm)
     if vm.provisioning_state == "Failed" and vm.provisioning_errors:
-        print(f"sortie: {vm.provisioning_errors[-1].message}", file=sys.stderr)
+        print_error("detach_incomplete", vm.provisioning_errors[-1].message, output)
     return EXIT_RUN_FAILED
 
 
@@ -1364,8 +1328,8 @@ async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
     else:
         reply = await client.agents(m.AgentAdmin(agent_id=args.name, action=args.agent_command))
         agents = [reply.agent]
-    if args.output == "json":
-        print(to_json([agent_view(a) for a in agents]))
+    if args.output != "text":
+        emit([agent_view(a) for a in agents], args.output)
         return EXIT_OK
     rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
     for a in agents:
@@ -1385,26 +1349,6 @@ async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
         )
     _table(rows)
     return EXIT_OK
-
-
-# --- formatting ----------------------------------------------------------------------------------
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

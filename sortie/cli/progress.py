@@ -32,7 +32,7 @@ WHY_EVERY_S = 5.0  # while queued, ask the scheduler why this often
 
 
 def interactive(output: str = "text") -> bool:
-    return output != "json" and sys.stdout.isatty() and sys.stderr.isatty()
+    return output == "text" and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def _console() -> Console:

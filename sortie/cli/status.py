@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sortie.cli.output import emit
 from sortie.client.client import Client
 from sortie.client.views import (
     QueuedGroup,
@@ -24,7 +25,6 @@ from sortie.client.views import (
     StatusTarget,
     StatusView,
     iso,
-    to_json,
 )
 from sortie.proto import messages as m
 from sortie.proto.gang import agent_ids
@@ -351,8 +351,8 @@ def _agents_table(agents: list[StatusAgent]) -> list[str]:
 
 async def show_status(client: Client, *, output: str = "text") -> int:
     status = summarise(await gather(client), time.time())
-    if output == "json":
-        print(to_json(status))
+    if output != "text":
+        emit(status, output)
     else:
         print("\n".join(render(status)))
     return 0

@@ -61,6 +61,10 @@ class NoScheduler(ClientError):
     """The broker answers but no scheduler listens (not started, or restarting)."""
 
 
+class NotFound(ClientError):
+    """No run (or other object) of that name."""
+
+
 class StoreFullError(ClientError):
     """The Sortie store is full: the message says which part, how full, and what to do
     ("the Sortie store is full: run logs use 7.2 MB of 7.2 MB ...; free space with `sortie
@@ -351,7 +355,7 @@ class Client:
         except ValueError as exc:
             raise ClientError(str(exc)) from None
         except nats.js.errors.KeyNotFoundError:
-            raise ClientError(f"no run {run_id!r}: `sortie run list` shows the runs") from None
+            raise NotFound(f"no run {run_id!r}: `sortie run list` shows the runs") from None
         try:
             return codec.decode(m.RunRecord, entry.value or b"")
         except codec.BadMessage as exc:

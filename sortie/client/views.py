@@ -5,7 +5,8 @@ installation: the JSON of the CLI's ``--output json`` and of the SDK's ``get_det
 These shapes are a promise to scripts that parse them, apart from the wire types in proto
 (which may gain fields the user never sees): each view names its keys once, in the order they
 are printed, and ``tests/client/test_views.py`` pins them. Timestamps are ISO 8601 strings
-(``iso``), states their names.
+(``iso``: UTC, ``Z``) everywhere, never epoch seconds; durations are seconds (``_s``);
+states are their names.
 """
 
 from __future__ import annotations
@@ -125,6 +126,55 @@ class SubmittedView(View, frozen=True, kw_only=True):
     snapshot: SnapshotSummary
 
 
+class LogLineView(View, frozen=True, kw_only=True):
+    """One line of `sortie run logs --output json` (JSON lines: one object per line)."""
+
+    rank: int
+    time: str | None
+    stream: Literal["stdout", "stderr", "system"]
+    line: str
+
+
+class CancelView(View, frozen=True, kw_only=True):
+    """`sortie run cancel --output json`: the state after the request (still active until
+    the run stops)."""
+
+    run_id: str
+    state: RunState
+
+
+class OutcomeView(View, frozen=True, kw_only=True):
+    """`sortie run wait --output json`: how the run ended."""
+
+    run_id: str
+    state: RunState
+    exit_code: int | None
+    error: ErrorView | None
+    ended_at: str | None
+
+
+class DownloadView(View, frozen=True, kw_only=True):
+    """`sortie run download --output json`: the files written."""
+
+    run_id: str
+    files: list[str]
+
+
+def log_line_view(rank: int, line: m.LogLine) -> LogLineView:
+    return LogLineView(rank=rank, time=iso(line.t), stream=line.stream, line=line.text)
+
+
+def outcome_view(rec: m.RunRecord) -> OutcomeView:
+    error = rec.error
+    return OutcomeView(
+        run_id=rec.run_id,
+        state=rec.state,
+        exit_code=rec.exit_code,
+        error=None if error is None else ErrorView(kind=error.kind, message=error.message),
+        ended_at=iso(rec.ended_at),
+    )
+
+
 def run_view(
     rec: m.RunRecord,
     metrics: dict[str, list[m.MetricValue]],
@@ -213,6 +263,29 @@ def children_under_parents(runs: list[m.RunRecord]) -> list[m.RunRecord]:
 # --- compute targets and agents ------------------------------------------------------------
 
 
+class ProvisioningErrorView(View, frozen=True, kw_only=True):
+    at: str | None
+    code: str
+    message: str
+
+
+class ScaleDecisionView(View, frozen=True, kw_only=True):
+    at: str | None
+    action: Literal["scale_up", "scale_down", "backoff", "node_failed", "node_preempted"]
+    nodes: list[str]
+    reason: str
+
+
+class ClusterNodeView(View, frozen=True, kw_only=True):
+    node_id: str
+    cluster: str
+    state: m.NodeState
+    priority: m.NodePriority
+    created_at: str | None
+    changed_at: str | None
+    message: str | None
+
+
 class ComputeView(View, frozen=True, kw_only=True):
     """A managed cluster: `sortie compute show|create|... --output json`, ``get_status``."""
 
@@ -226,10 +299,10 @@ class ComputeView(View, frozen=True, kw_only=True):
     provider: str
     shape: m.NodeShape
     provisioning_state: m.ProvisioningState
-    provisioning_errors: list[m.ProvisioningError]
+    provisioning_errors: list[ProvisioningErrorView]
     nodes: m.NodeCounts
-    node_list: list[m.NodeRecord]
-    decisions: list[m.ScaleDecision]
+    node_list: list[ClusterNodeView]
+    decisions: list[ScaleDecisionView]
     created_at: str | None
 
 
@@ -245,14 +318,14 @@ class MachineView(View, frozen=True, kw_only=True):
     advertised_url: str | None
     agent_env: dict[str, str] = {}  # user information in URLs shown as ***
     provisioning_state: m.ProvisioningState
-    provisioning_errors: list[m.ProvisioningError]
+    provisioning_errors: list[ProvisioningErrorView]
     link: Literal["none", "connected", "reconnecting"]
     progress: list[str]
     created_at: str | None
 
 
 class AgentView(View, frozen=True, kw_only=True):
-    """One agent: `sortie agent list|cordon|... --output json` (times as stored: seconds)."""
+    """One agent: `sortie agent list|cordon|... --output json`."""
 
     agent_id: str
     incarnation: str
@@ -260,8 +333,8 @@ class AgentView(View, frozen=True, kw_only=True):
     hostname: str
     capacity: m.Capacity
     state: Literal["ready", "lost"]
-    first_seen: float
-    last_seen: float
+    first_seen: str | None
+    last_seen: str | None
     cordoned: bool
     draining: bool
     labels: dict[str, str]
@@ -284,12 +357,30 @@ def compute_view(info: m.ComputeInfo) -> ComputeView:
         provider=c.cluster.provider,
         shape=c.shape,
         provisioning_state=c.provisioning_state,
-        provisioning_errors=list(c.provisioning_errors),
+        provisioning_errors=_errors(c.provisioning_errors),
         nodes=info.counts,
-        node_list=list(info.nodes),
-        decisions=list(c.decisions),
+        node_list=[
+            ClusterNodeView(
+                node_id=n.node_id,
+                cluster=n.cluster,
+                state=n.state,
+                priority=n.priority,
+                created_at=iso(n.created_at),
+                changed_at=iso(n.changed_at),
+                message=n.message,
+            )
+            for n in info.nodes
+        ],
+        decisions=[
+            ScaleDecisionView(at=iso(d.at), action=d.action, nodes=list(d.nodes), reason=d.reason)
+            for d in c.decisions
+        ],
         created_at=iso(c.created_at),
     )
+
+
+def _errors(errors: list[m.ProvisioningError]) -> list[ProvisioningErrorView]:
+    return [ProvisioningErrorView(at=iso(e.at), code=e.code, message=e.message) for e in errors]
 
 
 def machine_view(vm: m.VmRecord) -> MachineView:
@@ -302,7 +393,7 @@ def machine_view(vm: m.VmRecord) -> MachineView:
         advertised_url=vm.vm.advertised_url,
         agent_env=redacted(vm.vm.agent_env),
         provisioning_state=vm.provisioning_state,
-        provisioning_errors=list(vm.provisioning_errors),
+        provisioning_errors=_errors(vm.provisioning_errors),
         link=vm.link,
         progress=list(vm.progress),
         created_at=iso(vm.created_at),
@@ -317,8 +408,8 @@ def agent_view(a: m.AgentRecord) -> AgentView:
         hostname=a.hostname,
         capacity=a.capacity,
         state=a.state,
-        first_seen=a.first_seen,
-        last_seen=a.last_seen,
+        first_seen=iso(a.first_seen),
+        last_seen=iso(a.last_seen),
         cordoned=a.cordoned,
         draining=a.draining,
         labels=dict(a.labels),

@@ -322,7 +322,9 @@ def test_machine_view_keys() -> None:
         "advertised_url": "nats://10.0.0.1:4222",
         "agent_env": {},
         "provisioning_state": "Failed",
-        "provisioning_errors": [{"at": 3.0, "code": "ssh", "message": "refused"}],
+        "provisioning_errors": [
+            {"at": "1970-01-01T00:00:03.000Z", "code": "ssh", "message": "refused"}
+        ],
         "link": "reconnecting",
         "progress": ["connecting", "installing"],
         "created_at": "1970-01-01T00:00:01.500Z",
@@ -359,7 +361,7 @@ def test_agent_view_keys() -> None:
         "container_engine",
         "isolation",
     ]
-    assert (shown["last_seen"], shown["labels"]) == (99.0, {"zone": "a"})  # seconds, as stored
+    assert (shown["last_seen"], shown["labels"]) == ("1970-01-01T00:01:39.000Z", {"zone": "a"})
 
 
 def status_of(runs: list[m.RunRecord]) -> Any:

@@ -122,7 +122,7 @@ async def test_planted_and_overwritten_blobs_do_not_poison_later_runs(
         logs = installation.cli("run", "logs", str(second["run_id"]), check=True).stdout
         assert "1 files, 0 uploaded, 1 already stored" in logs
         dest = tmp_path / "dl"
-        installation.cli("run", "download", str(second["run_id"]), str(dest), check=True)
+        installation.cli("run", "download", str(second["run_id"]), str(dest), "--flat", check=True)
         assert (dest / "outputs" / "result.txt").read_text() == "the result\n"
         operator = await _bus(installation, installation.scheduler_creds, "operator")
         try:
@@ -155,7 +155,7 @@ async def test_a_damaged_artifact_and_a_damaged_snapshot_file_say_what_is_wrong(
     assert f"artifact outputs/result.txt of run {run['run_id']} cannot be downloaded" in proc.stderr
     assert f"blob {artifact.sha256} is corrupt in the object store" in proc.stderr
     assert "again to produce it anew" in proc.stderr
-    assert not (tmp_path / "dl" / "outputs" / "result.txt").exists()
+    assert not (tmp_path / "dl" / str(run["run_id"]) / "outputs" / "result.txt").exists()
 
     # a snapshot file damaged after it was stored: the agent refuses it, the run says why
     data = b"data the agent has never cached\n"

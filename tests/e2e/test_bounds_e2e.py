@@ -154,7 +154,7 @@ def test_gc_lists_then_deletes_unreferenced_blobs_and_old_run_dirs(
     # what runs reference stays: the artifact downloads, and the run's snapshot still runs
     assert asyncio.run(_store(small, None, artifact))
     dest = tmp_path / "dl"
-    small.cli("run", "download", run_id, str(dest), check=True)
+    small.cli("run", "download", run_id, str(dest), "--flat", check=True)
     assert (dest / "outputs" / "model.txt").read_text() == "weights of a kept run"
     again = _submit(small, src, "keep.py")
     assert small.json("run", "show", again)["state"] == "Completed"  # type: ignore[index]

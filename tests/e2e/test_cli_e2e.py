@@ -72,8 +72,9 @@ def test_example_in_a_system_managed_env_end_to_end(
 
     out = tmp_path / "out"
     installation.cli("run", "download", run_id, str(out), check=True)
-    assert (out / "outputs" / "model.pkl").stat().st_size > 1000
-    assert json.loads((out / "outputs" / "metrics.json").read_text())["accuracy"] > 0.9
+    # under DEST/RUN_ID/, so that a second run's download never overwrites the first
+    assert (out / run_id / "outputs" / "model.pkl").stat().st_size > 1000
+    assert json.loads((out / run_id / "outputs" / "metrics.json").read_text())["accuracy"] > 0.9
 
     listed = installation.json("run", "list", "--experiment", "digits")
     assert isinstance(listed, list) and listed[0]["run_id"] == run_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -146,12 +147,19 @@ def test_auth_cli_writes_files_and_prints_no_secret(tmp_path: Path) -> None:
 
 def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None:
     auth = tmp_path / "auth"
-    assert sortie("auth", "init", str(auth)).returncode == 0
+    init = sortie("auth", "init", str(auth), "--output", "json")
+    assert init.returncode == 0, init.stderr
+    assert json.loads(init.stdout)["client_creds"] == str((auth / "client.creds").resolve())
     made = sortie(
         "auth", "creds", "--dir", str(auth), "--role", "agent", "--agent-id", "box1",
-        "--out", str(tmp_path / "box1.creds"),
+        "--out", str(tmp_path / "box1.creds"), "-o", "json",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout) == {
+        "name": "agent.box1",
+        "identity": "agent.box1",
+        "file": str(tmp_path / "box1.creds"),
+    }
     listed = sortie("auth", "list", "--dir", str(auth))
     assert listed.returncode == 0
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
@@ -172,6 +180,10 @@ def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None
         for line in sortie("auth", "list", "--dir", str(auth)).stdout.splitlines()[1:]
     }
     assert rows["agent.box1"][-1] == "revoked" and rows["client"][-1] == "valid"
+    as_json = json.loads(sortie("auth", "list", "--dir", str(auth), "-o", "json").stdout)
+    states = {c["name"]: (c["state"], c["revoked_at"]) for c in as_json}
+    assert states["client"] == ("valid", None)
+    assert states["agent.box1"][0] == "revoked" and states["agent.box1"][1].endswith("Z")
     # the account JWT in broker.conf lists it: a restarted broker refuses it
     preloaded = re.findall(r'^  A\w+: "([^"]+)"$', (auth / "broker.conf").read_text(), re.M)
     revoked_keys = [jwt_claims(j)["nats"].get("revocations") for j in preloaded]  # type: ignore[attr-defined]
@@ -182,3 +194,5 @@ def test_auth_list_and_revoke_without_a_reachable_broker(tmp_path: Path) -> None
     assert again.returncode == 2 and "no credential named 'box1'" in again.stderr
     nowhere = sortie("auth", "list", "--dir", str(tmp_path / "none"))
     assert nowhere.returncode == 2 and "no authority in" in nowhere.stderr
+    nowhere = sortie("auth", "list", "--dir", str(tmp_path / "none"), "--output", "json")
+    assert nowhere.returncode == 2 and json.loads(nowhere.stderr)["code"] == "bad_input"

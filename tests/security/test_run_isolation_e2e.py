@@ -225,7 +225,7 @@ def test_a_hostile_run_is_refused_everything_but_its_own_work(
     assert shown["state"] == "Completed"
     assert "accuracy" in json.dumps(shown["metrics"])
     dest = tmp_path / "out"
-    inst.cli("run", "download", hostile, str(dest), check=True)
+    inst.cli("run", "download", hostile, str(dest), "--flat", check=True)
     assert (dest / "outputs" / "result.txt").read_text() == "trained"
     # the victim was never disturbed: it still runs, until canceled
     assert json.loads(inst.cli("run", "show", victim, "--output", "json").stdout)["state"] == (

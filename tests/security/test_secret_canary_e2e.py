@@ -161,7 +161,7 @@ def test_a_canary_secret_reaches_the_run_and_nothing_else(
         cli("run", "why", run_id)
         cli("run", "why", run_id, "--output", "json")
         dest = tmp_path / f"out-{run_id}"
-        cli("run", "download", run_id, str(dest), check=True)
+        cli("run", "download", run_id, str(dest), "--flat", check=True)
         assert (dest / "outputs" / "check.txt").read_text() == "ok"
     for listing in (
         ("run", "list"),

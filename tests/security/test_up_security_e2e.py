@@ -147,7 +147,7 @@ def test_runs_and_cluster_nodes_work_with_their_own_credentials(
     assert load_creds(node_creds / "agent.creds").name == f"agent.{node}"
     logs = secured.cli("run", "logs", run_id, check=True).stdout
     assert "creds in env: None" in logs and "done on sec-pool" in logs
-    secured.cli("run", "download", run_id, str(tmp_path / "dl"), check=True)
+    secured.cli("run", "download", run_id, str(tmp_path / "dl"), "--flat", check=True)
     assert (tmp_path / "dl" / "outputs" / "model.txt").read_text() == "weights"
     for args in (("run", "list"), ("compute", "show", "sec-pool"), ("agent", "list")):
         secured.json(*args)

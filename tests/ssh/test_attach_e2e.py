@@ -140,7 +140,7 @@ def test_attach_with_a_key_run_survive_a_dropped_link_and_detach(
     assert f"running as {SSH_TEST_USER}" in logs and "finished" in logs
     out = tmp_path / "out"
     installation.cli("run", "download", run_id, str(out), check=True)
-    assert (out / "outputs" / "result.txt").read_text() == "done on the vm"
+    assert (out / run_id / "outputs" / "result.txt").read_text() == "done on the vm"
 
     # secrets stay on the scheduler's host: not in the store, `show`, or the daemon log
     secret_line = client_key.text.splitlines()[1]
