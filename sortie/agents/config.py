@@ -42,6 +42,10 @@ class AgentConfig:
     # The process that started this agent (a scheduler's process provider): when it is gone
     # (even SIGKILLed), the agent stops its runs and exits rather than outlive it as an orphan.
     exit_with_parent: int | None = None
+    # stop (after giving its runs back) once the broker closed the connection for good: the
+    # credentials were revoked or expired. Agents the scheduler starts over SSH set it, so a
+    # detached machine's agent ends instead of running on unheard; `sortie up`'s does not.
+    exit_when_refused: bool = False
     # A separate process that kills the runs when this agent cannot (paused, hung, dead):
     # see agents.watchdog.
     watchdog: bool = True

@@ -224,8 +224,8 @@ def read_command(data: bytes) -> m.AgentCommand | str:
     attempts count from 1, and a rank lies within its run's world.
     """
     try:
-        cmd: m.Assign | m.Cancel | m.Preempt = codec.decode(m.AgentCommand, data)
-        if isinstance(cmd, m.Preempt):
+        cmd: m.AgentCommand = codec.decode(m.AgentCommand, data)
+        if isinstance(cmd, m.Preempt | m.Retire):
             return cmd
         subjects.check_token("run id", cmd.run_id)
     except ValueError as exc:  # codec.BadMessage, or a run id that could leave runs/
@@ -313,6 +313,9 @@ class AgentShell:
         self.config, self.facts, self.bus, self.state = config, facts, bus, state
         self.gpu_probe = gpu_probe
         self.alog = alog
+        # stop for good: the scheduler said its target is gone (Retire), or the broker closed
+        # this agent's connection for good (its credentials revoked or expired)
+        self.retired = asyncio.Event()
         self.engine_url = config.docker_host or docker_host()
         self.envs = EnvCache(facts.data_dir / "envs")
         self.lease = Lease(config.lease_s, time.monotonic())
@@ -405,6 +408,9 @@ class AgentShell:
                 await self.dispatch(CommandRefused(error=cmd, size=len(data)))
             elif isinstance(cmd, m.Preempt):
                 await self.dispatch(PreemptNoticed(reason=cmd.reason))
+            elif isinstance(cmd, m.Retire):
+                self.alog.warning("retired by the scheduler; stopping", reason=cmd.reason)
+                self.retired.set()
             elif isinstance(cmd, m.Assign):
                 await self.dispatch(Assigned(assign=cmd))
             else:
@@ -457,6 +463,15 @@ class AgentShell:
             if self.lease.lapse_seen(time.monotonic()):
                 why = "lease expired: no heartbeat confirmed; stopping every run"
                 await self.dispatch(LeaseLapsed(why=why))
+                if self.config.exit_when_refused and self.bus.nc.is_closed:
+                    # nats-py never reopens a closed connection: the broker refused this
+                    # agent's credentials (revoked, as on detach, or expired). Its runs were
+                    # given back above; waiting on would only heartbeat into nothing.
+                    self.alog.error(
+                        "the broker closed this agent's connection for good (credentials "
+                        "revoked or expired); stopping"
+                    )
+                    self.retired.set()
 
     async def refresh_gpus(self) -> None:
         """Fresh memory/utilisation readings every ``gpu_refresh_s`` (the set never changes)."""
@@ -552,10 +567,16 @@ async def run_agent(
         loops.append(asyncio.create_task(renewing))
     if config.exit_with_parent is not None:
         loops.append(asyncio.create_task(watch_parent(config.exit_with_parent, stop, alog)))
+    loops.append(asyncio.create_task(_stop_when(shell.retired, stop)))
     try:
         await stop.wait()
     finally:
         await _shut_down(shell, subs, loops, watchdog)
+
+
+async def _stop_when(retired: asyncio.Event, stop: asyncio.Event) -> None:
+    await retired.wait()
+    stop.set()
 
 
 async def _recover(shell: AgentShell) -> None:

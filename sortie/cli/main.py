@@ -56,6 +56,7 @@ from sortie.client.client import (
     echo_line,
 )
 from sortie.client.runconfig import (
+    AmlComputeSection,
     DockerSettings,
     EnvironmentSection,
     PythonSection,
@@ -298,6 +299,12 @@ def _add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="stop runs and exit when process PID (the one that started this agent) is gone",
     )
     agent.add_argument(
+        "--exit-when-refused",
+        action="store_true",
+        help="give runs back and exit once the broker refuses this agent's credentials for "
+        "good (revoked or expired); agents started over SSH use it",
+    )
+    agent.add_argument(
         "--run-user",
         metavar="USER",
         help="as root, start runs as this unprivileged user (default: sortie-run)",
@@ -352,7 +359,11 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     cu.add_argument("--idle-seconds-before-scaledown", type=float)
     cd = comp.add_parser("delete", help="delete a cluster and stop its nodes")
     cd.add_argument("name")
-    cd.add_argument("--force", action="store_true", help="cancel its active runs")
+    cd.add_argument(
+        "--force",
+        action="store_true",
+        help="fail its queued runs (target_deleted) and cancel its active ones",
+    )
     cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
     cs.add_argument("name")
     ca = comp.add_parser("attach", help="attach a machine over SSH as a compute target")
@@ -376,7 +387,12 @@ def _add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     cdt = comp.add_parser("detach", help="stop a machine's agent and remove what was installed")
     cdt.add_argument("name")
     cdt.add_argument("--keep-files", action="store_true", help="leave the install in place")
-    cdt.add_argument("--force", action="store_true", help="cancel its active runs")
+    cdt.add_argument(
+        "--force",
+        action="store_true",
+        help="fail its queued runs (target_deleted), cancel its active ones, and forget the "
+        "machine even if its agent cannot be stopped",
+    )
     comp.add_parser("list", help="clusters")
     comp.add_parser("sizes", help="node sizes")
     for sp in (cc, cu, cd, cs, ca, cdt, comp.choices["list"], comp.choices["sizes"]):
@@ -504,6 +520,30 @@ def _submit_resource_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dedicated-only", action="store_true", help="never on low-priority nodes")
     s.add_argument("--spread", action="store_true", help="prefer the emptiest agent")
     s.add_argument("--snapshot-limit-mb", type=float, default=None)
+    s.add_argument(
+        "--queue-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail the run (queue_timeout) if it is still queued after this long",
+    )
+    _submit_run_based_options(s)
+
+
+def _submit_run_based_options(s: argparse.ArgumentParser) -> None:
+    """--target amlcompute: a temporary cluster made for the run, deleted when it ends."""
+    s.add_argument(
+        "--vm-size",
+        metavar="SIZE",
+        help="with --target amlcompute: the size of the run's temporary cluster's nodes",
+    )
+    s.add_argument("--vm-priority", choices=("dedicated", "lowpriority"), default="dedicated")
+    s.add_argument(
+        "--max-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --target amlcompute: the temporary cluster's max nodes (default 1)",
+    )
 
 
 def _metrics_options(p: argparse.ArgumentParser) -> None:
@@ -870,6 +910,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         preempt_grace_s=args.preempt_grace,
         lease_s=args.lease,
         exit_with_parent=args.exit_with_parent,
+        exit_when_refused=args.exit_when_refused,
         kill_grace_s=args.kill_grace,
         auth=_daemon_auth(args),
         limits=limits_of(args),
@@ -904,6 +945,10 @@ def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scri
     scheduler through the one conversion (``runconfig.run_spec``)."""
     if not args.docker_image and (args.docker_shm_size or args.docker_arg or args.docker_gpus):
         raise UsageError("--docker-shm-size, --docker-arg and --docker-gpus need --docker-image")
+    if args.vm_size and args.target != "amlcompute":
+        raise UsageError(
+            "--vm-size makes a temporary cluster for the run: use it with --target amlcompute"
+        )
     docker = DockerSettings(
         enabled=bool(args.docker_image),
         base_image=args.docker_image or None,
@@ -927,6 +972,12 @@ def _script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scri
         constraints=_env_vars(args.constraint, flag="--constraint"),
         dedicated_only=args.dedicated_only,
         strategy="spread" if args.spread else "binpack",
+        queue_timeout_seconds=args.queue_timeout,
+        amlcompute=AmlComputeSection(
+            vm_size=args.vm_size,
+            vm_priority=args.vm_priority,
+            _cluster_max_node_count=args.max_nodes,
+        ),
     )
     return ScriptRunConfig(
         source_directory=args.source_dir,
@@ -1021,8 +1072,11 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         emit(SubmittedView(run_id=sub.run_id, snapshot=sub.snapshot), args.output, indent=False)
     else:
         s = sub.snapshot
+        target = args.target
+        if target == "amlcompute":  # run-based creation: name the cluster made for the run
+            target = f"{(await client.get_run(sub.run_id)).spec.target} (made for this run)"
         print(
-            f"Submitted {sub.run_id} to {args.target} "
+            f"Submitted {sub.run_id} to {target} "
             f"(snapshot {s.files} files, {_size(s.bytes)}; uploaded {s.uploaded_files} files, "
             f"{_size(s.uploaded_bytes)})",
             file=sys.stderr,
@@ -1077,6 +1131,8 @@ async def _compute(client: Client, args: argparse.Namespace) -> int:
     reply = await client.compute(_compute_request(args))
     if cmd == "attach" and not args.no_wait and isinstance(reply, m.VmReply):
         reply = m.VmReply(vm=await _follow_attach(client, reply.vm, quiet=args.output != "text"))
+    if cmd == "detach" and isinstance(reply, m.VmReply):
+        return await _follow_detach(client, reply.vm, output=args.output)
     if isinstance(reply, m.VmReply):
         if args.output != "text":
             emit(machine_view(reply.vm), args.output)
@@ -1187,6 +1243,36 @@ async def _follow_attach(client: Client, vm: m.VmRecord, *, quiet: bool) -> m.Vm
         reply = await client.compute(m.ComputeShow(name=vm.name))
         vm = reply.vm
         shown = min(shown, len(vm.progress))
+
+
+async def _follow_detach(client: Client, vm: m.VmRecord, *, output: str) -> int:
+    """Print the detach's progress until the machine is gone (its agent stopped, its files
+    removed): 0; or until it could not be cleaned up (Failed, saying what is left): 1."""
+    shown = len(vm.progress)
+    while vm.provisioning_state == "Deleting":
+        await asyncio.sleep(0.3)
+        try:
+            reply = await client.compute(m.ComputeShow(name=vm.name))
+        except RequestRefused as exc:
+            if exc.code != "not_found":
+                raise
+            if output != "text":
+                emit({"name": vm.name, "type": "vm", "provisioning_state": "Detached"}, output)
+            else:
+                print(f"Detached {vm.name}: its agent is stopped and its files are removed")
+            return EXIT_OK
+        vm = reply.vm
+        if output == "text":
+            for line in vm.progress[min(shown, len(vm.progress)) :]:
+                print(f"[{vm.name}] {line}", file=sys.stderr, flush=True)
+        shown = len(vm.progress)
+    if output != "text":
+        emit(machine_view(vm), output)
+    else:
+        _print_vm(vm)
+    if vm.provisioning_state == "Failed" and vm.provisioning_errors:
+        print_error("detach_incomplete", vm.provisioning_errors[-1].message, output)
+    return EXIT_RUN_FAILED
 
 
 def _print_vm(vm: m.VmRecord) -> None:

@@ -28,6 +28,7 @@ from sortie.client.views import (
 )
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
+from sortie.proto.waiting import describe
 
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -177,6 +178,8 @@ async def show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
         rows.append(("git", f"{git.commit[:12]} on {git.branch}{dirty}"))
     if view.error:
         rows.append(("error", f"{view.error.kind}: {view.error.message}"))
+    if rec.waiting is not None and rec.state is RunState.QUEUED:
+        rows.append(("waiting", describe(rec.spec.target, rec.waiting, time.time())))
     for name, values in view.metrics.items():
         shown = [out.number(v) for v in values]
         rows.append(("metric", f"{name} = {shown[0] if len(shown) == 1 else ', '.join(shown)}"))

@@ -29,6 +29,7 @@ from sortie.client.views import (
 from sortie.proto import messages as m
 from sortie.proto.gang import agent_ids
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState
+from sortie.proto.waiting import describe
 
 RECENT_S = 3600.0  # "ended in the last hour"
 
@@ -73,12 +74,12 @@ def summarise(seen: Observed, now: float) -> StatusView:
             recent[str(r.state)] += 1
     return StatusView(
         broker=seen.url,
-        targets=_targets(seen, queued, on_agents, active),
+        targets=_targets(seen, queued, on_agents, active, now),
         computes=[
             *(_cluster(c) for c in sorted(seen.computes, key=lambda c: c.compute.name)),
             *(_machine(v) for v in sorted(seen.vms, key=lambda v: v.name)),
         ],
-        agents=_agents(seen.agents, on_agents),
+        agents=_agents(seen.agents, on_agents, _stopped_nodes(seen.computes)),
         queue=StatusQueue(total=len(queued), by_target=_queue(queued, now)),
         runs=[
             StatusRun(
@@ -102,6 +103,7 @@ def _targets(
     queued: list[m.RunRecord],
     on_agents: list[m.RunRecord],
     active: list[m.RunRecord],
+    now: float,
 ) -> list[StatusTarget]:
     """Every target something names: the scheduler's, the computes, and those runs ask for."""
     names = {t.name for t in seen.targets} | {c.compute.name for c in seen.computes}
@@ -117,9 +119,22 @@ def _targets(
             agents=live.get(name, 0),
             queued=sum(1 for r in queued if r.spec.target == name),
             active=sum(1 for r in on_agents if r.spec.target == name),
+            waiting=_waiting(name, queued, now),
         )
         for name in sorted(names)
     ]
+
+
+def _waiting(target: str, queued: list[m.RunRecord], now: float) -> str | None:
+    """Why the target's queued runs have no agent (the longest-waiting one's reason)."""
+    waits = [r.waiting for r in queued if r.spec.target == target and r.waiting is not None]
+    if not waits:
+        return None
+    return describe(target, min(waits, key=lambda w: w.since), now)
+
+
+def _stopped_nodes(computes: list[m.ComputeInfo]) -> set[str]:
+    return {n.node_id for c in computes for n in c.nodes if n.state == "stopped"}
 
 
 def _cluster(c: m.ComputeInfo) -> StatusCluster:
@@ -150,8 +165,11 @@ class _Use:
     gpus: int = 0
 
 
-def _agents(agents: list[m.AgentRecord], on_agents: list[m.RunRecord]) -> list[StatusAgent]:
-    """Each agent with what the runs on it take (every member of a gang counts on its own)."""
+def _agents(
+    agents: list[m.AgentRecord], on_agents: list[m.RunRecord], stopped: set[str]
+) -> list[StatusAgent]:
+    """Each agent with what the runs on it take (every member of a gang counts on its own).
+    The agent of a node stopped on purpose (``stopped``) is stopped, not lost."""
     use: dict[str, _Use] = {}
     for rec in on_agents:
         res = rec.spec.resources
@@ -167,7 +185,7 @@ def _agents(agents: list[m.AgentRecord], on_agents: list[m.RunRecord]) -> list[S
             StatusAgent(
                 agent_id=a.agent_id,
                 target=a.target,
-                state=a.state,
+                state="stopped" if a.state == "lost" and a.agent_id in stopped else a.state,
                 cordoned=a.cordoned,
                 draining=a.draining,
                 priority=a.priority,
@@ -248,6 +266,7 @@ def render(status: StatusView) -> list[str]:
         f"{ended}",
         "",
         *_targets_table(status),
+        *(t.waiting for t in status.targets if t.waiting),
         "",
     ]
     if status.agents:

@@ -374,9 +374,14 @@ class Client:
         out.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return out
 
-    async def wait(self, run_id: str) -> m.RunRecord:
-        """Block until the run reaches a terminal state (watches its record; no polling)."""
+    async def wait(
+        self, run_id: str, on_record: Callable[[m.RunRecord], None] | None = None
+    ) -> m.RunRecord:
+        """Block until the run reaches a terminal state (watches its record; no polling).
+        ``on_record`` sees each version of the record read on the way."""
         rec = await self.get_run(run_id)
+        if on_record is not None:
+            on_record(rec)
         if rec.state in TERMINAL:
             return rec
         watcher = await self.bus.runs.watch(run_id)
@@ -392,6 +397,8 @@ class Client:
                     rec = codec.decode(m.RunRecord, entry.value)
                 except codec.BadMessage:
                     continue  # only the scheduler writes records; a later one will do
+                if on_record is not None:
+                    on_record(rec)
                 if rec.state in TERMINAL:
                     return rec
         finally:

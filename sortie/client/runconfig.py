@@ -108,6 +108,33 @@ class DockerConfiguration(Strict):
 
 
 @dataclass
+class AmlComputeSection(Strict):
+    """``rc.amlcompute``: with target ``"amlcompute"``, a temporary cluster of ``vm_size``
+    nodes is made for the run and deleted when it ends (v1's ``AmlComputeConfiguration``,
+    whose field names these are)."""
+
+    vm_size: str | None = None
+    vm_priority: str = "dedicated"
+    _cluster_max_node_count: int = 1
+
+    def to_spec(self) -> m.AmlComputeSpec | None:
+        if self.vm_size is None:
+            return None
+        if self.vm_priority not in ("dedicated", "lowpriority"):
+            raise RunConfigError(
+                f"amlcompute.vm_priority must be 'dedicated' or 'lowpriority' "
+                f"(got {self.vm_priority!r})"
+            )
+        if self._cluster_max_node_count < 1:
+            raise RunConfigError("amlcompute._cluster_max_node_count must be at least 1")
+        return m.AmlComputeSpec(
+            vm_size=self.vm_size,
+            vm_priority=self.vm_priority,  # type: ignore[arg-type]  # a NodePriority: checked above
+            max_nodes=self._cluster_max_node_count,
+        )
+
+
+@dataclass
 class EnvironmentSection(Strict):
     """The run's environment: Python and container. Named and versioned when it is an
     ``Environment`` of the v1 layer; its variables reach the run (the run's own win)."""
@@ -140,6 +167,9 @@ class RunConfiguration(Strict):
     constraints: dict[str, str] = field(default_factory=dict)
     dedicated_only: bool = False
     strategy: Literal["binpack", "spread"] = "binpack"  # spread: prefer the emptiest agent
+    # fail the run (kind queue_timeout) if it is still queued this long
+    queue_timeout_seconds: float | None = None
+    amlcompute: AmlComputeSection = field(default_factory=AmlComputeSection)
     docker: DockerConfiguration | None = None
 
 
@@ -211,6 +241,8 @@ def run_spec(
         dedicated_only=rc.dedicated_only,
         strategy=rc.strategy,
         secret_env_names=sorted(rc.secret_environment_variables),
+        queue_timeout_s=rc.queue_timeout_seconds,
+        amlcompute=rc.amlcompute.to_spec(),
     )
 
 

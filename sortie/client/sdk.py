@@ -18,7 +18,8 @@ import asyncio
 import builtins
 import sys
 import threading
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -26,7 +27,7 @@ from typing import Any, Literal, Self, TypeVar
 import msgspec
 
 from sortie.client import model_store, run_files
-from sortie.client.client import Client, echo_line
+from sortie.client.client import Client, RequestRefused, echo_line
 from sortie.client.metric_shape import shaped
 from sortie.client.models import Model
 from sortie.client.runconfig import (
@@ -37,6 +38,7 @@ from sortie.client.runconfig import (
     ScriptRunConfig,
 )
 from sortie.client.views import as_dict, compute_view, machine_view, run_view
+from sortie.client.wait_notes import WaitNotes
 from sortie.proto import messages as m
 from sortie.proto.agent_env import problem as agent_env_problem
 from sortie.proto.states import TERMINAL
@@ -397,11 +399,17 @@ class SubmittedRun:
         ws = self.workspace
 
         async def go() -> m.RunRecord:
-            if show_output:
-                ranked = (await ws._client.get_run(self.id)).spec.node_count > 1
+            if not show_output:
+                return await ws._client.wait(self.id)
+            ranked = (await ws._client.get_run(self.id)).spec.node_count > 1
+            # why it waits (its target has no agent), printed while the output is followed
+            waited = asyncio.ensure_future(ws._client.wait(self.id, _print_wait_notes()))
+            try:
                 async for rank, line in ws._client.logs(self.id, follow=True):
                     echo_line(line, rank if ranked else None)
-            return await ws._client.wait(self.id)
+                return await waited
+            finally:
+                waited.cancel()
 
         rec = ws._run(go())
         assert rec.state in TERMINAL
@@ -409,6 +417,16 @@ class SubmittedRun:
             why = f": {rec.error.kind}: {rec.error.message}" if rec.error else ""
             raise RunFailed(f"run {self.id} ended {rec.state}{why}")
         return as_dict(run_view(rec, ws._run(ws._client.metrics(self.id))))
+
+
+def _print_wait_notes() -> Callable[[m.RunRecord], None]:
+    notes = WaitNotes()
+
+    def seen(rec: m.RunRecord) -> None:
+        if (line := notes.seen(rec, time.time())) is not None:
+            print(line, flush=True)
+
+    return seen
 
 
 @dataclass
@@ -528,6 +546,7 @@ class ComputeTarget:
         self.name = name
         self._info: m.ComputeInfo | None = None
         self._vm: m.VmRecord | None = None
+        self._leaving = False  # delete() or detach() was asked: "gone" is its end
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -562,6 +581,7 @@ class ComputeTarget:
 
     def detach(self, keep_files: bool = False, force: bool = False) -> None:
         self._vm = self._ask(m.ComputeDetach(name=self.name, keep_files=keep_files, force=force)).vm
+        self._leaving = True
 
     @classmethod
     def list(cls, workspace: Workspace) -> builtins.list[ComputeTarget]:
@@ -620,15 +640,15 @@ class ComputeTarget:
 
     def delete(self, force: bool = False) -> None:
         self._info = self._ask(m.ComputeDelete(name=self.name, force=force)).info
+        self._leaving = True
 
     def wait_for_completion(self, show_output: bool = False, timeout_s: float = 600) -> str:
-        """Wait until provisioning is no longer Creating; return the provisioning state."""
-        import time
-
+        """Wait until provisioning is no longer Creating, or a delete or detach is done;
+        return the provisioning state ("Deleted" or "Detached" once it is gone)."""
         deadline = time.monotonic() + timeout_s
         shown, last = 0, None
         while True:
-            state = self.provisioning_state
+            state = self._state_or_gone(last)
             if show_output:
                 lines = self._vm.progress if self._vm is not None else []
                 for line in lines[shown:]:
@@ -637,9 +657,19 @@ class ComputeTarget:
                 if state != last:
                     print(f"{self.name}: {state}", flush=True)
             last = state
-            if state != "Creating" or time.monotonic() > deadline:
-                if show_output and self._vm is not None:
+            if state not in ("Creating", "Deleting") or time.monotonic() > deadline:
+                if show_output and self._vm is not None and state == "Failed":
                     for err in self._vm.provisioning_errors[-1:]:
                         print(f"[{self.name}] {err.code}: {err.message}", flush=True)
                 return state
             time.sleep(0.5)
+
+    def _state_or_gone(self, last: str | None) -> str:
+        """The provisioning state; "Deleted" / "Detached" when a target being deleted or
+        detached is gone."""
+        try:
+            return self.provisioning_state
+        except RequestRefused as exc:
+            if exc.code != "not_found" or not (self._leaving or last == "Deleting"):
+                raise
+            return "Detached" if self._vm is not None else "Deleted"

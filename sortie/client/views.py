@@ -62,6 +62,13 @@ class StateChangeView(View, frozen=True, kw_only=True):
     reason: str | None
 
 
+class WaitingView(View, frozen=True, kw_only=True):
+    """Why a queued run's target has no agent now (``RunRecord.waiting``)."""
+
+    reason: str
+    since: str | None
+
+
 class RunView(View, frozen=True, kw_only=True):
     """`sortie run show --output json`, and the SDK's ``get_details``."""
 
@@ -95,6 +102,7 @@ class RunView(View, frozen=True, kw_only=True):
     properties: dict[str, str] = {}
     parent_id: str | None = None
     children: list[str] = []  # child run ids, oldest first
+    waiting: WaitingView | None = None  # while Queued: why its target has no agent now
 
 
 class RunSummaryView(View, frozen=True, kw_only=True):
@@ -211,6 +219,9 @@ def run_view(
         properties=dict(rec.properties),
         parent_id=rec.parent_id,
         children=list(children or []),
+        waiting=None
+        if rec.waiting is None
+        else WaitingView(reason=rec.waiting.reason, since=iso(rec.waiting.since)),
     )
 
 
@@ -418,6 +429,7 @@ class StatusTarget(View, frozen=True, kw_only=True):
     agents: int  # live agents serving it
     queued: int
     active: int
+    waiting: str | None = None  # why its queued runs have no agent, since when
 
 
 class StatusCluster(View, frozen=True, kw_only=True):
@@ -442,7 +454,7 @@ class StatusMachine(View, frozen=True, kw_only=True):
 class StatusAgent(View, frozen=True, kw_only=True):
     agent_id: str
     target: str
-    state: Literal["ready", "lost"]
+    state: Literal["ready", "lost", "stopped"]  # stopped: its node was stopped on purpose
     cordoned: bool
     draining: bool
     priority: m.NodePriority

@@ -104,6 +104,14 @@ class SecretEnv(Message, frozen=True, kw_only=True):
         return f"SecretEnv(names={sorted(self.values)!r}, values=<redacted>)"
 
 
+class AmlComputeSpec(Message, frozen=True, kw_only=True):
+    """The temporary cluster of a run-based creation (v1's ``AmlComputeConfiguration``)."""
+
+    vm_size: str
+    vm_priority: NodePriority = "dedicated"
+    max_nodes: int = 1  # v1's _cluster_max_node_count
+
+
 class RunSpec(Message, frozen=True, kw_only=True):
     """What the user asked for. Immutable once the run is accepted."""
 
@@ -128,6 +136,11 @@ class RunSpec(Message, frozen=True, kw_only=True):
     strategy: Literal["binpack", "spread"] = "binpack"
     # names of the run's secret variables; their values travel apart (SecretEnv), never here
     secret_env_names: list[str] = []
+    # fail the run (kind queue_timeout) if it is still Queued this long after it was queued
+    queue_timeout_s: float | None = None
+    # target "amlcompute": a temporary cluster of this shape is made for the run and deleted
+    # when the run ends (run-based creation)
+    amlcompute: AmlComputeSpec | None = None
     tags: dict[str, str] = {}  # the run's tags at submit (Experiment.submit(tags=...))
 
 
@@ -200,6 +213,14 @@ class RunRecord(Message, frozen=True, kw_only=True):
     # a child run (Run.child_run in the parent's script) names its parent; a child has no
     # attempt of its own: it is written from the parent's agent's notes and ends with it
     parent_id: str | None = None
+    waiting: TargetWait | None = None  # while Queued: why its target has no agent now
+
+
+class TargetWait(Message, frozen=True, kw_only=True):
+    """Why a queued run's target has no agent right now, and since when (scheduler clock)."""
+
+    reason: str  # e.g. "its only node was stopped by the autoscaler", "attach failed: ..."
+    since: float
 
 
 # --- client <-> scheduler API --------------------------------------------------------------
@@ -372,7 +393,14 @@ class Preempt(Message, frozen=True, kw_only=True, tag="preempt"):
     reason: str = "preempted"
 
 
-AgentCommand = Assign | Cancel | Preempt
+class Retire(Message, frozen=True, kw_only=True, tag="retire"):
+    """Scheduler -> agent: its target is gone (a detached machine, a deleted cluster): stop
+    for good instead of reconnecting and heartbeating forever."""
+
+    reason: str
+
+
+AgentCommand = Assign | Cancel | Preempt | Retire
 
 
 class RunReport(Message, frozen=True, kw_only=True, tag="report"):
@@ -520,6 +548,7 @@ class ComputeRecord(Message, frozen=True, kw_only=True):
     created_at: float
     error_streak: int = 0  # consecutive provider errors (drives backoff)
     backoff_until: float | None = None
+    for_run: str | None = None  # a run-based creation's run: deleted when that run ends
 
 
 NodeState = Literal["creating", "running", "stopping", "stopped", "failed", "preempted"]

@@ -24,6 +24,8 @@ class ErrorKind(StrEnum):
     CANCELED = "canceled"  # a user canceled the run
     PREEMPTED = "preempted"  # the attempt's low-priority node was taken away
     DISK_FULL = "disk_full"  # the store refused the run's logs or outputs as full
+    TARGET_DELETED = "target_deleted"  # its target was deleted or detached with --force
+    QUEUE_TIMEOUT = "queue_timeout"  # still Queued after the run's queue_timeout_s
 
 
 class Retry(StrEnum):
@@ -48,6 +50,9 @@ RETRY: dict[ErrorKind, Retry] = {
     ErrorKind.DISK_FULL: Retry.NEVER,
     # a user asked for the end
     ErrorKind.CANCELED: Retry.NEVER,
+    # the run never started: its target is gone, or it waited longer than it allowed
+    ErrorKind.TARGET_DELETED: Retry.NEVER,
+    ErrorKind.QUEUE_TIMEOUT: Retry.NEVER,
     # lost or preempted attempts come back as Queued reports and are requeued free of
     # max_retries (``scheduler.runs.apply_report``); one that fails (a loss while finalizing:
     # the script already ran to its end) is never run again

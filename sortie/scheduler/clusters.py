@@ -133,6 +133,11 @@ def updated_compute(
     cfg = msgspec.structs.replace(rec.cluster, **changes)
     if (problem := check_cluster(cfg, catalog, providers)) is not None:
         return problem
+    if rec.provisioning_state == "Failed":
+        # an update is the way to try a Failed cluster again: provisioning starts over
+        return msgspec.structs.replace(
+            rec, cluster=cfg, provisioning_state="Creating", error_streak=0, backoff_until=None
+        )
     return msgspec.structs.replace(rec, cluster=cfg)
 
 

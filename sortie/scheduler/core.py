@@ -16,8 +16,9 @@ import msgspec
 
 from sortie.proto import messages as m
 from sortie.proto.gang import members
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, requests, run_notes, vms
+from sortie.scheduler import nodes, requests, run_notes, targets, vms
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -120,7 +121,7 @@ def _on_request(
     state: SchedulerState, event: RequestEvent, now: float, config: Config
 ) -> list[Command]:
     if isinstance(event, Submitted):
-        return _on_submit(state, event, now)
+        return _on_submit(state, event, now, config)
     if isinstance(event, CancelAsked):
         return _on_cancel(state, event, now)
     if isinstance(event, TargetsAsked):
@@ -131,7 +132,7 @@ def _on_request(
         return requests.on_agent(state, event, now, config)
     if isinstance(event, TagAsked):
         return run_notes.on_tag_request(state, event.request, event.reply_to)
-    return requests.on_why(state, event)
+    return requests.on_why(state, event, now)
 
 
 def _on_node_event(
@@ -188,15 +189,18 @@ def _targets(state: SchedulerState) -> m.TargetsReply:
     )
 
 
-def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
-    """Why no node of the run's target could ever hold it, or None (then it may wait)."""
+def _never_fits(
+    state: SchedulerState, spec: m.RunSpec, compute: m.ComputeRecord | None = None
+) -> str | None:
+    """Why no node of the run's target could ever hold it, or None (then it may wait).
+    ``compute``: the run's own cluster when it is not stored yet (run-based creation)."""
     if spec.node_count < 1:
         return "node_count must be at least 1"
     res = spec.resources
     ask = f"{res.cpus:g} CPUs, {res.memory_mb} MB, {res.gpus} GPUs" + (
         f" of type {res.gpu_type}" if res.gpu_type else ""
     )
-    compute = state.computes.get(spec.target)
+    compute = compute or state.computes.get(spec.target)
     if compute is not None:
         from sortie.scheduler.autoscale import servable
 
@@ -227,13 +231,41 @@ def _never_fits(state: SchedulerState, spec: m.RunSpec) -> str | None:
     return None
 
 
-def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command]:
+def _admit(
+    state: SchedulerState, ev: Submitted, now: float, config: Config
+) -> tuple[m.RunSpec, m.ComputeRecord | None] | m.ErrorReply:
+    """The spec as it will be stored (retargeted to its temporary cluster, for run-based
+    creation) and that cluster, or why the run is refused."""
     spec = ev.request.spec
-    problem = check_spec(spec, state.known_targets()) or check_secrets(spec, ev.request.secret_env)
-    if problem is None and (why := _never_fits(state, spec)) is not None:
+    temporary: m.ComputeRecord | None = None
+    known = state.known_targets()
+    if spec.target == targets.RUN_BASED and targets.RUN_BASED not in known:
+        made = targets.run_based_cluster(
+            spec,
+            ev.run_id,
+            config,
+            set(state.computes) | set(state.vms),
+            now,
+        )
+        if isinstance(made, m.ErrorReply):
+            return made
+        spec, temporary = made
+        known = known | {spec.target}
+    problem = (
+        check_spec(spec, known)
+        or targets.refusal(state, spec.target)
+        or check_secrets(spec, ev.request.secret_env)
+    )
+    if problem is None and (why := _never_fits(state, spec, temporary)) is not None:
         problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
-    if problem is not None:
-        return [Reply(ev.reply_to, problem)]
+    return problem if problem is not None else (spec, temporary)
+
+
+def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config) -> list[Command]:
+    admitted = _admit(state, ev, now, config)
+    if isinstance(admitted, m.ErrorReply):
+        return [Reply(ev.reply_to, admitted)]
+    spec, temporary = admitted
     if ev.request.validate_only:
         return [Reply(ev.reply_to, m.SubmitValid(target=spec.target))]
     if spec.submission_id is not None and spec.submission_id in state.submissions:
@@ -249,9 +281,12 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float) -> list[Command
         tags=dict(spec.tags),
     )
     store(state, rec)
+    kept: list[Command] = []
+    if temporary is not None:
+        state.computes.put(temporary.name, temporary)
+        kept.append(Log("compute created for a run", {"compute": temporary.name}))
     if spec.submission_id is not None:
         state.submissions[spec.submission_id] = ev.run_id
-    kept: list[Command] = []
     if ev.request.secret_env is not None and spec.secret_env_names:
         kept.append(SaveRunSecret(run_id=ev.run_id, secret=ev.request.secret_env))
     return [
@@ -312,6 +347,10 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         if changed:
             state.agents.touch(hb.agent_id)
         return []
+    if hb.agent_id in state.retired:
+        # a detached machine's (or deleted node's) agent still talking: it is told to stop
+        retire = m.Retire(reason=f"agent {hb.agent_id}'s target {hb.target} was removed")
+        return [SendToAgent(hb.agent_id, retire, None)]
     node = state.nodes.get(hb.agent_id)
     if node is not None and node.state in ("stopped", "failed"):
         # a node we stopped or gave up on is still talking: keep it out of placement
@@ -485,6 +524,8 @@ def decide(
         timing=config.timing,
     )
     cmds = _apply_reconciliation(state, rec_out, now)
+    for name in targets.ended_temporaries(state):
+        cmds += targets.delete_temporary(state, name)
     if state.computes:
         cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
 
@@ -492,12 +533,37 @@ def decide(
     if not pending:
         state.why.clear()
         return cmds
+    pending = _time_out(state, pending, now, cmds)
     plan: Plan = place(pending, slots(state), limit=config.placement_limit)
     for p in plan.placements:
         cmds += _assign_placed(state, p, now)
     state.why = plan.unplaced
+    placed = {p.run_id for p in plan.placements}
+    waiting = [r for r in pending if r.run_id not in placed]
+    for rec, wait in targets.waiting_changes(state, waiting):
+        store(state, msgspec.structs.replace(rec, waiting=wait))
     # placements are counted in the daemon's one line per cycle (scheduler.metrics)
     return cmds
+
+
+def _time_out(
+    state: SchedulerState, pending: list[m.RunRecord], now: float, cmds: list[Command]
+) -> list[m.RunRecord]:
+    """Fail the queued runs past their queue timeout (kind queue_timeout, naming why they
+    waited); the others go on to placement."""
+    over = targets.timed_out(pending, now)
+    for rec in over:
+        waited = now - (rec.history[-1].at if rec.history else rec.created_at)
+        message = (
+            f"still queued after {waited:.0f}s (queue timeout {rec.spec.queue_timeout_s:g}s): "
+            + requests.queue_summary(state, rec, now).removeprefix("queued: ")
+        )
+        err = m.RunError(kind=ErrorKind.QUEUE_TIMEOUT, message=message)
+        end(state, rec, RunState.FAILED, now, cmds, error=err, waiting=None)
+    if not over:
+        return pending
+    gone = {r.run_id for r in over}
+    return [r for r in pending if r.run_id not in gone]
 
 
 def _apply_reconciliation(
@@ -553,6 +619,7 @@ def _assign_placed(state: SchedulerState, p: Placement, now: float) -> list[Comm
         agent_incarnation=gang[0].incarnation,
         assigned_at=now,
         gang=gang,
+        waiting=None,
         master_port=rendezvous_port(rec.run_id),
         writers=[
             *rec.writers,

@@ -715,7 +715,7 @@ class Daemon:
             case _:
                 assert_never(cmd)
 
-    def _with_secrets(self, cmd: core.SendToAgent) -> m.Assign | m.Cancel | m.Preempt:
+    def _with_secrets(self, cmd: core.SendToAgent) -> m.AgentCommand:
         """An Assign of a run with secret variables carries their values (only on the wire)."""
         command = cmd.command
         if isinstance(command, m.Assign) and command.spec.secret_env_names:

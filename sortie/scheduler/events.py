@@ -165,7 +165,7 @@ Event = RequestEvent | NodeEvent | VmEvent | LifecycleEvent
 @dataclass(frozen=True)
 class SendToAgent:
     agent_id: str
-    command: m.Assign | m.Cancel | m.Preempt
+    command: m.AgentCommand
     run_id: str | None
 
 
@@ -214,6 +214,8 @@ class DetachVm:
     name: str
     keep_files: bool
     run_id: None = None
+    # forget the machine even when its agent could not be stopped or its files removed
+    force: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sortie.bus.connection import split_urls
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
 from sortie.scheduler import events as ev
+from sortie.scheduler import targets
 from sortie.scheduler.ssh import (
     AgentAccess,
     SshCredentials,
@@ -199,35 +200,56 @@ class Machines:
                 target=name,
                 agent_id=name,
                 access=dataclasses.replace(access, env=vm.agent_env),
+                # once the broker drops it for good (its credentials revoked), it gives its runs
+                # back and ends instead of running on unheard
+                extra_args=("--exit-when-refused",),
             )
         finally:
             conn.close()
         return remote_port
 
     async def detach(self, cmd: ev.DetachVm, rec: m.VmRecord | None) -> None:
+        """Stop the machine's agent and remove its files, then forget the machine. If that
+        cannot be done, the machine is Failed with what was left (to detach again), unless
+        the detach was forced."""
         name = cmd.name
-        if rec is not None:
-            try:
-                creds = load_credentials(self.data_dir, name)
-                conn = await connect(
-                    target_of(rec.vm.address, rec.vm.ssh),
-                    creds,
-                    known_hosts=known_hosts_of(rec.vm.ssh),
-                )
-                try:
-                    await stop_agent(conn, remote_dir=REMOTE_DIR)
-                    if not cmd.keep_files:
-                        await remove_install(conn, remote_dir=REMOTE_DIR)
-                finally:
-                    conn.close()
-            except (SshError, OSError) as exc:
-                # detaching goes on: the machine may be gone for good
-                msg = exc.message if isinstance(exc, SshError) else str(exc)
-                self.emit(ev.VmProgress(name=name, line=f"could not clean up the machine: {msg}"))
+        problem = None if rec is None else await self._clean_up(cmd, rec)
+        if problem is not None and not cmd.force:
+            self.emit(ev.VmFailed(name=name, code=targets.DETACH_INCOMPLETE, message=problem))
+            return
+        if problem is not None:
+            self.emit(ev.VmProgress(name=name, line=f"forgotten anyway (--force): {problem}"))
         await self._drop_link(name)
         with contextlib.suppress(OSError):
             delete_credentials(self.data_dir, name)
         self.emit(ev.VmDetached(name=name))
+
+    async def _clean_up(self, cmd: ev.DetachVm, rec: m.VmRecord) -> str | None:
+        """Stop the agent and remove the install over SSH; what could not be done, or None."""
+        where = f"{rec.vm.ssh.username}@{rec.vm.address}:{rec.vm.ssh.ssh_port}"
+        try:
+            creds = load_credentials(self.data_dir, cmd.name)
+            conn = await connect(
+                target_of(rec.vm.address, rec.vm.ssh),
+                creds,
+                known_hosts=known_hosts_of(rec.vm.ssh),
+            )
+            try:
+                await stop_agent(conn, remote_dir=REMOTE_DIR)
+                self.emit(ev.VmProgress(name=cmd.name, line="agent stopped"))
+                if not cmd.keep_files:
+                    await remove_install(conn, remote_dir=REMOTE_DIR)
+                    self.emit(ev.VmProgress(name=cmd.name, line=f"removed ~/{REMOTE_DIR}"))
+            finally:
+                conn.close()
+        except (SshError, OSError) as exc:
+            msg = exc.message if isinstance(exc, SshError) else str(exc)
+            return (
+                f"could not stop the agent and remove ~/{REMOTE_DIR} on {where}: {msg}; "
+                f"detach again once it is reachable, or `sortie compute detach {cmd.name} "
+                f"--force` to forget it (then remove ~/{REMOTE_DIR} there by hand)"
+            )
+        return None
 
     async def restore(self, rec: m.VmRecord) -> None:
         """After a scheduler restart: reopen an attached machine's link on the same remote

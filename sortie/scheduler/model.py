@@ -114,6 +114,8 @@ class SchedulerState:
     node_idle_since: dict[str, float] = field(default_factory=dict)
     preempt_deadline: dict[str, float] = field(default_factory=dict)  # node -> stop it at
     node_targets: dict[str, int] = field(default_factory=dict)  # cluster -> autoscaler target
+    # agents of detached machines and deleted clusters: their heartbeats are ignored
+    retired: set[str] = field(default_factory=set)
     # parent run id -> its children still running (they end with it: run_notes.end_children)
     children: dict[str, set[str]] = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ import msgspec
 
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
-from sortie.scheduler import clusters
+from sortie.scheduler import clusters, targets
 from sortie.scheduler.autoscale import NodeView, ScalePlan, autoscale, node_labels
 from sortie.scheduler.capacity import busy_agents, slots
 from sortie.scheduler.events import Command, Config, CreateNode, Log, NodeFailed, StopNode
@@ -184,6 +184,7 @@ def _settle(state: SchedulerState, name: str, now: float, cmds: list[Command]) -
             state.computes.delete(name)
             for n in nodes:
                 state.nodes.delete(n.node_id)
+                targets.retire_agent(state, n.node_id)  # its agent leaves every listing too
             state.node_targets.pop(name, None)
             cmds.append(Log("compute deleted", {"compute": name}))
         return

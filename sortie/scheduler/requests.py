@@ -7,8 +7,9 @@ from collections import Counter
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto.states import ON_AGENT, TERMINAL, RunState
-from sortie.scheduler import clusters, vms
+from sortie.proto.states import ON_AGENT, RunState
+from sortie.proto.waiting import describe
+from sortie.scheduler import clusters, targets, vms
 from sortie.scheduler.events import (
     AgentAsked,
     Command,
@@ -21,7 +22,8 @@ from sortie.scheduler.events import (
     WhyAsked,
 )
 from sortie.scheduler.model import SchedulerState
-from sortie.scheduler.runs import cancel
+
+SHOWN_STOPPED = 10  # stopped nodes a cluster's node list shows, latest last
 
 
 def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
@@ -40,7 +42,10 @@ def compute_info(state: SchedulerState, name: str) -> m.ComputeInfo:
         busy=sum(1 for n in running if n.node_id in busy_agents),
         preempted=sum(1 for n in nodes if n.state == "preempted"),
     )
-    shown = [n for n in nodes if n.state not in ("stopped",)]
+    # stopped nodes stay on record until the cluster goes: the latest few are shown (as
+    # stopped, which `sortie status` tells apart from a lost agent)
+    stopped = sorted((n for n in nodes if n.state == "stopped"), key=lambda n: n.changed_at)
+    shown = [n for n in nodes if n.state != "stopped"] + stopped[-SHOWN_STOPPED:]
     return m.ComputeInfo(compute=rec, counts=counts, nodes=shown)
 
 
@@ -123,26 +128,21 @@ def _delete_compute(
     reply_to: str,
     now: float,
 ) -> list[Command]:
-    """Mark the compute Deleting (its nodes go in later cycles); with --force, cancel its runs."""
-    active = sorted(
-        r.run_id
-        for r in state.runs.values()
-        if r.spec.target == req.name and r.state not in TERMINAL
+    """Mark the compute Deleting (its nodes go in later cycles). Its unfinished runs refuse
+    it; with --force its queued runs fail (target_deleted) and its active ones are canceled."""
+    cmds, refused = targets.release_runs(
+        state,
+        req.name,
+        force=req.force,
+        failed=rec.provisioning_state == "Failed",
+        action="delete",
+        now=now,
     )
-    if active and not req.force:
-        shown = ", ".join(active[:5]) + (" ..." if len(active) > 5 else "")
-        return _error(
-            reply_to,
-            "invalid_state",
-            f"compute {req.name} has {len(active)} active run(s) ({shown}): wait for them, "
-            "cancel them, or delete with --force to cancel them",
-        )
-    cmds: list[Command] = []
-    for run_id in active:
-        cancel(state, state.runs[run_id], now, cmds)
+    if refused is not None:
+        return [Reply(reply_to, refused)]
     state.computes.put(req.name, msgspec.structs.replace(rec, provisioning_state="Deleting"))
     cmds.append(Reply(reply_to, m.ComputeReply(info=compute_info(state, req.name))))
-    cmds.append(Log("compute deleting", {"compute": req.name, "canceled_runs": len(active)}))
+    cmds.append(Log("compute deleting", {"compute": req.name}))
     return cmds
 
 
@@ -198,7 +198,7 @@ def on_agent(state: SchedulerState, ev: AgentAsked, now: float, config: Config) 
     return cmds
 
 
-def on_why(state: SchedulerState, ev: WhyAsked) -> list[Command]:
+def on_why(state: SchedulerState, ev: WhyAsked, now: float) -> list[Command]:
     rec = state.runs.get(ev.run_id)
     if rec is None:
         return _error(
@@ -211,7 +211,26 @@ def on_why(state: SchedulerState, ev: WhyAsked) -> list[Command]:
         summary = f"run {rec.run_id} is not waiting: it is {rec.state}{where}"
         return [Reply(ev.reply_to, m.WhyReply(run_id=rec.run_id, state=rec.state, summary=summary))]
     reasons = dict(state.why.get(rec.run_id, {}))
-    if reasons:
+    summary = queue_summary(state, rec, now)
+    return [
+        Reply(
+            ev.reply_to,
+            m.WhyReply(run_id=rec.run_id, state=rec.state, reasons=reasons, summary=summary),
+        )
+    ]
+
+
+def queue_summary(state: SchedulerState, rec: m.RunRecord, now: float) -> str:
+    """Why a queued run waits: its target's missing agent (and since when), or what the
+    placement found against each agent, and what its cluster is doing about it."""
+    reasons = dict(state.why.get(rec.run_id, {}))
+    wait = targets.no_agent(state, rec.spec.target)
+    if wait is not None:
+        since = rec.waiting.since if rec.waiting and rec.waiting.reason == wait.reason else None
+        if since is not None:
+            wait = msgspec.structs.replace(wait, since=since)
+        summary = "queued: " + describe(rec.spec.target, wait, now)
+    elif reasons:
         parts = "; ".join(f"{n} {why}" for why, n in Counter(reasons).most_common())
         summary = f"queued: no agent of target {rec.spec.target!r} can take it now ({parts})"
     else:
@@ -221,15 +240,10 @@ def on_why(state: SchedulerState, ev: WhyAsked) -> list[Command]:
         creating = sum(
             1 for n in state.nodes.values() if n.cluster == compute.name and n.state == "creating"
         )
-        if creating:
+        if creating and wait is None:
             summary += f"; {creating} node(s) of {compute.name} are starting"
         if compute.backoff_until is not None and compute.decisions:
             last = compute.decisions[-1]
             if last.action == "backoff":
                 summary += f"; autoscaler: {last.reason}"
-    return [
-        Reply(
-            ev.reply_to,
-            m.WhyReply(run_id=rec.run_id, state=rec.state, reasons=reasons, summary=summary),
-        )
-    ]
+    return summary

@@ -114,6 +114,8 @@ def _run_problem(spec: m.RunSpec) -> str | None:
         return why
     if spec.max_duration_s is not None and spec.max_duration_s <= 0:
         return "max_duration_s must be a positive number of seconds"
+    if spec.queue_timeout_s is not None and not spec.queue_timeout_s > 0:
+        return "queue_timeout_s must be a positive number of seconds (--queue-timeout SECONDS)"
     res = spec.resources
     if res.cpus < 0 or res.memory_mb < 0 or res.gpus < 0:
         return "resources must not be negative"

@@ -12,11 +12,9 @@ import msgspec
 
 from sortie.proto import agent_env
 from sortie.proto import messages as m
-from sortie.proto.states import TERMINAL
-from sortie.scheduler import clusters
+from sortie.scheduler import clusters, targets
 from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
 from sortie.scheduler.model import BUILTIN_TARGETS, SchedulerState
-from sortie.scheduler.runs import cancel
 
 KEEP_PROGRESS = 30
 
@@ -40,9 +38,12 @@ def _error(reply_to: str, code: m.ErrorCode, message: str) -> list[Command]:
 
 
 def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: float) -> list[Command]:
+    """Attach a machine; attaching a name whose attach Failed again retries it in place."""
     if (why := clusters.check_compute_name(req.name)) is not None:
         return _error(reply_to, "bad_request", why)
-    if req.name in BUILTIN_TARGETS or req.name in state.computes or req.name in state.vms:
+    failed_before = state.vms.get(req.name)
+    taken = req.name in BUILTIN_TARGETS or req.name in state.computes
+    if taken or (failed_before is not None and failed_before.provisioning_state != "Failed"):
         return _error(reply_to, "conflict", f"a compute target named {req.name!r} exists")
     if not req.vm.address.strip():
         return _error(reply_to, "bad_request", "an address is required (--address)")
@@ -50,8 +51,19 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
         return _error(reply_to, "bad_request", why)
     if (why := agent_env.problem(req.vm.agent_env)) is not None:
         return _error(reply_to, "bad_request", why)
-    rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
+    if failed_before is not None:
+        rec = msgspec.structs.replace(
+            failed_before,
+            vm=req.vm,
+            provisioning_state="Creating",
+            link="none",
+            remote_port=None,
+            progress=[*failed_before.progress, "attaching again"][-KEEP_PROGRESS:],
+        )
+    else:
+        rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
     state.vms.put(req.name, rec)
+    state.retired.discard(req.name)
     return [
         AttachVm(name=req.name, vm=req.vm, secret=req.secret),
         Reply(reply_to, m.VmReply(vm=rec)),
@@ -64,23 +76,23 @@ def detach(state: SchedulerState, req: m.ComputeDetach, reply_to: str, now: floa
     if rec is None:
         known = ", ".join(sorted(state.vms)) or "none"
         return _error(reply_to, "not_found", f"no attached machine {req.name!r}; attached: {known}")
-    active = sorted(
-        r.run_id
-        for r in state.runs.values()
-        if r.spec.target == req.name and r.state not in TERMINAL
+    cmds, refused = targets.release_runs(
+        state,
+        req.name,
+        force=req.force,
+        failed=rec.provisioning_state == "Failed",
+        action="detach",
+        now=now,
     )
-    if active and not req.force:
-        return _error(
-            reply_to,
-            "invalid_state",
-            f"{req.name} has {len(active)} active run(s) ({', '.join(active[:5])}): wait for "
-            "them, cancel them, or detach with --force to cancel them",
-        )
-    cmds: list[Command] = []
-    for run_id in active:
-        cancel(state, state.runs[run_id], now, cmds)
+    if refused is not None:
+        return [Reply(reply_to, refused)]
     _set(state, msgspec.structs.replace(rec, provisioning_state="Deleting"), "detaching")
-    cmds.append(DetachVm(name=req.name, keep_files=req.keep_files))
+    # a machine whose attach failed may hold nothing to clean up: it is forgotten either way
+    attach_failed = rec.provisioning_state == "Failed" and not (
+        rec.provisioning_errors and rec.provisioning_errors[-1].code == targets.DETACH_INCOMPLETE
+    )
+    force = req.force or attach_failed
+    cmds.append(DetachVm(name=req.name, keep_files=req.keep_files, force=force))
     cmds.append(Reply(reply_to, m.VmReply(vm=state.vms[req.name])))
     return cmds
 
@@ -117,20 +129,23 @@ def failed(state: SchedulerState, name: str, code: str, message: str, now: float
     changed = msgspec.structs.replace(
         rec,
         provisioning_errors=[*rec.provisioning_errors, err][-clusters.KEEP_ERRORS :],
-        provisioning_state="Failed" if rec.provisioning_state != "Deleting" else "Deleting",
+        # a failure while Deleting is an attach still finishing (the detach goes on), unless
+        # the detach itself could not clean up: then the machine is Failed, to detach again
+        provisioning_state="Failed"
+        if rec.provisioning_state != "Deleting" or code == targets.DETACH_INCOMPLETE
+        else "Deleting",
     )
     _set(state, changed, f"failed: {code}")
     return [Log("vm failed", {"compute": name, "code": code})]
 
 
 def detached(state: SchedulerState, name: str) -> list[Command]:
+    """The machine is detached: it and its agent leave every listing, and that agent's
+    heartbeats are ignored from now on (it would otherwise register the name again)."""
     if name not in state.vms:
         return []
     state.vms.delete(name)
-    view = state.agents.get(name)
-    if view is not None and not view.lost:
-        view.lost = True
-        state.agents.touch(name)
+    targets.retire_agent(state, name)
     return [Log("vm detached", {"compute": name})]
 
 

@@ -59,6 +59,7 @@ def everything_set() -> ScriptRunConfig:
             constraints={"zone": "a"},
             dedicated_only=True,
             strategy="spread",
+            queue_timeout_seconds=30.0,
         ),
     )
 
@@ -94,6 +95,7 @@ def test_every_setting_reaches_the_spec() -> None:
         dedicated_only=True,
         strategy="spread",
         secret_env_names=["KEY", "TOKEN"],  # names only, sorted; values travel apart
+        queue_timeout_s=30.0,
     )
 
 
@@ -131,6 +133,7 @@ def test_the_cli_builds_the_sdk_configuration(monkeypatch: pytest.MonkeyPatch) -
         "--priority", "3", "--cpus", "2", "--memory-mb", "512", "--gpus", "1",
         "--gpu-type", "H100", "--node-count", "2", "--max-retries", "4",
         "--constraint", "zone=a", "--dedicated-only", "--spread", "--arg=--lr",
+        "--queue-timeout", "30",
     )  # fmt: skip
     config = cli_config(*flags, script_args=("0.5",))
     assert config.source_directory == Path("src")
@@ -185,3 +188,20 @@ def test_what_cannot_be_submitted_says_what_to_change(
 ) -> None:
     with pytest.raises(RunConfigError, match=message):
         spec_of(ScriptRunConfig(source_directory="src", script="t.py", run_config=config))
+
+
+def test_run_based_creation_from_the_sdk_and_the_cli() -> None:
+    rc = RunConfiguration(target="amlcompute")
+    rc.amlcompute.vm_size = "STANDARD_D2_V2"
+    rc.amlcompute.vm_priority = "lowpriority"
+    rc.amlcompute._cluster_max_node_count = 2
+    spec = spec_of(ScriptRunConfig(source_directory="src", script="t.py", run_config=rc))
+    wanted = m.AmlComputeSpec(vm_size="STANDARD_D2_V2", vm_priority="lowpriority", max_nodes=2)
+    assert spec.target == "amlcompute" and spec.amlcompute == wanted
+    flags = ("--target", "amlcompute", "--vm-size", "STANDARD_D2_V2", "--vm-priority",
+             "lowpriority", "--max-nodes", "2")  # fmt: skip
+    assert spec_of(cli_config(*flags)).amlcompute == wanted
+    assert spec_of(ScriptRunConfig(source_directory="src", script="t.py")).amlcompute is None
+    rc.amlcompute.vm_priority = "urgent"
+    with pytest.raises(RunConfigError, match="vm_priority must be 'dedicated' or 'lowpriority'"):
+        spec_of(ScriptRunConfig(source_directory="src", script="t.py", run_config=rc))

@@ -163,6 +163,7 @@ RUN_KEYS = (
     "properties",
     "parent_id",
     "children",
+    "waiting",
 )
 
 
@@ -217,6 +218,7 @@ def test_run_view_keys_and_values() -> None:
         "properties": {},
         "parent_id": None,
         "children": [],
+        "waiting": None,
     }
     # key order too: the JSON is printed in this order
     assert list(printed(run_view(RUN, METRICS))) == list(RUN_KEYS)
@@ -225,6 +227,11 @@ def test_run_view_keys_and_values() -> None:
     assert list(fresh) == list(RUN_KEYS)
     assert fresh["git"] == {"commit": None, "branch": None, "dirty": False, "remote": None}
     assert (fresh["error"], fresh["started_at"], fresh["nodes"]) == (None, None, [])
+    waiting = b.record("r0", waiting=m.TargetWait(reason="attach failed: x", since=10.0))
+    assert printed(run_view(waiting, {}))["waiting"] == {
+        "reason": "attach failed: x",
+        "since": "1970-01-01T00:00:10.000Z",
+    }
     # the SDK's get_details returns the same data as plain dicts
     assert as_dict(run_view(RUN, METRICS)) == printed(run_view(RUN, METRICS))
 
@@ -386,6 +393,7 @@ def test_status_view_keys() -> None:
         "targets[].agents",
         "targets[].queued",
         "targets[].active",
+        "targets[].waiting",
         "computes",
         "computes[].name",
         "computes[].type",

@@ -59,7 +59,14 @@ def test_status_shows_agents_queue_and_active_runs(up: Up, tmp_path: Path) -> No
         (a,) = status["agents"]
         assert a["runs"] == 1 and a["cpus_used"] == agent["cpus"]
         local = next(t for t in status["targets"] if t["name"] == "local")
-        assert local == {"name": "local", "kind": "local", "agents": 1, "queued": 1, "active": 1}
+        assert local == {
+            "name": "local",
+            "kind": "local",
+            "agents": 1,
+            "queued": 1,
+            "active": 1,
+            "waiting": None,  # its agent is there, only busy
+        }
 
         text = up.cli("status", check=True).stdout
         assert f"Sortie at {up.url}: 1 agents (1 ready), 1 queued, 1 active" in text
@@ -203,3 +210,42 @@ def test_durations() -> None:
         "1h02m",
         "1d01h",
     ]
+
+
+def test_status_says_why_a_target_has_no_agent_and_shows_stopped_nodes() -> None:
+    lost = m.AgentRecord(
+        agent_id="pool-1",
+        incarnation="i",
+        target="pool",
+        hostname="h",
+        capacity=m.Capacity(cpus=2, memory_mb=1024),
+        state="lost",
+        first_seen=0.0,
+        last_seen=50.0,
+    )
+    compute = m.ComputeInfo(
+        compute=m.ComputeRecord(
+            name="pool",
+            cluster=m.ProcessCluster(vm_size="LOCAL_SMALL", max_nodes=1),
+            shape=m.NodeShape(name="LOCAL_SMALL", cpus=2, memory_mb=1024),
+            created_at=0.0,
+        ),
+        counts=m.NodeCounts(),
+        nodes=[
+            m.NodeRecord(
+                node_id="pool-1", cluster="pool", state="stopped", created_at=0, changed_at=60
+            )
+        ],
+    )
+    wait = m.TargetWait(reason="its only node was stopped by the autoscaler", since=60.0)
+    queued = b.record("q1", spec=b.spec(target="pool"), waiting=wait)
+    s = summarise(observed(agents=[lost], computes=[compute], runs=[queued]), now=240.0)
+    assert [a.state for a in s.agents] == ["stopped"]
+    (pool,) = [t for t in s.targets if t.name == "pool"]
+    assert pool.waiting is not None
+    assert pool.waiting.startswith(
+        "target pool has no agent: its only node was stopped by the autoscaler (since 00:01:00 UTC"
+    )
+    assert pool.waiting.endswith("3 min ago)")
+    text = "\n".join(render(s))
+    assert pool.waiting in text and "stopped" in text

@@ -101,10 +101,14 @@ def test_update_and_delete_rules() -> None:
     assert isinstance(reply, m.ComputeReply) and reply.info.compute.cluster.max_nodes == 6
     submit(s, "r1", target="pool")
     reply = ask(s, m.ComputeDelete(name="pool"))
-    assert isinstance(reply, m.ErrorReply) and "1 active run(s) (r1)" in reply.message
+    assert isinstance(reply, m.ErrorReply) and "1 queued run(s) target pool (r1)" in reply.message
+    assert "--force" in reply.message
     reply = ask(s, m.ComputeDelete(name="pool", force=True))
     assert isinstance(reply, m.ComputeReply) and reply.info.compute.provisioning_state == "Deleting"
-    assert s.runs["r1"].state is RunState.CANCELED
+    r1 = s.runs["r1"]
+    assert r1.state is RunState.FAILED and r1.error is not None
+    assert r1.error.kind is ErrorKind.TARGET_DELETED
+    assert r1.error.message == "its target pool was deleted"
     core.decide(s, 1.0, CFG, ids())
     assert "pool" not in s.computes and s.computes.deleted == {"pool"}
 

@@ -6,6 +6,7 @@ import msgspec
 
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 from sortie.scheduler import core
 from sortie.scheduler.events import read_request
@@ -117,7 +118,8 @@ def test_detach_refused_with_active_runs_unless_forced() -> None:
             s, core.ComputeAsked(request=m.ComputeDetach(name="lab-box"), reply_to="r"), 4.0, CFG
         )
     )
-    assert isinstance(refused, m.ErrorReply) and "1 active run(s) (r1)" in refused.message
+    assert isinstance(refused, m.ErrorReply)
+    assert "1 queued run(s) target lab-box (r1)" in refused.message
     cmds = core.handle(
         s,
         core.ComputeAsked(
@@ -126,7 +128,9 @@ def test_detach_refused_with_active_runs_unless_forced() -> None:
         5.0,
         CFG,
     )
-    assert s.runs["r1"].state is RunState.CANCELED
+    r1 = s.runs["r1"]
+    assert r1.state is RunState.FAILED and r1.error is not None
+    assert r1.error.kind is ErrorKind.TARGET_DELETED
     (cmd,) = [c for c in cmds if isinstance(c, core.DetachVm)]
     assert cmd.keep_files and s.vms["lab-box"].provisioning_state == "Deleting"
     core.handle(s, core.VmDetached(name="lab-box"), 6.0, CFG)

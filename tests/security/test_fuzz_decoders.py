@@ -116,8 +116,8 @@ def test_agent_commands_are_checked_or_ignored(raw: bytes) -> None:
     if isinstance(got, str):
         assert got
         return
-    assert isinstance(got, m.Assign | m.Cancel | m.Preempt)
-    if not isinstance(got, m.Preempt):
+    assert isinstance(got, m.Assign | m.Cancel | m.Preempt | m.Retire)
+    if not isinstance(got, m.Preempt | m.Retire):
         assert subjects.check_token("run id", got.run_id) and got.attempt >= 1
     if isinstance(got, m.Assign):
         assert 0 <= got.rank < got.world_size

@@ -17,9 +17,14 @@ from sortie.client.runconfig import DockerConfiguration, RunConfigError
 DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"
 DEFAULT_GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.1-cudnn8-ubuntu20.04:latest"
 
+# ``run_config.amlcompute``: with target "amlcompute", a cluster made for the run (vm_size,
+# vm_priority, _cluster_max_node_count) and deleted when it ends
+AmlComputeConfiguration = native.AmlComputeSection
+
 __all__ = [
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_GPU_IMAGE",
+    "AmlComputeConfiguration",
     "DockerConfiguration",
     "MpiConfiguration",
     "PyTorchConfiguration",

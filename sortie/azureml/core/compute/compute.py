@@ -131,6 +131,8 @@ class ComputeTarget(sdk.ComputeTarget):
             raise ComputeTargetException(
                 f"{self.name}: provisioning ended Failed: {why or 'no error was recorded'}"
             )
+        if state in ("Deleted", "Detached"):  # after delete() / detach(): it is gone
+            return
         if state == "Creating":
             if show_output:
                 print(f"Wait timeout has been reached: {self.name} is still Creating", flush=True)
