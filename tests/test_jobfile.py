@@ -45,6 +45,7 @@ max_retries: 4
 constraints: {zone: a}
 dedicated_only: true
 strategy: spread
+queue_timeout_seconds: 600
 """
 
 FLAGS = [
@@ -98,6 +99,8 @@ FLAGS = [
     "zone=a",
     "--dedicated-only",
     "--spread",
+    "--queue-timeout",
+    "600",
 ]
 
 
@@ -127,6 +130,22 @@ def test_a_job_file_builds_the_config_its_flags_build(tmp_path: Path) -> None:
     assert from_file == from_flags
     assert from_file.run_config.environment.python.pip_packages == ["numpy", "torch>=2,<3"]
     assert from_file.run_config.environment_variables == {"A": "1", "THREADS": "4"}
+
+
+def test_a_run_based_cluster_in_a_job_file(tmp_path: Path) -> None:
+    job = write(
+        tmp_path,
+        "script: train.py\ntarget: amlcompute\n"
+        "amlcompute: {vm_size: STANDARD_D2_V2, vm_priority: lowpriority, max_nodes: 2}\n",
+    )
+    from_file = config_of("run", "submit", "-f", str(job))
+    from_flags = config_of(
+        "run", "submit", str(tmp_path), "--script", "train.py", "--target", "amlcompute",
+        "--vm-size", "STANDARD_D2_V2", "--vm-priority", "lowpriority", "--max-nodes", "2",
+    )  # fmt: skip
+    assert from_file == from_flags
+    section = from_file.run_config.amlcompute
+    assert (section.vm_size, section._cluster_max_node_count) == ("STANDARD_D2_V2", 2)
 
 
 def test_flags_override_the_file_and_add_to_its_lists(tmp_path: Path) -> None:

@@ -87,6 +87,14 @@ class ResourcesFile(_Section, frozen=True, kw_only=True):
     ] = None
 
 
+class AmlComputeFile(_Section, frozen=True, kw_only=True):
+    """``amlcompute``: with ``target: amlcompute``, the temporary cluster made for the run."""
+
+    vm_size: Annotated[str | None, msgspec.Meta(description="its nodes' size")] = None
+    vm_priority: Literal["dedicated", "lowpriority"] = "dedicated"
+    max_nodes: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
 class JobFile(_Section, frozen=True, kw_only=True):
     """A run spec: what `sortie run submit` takes as flags, as a file."""
 
@@ -119,6 +127,11 @@ class JobFile(_Section, frozen=True, kw_only=True):
     dedicated_only: bool = False
     strategy: Literal["binpack", "spread"] = "binpack"
     tags: Annotated[dict[str, Scalar], msgspec.Meta(description="the run's tags")] = {}
+    queue_timeout_seconds: Annotated[
+        Annotated[float, msgspec.Meta(gt=0)] | None,
+        msgspec.Meta(description="fail the run (queue_timeout) if still queued after this long"),
+    ] = None
+    amlcompute: AmlComputeFile = AmlComputeFile()
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -346,6 +359,10 @@ def flag_defaults(job: JobFile, base: Path) -> dict[str, Any]:
         "max_retries": job.max_retries,
         "constraint": [f"{k}={v}" for k, v in job.constraints.items()],
         "tag": [f"{k}={v}" for k, v in job.tags.items()],
+        "queue_timeout": job.queue_timeout_seconds,
+        "vm_size": job.amlcompute.vm_size,
+        "vm_priority": job.amlcompute.vm_priority,
+        "max_nodes": job.amlcompute.max_nodes,
         "dedicated_only": job.dedicated_only,
         "spread": job.strategy == "spread",
     }
