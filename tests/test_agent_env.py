@@ -71,6 +71,7 @@ def test_sdk_attach_configuration_carries_agent_env_and_refuses_bad_names() -> N
 
 def test_the_scheduler_refuses_bad_agent_env_for_every_client() -> None:
     from sortie.proto import messages as m
+    from sortie.scheduler import core
     from sortie.scheduler.model import SchedulerState
     from tests.scheduler.test_vms_core import LOGIN, attach, reply_of
 
@@ -81,6 +82,11 @@ def test_the_scheduler_refuses_bad_agent_env_for_every_client() -> None:
     assert "SORTIE_* names are Sortie's own" in reply.message
     assert s.vms == {}
     good = m.VmConfig(address="h", ssh=LOGIN, agent_env={"HTTPS_PROXY": "http://a:b@p:1"})
-    reply = reply_of(attach(s, vm=good))
+    cmds = attach(s, vm=good)
+    reply = reply_of(cmds)
     assert isinstance(reply, m.VmReply)
-    assert s.vms["lab-box"].vm.agent_env == {"HTTPS_PROXY": "http://a:b@p:1"}
+    # the record (read by every client) keeps the value as shown; the attach gets it whole
+    assert s.vms["lab-box"].vm.agent_env == {"HTTPS_PROXY": "http://***@p:1"}
+    assert reply.vm.vm.agent_env == {"HTTPS_PROXY": "http://***@p:1"}
+    (start,) = [c for c in cmds if isinstance(c, core.AttachVm)]
+    assert start.vm.agent_env == {"HTTPS_PROXY": "http://a:b@p:1"}

@@ -51,17 +51,20 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
         return _error(reply_to, "bad_request", why)
     if (why := agent_env.problem(req.vm.agent_env)) is not None:
         return _error(reply_to, "bad_request", why)
+    # the record keeps the variables as shown (a proxy URL's password is a credential, read by
+    # every client that lists computes); the attach itself gets them whole, once
+    kept = msgspec.structs.replace(req.vm, agent_env=agent_env.redacted(req.vm.agent_env))
     if failed_before is not None:
         rec = msgspec.structs.replace(
             failed_before,
-            vm=req.vm,
+            vm=kept,
             provisioning_state="Creating",
             link="none",
             remote_port=None,
             progress=[*failed_before.progress, "attaching again"][-KEEP_PROGRESS:],
         )
     else:
-        rec = m.VmRecord(name=req.name, vm=req.vm, created_at=now, progress=["attaching"])
+        rec = m.VmRecord(name=req.name, vm=kept, created_at=now, progress=["attaching"])
     state.vms.put(req.name, rec)
     state.retired.discard(req.name)
     return [

@@ -145,9 +145,8 @@ def test_attach_without_sftp_with_agent_env_builds_a_system_managed_run(
     assert PROXY_PASSWORD not in installation.log.read_text()
     assert PROXY_PASSWORD not in logs
     assert PROXY_PASSWORD not in (HOME / ".sortie" / "agent.log").read_text()
-    # today it is a setting the machine's record keeps as given (readable by clients that
-    # can read computes), like a run's --env; only what is shown and logged is redacted
-    assert PROXY_PASSWORD.encode() in stored_values(installation)
+    # nor stored: the machine's record keeps the variables as shown (clients read it)
+    assert PROXY_PASSWORD.encode() not in stored_values(installation)
 
     detach(installation, "net-box")
     wait_until(lambda: not (HOME / ".sortie").exists(), timeout=30)
