@@ -64,11 +64,13 @@ async def _size(docker: aiodocker.Docker, tag: str) -> int:
 
 
 def _used(images_dir: Path, tag: str, ago_s: float) -> None:
-    """Record a use of ``tag`` ``ago_s`` seconds ago, as a run preparing it does."""
+    """Record a use of ``tag`` ``ago_s`` seconds before a fixed point an hour from now, as a
+    run preparing it does. Later than any image's build (a build counts as a use, and these
+    were built moments ago, maybe within one second), so the uses alone set the order."""
     hold = hold_image(images_dir, tag)
     assert hold is not None
     hold.close()
-    stamp = time.time() - ago_s
+    stamp = time.time() + 3600 - ago_s
     os.utime(images_dir / f"{image_key(tag)}.lock", (stamp, stamp))
 
 

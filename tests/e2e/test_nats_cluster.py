@@ -272,8 +272,10 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
 
         second = submit("second")
         assert second.returncode == 0, second.stderr
-        assert "Completed" in second.stderr
-        second_id = json.loads(second.stdout.splitlines()[0])["run_id"]
+        submitted, outcome = (json.loads(line) for line in second.stdout.splitlines())
+        assert outcome["state"] == "Completed"  # --wait -o json: the outcome, a second line
+        second_id = submitted["run_id"]
+        assert outcome["run_id"] == second_id
         logged = cli("run", "logs", second_id)
         assert logged.returncode == 0, logged.stderr
         assert "hello from second" in logged.stdout
