@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from sortie.bus.broker import (
     check_can_start,
     start_broker,
 )
+from sortie.bus.children import die_with_parent
 from sortie.bus.connection import BusAuth
 from sortie.bus.datadir import DataDirLocked, lock_data_dir
 from sortie.bus.profile import profile_path, remove_profile_if_ours, write_profile
@@ -39,6 +43,7 @@ from sortie.bus.store_limits import derive_store_limit, human
 from sortie.proto.permissions import Role
 from sortie.scheduler.blob_gc import BlobGc
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.web.settings import WebError
 
 log = structlog.get_logger("sortie.up")
 
@@ -160,8 +165,13 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
     metrics: tuple[str, int] | None = None,
     store_limit: int | None = None,
     bounds: Bounds | None = None,
+    dashboard_port: int | None = None,
 ) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
+
+    ``dashboard_port``: where the dashboard listens on 127.0.0.1 (``sortie web`` as a child
+    process, open without a login there); 0: none; None: ``DEFAULT_PORT``, or none with a
+    warning when that port is taken (a port given and taken is refused).
 
     ``store_limit``: the most the JetStream store may hold (None: derived from the free disk
     space at start, ``bus.store_limits.derive_store_limit``).
@@ -201,7 +211,20 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
     pid = os.getpid()
     client_creds = authority.client_creds if authority else None
     try:
-        write_profile(broker.url, data_dir, pid, creds=client_creds, tls_ca=tls_ca)
+        dashboard = dashboard_child(broker.url, dashboard_port, creds=client_creds, tls_ca=tls_ca)
+    except WebError as exc:
+        broker.stop()
+        print(f"sortie up: {exc}", flush=True)
+        return 2
+    try:
+        write_profile(
+            broker.url,
+            data_dir,
+            pid,
+            creds=client_creds,
+            tls_ca=tls_ca,
+            dashboard_url=dashboard.url if dashboard else None,
+        )
         _run(
             _serve_until_signalled(
                 broker.url,
@@ -212,9 +235,12 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
                 metrics=metrics,
                 store_limit=store_limit,
                 bounds=bounds,
+                dashboard=dashboard,
             )
         )
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         remove_profile_if_ours(pid, broker.url)
         broker.stop()
         for lock in locks:
@@ -258,7 +284,7 @@ def _owned_dirs(data_dir: Path) -> list[Path]:
     return [data_dir, data_dir / "scheduler", data_dir / "agent"]
 
 
-async def _serve_until_signalled(
+async def _serve_until_signalled(  # noqa: PLR0913 - one keyword per setting of `sortie up`
     url: str,
     data_dir: Path,
     *,
@@ -268,8 +294,10 @@ async def _serve_until_signalled(
     metrics: tuple[str, int] | None,
     store_limit: int,
     bounds: Bounds | None = None,
+    dashboard: Dashboard | None = None,
 ) -> None:
-    """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers."""
+    """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers
+    (and the dashboard, if any, listens)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -290,9 +318,12 @@ async def _serve_until_signalled(
     # Announce once the scheduler answers: then `sortie run submit` works.
     client_creds = authority.client_creds if authority else None
     await _await_ready(url, runner, BusAuth(creds=client_creds, tls_ca=tls_ca))
+    shown = ""
+    if dashboard is not None:
+        shown = f"; dashboard: {dashboard.url}" if await dashboard.ready() else dashboard.failed()
     print(
         f"Sortie ready at {url} (data {data_dir}, profile {profile_path()}, store limit "
-        f"{human(store_limit)}); Ctrl-C stops it",
+        f"{human(store_limit)}){shown}; Ctrl-C stops it",
         flush=True,
     )
     await runner
@@ -310,6 +341,71 @@ async def _await_ready(url: str, runner: asyncio.Task[None], auth: BusAuth) -> N
                 return
         await asyncio.sleep(0.1)
     runner.result()
+
+
+@dataclass
+class Dashboard:
+    """`sortie up`'s dashboard: `sortie web` as a child process that dies with this one."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    async def ready(self, timeout_s: float = 30.0) -> bool:
+        """Whether it listens (False: it exited, or did not listen in time)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return True
+        return False
+
+    def failed(self) -> str:
+        code = self.proc.poll()
+        why = f"it exited with {code}" if code is not None else "it did not listen in time"
+        return f"; dashboard: not served ({why}; its errors are above)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def dashboard_child(
+    url: str, port: int | None, *, creds: Path | None, tls_ca: Path | None
+) -> Dashboard | None:
+    """Start `sortie up`'s dashboard on 127.0.0.1:``port`` (see ``up``), or None."""
+    from sortie.web.server import bind
+    from sortie.web.settings import DEFAULT_PORT, WebSettings
+
+    if port == 0:
+        return None
+    settings = WebSettings(port=port or DEFAULT_PORT)
+    try:
+        bind(settings).close()  # taken? (said now, before anything starts)
+    except WebError as exc:
+        if port is not None:
+            raise
+        print(f"sortie up: warning: no dashboard: {exc}", flush=True)
+        return None
+    cmd = [sys.executable, "-m", "sortie.cli", "--url", url]
+    cmd += ["--creds", str(creds)] if creds is not None else []
+    cmd += ["--tls-ca", str(tls_ca)] if tls_ca is not None else []
+    cmd += ["web", "--port", str(settings.port), "--open-on-loopback"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    return Dashboard(url=settings.base_url(), port=settings.port, proc=proc)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

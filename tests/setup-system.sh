@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System setup the SSH tests need (idempotent; test.sh runs it):
+# System setup the SSH, container and browser tests need (idempotent; test.sh runs it):
 #   - OpenSSH's sshd binary (Debian package openssh-server), installed WITHOUT starting or
 #     enabling the system's sshd service: the tests start their own on 127.0.0.1;
 #   - the test user `sortie-test` with the password tests/ssh/conftest.py names;
@@ -56,6 +56,19 @@ if [ -n "$missing" ]; then
             busybox-static uidmap slirp4netns >/dev/null; } || say "could not install them."
     else
         say "no apt-get: install podman, runc and busybox yourself."
+    fi
+fi
+
+# The dashboard's browser tests drive Debian's Chromium headless through Playwright (which
+# downloads no browser: tests/web/conftest.py points it at /usr/bin/chromium).
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null; then
+        say "installing chromium (for the dashboard's browser tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium \
+            fonts-dejavu-core >/dev/null; } || say "could not install chromium."
+    else
+        say "no apt-get: install Chromium at /usr/bin/chromium yourself."
     fi
 fi
 

@@ -34,5 +34,9 @@ def test_wheel_has_one_top_level_import_name(tmp_path: Path) -> None:
         "sortie/agents/daemon.py",
         "sortie/client/run_context.py",
         "sortie/cli/main.py",
+        # the dashboard's templates and vendored assets (no CDN: served from the package)
+        "sortie/web/templates/base.html",
+        "sortie/web/static/sortie.js",
+        "sortie/web/static/vendor/uPlot.iife.min.js",
     ):
         assert path in names

@@ -71,11 +71,15 @@ def write_profile(
     *,
     creds: Path | None = None,
     tls_ca: Path | None = None,
+    dashboard_url: str | None = None,
 ) -> Path:
     """Write the client profile and the workspace configuration beside it, readable by
-    their owner only. They name the credentials file; they never hold a secret."""
+    their owner only. They name the credentials file; they never hold a secret.
+    ``dashboard_url``: where `sortie up` serves the dashboard (``Run.get_portal_url``)."""
     path = profile_path()
     data: dict[str, object] = {"url": url, "data_dir": str(data_dir), "pid": pid}
+    if dashboard_url is not None:
+        data["dashboard_url"] = dashboard_url
     if creds is not None:
         data["creds"] = str(creds)
     if tls_ca is not None:

@@ -45,6 +45,8 @@ from sortie.cli.output import size as _size
 from sortie.cli.output import table as _table
 from sortie.cli.runs import HANDLERS as RUN_HANDLERS
 from sortie.cli.runs import add_list_filters, print_outcome
+from sortie.cli.web import add_web, run_web
+from sortie.cli.web import port as web_port
 from sortie.cli.workspace import add_workspace, run_workspace
 from sortie.client import envspec
 from sortie.client.client import (
@@ -77,6 +79,7 @@ from sortie.client.views import (
 from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
+from sortie.web.settings import WebError
 
 if TYPE_CHECKING:  # imported where used: a CLI call loads only what it needs
     from sortie.scheduler.reconcile import Timing
@@ -128,6 +131,7 @@ def _parser(submit_defaults: dict[str, object] | None = None) -> argparse.Argume
     add_model(sub)
     add_gc(sub)
     add_workspace(sub)
+    add_web(sub)
     return p
 
 
@@ -183,6 +187,13 @@ def _add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         "--no-fsync", action="store_true", help="do not fsync every JetStream write (faster)"
     )
     up.add_argument("--gpu-pool", help=GPU_POOL_HELP)
+    up.add_argument(
+        "--dashboard-port",
+        type=web_port,
+        metavar="N",
+        help="serve the dashboard on 127.0.0.1:N, open without a login there (default 8265, "
+        "or none if that port is taken; 0: none)",
+    )
     up.add_argument(
         "--store-limit",
         type=_store_size,
@@ -681,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _REFUSED = (
+    WebError,
     UsageError,
     JobFileError,
     ClientError,
@@ -741,6 +753,7 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
             tls=_tls_files(args),
             metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
             store_limit=args.store_limit,
+            dashboard_port=args.dashboard_port,
             bounds=Bounds(
                 retention=retention_of(args), limits=limits_of(args), blob_gc=blob_gc_of(args)
             ),
@@ -749,7 +762,12 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         from sortie.cli.status import show_status
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
-    plain = {"auth": run_auth, "scheduler": _daemon_scheduler, "workspace": run_workspace}
+    plain = {
+        "auth": run_auth,
+        "scheduler": _daemon_scheduler,
+        "workspace": run_workspace,
+        "web": run_web,
+    }
     if args.command in plain:  # commands that take their arguments alone
         return plain[args.command](args)
     if args.command == "agent":

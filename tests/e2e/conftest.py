@@ -73,8 +73,11 @@ class Installation:
 def start_up(
     data_dir: Path, port: int, env: dict[str, str], log: Path, *extra: str
 ) -> subprocess.Popen[str]:
-    """`sortie up` (with ``extra`` options), once it has printed its ready line."""
+    """`sortie up` (with ``extra`` options), once it has printed its ready line. No dashboard
+    unless ``extra`` asks for one (``--dashboard-port``)."""
     fh = open(log, "a")  # noqa: SIM115 - owned by the child
+    if "--dashboard-port" not in extra:
+        extra = (*extra, "--dashboard-port", "0")
     proc = subprocess.Popen(
         [*SORTIE, "up", "--data-dir", str(data_dir), "--port", str(port), "--no-fsync", *extra],
         env=env,

@@ -1,0 +1,18 @@
+"""Every view of the dashboard, registered here and only here: the navigation bar lists them
+in this order. A new view is one module beside these, one template, and one entry below."""
+
+from __future__ import annotations
+
+from sortie.web.view import View
+from sortie.web.views import agents, compare, compute, experiments, queue, run, runs
+
+VIEWS: tuple[View, ...] = (
+    runs.VIEW,
+    run.VIEW,
+    compare.VIEW,
+    experiments.VIEW,
+    compute.VIEW,
+    agents.VIEW,
+    queue.VIEW,
+)
+NAV: tuple[View, ...] = tuple(v for v in VIEWS if v.title is not None)

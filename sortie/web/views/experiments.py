@@ -1,0 +1,22 @@
+"""The experiments view (to be built: issue K)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sortie.web.pages import render
+from sortie.web.view import View
+
+
+async def page(request: Request) -> Response:
+    return render(request, "experiments.html")
+
+
+VIEW = View(
+    name="experiments",
+    title="Experiments",
+    path="/experiments",
+    routes=[Route("/experiments", page)],
+)

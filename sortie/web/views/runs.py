@@ -1,0 +1,17 @@
+"""The runs view (to be built: issue K)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sortie.web.pages import render
+from sortie.web.view import View
+
+
+async def page(request: Request) -> Response:
+    return render(request, "runs.html")
+
+
+VIEW = View(name="runs", title="Runs", path="/runs", routes=[Route("/runs", page)])
