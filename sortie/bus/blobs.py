@@ -347,6 +347,19 @@ async def get_blob(blobs: BlobStore, sha: str) -> bytes:
     return data
 
 
+async def stream_blob(blobs: BlobStore, sha: str) -> AsyncIterator[bytes]:
+    """One blob's bytes as they are read (for a download that does not hold them all);
+    ``BlobMissing`` before the first chunk, ``BlobCorrupt`` after the last one if they do not
+    match the hash (a reader that sends them on must then abandon what it sent)."""
+    info = await _entry(blobs, sha)
+    h = hashlib.sha256()
+    async for chunk in read_chunks(blobs, info):
+        h.update(chunk)
+        yield chunk
+    if h.hexdigest() != sha:
+        raise corrupt(sha)
+
+
 async def fetch_blob_to(blobs: BlobStore, sha: str, dest: Path) -> None:
     """Download one blob into ``dest`` atomically, verifying its hash."""
     info = await _entry(blobs, sha)
