@@ -14,16 +14,18 @@ from collections.abc import AsyncIterator
 
 import nats.errors
 import structlog
+from nats.js.api import DeliverPolicy
 from starlette.requests import Request
 
 from sortie.client.client import Client
-from sortie.proto import codec
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 
 log = structlog.get_logger("sortie.web")
 
 QUEUE_SIZE = 4096  # changes a page may be behind before it is dropped
 REWATCH_S = 1.0  # after the watch failed (the broker went away), watch again after this
+IDLE_HEARTBEAT_S = 2.0  # a lost consumer (the broker restarted) is noticed after a few
 
 
 class Hub:
@@ -83,23 +85,32 @@ class Hub:
             await asyncio.sleep(REWATCH_S)
 
     async def _follow(self) -> None:
-        watcher = await self.client.bus.runs.watchall(updates_only=True)
+        """New writes only (an ordered consumer from now on: never the bucket's current
+        values, which would be every run). nats-py makes the consumer again after a gap or a
+        reconnect, from the last write it delivered, so none is missed."""
+        sub = await self.client.bus.js.subscribe(
+            subjects.kv_keys(subjects.KV_RUNS),
+            stream=subjects.kv_stream(subjects.KV_RUNS),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            idle_heartbeat=IDLE_HEARTBEAT_S,
+        )
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=60)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
+                    msg = await sub.next_msg(timeout=60)
                 except nats.errors.TimeoutError:
                     continue
-                if entry is None or entry.value is None:
-                    continue
+                if not msg.data:
+                    continue  # a delete or purge marker: records are never deleted
                 try:
-                    rec = codec.decode(m.RunRecord, entry.value)
+                    rec = codec.decode(m.RunRecord, msg.data)
                 except codec.BadMessage:
                     continue  # only the scheduler writes records; a later one will do
                 self._publish(rec)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
+                await sub.unsubscribe()
 
 
 def client_of(request: Request) -> Client:

@@ -16,9 +16,7 @@ def test_registered_versions_are_listed_and_their_files_download(
     weights.write_bytes(b"weights v1")
     dashboard.cli("model", "register", "digits", str(weights), "--tag", "stage=dev", check=True)
     weights.write_bytes(b"weights v2")
-    dashboard.cli(
-        "model", "register", "digits", str(weights), "--description", "C=0.5", check=True
-    )
+    dashboard.cli("model", "register", "digits", str(weights), "--description", "C=0.5", check=True)
 
     page.goto(f"{dashboard.base}/models")
     row = page.locator("#models tbody tr", has_text="digits")
