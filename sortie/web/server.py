@@ -47,8 +47,34 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set. ``on_ready`` gets the port once it listens (the one
-    given, or the one the system chose for port 0)."""
+    given, or the one the system chose for port 0). The port is taken and the broker reached
+    before anything is served, so either failing is said at once (``WebError``, or the
+    client's ``BrokerUnreachable`` / ``AccessDenied``)."""
     sock = bind(settings)
+    try:
+        own = client is None
+        client = client or await Client.connect(
+            settings.url, name="sortie-web", creds=settings.creds, tls_ca=settings.tls_ca
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        await _serve_on(sock, settings, stop, client=client, tokens=tokens, on_ready=on_ready)
+    finally:
+        if own:
+            await client.close()
+
+
+async def _serve_on(
+    sock: socket.socket,
+    settings: WebSettings,
+    stop: asyncio.Event,
+    *,
+    client: Client,
+    tokens: TokenLookup | None,
+    on_ready: Callable[[int], None] | None,
+) -> None:
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings, client=client, tokens=tokens),
