@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from sortie.client.client import Client
 from sortie.web import login
 from sortie.web.access import Gate, TokenLookup, Viewer
+from sortie.web.headers import SecurityHeaders
 from sortie.web.hub import Hub
 from sortie.web.settings import WebSettings
 from sortie.web.tokens import TokenBook
@@ -104,4 +105,5 @@ def create_app(
         exception_handlers={HTTPException: _http_error},
     )
     app.add_middleware(Gate, settings=settings, tokens=holder)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
     return app
