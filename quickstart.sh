@@ -43,6 +43,18 @@ echo "== sortie run show $run"
 sortie run show "$run"
 echo "== sortie run download $run ./out"
 sortie run download "$run" ./out            # into ./out/$run/
+dashboard=$(python -c '
+from sortie.bus.profile import read_profile
+print((read_profile() or {}).get("dashboard_url") or "")')
+if [ -n "$dashboard" ]; then
+    echo "== the dashboard: ${dashboard}runs/$run"
+    python - "${dashboard}runs/$run" <<'PY'
+import sys, urllib.request
+with urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={"Accept": "text/html"}), timeout=30) as page:
+    assert page.status == 200, page.status
+    print(f"   served ({len(page.read())} bytes); open it in a browser while `sortie up` runs")
+PY
+fi
 cat <<NEXT
 
 Where to look next:
@@ -50,5 +62,6 @@ Where to look next:
   sortie run show $run --output json
   ls ./out/$run/outputs                 the trained model and its metrics
   sortie up                             keep Sortie running in a terminal, then submit from another
+                                        (its dashboard: http://127.0.0.1:8265/)
   README.md, ARCHITECTURE.md, docs/protocol.md
 NEXT
