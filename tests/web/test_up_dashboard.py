@@ -8,7 +8,10 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from sortie.bus.broker import free_port
+from sortie.client.run_files import portal_url
 from tests.e2e.conftest import SORTIE, isolated_env, stop_up
 
 
@@ -19,7 +22,9 @@ def _listening(port: int) -> socket.socket:
     return holder
 
 
-def test_the_ready_line_and_the_profile_name_the_dashboard(tmp_path: Path) -> None:
+def test_the_ready_line_and_the_profile_name_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = isolated_env(tmp_path)
     web = free_port()
     proc = subprocess.Popen(
@@ -46,6 +51,9 @@ def test_the_ready_line_and_the_profile_name_the_dashboard(tmp_path: Path) -> No
         assert f"; dashboard: http://127.0.0.1:{web}/; Ctrl-C stops it" in ready
         profile = json.loads(Path(env["SORTIE_PROFILE"]).read_text())
         assert profile["dashboard_url"] == f"http://127.0.0.1:{web}/"
+        monkeypatch.setenv("SORTIE_PROFILE", env["SORTIE_PROFILE"])
+        # the SDK's Run.get_portal_url() (v1's name) is the run's page there
+        assert portal_url("digits_1_ab") == f"http://127.0.0.1:{web}/runs/digits_1_ab"
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=10) as reply:
             assert reply.read() == b"ok"
     finally:
