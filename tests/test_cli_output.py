@@ -13,7 +13,9 @@ import pytest
 
 from sortie.cli.main import _parser
 from sortie.cli.output import EXIT_CODES, number
-from sortie.cli.runs import select, since
+from sortie.cli.run_list import select
+from sortie.cli.runs import since
+from sortie.proto.run_index import RunQuery
 from sortie.proto.states import RunState
 from tests import builders as b
 from tests.e2e.conftest import SORTIE
@@ -59,7 +61,10 @@ def test_run_list_filters_all_hold_and_keep_the_order() -> None:
         created_since: float | None = None,
         most: int | None = None,
     ) -> list[str]:
-        chosen = select(runs, states=states, target=target, created_since=created_since, most=most)
+        query = RunQuery(
+            states=[RunState(s) for s in states or ()], target=target, created_since=created_since
+        )
+        chosen = select(runs, query, most)
         return [r.run_id for r in chosen]
 
     assert kept() == ["c", "b", "a"]

@@ -10,20 +10,17 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sortie.cli import output as out
+from sortie.cli import run_list
 from sortie.client.client import Client, echo_line
 from sortie.client.views import (
     CancelView,
     DownloadView,
-    children_under_parents,
-    iso,
     log_line_view,
     outcome_view,
-    run_summary_view,
     run_view,
 )
 from sortie.proto import messages as m
@@ -89,6 +86,7 @@ def add_list_filters(lst: argparse.ArgumentParser) -> None:
         metavar="KEY[=VALUE]",
         help="only runs with this tag (with this value, when given); repeatable: all of them",
     )
+    lst.add_argument("--search", metavar="TEXT", help="only runs whose id contains TEXT")
     lst.add_argument("--limit", type=limit, metavar="N", help="the newest N runs only")
 
 
@@ -98,57 +96,6 @@ def tag_filter(text: str) -> tuple[str, str | None]:
     if not key:
         raise argparse.ArgumentTypeError(f"--tag takes KEY or KEY=VALUE (got {text!r})")
     return key, value if eq else None
-
-
-def select(
-    runs: Iterable[m.RunRecord],
-    *,
-    states: list[str] | None,
-    target: str | None,
-    created_since: float | None,
-    most: int | None,
-    tags: list[tuple[str, str | None]] | None = None,
-) -> list[m.RunRecord]:
-    """The runs the filters keep, in the order given (newest first)."""
-    kept = [
-        r
-        for r in runs
-        if (not states or str(r.state) in states)
-        and (target is None or r.spec.target == target)
-        and (created_since is None or r.created_at >= created_since)
-        and all(k in r.tags and (v is None or r.tags[k] == v) for k, v in tags or ())
-    ]
-    return kept[:most] if most is not None else kept
-
-
-async def list_runs(client: Client, args: argparse.Namespace, _: list[str]) -> int:
-    runs = children_under_parents(
-        select(
-            await client.list_runs(args.experiment),
-            states=args.state,
-            target=args.target,
-            created_since=args.since,
-            most=args.limit,
-            tags=args.tag,
-        )
-    )
-    if args.output != "text":
-        out.emit([run_summary_view(r) for r in runs], args.output, indent=False)
-        return out.EXIT_OK
-    rows = [("RUN ID", "EXPERIMENT", "TARGET", "STATE", "ATTEMPT", "CREATED")]
-    rows += [
-        (
-            r.run_id if r.parent_id is None else f"  {r.run_id}",  # a child, under its parent
-            r.spec.experiment,
-            r.spec.target,
-            str(r.state),
-            str(r.attempt),
-            iso(r.created_at) or "",
-        )
-        for r in runs
-    ]
-    out.table(rows)
-    return out.EXIT_OK
 
 
 async def show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
@@ -260,7 +207,7 @@ def print_outcome(rec: m.RunRecord, fmt: str = "text") -> None:
 
 
 HANDLERS = {
-    "list": list_runs,
+    "list": run_list.list_runs,
     "show": show,
     "logs": logs,
     "cancel": cancel,

@@ -41,7 +41,7 @@ from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
 from sortie.client.provenance import believed
 from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
-from sortie.proto import codec, notes, subjects
+from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
 from sortie.proto.states import TERMINAL
@@ -373,6 +373,37 @@ class Client:
                 out.append(rec)
         out.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return out
+
+    async def query_runs(
+        self, query: run_index.RunQuery
+    ) -> tuple[list[m.RunRecord], run_index.RunPage]:
+        """One page of runs from the scheduler's run index (no full read of the runs bucket):
+        the page's records, got by key at once, newest first; a run deleted meanwhile is left
+        out. Raises ``NoScheduler`` when no scheduler answers."""
+        page: run_index.RunPage = await self._request(
+            subjects.API_RUNS_QUERY, query, run_index.RunPageOrError
+        )
+        return await self.runs_by_id(page.run_ids), page
+
+    async def runs_by_id(self, run_ids: list[str]) -> list[m.RunRecord]:
+        """These runs' records, in this order; one that is gone or unreadable is left out."""
+
+        async def one(run_id: str) -> m.RunRecord | None:
+            try:
+                entry = await self.bus.runs.get(run_id)
+                return codec.decode(m.RunRecord, entry.value or b"")
+            except (nats.js.errors.KeyNotFoundError, codec.BadMessage):
+                return None
+
+        found = await asyncio.gather(*(one(r) for r in run_ids))
+        return [r for r in found if r is not None]
+
+    async def experiments(self, query: run_index.ExperimentsQuery) -> run_index.ExperimentList:
+        """Every experiment with its run counts, latest run and best value of a metric."""
+        reply: run_index.ExperimentList = await self._request(
+            subjects.API_EXPERIMENTS, query, run_index.ExperimentListOrError
+        )
+        return reply
 
     async def wait(
         self, run_id: str, on_record: Callable[[m.RunRecord], None] | None = None

@@ -214,6 +214,9 @@ class RunRecord(Message, frozen=True, kw_only=True):
     # attempt of its own: it is written from the parent's agent's notes and ends with it
     parent_id: str | None = None
     waiting: TargetWait | None = None  # while Queued: why its target has no agent now
+    # the last value of each plain metric the script logged (at most run_index.LATEST_METRICS
+    # names), from its agent's reports: what run lists show
+    metrics: dict[str, float] = {}
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -415,6 +418,8 @@ class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     exit_code: int | None = None
     error: RunError | None = None
     artifacts: list[Artifact] = []
+    # the last value of each plain metric published so far (a bounded number of names)
+    metrics: dict[str, float] = {}
 
 
 class AgentRecord(Message, frozen=True, kw_only=True):

@@ -43,7 +43,13 @@ from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
-from sortie.scheduler.events import LoopRequest, read_heartbeat, read_report, read_request
+from sortie.scheduler.events import (
+    IndexQuery,
+    LoopRequest,
+    read_heartbeat,
+    read_report,
+    read_request,
+)
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
@@ -56,6 +62,7 @@ from sortie.scheduler.providers.base import (
     ProviderError,
 )
 from sortie.scheduler.reconcile import Timing
+from sortie.scheduler.run_index import RunIndex, answer
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import save_credentials
@@ -154,6 +161,7 @@ class Daemon:
         )
         self.state = SchedulerState()
         self.revisions: dict[str, int] = {}
+        self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
@@ -203,6 +211,8 @@ class Daemon:
                         error=str(exc),
                     )
                     continue
+                if isinstance(rec, m.RunRecord):
+                    self.index.update(rec)
                 if restore(self.state, rec, now) and isinstance(rec, m.RunRecord):
                     self.revisions[rec.run_id] = entry.revision or 0
         children = frozenset(
@@ -283,6 +293,8 @@ class Daemon:
         try:
             if isinstance(req, m.ModelRegister):  # outside the loop: it writes models only
                 await self._reply(msg, await register_model(self.bus, req))
+            elif isinstance(req, IndexQuery):  # outside the loop too: it reads the index only
+                await self._reply(msg, answer(self.index, req))
             else:
                 await self._on_request(msg, req)
         except TRANSIENT as exc:
@@ -342,7 +354,10 @@ class Daemon:
         if request.run_id in self.state.runs:
             self._enqueue(core.TagAsked(request=request, reply_to=msg.reply))
         else:
-            await self._reply(msg, await tag_stored(self.bus.runs, request))
+            reply = await tag_stored(self.bus.runs, request)
+            if isinstance(reply, notes.RunTagged):
+                self.index.update(reply.record)
+            await self._reply(msg, reply)
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
         """A run the scheduler no longer holds, from the store (it ended, or never existed)."""
@@ -631,6 +646,7 @@ class Daemon:
     def _stored(self, run_id: str, rec: m.RunRecord, revision: int) -> None:
         """A run's record is in the store at ``revision``: a finished one leaves memory."""
         self.revisions[run_id] = revision
+        self.index.update(rec)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
             self.revisions.pop(run_id, None)
@@ -654,6 +670,7 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
+        self.index.update(rec)
         if rec.state in TERMINAL:
             self.state.runs.forget(run_id)
             self.revisions.pop(run_id, None)

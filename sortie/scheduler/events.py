@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from sortie.proto import codec, notes, subjects
+from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
 from sortie.scheduler.reconcile import Timing
 
@@ -288,7 +288,9 @@ LoopRequest = (
     | m.WhyRequest
     | notes.RunTagRequest
 )
-ApiRequest = LoopRequest | m.ModelRegister
+# a query of the run index is answered beside it too, from the index (scheduler/run_index.py)
+IndexQuery = run_index.RunQuery | run_index.ExperimentsQuery
+ApiRequest = LoopRequest | m.ModelRegister | IndexQuery
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -298,6 +300,8 @@ API_TYPES: dict[str, Any] = {
     subjects.API_WHY: m.WhyRequest,
     subjects.API_RUN_TAG: notes.RunTagRequest,
     subjects.API_MODELS: m.ModelRegister,
+    subjects.API_RUNS_QUERY: run_index.RunQuery,
+    subjects.API_EXPERIMENTS: run_index.ExperimentsQuery,
 }
 
 
