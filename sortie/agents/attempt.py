@@ -433,6 +433,7 @@ class Attempt:
             exit_code=exit_code,
             error=error,
             artifacts=artifacts or [],
+            metrics=dict(self.output.latest.values),
         )
         await send_report(self.deps.js, report)
         self._log.info("attempt state", state=str(state), error=error.kind if error else None)

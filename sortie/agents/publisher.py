@@ -32,6 +32,7 @@ from sortie.agents.limits import LogBudget, MetricBudget, RunLimits
 from sortie.bus.store_limits import FullBound, StoreFull, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.run_index import LATEST_METRICS
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr", "system"]
@@ -196,6 +197,23 @@ def _chunks(line: str, size: int) -> list[str]:
     return [line[i : i + size] for i in range(0, len(line), size)]
 
 
+class LatestMetrics:
+    """The last value of each plain numeric metric of the run itself (not a table's cell, not
+    a child's point), for its record: the first ``LATEST_METRICS`` names only."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def add(self, point: m.MetricPoint) -> None:
+        value = point.value
+        if point.column is not None or point.run is not None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        if point.name in self.values or len(self.values) < LATEST_METRICS:
+            self.values[point.name] = float(value)
+
+
 class RunOutput:
     """One attempt's log and metric streams, batched onto JetStream, within ``limits``."""
 
@@ -229,6 +247,7 @@ class RunOutput:
             max_waiting=self.limits.queue_bytes,
         )
         self.metrics: Batcher[m.MetricPoint] = Batcher(self._send_metrics)
+        self.latest = LatestMetrics()  # what the run's reports carry (RunRecord.metrics)
         # set when the store refuses the run's output as full (close() then raises StoreFull)
         self.full = asyncio.Event()
         for batcher in (self.logs, self.metrics):
@@ -259,6 +278,7 @@ class RunOutput:
         await self.logs.room()
 
     def metric(self, point: m.MetricPoint) -> None:
+        self.latest.add(point)
         was_cut = self._metric_budget.cut
         if self._metric_budget.take(point):
             self.metrics.add(point)

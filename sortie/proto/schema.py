@@ -14,7 +14,7 @@ import json
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto import notes
+from sortie.proto import notes, run_index
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -27,6 +27,14 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
     (s.API_RUN_TAG, "clients", "scheduler", "RunTagRequest", "RunTagReply"),
     (s.API_MODELS, "clients", "scheduler", "ModelRegister", "ModelReplyOrError"),
+    (s.API_RUNS_QUERY, "clients, dashboards", "scheduler", "RunQuery", "RunPageOrError"),
+    (
+        s.API_EXPERIMENTS,
+        "clients, dashboards",
+        "scheduler",
+        "ExperimentsQuery",
+        "ExperimentListOrError",
+    ),
     (s.AUTH_RENEW, "agents, clients", "scheduler", "RenewRequest", "RenewReplyOrError"),
     (s.BLOB_COMMIT, "clients, agents", "scheduler", "BlobCommit", "BlobCommitReply"),
     (s.heartbeat("AGENT_ID"), "agent", "scheduler", "Heartbeat", "-"),
@@ -76,6 +84,10 @@ TYPES: dict[str, object] = {
     "WhyReplyOrError": m.WhyReplyOrError,
     "ModelRegister": m.ModelRegister,
     "ModelReplyOrError": m.ModelReplyOrError,
+    "RunQuery": run_index.RunQuery,
+    "RunPageOrError": run_index.RunPageOrError,
+    "ExperimentsQuery": run_index.ExperimentsQuery,
+    "ExperimentListOrError": run_index.ExperimentListOrError,
     "RenewRequest": m.RenewRequest,
     "RenewReplyOrError": m.RenewReplyOrError,
     "BlobCommit": m.BlobCommit,

@@ -9,6 +9,7 @@ import msgspec
 from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.run_errors import RETRY, ErrorKind, Retry
+from sortie.proto.run_index import LATEST_METRICS
 from sortie.proto.states import RunState, transition
 from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
 from sortie.scheduler.model import SchedulerState
@@ -98,6 +99,9 @@ def apply_report(
     state: SchedulerState, rec: m.RunRecord, rep: m.RunReport, cmds: list[Command]
 ) -> None:
     """A report for the current attempt: move the run, retrying or requeueing where due."""
+    if rep.metrics and rep.metrics != rec.metrics:  # the latest values its script logged
+        latest = dict(list(rep.metrics.items())[:LATEST_METRICS])  # bounded whatever was sent
+        rec = msgspec.structs.replace(rec, metrics=latest)
     kind = rep.error.kind if rep.error is not None else None
     if rep.state is RunState.QUEUED:
         # the agent gave the attempt back: preempted (free of max_retries), or another reason
