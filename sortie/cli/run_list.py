@@ -32,20 +32,7 @@ def query_of(args: argparse.Namespace) -> q.RunQuery:
 
 def select(runs: Iterable[m.RunRecord], query: q.RunQuery, most: int | None) -> list[m.RunRecord]:
     """The runs ``query``'s filters keep, in the order given (newest first), ``most`` at most."""
-    kept = [
-        r
-        for r in runs
-        if q.admits(
-            query,
-            run_id=r.run_id,
-            experiment=r.spec.experiment,
-            target=r.spec.target,
-            state=r.state,
-            created_at=r.created_at,
-            tags=r.tags,
-            parent_id=r.parent_id,
-        )
-    ]
+    kept = [r for r in runs if q.keeps(query, r)]
     return kept[:most] if most is not None else kept
 
 

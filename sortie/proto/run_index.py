@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from sortie.proto.messages import ErrorReply, Message
+from sortie.proto.messages import ErrorReply, Message, RunRecord
 from sortie.proto.states import RunState
 
 MAX_LIMIT = 1000  # run ids in one page at most
@@ -105,4 +105,18 @@ def admits(
         and (q.include_children or parent_id is None)
         and (not q.search or q.search.lower() in run_id.lower())
         and all(k in tags and (v is None or tags[k] == v) for k, v in q.tags)
+    )
+
+
+def keeps(q: RunQuery, rec: RunRecord) -> bool:
+    """Whether the stored run passes every filter of ``q`` (its cursors aside)."""
+    return admits(
+        q,
+        run_id=rec.run_id,
+        experiment=rec.spec.experiment,
+        target=rec.spec.target,
+        state=rec.state,
+        created_at=rec.created_at,
+        tags=rec.tags,
+        parent_id=rec.parent_id,
     )

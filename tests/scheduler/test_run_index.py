@@ -61,20 +61,7 @@ queries = st.builds(
 
 def plain(recs: list[m.RunRecord], query: q.RunQuery) -> list[str]:
     """What a full scan keeps, newest first."""
-    kept = [
-        r
-        for r in recs
-        if q.admits(
-            query,
-            run_id=r.run_id,
-            experiment=r.spec.experiment,
-            target=r.spec.target,
-            state=r.state,
-            created_at=r.created_at,
-            tags=r.tags,
-            parent_id=r.parent_id,
-        )
-    ]
+    kept = [r for r in recs if q.keeps(query, r)]
     kept.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
     return [r.run_id for r in kept]
 

@@ -1,0 +1,136 @@
+"""The runs and experiments pages in a real browser, against a real `sortie up`: newest first,
+filters, the pager, a new run appearing live at the top, the latest metrics, counts by
+experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import Dashboard, screenshot_dir
+
+SCRIPT = """\
+import sys
+from sortie import Run
+run = Run.get_context()
+run.log("loss", 0.5)
+run.log("loss", 0.25)
+run.log("acc", 0.875)
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("src")
+    (where / "train.py").write_text(SCRIPT)
+    return where
+
+
+def submit(dashboard: Dashboard, src: Path, experiment: str, *extra: str) -> str:
+    proc = dashboard.cli(
+        "run", "submit", str(src), "--script", "train.py", "--python", sys.executable,
+        "--experiment", experiment, "-o", "json", *extra,
+    )  # fmt: skip
+    assert proc.stdout, proc.stderr
+    return str(json.loads(proc.stdout.splitlines()[0])["run_id"])
+
+
+def shown(page: Page) -> list[str]:
+    return page.locator("#runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
+
+
+@pytest.fixture(scope="module")
+def runs(dashboard: Dashboard, src: Path) -> list[str]:
+    """Three ended runs, oldest first: two of `web-a` (Completed, Failed), one of `web-b`."""
+    done = submit(dashboard, src, "web-a", "--wait")
+    failed = submit(dashboard, src, "web-a", "--wait", "--", "3")
+    other = submit(dashboard, src, "web-b", "--wait")
+    return [done, failed, other]
+
+
+def test_runs_are_listed_newest_first_with_their_latest_metrics(
+    dashboard: Dashboard, page: Page, runs: list[str]
+) -> None:
+    page.goto(f"{dashboard.base}/runs")
+    expect(page.locator("#runs tbody tr")).to_have_count(3)
+    assert shown(page) == list(reversed(runs))
+    first = page.locator(f'#runs tr[data-run="{runs[0]}"]')
+    expect(first.locator(".state")).to_have_text("Completed")
+    expect(first.locator(".metrics")).to_have_text("acc0.875loss0.25")
+    expect(page.locator(f'#runs tr[data-run="{runs[1]}"] .state')).to_have_text("Failed")
+    assert first.locator("a").first.get_attribute("href") == f"/runs/{runs[0]}"
+    if os.environ.get("SORTIE_SCREENSHOTS"):  # for the README
+        page.screenshot(path=str(screenshot_dir(Path()) / "runs.png"), full_page=True)
+
+
+def test_filters_keep_the_runs_they_name(dashboard: Dashboard, page: Page, runs: list[str]) -> None:
+    page.goto(f"{dashboard.base}/runs")
+    page.select_option("select[name=state]", "Failed")
+    page.click("form.filters button")
+    page.wait_for_url("**/runs?*state=Failed*")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert shown(page) == [runs[1]]
+    page.goto(f"{dashboard.base}/runs?experiment=web-a")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    assert shown(page) == [runs[1], runs[0]]
+    page.goto(f"{dashboard.base}/runs?search={runs[2][-8:]}")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    page.goto(f"{dashboard.base}/runs?experiment=nothing-here")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    page.goto(f"{dashboard.base}/runs?state=Bogus")
+    expect(page.locator("#runs-error")).to_contain_text("'Bogus' is not a valid RunState")
+
+
+def test_the_pager_walks_older_and_back(dashboard: Dashboard, page: Page, runs: list[str]) -> None:
+    page.goto(f"{dashboard.base}/runs?limit=2&experiment=web-a")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    expect(page.locator("#newer")).to_have_count(0)
+    page.goto(f"{dashboard.base}/runs?limit=1")
+    seen = []
+    for _ in range(3):
+        expect(page.locator("#runs tbody tr")).to_have_count(1)
+        seen += shown(page)
+        if page.locator("#older").count() == 0:
+            break
+        page.click("#older")
+    assert seen == list(reversed(runs))
+    page.click("#newer")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert shown(page) == [runs[1]]
+
+
+def test_a_new_run_appears_at_the_top_live(
+    dashboard: Dashboard, page: Page, src: Path, runs: list[str]
+) -> None:
+    page.goto(f"{dashboard.base}/runs?experiment=web-a")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    expect(page.locator("#live.on")).to_have_count(1)  # the event stream is open
+    other = submit(dashboard, src, "web-c")  # not this page's experiment: not shown
+    new = submit(dashboard, src, "web-a")
+    expect(page.locator("#runs tbody tr")).to_have_count(3)
+    assert shown(page) == [new, runs[1], runs[0]]
+    row = page.locator(f'#runs tr[data-run="{new}"]')
+    expect(row.locator(".state")).to_have_text("Completed", timeout=60_000)  # updated live
+    expect(row.locator(".metrics")).to_have_text("acc0.875loss0.25")
+    assert other not in shown(page)
+
+
+def test_the_experiments_page_counts_runs_by_state(
+    dashboard: Dashboard, page: Page, runs: list[str]
+) -> None:
+    page.goto(f"{dashboard.base}/experiments?metric=loss&goal=min")
+    row = page.locator('#experiments tr[data-experiment="web-a"]')
+    expect(row.locator(".state[data-state=Failed]")).to_have_text("Failed 1")
+    expect(row.locator(".best")).to_contain_text("0.25")
+    expect(page.locator('#experiments tr[data-experiment="web-b"] .runs-count')).to_have_text("1")
+    if os.environ.get("SORTIE_SCREENSHOTS"):
+        page.screenshot(path=str(screenshot_dir(Path()) / "experiments.png"), full_page=True)
+    row.locator("td a").first.click()
+    page.wait_for_url("**/runs?experiment=web-a")
+    expect(page.locator("#runs tbody tr").first).to_be_visible()
