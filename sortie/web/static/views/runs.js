@@ -98,12 +98,35 @@
     document.getElementById("runs-empty").hidden = shown.size > 0 || Boolean(data.error);
   }
 
-  for (const run of data.rows) add(run, (tr) => tbody.append(tr));
-  empty();
+  function drawAll(rows) {
+    tbody.replaceChildren();
+    shown.clear();
+    for (const run of rows) add(run, (tr) => tbody.append(tr));
+    empty();
+  }
+
+  // after a reconnect (the dashboard or the broker came back) changes may have been missed:
+  // the page's rows are read again
+  async function reload() {
+    try {
+      const fresh = await S.getJSON("/api/runs" + window.location.search);
+      data.total = fresh.total;
+      document.getElementById("runs-total").textContent = S.number(data.total);
+      drawAll(fresh.rows);
+    } catch (err) {
+      // the scheduler is away: keep what is shown; the next reconnect tries again
+    }
+  }
+
+  drawAll(data.rows);
   setInterval(() => {
     for (const { run, tr } of shown.values()) {
       if (run.started_at && !run.ended_at) tr.querySelector(".duration").textContent = duration(run);
     }
   }, 1000);
-  if (!data.error) S.live("/api/runs/events" + window.location.search, { run: onRun });
+  if (!data.error) {
+    const source = S.live("/api/runs/events" + window.location.search, { run: onRun });
+    let opened = 0;
+    source.addEventListener("open", () => { if (opened++ > 0) reload(); });
+  }
 })();
