@@ -7,8 +7,6 @@ import argparse
 import sys
 from collections.abc import Iterable
 
-import msgspec
-
 from sortie.cli import output as out
 from sortie.client.client import Client, NoScheduler
 from sortie.client.views import children_under_parents, iso, run_summary_view
@@ -36,21 +34,10 @@ def select(runs: Iterable[m.RunRecord], query: q.RunQuery, most: int | None) -> 
     return kept[:most] if most is not None else kept
 
 
-async def indexed(client: Client, query: q.RunQuery, most: int | None) -> list[m.RunRecord]:
-    """The newest ``most`` runs (None: all) the query keeps, page after page of the index."""
-    found: list[m.RunRecord] = []
-    while True:
-        records, page = await client.query_runs(query)
-        found += records
-        if page.older is None or (most is not None and len(found) >= most):
-            return found[:most] if most is not None else found
-        query = msgspec.structs.replace(query, before=page.older)
-
-
 async def listed(client: Client, args: argparse.Namespace) -> list[m.RunRecord]:
     query = query_of(args)
     try:
-        return await indexed(client, query, args.limit)
+        return await client.query_all_runs(query, args.limit)
     except NoScheduler:
         print(
             "no scheduler answers, so every run record is read (slower with many runs)",

@@ -385,6 +385,19 @@ class Client:
         )
         return await self.runs_by_id(page.run_ids), page
 
+    async def query_all_runs(
+        self, query: run_index.RunQuery, most: int | None = None
+    ) -> list[m.RunRecord]:
+        """The newest ``most`` runs (None: all) ``query`` keeps, page after page (pages of
+        ``query.limit``)."""
+        found: list[m.RunRecord] = []
+        while True:
+            records, page = await self.query_runs(query)
+            found += records
+            if page.older is None or (most is not None and len(found) >= most):
+                return found[:most] if most is not None else found
+            query = msgspec.structs.replace(query, before=page.older)
+
     async def runs_by_id(self, run_ids: list[str]) -> list[m.RunRecord]:
         """These runs' records, in this order; one that is gone or unreadable is left out."""
 
@@ -548,8 +561,13 @@ class Client:
         return reply.record
 
     async def children(self, run_id: str) -> list[m.RunRecord]:
-        """The run's child runs, oldest first."""
-        kids = [r for r in await self.list_runs() if r.parent_id == run_id]
+        """The run's child runs, oldest first (from the scheduler's run index; without a
+        scheduler, from a read of every record)."""
+        try:
+            query = run_index.RunQuery(parent_id=run_id, limit=run_index.MAX_LIMIT)
+            kids = await self.query_all_runs(query)
+        except NoScheduler:
+            kids = [r for r in await self.list_runs() if r.parent_id == run_id]
         return sorted(kids, key=lambda r: (r.created_at, r.run_id))
 
     async def download(

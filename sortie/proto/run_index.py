@@ -37,6 +37,7 @@ class RunQuery(Message, frozen=True, kw_only=True, tag="run_query"):
     search: str | None = None  # the run id contains this (any case)
     created_since: float | None = None
     include_children: bool = True
+    parent_id: str | None = None  # only the children of this run
     limit: int = 50  # 1 to MAX_LIMIT
     before: RunCursor | None = None  # the page of runs older than this one
     after: RunCursor | None = None  # the page of runs newer than this one (nearest first)
@@ -103,6 +104,7 @@ def admits(
         and (q.target is None or target == q.target)
         and (q.created_since is None or created_at >= q.created_since)
         and (q.include_children or parent_id is None)
+        and (q.parent_id is None or parent_id == q.parent_id)
         and (not q.search or q.search.lower() in run_id.lower())
         and all(k in tags and (v is None or tags[k] == v) for k, v in q.tags)
     )

@@ -81,6 +81,7 @@ def filtered(query: q.RunQuery) -> bool:
         or query.search
         or query.created_since is not None
         or not query.include_children
+        or query.parent_id is not None
     )
 
 

@@ -55,6 +55,7 @@ queries = st.builds(
     search=st.none() | st.sampled_from(["", "R00", "1", "r02"]),
     created_since=st.none() | st.floats(0, 10),
     include_children=st.booleans(),
+    parent_id=st.none() | st.sampled_from(["r000", "r001"]),
     limit=st.integers(1, 7),
 )
 

@@ -54,14 +54,18 @@ async def test_the_scheduler_answers_from_its_index_across_a_restart(
             metrics={"loss": 1.0 - i / 10},
         )
         await bus.runs.put(rec.run_id, codec.encode(rec))
+    child = record("old_0_kid", RunState.COMPLETED, created_at=1000.5, parent_id="old_0")
+    await bus.runs.put(child.run_id, codec.encode(child))
     await bus.close()
     src = tmp_path / "src"
     src.mkdir()
     (src / "t.py").write_text("print(1)\n")
     async with scheduler(broker, tmp_path / "s"), await Client.connect(broker.url) as client:
-        assert await ids(client, q.RunQuery(limit=2)) == (["old_2", "old_1"], 3)
+        assert await ids(client, q.RunQuery(limit=2)) == (["old_2", "old_1"], 4)
+        assert [r.run_id for r in await client.children("old_0")] == ["old_0_kid"]
+        top = q.RunQuery(include_children=False)
         new = await client.submit(ScriptRunConfig(source_directory=src, script="t.py"))
-        listed, total = await ids(client, q.RunQuery())
+        listed, total = await ids(client, top)
         assert (listed, total) == ([new.run_id, "old_2", "old_1", "old_0"], 4)  # newest first
         await client.tag_run("old_0", {"best": "yes"})  # an ended run: tagged in the store
         assert await ids(client, q.RunQuery(tags=[("best", None)])) == (["old_0"], 1)
