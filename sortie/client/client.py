@@ -362,7 +362,13 @@ class Client:
             raise ClientError(f"run {run_id}'s stored record could not be read: {exc}") from None
 
     async def list_runs(self, experiment: str | None = None) -> list[m.RunRecord]:
-        """All runs (of one experiment), newest first."""
+        """All runs (of one experiment), newest first. One experiment's are found through the
+        scheduler's run index; every run (or any without a scheduler) by one read of the
+        whole bucket."""
+        if experiment is not None:
+            with contextlib.suppress(NoScheduler):
+                query = run_index.RunQuery(experiment=experiment, limit=run_index.MAX_LIMIT)
+                return await self.query_all_runs(query)
         out: list[m.RunRecord] = []
         for entry in await kv_items(self.bus.runs):
             try:
