@@ -134,3 +134,24 @@ def test_the_experiments_page_counts_runs_by_state(
     row.locator("td a").first.click()
     page.wait_for_url("**/runs?experiment=web-a")
     expect(page.locator("#runs tbody tr").first).to_be_visible()
+
+
+def test_a_child_run_is_listed_under_its_parent(
+    dashboard: Dashboard, page: Page, tmp_path: Path
+) -> None:
+    (tmp_path / "train.py").write_text(
+        "from sortie import Run\n"
+        "run = Run.get_context()\n"
+        "fold = run.child_run('fold-1')\n"
+        "fold.log('acc', 0.9)\n"
+        "fold.complete()\n"
+        "run.log('acc', 0.5)\n"
+    )
+    parent = submit(dashboard, tmp_path, "web-kids", "--wait")
+    page.goto(f"{dashboard.base}/runs?experiment=web-kids")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    first, second = shown(page)
+    assert first == parent  # the child is newer, yet listed right under its parent
+    expect(page.locator(f'#runs tr[data-run="{second}"]')).to_have_class("child")
+    if os.environ.get("SORTIE_SCREENSHOTS"):
+        page.screenshot(path=str(screenshot_dir(Path()) / "runs-children.png"), full_page=True)
