@@ -103,6 +103,14 @@ def test_the_pager_walks_older_and_back(dashboard: Dashboard, page: Page, runs: 
     page.click("#newer")
     expect(page.locator("#runs tbody tr")).to_have_count(1)
     assert shown(page) == [runs[1]]
+    refused = page.request.get(f"{dashboard.base}/api/runs?limit=0")
+    assert refused.status == 400
+    assert refused.json() == {
+        "code": "bad_request",
+        "message": "limit='0': a page shows 1 to 200 runs",
+    }
+    listed = page.request.get(f"{dashboard.base}/api/runs?experiment=web-a").json()
+    assert [r["run_id"] for r in listed["rows"]][-2:] == [runs[1], runs[0]]
 
 
 def test_a_new_run_appears_at_the_top_live(
