@@ -86,6 +86,20 @@ def problem(q: RunQuery) -> str | None:
     return None
 
 
+def filtered(q: RunQuery) -> bool:
+    """Whether the query keeps fewer than every run."""
+    return bool(
+        q.experiment is not None
+        or q.states
+        or q.target is not None
+        or q.tags
+        or q.search
+        or q.created_since is not None
+        or not q.include_children
+        or q.parent_id is not None
+    )
+
+
 def admits(
     q: RunQuery,
     *,

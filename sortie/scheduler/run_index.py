@@ -71,20 +71,6 @@ def admitted(query: q.RunQuery, s: Summary) -> bool:
     )
 
 
-def filtered(query: q.RunQuery) -> bool:
-    """Whether the query keeps fewer than every run."""
-    return bool(
-        query.experiment is not None
-        or query.states
-        or query.target is not None
-        or query.tags
-        or query.search
-        or query.created_since is not None
-        or not query.include_children
-        or query.parent_id is not None
-    )
-
-
 def _cursor(key: Key) -> q.RunCursor:
     return q.RunCursor(created_at=key[0], run_id=key[1])
 
@@ -171,7 +157,7 @@ class RunIndex:
         if why is not None:
             return m.ErrorReply(code="bad_request", message=why)
         self._sort()
-        if not filtered(query):
+        if not q.filtered(query):
             return window(self._keys, query)
         runs = self._runs
         return window([k for k in self._keys if admitted(query, runs[k[1]])], query)
