@@ -3,6 +3,9 @@ pages walked either way concatenate to the whole list, without duplicates."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,11 +134,56 @@ def test_updates_in_any_order_keep_the_newest_record(recs: list[m.RunRecord]) ->
     assert listed.run_ids == plain(recs, q.RunQuery())
 
 
+@settings(max_examples=100, deadline=None)
+@given(runs(), st.lists(st.tuples(st.integers(0, 39), st.sampled_from(STATES)), max_size=30))
+def test_experiments_stay_current_through_changes(
+    recs: list[m.RunRecord], changes: list[tuple[int, RunState]]
+) -> None:
+    index = index_of(recs)
+    latest = {r.run_id: r for r in recs}
+    for i, state in changes:
+        if i < len(recs):
+            changed = msgspec.structs.replace(latest[recs[i].run_id], state=state)
+            latest[changed.run_id] = changed
+            index.update(changed)
+    listed = index.experiments(q.ExperimentsQuery(metric="loss", goal="min")).experiments
+    names = {r.spec.experiment for r in latest.values()}
+    assert [e.name for e in listed] == sorted(
+        names,
+        key=lambda n: max(
+            (r.created_at, r.run_id) for r in latest.values() if r.spec.experiment == n
+        ),
+        reverse=True,
+    )
+    for e in listed:
+        mine = [r for r in latest.values() if r.spec.experiment == e.name]
+        assert e.runs == len(mine)
+        assert e.states == dict(sorted(Counter(str(r.state) for r in mine).items()))
+        scored = [(r.metrics["loss"], -r.created_at, r.run_id) for r in mine if "loss" in r.metrics]
+        best = min(scored, default=None)
+        assert e.best_value == (best[0] if best else None)
+    now = list(latest.values())
+    for states in ([RunState.RUNNING], [RunState.QUEUED, RunState.FAILED]):
+        asked = q.RunQuery(states=states, limit=q.MAX_LIMIT)
+        assert page(index, asked).run_ids == plain(now, asked)
+
+
+def r_key(r: m.RunRecord) -> tuple[float, str]:
+    return (r.created_at, r.run_id)
+
+
 def test_a_run_whose_created_at_changes_moves() -> None:
     index = index_of([record("a", created_at=1.0), record("b", created_at=2.0)])
     index.update(record("a", created_at=3.0))
     assert page(index, q.RunQuery()).run_ids == ["a", "b"]
     assert len(index) == 2
+    index.update(record("a", spec=spec(experiment="other"), created_at=3.0))
+    found = index.experiments(q.ExperimentsQuery()).experiments
+    assert [(e.name, e.runs, e.latest_run_id) for e in found] == [
+        ("other", 1, "a"),
+        ("exp", 1, "b"),
+    ]
+    assert page(index, q.RunQuery(experiment="exp")).run_ids == ["b"]
 
 
 @pytest.mark.parametrize(
