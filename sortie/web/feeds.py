@@ -71,7 +71,9 @@ class Feed(Generic[T]):
         self._wake.set()
 
     async def _poll(self) -> None:
-        while True:
+        # a cancel that lands as the wait ends can be lost (asyncio.wait_for before 3.12), so
+        # the loop also ends once it is no longer this feed's poller
+        while self._task is asyncio.current_task():
             value = await self._fetch()
             if value != self._latest:
                 async with self._changed:

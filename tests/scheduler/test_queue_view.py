@@ -3,6 +3,8 @@ the scheduler's answers, driven with plain events and a hand-held clock."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from sortie.proto import messages as m
@@ -88,17 +90,17 @@ STATUS_CASES = [(None, "ready"), ("cordon", "cordoned"), ("drain", "draining")]
 
 @pytest.mark.parametrize(("action", "status"), STATUS_CASES)
 def test_agent_list_says_what_each_agent_holds_and_its_status(
-    action: str | None, status: str
+    action: Literal["cordon", "drain"] | None, status: m.AgentStatus
 ) -> None:
     s = cluster()
     if action is not None:
-        ask(s, m.AgentAdmin(agent_id="a1", action=action))  # type: ignore[arg-type]  # a valid action
+        ask(s, m.AgentAdmin(agent_id="a1", action=action))
     reply = ask(s, m.AgentList())
     assert isinstance(reply, m.AgentListReply)
     (usage,) = reply.usage
     assert usage == m.AgentUsage(
         agent_id="a1", status=status, used=m.Capacity(cpus=2, memory_mb=0), runs=["big"]
-    )  # type: ignore[arg-type]  # status: one of AgentStatus
+    )
 
 
 def test_a_lost_agent_is_listed_lost() -> None:
