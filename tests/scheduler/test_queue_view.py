@@ -109,3 +109,19 @@ def test_a_lost_agent_is_listed_lost() -> None:
     reply = ask(s, m.AgentList(), now=100.0)
     assert isinstance(reply, m.AgentListReply)
     assert [u.status for u in reply.usage] == ["lost"]
+
+
+def test_a_run_whose_target_has_no_agent_says_so_and_since_when() -> None:
+    s = cluster()
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat("g1", target="gpu")), 4.0, CFG)
+    s.agents["g1"].lost = True
+    submit(s, "orphan", 5.0, target="gpu")
+    core.decide(s, 5.0, CFG)
+    reply = ask(s, QueueRequest(target="gpu"), now=65.0)
+    assert isinstance(reply, QueueReply)
+    (entry,) = reply.runs
+    assert (entry.run_id, entry.position) == ("orphan", 1)
+    assert entry.summary.startswith(
+        "queued: target gpu has no agent: its agent g1 was lost (last heard from)"
+    )
+    assert entry.summary.endswith("(since 00:00:04 UTC, 61 s ago)")
