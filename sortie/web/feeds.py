@@ -22,10 +22,13 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import structlog
 from starlette.requests import Request
 
 from sortie.client.client import Client
 from sortie.web.hub import client_of
+
+log = structlog.get_logger("sortie.web")
 
 T = TypeVar("T")
 
@@ -74,7 +77,12 @@ class Feed(Generic[T]):
         # a cancel that lands as the wait ends can be lost (asyncio.wait_for before 3.12), so
         # the loop also ends once it is no longer this feed's poller
         while self._task is asyncio.current_task():
-            value = await self._fetch()
+            try:
+                value = await self._fetch()
+            except Exception:  # a fetch that breaks its contract must not stop every page's feed
+                log.exception("feed fetch failed; asking again at the next tick")
+                await asyncio.sleep(self.every_s)
+                continue
             if value != self._latest:
                 async with self._changed:
                     self._latest = value

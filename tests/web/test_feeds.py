@@ -48,6 +48,21 @@ async def test_an_unchanged_answer_is_not_sent_again() -> None:
     await close(page)
 
 
+async def test_a_fetch_that_raises_is_asked_again_at_the_next_tick() -> None:
+    calls: list[int] = []
+
+    async def fetch() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return "fine"
+
+    feed = Feed(fetch, every_s=0.01)
+    page = feed.follow()
+    assert await asyncio.wait_for(anext(page), 30) == "fine"
+    await close(page)
+
+
 async def close(page: AsyncIterator[object]) -> None:
     aclose = getattr(page, "aclose", None)
     assert aclose is not None
