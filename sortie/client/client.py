@@ -44,6 +44,7 @@ from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
+from sortie.proto.queue import QueueReply, QueueReplyOrError, QueueRequest
 from sortie.proto.states import TERMINAL
 
 T = TypeVar("T")
@@ -337,6 +338,14 @@ class Client:
     async def why(self, run_id: str) -> m.WhyReply:
         reply: m.WhyReply = await self._request(
             subjects.API_WHY, m.WhyRequest(run_id=run_id), m.WhyReplyOrError
+        )
+        return reply
+
+    async def queue(self, limit: int = 100, target: str | None = None) -> QueueReply:
+        """The queued runs in placement order (the first ``limit``), each with its position
+        and why it waits."""
+        reply: QueueReply = await self._request(
+            subjects.API_QUEUE, QueueRequest(limit=limit, target=target), QueueReplyOrError
         )
         return reply
 

@@ -666,8 +666,25 @@ class AgentAdmin(Message, frozen=True, kw_only=True, tag="agent_admin"):
     action: Literal["cordon", "uncordon", "drain", "preempt"]
 
 
+# "stopped": a cluster node's agent whose node was stopped; "reconnecting": not heard from
+# since the scheduler started
+AgentStatus = Literal[
+    "ready", "cordoned", "draining", "preempting", "reconnecting", "lost", "stopped"
+]
+
+
+class AgentUsage(Message, frozen=True, kw_only=True):
+    """What an agent holds now, as placement counts it (in an ``AgentListReply``)."""
+
+    agent_id: str
+    status: AgentStatus  # its state in one word (capacity.status says which wins)
+    used: Capacity  # what its runs asked for (gpu_type: None)
+    runs: list[str] = []  # ids of the runs on it (any rank of a gang)
+
+
 class AgentListReply(Message, frozen=True, kw_only=True, tag="agents"):
     agents: list[AgentRecord]
+    usage: list[AgentUsage] = []  # one per agent, in the same order (none: an older scheduler)
 
 
 class AgentReply(Message, frozen=True, kw_only=True, tag="agent"):

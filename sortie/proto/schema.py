@@ -14,7 +14,7 @@ import json
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto import notes, run_index
+from sortie.proto import notes, queue, run_index
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -25,6 +25,7 @@ SUBJECTS: list[tuple[str, str, str, str, str]] = [
     (s.API_COMPUTE, "clients, services", "scheduler", "ComputeRequest", "ComputeReplyOrError"),
     (s.API_AGENTS, "clients, operators", "scheduler", "AgentRequest", "AgentReplyOrError"),
     (s.API_WHY, "clients", "scheduler", "WhyRequest", "WhyReplyOrError"),
+    (s.API_QUEUE, "clients", "scheduler", "QueueRequest", "QueueReplyOrError"),
     (s.API_RUN_TAG, "clients", "scheduler", "RunTagRequest", "RunTagReply"),
     (s.API_MODELS, "clients", "scheduler", "ModelRegister", "ModelReplyOrError"),
     (s.API_RUNS_QUERY, "clients, dashboards", "scheduler", "RunQuery", "RunPageOrError"),
@@ -82,6 +83,8 @@ TYPES: dict[str, object] = {
     "AgentReplyOrError": m.AgentReplyOrError,
     "WhyRequest": m.WhyRequest,
     "WhyReplyOrError": m.WhyReplyOrError,
+    "QueueRequest": queue.QueueRequest,
+    "QueueReplyOrError": queue.QueueReplyOrError,
     "ModelRegister": m.ModelRegister,
     "ModelReplyOrError": m.ModelReplyOrError,
     "RunQuery": run_index.RunQuery,

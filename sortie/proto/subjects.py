@@ -18,6 +18,7 @@ API_TARGETS = f"{PREFIX}.api.targets"
 API_COMPUTE = f"{PREFIX}.api.compute"  # ComputeRequest -> ComputeReplyOrError
 API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
 API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
+API_QUEUE = f"{PREFIX}.api.queue"  # queue.QueueRequest -> queue.QueueReplyOrError
 API_RUN_TAG = f"{PREFIX}.api.run_tag"  # notes.RunTagRequest -> notes.RunTagReply
 API_MODELS = f"{PREFIX}.api.models"  # ModelRegister -> ModelReplyOrError
 API_RUNS_QUERY = f"{PREFIX}.api.runs.query"  # run_index.RunQuery -> RunPageOrError

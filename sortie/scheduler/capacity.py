@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.states import ON_AGENT
-from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.placement import Slot
 
 
@@ -41,4 +42,47 @@ def slots(state: SchedulerState) -> list[Slot]:
 def busy_agents(state: SchedulerState) -> set[str]:
     return {
         member.agent_id for r in state.runs.values() if r.state in ON_AGENT for member in members(r)
+    }
+
+
+def status(state: SchedulerState, agent: AgentView) -> m.AgentStatus:
+    """An agent's state in one word: the first that holds of stopped (its cluster node was
+    stopped), lost, reconnecting, preempting, draining, cordoned; else ready."""
+    node = state.nodes.get(agent.agent_id)
+    if node is not None and node.state in ("stopped", "failed"):
+        return "stopped"
+    if agent.lost:
+        return "lost"
+    if not agent.confirmed:
+        return "reconnecting"
+    if agent.preempting:
+        return "preempting"
+    if agent.draining:
+        return "draining"
+    return "cordoned" if agent.cordoned else "ready"
+
+
+def usage(state: SchedulerState) -> dict[str, m.AgentUsage]:
+    """What each agent holds now: the resources its runs asked for, and their ids."""
+    used: dict[str, list[float]] = {a: [0.0, 0, 0] for a in state.agents}
+    runs: dict[str, list[str]] = {a: [] for a in state.agents}
+    for rec in state.runs.values():
+        if rec.state not in ON_AGENT:
+            continue
+        res = rec.spec.resources
+        for member in rec.gang or members(rec):
+            if member.agent_id in used:
+                held = used[member.agent_id]
+                held[0] += res.cpus
+                held[1] += res.memory_mb
+                held[2] += res.gpus
+                runs[member.agent_id].append(rec.run_id)
+    return {
+        agent_id: m.AgentUsage(
+            agent_id=agent_id,
+            status=status(state, state.agents[agent_id]),
+            used=m.Capacity(cpus=held[0], memory_mb=int(held[1]), gpus=int(held[2])),
+            runs=sorted(set(runs[agent_id])),
+        )
+        for agent_id, held in used.items()
     }

@@ -18,7 +18,7 @@ from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, requests, run_notes, targets, vms
+from sortie.scheduler import nodes, queue_view, requests, run_notes, targets, vms
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -40,6 +40,7 @@ from sortie.scheduler.events import (
     NodeStopped,
     NoteSeen,
     PublishEof,
+    QueueAsked,
     Reply,
     ReportSeen,
     RequestEvent,
@@ -84,6 +85,7 @@ __all__ = [
     "NodeStopped",
     "NoteSeen",
     "PublishEof",
+    "QueueAsked",
     "Reply",
     "ReportSeen",
     "SaveRunSecret",
@@ -132,6 +134,8 @@ def _on_request(
         return requests.on_agent(state, event, now, config)
     if isinstance(event, TagAsked):
         return run_notes.on_tag_request(state, event.request, event.reply_to)
+    if isinstance(event, QueueAsked):
+        return queue_view.on_queue(state, event, now)
     return requests.on_why(state, event, now)
 
 

@@ -40,6 +40,7 @@ from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
+from sortie.proto.queue import QueueRequest
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
@@ -121,6 +122,19 @@ class SchedulerConfig:
     blob_gc: BlobGc = field(default_factory=BlobGc)
     # the most bytes a submitted snapshot may hold (SORTIE_SNAPSHOT_LIMIT_MB; 10 GiB)
     snapshot_limit_bytes: int = field(default_factory=snapshot_limit_bytes)
+
+
+def _asked(
+    request: m.TargetsRequest | QueueRequest | m.AgentRequest | m.ComputeRequest, reply_to: str
+) -> core.Event:
+    """The event of a request the loop answers as it is (it needs nothing read first)."""
+    if isinstance(request, m.TargetsRequest):
+        return core.TargetsAsked(reply_to=reply_to)
+    if isinstance(request, QueueRequest):
+        return core.QueueAsked(request=request, reply_to=reply_to)
+    if isinstance(request, m.AgentList | m.AgentAdmin):
+        return core.AgentAsked(request=request, reply_to=reply_to)
+    return core.ComputeAsked(request=request, reply_to=reply_to)
 
 
 def new_node_id(cluster: str) -> str:
@@ -333,8 +347,6 @@ class Daemon:
                 self._enqueue(core.CancelAsked(run_id=request.run_id, reply_to=msg.reply))
             else:
                 await self._reply(msg, await self._cancel_unknown(request.run_id))
-        elif isinstance(request, m.TargetsRequest):
-            self._enqueue(core.TargetsAsked(reply_to=msg.reply))
         elif isinstance(request, m.WhyRequest):
             if request.run_id in self.state.runs:
                 self._enqueue(core.WhyAsked(run_id=request.run_id, reply_to=msg.reply))
@@ -343,11 +355,7 @@ class Daemon:
         elif isinstance(request, notes.RunTagRequest):
             await self._on_tag(msg, request)
         else:
-            self._enqueue(
-                core.AgentAsked(request=request, reply_to=msg.reply)
-                if isinstance(request, m.AgentList | m.AgentAdmin)
-                else core.ComputeAsked(request=request, reply_to=msg.reply)
-            )
+            self._enqueue(_asked(request, msg.reply))
 
     async def _on_tag(self, msg: Msg, request: notes.RunTagRequest) -> None:
         """A run in memory is tagged by the loop; an ended one here, in the store."""

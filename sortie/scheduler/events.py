@@ -11,6 +11,7 @@ import msgspec
 
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
+from sortie.proto.queue import QueueRequest
 from sortie.scheduler.reconcile import Timing
 
 # --- events ----------------------------------------------------------------------------------
@@ -49,6 +50,12 @@ class AgentAsked:
 @dataclass(frozen=True)
 class WhyAsked:
     run_id: str
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class QueueAsked:
+    request: QueueRequest
     reply_to: str
 
 
@@ -148,7 +155,14 @@ class BrokerBack:
 # The events come in four kinds; ``core.handle`` dispatches on the kind, then on the event.
 # A client's request, answered with a Reply (and maybe state changes).
 RequestEvent = (
-    Submitted | CancelAsked | TargetsAsked | ComputeAsked | AgentAsked | WhyAsked | TagAsked
+    Submitted
+    | CancelAsked
+    | TargetsAsked
+    | ComputeAsked
+    | AgentAsked
+    | WhyAsked
+    | QueueAsked
+    | TagAsked
 )
 # News from an agent or about a node's process.
 NodeEvent = HeartbeatSeen | ReportSeen | NoteSeen | NodeFailed | NodeStopped
@@ -286,6 +300,7 @@ LoopRequest = (
     | m.ComputeRequest
     | m.AgentRequest
     | m.WhyRequest
+    | QueueRequest
     | notes.RunTagRequest
 )
 # a query of the run index is answered beside it too, from the index (scheduler/run_index.py)
@@ -298,6 +313,7 @@ API_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeRequest,
     subjects.API_AGENTS: m.AgentRequest,
     subjects.API_WHY: m.WhyRequest,
+    subjects.API_QUEUE: QueueRequest,
     subjects.API_RUN_TAG: notes.RunTagRequest,
     subjects.API_MODELS: m.ModelRegister,
     subjects.API_RUNS_QUERY: run_index.RunQuery,

@@ -9,7 +9,7 @@ import msgspec
 from sortie.proto import messages as m
 from sortie.proto.states import ON_AGENT, RunState
 from sortie.proto.waiting import describe
-from sortie.scheduler import clusters, targets, vms
+from sortie.scheduler import capacity, clusters, targets, vms
 from sortie.scheduler.events import (
     AgentAsked,
     Command,
@@ -149,8 +149,11 @@ def _delete_compute(
 def on_agent(state: SchedulerState, ev: AgentAsked, now: float, config: Config) -> list[Command]:
     req = ev.request
     if isinstance(req, m.AgentList):
-        agents = [state.agents[a].record() for a in sorted(state.agents)]
-        return [Reply(ev.reply_to, m.AgentListReply(agents=agents))]
+        ids = sorted(state.agents)
+        agents = [state.agents[a].record() for a in ids]
+        held = capacity.usage(state)
+        reply = m.AgentListReply(agents=agents, usage=[held[a] for a in ids])
+        return [Reply(ev.reply_to, reply)]
     view = state.agents.get(req.agent_id)
     if view is None:
         known = ", ".join(sorted(state.agents)) or "none"

@@ -19,6 +19,7 @@ from sortie.agents.daemon import read_command
 from sortie.agents.metrics_fifo import parse_line, parse_metric
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
+from sortie.proto.queue import QueueRequest
 from sortie.proto.schema import TYPES
 from sortie.proto.states import RunState
 from sortie.scheduler import core
@@ -222,6 +223,7 @@ REQUESTS = st.one_of(
     typed(m.ComputeRequest, HINTS).map(lambda r: core.ComputeAsked(request=r, reply_to="rep")),
     typed(m.AgentRequest, HINTS).map(lambda r: core.AgentAsked(request=r, reply_to="rep")),
     typed(m.WhyRequest, HINTS).map(lambda r: core.WhyAsked(run_id=r.run_id, reply_to="rep")),
+    typed(QueueRequest, HINTS).map(lambda r: core.QueueAsked(request=r, reply_to="rep")),
     st.just(core.TargetsAsked(reply_to="rep")),
     typed(notes.RunTagRequest, HINTS).map(lambda r: core.TagAsked(request=r, reply_to="rep")),
 )

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from sortie.proto import messages as m
 from sortie.proto import notes, subjects
+from sortie.proto.queue import QueueReplyOrError
 
 NASTY_TEXT = (
     "",
@@ -74,6 +75,7 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_COMPUTE: m.ComputeReplyOrError,
     subjects.API_AGENTS: m.AgentReplyOrError,
     subjects.API_WHY: m.WhyReplyOrError,
+    subjects.API_QUEUE: QueueReplyOrError,
     subjects.API_RUN_TAG: notes.RunTagReply,
     subjects.API_MODELS: m.ModelReplyOrError,
 }

@@ -61,6 +61,10 @@
     return typeof v === "number" && !Number.isInteger(v) ? String(Number(v.toPrecision(6))) : String(v);
   }
 
+  // Series colours, in order (a page that labels series elsewhere uses the same ones).
+  const palette = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#e67700",
+                   "#5c940d", "#364fc7", "#a61e4d"];
+
   // A line chart of one or more series over a shared x (step or log order): uPlot.
   // series: [{label, x: [...], y: [...]}]; returns the uPlot instance.
   function chart(el, title, series, xLabel) {
@@ -72,7 +76,6 @@
       s.x.forEach((x, i) => { ys[index.get(x)] = s.y[i]; });
       data.push(ys);
     }
-    const palette = ["#2f6fde", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#e67700"];
     const opts = {
       title, width: Math.max(320, el.clientWidth - 16), height: 240,
       scales: { x: { time: false } },
@@ -89,5 +92,5 @@
     return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
 
-  window.Sortie = { base, url, post, getJSON, live, duration, iso, number, chart, escape };
+  window.Sortie = { base, url, post, getJSON, live, duration, iso, number, chart, escape, palette };
 })();
