@@ -13,7 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from starlette.testclient import TestClient
 
+from sortie.web.access import Viewer
+from sortie.web.app import create_app
+from sortie.web.settings import WebSettings
 from tests.e2e.conftest import wait_until
 from tests.web.conftest import Dashboard
 
@@ -256,3 +260,33 @@ def test_a_run_that_does_not_exist_is_a_404_saying_so(dashboard: Dashboard) -> N
     assert got.status_code == 404 and "no run 'nope_123'" in got.json()["message"]
     art = httpx.get(f"{dashboard.base}/runs/nope_123/artifacts/x.txt", timeout=30)
     assert art.status_code == 404
+
+
+class ReadOnlyTokens:
+    """One read-only token, ``ro`` (what `sortie auth web-token --read-only` mints)."""
+
+    async def lookup(self, token: str) -> Viewer | None:
+        return Viewer(can_act=False, session="ro", label="reader") if token == "ro" else None
+
+
+def test_a_read_only_viewer_sees_no_actions_and_cannot_act(
+    dashboard: Dashboard, short_run: str
+) -> None:
+    settings = WebSettings(url=dashboard.url, creds=dashboard.client_creds)
+    app = create_app(settings, tokens=ReadOnlyTokens())
+    auth = {"Authorization": "Bearer ro"}
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        html = http.get(f"/runs/{short_run}", headers=auth).text
+        assert short_run in html and 'id="copy-command"' in html
+        assert 'id="cancel"' not in html and 'id="resubmit"' not in html
+        for action in ("cancel", "resubmit"):
+            refused = http.post(f"/runs/{short_run}/{action}", headers=auth)
+            assert refused.status_code == 403
+            assert "read-only" in refused.json()["message"]
+    assert len(json_runs(dashboard, "web-short")) == 2  # the test above resubmitted it once
+
+
+def json_runs(dashboard: Dashboard, experiment: str) -> list[object]:
+    listed = dashboard.json("run", "list", "--experiment", experiment)
+    assert isinstance(listed, list)
+    return listed

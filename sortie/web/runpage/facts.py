@@ -42,7 +42,7 @@ def live(rec: m.RunRecord) -> dict[str, Any]:
         "waiting": None if rec.waiting is None else rec.waiting.reason,
         "retries_used": rec.retries_used,
         "preemptions": rec.preemptions,
-        "artifacts": [a.path for a in rec.artifacts],
+        "artifacts": [{"path": a.path, "size": a.size} for a in rec.artifacts],
         "parent_id": rec.parent_id,
     }
 

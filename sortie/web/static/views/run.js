@@ -84,6 +84,18 @@
   }
   setInterval(tickDuration, 1000);
 
+  function since(seconds) { // "+0.3s" between quick steps, "+3m 05s" between slow ones
+    return seconds < 10 ? `${Math.max(0, seconds).toFixed(1)}s` : S.duration(seconds);
+  }
+
+  function size(n) {
+    if (n < 1024) return `${n} B`;
+    const units = ["KB", "MB", "GB", "TB"];
+    let v = n / 1024, u = 0;
+    while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+    return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+  }
+
   function drawTimeline(f) {
     const rows = [];
     let previous = null;
@@ -93,7 +105,7 @@
         el("td", { text: newAttempt ? String(h.attempt) : "" }),
         el("td", {}, el("span", { class: `state ${h.state}`, text: h.state })),
         el("td", { class: "mono", text: S.iso(h.at) }),
-        el("td", { class: "muted", text: previous ? `+${S.duration(h.at - previous.at)}` : "" }),
+        el("td", { class: "muted", text: previous ? `+${since(h.at - previous.at)}` : "" }),
         el("td", { text: h.reason || "" })));
       previous = h;
     }
@@ -113,13 +125,13 @@
 
   let artifactsShown = null;
   function drawArtifacts(f) {
-    const key = f.artifacts.join("\n");
+    const key = f.artifacts.map((a) => a.path).join("\n");
     if (key === artifactsShown) return;
     artifactsShown = key;
     if (!f.artifacts.length) return; // the server's "none" / "uploaded when the run ends"
-    $("artifacts").tBodies[0].replaceChildren(...f.artifacts.map((p) => el("tr", {},
-      el("td", {}, el("a", { class: "mono", href: S.url(`${runPath}/artifacts/${filePath(p)}?download`), text: p })),
-      el("td", { text: "" }))));
+    $("artifacts").tBodies[0].replaceChildren(...f.artifacts.map((a) => el("tr", {},
+      el("td", {}, el("a", { class: "mono", href: S.url(`${runPath}/artifacts/${filePath(a.path)}?download`), text: a.path })),
+      el("td", { class: "num", text: size(a.size) }))));
     drawImages();
   }
 
@@ -287,17 +299,24 @@
 
   function drawChart(name, points) {
     const stepped = points.every((p) => p.step != null);
-    const x = points.map((p, i) => (stepped ? p.step : i + 1));
-    const y = points.map((p) => p.value);
+    const pairs = points.map((p, i) => [stepped ? p.step : i + 1, p.value]);
+    if (stepped) pairs.sort((a, b) => a[0] - b[0]);
+    const x = pairs.map((p) => p[0]);
+    const y = pairs.map((p) => p[1]);
     let c = charts.get(name);
     if (!c) {
       const box = el("div", { class: "chart", "data-metric": name });
       $("charts").append(box);
-      c = { box, plot: null };
+      c = { box, plot: null, stepped };
       charts.set(name, c);
     }
-    if (c.plot) c.plot.destroy();
-    c.plot = S.chart(c.box, name, [{ label: name, x, y }], stepped ? "step" : "log order");
+    if (c.plot && c.stepped === stepped) {
+      c.plot.setData([x, y]); // keeps the chart (and the user's zoom) in place
+    } else {
+      if (c.plot) c.plot.destroy();
+      c.plot = S.chart(c.box, name, [{ label: name, x, y }], stepped ? "step" : "log order");
+      c.stepped = stepped;
+    }
     c.box.dataset.points = JSON.stringify(y);
     c.box.dataset.x = JSON.stringify(x);
   }
@@ -325,7 +344,7 @@
     const figures = [];
     for (const [name, v] of values) {
       if (typeof v !== "string" || !IMAGE.test(v)) continue;
-      const stored = live.artifacts.includes(v);
+      const stored = live.artifacts.some((a) => a.path === v);
       figures.push(el("figure", { "data-metric": name },
         stored ? el("img", { src: S.url(`${runPath}/artifacts/${filePath(v)}`), alt: name, loading: "lazy" })
           : el("div", { class: "muted", text: "uploaded when the run ends" }),
@@ -359,7 +378,7 @@
       body.replaceChildren(...snap.files.map((f) => {
         const link = el("a", { class: "mono", href: `#files`, "data-path": f.path, text: f.path });
         link.addEventListener("click", (e) => { e.preventDefault(); openFile(f.path); });
-        return el("tr", {}, el("td", {}, link), el("td", { text: S.number(f.size) }));
+        return el("tr", {}, el("td", {}, link), el("td", { class: "num", text: size(f.size) }));
       }));
       if (snap.files.some((f) => f.path === snap.script)) openFile(snap.script);
     } catch (e) {
@@ -371,11 +390,11 @@
     const view = $("file-view");
     const download = S.url(`${runPath}/snapshot/${filePath(path)}?download`);
     $("viewer-title").replaceChildren(el("span", { class: "mono", text: path }), " ",
-      el("a", { href: download, class: "muted", text: "download" }));
+      el("a", { href: download, class: "small", text: "download" }));
     try {
       const f = await S.getJSON(`${runPath}/snapshot/${filePath(path)}`);
       if (f.binary) {
-        view.replaceChildren(el("span", { class: "muted", text: `a binary file (${S.number(f.size)} bytes): ` }),
+        view.replaceChildren(el("span", { class: "muted", text: `a binary file (${f.size} bytes): ` }),
           el("a", { href: download, text: "download it" }));
       } else {
         view.replaceChildren(f.text, ...(f.truncated ? [el("span", { class: "muted", text: "\n… (the rest: download)" })] : []));
