@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 
 import nats.errors
 import structlog
+from nats.js.api import DeliverPolicy
 from starlette.requests import Request
 
 from sortie.client.client import Client
-from sortie.proto import codec
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 
 log = structlog.get_logger("sortie.web")
@@ -83,23 +84,31 @@ class Hub:
             await asyncio.sleep(REWATCH_S)
 
     async def _follow(self) -> None:
-        watcher = await self.client.bus.runs.watchall(updates_only=True)
+        """Every record written from now on: an ordered consumer of the runs bucket's stream
+        that starts at new messages (nats-py's key watch would first hand over every stored
+        record, on each rewatch: 100,000 of them for a large store)."""
+        sub = await self.client.bus.js.subscribe(
+            subjects.kv_keys(subjects.KV_RUNS),
+            stream=subjects.kv_stream(subjects.KV_RUNS),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+        )
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=60)  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
+                    msg = await sub.next_msg(timeout=60)
                 except nats.errors.TimeoutError:
                     continue
-                if entry is None or entry.value is None:
-                    continue
+                if not msg.data:
+                    continue  # a delete or purge marker
                 try:
-                    rec = codec.decode(m.RunRecord, entry.value)
+                    rec = codec.decode(m.RunRecord, msg.data)
                 except codec.BadMessage:
                     continue  # only the scheduler writes records; a later one will do
                 self._publish(rec)
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher unannotated
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
 
 def client_of(request: Request) -> Client:

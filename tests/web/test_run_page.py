@@ -54,6 +54,10 @@ run.log_row("epochs", epoch=1, loss=0.5)
 run.log_row("epochs", epoch=2, loss=0.25)
 Path("dot.png").write_bytes({PNG!r})
 run.log_image("dot", path="dot.png")
+fold = run.child_run("fold-1")
+fold.log("fold_acc", 0.75)
+fold.log("fold_acc", 0.8)
+fold.complete()
 Path("outputs").mkdir(exist_ok=True)
 Path("outputs/result.txt").write_text("the result")
 """
@@ -132,6 +136,7 @@ def test_a_running_run_streams_logs_and_charts_and_cancels(
     page.click("#cancel")
     expect(page.locator("#run-state")).to_have_text("Canceled", timeout=60_000)
     expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#run-error")).to_contain_text("canceled")
     expect(page.locator("#timeline")).to_contain_text("Canceled")
 
 
@@ -193,12 +198,27 @@ def test_a_finished_run_shows_tables_images_files_and_resubmits(
     assert Path(got.value.path()).read_text() == "the result"
 
     page.click('#run-tabs a[data-tab="overview"]')
+    child = page.locator("#children a")
+    expect(child).to_have_count(1)
+    expect(page.locator("#children .state")).to_have_text("Completed")
+    child_id = child.inner_text()
     page.click("#resubmit")
     new_id = page.locator("#resubmitted").inner_text()
     assert new_id and new_id != short_run
     old, new = shown(dashboard, short_run), shown(dashboard, new_id)
     assert new["snapshot"] == old["snapshot"]
     assert new["experiment"] == "web-short" and new["arguments"] == old["arguments"]
+
+    # the child's page: its parent, its own points (on its parent's subjects), no resubmit
+    page.goto(f"{dashboard.base}/runs/{child_id}#metrics")
+    expect(page.locator(f'a[href$="/runs/{short_run}"]').first).to_be_visible()
+    fold = page.locator('.chart[data-metric="fold_acc"]')
+    expect(fold.locator("canvas")).to_have_count(1)
+    assert json.loads(fold.get_attribute("data-points") or "[]") == [0.75, 0.8]
+    expect(page.locator('.chart[data-metric="acc"]')).to_have_count(0)
+    page.click('#run-tabs a[data-tab="overview"]')
+    page.click("#resubmit")
+    expect(page.locator("#action-message")).to_contain_text(f"resubmit its parent {short_run}")
 
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str | None, dict[str, object]]]:
@@ -275,6 +295,7 @@ def test_a_read_only_viewer_sees_no_actions_and_cannot_act(
     settings = WebSettings(url=dashboard.url, creds=dashboard.client_creds)
     app = create_app(settings, tokens=ReadOnlyTokens())
     auth = {"Authorization": "Bearer ro"}
+    before = len(json_runs(dashboard, "web-short"))
     with TestClient(app, base_url="http://127.0.0.1") as http:
         html = http.get(f"/runs/{short_run}", headers=auth).text
         assert short_run in html and 'id="copy-command"' in html
@@ -283,10 +304,28 @@ def test_a_read_only_viewer_sees_no_actions_and_cannot_act(
             refused = http.post(f"/runs/{short_run}/{action}", headers=auth)
             assert refused.status_code == 403
             assert "read-only" in refused.json()["message"]
-    assert len(json_runs(dashboard, "web-short")) == 2  # the test above resubmitted it once
+    assert len(json_runs(dashboard, "web-short")) == before
 
 
 def json_runs(dashboard: Dashboard, experiment: str) -> list[object]:
     listed = dashboard.json("run", "list", "--experiment", experiment)
     assert isinstance(listed, list)
     return listed
+
+
+def test_the_record_stream_pushes_each_change_on_one_connection(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    run_id = submit(dashboard, source(tmp_path, "pushed", LONG), "--experiment", "web-push")
+    states: list[str] = []
+    url = f"{dashboard.base}/runs/{run_id}/events"
+    with httpx.stream("GET", url, timeout=60) as response:
+        for name, _, data in sse_events(response):
+            assert name == "run", data
+            states.append(str(data["state"]))
+            if len(states) == 1:  # the record as it was: change it
+                dashboard.cli("run", "cancel", run_id, check=True)
+            if states[-1] == "Canceled":
+                break
+    assert states[-1] == "Canceled", f"the stream ended after {states}"
+    assert len(states) >= 2  # the record as it was, then each change pushed

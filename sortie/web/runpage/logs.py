@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from sortie.client.client import ClientError
 from sortie.proto import messages as m
+from sortie.proto.states import TERMINAL
 from sortie.web import sse
 from sortie.web.hub import client_of
 from sortie.web.runpage.reading import after_seq, rank_param, run_of
@@ -29,14 +30,15 @@ def _lines(batch: m.LogBatch) -> list[list[object]]:
 
 async def stream(request: Request) -> Response:
     """``GET /runs/{id}/logs/stream[?rank=N]``: events ``lines`` (id: the stream sequence)
-    until ``end``."""
+    until ``end`` (the end-of-log marker; for a run that had ended, its last line)."""
     rec = await run_of(request)
     rank = rank_param(request)
     after = after_seq(sse.last_event_id(request))
     client = client_of(request)
+    follow = rec.state not in TERMINAL  # an ended run's output is all there (no waiting)
 
     async def events() -> AsyncIterator[sse.Event]:
-        batches = client.batches(m.LogBatch, rec.run_id, follow=True, after=after)
+        batches = client.batches(m.LogBatch, rec.run_id, follow=follow, after=after)
         async with contextlib.aclosing(batches):
             try:
                 async for seq, batch in batches:
