@@ -125,10 +125,14 @@
 
   let artifactsShown = null;
   function drawArtifacts(f) {
-    const key = f.artifacts.map((a) => a.path).join("\n");
+    const key = `${f.terminal}:${f.artifacts.map((a) => a.path).join("\n")}`;
     if (key === artifactsShown) return;
     artifactsShown = key;
-    if (!f.artifacts.length) return; // the server's "none" / "uploaded when the run ends"
+    if (!f.artifacts.length) {
+      const text = f.terminal ? "none" : "uploaded when the run ends";
+      $("artifacts").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: "2", class: "muted", text })));
+      return;
+    }
     $("artifacts").tBodies[0].replaceChildren(...f.artifacts.map((a) => el("tr", {},
       el("td", {}, el("a", { class: "mono", href: S.url(`${runPath}/artifacts/${filePath(a.path)}?download`), text: a.path })),
       el("td", { class: "num", text: size(a.size) }))));
