@@ -40,6 +40,7 @@ from sortie.bus.store_limits import (
 from sortie.client import snapshot as snap
 from sortie.client.gitinfo import git_info
 from sortie.client.provenance import believed
+from sortie.client.resubmit import resubmit_refusal, resubmit_spec
 from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
@@ -349,6 +350,15 @@ class Client:
         )
         return reply
 
+    async def resubmit(self, run_id: str) -> str:
+        """Submit a stored run again (same snapshot and configuration, nothing uploaded);
+        the new run's id. ``ClientError`` when its record alone cannot (``resubmit.py``)."""
+        rec = await self.get_run(run_id)
+        if (why := resubmit_refusal(rec)) is not None:
+            raise ClientError(why)
+        request = m.SubmitRequest(spec=resubmit_spec(rec, uuid.uuid4().hex))
+        return (await self._queue(request)).run_id
+
     async def cancel(self, run_id: str) -> m.CancelAccepted:
         reply: m.CancelAccepted = await self._request(
             subjects.API_CANCEL, m.CancelRequest(run_id=run_id), m.CancelReply
@@ -473,20 +483,24 @@ class Client:
         return max(seqs) if seqs else None
 
     async def _subject_messages(
-        self, stream: str, filters: list[str], *, follow: bool
+        self, stream: str, filters: list[str], *, follow: bool, after: int = 0
     ) -> AsyncGenerator[Msg, None]:
-        """Every message on ``filters`` from the first; ``follow`` keeps waiting for more."""
+        """Every message on ``filters`` from the first (after stream sequence ``after``);
+        ``follow`` keeps waiting for more."""
         last_seq: int | None = None
         if not follow:
             last_seq = await self._last_seq(stream, filters)
-            if last_seq is None:
+            if last_seq is None or last_seq <= after:
                 return
+        config = ConsumerConfig(filter_subjects=filters)
+        if after > 0:
+            config.opt_start_seq = after + 1
         sub = await self.bus.js.subscribe(
             "",
             stream=stream,
             ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            config=ConsumerConfig(filter_subjects=filters),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after > 0 else DeliverPolicy.ALL,
+            config=config,
         )
         try:
             while True:
@@ -506,6 +520,18 @@ class Client:
     ) -> AsyncGenerator[B, None]:
         """A run's log or metric batches from the first, those its attempts' holders wrote
         only (``provenance.believed``); the one reader behind ``logs`` and ``metrics``."""
+        batches = self.batches(kind, run_id, follow=follow)
+        async with contextlib.aclosing(batches):
+            async for _, batch in batches:
+                yield batch
+
+    async def batches(
+        self, kind: type[B], run_id: str, *, follow: bool, after: int = 0
+    ) -> AsyncGenerator[tuple[int, B], None]:
+        """(stream sequence, batch) of a run's log (``m.LogBatch``) or metric
+        (``m.MetricBatch``) batches after sequence ``after``, those its attempts' holders
+        wrote only (``provenance.believed``): a follower that reconnects resumes after the
+        last sequence it saw (the dashboard's live logs and charts)."""
         subjects.check_token("run id", run_id)
         is_logs = kind is m.LogBatch
         stream = subjects.STREAM_LOGS if is_logs else subjects.STREAM_METRICS
@@ -515,7 +541,7 @@ class Client:
             else [subjects.run_metrics(run_id), subjects.legacy_metrics(run_id)]
         )
         rec = await self.get_run(run_id)
-        messages = self._subject_messages(stream, filters, follow=follow)
+        messages = self._subject_messages(stream, filters, follow=follow, after=after)
         async with contextlib.aclosing(messages):
             async for msg in messages:
                 try:
@@ -528,7 +554,7 @@ class Client:
                     rec = await self.get_run(run_id)  # it may name a newer attempt's holder
                     if not believed(rec, writer, batch.attempt, batch_rank):
                         continue
-                yield batch
+                yield msg.metadata.sequence.stream, batch
 
     async def logs(
         self, run_id: str, *, follow: bool = False, rank: int | None = None
