@@ -20,6 +20,7 @@ API_AGENTS = f"{PREFIX}.api.agents"  # AgentRequest -> AgentReplyOrError
 API_WHY = f"{PREFIX}.api.why"  # WhyRequest -> WhyReplyOrError
 API_RUN_TAG = f"{PREFIX}.api.run_tag"  # notes.RunTagRequest -> notes.RunTagReply
 API_MODELS = f"{PREFIX}.api.models"  # ModelRegister -> ModelReplyOrError
+API_HOST_KEY = f"{PREFIX}.api.host_key"  # HostKeyScan -> HostKeyReplyOrError
 API_ALL = f"{PREFIX}.api.>"
 # RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
 AUTH_RENEW = f"{PREFIX}.auth.renew"

@@ -58,7 +58,7 @@ from sortie.scheduler.providers.base import (
 from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
-from sortie.scheduler.ssh import save_credentials
+from sortie.scheduler.ssh import host_key_scan, save_credentials
 from sortie.scheduler.tables import Table
 from sortie.scheduler.tag_store import tag_stored
 from sortie.scheduler.validate import SHA256
@@ -283,6 +283,8 @@ class Daemon:
         try:
             if isinstance(req, m.ModelRegister):  # outside the loop: it writes models only
                 await self._reply(msg, await register_model(self.bus, req))
+            elif isinstance(req, m.HostKeyScan):  # beside the loop: it only reads an SSH server
+                self._spawn(self._scan_host_key(msg, req))
             else:
                 await self._on_request(msg, req)
         except TRANSIENT as exc:
@@ -300,6 +302,9 @@ class Daemon:
                     f"{type(exc).__name__}; see its log",
                 ),
             )
+
+    async def _scan_host_key(self, msg: Msg, req: m.HostKeyScan) -> None:
+        await self._safe_reply(msg, await host_key_scan.scan(req))
 
     async def _safe_reply(self, msg: Msg, message: m.Message) -> None:
         with contextlib.suppress(*TRANSIENT, nats.errors.Error):

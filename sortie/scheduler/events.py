@@ -278,7 +278,8 @@ class Config:
 AgentNews = m.RunReport | notes.RunNote  # what comes on an agent's report subject
 
 # the requests the event loop answers; a model registration is answered beside it (it writes
-# the models bucket only: scheduler/model_registry.py)
+# the models bucket only: scheduler/model_registry.py), a host-key scan too (it reads a
+# machine's SSH server and changes nothing: scheduler/ssh/hostkeys.py)
 LoopRequest = (
     m.SubmitRequest
     | m.CancelRequest
@@ -288,7 +289,7 @@ LoopRequest = (
     | m.WhyRequest
     | notes.RunTagRequest
 )
-ApiRequest = LoopRequest | m.ModelRegister
+ApiRequest = LoopRequest | m.ModelRegister | m.HostKeyScan
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -298,6 +299,7 @@ API_TYPES: dict[str, Any] = {
     subjects.API_WHY: m.WhyRequest,
     subjects.API_RUN_TAG: notes.RunTagRequest,
     subjects.API_MODELS: m.ModelRegister,
+    subjects.API_HOST_KEY: m.HostKeyScan,
 }
 
 
