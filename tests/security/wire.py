@@ -76,6 +76,7 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_WHY: m.WhyReplyOrError,
     subjects.API_RUN_TAG: notes.RunTagReply,
     subjects.API_MODELS: m.ModelReplyOrError,
+    subjects.API_HOST_KEY: m.HostKeyReplyOrError,
 }
 
 
