@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import msgspec
 import nats.errors
@@ -42,7 +42,7 @@ class ComputeFeed:
             latest = await self._read()
         return latest
 
-    async def snapshots(self) -> AsyncIterator[bytes]:
+    async def snapshots(self) -> AsyncGenerator[bytes, None]:
         """The snapshot (JSON) now, then each changed one, for as long as the page listens."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         if self._encoded:

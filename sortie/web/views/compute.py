@@ -10,6 +10,7 @@ post JSON (``compute_forms.py``) and send the requests the CLI sends; a refusal 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -50,8 +51,10 @@ async def snapshot_json(request: Request) -> Response:
 
 async def live(request: Request) -> Response:
     async def events() -> AsyncIterator[Event]:
-        async for data in compute_feed_of(request).snapshots():
-            yield Event("compute", data.decode())
+        # closed with the page's stream, so the feed stops polling once no page is left
+        async with contextlib.aclosing(compute_feed_of(request).snapshots()) as snapshots:
+            async for data in snapshots:
+                yield Event("compute", data.decode())
 
     return stream(request, events())
 
@@ -112,11 +115,8 @@ async def delete(request: Request) -> Response:
 async def host_key(request: Request) -> Response:
     form = await _read(request, forms.HostKeyForm)
     try:
-        scan = forms.host_key_request(form)
-        reply = await client_of(request).host_key(scan)
-    except forms.FormError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except RequestRefused as exc:
+        reply = await client_of(request).host_key(forms.host_key_request(form))
+    except (forms.FormError, RequestRefused) as exc:  # a bad address, an unreachable host
         raise HTTPException(400, str(exc)) from None
     except UNAVAILABLE as exc:
         raise HTTPException(503, f"the scheduler did not answer ({exc}): try again") from None

@@ -18,7 +18,7 @@
   function drawTargets(rows) {
     const body = document.querySelector("#targets tbody");
     body.innerHTML = rows.length ? rows.map((t) => `<tr data-name="${esc(t.name)}">
-        <td><b>${esc(t.name)}</b></td><td>${esc(KIND[t.kind] || t.kind)}</td>
+        <td><b>${t.kind === "cluster" || t.kind === "vm" ? `<a href="#c-${esc(t.name)}">${esc(t.name)}</a>` : esc(t.name)}</b></td><td>${esc(KIND[t.kind] || t.kind)}</td>
         <td>${esc(t.detail)}</td><td>${state(t.state)}</td><td>${t.agents}</td>
         <td>${t.nodes ? esc(t.nodes) : '<span class="muted">–</span>'}</td>
         <td class="error small">${t.error ? esc(t.error) : ""}</td></tr>`).join("")
@@ -34,6 +34,7 @@
       if (!card) {
         card = build(item);
         card.dataset.name = item.name;
+        card.id = `c-${item.name}`; // /compute#c-NAME: a link to it from other pages
         container.appendChild(card);
       }
       fill(card, item);
