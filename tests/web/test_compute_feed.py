@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
 from sortie.client.client import Client
 from sortie.web.compute_data import ComputeSnapshot
 from sortie.web.compute_feed import ComputeFeed
@@ -61,4 +63,22 @@ async def test_two_pages_share_one_poller_and_both_see_a_new_cluster(
         assert poller.done()
     finally:
         await asyncio.to_thread(dashboard.cli, "compute", "delete", "feed-pool")
+        await client.close()
+
+
+async def test_without_a_scheduler_the_snapshot_says_so_and_polling_goes_on(
+    broker: BrokerProcess, bus: Bus
+) -> None:
+    client = await Client.connect(broker.url)  # the store exists (``bus``), no scheduler runs
+    try:
+        feed = ComputeFeed(client)
+        snap = await feed.current()
+        assert snap.targets == [] and snap.error is not None
+        assert "no scheduler is answering" in snap.error
+        pages = feed.snapshots()
+        async with asyncio.timeout(30):
+            pushed = msgspec.json.decode(await anext(pages), type=ComputeSnapshot)
+        assert pushed.error == snap.error
+        await pages.aclose()
+    finally:
         await client.close()
