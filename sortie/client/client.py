@@ -332,6 +332,14 @@ class Client:
         """One compute request (create, update, delete, show, list, sizes)."""
         return await self._request(subjects.API_COMPUTE, request, m.ComputeReplyOrError)
 
+    async def host_key(self, request: m.HostKeyScan) -> m.HostKeyReply:
+        """The host key a machine's SSH server offers, as the scheduler sees it (for a
+        person to confirm before an attach pins it)."""
+        reply: m.HostKeyReply = await self._request(
+            subjects.API_HOST_KEY, request, m.HostKeyReplyOrError
+        )
+        return reply
+
     async def agents(self, request: m.Message) -> Any:
         """One agent request (list, cordon, uncordon, drain, preempt)."""
         return await self._request(subjects.API_AGENTS, request, m.AgentReplyOrError)

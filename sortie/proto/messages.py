@@ -466,6 +466,10 @@ class SshLogin(Message, frozen=True, kw_only=True):
     # record the key of a host not yet in known_hosts when it is first connected to (an
     # explicit choice): an attached machine's at attach, each pool host's when it gets a node
     trust_new_host_key: bool = False
+    # trust a new host's key only if its SHA-256 fingerprint is this one ("SHA256:..."): the
+    # key a person confirmed (the dashboard shows `HostKeyScan`'s answer first); any other
+    # key is refused as changed. A host already in known_hosts is checked against it as ever.
+    host_key_fingerprint: str | None = None
 
 
 class VmConfig(Message, frozen=True, kw_only=True):
@@ -700,6 +704,32 @@ class WhyReply(Message, frozen=True, kw_only=True, tag="why_reply"):
     state: RunState
     reasons: dict[str, int] = {}  # reason -> number of agents it applies to
     summary: str
+
+
+class HostKeyScan(Message, frozen=True, kw_only=True, tag="host_key_scan"):
+    """Ask for the host key a machine's SSH server offers, before attaching it: the scheduler
+    connects from its host, logs in to nothing, trusts and records nothing, and says how the
+    key compares with its known_hosts. The dashboard shows it for a person to confirm, then
+    attaches with ``SshLogin.host_key_fingerprint`` pinned to it."""
+
+    address: str
+    ssh_port: int = 22
+    known_hosts: str | None = None  # as in SshLogin (None: ~/.ssh/known_hosts)
+
+
+HostKeyVerdict = Literal["known", "unknown", "changed", "revoked"]
+
+
+class HostKeyReply(Message, frozen=True, kw_only=True, tag="host_key"):
+    address: str
+    ssh_port: int
+    algorithm: str  # "ssh-ed25519"
+    fingerprint: str  # "SHA256:...", as `ssh-keygen -lf` prints it
+    verdict: HostKeyVerdict  # known: trusted already; unknown: confirm it; else refused
+    message: str  # what it means and what to do
+
+
+HostKeyReplyOrError = HostKeyReply | ErrorReply
 
 
 ComputeRequest = (

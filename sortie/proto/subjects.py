@@ -23,6 +23,7 @@ API_RUN_TAG = f"{PREFIX}.api.run_tag"  # notes.RunTagRequest -> notes.RunTagRepl
 API_MODELS = f"{PREFIX}.api.models"  # ModelRegister -> ModelReplyOrError
 API_RUNS_QUERY = f"{PREFIX}.api.runs.query"  # run_index.RunQuery -> RunPageOrError
 API_EXPERIMENTS = f"{PREFIX}.api.experiments"  # ExperimentsQuery -> ExperimentListOrError
+API_HOST_KEY = f"{PREFIX}.api.host_key"  # HostKeyScan -> HostKeyReplyOrError
 API_ALL = f"{PREFIX}.api.>"
 # RenewRequest -> RenewReplyOrError: agents and clients renew their credentials (scheduler)
 AUTH_RENEW = f"{PREFIX}.auth.renew"

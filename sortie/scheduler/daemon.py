@@ -66,7 +66,7 @@ from sortie.scheduler.reconcile import Timing
 from sortie.scheduler.run_index import RunIndex, answer
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
-from sortie.scheduler.ssh import save_credentials
+from sortie.scheduler.ssh import host_key_scan, save_credentials
 from sortie.scheduler.tables import Table
 from sortie.scheduler.tag_store import tag_stored
 from sortie.scheduler.validate import SHA256
@@ -309,6 +309,8 @@ class Daemon:
                 await self._reply(msg, await register_model(self.bus, req))
             elif isinstance(req, IndexQuery):  # outside the loop too: it reads the index only
                 await self._reply(msg, answer(self.index, req))
+            elif isinstance(req, m.HostKeyScan):  # beside the loop: it only reads an SSH server
+                self._spawn(self._scan_host_key(msg, req))
             else:
                 await self._on_request(msg, req)
         except TRANSIENT as exc:
@@ -326,6 +328,9 @@ class Daemon:
                     f"{type(exc).__name__}; see its log",
                 ),
             )
+
+    async def _scan_host_key(self, msg: Msg, req: m.HostKeyScan) -> None:
+        await self._safe_reply(msg, await host_key_scan.scan(req))
 
     async def _safe_reply(self, msg: Msg, message: m.Message) -> None:
         with contextlib.suppress(*TRANSIENT, nats.errors.Error):

@@ -292,7 +292,8 @@ class Config:
 AgentNews = m.RunReport | notes.RunNote  # what comes on an agent's report subject
 
 # the requests the event loop answers; a model registration is answered beside it (it writes
-# the models bucket only: scheduler/model_registry.py)
+# the models bucket only: scheduler/model_registry.py), a host-key scan too (it reads a
+# machine's SSH server and changes nothing: scheduler/ssh/hostkeys.py)
 LoopRequest = (
     m.SubmitRequest
     | m.CancelRequest
@@ -305,7 +306,7 @@ LoopRequest = (
 )
 # a query of the run index is answered beside it too, from the index (scheduler/run_index.py)
 IndexQuery = run_index.RunQuery | run_index.ExperimentsQuery
-ApiRequest = LoopRequest | m.ModelRegister | IndexQuery
+ApiRequest = LoopRequest | m.ModelRegister | IndexQuery | m.HostKeyScan
 API_TYPES: dict[str, Any] = {
     subjects.API_SUBMIT: m.SubmitRequest,
     subjects.API_CANCEL: m.CancelRequest,
@@ -318,6 +319,7 @@ API_TYPES: dict[str, Any] = {
     subjects.API_MODELS: m.ModelRegister,
     subjects.API_RUNS_QUERY: run_index.RunQuery,
     subjects.API_EXPERIMENTS: run_index.ExperimentsQuery,
+    subjects.API_HOST_KEY: m.HostKeyScan,
 }
 
 

@@ -32,6 +32,7 @@ from sortie.scheduler.ssh import (
     build_wheelhouse,
     connect,
     delete_credentials,
+    hostkeys,
     install_agent,
     install_private_file,
     load_credentials,
@@ -54,7 +55,7 @@ def credentials(secret: m.SshSecret) -> SshCredentials:
 
 
 def known_hosts_of(login: m.SshLogin) -> Path:
-    return Path(login.known_hosts) if login.known_hosts else Path.home() / ".ssh" / "known_hosts"
+    return hostkeys.known_hosts_file(login.known_hosts)
 
 
 def target_of(address: str, login: m.SshLogin) -> SshTarget:
@@ -170,6 +171,7 @@ class Machines:
             creds,
             known_hosts=known_hosts_of(vm.ssh),
             trust_new_host_key=vm.ssh.trust_new_host_key,
+            pinned_host_key=vm.ssh.host_key_fingerprint,
         )
         try:
             say("host key verified; preparing Sortie's wheels")

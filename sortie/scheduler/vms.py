@@ -8,6 +8,8 @@ uses the compute's name as its agent id and target.
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from sortie.proto import agent_env
@@ -17,6 +19,8 @@ from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
 from sortie.scheduler.model import BUILTIN_TARGETS, SchedulerState
 
 KEEP_PROGRESS = 30
+# a key's SHA-256 fingerprint as OpenSSH prints it: unpadded base64 of 32 bytes
+FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
 def check_login(login: m.SshLogin, secret: m.SshSecret | None) -> str | None:
@@ -30,6 +34,12 @@ def check_login(login: m.SshLogin, secret: m.SshSecret | None) -> str | None:
         return "key authentication needs a private key (--private-key-file)"
     if login.auth == "password" and not secret.password:
         return "password authentication needs a password (--password-env or --password-stdin)"
+    pinned = login.host_key_fingerprint
+    if pinned is not None and not FINGERPRINT.fullmatch(pinned):
+        return (
+            f"host key fingerprint {pinned!r} is not a SHA-256 fingerprint: give it as "
+            "`ssh-keygen -lf` prints it (SHA256: and 43 characters)"
+        )
     return None
 
 

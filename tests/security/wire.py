@@ -78,6 +78,7 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_QUEUE: QueueReplyOrError,
     subjects.API_RUN_TAG: notes.RunTagReply,
     subjects.API_MODELS: m.ModelReplyOrError,
+    subjects.API_HOST_KEY: m.HostKeyReplyOrError,
 }
 
 

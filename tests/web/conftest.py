@@ -9,11 +9,12 @@ exception fails the test), and a failed test leaves a screenshot of its page in
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from sortie.bus.broker import free_port
 from tests.e2e.conftest import Installation, isolated_env, start_up, stop_up
@@ -46,6 +47,15 @@ def browser() -> Iterator[Browser]:
             found.close()
 
 
+# Chromium logs every 4xx answer to a fetch as a console error; a refusal the page shows the
+# user (a bad name, a read-only token) is not a JavaScript error
+REFUSED = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d")
+
+
+def is_js_error(msg: ConsoleMessage) -> bool:
+    return msg.type == "error" and not REFUSED.match(msg.text)
+
+
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
     """A fresh page; fails its test on any JavaScript error, and keeps a screenshot when the
@@ -54,7 +64,7 @@ def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> It
     opened = context.new_page()
     opened.set_default_timeout(20_000)
     errors: list[str] = []
-    opened.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    opened.on("console", lambda msg: errors.append(msg.text) if is_js_error(msg) else None)
     opened.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
     yield opened
     call = getattr(request.node, "report_call", None)

@@ -2,7 +2,8 @@
 agent without root, and a reconnecting link that carries the agent's way to the broker.
 
 - `connect` (here): one verified, authenticated connection, or an `SshError` a person can act on.
-- `hostkeys`: known_hosts verification; a new host only with an explicit trust choice.
+- `hostkeys`: known_hosts verification; a new host only with an explicit trust choice (or the
+  fingerprint a person confirmed, pinned); `host_key_scan`: the key a server offers, for that.
 - `secrets`: what the scheduler keeps to reconnect, on its own host, readable by its user only.
 - `wheelhouse`: wheels of Sortie and its dependencies, built on the scheduler side.
 - `install`: remote Python check, offline install into a venv, agent start/stop, removal.
@@ -147,6 +148,7 @@ async def open_connection(
     *,
     known_hosts: Path,
     trust_new_host_key: bool = False,
+    pinned_host_key: str | None = None,
     timeout: float = 10.0,  # noqa: ASYNC109 (the handshake limit asyncssh applies)
     keepalive_s: float = 0.0,
 ) -> tuple[asyncssh.SSHClientConnection, hostkeys.VerifyingClient]:
@@ -159,7 +161,9 @@ async def open_connection(
             "give a private key file or a password",
         )
     known_hosts = known_hosts.expanduser()  # noqa: ASYNC240 (reads $HOME, no disk I/O)
-    client = hostkeys.VerifyingClient(known_hosts, target.address, target.port, trust_new_host_key)
+    client = hostkeys.VerifyingClient(
+        known_hosts, target.address, target.port, trust_new_host_key, pinned_host_key
+    )
     options = _connect_options(
         target, creds, key, known_hosts=known_hosts, timeout=timeout, keepalive_s=keepalive_s
     )
@@ -255,9 +259,12 @@ async def connect(
     *,
     known_hosts: Path,
     trust_new_host_key: bool = False,
+    pinned_host_key: str | None = None,
     timeout: float = 10.0,  # noqa: ASYNC109 (the handshake limit asyncssh applies)
 ) -> asyncssh.SSHClientConnection:
-    """Open an authenticated connection whose host key was verified against `known_hosts`.
+    """Open an authenticated connection whose host key was verified against `known_hosts`
+    (a new host's key: trusted if `trust_new_host_key`, or if its fingerprint is
+    `pinned_host_key`).
 
     Raises SshError: unreachable, auth_failed, host_key_unknown, host_key_changed, bad_key.
     """
@@ -266,6 +273,7 @@ async def connect(
         creds,
         known_hosts=known_hosts,
         trust_new_host_key=trust_new_host_key,
+        pinned_host_key=pinned_host_key,
         timeout=timeout,
     )
     return conn

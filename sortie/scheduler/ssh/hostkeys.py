@@ -7,7 +7,8 @@ entry at all and the caller chose to trust a new host. The refusal is remembered
 client so `scheduler.ssh.connect` can say exactly what happened.
 
 **Invariant:** there is no way to turn checking off. A new host is accepted only with an
-explicit `trust_new_host_key=True`, and its key is then written to the known_hosts file.
+explicit `trust_new_host_key=True`, or with the fingerprint a person confirmed (`pinned`: that
+key alone), and its key is then written to the known_hosts file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from asyncssh.known_hosts import match_known_hosts
 DEFAULT_PORT = 22
 
 Verdict = Literal["unknown", "changed", "revoked"]
+
+
+def known_hosts_file(given: str | None) -> Path:
+    """The known_hosts file a login names, or this user's (``~/.ssh/known_hosts``)."""
+    return Path(given) if given else Path.home() / ".ssh" / "known_hosts"
 
 
 def host_pattern(address: str, port: int) -> str:
@@ -94,17 +100,34 @@ def changed_message(
     )
 
 
+def pinned_message(address: str, port: int, key: asyncssh.SSHKey, pinned: str) -> str:
+    return (
+        f"the host key of {address}:{port} is not the one confirmed: the server offered a "
+        f"{describe(key)}, but {pinned} was confirmed. Someone may be intercepting the "
+        "connection, or the host's key changed since: connection refused. Fetch the "
+        "fingerprint again and check it with the host's administrator."
+    )
+
+
 class VerifyingClient(asyncssh.SSHClient):
     """An SSH client that verifies the host key and remembers why it refused one.
 
     Also remembers why the connection closed (`closed_reason`), for the reconnecting link.
     """
 
-    def __init__(self, known_hosts: Path, address: str, port: int, trust_new: bool) -> None:
+    def __init__(
+        self,
+        known_hosts: Path,
+        address: str,
+        port: int,
+        trust_new: bool,
+        pinned: str | None = None,
+    ) -> None:
         self.known_hosts = known_hosts
         self.address = address
         self.port = port
         self.trust_new = trust_new
+        self.pinned = pinned  # "SHA256:...": a new host's key must be this one
         self.refusal: Refusal | None = None
         self.new_key: asyncssh.SSHKey | None = None  # accepted as new: record after login
         self.closed_reason = ""
@@ -126,6 +149,14 @@ class VerifyingClient(asyncssh.SSHClient):
             self.refusal = Refusal(
                 "changed",
                 changed_message(self.known_hosts, self.address, self.port, key, trusted),
+            )
+            return False
+        if self.pinned is not None:
+            if key.get_fingerprint("sha256") == self.pinned:
+                self.new_key = key
+                return True
+            self.refusal = Refusal(
+                "changed", pinned_message(self.address, self.port, key, self.pinned)
             )
             return False
         if self.trust_new:
