@@ -90,12 +90,9 @@ async def login(request: Request) -> Response:
         )
     token = str(form.get("token") or "").strip()
     who = await request.app.state.tokens.lookup(token) if token else None
-    if who is None:
+    if who is None:  # the form again, with why (a page, not an error: a typo is no attack)
         return _form(
-            request,
-            next_path,
-            "That token is not known here, has expired or was revoked.",
-            401,
+            request, next_path, "That token is not known here, has expired or was revoked."
         )
     response = RedirectResponse(_next(request, next_path), 303)
     response.set_cookie(
