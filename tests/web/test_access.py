@@ -5,18 +5,26 @@ authentication on, `sortie web` standalone against it (a child process), tokens 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, Response
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -27,6 +35,7 @@ from sortie.proto import web_tokens as wt
 from sortie.web.access import action_form
 from sortie.web.app import create_app
 from sortie.web.settings import WebSettings
+from sortie.web.sse import Event, stream
 from sortie.web.views import NAV
 from tests.e2e.conftest import REPO, SORTIE, Installation, stop_up
 from tests.e2e.conftest import installation as installation  # the fixture, shared
@@ -327,6 +336,42 @@ def test_open_mode_refuses_a_rebound_dns_name(dashboard: Dashboard) -> None:
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
 
 
+def test_a_secret_env_value_reaches_no_page_url_or_log(
+    dashboard: Dashboard, page: Page, tmp_path: Path
+) -> None:
+    secret = f"hush-{uuid.uuid4().hex}"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "job.py").write_text(
+        "import os\nassert os.environ['DB_PASSWORD']\nprint('connected', flush=True)\n"
+    )
+    submitted = dashboard.cli(
+        "run", "submit", "--output", "json", str(src), "--script", "job.py",
+        "--python", sys.executable, "--secret-env", "DB_PASSWORD", "--env", "PLAIN=shown",
+        "--wait", env={"DB_PASSWORD": secret},
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = json.loads(submitted.stdout.splitlines()[0])["run_id"]
+    bodies: list[str] = []
+    urls: list[str] = []
+
+    def keep(response: Response) -> None:
+        urls.append(response.url)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            with contextlib.suppress(Exception):  # a body the page let go of (navigated away)
+                bodies.append(response.text())
+
+    page.on("response", keep)
+    for path in [*(v.path for v in NAV), f"/runs/{run_id}"]:
+        page.goto(f"{dashboard.base}{path}")
+        page.wait_for_load_state("networkidle")
+        bodies.append(page.content())
+    assert len(bodies) > len(NAV)
+    assert not [u for u in urls if secret in u]
+    assert not [b[:200] for b in bodies if secret in b]
+    assert secret not in dashboard.log.read_text()
+
+
 # --- behind a reverse proxy under a path ---------------------------------------------------
 
 
@@ -372,6 +417,83 @@ def test_behind_a_reverse_proxy_under_a_path(
     assert all(r.url.startswith(f"{base}/") for r in seen), [r.url for r in seen]
     assert any(r.url.endswith("/static/sortie.js") for r in seen)
     assert not any(tokens["full"] in r.url for r in seen)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Starlette, root_path: str) -> Iterator[str]:
+    """``app`` on uvicorn in a thread of its own (its own event loop), as `sortie web`
+    serves it; yields its base (``http://127.0.0.1:PORT``, without the root path)."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, root_path=root_path, log_config=None, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "the dashboard did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+async def ticks(request: Request) -> StreamingResponse:
+    """Three events, then nothing until the page goes: only a proxy that streams lets a page
+    see them."""
+
+    async def events() -> AsyncIterator[Event]:
+        for n in range(1, 4):
+            yield Event("tick", json.dumps({"n": n}))
+            await asyncio.sleep(0.2)
+        await asyncio.Event().wait()
+
+    return stream(request, events())
+
+
+def test_events_stream_and_actions_work_through_the_proxy(
+    installation: Installation, tokens: dict[str, str], page: Page
+) -> None:
+    done: list[str] = []
+
+    async def act(request: Request) -> JSONResponse:
+        await action_form(request)
+        done.append("acted")
+        return JSONResponse({"ok": True})
+
+    settings = WebSettings(
+        url=installation.url, creds=installation.client_creds, root_path="/sortie"
+    )
+    app = create_app(settings)
+    app.router.routes += [
+        Route("/test/ticks", ticks),
+        Route("/test/act", act, methods=["POST"]),
+    ]
+    with serve_in_thread(app, "/sortie") as upstream, reverse_proxy(upstream, "/sortie") as proxy:
+        base = f"{proxy}/sortie"
+        page.goto(f"{base}/queue")
+        page.fill("input[name=token]", tokens["full"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/queue")
+        got = page.evaluate(
+            """() => new Promise((resolve, reject) => {
+                const seen = [];
+                const source = new EventSource(Sortie.url("/test/ticks"));
+                source.addEventListener("tick", (ev) => {
+                    seen.push(JSON.parse(ev.data).n);
+                    if (seen.length === 3) { source.close(); resolve(seen); }
+                });
+                setTimeout(() => reject(new Error("only " + seen)), 15000);
+            })"""
+        )
+        assert got == [1, 2, 3]
+        # the browser's Origin is the proxy's; the dashboard knows it from X-Forwarded-Host
+        assert page.evaluate("() => Sortie.post('/test/act', {})") == {"ok": True}
+        assert done == ["acted"]
 
 
 # --- secrets never in a log ----------------------------------------------------------------
