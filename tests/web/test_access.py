@@ -56,8 +56,10 @@ class Web:
     process: subprocess.Popen[str]
 
 
-def start_web(inst: Installation, log: Path, *extra: str) -> Web:
+def start_web(inst: Installation, log: Path, *extra: str, host: str = "127.0.0.1") -> Web:
     port = free_port()
+    if host != "127.0.0.1":
+        extra = ("--host", host, *extra)
     proc = subprocess.Popen(
         [*SORTIE, "web", "--port", str(port), *extra],
         env=inst.env,
@@ -68,7 +70,7 @@ def start_web(inst: Installation, log: Path, *extra: str) -> Web:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not line.startswith(f"dashboard: http://127.0.0.1:{port}"):
+    if not line.startswith(f"dashboard: http://{host}:{port}"):
         proc.kill()
         raise AssertionError(f"sortie web did not start: {line!r}\n{log.read_text()[-3000:]}")
     assert "log in with a token" in line  # on loopback too: standalone needs a token
@@ -126,6 +128,18 @@ def test_a_bearer_token_opens_pages_and_shows_whose_it_is(web: Web, tokens: dict
     assert ro.status_code == 200 and "bob" in ro.text and "(read-only)" in ro.text
     # a token in the query string is no token
     assert httpx.get(f"{web.base}/runs?token={tokens['full']}", headers=JSON).status_code == 401
+
+
+def test_on_every_interface_it_needs_a_token_too(
+    installation: Installation, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    wide = start_web(installation, tmp_path / "web.log", host="0.0.0.0")
+    try:
+        assert httpx.get(f"{wide.base}/runs", headers=JSON).status_code == 401
+        opened = httpx.get(f"{wide.base}/runs", headers={**bearer(tokens["full"]), **HTML})
+        assert opened.status_code == 200 and "alice" in opened.text
+    finally:
+        stop_up(wide.process)
 
 
 def test_revoking_a_token_locks_it_out_at_once(installation: Installation, web: Web) -> None:
