@@ -234,6 +234,17 @@ def test_the_login_form_refuses_a_post_from_another_site(web: Web, tokens: dict[
         assert "httponly" in ok.headers["set-cookie"].lower()
 
 
+def test_behind_https_the_cookie_is_secure(web: Web, tokens: dict[str, str]) -> None:
+    """A TLS-terminating proxy on this host says so in ``X-Forwarded-Proto``."""
+    https = {"x-forwarded-proto": "https"}
+    with httpx.Client(base_url=web.base) as http:  # (the jar keeps a Secure cookie off http)
+        fields = {**login_form(http), "token": tokens["full"]}
+        response = http.post("/login", data=fields, headers=https)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"].lower()
+    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+
+
 @pytest.mark.parametrize(
     ("next_path", "lands"),
     [
