@@ -73,7 +73,10 @@ def add_web_token(auth: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="how long it works (default 30d)",
     )
     p.add_argument(
-        "--data-dir", type=Path, help="the installation (default: the `sortie up` profile's)"
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the installation (default: the `sortie up` profile's)",
     )
     add_output(p)
 
