@@ -47,6 +47,16 @@ class Viewer:
     label: str  # shown in the page's header ("local", or the token's label)
 
 
+OPEN = Viewer(can_act=True, session="open", label="local")  # `sortie up`'s, on loopback
+
+
+def opens_without_login(settings: WebSettings, headers: Headers) -> bool:
+    """`sortie up`'s dashboard on loopback, asked for by a loopback name (not a DNS name
+    another site rebound to 127.0.0.1)."""
+    host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
+    return settings.open and is_loopback(host)
+
+
 class TokenLookup(Protocol):
     async def lookup(self, token: str) -> Viewer | None:
         """The viewer a presented token makes, or None (unknown, expired or revoked)."""
@@ -86,10 +96,7 @@ class Gate:
 
     async def viewer(self, headers: Headers) -> Viewer | None:
         if self.settings.open:
-            host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
-            return (
-                Viewer(can_act=True, session="open", label="local") if is_loopback(host) else None
-            )
+            return OPEN if opens_without_login(self.settings, headers) else None
         token = presented_token(headers)
         return await self.tokens.lookup(token) if token else None
 

@@ -77,7 +77,10 @@ def _same_site(request: Request, sent: str) -> bool:
 
 async def login(request: Request) -> Response:
     if request.method != "POST":
-        return _form(request, request.query_params.get("next", ""))
+        next_path = request.query_params.get("next", "")
+        if access.opens_without_login(request.app.state.settings, request.headers):
+            return RedirectResponse(_next(request, next_path), 303)  # nothing to log in to
+        return _form(request, next_path)
     access.check_origin(request)
     form = await request.form()
     next_path = str(form.get("next") or "")

@@ -359,6 +359,13 @@ def test_open_mode_refuses_a_rebound_dns_name(dashboard: Dashboard) -> None:
     assert rebound.status_code == 401
     page = httpx.get(f"{dashboard.base}/runs", headers={"host": f"evil.example:{port}", **HTML})
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    # nothing to log in to on loopback; the rebound name gets the form
+    login = httpx.get(f"{dashboard.base}/login?next=/queue", headers=HTML)
+    assert login.status_code == 303 and login.headers["location"] == "/queue"
+    rebound_login = httpx.get(
+        f"{dashboard.base}/login?next=/queue", headers={"host": f"evil.example:{port}", **HTML}
+    )
+    assert rebound_login.status_code == 200 and 'name="token"' in rebound_login.text
 
 
 def test_a_secret_env_value_reaches_no_page_url_or_log(
