@@ -32,6 +32,7 @@ KV_BUCKETS = (
     subjects.KV_VMS,
     subjects.KV_QUARANTINE,
     subjects.KV_MODELS,
+    subjects.KV_WEB_TOKENS,
 )
 
 

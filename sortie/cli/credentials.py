@@ -1,5 +1,6 @@
 """`sortie auth init|creds|list|revoke`: the authority, per-role credentials, the registry of
-what was minted, and revocation. Files only: never a seed, JWT or credentials file's content
+what was minted, and revocation (`sortie auth web-token`, the dashboard's tokens:
+``cli/web_tokens.py``). Files only: never a seed, JWT or credentials file's content
 on the terminal."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sortie.bus import identities
 from sortie.bus.auth import ACCOUNT_FILE, DEFAULT_TTL_S, AuthError, Authority
 from sortie.bus.profile import default_data_dir, read_profile, resolve_auth, resolve_url
 from sortie.cli.output import add_output, emit
+from sortie.cli.web_tokens import add_web_token, run_web_token
 from sortie.client.views import View, iso
 
 EXIT_OK = 0
@@ -47,7 +49,8 @@ def add_ttl_option(p: argparse.ArgumentParser) -> None:
 
 def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth = sub.add_parser(
-        "auth", help="broker credentials: authority, per-role credentials, list, revoke"
+        "auth",
+        help="broker credentials: authority, per-role credentials, list, revoke; dashboard tokens",
     ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
     ai = auth.add_parser(
         "init",
@@ -73,6 +76,7 @@ def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ar.add_argument("name", help="as `sortie auth list` shows it, or an agent's id")
     ar.add_argument("--dir", type=Path, help=dir_help)
     add_output(ar)
+    add_web_token(auth)
 
 
 def run_auth(args: argparse.Namespace) -> int:
@@ -80,6 +84,8 @@ def run_auth(args: argparse.Namespace) -> int:
         return _init(args.dir, args.output)
     if args.auth_command == "creds":
         return _creds(args)
+    if args.auth_command == "web-token":
+        return run_web_token(args)
     authority = _existing(args.dir)
     if args.auth_command == "list":
         entries, now = identities.load(authority.directory), time.time()

@@ -4,10 +4,10 @@ A broker with authentication on (``sortie up`` by default) gives every connectio
 roles, enforced by nats-server itself (``sortie.bus.auth`` writes them into each user's JWT):
 
 - ``scheduler``: everything (it owns the streams, buckets and records);
-- ``client`` (CLI, SDK, other services): send API requests, read runs, registered models,
-  agents, logs and metrics, upload snapshot blobs and read artifacts. It can neither write a
-  record nor act as an agent or the scheduler (no heartbeats, reports or agent commands; it
-  cannot serve ``sortie.api.*``);
+- ``client`` (CLI, SDK, the dashboard, other services): send API requests, read runs,
+  registered models, dashboard tokens (their hashes), agents, logs and metrics, upload
+  snapshot blobs and read artifacts. It can neither write a record nor act as an agent or
+  the scheduler (no heartbeats, reports or agent commands; it cannot serve ``sortie.api.*``);
 - ``agent`` (one per agent id): receive its own commands only, publish its own heartbeats and
   reports, logs and metrics under its own id (readers keep only those of the agent that held
   the attempt), fetch snapshots and upload outputs. It reads no records and no other agent's
@@ -106,7 +106,14 @@ def scheduler() -> Permissions:
 
 def client() -> Permissions:
     # Agents, computes and machines are read through the scheduler's API, not the buckets.
-    readable = [s.kv_stream(s.KV_RUNS), s.kv_stream(s.KV_MODELS), s.STREAM_LOGS, s.STREAM_METRICS]
+    # the dashboard tokens' hashes: the dashboard (a client) checks tokens against them
+    readable = [
+        s.kv_stream(s.KV_RUNS),
+        s.kv_stream(s.KV_MODELS),
+        s.kv_stream(s.KV_WEB_TOKENS),
+        s.STREAM_LOGS,
+        s.STREAM_METRICS,
+    ]
     publish = [
         s.API_ALL,
         s.AUTH_RENEW,

@@ -14,7 +14,7 @@ import json
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto import notes, queue, run_index
+from sortie.proto import notes, queue, run_index, web_tokens
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -66,6 +66,11 @@ STORES: list[tuple[str, str, str]] = [
         "NAME/VERSION",
         "ModelRecord (created by the scheduler only, never changed; files are blobs)",
     ),
+    (
+        f"KV `{s.KV_WEB_TOKENS}`",
+        "sha256 hex of the token",
+        "WebToken (written by `sortie auth web-token` with the scheduler's credentials)",
+    ),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
     (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, per run and writer"),
     (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, per run and writer"),
@@ -114,6 +119,7 @@ TYPES: dict[str, object] = {
     "VmRecord": m.VmRecord,
     "ModelRecord": m.ModelRecord,
     "Manifest": m.Manifest,
+    "WebToken": web_tokens.WebToken,
 }
 
 INTRO = """# Sortie's bus protocol

@@ -59,6 +59,8 @@ KV_VMS = "sortie_vms"  # attached machine name -> VmRecord
 OBJ_BLOBS = "sortie_blobs"  # sha256 hex -> bytes (snapshot files, manifests, artifacts)
 KV_QUARANTINE = "sortie_quarantine"  # sha256 hex -> QuarantinedBlob (blobs refused, and why)
 KV_MODELS = "sortie_models"  # model_key(name, version) -> ModelRecord (the model registry)
+# sha256 hex of a dashboard token -> web_tokens.WebToken (`sortie auth web-token` writes them)
+KV_WEB_TOKENS = "sortie_web_tokens"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

@@ -47,6 +47,16 @@ class Viewer:
     label: str  # shown in the page's header ("local", or the token's label)
 
 
+OPEN = Viewer(can_act=True, session="open", label="local")  # `sortie up`'s, on loopback
+
+
+def opens_without_login(settings: WebSettings, headers: Headers) -> bool:
+    """`sortie up`'s dashboard on loopback, asked for by a loopback name (not a DNS name
+    another site rebound to 127.0.0.1)."""
+    host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
+    return settings.open and is_loopback(host)
+
+
 class TokenLookup(Protocol):
     async def lookup(self, token: str) -> Viewer | None:
         """The viewer a presented token makes, or None (unknown, expired or revoked)."""
@@ -86,10 +96,7 @@ class Gate:
 
     async def viewer(self, headers: Headers) -> Viewer | None:
         if self.settings.open:
-            host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
-            return (
-                Viewer(can_act=True, session="open", label="local") if is_loopback(host) else None
-            )
+            return OPEN if opens_without_login(self.settings, headers) else None
         token = presented_token(headers)
         return await self.tokens.lookup(token) if token else None
 
@@ -122,11 +129,6 @@ def presented_token(headers: Headers) -> str | None:
     return None
 
 
-def token_hash(token: str) -> str:
-    """How a token is stored and named: its SHA-256, hex (the token itself is kept nowhere)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def viewer(request: Request) -> Viewer:
     found: Viewer = request.state.viewer
     return found
@@ -142,16 +144,13 @@ async def action_form(request: Request) -> FormData:
     """The form of an action, once the viewer may act and the CSRF token and origin match;
     otherwise ``HTTPException(403)`` saying why. Every handler that changes something calls
     this first (JSON actions send the token in ``X-CSRF-Token`` and get an empty form)."""
-    who = viewer(request)
-    if not who.can_act:
+    if not viewer(request).can_act:
         raise HTTPException(
             403,
             "this token is read-only: actions need a token minted by "
             "`sortie auth web-token` without --read-only",
         )
-    origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise HTTPException(403, f"an action from another site ({origin}) was refused")
+    check_origin(request)
     form = await request.form()
     sent = request.headers.get("x-csrf-token") or str(form.get("csrf") or "")
     if not hmac.compare_digest(sent, csrf_token(request)):
@@ -161,3 +160,15 @@ async def action_form(request: Request) -> FormData:
             "logged in again): reload the page and try again",
         )
     return form
+
+
+def check_origin(request: Request) -> None:
+    """``HTTPException(403)`` for a request another site's page sent (its ``Origin``). Behind
+    a reverse proxy that passes its own ``Host`` upstream (nginx's default), the browser's
+    origin is the one the proxy names in ``X-Forwarded-Host`` (a page of another site cannot
+    set that header: a custom header makes its request a CORS preflight, which is refused)."""
+    origin = request.headers.get("origin")
+    forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    ours = {request.headers.get("host", ""), forwarded}
+    if origin and urlsplit(origin).netloc not in ours - {""}:
+        raise HTTPException(403, f"an action from another site ({origin}) was refused")

@@ -246,3 +246,20 @@ async def test_a_client_reads_registered_models_and_cannot_write_them(
     stored = await scheduler_bus.js.key_value(subjects.KV_MODELS)
     assert (await stored.get(key)).value == b"the version"
     assert [e.key for e in await kv_items(stored)] == [key]
+
+
+async def test_a_client_reads_dashboard_token_hashes_and_cannot_write_them(
+    connections: Connections, scheduler_bus: Bus
+) -> None:
+    key = "ab" * 32  # a token's SHA-256, hex
+    await (await scheduler_bus.js.key_value(subjects.KV_WEB_TOKENS)).create(key, b"a token")
+    c = await connections.client()
+    tokens = await c.nc.jetstream(timeout=1.0).key_value(subjects.KV_WEB_TOKENS)
+    assert [e.key for e in await kv_items(tokens)] == [key]  # what the dashboard watches
+    with pytest.raises(nats.errors.TimeoutError):
+        await tokens.put("cd" * 32, b"a forged token")
+    await until_refused(c.nc, "publish", f"$KV.{subjects.KV_WEB_TOKENS}.{'cd' * 32}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await tokens.delete(key)
+    stored = await scheduler_bus.js.key_value(subjects.KV_WEB_TOKENS)
+    assert [e.key for e in await kv_items(stored)] == [key]

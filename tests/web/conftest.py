@@ -35,7 +35,11 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return where
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it leaves its event loop
+# running on this thread, so an async test (pytest-asyncio) after it in the same session fails
+# ("Runner.run() cannot be called from a running event loop"). Closed after each module, it
+# leaves later modules' async tests alone (within a module, put async tests first).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"no Chromium at {CHROMIUM}: run tests/setup-system.sh (as root) once")
