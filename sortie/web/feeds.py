@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -36,9 +36,19 @@ EVERY_S = 2.0  # how often a followed feed asks
 
 
 class Feed(Generic[T]):
-    def __init__(self, fetch: Callable[[], Awaitable[T]], every_s: float = EVERY_S) -> None:
+    """``news``: what of an answer is news to a page (default: all of it); an answer whose
+    news equals the previous one's is not sent again (say, one that differs only in when it
+    was read)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[T]],
+        every_s: float = EVERY_S,
+        news: Callable[[T], object] | None = None,
+    ) -> None:
         self._fetch = fetch
         self.every_s = every_s
+        self._news = news or (lambda value: value)
         self._latest: T | None = None
         self._version = 0  # raised with every new answer
         self._changed = asyncio.Condition()
@@ -46,7 +56,7 @@ class Feed(Generic[T]):
         self._followers = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def follow(self) -> AsyncIterator[T]:
+    async def follow(self) -> AsyncGenerator[T, None]:
         """The latest answer (at once, if there is one), then every new one."""
         self._followers += 1
         if self._task is None or self._task.done():
@@ -83,7 +93,7 @@ class Feed(Generic[T]):
                 log.exception("feed fetch failed; asking again at the next tick")
                 await asyncio.sleep(self.every_s)
                 continue
-            if value != self._latest:
+            if self._latest is None or self._news(value) != self._news(self._latest):
                 async with self._changed:
                     self._latest = value
                     self._version += 1
@@ -98,6 +108,7 @@ def feed(
     name: str,
     fetch: Callable[[Client], Awaitable[T]],
     every_s: float = EVERY_S,
+    news: Callable[[T], object] | None = None,
 ) -> Feed[T]:
     """The app's one feed called ``name`` (made on first use). ``fetch`` must not raise: it
     returns what its pages show when the broker or scheduler does not answer, too."""
@@ -107,5 +118,5 @@ def feed(
     found: Feed[T] | None = feeds.get(name)
     if found is None:
         client = client_of(request)
-        found = feeds[name] = Feed(lambda: fetch(client), every_s)
+        found = feeds[name] = Feed(lambda: fetch(client), every_s, news)
     return found

@@ -7,21 +7,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import msgspec
-
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.client.client import Client
 from sortie.web.compute_data import ComputeSnapshot
-from sortie.web.compute_feed import ComputeFeed
+from sortie.web.compute_feed import compute_feed, read
 from tests.web.conftest import Dashboard
 
 
-async def until(pages: AsyncIterator[bytes], wanted: str) -> ComputeSnapshot:
+async def until(pages: AsyncIterator[ComputeSnapshot], wanted: str) -> ComputeSnapshot:
     """The first snapshot a page gets that lists the cluster ``wanted`` (bounded: 30 s)."""
     async with asyncio.timeout(30):
-        async for data in pages:
-            snap = msgspec.json.decode(data, type=ComputeSnapshot)
+        async for snap in pages:
             if any(c.name == wanted for c in snap.clusters):
                 return snap
     raise AssertionError("the feed ended")
@@ -31,12 +28,12 @@ async def test_two_pages_share_one_poller_and_both_see_a_new_cluster(
     dashboard: Dashboard,
 ) -> None:
     client = await Client.connect(dashboard.url, creds=dashboard.client_creds)
-    feed = ComputeFeed(client)
-    first, second = feed.snapshots(), feed.snapshots()
+    feed = compute_feed(client)
+    first, second = feed.follow(), feed.follow()
     try:
         async with asyncio.timeout(30):
-            one = msgspec.json.decode(await anext(first), type=ComputeSnapshot)
-            two = msgspec.json.decode(await anext(second), type=ComputeSnapshot)
+            one = await anext(first)
+            two = await anext(second)
         assert one == two and one.error is None
         assert one.targets[0].name == "local"
         poller = feed._task
@@ -71,13 +68,13 @@ async def test_without_a_scheduler_the_snapshot_says_so_and_polling_goes_on(
 ) -> None:
     client = await Client.connect(broker.url)  # the store exists (``bus``), no scheduler runs
     try:
-        feed = ComputeFeed(client)
-        snap = await feed.current()
+        feed = compute_feed(client)
+        snap = await read(client)
         assert snap.targets == [] and snap.error is not None
         assert "no scheduler is answering" in snap.error
-        pages = feed.snapshots()
+        pages = feed.follow()
         async with asyncio.timeout(30):
-            pushed = msgspec.json.decode(await anext(pages), type=ComputeSnapshot)
+            pushed = await anext(pages)
         assert pushed.error == snap.error
         await pages.aclose()
     finally:

@@ -1,93 +1,30 @@
 """A run's files on its page: its artifacts (downloaded, images shown) and its snapshot's
 files (listed, text shown in the page, anything else downloaded).
 
-Blobs are streamed from the object store as they are read, their hash checked on the way: a
-blob that turns out corrupt ends the response early, so the browser reports a failed
-download instead of keeping wrong bytes. Nothing a run wrote is served as a page of this
-dashboard: only images are shown inline, everything else is an attachment, sandboxed and
-never sniffed (a run's HTML could otherwise act with the viewer's session).
+Blobs go out through ``downloads.blob_response`` (streamed, hash-checked, only images
+inline).
 """
 
 from __future__ import annotations
 
-import hashlib
-import mimetypes
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from sortie.bus.blobs import BlobError, BlobStore, blob_entry, corrupt, get_blob, read_chunks
+from sortie.bus.blobs import BlobError, BlobStore, get_blob
 from sortie.proto import codec
 from sortie.proto import messages as m
+from sortie.web.downloads import blob_response, missing, opened
 from sortie.web.hub import client_of
 from sortie.web.runpage.reading import run_of
 
 TEXT_CAP = 256 * 1024  # bytes of a snapshot file shown in the page; the rest is downloaded
 MANIFESTS_KEPT = 64  # snapshot manifests remembered (they never change: content-addressed)
-INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 _manifests: OrderedDict[str, m.Manifest] = OrderedDict()
-
-
-def disposition(path: str, inline: bool) -> str:
-    name = PurePosixPath(path).name or "file"
-    kind = "inline" if inline else "attachment"
-    return f"{kind}; filename*=UTF-8''{quote(name)}"
-
-
-def _missing(what: str, exc: BlobError | None = None) -> HTTPException:
-    why = f": {exc}" if exc is not None else ""
-    return HTTPException(
-        404, f"{what} is not in the store{why}. Run the job again to produce it anew"
-    )
-
-
-async def _verified(blobs: BlobStore, sha: str, what: str) -> AsyncGenerator[bytes, None]:
-    """The blob's bytes as read; raises (ending the response) if they do not match."""
-    entry = await blob_entry(blobs, sha)
-    if entry is None:
-        raise _missing(what)
-    h = hashlib.sha256()
-    async for chunk in read_chunks(blobs, entry[0]):
-        h.update(chunk)
-        yield chunk
-    if h.hexdigest() != sha:
-        raise corrupt(sha)
-
-
-async def _blob_response(
-    request: Request, sha: str, path: str, size: int, *, what: str
-) -> Response:
-    blobs = client_of(request).bus.blobs
-    body = _verified(blobs, sha, what)
-    try:  # a missing blob is a refusal; one corrupt halfway ends the download
-        first = await anext(body, b"")
-    except BlobError as exc:
-        raise _missing(what, exc) from None
-
-    async def rest() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in body:
-            yield chunk
-
-    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    inline = kind in INLINE_TYPES and "download" not in request.query_params
-    headers = {
-        "Content-Disposition": disposition(path, inline),
-        "Content-Length": str(size),
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "sandbox",
-        "Cache-Control": "private, max-age=3600",  # a content address never changes
-    }
-    return StreamingResponse(
-        rest(), media_type=kind if inline else "application/octet-stream", headers=headers
-    )
 
 
 async def artifact(request: Request) -> Response:
@@ -100,7 +37,7 @@ async def artifact(request: Request) -> Response:
         raise HTTPException(
             404, f"run {rec.run_id} has no artifact {path!r}: the run page lists its artifacts"
         )
-    return await _blob_response(
+    return await blob_response(
         request, found.sha256, path, found.size, what=f"artifact {path} of run {rec.run_id}"
     )
 
@@ -113,7 +50,7 @@ async def manifest(request: Request, rec: m.RunRecord) -> m.Manifest:
     try:
         found = codec.decode(m.Manifest, await get_blob(client_of(request).bus.blobs, snapshot))
     except (BlobError, codec.BadMessage) as exc:
-        raise _missing(f"the snapshot {snapshot[:12]} of run {rec.run_id}", None) from exc
+        raise missing(f"the snapshot {snapshot[:12]} of run {rec.run_id}", None) from exc
     _manifests[snapshot] = found
     while len(_manifests) > MANIFESTS_KEPT:
         _manifests.popitem(last=False)
@@ -149,14 +86,14 @@ def as_text(data: bytes) -> str | None:
 async def _head(blobs: BlobStore, sha: str, what: str) -> bytes:
     """The blob's first ``TEXT_CAP`` bytes (checked against its hash when that is all)."""
     got = bytearray()
-    body = _verified(blobs, sha, what)
+    body = await opened(blobs, sha, what)
     try:
         async for chunk in body:
             got += chunk
             if len(got) > TEXT_CAP:
                 break
     except BlobError as exc:
-        raise _missing(what, exc) from None
+        raise missing(what, exc) from None
     finally:
         await body.aclose()
     return bytes(got[:TEXT_CAP])
@@ -172,7 +109,7 @@ async def snapshot_file(request: Request) -> Response:
         raise HTTPException(404, f"the snapshot of run {rec.run_id} has no file {path!r}")
     what = f"file {path} of run {rec.run_id}'s snapshot"
     if "download" in request.query_params:
-        return await _blob_response(request, entry.sha256, path, entry.size, what=what)
+        return await blob_response(request, entry.sha256, path, entry.size, what=what)
     head = await _head(client_of(request).bus.blobs, entry.sha256, what)
     text = as_text(head)
     reply: dict[str, Any] = {

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from sortie.client.client import Client, NotFound
 from sortie.proto import messages as m
+from sortie.proto import run_index
 from sortie.web import comparison, refusals
 from sortie.web.hub import client_of
 from sortie.web.pages import render
@@ -52,16 +53,22 @@ async def api(request: Request) -> Response:
 
 
 async def find(request: Request) -> Response:
-    """``/api/compare/find?q=TEXT``: runs whose id starts with TEXT or whose experiment
-    contains it, newest first."""
+    """``/api/compare/find?q=TEXT``: runs whose id contains TEXT or of the experiment TEXT,
+    newest first (two queries of the scheduler's run index: no run is read that is not
+    shown)."""
     q = request.query_params.get("q", "").strip()
     if not q:
         return JSONResponse({"runs": []})
+    client = client_of(request)
     try:
-        runs = await client_of(request).list_runs()
+        (by_id, _), (of_experiment, _) = await asyncio.gather(
+            client.query_runs(run_index.RunQuery(search=q, limit=FOUND)),
+            client.query_runs(run_index.RunQuery(experiment=q, limit=FOUND)),
+        )
     except refusals.UNANSWERED as exc:
         raise refusals.refusal(exc) from None
-    hits = [r for r in runs if r.run_id.startswith(q) or q in r.spec.experiment][:FOUND]
+    merged = {r.run_id: r for r in [*by_id, *of_experiment]}
+    hits = sorted(merged.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)[:FOUND]
     return JSONResponse(
         {
             "runs": [

@@ -24,7 +24,7 @@ from sortie.client.client import ClientError, RequestRefused
 from sortie.proto import messages as m
 from sortie.web import compute_forms as forms
 from sortie.web.access import action_form
-from sortie.web.compute_feed import compute_feed_of
+from sortie.web.compute_feed import compute_feed_of, read
 from sortie.web.hub import client_of
 from sortie.web.pages import render
 from sortie.web.sse import Event, stream
@@ -34,7 +34,7 @@ UNAVAILABLE = (ClientError, TimeoutError, nats.errors.Error, OSError)
 
 
 async def page(request: Request) -> Response:
-    snap = await compute_feed_of(request).current()
+    snap = await read(client_of(request))
     try:
         sizes = (await client_of(request).compute(m.SizesList())).sizes
     except UNAVAILABLE:
@@ -45,16 +45,16 @@ async def page(request: Request) -> Response:
 
 
 async def snapshot_json(request: Request) -> Response:
-    snap = await compute_feed_of(request).current()
+    snap = await read(client_of(request))
     return Response(msgspec.json.encode(snap), media_type="application/json")
 
 
 async def live(request: Request) -> Response:
     async def events() -> AsyncIterator[Event]:
         # closed with the page's stream, so the feed stops polling once no page is left
-        async with contextlib.aclosing(compute_feed_of(request).snapshots()) as snapshots:
-            async for data in snapshots:
-                yield Event("compute", data.decode())
+        async with contextlib.aclosing(compute_feed_of(request).follow()) as snapshots:
+            async for snap in snapshots:
+                yield Event("compute", msgspec.json.encode(snap).decode())
 
     return stream(request, events())
 

@@ -41,7 +41,8 @@ async def file(request: Request) -> Response:
     found = next((f for f in rec.files if f.path == path), None)
     if found is None:
         raise HTTPException(404, f"model {name}:{rec.version} has no file {path!r}")
-    return await blob_response(client_of(request), found.sha256, found.path, found.size)
+    what = f"file {path} of model {name}:{rec.version}"
+    return await blob_response(request, found.sha256, found.path, found.size, what=what)
 
 
 VIEW = View(
