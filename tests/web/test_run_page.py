@@ -108,7 +108,11 @@ def short_run(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) ->
 def test_a_running_run_streams_logs_and_charts_and_cancels(
     dashboard: Dashboard, page: Page, long_run: str
 ) -> None:
-    page.goto(f"{dashboard.base}/runs/{long_run}#logs")
+    # from the runs list, as a person gets there
+    page.goto(f"{dashboard.base}/runs")
+    page.get_by_role("link", name=long_run, exact=True).click()
+    page.wait_for_url(f"{dashboard.base}/runs/{long_run}")
+    page.click('#run-tabs a[data-tab="logs"]')
     expect(page.locator("#run-state")).to_have_text("Running", timeout=90_000)
     log = page.locator("#log")
     expect(log).to_contain_text("tick 3", timeout=60_000)
