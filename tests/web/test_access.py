@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, Response
+from playwright.sync_api import Browser, Page, Response, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -536,3 +536,41 @@ def test_no_token_reaches_a_log(installation: Installation, web: Web) -> None:
     httpx.post(f"{web.base}/login", data={"token": "sortie_web_" + "y" * 43})
     logs = web.log.read_text() + installation.log.read_text()
     assert not TOKEN.search(logs), TOKEN.findall(logs)
+
+
+def test_a_read_only_viewer_in_the_browser_cannot_cancel(
+    installation: Installation, web: Web, tokens: dict[str, str], page: Page, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text("import time\nprint('up', flush=True)\ntime.sleep(300)\n")
+    run_id = json.loads(
+        installation.cli(
+            "run", "submit", str(src), "--script", "train.py", "--python", sys.executable,
+            "--output", "json", check=True,
+        ).stdout.splitlines()[0]
+    )["run_id"]  # fmt: skip
+    try:
+        page.goto(f"{web.base}/login?next=/runs/{run_id}")
+        page.fill("input[name=token]", tokens["read_only"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{web.base}/runs/{run_id}")
+        expect(page.locator("#run-state")).to_have_text("Running", timeout=90_000)
+        assert "(read-only)" in page.locator("header.top .who").inner_text()
+        expect(page.locator("#cancel")).to_have_count(0)
+        # the action itself, sent from the page with its CSRF token, is refused
+        reply = page.evaluate(
+            """async (runId) => {
+                const csrf = document.querySelector('meta[name="csrf-token"]').content;
+                const res = await fetch(`/runs/${runId}/cancel`, {method: "POST",
+                    headers: {"X-CSRF-Token": csrf, "Accept": "application/json"}});
+                return {status: res.status, body: await res.json()};
+            }""",
+            run_id,
+        )
+        assert reply["status"] == 403
+        assert "read-only" in reply["body"]["message"]
+        shown = installation.json("run", "show", run_id)
+        assert isinstance(shown, dict) and shown["state"] == "Running"
+    finally:
+        installation.cli("run", "cancel", run_id)
