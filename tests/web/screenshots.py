@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -105,6 +106,7 @@ def take(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sortie-shots-") as tmp:
         root = Path(os.environ.get("SORTIE_SHOTS_DIR") or tmp)
+        root.chmod(root.stat().st_mode | stat.S_IXOTH)  # runs' user passes it to their dirs
         port, web_port = free_port(), free_port()
         env = isolated_env(root)
         log = root / "up.log"
@@ -115,7 +117,7 @@ def take(out: Path) -> None:
         base = f"http://127.0.0.1:{web_port}"
         try:
             inst.cli(
-                "compute", "create", "gpu-pool", "--vm-size", "local_small", "--max-nodes", "4",
+                "compute", "create", "train-pool", "--vm-size", "local_small", "--max-nodes", "4",
                 check=True,
             )  # fmt: skip
             run_ids = _runs(inst, root)
@@ -124,7 +126,7 @@ def take(out: Path) -> None:
                 browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
                 page = browser.new_page(viewport={"width": 1400, "height": 860})
                 _shot(page, f"{base}/runs", out / "runs.png")
-                _shot(page, f"{base}/runs/{run_ids[1]}", out / "run.png")
+                _shot(page, f"{base}/runs/{run_ids[1]}#metrics", out / "run.png")
                 _shot(page, f"{base}/compute", out / "compute.png")
                 browser.close()
         finally:
