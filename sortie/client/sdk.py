@@ -389,7 +389,7 @@ class SubmittedRun:
 
     def get_portal_url(self) -> str | None:
         """The run's page on the dashboard, when the `sortie up` profile names one
-        (``dashboard_url``); None otherwise (no dashboard is served yet)."""
+        (``dashboard_url``: `sortie up` serves one); None otherwise."""
         return run_files.portal_url(self.id)
 
     def wait_for_completion(
