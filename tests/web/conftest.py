@@ -52,8 +52,9 @@ def browser() -> Iterator[Browser]:
 
 
 # Chromium logs every 4xx answer to a fetch as a console error; a refusal the page shows the
-# user (a bad name, a read-only token) is not a JavaScript error
-REFUSED = re.compile(r"^Failed to load resource: the server responded with a status of 4\d\d")
+# user (a bad name, a read-only token), or the scheduler away for a moment (503), is not a
+# JavaScript error
+REFUSED = re.compile(r"^Failed to load resource: the server responded with a status of (4\d\d|503)")
 
 
 def is_js_error(msg: ConsoleMessage) -> bool:
