@@ -273,6 +273,9 @@ def _expired_at(path: Path) -> str | None:
     return datetime.fromtimestamp(exp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+STREAM_STORE_FAILED = 10049  # JetStream's "error creating store for stream"
+
+
 async def _bind(
     js: JetStreamContext, create: bool, replicas: int | None
 ) -> tuple[KeyValue, KeyValue, KeyValue, KeyValue, KeyValue]:
@@ -298,6 +301,15 @@ async def _bind(
         except (TimeoutError, nats.errors.TimeoutError):
             if loop.time() > deadline:
                 raise
+            await asyncio.sleep(0.5)
+        except nats.js.errors.APIError as exc:
+            # the server could not make a stream's store this time (seen under heavy load on
+            # a fresh store): say why and try again, within the same bound
+            if exc.err_code != STREAM_STORE_FAILED or loop.time() > deadline:
+                raise
+            structlog.get_logger("sortie.bus").warning(
+                "creating a stream failed, trying again", error=exc.description
+            )
             await asyncio.sleep(0.5)
 
 

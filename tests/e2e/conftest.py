@@ -91,7 +91,10 @@ def start_up(
     scheme = "tls" if "--tls-cert" in extra else "nats"
     expected = f"Sortie ready at {scheme}://127.0.0.1:{port} (data {data_dir.resolve()}"
     if not line.startswith(expected):
-        proc.kill()
+        try:  # it is stopping: let it finish writing why
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         raise AssertionError(f"sortie up did not get ready: {line!r}\n{log.read_text()[-3000:]}")
     return proc
 

@@ -18,7 +18,7 @@ import msgspec.inspect as mi
 from hypothesis import strategies as st
 
 from sortie.proto import messages as m
-from sortie.proto import notes, subjects
+from sortie.proto import notes, run_index, subjects
 from sortie.proto.queue import QueueReplyOrError
 
 NASTY_TEXT = (
@@ -79,6 +79,8 @@ REPLY_TYPES: dict[str, Any] = {
     subjects.API_RUN_TAG: notes.RunTagReply,
     subjects.API_MODELS: m.ModelReplyOrError,
     subjects.API_HOST_KEY: m.HostKeyReplyOrError,
+    subjects.API_RUNS_QUERY: run_index.RunPageOrError,
+    subjects.API_EXPERIMENTS: run_index.ExperimentListOrError,
 }
 
 
@@ -108,6 +110,8 @@ def _shaped(t: mi.Type, junk: bool, hints: Hints, depth: int) -> st.SearchStrate
         return st.one_of([values(u, junk=junk, hints=hints, depth=deeper) for u in t.types])
     if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
         return st.lists(values(t.item_type, junk=junk, hints=hints, depth=deeper), max_size=many)
+    if isinstance(t, mi.TupleType):
+        return st.tuples(*(values(i, junk=junk, hints=hints, depth=deeper) for i in t.item_types))
     if isinstance(t, mi.DictType):
         return st.dictionaries(
             values(t.key_type, depth=deeper),

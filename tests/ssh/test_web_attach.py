@@ -85,6 +85,48 @@ def first_event(url: str) -> str:
         return text
 
 
+async def test_the_scan_reports_the_key_and_how_known_hosts_sees_it_recording_nothing(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    ask = m.HostKeyScan(address=sshd.host, ssh_port=sshd.port, known_hosts=str(known))
+    reply = await host_key_scan.scan(ask)
+    assert isinstance(reply, m.HostKeyReply), reply
+    assert reply.fingerprint == sshd.host_key.get_fingerprint("sha256")
+    assert (reply.algorithm, reply.verdict) == ("ssh-ed25519", "unknown")
+    assert "has no entry" in reply.message and not known.exists()
+
+    known.write_text(sshd.known_hosts_line())
+    reply = await host_key_scan.scan(ask)
+    assert isinstance(reply, m.HostKeyReply) and reply.verdict == "known", reply
+    sshd.restart(new_host_key=True)
+    reply = await host_key_scan.scan(ask)
+    assert isinstance(reply, m.HostKeyReply) and reply.verdict == "changed", reply
+    assert "HAS CHANGED" in reply.message
+    assert reply.fingerprint == sshd.host_key.get_fingerprint("sha256")
+
+    sshd.stop()
+    refused = await host_key_scan.scan(ask)
+    assert isinstance(refused, m.ErrorReply) and "cannot reach" in refused.message
+
+
+async def test_a_pinned_fingerprint_trusts_that_key_alone(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    creds = SshCredentials(password=SSH_TEST_PASSWORD)
+    with pytest.raises(SshError) as caught:
+        await connect(sshd.target(), creds, known_hosts=known, pinned_host_key="SHA256:other")
+    assert caught.value.code == "host_key_changed"
+    assert "is not the one confirmed" in caught.value.message
+    assert "SHA256:other" in caught.value.message and not known.exists()
+
+    fingerprint = sshd.host_key.get_fingerprint("sha256")
+    conn = await connect(sshd.target(), creds, known_hosts=known, pinned_host_key=fingerprint)
+    conn.close()
+    assert known.read_text() == sshd.known_hosts_line()  # recorded once trusted
+
+
+# Playwright's sync API keeps an event loop running once the browser opened: the browser
+# test comes after this module's async tests.
 def test_attach_by_password_with_the_fingerprint_confirmed_leaves_no_trace_of_it(
     dashboard: Dashboard, page: Page, sshd: Sshd, user_known_hosts: Path
 ) -> None:
@@ -127,43 +169,3 @@ def test_attach_by_password_with_the_fingerprint_confirmed_leaves_no_trace_of_it
 
     detach(page, dashboard, "web-box")
     wait_until(lambda: "web-box" not in dashboard.cli("compute", "list").stdout, timeout=30)
-
-
-async def test_the_scan_reports_the_key_and_how_known_hosts_sees_it_recording_nothing(
-    sshd: Sshd, tmp_path: Path
-) -> None:
-    known = tmp_path / "known_hosts"
-    ask = m.HostKeyScan(address=sshd.host, ssh_port=sshd.port, known_hosts=str(known))
-    reply = await host_key_scan.scan(ask)
-    assert isinstance(reply, m.HostKeyReply), reply
-    assert reply.fingerprint == sshd.host_key.get_fingerprint("sha256")
-    assert (reply.algorithm, reply.verdict) == ("ssh-ed25519", "unknown")
-    assert "has no entry" in reply.message and not known.exists()
-
-    known.write_text(sshd.known_hosts_line())
-    reply = await host_key_scan.scan(ask)
-    assert isinstance(reply, m.HostKeyReply) and reply.verdict == "known", reply
-    sshd.restart(new_host_key=True)
-    reply = await host_key_scan.scan(ask)
-    assert isinstance(reply, m.HostKeyReply) and reply.verdict == "changed", reply
-    assert "HAS CHANGED" in reply.message
-    assert reply.fingerprint == sshd.host_key.get_fingerprint("sha256")
-
-    sshd.stop()
-    refused = await host_key_scan.scan(ask)
-    assert isinstance(refused, m.ErrorReply) and "cannot reach" in refused.message
-
-
-async def test_a_pinned_fingerprint_trusts_that_key_alone(sshd: Sshd, tmp_path: Path) -> None:
-    known = tmp_path / "known_hosts"
-    creds = SshCredentials(password=SSH_TEST_PASSWORD)
-    with pytest.raises(SshError) as caught:
-        await connect(sshd.target(), creds, known_hosts=known, pinned_host_key="SHA256:other")
-    assert caught.value.code == "host_key_changed"
-    assert "is not the one confirmed" in caught.value.message
-    assert "SHA256:other" in caught.value.message and not known.exists()
-
-    fingerprint = sshd.host_key.get_fingerprint("sha256")
-    conn = await connect(sshd.target(), creds, known_hosts=known, pinned_host_key=fingerprint)
-    conn.close()
-    assert known.read_text() == sshd.known_hosts_line()  # recorded once trusted
