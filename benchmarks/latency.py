@@ -119,7 +119,11 @@ async def burst(client: Client, src: Path, n: int, window: int) -> dict[str, Any
     }
 
 
-def start_up(root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_up(root: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """`sortie up` under ``root`` (with ``extra`` options; no dashboard unless they ask for
+    one), once it is ready; the profile it writes becomes this process's."""
+    if "--dashboard-port" not in extra:
+        extra = (*extra, "--dashboard-port", "0")
     env = dict(os.environ, PYTHONPATH=str(REPO), SORTIE_PROFILE=str(root / "profile.json"))
     # the runs write their stamps there: a run may write nothing else outside its own dirs
     env[ENV_RUN_WRITABLE] = str(root / "stamps")
@@ -127,7 +131,7 @@ def start_up(root: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(root / "up.log", "wb")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(
         [sys.executable, "-m", "sortie.cli", "up", "--data-dir", str(root / "data"),
-         "--port", str(port)],
+         "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60

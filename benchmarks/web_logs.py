@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.latency import start_up
 from benchmarks.peers import summary_ms
 from sortie.bus.broker import free_port
 from sortie.client.client import Client
@@ -58,26 +59,6 @@ PRINTER = (
     "    print(f'T {time.time()!r}', flush=True)\n"
     "    time.sleep(0.1)\n"
 )  # fmt: skip
-
-
-def start_up(root: Path, port: int, web_port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), SORTIE_PROFILE=str(root / "profile.json"))
-    env.pop("SORTIE_URL", None)
-    log = open(root / "up.log", "wb")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sortie.cli", "up", "--data-dir", str(root / "data"),
-         "--port", str(port), "--dashboard-port", str(web_port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "Sortie ready" in (root / "up.log").read_text(errors="replace"):
-            os.environ["SORTIE_PROFILE"] = env["SORTIE_PROFILE"]
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit("sortie up did not start:\n" + (root / "up.log").read_text()[-3000:])
 
 
 async def dashboard_ready(base: str) -> None:
@@ -208,7 +189,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     (src / "noop.sh").write_text("true\n")
     web_port = free_port()
     base = f"http://127.0.0.1:{web_port}"
-    proc = start_up(root, free_port(), web_port)
+    proc = start_up(root, free_port(), "--dashboard-port", str(web_port))
     try:
         await dashboard_ready(base)
         client = await Client.connect()

@@ -15,6 +15,12 @@ from sortie.client.run_files import portal_url
 from tests.e2e.conftest import SORTIE, isolated_env, stop_up
 
 
+def up_argv(tmp_path: Path, web: int) -> list[str]:
+    """`sortie up` under ``tmp_path`` with its dashboard on port ``web``."""
+    return [*SORTIE, "up", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
+            "--no-fsync", "--dashboard-port", str(web)]  # fmt: skip
+
+
 def _listening(port: int) -> socket.socket:
     holder = socket.socket()
     holder.bind(("127.0.0.1", port))
@@ -28,17 +34,7 @@ def test_the_ready_line_and_the_profile_name_the_dashboard(
     env = isolated_env(tmp_path)
     web = free_port()
     proc = subprocess.Popen(
-        [
-            *SORTIE,
-            "up",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--port",
-            str(free_port()),
-            "--no-fsync",
-            "--dashboard-port",
-            str(web),
-        ],
+        up_argv(tmp_path, web),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -67,17 +63,7 @@ def test_a_dashboard_port_given_and_taken_is_refused_before_anything_starts(
     holder = _listening(web)
     try:
         proc = subprocess.run(
-            [
-                *SORTIE,
-                "up",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--port",
-                str(free_port()),
-                "--no-fsync",
-                "--dashboard-port",
-                str(web),
-            ],
+            up_argv(tmp_path, web),
             env=isolated_env(tmp_path),
             capture_output=True,
             text=True,
