@@ -50,6 +50,8 @@ run = Run.get_context()
 for i in range(5):
     print(f"line {{i}}", flush=True)
     run.log("acc", 0.5 + i / 10, step=i)
+for i in range(250):  # more lines than one log batch holds (200): at least two batches
+    print(f"pad {{i}}")
 run.log_row("epochs", epoch=1, loss=0.5)
 run.log_row("epochs", epoch=2, loss=0.25)
 Path("dot.png").write_bytes({PNG!r})
