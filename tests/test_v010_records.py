@@ -21,7 +21,12 @@ from sortie.proto.states import RunState
 DATA = Path(__file__).resolve().parent / "data" / "v0.1.0"
 # the error kinds 0.1.0 had; those added later were never stored by it
 # kinds added after 0.1.0 have no captured record
-LATER = {ErrorKind.DISK_FULL, ErrorKind.TARGET_DELETED, ErrorKind.QUEUE_TIMEOUT}
+LATER = {
+    ErrorKind.DISK_FULL,
+    ErrorKind.TARGET_DELETED,
+    ErrorKind.QUEUE_TIMEOUT,
+    ErrorKind.EARLY_TERMINATED,
+}
 KINDS_V010 = [k for k in ErrorKind if k not in LATER]
 
 

@@ -173,9 +173,11 @@ class Client:
         snapshot_limit_bytes: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         hash_progress: Callable[[int, int], None] | None = None,
+        sweep: m.SweepSpec | None = None,
     ) -> Submission:
         """Snapshot the config's source directory, upload what the store lacks, and queue
-        the run.
+        the run (with ``sweep``: a sweep whose trials run the config with their parameters
+        appended to its arguments; the submission's run id is the sweep run's).
 
         Retries of a submit with the same ``submission_id`` land on one run; None: a fresh
         id for this call (its own retries, after a timeout or while no scheduler answers,
@@ -213,9 +215,9 @@ class Client:
         secret = m.SecretEnv(values=dict(secrets)) if secrets else None
         # Refuse a bad target or spec before sending a single byte of the snapshot.
         await self._submit_with_retries(
-            m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret)
+            m.SubmitRequest(spec=spec, validate_only=True, secret_env=secret, sweep=sweep)
         )
-        uploaded, accepted = await self._upload_and_submit(plan, spec, secret, progress)
+        uploaded, accepted = await self._upload_and_submit(plan, spec, secret, progress, sweep)
         return Submission(
             run_id=accepted.run_id,
             snapshot=SnapshotSummary(
@@ -282,6 +284,7 @@ class Client:
         spec: m.RunSpec,
         secret: m.SecretEnv | None,
         progress: Callable[[int, int], None] | None,
+        sweep: m.SweepSpec | None = None,
     ) -> tuple[snap.UploadResult, m.SubmitAccepted]:
         """Upload what the store lacks and submit. Once more if the scheduler finds a file
         missing: the manifest was in the store without all its files (another uploader stored
@@ -290,7 +293,7 @@ class Client:
         while True:
             uploaded = await self._upload(plan, progress, every_file=every_file)
             request = m.SubmitRequest(
-                spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes
+                spec=spec, secret_env=secret, uploaded_bytes=uploaded.uploaded_bytes, sweep=sweep
             )
             try:
                 accepted = await self._queue(request)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
-
+from sortie.proto.base import Message as Message  # re-exported: m.Message
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
-
-
-class Message(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every wire type."""
-
+from sortie.proto.sweeps import Sweep as Sweep  # re-exported, as are the two below
+from sortie.proto.sweeps import SweepSpec as SweepSpec
+from sortie.proto.sweeps import Trial as Trial
 
 # --- snapshots ---------------------------------------------------------------------------
 
@@ -217,6 +214,12 @@ class RunRecord(Message, frozen=True, kw_only=True):
     # the last value of each plain metric the script logged (at most run_index.LATEST_METRICS
     # names), from its agent's reports: what run lists show
     metrics: dict[str, float] = {}
+    # a sweep (hyperparameter tuning): its spec and progress. A sweep run has no attempt of
+    # its own: its trials are runs (parent_id: the sweep, ``trial`` set) that the scheduler's
+    # sweep controller submits and stops; it ends when the sweep is done (proto/sweeps.py)
+    sweep: Sweep | None = None
+    # one trial of a sweep: placed and run like any run, with its parameters as arguments
+    trial: Trial | None = None
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -236,6 +239,9 @@ class SubmitRequest(Message, frozen=True, kw_only=True, tag="submit"):
     # bytes of the snapshot this submission uploaded (the rest was already in the store); for
     # the scheduler's metrics only. None: the client does not say.
     uploaded_bytes: int | None = None
+    # a sweep: ``spec`` is its trials' template (each trial's parameters are appended to its
+    # arguments); the reply's run id is the sweep run's
+    sweep: SweepSpec | None = None
 
 
 class SubmitAccepted(Message, frozen=True, kw_only=True, tag="submit_accepted"):

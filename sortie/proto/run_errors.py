@@ -26,6 +26,8 @@ class ErrorKind(StrEnum):
     DISK_FULL = "disk_full"  # the store refused the run's logs or outputs as full
     TARGET_DELETED = "target_deleted"  # its target was deleted or detached with --force
     QUEUE_TIMEOUT = "queue_timeout"  # still Queued after the run's queue_timeout_s
+    # a sweep's early-termination policy stopped the trial (it ends Canceled, not Failed)
+    EARLY_TERMINATED = "early_terminated"
 
 
 class Retry(StrEnum):
@@ -48,8 +50,9 @@ RETRY: dict[ErrorKind, Retry] = {
     ErrorKind.SECRETS: Retry.NEVER,
     # the store stays full until someone frees space: another attempt would fail the same way
     ErrorKind.DISK_FULL: Retry.NEVER,
-    # a user asked for the end
+    # a user asked for the end, or a sweep's policy did
     ErrorKind.CANCELED: Retry.NEVER,
+    ErrorKind.EARLY_TERMINATED: Retry.NEVER,
     # the run never started: its target is gone, or it waited longer than it allowed
     ErrorKind.TARGET_DELETED: Retry.NEVER,
     ErrorKind.QUEUE_TIMEOUT: Retry.NEVER,

@@ -38,6 +38,7 @@ class RunQuery(Message, frozen=True, kw_only=True, tag="run_query"):
     created_since: float | None = None
     include_children: bool = True
     parent_id: str | None = None  # only the children of this run
+    sweeps: bool = False  # only sweep runs (RunRecord.sweep set)
     limit: int = 50  # 1 to MAX_LIMIT
     before: RunCursor | None = None  # the page of runs older than this one
     after: RunCursor | None = None  # the page of runs newer than this one (nearest first)
