@@ -206,10 +206,13 @@ def _policy_stops(
     fields: dict[int, dict[str, Standing]] = {}  # interval -> standings (this step's data)
     out: list[StopTrial] = []
     for t in live:
+        if leader is not None and leader[0] == t.run_id:  # the best so far goes on
+            memo.evaluated[t.run_id] = len(memo.prefixes[t.run_id].best)
+            continue
         if t.run_id in memo.stopping:
             continue
         reason = _first_stop(spec, trials, t, fields, memo)
-        if reason is not None and (leader is None or leader[0] != t.run_id):
+        if reason is not None:
             out.append(StopTrial(run_id=t.run_id, kind=ErrorKind.EARLY_TERMINATED, reason=reason))
             memo.stopping.add(t.run_id)
     return out
