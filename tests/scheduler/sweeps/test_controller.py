@@ -55,6 +55,7 @@ ADMIT: list[tuple[str, int, int | None, int, list[RunState | None], list[int], s
     ids=[c[0] for c in ADMIT],
 )
 def test_admission(
+    *,
     total: int,
     concurrent: int | None,
     issued: int,

@@ -293,7 +293,7 @@ CASES: list[Case] = [
     ids=[c[0] for c in CASES],
 )
 def test_decide(
-    policy: Policy, goal: str, me: Standing, others: list[Standing], stopped: bool, reason: str
+    *, policy: Policy, goal: str, me: Standing, others: list[Standing], stopped: bool, reason: str
 ) -> None:
     got = decide(policy, goal, 10, me, [*others, me])  # type: ignore[arg-type]
     assert (got is not None) == stopped, got
