@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sortie.proto.states import RunState
 from sortie.proto.sweeps import (
@@ -93,12 +94,14 @@ GRID = {"a": Choice(values=[1, 2, 3]), "b": Choice(values=["x", "y"])}
 @dataclass
 class SimSweep:
     """A sweep driven step by step: started trials run, report the values ``curve(params,
-    n)`` one interval per tick for ``length`` ticks, then complete; stopped ones end
-    ``Canceled`` on the next tick."""
+    n)`` one interval per tick for ``length`` ticks (or ``length_of(index)``), then complete;
+    stopped ones end ``Canceled`` on the next tick. ``step`` calls ``sweep_step`` once per
+    tick with everything reported since the last one."""
 
     spec: SweepSpec
     curve: Callable[[dict[str, ParamValue], int], float]
     length: int = 5
+    length_of: Callable[[int], int] | None = None
     now: float = 0.0
     memo: SweepMemo = field(default_factory=SweepMemo)
     trials: dict[int, TrialView] = field(default_factory=dict)
@@ -110,7 +113,7 @@ class SimSweep:
     max_running: int = 0
 
     def step(self) -> SweepStep:
-        out = sweep_step(
+        out = self.decide(
             view(self.spec, self.issued, cancel=self.cancel),
             list(self.trials.values()),
             self.metrics,
@@ -127,6 +130,10 @@ class SimSweep:
         self.max_running = max(self.max_running, running)
         return out
 
+    def decide(self, *args: Any) -> SweepStep:
+        """``sweep_step`` (a benchmark times it by overriding this)."""
+        return sweep_step(*args)
+
     def tick(self) -> None:
         """One interval passes for every live trial."""
         self.now += 1.0
@@ -137,7 +144,8 @@ class SimSweep:
                 self.trials[index] = replace(t, state=RunState.CANCELED)
                 continue
             values = self.metrics.setdefault(t.run_id, [])
-            if len(values) >= self.length:
+            length = self.length if self.length_of is None else self.length_of(index)
+            if len(values) >= length:
                 self.trials[index] = replace(t, state=RunState.COMPLETED)
                 continue
             values.append(self.curve(t.params, len(values) + 1))
