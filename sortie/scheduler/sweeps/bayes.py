@@ -53,6 +53,7 @@ class Study:
     """The study a sweep's memo keeps between steps, and which trials it was told."""
 
     study: Any  # an optuna.Study (Any: optuna stays out of the module's import time)
+    made: dict[int, Any] = field(default_factory=dict)  # index -> FrozenTrial (None: skipped)
     told: list[int] = field(default_factory=list)  # in order (a skipped one too)
 
 
@@ -100,41 +101,47 @@ def _seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _new_study(goal: Goal) -> Study:
+def _new_study(goal: Goal, made: dict[int, Any]) -> Study:
     import optuna  # lazy: see the module's docstring
 
     optuna.logging.set_verbosity(logging.WARNING)
-    return Study(study=optuna.create_study(direction=goal))
+    return Study(study=optuna.create_study(direction=goal), made=made)
 
 
-def _tell(kept: Study, space: Mapping[str, Expression], trial: Ended) -> None:
+def _made(space: Mapping[str, Expression], trial: Ended) -> Any:
+    """The trial as Optuna's ``FrozenTrial``, or None when it is not a point of this space."""
     import optuna  # lazy: see the module's docstring
 
     if set(trial.params) != set(space):
-        return  # not a point of this space: nothing to learn from it
+        return None
     dists = {name: _distribution(expr) for name, expr in space.items()}
     params = {name: _inward(expr, trial.params[name]) for name, expr in space.items()}
     try:
-        made = optuna.trial.create_trial(params=params, distributions=dists, value=trial.objective)
+        return optuna.trial.create_trial(params=params, distributions=dists, value=trial.objective)
     except ValueError:
-        return  # a value outside its distribution: not a point of this space
-    kept.study.add_trial(made)
+        return None  # a value outside its distribution
 
 
 def study_for(
     kept: Study | None, space: Mapping[str, Expression], goal: Goal, ended: Sequence[Ended]
 ) -> Study:
     """``kept`` told the ``ended`` trials (in index order), or a new study when ``kept``
-    cannot be extended to exactly that (a trial ended before one with a lower index)."""
+    cannot be extended to exactly that (a trial ended before one with a lower index); the
+    trials made for Optuna are kept across rebuilds."""
     told = set(kept.told) if kept is not None else set()
     new = [t for t in ended if t.index not in told]
     last = kept.told[-1] if kept is not None and kept.told else -1
     if kept is None or any(t.index < last for t in new):
-        kept = _new_study(goal)
+        kept = _new_study(goal, kept.made if kept is not None else {})
         new = list(ended)
+    add = []
     for trial in new:
-        _tell(kept, space, trial)
+        if trial.index not in kept.made:
+            kept.made[trial.index] = _made(space, trial)
+        if kept.made[trial.index] is not None:
+            add.append(kept.made[trial.index])
         kept.told.append(trial.index)
+    kept.study.add_trials(add)
     return kept
 
 
