@@ -65,7 +65,7 @@ def _space_problem(spec: SweepSpec) -> str | None:
 
 def _expression_problem(expr: Expression) -> str | None:
     if isinstance(expr, Choice):
-        return "choice() has no values: give at least one" if not expr.values else None
+        return _choice_problem(expr)
     if isinstance(expr, RandInt):
         return f"randint upper is {expr.upper}: give 1 or more" if expr.upper < 1 else None
     if not all(math.isfinite(v) for v in _numbers(expr)):
@@ -87,6 +87,18 @@ def _expression_problem(expr: Expression) -> str | None:
             if sigma <= 0:
                 return f"sigma is {sigma:g}: give a standard deviation above 0"
             return None
+
+
+def _choice_problem(expr: Choice) -> str | None:
+    if not expr.values:
+        return "choice() has no values: give at least one"
+    seen: set[tuple[type, object]] = set()
+    for value in expr.values:
+        key = (type(value), value)
+        if key in seen:
+            return f"choice() lists {value!r} twice: give each value once"
+        seen.add(key)
+    return None
 
 
 def _range_problem(lo: float, hi: float) -> str | None:

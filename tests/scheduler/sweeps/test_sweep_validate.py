@@ -79,6 +79,12 @@ CASES: list[tuple[str, SweepSpec, str | None]] = [
     ),
     ("sigma < 0 lognormal", make_spec(space={"x": LogNormal(mu=0, sigma=-2)}), "sigma is -2"),
     ("randint 0", make_spec(space={"x": RandInt(upper=0)}), "randint upper is 0: give 1 or more"),
+    (
+        "a choice twice",
+        make_spec(space={"x": Choice(values=[1, 2, 1])}),
+        "choice() lists 1 twice: give each value once",
+    ),
+    ("1 and True differ", make_spec(space={"x": Choice(values=[1, True, 1.0])}), None),
     ("empty choice", make_spec(space={"x": Choice(values=[])}), "choice() has no values"),
     (
         "nan bound",
