@@ -316,6 +316,7 @@ def _settle(
         return
     if any(v.state not in TERMINAL for v in track.trials.values()):
         return
+    del state.sweeps[sweep_id]
     if rec.cancel_requested:
         end(state, rec, RunState.CANCELED, now, cmds)
         return
