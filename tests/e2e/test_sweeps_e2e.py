@@ -192,6 +192,9 @@ async def test_a_scheduler_killed_mid_sweep_loses_no_trial_and_runs_none_twice(
     assert all((t.state, t.attempt) == (RunState.COMPLETED, 1) for t in trials), [
         (t.run_id, t.state, t.attempt) for t in trials
     ]
+    # the best is judged on every trial's metrics, those read again from the stream too
+    objectives = [t.trial.objective for t in trials if t.trial and t.trial.objective]
+    assert len(objectives) == total and rec.sweep.best_objective == max(objectives)
     starts = [line.split()[1:] for line in ledger.read_text().splitlines()]
     assert sorted(r for r, _ in starts) == sorted(t.run_id for t in trials), starts
     assert {a for _, a in starts} == {"1"}

@@ -12,6 +12,7 @@ from sortie.proto import sweeps as sw
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler import core
+from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import SchedulerState, restore
 from sortie.scheduler.reconcile import Timing
 from tests.builders import heartbeat, spec
@@ -324,3 +325,31 @@ def test_trials_stored_before_their_sweep_counted_them_are_not_issued_again() ->
     assert sorted(r for r in again.runs if r != SWEEP) == [
         sw.trial_run_id(SWEEP, i) for i in range(3)
     ]
+
+
+def test_the_sweep_metrics_count_active_sweeps_trials_started_and_early_terminated() -> None:
+    s = started()
+    metrics = Metrics(lambda: s)
+
+    def cycle(now: float) -> None:  # as the daemon: observe, then the changes are written
+        core.decide(s, now, CFG)
+        metrics.observe([], s, now)
+        s.runs.take_changes()
+        for run_id in [r for r, rec in s.runs.items() if rec.state in TERMINAL]:
+            core.forget_finished(s, run_id)
+
+    bandit = sw.Bandit(slack_amount=0.1)
+    submit(s, sweep_spec(policy=bandit, max_total_trials=2))
+    cycle(1.0)
+    good, poor = sw.trial_run_id(SWEEP, 0), sw.trial_run_id(SWEEP, 1)
+    for tid, value in ((good, 1.0), (poor, 0.1)):
+        run_to(s, tid, RunState.RUNNING, 2.0)
+        log(s, tid, value)
+    cycle(3.0)
+    report(s, poor, RunState.CANCELED, 4.0)
+    cycle(4.0)
+    reg = metrics.registry
+    assert reg.get_sample_value("sortie_sweeps_active") == 1
+    assert reg.get_sample_value("sortie_sweep_trials_started_total", {"target": "local"}) == 2
+    early = reg.get_sample_value("sortie_sweep_trials_early_terminated_total", {"target": "local"})
+    assert early == 1
