@@ -10,8 +10,8 @@ Cancel it reports Canceled at once. Its metric is ``x * i / points`` (``--x`` is
 parameter), so a Bandit policy stops the trials whose ``x`` is poor.
 
 Latency: from the publish (acked) of the point after which the policy stopped a trial to the
-Cancel reaching its agent, for every trial the policy stopped (valid while below ``--pause``,
-which is checked). Also: trials per second through the whole sweep (submitted, placed,
+Cancel reaching its agent, for every trial the policy stopped (a sample is valid while below
+``--pause``: ``samples_at_or_over_pause`` counts those that are not). Also: trials per second through the whole sweep (submitted, placed,
 reported, metrics fed, stopped or completed, the sweep ended).
 
 Prints one JSON document on stdout and a short table on stderr.
@@ -163,6 +163,8 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "stop_latency_p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
         "stop_latency_p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 1) if lat else None,
         "stop_latency_max_ms": round(lat[-1] * 1000, 1) if lat else None,
+        # a stop slower than the pause is measured from a later point: not a valid sample
+        "samples_at_or_over_pause": sum(1 for x in lat if x >= args.pause),
         "pause_s": args.pause,
         "concurrency": args.concurrency,
         "agents": args.agents,
