@@ -27,6 +27,8 @@ from sortie.scheduler.sweeps import bayes, space
 from sortie.scheduler.sweeps.policies import Standing, decide, due, score
 from sortie.scheduler.sweeps.standings import Prefixes, best_of, standing_at
 
+Field = tuple[dict[str, Standing], list[Standing]]  # the trials at an interval, by id and all
+
 
 @dataclass(frozen=True)
 class SweepView:
@@ -80,6 +82,9 @@ class SweepMemo:
         self.evaluated: dict[str, int] = {}  # run id -> the last interval looked at
         self.stopping: set[str] = set()  # run ids already in a step's ``stop``: not sent twice
         self.prefixes: dict[str, Prefixes] = {}  # run id -> its reports as prefixes
+        self.settled: dict[int, dict[str, Standing]] = {}  # n -> trials that reached n
+        # (run id, reports) -> an ended trial as it stands past its last report
+        self.tails: dict[tuple[str, int], Standing] = {}
 
 
 def sweep_step(
@@ -202,24 +207,42 @@ def _policy_stops(
         return []
     for t in trials:
         memo.prefixes.setdefault(t.run_id, Prefixes()).extend(spec.goal, metrics.get(t.run_id, ()))
-    leader = best_trial(spec, trials, metrics)
-    fields: dict[int, dict[str, Standing]] = {}  # interval -> standings (this step's data)
+    leader = _leader(spec, trials, memo)
+    fields: dict[int, Field] = {}  # interval -> standings (this step's data)
     out: list[StopTrial] = []
     for t in live:
+        if t.run_id == leader:  # the best so far goes on
+            memo.evaluated[t.run_id] = len(memo.prefixes[t.run_id].best)
+            continue
         if t.run_id in memo.stopping:
             continue
         reason = _first_stop(spec, trials, t, fields, memo)
-        if reason is not None and (leader is None or leader[0] != t.run_id):
+        if reason is not None:
             out.append(StopTrial(run_id=t.run_id, kind=ErrorKind.EARLY_TERMINATED, reason=reason))
             memo.stopping.add(t.run_id)
     return out
+
+
+def _leader(spec: SweepSpec, trials: Sequence[TrialView], memo: SweepMemo) -> str | None:
+    """``best_trial``'s run id, read off the prefixes (no pass over every report)."""
+    best: tuple[float, int] | None = None
+    leader = None
+    for t in trials:
+        prefixes = memo.prefixes[t.run_id].best
+        value = prefixes[-1] if prefixes else None
+        if value is None:
+            continue
+        key = (score(spec.goal, value), -t.index)
+        if best is None or key > best:
+            best, leader = key, t.run_id
+    return leader
 
 
 def _first_stop(
     spec: SweepSpec,
     trials: Sequence[TrialView],
     trial: TrialView,
-    fields: dict[int, dict[str, Standing]],
+    fields: dict[int, Field],
     memo: SweepMemo,
 ) -> str | None:
     reported = len(memo.prefixes[trial.run_id].best)
@@ -228,23 +251,40 @@ def _first_stop(
         if not due(spec.policy, n):
             continue
         if n not in fields:
-            fields[n] = _field(trials, n, memo)
-        me = fields[n].get(trial.run_id)
+            by_id = _field(trials, n, memo)
+            fields[n] = (by_id, list(by_id.values()))
+        by_id, standings = fields[n]
+        me = by_id.get(trial.run_id)
         if me is None:
             continue
-        reason = decide(spec.policy, spec.goal, n, me, list(fields[n].values()))
+        reason = decide(spec.policy, spec.goal, n, me, standings)
         if reason is not None:
             return reason
     return None
 
 
 def _field(trials: Sequence[TrialView], n: int, memo: SweepMemo) -> dict[str, Standing]:
-    """Every trial that has reported, at interval ``n``."""
+    """Every trial that has reported, at interval ``n``. A trial's standing at n is final
+    once it reached n (kept in ``memo.settled``), and an ended trial short of n stands as it
+    ended (``memo.tails``): a step builds standings only for running trials short of n."""
+    settled = memo.settled.setdefault(n, {})
     out: dict[str, Standing] = {}
     for t in trials:
-        at = standing_at(memo.prefixes[t.run_id], t.run_id, t.index, n, ended=t.state in TERMINAL)
-        if at is not None:
-            out[t.run_id] = at
+        ended = t.state in TERMINAL
+        reported = len(memo.prefixes[t.run_id].best)
+        if reported >= n:
+            at = settled.get(t.run_id)
+        else:
+            at = memo.tails.get((t.run_id, reported)) if ended else None
+        if at is None or at.ended != ended:
+            at = standing_at(memo.prefixes[t.run_id], t.run_id, t.index, n, ended=ended)
+            if at is None:
+                continue
+            if reported >= n:
+                settled[t.run_id] = at
+            elif ended:
+                memo.tails[(t.run_id, reported)] = at
+        out[t.run_id] = at
     return out
 
 

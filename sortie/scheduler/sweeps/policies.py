@@ -31,7 +31,7 @@ from sortie.proto.sweeps import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Standing:
     """A trial at interval n: its reports up to n (or all it has, if fewer)."""
 
@@ -142,13 +142,13 @@ def truncation(
     cut = len(cohort) * policy.truncation_percentage // 100
     if cut == 0:
         return None
-    ranked = sorted(cohort, key=lambda s: (-score(goal, s.best), s.index))
-    place = next(i for i, s in enumerate(ranked) if s.run_id == me.run_id)
-    if place < len(ranked) - cut:
+    mine = (score(goal, me.best), -me.index)
+    place = sum(1 for s in cohort if (score(goal, s.best), -s.index) > mine)  # those above me
+    if place < len(cohort) - cut:
         return None
     return (
         f"truncation selection: {_g(me.best)} at interval {n} ranks {place + 1} of"
-        f" {len(ranked)}; the lowest {policy.truncation_percentage}% ({cut}) are stopped"
+        f" {len(cohort)}; the lowest {policy.truncation_percentage}% ({cut}) are stopped"
     )
 
 
