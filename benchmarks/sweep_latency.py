@@ -11,8 +11,9 @@ parameter), so a Bandit policy stops the trials whose ``x`` is poor.
 
 Latency: from the publish (acked) of the point after which the policy stopped a trial to the
 Cancel reaching its agent, for every trial the policy stopped (a sample is valid while below
-``--pause``: ``samples_at_or_over_pause`` counts those that are not). Also: trials per second through the whole sweep (submitted, placed,
-reported, metrics fed, stopped or completed, the sweep ended).
+``--pause``: ``samples_at_or_over_pause`` counts those that are not). Also: trials per second
+through the whole sweep (submitted, placed, reported, metrics fed, stopped or completed, the
+sweep ended).
 
 Prints one JSON document on stdout and a short table on stderr.
 
