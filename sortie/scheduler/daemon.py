@@ -69,7 +69,7 @@ from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import host_key_scan, save_credentials
 from sortie.scheduler.sweep_feed import SweepFeed
 from sortie.scheduler.tables import Table
-from sortie.scheduler.tag_store import tag_stored
+from sortie.scheduler.tag_store import tag_stored, trial_objective_stored
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
@@ -772,10 +772,23 @@ class Daemon:
                 self._spawn(self.machines.detach(cmd, self.state.vms.get(cmd.name)))
             case core.SaveSecret():
                 save_credentials(self.machines.data_dir, cmd.name, credentials(cmd.secret))
+            case core.SetTrialObjective():
+                self._spawn(self._set_trial_objective(cmd))
             case core.Reply() | core.SaveRunSecret() | core.Log():
                 pass  # a reply with nowhere to go; run secrets are kept (and logs written) first
             case _:
                 assert_never(cmd)
+
+    async def _set_trial_objective(self, cmd: core.SetTrialObjective) -> None:
+        try:
+            rec = await trial_objective_stored(
+                self.bus.runs, cmd.run_id, cmd.objective, cmd.intervals
+            )
+        except (*TRANSIENT, nats.js.errors.KeyNotFoundError, codec.BadMessage) as exc:
+            log.warning("trial objective not written", run_id=cmd.run_id, error=repr(exc))
+            return
+        if rec is not None:
+            self.index.update(rec)
 
     def _with_secrets(self, cmd: core.SendToAgent) -> m.AgentCommand:
         """An Assign of a run with secret variables carries their values (only on the wire)."""

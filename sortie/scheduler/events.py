@@ -277,6 +277,16 @@ class Log:
     fields: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SetTrialObjective:
+    """Write a trial's objective and intervals on its stored record: it ended (so left
+    memory) before its last metrics were read (``tag_store.trial_objective_stored``)."""
+
+    run_id: str
+    objective: float | None
+    intervals: int
+
+
 Command = (
     SendToAgent
     | Reply
@@ -287,6 +297,7 @@ Command = (
     | DetachVm
     | SaveSecret
     | SaveRunSecret
+    | SetTrialObjective
     | Log
 )
 

@@ -27,7 +27,7 @@ from sortie.proto.gang import agent_ids
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import TERMINAL, RunState
 from sortie.proto.sweeps import argument_name, trial_arguments, trial_run_id
-from sortie.scheduler.events import Command, Log, MetricsSeen
+from sortie.scheduler.events import Command, Log, MetricsSeen, SetTrialObjective
 from sortie.scheduler.model import SchedulerState, SweepTrack, trial_view
 from sortie.scheduler.runs import cancel, end, move, store
 from sortie.scheduler.sweeps.controller import (
@@ -252,7 +252,7 @@ def _step(
         store(state, msgspec.structs.replace(state.runs[rec.run_id], sweep=updated))
     if step.done and not sweep.ended_because:
         cmds.append(Log("sweep done", {"run_id": rec.run_id, "because": step.done}))
-    _record_objectives(state, sweep.spec, track)
+    _record_objectives(state, sweep.spec, track, cmds)
 
 
 def _submit_trial(
@@ -289,16 +289,22 @@ def _submit_trial(
     cmds.append(Log("trial queued", {"run_id": run_id, "index": new.index}))
 
 
-def _record_objectives(state: SchedulerState, spec: m.SweepSpec, track: SweepTrack) -> None:
-    """Each trial's objective and intervals so far, on its record (those still in memory)."""
+def _record_objectives(
+    state: SchedulerState, spec: m.SweepSpec, track: SweepTrack, cmds: list[Command]
+) -> None:
+    """Each trial's objective and intervals so far, on its record: in memory, or the stored
+    one of a trial that ended before its last metrics were read (the two streams are read
+    apart)."""
     for run_id in sorted(track.fresh):
         rec = state.runs.get(run_id)
+        values = track.metrics.get(run_id, [])
+        best = objective(spec, values)
+        if rec is None and run_id in track.trials:
+            cmds.append(SetTrialObjective(run_id=run_id, objective=best, intervals=len(values)))
+            continue
         if rec is None or rec.trial is None:
             continue
-        values = track.metrics.get(run_id, [])
-        trial = msgspec.structs.replace(
-            rec.trial, objective=objective(spec, values), intervals=len(values)
-        )
+        trial = msgspec.structs.replace(rec.trial, objective=best, intervals=len(values))
         if trial != rec.trial:
             store(state, msgspec.structs.replace(rec, trial=trial))
 

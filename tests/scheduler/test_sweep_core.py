@@ -353,3 +353,20 @@ def test_the_sweep_metrics_count_active_sweeps_trials_started_and_early_terminat
     assert reg.get_sample_value("sortie_sweep_trials_started_total", {"target": "local"}) == 2
     early = reg.get_sample_value("sortie_sweep_trials_early_terminated_total", {"target": "local"})
     assert early == 1
+
+
+def test_a_trial_that_ended_before_its_last_metrics_gets_its_objective_in_the_store() -> None:
+    s = started()
+    submit(s, sweep_spec())
+    core.decide(s, 1.0, CFG)
+    tid = sw.trial_run_id(SWEEP, 0)
+    run_to(s, tid, RunState.RUNNING, 2.0)
+    log(s, tid, 0.4)
+    run_to(s, tid, RunState.COMPLETED, 3.0)  # the report came first ...
+    core.decide(s, 3.0, CFG)
+    core.forget_finished(s, tid)  # ... stored, and out of memory
+    core.handle(s, core.MetricsSeen(run_id=tid, attempt=1, writer="a1", values=(0.9,)), 4.0, CFG)
+    cmds = core.decide(s, 4.0, CFG)
+    assert core.SetTrialObjective(run_id=tid, objective=0.9, intervals=2) in cmds
+    assert s.runs[SWEEP].sweep.best_run_id == tid  # type: ignore[union-attr]
+    assert s.runs[SWEEP].sweep.best_objective == 0.9  # type: ignore[union-attr]
