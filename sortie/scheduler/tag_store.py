@@ -1,8 +1,10 @@
-"""Tags and properties of a run the scheduler no longer holds in memory (it ended): read the
-stored record, apply ``run_notes``' rules, write it back by compare-and-set (shell)."""
+"""Tags and properties of a run the scheduler no longer holds in memory (it ended), and a
+sweep trial's objective: read the stored record, apply the change (``run_notes``' rules for
+tags), write it back by compare-and-set (shell)."""
 
 from __future__ import annotations
 
+import msgspec
 import nats
 from nats.js.kv import KeyValue
 
@@ -11,6 +13,28 @@ from sortie.proto import messages as m
 from sortie.scheduler.run_notes import tag_refusal, with_entries
 
 TRIES = 5  # another writer between our read and write: read again
+
+
+async def trial_objective_stored(
+    kv: KeyValue, run_id: str, objective: float | None, intervals: int
+) -> m.RunRecord | None:
+    """A trial that ended before its last metrics were read: its objective and intervals on
+    its stored record (compare-and-set). The written record, or None (nothing to change)."""
+    for _ in range(TRIES):
+        entry = await kv.get(run_id)
+        rec = codec.decode(m.RunRecord, entry.value or b"")
+        if rec.trial is None:
+            return None
+        trial = msgspec.structs.replace(rec.trial, objective=objective, intervals=intervals)
+        if trial == rec.trial:
+            return None
+        updated = msgspec.structs.replace(rec, trial=trial)
+        try:
+            await kv.update(run_id, codec.encode(updated), last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            continue
+        return updated
+    return None
 
 
 async def tag_stored(kv: KeyValue, req: notes.RunTagRequest) -> notes.RunTagReply:
