@@ -33,7 +33,8 @@ class SweepRun(sdk.SubmittedRun):
     def __init__(
         self, experiment: sdk.Experiment, run_id: str, hyperdrive_config: Any = None
     ) -> None:
-        super().__init__(experiment.workspace, run_id)
+        # not super(): in the v1 layer the next class is its Run, whose constructor differs
+        sdk.SubmittedRun.__init__(self, experiment.workspace, run_id)
         self.experiment = experiment
         self._hyperdrive_config = hyperdrive_config
 
