@@ -177,10 +177,11 @@ class BanditPolicy(Strict):
 @dataclass
 class MedianStoppingPolicy(Strict):
     """Stop a trial whose best value is worse than the median of the trials' running
-    averages at that interval."""
+    averages at that interval (v1's defaults: every interval, no delay; v1 suggests
+    ``delay_evaluation=5`` as a conservative start)."""
 
     evaluation_interval: int = 1
-    delay_evaluation: int = 5
+    delay_evaluation: int = 0
 
     def __post_init__(self) -> None:
         self.to_spec()

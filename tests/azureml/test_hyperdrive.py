@@ -77,7 +77,7 @@ def test_v1_signatures_and_defaults() -> None:
         ("slack_amount", None),
         ("delay_evaluation", 0),
     ]
-    assert _params(MedianStoppingPolicy) == [("evaluation_interval", 1), ("delay_evaluation", 5)]
+    assert _params(MedianStoppingPolicy) == [("evaluation_interval", 1), ("delay_evaluation", 0)]
     assert _params(TruncationSelectionPolicy) == [
         ("truncation_percentage", E),
         ("evaluation_interval", 1),

@@ -122,7 +122,7 @@ def test_v1_defaults_and_conversion() -> None:
     )
     assert config().to_spec().policy == s.NoTermination()  # policy=None: none
     assert MedianStoppingPolicy().to_spec() == s.MedianStopping(
-        evaluation_interval=1, delay_evaluation=5
+        evaluation_interval=1, delay_evaluation=0
     )
     assert TruncationSelectionPolicy(20).to_spec() == s.TruncationSelection(
         truncation_percentage=20, evaluation_interval=1, delay_evaluation=0

@@ -31,7 +31,7 @@ class BanditPolicy(native.BanditPolicy, EarlyTerminationPolicy):
 
 
 class MedianStoppingPolicy(native.MedianStoppingPolicy, EarlyTerminationPolicy):
-    """``MedianStoppingPolicy(evaluation_interval=1, delay_evaluation=5)``."""
+    """``MedianStoppingPolicy(evaluation_interval=1, delay_evaluation=0)``."""
 
     def __post_init__(self) -> None:
         with v1_errors():
