@@ -122,7 +122,7 @@ class SweepFile(_Section, frozen=True, kw_only=True):
         msgspec.Meta(
             description="early termination: none, bandit(slack_factor=0.1, "
             "evaluation_interval=1, delay_evaluation=0), median(evaluation_interval=1, "
-            "delay_evaluation=5), truncation(truncation_percentage=20), asha(grace_period=1, "
+            "delay_evaluation=0), truncation(truncation_percentage=20), asha(grace_period=1, "
             "reduction_factor=3)"
         ),
     ] = "none"
@@ -316,6 +316,8 @@ def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
     """The declared type of the field at ``path`` (None past a list or mapping)."""
     info: msgspec.inspect.Type = msgspec.inspect.type_info(JobFile)
     for step in path:
+        if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
+            info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
         if not isinstance(info, msgspec.inspect.StructType):
             return None
         fields = {f.name: f.type for f in info.fields}
@@ -328,6 +330,8 @@ def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
 def _field_names(path: tuple[str | int, ...]) -> list[str]:
     """The keys the section at ``path`` takes (for "did you mean")."""
     info = _type_at(path)
+    if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
+        info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
     return [f.name for f in info.fields] if isinstance(info, msgspec.inspect.StructType) else []
 
 
@@ -379,9 +383,12 @@ def _check_sweep(sweep: SweepFile, where: _Located) -> None:
             raise where.error(("sweep", "space", name), str(exc)) from None
     try:
         sweep_text.policy(sweep.policy)
+    except SweepConfigError as exc:
+        raise where.error(("sweep", "policy"), str(exc)) from None
+    try:
         sweep_text.sampling(sweep.sampling, dict(sweep_space(sweep)), sweep.seed)
     except SweepConfigError as exc:
-        raise where.error(("sweep",), str(exc), key=True) from None
+        raise where.error(("sweep", "sampling"), str(exc)) from None
 
 
 def sweep_param(name: str, value: str | list[Scalar]) -> tuple[str, Expression]:
