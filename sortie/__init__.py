@@ -11,14 +11,35 @@ from typing import Any
 from sortie.client.run_context import Run
 
 __all__ = [
+    "AshaPolicy",
+    "BanditPolicy",
+    "BayesianParameterSampling",
     "ClusterConfiguration",
     "ComputeTarget",
     "Experiment",
+    "GridParameterSampling",
+    "HyperDriveConfig",
+    "MedianStoppingPolicy",
+    "NoTerminationPolicy",
+    "PrimaryMetricGoal",
+    "RandomParameterSampling",
     "RemoteCompute",
     "Run",
     "RunConfiguration",
     "ScriptRunConfig",
+    "SweepRun",
+    "TruncationSelectionPolicy",
     "Workspace",
+    "choice",
+    "lognormal",
+    "loguniform",
+    "normal",
+    "qlognormal",
+    "qloguniform",
+    "qnormal",
+    "quniform",
+    "randint",
+    "uniform",
 ]
 
 _SDK = {
@@ -33,9 +54,37 @@ _SDK = {
 }
 
 
+_SDK |= {
+    "HyperDriveConfig",
+    "PrimaryMetricGoal",
+    "GridParameterSampling",
+    "RandomParameterSampling",
+    "BayesianParameterSampling",
+    "BanditPolicy",
+    "MedianStoppingPolicy",
+    "TruncationSelectionPolicy",
+    "NoTerminationPolicy",
+    "AshaPolicy",
+    "choice",
+    "randint",
+    "uniform",
+    "quniform",
+    "loguniform",
+    "qloguniform",
+    "normal",
+    "qnormal",
+    "lognormal",
+    "qlognormal",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name in _SDK:
         from sortie.client import sdk
 
         return getattr(sdk, name)
+    if name == "SweepRun":  # it builds on sdk
+        from sortie.client import sweep_run
+
+        return sweep_run.SweepRun
     raise AttributeError(f"module 'sortie' has no attribute {name!r}")

@@ -22,6 +22,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from sortie.client import sweep_text
+from sortie.client.sweep_space import SweepConfigError, choice
+from sortie.proto.sweeps import Expression
+
 Text = Annotated[str, msgspec.Meta(min_length=1)]
 Scalar = str | int | float  # YAML reads `4` and `0.5` as numbers: they are passed as text
 
@@ -95,8 +99,45 @@ class AmlComputeFile(_Section, frozen=True, kw_only=True):
     max_nodes: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
+class SweepFile(_Section, frozen=True, kw_only=True):
+    """``sweep:``: a hyperparameter sweep of the job (`sortie sweep submit -f`): each trial
+    runs the job with its parameters appended to ``arguments`` (``--NAME VALUE``)."""
+
+    space: Annotated[
+        dict[str, str | list[Scalar]],
+        msgspec.Meta(
+            description="parameter name -> an expression: loguniform(-6, -1), uniform(0, 1), "
+            "choice(16, 32), randint(10), quniform/qloguniform(min, max, q), normal/lognormal/"
+            "qnormal/qlognormal(mu, sigma[, q]); a list is a choice of its values",
+            min_length=1,
+        ),
+    ]
+    sampling: Literal["random", "grid", "bayesian"] = "random"
+    seed: Annotated[
+        Annotated[int, msgspec.Meta(ge=0)] | None,
+        msgspec.Meta(description="random/bayesian: the seed (default: one chosen at submit)"),
+    ] = None
+    policy: Annotated[
+        str,
+        msgspec.Meta(
+            description="early termination: none, bandit(slack_factor=0.1, "
+            "evaluation_interval=1, delay_evaluation=0), median(evaluation_interval=1, "
+            "delay_evaluation=0), truncation(truncation_percentage=20), asha(grace_period=1, "
+            "reduction_factor=3)"
+        ),
+    ] = "none"
+    primary_metric: Annotated[
+        Text, msgspec.Meta(description="the metric the script logs (run.log(NAME, value))")
+    ]
+    goal: Literal["maximize", "minimize"]
+    max_total_trials: Annotated[int, msgspec.Meta(ge=1)]
+    max_concurrent_trials: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_duration_minutes: Annotated[float, msgspec.Meta(gt=0)] | None = 10080
+
+
 class JobFile(_Section, frozen=True, kw_only=True):
-    """A run spec: what `sortie run submit` takes as flags, as a file."""
+    """A run spec: what `sortie run submit` takes as flags, as a file (with ``sweep:``, a
+    sweep of it: `sortie sweep submit`)."""
 
     source_directory: Annotated[
         str, msgspec.Meta(description="the folder to snapshot, relative to this file")
@@ -132,6 +173,7 @@ class JobFile(_Section, frozen=True, kw_only=True):
         msgspec.Meta(description="fail the run (queue_timeout) if still queued after this long"),
     ] = None
     amlcompute: AmlComputeFile = AmlComputeFile()
+    sweep: SweepFile | None = None
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -274,6 +316,8 @@ def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
     """The declared type of the field at ``path`` (None past a list or mapping)."""
     info: msgspec.inspect.Type = msgspec.inspect.type_info(JobFile)
     for step in path:
+        if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
+            info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
         if not isinstance(info, msgspec.inspect.StructType):
             return None
         fields = {f.name: f.type for f in info.fields}
@@ -286,6 +330,8 @@ def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
 def _field_names(path: tuple[str | int, ...]) -> list[str]:
     """The keys the section at ``path`` takes (for "did you mean")."""
     info = _type_at(path)
+    if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
+        info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
     return [f.name for f in info.fields] if isinstance(info, msgspec.inspect.StructType) else []
 
 
@@ -324,6 +370,36 @@ def _check(job: JobFile, where: _Located) -> None:
         raise where.error(("environment", "docker"), "enabled: true needs base_image", key=True)
     if job.resources.memory is not None and job.resources.memory_mb:
         raise where.error(("resources",), "give memory (GB) or memory_mb, not both", key=True)
+    if job.sweep is not None:
+        _check_sweep(job.sweep, where)
+
+
+def _check_sweep(sweep: SweepFile, where: _Located) -> None:
+    """Every expression and the policy read as the CLI reads them (no eval)."""
+    for name in sweep.space:
+        try:
+            sweep_param(name, sweep.space[name])
+        except SweepConfigError as exc:
+            raise where.error(("sweep", "space", name), str(exc)) from None
+    try:
+        sweep_text.policy(sweep.policy)
+    except SweepConfigError as exc:
+        raise where.error(("sweep", "policy"), str(exc)) from None
+    try:
+        sweep_text.sampling(sweep.sampling, dict(sweep_space(sweep)), sweep.seed)
+    except SweepConfigError as exc:
+        raise where.error(("sweep", "sampling"), str(exc)) from None
+
+
+def sweep_param(name: str, value: str | list[Scalar]) -> tuple[str, Expression]:
+    """One ``space:`` entry: an expression's text, or a list (a choice of its values)."""
+    if isinstance(value, list):
+        return name, choice(value)
+    return sweep_text.param(f"{name}={value}")
+
+
+def sweep_space(sweep: SweepFile) -> list[tuple[str, Expression]]:
+    return [sweep_param(name, value) for name, value in sweep.space.items()]
 
 
 # --- as flags --------------------------------------------------------------------------------
@@ -366,6 +442,19 @@ def flag_defaults(job: JobFile, base: Path) -> dict[str, Any]:
         "dedicated_only": job.dedicated_only,
         "spread": job.strategy == "spread",
     }
+    if job.sweep is not None:
+        sweep = job.sweep
+        out |= {
+            "param": sweep_space(sweep),
+            "sampling": sweep.sampling,
+            "seed": sweep.seed,
+            "policy": sweep_text.policy(sweep.policy),
+            "metric": sweep.primary_metric,
+            "goal": sweep.goal,
+            "max_total": sweep.max_total_trials,
+            "max_concurrent": sweep.max_concurrent_trials,
+            "max_duration_minutes": sweep.max_duration_minutes,
+        }
     if docker.enabled:
         out |= {
             "docker_image": docker.base_image,

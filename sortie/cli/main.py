@@ -45,6 +45,7 @@ from sortie.cli.output import size as _size
 from sortie.cli.output import table as _table
 from sortie.cli.runs import HANDLERS as RUN_HANDLERS
 from sortie.cli.runs import add_list_filters, print_outcome
+from sortie.cli.sweeps import add_sweep, sweep_action
 from sortie.cli.web import add_web, run_web
 from sortie.cli.web import port as web_port
 from sortie.cli.workspace import add_workspace, run_workspace
@@ -67,6 +68,7 @@ from sortie.client.runconfig import (
     ScriptRunConfig,
 )
 from sortie.client.snapshot import SnapshotError
+from sortie.client.sweep_space import SweepConfigError
 from sortie.client.views import (
     ComputeView,
     MachineView,
@@ -129,6 +131,7 @@ def _parser(submit_defaults: dict[str, object] | None = None) -> argparse.Argume
     add_output(status)
     _add_run(sub, submit_defaults or {})
     add_model(sub)
+    add_sweep(sub, submit_defaults or {}, _submit_options)
     add_gc(sub)
     add_workspace(sub)
     add_web(sub)
@@ -454,6 +457,12 @@ def _add_run_submit(run: _Commands[argparse.ArgumentParser], defaults: dict[str,
         "With -f JOB.yml the run is described by a job file (docs/jobfile.schema.json); "
         "flags given as well override it (repeatable ones add to its lists).",
     )
+    _submit_options(s)
+    s.set_defaults(**defaults)
+
+
+def _submit_options(s: argparse.ArgumentParser) -> None:
+    """What `sortie run submit` and `sortie sweep submit` take: the run (a sweep's trials)."""
     s.add_argument("source_dir", type=Path, nargs="?", help="the folder to snapshot")
     s.add_argument("-f", "--file", dest="job_file", type=Path, metavar="JOB.yml", help="a job file")
     s.add_argument("--script", help="path of the script inside SOURCE_DIR")
@@ -464,7 +473,6 @@ def _add_run_submit(run: _Commands[argparse.ArgumentParser], defaults: dict[str,
     _submit_resource_options(s)
     s.add_argument("--wait", action="store_true", help="stream output; exit 0 only if Completed")
     add_output(s)
-    s.set_defaults(**defaults)
 
 
 def _submit_environment_options(s: argparse.ArgumentParser) -> None:
@@ -699,6 +707,7 @@ _REFUSED = (
     SnapshotError,
     envspec.EnvSpecError,
     RunConfigError,
+    SweepConfigError,
     BrokerUnreachable,
     NotInitialised,
     AccessDenied,
@@ -726,9 +735,16 @@ def _with_job_file(args: argparse.Namespace, argv: list[str]) -> argparse.Namesp
     """`sortie run submit -f JOB.yml`: the command line parsed again with the file's
     settings as the defaults, so that the flags given override them. A Python environment
     or memory flag replaces the file's whole choice of it."""
-    if getattr(args, "run_command", None) != "submit" or args.job_file is None:
+    submits = getattr(args, "run_command", None) or getattr(args, "sweep_command", None)
+    if submits != "submit" or args.job_file is None:
         return args
-    defaults = flag_defaults(load(args.job_file), args.job_file.parent)
+    job = load(args.job_file)
+    if args.command == "run" and job.sweep is not None:
+        raise UsageError(
+            f"{args.job_file} has a sweep: section: submit it with `sortie sweep submit -f "
+            f"{args.job_file}` (or remove the section to submit one run)"
+        )
+    defaults = flag_defaults(job, args.job_file.parent)
     for group in (PYTHON_FLAGS, MEMORY_FLAGS):
         if any(getattr(args, dest) is not None for dest in group):
             for dest in group:
@@ -738,7 +754,7 @@ def _with_job_file(args: argparse.Namespace, argv: list[str]) -> argparse.Namesp
     return _parser(defaults).parse_args(argv)
 
 
-def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa: PLR0911  # one return per command
+def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:
     if args.command == "up":
         from sortie.embedded import Bounds, up
 
@@ -762,11 +778,12 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
         from sortie.cli.status import show_status
 
         return _with_client(args, lambda c: show_status(c, output=args.output))
-    plain = {
+    plain: dict[str, Callable[[argparse.Namespace], int]] = {
         "auth": run_auth,
         "scheduler": _daemon_scheduler,
         "workspace": run_workspace,
         "web": run_web,
+        "gc": lambda a: asyncio.run(run_gc(a)),
     }
     if args.command in plain:  # commands that take their arguments alone
         return plain[args.command](args)
@@ -779,12 +796,14 @@ def _dispatch(args: argparse.Namespace, script_args: list[str]) -> int:  # noqa:
                 )
             return _daemon_agent(args)
         return _with_client(args, lambda c: _agent_admin(c, args))
-    if args.command == "compute":
-        return _with_client(args, lambda c: _compute(c, args))
-    if args.command == "gc":
-        return asyncio.run(run_gc(args))
-    if args.command == "model":
-        return _with_client(args, lambda c: run_model(c, args))
+    clients: dict[str, Callable[[Client], Awaitable[int]]] = {
+        "compute": lambda c: _compute(c, args),
+        "model": lambda c: run_model(c, args),
+    }
+    if args.command == "sweep":  # its input is checked before connecting
+        clients["sweep"] = sweep_action(args, script_args, _run_config_of)
+    if args.command in clients:
+        return _with_client(args, clients[args.command])
     handler = _submit if args.run_command == "submit" else RUN_HANDLERS[args.run_command]
     if args.run_command != "submit" and script_args:
         raise UsageError("`--` is only for `sortie run submit` (arguments for the script)")
@@ -1057,7 +1076,8 @@ def _secret_env(names: list[str]) -> dict[str, str]:
     return out
 
 
-async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
+def _run_config_of(args: argparse.Namespace, script_args: list[str]) -> ScriptRunConfig:
+    """The submit flags as the SDK's configuration, the source directory checked first."""
     source = args.source_dir
     if source is None or not args.script:
         raise UsageError(
@@ -1070,7 +1090,11 @@ async def _submit(client: Client, args: argparse.Namespace, script_args: list[st
         raise UsageError(f"source directory {source} does not exist")
     if not source.is_dir():
         raise UsageError(f"{source} is not a directory: give the folder that holds your script")
-    config = _script_run_config(args, script_args)
+    return _script_run_config(args, script_args)
+
+
+async def _submit(client: Client, args: argparse.Namespace, script_args: list[str]) -> int:
+    config = _run_config_of(args, script_args)
     limit_mb = args.snapshot_limit_mb
     from sortie.cli.progress import SubmitProgress, interactive
 

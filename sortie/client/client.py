@@ -583,10 +583,12 @@ class Client:
 
     async def metric_points(self, run_id: str) -> list[m.MetricPoint]:
         """Every point the run logged, in order. A child run's points are on its parent's
-        subjects, marked with its id (``MetricPoint.run``)."""
+        subjects, marked with its id (``MetricPoint.run``); a sweep's trial's are its own."""
         rec = await self.get_run(run_id)
-        source = rec.parent_id or run_id
-        mine = run_id if rec.parent_id is not None else None
+        # a sweep's trial is a run of its own, on its own subjects, though it has a parent
+        on_parent = rec.parent_id is not None and rec.trial is None
+        source = rec.parent_id if on_parent and rec.parent_id is not None else run_id
+        mine = run_id if on_parent else None
         out: list[m.MetricPoint] = []
         batches = self._believed(m.MetricBatch, source, follow=False)
         async with contextlib.aclosing(batches):

@@ -37,6 +37,30 @@ from sortie.client.runconfig import (
     RunConfiguration,
     ScriptRunConfig,
 )
+from sortie.client.sweep_space import (
+    choice,
+    lognormal,
+    loguniform,
+    normal,
+    qlognormal,
+    qloguniform,
+    qnormal,
+    quniform,
+    randint,
+    uniform,
+)
+from sortie.client.sweeps import (
+    AshaPolicy,
+    BanditPolicy,
+    BayesianParameterSampling,
+    GridParameterSampling,
+    HyperDriveConfig,
+    MedianStoppingPolicy,
+    NoTerminationPolicy,
+    PrimaryMetricGoal,
+    RandomParameterSampling,
+    TruncationSelectionPolicy,
+)
 from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.client.wait_notes import WaitNotes
 from sortie.proto import messages as m
@@ -44,19 +68,39 @@ from sortie.proto.agent_env import problem as agent_env_problem
 from sortie.proto.states import TERMINAL
 
 __all__ = [
+    "AshaPolicy",
+    "BanditPolicy",
+    "BayesianParameterSampling",
     "ClusterConfiguration",
     "ComputeTarget",
     "DockerSettings",
     "EnvironmentSection",
     "Experiment",
+    "GridParameterSampling",
+    "HyperDriveConfig",
+    "MedianStoppingPolicy",
+    "NoTerminationPolicy",
+    "PrimaryMetricGoal",
     "PythonSection",
+    "RandomParameterSampling",
     "RemoteAttachConfiguration",
     "RemoteCompute",
     "RunConfiguration",
     "RunFailed",
     "ScriptRunConfig",
     "SubmittedRun",
+    "TruncationSelectionPolicy",
     "Workspace",
+    "choice",
+    "lognormal",
+    "loguniform",
+    "normal",
+    "qlognormal",
+    "qloguniform",
+    "qnormal",
+    "quniform",
+    "randint",
+    "uniform",
 ]
 
 T = TypeVar("T")
@@ -156,13 +200,14 @@ class Experiment:
 
     def submit(
         self,
-        config: ScriptRunConfig,
+        config: ScriptRunConfig | HyperDriveConfig,
         tags: dict[str, str] | None = None,
         *,
         submission_id: str | None = None,
     ) -> SubmittedRun:
-        """Queue a run. Submitting again with the same ``submission_id`` returns the same run
-        (the client retries by itself on timeouts and while the scheduler restarts).
+        """Queue a run, or a sweep (a ``HyperDriveConfig``: returns a ``SweepRun``, whose
+        trials are child runs). Submitting again with the same ``submission_id`` returns the
+        same run (the client retries by itself on timeouts and while the scheduler restarts).
 
         Raises ``sortie.client.snapshot.SnapshotError`` when the source directory cannot be
         snapshotted (a file deleted or changed mid-submit is named),
@@ -172,12 +217,20 @@ class Experiment:
         full; the message says what to do, as `sortie run submit` prints it. ``tags``: the
         run's tags from the start."""
         ws = self.workspace
+        sweep = config.to_spec() if isinstance(config, HyperDriveConfig) else None
+        script = config.run_config if isinstance(config, HyperDriveConfig) else config
+        assert script is not None  # to_spec refuses a sweep without one
         sub = ws._run(
-            ws._client.submit(config, experiment=self.name, submission_id=submission_id, tags=tags)
+            ws._client.submit(
+                script, experiment=self.name, submission_id=submission_id, tags=tags, sweep=sweep
+            )
         )
         for w in sub.warnings:
             print(f"warning: {w}", file=sys.stderr)
-        run = self._run_of(sub.run_id)
+        if isinstance(config, HyperDriveConfig):
+            run = self._sweep_run_of(sub.run_id, config)
+        else:
+            run = self._run_of(sub.run_id)
         run.snapshot = sub.snapshot
         return run
 
@@ -203,6 +256,12 @@ class Experiment:
     def _run_of(self, run_id: str) -> SubmittedRun:
         """The object for one of this experiment's runs (the v1 layer's is its ``Run``)."""
         return SubmittedRun(self.workspace, run_id)
+
+    def _sweep_run_of(self, run_id: str, config: HyperDriveConfig | None = None) -> SubmittedRun:
+        """The object for one of this experiment's sweeps (the v1 layer's: ``HyperDriveRun``)."""
+        from sortie.client.sweep_run import SweepRun  # it builds on this module
+
+        return SweepRun(self, run_id, config)
 
 
 def _has(entries: dict[str, str], wanted: str | dict[str, str] | None) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from sortie.azureml.core.run import Run
 from sortie.client import sdk
 from sortie.client.runconfig import ScriptRunConfig
+from sortie.client.sweeps import HyperDriveConfig
 
 __all__ = ["Experiment"]
 
@@ -29,15 +30,24 @@ class Experiment(sdk.Experiment):
         super().__init__(workspace, name)
 
     def submit(  # v1's signature: tags, then the native options
-        self, config: ScriptRunConfig, tags: dict[str, str] | None = None, **kwargs: Any
+        self,
+        config: ScriptRunConfig | HyperDriveConfig,
+        tags: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> Run:
-        """Queue a run of ``config`` (``submission_id=`` as in the native SDK)."""
+        """Queue a run of ``config`` (``submission_id=`` as in the native SDK); for a
+        ``HyperDriveConfig``, a sweep: a ``HyperDriveRun``."""
         run = super().submit(config, tags, **kwargs)
         assert isinstance(run, Run)
         return run
 
     def _run_of(self, run_id: str) -> Run:
         return Run(self, run_id)
+
+    def _sweep_run_of(self, run_id: str, config: HyperDriveConfig | None = None) -> Run:
+        from sortie.azureml.train.hyperdrive.run import HyperDriveRun  # it imports this module
+
+        return HyperDriveRun(self, run_id, config)
 
     @staticmethod
     def list(
