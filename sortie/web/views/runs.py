@@ -101,6 +101,8 @@ def row(rec: m.RunRecord) -> dict[str, Any]:
         "metrics": dict(sorted(rec.metrics.items())[:SHOWN_METRICS]),
         "commit": git.commit[:8] if git is not None and git.commit else None,
         "dirty": bool(git is not None and git.dirty),
+        "sweep": rec.sweep is not None,  # its page is /sweeps/RUN_ID
+        "trial": None if rec.trial is None else rec.trial.index,
     }
 
 
@@ -108,7 +110,7 @@ def _filters(params: QueryParams) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params.multi_items() if k not in ("before", "after")]
 
 
-def _link(params: QueryParams, **cursor: q.RunCursor | None) -> str | None:
+def page_link(params: QueryParams, **cursor: q.RunCursor | None) -> str | None:
     """The address of the page at ``cursor`` with the same filters (None: no such page)."""
     ((name, at),) = cursor.items()
     if at is None:
@@ -134,8 +136,8 @@ async def _page_data(request: Request) -> tuple[dict[str, Any], int]:
         rows=[row(r) for r in children_under_parents(records)],
         total=page.total,
         first=query.before is None and query.after is None,
-        older=_link(params, before=page.older),
-        newer=_link(params, after=page.newer),
+        older=page_link(params, before=page.older),
+        newer=page_link(params, after=page.newer),
         newest="?"
         + urlencode([(k, v) for k, v in params.multi_items() if k not in ("before", "after")]),
     )
