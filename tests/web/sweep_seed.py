@@ -3,9 +3,9 @@
 on their own subjects), before a real scheduler starts and loads them into its run index.
 
 ``DONE`` ended: four trials (one completed best, one completed, one stopped by its policy,
-one failed). ``LIVE`` is queued with no trial yet: a test writes its trials while a page is
-open. ``seeded`` is the daemons around them: nats-server, ``sortie scheduler`` and
-``sortie web`` as processes (``tests/faults.py``).
+one failed). ``LIVE`` is queued, has issued three trials and holds two ended ones: a test
+writes the third (index 2) while a page is open. ``seeded`` is the daemons around them:
+nats-server, ``sortie scheduler`` and ``sortie web`` as processes (``tests/faults.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ TRIALS: dict[int, tuple[RunState, dict[str, sw.ParamValue], list[float], m.RunEr
         [],
         m.RunError(kind=ErrorKind.EXIT_CODE, message="the script exited with code 1"),
     ),
+}
+
+# LIVE's first two trials ended; its third (index 2) is written by a test while a page is open
+LIVE_TRIALS = {
+    0: (RunState.COMPLETED, [0.3, 0.5], None),
+    1: (RunState.CANCELED, [0.2], m.RunError(kind=ErrorKind.EARLY_TERMINATED, message=STOPPED)),
 }
 
 
@@ -141,7 +147,14 @@ async def seed(url: str) -> None:
             await put(bus, rec)
             if reports:
                 await report(bus, rec.run_id, reports)
-        live = sw.Sweep(spec=SPEC)
+        live = sw.Sweep(
+            spec=SPEC, issued=3, best_run_id=sw.trial_run_id(LIVE, 0), best_objective=0.5
+        )
+        for index, (state, reports, error) in LIVE_TRIALS.items():
+            params = TRIALS[index][1]
+            rec = trial_record(LIVE, index, state, params, reports, error=error, at=now + 60)
+            await put(bus, rec)
+            await report(bus, rec.run_id, reports)
         await put(
             bus, record(LIVE, RunState.QUEUED, spec=template(), sweep=live, created_at=now + 60)
         )
@@ -157,7 +170,7 @@ async def indexed(url: str) -> None:
         try:
             async with await Client.connect(url) as client:
                 _, page = await client.query_runs(q.RunQuery(limit=1))
-                if page.total >= 7:
+                if page.total >= 9:
                     return
         except Exception:  # noqa: BLE001 - the scheduler is still starting: ask again
             pass

@@ -182,9 +182,8 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, object
 
 
 def test_the_sweeps_events_push_its_trials_and_its_cancel(seeded: Seeded) -> None:
-    """Last: it cancels LIVE. Index 3 of LIVE is one its controller does not issue while two
-    (its most at once) wait for an agent."""
-    trial_id = sw.trial_run_id(LIVE, 3)
+    """Last: it cancels LIVE."""
+    trial_id = sw.trial_run_id(LIVE, 2)
     params: dict[str, sw.ParamValue] = {"learning_rate": 0.03, "optimizer": "adam"}
 
     async def write_trial() -> None:
@@ -193,7 +192,7 @@ def test_the_sweeps_events_push_its_trials_and_its_cancel(seeded: Seeded) -> Non
         bus = await open_bus(seeded.url, "test")
         try:
             await report(bus, trial_id, [0.33])
-            await put(bus, trial_record(LIVE, 3, RunState.RUNNING, params, [0.33]))
+            await put(bus, trial_record(LIVE, 2, RunState.RUNNING, params, [0.33]))
         finally:
             await bus.close()
 

@@ -3,11 +3,12 @@ its best trial so far, its trials (parameters, objective, intervals, why a stopp
 stopped), a parameter-vs-objective scatter and the trials' primary-metric curves overlaid;
 and its cancel (the run page's rules: ``access.action_form``).
 
-The page loads ``/api/sweeps/{id}`` (the sweep's record and its trials' records, from the
-run index) and the curves of its best trials (``/api/sweeps/{id}/curves``: each trial's
-metric stream read once). It stays live through ``/sweeps/{id}/events``: the dashboard's one
-runs watch (``Hub``) pushes the sweep's record and each trial's as they change; the page then
-reloads what changed (debounced), never polling a trial.
+The page loads ``/api/sweeps/{id}`` (the sweep's record and its trials' records, got by key:
+trial i is run ``proto.sweeps.trial_run_id(sweep, i)``, for i below ``Sweep.issued``) and the
+curves of its best trials (``/api/sweeps/{id}/curves``: each trial's metric stream read
+once). It stays live through ``/sweeps/{id}/events``: the dashboard's one runs watch
+(``Hub``) pushes the sweep's record and each trial's as they change; the page then reloads
+what changed (debounced), never polling a trial.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import Route
 
 from sortie.client.client import Client, ClientError, NotFound
 from sortie.proto import messages as m
+from sortie.proto import sweeps as sw
 from sortie.web import comparison, refusals, sweep_data
 from sortie.web.access import action_form
 from sortie.web.hub import client_of, hub_of
@@ -46,7 +48,8 @@ async def detail(client: Client, rec: m.RunRecord) -> dict[str, Any]:
     assert rec.sweep is not None
     spec = rec.sweep.spec
     head = sweep_data.summary(rec)
-    rows = sweep_data.trial_rows(await client.children(rec.run_id))
+    issued = [sw.trial_run_id(rec.run_id, i) for i in range(rec.sweep.issued)]
+    rows = sweep_data.trial_rows(await client.runs_by_id(issued))
     return {
         "sweep": head,
         "spec": sweep_data.spec_facts(spec),

@@ -63,7 +63,10 @@
   function drawTrials() {
     const all = [...rows.values()].sort((a, b) => a.index - b.index);
     $("trials-count").textContent = all.length ? `${all.length}` : "";
-    if (!all.length) return;
+    if (!all.length) {
+      $("trials").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: "7", class: "muted", text: "no trials yet" })));
+      return;
+    }
     const bestId = detail.sweep.best_run_id;
     $("trials").tBodies[0].replaceChildren(...all.map((t) => {
       const tr = el("tr", { "data-run": t.run_id, "data-state": t.state, class: t.run_id === bestId ? "best" : "" },
