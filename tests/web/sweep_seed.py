@@ -11,7 +11,6 @@ nats-server, ``sortie scheduler`` and ``sortie web`` as processes (``tests/fault
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from sortie.proto import sweeps as sw
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 from tests.builders import record, spec
-from tests.faults import Cluster
+from tests.faults import Cluster, listening
 
 DONE = "hdweb_done"
 LIVE = "hdweb_live"
@@ -177,16 +176,6 @@ async def indexed(url: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the scheduler did not answer with the seeded runs")
         await asyncio.sleep(0.3)
-
-
-def listening(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"sortie web did not listen on {port}")
 
 
 def run_apart(work: Coroutine[Any, Any, None]) -> None:

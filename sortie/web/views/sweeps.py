@@ -9,28 +9,18 @@ from ``/api/sweeps/events`` (the dashboard's one runs watch, ``Hub``), like the 
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import urlencode
-
 import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from sortie.client.client import ClientError, NoScheduler
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
 from sortie.web import sweep_data
-from sortie.web.hub import client_of, hub_of
 from sortie.web.pages import render
-from sortie.web.sse import Event, stream
 from sortie.web.view import View
-from sortie.web.views.runs import BadFilter, page_link, query_of
-
-CURSORS = ("before", "after")
+from sortie.web.views.runs import Listing, api_data, live_rows, page_data, query_of
 
 
 def sweep_query(params: QueryParams) -> q.RunQuery:
@@ -38,33 +28,17 @@ def sweep_query(params: QueryParams) -> q.RunQuery:
     return msgspec.structs.replace(query_of(params), sweeps=True, include_children=False)
 
 
-async def _page_data(request: Request) -> tuple[dict[str, Any], int]:
-    """The page's rows, pager and note; the HTTP status (400: its address is wrong)."""
-    params = request.query_params
-    data: dict[str, Any] = {"rows": [], "total": 0, "error": None}
-    try:
-        query = sweep_query(params)
-        records, page = await client_of(request).query_runs(query)
-    except BadFilter as exc:
-        return {**data, "error": str(exc)}, 400
-    except NoScheduler:
-        why = "no scheduler is answering (sweeps are listed from its index): start it and reload"
-        return {**data, "error": why}, 503
-    except ClientError as exc:
-        return {**data, "error": str(exc)}, 400
-    data.update(
-        rows=[sweep_data.summary(r) for r in records if r.sweep is not None],
-        total=page.total,
-        first=query.before is None and query.after is None,
-        older=page_link(params, before=page.older),
-        newer=page_link(params, after=page.newer),
-        newest="?" + urlencode([(k, v) for k, v in params.multi_items() if k not in CURSORS]),
-    )
-    return data, 200
+SWEEPS = Listing(
+    what="sweeps",
+    query=sweep_query,
+    rows=lambda records: [sweep_data.summary(r) for r in records if r.sweep is not None],
+    live=lambda rec: None if rec.sweep is None else sweep_data.summary(rec),
+    event="sweep",
+)
 
 
 async def page(request: Request) -> Response:
-    data, _ = await _page_data(request)
+    data, _ = await page_data(request, SWEEPS)
     params = request.query_params
     return render(
         request,
@@ -77,31 +51,12 @@ async def page(request: Request) -> Response:
 
 async def api_page(request: Request) -> Response:
     """``/api/sweeps``: the page's rows as JSON (``{"code", "message"}`` when refused)."""
-    data, status = await _page_data(request)
-    if status != 200:
-        code = "no_scheduler" if status == 503 else "bad_request"
-        return JSONResponse({"code": code, "message": data["error"]}, status_code=status)
-    return JSONResponse(data)
+    return await api_data(request, SWEEPS)
 
 
 async def events(request: Request) -> Response:
-    """``/api/sweeps/events``: changed and new sweeps the page's fixed filters keep, each with
-    ``match``: whether it passes every filter now (its state changes as it goes on)."""
-    try:
-        query = sweep_query(request.query_params)
-    except BadFilter as exc:
-        return JSONResponse({"code": "bad_request", "message": str(exc)}, status_code=400)
-    fixed = msgspec.structs.replace(query, states=[], tags=[])
-    hub = hub_of(request)
-
-    async def changes() -> AsyncIterator[Event]:
-        async for rec in hub.runs():
-            if rec.sweep is None or not q.keeps(fixed, rec):
-                continue
-            shown = {**sweep_data.summary(rec), "match": q.keeps(query, rec)}
-            yield Event("sweep", json.dumps(shown))
-
-    return stream(request, changes())
+    """``/api/sweeps/events``: changed and new sweeps for an open page (``runs.live_rows``)."""
+    return live_rows(request, SWEEPS)
 
 
 VIEW = View(
