@@ -98,6 +98,7 @@ def filtered(q: RunQuery) -> bool:
         or q.created_since is not None
         or not q.include_children
         or q.parent_id is not None
+        or q.sweeps
     )
 
 
@@ -112,7 +113,8 @@ def admits(
     tags: Mapping[str, str],
     parent_id: str | None,
 ) -> bool:
-    """Whether the run passes every filter of ``q`` (its cursors aside)."""
+    """Whether the run passes every filter of ``q`` (its cursors aside) but ``sweeps``,
+    which only a record says (``keeps``; the index keeps it in its summary)."""
     return (
         (q.experiment is None or experiment == q.experiment)
         and (not q.states or state in q.states)
@@ -127,6 +129,8 @@ def admits(
 
 def keeps(q: RunQuery, rec: RunRecord) -> bool:
     """Whether the stored run passes every filter of ``q`` (its cursors aside)."""
+    if q.sweeps and rec.sweep is None:
+        return False
     return admits(
         q,
         run_id=rec.run_id,

@@ -6,8 +6,8 @@ Semantics follow the hosted platform's HyperDrive (SDK v1) as its reference docu
 - a parameter's name is the script argument it becomes (``"learning_rate"`` and
   ``"--learning_rate"`` both give ``--learning_rate VALUE``; ``trial_arguments``);
 - an *interval* is one report of the primary metric by a trial (its n-th ``Run.log`` of that
-  name is interval n); policies are applied every ``evaluation_interval`` intervals, from
-  interval ``delay_evaluation + 1`` on;
+  name is interval n); a policy is applied at every multiple of ``evaluation_interval`` that
+  is greater than or equal to ``delay_evaluation`` (v1's words);
 - a trial's ``objective`` is the best value of the primary metric it reported (by the goal).
 
 A sweep run has no attempt of its own: the scheduler's sweep controller
@@ -175,7 +175,7 @@ class MedianStopping(PolicyBase, frozen=True, kw_only=True, tag="median"):
     averages at that interval."""
 
     evaluation_interval: int = 1
-    delay_evaluation: int = 5
+    delay_evaluation: int = 0  # v1's default
 
 
 class TruncationSelection(PolicyBase, frozen=True, kw_only=True, tag="truncation"):

@@ -18,7 +18,7 @@ from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, queue_view, requests, run_notes, targets, vms
+from sortie.scheduler import nodes, queue_view, requests, run_notes, sweep_runs, targets, vms
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -35,6 +35,7 @@ from sortie.scheduler.events import (
     HeartbeatSeen,
     LifecycleEvent,
     Log,
+    MetricsSeen,
     NodeEvent,
     NodeFailed,
     NodeStopped,
@@ -50,6 +51,7 @@ from sortie.scheduler.events import (
     Started,
     StopNode,
     Submitted,
+    SweepFeedReady,
     TagAsked,
     TargetsAsked,
     Tick,
@@ -81,6 +83,7 @@ __all__ = [
     "Event",
     "HeartbeatSeen",
     "Log",
+    "MetricsSeen",
     "NodeFailed",
     "NodeStopped",
     "NoteSeen",
@@ -94,6 +97,7 @@ __all__ = [
     "Started",
     "StopNode",
     "Submitted",
+    "SweepFeedReady",
     "TagAsked",
     "TargetsAsked",
     "Tick",
@@ -148,6 +152,8 @@ def _on_node_event(
         return _on_report(state, event.report)
     if isinstance(event, NoteSeen):
         return run_notes.on_note(state, event.note, now)
+    if isinstance(event, MetricsSeen):
+        return sweep_runs.on_metrics(state, event)
     if isinstance(event, NodeFailed):
         return nodes.node_failed(state, event, now, config)
     return nodes.node_stopped(state, event.node_id, now)
@@ -168,7 +174,11 @@ def _on_vm_event(state: SchedulerState, event: VmEvent, now: float) -> list[Comm
 def _on_lifecycle(state: SchedulerState, event: LifecycleEvent, now: float) -> list[Command]:
     if isinstance(event, Started):
         state.started_at = now
+        sweep_runs.prune(state)
         return nodes.scheduler_started(state, now, event.children_of)
+    if isinstance(event, SweepFeedReady):
+        state.sweep_feed_ready = True
+        return [Log("sweep metrics read up to the start; sweeps go on", {})]
     if isinstance(event, BrokerAway):
         state.broker_away = True
         return [Log("broker unreachable; no agent is judged lost until it is back", {})]
@@ -262,6 +272,8 @@ def _admit(
     )
     if problem is None and (why := _never_fits(state, spec, temporary)) is not None:
         problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
+    if problem is None and ev.request.sweep is not None:
+        problem = sweep_runs.refusal(ev.request.spec, ev.request.sweep)
     return problem if problem is not None else (spec, temporary)
 
 
@@ -275,16 +287,19 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
     if spec.submission_id is not None and spec.submission_id in state.submissions:
         existing = state.submissions[spec.submission_id]
         return [Reply(ev.reply_to, m.SubmitAccepted(run_id=existing, created=False))]
-    rec = m.RunRecord(
-        run_id=ev.run_id,
-        spec=spec,
-        state=RunState.QUEUED,
-        attempt=1,
-        created_at=now,
-        history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
-        tags=dict(spec.tags),
-    )
-    store(state, rec)
+    if ev.request.sweep is not None:  # a sweep run: its trials are submitted by decide()
+        sweep_runs.create(state, ev.run_id, spec, ev.request.sweep, now)
+    else:
+        rec = m.RunRecord(
+            run_id=ev.run_id,
+            spec=spec,
+            state=RunState.QUEUED,
+            attempt=1,
+            created_at=now,
+            history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
+            tags=dict(spec.tags),
+        )
+        store(state, rec)
     kept: list[Command] = []
     if temporary is not None:
         state.computes.put(temporary.name, temporary)
@@ -296,7 +311,10 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
     return [
         *kept,
         Reply(ev.reply_to, m.SubmitAccepted(run_id=ev.run_id), run_id=ev.run_id),
-        Log("run queued", {"run_id": ev.run_id, "target": spec.target}),
+        Log(
+            "sweep accepted" if ev.request.sweep is not None else "run queued",
+            {"run_id": ev.run_id, "target": spec.target},
+        ),
     ]
 
 
@@ -314,7 +332,10 @@ def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Comma
             )
         ]
     cmds: list[Command] = []
-    cancel(state, rec, now, cmds)
+    if rec.sweep is not None:
+        sweep_runs.cancel_sweep(state, rec, now, cmds)
+    else:
+        cancel(state, rec, now, cmds)
     current = state.runs[ev.run_id].state
     cmds.append(
         Reply(ev.reply_to, m.CancelAccepted(run_id=ev.run_id, state=current), run_id=ev.run_id)
@@ -532,6 +553,8 @@ def decide(
         cmds += targets.delete_temporary(state, name)
     if state.computes:
         cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
+    if state.sweeps:  # before placement: new trials are placed in this same pass
+        sweep_runs.step_sweeps(state, now, cmds)
 
     pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
     if not pending:

@@ -67,6 +67,7 @@ from sortie.scheduler.run_index import RunIndex, answer
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import host_key_scan, save_credentials
+from sortie.scheduler.sweep_feed import SweepFeed
 from sortie.scheduler.tables import Table
 from sortie.scheduler.tag_store import tag_stored
 from sortie.scheduler.validate import SHA256
@@ -173,7 +174,10 @@ class Daemon:
             mint=self.agent_creds,
             tls_ca=config.auth.tls_ca if config.auth else None,
         )
-        self.state = SchedulerState()
+        # sweeps wait for the metrics stream to be read up to where it is (sweep_feed.py)
+        self.state = SchedulerState(sweep_feed_ready=False)
+        self.sweep_metrics: dict[str, str] = {}  # active sweep -> its primary metric
+        self.sweep_feed = SweepFeed(bus.js, self._enqueue, lambda: self.sweep_metrics)
         self.revisions: dict[str, int] = {}
         self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
@@ -235,6 +239,7 @@ class Daemon:
             if not entry.nodes_outlive_scheduler
         )
         self._enqueue(core.Started(children_of=children))
+        self._watch_sweeps()
         kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
         for run_id, secret in kept.items():
             if run_id in self.state.runs:
@@ -283,11 +288,28 @@ class Daemon:
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
         self.tasks.append(asyncio.create_task(self._reports()))
+        self.tasks.append(asyncio.create_task(self.sweep_feed.run(self._sweeps_since())))
         self.tasks.append(asyncio.create_task(self._ticks()))
         self.tasks.append(asyncio.create_task(self._poll_providers()))
         self.tasks.append(asyncio.create_task(blob_gc_loop(self.bus, self.config.blob_gc)))
         for rec in list(self.state.vms.values()):
             self._spawn(self.machines.restore(rec))
+
+    def _watch_sweeps(self) -> None:
+        """What the sweep feed hands on: each active sweep's primary metric."""
+        runs = self.state.runs
+        self.sweep_metrics = {
+            sweep_id: rec.sweep.spec.primary_metric
+            for sweep_id in self.state.sweeps
+            if (rec := runs.get(sweep_id)) is not None and rec.sweep is not None
+        }
+
+    def _sweeps_since(self) -> float | None:
+        """When the oldest active sweep was created: its trials' metrics are read again
+        from then (None: no sweep is active)."""
+        runs = self.state.runs
+        created = [runs[s].created_at for s in self.sweep_metrics if s in runs]
+        return min(created) if created else None
 
     # --- adapters: bus -> events -----------------------------------------------------------
 
@@ -526,6 +548,8 @@ class Daemon:
         await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
         self._drop_unstored()
+        if self.state.sweeps or self.sweep_metrics:
+            self._watch_sweeps()
         await self._execute(cmds, failed)
         self.unstored.clear()
         for _, ack in batch:
@@ -569,7 +593,15 @@ class Daemon:
         by plain writes and deletes (the scheduler is their only writer). Returns the runs
         that conflicted."""
         st = self.state
-        failed = await self._write_runs(st.runs.take_changes().written)
+        written = st.runs.take_changes().written
+        # a sweep's new trials are stored before the sweep's record counts them, so a crash
+        # in between loses none (sweep_runs._issued counts them back in)
+        first = [(r, rec) for r, rec in written if rec.trial and r not in self.revisions]
+        failed = await self._write_runs(first) if first else set()
+        if first:
+            taken = {r for r, _ in first}
+            written = [(r, rec) for r, rec in written if r not in taken]
+        failed |= await self._write_runs(written)
         rows: list[tuple[KeyValue, RowTable]] = [
             (self.bus.agents, st.agents),
             (self.bus.computes, st.computes),
@@ -750,6 +782,9 @@ class Daemon:
         command = cmd.command
         if isinstance(command, m.Assign) and command.spec.secret_env_names:
             secret = self.run_secrets.get(command.run_id)
+            held = self.state.runs.get(command.run_id)
+            if secret is None and held is not None and held.trial is not None and held.parent_id:
+                secret = self.run_secrets.get(held.parent_id)  # a trial has its sweep's values
             return msgspec.structs.replace(command, secret_env=secret)
         return command
 

@@ -81,6 +81,17 @@ class NoteSeen:
 
 
 @dataclass(frozen=True)
+class MetricsSeen:
+    """A trial's points of its sweep's primary metric, from one batch of the metrics stream
+    (``scheduler/sweep_feed.py``), in the order logged."""
+
+    run_id: str
+    attempt: int
+    writer: str | None  # the agent id on the subject (None: the 0.1 form)
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class NodeFailed:
     """The provider could not create a node, or a node's process died on its own."""
 
@@ -141,6 +152,12 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class SweepFeedReady:
+    """The metrics stream has been read up to where it was at start (every active sweep's
+    trials' history is in): from now on sweeps are stepped."""
+
+
+@dataclass(frozen=True)
 class BrokerAway:
     """The scheduler lost its broker connection: until it is back, no agent is judged lost
     (their heartbeats cannot reach it)."""
@@ -165,11 +182,11 @@ RequestEvent = (
     | TagAsked
 )
 # News from an agent or about a node's process.
-NodeEvent = HeartbeatSeen | ReportSeen | NoteSeen | NodeFailed | NodeStopped
+NodeEvent = HeartbeatSeen | ReportSeen | NoteSeen | MetricsSeen | NodeFailed | NodeStopped
 # News from a VM attach (the vm tunnel's life).
 VmEvent = VmProgress | VmAttached | VmFailed | VmDetached | VmLink
 # The scheduler's own life: start, broker outage, and the periodic tick.
-LifecycleEvent = Started | Tick | BrokerAway | BrokerBack
+LifecycleEvent = Started | Tick | BrokerAway | BrokerBack | SweepFeedReady
 
 Event = RequestEvent | NodeEvent | VmEvent | LifecycleEvent
 

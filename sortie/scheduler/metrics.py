@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sortie.proto import messages as m
+from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import Event, HeartbeatSeen, Submitted
@@ -91,6 +92,7 @@ class Gauges:
     cpus: dict[str, tuple[float, float]]  # target -> (total, used) on agents not lost
     nodes: dict[tuple[str, str], int]  # (cluster, kind) -> nodes
     broker_connected: bool
+    sweeps_active: int = 0  # sweep runs not ended
 
 
 def gauges(state: SchedulerState, now: float) -> Gauges:
@@ -105,6 +107,7 @@ def gauges(state: SchedulerState, now: float) -> Gauges:
         cpus=cpus,
         nodes=_node_gauges(state),
         broker_connected=not state.broker_away,
+        sweeps_active=len(state.sweeps),
     )
 
 
@@ -276,6 +279,19 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.trials_started = Counter(
+            "sortie_sweep_trials_started",
+            "Trials the sweep controller submitted.",
+            ["target"],
+            registry=r,
+        )
+        self.trials_early_terminated = Counter(
+            "sortie_sweep_trials_early_terminated",
+            "Trials that ended Canceled because their sweep's early-termination policy "
+            "stopped them.",
+            ["target"],
+            registry=r,
+        )
 
     def _declare_latencies(self, r: CollectorRegistry) -> None:
         """How long placement, starting and a scheduler cycle take."""
@@ -396,6 +412,8 @@ class Metrics:
         counts.changed += 1
         target = rec.spec.target
         before = self._runs.get(rec.run_id)
+        if rec.trial is not None:
+            self._trial(rec, before)
         if before is not None and rec.attempt > before.attempt:
             requeues = rec.attempt - before.attempt
             preempted = max(0, rec.preemptions - before.preemptions)
@@ -428,6 +446,14 @@ class Metrics:
         seen = self._remember(rec)
         seen.started = started
 
+    def _trial(self, rec: m.RunRecord, before: _Seen | None) -> None:
+        """A sweep's trial: new (not seen before, not ended), or stopped by its policy."""
+        if before is None and rec.state not in TERMINAL:
+            self.trials_started.labels(target=rec.spec.target).inc()
+        early = rec.error is not None and rec.error.kind is ErrorKind.EARLY_TERMINATED
+        if rec.state is RunState.CANCELED and early:
+            self.trials_early_terminated.labels(target=rec.spec.target).inc()
+
     def _heartbeat(self, hb: m.Heartbeat) -> None:
         """Heartbeats carry an agent's running totals (from 0 at each start): count the rise."""
         last = self._env.get(hb.agent_id)
@@ -457,7 +483,7 @@ class _StateCollector:
     def collect(self) -> Iterator[Metric]:
         g = gauges(self._state(), self._clock())
         fam = _families()
-        queue, oldest, runs, agents, gpus, gpus_used, cpus, cpus_used, nodes, broker = fam
+        queue, oldest, runs, agents, gpus, gpus_used, cpus, cpus_used, nodes, broker, sweeps = fam
         for (target, priority), n in sorted(g.queue.items()):
             queue.add_metric([target, str(priority)], n)
         for target, age in sorted(g.oldest_queued_s.items()):
@@ -475,6 +501,7 @@ class _StateCollector:
         for (cluster, kind), n in sorted(g.nodes.items()):
             nodes.add_metric([cluster, kind], n)
         broker.add_metric([], 1.0 if g.broker_connected else 0.0)
+        sweeps.add_metric([], g.sweeps_active)
         yield from fam
 
 
@@ -508,4 +535,5 @@ def _families() -> list[GaugeMetricFamily]:
             "sortie_scheduler_broker_connected",
             "1 while the scheduler's own broker connection is up.",
         ),
+        GaugeMetricFamily("sortie_sweeps_active", "Sweep runs not ended."),
     ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
+from sortie.scheduler.sweeps.controller import SweepMemo, TrialView
 from sortie.scheduler.tables import Table
 
 BUILTIN_TARGETS = frozenset({"local"})
@@ -92,6 +93,22 @@ class AgentView:
 
 
 @dataclass
+class SweepTrack:
+    """What the scheduler keeps in memory for one active sweep (``scheduler/sweep_runs.py``):
+    every trial issued, ended ones too (their records leave ``SchedulerState.runs`` once
+    stored), and the primary metric each reported in its current attempt, from the metrics
+    stream. Derived data: rebuilt from the store and the stream after a restart."""
+
+    trials: dict[str, TrialView] = field(default_factory=dict)  # trial run id -> view
+    attempts: dict[str, int] = field(default_factory=dict)  # trial run id -> its attempt
+    metrics: dict[str, list[float]] = field(default_factory=dict)  # values, in order logged
+    metric_attempt: dict[str, int] = field(default_factory=dict)  # the attempt they are of
+    fresh: set[str] = field(default_factory=set)  # trials with new values since the last step
+    memo: SweepMemo = field(default_factory=SweepMemo)
+    changed: bool = True  # trials or metrics changed since the last step
+
+
+@dataclass
 class SchedulerState:
     """Everything the decision code reads. Owned by the daemon loop, changed only by core.py.
 
@@ -118,10 +135,20 @@ class SchedulerState:
     retired: set[str] = field(default_factory=set)
     # parent run id -> its children still running (they end with it: run_notes.end_children)
     children: dict[str, set[str]] = field(default_factory=dict)
+    # sweep run id -> its trials and their metrics, for each sweep not ended (sweep_runs.py)
+    sweeps: dict[str, SweepTrack] = field(default_factory=dict)
+    # whether the metrics stream has been read up to where it was at start (the daemon sets
+    # it False until then): sweeps are stepped only on the whole history of their metrics
+    sweep_feed_ready: bool = True
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
         return set(BUILTIN_TARGETS) | agents | set(self.computes) | set(self.vms)
+
+
+def trial_view(rec: m.RunRecord, trial: m.Trial) -> TrialView:
+    """A trial's record as the sweep controller sees it."""
+    return TrialView(run_id=rec.run_id, index=trial.index, params=trial.params, state=rec.state)
 
 
 Stored = m.RunRecord | m.AgentRecord | m.ComputeRecord | m.NodeRecord | m.VmRecord
@@ -136,9 +163,15 @@ def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
         if rec.spec.submission_id is not None:
             state.submissions[rec.spec.submission_id] = rec.run_id
         keep = rec.state not in TERMINAL
+        if rec.trial is not None and rec.parent_id is not None:  # ended ones too
+            track = state.sweeps.setdefault(rec.parent_id, SweepTrack())
+            track.trials[rec.run_id] = trial_view(rec, rec.trial)
+            track.attempts[rec.run_id] = rec.attempt
+        elif rec.sweep is not None and keep:
+            state.sweeps.setdefault(rec.run_id, SweepTrack())
         if keep:
             state.runs.load(rec.run_id, rec)
-            if rec.parent_id is not None:
+            if rec.parent_id is not None and rec.trial is None:  # a trial has its own attempt
                 state.children.setdefault(rec.parent_id, set()).add(rec.run_id)
         return keep
     if isinstance(rec, m.AgentRecord):

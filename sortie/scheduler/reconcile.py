@@ -84,7 +84,9 @@ def reconcile(
             gone.add(agent.agent_id)
 
     for run in runs.values():
-        if run.state not in ON_AGENT or run.parent_id is not None:
+        if run.state not in ON_AGENT or run.sweep is not None:
+            continue  # (a sweep has no attempt of its own: its trials do)
+        if run.parent_id is not None and run.trial is None:
             continue  # (a child run has no attempt of its own: it ends with its parent)
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
         if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):

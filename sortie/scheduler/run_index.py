@@ -40,6 +40,7 @@ class Summary:
     tags: Mapping[str, str]
     parent_id: str | None
     metrics: Mapping[str, float]
+    sweep: bool  # a sweep run (RunRecord.sweep set)
     folded_id: str  # the run id in lower case: what a search looks in
 
     @property
@@ -57,6 +58,7 @@ def summary_of(rec: m.RunRecord) -> Summary:
         tags=rec.tags,
         parent_id=rec.parent_id,
         metrics=rec.metrics,
+        sweep=rec.sweep is not None,
         folded_id=rec.run_id.lower(),
     )
 
@@ -131,7 +133,8 @@ def matcher(query: q.RunQuery) -> Callable[[Summary], bool]:
 
     def keep(s: Summary) -> bool:
         return (
-            (query.experiment is None or s.experiment == query.experiment)
+            (not query.sweeps or s.sweep)
+            and (query.experiment is None or s.experiment == query.experiment)
             and (not states or s.state in states)
             and (query.target is None or s.target == query.target)
             and (query.created_since is None or s.created_at >= query.created_since)

@@ -72,7 +72,9 @@ def _refused(note: n.RunNote, why: str) -> list[Command]:
 
 
 def _holder_refusal(rec: m.RunRecord | None, note: n.RunNote) -> str | None:
-    if rec is None or rec.state not in ON_AGENT or rec.parent_id is not None:
+    if rec is None or rec.state not in ON_AGENT or rec.sweep is not None:
+        return "the run is not running"
+    if rec.parent_id is not None and rec.trial is None:  # a sweep's trial has its own attempt
         return "the run is not running"
     if rec.attempt != note.attempt or note.agent_id not in agent_ids(rec):
         return "the agent does not hold the run's current attempt"

@@ -15,6 +15,8 @@ from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.run_notes import end_children
 
+EARLY_TERMINATED = ErrorKind.EARLY_TERMINATED
+
 
 def move(
     rec: m.RunRecord, target: RunState, now: float, *, reason: str | None = None, **changes: Any
@@ -132,6 +134,9 @@ def apply_report(
     changes: dict[str, Any] = {}
     if rep.state is RunState.RUNNING:
         changes["started_at"] = rep.at
+    error = rep.error
+    if rep.state is RunState.CANCELED and rec.error and rec.error.kind is EARLY_TERMINATED:
+        error = rec.error  # stopped by its sweep's policy (sweep_runs.stop_trial): say why
     if rep.state in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED):
         end(
             state,
@@ -141,7 +146,7 @@ def apply_report(
             cmds,
             ended_at=rep.at,
             exit_code=rep.exit_code,
-            error=rep.error,
+            error=error,
             artifacts=rep.artifacts,
         )
         return
