@@ -15,7 +15,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -31,6 +31,8 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 from tests.builders import record, spec
 from tests.faults import Cluster, listening
+
+T = TypeVar("T")
 
 DONE = "hdweb_done"
 LIVE = "hdweb_live"
@@ -178,10 +180,10 @@ async def indexed(url: str) -> None:
         await asyncio.sleep(0.3)
 
 
-def run_apart(work: Coroutine[Any, Any, None]) -> None:
+def run_apart(work: Coroutine[Any, Any, T]) -> T:
     """``work`` on an event loop of its own thread (Playwright's may be running on this one)."""
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, work).result()
+        return pool.submit(asyncio.run, work).result()
 
 
 @dataclass
