@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,17 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s: {pred}")
         await asyncio.sleep(interval)
+
+
+def listening(port: int, timeout_s: float = 60) -> None:
+    """Once something (``sortie web``) listens on ``port`` of 127.0.0.1 (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listened on {port} within {timeout_s}s")
 
 
 @dataclass

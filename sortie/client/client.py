@@ -583,12 +583,8 @@ class Client:
 
     async def metric_points(self, run_id: str) -> list[m.MetricPoint]:
         """Every point the run logged, in order. A child run's points are on its parent's
-        subjects, marked with its id (``MetricPoint.run``); a sweep's trial's are its own."""
-        rec = await self.get_run(run_id)
-        # a sweep's trial is a run of its own, on its own subjects, though it has a parent
-        on_parent = rec.parent_id is not None and rec.trial is None
-        source = rec.parent_id if on_parent and rec.parent_id is not None else run_id
-        mine = run_id if on_parent else None
+        subjects, marked with its id (``MetricPoint.run``)."""
+        source, mine = metric_source(await self.get_run(run_id))
         out: list[m.MetricPoint] = []
         batches = self._believed(m.MetricBatch, source, follow=False)
         async with contextlib.aclosing(batches):
@@ -660,6 +656,16 @@ class Client:
                 ) from None
             written.append(target)
         return written
+
+
+def metric_source(rec: m.RunRecord) -> tuple[str, str | None]:
+    """Where a run's metric points are: (the run whose subjects hold them, the
+    ``MetricPoint.run`` that marks its points there). A child run logged from its parent's
+    process (``Run.child_run``) is on its parent's subjects, marked with its id; a sweep's
+    trial is a run of its own, placed and run alone, so on its own subjects."""
+    if rec.parent_id is None or rec.trial is not None:
+        return rec.run_id, None
+    return rec.parent_id, rec.run_id
 
 
 async def _blobs_full(js: JetStreamContext) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import nats.errors
 import structlog
@@ -54,6 +54,13 @@ class Hub:
                 yield rec
         finally:
             self._pages.discard(queue)
+
+    def subscribe(self) -> Subscription:
+        """Like ``runs``, but subscribed at once, before its first ``anext``: a page that
+        subscribes and then reads a record misses no change written between the two."""
+        queue: asyncio.Queue[m.RunRecord | None] = asyncio.Queue(QUEUE_SIZE)
+        self._pages.add(queue)
+        return Subscription(queue, self._pages.discard)
 
     def _publish(self, rec: m.RunRecord) -> None:
         for queue in list(self._pages):
@@ -111,6 +118,31 @@ class Hub:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class Subscription:
+    """Every run record written since ``Hub.subscribe`` (ends when the page is dropped);
+    ``aclose`` unsubscribes."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[m.RunRecord | None],
+        leave: Callable[[asyncio.Queue[m.RunRecord | None]], None],
+    ) -> None:
+        self._queue = queue
+        self._leave = leave
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> m.RunRecord:
+        rec = await self._queue.get()
+        if rec is None:
+            raise StopAsyncIteration
+        return rec
+
+    async def aclose(self) -> None:
+        self._leave(self._queue)
 
 
 def client_of(request: Request) -> Client:

@@ -5,7 +5,6 @@ never reloaded by the test."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,17 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from sortie.bus.broker import free_port
-from tests.faults import Cluster
-
-
-def _listening(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"sortie web did not listen on {port}")
+from tests.faults import Cluster, listening
 
 
 @pytest.fixture
@@ -60,7 +49,7 @@ def test_the_runs_page_stays_live_through_restarts(
     port = free_port()
     web = cluster._spawn("web", ["web", "--port", str(port)])
     try:
-        _listening(port)
+        listening(port)
         token = cluster.cli("auth", "web-token", "--label", "faults").stdout.splitlines()[0]
         base = f"http://127.0.0.1:{port}"
         page.goto(f"{base}/login?next=/runs")

@@ -3,7 +3,8 @@ resumable after a reconnect). The page draws every numeric metric over its step 
 order), table metrics (``log_row`` / ``log_table``) as tables, and image metrics
 (``log_image``: the value names an artifact) as images.
 
-A child run's points are on its parent's subjects, marked with its id (``MetricPoint.run``).
+A child run's points are on its parent's subjects, marked with its id (``MetricPoint.run``);
+a sweep's trial's are on its own (``client.metric_source``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sortie.client.client import ClientError
+from sortie.client.client import ClientError, metric_source
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
 from sortie.web import sse
@@ -38,8 +39,7 @@ async def stream(request: Request) -> Response:
     rec = await run_of(request)
     after = after_seq(sse.last_event_id(request))
     client = client_of(request)
-    source = rec.parent_id or rec.run_id
-    mine = rec.run_id if rec.parent_id is not None else None
+    source, mine = metric_source(rec)
     follow = rec.state not in TERMINAL
 
     async def events() -> AsyncIterator[sse.Event]:

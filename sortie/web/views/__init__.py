@@ -4,13 +4,26 @@ in this order. A new view is one module beside these, one template, and one entr
 from __future__ import annotations
 
 from sortie.web.view import View
-from sortie.web.views import agents, compare, compute, experiments, models, queue, run, runs
+from sortie.web.views import (
+    agents,
+    compare,
+    compute,
+    experiments,
+    models,
+    queue,
+    run,
+    runs,
+    sweep,
+    sweeps,
+)
 
 VIEWS: tuple[View, ...] = (
     runs.VIEW,
     run.VIEW,
     compare.VIEW,
     experiments.VIEW,
+    sweeps.VIEW,  # before sweep: /api/sweeps/events is not a sweep's id
+    sweep.VIEW,
     models.VIEW,
     compute.VIEW,
     agents.VIEW,

@@ -11,7 +11,8 @@ of the first page, and a run shown is updated in place.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -101,6 +102,8 @@ def row(rec: m.RunRecord) -> dict[str, Any]:
         "metrics": dict(sorted(rec.metrics.items())[:SHOWN_METRICS]),
         "commit": git.commit[:8] if git is not None and git.commit else None,
         "dirty": bool(git is not None and git.dirty),
+        "sweep": rec.sweep is not None,  # its page is /sweeps/RUN_ID
+        "trial": None if rec.trial is None else rec.trial.index,
     }
 
 
@@ -108,7 +111,7 @@ def _filters(params: QueryParams) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params.multi_items() if k not in ("before", "after")]
 
 
-def _link(params: QueryParams, **cursor: q.RunCursor | None) -> str | None:
+def page_link(params: QueryParams, **cursor: q.RunCursor | None) -> str | None:
     """The address of the page at ``cursor`` with the same filters (None: no such page)."""
     ((name, at),) = cursor.items()
     if at is None:
@@ -116,35 +119,87 @@ def _link(params: QueryParams, **cursor: q.RunCursor | None) -> str | None:
     return "?" + urlencode([*_filters(params), (name, f"{at.created_at!r},{at.run_id}")])
 
 
-async def _page_data(request: Request) -> tuple[dict[str, Any], int]:
+@dataclass(frozen=True)
+class Listing:
+    """A page of the scheduler's run index, kept live (the runs page, the sweeps page): its
+    query from the page's address, its rows from the records, a record changed as it shows."""
+
+    what: str  # "runs", "sweeps": what a refusal says is not listed
+    query: Callable[[QueryParams], q.RunQuery]
+    rows: Callable[[list[m.RunRecord]], list[dict[str, Any]]]
+    live: Callable[[m.RunRecord], dict[str, Any] | None]  # None: not on this page
+    event: str  # the live event's name
+
+
+async def page_data(request: Request, listing: Listing) -> tuple[dict[str, Any], int]:
     """The page's rows, pager and note; the HTTP status (400: its address is wrong)."""
     params = request.query_params
     data: dict[str, Any] = {"rows": [], "total": 0, "first": True, "error": None}
     try:
-        query = query_of(params)
+        query = listing.query(params)
         records, page = await client_of(request).query_runs(query)
     except BadFilter as exc:
         return {**data, "error": str(exc)}, 400
     except NoScheduler:
-        why = "no scheduler is answering (runs are listed from its index): start it and reload"
+        why = (
+            f"no scheduler is answering ({listing.what} are listed from its index): "
+            "start it and reload"
+        )
         return {**data, "error": why}, 503
     except ClientError as exc:  # the scheduler refused the query: it says why
         return {**data, "error": str(exc)}, 400
     data.update(
-        rows=[row(r) for r in children_under_parents(records)],
+        rows=listing.rows(records),
         total=page.total,
         first=query.before is None and query.after is None,
-        older=_link(params, before=page.older),
-        newer=_link(params, after=page.newer),
-        newest="?"
-        + urlencode([(k, v) for k, v in params.multi_items() if k not in ("before", "after")]),
+        older=page_link(params, before=page.older),
+        newer=page_link(params, after=page.newer),
+        newest="?" + urlencode(_filters(params)),
     )
     return data, 200
 
 
+async def api_data(request: Request, listing: Listing) -> Response:
+    """The page's data as JSON (``{"code", "message"}`` when refused)."""
+    data, status = await page_data(request, listing)
+    if status != 200:
+        code = "no_scheduler" if status == 503 else "bad_request"
+        return JSONResponse({"code": code, "message": data["error"]}, status_code=status)
+    return JSONResponse(data)
+
+
+def live_rows(request: Request, listing: Listing) -> Response:
+    """Changed and new rows for an open page: of the runs its fixed filters keep (all but
+    state and tags), each with ``match``: whether it passes every filter now (state and tags
+    change as a run goes on)."""
+    try:
+        query = listing.query(request.query_params)
+    except BadFilter as exc:
+        return JSONResponse({"code": "bad_request", "message": str(exc)}, status_code=400)
+    fixed = msgspec.structs.replace(query, states=[], tags=[])
+    hub = hub_of(request)
+
+    async def changes() -> AsyncIterator[Event]:
+        async for rec in hub.runs():
+            if not q.keeps(fixed, rec) or (shown := listing.live(rec)) is None:
+                continue
+            yield Event(listing.event, json.dumps({**shown, "match": q.keeps(query, rec)}))
+
+    return stream(request, changes())
+
+
+RUNS = Listing(
+    what="runs",
+    query=query_of,
+    rows=lambda records: [row(r) for r in children_under_parents(records)],
+    live=row,
+    event="run",
+)
+
+
 async def page(request: Request) -> Response:
     """The page (200 even when refused: it shows why, and its filters to correct)."""
-    data, _ = await _page_data(request)
+    data, _ = await page_data(request, RUNS)
     params = request.query_params
     return render(
         request,
@@ -163,33 +218,12 @@ async def page(request: Request) -> Response:
 
 
 async def api_page(request: Request) -> Response:
-    """The page's data as JSON (``{"code", "message"}`` when refused)."""
-    data, status = await _page_data(request)
-    if status != 200:
-        code = "no_scheduler" if status == 503 else "bad_request"
-        return JSONResponse({"code": code, "message": data["error"]}, status_code=status)
-    return JSONResponse(data)
+    return await api_data(request, RUNS)
 
 
 async def events(request: Request) -> Response:
-    """Changed and new runs for an open runs page: those its fixed filters keep (experiment,
-    target, search), each with ``match``: whether it passes every filter now (state and tags
-    change as a run goes on)."""
-    try:
-        query = query_of(request.query_params)
-    except BadFilter as exc:
-        return JSONResponse({"code": "bad_request", "message": str(exc)}, status_code=400)
-    fixed = msgspec.structs.replace(query, states=[], tags=[])
-    hub = hub_of(request)
-
-    async def changes() -> AsyncIterator[Event]:
-        async for rec in hub.runs():
-            if not q.keeps(fixed, rec):
-                continue
-            shown = {**row(rec), "match": q.keeps(query, rec)}
-            yield Event("run", json.dumps(shown))
-
-    return stream(request, changes())
+    """Changed and new runs for an open runs page (``live_rows``)."""
+    return live_rows(request, RUNS)
 
 
 VIEW = View(

@@ -49,6 +49,8 @@
     state.append(el("span", `state ${run.state}`, run.state));
     const id = el("td", "run-id mono");
     id.append(link(`/runs/${encodeURIComponent(run.run_id)}`, run.run_id));
+    if (run.sweep) id.append(" ", link(`/sweeps/${encodeURIComponent(run.run_id)}`, "sweep", "badge sweep"));
+    if (run.trial != null) id.append(" ", el("span", "badge trial", `trial ${run.trial}`));
     const exp = el("td");
     exp.append(link(`/runs?experiment=${encodeURIComponent(run.experiment)}`, run.experiment, "plain"));
     const started = el("td", "time", S.iso(run.started_at));
