@@ -33,6 +33,7 @@ KV_BUCKETS = (
     subjects.KV_QUARANTINE,
     subjects.KV_MODELS,
     subjects.KV_WEB_TOKENS,
+    subjects.KV_STEP_CACHE,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from sortie.proto import pipelines  # a module import: pipelines imports this module too
 from sortie.proto.base import Message as Message  # re-exported: m.Message
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
@@ -139,6 +140,12 @@ class RunSpec(Message, frozen=True, kw_only=True):
     # when the run ends (run-based creation)
     amlcompute: AmlComputeSpec | None = None
     tags: dict[str, str] = {}  # the run's tags at submit (Experiment.submit(tags=...))
+    # a pipeline step: PipelineData it reads (name -> manifest id of its content: the agent
+    # lays the files out and puts their path where the arguments hold ``data_token(name)``)
+    data_inputs: dict[str, str] = {}
+    # PipelineData it writes: the agent makes an empty directory for each (its path where the
+    # arguments hold the token) and stores what is in it when the run completes
+    data_outputs: list[str] = []
 
 
 # --- run history ---------------------------------------------------------------------------
@@ -220,6 +227,14 @@ class RunRecord(Message, frozen=True, kw_only=True):
     sweep: Sweep | None = None
     # one trial of a sweep: placed and run like any run, with its parameters as arguments
     trial: Trial | None = None
+    # a pipeline: its spec and each step's state. A pipeline run has no attempt of its own:
+    # its steps are runs (parent_id: the pipeline, ``step`` set) that the scheduler's pipeline
+    # controller submits (or marks reused or skipped); it ends when every step has ended
+    # (proto/pipelines.py)
+    pipeline: pipelines.Pipeline | None = None
+    step: str | None = None  # one step of a pipeline: the step's name
+    # what this run's step wrote for later steps: PipelineData name -> manifest id
+    data_outputs: dict[str, str] = {}
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -242,6 +257,9 @@ class SubmitRequest(Message, frozen=True, kw_only=True, tag="submit"):
     # a sweep: ``spec`` is its trials' template (each trial's parameters are appended to its
     # arguments); the reply's run id is the sweep run's
     sweep: SweepSpec | None = None
+    # a pipeline: its steps are in ``pipeline``, and ``spec`` is the pipeline run's own (see
+    # proto/pipelines.PipelineRequest); the reply's run id is the pipeline run's
+    pipeline: pipelines.PipelineRequest | None = None
 
 
 class SubmitAccepted(Message, frozen=True, kw_only=True, tag="submit_accepted"):
@@ -426,6 +444,9 @@ class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     artifacts: list[Artifact] = []
     # the last value of each plain metric published so far (a bounded number of names)
     metrics: dict[str, float] = {}
+    # a pipeline step that completed: each output directory (RunSpec.data_outputs) stored as
+    # a manifest, by PipelineData name -> manifest id
+    data_outputs: dict[str, str] = {}
 
 
 class AgentRecord(Message, frozen=True, kw_only=True):

@@ -39,6 +39,7 @@ class RunQuery(Message, frozen=True, kw_only=True, tag="run_query"):
     include_children: bool = True
     parent_id: str | None = None  # only the children of this run
     sweeps: bool = False  # only sweep runs (RunRecord.sweep set)
+    pipelines: bool = False  # only pipeline runs (RunRecord.pipeline set)
     limit: int = 50  # 1 to MAX_LIMIT
     before: RunCursor | None = None  # the page of runs older than this one
     after: RunCursor | None = None  # the page of runs newer than this one (nearest first)
@@ -99,6 +100,7 @@ def filtered(q: RunQuery) -> bool:
         or not q.include_children
         or q.parent_id is not None
         or q.sweeps
+        or q.pipelines
     )
 
 
@@ -113,8 +115,8 @@ def admits(
     tags: Mapping[str, str],
     parent_id: str | None,
 ) -> bool:
-    """Whether the run passes every filter of ``q`` (its cursors aside) but ``sweeps``,
-    which only a record says (``keeps``; the index keeps it in its summary)."""
+    """Whether the run passes every filter of ``q`` (its cursors aside) but ``sweeps`` and
+    ``pipelines``, which only a record says (``keeps``; the index keeps it in its summary)."""
     return (
         (q.experiment is None or experiment == q.experiment)
         and (not q.states or state in q.states)
@@ -129,7 +131,7 @@ def admits(
 
 def keeps(q: RunQuery, rec: RunRecord) -> bool:
     """Whether the stored run passes every filter of ``q`` (its cursors aside)."""
-    if q.sweeps and rec.sweep is None:
+    if (q.sweeps and rec.sweep is None) or (q.pipelines and rec.pipeline is None):
         return False
     return admits(
         q,

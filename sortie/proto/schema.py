@@ -71,6 +71,11 @@ STORES: list[tuple[str, str, str]] = [
         "sha256 hex of the token",
         "WebToken (written by `sortie auth web-token` with the scheduler's credentials)",
     ),
+    (
+        f"KV `{s.KV_STEP_CACHE}`",
+        "key.<StepKey digest>, last.<sha256 of experiment, pipeline, step>",
+        "CachedStep, LastKey (pipelines' reuse; written by the scheduler only)",
+    ),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
     (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, per run and writer"),
     (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, per run and writer"),

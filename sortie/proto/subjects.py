@@ -61,6 +61,8 @@ KV_QUARANTINE = "sortie_quarantine"  # sha256 hex -> QuarantinedBlob (blobs refu
 KV_MODELS = "sortie_models"  # model_key(name, version) -> ModelRecord (the model registry)
 # sha256 hex of a dashboard token -> web_tokens.WebToken (`sortie auth web-token` writes them)
 KV_WEB_TOKENS = "sortie_web_tokens"
+# pipelines' reuse: pipelines.cache_id(key) -> CachedStep, pipelines.last_key_id(...) -> LastKey
+KV_STEP_CACHE = "sortie_step_cache"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

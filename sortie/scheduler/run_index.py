@@ -41,6 +41,7 @@ class Summary:
     parent_id: str | None
     metrics: Mapping[str, float]
     sweep: bool  # a sweep run (RunRecord.sweep set)
+    pipeline: bool  # a pipeline run (RunRecord.pipeline set)
     folded_id: str  # the run id in lower case: what a search looks in
 
     @property
@@ -59,6 +60,7 @@ def summary_of(rec: m.RunRecord) -> Summary:
         parent_id=rec.parent_id,
         metrics=rec.metrics,
         sweep=rec.sweep is not None,
+        pipeline=rec.pipeline is not None,
         folded_id=rec.run_id.lower(),
     )
 
@@ -134,6 +136,7 @@ def matcher(query: q.RunQuery) -> Callable[[Summary], bool]:
     def keep(s: Summary) -> bool:
         return (
             (not query.sweeps or s.sweep)
+            and (not query.pipelines or s.pipeline)
             and (query.experiment is None or s.experiment == query.experiment)
             and (not states or s.state in states)
             and (query.target is None or s.target == query.target)

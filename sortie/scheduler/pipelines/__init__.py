@@ -1,0 +1,1 @@
+"""The pipeline controller: pure decision code (no I/O, clock or randomness)."""
