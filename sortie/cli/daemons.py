@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sortie.bus.broker import TlsFiles
+from sortie.bus.connection import BusAuth
 from sortie.bus.profile import default_data_dir
 from sortie.cli.bounds_flags import (
     add_blob_gc_flags,
@@ -27,8 +29,6 @@ from sortie.client.views import agent_view
 from sortie.proto import messages as m
 
 if TYPE_CHECKING:  # imported where used: only the daemon that starts loads its code
-    from sortie.bus.broker import TlsFiles
-    from sortie.bus.connection import BusAuth
     from sortie.client.client import Client
     from sortie.scheduler.reconcile import Timing
 
