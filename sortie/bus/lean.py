@@ -2,8 +2,8 @@
 
 nats-py imports aiohttp at its own import (about 0.25 s) for one thing: connecting over
 websockets (``ws://``, ``wss://``). structlog imports rich (about 0.15 s) for its console's
-tracebacks. A CLI client command needs neither, so :func:`import_for_client` imports both with
-those two hidden; :func:`enable_websocket` hands nats-py aiohttp when a websocket URL is
+tracebacks, and greenlet for a thread-local store no client uses. A CLI client command needs
+none of them, so :func:`import_for_client` imports nats-py and structlog with those hidden; :func:`enable_websocket` hands nats-py aiohttp when a websocket URL is
 used after all (``connection.connect`` calls it), so ws:// URLs work whichever way nats-py
 was imported. Daemons import as usual.
 """
@@ -34,8 +34,8 @@ def without(*names: str) -> Iterator[None]:
 
 def import_for_client() -> None:
     """Import nats-py without aiohttp and structlog without rich (plain tracebacks in a
-    client's log lines). Does nothing to a library already imported."""
-    with without("aiohttp", "rich"):
+    client's log lines) or greenlet. Does nothing to a library already imported."""
+    with without("aiohttp", "rich", "greenlet"):
         import nats  # noqa: F401
         import structlog  # noqa: F401
 
