@@ -3,9 +3,10 @@
 nats-py imports aiohttp at its own import (about 0.25 s) for one thing: connecting over
 websockets (``ws://``, ``wss://``). structlog imports rich (about 0.15 s) for its console's
 tracebacks, and greenlet for a thread-local store no client uses. A CLI client command needs
-none of them, so :func:`import_for_client` imports nats-py and structlog with those hidden; :func:`enable_websocket` hands nats-py aiohttp when a websocket URL is
-used after all (``connection.connect`` calls it), so ws:// URLs work whichever way nats-py
-was imported. Daemons import as usual.
+none of them, so :func:`import_for_client` imports nats-py and structlog with those hidden;
+:func:`enable_websocket` hands nats-py aiohttp when a websocket URL is used after all
+(``connection.connect`` calls it), so ws:// URLs work whichever way nats-py was imported.
+Daemons import as usual.
 """
 
 from __future__ import annotations
