@@ -58,6 +58,7 @@ NOT_LOADED = (
     "sortie.cli.workspace",
     "sortie.cli.status",
     "sortie.cli.jobfile",
+    "sortie.cli.sweeps",
 )
 
 
