@@ -31,6 +31,10 @@ if [ ! -x .venv/bin/uv ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check uv
 fi
 export UV_PROJECT_ENVIRONMENT="$PWD/.venv"
+# Compiled bytecode, as pip writes at install: without it every `sortie` command compiles its
+# imports again where .pyc files cannot be written (PYTHONDONTWRITEBYTECODE, a read-only
+# install): about 0.4 s of a 0.7 s `sortie run list`.
+export UV_COMPILE_BYTECODE=1
 if [ "${1:-}" = "--test" ]; then
     # exactly the locked set, test tools included (anything else in the venv is removed)
     .venv/bin/uv sync -q --frozen --extra test
@@ -38,4 +42,7 @@ else
     # the locked runtime set; test tools already installed stay
     .venv/bin/uv sync -q --frozen --inexact
 fi
+# ... and Sortie's own modules (installed editable, so uv leaves them; a stale one is only
+# compiled again in memory)
+.venv/bin/python -m compileall -q sortie >/dev/null
 echo "setup: .venv ready ($(.venv/bin/python --version), sortie at .venv/bin/sortie)"

@@ -1,14 +1,15 @@
 """Sortie: run training scripts on your own machines.
 
 ``from sortie import Run`` works with the standard library alone (it is what a training
-script imports). The client SDK names are loaded on first use.
+script imports). It and the client SDK names are loaded on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sortie.client.run_context import Run
+if TYPE_CHECKING:
+    from sortie.client.run_context import Run
 
 __all__ = [
     "AshaPolicy",
@@ -79,6 +80,10 @@ _SDK |= {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Run":  # loaded on first use too: `sortie run list` needs no run context
+        from sortie.client.run_context import Run
+
+        return Run
     if name in _SDK:
         from sortie.client import sdk
 

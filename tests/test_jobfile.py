@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sortie.cli.jobfile import JobFileError, load, schema
-from sortie.cli.main import _parser, _script_run_config, _with_job_file
+from sortie.cli.main import _parser, _with_job_file
+from sortie.cli.submit import script_run_config as _script_run_config
 from sortie.client.runconfig import ScriptRunConfig
 
 EVERYTHING = """\

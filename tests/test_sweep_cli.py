@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from sortie.cli.jobfile import JobFileError, load
-from sortie.cli.main import UsageError, _parser, _run_config_of, _with_job_file
+from sortie.cli.main import UsageError, _parser, _with_job_file
 from sortie.cli.output import ArgvError
+from sortie.cli.submit import run_config_of
 from sortie.cli.sweeps import hyperdrive_config
 from sortie.client.sweep_space import SweepConfigError
 from sortie.proto import sweeps as s
@@ -61,7 +62,7 @@ def parsed(argv: list[str]) -> argparse.Namespace:
 
 def spec_of(argv: list[str]) -> s.SweepSpec:
     args = parsed(argv)
-    return hyperdrive_config(args, _run_config_of(args, [])).to_spec()
+    return hyperdrive_config(args, run_config_of(args, [])).to_spec()
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_flags_and_job_file_give_the_same_sweep(src: Path) -> None:
     from_file = spec_of(["sweep", "submit", "-f", str(src / "job.yml")])
     assert from_flags == from_file == SPEC
     args = parsed(["sweep", "submit", "-f", str(src / "job.yml")])
-    config = _run_config_of(args, [])
+    config = run_config_of(args, [])
     assert (config.script, config.arguments) == ("train.py", ["--epochs", "3"])
 
 

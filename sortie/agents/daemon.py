@@ -531,6 +531,7 @@ async def run_agent(
     host does not have.
     """
     subjects.check_token("agent id", config.agent_id)
+    codec.warm()
     incarnation = secrets.token_hex(8)
     alog = log.bind(agent_id=config.agent_id, incarnation=incarnation)
     facts = await _host_facts(config, gpu_probe, alog)

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from sortie.bus import lean
 from sortie.bus.blobs import BlobStore
 from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised, ReplicasUnavailable
 from sortie.bus.resources import ensure_resources
@@ -100,6 +101,8 @@ async def connect(
     :class:`AccessDenied` when the broker refuses the credentials (never retried: a daemon
     with wrong credentials should stop and say so).
     """
+    if lean.is_websocket(url):
+        lean.enable_websocket()
     options = _client_options(url, name, connect_timeout, reconnect_forever)
     if auth is not None:
         options.update(_auth_options(auth))

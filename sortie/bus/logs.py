@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
+    import structlog  # here: the CLI imports LEVELS before it knows which command runs
+
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.types.Processor = (

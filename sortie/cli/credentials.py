@@ -48,10 +48,9 @@ def add_ttl_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_auth(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    auth = sub.add_parser(
-        "auth",
-        help="broker credentials: authority, per-role credentials, list, revoke; dashboard tokens",
-    ).add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    auth = sub.add_parser("auth").add_subparsers(
+        dest="auth_command", required=True, metavar="ACTION"
+    )
     ai = auth.add_parser(
         "init",
         help="make an authority (keys, broker config, scheduler and client credentials) in DIR",

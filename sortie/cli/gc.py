@@ -51,10 +51,7 @@ GB = 1_000_000_000
 
 
 def add_gc(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gc = sub.add_parser(
-        "gc",
-        help="delete what nothing needs: unreferenced blobs, old run dirs, unused environments",
-    )
+    gc = sub.add_parser("gc")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     add_output(gc)
     gc.add_argument("--data-dir", type=Path, default=None, help="the installation (sortie up's)")

@@ -28,9 +28,9 @@ def _filter(text: str) -> TagFilter:
 
 
 def add_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    actions = sub.add_parser(
-        "model", help="the model registry: register, list, show, download"
-    ).add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    actions = sub.add_parser("model").add_subparsers(
+        dest="model_command", required=True, metavar="ACTION"
+    )
     reg = actions.add_parser("register", help="register the next version of a model")
     reg.add_argument("name", help="letters, digits, '-', '_' or '.'")
     reg.add_argument(

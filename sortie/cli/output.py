@@ -16,11 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Literal, NoReturn
 
-import msgspec
-import yaml
-
-from sortie.client.views import to_json
-
 Format = Literal["text", "json", "yaml"]
 FORMATS: tuple[Format, ...] = ("text", "json", "yaml")
 
@@ -91,6 +86,8 @@ def refuse_argv(exc: ArgvError, argv: Sequence[str]) -> int:
 
 def emit(value: object, fmt: str, *, indent: bool = True) -> None:
     """A view (or a list of views) in ``fmt`` (json or yaml) on stdout."""
+    from sortie.client.views import to_json  # here: `sortie --help` needs no client library
+
     if fmt == "yaml":
         print(_yaml(value), end="", flush=True)
     else:
@@ -99,6 +96,8 @@ def emit(value: object, fmt: str, *, indent: bool = True) -> None:
 
 def emit_item(value: object, fmt: str) -> None:
     """One item of a stream: a JSON line, or a YAML document."""
+    from sortie.client.views import to_json
+
     if fmt == "yaml":
         print("---\n" + _yaml(value), end="", flush=True)
     else:
@@ -106,24 +105,26 @@ def emit_item(value: object, fmt: str) -> None:
 
 
 def _yaml(value: object) -> str:
+    import msgspec
+    import yaml  # here: 40 ms to import, and only -o yaml needs it
+
     return yaml.safe_dump(
         msgspec.to_builtins(value), sort_keys=False, allow_unicode=True, default_flow_style=False
     )
 
 
-class ErrorOut(msgspec.Struct, frozen=True, kw_only=True):
-    """An error in json/yaml mode, on stderr."""
-
-    code: str
-    message: str
-
-
 def error(code: str, message: str, fmt: str) -> None:
-    """An error on stderr, in the command's format."""
+    """An error on stderr, in the command's format: ``{"code": ..., "message": ...}`` in json
+    and yaml."""
     if fmt == "json":
-        print(to_json(ErrorOut(code=code, message=message), indent=False), file=sys.stderr)
+        import json
+
+        line = json.dumps(
+            {"code": code, "message": message}, separators=(",", ":"), ensure_ascii=False
+        )
+        print(line, file=sys.stderr)
     elif fmt == "yaml":
-        print(_yaml(ErrorOut(code=code, message=message)), end="", file=sys.stderr)
+        print(_yaml({"code": code, "message": message}), end="", file=sys.stderr)
     else:
         print(f"sortie: {message}", file=sys.stderr)
 

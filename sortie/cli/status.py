@@ -8,12 +8,13 @@ compact tables. The last two are pure, so the shape is tested without a broker.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sortie.cli.output import emit
+from sortie.cli.output import add_output, emit
 from sortie.client.client import Client
 from sortie.client.views import (
     QueuedGroup,
@@ -347,6 +348,14 @@ def _agents_table(agents: list[StatusAgent]) -> list[str]:
             )
         )
     return _table(rows)
+
+
+def add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add_output(sub.add_parser("status"))
+
+
+async def run_status(client: Client, args: argparse.Namespace) -> int:
+    return await show_status(client, output=args.output)
 
 
 async def show_status(client: Client, *, output: str = "text") -> int:

@@ -17,7 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sortie.cli import output as out
+from sortie.cli.common import env_vars, with_client
+from sortie.cli.run_command import submit_options
 from sortie.cli.runs import limit
+from sortie.cli.submit import run_config_of
 from sortie.client import sweep_text
 from sortie.client.client import Client
 from sortie.client.runconfig import ScriptRunConfig
@@ -39,8 +42,6 @@ from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
 from sortie.proto.sweeps import Expression, SweepSpec
 
-RunConfigOf = Callable[[argparse.Namespace, list[str]], ScriptRunConfig]
-
 
 def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """A text parser as an argparse type (its error as argparse's)."""
@@ -57,13 +58,12 @@ def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def add_sweep(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    defaults: dict[str, object],
-    submit_options: Callable[[argparse.ArgumentParser], None],
+    submit_defaults: dict[str, object] | None = None,
 ) -> None:
-    """The `sweep` command; ``submit_options`` adds `sortie run submit`'s options."""
-    actions = sub.add_parser(
-        "sweep", help="hyperparameter sweeps: submit, list, show, trials, cancel"
-    ).add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    """The `sweep` command (``submit_defaults``: a job file's settings, for `sweep submit`)."""
+    actions = sub.add_parser("sweep").add_subparsers(
+        dest="sweep_command", required=True, metavar="ACTION"
+    )
     s = actions.add_parser(
         "submit",
         help="submit a sweep: trials of a script with sampled parameters",
@@ -73,7 +73,7 @@ def add_sweep(
     )
     submit_options(s)
     _sweep_options(s)
-    s.set_defaults(**defaults)
+    s.set_defaults(**(submit_defaults or {}))
     lst = actions.add_parser("list", help="sweeps, newest first")
     lst.add_argument("--experiment")
     lst.add_argument("--limit", type=limit, metavar="N", help="the newest N sweeps only")
@@ -155,7 +155,6 @@ async def submit(
     client: Client, args: argparse.Namespace, config: ScriptRunConfig, spec: SweepSpec
 ) -> int:
     limit_mb = args.snapshot_limit_mb
-    from sortie.cli.main import _env_vars  # the one KEY=VALUE reader (main imports this)
     from sortie.cli.progress import SubmitProgress, interactive
 
     with SubmitProgress(enabled=interactive(args.output)) as bars:
@@ -163,7 +162,7 @@ async def submit(
             config,
             experiment=args.experiment,
             submission_id=args.submission_id,
-            tags=_env_vars(args.tag, flag="--tag") or None,
+            tags=env_vars(args.tag, flag="--tag") or None,
             snapshot_limit_bytes=int(limit_mb * 1024 * 1024) if limit_mb else None,
             progress=bars.uploading,
             hash_progress=bars.hashing,
@@ -311,8 +310,13 @@ async def cancel(client: Client, args: argparse.Namespace) -> int:
     return out.EXIT_OK
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """`sortie sweep ACTION`: its input checked before connecting, then run with a client."""
+    return with_client(args, sweep_action(args, args.script_args))
+
+
 def sweep_action(
-    args: argparse.Namespace, script_args: list[str], run_config_of: RunConfigOf
+    args: argparse.Namespace, script_args: list[str]
 ) -> Callable[[Client], Awaitable[int]]:
     """One `sortie sweep` action, its input checked now (before connecting): errors are the
     CLI's refusals (exit 2)."""

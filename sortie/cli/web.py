@@ -28,9 +28,7 @@ def port(text: str) -> int:
 
 
 def add_web(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    web = sub.add_parser(
-        "web", help="serve the dashboard (a broker client: runs anywhere that reaches the broker)"
-    )
+    web = sub.add_parser("web")
     web.add_argument("--host", default="127.0.0.1", help="where to listen (default 127.0.0.1)")
     web.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     web.add_argument(

@@ -16,7 +16,7 @@ from sortie.bus.profile import resolve_auth, resolve_url, workspace_config
 
 
 def add_workspace(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ws = sub.add_parser("workspace", help="this installation as a workspace (for SDK v1 code)")
+    ws = sub.add_parser("workspace")
     actions = ws.add_subparsers(dest="workspace_command", required=True, metavar="ACTION")
     cfg = actions.add_parser(
         "config", help="print a config.json for Workspace.from_config() (broker URL, creds path)"

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats.errors
@@ -37,16 +37,17 @@ from sortie.bus.store_limits import (
     room_needed,
     store_uses,
 )
-from sortie.client import snapshot as snap
-from sortie.client.gitinfo import git_info
 from sortie.client.provenance import believed
 from sortie.client.resubmit import resubmit_refusal, resubmit_spec
-from sortie.client.runconfig import ScriptRunConfig, Source, check_process_input, run_spec
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
 from sortie.proto.queue import QueueReply, QueueReplyOrError, QueueRequest
 from sortie.proto.states import TERMINAL
+
+if TYPE_CHECKING:  # imported where used: a client that only reads runs loads neither
+    from sortie.client import snapshot as snap
+    from sortie.client.runconfig import ScriptRunConfig
 
 T = TypeVar("T")
 B = TypeVar("B", m.LogBatch, m.MetricBatch)
@@ -190,6 +191,10 @@ class Client:
         ``RequestRefused`` when the scheduler refuses the run, and ``StoreFullError`` when
         the store is full (nothing is submitted).
         """
+        from sortie.client import snapshot as snap
+        from sortie.client.gitinfo import git_info
+        from sortie.client.runconfig import Source, check_process_input, run_spec
+
         check_process_input(config)
         source_dir = Path(config.source_directory)
         plan = snap.build_manifest(
@@ -253,6 +258,8 @@ class Client:
         js = self.bus.js
         with contextlib.suppress(nats.errors.Error, TimeoutError):  # the upload will tell
             await self._check_room(plan)
+        from sortie.client import snapshot as snap
+
         try:
             return await snap.upload_snapshot(
                 self.bus, plan, progress=progress, every_file=every_file

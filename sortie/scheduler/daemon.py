@@ -918,6 +918,7 @@ async def run_scheduler(
     config: SchedulerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Run the scheduler until ``stop`` is set."""
+    codec.warm()
     if config.data_dir is None:
         from sortie.bus.profile import default_data_dir
 

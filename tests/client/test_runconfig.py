@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sortie.cli.main import _parser, _script_run_config
+from sortie.cli.main import _parser
+from sortie.cli.submit import script_run_config as _script_run_config
 from sortie.client.runconfig import (
     DockerSettings,
     EnvironmentSection,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sortie.cli.main import _parser, _timing
+from sortie.cli.daemons import _timing
+from sortie.cli.main import _parser
 from sortie.scheduler.reconcile import Timing
 
 

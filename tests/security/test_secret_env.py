@@ -21,7 +21,8 @@ import structlog
 from sortie.agents.attempt import ChildEnv, child_env, missing_secrets
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
-from sortie.cli.main import UsageError, _secret_env
+from sortie.cli.common import UsageError
+from sortie.cli.submit import secret_env as _secret_env
 from sortie.client.client import Client
 from sortie.client.sdk import RunConfiguration, ScriptRunConfig
 from sortie.proto import codec

@@ -8,7 +8,8 @@ import shlex
 import msgspec
 import pytest
 
-from sortie.cli.main import _parser, _script_run_config
+from sortie.cli.main import _parser
+from sortie.cli.submit import script_run_config as _script_run_config
 from sortie.client.resubmit import resubmit_refusal, resubmit_spec
 from sortie.client.submit_command import submit_command
 from sortie.proto import messages as m
