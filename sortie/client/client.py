@@ -235,6 +235,20 @@ class Client:
             warnings=list(plan.warnings),
         )
 
+    async def check_request(self, request: m.SubmitRequest) -> None:
+        """Send ``request`` as ``validate_only``: ``RequestRefused`` says what is wrong, and
+        nothing is stored (what ``submit`` does before uploading a byte)."""
+        await self._submit_with_retries(msgspec.structs.replace(request, validate_only=True))
+
+    async def submit_request(self, request: m.SubmitRequest) -> m.SubmitAccepted:
+        """Send a submit whose snapshots are uploaded (``upload_plan``): a pipeline's
+        (``client/pipeline_submit.py``). Retried like ``submit``'s, by its submission id."""
+        return await self._queue(request)
+
+    async def upload_plan(self, plan: snap.SnapshotPlan) -> snap.UploadResult:
+        """Upload what the store lacks of one snapshot (``StoreFullError`` when it is full)."""
+        return await self._upload(plan, None)
+
     async def _queue(self, request: m.SubmitRequest) -> m.SubmitAccepted:
         """The submit that queues the run; ``StoreFullError`` when the scheduler could not
         store it."""
