@@ -80,12 +80,20 @@ def _parameters_problem(spec: PipelineSpec, values: dict[str, ParamValue]) -> st
             )
         default = spec.parameters[name]
         if not _same_type(default, value):
-            kind = type(default).__name__
+            kind = _KINDS[type(default)]
             return (
                 f"parameter {name!r} is given {value!r} ({type(value).__name__}), but its"
-                f" default {default!r} is a {kind}: give a {kind}"
+                f" default {default!r} is {kind}: give {kind}"
             )
     return None
+
+
+_KINDS: dict[type, str] = {
+    bool: "true or false (bool)",
+    int: "a whole number (int)",
+    float: "a number (float)",
+    str: "text (str)",
+}
 
 
 def _same_type(default: ParamValue, value: ParamValue) -> bool:
