@@ -9,6 +9,8 @@ import pytest
 from sortie.proto.pipelines import (
     CachedStep,
     LastKey,
+    ParamValue,
+    PipelineSpec,
     StepState,
     StepStatus,
     cache_id,
@@ -22,6 +24,7 @@ from sortie.scheduler.pipelines.controller import StepRunView, pipeline_step
 from tests.scheduler.pipelines.builders import (
     EXPERIMENT,
     PIPE_RUN,
+    Outcome,
     SimPipeline,
     content,
     pipeline,
@@ -68,8 +71,8 @@ WAVES = [
 
 
 @pytest.mark.parametrize(("spec", "waves"), [c[1:] for c in WAVES], ids=[c[0] for c in WAVES])
-def test_waves(spec: object, waves: list[list[str]]) -> None:
-    sim = SimPipeline(spec)  # type: ignore[arg-type]
+def test_waves(spec: PipelineSpec, waves: list[list[str]]) -> None:
+    sim = SimPipeline(spec)
     plan = sim.run()
     assert _submitted_per_call(sim) == waves
     assert plan.done is RunState.COMPLETED
@@ -124,13 +127,20 @@ def test_inputs_come_from_the_producers_and_completion_fills_the_cache() -> None
         assert entry.completed_at > 0
 
 
-def _again(first: SimPipeline, spec: object = None, **kw: object) -> SimPipeline:
+def _again(
+    first: SimPipeline,
+    spec: PipelineSpec | None = None,
+    *,
+    values: dict[str, ParamValue] | None = None,
+    regenerate: bool = False,
+) -> SimPipeline:
     """The same pipeline submitted again (a new pipeline run), with the first's cache."""
     return SimPipeline(
-        spec or first.spec,  # type: ignore[arg-type]
+        spec or first.spec,
         cache=dict(first.cache),
         run_id="pr2",
-        **kw,  # type: ignore[arg-type]
+        values=values or {},
+        regenerate=regenerate,
     )
 
 
@@ -208,8 +218,8 @@ def test_failure_skips_downstream_and_an_independent_branch_finishes() -> None:
 
 
 def test_a_skip_names_every_failed_and_canceled_step_above() -> None:
-    outcomes = {"b": "failed", "c": "canceled"}
-    sim = SimPipeline(DIAMOND, outcome=lambda n: outcomes.get(n, "completed"))  # type: ignore[arg-type,return-value]
+    outcomes: dict[str, Outcome] = {"b": "failed", "c": "canceled"}
+    sim = SimPipeline(DIAMOND, outcome=lambda n: outcomes.get(n, "completed"))
     plan = sim.run()
     assert sim.statuses["d"].reason == "not run: upstream step 'b' failed, 'c' was canceled"
     assert plan.reason == "failed: step 'b'; canceled: step 'c'; 1 skipped"
@@ -298,9 +308,9 @@ def test_a_running_step_is_never_submitted_again_and_calls_are_deterministic() -
     sim = SimPipeline(DIAMOND)
     sim.step()
     sim.finish(["a"])
-    args = (sim.current(), dict(sim.runs), {}, {})
-    plan = pipeline_step(*args)
-    assert plan == pipeline_step(*args)
+    current, runs = sim.current(), dict(sim.runs)
+    plan = pipeline_step(current, runs, {}, {})
+    assert plan == pipeline_step(current, runs, {}, {})
     assert [s.name for s in plan.submit] == ["b", "c"]
     sim.step()
     again = sim.step()  # nothing ended since: nothing changes

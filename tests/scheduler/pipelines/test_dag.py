@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from sortie.proto.pipelines import PipelineSpec
-
 from sortie.scheduler.pipelines.dag import build, cycle, downstream, order, upstream
 from tests.scheduler.pipelines.builders import pipeline, step
 
