@@ -116,6 +116,8 @@ def pipeline_step(
     whatever their runs ended as) from their runs' ends, in later calls. The pipeline is done
     once every step is terminal: Completed when all completed or were reused, Canceled when
     canceled, else Failed (the reason names the failed, canceled and skipped steps).
+
+    The spec must have passed ``validate.problem`` (a cycle raises ``ValueError``).
     """
     spec = view.pipeline.spec
     dag = build(spec)
@@ -162,7 +164,9 @@ def _advance(p: _Pass, name: str) -> None:
 
 
 def _leave_waiting(p: _Pass, name: str) -> StepStatus:
-    if p.view.cancel_requested:
+    # on a cancel, a step whose run exists is adopted below (RUNNING): the caller cancels
+    # that run as it does any RUNNING step's
+    if p.view.cancel_requested and name not in p.runs:
         return p.move(name, StepState.CANCELED, reason="the pipeline was canceled")
     needs = p.dag.needs[name]
     if any(p.now[n].state in _STOPPED for n in needs):
@@ -216,6 +220,9 @@ def _start(p: _Pass, name: str) -> StepStatus:
     last_id = last_key_id(p.view.experiment, pipe.spec.name, name)
     last = p.last_keys.get(last_id)
     because = _ran_because(step, pipe, key, p.cache.get(cache_id(key)), last)
+    adopted = name in p.runs  # its run was written before a restart: it is that run
+    if because is None and adopted:
+        because = "it was submitted before the scheduler restarted"
     if because is None:
         cached = p.cache[cache_id(key)]
         return p.move(
@@ -227,7 +234,7 @@ def _start(p: _Pass, name: str) -> StepStatus:
             outputs={o: cached.outputs[o] for o in step.outputs},
         )
     run_id = step_run_id(p.view.run_id, name)
-    if name not in p.runs:  # else its run was written before a restart: never a second one
+    if not adopted:  # never a second run of one step
         spec = _run_spec(p.view, step, arguments, inputs)
         p.submit.append(SubmitStep(name=name, run_id=run_id, spec=spec, key=key))
     p.new_cache[last_id] = LastKey(run_id=run_id, key=key)

@@ -160,7 +160,9 @@ class SimPipeline:
             run_id=self.run_id,
         )
 
-    def step(self) -> PipelinePlan:
+    def step(self, *, record: bool = True) -> PipelinePlan:
+        """One call, its plan applied: the submitted runs first, then (``record``) the
+        statuses and cache entries; ``record=False`` is a scheduler that stopped between."""
         cached = {k: v for k, v in self.cache.items() if isinstance(v, CachedStep)}
         last = {k: v for k, v in self.cache.items() if isinstance(v, LastKey)}
         plan = self.decide(self.current(), dict(self.runs), cached, last)
@@ -169,6 +171,8 @@ class SimPipeline:
             self.runs[sub.name] = StepRunView(
                 run_id=sub.run_id, state=RunState.QUEUED, data_outputs={}
             )
+        if not record:
+            return plan
         for name, status in plan.statuses.items():
             self.statuses[name] = status
             self.history[name].append(status.state)

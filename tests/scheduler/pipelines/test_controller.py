@@ -356,3 +356,31 @@ def test_last_key_is_from_this_experiment_and_pipeline() -> None:
     # the step cache is by key: the other pipeline reuses the same steps
     assert second.run().done is RunState.COMPLETED
     assert set(second.states().values()) == {REU}
+
+
+def test_on_cancel_a_step_whose_run_exists_is_adopted_so_its_run_gets_canceled() -> None:
+    sim = SimPipeline(LINEAR)
+    sim.step()
+    sim.finish(["prep"])
+    sim.step()  # train submitted
+    sim.statuses["train"] = StepStatus()  # the record was not written
+    sim.cancel = True
+    plan = sim.step()
+    assert plan.submit == []
+    assert (sim.states()["train"], sim.states()["eval"]) == (RUN, X)
+    assert sim.statuses["train"].run_id == step_run_id(PIPE_RUN, "train")
+    assert plan.done is None
+
+
+def test_an_adopted_step_is_not_reused_even_if_its_key_is_cached() -> None:
+    first = SimPipeline(LINEAR)
+    first.run()
+    second = _again(first)
+    prep = step_run_id("pr2", "prep")
+    runs = {"prep": StepRunView(run_id=prep, state=RunState.QUEUED, data_outputs={})}
+    cached = {k: v for k, v in second.cache.items() if isinstance(v, CachedStep)}
+    plan = pipeline_step(second.current(), runs, cached, {})
+    assert plan.submit == []
+    assert plan.statuses["prep"].state is RUN
+    assert plan.statuses["prep"].run_id == prep
+    assert plan.statuses["prep"].ran_because == "it was submitted before the scheduler restarted"

@@ -2,8 +2,9 @@
 random completion orders, a cache from an earlier run (some steps edited since) and a
 cancel at a random moment: a step never starts (runs or is reused) before every step it
 needs succeeded; every step ends in exactly one terminal state, through the lifecycle's
-table; no step is submitted twice; the same inputs give the same plan; the pipeline's end
-agrees with its steps."""
+table; no step is submitted twice, even when the scheduler stops between writing a plan's
+runs and its statuses; the same inputs give the same plan; the pipeline's end agrees with its
+steps."""
 
 from __future__ import annotations
 
@@ -104,8 +105,12 @@ def test_random_pipelines(spec: PipelineSpec, data: st.DataObject) -> None:
     )
     cancel_at = data.draw(st.integers(0, 40), label="cancel at call")
     plan = None
+    restarts = 0
     for call in range(200):
         sim.cancel = sim.cancel or call == cancel_at
+        if restarts < 3 and data.draw(st.integers(0, 5), label="restart") == 0:
+            restarts += 1
+            sim.step(record=False)  # runs written, then the scheduler stopped
         plan = sim.step()
         if plan.done is not None:
             break
