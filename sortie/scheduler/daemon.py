@@ -40,7 +40,7 @@ from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
-from sortie.proto.pipelines import CachedStep, LastKey
+from sortie.proto.pipelines import CACHED_PREFIX, LAST_PREFIX, CachedStep, LastKey
 from sortie.proto.queue import QueueRequest
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
@@ -74,8 +74,6 @@ from sortie.scheduler.tag_store import tag_stored, trial_objective_stored
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
-# the step cache's two kinds of entry, by key (proto.pipelines.cache_id, last_key_id)
-CACHE_PREFIX, LAST_PREFIX = "key.", "last."
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -275,7 +273,7 @@ class Daemon:
         self.step_cache_kv = await self.bus.js.key_value(subjects.KV_STEP_CACHE)
         for entry in await kv_items(self.step_cache_kv):
             try:
-                if entry.key.startswith(CACHE_PREFIX):
+                if entry.key.startswith(CACHED_PREFIX):
                     cached = codec.decode(CachedStep, entry.value or b"")
                     self.state.step_cache.load(entry.key, cached)
                 elif entry.key.startswith(LAST_PREFIX):
