@@ -141,13 +141,12 @@ def _step(
         experiment=rec.spec.experiment,
         pipeline=pipeline,
         cancel_requested=rec.cancel_requested,
+        tags=rec.tags,
     )
     plan = pipeline_step(view, dict(track.steps), state.step_cache, state.last_keys)
     if not rec.cancel_requested:
         for new in plan.submit:
-            if new.name in track.steps:  # stored before a restart: the same run, once
-                track.changed = True  # its state may be ahead of the record's: step again
-            else:
+            if new.name not in track.steps:  # (the controller never submits a step twice)
                 _submit_step(state, rec, track, new, now=now, cmds=cmds)
     _keep_cache(state, plan)
     if plan.statuses:
@@ -170,19 +169,16 @@ def _submit_step(
     now: float,
     cmds: list[Command],
 ) -> None:
-    """A step's run: its spec as the controller gave it, Queued (placed in this same pass),
-    the pipeline's tags and experiment."""
-    spec = msgspec.structs.replace(
-        new.spec, experiment=pipeline_rec.spec.experiment, submission_id=None
-    )
+    """A step's run: its spec as the controller gave it (the pipeline's experiment and
+    tags, no submission id), Queued: placed in this same pass."""
     rec = m.RunRecord(
         run_id=new.run_id,
-        spec=spec,
+        spec=new.spec,
         state=RunState.QUEUED,
         attempt=1,
         created_at=now,
         history=[m.StateChange(state=RunState.QUEUED, at=now, attempt=1)],
-        tags={**spec.tags, **pipeline_rec.tags},
+        tags=dict(new.spec.tags),
         parent_id=pipeline_rec.run_id,
         step=new.name,
     )
