@@ -160,3 +160,23 @@ async def test_bad_data_fails_the_run_saying_why(bus: Bus, tmp_path: Path) -> No
     assert "'../up'" in messages["badname"] and "not PipelineData names" in messages["badname"]
     assert f"cannot fetch the manifest of data d {'ab' * 32}" in messages["missing"]
     assert not os.path.exists(tmp_path / "agent" / "runs" / "badname" / "1.data" / "up")
+
+
+async def test_an_agent_stores_the_data_an_unreported_attempt_left(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """The script ended 0, its agent died before reporting (agents.orphans): the next agent on
+    the data dir stores the output data it finds and reports it with Completed."""
+    reports = Reports(bus.js)
+    await reports.open()
+    run_dir = tmp_path / "agent" / "runs" / "left"
+    (run_dir / "1.data" / "out" / "d").mkdir(parents=True)
+    (run_dir / "1.data" / "out" / "d" / "x.txt").write_text("x")
+    (run_dir / "1.exit").write_text("0\n")
+    async with agent(bus, tmp_path):
+        got = await reports.until_terminal("left")
+    await reports.close()
+    assert [r.state for r in got] == [RunState.RUNNING, RunState.FINALIZING, RunState.COMPLETED]
+    assert [r.data_outputs for r in got[:2]] == [{}, {}]
+    manifest = codec.decode(m.Manifest, await get_blob(bus.blobs, got[-1].data_outputs["d"]))
+    assert [(f.path, f.sha256) for f in manifest.files] == [("x.txt", sha256_bytes(b"x"))]
