@@ -40,7 +40,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from sortie.agents import orphans
-from sortie.agents.data_upload import DataError, store_outputs
+from sortie.agents.data_upload import stored_or_error
 from sortie.agents.events import StopReason
 from sortie.agents.executors import (
     AttemptFiles,
@@ -757,20 +757,12 @@ class Attempt:
 
     async def _store_data(self) -> tuple[dict[str, str], m.RunError | None]:
         """A completed step's output data stored (agents.data_upload): the manifest ids by
-        name, or why the run fails instead (kind disk_full when the store is full)."""
+        name, or why the run fails instead."""
         assert self.files.data is not None
-        deps = self.deps
-        try:
-            stored = await store_outputs(
-                deps.blobs, deps.js, self.files.data, self.spec.data_outputs, self.output.system
-            )
-        except StoreFull as exc:
-            return {}, m.RunError(
-                kind=ErrorKind.DISK_FULL, message=f"output data not stored: {exc}"
-            )
-        except DataError as exc:
-            return {}, m.RunError(kind=ErrorKind.INTERNAL, message=str(exc))
-        return stored, None
+        deps, names = self.deps, list(self.spec.data_outputs)
+        return await stored_or_error(
+            deps.blobs, deps.js, self.files.data, names, self.output.system
+        )
 
     def _on_metric_line(self, line: bytes) -> None:
         parsed = parse_line(line)

@@ -32,6 +32,7 @@ from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
 from sortie.agents.core import AgentState
+from sortie.agents.data_upload import stored_or_error
 from sortie.agents.disk_gc import IMAGES, agent_gc_loop
 from sortie.agents.engine import docker_host, probe_engine
 from sortie.agents.engine_health import next_probe_s
@@ -58,6 +59,7 @@ from sortie.agents.executors.sandbox import Isolation, make_isolation, prepare_a
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
+from sortie.agents.pipeline_data import data_dir
 from sortie.agents.publisher import send_report
 from sortie.agents.snapshot_cache import SnapshotCache
 from sortie.bus.connection import Bus, BusAuth, open_bus
@@ -169,8 +171,11 @@ async def report_unreported_exits(
     it; a signal (it was stopped) gives the attempt back to be run again."""
     found = orphans.unreported_exits(runs_dir)
     for run_id, attempt, code in found:
+        data: dict[str, str] = {}
         if code == 0:
-            final, error = RunState.COMPLETED, None
+            # a pipeline step's output data, stored now (its agent died before it could)
+            data, error = await _left_data(bus, data_dir(runs_dir / run_id / str(attempt)), alog)
+            final = RunState.COMPLETED if error is None else RunState.FAILED
         elif code > 0:
             final = RunState.FAILED
             error = m.RunError(
@@ -192,6 +197,7 @@ async def report_unreported_exits(
                 at=time.time(),
                 exit_code=code if state is final and code >= 0 else None,
                 error=error if state is final else None,
+                data_outputs=data if state is final else {},
             )
             await send_report(bus.js, report)
         orphans.forget_exit(runs_dir / run_id / f"{attempt}.pid")
@@ -202,6 +208,18 @@ async def report_unreported_exits(
             exit_code=code,
         )
     return len(found)
+
+
+async def _left_data(bus: Bus, data: Path, alog: Any) -> tuple[dict[str, str], m.RunError | None]:
+    """The output data an attempt left (agents.pipeline_data), stored: see
+    :func:`agents.data_upload.stored_or_error` (none without a data dir)."""
+    if not await asyncio.to_thread(data.is_dir):
+        return {}, None
+
+    def say(line: str) -> None:
+        alog.info("output data of an attempt left unreported", line=line)
+
+    return await stored_or_error(bus.blobs, bus.js, data, None, say)
 
 
 async def watch_parent(

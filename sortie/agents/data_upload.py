@@ -7,7 +7,8 @@ directory is read as ``outputs/`` is (agents.outputs): never through a link, reg
 only, the run's own. A link leaving the directory is not stored (the run's log says so); any
 other file that cannot be read that way fails the run (:class:`DataError`), as does a full
 store (``StoreFull``): a step whose outputs are not all stored did not complete. An empty
-directory is an empty manifest.
+directory is an empty manifest. :func:`stored_or_error` says which (for the attempt, and for
+an agent reporting an attempt its dead predecessor left unreported: agents.daemon).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from sortie.agents.outputs import OUTPUT_COMMIT_WAIT_S, Entry, put_output, scan_
 from sortie.agents.pipeline_data import OUT
 from sortie.agents.upload_progress import UploadProgress
 from sortie.bus.blobs import BlobError, BlobStore, encode_manifest, missing_blobs, put_blob
-from sortie.bus.store_limits import until_stored
+from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
 from sortie.proto.paths import check_relpath
+from sortie.proto.run_errors import ErrorKind
 
 Say = Callable[[str], None]
 
@@ -57,6 +59,28 @@ def refusals(name: str, refused: list[str], found: list[Entry]) -> str | None:
         "directory may hold only its own regular files (a link inside it is stored as the "
         "file it points to)"
     )
+
+
+async def stored_or_error(
+    store: BlobStore, js: JetStreamContext, root: Path, names: list[str] | None, say: Say
+) -> tuple[dict[str, str], m.RunError | None]:
+    """Each output's manifest id by name (``names``; None: every directory under ``out/``,
+    for an attempt whose spec is no longer known), or why the run fails instead: kind
+    ``disk_full`` when the store is full, ``internal`` when a file cannot be stored."""
+    if names is None:
+        names = await asyncio.to_thread(_found_names, root / OUT)
+    try:
+        return await store_outputs(store, js, root, names, say), None
+    except StoreFull as exc:
+        return {}, m.RunError(kind=ErrorKind.DISK_FULL, message=f"output data not stored: {exc}")
+    except DataError as exc:
+        return {}, m.RunError(kind=ErrorKind.INTERNAL, message=str(exc))
+
+
+def _found_names(out: Path) -> list[str]:
+    if out.is_symlink() or not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink())
 
 
 async def store_outputs(
