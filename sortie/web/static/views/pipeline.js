@@ -72,8 +72,12 @@
     const mid = (x1 + x2) / 2;
     const g = svg("g", { class: `edge${e.run_after && !e.data.length ? " after" : ""}`, "data-from": e.from, "data-to": e.to });
     g.append(svg("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }));
+    // the label where the edge leaves its step (an edge that skips layers runs behind the
+    // boxes between, so its middle is no place for words)
     const label = [...e.data, ...(e.run_after ? ["run_after"] : [])].join(", ");
-    g.append(svg("text", { x: mid, y: (y1 + y2) / 2 - 5, "text-anchor": "middle", text: label }));
+    const near = x2 - x1 > BOX.gapX * 1.5;
+    g.append(svg("text", { x: near ? x1 + BOX.gapX / 2 : mid, y: (near ? y1 : (y1 + y2) / 2) - 5,
+      "text-anchor": "middle", text: label }));
     return g;
   }
 
@@ -132,7 +136,7 @@
     const td = el("td", { class: "why" });
     if (s.state === "reused") td.append(el("span", { class: "muted", text: "key unchanged" }));
     else if (s.why_ran) td.textContent = s.why_ran;
-    if (!s.allow_reuse) td.append(el("span", { class: "badge", text: "allow_reuse off" }));
+    if (!s.allow_reuse && !s.why_ran) td.append(el("span", { class: "badge", text: "allow_reuse off" }));
     return td;
   }
 
