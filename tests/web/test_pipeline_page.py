@@ -6,14 +6,11 @@ no JavaScript error (``conftest.page``), a screenshot when a test fails."""
 
 from __future__ import annotations
 
-import time
-
 from playwright.sync_api import Page, expect
 
-from sortie.proto.states import RunState
-from tests.web.pipeline_seed import DONE, LIVE, OLD, PIPELINE_FAILED, Seeded, step_record
+from tests.web.pipeline_seed import DONE, LIVE, OLD, PIPELINE_FAILED, Seeded, start_live_prep
 from tests.web.pipeline_seed import seeded as seeded  # the fixture, shared
-from tests.web.sweep_seed import put, run_apart
+from tests.web.sweep_seed import run_apart
 
 
 def test_from_the_list_to_a_pipeline_whose_graph_and_steps_draw(seeded: Seeded, page: Page) -> None:
@@ -72,14 +69,5 @@ def test_a_steps_run_changes_on_an_open_pipeline_page_without_a_reload(
     expect(page.locator("#graph [data-step=train]")).to_have_attribute("data-state", "waiting")
     expect(page.locator("#step-prep td.run .state")).to_have_text("Queued")
 
-    async def write() -> None:
-        from sortie.bus.connection import open_bus
-
-        bus = await open_bus(seeded.url, "test")
-        try:
-            await put(bus, step_record(LIVE, "prep", RunState.RUNNING, time.time()))
-        finally:
-            await bus.close()
-
-    run_apart(write())
+    run_apart(start_live_prep(seeded.url))
     expect(page.locator("#step-prep td.run .state")).to_have_text("Running", timeout=30_000)

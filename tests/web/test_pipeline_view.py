@@ -7,7 +7,6 @@ list, who may cancel and rerun."""
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 from starlette.testclient import TestClient
@@ -25,10 +24,10 @@ from tests.web.pipeline_seed import (
     OLD,
     PIPELINE_FAILED,
     Seeded,
-    step_record,
+    start_live_prep,
 )
 from tests.web.pipeline_seed import seeded as seeded  # the fixture, shared
-from tests.web.sweep_seed import put, run_apart
+from tests.web.sweep_seed import run_apart
 from tests.web.test_sweep_view import sse_events
 
 HTML = {"accept": "text/html"}
@@ -170,15 +169,6 @@ def test_the_pipelines_events_push_its_steps_and_its_cancel(seeded: Seeded) -> N
     """Last: it cancels LIVE."""
     prep = f"{LIVE}_prep"
 
-    async def start_prep() -> None:
-        from sortie.bus.connection import open_bus
-
-        bus = await open_bus(seeded.url, "test")
-        try:
-            await put(bus, step_record(LIVE, "prep", RunState.RUNNING, time.time()))
-        finally:
-            await bus.close()
-
     seen: list[tuple[str, dict[str, object]]] = []
     token = csrf_of(get(seeded, f"/pipelines/{LIVE}", headers=HTML).text)
     with httpx.stream("GET", f"{seeded.base}/pipelines/{LIVE}/events", timeout=60) as response:
@@ -186,7 +176,7 @@ def test_the_pipelines_events_push_its_steps_and_its_cancel(seeded: Seeded) -> N
             seen.append((name, data))
             if len(seen) == 1:  # the pipeline as it is: now change a step
                 assert name == "pipeline" and data["run_id"] == LIVE
-                run_apart(start_prep())
+                run_apart(start_live_prep(seeded.url))
             if name == "step" and data["run_id"] == prep and data["run_state"] == "Running":
                 assert data["step"] == "prep"
                 reply = httpx.post(
@@ -202,3 +192,19 @@ def test_the_pipelines_events_push_its_steps_and_its_cancel(seeded: Seeded) -> N
     assert names.index("step") < len(names) - 1  # the cancel came after the step's change
     after = record_of(seeded, LIVE)
     assert after.cancel_requested or after.state is RunState.CANCELED
+
+
+def test_rerun_submits_the_pipeline_again_and_its_page_links_the_first(seeded: Seeded) -> None:
+    """After the events test: it adds a pipeline run."""
+    token = csrf_of(get(seeded, f"/pipelines/{DONE}", headers=HTML).text)
+    reply = httpx.post(
+        f"{seeded.base}/pipelines/{DONE}/rerun", headers={"x-csrf-token": token}, timeout=30
+    )
+    assert reply.status_code == 200, reply.text
+    new_id = reply.json()["run_id"]
+    assert new_id != DONE
+    rec = record_of(seeded, new_id)
+    assert rec.pipeline is not None and rec.pipeline.rerun_of == DONE
+    assert rec.pipeline.parameters == {"epochs": 5}  # the first run's values, not the defaults
+    html = get(seeded, f"/pipelines/{new_id}", headers=HTML).text
+    assert f'id="rerun-of" href="/pipelines/{DONE}"' in html
