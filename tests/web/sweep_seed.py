@@ -164,14 +164,14 @@ async def seed(url: str) -> None:
         await bus.close()
 
 
-async def indexed(url: str) -> None:
-    """Once the scheduler answers with the seeded runs in its index (bounded)."""
+async def indexed(url: str, runs: int = 9) -> None:
+    """Once the scheduler answers with the seeded ``runs`` in its index (bounded)."""
     deadline = time.monotonic() + 90
     while True:
         try:
             async with await Client.connect(url) as client:
                 _, page = await client.query_runs(q.RunQuery(limit=1))
-                if page.total >= 9:
+                if page.total >= runs:
                     return
         except Exception:  # noqa: BLE001 - the scheduler is still starting: ask again
             pass

@@ -10,6 +10,8 @@ from sortie.web.views import (
     compute,
     experiments,
     models,
+    pipeline,
+    pipelines,
     queue,
     run,
     runs,
@@ -24,6 +26,8 @@ VIEWS: tuple[View, ...] = (
     experiments.VIEW,
     sweeps.VIEW,  # before sweep: /api/sweeps/events is not a sweep's id
     sweep.VIEW,
+    pipelines.VIEW,  # before pipeline: /api/pipelines/events is not a pipeline's id
+    pipeline.VIEW,
     models.VIEW,
     compute.VIEW,
     agents.VIEW,

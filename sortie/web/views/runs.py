@@ -104,6 +104,8 @@ def row(rec: m.RunRecord) -> dict[str, Any]:
         "dirty": bool(git is not None and git.dirty),
         "sweep": rec.sweep is not None,  # its page is /sweeps/RUN_ID
         "trial": None if rec.trial is None else rec.trial.index,
+        "pipeline": rec.pipeline is not None,  # its page is /pipelines/RUN_ID
+        "step": rec.step,  # a pipeline's step: the step's name (its pipeline is its parent)
     }
 
 

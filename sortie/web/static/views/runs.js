@@ -51,6 +51,8 @@
     id.append(link(`/runs/${encodeURIComponent(run.run_id)}`, run.run_id));
     if (run.sweep) id.append(" ", link(`/sweeps/${encodeURIComponent(run.run_id)}`, "sweep", "badge sweep"));
     if (run.trial != null) id.append(" ", el("span", "badge trial", `trial ${run.trial}`));
+    if (run.pipeline) id.append(" ", link(`/pipelines/${encodeURIComponent(run.run_id)}`, "pipeline", "badge pipeline"));
+    if (run.step != null) id.append(" ", el("span", "badge step", `step ${run.step}`));
     const exp = el("td");
     exp.append(link(`/runs?experiment=${encodeURIComponent(run.experiment)}`, run.experiment, "plain"));
     const started = el("td", "time", S.iso(run.started_at));
