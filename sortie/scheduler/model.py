@@ -179,7 +179,11 @@ def trial_view(rec: m.RunRecord, trial: m.Trial) -> TrialView:
 def step_view(rec: m.RunRecord) -> StepRunView:
     """A step's run as the pipeline controller sees it."""
     return StepRunView(
-        run_id=rec.run_id, state=rec.state, data_outputs=dict(rec.data_outputs), error=rec.error
+        run_id=rec.run_id,
+        state=rec.state,
+        data_outputs=dict(rec.data_outputs),
+        error=rec.error,
+        ended_at=rec.ended_at,
     )
 
 
