@@ -86,6 +86,21 @@ async def submit_pipeline(
     )
 
 
+async def check_pipeline(
+    client: Client, name: str, steps: Sequence[StepConfig], options: PipelineOptions
+) -> None:
+    """Ask the scheduler whether it would accept the pipeline (``RequestRefused`` says what
+    it would refuse); the source directories are hashed, nothing is uploaded or stored."""
+    _, specs = _step_specs(steps, options.experiment)
+    spec = p.PipelineSpec(
+        name=name,
+        steps=specs,
+        parameters=dict(options.parameters or {}),
+        description=options.description,
+    )
+    await client.check_request(_request(spec, options, specs[0].run.snapshot_id if specs else ""))
+
+
 async def rerun_pipeline(client: Client, run_id: str) -> str:
     """Submit a pipeline run's pipeline again with the same parameters, reusing every step
     whose key is unchanged (so it resumes after a failure); the new pipeline run's id."""
