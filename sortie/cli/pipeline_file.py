@@ -19,6 +19,7 @@ Every error names the file, the line and the field (``pipeline.yml:12: steps[1].
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from pathlib import Path
@@ -46,6 +47,18 @@ if TYPE_CHECKING:
 
 ParamValue = str | int | float | bool
 Name = Annotated[str, msgspec.Meta(pattern=p.NAME_RE.pattern)]
+_RUN_SETTINGS = (  # the StepSettings a step takes from defaults: unless it gives its own
+    "target",
+    "environment",
+    "resources",
+    "node_count",
+    "priority",
+    "max_run_duration_seconds",
+    "max_retries",
+    "dedicated_only",
+    "strategy",
+    "queue_timeout_seconds",
+)
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(?P<body>[^}]*?)\s*\}\}")
 _REF = re.compile(r"^(?P<kind>data|params)\.(?P<name>[A-Za-z][A-Za-z0-9_-]{0,62})$")
 
@@ -147,9 +160,7 @@ def _arguments(pf: PipelineFile, step: StepFile, i: int, where: Located) -> list
         ref = _REF.match(match["body"])
         at = ("steps", i, "arguments", j)
         if ref is None:
-            raise where.error(
-                at, f"{match[0]}: write ${{{{data.NAME}}}} or ${{{{params.NAME}}}}"
-            )
+            raise where.error(at, f"{match[0]}: write ${{{{data.NAME}}}} or ${{{{params.NAME}}}}")
         name = ref["name"]
         if ref["kind"] == "data":
             if name not in data:
@@ -165,9 +176,10 @@ def _arguments(pf: PipelineFile, step: StepFile, i: int, where: Located) -> list
             )
         return p.param_token(name)
 
-    return [
-        _PLACEHOLDER.sub(lambda mt, j=j: token(j, mt), str(a)) for j, a in enumerate(step.arguments)
-    ]
+    out: list[str] = []
+    for j, arg in enumerate(step.arguments):
+        out.append(_PLACEHOLDER.sub(functools.partial(token, j), str(arg)))
+    return out
 
 
 def _setting(step: StepFile, defaults: StepSettings, name: str) -> Any:
@@ -179,11 +191,7 @@ def job_of(pf: PipelineFile, step: StepFile, i: int, where: Located) -> JobFile:
     """The step as a job file, with the pipeline's defaults filled in."""
     d = pf.defaults
     given: dict[str, Any] = {
-        name: value
-        for name in ("target", "environment", "resources", "node_count", "priority")
-        + ("max_run_duration_seconds", "max_retries", "dedicated_only", "strategy")
-        + ("queue_timeout_seconds",)
-        if (value := _setting(step, d, name)) is not None
+        name: value for name in _RUN_SETTINGS if (value := _setting(step, d, name)) is not None
     }
     return JobFile(
         source_directory=step.source_directory,
@@ -213,9 +221,7 @@ def step_configs(pf: PipelineFile, where: Located, base: Path) -> list[StepConfi
         vars(flags).update(flag_defaults(job_of(pf, step, i, where), base))
         source = Path(flags.source_dir)
         if not source.is_dir():
-            raise where.error(
-                ("steps", i, "source_directory"), f"{source} is not a directory"
-            )
+            raise where.error(("steps", i, "source_directory"), f"{source} is not a directory")
         out.append(
             StepConfig(
                 name=step.name,
@@ -238,8 +244,7 @@ def param_values(pf: PipelineFile, given: list[str]) -> dict[str, ParamValue]:
         if not sep or name not in pf.parameters:
             known = ", ".join(pf.parameters) or "none"
             raise JobFileError(
-                f"--param {pair!r}: give NAME=VALUE for a parameter the pipeline declares "
-                f"({known})"
+                f"--param {pair!r}: give NAME=VALUE for a parameter the pipeline declares ({known})"
             )
         out[name] = _typed(name, text, pf.parameters[name])
     return out

@@ -12,7 +12,7 @@ from sortie.client.client import Client, ClientError
 from sortie.client.views import ErrorView, View, iso
 from sortie.proto import messages as m
 from sortie.proto import run_index
-from sortie.proto.pipelines import ParamValue, StepState, StepStatus
+from sortie.proto.pipelines import ParamValue, Pipeline, StepState, StepStatus
 from sortie.proto.states import TERMINAL, RunState
 
 
@@ -72,7 +72,7 @@ class PipelineSummaryView(View, frozen=True, kw_only=True):
 # --- pure ----------------------------------------------------------------------------------
 
 
-def pipeline_of(rec: m.RunRecord) -> m.Pipeline:
+def pipeline_of(rec: m.RunRecord) -> Pipeline:
     """The record's pipeline, or ``NotAPipeline`` saying what to do instead."""
     if rec.pipeline is None:
         raise NotAPipeline(
@@ -82,14 +82,14 @@ def pipeline_of(rec: m.RunRecord) -> m.Pipeline:
     return rec.pipeline
 
 
-def _counts(pipe: m.Pipeline) -> dict[str, int]:
+def _counts(pipe: Pipeline) -> dict[str, int]:
     counts: dict[str, int] = {}
     for status in pipe.steps.values():
         counts[str(status.state)] = counts.get(str(status.state), 0) + 1
     return dict(sorted(counts.items()))
 
 
-def step_views(pipe: m.Pipeline, runs: Sequence[m.RunRecord]) -> list[StepView]:
+def step_views(pipe: Pipeline, runs: Sequence[m.RunRecord]) -> list[StepView]:
     """Each step in the spec's order, with its own run's state from ``runs`` (the step runs)."""
     by_id = {r.run_id: r for r in runs}
     out: list[StepView] = []
@@ -150,16 +150,22 @@ def pipeline_summary_view(rec: m.RunRecord) -> PipelineSummaryView:
     )
 
 
+def step_why(step: StepView) -> str:
+    """Why the step is where it is: the run it reused, why it was skipped or failed, or why
+    it ran (and which parts of its key changed)."""
+    if step.state == StepState.REUSED:
+        return f"reused {step.reused_from}"
+    if step.reason:
+        return step.reason
+    if step.ran_because:
+        changed = f" ({', '.join(step.changed)})" if step.changed else ""
+        return f"ran: {step.ran_because}{changed}"
+    return ""
+
+
 def step_line(step: StepView) -> str:
     """A step as one line of text: its state, its run, why."""
-    why = ""
-    if step.state == StepState.REUSED:
-        why = f"reused {step.reused_from}"
-    elif step.reason:
-        why = step.reason
-    elif step.ran_because:
-        changed = f" ({', '.join(step.changed)})" if step.changed else ""
-        why = f"ran: {step.ran_because}{changed}"
+    why = step_why(step)
     run = f" {step.run_id}" if step.run_id and step.state != StepState.REUSED else ""
     return f"{step.name}: {step.state}{run}" + (f": {why}" if why else "")
 

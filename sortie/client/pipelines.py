@@ -131,12 +131,14 @@ def _step_name(name: str | None, script_name: str) -> str:
 
 def _datas(what: str, items: object) -> list[PipelineData]:
     given = list(items) if isinstance(items, list | tuple) else [items] if items else []
+    out: list[PipelineData] = []
     for item in given:
         if not isinstance(item, PipelineData):
             raise PipelineConfigError(
                 f"PythonScriptStep {what}: give PipelineData objects, got {item!r}"
             )
-    return given
+        out.append(item)
+    return out
 
 
 class PythonScriptStep(Strict):
@@ -355,10 +357,11 @@ class Pipeline(Strict):
         from sortie.client.pipeline_submit import check_pipeline
 
         ws = self.workspace
+        check = check_pipeline(
+            ws._client, self.pipeline_name(), self.to_configs(), self.options("default")
+        )
         try:
-            ws._run(
-                check_pipeline(ws._client, self.pipeline_name(), self.to_configs(), self.options("default"))
-            )
+            ws._run(check)
         except RequestRefused as exc:
             return [str(exc)]
         return []
