@@ -40,6 +40,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from sortie.agents import orphans
+from sortie.agents.data_upload import DataError, store_outputs
 from sortie.agents.events import StopReason
 from sortie.agents.executors import (
     AttemptFiles,
@@ -60,11 +61,18 @@ from sortie.agents.lease import Lease
 from sortie.agents.limits import RunLimits, plan_upload
 from sortie.agents.metrics_fifo import MetricsFifo, parse_line
 from sortie.agents.note_relay import NoteRelay
-from sortie.agents.outputs import open_output, scan_outputs
+from sortie.agents.outputs import put_output, scan_outputs
+from sortie.agents.pipeline_data import (
+    data_dir,
+    data_problem,
+    has_data,
+    lay_out_data,
+    run_arguments,
+)
 from sortie.agents.publisher import RunOutput, send_report
 from sortie.agents.snapshot_cache import SnapshotCache, SnapshotError
 from sortie.agents.upload_progress import UploadProgress
-from sortie.bus.blobs import BlobError, BlobStore, ChunkSent, missing_blobs, put_blob
+from sortie.bus.blobs import BlobError, BlobStore, missing_blobs
 from sortie.bus.connection import ENV_CREDS
 from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
@@ -75,8 +83,6 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
 MAX_BAD_METRIC_LINES = 20
-# outputs are stored through the scheduler (bus/blobcommit.py): wait out its restart
-OUTPUT_COMMIT_WAIT_S = 60.0
 Refusal = tuple[ErrorKind, str]  # why an attempt fails before its script starts
 PREEMPTED_MESSAGE = "node was preempted (low-priority); the run will be requeued"
 DISOWNED_MESSAGE = "the scheduler told the agent to stop this attempt as stale; it will be requeued"
@@ -316,7 +322,7 @@ async def upload_outputs(
                 async with progress.file(artifact, size) as count:
                     await until_stored(
                         js,
-                        lambda: _put_output(store, sha, outputs, under, owner, count),  # noqa: B023 - awaited at once
+                        lambda: put_output(store, sha, outputs, under, owner, count),  # noqa: B023 - awaited at once
                         artifact,
                         size,
                     )
@@ -328,16 +334,6 @@ async def upload_outputs(
         artifacts.append(m.Artifact(path=artifact, size=size, sha256=sha))
     say(f"outputs: {len(artifacts)} files, {sent} uploaded, {len(artifacts) - sent} already stored")
     return artifacts
-
-
-async def _put_output(  # noqa: PLR0917 - one call site, the upload loop's
-    store: BlobStore, sha: str, outputs: Path, under: str, owner: int, sent: ChunkSent
-) -> None:
-    """Upload ``outputs/under`` as read by :func:`agents.outputs.open_output` (never through a
-    link; UnsafeOutput, an OSError, if it is no longer the run's own regular file), telling
-    ``sent`` how far it got."""
-    with open_output(outputs, under, owner) as fh:
-        await put_blob(store, sha, fh, wait_s=OUTPUT_COMMIT_WAIT_S, sent=sent)
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -385,6 +381,7 @@ class Attempt:
             stop_reason=here / f"{self.attempt}.stop-reason",
             hostfile=here / f"{self.attempt}.hostfile",
             pid_file=here / f"{self.attempt}.pid",
+            data=data_dir(self.workdir) if has_data(assign.spec) else None,
         )
         self.stop_reason_file = self.files.stop_reason
         self.lease_mark = deps.lease.lapses if deps.lease is not None else 0
@@ -422,6 +419,7 @@ class Attempt:
         exit_code: int | None = None,
         error: m.RunError | None = None,
         artifacts: list[m.Artifact] | None = None,
+        data_outputs: dict[str, str] | None = None,
     ) -> None:
         report = m.RunReport(
             agent_id=self.deps.agent_id,
@@ -434,6 +432,7 @@ class Attempt:
             error=error,
             artifacts=artifacts or [],
             metrics=dict(self.output.latest.values),
+            data_outputs=data_outputs or {},
         )
         await send_report(self.deps.js, report)
         self._log.info("attempt state", state=str(state), error=error.kind if error else None)
@@ -445,6 +444,7 @@ class Attempt:
         exit_code: int | None = None,
         error: m.RunError | None = None,
         artifacts: list[m.Artifact] | None = None,
+        data_outputs: dict[str, str] | None = None,
     ) -> None:
         self._cancellable = False
         if error is not None:
@@ -458,7 +458,13 @@ class Attempt:
                     m.RunError(kind=ErrorKind.DISK_FULL, message=str(exc)),
                 )
         self.terminal = state
-        await self._report(state, exit_code=exit_code, error=error, artifacts=artifacts)
+        await self._report(
+            state,
+            exit_code=exit_code,
+            error=error,
+            artifacts=artifacts,
+            data_outputs=data_outputs if state == RunState.COMPLETED else None,
+        )
 
     async def _fail(self, kind: ErrorKind, message: str) -> None:
         await self._terminal(RunState.FAILED, error=m.RunError(kind=kind, message=message))
@@ -551,6 +557,8 @@ class Attempt:
         deps, spec = self.deps, self.spec
         if (why := missing_secrets(self.assign)) is not None:
             return ErrorKind.SECRETS, why
+        if (why := data_problem(spec)) is not None:
+            return ErrorKind.START, why
         if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
             why = gpu_request_error(deps.gpus.devices, spec.resources)
             if why is not None:
@@ -594,6 +602,8 @@ class Attempt:
         self._cancellable = True
         try:
             await deps.snapshots.materialise(spec.snapshot_id, self.workdir, self.output.system)
+            if self.files.data is not None:  # a pipeline step's data (agents.pipeline_data)
+                await lay_out_data(deps.snapshots, spec, self.files.data, self.output.system)
         except SnapshotError as exc:
             await self._fail(ErrorKind.SNAPSHOT, str(exc))
             return None
@@ -666,7 +676,9 @@ class Attempt:
             self.files.hostfile, self.assign.hosts or [self.assign.master_addr or "localhost"]
         )
         return Launch(
-            argv=script_argv(python, view.workdir / spec.script, list(spec.arguments)),
+            argv=script_argv(
+                python, view.workdir / spec.script, run_arguments(spec, view.data_dir)
+            ),
             cwd=self.workdir,
             env=child_env(
                 view.base_env,
@@ -731,13 +743,34 @@ class Attempt:
                 artifacts=artifacts,
             )
         error = exit_error(outcome, spec.max_duration_s) or failed_by_script(self.script_failed)
+        data: dict[str, str] = {}
+        if error is None and spec.data_outputs:
+            data, error = await self._store_data()
         await self._terminal(
             RunState.COMPLETED if error is None else RunState.FAILED,
             exit_code=outcome.exit_code,
             error=error,
             artifacts=artifacts,
+            data_outputs=data,
         )
         return None
+
+    async def _store_data(self) -> tuple[dict[str, str], m.RunError | None]:
+        """A completed step's output data stored (agents.data_upload): the manifest ids by
+        name, or why the run fails instead (kind disk_full when the store is full)."""
+        assert self.files.data is not None
+        deps = self.deps
+        try:
+            stored = await store_outputs(
+                deps.blobs, deps.js, self.files.data, self.spec.data_outputs, self.output.system
+            )
+        except StoreFull as exc:
+            return {}, m.RunError(
+                kind=ErrorKind.DISK_FULL, message=f"output data not stored: {exc}"
+            )
+        except DataError as exc:
+            return {}, m.RunError(kind=ErrorKind.INTERNAL, message=str(exc))
+        return stored, None
 
     def _on_metric_line(self, line: bytes) -> None:
         parsed = parse_line(line)

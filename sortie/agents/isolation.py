@@ -121,6 +121,9 @@ class SandboxPaths:
     runtime_dir: PurePath  # the run-context shim
     interpreter_roots: tuple[PurePath, ...]  # the venv and the Python it was made from
     shared_dirs: tuple[PurePath, ...] = ()  # the operator's writable dirs (ENV_RUN_WRITABLE)
+    # a pipeline step's data (agents.pipeline_data): inputs read, outputs written; None: none
+    data_in: PurePath | None = None
+    data_out: PurePath | None = None
 
 
 def sandbox_rules(paths: SandboxPaths) -> list[PathRule]:
@@ -140,6 +143,10 @@ def sandbox_rules(paths: SandboxPaths) -> list[PathRule]:
     ]
     rules += [PathRule(str(p), READ_EXEC) for p in paths.interpreter_roots]
     rules += [PathRule(str(p), WRITE_TREE) for p in paths.shared_dirs]
+    if paths.data_in is not None:
+        rules.append(PathRule(str(paths.data_in), READ))
+    if paths.data_out is not None:
+        rules.append(PathRule(str(paths.data_out), WRITE_TREE))
     return rules
 
 

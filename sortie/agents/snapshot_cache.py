@@ -2,6 +2,9 @@
 
 Layout: ``<data_dir>/blobs/<sha[:2]>/<sha>``. A run's tree is *copied* out of the cache
 (never hard-linked: a script writing to its own files must not corrupt the cache).
+
+A pipeline step's input data is a ``Manifest`` blob like a snapshot's, laid out the same way
+(:meth:`SnapshotCache.lay_out`, ``what="data"``): its blobs share the cache.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 OUTPUTS = "outputs"  # the run's artifact directory: made by the agent, never a file
 
 
-def refused_paths(manifest: m.Manifest) -> list[str]:
+def refused_paths(manifest: m.Manifest, reserved: str | None = OUTPUTS) -> list[str]:
     """Why each bad manifest entry is refused (pure): bad paths, duplicates, file-vs-dir, a
-    blob name that is not a sha256 (it names a file in the cache), a file named outputs."""
+    blob name that is not a sha256 (it names a file in the cache), a file named ``reserved``
+    (a snapshot's outputs; None for data, where no name is the agent's)."""
     reasons: list[str] = []
     seen: set[str] = set()
     for entry in manifest.files:
@@ -60,7 +64,7 @@ def refused_paths(manifest: m.Manifest) -> list[str]:
             reasons.append(f"{entry.path!r} names blob {entry.sha256[:80]!r}, not a sha256")
         elif entry.size < 0:
             reasons.append(f"{entry.path!r} claims a negative size ({entry.size})")
-        elif entry.path == OUTPUTS:
+        elif reserved is not None and entry.path == reserved:
             reasons.append(f"{OUTPUTS!r} is a file, but outputs/ is where the run's artifacts go")
         elif entry.path in seen:
             reasons.append(f"{entry.path!r} appears twice")
@@ -99,9 +103,9 @@ class SnapshotCache:
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
 
-    async def manifest(self, snapshot_id: str) -> m.Manifest:
+    async def manifest(self, snapshot_id: str, what: str = "snapshot") -> m.Manifest:
         if not SHA256.match(snapshot_id):
-            raise SnapshotError(f"snapshot id {snapshot_id[:80]!r} is not a sha256")
+            raise SnapshotError(f"{what} id {snapshot_id[:80]!r} is not a sha256")
         local = self.path(snapshot_id)
         if local.is_file():
             data = local.read_bytes()
@@ -110,13 +114,13 @@ class SnapshotCache:
                 data = await get_blob(self.store, snapshot_id)
             except (nats.errors.Error, TimeoutError, BlobError) as exc:
                 raise SnapshotError(
-                    f"cannot fetch the manifest of snapshot {snapshot_id}: {exc}"
+                    f"cannot fetch the manifest of {what} {snapshot_id}: {exc}"
                 ) from None
             self._write_atomic(local, data)
         try:
             return codec.decode(m.Manifest, data)
         except codec.BadMessage as exc:
-            raise SnapshotError(f"snapshot {snapshot_id} has a bad manifest: {exc}") from None
+            raise SnapshotError(f"{what} {snapshot_id} has a bad manifest: {exc}") from None
 
     def _write_atomic(self, dest: Path, data: bytes) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -167,35 +171,49 @@ class SnapshotCache:
     async def materialise(
         self, snapshot_id: str, workdir: Path, log: Callable[[str], None]
     ) -> Materialised:
-        manifest = await self.manifest(snapshot_id)
-        refused = refused_paths(manifest)
+        done = await self.lay_out(snapshot_id, workdir, log)
+        (workdir / OUTPUTS).mkdir(exist_ok=True)
+        self.stats.snapshots += 1
+        return done
+
+    async def lay_out(
+        self, manifest_id: str, dest: Path, log: Callable[[str], None], what: str = "snapshot"
+    ) -> Materialised:
+        """The files of manifest ``manifest_id`` copied into ``dest`` (made anew), fetching
+        only the blobs the cache lacks; ``what`` names it in messages ("snapshot", or "data"
+        and its name, for which no path is reserved)."""
+        manifest = await self.manifest(manifest_id, what)
+        refused = refused_paths(manifest, OUTPUTS if what == "snapshot" else None)
         if refused:
             more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
             raise SnapshotError(
-                f"snapshot {snapshot_id[:12]} refused: " + "; ".join(refused[:3]) + more
+                f"{what} {manifest_id[:12]} refused: " + "; ".join(refused[:3]) + more
             )
         hashes = {f.sha256 for f in manifest.files}
-        log(f"snapshot {snapshot_id[:12]}: fetching up to {len(hashes)} blobs")
+        log(f"{what} {manifest_id[:12]}: fetching up to {len(hashes)} blobs")
         fetched, size = await self.ensure(hashes)
         wrong = size_mismatches(manifest, lambda sha: self.path(sha).stat().st_size)
         if wrong:
             more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
             raise SnapshotError(
-                f"snapshot {snapshot_id[:12]} refused: its manifest does not match its files: "
+                f"{what} {manifest_id[:12]} refused: its manifest does not match its files: "
                 + "; ".join(wrong[:3])
                 + more
-                + ". Submit again from the source directory (the client writes sizes itself)"
+                + (
+                    ". Submit again from the source directory (the client writes sizes itself)"
+                    if what == "snapshot"
+                    else ": run the step that wrote it again"
+                )
             )
         from_cache = len(hashes) - fetched
         self.stats.blobs_from_cache += from_cache
-        await asyncio.to_thread(self._copy_tree, manifest, workdir)
-        self.stats.snapshots += 1
+        await asyncio.to_thread(self._copy_tree, manifest, dest)
         log(
-            f"snapshot {snapshot_id[:12]}: {len(manifest.files)} files, {fetched} fetched "
+            f"{what} {manifest_id[:12]}: {len(manifest.files)} files, {fetched} fetched "
             f"({size} bytes), {from_cache} from cache"
         )
         return Materialised(
-            workdir=workdir,
+            workdir=dest,
             files=len(manifest.files),
             fetched=fetched,
             fetched_bytes=size,
@@ -214,4 +232,3 @@ class SnapshotCache:
                 raise SnapshotError(f"{entry.path!r} would be written outside the run directory")
             shutil.copyfile(self.path(entry.sha256), dest)
             dest.chmod(entry.mode & 0o777)
-        (base / "outputs").mkdir(exist_ok=True)

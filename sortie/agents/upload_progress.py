@@ -22,9 +22,15 @@ PROGRESS_EVERY_S = 5.0
 
 class UploadProgress:
     def __init__(
-        self, total_bytes: int, say: Callable[[str], None], *, every_s: float = PROGRESS_EVERY_S
+        self,
+        total_bytes: int,
+        say: Callable[[str], None],
+        *,
+        every_s: float = PROGRESS_EVERY_S,
+        what: str = "outputs",  # what uploads, in the lines ("output data d": a step's data)
     ) -> None:
         self._total = total_bytes
+        self._what = what
         self._say = say
         self._every = every_s
         self._done = 0  # bytes of the files finished
@@ -40,7 +46,7 @@ class UploadProgress:
     def line(self) -> str:
         doing = "verifying" if self._sent >= self._size else "now"
         return (
-            f"uploading outputs: {human_bytes(self._done + self._sent)} of "
+            f"uploading {self._what}: {human_bytes(self._done + self._sent)} of "
             f"{human_bytes(self._total)}; {doing} {self._current}, {human_bytes(self._size)}"
         )
 
@@ -50,7 +56,7 @@ class UploadProgress:
         every ``every_s`` seconds while it lasts."""
         if not self._started:
             self._started = True
-            self._say(f"uploading outputs: {human_bytes(self._total)}")
+            self._say(f"uploading {self._what}: {human_bytes(self._total)}")
         self._current, self._size, self._sent = name, size, 0
 
         async def tick() -> None:

@@ -93,6 +93,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def encode_manifest(manifest: m.Manifest) -> tuple[str, bytes]:
+    """The manifest blob and its name: ``(sha256 of the bytes, bytes)`` (a snapshot's, which
+    the client stores, or a pipeline step's output data, which its agent stores)."""
+    data = codec.encode(manifest)
+    return sha256_bytes(data), data
+
+
 # --- meta entries --------------------------------------------------------------------------
 
 

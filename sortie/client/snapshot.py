@@ -35,11 +35,10 @@ from sortie.bus.blobs import (
     ChunkSent,
     missing_blobs,
     put_blob,
-    sha256_bytes,
     sha256_file,
 )
+from sortie.bus.blobs import encode_manifest as encode_manifest  # moved to bus: agents use it
 from sortie.bus.connection import Bus
-from sortie.proto import codec
 from sortie.proto.messages import FileEntry, Manifest
 from sortie.proto.paths import check_relpath
 
@@ -94,12 +93,6 @@ class UploadResult:
     uploaded_files: int  # file blobs sent now (the rest were already stored)
     uploaded_bytes: int  # their bytes
     manifest_bytes: int  # bytes of the manifest blob if it was sent now, else 0
-
-
-def encode_manifest(manifest: Manifest) -> tuple[str, bytes]:
-    """The manifest blob and its name: ``(sha256 of the bytes, bytes)``."""
-    data = codec.encode(manifest)
-    return sha256_bytes(data), data
 
 
 def human_size(n: int) -> str:

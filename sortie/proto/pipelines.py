@@ -201,15 +201,20 @@ class LastKey(Message, frozen=True, kw_only=True):
     key: StepKey
 
 
+# the step-cache bucket's two kinds of entry, told apart by their keys' prefix
+CACHED_PREFIX = "key."  # CachedStep, under cache_id
+LAST_PREFIX = "last."  # LastKey, under last_key_id
+
+
 def last_key_id(experiment: str, pipeline: str, step: str) -> str:
     """The step-cache key of a step's ``LastKey`` (safe for a KV key whatever the names)."""
     raw = f"{experiment}\0{pipeline}\0{step}".encode()
-    return "last." + hashlib.sha256(raw).hexdigest()
+    return LAST_PREFIX + hashlib.sha256(raw).hexdigest()
 
 
 def cache_id(key: StepKey) -> str:
     """The step-cache key of the ``CachedStep`` of a step with ``key``."""
-    return "key." + key.digest()
+    return CACHED_PREFIX + key.digest()
 
 
 def step_run_id(pipeline_run_id: str, step: str) -> str:

@@ -1,7 +1,8 @@
 """The scheduler's mark and sweep of blobs, carried out: the shell around
 :mod:`scheduler.blob_sweep`.
 
-Reads the runs bucket, the manifests the runs name and the models bucket (the mark), lists
+Reads the runs bucket, the step cache, the manifests they name and the models bucket (the
+mark), lists
 the object store, and deletes what the pure sweep says, after reading the runs once more (a
 run recorded meanwhile keeps its blobs). It then purges staged chunks no blob names once
 their last chunk is older than the grace (``sweep_staged``: a bounded number of chunk
@@ -28,6 +29,7 @@ from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.pipelines import CACHED_PREFIX, CachedStep
 from sortie.scheduler.blob_sweep import (
     BlobInfo,
     StagedChunks,
@@ -80,9 +82,19 @@ async def model_records(bus: Bus) -> list[m.ModelRecord]:
     return [codec.decode(m.ModelRecord, e.value) for e in await kv_items(kv) if e.value]
 
 
+async def cached_steps(bus: Bus) -> list[CachedStep]:
+    """The step cache's completed steps (its ``LastKey`` entries name no blob)."""
+    kv = await bus.js.key_value(subjects.KV_STEP_CACHE)
+    return [
+        codec.decode(CachedStep, e.value)
+        for e in await kv_items(kv)
+        if e.value and e.key.startswith(CACHED_PREFIX)
+    ]
+
+
 async def _marked(bus: Bus) -> set[str]:
     records = await run_records(bus)
-    manifests = await _manifests(bus, manifest_ids(records))
+    manifests = await _manifests(bus, manifest_ids(records, await cached_steps(bus)))
     return referenced(records, manifests, await model_records(bus))
 
 

@@ -1,7 +1,9 @@
 """Which blobs nothing references (pure): the scheduler's mark and sweep.
 
 Marked (kept): for every run in the runs bucket, its snapshot manifest, every file that
-manifest lists, and every artifact of the run; and every file of every registered model
+manifest lists, and every artifact of the run; the manifest of every pipeline data output a
+run stored (``RunRecord.data_outputs``) or the step cache keeps (``CachedStep.outputs``: a
+later pipeline may reuse it) and every file those list; and every file of every registered model
 version (a model outlives the run it came from). Swept: every other blob older than
 ``grace_s``, so a blob uploaded for a submission not yet recorded (a snapshot on its way, an
 attempt's outputs before its report) is never taken.
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sortie.proto import messages as m
+from sortie.proto.pipelines import CachedStep
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,9 +32,15 @@ class BlobInfo:
     stored_at: float  # when the broker stored it (unix seconds)
 
 
-def manifest_ids(records: Iterable[m.RunRecord]) -> set[str]:
-    """The snapshot manifests the runs name."""
-    return {r.spec.snapshot_id for r in records}
+def manifest_ids(records: Iterable[m.RunRecord], cached: Iterable[CachedStep] = ()) -> set[str]:
+    """The manifests the runs name (snapshots, pipeline data outputs), and those of the
+    cached steps' outputs."""
+    ids: set[str] = set()
+    for r in records:
+        ids.add(r.spec.snapshot_id)
+        ids.update(r.data_outputs.values())
+    ids.update(sha for c in cached for sha in c.outputs.values())
+    return ids
 
 
 def referenced(
@@ -39,9 +48,11 @@ def referenced(
     manifests: Mapping[str, m.Manifest | None],
     models: Iterable[m.ModelRecord] = (),
 ) -> set[str]:
-    """Every blob a run needs: its manifest, the manifest's files, its artifacts; and every
-    file of a registered model. A manifest that could not be read (None) still marks itself."""
+    """Every blob a run needs: its manifests (``manifest_ids``: its snapshot, its data
+    outputs, the cached steps'), their files, its artifacts; and every file of a registered
+    model. A manifest that could not be read (None) still marks itself."""
     marked: set[str] = {f.sha256 for model in models for f in model.files}
+    marked.update(manifests)
     for rec in records:
         marked.add(rec.spec.snapshot_id)
         marked.update(a.sha256 for a in rec.artifacts)

@@ -16,9 +16,19 @@ import msgspec
 
 from sortie.proto import messages as m
 from sortie.proto.gang import members
+from sortie.proto.pipelines import PipelineRequest
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
-from sortie.scheduler import nodes, queue_view, requests, run_notes, sweep_runs, targets, vms
+from sortie.scheduler import (
+    nodes,
+    pipeline_runs,
+    queue_view,
+    requests,
+    run_notes,
+    sweep_runs,
+    targets,
+    vms,
+)
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import (
     AgentAsked,
@@ -177,6 +187,7 @@ def _on_lifecycle(state: SchedulerState, event: LifecycleEvent, now: float) -> l
     if isinstance(event, Started):
         state.started_at = now
         sweep_runs.prune(state)
+        pipeline_runs.prune(state)
         return nodes.scheduler_started(state, now, event.children_of)
     if isinstance(event, SweepFeedReady):
         state.sweep_feed_ready = True
@@ -253,6 +264,8 @@ def _admit(
     """The spec as it will be stored (retargeted to its temporary cluster, for run-based
     creation) and that cluster, or why the run is refused."""
     spec = ev.request.spec
+    if ev.request.pipeline is not None:
+        return _admit_pipeline(state, spec, ev.request.pipeline, ev.request.secret_env)
     temporary: m.ComputeRecord | None = None
     known = state.known_targets()
     if spec.target == targets.RUN_BASED and targets.RUN_BASED not in known:
@@ -279,6 +292,34 @@ def _admit(
     return problem if problem is not None else (spec, temporary)
 
 
+def _admit_pipeline(
+    state: SchedulerState,
+    spec: m.RunSpec,
+    request: PipelineRequest,
+    secret_env: m.SecretEnv | None,
+) -> tuple[m.RunSpec, None] | m.ErrorReply:
+    """A pipeline: its own spec (PipelineRequest says which fields count: it runs nothing, so
+    its target is not looked at), the graph, then each step's run spec as any run's."""
+    known = state.known_targets()
+    problem = check_spec(spec, known | {spec.target}) or pipeline_runs.refusal(request)
+    for step in request.spec.steps:
+        if problem is not None:
+            break
+        run = step.run
+        problem = (
+            check_spec(run, known)
+            or targets.refusal(state, run.target)
+            or check_secrets(run, secret_env)
+        )
+        if problem is None and (why := _never_fits(state, run)) is not None:
+            problem = m.ErrorReply(code="bad_request", message=f"refused: {why}")
+        if problem is not None:
+            problem = msgspec.structs.replace(
+                problem, message=f"step {step.name}: {problem.message}"
+            )
+    return problem if problem is not None else (spec, None)
+
+
 def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config) -> list[Command]:
     admitted = _admit(state, ev, now, config)
     if isinstance(admitted, m.ErrorReply):
@@ -291,6 +332,8 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
         return [Reply(ev.reply_to, m.SubmitAccepted(run_id=existing, created=False))]
     if ev.request.sweep is not None:  # a sweep run: its trials are submitted by decide()
         sweep_runs.create(state, ev.run_id, spec, ev.request.sweep, now)
+    elif ev.request.pipeline is not None:  # a pipeline run: its steps are, too
+        pipeline_runs.create(state, ev.run_id, spec, ev.request.pipeline, now)
     else:
         rec = m.RunRecord(
             run_id=ev.run_id,
@@ -313,11 +356,14 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
     return [
         *kept,
         Reply(ev.reply_to, m.SubmitAccepted(run_id=ev.run_id), run_id=ev.run_id),
-        Log(
-            "sweep accepted" if ev.request.sweep is not None else "run queued",
-            {"run_id": ev.run_id, "target": spec.target},
-        ),
+        Log(_accepted(ev.request), {"run_id": ev.run_id, "target": spec.target}),
     ]
+
+
+def _accepted(request: m.SubmitRequest) -> str:
+    if request.sweep is not None:
+        return "sweep accepted"
+    return "pipeline accepted" if request.pipeline is not None else "run queued"
 
 
 def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Command]:
@@ -336,6 +382,8 @@ def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Comma
     cmds: list[Command] = []
     if rec.sweep is not None:
         sweep_runs.cancel_sweep(state, rec, now, cmds)
+    elif rec.pipeline is not None:
+        pipeline_runs.cancel_pipeline(state, rec, now, cmds)
     else:
         cancel(state, rec, now, cmds)
     current = state.runs[ev.run_id].state
@@ -517,6 +565,7 @@ def _member_moved(
     changes: dict[str, object] = {"gang": new_gang}
     if member.rank == 0 and rep.state is RunState.COMPLETED:
         changes["artifacts"] = rep.artifacts  # rank 0's outputs are the run's
+        changes["data_outputs"] = rep.data_outputs  # and its pipeline data
     updated = msgspec.structs.replace(rec, **changes)
     if slowest == rec.state:
         store(state, updated)
@@ -525,6 +574,7 @@ def _member_moved(
         rep,
         state=slowest,
         artifacts=updated.artifacts,
+        data_outputs=updated.data_outputs,
         exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
     )
     cmds: list[Command] = []
@@ -557,6 +607,8 @@ def decide(
         cmds += nodes.step_clusters(state, now, config, new_node_id or _no_ids)
     if state.sweeps:  # before placement: new trials are placed in this same pass
         sweep_runs.step_sweeps(state, now, cmds)
+    if state.pipelines:  # before placement too: new steps are placed in this same pass
+        pipeline_runs.step_pipelines(state, now, cmds)
 
     pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
     if not pending:

@@ -40,6 +40,7 @@ from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
+from sortie.proto.pipelines import CACHED_PREFIX, LAST_PREFIX, CachedStep, LastKey
 from sortie.proto.queue import QueueRequest
 from sortie.proto.states import TERMINAL
 from sortie.scheduler import core, kvbatch, renewals, run_secrets
@@ -76,7 +77,14 @@ log = structlog.get_logger("sortie.scheduler")
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
-RowTable = Table[AgentView] | Table[m.ComputeRecord] | Table[m.NodeRecord] | Table[m.VmRecord]
+RowTable = (
+    Table[AgentView]
+    | Table[m.ComputeRecord]
+    | Table[m.NodeRecord]
+    | Table[m.VmRecord]
+    | Table[CachedStep]
+    | Table[LastKey]
+)
 STOP_CYCLE_GRACE_S = 5.0  # how long a stop waits for the cycle in progress
 TRANSIENT = (
     nats.errors.TimeoutError,
@@ -179,6 +187,7 @@ class Daemon:
         self.sweep_metrics: dict[str, str] = {}  # active sweep -> its primary metric
         self.sweep_feed = SweepFeed(bus.js, self._enqueue, lambda: self.sweep_metrics)
         self.revisions: dict[str, int] = {}
+        self.step_cache_kv: KeyValue | None = None  # bound by load()
         self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
@@ -238,6 +247,7 @@ class Daemon:
             for kind, entry in registry.PROVIDERS.items()
             if not entry.nodes_outlive_scheduler
         )
+        await self._load_step_cache()
         self._enqueue(core.Started(children_of=children))
         self._watch_sweeps()
         kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)
@@ -257,6 +267,20 @@ class Daemon:
             computes=len(self.state.computes),
             seconds=round(time.monotonic() - t0, 3),
         )
+
+    async def _load_step_cache(self) -> None:
+        """The step cache, whole, into memory: completed steps and each step's last key."""
+        self.step_cache_kv = await self.bus.js.key_value(subjects.KV_STEP_CACHE)
+        for entry in await kv_items(self.step_cache_kv):
+            try:
+                if entry.key.startswith(CACHED_PREFIX):
+                    cached = codec.decode(CachedStep, entry.value or b"")
+                    self.state.step_cache.load(entry.key, cached)
+                elif entry.key.startswith(LAST_PREFIX):
+                    last = codec.decode(LastKey, entry.value or b"")
+                    self.state.last_keys.load(entry.key, last)
+            except codec.BadMessage as exc:
+                log.warning("unreadable step-cache entry skipped", key=entry.key, error=str(exc))
 
     def _buckets(self) -> list[tuple[KeyValue, type[Stored]]]:
         """Each bucket and the record it holds, in the order they are loaded."""
@@ -351,6 +375,20 @@ class Daemon:
                 ),
             )
 
+    async def _snapshot_problem(self, request: m.SubmitRequest) -> m.ErrorReply | None:
+        """Why a snapshot the submission names cannot run (the run's, or each distinct one of
+        a pipeline's steps), or None."""
+        ids = [request.spec.snapshot_id]
+        if request.pipeline is not None:
+            ids = list(dict.fromkeys(s.run.snapshot_id for s in request.pipeline.spec.steps))
+        for snapshot_id in ids:
+            # a snapshot id that is not a sha256 is refused by the core, with the rule
+            if SHA256.match(snapshot_id):
+                why = await self.snapshots.problem(snapshot_id)
+                if why is not None:
+                    return why
+        return None
+
     async def _scan_host_key(self, msg: Msg, req: m.HostKeyScan) -> None:
         await self._safe_reply(msg, await host_key_scan.scan(req))
 
@@ -362,11 +400,10 @@ class Daemon:
         if isinstance(request, m.SubmitRequest):
             spec = request.spec
             # a snapshot id that is not a sha256 is refused by the core, with the rule
-            if not request.validate_only and SHA256.match(spec.snapshot_id):
-                why = await self.snapshots.problem(spec.snapshot_id)
-                if why is not None:
-                    await self._reply(msg, why)
-                    return
+            why = None if request.validate_only else await self._snapshot_problem(request)
+            if why is not None:
+                await self._reply(msg, why)
+                return
             run_id = new_run_id(spec.experiment, time.time())
             self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))
         elif isinstance(request, m.CancelRequest):
@@ -595,8 +632,11 @@ class Daemon:
         st = self.state
         written = st.runs.take_changes().written
         # a sweep's new trials are stored before the sweep's record counts them, so a crash
-        # in between loses none (sweep_runs._issued counts them back in)
-        first = [(r, rec) for r, rec in written if rec.trial and r not in self.revisions]
+        # in between loses none (sweep_runs._issued counts them back in); a pipeline's new
+        # steps before its record says they run (a restart finds them: pipeline_runs.py)
+        first = [
+            (r, rec) for r, rec in written if (rec.trial or rec.step) and r not in self.revisions
+        ]
         failed = await self._write_runs(first) if first else set()
         if first:
             taken = {r for r, _ in first}
@@ -608,6 +648,8 @@ class Daemon:
             (self.bus.nodes, st.nodes),
             (self.bus.vms, st.vms),
         ]
+        if self.step_cache_kv is not None:  # after the runs: an entry names a stored step run
+            rows += [(self.step_cache_kv, st.step_cache), (self.step_cache_kv, st.last_keys)]
         for kv, table in rows:
             changes = table.take_changes()
             for key, value in changes.written:
@@ -796,8 +838,10 @@ class Daemon:
         if isinstance(command, m.Assign) and command.spec.secret_env_names:
             secret = self.run_secrets.get(command.run_id)
             held = self.state.runs.get(command.run_id)
-            if secret is None and held is not None and held.trial is not None and held.parent_id:
-                secret = self.run_secrets.get(held.parent_id)  # a trial has its sweep's values
+            owned = held is not None and (held.trial is not None or held.step is not None)
+            if secret is None and owned and held is not None and held.parent_id:
+                # a trial has its sweep's values, a step its pipeline's
+                secret = self.run_secrets.get(held.parent_id)
             return msgspec.structs.replace(command, secret_env=secret)
         return command
 

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sortie.proto import messages as m
+from sortie.proto.pipelines import StepState
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler.capacity import slots
@@ -93,6 +94,7 @@ class Gauges:
     nodes: dict[tuple[str, str], int]  # (cluster, kind) -> nodes
     broker_connected: bool
     sweeps_active: int = 0  # sweep runs not ended
+    pipelines_active: int = 0  # pipeline runs not ended
 
 
 def gauges(state: SchedulerState, now: float) -> Gauges:
@@ -108,6 +110,7 @@ def gauges(state: SchedulerState, now: float) -> Gauges:
         nodes=_node_gauges(state),
         broker_connected=not state.broker_away,
         sweeps_active=len(state.sweeps),
+        pipelines_active=len(state.pipelines),
     )
 
 
@@ -237,6 +240,14 @@ class _Seen:
     preemptions: int
     retries_used: int
     started: bool  # has been Running (submit -> start is observed once per run)
+    reused: int = 0  # a pipeline run: its steps that were reused
+
+
+def _reused(rec: m.RunRecord) -> int:
+    """A pipeline run's steps that were reused (0 for any other run)."""
+    if rec.pipeline is None:
+        return 0
+    return sum(1 for s in rec.pipeline.steps.values() if s.state is StepState.REUSED)
 
 
 class Metrics:
@@ -290,6 +301,19 @@ class Metrics:
             "Trials that ended Canceled because their sweep's early-termination policy "
             "stopped them.",
             ["target"],
+            registry=r,
+        )
+
+        self.steps_submitted = Counter(
+            "sortie_pipeline_steps_submitted",
+            "Pipeline steps the pipeline controller submitted as runs.",
+            ["target"],
+            registry=r,
+        )
+        self.steps_reused = Counter(
+            "sortie_pipeline_steps_reused",
+            "Pipeline steps that were reused (an earlier completed step had their key), so "
+            "never ran.",
             registry=r,
         )
 
@@ -362,6 +386,7 @@ class Metrics:
             preemptions=rec.preemptions,
             retries_used=rec.retries_used,
             started=rec.started_at is not None,
+            reused=_reused(rec),
         )
         self._runs[rec.run_id] = seen
         return seen
@@ -414,6 +439,10 @@ class Metrics:
         before = self._runs.get(rec.run_id)
         if rec.trial is not None:
             self._trial(rec, before)
+        if rec.step is not None and before is None and rec.state not in TERMINAL:
+            self.steps_submitted.labels(target=target).inc()
+        if rec.pipeline is not None and (new := _reused(rec) - (before.reused if before else 0)):
+            self.steps_reused.inc(new)
         if before is not None and rec.attempt > before.attempt:
             requeues = rec.attempt - before.attempt
             preempted = max(0, rec.preemptions - before.preemptions)
@@ -483,7 +512,8 @@ class _StateCollector:
     def collect(self) -> Iterator[Metric]:
         g = gauges(self._state(), self._clock())
         fam = _families()
-        queue, oldest, runs, agents, gpus, gpus_used, cpus, cpus_used, nodes, broker, sweeps = fam
+        queue, oldest, runs, agents, gpus, gpus_used, cpus, cpus_used, nodes, broker, *rest = fam
+        sweeps, pipelines = rest
         for (target, priority), n in sorted(g.queue.items()):
             queue.add_metric([target, str(priority)], n)
         for target, age in sorted(g.oldest_queued_s.items()):
@@ -502,6 +532,7 @@ class _StateCollector:
             nodes.add_metric([cluster, kind], n)
         broker.add_metric([], 1.0 if g.broker_connected else 0.0)
         sweeps.add_metric([], g.sweeps_active)
+        pipelines.add_metric([], g.pipelines_active)
         yield from fam
 
 
@@ -536,4 +567,5 @@ def _families() -> list[GaugeMetricFamily]:
             "1 while the scheduler's own broker connection is up.",
         ),
         GaugeMetricFamily("sortie_sweeps_active", "Sweep runs not ended."),
+        GaugeMetricFamily("sortie_pipelines_active", "Pipeline runs not ended."),
     ]

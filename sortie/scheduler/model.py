@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.pipelines import CachedStep, LastKey
 from sortie.proto.states import TERMINAL
+from sortie.scheduler.pipelines.controller import StepRunView
 from sortie.scheduler.sweeps.controller import SweepMemo, TrialView
 from sortie.scheduler.tables import Table
 
@@ -109,6 +111,17 @@ class SweepTrack:
 
 
 @dataclass
+class PipelineTrack:
+    """What the scheduler keeps in memory for one active pipeline
+    (``scheduler/pipeline_runs.py``): the run of every step submitted, ended ones too (their
+    records leave ``SchedulerState.runs`` once stored). Derived data: rebuilt from the stored
+    step runs after a restart."""
+
+    steps: dict[str, StepRunView] = field(default_factory=dict)  # step name -> its run
+    changed: bool = True  # a step's run changed since the last step of the controller
+
+
+@dataclass
 class SchedulerState:
     """Everything the decision code reads. Owned by the daemon loop, changed only by core.py.
 
@@ -140,10 +153,22 @@ class SchedulerState:
     # whether the metrics stream has been read up to where it was at start (the daemon sets
     # it False until then): sweeps are stepped only on the whole history of their metrics
     sweep_feed_ready: bool = True
+    # pipeline run id -> its steps' runs, for each pipeline not ended (pipeline_runs.py)
+    pipelines: dict[str, PipelineTrack] = field(default_factory=dict)
+    # the step cache (bucket KV_STEP_CACHE): completed steps by cache_id, and each step's
+    # key at its last run by last_key_id; loaded whole at start, written after the runs
+    step_cache: Table[CachedStep] = field(default_factory=Table)
+    last_keys: Table[LastKey] = field(default_factory=Table)
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
         return set(BUILTIN_TARGETS) | agents | set(self.computes) | set(self.vms)
+
+
+def ends_with_parent(rec: m.RunRecord) -> bool:
+    """A child run a script started: it has no attempt of its own and ends with its parent
+    (a sweep's trial and a pipeline's step are children with attempts of their own)."""
+    return rec.parent_id is not None and rec.trial is None and rec.step is None
 
 
 def trial_view(rec: m.RunRecord, trial: m.Trial) -> TrialView:
@@ -151,7 +176,30 @@ def trial_view(rec: m.RunRecord, trial: m.Trial) -> TrialView:
     return TrialView(run_id=rec.run_id, index=trial.index, params=trial.params, state=rec.state)
 
 
+def step_view(rec: m.RunRecord) -> StepRunView:
+    """A step's run as the pipeline controller sees it."""
+    return StepRunView(
+        run_id=rec.run_id, state=rec.state, data_outputs=dict(rec.data_outputs), error=rec.error
+    )
+
+
 Stored = m.RunRecord | m.AgentRecord | m.ComputeRecord | m.NodeRecord | m.VmRecord
+
+
+def _track(state: SchedulerState, rec: m.RunRecord, *, keep: bool) -> None:
+    """A sweep's or pipeline's run record, or one of their trials' or steps' (ended ones
+    too): what their controller is stepped on."""
+    if rec.trial is not None and rec.parent_id is not None:  # ended ones too
+        track = state.sweeps.setdefault(rec.parent_id, SweepTrack())
+        track.trials[rec.run_id] = trial_view(rec, rec.trial)
+        track.attempts[rec.run_id] = rec.attempt
+    elif rec.sweep is not None and keep:
+        state.sweeps.setdefault(rec.run_id, SweepTrack())
+    elif rec.step is not None and rec.parent_id is not None:  # ended ones too
+        steps = state.pipelines.setdefault(rec.parent_id, PipelineTrack()).steps
+        steps[rec.step] = step_view(rec)
+    elif rec.pipeline is not None and keep:
+        state.pipelines.setdefault(rec.run_id, PipelineTrack())
 
 
 def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
@@ -163,15 +211,10 @@ def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
         if rec.spec.submission_id is not None:
             state.submissions[rec.spec.submission_id] = rec.run_id
         keep = rec.state not in TERMINAL
-        if rec.trial is not None and rec.parent_id is not None:  # ended ones too
-            track = state.sweeps.setdefault(rec.parent_id, SweepTrack())
-            track.trials[rec.run_id] = trial_view(rec, rec.trial)
-            track.attempts[rec.run_id] = rec.attempt
-        elif rec.sweep is not None and keep:
-            state.sweeps.setdefault(rec.run_id, SweepTrack())
+        _track(state, rec, keep=keep)
         if keep:
             state.runs.load(rec.run_id, rec)
-            if rec.parent_id is not None and rec.trial is None:  # a trial has its own attempt
+            if rec.parent_id is not None and ends_with_parent(rec):
                 state.children.setdefault(rec.parent_id, set()).add(rec.run_id)
         return keep
     if isinstance(rec, m.AgentRecord):

@@ -13,7 +13,7 @@ from sortie.proto import messages as m
 from sortie.proto.gang import members
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, RunState
-from sortie.scheduler.model import AgentView
+from sortie.scheduler.model import AgentView, ends_with_parent
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def reconcile(
             gone.add(agent.agent_id)
 
     for run in runs.values():
-        if run.state not in ON_AGENT or run.sweep is not None:
-            continue  # (a sweep has no attempt of its own: its trials do)
-        if run.parent_id is not None and run.trial is None:
+        if run.state not in ON_AGENT or run.sweep is not None or run.pipeline is not None:
+            continue  # (a sweep or pipeline has no attempt of its own: its trials, steps do)
+        if ends_with_parent(run):
             continue  # (a child run has no attempt of its own: it ends with its parent)
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
         if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):

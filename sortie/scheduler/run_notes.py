@@ -18,7 +18,7 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState, can_transition
 from sortie.proto.subjects import check_token
 from sortie.scheduler.events import Command, Log, Reply
-from sortie.scheduler.model import SchedulerState
+from sortie.scheduler.model import SchedulerState, ends_with_parent
 
 
 def with_entries(rec: m.RunRecord, tags: dict[str, str], properties: dict[str, str]) -> m.RunRecord:
@@ -74,7 +74,7 @@ def _refused(note: n.RunNote, why: str) -> list[Command]:
 def _holder_refusal(rec: m.RunRecord | None, note: n.RunNote) -> str | None:
     if rec is None or rec.state not in ON_AGENT or rec.sweep is not None:
         return "the run is not running"
-    if rec.parent_id is not None and rec.trial is None:  # a sweep's trial has its own attempt
+    if rec.pipeline is not None or ends_with_parent(rec):  # no attempt of its own
         return "the run is not running"
     if rec.attempt != note.attempt or note.agent_id not in agent_ids(rec):
         return "the agent does not hold the run's current attempt"

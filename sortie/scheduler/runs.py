@@ -148,6 +148,8 @@ def apply_report(
             exit_code=rep.exit_code,
             error=error,
             artifacts=rep.artifacts,
+            # a pipeline step's stored output directories (only a completed step's count)
+            data_outputs=rep.data_outputs if rep.state is RunState.COMPLETED else {},
         )
         return
     store(state, move(rec, rep.state, rep.at, **changes))

@@ -18,6 +18,7 @@ from sortie.bus.blobs import (
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.pipelines import CACHED_PREFIX, CachedStep
 from sortie.proto.states import RunState
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop, sweep_blobs, sweep_staged
 
@@ -131,3 +132,40 @@ async def test_a_registered_model_keeps_its_blobs_after_its_run_is_gone(bus: Bus
     assert orphan in swept and weights not in swept
     assert await has_blob(bus.blobs, weights)
     assert not await has_blob(bus.blobs, orphan)
+
+
+async def _data_output(bus: Bus, content: bytes, path: str) -> tuple[str, str]:
+    """A pipeline data output as an agent stores it: the file's blob and a manifest."""
+    file_sha = await _blob(bus, content)
+    entry = m.FileEntry(path=path, size=len(content), mode=0o644, sha256=file_sha)
+    return await _blob(bus, codec.encode(m.Manifest(files=[entry]))), file_sha
+
+
+async def test_pipeline_data_outputs_of_runs_and_of_the_step_cache_are_kept(bus: Bus) -> None:
+    """A step run's data outputs (RunRecord.data_outputs) and a cached step's (CachedStep in
+    the step cache: a later pipeline may reuse them, even once the run is gone) are marked,
+    with the files they list; an unnamed manifest and its file go."""
+    snapshot = await _blob(bus, codec.encode(m.Manifest(files=[])))
+    run_manifest, run_file = await _data_output(bus, b"dataset rows", "data.csv")
+    cached_manifest, cached_file = await _data_output(bus, b"model weights", "model.bin")
+    orphan_manifest, orphan_file = await _data_output(bus, b"nobody's output", "x.bin")
+    record = m.RunRecord(
+        run_id="p1_prep",
+        spec=m.RunSpec(experiment="e", script="prep.py", snapshot_id=snapshot),
+        state=RunState.COMPLETED,
+        attempt=1,
+        created_at=0.0,
+        parent_id="p1",
+        step="prep",
+        data_outputs={"dataset": run_manifest},
+    )
+    await bus.runs.put(record.run_id, codec.encode(record))
+    cache = await bus.js.key_value(subjects.KV_STEP_CACHE)
+    cached = CachedStep(run_id="p0_train", outputs={"model": cached_manifest}, completed_at=0.0)
+    await cache.put(CACHED_PREFIX + "0" * 64, codec.encode(cached))
+
+    gone = {b.sha for b in await sweep_blobs(bus, 0.0)}
+
+    assert gone == {orphan_manifest, orphan_file}
+    for kept in (snapshot, run_manifest, run_file, cached_manifest, cached_file):
+        assert await has_blob(bus.blobs, kept)

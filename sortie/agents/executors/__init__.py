@@ -70,6 +70,8 @@ class AttemptFiles:
     stop_reason: Path  # the stop-reason file
     hostfile: Path  # one host per rank
     pid_file: Path  # the pid, then exit code, a restarted agent recovers (agents.orphans)
+    # a pipeline step's data (agents.pipeline_data: in/NAME, out/NAME); None: the run has none
+    data: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +99,7 @@ class RunView:
     stop_reason_file: PurePath
     hostfile: PurePath
     gpus: list[int] | None  # None: CUDA variables left as they are
+    data_dir: PurePath | None = None  # AttemptFiles.data as the run sees it
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,9 +4,10 @@ docker.enabled``), instead of the agent's Python environment.
 It prepares the image (the base image as is when the Python is user-managed, else an
 environment image built on it, :mod:`agents.container_images`) and lays the attempt's files
 out inside the container: the snapshot read-only at :data:`C_WORK`, its ``outputs/``
-writable over it, and the run-context module, the metrics pipe, the stop-reason file and the
-hostfile at fixed paths. The container sees the run's variables only (with those paths),
-never the agent's own environment; the GPUs it is given are numbered from 0 inside.
+writable over it, a pipeline step's data at :data:`C_DATA` (inputs read-only), and the
+run-context module, the metrics pipe, the stop-reason file and the hostfile at fixed paths.
+The container sees the run's variables only (with those paths), never the agent's own
+environment; the GPUs it is given are numbered from 0 inside.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sortie.agents.engine import check_engine, open_docker
 from sortie.agents.envcache import EnvHold
 from sortie.agents.executors import ExecutorError, Job, Launch, OnOutput, RunView, Say
 from sortie.agents.executors import container_run as cr
+from sortie.agents.pipeline_data import IN, OUT
 
 # where a container run finds its parts
 C_WORK = PurePosixPath("/sortie/work")
@@ -26,6 +28,18 @@ C_RUNTIME = PurePosixPath("/sortie/runtime")
 C_METRICS = PurePosixPath("/sortie/metrics")
 C_STOP_REASON = PurePosixPath("/sortie/stop-reason")
 C_HOSTFILE = PurePosixPath("/sortie/hostfile")
+C_DATA = PurePosixPath("/sortie/data")  # a pipeline step's data (agents.pipeline_data)
+
+
+def data_mounts(data: Path | None) -> list[cr.Mount]:
+    """A pipeline step's data at :data:`C_DATA`: its inputs read-only, its outputs writable."""
+    if data is None:
+        return []
+    root = data.resolve()
+    return [
+        cr.Mount(root / IN, str(C_DATA / IN), read_only=True),
+        cr.Mount(root / OUT, str(C_DATA / OUT), read_only=False),
+    ]
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,7 @@ class PreparedContainer:
             stop_reason_file=C_STOP_REASON,
             hostfile=C_HOSTFILE,
             gpus=inner,
+            data_dir=C_DATA if self.job.files.data is not None else None,
         )
 
     async def start(
@@ -137,6 +152,7 @@ class PreparedContainer:
                 cr.Mount(files.metrics, str(C_METRICS), read_only=False),
                 cr.Mount(files.stop_reason, str(C_STOP_REASON), read_only=True),
                 cr.Mount(files.hostfile, str(C_HOSTFILE), read_only=True),
+                *data_mounts(files.data),
             ],
             workdir=str(C_WORK),
             gpus=list(gpus) if self._passed(gpus) and gpus else None,

@@ -81,6 +81,7 @@ class PreparedProcess:
             stop_reason_file=files.stop_reason,
             hostfile=files.hostfile,
             gpus=gpus,
+            data_dir=files.data,
         )
 
     async def start(

@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from sortie.agents import isolation as iso
 from sortie.agents import landlock
 from sortie.agents.executors import AttemptFiles, ExecutorError
+from sortie.agents.pipeline_data import IN, OUT
 from sortie.bus.children import die_with_parent
 from sortie.proto.messages import RunIsolation
 from sortie.proto.run_errors import ErrorKind
@@ -197,6 +198,8 @@ def _ruleset(isolation: Isolation, files: AttemptFiles, scratch: Path, python: s
         runtime_dir=files.runtime_dir,
         interpreter_roots=_interpreter_roots(python),
         shared_dirs=isolation.shared_dirs,
+        data_in=files.data / IN if files.data is not None else None,
+        data_out=files.data / OUT if files.data is not None else None,
     )
     try:
         return landlock.build_ruleset(iso.sandbox_rules(paths), isolation.landlock_abi)
@@ -221,12 +224,16 @@ def _interpreter_roots(python: str) -> tuple[PurePath, ...]:
 
 
 def _hand_over(files: AttemptFiles, scratch: Path, uid: int, gid: int) -> None:
-    """The run's uid owns its working tree, private tmp and metrics pipe; the rest of its run
-    directory (pid, stop reason, hostfile) stays the agent's, readable, not writable."""
+    """The run's uid owns its working tree, its pipeline data, private tmp and metrics pipe;
+    the rest of its run directory (pid, stop reason, hostfile) stays the agent's, readable,
+    not writable."""
     files.workdir.parent.chmod(0o711)
-    for path in _tree(files.workdir):
-        os.lchown(path, uid, gid)
-    files.workdir.chmod(0o700)
+    for tree in (files.workdir, files.data):
+        if tree is None:
+            continue
+        for path in _tree(tree):
+            os.lchown(path, uid, gid)
+        tree.chmod(0o700)
     os.chown(scratch, uid, gid)
     scratch.chmod(0o700)
     if files.metrics.exists():

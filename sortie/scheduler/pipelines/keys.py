@@ -1,0 +1,45 @@
+"""A step's key (what decides its result, so what its reuse is decided by) and which parts
+of it changed since the step's last run. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sortie.proto.pipelines import KEY_PARTS, StepKey, StepSpec, environment_digest
+
+
+def step_key(step: StepSpec, resolved_arguments: list[str], inputs: Mapping[str, str]) -> StepKey:
+    """``resolved_arguments``: the step's arguments with parameters put in and data tokens
+    kept (a token names the data; what the data holds is in ``inputs``: PipelineData name ->
+    manifest id of its content).
+
+    The environment part is ``environment_digest`` of the run's whole ``Environment``: the
+    Python section (user_managed, interpreter, pip and conda lists, python_version, channels)
+    and the container section (enabled, base_image, gpu_support, shm_size, docker arguments).
+    Not in the key: the target, resources, env_vars, priority, limits and tags (where a step
+    runs does not change what it computes), nor the image's content: ``image`` is the
+    container image as given (a tag, not an id), None without a container."""
+    run = step.run
+    docker = run.environment.docker
+    return StepKey(
+        snapshot_id=run.snapshot_id,
+        script=run.script,
+        arguments=list(resolved_arguments),
+        environment=environment_digest(run.environment),
+        image=docker.base_image if docker.enabled else None,
+        # sorted: the digest encodes the dict in order, and order must not change the key
+        inputs={name: inputs[name] for name in sorted(inputs)},
+    )
+
+
+def changed(old: StepKey, new: StepKey) -> list[str]:
+    """The ``KEY_PARTS`` that differ, in that order; for inputs, ``"inputs.NAME"`` for each
+    input (by name) that differs, was added or went away."""
+    out: list[str] = []
+    for part in KEY_PARTS:
+        if part == "inputs":
+            names = sorted(old.inputs.keys() | new.inputs.keys())
+            out += [f"inputs.{n}" for n in names if old.inputs.get(n) != new.inputs.get(n)]
+        elif getattr(old, part) != getattr(new, part):
+            out.append(part)
+    return out
