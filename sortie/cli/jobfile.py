@@ -479,14 +479,12 @@ def flag_defaults(job: JobFile, base: Path) -> dict[str, Any]:
     return out
 
 
-def schema() -> str:
-    """``docs/jobfile.schema.json``: the JSON Schema of :class:`JobFile`."""
-    doc = msgspec.json.schema(JobFile)
-    doc = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Sortie job file (sortie run submit -f job.yml)",
-        **doc,
-    }
+def schema(
+    root: type = JobFile, title: str = "Sortie job file (sortie run submit -f job.yml)"
+) -> str:
+    """``docs/jobfile.schema.json``: the JSON Schema of :class:`JobFile` (or of ``root``)."""
+    doc = msgspec.json.schema(root)
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, **doc}
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
+from sortie.cli import jobfile
 from sortie.cli.jobfile import (
     EnvironmentFile,
     JobFile,
@@ -270,13 +270,9 @@ def _typed(name: str, text: str, default: ParamValue) -> ParamValue:
 
 def schema() -> str:
     """``docs/pipeline.schema.json``: the JSON Schema of :class:`PipelineFile`."""
-    doc = msgspec.json.schema(PipelineFile)
-    doc = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Sortie pipeline file (sortie pipeline submit -f pipeline.yml)",
-        **doc,
-    }
-    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    return jobfile.schema(
+        PipelineFile, "Sortie pipeline file (sortie pipeline submit -f pipeline.yml)"
+    )
 
 
 if __name__ == "__main__":

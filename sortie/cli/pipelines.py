@@ -20,11 +20,11 @@ from sortie.cli.runs import limit
 from sortie.client.client import Client
 from sortie.client.pipeline_views import (
     PipelineView,
+    StepProgress,
     get_pipeline,
     list_pipelines,
     pipeline_summary_view,
     read_view,
-    step_line,
     step_why,
 )
 from sortie.client.views import CancelView, SubmittedView
@@ -114,21 +114,11 @@ async def _follow(client: Client, run_id: str, args: argparse.Namespace) -> int:
 
 
 def _progress_lines() -> Callable[[m.RunRecord], None]:
-    from sortie.client.pipeline_views import pipeline_view
-    from sortie.proto.pipelines import StepState
-
-    shown: dict[str, str] = {}
+    progress = StepProgress()
 
     def seen(rec: m.RunRecord) -> None:
-        if rec.pipeline is None:
-            return
-        for step in pipeline_view(rec, []).steps:
-            line = step_line(step)
-            if step.state != StepState.WAITING and shown.get(step.name) != line:
-                shown[step.name] = line
-                print(f"pipeline {rec.run_id}: {line}", flush=True)
-        if rec.state in TERMINAL:
-            print(f"pipeline {rec.run_id}: {rec.state}", flush=True)
+        for line in progress.lines(rec):
+            print(line, flush=True)
 
     return seen
 

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from sortie.client import sdk
 from sortie.client.pipeline_views import (
+    StepProgress,
     StepView,
     pipeline_of,
-    pipeline_view,
     read_view,
-    step_line,
     step_views,
 )
 from sortie.client.views import as_dict
@@ -142,17 +141,10 @@ class PipelineRun(sdk.SubmittedRun):
 
 
 def _step_printer() -> Callable[[m.RunRecord], None]:
-    shown: dict[str, str] = {}
+    progress = StepProgress()
 
     def seen(rec: m.RunRecord) -> None:
-        if rec.pipeline is None:
-            return
-        for step in pipeline_view(rec, []).steps:
-            line = step_line(step)
-            if step.state != StepState.WAITING and shown.get(step.name) != line:
-                shown[step.name] = line
-                print(f"[{rec.run_id}] {line}", flush=True)
-        if rec.state in TERMINAL:
-            print(f"pipeline {rec.run_id}: {rec.state}", flush=True)
+        for line in progress.lines(rec):
+            print(line, flush=True)
 
     return seen

@@ -170,6 +170,27 @@ def step_line(step: StepView) -> str:
     return f"{step.name}: {step.state}{run}" + (f": {why}" if why else "")
 
 
+class StepProgress:
+    """What to print while following a pipeline run: a line for each step each time its
+    line changes (not while it waits), then the pipeline's end."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, str] = {}
+
+    def lines(self, rec: m.RunRecord) -> list[str]:
+        if rec.pipeline is None:
+            return []
+        out: list[str] = []
+        for step in step_views(rec.pipeline, []):
+            line = step_line(step)
+            if step.state != StepState.WAITING and self.shown.get(step.name) != line:
+                self.shown[step.name] = line
+                out.append(f"pipeline {rec.run_id}: {line}")
+        if rec.state in TERMINAL:
+            out.append(f"pipeline {rec.run_id}: {rec.state}")
+        return out
+
+
 # --- reading -------------------------------------------------------------------------------
 
 

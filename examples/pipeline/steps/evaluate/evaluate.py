@@ -18,7 +18,9 @@ def main() -> None:
     centroids = json.loads((args.model / "centroids.json").read_text())
 
     def predict(x: float, y: float) -> int:
-        return int(min(centroids, key=lambda k: (centroids[k][0] - x) ** 2 + (centroids[k][1] - y) ** 2))
+        return int(
+            min(centroids, key=lambda k: (centroids[k][0] - x) ** 2 + (centroids[k][1] - y) ** 2)
+        )
 
     right = sum(predict(x, y) == label for x, y, label in rows)
     accuracy = right / len(rows)
