@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sortie.cli import output as out
 from sortie.cli.common import UsageError, env_vars, with_client
@@ -30,6 +31,10 @@ from sortie.client.pipeline_views import (
 from sortie.client.views import CancelView, SubmittedView
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
+
+if TYPE_CHECKING:
+    from sortie.cli.jobfile import Located
+    from sortie.cli.pipeline_file import PipelineFile
 
 
 def add_pipeline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,11 +82,11 @@ def add_pipeline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         out.add_output(p)
 
 
-async def submit(client: Client, args: argparse.Namespace) -> int:
+async def submit(client: Client, args: argparse.Namespace, pf: PipelineFile, where: Located) -> int:
+    """Submit the (checked) pipeline file ``pf``."""
     from sortie.cli import pipeline_file as pfile
     from sortie.client.pipeline_submit import PipelineOptions, submit_pipeline
 
-    pf, where = pfile.load(args.pipeline_file)
     options = PipelineOptions(
         experiment=args.experiment or pf.experiment,
         parameters=dict(pf.parameters),
@@ -216,7 +221,8 @@ def pipeline_action(args: argparse.Namespace) -> Callable[[Client], Awaitable[in
 
         if not args.pipeline_file.is_file():
             raise UsageError(f"pipeline file {args.pipeline_file} does not exist")
-        pf, _ = pfile.load(args.pipeline_file)
+        pf, where = pfile.load(args.pipeline_file)
         pfile.param_values(pf, args.param)
-    handlers = {"submit": submit, "list": list_, "show": show, "cancel": cancel, "rerun": rerun}
+        return lambda client: submit(client, args, pf, where)
+    handlers = {"list": list_, "show": show, "cancel": cancel, "rerun": rerun}
     return lambda client: handlers[args.pipeline_command](client, args)
