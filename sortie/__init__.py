@@ -22,12 +22,18 @@ __all__ = [
     "HyperDriveConfig",
     "MedianStoppingPolicy",
     "NoTerminationPolicy",
+    "Pipeline",
+    "PipelineData",
+    "PipelineParameter",
+    "PipelineRun",
     "PrimaryMetricGoal",
+    "PythonScriptStep",
     "RandomParameterSampling",
     "RemoteCompute",
     "Run",
     "RunConfiguration",
     "ScriptRunConfig",
+    "StepRun",
     "SweepRun",
     "TruncationSelectionPolicy",
     "Workspace",
@@ -76,6 +82,10 @@ _SDK |= {
     "qnormal",
     "lognormal",
     "qlognormal",
+    "Pipeline",
+    "PipelineData",
+    "PipelineParameter",
+    "PythonScriptStep",
 }
 
 
@@ -92,4 +102,8 @@ def __getattr__(name: str) -> Any:
         from sortie.client import sweep_run
 
         return sweep_run.SweepRun
+    if name in ("PipelineRun", "StepRun"):  # they build on sdk
+        from sortie.client import pipeline_run
+
+        return getattr(pipeline_run, name)
     raise AttributeError(f"module 'sortie' has no attribute {name!r}")

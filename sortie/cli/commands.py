@@ -99,6 +99,12 @@ COMMANDS: dict[str, Command] = {
         "add_sweep",
         "run_sweep",
     ),
+    "pipeline": Command(
+        "pipelines: submit a pipeline file, list, show (steps, reuse), cancel, rerun",
+        "sortie.cli.pipelines",
+        "add_pipeline",
+        "run_pipeline",
+    ),
     "gc": Command(
         "delete what nothing needs: unreferenced blobs, old run dirs, unused environments",
         "sortie.cli.gc",

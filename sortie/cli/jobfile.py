@@ -17,7 +17,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import yaml
@@ -27,6 +27,7 @@ from sortie.client.sweep_space import SweepConfigError, choice
 from sortie.proto.sweeps import Expression
 
 Text = Annotated[str, msgspec.Meta(min_length=1)]
+_T = TypeVar("_T")
 Scalar = str | int | float  # YAML reads `4` and `0.5` as numbers: they are passed as text
 
 
@@ -179,7 +180,7 @@ class JobFile(_Section, frozen=True, kw_only=True):
 # --- reading ---------------------------------------------------------------------------------
 
 
-class _Located:
+class Located:
     """The file's YAML nodes, to say on which line a value (or key) was written."""
 
     def __init__(self, name: str, root: yaml.Node) -> None:
@@ -219,10 +220,29 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 
 def load(path: Path) -> JobFile:
     """The job file at ``path``, checked. Raises :class:`JobFileError`."""
+    data, where = read_yaml(
+        path, "job file", "script:, source_directory:, target:, ...", "docs/jobfile.schema.json"
+    )
+    job = decode(data, where, JobFile)
+    check_job(job, where)
+    return job
+
+
+def decode(data: dict[str, Any], where: Located, root: type[_T]) -> _T:
+    """``data`` as a ``root`` struct; an error names the line and the field."""
+    try:
+        return msgspec.convert(data, root)
+    except msgspec.ValidationError as exc:
+        raise _explain(str(exc), data, where, root) from None
+
+
+def read_yaml(path: Path, what: str, keys: str, schema: str) -> tuple[dict[str, Any], Located]:
+    """The mapping a YAML file holds and where its values are (``what``: the kind of file,
+    ``keys``: some of its keys, ``schema``: its schema's path, for the errors)."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise JobFileError(f"cannot read the job file {path}: {exc.strerror or exc}") from None
+        raise JobFileError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -236,17 +256,8 @@ def load(path: Path) -> JobFile:
     finally:
         loader.dispose()
     if root is None or not isinstance(data, dict):
-        raise JobFileError(
-            f"{path}:1: a job file is a mapping of settings (script:, source_directory:, "
-            "target:, ...); see docs/jobfile.schema.json"
-        )
-    where = _Located(str(path), root)
-    try:
-        job = msgspec.convert(data, JobFile)
-    except msgspec.ValidationError as exc:
-        raise _explain(str(exc), data, where) from None
-    _check(job, where)
-    return job
+        raise JobFileError(f"{path}:1: a {what} is a mapping of settings ({keys}); see {schema}")
+    return data, Located(str(path), root)
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -263,7 +274,7 @@ _KINDS = {
 }
 
 
-def _explain(message: str, data: object, where: _Located) -> JobFileError:
+def _explain(message: str, data: object, where: Located, root: type = JobFile) -> JobFileError:
     """msgspec's error in the file's terms: the line, the dotted field, what was expected."""
     match = _AT.match(message)
     assert match is not None  # the pattern matches any text
@@ -275,7 +286,7 @@ def _explain(message: str, data: object, where: _Located) -> JobFileError:
     )
     if unknown := _UNKNOWN.match(what):
         key = unknown["key"]
-        known = _field_names(path)
+        known = _field_names(path, root)
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
         return where.error((*path, key), f"unknown key; {hint}", key=True)
@@ -287,7 +298,7 @@ def _explain(message: str, data: object, where: _Located) -> JobFileError:
         if raw.endswith("[...]"):  # a mapping's value: msgspec does not say which key
             return where.error(path, f"every value must be {want}")
         return where.error(path, f"expected {want}, got {_shown(_value_at(data, path))}")
-    info = _type_at(path)
+    info = _type_at(path, root)
     if what.startswith("Invalid enum value") and isinstance(info, msgspec.inspect.LiteralType):
         choices = ", ".join(repr(v) for v in info.values)
         got = _shown(_value_at(data, path))
@@ -312,12 +323,15 @@ def _value_at(data: object, path: tuple[str | int, ...]) -> object:
     return data
 
 
-def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
-    """The declared type of the field at ``path`` (None past a list or mapping)."""
-    info: msgspec.inspect.Type = msgspec.inspect.type_info(JobFile)
+def _type_at(path: tuple[str | int, ...], root: type = JobFile) -> msgspec.inspect.Type | None:
+    """The declared type of the field at ``path`` (None past a mapping)."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
     for step in path:
         if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
             info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
+        if isinstance(info, msgspec.inspect.ListType) and isinstance(step, int):
+            info = info.item_type  # a list of sections (a pipeline's steps:)
+            continue
         if not isinstance(info, msgspec.inspect.StructType):
             return None
         fields = {f.name: f.type for f in info.fields}
@@ -327,15 +341,15 @@ def _type_at(path: tuple[str | int, ...]) -> msgspec.inspect.Type | None:
     return info
 
 
-def _field_names(path: tuple[str | int, ...]) -> list[str]:
+def _field_names(path: tuple[str | int, ...], root: type = JobFile) -> list[str]:
     """The keys the section at ``path`` takes (for "did you mean")."""
-    info = _type_at(path)
+    info = _type_at(path, root)
     if isinstance(info, msgspec.inspect.UnionType):  # an optional section (sweep:)
         info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), info)
     return [f.name for f in info.fields] if isinstance(info, msgspec.inspect.StructType) else []
 
 
-def _check(job: JobFile, where: _Located) -> None:
+def check_job(job: JobFile, where: Located) -> None:
     """What the types alone do not say: one way to get the Python environment, memory given
     once, a container image when containers are enabled."""
     py = job.environment.python
@@ -374,7 +388,7 @@ def _check(job: JobFile, where: _Located) -> None:
         _check_sweep(job.sweep, where)
 
 
-def _check_sweep(sweep: SweepFile, where: _Located) -> None:
+def _check_sweep(sweep: SweepFile, where: Located) -> None:
     """Every expression and the policy read as the CLI reads them (no eval)."""
     for name in sweep.space:
         try:
@@ -465,14 +479,12 @@ def flag_defaults(job: JobFile, base: Path) -> dict[str, Any]:
     return out
 
 
-def schema() -> str:
-    """``docs/jobfile.schema.json``: the JSON Schema of :class:`JobFile`."""
-    doc = msgspec.json.schema(JobFile)
-    doc = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Sortie job file (sortie run submit -f job.yml)",
-        **doc,
-    }
+def schema(
+    root: type = JobFile, title: str = "Sortie job file (sortie run submit -f job.yml)"
+) -> str:
+    """``docs/jobfile.schema.json``: the JSON Schema of :class:`JobFile` (or of ``root``)."""
+    doc = msgspec.json.schema(root)
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, **doc}
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
 

@@ -683,8 +683,9 @@ def metric_source(rec: m.RunRecord) -> tuple[str, str | None]:
     """Where a run's metric points are: (the run whose subjects hold them, the
     ``MetricPoint.run`` that marks its points there). A child run logged from its parent's
     process (``Run.child_run``) is on its parent's subjects, marked with its id; a sweep's
-    trial is a run of its own, placed and run alone, so on its own subjects."""
-    if rec.parent_id is None or rec.trial is not None:
+    trial and a pipeline's step are runs of their own, placed and run alone, so on their own
+    subjects."""
+    if rec.parent_id is None or rec.trial is not None or rec.step is not None:
         return rec.run_id, None
     return rec.parent_id, rec.run_id
 

@@ -58,14 +58,7 @@ async def submit_pipeline(
     checks the graph before anything is stored: ``RequestRefused``)."""
     from sortie.client.client import SnapshotSummary, Submission
 
-    plans, specs = _step_specs(steps, options.experiment)
-    spec = p.PipelineSpec(
-        name=name,
-        steps=specs,
-        parameters=dict(options.parameters or {}),
-        description=options.description,
-    )
-    request = _request(spec, options, specs[0].run.snapshot_id if specs else "")
+    plans, request = _pipeline_request(name, steps, options)
     await client.check_request(request)
     uploaded_files = uploaded_bytes = 0
     for plan in plans.values():
@@ -86,6 +79,15 @@ async def submit_pipeline(
     )
 
 
+async def check_pipeline(
+    client: Client, name: str, steps: Sequence[StepConfig], options: PipelineOptions
+) -> None:
+    """Ask the scheduler whether it would accept the pipeline (``RequestRefused`` says what
+    it would refuse); the source directories are hashed, nothing is uploaded or stored."""
+    _, request = _pipeline_request(name, steps, options)
+    await client.check_request(request)
+
+
 async def rerun_pipeline(client: Client, run_id: str) -> str:
     """Submit a pipeline run's pipeline again with the same parameters, reusing every step
     whose key is unchanged (so it resumes after a failure); the new pipeline run's id."""
@@ -101,6 +103,20 @@ async def rerun_pipeline(client: Client, run_id: str) -> str:
         pipeline=p.PipelineRequest(spec=pipe.spec, parameters=pipe.parameters, rerun_of=run_id),
     )
     return (await client.submit_request(request)).run_id
+
+
+def _pipeline_request(
+    name: str, steps: Sequence[StepConfig], options: PipelineOptions
+) -> tuple[dict[Path, snap.SnapshotPlan], m.SubmitRequest]:
+    """The snapshot plans of the steps' source directories, and the pipeline's request."""
+    plans, specs = _step_specs(steps, options.experiment)
+    spec = p.PipelineSpec(
+        name=name,
+        steps=specs,
+        parameters=dict(options.parameters or {}),
+        description=options.description,
+    )
+    return plans, _request(spec, options, specs[0].run.snapshot_id if specs else "")
 
 
 def _step_specs(

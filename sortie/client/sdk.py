@@ -30,6 +30,13 @@ from sortie.client import model_store, run_files
 from sortie.client.client import Client, RequestRefused, echo_line
 from sortie.client.metric_shape import shaped
 from sortie.client.models import Model
+from sortie.client.pipeline_submit import PipelineOptions
+from sortie.client.pipelines import (
+    Pipeline,
+    PipelineData,
+    PipelineParameter,
+    PythonScriptStep,
+)
 from sortie.client.runconfig import (
     DockerSettings,
     EnvironmentSection,
@@ -80,7 +87,11 @@ __all__ = [
     "HyperDriveConfig",
     "MedianStoppingPolicy",
     "NoTerminationPolicy",
+    "Pipeline",
+    "PipelineData",
+    "PipelineParameter",
     "PrimaryMetricGoal",
+    "PythonScriptStep",
     "PythonSection",
     "RandomParameterSampling",
     "RemoteAttachConfiguration",
@@ -200,14 +211,19 @@ class Experiment:
 
     def submit(
         self,
-        config: ScriptRunConfig | HyperDriveConfig,
+        config: ScriptRunConfig | HyperDriveConfig | Pipeline,
         tags: dict[str, str] | None = None,
         *,
         submission_id: str | None = None,
+        regenerate_outputs: bool = False,
+        pipeline_parameters: dict[str, Any] | None = None,
     ) -> SubmittedRun:
         """Queue a run, or a sweep (a ``HyperDriveConfig``: returns a ``SweepRun``, whose
-        trials are child runs). Submitting again with the same ``submission_id`` returns the
-        same run (the client retries by itself on timeouts and while the scheduler restarts).
+        trials are child runs), or a pipeline (a ``Pipeline``: returns a ``PipelineRun``,
+        whose steps' runs are child runs; ``pipeline_parameters``: values for its
+        ``PipelineParameter``s; ``regenerate_outputs``: run every step, reuse none).
+        Submitting again with the same ``submission_id`` returns the same run (the client
+        retries by itself on timeouts and while the scheduler restarts).
 
         Raises ``sortie.client.snapshot.SnapshotError`` when the source directory cannot be
         snapshotted (a file deleted or changed mid-submit is named),
@@ -217,6 +233,15 @@ class Experiment:
         full; the message says what to do, as `sortie run submit` prints it. ``tags``: the
         run's tags from the start."""
         ws = self.workspace
+        if isinstance(config, Pipeline):
+            options = config.options(
+                self.name,
+                pipeline_parameters=pipeline_parameters,
+                regenerate_outputs=regenerate_outputs,
+                tags=tags,
+                submission_id=submission_id,
+            )
+            return self._submit_pipeline(config, options)
         sweep = config.to_spec() if isinstance(config, HyperDriveConfig) else None
         script = config.run_config if isinstance(config, HyperDriveConfig) else config
         assert script is not None  # to_spec refuses a sweep without one
@@ -231,6 +256,18 @@ class Experiment:
             run = self._sweep_run_of(sub.run_id, config)
         else:
             run = self._run_of(sub.run_id)
+        run.snapshot = sub.snapshot
+        return run
+
+    def _submit_pipeline(self, pipeline: Pipeline, options: PipelineOptions) -> SubmittedRun:
+        from sortie.client.pipeline_submit import submit_pipeline
+
+        ws = self.workspace
+        configs = pipeline.to_configs()
+        sub = ws._run(submit_pipeline(ws._client, pipeline.pipeline_name(), configs, options))
+        for w in sub.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        run = self._pipeline_run_of(sub.run_id, pipeline)
         run.snapshot = sub.snapshot
         return run
 
@@ -262,6 +299,13 @@ class Experiment:
         from sortie.client.sweep_run import SweepRun  # it builds on this module
 
         return SweepRun(self, run_id, config)
+
+    def _pipeline_run_of(self, run_id: str, pipeline: Pipeline | None = None) -> SubmittedRun:
+        """The object for one of this experiment's pipeline runs (the v1 layer's:
+        ``PipelineRun`` of ``azureml.pipeline.core``)."""
+        from sortie.client.pipeline_run import PipelineRun  # it builds on this module
+
+        return PipelineRun(self, run_id, pipeline)
 
 
 def _has(entries: dict[str, str], wanted: str | dict[str, str] | None) -> bool:

@@ -3,8 +3,8 @@
 ``rc.environment.python.conda_dependenciez = ...`` on a plain object would be stored and
 ignored, and the run would fail later on a missing module. A class that mixes in
 :class:`Strict` raises ``AttributeError`` instead, naming the close matches, for reads and
-writes alike. Its known names are its dataclass fields, its properties and its private
-(``_``-prefixed) names.
+writes alike. Its known names are its dataclass fields, its slots, its properties and its
+private (``_``-prefixed) names.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def known_names(cls: type) -> frozenset[str]:
             names = {f.name for f in dataclasses.fields(cls)}
         for klass in cls.__mro__:
             names.update(k for k, v in vars(klass).items() if isinstance(v, property))
+            slots = getattr(klass, "__slots__", ())  # a class that sets them in __init__
+            names.update(n for n in slots if not n.startswith("_"))
         known = _KNOWN[cls] = frozenset(names)
     return known
 

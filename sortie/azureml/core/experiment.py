@@ -7,6 +7,7 @@ from typing import Any
 
 from sortie.azureml.core.run import Run
 from sortie.client import sdk
+from sortie.client.pipelines import Pipeline
 from sortie.client.runconfig import ScriptRunConfig
 from sortie.client.sweeps import HyperDriveConfig
 
@@ -31,12 +32,13 @@ class Experiment(sdk.Experiment):
 
     def submit(  # v1's signature: tags, then the native options
         self,
-        config: ScriptRunConfig | HyperDriveConfig,
+        config: ScriptRunConfig | HyperDriveConfig | Pipeline,
         tags: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Run:
         """Queue a run of ``config`` (``submission_id=`` as in the native SDK); for a
-        ``HyperDriveConfig``, a sweep: a ``HyperDriveRun``."""
+        ``HyperDriveConfig``, a sweep: a ``HyperDriveRun``; for a ``Pipeline``, a
+        ``PipelineRun`` (``regenerate_outputs=``, ``pipeline_parameters=`` as in v1)."""
         run = super().submit(config, tags, **kwargs)
         assert isinstance(run, Run)
         return run
@@ -48,6 +50,11 @@ class Experiment(sdk.Experiment):
         from sortie.azureml.train.hyperdrive.run import HyperDriveRun  # it imports this module
 
         return HyperDriveRun(self, run_id, config)
+
+    def _pipeline_run_of(self, run_id: str, pipeline: Any = None) -> Run:
+        from sortie.azureml.pipeline.core.run import PipelineRun  # it imports this module
+
+        return PipelineRun(self, run_id, pipeline=pipeline)
 
     @staticmethod
     def list(

@@ -1,0 +1,289 @@
+"""Pipelines from the user's side, end to end: the `sortie pipeline` CLI (as a child process)
+and the SDK with v1's imports, against a real nats-server, scheduler and agent (processes),
+running the example's real scripts (examples/pipeline: prep -> train -> evaluate).
+
+- `pipeline submit -f` the example: `show --output json` says Completed, each step its run;
+  submitted again, every step is reused (pointing at the first runs); with another parameter
+  value, prep runs again because its arguments changed, and train and evaluate because their
+  inputs did;
+- a failing step fails the pipeline and skips its downstream; once the cause is gone,
+  `pipeline rerun` resumes: the completed step is reused, the others run;
+- a cycle is refused (exit 2, the cycle named), as are a bad file and a run that is not a
+  pipeline run;
+- v1's imports: Pipeline([...]) -> Experiment.submit -> wait_for_completion -> get_steps().
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults import Cluster
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline"
+STEPS = ("prep", "train", "evaluate")
+
+
+def until(check: Any, timeout: float, what: str) -> Any:
+    """Poll ``check`` until it returns something true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("pipeline-cli") / "c")
+    c.start_broker()
+    c.start_scheduler()
+    c.start_agent("a1", "--target", "local", "--cpus", "3")
+    try:
+        until(lambda: _has_local(c), 60, "the agent of target local")
+        yield c
+    finally:
+        c.close()
+
+
+def _has_local(c: Cluster) -> bool:
+    proc = c.cli("status", "--output", "json")
+    return proc.returncode == 0 and '"local"' in proc.stdout
+
+
+def cli_json(c: Cluster, *args: str, timeout: float = 120, code: int = 0) -> Any:
+    proc = c.cli(*args, "--output", "json", timeout=timeout)
+    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def steps_of(show: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in show["steps"]}
+
+
+@pytest.mark.timeout(300)
+def test_submit_show_reuse_and_changed_parts(cluster: Cluster, tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "example")
+    pfile = str(tmp_path / "example" / "pipeline.yml")
+    first = cli_json(cluster, "pipeline", "submit", "-f", pfile, "--wait", timeout=240)["run_id"]
+    show = cli_json(cluster, "pipeline", "show", first)
+    assert show["state"] == "Completed" and show["name"] == "digits"
+    assert show["parameters"] == {"holdout": 0.25}
+    steps = steps_of(show)
+    assert list(steps) == list(STEPS)
+    for name in STEPS:
+        assert steps[name]["state"] == "completed", steps[name]
+        assert steps[name]["run_state"] == "Completed"
+        assert steps[name]["run_id"]
+    assert set(steps["prep"]["data"]) == {"prepared"} and set(steps["train"]["data"]) == {"model"}
+
+    again = cli_json(cluster, "pipeline", "submit", "-f", pfile, "--wait", timeout=240)["run_id"]
+    reused = steps_of(cli_json(cluster, "pipeline", "show", again))
+    for name in STEPS:
+        assert reused[name]["state"] == "reused", reused[name]
+        assert reused[name]["reused_from"] == steps[name]["run_id"]
+    text = cluster.cli("pipeline", "show", again)
+    assert text.returncode == 0 and f"reused {steps['train']['run_id']}" in text.stdout
+
+    other = cli_json(
+        cluster, "pipeline", "submit", "-f", pfile, "--param", "holdout=0.5", "--wait", timeout=240
+    )["run_id"]
+    changed = steps_of(cli_json(cluster, "pipeline", "show", other))
+    assert all(changed[n]["state"] == "completed" for n in STEPS), changed
+    assert changed["prep"]["changed"] == ["arguments"]
+    assert any(part.startswith("inputs") for part in changed["train"]["changed"])
+    listed = cli_json(cluster, "pipeline", "list", "--experiment", "pipeline-example")
+    assert {first, again, other} <= {row["run_id"] for row in listed}
+
+
+FLAKY = """\
+import argparse, pathlib, sys
+a = argparse.ArgumentParser(); a.add_argument("--needs"); a.add_argument("--out")
+args = a.parse_args()
+if not pathlib.Path(args.needs).exists():
+    sys.exit(f"{args.needs} is missing")
+pathlib.Path(args.out, "x.txt").write_text("x")
+"""
+
+WRITE = """\
+import argparse, pathlib
+a = argparse.ArgumentParser(); a.add_argument("--out"); args = a.parse_args()
+pathlib.Path(args.out, "x.txt").write_text("{tag}")
+"""
+
+READ = """\
+import argparse, pathlib
+a = argparse.ArgumentParser(); a.add_argument("--data"); args = a.parse_args()
+print(pathlib.Path(args.data, "x.txt").read_text())
+"""
+
+FAILING = """\
+name: resume
+experiment: pipeline-resume
+steps:
+  - name: first
+    script: write.py
+    source_directory: write
+    arguments: [--out, "${{{{data.a}}}}"]
+    outputs: [a]
+  - name: second
+    script: flaky.py
+    source_directory: flaky
+    arguments: [--needs, "{marker}", --out, "${{{{data.b}}}}"]
+    inputs: [a]
+    outputs: [b]
+  - name: third
+    script: read.py
+    source_directory: read
+    arguments: [--data, "${{{{data.b}}}}"]
+    inputs: [b]
+"""
+
+
+def _project(root: Path, text: str, tag: str) -> Path:
+    for name, body in (
+        ("write", WRITE.format(tag=tag)),
+        ("flaky", FLAKY),
+        ("read", READ),
+    ):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / f"{name}.py").write_text(body)
+    (root / "pipeline.yml").write_text(text)
+    return root / "pipeline.yml"
+
+
+@pytest.mark.timeout(300)
+def test_failure_skips_downstream_and_rerun_resumes(cluster: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    pfile = _project(tmp_path, FAILING.format(marker=marker), tag=str(tmp_path))
+    sub = cli_json(cluster, "pipeline", "submit", "-f", str(pfile), "--wait", code=1, timeout=240)
+    failed = cli_json(cluster, "pipeline", "show", sub["run_id"])
+    assert failed["state"] == "Failed"
+    steps = steps_of(failed)
+    assert [steps[n]["state"] for n in ("first", "second", "third")] == [
+        "completed",
+        "failed",
+        "skipped",
+    ]
+    assert steps["third"]["reason"] and steps["third"]["run_id"] is None
+    # a run that is not a pipeline run (a step's) is refused, saying what to use
+    proc = cluster.cli("pipeline", "show", steps["first"]["run_id"])
+    assert proc.returncode == 2 and "is not a pipeline run" in proc.stderr
+
+    marker.write_text("here")
+    rerun = cli_json(cluster, "pipeline", "rerun", sub["run_id"], "--wait", timeout=240)
+    assert rerun["rerun_of"] == sub["run_id"]
+    resumed = cli_json(cluster, "pipeline", "show", rerun["run_id"])
+    assert resumed["state"] == "Completed" and resumed["rerun_of"] == sub["run_id"]
+    steps2 = steps_of(resumed)
+    assert steps2["first"]["state"] == "reused"
+    assert steps2["first"]["reused_from"] == steps["first"]["run_id"]
+    assert steps2["second"]["state"] == "completed" and steps2["third"]["state"] == "completed"
+
+
+CYCLE = """\
+name: loop
+steps:
+  - {name: a, script: write.py, source_directory: write, inputs: [y], outputs: [x]}
+  - {name: b, script: write.py, source_directory: write, inputs: [x], outputs: [y]}
+"""
+
+
+def test_refusals(cluster: Cluster, tmp_path: Path) -> None:
+    pfile = _project(tmp_path, CYCLE, tag="c")
+    proc = cluster.cli("pipeline", "submit", "-f", str(pfile))
+    assert proc.returncode == 2 and "cycle" in proc.stderr, proc.stderr
+    assert "a -> b -> a" in proc.stderr or "b -> a -> b" in proc.stderr
+    bad = _project(tmp_path / "bad", CYCLE.replace("inputs: [y], ", "inptus: [y], "), tag="c")
+    proc = cluster.cli("pipeline", "submit", "-f", str(bad))
+    assert proc.returncode == 2 and "pipeline.yml:3: steps[0].inptus: unknown key" in proc.stderr
+    proc = cluster.cli("pipeline", "submit", "-f", str(pfile), "--param", "nope=1")
+    assert proc.returncode == 2 and "--param 'nope=1'" in proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_sdk_v1_pipeline(cluster: Cluster, tmp_path: Path) -> None:
+    from sortie.azureml.core import Experiment, Run, Workspace
+    from sortie.azureml.pipeline.core import (
+        Pipeline,
+        PipelineData,
+        PipelineParameter,
+        PipelineRun,
+        StepRun,
+    )
+    from sortie.azureml.pipeline.steps import PythonScriptStep
+
+    shutil.copytree(EXAMPLE / "steps", tmp_path / "steps")
+    (tmp_path / "steps" / "prep" / "prep.py").write_text(
+        (EXAMPLE / "steps" / "prep" / "prep.py").read_text() + "\n# the SDK test's copy\n"
+    )
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"url": cluster.url}))
+    ws = Workspace.from_config(path=config)
+    try:
+        prepared, model = PipelineData("prepared"), PipelineData("model")
+        holdout = PipelineParameter(name="holdout", default_value=0.25)
+        src = tmp_path / "steps"
+        prep = PythonScriptStep(
+            script_name="prep.py",
+            arguments=["--holdout", holdout, "--out", prepared],
+            outputs=[prepared],
+            compute_target="local",
+            source_directory=str(src / "prep"),
+        )
+        train = PythonScriptStep(
+            script_name="train.py",
+            arguments=["--data", prepared, "--model", model],
+            inputs=[prepared],
+            outputs=[model],
+            compute_target="local",
+            source_directory=str(src / "train"),
+        )
+        evaluate = PythonScriptStep(
+            script_name="evaluate.py",
+            arguments=["--data", prepared, "--model", model],
+            inputs=[prepared, model],
+            compute_target="local",
+            source_directory=str(src / "evaluate"),
+        )
+        pipeline = Pipeline(workspace=ws, steps=[prep, train, evaluate])
+        assert pipeline.validate() == []
+        run = Experiment(ws, "v1-pipeline").submit(pipeline, pipeline_parameters={"holdout": 0.3})
+        assert isinstance(run, PipelineRun) and isinstance(run, Run)
+        assert run.wait_for_completion(show_output=True) == "Completed"
+        got = run.get_steps()
+        assert [s.name for s in got] == ["prep", "train", "evaluate"]
+        assert all(isinstance(s, StepRun) and not s.is_reused for s in got)
+        assert all(s.get_status() == "Completed" for s in got)
+        assert all(s.parent is not None and s.parent.id == run.id for s in got)
+        evaluated = run.find_step_run("evaluate")[0]
+        metrics = until(evaluated.get_metrics, 30, "the accuracy evaluate logged")
+        assert 0.5 <= metrics["accuracy"] <= 1.0, metrics
+
+        again = pipeline.submit("v1-pipeline", pipeline_parameters={"holdout": 0.3})
+        assert again.wait_for_completion(show_output=False) == "Completed"
+        assert [(s.is_reused, s.id) for s in again.get_steps()] == [(True, s.id) for s in got]
+
+        a, b = PipelineData("a"), PipelineData("b")
+        loop = Pipeline(
+            ws,
+            [
+                PythonScriptStep(
+                    "prep.py", name="x", inputs=[b], outputs=[a], source_directory=str(src / "prep")
+                ),
+                PythonScriptStep(
+                    "prep.py", name="y", inputs=[a], outputs=[b], source_directory=str(src / "prep")
+                ),
+            ],
+        )
+        (problem,) = loop.validate()
+        assert "cycle" in problem
+    finally:
+        ws.close()
