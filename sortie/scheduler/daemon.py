@@ -74,6 +74,7 @@ from sortie.scheduler.tag_store import tag_stored, trial_objective_stored
 from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
+CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to end
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -948,9 +949,10 @@ class Daemon:
                 await provider.close()
         with contextlib.suppress(Exception):
             await self.machines.close()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # bounded, and without swallowing a cancel of close() itself (awaiting each task
+        # under suppress(CancelledError) did both: one slow task stalled the whole stop)
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=CLOSE_TASKS_S)
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
