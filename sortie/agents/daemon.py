@@ -64,6 +64,7 @@ from sortie.agents.publisher import send_report
 from sortie.agents.snapshot_cache import SnapshotCache
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.errors import BrokerUnreachable, NotInitialised
+from sortie.bus.pause import retry_pause
 from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -472,7 +473,7 @@ class AgentShell:
     async def heartbeats(self) -> None:
         while True:
             await self.send_heartbeat()
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            await retry_pause(self.config.heartbeat_interval_s)
 
     async def fence(self) -> None:
         """No confirmed heartbeat for a lease: stop every run (see agents.lease)."""

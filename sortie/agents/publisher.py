@@ -29,6 +29,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from sortie.agents.limits import LogBudget, MetricBudget, RunLimits
+from sortie.bus.pause import retry_pause
 from sortie.bus.store_limits import FullBound, StoreFull, describe_full, is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -75,7 +76,7 @@ async def publish_acked(
                 log.warning(
                     "publish failed; retrying", subject=subject, tries=tries, error=repr(exc)
                 )
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await retry_pause(delay * (0.5 + random.random()))
             delay = min(delay * 2, max_delay)
 
 

@@ -35,6 +35,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo
 
+from sortie.bus.pause import retry_pause
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 
@@ -219,7 +220,7 @@ async def commit_blob(
                     f"cannot store blob {commit.sha256[:12]}: no scheduler answered (blobs are "
                     "stored through it); start one with `sortie up` (or `sortie scheduler`)"
                 ) from None
-            await asyncio.sleep(1.0)
+            await retry_pause(1.0)
     try:
         reply: m.BlobCommitReply = codec.decode(m.BlobCommitReply, msg.data)
     except codec.BadMessage as exc:

@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 from sortie.bus import lean
 from sortie.bus.blobs import BlobStore
 from sortie.bus.errors import AccessDenied, BrokerUnreachable, NotInitialised, ReplicasUnavailable
+from sortie.bus.pause import retry_pause
 from sortie.bus.resources import ensure_resources
 from sortie.proto import subjects
 
@@ -126,7 +127,7 @@ async def connect(
                 raise fatal from None
             # A daemon waits for its broker: log once per attempt, back off up to 5 s.
             log.warning("broker unreachable; retrying", url=url, retry_in_s=delay)
-            await asyncio.sleep(delay)
+            await retry_pause(delay)
             delay = min(delay * 2, 5.0)
 
 
@@ -304,7 +305,7 @@ async def _bind(
         except (TimeoutError, nats.errors.TimeoutError):
             if loop.time() > deadline:
                 raise
-            await asyncio.sleep(0.5)
+            await retry_pause(0.5)
         except nats.js.errors.APIError as exc:
             # the server could not make a stream's store this time (seen under heavy load on
             # a fresh store): say why and try again, within the same bound
@@ -313,7 +314,7 @@ async def _bind(
             structlog.get_logger("sortie.bus").warning(
                 "creating a stream failed, trying again", error=exc.description
             )
-            await asyncio.sleep(0.5)
+            await retry_pause(0.5)
 
 
 async def open_bus(

@@ -32,6 +32,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy
 
+from sortie.bus.pause import retry_pause
 from sortie.proto import subjects
 
 MIB = 1024 * 1024
@@ -120,7 +121,7 @@ async def until_stored(
                 "the store is full; giving up", what=what, tries=bound.count, why=message
             )
             raise StoreFull(message)
-        await asyncio.sleep(delay * (0.5 + random.random()))
+        await retry_pause(delay * (0.5 + random.random()))
         delay = min(delay * 2, 2.0)
 
 

@@ -26,6 +26,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from sortie.bus.blobs import BlobError, fetch_blob_to, missing_blobs
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
+from sortie.bus.pause import retry_pause
 from sortie.bus.profile import resolve_auth, resolve_url
 from sortie.bus.renewal import from_scheduler, keep_renewed, renew_if_due
 from sortie.bus.store_limits import (
@@ -349,7 +350,7 @@ class Client:
                         f"{SUBMIT_RETRY_S:.0f}s; submit again with --submission-id "
                         f"{request.spec.submission_id} to be sure it lands on one run"
                     ) from None
-            await asyncio.sleep(delay)
+            await retry_pause(delay)
             delay = min(delay * 2, 2.0)
 
     async def compute(self, request: m.Message) -> Any:

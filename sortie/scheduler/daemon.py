@@ -36,6 +36,7 @@ from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
+from sortie.bus.pause import retry_pause
 from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
@@ -312,11 +313,15 @@ class Daemon:
         await self.blob_commits.start()
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, b"")
-        self.tasks.append(asyncio.create_task(self._reports()))
-        self.tasks.append(asyncio.create_task(self.sweep_feed.run(self._sweeps_since())))
-        self.tasks.append(asyncio.create_task(self._ticks()))
-        self.tasks.append(asyncio.create_task(self._poll_providers()))
-        self.tasks.append(asyncio.create_task(blob_gc_loop(self.bus, self.config.blob_gc)))
+        self.tasks.append(asyncio.create_task(self._reports(), name="reports"))
+        self.tasks.append(
+            asyncio.create_task(self.sweep_feed.run(self._sweeps_since()), name="sweep-feed")
+        )
+        self.tasks.append(asyncio.create_task(self._ticks(), name="ticks"))
+        self.tasks.append(asyncio.create_task(self._poll_providers(), name="providers"))
+        self.tasks.append(
+            asyncio.create_task(blob_gc_loop(self.bus, self.config.blob_gc), name="blob-gc")
+        )
         for rec in list(self.state.vms.values()):
             self._spawn(self.machines.restore(rec))
 
@@ -497,7 +502,7 @@ class Daemon:
                 break
             except TRANSIENT as exc:
                 log.warning("reports consumer not ready; retrying", error=repr(exc))
-                await asyncio.sleep(0.5)
+                await retry_pause(0.5)
         self.subs.append(psub)
         while True:
             try:
@@ -506,7 +511,7 @@ class Daemon:
                 continue
             except TRANSIENT as exc:
                 log.warning("report fetch failed; retrying", error=repr(exc))
-                await asyncio.sleep(0.5)
+                await retry_pause(0.5)
                 continue
             for msg in msgs:
                 rep = read_report(msg.subject, msg.data)
@@ -525,7 +530,7 @@ class Daemon:
     async def _ticks(self) -> None:
         away = False
         while True:
-            await asyncio.sleep(self.config.tick_s)
+            await retry_pause(self.config.tick_s)
             if not self.bus.nc.is_connected:
                 if not away:
                     log.warning("broker unreachable")
@@ -688,7 +693,7 @@ class Daemon:
                             self.unstored[run_id] = await describe_full(self.bus.js, refusal=exc)
                             return
                         log.warning("store write failed; retrying", run_id=run_id, error=repr(exc))
-                        await asyncio.sleep(0.5)
+                        await retry_pause(0.5)
             self._stored(run_id, rec, new)
 
         batches = asyncio.Semaphore(4)
@@ -751,7 +756,7 @@ class Daemon:
                 return
             except TRANSIENT as exc:
                 log.warning("store write failed; retrying", key=key, error=repr(exc))
-                await asyncio.sleep(0.5)
+                await retry_pause(0.5)
 
     async def _reload(self, run_id: str) -> None:
         """Another writer changed this run: take the stored record as the truth."""
@@ -911,7 +916,7 @@ class Daemon:
     async def _poll_providers(self) -> None:
         """A node whose process died on its own becomes a NodeFailed event."""
         while True:
-            await asyncio.sleep(self.config.provider_poll_s)
+            await retry_pause(self.config.provider_poll_s)
             for provider in list(self.providers.values()):
                 try:
                     listed = await provider.list_nodes()
@@ -937,7 +942,7 @@ class Daemon:
                 await self.bus.js.publish(subject, data)
                 return
             except TRANSIENT:
-                await asyncio.sleep(delay)
+                await retry_pause(delay)
         log.warning("end-of-log marker not published", run_id=cmd.run_id)
 
     async def close(self) -> None:
@@ -951,8 +956,14 @@ class Daemon:
             await self.machines.close()
         # bounded, and without swallowing a cancel of close() itself (awaiting each task
         # under suppress(CancelledError) did both: one slow task stalled the whole stop)
-        if self.tasks:
-            await asyncio.wait(self.tasks, timeout=CLOSE_TASKS_S)
+        ending = [*self.tasks, *self.background]
+        if ending:
+            _, late = await asyncio.wait(ending, timeout=CLOSE_TASKS_S)
+            if late:
+                log.warning(
+                    "tasks still running at the stop; closing the connection under them",
+                    tasks=sorted(t.get_name() for t in late),
+                )
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

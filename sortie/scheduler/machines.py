@@ -19,6 +19,7 @@ from asyncssh import SSHClientConnection
 
 from sortie.bus.auth import Creds
 from sortie.bus.connection import split_urls
+from sortie.bus.pause import retry_pause
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
 from sortie.scheduler import events as ev
@@ -271,7 +272,7 @@ class Machines:
                 msg = exc.message if isinstance(exc, SshError) else str(exc)
                 log.warning("ssh link not restored yet", compute=rec.name, error=msg)
                 self.emit(ev.VmLink(name=rec.name, link="reconnecting"))
-                await asyncio.sleep(delay)
+                await retry_pause(delay)
                 delay = min(delay * 2, 30.0)
 
     async def _drop_link(self, name: str) -> None:

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from sortie.bus.pause import retry_pause
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.scheduler.events import Event, MetricsSeen, SweepFeedReady
@@ -76,7 +77,7 @@ class SweepFeed:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker went away: follow again
                 log.info("sweep metrics feed ended; following again", error=repr(exc))
-            await asyncio.sleep(RESUBSCRIBE_S)
+            await retry_pause(RESUBSCRIBE_S)
 
     async def _start(self) -> tuple[DeliverPolicy, ConsumerConfig, int]:
         """Where to read from, and the stream's last sequence now (ready once reached)."""

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from starlette.requests import Request
 
+from sortie.bus.pause import retry_pause
 from sortie.client.client import Client
 from sortie.web.hub import client_of
 
@@ -91,7 +92,7 @@ class Feed(Generic[T]):
                 value = await self._fetch()
             except Exception:  # a fetch that breaks its contract must not stop every page's feed
                 log.exception("feed fetch failed; asking again at the next tick")
-                await asyncio.sleep(self.every_s)
+                await retry_pause(self.every_s)
                 continue
             if self._latest is None or self._news(value) != self._news(self._latest):
                 async with self._changed:

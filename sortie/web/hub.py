@@ -17,6 +17,7 @@ import structlog
 from nats.js.api import DeliverPolicy
 from starlette.requests import Request
 
+from sortie.bus.pause import retry_pause
 from sortie.client.client import Client
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -89,7 +90,7 @@ class Hub:
             # whatever pages missed meanwhile they reload when their stream ends
             for queue in list(self._pages):
                 self._drop(queue)
-            await asyncio.sleep(REWATCH_S)
+            await retry_pause(REWATCH_S)
 
     async def _follow(self) -> None:
         """New writes only (an ordered consumer from now on: never the bucket's current

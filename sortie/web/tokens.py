@@ -17,6 +17,7 @@ import nats.errors
 import structlog
 from nats.js.kv import KeyValue
 
+from sortie.bus.pause import retry_pause
 from sortie.client.client import Client
 from sortie.proto import codec, subjects
 from sortie.proto import web_tokens as wt
@@ -70,7 +71,7 @@ class TokenBook:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker went away or has no bucket yet: watch again
                 log.info("dashboard tokens watch ended, watching again", error=str(exc))
-            await asyncio.sleep(delay)
+            await retry_pause(delay)
             delay = min(delay * 2, REWATCH_MAX_S)
 
     async def _follow(self) -> None:

@@ -77,6 +77,10 @@ def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> It
         shot = screenshot_dir(tmp_path) / f"{request.node.name}.png"
         opened.screenshot(path=str(shot), full_page=True)
         print(f"screenshot of the failed page: {shot}")
+        if "dashboard" in request.fixturenames:
+            log: Path = request.getfixturevalue("dashboard").log
+            lines = log.read_text(errors="replace").splitlines()[-80:]
+            print(f"the last {len(lines)} lines of {log}:", *lines, sep="\n")
     context.close()
     assert not errors, f"the page logged JavaScript errors: {errors}"
 

@@ -52,7 +52,7 @@ def test_a_cluster_created_from_the_form_appears_with_its_nodes_and_can_be_chang
     page.once("dialog", lambda dialog: dialog.accept())
     card.get_by_role("button", name="Delete").click()
     # the node stops first (SIGTERM, the grace, SIGKILL): slow on a loaded machine
-    expect(card).to_have_count(0, timeout=150_000)
+    expect(card).to_have_count(0, timeout=100_000)
     expect(page.locator('#targets tr[data-name="web-pool"]')).to_have_count(0)
     assert "web-pool" not in names(dashboard)
 

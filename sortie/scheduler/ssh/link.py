@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncssh
 import structlog
 
+from sortie.bus.pause import retry_pause
 from sortie.scheduler.ssh import SshCredentials, SshError, SshTarget, open_connection
 
 log = structlog.get_logger(__name__)
@@ -126,7 +127,7 @@ class SshLink:
             self._emit("disconnected", reason)
             delay = low
             while not self._closed:
-                await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+                await retry_pause(delay * random.uniform(0.8, 1.0))
                 if self._closed:
                     return
                 try:
