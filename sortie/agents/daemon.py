@@ -68,6 +68,7 @@ from sortie.bus.pause import retry_pause
 from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.agent_env import SETTINGS_CHECKED
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
@@ -554,6 +555,7 @@ async def run_agent(
     incarnation = secrets.token_hex(8)
     alog = log.bind(agent_id=config.agent_id, incarnation=incarnation)
     facts = await _host_facts(config, gpu_probe, alog)
+    alog.info(SETTINGS_CHECKED, target=config.target)
     bus = await _open(config, stop)
     if bus is None:
         return

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from sortie.proto.process_input import ENV_NAME, RESERVED_PREFIX
 
 HIDDEN = "***"
+# The line an agent logs once its own settings are checked, before it connects to the broker:
+# whoever started it over SSH watches its log for this line or its exit.
+SETTINGS_CHECKED = "agent settings checked"
 # "scheme://user:pass@host" (also "scheme://token@host"), and "user:pass@host" without one
 _WITH_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]+@")
 _WITHOUT_SCHEME = re.compile(r"(?P<start>^|[\s,;])[^/@\s:,;]+:[^/@\s,;]+@")

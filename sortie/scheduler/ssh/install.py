@@ -23,13 +23,15 @@ from pathlib import Path, PurePosixPath
 
 import asyncssh
 
+from sortie.proto.agent_env import SETTINGS_CHECKED
 from sortie.scheduler.ssh import SshError
 from sortie.scheduler.ssh.remote_files import open_files
 
 MIN_PYTHON = (3, 11)
 DEFAULT_CANDIDATES = ("python3.13", "python3.12", "python3.11", "python3")
 OUTPUT_TAIL = 4000
-START_CHECK_S = 3.0
+START_CHECK_S = 3.0  # an agent alive this long after it logged its settings checked has started
+START_LIMIT_S = 60.0  # the longest wait for that line
 
 _REMOTE_DIR_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -466,22 +468,24 @@ echo $!
 
 
 async def _check_started(conn: asyncssh.SSHClientConnection, base: str, pid: int) -> None:
-    """Watch the new agent for START_CHECK_S; SshError("agent_failed") with the tail of its
-    log if it is gone by then."""
+    """Watch the new agent for START_CHECK_S, and on until it logs that its settings are
+    checked (its first start on a host compiles its code: slow under load), at most
+    START_LIMIT_S; SshError("agent_failed") with the tail of its log if it is gone by then."""
     q = shlex.quote
     log = f"{base}/agent.log"
-    ticks = int(START_CHECK_S * 5)
+    least, most = int(START_CHECK_S * 5), int(START_LIMIT_S * 5)
     check = f"""
 DATA={q(base + "/agent")}
 {_ALIVE}
 i=0
-while [ "$i" -lt {ticks} ]; do
+while [ "$i" -lt {most} ]; do
     alive {pid} || break
+    if [ "$i" -ge {least} ] && grep -qF {q(SETTINGS_CHECKED)} {q(log)} 2>/dev/null; then break; fi
     sleep 0.2; i=$((i + 1))
 done
 if alive {pid}; then echo alive; else echo dead; tail -c {OUTPUT_TAIL} {q(log)}; fi
 """
-    _, out = await _run(conn, check, limit_s=60.0)
+    _, out = await _run(conn, check, limit_s=START_LIMIT_S + 30.0)
     first, _, rest = out.partition("\n")
     if first.strip() != "alive":
         await _run(conn, f"rm -f {q(base + '/agent.pid')}", limit_s=30.0)
