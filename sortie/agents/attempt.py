@@ -43,6 +43,7 @@ from sortie.agents import orphans
 from sortie.agents.data_upload import stored_or_error
 from sortie.agents.events import StopReason
 from sortie.agents.executors import (
+    ENGINE_KINDS,
     AttemptFiles,
     Execution,
     Executor,
@@ -78,6 +79,7 @@ from sortie.bus.store_limits import StoreFull, until_stored
 from sortie.proto import messages as m
 from sortie.proto import notes
 from sortie.proto import runenv as rc
+from sortie.proto.engines import Engine, EngineJob
 from sortie.proto.paths import check_relpath
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
@@ -128,6 +130,7 @@ class AttemptDeps:
     node_priority: m.NodePriority = "dedicated"
     lease: Lease | None = None  # the agent's lease (None in tests that need none)
     limits: RunLimits = field(default_factory=RunLimits)  # log, metric, artifact bounds
+    engine: Engine | None = None  # the engine this agent hands every run to (--engine)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -353,6 +356,9 @@ class Attempt:
         self._cancellable = False  # only while materialising / preparing the environment
         self._bad_metrics = 0
         self.script_failed: str | None = None  # Run.fail() on its own run: why (agents.notes)
+        self.kind = executor_kind(assign.spec, deps.engine)
+        self.engine_job: EngineJob | None = None  # the last state its engine's job reported
+        self.engine_running = False  # Running reported (an engine's job started)
         self._log = structlog.get_logger().bind(run_id=self.run_id, attempt=self.attempt)
         self.output = RunOutput(
             deps.js,
@@ -420,6 +426,7 @@ class Attempt:
         error: m.RunError | None = None,
         artifacts: list[m.Artifact] | None = None,
         data_outputs: dict[str, str] | None = None,
+        engine_job: EngineJob | None = None,
     ) -> None:
         report = m.RunReport(
             agent_id=self.deps.agent_id,
@@ -433,6 +440,7 @@ class Attempt:
             artifacts=artifacts or [],
             metrics=dict(self.output.latest.values),
             data_outputs=data_outputs or {},
+            engine_job=engine_job,
         )
         await send_report(self.deps.js, report)
         self._log.info("attempt state", state=str(state), error=error.kind if error else None)
@@ -616,7 +624,7 @@ class Attempt:
             files=self.files,
         )
         try:
-            prepared = await deps.executors[executor_kind(spec)].prepare(job, self.output.system)
+            prepared = await deps.executors[self.kind].prepare(job, self.output.system)
         except ExecutorError as exc:
             await self._fail(exc.kind, exc.message)
             return None
@@ -641,7 +649,8 @@ class Attempt:
         out.system(f"started {' '.join(launch.argv[:2])}{prepared.where}")
         if self.stop_reason is not None:
             await self._stop_execution()
-        await self._report(RunState.RUNNING)
+        if self.kind not in ENGINE_KINDS:
+            await self._report(RunState.RUNNING)  # an engine's job says so itself (_engine_job)
         outcome = await self._wait(self.execution)
         fifo.close()
         await self.notes.close()  # tags and children are stored before the run's verdict
@@ -700,7 +709,22 @@ class Attempt:
             kill_grace_s=deps.kill_grace_s,
             stop_reason_file=self.stop_reason_file,
             output_room=self.output.room,
+            on_engine_job=self._engine_job if self.kind in ENGINE_KINDS else None,
+            on_metric_line=self._on_metric_line,
         )
+
+    async def _engine_job(self, job: EngineJob) -> None:
+        """The engine's job changed state or reason: Starting while it waits in the engine's
+        queue (with the reason), Running once it runs; the run's log says so once each."""
+        running = job.state == "RUNNING"
+        if job != self.engine_job:
+            why = f" ({job.reason})" if job.reason else ""
+            self.output.system(f"{job.engine} job {job.job_id}: {job.state}{why}")
+        self.engine_job = job
+        if running and self.engine_running:
+            return
+        self.engine_running = self.engine_running or running
+        await self._report(RunState.RUNNING if running else RunState.STARTING, engine_job=job)
 
     def _killed_while_fenced(self, outcome: Outcome) -> bool:
         """Killed by a signal while the agent's lease had lapsed: the agent's own fence or

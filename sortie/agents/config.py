@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sortie.agents.disk_gc import DiskGcSettings
 from sortie.agents.limits import RunLimits
 from sortie.proto import messages as m
+from sortie.proto.engines import Engine
 from sortie.proto.subjects import check_token
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class AgentConfig:
     # or as one uid per concurrent run from this range ("FIRST-LAST"): agents.executors.sandbox
     run_user: str | None = None
     run_uids: str | None = None
+    # hand every run to this engine (Slurm, Spark) instead of running it here: the agent of
+    # an attached login or head node (agents.executors.slurm, .spark)
+    engine: Engine | None = None
 
 
 def default_agent_id(target: str, hostname: str | None = None) -> str:

@@ -69,6 +69,7 @@ from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.agent_env import SETTINGS_CHECKED
+from sortie.proto.engines import kind_of
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
@@ -110,6 +111,7 @@ def heartbeat(
         preempting=state.preempting,
         container_engine=state.container_engine,
         isolation=isolation,
+        engine=kind_of(config.engine) if config.engine is not None else None,
     )
 
 
@@ -352,12 +354,14 @@ class AgentShell:
             snapshots=SnapshotCache(
                 facts.data_dir / "blobs", bus.blobs, concurrency=config.snapshot_concurrency
             ),
+            engine=config.engine,
             executors=make_executors(
                 ExecutorSettings(
                     envs=self.envs,
                     docker_host=self.engine_url,
                     isolation=facts.isolation,
                     images_dir=facts.data_dir / IMAGES,
+                    engine=config.engine,
                 )
             ),
             gpus=facts.gpus,

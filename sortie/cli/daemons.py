@@ -30,6 +30,7 @@ from sortie.proto import messages as m
 
 if TYPE_CHECKING:  # imported where used: only the daemon that starts loads its code
     from sortie.client.client import Client
+    from sortie.proto.engines import Engine
     from sortie.scheduler.reconcile import Timing
 
 _Commands = argparse._SubParsersAction
@@ -228,6 +229,13 @@ def add_agent(sub: _Commands[argparse.ArgumentParser]) -> None:
         "scheduler's --kill-grace)",
     )
     agent.add_argument(
+        "--engine",
+        metavar="JSON",
+        help="hand every run to an engine instead of running it here, e.g. "
+        '\'{"engine": "slurm", "partition": "gpu"}\' or \'{"engine": "spark", "master": '
+        '"spark://head:7077"}\' (set by `sortie compute attach --type slurm|spark`)',
+    )
+    agent.add_argument(
         "--exit-with-parent",
         type=int,
         metavar="PID",
@@ -419,6 +427,7 @@ def _daemon_agent(args: argparse.Namespace) -> int:
         limits=limits_of(args),
         run_user=args.run_user,
         run_uids=args.run_uids,
+        engine=engine_of(args.engine),
     )
     from sortie.agents.executors.sandbox import IsolationError
     from sortie.agents.gpus import GpuConfigError
@@ -428,6 +437,24 @@ def _daemon_agent(args: argparse.Namespace) -> int:
     except (GpuConfigError, IsolationError) as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
+
+
+def engine_of(text: str | None) -> Engine | None:
+    """``--engine JSON`` as an engine, or a UsageError saying what is wrong."""
+    if text is None:
+        return None
+    import msgspec
+
+    from sortie.proto.engines import Engine, problem
+
+    try:
+        engine: Engine = msgspec.json.decode(text, type=Engine)
+    except msgspec.DecodeError as exc:
+        raise UsageError(f'--engine: {exc}; give JSON such as \'{{"engine": "slurm"}}\'') from None
+    why = problem(engine)
+    if why is not None:
+        raise UsageError(f"--engine: {why}")
+    return engine
 
 
 async def _until_signal(start: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sortie.proto import pipelines  # a module import: pipelines imports this module too
+from sortie.proto import (
+    engines,
+    pipelines,  # a module import: pipelines imports this module too
+)
 from sortie.proto.base import Message as Message  # re-exported: m.Message
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
@@ -235,6 +238,9 @@ class RunRecord(Message, frozen=True, kw_only=True):
     step: str | None = None  # one step of a pipeline: the step's name
     # what this run's step wrote for later steps: PipelineData name -> manifest id
     data_outputs: dict[str, str] = {}
+    # the current attempt's job in its engine (Slurm, Spark), from its agent's reports: a run
+    # Starting with a PENDING Slurm job waits in Slurm's queue, and `run why` says why
+    engine_job: engines.EngineJob | None = None
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -393,6 +399,10 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     preempting: bool = False  # a preemption notice arrived: take no new runs
     container_engine: str | None = None  # e.g. "podman 4.3.1" when DOCKER_HOST answers
     isolation: RunIsolation = "unknown"
+    # the engine this agent hands runs to (None: it runs them itself). Such an agent's
+    # capacity is the largest node the engine has; the engine queues, so placement does not
+    # count what the agent's runs hold, and a multi-node run is one run on it
+    engine: engines.EngineKind | None = None
 
 
 class Assign(Message, frozen=True, kw_only=True, tag="assign"):
@@ -447,6 +457,9 @@ class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     # a pipeline step that completed: each output directory (RunSpec.data_outputs) stored as
     # a manifest, by PipelineData name -> manifest id
     data_outputs: dict[str, str] = {}
+    # the attempt's job in its engine (an engine agent's runs): sent again, in the same state,
+    # whenever the engine's state or reason changes
+    engine_job: engines.EngineJob | None = None
 
 
 class AgentRecord(Message, frozen=True, kw_only=True):
@@ -467,6 +480,7 @@ class AgentRecord(Message, frozen=True, kw_only=True):
     gpus: list[GpuDevice] = []
     container_engine: str | None = None
     isolation: RunIsolation = "unknown"
+    engine: engines.EngineKind | None = None  # see Heartbeat.engine
 
 
 # --- compute targets (clusters), nodes, agent administration --------------------------------
@@ -508,6 +522,9 @@ class VmConfig(Message, frozen=True, kw_only=True):
     # the remote agent's environment variables (proxy, CA, UV_*), passed on to its builds;
     # shown and logged only through proto.agent_env.redacted (a proxy URL may hold a password)
     agent_env: dict[str, str] = {}
+    # an engine the machine hands runs to (its login or head node): Slurm or Spark; None: the
+    # machine runs them itself (processes, containers)
+    engine: engines.Engine | None = None
 
 
 class SshSecret(Message, frozen=True, kw_only=True):

@@ -24,6 +24,7 @@ from pathlib import Path, PurePath
 from typing import Literal, Protocol
 
 from sortie.proto import messages as m
+from sortie.proto.engines import EngineJob
 from sortie.proto.run_errors import ErrorKind
 
 OutputStream = Literal["stdout", "stderr"]
@@ -38,6 +39,11 @@ class ExecutorKind(enum.StrEnum):
 
     PROCESS = "process"
     CONTAINER = "container"
+    SLURM = "slurm"  # sbatch on a Slurm login node (an engine: it queues and places)
+    SPARK = "spark"  # spark-submit on a Spark head node (an engine)
+
+
+ENGINE_KINDS = frozenset({ExecutorKind.SLURM, ExecutorKind.SPARK})
 
 
 class ExecutorError(Exception):
@@ -115,6 +121,13 @@ class Launch:
     # awaited after each piece of output is handed on: returns when there is room for more
     # (the publisher's bound); until then the script's output is not read, so it blocks
     output_room: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+    # An engine's execution (ENGINE_KINDS) calls this whenever its job's state or reason
+    # changes; the attempt reports the run Running only once the job's state is RUNNING
+    on_engine_job: Callable[[EngineJob], Awaitable[None]] | None = field(default=None, repr=False)
+    # An engine whose job runs on another node cannot use the metrics pipe: its execution
+    # has the run write a plain file in the shared job directory, follows it, and hands each
+    # complete line here (as the pipe's reader does)
+    on_metric_line: Callable[[bytes], None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,111 @@
+"""Engines a machine can hand runs to: a Slurm cluster (its login node attached) and a Spark
+cluster (its head node attached). Wire types and their checks; pure.
+
+An attached machine with an ``engine`` runs no script itself: its agent (on the login or head
+node, reached over the same SSH link as any attached machine) submits each run to the engine,
+follows it, and collects its output (``agents.executors.slurm`` / ``.spark``). The engine
+decides where the run goes; Sortie does not place it on the engine's nodes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from sortie.proto.base import Message
+
+EngineKind = Literal["slurm", "spark"]
+
+# Slurm partition/account/QOS names, Spark conf keys: what each tool accepts, and no shell or
+# script metacharacters (they are written into a batch script and an argv)
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SPARK_KEY = re.compile(r"^spark\.[A-Za-z0-9_.-]{1,200}$")
+_SPARK_MASTER = re.compile(r"^(yarn|local(\[[0-9*]+\])?|spark://[A-Za-z0-9_.-]+:[0-9]{1,5})$")
+
+
+class EngineBase(Message, frozen=True, kw_only=True, tag_field="engine"):
+    """What every engine has (nothing yet): variants tagged by ``engine``."""
+
+
+class SlurmEngine(EngineBase, frozen=True, kw_only=True, tag="slurm"):
+    """A Slurm cluster, reached through its login node. None: Slurm's default."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+
+
+class SparkEngine(EngineBase, frozen=True, kw_only=True, tag="spark"):
+    """A Spark cluster, reached through its head node (``spark-submit`` runs there)."""
+
+    master: str = "yarn"  # spark://HOST:PORT, yarn, or local[N]
+    conf: dict[str, str] = {}  # --conf KEY=VALUE for every application
+
+
+Engine = SlurmEngine | SparkEngine
+
+# Slurm's job states (squeue/sacct), as the agent reports them in ``EngineJob.state``
+SlurmState = Literal[
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "COMPLETED",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "REQUEUED",
+    "SUSPENDED",
+]
+
+
+class EngineJob(Message, frozen=True, kw_only=True):
+    """An attempt as its engine sees it, from the agent's reports: the engine's job id, its
+    state in the engine's own words, and why it waits (Slurm's reason, e.g. ``Resources``)."""
+
+    engine: EngineKind
+    job_id: str
+    state: str  # e.g. "PENDING", "RUNNING" (Slurm), "SUBMITTED", "RUNNING" (Spark)
+    reason: str | None = None
+    since: float  # when the engine job reached ``state``
+
+
+def kind_of(engine: Engine) -> EngineKind:
+    """The engine's tag ("slurm", "spark")."""
+    return "slurm" if isinstance(engine, SlurmEngine) else "spark"
+
+
+def problem(engine: Engine) -> str | None:
+    """Why ``engine`` cannot be used, or None; says what to write instead."""
+    match engine:
+        case SlurmEngine():
+            for flag, value in (
+                ("--partition", engine.partition),
+                ("--account", engine.account),
+                ("--qos", engine.qos),
+            ):
+                if value is not None and not _SLURM_NAME.match(value):
+                    return (
+                        f"{flag} {value[:80]!r} is not a Slurm name: use letters, digits, "
+                        "'_', '.' and '-' (at most 64), starting with a letter or digit"
+                    )
+        case SparkEngine():
+            if not _SPARK_MASTER.match(engine.master):
+                return (
+                    f"--master {engine.master[:80]!r} is not valid: use spark://HOST:PORT, "
+                    "yarn, or local[N]"
+                )
+            for key, value in engine.conf.items():
+                if not _SPARK_KEY.match(key):
+                    return (
+                        f"--conf key {key[:80]!r} is not valid: Spark settings are named "
+                        "spark.SOMETHING (letters, digits, '_', '.', '-')"
+                    )
+                if "\n" in value or "\0" in value:
+                    return f"--conf {key}: the value must be one line"
+    return None
