@@ -4,7 +4,8 @@
 #     enabling the system's sshd service: the tests start their own on 127.0.0.1;
 #   - the test user `sortie-test` with the password tests/ssh/conftest.py names;
 #   - a Python >= 3.11 that user can run (the remote side of an agent install);
-#   - /run/sshd (sshd's privilege-separation directory).
+#   - /run/sshd (sshd's privilege-separation directory);
+#   - Slurm (slurm-wlm, munge) and a Java runtime for the engine tests (tests/engines).
 # Without root or apt-get it says what it could not do and exits 0; the SSH fixtures then
 # fail with a message pointing here.
 set -uo pipefail
@@ -69,6 +70,34 @@ if [ ! -x /usr/bin/chromium ]; then
             fonts-dejavu-core >/dev/null; } || say "could not install chromium."
     else
         say "no apt-get: install Chromium at /usr/bin/chromium yourself."
+    fi
+fi
+
+# The engine tests (tests/engines) start a one-node Slurm cluster (slurmctld, slurmd, munged)
+# and a Spark standalone cluster (pyspark from the lock, on Debian's Java) on 127.0.0.1.
+# Installed WITHOUT starting or enabling their services: the fixtures start their own.
+missing=""
+for tool in slurmctld slurmd sbatch munged java; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null; then
+        say "installing slurm-wlm, munge, default-jre-headless (missing:$missing)"
+        had_policy=0
+        if [ -e /usr/sbin/policy-rc.d ]; then had_policy=1; fi
+        if [ "$had_policy" = 0 ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 0755 /usr/sbin/policy-rc.d
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends slurm-wlm \
+            munge default-jre-headless >/dev/null; } || say "could not install them."
+        if [ "$had_policy" = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
+        fi
+    else
+        say "no apt-get: install slurm-wlm, munge and a Java runtime yourself."
     fi
 fi
 
