@@ -40,3 +40,8 @@ def test_wheel_has_one_top_level_import_name(tmp_path: Path) -> None:
         "sortie/web/static/vendor/uPlot.iife.min.js",
     ):
         assert path in names
+    # every page's own script and stylesheet (a view missing from the wheel loads unstyled)
+    views = Path(__file__).parent.parent / "sortie" / "web" / "static" / "views"
+    for view in sorted(views.iterdir()):
+        path = f"sortie/web/static/views/{view.name}"
+        assert path in names
