@@ -13,8 +13,9 @@ owner's alone (0600) and no value goes on a command line. The execution polls th
 ``squeue`` about every second and reports each change of state or reason through
 ``launch.on_engine_job``; meanwhile it tails the job's output file to the run's log and
 follows the metrics file (the run's ``SORTIE_METRICS_FILE`` is a plain file here, not the
-agent's pipe). A stop writes the stop reason, sends SIGTERM to the job's tasks and batch shell
-(``scancel --signal=TERM --full``), waits the grace period, then cancels the job.
+agent's pipe). A stop writes the stop reason, cancels the job (``scancel``: SIGTERM to its
+batch shell and tasks, state CANCELLED), waits the grace period, then kills what is left
+(``scancel --signal=KILL --full``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ COMMAND_TIMEOUT_S = 30.0
 MAX_POLL_FAILURES = 30  # squeue errors in a row before the job is given up as unreachable
 MAX_MISSING = 3  # polls in a row that do not list the job before it counts as gone
 READ_CHUNK = 64 * 1024
-ACTIVE = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED"})
 
 
 async def slurm_command(*argv: str) -> tuple[int, str, str]:
@@ -322,13 +322,14 @@ class SlurmExecution:
     # stopping ------------------------------------------------------------------------
 
     async def _terminate(self, grace_s: float) -> None:
-        state = self._state[0] if self._state is not None else "PENDING"
-        if state in ACTIVE:
-            await slurm_command("scancel", "--signal=TERM", "--full", self.job_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._follow), grace_s)
+        # scancel sends SIGTERM to the batch shell and every task and marks the job CANCELLED
+        # (``scancel --signal=TERM`` alone leaves the state to how the script exits: FAILED
+        # or COMPLETED); Slurm's KillWait may kill it sooner than our grace
+        await slurm_command("scancel", self.job_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._follow), grace_s)
         if not self._follow.done():
-            await slurm_command("scancel", self.job_id)
+            await slurm_command("scancel", "--signal=KILL", "--full", self.job_id)
 
     def _begin_stop(self, reason: StopWord, grace_s: float | None) -> asyncio.Task[None]:
         if self._stopping is None:
@@ -368,7 +369,7 @@ class SlurmExecution:
         return Outcome(
             exit_code=end.exit_code,
             timed_out=self._timed_out or end.timed_out,
-            stopped=self._stopped or end.stopped,
+            stopped=self._stopped,  # a stop asked for (the max duration's is timed_out)
             duration_s=time.monotonic() - self._started,
             engine_error=None if self._stopping is not None else end.error,
         )
