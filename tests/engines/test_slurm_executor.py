@@ -252,3 +252,32 @@ async def test_capacity_is_the_largest_node(on_slurm: SlurmCluster) -> None:
         on_slurm.memory_mb,
         0,
     )
+
+
+async def test_slurms_own_time_limit_ends_the_run_timed_out(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    """Slurm's --time (whole minutes) stops the job before the agent's own timer would: the
+    limit is cut to seconds once it runs, and the job ends TIMEOUT."""
+    run = await start_run(
+        on_slurm, tmp_path, cleanup, "import time\ntime.sleep(300)\n", max_s=170, grace=1.0
+    )
+    await run.seen.until("RUNNING")
+    job_id = run.execution.job_id
+    assert "TimeLimit=00:03:00" in on_slurm.command("scontrol", "show", "job", "-o", job_id)
+    on_slurm.command("scontrol", "update", f"JobId={job_id}", "TimeLimit=00:00:02")
+    outcome = await run.execution.wait()
+    assert outcome.timed_out and not outcome.stopped and outcome.engine_error is None
+    assert run.seen.jobs[-1].state == "TIMEOUT"
+
+
+async def test_a_job_cancelled_outside_sortie_fails_the_run_saying_so(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    run = await start_run(on_slurm, tmp_path, cleanup, "import time\ntime.sleep(300)\n")
+    await run.seen.until("RUNNING")
+    on_slurm.command("scancel", run.execution.job_id)
+    outcome = await run.execution.wait()
+    assert not outcome.stopped and outcome.engine_error is not None
+    assert outcome.engine_error.kind == "canceled"
+    assert "cancelled outside Sortie" in outcome.engine_error.message
