@@ -64,3 +64,24 @@ async def test_a_slurm_agent_runs_a_run_through_sbatch(
         for p in codec.decode(m.MetricBatch, d).points
     ]
     assert metrics == [("acc", 0.5)]
+
+
+async def test_a_job_cancelled_outside_sortie_fails_the_run_with_slurms_word(
+    bus: Bus, tmp_path: Path, slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    reports = Reports(bus.js)
+    await reports.open()
+    snap = await upload_snapshot(bus, {"train.py": (b"import time\ntime.sleep(300)\n", 0o644)})
+    async with agent(bus, tmp_path, engine=SlurmEngine(partition=slurm.partition)) as sched:
+        inc = await sched.incarnation()
+        await sched.send(m.Assign(run_id="run2", attempt=1, incarnation=inc, spec=spec(snap)))
+        running = await reports.until_terminal_or(RunState.RUNNING, "run2", timeout=60)
+        assert running.state == RunState.RUNNING and running.engine_job is not None
+        slurm.command("scancel", running.engine_job.job_id)
+        final = (await reports.until_terminal("run2", timeout=60))[-1]
+    assert final.state == RunState.FAILED and final.error is not None
+    assert final.error.kind == "canceled"
+    assert f"Slurm job {running.engine_job.job_id} was cancelled outside Sortie" in (
+        final.error.message
+    )
