@@ -479,9 +479,12 @@ class Attempt:
 
     async def _give_back(self, reason: StopReason) -> None:
         """Report Queued (kind "preempted" or "lost") once every log line is acked."""
-        self._cancellable = False
         kind, message = GIVE_BACK[reason]
-        error = m.RunError(kind=kind, message=message)
+        await self._report_queued(m.RunError(kind=kind, message=message))
+
+    async def _report_queued(self, error: m.RunError) -> None:
+        """Give the attempt back: Queued with ``error`` once every log line is acked."""
+        self._cancellable = False
         self.output.system(f"{RunState.QUEUED}: {error.message}")
         await self._close_output()
         await self._report(RunState.QUEUED, error=error)
@@ -567,7 +570,8 @@ class Attempt:
             return ErrorKind.SECRETS, why
         if (why := data_problem(spec)) is not None:
             return ErrorKind.START, why
-        if deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type:
+        engine = self.kind in ENGINE_KINDS  # its engine gives the GPUs (e.g. Slurm's --gres)
+        if not engine and (deps.gpus.has_gpus or spec.resources.gpus or spec.resources.gpu_type):
             why = gpu_request_error(deps.gpus.devices, spec.resources)
             if why is not None:
                 return ErrorKind.START, why
@@ -590,7 +594,7 @@ class Attempt:
         """The GPUs the run gets now (None: an agent without GPUs, and none asked for), or
         why they cannot be had."""
         deps, wanted = self.deps, self.spec.resources.gpus
-        if not (deps.gpus.has_gpus or wanted):
+        if self.kind in ENGINE_KINDS or not (deps.gpus.has_gpus or wanted):
             return None, None
         gpus = deps.gpus.acquire(self.holder, wanted)
         if gpus is None:
@@ -752,6 +756,9 @@ class Attempt:
             # stopped by the preemption or the lost lease (a script that had already ended
             # is reported as it ended)
             return await self._give_back(self.stop_reason)
+        engine_error = outcome.engine_error
+        if engine_error is not None and engine_error.kind == ErrorKind.PREEMPTED:
+            return await self._report_queued(engine_error)  # the engine took it back: requeued
         await self._report(RunState.FINALIZING)
         try:
             artifacts = await upload_outputs(
@@ -766,7 +773,11 @@ class Attempt:
                 error=m.RunError(kind=ErrorKind.CANCELED, message="canceled while running"),
                 artifacts=artifacts,
             )
-        error = exit_error(outcome, spec.max_duration_s) or failed_by_script(self.script_failed)
+        error = (
+            engine_error
+            or exit_error(outcome, spec.max_duration_s)
+            or failed_by_script(self.script_failed)
+        )
         data: dict[str, str] = {}
         if error is None and spec.data_outputs:
             data, error = await self._store_data()

@@ -69,7 +69,7 @@ from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.agent_env import SETTINGS_CHECKED
-from sortie.proto.engines import kind_of
+from sortie.proto.engines import SlurmEngine, kind_of
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
@@ -291,6 +291,19 @@ class HostFacts:
     isolation: Isolation
 
 
+async def _slurm_capacity(engine: SlurmEngine, alog: Any) -> m.Capacity | None:
+    """A Slurm agent's capacity: the cluster's largest node, so a run asking more than any
+    node has is refused at placement (None: sinfo did not tell; the login node's own)."""
+    from sortie.agents.executors.slurm import capacity
+
+    largest = await capacity(engine)
+    if largest is None:
+        alog.warning("sinfo did not tell the Slurm nodes' size: advertising this host's")
+        return None
+    cpus, memory_mb, gpus = largest
+    return m.Capacity(cpus=float(cpus), memory_mb=memory_mb, gpus=gpus)
+
+
 async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> HostFacts:
     devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
     data_dir = config.data_dir.resolve()
@@ -299,6 +312,8 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
     runtime_dir = data_dir / "runtime"
     write_runtime(runtime_dir)
     capacity = config.capacity
+    if capacity is None and isinstance(config.engine, SlurmEngine):
+        capacity = await _slurm_capacity(config.engine, alog)
     if capacity is None:
         capacity = await asyncio.to_thread(host_capacity, devices)
     # runs a previous incarnation left running (it died without stopping them) must not go on

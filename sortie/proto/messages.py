@@ -131,6 +131,9 @@ class RunSpec(Message, frozen=True, kw_only=True):
     git: GitInfo | None = None
     submission_id: str | None = None  # client-chosen id that makes retries idempotent
     node_count: int = 1  # > 1: a gang placed all-or-nothing on that many agents
+    # tasks started on each node: an engine run's ranks per node (Slurm's --ntasks-per-node);
+    # an agent that runs the script itself starts one
+    processes_per_node: int = 1
     max_retries: int = 0  # re-runs after a failure of the script or its preparation
     constraints: dict[str, str] = {}  # agent labels that must match exactly
     dedicated_only: bool = False  # never place on low-priority (preemptible) nodes

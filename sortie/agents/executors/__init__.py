@@ -136,6 +136,9 @@ class Outcome:
     timed_out: bool = False
     stopped: bool = False  # stop() was asked for while the command was still running
     duration_s: float = 0.0
+    # the engine's own verdict (a job cancelled outside Sortie, a failed node, a preemption:
+    # kind preempted gives the attempt back): the run's error instead of the exit code's
+    engine_error: m.RunError | None = None
 
 
 class Execution(Protocol):
