@@ -14,6 +14,7 @@ from sortie.agents.executors.sbatch import (
     JobEnd,
     JobFiles,
     batch_script,
+    environment_file,
     job_end,
     job_gone_end,
     parse_exit_code,
@@ -29,6 +30,7 @@ from sortie.proto.run_errors import ErrorKind
 
 FILES = JobFiles(
     script=Path("/data/runs/r1/1.sbatch"),
+    env=Path("/data/runs/r1/1.sbatch-env"),
     output=Path("/data/runs/r1/1.slurm-out"),
     metrics=Path("/data/runs/r1/1.slurm-metrics"),
 )
@@ -97,11 +99,13 @@ def test_time_limit_is_whole_minutes_rounded_up(seconds: float | None, minutes: 
 def test_the_batch_script_quotes_every_value_and_keeps_secrets_off_the_command() -> None:
     secret = "p'a$s `rm -rf /`\nline2"
     env = {"TOKEN": secret, "PATH": "/usr/bin:/bin", "bad name": "x"}
-    script = batch_script(["/env/python", "train.py", "--lr", "0.1 0.2"], env)
-    assert f"export TOKEN={shlex.quote(secret)}" in script
-    assert "bad name" not in script
+    exports = environment_file(env)
+    assert f"export TOKEN={shlex.quote(secret)}" in exports
+    assert "bad name" not in exports
+    script = batch_script(["/env/python", "train.py", "--lr", "0.1 0.2"], Path("/j/1 env"))
+    assert secret not in script and "TOKEN" not in script  # Slurm keeps a copy of the script
+    assert ". '/j/1 env'" in script.splitlines()
     srun = next(line for line in script.splitlines() if line.startswith("exec srun"))
-    assert secret not in srun and "TOKEN" not in srun
     assert "--export=ALL" in srun
 
 
@@ -118,11 +122,13 @@ def test_the_batch_script_gives_each_task_its_rank(tmp_path: Path) -> None:
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MY": "it's $HOME"}
+    env_file = tmp_path / "job env"
+    env_file.write_text(environment_file(env))
     script = tmp_path / "job.sh"
     script.write_text(
         batch_script(
             ["sh", "-c", 'echo "$RANK/$WORLD_SIZE/$LOCAL_RANK/$NODE_RANK $MASTER_ADDR $MY"'],
-            env,
+            env_file,
         )
     )
     done = subprocess.run(

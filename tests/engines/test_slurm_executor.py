@@ -165,8 +165,8 @@ async def test_a_run_completes_with_its_output_metrics_and_files(
     states = [job.state for job in run.seen.jobs]
     assert states[-1] == "COMPLETED" and "RUNNING" in states
     assert {job.job_id for job in run.seen.jobs} == {run.execution.job_id}
-    script = run.files.workdir.parent / "1.sbatch"
-    assert script.stat().st_mode & 0o777 == 0o600
+    env_file = run.files.workdir.parent / "1.sbatch-env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
 
 
 async def test_two_tasks_on_one_node_see_their_ranks(

@@ -1,8 +1,9 @@
 """What the Slurm executor says to Slurm and how it reads the answers; pure.
 
-:func:`batch_script` is the job's script: it exports the run's environment (its values may
-be secrets: the file is the owner's alone, and nothing of it goes on a command line), finds
-rank 0's host, and starts one task per rank with ``srun``; each task sets its own ``RANK``,
+:func:`batch_script` is the job's script: it reads the run's environment from a file of
+its own (:func:`environment_file`; values may be secrets: that file is the owner's alone, and
+nothing of it goes on a command line or into the script Slurm keeps), finds rank 0's host,
+and starts one task per rank with ``srun``; each task sets its own ``RANK``,
 ``LOCAL_RANK``, ``NODE_RANK`` and ``WORLD_SIZE`` from Slurm's variables (escaped from the
 batch shell). :func:`sbatch_argv` asks for the run's resources. :func:`parse_squeue`,
 :func:`parse_exit_code` and :func:`job_end` read ``squeue``/``scontrol`` and decide how the
@@ -48,7 +49,8 @@ TASK_PRELUDE = (
 class JobFiles:
     """Where one attempt's Slurm files lie (in the shared job directory)."""
 
-    script: Path  # the batch script (0600: it holds the run's environment)
+    script: Path  # the batch script (it names env, holds no value)
+    env: Path  # the run's environment as export lines (0600: values may be secrets)
     output: Path  # the job's stdout and stderr, tailed to the run's log
     metrics: Path  # the plain file the run writes metric lines to (SORTIE_METRICS_FILE)
 
@@ -100,18 +102,29 @@ def sbatch_argv(
     return argv
 
 
-def batch_script(argv: list[str], env: dict[str, str]) -> str:
-    """The job's batch script: the run's variables (every value shell-quoted), rank 0's host
-    as ``MASTER_ADDR``, then one task per rank running ``argv``."""
-    lines = ["#!/bin/sh", "# written by the Sortie agent: the run's environment, then its tasks"]
+def environment_file(env: dict[str, str]) -> str:
+    """The run's variables as shell ``export`` lines, every value quoted. The file is the
+    owner's alone (0600) and the batch script only names it, so the values never reach a
+    command line or the copy of the batch script slurmctld keeps in its state directory."""
+    lines = ["# written by the Sortie agent: the run's environment (secret: 0600)"]
     for name, value in sorted(env.items()):
         if not _ENV_NAME.match(name):
             continue  # not a name a shell can export (the process executor passes it; sh cannot)
         lines.append(f"export {name}={shlex.quote(value)}")
-    lines.append(
+    return "\n".join(lines) + "\n"
+
+
+def batch_script(argv: list[str], env_file: Path) -> str:
+    """The job's batch script: the run's variables read from ``env_file`` (see
+    :func:`environment_file`), rank 0's host as ``MASTER_ADDR``, then one task per rank
+    running ``argv``."""
+    lines = [
+        "#!/bin/sh",
+        "# written by the Sortie agent: the run's environment, then its tasks",
+        f". {shlex.quote(str(env_file))}",
         'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"; '
-        "export MASTER_ADDR"
-    )
+        "export MASTER_ADDR",
+    ]
     task = shlex.join(argv)
     lines.append(f"exec srun --export=ALL sh -c {shlex.quote(TASK_PRELUDE)} sortie-task {task}")
     return "\n".join(lines) + "\n"

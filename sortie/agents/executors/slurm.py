@@ -8,8 +8,9 @@ real cluster that directory must be on a filesystem the compute nodes share with
 node (the job runs the environment's interpreter, in the snapshot, and writes its output,
 metrics and ``outputs/`` there).
 
-The batch script (:mod:`agents.executors.sbatch`) holds the run's environment, so it is the
-owner's alone (0600) and no value goes on a command line. The execution polls the job with
+The run's environment goes in a file only the agent's user can read (0600), which the batch
+script (:mod:`agents.executors.sbatch`) sources: no value goes on a command line or into the
+copy of the script slurmctld keeps. The execution polls the job with
 ``squeue`` about every second and reports each change of state or reason through
 ``launch.on_engine_job``; meanwhile it tails the job's output file to the run's log and
 follows the metrics file (the run's ``SORTIE_METRICS_FILE`` is a plain file here, not the
@@ -47,6 +48,7 @@ from sortie.agents.executors.sbatch import (
     JobEnd,
     JobFiles,
     batch_script,
+    environment_file,
     job_end,
     job_gone_end,
     parse_exit_code,
@@ -124,6 +126,7 @@ def job_files(job: Job) -> JobFiles:
     here, n = job.files.workdir.parent, job.attempt
     return JobFiles(
         script=here / f"{n}.sbatch",
+        env=here / f"{n}.sbatch-env",
         output=here / f"{n}.slurm-out",
         metrics=here / f"{n}.slurm-metrics",
     )
@@ -164,7 +167,8 @@ class PreparedSlurm:
             for stale in (files.output, files.metrics):
                 stale.unlink(missing_ok=True)
             files.metrics.touch()
-            _write_private(files.script, batch_script(launch.argv, launch.env))
+            _write_private(files.env, environment_file(launch.env))
+            _write_private(files.script, batch_script(launch.argv, files.env))
             argv = sbatch_argv(
                 run_id=self.job.run_id,
                 spec=self.job.spec,
