@@ -15,6 +15,7 @@ import zlib
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto.engines import SlurmEngine
 from sortie.proto.gang import members
 from sortie.proto.pipelines import PipelineRequest
 from sortie.proto.run_errors import ErrorKind
@@ -223,6 +224,14 @@ def _never_fits(
     ``compute``: the run's own cluster when it is not stored yet (run-based creation)."""
     if spec.node_count < 1:
         return "node_count must be at least 1"
+    if spec.processes_per_node > 1:
+        vm = state.vms.get(spec.target)
+        if vm is None or not isinstance(vm.vm.engine, SlurmEngine):
+            return (
+                f"processes_per_node={spec.processes_per_node}: only a Slurm target starts "
+                f"several processes per node, and {spec.target!r} is not one; elsewhere Sortie "
+                "starts one per node (start more from the script, e.g. with torchrun)"
+            )
     res = spec.resources
     ask = f"{res.cpus:g} CPUs, {res.memory_mb} MB, {res.gpus} GPUs" + (
         f" of type {res.gpu_type}" if res.gpu_type else ""

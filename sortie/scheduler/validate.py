@@ -116,9 +116,15 @@ def _run_problem(spec: m.RunSpec) -> str | None:
         return "max_duration_s must be a positive number of seconds"
     if spec.queue_timeout_s is not None and not spec.queue_timeout_s > 0:
         return "queue_timeout_s must be a positive number of seconds (--queue-timeout SECONDS)"
+    return _resources_problem(spec)
+
+
+def _resources_problem(spec: m.RunSpec) -> str | None:
     res = spec.resources
     if res.cpus < 0 or res.memory_mb < 0 or res.gpus < 0:
         return "resources must not be negative"
+    if spec.processes_per_node < 1:
+        return "processes_per_node must be at least 1"
     return None
 
 

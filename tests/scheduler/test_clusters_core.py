@@ -9,6 +9,7 @@ import pytest
 
 from sortie.proto import messages as m
 from sortie.proto import subjects
+from sortie.proto.engines import SlurmEngine
 from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.states import RunState
 from sortie.scheduler import core
@@ -382,3 +383,17 @@ def test_docker_runs_only_go_to_agents_with_an_engine() -> None:
     no_image = m.Environment(docker=m.DockerSection(enabled=True))
     reply = submit(s, "no-image", target="t", environment=no_image)
     assert isinstance(reply, m.ErrorReply) and "needs a base image" in reply.message
+
+
+def test_several_processes_per_node_only_on_a_slurm_target() -> None:
+    s = SchedulerState()
+    login = m.SshLogin(username="u", auth="key")
+    for name, engine in (("box", None), ("hpc", SlurmEngine(partition="gpu"))):
+        vm = m.VmConfig(address="10.0.0.9", ssh=login, engine=engine)
+        s.vms.load(name, m.VmRecord(name=name, vm=vm, created_at=0.0))
+    for target in ("box", "local"):
+        reply = submit(s, f"r-{target}", target=target, processes_per_node=2)
+        assert isinstance(reply, m.ErrorReply)
+        assert "processes_per_node=2: only a Slurm target starts several processes" in reply.message
+        assert f"and {target!r} is not one" in reply.message
+    assert isinstance(submit(s, "r-hpc", target="hpc", processes_per_node=2), m.SubmitReply)

@@ -30,6 +30,7 @@ CASES: list[tuple[str, dict[str, object], str | None]] = [
     ("NUL in a secret name", {"secret_env_names": ["T\x00"]}, "name 'T\\x00' is not valid"),
     ("negative snapshot size", {"snapshot_bytes": -1}, "must not be negative"),
     ("negative file count", {"snapshot_files": -5}, "must not be negative"),
+    ("no process per node", {"processes_per_node": 0}, "processes_per_node must be at least 1"),
     ("NUL in the script", {"script": "a\x00.py"}, "'a\\x00.py' contains a NUL"),
     ("pip packages", {"environment": _env(pip=["six", "numpy>=1"])}, None),
     ("NUL in a pip package", {"environment": _env(pip=["six", "np\x00"])}, "pip package 2"),
