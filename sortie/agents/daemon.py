@@ -56,6 +56,7 @@ from sortie.agents.events import (
 from sortie.agents.executors.container_run import remove_orphans
 from sortie.agents.executors.registry import ExecutorSettings, make_executors
 from sortie.agents.executors.sandbox import Isolation, make_isolation, prepare_agent_dirs
+from sortie.agents.executors.spark import capacity as spark_capacity
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
@@ -69,7 +70,7 @@ from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.agent_env import SETTINGS_CHECKED
-from sortie.proto.engines import kind_of
+from sortie.proto.engines import SparkEngine, kind_of
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
@@ -291,6 +292,18 @@ class HostFacts:
     isolation: Isolation
 
 
+async def _spark_capacity(engine: SparkEngine, alog: Any) -> m.Capacity | None:
+    """A Spark agent's capacity is its cluster's largest worker (a run bigger than any worker
+    is refused at placement instead of waiting in Spark for ever); None: the master did not
+    say (the head node's own is used)."""
+    largest = await spark_capacity(engine)
+    if largest is None:
+        alog.warning("the Spark master lists no worker: using this host's capacity")
+        return None
+    cpus, memory_mb = largest
+    return m.Capacity(cpus=cpus, memory_mb=memory_mb)
+
+
 async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> HostFacts:
     devices = restrict(await asyncio.to_thread(gpu_probe), config.gpu_indices)
     data_dir = config.data_dir.resolve()
@@ -299,6 +312,8 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
     runtime_dir = data_dir / "runtime"
     write_runtime(runtime_dir)
     capacity = config.capacity
+    if capacity is None and isinstance(config.engine, SparkEngine):
+        capacity = await _spark_capacity(config.engine, alog)
     if capacity is None:
         capacity = await asyncio.to_thread(host_capacity, devices)
     # runs a previous incarnation left running (it died without stopping them) must not go on
