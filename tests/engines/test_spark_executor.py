@@ -17,8 +17,12 @@ from sortie.agents.executors import AttemptFiles, Job, Launch, Outcome
 from sortie.agents.executors.spark import SparkExecution, SparkExecutor, capacity
 from sortie.agents.executors.spark_submit import APP_ID
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.engines import EngineJob, SparkEngine
+from sortie.proto.states import RunState
+from tests.agents.agent_builders import Reports, agent, spec, stream_batches, upload_snapshot
 from tests.engines.spark_cluster import SparkCluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -216,3 +220,60 @@ async def test_capacity_is_the_largest_workers(spark: SparkCluster) -> None:
     engine = SparkEngine(master=spark.master_url, ui_port=spark.ui_port)
     assert await capacity(engine) == (1.0, 1024)  # the fixture's worker: 1 core, 1g
     assert await capacity(SparkEngine(master="local[2]")) is None
+
+
+async def test_a_spark_agent_runs_an_assigned_run_on_the_cluster(
+    spark: SparkCluster, bus: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real agent started with a Spark engine, a real broker: the run's reports name the
+    engine job (the driver's pid, then the application), its outputs and metric are stored,
+    and the agent's capacity is the worker's."""
+    for key, value in spark.env.items():  # the head node's variables
+        if key != "PYSPARK_PYTHON":
+            monkeypatch.setenv(key, value)
+    reports = Reports(bus.js)
+    await reports.open()
+    snap = await upload_snapshot(
+        bus,
+        {
+            "train.py": (AGGREGATE.encode(), 0o644),
+            "helpers.py": (b"def double(x):\n    return 2 * x\n", 0o644),
+        },
+    )
+    engine = SparkEngine(
+        master=spark.master_url, submit=str(spark.spark_submit), ui_port=spark.ui_port
+    )
+    async with agent(bus, tmp_path, engine=engine) as sched:
+        inc = await sched.incarnation()
+        capacity = sched.heartbeats[-1].capacity
+        assert (capacity.cpus, capacity.memory_mb, capacity.gpus) == (1.0, 1024, 0)
+        await sched.send(m.Assign(run_id="sp1", attempt=1, incarnation=inc, spec=spec(snap)))
+        got = await reports.until_terminal("sp1", timeout=240)
+    await reports.close()
+    assert [r.state for r in got] == [
+        RunState.STARTING,
+        RunState.RUNNING,  # the driver's pid
+        RunState.RUNNING,  # the application's id
+        RunState.FINALIZING,
+        RunState.COMPLETED,
+    ], got
+    pid_job, app_job = got[1].engine_job, got[2].engine_job
+    assert pid_job is not None and pid_job.job_id.isdigit()
+    assert app_job is not None and APP_ID.fullmatch(app_job.job_id)
+    assert apps(spark, "completedapps").get(app_job.job_id) == "FINISHED"
+    final = got[-1]
+    assert final.exit_code == 0 and final.error is None
+    assert [a.path for a in final.artifacts] == ["outputs/totals.csv"]
+    lines = [
+        ln.text
+        for d in await stream_batches(bus.js, subjects.run_logs("sp1"))
+        for ln in codec.decode(m.LogBatch, d).lines
+    ]
+    assert "totals [('a', 4), ('b', 2)]" in lines and "doubled 12" in lines
+    assert f"spark job {app_job.job_id}: RUNNING" in lines
+    metrics = [
+        (p.name, p.value)
+        for d in await stream_batches(bus.js, subjects.run_metrics("sp1"))
+        for p in codec.decode(m.MetricBatch, d).points
+    ]
+    assert metrics == [("total_a", 4.0)]
