@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from sortie.agents.envcache import EnvCache
 from sortie.agents.executors import AttemptFiles, Job, Launch, Outcome
 from sortie.agents.executors.spark import SparkExecution, SparkExecutor, capacity
 from sortie.agents.executors.spark_submit import APP_ID
+from sortie.agents.isolation import DEFAULT_RUN_USER
 from sortie.agents.metrics_fifo import MetricsFifo, parse_metric
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
@@ -40,6 +42,7 @@ print("totals", [(r.key, r.total) for r in rows], flush=True)
 # double runs on the worker's executor: it imports helpers from the --py-files zip
 doubled = spark.sparkContext.parallelize([1, 2, 3]).map(double).sum()
 print("doubled", doubled, flush=True)
+print("driver uid", os.getuid(), flush=True)
 Run.get_context().log("total_a", rows[0].total)
 os.makedirs("outputs", exist_ok=True)
 with open("outputs/totals.csv", "w") as fh:
@@ -270,6 +273,9 @@ async def test_a_spark_agent_runs_an_assigned_run_on_the_cluster(
         for ln in codec.decode(m.LogBatch, d).lines
     ]
     assert "totals [('a', 4), ('b', 2)]" in lines and "doubled 12" in lines
+    # a root agent starts the driver as its run user, as any run
+    uid = pwd.getpwnam(DEFAULT_RUN_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert f"driver uid {uid}" in lines
     assert f"spark job {app_job.job_id}: RUNNING" in lines
     metrics = [
         (p.name, p.value)

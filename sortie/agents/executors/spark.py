@@ -3,18 +3,19 @@ docstring of proto.engines, and agents.executors.spark_submit for what it decide
 
 The agent runs on the cluster's head node. ``prepare`` makes the run's Python environment as
 the process executor does and zips the snapshot for ``--py-files``; ``start`` runs
-``spark-submit`` through the process executor's :func:`start_process`: the driver (the run's
-script) runs here, so its output streams back, the metrics pipe works for
-``Run.get_context().log``, and ``outputs/`` it writes is uploaded as any run's. The engine job
-is reported at once (RUNNING, the driver's pid), then again with the application's id once the
-driver's output or its UI names it. Stopping is the process executor's stop: the driver's end
-ends the application. spark-submit's exit code is the run's.
+``spark-submit`` as the process executor starts a script (as the agent's run user, without
+Landlock): the driver (the run's script) runs here, so its output streams back, the metrics
+pipe works for ``Run.get_context().log``, and ``outputs/`` it writes is uploaded as any run's.
+The engine job is reported at once (RUNNING, the driver's pid), then again with the
+application's id once the driver's output or its UI names it. Stopping is the process
+executor's stop: the driver's end ends the application. spark-submit's exit code is the run's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import zipfile
 from collections.abc import Awaitable, Callable
@@ -36,12 +37,8 @@ from sortie.agents.executors import (
     Say,
     StopWord,
 )
-from sortie.agents.executors.process import (
-    PreparedProcess,
-    ProcessExecution,
-    ProcessExecutor,
-    start_process,
-)
+from sortie.agents.executors.process import PreparedProcess, ProcessExecution, ProcessExecutor
+from sortie.agents.executors.sandbox import NO_ISOLATION, Isolation
 from sortie.agents.executors.spark_submit import (
     app_id_in,
     app_id_of_driver,
@@ -62,15 +59,20 @@ HTTP_TIMEOUT_S = 5.0
 
 
 class SparkExecutor:
-    def __init__(self, envs: EnvCache, engine: SparkEngine) -> None:
+    def __init__(
+        self, envs: EnvCache, engine: SparkEngine, isolation: Isolation = NO_ISOLATION
+    ) -> None:
         self.envs = envs
         self.engine = engine
+        # the driver runs as the agent's run user, but without Landlock: the JVM, Spark's
+        # home and its configuration lie outside the sandbox's rules for a Python run
+        self.process = ProcessExecutor(envs, dataclasses.replace(isolation, landlock_abi=0))
 
     async def prepare(self, job: Job, say: Say) -> Prepared:
         why = not_python(job.spec.script)
         if why is not None:
             raise ExecutorError(why, ErrorKind.START)
-        process = await ProcessExecutor(self.envs).prepare(job, say)
+        process = await self.process.prepare(job, say)
         try:
             py_files = await asyncio.to_thread(zip_snapshot, job.files.workdir, job.attempt)
         except OSError as exc:
@@ -144,9 +146,7 @@ class PreparedSpark:
                 app_ids.put_nowait(app_id)
             on_output(stream, line)
 
-        execution = await start_process(
-            submit, seen, self.process.job.files.pid_file, at_end=self.process.release
-        )
+        execution = await self.process.start(submit, None, seen)
         job = EngineJob(
             engine="spark", job_id=str(execution.pid), state="RUNNING", since=time.time()
         )
