@@ -11,6 +11,7 @@ from sortie.agents.executors.spark_submit import (
     app_id_in,
     app_id_of_driver,
     driver_apps_url,
+    driver_ui_port,
     largest_worker,
     master_json_url,
     not_python,
@@ -116,6 +117,10 @@ def test_submit_env_points_driver_and_executors_at_the_runs_python() -> None:
         ("Granted executor ID app-20261204023107-0012/0 on worker", "app-20261204023107-0012"),
         ("app-2026120402310-0003 (a digit short)", None),
         ("my-app-20261204023107-0003x", None),
+        (
+            "INFO Client: Submitted application application_1733280000000_0042",
+            "application_1733280000000_0042",
+        ),
         ("totals [('a', 4)]", None),
     ],
 )
@@ -135,6 +140,21 @@ def test_app_id_in_a_drivers_line(line: str, expected: str | None) -> None:
 )
 def test_app_id_of_the_drivers_ui(answer: object, expected: str | None) -> None:
     assert app_id_of_driver(answer) == expected
+
+
+@pytest.mark.parametrize(
+    ("conf", "expected"),
+    [
+        ({}, 4040),  # the agent's pick
+        ({"spark.ui.port": "4999"}, 4999),
+        ({"spark.ui.port": "0"}, None),  # Spark picks: nothing to ask (the output may say)
+        ({"spark.ui.port": "many"}, None),
+        ({"spark.ui.enabled": "false"}, None),
+        ({"spark.ui.enabled": "False ", "spark.ui.port": "4999"}, None),
+    ],
+)
+def test_driver_ui_port(conf: dict[str, str], expected: int | None) -> None:
+    assert driver_ui_port(SparkEngine(conf=conf), 4040) == expected
 
 
 def test_driver_apps_url() -> None:

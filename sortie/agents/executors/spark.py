@@ -43,6 +43,7 @@ from sortie.agents.executors.spark_submit import (
     app_id_in,
     app_id_of_driver,
     driver_apps_url,
+    driver_ui_port,
     largest_worker,
     master_json_url,
     not_python,
@@ -120,7 +121,7 @@ class PreparedSpark:
             self.process.release()
             raise ExecutorError(f"{launch.argv[:2]} is not a Python script's command line")
         script, arguments = found
-        ui_port = None if "spark.ui.port" in self.engine.conf else free_port()
+        ui_port = driver_ui_port(self.engine, free_port())
         argv = submit_argv(
             self.engine,
             run_id=self.process.job.run_id,

@@ -16,8 +16,9 @@ from pathlib import PurePath
 
 from sortie.proto.engines import SparkEngine
 
-# a standalone master's application id (Master.newApplicationId: app-yyyyMMddHHmmss-NNNN)
-APP_ID = re.compile(r"\bapp-[0-9]{14}-[0-9]{4,}\b")
+# an application's id: a standalone master's (Master.newApplicationId:
+# app-yyyyMMddHHmmss-NNNN) or YARN's (application_CLUSTERSTART_NNNN)
+APP_ID = re.compile(r"\b(app-[0-9]{14}-[0-9]{4,}|application_[0-9]{10,}_[0-9]{4,})\b")
 MASTER_HOST = re.compile(r"^spark://([A-Za-z0-9_.-]+):[0-9]{1,5}$")
 
 
@@ -42,6 +43,18 @@ def submit_argv(
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     return [*argv, "--py-files", str(py_files), str(script), *arguments]
+
+
+def driver_ui_port(engine: SparkEngine, free: int) -> int | None:
+    """Where the driver's UI will listen, for the agent to ask it the application's id: the
+    engine's ``spark.ui.port``, else ``free`` (a free port the agent picked, which
+    :func:`submit_argv` passes on); None when the engine turns the UI off."""
+    if engine.conf.get("spark.ui.enabled", "true").strip().lower() == "false":
+        return None
+    port = engine.conf.get("spark.ui.port")
+    if port is None:
+        return free
+    return int(port) if port.isdigit() and 0 < int(port) < 65536 else None
 
 
 def script_of(argv: list[str]) -> tuple[PurePath, list[str]] | None:
