@@ -298,7 +298,12 @@ async def _spark_capacity(engine: SparkEngine, alog: Any) -> m.Capacity | None:
     say (the head node's own is used)."""
     largest = await spark_capacity(engine)
     if largest is None:
-        alog.warning("the Spark master lists no worker: using this host's capacity")
+        alog.warning(
+            "the Spark master did not answer or lists no ALIVE worker: using this host's "
+            "capacity until the agent restarts",
+            master=engine.master,
+            ui_port=engine.ui_port,
+        )
         return None
     cpus, memory_mb = largest
     return m.Capacity(cpus=cpus, memory_mb=memory_mb)
