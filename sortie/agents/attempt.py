@@ -718,14 +718,17 @@ class Attempt:
         )
 
     async def _engine_job(self, job: EngineJob) -> None:
-        """The engine's job changed state or reason: Starting while it waits in the engine's
-        queue (with the reason), Running once it runs; the run's log says so once each."""
+        """The engine's job changed state, reason or id: Starting while it waits in the
+        engine's queue (with the reason), Running once it runs, and again when its id changes
+        (Spark's driver pid, then its application id); the run's log says so once each."""
         running = job.state == "RUNNING"
-        if job != self.engine_job:
+        previous = self.engine_job
+        if job != previous:
             why = f" ({job.reason})" if job.reason else ""
             self.output.system(f"{job.engine} job {job.job_id}: {job.state}{why}")
         self.engine_job = job
-        if running and self.engine_running:
+        renamed = previous is not None and previous.job_id != job.job_id
+        if running and self.engine_running and not renamed:
             return
         self.engine_running = self.engine_running or running
         await self._report(RunState.RUNNING if running else RunState.STARTING, engine_job=job)

@@ -56,6 +56,8 @@ from sortie.agents.events import (
 from sortie.agents.executors.container_run import remove_orphans
 from sortie.agents.executors.registry import ExecutorSettings, make_executors
 from sortie.agents.executors.sandbox import Isolation, make_isolation, prepare_agent_dirs
+from sortie.agents.executors.slurm import capacity as slurm_capacity
+from sortie.agents.executors.spark import capacity as spark_capacity
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
 from sortie.agents.lease import Lease
@@ -69,7 +71,7 @@ from sortie.bus.renewal import from_scheduler, keep_renewed
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.agent_env import SETTINGS_CHECKED
-from sortie.proto.engines import SlurmEngine, kind_of
+from sortie.proto.engines import Engine, SlurmEngine, SparkEngine, kind_of
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 
@@ -291,17 +293,27 @@ class HostFacts:
     isolation: Isolation
 
 
-async def _slurm_capacity(engine: SlurmEngine, alog: Any) -> m.Capacity | None:
-    """A Slurm agent's capacity: the cluster's largest node, so a run asking more than any
-    node has is refused at placement (None: sinfo did not tell; the login node's own)."""
-    from sortie.agents.executors.slurm import capacity
-
-    largest = await capacity(engine)
-    if largest is None:
-        alog.warning("sinfo did not tell the Slurm nodes' size: advertising this host's")
-        return None
-    cpus, memory_mb, gpus = largest
-    return m.Capacity(cpus=float(cpus), memory_mb=memory_mb, gpus=gpus)
+async def _engine_capacity(engine: Engine, alog: Any) -> m.Capacity | None:
+    """An engine agent's capacity: its cluster's largest node (Slurm, from sinfo) or worker
+    (Spark, from the master), so a run bigger than any is refused at placement instead of
+    waiting in the engine for ever. None: the engine did not say (the login or head node's
+    own capacity is used until the agent restarts)."""
+    match engine:
+        case SlurmEngine():
+            node = await slurm_capacity(engine)
+            if node is not None:
+                cpus, memory_mb, gpus = node
+                return m.Capacity(cpus=float(cpus), memory_mb=memory_mb, gpus=gpus)
+        case SparkEngine():
+            worker = await spark_capacity(engine)
+            if worker is not None:
+                return m.Capacity(cpus=worker[0], memory_mb=worker[1])
+    alog.warning(
+        "the engine did not say how big its nodes are: advertising this host's capacity "
+        "until the agent restarts",
+        engine=kind_of(engine),
+    )
+    return None
 
 
 async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> HostFacts:
@@ -312,8 +324,8 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
     runtime_dir = data_dir / "runtime"
     write_runtime(runtime_dir)
     capacity = config.capacity
-    if capacity is None and isinstance(config.engine, SlurmEngine):
-        capacity = await _slurm_capacity(config.engine, alog)
+    if capacity is None and config.engine is not None:
+        capacity = await _engine_capacity(config.engine, alog)
     if capacity is None:
         capacity = await asyncio.to_thread(host_capacity, devices)
     # runs a previous incarnation left running (it died without stopping them) must not go on

@@ -332,9 +332,13 @@ class RunOutput:
 
 
 async def send_report(js: JetStreamContext, report: m.RunReport) -> None:
-    """Publish one run report until acked (idempotent per agent incarnation/run/attempt/state)."""
+    """Publish one run report until acked (idempotent per agent incarnation/run/attempt/state,
+    and per engine job id/state/reason: an engine's job may change within one run state)."""
     msg_id = (
         f"report-{report.agent_id}-{report.incarnation}-{report.run_id}-"
         f"{report.attempt}-{report.state}"
     )
+    job = report.engine_job
+    if job is not None:
+        msg_id += f"-{job.job_id}-{job.state}-{job.reason or ''}"
     await publish_acked(js, subjects.report(report.agent_id), codec.encode(report), msg_id=msg_id)

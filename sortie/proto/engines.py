@@ -20,6 +20,7 @@ EngineKind = Literal["slurm", "spark"]
 # script metacharacters (they are written into a batch script and an argv)
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SPARK_KEY = re.compile(r"^spark\.[A-Za-z0-9_.-]{1,200}$")
+_SPARK_SUBMIT = re.compile(r"^/?[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$")
 _SPARK_MASTER = re.compile(r"^(yarn|local(\[[0-9*]+\])?|spark://[A-Za-z0-9_.-]+:[0-9]{1,5})$")
 
 
@@ -40,6 +41,8 @@ class SparkEngine(EngineBase, frozen=True, kw_only=True, tag="spark"):
 
     master: str = "yarn"  # spark://HOST:PORT, yarn, or local[N]
     conf: dict[str, str] = {}  # --conf KEY=VALUE for every application
+    submit: str = "spark-submit"  # the launcher on the head node: a name on PATH or a path
+    ui_port: int = 8080  # the standalone master's web UI (its /json: workers, applications)
 
 
 Engine = SlurmEngine | SparkEngine
@@ -108,4 +111,11 @@ def problem(engine: Engine) -> str | None:
                     )
                 if "\n" in value or "\0" in value:
                     return f"--conf {key}: the value must be one line"
+            if not _SPARK_SUBMIT.match(engine.submit):
+                return (
+                    f"submit {engine.submit[:80]!r} is not valid: give spark-submit's name on "
+                    "PATH or its absolute path (no spaces or shell characters)"
+                )
+            if not 1 <= engine.ui_port <= 65535:
+                return f"ui_port {engine.ui_port} is not a port: use 1-65535 (the master's UI)"
     return None

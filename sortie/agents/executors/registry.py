@@ -59,7 +59,7 @@ def make_executor(kind: ExecutorKind, settings: ExecutorSettings) -> Executor:
             from sortie.agents.executors.spark import SparkExecutor
 
             spark = settings.engine if isinstance(settings.engine, SparkEngine) else SparkEngine()
-            return SparkExecutor(settings.envs, spark)
+            return SparkExecutor(settings.envs, spark, settings.isolation)
         case _:
             assert_never(kind)
 
