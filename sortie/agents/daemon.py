@@ -56,6 +56,7 @@ from sortie.agents.events import (
 from sortie.agents.executors.container_run import remove_orphans
 from sortie.agents.executors.registry import ExecutorSettings, make_executors
 from sortie.agents.executors.sandbox import Isolation, make_isolation, prepare_agent_dirs
+from sortie.agents.executors.slurm import cancel_leftovers
 from sortie.agents.executors.slurm import capacity as slurm_capacity
 from sortie.agents.executors.spark import capacity as spark_capacity
 from sortie.agents.facts import host_capacity, hostname
@@ -333,6 +334,12 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
     reaped = await asyncio.to_thread(orphans.kill_leftovers, data_dir / "runs")
     if reaped:
         alog.warning("killed runs left behind by a previous agent", pids=reaped)
+    if isinstance(config.engine, SlurmEngine):
+        cancelled, failed = await cancel_leftovers(data_dir / "runs")
+        if cancelled:
+            alog.warning("cancelled Slurm jobs left behind by a previous agent", jobs=cancelled)
+        if failed:
+            alog.warning("could not cancel Slurm jobs a previous agent left", jobs=failed)
     return HostFacts(
         devices=devices,
         gpus=GpuPool(devices),

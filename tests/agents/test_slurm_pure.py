@@ -31,6 +31,7 @@ from sortie.proto.run_errors import ErrorKind
 FILES = JobFiles(
     script=Path("/data/runs/r1/1.sbatch"),
     env=Path("/data/runs/r1/1.sbatch-env"),
+    job_id=Path("/data/runs/r1/1.slurm-job"),
     output=Path("/data/runs/r1/1.slurm-out"),
     metrics=Path("/data/runs/r1/1.slurm-metrics"),
 )

@@ -16,7 +16,12 @@ import pytest
 from sortie.agents.attempt import ChildEnv, RankInfo, child_env, script_argv, write_runtime
 from sortie.agents.envcache import EnvCache
 from sortie.agents.executors import AttemptFiles, Job, Launch, Outcome
-from sortie.agents.executors.slurm import SlurmExecution, SlurmExecutor, capacity
+from sortie.agents.executors.slurm import (
+    SlurmExecution,
+    SlurmExecutor,
+    cancel_leftovers,
+    capacity,
+)
 from sortie.agents.metrics_fifo import parse_metric
 from sortie.proto import messages as m
 from sortie.proto.engines import EngineJob, SlurmEngine
@@ -281,3 +286,30 @@ async def test_a_job_cancelled_outside_sortie_fails_the_run_saying_so(
     assert not outcome.stopped and outcome.engine_error is not None
     assert outcome.engine_error.kind == "canceled"
     assert "cancelled outside Sortie" in outcome.engine_error.message
+
+
+async def test_a_restarted_agent_cancels_the_jobs_its_predecessor_left(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    """An agent that died under a running job left its record; the next agent on the data
+    directory cancels the job (its run is requeued by the scheduler: it must not run twice)."""
+    run = await start_run(on_slurm, tmp_path, cleanup, "import time\ntime.sleep(300)\n")
+    await run.seen.until("RUNNING")
+    record = run.files.workdir.parent / "1.slurm-job"
+    assert record.read_text().strip() == run.execution.job_id
+    runs_dir = tmp_path / "data" / "runs"
+    assert await cancel_leftovers(runs_dir) == ([run.execution.job_id], [])
+    assert not record.exists()
+    deadline = time.monotonic() + 60
+    while squeue_state(on_slurm, run.execution.job_id) != "CANCELLED":
+        assert time.monotonic() < deadline, squeue_state(on_slurm, run.execution.job_id)
+        await asyncio.sleep(0.3)
+    assert await cancel_leftovers(runs_dir) == ([], [])  # nothing left to find
+
+
+async def test_an_ended_job_leaves_no_record(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    run = await start_run(on_slurm, tmp_path, cleanup, "print('done')\n")
+    assert (await run.execution.wait()).exit_code == 0
+    assert not (run.files.workdir.parent / "1.slurm-job").exists()

@@ -53,6 +53,7 @@ class JobFiles:
     env: Path  # the run's environment as export lines (0600: values may be secrets)
     output: Path  # the job's stdout and stderr, tailed to the run's log
     metrics: Path  # the plain file the run writes metric lines to (SORTIE_METRICS_FILE)
+    job_id: Path  # the job's id while it may run: a restarted agent cancels what it finds
 
 
 def time_limit_minutes(max_duration_s: float | None) -> int | None:

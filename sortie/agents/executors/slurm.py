@@ -68,6 +68,7 @@ COMMAND_TIMEOUT_S = 30.0
 MAX_POLL_FAILURES = 30  # squeue errors in a row before the job is given up as unreachable
 MAX_MISSING = 3  # polls in a row that do not list the job before it counts as gone
 READ_CHUNK = 64 * 1024
+JOB_RECORD = "slurm-job"  # runs/RUN/ATTEMPT.slurm-job: a submitted job's id until it ends
 
 
 async def slurm_command(*argv: str) -> tuple[int, str, str]:
@@ -127,6 +128,7 @@ def job_files(job: Job) -> JobFiles:
     return JobFiles(
         script=here / f"{n}.sbatch",
         env=here / f"{n}.sbatch-env",
+        job_id=here / f"{n}.{JOB_RECORD}",
         output=here / f"{n}.slurm-out",
         metrics=here / f"{n}.slurm-metrics",
     )
@@ -186,6 +188,7 @@ class PreparedSlurm:
                 job_id = parse_job_id(out)
             except ValueError as exc:
                 raise ExecutorError(str(exc), ErrorKind.START) from exc
+            files.job_id.write_text(job_id + "\n")
         except BaseException:
             self.release()
             raise
@@ -367,6 +370,7 @@ class SlurmExecution:
             if not self._follow.done():  # the attempt itself was cancelled: leave no job
                 self._follow.cancel()
                 await slurm_command("scancel", self.job_id)
+            self._files.job_id.unlink(missing_ok=True)  # ended (or cancelled): nothing to find
             self._output.close()
             self._metrics.close()
             self._release()
@@ -377,6 +381,34 @@ class SlurmExecution:
             duration_s=time.monotonic() - self._started,
             engine_error=None if self._stopping is not None else end.error,
         )
+
+
+async def cancel_leftovers(runs_dir: Path) -> tuple[list[str], list[str]]:
+    """Cancel every job a previous agent on this data directory submitted and did not see
+    end (its ``*.slurm-job`` records), so a run the scheduler requeues after an agent restart
+    never runs twice. Returns (cancelled, failed) job ids: a failed one keeps its record, to
+    be tried at the next start. Slurm takes ids of jobs that already ended without a word."""
+    cancelled: list[str] = []
+    failed: list[str] = []
+    for record, job_id in await asyncio.to_thread(_job_records, runs_dir):
+        code, _out, err = await slurm_command("scancel", job_id)
+        if code == 0 or "Invalid job id" in err:
+            cancelled.append(job_id)
+            record.unlink(missing_ok=True)
+        else:
+            failed.append(job_id)
+    return cancelled, failed
+
+
+def _job_records(runs_dir: Path) -> list[tuple[Path, str]]:
+    """The job records under ``runs_dir`` with their ids (unreadable ones removed)."""
+    found: list[tuple[Path, str]] = []
+    for record in sorted(runs_dir.glob(f"*/*.{JOB_RECORD}")):
+        try:
+            found.append((record, parse_job_id(record.read_text())))
+        except (OSError, ValueError):
+            record.unlink(missing_ok=True)
+    return found
 
 
 def _unreachable(job_id: str, why: str) -> JobEnd:
