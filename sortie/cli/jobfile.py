@@ -152,6 +152,7 @@ class JobFile(_Section, frozen=True, kw_only=True):
     environment: EnvironmentFile = EnvironmentFile()
     resources: ResourcesFile = ResourcesFile()
     node_count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    processes_per_node: Annotated[int, msgspec.Meta(ge=1)] = 1  # Slurm targets only
     priority: int = 0
     environment_variables: dict[str, Scalar] = {}
     secret_environment_variables: Annotated[
@@ -446,6 +447,7 @@ def flag_defaults(job: JobFile, base: Path) -> dict[str, Any]:
         "gpus": res.gpus,
         "gpu_type": res.gpu_type,
         "node_count": job.node_count,
+        "processes_per_node": job.processes_per_node,
         "max_retries": job.max_retries,
         "constraint": [f"{k}={v}" for k, v in job.constraints.items()],
         "tag": [f"{k}={v}" for k, v in job.tags.items()],

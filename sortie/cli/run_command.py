@@ -141,6 +141,14 @@ def _submit_resource_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--gpus", type=int, default=0)
     s.add_argument("--gpu-type", help="e.g. H100: matched within the agent's GPU name")
     s.add_argument("--node-count", type=int, default=1)
+    s.add_argument(
+        "--processes-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ranks started on each node (Slurm targets only; elsewhere start them from the "
+        "script, e.g. torchrun)",
+    )
     s.add_argument("--max-retries", type=int, default=0, help="re-runs after a failure")
     s.add_argument(
         "--submission-id",

@@ -51,6 +51,7 @@ def script_run_config(args: argparse.Namespace, script_args: list[str]) -> Scrip
         gpus=args.gpus,
         gpu_type=args.gpu_type,
         node_count=args.node_count,
+        processes_per_node=args.processes_per_node,
         max_retries=args.max_retries,
         constraints=env_vars(args.constraint, flag="--constraint"),
         dedicated_only=args.dedicated_only,

@@ -163,6 +163,9 @@ class RunConfiguration(Strict):
     gpus: int = 0
     gpu_type: str | None = None
     node_count: int = 1
+    # ranks started on each node: more than one only on a Slurm target (Slurm's
+    # --ntasks-per-node); elsewhere start more from the script (torchrun)
+    processes_per_node: int = 1
     max_retries: int = 0
     constraints: dict[str, str] = field(default_factory=dict)
     dedicated_only: bool = False
@@ -236,6 +239,7 @@ def run_spec(
         git=source.git,
         submission_id=submission_id,
         node_count=rc.node_count,
+        processes_per_node=rc.processes_per_node,
         max_retries=rc.max_retries,
         constraints=dict(rc.constraints),
         dedicated_only=rc.dedicated_only,

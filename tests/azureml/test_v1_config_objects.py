@@ -263,10 +263,14 @@ def test_distributed_job_config_sets_the_node_count() -> None:
     src = ScriptRunConfig(".", "t.py", distributed_job_config=PyTorchConfiguration(node_count=2))
     assert spec(src).node_count == 2
     assert ScriptRunConfig(".", "t.py", distributed_job_config=MpiConfiguration(node_count=3))
-    with pytest.raises(RunConfigError, match="one process per node"):
-        MpiConfiguration(process_count_per_node=4, node_count=1)
-    with pytest.raises(RunConfigError, match="process_count=8: Sortie starts one process"):
-        PyTorchConfiguration(process_count=8, node_count=2)
+    # ranks per node (Slurm targets; the scheduler refuses more than one elsewhere)
+    mpi = MpiConfiguration(process_count_per_node=4, node_count=1)
+    assert spec(ScriptRunConfig(".", "t.py", distributed_job_config=mpi)).processes_per_node == 4
+    torch = PyTorchConfiguration(process_count=8, node_count=2)
+    got = spec(ScriptRunConfig(".", "t.py", distributed_job_config=torch))
+    assert (got.node_count, got.processes_per_node) == (2, 4)
+    with pytest.raises(RunConfigError, match="process_count=3 over node_count=2: give a whole"):
+        PyTorchConfiguration(process_count=3, node_count=2)
 
 
 def test_v1_module_paths_hold_the_native_classes() -> None:

@@ -72,39 +72,47 @@ class RunConfiguration(native.RunConfiguration):
             self.environment.python.conda_dependencies = conda_dependencies
 
 
-def _one_process_per_node(per_node: int | None, what: str) -> None:
-    if per_node not in (None, 1):
+def _per_node(process_count: int | None, node_count: int) -> int:
+    """Processes per node from v1's total ``process_count`` (None: one per node)."""
+    if process_count is None:
+        return 1
+    if node_count < 1 or process_count % node_count or process_count < node_count:
         raise RunConfigError(
-            f"{what}: Sortie starts one process per node (with RANK, LOCAL_RANK, WORLD_SIZE, "
-            "MASTER_ADDR set); start more per node from the script (e.g. torchrun)"
+            f"process_count={process_count} over node_count={node_count}: give a whole number "
+            "of processes per node (process_count a multiple of node_count)"
         )
+    return process_count // node_count
 
 
 @dataclass
 class MpiConfiguration:
-    """``distributed_job_config``: ``node_count`` nodes, one process each."""
+    """``distributed_job_config``: ``node_count`` nodes, ``process_count_per_node`` ranks on
+    each (more than one: Slurm targets only, refused at submit elsewhere)."""
 
     process_count_per_node: int = 1
     node_count: int = 1
 
-    def __post_init__(self) -> None:
-        _one_process_per_node(self.process_count_per_node, "process_count_per_node")
+    @property
+    def processes_per_node(self) -> int:
+        return self.process_count_per_node
 
 
 @dataclass
 class PyTorchConfiguration:
-    """``distributed_job_config``: ``node_count`` nodes, one process each (the backend is
-    the script's choice; kept as given)."""
+    """``distributed_job_config``: ``node_count`` nodes, ``process_count`` ranks in all
+    (spread evenly; more than one per node: Slurm targets only, refused at submit elsewhere).
+    The backend is the script's choice; kept as given."""
 
     communication_backend: str = "Nccl"
     process_count: int | None = None
     node_count: int = 1
 
     def __post_init__(self) -> None:
-        per_node = None if self.process_count is None else self.process_count // self.node_count
-        if self.process_count is not None and self.process_count % self.node_count:
-            per_node = 0  # not a whole number per node
-        _one_process_per_node(per_node, f"process_count={self.process_count}")
+        _per_node(self.process_count, self.node_count)
+
+    @property
+    def processes_per_node(self) -> int:
+        return _per_node(self.process_count, self.node_count)
 
 
 @dataclass

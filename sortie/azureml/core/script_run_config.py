@@ -91,6 +91,7 @@ def _configure(
                 "TensorflowConfiguration (an object with node_count)"
             )
         rc.node_count = nodes
+        rc.processes_per_node = getattr(distributed, "processes_per_node", 1)
 
 
 def _script_of(
