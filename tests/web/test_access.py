@@ -346,6 +346,101 @@ def test_an_action_needs_this_pages_csrf_token_and_origin(
     assert done == [*before, "form", "json"]
 
 
+# --- the compute and agents actions, each behind the gate ------------------------------------
+
+READ_ONLY = (
+    "this token is read-only: actions need a token minted by `sortie auth web-token` "
+    "without --read-only"
+)
+STALE = (
+    "this page's form is stale (the dashboard restarted or you logged in again): reload the "
+    "page and try again"
+)
+CLUSTER = "gated-pool"  # created by the CLI for these tests; every refused action names it
+ACTIONS = [  # (path, JSON body): each as the compute and agents pages post it
+    ("/compute", {"name": "gated-new", "vm_size": "LOCAL_SMALL", "max_nodes": 1}),
+    (f"/compute/{CLUSTER}/update", {"max_nodes": 3}),
+    (f"/compute/{CLUSTER}/delete", {"force": True}),
+    ("/compute/attach", {"name": "gated-box", "address": "10.0.0.5", "username": "me",
+                         "password": "pw-never-sent"}),
+    (f"/compute/{CLUSTER}/detach", {"force": True}),
+    ("/agents/{agent}/cordon", {}),
+    ("/agents/{agent}/uncordon", {}),
+    ("/agents/{agent}/drain", {}),
+]  # fmt: skip
+
+
+def page_csrf(web: Web, token: str) -> str:
+    text = httpx.get(f"{web.base}/compute", headers={**bearer(token), **HTML}).text
+    found = re.search(r'<meta name="csrf-token" content="([0-9a-f]+)">', text)
+    assert found, text[:500]
+    return found[1]
+
+
+def what_is_there(inst: Installation) -> tuple[object, object]:
+    """The compute targets and the agents, as the CLI shows them (without heartbeat times)."""
+    agents = inst.json("agent", "list")
+    assert isinstance(agents, list)
+    for agent in agents:
+        agent.pop("last_seen", None)
+    return inst.json("compute", "list"), agents
+
+
+@pytest.fixture(scope="module")
+def a_cluster(installation: Installation) -> str:
+    installation.cli(
+        "compute", "create", CLUSTER, "--vm-size", "LOCAL_SMALL", "--max-nodes", "2", check=True
+    )
+    return CLUSTER
+
+
+@pytest.mark.usefixtures("a_cluster")
+@pytest.mark.parametrize("action", ACTIONS, ids=[p for p, _ in ACTIONS])
+@pytest.mark.parametrize("refusal", ["read-only token", "no CSRF token"])
+def test_compute_and_agents_actions_are_refused_and_change_nothing(
+    installation: Installation,
+    web: Web,
+    tokens: dict[str, str],
+    action: tuple[str, dict[str, object]],
+    refusal: str,
+) -> None:
+    agents = installation.json("agent", "list")
+    assert isinstance(agents, list) and agents
+    path, body = action[0].format(agent=agents[0]["agent_id"]), action[1]
+    if refusal == "read-only token":  # with the page's own CSRF token: only the token refuses
+        read_only = tokens["read_only"]
+        headers = {**bearer(read_only), "x-csrf-token": page_csrf(web, read_only)}
+        message = READ_ONLY
+    else:  # a full token, but no page's CSRF token (another site's form, a stale script)
+        headers = bearer(tokens["full"])
+        message = STALE
+    before = what_is_there(installation)
+    refused = httpx.post(f"{web.base}{path}", headers=headers, json=body)
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {"code": "forbidden", "message": message}
+    assert what_is_there(installation) == before
+
+
+def test_the_same_actions_with_a_full_token_and_the_pages_csrf_token_go_through(
+    installation: Installation, web: Web, tokens: dict[str, str], a_cluster: str
+) -> None:
+    """The refusals above are the gate's, not a broken route: the same requests, allowed."""
+    headers = {**bearer(tokens["full"]), "x-csrf-token": page_csrf(web, tokens["full"])}
+    (agent,) = installation.json("agent", "list")  # type: ignore[misc]
+    agent_id = agent["agent_id"]
+    cordoned = httpx.post(f"{web.base}/agents/{agent_id}/cordon", headers=headers, json={})
+    assert cordoned.json() == {"ok": True, "agent_id": agent_id, "action": "cordon"}
+    (agent,) = installation.json("agent", "list")  # type: ignore[misc]
+    assert agent["cordoned"] is True
+    httpx.post(f"{web.base}/agents/{agent_id}/uncordon", headers=headers, json={})
+    (agent,) = installation.json("agent", "list")  # type: ignore[misc]
+    assert agent["cordoned"] is False
+    updated = httpx.post(f"{web.base}/compute/{a_cluster}/update", headers=headers,
+                         json={"max_nodes": 3})  # fmt: skip
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["max_nodes"] == 3
+
+
 # --- open on loopback: `sortie up`'s own dashboard -----------------------------------------
 
 

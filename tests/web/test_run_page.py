@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 from starlette.testclient import TestClient
 
 from sortie.web.access import Viewer
@@ -99,6 +99,29 @@ def long_run(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> 
     )  # fmt: skip
 
 
+# the first series' stroke, rgb of Sortie.palette[0] (#2f6fde)
+FIRST_SERIES = (0x2F, 0x6F, 0xDE)
+
+
+def series_pixels(chart: Locator) -> int:
+    """How many pixels of the chart's canvas are the first series' colour: the line uPlot
+    drew (axes, grid and text are grey or black, the background transparent)."""
+    count: int = chart.locator("canvas").evaluate(
+        """(canvas, [r, g, b]) => {
+            const {data} = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            let n = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                const off = Math.abs(data[i] - r) + Math.abs(data[i + 1] - g)
+                    + Math.abs(data[i + 2] - b);
+                if (data[i + 3] > 128 && off < 40) n++;
+            }
+            return n;
+        }""",
+        list(FIRST_SERIES),
+    )
+    return count
+
+
 @pytest.fixture(scope="module")
 def short_run(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> str:
     src = source(tmp_path_factory.mktemp("short"), "short", SHORT)
@@ -135,6 +158,9 @@ def test_a_running_run_streams_logs_and_charts_and_cancels(
     assert points[:3] == [1.0, 0.5, pytest.approx(1 / 3)]
     steps = json.loads(chart.get_attribute("data-x") or "[]")
     assert steps[:3] == [0, 1, 2]
+    # uPlot drew the series: its line's colour is on the canvas, and its legend names it
+    wait_until(lambda: series_pixels(chart) > 100)
+    expect(chart.locator(".u-legend .u-series").nth(1)).to_contain_text("loss")
 
     page.click('#run-tabs a[data-tab="overview"]')
     expect(page.locator("#timeline")).to_contain_text("Running")
@@ -188,6 +214,7 @@ def test_a_finished_run_shows_tables_images_files_and_resubmits(
     assert json.loads(acc.get_attribute("data-points") or "[]") == pytest.approx(
         [0.5, 0.6, 0.7, 0.8, 0.9]
     )
+    wait_until(lambda: series_pixels(acc) > 100)
     table = page.locator('.metric-table[data-metric="epochs"]')
     expect(table.locator("tbody tr")).to_have_count(2)
     assert [t.text_content() for t in table.locator("th").all()] == ["epoch", "loss"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,13 @@ def test_the_experiments_page_counts_runs_by_state(
     expect(row.locator(".state[data-state=Failed]")).to_have_text("Failed 1")
     expect(row.locator(".best")).to_contain_text("0.25")
     expect(page.locator('#experiments tr[data-experiment="web-b"] .runs-count')).to_have_text("1")
+    # the latest run of each: web-b's one run; web-a's newest (a test above may add one)
+    newest_a = page.request.get(f"{dashboard.base}/api/runs?experiment=web-a").json()["rows"][0]
+    for name, latest in (("web-a", newest_a["run_id"]), ("web-b", runs[2])):
+        cell = page.locator(f'#experiments tr[data-experiment="{name}"] td').nth(3)
+        expect(cell.locator("a")).to_have_text(latest)
+        assert cell.locator("a").get_attribute("href") == f"/runs/{latest}"
+        expect(cell.locator(".muted")).to_contain_text("ago")
     if os.environ.get("SORTIE_SCREENSHOTS"):
         page.screenshot(path=str(screenshot_dir(Path()) / "experiments.png"), full_page=True)
     row.locator("td a").first.click()
@@ -163,3 +171,54 @@ def test_a_child_run_is_listed_under_its_parent(
     expect(page.locator(f'#runs tr[data-run="{second}"]')).to_have_class("child")
     if os.environ.get("SORTIE_SCREENSHOTS"):
         page.screenshot(path=str(screenshot_dir(Path()) / "runs-children.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def tagged(dashboard: Dashboard, src: Path) -> Iterator[dict[str, str]]:
+    """In experiment `web-t`: two ended runs on target `local` tagged team=vision and
+    team=nlp, and one on `web-pool` (a cluster made for it; the run is canceled at once, so
+    it needs no node)."""
+    dashboard.cli(
+        "compute", "create", "web-pool", "--vm-size", "LOCAL_SMALL", "--max-nodes", "1",
+        check=True,
+    )  # fmt: skip
+    try:
+        pooled = submit(dashboard, src, "web-t", "--target", "web-pool")
+        dashboard.cli("run", "cancel", pooled, check=True)
+        yield {
+            "vision": submit(dashboard, src, "web-t", "--tag", "team=vision", "--wait"),
+            "nlp": submit(dashboard, src, "web-t", "--tag", "team=nlp", "--wait"),
+            "pool": pooled,
+        }
+    finally:
+        dashboard.cli("compute", "delete", "web-pool", "--force")
+
+
+def test_the_target_and_tag_filters_keep_the_runs_they_name(
+    dashboard: Dashboard, page: Page, tagged: dict[str, str]
+) -> None:
+    page.goto(f"{dashboard.base}/runs?experiment=web-t")
+    expect(page.locator("#runs tbody tr")).to_have_count(3)
+    # typed into the filter form, as a person would
+    page.fill("input[name=target]", "web-pool")
+    page.click("form.filters button")
+    page.wait_for_url("**/runs?*target=web-pool*")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert shown(page) == [tagged["pool"]]
+    page.fill("input[name=target]", "")
+    page.fill("input[name=tag]", "team=vision")
+    page.click("form.filters button")
+    page.wait_for_url("**/runs?*tag=team%3Dvision*")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    assert shown(page) == [tagged["vision"]]
+    # a key alone: every run that has the tag, whatever its value
+    page.goto(f"{dashboard.base}/runs?tag=team")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    assert shown(page) == [tagged["nlp"], tagged["vision"]]
+    page.goto(f"{dashboard.base}/runs?experiment=web-t&target=local")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    assert shown(page) == [tagged["nlp"], tagged["vision"]]
+    page.goto(f"{dashboard.base}/runs?target=web-pool&tag=team")
+    expect(page.locator("#runs-empty")).to_be_visible()
+    page.goto(f"{dashboard.base}/runs?tag=team=audio")
+    expect(page.locator("#runs-empty")).to_be_visible()
