@@ -99,8 +99,12 @@ def project(root: Path, job: str = JOB) -> Path:
 
 def test_sweep_submit_show_and_trials_name_the_best(cluster: Cluster, tmp_path: Path) -> None:
     job = project(tmp_path)
-    # a flag overrides the file: 6 trials instead of 8
-    sub = cli_json(cluster, "sweep", "submit", "-f", str(job), "--max-total", "6")
+    # a flag overrides the file: 6 trials instead of 8. Seed 4 draws x = 0.70, 0.40, 0.95,
+    # 0.76, 0.16, 0.56: the bandit (slack 0.2) stops at least 0.40 and 0.16, given the time to
+    # (a report every 0.3 s)
+    sub = cli_json(
+        cluster, "sweep", "submit", "-f", str(job), "--max-total", "6", "--arg=--pause=0.3"
+    )
     sweep_id = sub["run_id"]
     waited = cluster.cli("run", "wait", sweep_id, timeout=300)
     assert waited.returncode == 0, (waited.stdout, waited.stderr)
@@ -124,6 +128,11 @@ def test_sweep_submit_show_and_trials_name_the_best(cluster: Cluster, tmp_path: 
     assert show["best"]["params"] == best["params"]
     assert best["state"] == "Completed"
     stopped = {t["run_id"]: t for t in trials if t["stop_reason"]}
+    early = {t["run_id"] for t in trials if (t["error"] or {}).get("kind") == "early_terminated"}
+    assert early, trials  # the policy stopped some trial
+    assert [e["run_id"] for e in show["early_terminated"]] == sorted(
+        early, key=lambda r: next(t["index"] for t in trials if t["run_id"] == r)
+    )
     for entry in show["early_terminated"]:  # why each stopped trial stopped
         assert entry["reason"]
         assert stopped[entry["run_id"]]["state"] == "Canceled"
