@@ -6,7 +6,9 @@ trial script that logs its objective with ``Run.get_context().log``.
   `sweep show|trials|list --output json` name the best trial and agree with each other;
 - `sweep cancel` on a running sweep ends it Canceled, its trials with it;
 - ``Experiment.submit(HyperDriveConfig)`` -> ``wait_for_completion`` ->
-  ``get_best_run_by_primary_metric()`` is the trial with the best metric.
+  ``get_best_run_by_primary_metric()`` is the trial with the best metric;
+- ``HyperDriveRun.cancel()`` ends a sweep Canceled, and the best run and the sorted trials
+  leave out failed, canceled or metric-less trials when asked to.
 """
 
 from __future__ import annotations
@@ -252,5 +254,97 @@ def test_sdk_v1_submit_wait_and_best_run(cluster: Cluster, tmp_path: Path) -> No
         metrics = hd_run.get_metrics()
         assert set(metrics) == {c.id for c in children}
         assert max(metrics[best.id]["acc"]) == ranked[0]["best_primary_metric"]
+    finally:
+        ws.close()
+
+
+# A trial per outcome, by --x: 0.3 logs nothing, 0.5 completes, 0.9 (the best value) fails
+# after logging it, 0.7 logs and goes on until it is canceled.
+MIXED = """\
+import argparse, sys, time
+from sortie import Run
+
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float)
+a = p.parse_args()
+run = Run.get_context()
+if a.x != 0.3:
+    run.log("acc", a.x)
+if a.x == 0.9:
+    sys.exit(1)
+if a.x == 0.7:
+    time.sleep(600)
+"""
+
+
+def test_sdk_v1_cancel_and_the_best_run_without_failed_or_canceled_trials(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from sortie.azureml.core import Experiment, ScriptRunConfig, Workspace
+    from sortie.azureml.exceptions import ActivityFailedException
+    from sortie.azureml.train.hyperdrive import (
+        GridParameterSampling,
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        choice,
+    )
+
+    project(tmp_path)
+    (tmp_path / "src" / "train.py").write_text(MIXED)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"url": cluster.url}))
+    ws = Workspace.from_config(path=config)
+    try:
+        src = ScriptRunConfig(
+            source_directory=str(tmp_path / "src"), script="train.py", compute_target="box"
+        )
+        hd_config = HyperDriveConfig(
+            run_config=src,
+            hyperparameter_sampling=GridParameterSampling({"--x": choice(0.3, 0.5, 0.9, 0.7)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=4,
+            max_concurrent_runs=3,
+        )
+        hd_run = Experiment(ws, "hd-cancel").submit(hd_config)
+
+        def x_of(row: dict[str, Any]) -> float:
+            return float(json.loads(row["hyperparameters"])["--x"])
+
+        def settled() -> dict[float, tuple[str, float | None]] | None:
+            rows = hd_run.get_children_sorted_by_primary_metric()
+            seen = {x_of(r): (r["status"], r["best_primary_metric"]) for r in rows}
+            want = {
+                0.3: ("Completed", None),
+                0.5: ("Completed", 0.5),
+                0.9: ("Failed", 0.9),
+                0.7: ("Running", 0.7),
+            }
+            return seen if seen == want else None
+
+        # on a fresh agent the three first trials wait on one environment build together
+        until(settled, 100, "three ended trials and 0.7 running with its metric")
+        assert hd_run.cancel() is True
+        with pytest.raises(ActivityFailedException, match="Canceled"):
+            hd_run.wait_for_completion()
+        assert hd_run.get_status() == "Canceled"
+        rows = hd_run.get_children_sorted_by_primary_metric()
+        by_x = {x_of(r): r for r in rows}
+        assert by_x[0.7]["status"] == "Canceled"
+        assert [x_of(r) for r in rows] == [0.9, 0.7, 0.5, 0.3]  # no metric: last
+        assert rows[-1]["best_primary_metric"] is None
+        kept = hd_run.get_children_sorted_by_primary_metric(discard_no_metric=True)
+        assert [x_of(r) for r in kept] == [0.9, 0.7, 0.5]
+        worst = hd_run.get_children_sorted_by_primary_metric(reverse=True, discard_no_metric=True)
+        assert [x_of(r) for r in worst] == [0.5, 0.7, 0.9]
+
+        def best(**flags: bool) -> str | None:
+            run = hd_run.get_best_run_by_primary_metric(**flags)
+            return None if run is None else run.id
+
+        assert best() == by_x[0.9]["run_id"]  # failed, but the best value
+        assert best(include_failed=False) == by_x[0.7]["run_id"]  # canceled
+        assert best(include_canceled=False) == by_x[0.9]["run_id"]
+        assert best(include_failed=False, include_canceled=False) == by_x[0.5]["run_id"]
     finally:
         ws.close()
