@@ -7,8 +7,9 @@ trial script that logs its objective with ``Run.get_context().log``.
 - `sweep cancel` on a running sweep ends it Canceled, its trials with it;
 - ``Experiment.submit(HyperDriveConfig)`` -> ``wait_for_completion`` ->
   ``get_best_run_by_primary_metric()`` is the trial with the best metric;
-- ``HyperDriveRun.cancel()`` ends a sweep Canceled, and the best run and the sorted trials
-  leave out failed, canceled or metric-less trials when asked to.
+- ``HyperDriveRun.cancel()`` (v1) and ``SweepRun.cancel()`` (native) end a sweep Canceled;
+  the best run and the sorted trials leave out failed, canceled or metric-less trials when
+  asked to.
 """
 
 from __future__ import annotations
@@ -346,5 +347,49 @@ def test_sdk_v1_cancel_and_the_best_run_without_failed_or_canceled_trials(
         assert best(include_failed=False) == by_x[0.7]["run_id"]  # canceled
         assert best(include_canceled=False) == by_x[0.9]["run_id"]
         assert best(include_failed=False, include_canceled=False) == by_x[0.5]["run_id"]
+    finally:
+        ws.close()
+
+
+def test_sdk_native_sweep_run_cancel(cluster: Cluster, tmp_path: Path) -> None:
+    from sortie import (
+        Experiment,
+        GridParameterSampling,
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        ScriptRunConfig,
+        SweepRun,
+        Workspace,
+        choice,
+    )
+
+    project(tmp_path)
+    (tmp_path / "src" / "train.py").write_text(MIXED)
+    ws = Workspace.connect(cluster.url)
+    try:
+        config = HyperDriveConfig(
+            run_config=ScriptRunConfig(
+                source_directory=str(tmp_path / "src"), script="train.py", compute_target="box"
+            ),
+            hyperparameter_sampling=GridParameterSampling({"--x": choice(0.7)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=1,
+        )
+        sweep = Experiment(ws, "native-cancel").submit(config)
+        assert isinstance(sweep, SweepRun)
+
+        def running() -> bool:
+            rows = sweep.get_children_sorted_by_primary_metric()
+            return [(r["status"], r["best_primary_metric"]) for r in rows] == [("Running", 0.7)]
+
+        until(running, 100, "the trial running with its metric")
+        assert sweep.cancel() in {"Running", "Canceled"}  # the state once the cancel is accepted
+        details = sweep.wait_for_completion(raise_on_error=False)
+        assert details["state"] == "Canceled"
+        assert details["ended_because"] == "canceled"
+        assert sweep.get_status() == "Canceled"
+        (trial,) = sweep.get_children()
+        assert trial.get_status() == "Canceled"
     finally:
         ws.close()
