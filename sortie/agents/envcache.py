@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import sys
@@ -162,7 +163,10 @@ class EnvCache:
             log(f"using cached environment {digest[:16]}")
             return PreparedEnv(python=python, hash=digest, cached=True)
         lock = self._locks.setdefault(digest, asyncio.Lock())
-        async with lock, self._file_lock(digest):
+        # waiting on another's build: stop waiting once it is ready (the builder's run then
+        # holds a shared lock on it, which would keep the exclusive one from us while it runs)
+        ready = functools.partial(self.is_ready, digest)
+        async with lock, file_lock(self._lock_path(digest), stop_when=ready):
             if self.is_ready(digest):
                 self.hits += 1
                 log(f"using cached environment {digest[:16]}")
@@ -192,7 +196,7 @@ class EnvCache:
         )
 
     def _hold(self, digest: str) -> int | None:
-        fd = os.open(self.root / f"{digest[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._lock_path(digest), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:  # being built or evicted right now
@@ -205,8 +209,8 @@ class EnvCache:
             os.utime(self.env_dir(digest) / READY)  # last used: the LRU order of eviction
         return fd
 
-    def _file_lock(self, digest: str) -> contextlib.AbstractAsyncContextManager[None]:
-        return file_lock(self.root / f"{digest[:16]}.lock")
+    def _lock_path(self, digest: str) -> Path:
+        return self.root / f"{digest[:16]}.lock"
 
     async def _build(
         self,
@@ -343,9 +347,12 @@ def lock_held(path: Path) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def file_lock(path: Path, poll_s: float = 0.1) -> AsyncIterator[None]:
+async def file_lock(
+    path: Path, poll_s: float = 0.1, stop_when: Callable[[], bool] | None = None
+) -> AsyncIterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) without blocking the loop:
-    builds of one content hash in several processes take turns."""
+    builds of one content hash in several processes take turns. ``stop_when``: stop waiting
+    (and hold nothing) once it is true; the caller checks it again inside."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         while True:
@@ -353,6 +360,8 @@ async def file_lock(path: Path, poll_s: float = 0.1) -> AsyncIterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if stop_when is not None and stop_when():
+                    break
                 await asyncio.sleep(poll_s)
         yield
     finally:

@@ -194,7 +194,13 @@ class MedianStoppingPolicy(Strict):
 @dataclass
 class TruncationSelectionPolicy(Strict):
     """At each evaluated interval stop the worst ``truncation_percentage`` % of the trials
-    (1 to 99)."""
+    (1 to 99).
+
+    ``exclude_finished_jobs`` is Sortie's extension, not v1's: v1's
+    ``azureml.train.hyperdrive.TruncationSelectionPolicy(truncation_percentage,
+    evaluation_interval=1, delay_evaluation=0)`` has no such parameter and ranks every trial
+    that reached the interval. True leaves ended trials out of the ranking; the default
+    (False) ranks them, as v1 does."""
 
     truncation_percentage: int
     evaluation_interval: int = 1

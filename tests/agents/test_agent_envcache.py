@@ -64,6 +64,30 @@ async def test_concurrent_requests_build_once(tmp_path: Path) -> None:
     assert sum(any("building environment" in x for x in lg) for lg in logs) == 1
 
 
+async def test_runs_waiting_on_a_build_start_while_the_first_run_holds_the_environment(
+    tmp_path: Path,
+) -> None:
+    """Three trials of a sweep reach a fresh agent at once (two cache objects: two
+    processes): one builds, then runs, holding its shared lock on the environment for as long
+    as it runs; the others, which waited on the build, use the environment too, rather than
+    waiting for an exclusive lock that the running one's shared lock keeps from them."""
+    caches = [EnvCache(tmp_path / "envs"), EnvCache(tmp_path / "envs")]
+    env = pip_env("six")
+    held = await asyncio.gather(
+        caches[0].prepare_held(env, lambda _: None),
+        caches[0].prepare_held(env, lambda _: None),
+        caches[1].prepare_held(env, lambda _: None),
+    )
+    try:
+        assert len({got.python for got, _ in held}) == 1
+        assert [got.cached for got, _ in held].count(False) == 1
+        assert all(hold is not None for _, hold in held)
+    finally:
+        for _, hold in held:
+            if hold is not None:
+                hold.close()
+
+
 async def test_empty_pip_list_builds_bare_venv(tmp_path: Path) -> None:
     cache = EnvCache(tmp_path / "envs")
     got = await cache.prepare(pip_env(), lambda _: None)

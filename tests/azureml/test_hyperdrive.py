@@ -78,12 +78,15 @@ def test_v1_signatures_and_defaults() -> None:
         ("delay_evaluation", 0),
     ]
     assert _params(MedianStoppingPolicy) == [("evaluation_interval", 1), ("delay_evaluation", 0)]
-    assert _params(TruncationSelectionPolicy) == [
+    # v1's three parameters, in v1's order; then Sortie's extension (not v1's), after them
+    # and off by default, so v1 calls (positional ones too) mean what they meant there
+    truncation = _params(TruncationSelectionPolicy)
+    assert truncation[:3] == [
         ("truncation_percentage", E),
         ("evaluation_interval", 1),
         ("delay_evaluation", 0),
-        ("exclude_finished_jobs", False),
     ]
+    assert truncation[3:] == [("exclude_finished_jobs", False)]
     assert _params(RandomParameterSampling)[:2] == [("parameter_space", E), ("properties", None)]
     assert _params(GridParameterSampling) == [("parameter_space", E)]
     assert _params(BayesianParameterSampling)[0] == ("parameter_space", E)

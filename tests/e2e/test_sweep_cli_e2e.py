@@ -6,7 +6,10 @@ trial script that logs its objective with ``Run.get_context().log``.
   `sweep show|trials|list --output json` name the best trial and agree with each other;
 - `sweep cancel` on a running sweep ends it Canceled, its trials with it;
 - ``Experiment.submit(HyperDriveConfig)`` -> ``wait_for_completion`` ->
-  ``get_best_run_by_primary_metric()`` is the trial with the best metric.
+  ``get_best_run_by_primary_metric()`` is the trial with the best metric;
+- ``HyperDriveRun.cancel()`` (v1) and ``SweepRun.cancel()`` (native) end a sweep Canceled;
+  the best run and the sorted trials leave out failed, canceled or metric-less trials when
+  asked to.
 """
 
 from __future__ import annotations
@@ -99,8 +102,12 @@ def project(root: Path, job: str = JOB) -> Path:
 
 def test_sweep_submit_show_and_trials_name_the_best(cluster: Cluster, tmp_path: Path) -> None:
     job = project(tmp_path)
-    # a flag overrides the file: 6 trials instead of 8
-    sub = cli_json(cluster, "sweep", "submit", "-f", str(job), "--max-total", "6")
+    # a flag overrides the file: 6 trials instead of 8. Seed 4 draws x = 0.70, 0.40, 0.95,
+    # 0.76, 0.16, 0.56: the bandit (slack 0.2) stops at least 0.40 and 0.16, given the time to
+    # (a report every 0.3 s)
+    sub = cli_json(
+        cluster, "sweep", "submit", "-f", str(job), "--max-total", "6", "--arg=--pause=0.3"
+    )
     sweep_id = sub["run_id"]
     waited = cluster.cli("run", "wait", sweep_id, timeout=300)
     assert waited.returncode == 0, (waited.stdout, waited.stderr)
@@ -124,6 +131,11 @@ def test_sweep_submit_show_and_trials_name_the_best(cluster: Cluster, tmp_path: 
     assert show["best"]["params"] == best["params"]
     assert best["state"] == "Completed"
     stopped = {t["run_id"]: t for t in trials if t["stop_reason"]}
+    early = {t["run_id"] for t in trials if (t["error"] or {}).get("kind") == "early_terminated"}
+    assert early, trials  # the policy stopped some trial
+    assert [e["run_id"] for e in show["early_terminated"]] == sorted(
+        early, key=lambda r: next(t["index"] for t in trials if t["run_id"] == r)
+    )
     for entry in show["early_terminated"]:  # why each stopped trial stopped
         assert entry["reason"]
         assert stopped[entry["run_id"]]["state"] == "Canceled"
@@ -243,5 +255,141 @@ def test_sdk_v1_submit_wait_and_best_run(cluster: Cluster, tmp_path: Path) -> No
         metrics = hd_run.get_metrics()
         assert set(metrics) == {c.id for c in children}
         assert max(metrics[best.id]["acc"]) == ranked[0]["best_primary_metric"]
+    finally:
+        ws.close()
+
+
+# A trial per outcome, by --x: 0.3 logs nothing, 0.5 completes, 0.9 (the best value) fails
+# after logging it, 0.7 logs and goes on until it is canceled.
+MIXED = """\
+import argparse, sys, time
+from sortie import Run
+
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float)
+a = p.parse_args()
+run = Run.get_context()
+if a.x != 0.3:
+    run.log("acc", a.x)
+if a.x == 0.9:
+    sys.exit(1)
+if a.x == 0.7:
+    time.sleep(600)
+"""
+
+
+def test_sdk_v1_cancel_and_the_best_run_without_failed_or_canceled_trials(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from sortie.azureml.core import Experiment, ScriptRunConfig, Workspace
+    from sortie.azureml.exceptions import ActivityFailedException
+    from sortie.azureml.train.hyperdrive import (
+        GridParameterSampling,
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        choice,
+    )
+
+    project(tmp_path)
+    (tmp_path / "src" / "train.py").write_text(MIXED)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"url": cluster.url}))
+    ws = Workspace.from_config(path=config)
+    try:
+        src = ScriptRunConfig(
+            source_directory=str(tmp_path / "src"), script="train.py", compute_target="box"
+        )
+        hd_config = HyperDriveConfig(
+            run_config=src,
+            hyperparameter_sampling=GridParameterSampling({"--x": choice(0.3, 0.5, 0.9, 0.7)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=4,
+            max_concurrent_runs=3,
+        )
+        hd_run = Experiment(ws, "hd-cancel").submit(hd_config)
+
+        def x_of(row: dict[str, Any]) -> float:
+            return float(json.loads(row["hyperparameters"])["--x"])
+
+        def settled() -> dict[float, tuple[str, float | None]] | None:
+            rows = hd_run.get_children_sorted_by_primary_metric()
+            seen = {x_of(r): (r["status"], r["best_primary_metric"]) for r in rows}
+            want = {
+                0.3: ("Completed", None),
+                0.5: ("Completed", 0.5),
+                0.9: ("Failed", 0.9),
+                0.7: ("Running", 0.7),
+            }
+            return seen if seen == want else None
+
+        # on a fresh agent the three first trials wait on one environment build together
+        until(settled, 100, "three ended trials and 0.7 running with its metric")
+        assert hd_run.cancel() is True
+        with pytest.raises(ActivityFailedException, match="Canceled"):
+            hd_run.wait_for_completion()
+        assert hd_run.get_status() == "Canceled"
+        rows = hd_run.get_children_sorted_by_primary_metric()
+        by_x = {x_of(r): r for r in rows}
+        assert by_x[0.7]["status"] == "Canceled"
+        assert [x_of(r) for r in rows] == [0.9, 0.7, 0.5, 0.3]  # no metric: last
+        assert rows[-1]["best_primary_metric"] is None
+        kept = hd_run.get_children_sorted_by_primary_metric(discard_no_metric=True)
+        assert [x_of(r) for r in kept] == [0.9, 0.7, 0.5]
+        worst = hd_run.get_children_sorted_by_primary_metric(reverse=True, discard_no_metric=True)
+        assert [x_of(r) for r in worst] == [0.5, 0.7, 0.9]
+
+        def best(**flags: bool) -> str | None:
+            run = hd_run.get_best_run_by_primary_metric(**flags)
+            return None if run is None else run.id
+
+        assert best() == by_x[0.9]["run_id"]  # failed, but the best value
+        assert best(include_failed=False) == by_x[0.7]["run_id"]  # canceled
+        assert best(include_canceled=False) == by_x[0.9]["run_id"]
+        assert best(include_failed=False, include_canceled=False) == by_x[0.5]["run_id"]
+    finally:
+        ws.close()
+
+
+def test_sdk_native_sweep_run_cancel(cluster: Cluster, tmp_path: Path) -> None:
+    from sortie import (
+        Experiment,
+        GridParameterSampling,
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        ScriptRunConfig,
+        SweepRun,
+        Workspace,
+        choice,
+    )
+
+    project(tmp_path)
+    (tmp_path / "src" / "train.py").write_text(MIXED)
+    ws = Workspace.connect(cluster.url)
+    try:
+        config = HyperDriveConfig(
+            run_config=ScriptRunConfig(
+                source_directory=str(tmp_path / "src"), script="train.py", compute_target="box"
+            ),
+            hyperparameter_sampling=GridParameterSampling({"--x": choice(0.7)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=1,
+        )
+        sweep = Experiment(ws, "native-cancel").submit(config)
+        assert isinstance(sweep, SweepRun)
+
+        def running() -> bool:
+            rows = sweep.get_children_sorted_by_primary_metric()
+            return [(r["status"], r["best_primary_metric"]) for r in rows] == [("Running", 0.7)]
+
+        until(running, 100, "the trial running with its metric")
+        assert sweep.cancel() in {"Running", "Canceled"}  # the state once the cancel is accepted
+        details = sweep.wait_for_completion(raise_on_error=False)
+        assert details["state"] == "Canceled"
+        assert details["ended_because"] == "canceled"
+        assert sweep.get_status() == "Canceled"
+        (trial,) = sweep.get_children()
+        assert trial.get_status() == "Canceled"
     finally:
         ws.close()

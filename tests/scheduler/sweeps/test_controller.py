@@ -10,7 +10,15 @@ import pytest
 
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
-from sortie.proto.sweeps import Bandit, GridSampling, MedianStopping, ParamValue, trial_run_id
+from sortie.proto.sweeps import (
+    Asha,
+    Bandit,
+    GridSampling,
+    MedianStopping,
+    ParamValue,
+    TruncationSelection,
+    trial_run_id,
+)
 from sortie.scheduler.sweeps.controller import (
     SweepMemo,
     best_trial,
@@ -185,6 +193,84 @@ def test_median_stopping_from_the_stream() -> None:
     assert [s.run_id for s in out.stop] == [_rid(2)]
     assert "median stopping: best 0.3 up to interval 2 is worse than the median 0.55" in (
         out.stop[0].reason
+    )
+
+
+def test_truncation_selection_from_the_stream() -> None:
+    """v1's example: ``TruncationSelectionPolicy(evaluation_interval=1,
+    truncation_percentage=20, delay_evaluation=5)`` is applied at every interval from 5; a
+    trial ends at interval 5 if its value there is in the lowest 20 % of all trials' at 5."""
+    spec = make_spec(
+        policy=TruncationSelection(truncation_percentage=20, delay_evaluation=5), total=5
+    )
+    trials = [trial(i, R) for i in range(5)]
+    metrics = {_rid(i): [0.1, 0.2, 0.3, 0.4, 0.5 + i / 10] for i in range(5)}
+    memo = SweepMemo()
+    before = {k: [0.9 if k == _rid(3) else 0.1, *v[1:4]] for k, v in metrics.items()}
+    # intervals 1 to 4 are not judged, however far behind a trial is there
+    assert sweep_step(view(spec, 5), trials, before, 0.0, memo).stop == []
+    out = sweep_step(view(spec, 5), trials, metrics, 1.0, memo)
+    assert [(s.run_id, s.kind) for s in out.stop] == [(_rid(0), ErrorKind.EARLY_TERMINATED)]
+    assert out.stop[0].reason == (
+        "truncation selection: 0.5 at interval 5 ranks 5 of 5; the lowest 20% (1) are stopped"
+    )
+    assert sweep_step(view(spec, 5), trials, metrics, 2.0, memo).stop == []  # decided once
+    # interval 6: four trials reached it (the stopped one did not); 20 % of 4 rounds down to
+    # none, so the worst of them goes on
+    trials[0] = trial(0, X)
+    later = {k: [*v, 0.55 + int(k[-1]) / 10] if k != _rid(0) else v for k, v in metrics.items()}
+    assert sweep_step(view(spec, 5), trials, later, 3.0, memo).stop == []
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_truncation_selection_with_finished_trials_excluded_or_not(exclude: bool) -> None:
+    """``exclude_finished_jobs`` (Sortie's, beyond v1): a completed trial, the lowest at
+    every interval, takes the lowest 25 % place itself, unless ended trials are not ranked;
+    then the worst running trial is in it."""
+    policy = TruncationSelection(truncation_percentage=25, exclude_finished_jobs=exclude)
+    spec = make_spec(policy=policy, total=5)
+    trials = [trial(0, C)] + [trial(i, R) for i in range(1, 5)]
+    metrics = {_rid(i): [0.1 + i / 100, 0.2 + i / 100, 0.5 + i / 10] for i in range(5)}
+    out = sweep_step(view(spec, 5), trials, metrics, 0.0, SweepMemo())
+    if not exclude:
+        assert out.stop == []
+    else:
+        assert [s.run_id for s in out.stop] == [_rid(1)]
+        assert out.stop[0].reason == (
+            "truncation selection: 0.11 at interval 1 ranks 4 of 4; the lowest 25% (1) are stopped"
+        )
+
+
+def test_asha_stops_at_rungs_against_the_trials_that_reached_them_so_far() -> None:
+    """Grace 1, reduction 3: rungs at intervals 1 and 3 (9 is ``max_interval``). A trial goes
+    on from a rung only if its value there is in the top third of the other trials that
+    reached the rung so far (above their 2/3 quantile); the first at a rung always goes on."""
+    spec = make_spec(policy=Asha(grace_period=1, reduction_factor=3, max_interval=9), total=4)
+    memo = SweepMemo()
+    trials = [trial(0, R), trial(1, R), trial(2, R), trial(3, R)]
+    metrics: dict[str, list[float]] = {_rid(0): [0.5]}
+    assert sweep_step(view(spec, 4), trials, metrics, 0.0, memo).stop == []  # first at rung 1
+    # trial 0 reaches rung 3 alone; trial 1 reaches rung 1 below trial 0's 0.5 there
+    metrics = {_rid(0): [0.5, 0.55, 0.7], _rid(1): [0.2]}
+    out = sweep_step(view(spec, 4), trials, metrics, 1.0, memo)
+    assert [s.run_id for s in out.stop] == [_rid(1)]
+    assert out.stop[0].reason == (
+        "asha: 0.2 at rung 1 is not in the top 1/3 of 2 trials there (cutoff 0.5)"
+    )
+    # trials 2 and 3 pass rung 1 (0.65 and 0.6 over the others' 2/3 quantile); at rung 3
+    # trial 2's best, 0.65, is under that of 0.7 and 0.8 (0.7667) and it stops; trial 3
+    # leads there
+    trials[1] = trial(1, X)
+    metrics = {
+        _rid(0): [0.5, 0.55, 0.7],
+        _rid(1): [0.2],
+        _rid(2): [0.65, 0.5, 0.6],
+        _rid(3): [0.6, 0.7, 0.8],
+    }
+    out = sweep_step(view(spec, 4), trials, metrics, 2.0, memo)
+    assert [s.run_id for s in out.stop] == [_rid(2)]
+    assert out.stop[0].reason == (
+        "asha: 0.65 at rung 3 is not in the top 1/3 of 3 trials there (cutoff 0.7667)"
     )
 
 

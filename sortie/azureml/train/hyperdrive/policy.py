@@ -39,8 +39,9 @@ class MedianStoppingPolicy(native.MedianStoppingPolicy, EarlyTerminationPolicy):
 
 
 class TruncationSelectionPolicy(native.TruncationSelectionPolicy, EarlyTerminationPolicy):
-    """``TruncationSelectionPolicy(truncation_percentage, evaluation_interval=1,
-    delay_evaluation=0, exclude_finished_jobs=False)``."""
+    """v1's ``TruncationSelectionPolicy(truncation_percentage, evaluation_interval=1,
+    delay_evaluation=0)``, plus Sortie's ``exclude_finished_jobs=False`` (not v1's: see the
+    native class)."""
 
     def __post_init__(self) -> None:
         with v1_errors():
