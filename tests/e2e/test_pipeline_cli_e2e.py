@@ -12,7 +12,8 @@ running the example's real scripts (examples/pipeline: prep -> train -> evaluate
 - `pipeline cancel` stops a running step and cancels the step waiting on it;
 - a cycle is refused (exit 2, the cycle named), as are a bad file and a run that is not a
   pipeline run;
-- v1's imports: Pipeline([...]) -> Experiment.submit -> wait_for_completion -> get_steps().
+- v1's imports: Pipeline([...]) -> Experiment.submit -> wait_for_completion -> get_steps();
+  a step's changed params (AML_PARAMETER_* variables) make it run again, naming "env".
 """
 
 from __future__ import annotations
@@ -373,6 +374,24 @@ def test_sdk_v1_pipeline(cluster: Cluster, tmp_path: Path) -> None:
         again = pipeline.submit("v1-pipeline", pipeline_parameters={"holdout": 0.3})
         assert again.wait_for_completion(show_output=False) == "Completed"
         assert [(s.is_reused, s.id) for s in again.get_steps()] == [(True, s.id) for s in got]
+
+        # a step's params reach it as AML_PARAMETER_* variables: changing one runs it again
+        prep2 = PythonScriptStep(
+            script_name="prep.py",
+            arguments=["--holdout", holdout, "--out", prepared],
+            outputs=[prepared],
+            compute_target="local",
+            source_directory=str(src / "prep"),
+            params={"note": "second"},
+        )
+        changed = Pipeline(workspace=ws, steps=[prep2, train, evaluate]).submit(
+            "v1-pipeline", pipeline_parameters={"holdout": 0.3}
+        )
+        assert changed.wait_for_completion(show_output=False) == "Completed"
+        prep_run = changed.find_step_run("prep")[0]
+        assert not prep_run.is_reused and prep_run.id != got[0].id
+        shown = steps_of(cli_json(cluster, "pipeline", "show", changed.id))
+        assert shown["prep"]["changed"] == ["env"], shown["prep"]
 
         a, b = PipelineData("a"), PipelineData("b")
         loop = Pipeline(
