@@ -136,9 +136,10 @@ class PipelineRequest(Message, frozen=True, kw_only=True):
 # --- what the scheduler keeps ----------------------------------------------------------------
 
 
-class StepKey(Message, frozen=True, kw_only=True):
+class StepKey(Message, frozen=True, kw_only=True, omit_defaults=True):
     """What decides a step's result. Two steps with equal keys give equal outputs, so the
-    second can reuse the first's (``digest``)."""
+    second can reuse the first's (``digest``). ``omit_defaults``: a key without variables
+    encodes (and digests) as it did before ``env`` was a part, so stored reuse still holds."""
 
     snapshot_id: str
     script: str
@@ -146,12 +147,15 @@ class StepKey(Message, frozen=True, kw_only=True):
     environment: str  # sha256 of the encoded ``Environment`` (python, conda, pip, variables)
     image: str | None  # the container image as given (None: no container)
     inputs: dict[str, str]  # PipelineData name -> manifest id of its content
+    # the run's environment variables: name -> value, and a secret one's name -> None (its
+    # value is never in a key); v1's params arrive here as AML_PARAMETER_<name>
+    env: dict[str, str | None] = {}
 
     def digest(self) -> str:
         return hashlib.sha256(msgspec.msgpack.encode(self)).hexdigest()
 
 
-KEY_PARTS = ("snapshot_id", "script", "arguments", "environment", "image", "inputs")
+KEY_PARTS = ("snapshot_id", "script", "arguments", "environment", "image", "env", "inputs")
 
 
 def environment_digest(env: messages.Environment) -> str:

@@ -55,7 +55,7 @@ from sortie.scheduler.events import (
 )
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
-from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore
+from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore, restore_step_cache
 from sortie.scheduler.model_registry import register_model
 from sortie.scheduler.providers import registry
 from sortie.scheduler.providers.base import (
@@ -226,6 +226,7 @@ class Daemon:
         t0 = time.monotonic()
         now = time.time()
         found: dict[str, int] = {}
+        pipeline_runs: list[m.RunRecord] = []  # pipelines and step runs: the cache's check
         for kv, kind in self._buckets():  # computes before nodes: a node needs its compute
             entries = await kv_items(kv)
             found[kind.__name__] = len(entries)
@@ -242,6 +243,8 @@ class Daemon:
                     continue
                 if isinstance(rec, m.RunRecord):
                     self.index.update(rec)
+                    if rec.pipeline is not None or rec.step is not None:
+                        pipeline_runs.append(rec)
                 if restore(self.state, rec, now) and isinstance(rec, m.RunRecord):
                     self.revisions[rec.run_id] = entry.revision or 0
         children = frozenset(
@@ -250,6 +253,9 @@ class Daemon:
             if not entry.nodes_outlive_scheduler
         )
         await self._load_step_cache()
+        put_back = restore_step_cache(self.state, pipeline_runs)
+        if put_back:
+            log.warning("step-cache entries put back from pipeline records", keys=put_back)
         self._enqueue(core.Started(children_of=children))
         self._watch_sweeps()
         kept, unreadable = await asyncio.to_thread(run_secrets.load_all, self.data_dir)

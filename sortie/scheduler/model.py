@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
-from sortie.proto.pipelines import CachedStep, LastKey
+from sortie.proto.pipelines import CachedStep, LastKey, StepState, cache_id
 from sortie.proto.states import TERMINAL
 from sortie.scheduler.pipelines.controller import StepRunView
 from sortie.scheduler.sweeps.controller import SweepMemo, TrialView
@@ -234,3 +234,33 @@ def restore(state: SchedulerState, rec: Stored, now: float) -> bool:
     else:
         state.vms.load(rec.name, rec)
     return True
+
+
+def restore_step_cache(state: SchedulerState, records: list[m.RunRecord]) -> list[str]:
+    """Put back the step-cache entries of completed steps that the stored pipeline records
+    name and the loaded cache lacks (the scheduler stopped after storing the runs of a pass
+    and before its cache entries), so their reuse is not lost. ``records``: the stored
+    pipeline runs and their step runs (a step's ``completed_at`` is its run's end). Entries
+    already loaded are kept; of two runs with one key, the later. Put, not loaded: the next
+    write stores them. Returns the keys put back, sorted. Load the cache first."""
+    ended = {r.run_id: r.ended_at for r in records if r.step is not None}
+    found: dict[str, CachedStep] = {}
+    for rec in records:
+        for status in rec.pipeline.steps.values() if rec.pipeline is not None else ():
+            if status.state is not StepState.COMPLETED or status.key is None:
+                continue
+            if status.run_id is None:
+                continue
+            key = cache_id(status.key)
+            entry = CachedStep(
+                run_id=status.run_id,
+                outputs=dict(status.outputs),
+                completed_at=ended.get(status.run_id) or 0.0,
+            )
+            if key not in state.step_cache and (
+                key not in found or found[key].completed_at < entry.completed_at
+            ):
+                found[key] = entry
+    for key, entry in found.items():
+        state.step_cache.put(key, entry)
+    return sorted(found)

@@ -5,12 +5,15 @@ running the example's real scripts (examples/pipeline: prep -> train -> evaluate
 - `pipeline submit -f` the example: `show --output json` says Completed, each step its run;
   submitted again, every step is reused (pointing at the first runs); with another parameter
   value, prep runs again because its arguments changed, and train and evaluate because their
-  inputs did;
-- a failing step fails the pipeline and skips its downstream; once the cause is gone,
-  `pipeline rerun` resumes: the completed step is reused, the others run;
+  inputs did; with `--regenerate-outputs`, every step runs again, saying so;
+- a failing step fails the pipeline and skips its downstream, while an independent branch
+  still runs to completion after the failure; once the cause is gone, `pipeline rerun`
+  resumes: the completed steps are reused, the others run;
+- `pipeline cancel` stops a running step and cancels the step waiting on it;
 - a cycle is refused (exit 2, the cycle named), as are a bad file and a run that is not a
   pipeline run;
-- v1's imports: Pipeline([...]) -> Experiment.submit -> wait_for_completion -> get_steps().
+- v1's imports: Pipeline([...]) -> Experiment.submit -> wait_for_completion -> get_steps();
+  a step's changed params (AML_PARAMETER_* variables) make it run again, naming "env".
 """
 
 from __future__ import annotations
@@ -99,8 +102,19 @@ def test_submit_show_reuse_and_changed_parts(cluster: Cluster, tmp_path: Path) -
     assert all(changed[n]["state"] == "completed" for n in STEPS), changed
     assert changed["prep"]["changed"] == ["arguments"]
     assert any(part.startswith("inputs") for part in changed["train"]["changed"])
+
+    fresh = cli_json(
+        cluster, "pipeline", "submit", "-f", pfile, "--regenerate-outputs", "--wait", timeout=240
+    )["run_id"]
+    shown = cli_json(cluster, "pipeline", "show", fresh)
+    assert shown["regenerate_outputs"] is True
+    regenerated = steps_of(shown)
+    for name in STEPS:
+        assert regenerated[name]["state"] == "completed", regenerated[name]
+        assert regenerated[name]["ran_because"] == "regenerate_outputs", regenerated[name]
+        assert regenerated[name]["run_id"] not in (steps[name]["run_id"], None)
     listed = cli_json(cluster, "pipeline", "list", "--experiment", "pipeline-example")
-    assert {first, again, other} <= {row["run_id"] for row in listed}
+    assert {first, again, other, fresh} <= {row["run_id"] for row in listed}
 
 
 FLAKY = """\
@@ -124,6 +138,17 @@ a = argparse.ArgumentParser(); a.add_argument("--data"); args = a.parse_args()
 print(pathlib.Path(args.data, "x.txt").read_text())
 """
 
+# waits for a file to exist (bounded), then reads its data
+SLOW = """\
+import argparse, pathlib, time
+a = argparse.ArgumentParser(); a.add_argument("--after"); a.add_argument("--data")
+args = a.parse_args()
+deadline = time.monotonic() + 120
+while not pathlib.Path(args.after).exists() and time.monotonic() < deadline:
+    time.sleep(0.2)
+print(pathlib.Path(args.data, "x.txt").read_text())
+"""
+
 FAILING = """\
 name: resume
 experiment: pipeline-resume
@@ -144,7 +169,40 @@ steps:
     source_directory: read
     arguments: [--data, "${{{{data.b}}}}"]
     inputs: [b]
+  - name: side
+    script: slow.py
+    source_directory: slow
+    arguments: [--after, "{release}", --data, "${{{{data.a}}}}"]
+    inputs: [a]
 """
+
+HELD = """\
+name: held
+experiment: pipeline-cancel
+steps:
+  - name: hold
+    script: slow.py
+    source_directory: slow
+    arguments: [--after, "{release}", --data, "${{{{data.a}}}}"]
+    inputs: [a]
+    outputs: [b]
+  - name: first
+    script: write.py
+    source_directory: write
+    arguments: [--out, "${{{{data.a}}}}"]
+    outputs: [a]
+  - name: after
+    script: read.py
+    source_directory: read
+    arguments: [--data, "${{{{data.b}}}}"]
+    inputs: [b]
+"""
+
+
+def _ended(c: Cluster, run_id: str) -> dict[str, Any] | None:
+    """`pipeline show`, once the pipeline run has ended."""
+    shown = cli_json(c, "pipeline", "show", run_id)
+    return shown if shown["ended_at"] else None
 
 
 def _project(root: Path, text: str, tag: str) -> Path:
@@ -152,6 +210,7 @@ def _project(root: Path, text: str, tag: str) -> Path:
         ("write", WRITE.format(tag=tag)),
         ("flaky", FLAKY),
         ("read", READ),
+        ("slow", SLOW),
     ):
         (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / f"{name}.py").write_text(body)
@@ -162,16 +221,31 @@ def _project(root: Path, text: str, tag: str) -> Path:
 @pytest.mark.timeout(300)
 def test_failure_skips_downstream_and_rerun_resumes(cluster: Cluster, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    pfile = _project(tmp_path, FAILING.format(marker=marker), tag=str(tmp_path))
-    sub = cli_json(cluster, "pipeline", "submit", "-f", str(pfile), "--wait", code=1, timeout=240)
-    failed = cli_json(cluster, "pipeline", "show", sub["run_id"])
-    assert failed["state"] == "Failed"
+    release = tmp_path / "release"  # side, independent of second, waits for this file
+    pfile = _project(tmp_path, FAILING.format(marker=marker, release=release), tag=str(tmp_path))
+    proc = cluster.cli("pipeline", "submit", "-f", str(pfile), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    sub = json.loads(proc.stdout)
+
+    def second_failed() -> dict[str, Any] | None:
+        shown = cli_json(cluster, "pipeline", "show", sub["run_id"])
+        return shown if steps_of(shown)["second"]["state"] == "failed" else None
+
+    # second has failed while side still runs: the pipeline waits for it
+    during = steps_of(until(second_failed, 120, "second to fail"))
+    assert during["side"]["state"] == "running", during["side"]
+    assert during["third"]["state"] == "skipped"
+    release.write_text("go")
+    failed = until(lambda: _ended(cluster, sub["run_id"]), 120, "the pipeline to end")
+    assert failed["state"] == "Failed", failed
     steps = steps_of(failed)
-    assert [steps[n]["state"] for n in ("first", "second", "third")] == [
+    assert [steps[n]["state"] for n in ("first", "second", "third", "side")] == [
         "completed",
         "failed",
         "skipped",
+        "completed",
     ]
+    assert steps["side"]["run_state"] == "Completed"
     assert steps["third"]["reason"] and steps["third"]["run_id"] is None
     # a run that is not a pipeline run (a step's) is refused, saying what to use
     proc = cluster.cli("pipeline", "show", steps["first"]["run_id"])
@@ -185,7 +259,37 @@ def test_failure_skips_downstream_and_rerun_resumes(cluster: Cluster, tmp_path: 
     steps2 = steps_of(resumed)
     assert steps2["first"]["state"] == "reused"
     assert steps2["first"]["reused_from"] == steps["first"]["run_id"]
+    assert steps2["side"]["state"] == "reused"
+    assert steps2["side"]["reused_from"] == steps["side"]["run_id"]
     assert steps2["second"]["state"] == "completed" and steps2["third"]["state"] == "completed"
+
+
+@pytest.mark.timeout(300)
+def test_cancel_stops_the_running_step_and_cancels_what_waits(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"  # never written: hold runs until it is canceled
+    pfile = _project(tmp_path, HELD.format(release=release), tag=str(tmp_path))
+    proc = cluster.cli("pipeline", "submit", "-f", str(pfile), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+
+    def hold_running() -> bool:
+        hold = steps_of(cli_json(cluster, "pipeline", "show", run_id))["hold"]
+        return hold["run_state"] == "Running"
+
+    until(hold_running, 120, "hold's run to be Running")
+    cli_json(cluster, "pipeline", "cancel", run_id)
+
+    shown = until(lambda: _ended(cluster, run_id), 120, "the pipeline to end")
+    assert shown["state"] == "Canceled", shown
+    steps = steps_of(shown)
+    assert steps["first"]["state"] == "completed"
+    assert steps["hold"]["state"] == "canceled" and steps["hold"]["run_state"] == "Canceled"
+    assert steps["after"]["state"] == "canceled", steps["after"]
+    assert steps["after"]["run_id"] is None
+    text = cluster.cli("pipeline", "cancel", run_id)  # again: it says it has ended
+    assert text.returncode == 2 and "already ended: Canceled" in text.stderr, text
 
 
 CYCLE = """\
@@ -270,6 +374,24 @@ def test_sdk_v1_pipeline(cluster: Cluster, tmp_path: Path) -> None:
         again = pipeline.submit("v1-pipeline", pipeline_parameters={"holdout": 0.3})
         assert again.wait_for_completion(show_output=False) == "Completed"
         assert [(s.is_reused, s.id) for s in again.get_steps()] == [(True, s.id) for s in got]
+
+        # a step's params reach it as AML_PARAMETER_* variables: changing one runs it again
+        prep2 = PythonScriptStep(
+            script_name="prep.py",
+            arguments=["--holdout", holdout, "--out", prepared],
+            outputs=[prepared],
+            compute_target="local",
+            source_directory=str(src / "prep"),
+            params={"note": "second"},
+        )
+        changed = Pipeline(workspace=ws, steps=[prep2, train, evaluate]).submit(
+            "v1-pipeline", pipeline_parameters={"holdout": 0.3}
+        )
+        assert changed.wait_for_completion(show_output=False) == "Completed"
+        prep_run = changed.find_step_run("prep")[0]
+        assert not prep_run.is_reused and prep_run.id != got[0].id
+        shown = steps_of(cli_json(cluster, "pipeline", "show", changed.id))
+        assert shown["prep"]["changed"] == ["env"], shown["prep"]
 
         a, b = PipelineData("a"), PipelineData("b")
         loop = Pipeline(

@@ -2,10 +2,12 @@
 as processes, and real step scripts passing data through ``PipelineData``.
 
 The pipeline is a -> {b, c} -> d (a writes a number, b and c each derive one from it, d reads
-both and logs their sum). Each step pauses a little, so the scheduler is SIGKILLed while b and
-c run; it is started again. The pipeline completes; every step has exactly one run
-(``step_run_id``), that ran once, as attempt 1 (a ledger the scripts append to says so); each
-step's status is completed with its outputs, and d read what b and c wrote.
+both and logs their sum); c runs on its own target (box2, its own agent), the rest on box.
+Each step pauses a little, so the scheduler is SIGKILLed while b and c run; it is started
+again. The pipeline completes; every step has exactly one run (``step_run_id``), that ran
+once, as attempt 1 (a ledger the scripts append to says so); b and c ran at the same time,
+each on its target (both started before either ended); each step's status is completed with
+its outputs, and d read what b and c wrote.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from tests.e2e.conftest import shared_dir
 from tests.faults import Cluster, until
 
 # One script for every step: appends "start RUN ATTEMPT" to the ledger, pauses, then writes
-# its number (from its inputs' numbers) to its output directory. d logs what it read.
+# its number (from its inputs' numbers) to its output directory and appends "end RUN
+# ATTEMPT". d logs what it read.
 STEP = """\
 import argparse, os, pathlib, time
 from sortie import Run
@@ -43,6 +46,8 @@ n = {"a": lambda: 3, "b": lambda: 2 * seen[0], "c": lambda: seen[0] + 4}.get(
 )()
 if args.out:
     pathlib.Path(args.out, "n.txt").write_text(str(n))
+with open(args.ledger, "a") as f:
+    f.write(f"end {os.environ['SORTIE_RUN_ID']} {os.environ['SORTIE_ATTEMPT']}\\n")
 if args.step == "d":
     Run.get_context().log("b", float(seen[0]))
     Run.get_context().log("c", float(seen[1]))
@@ -51,6 +56,7 @@ if args.step == "d":
 
 NAMES = ("a", "b", "c", "d")
 PAUSE = {"a": 1.0, "b": 4.0, "c": 4.0, "d": 1.0}
+TARGET = {"a": "box", "b": "box", "c": "box2", "d": "box"}
 
 
 @pytest.fixture
@@ -59,6 +65,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     c.start_broker()
     c.start_scheduler()
     c.start_agent("a1", "--target", "box", "--cpus", "3")
+    c.start_agent("a2", "--target", "box2", "--cpus", "1")
     try:
         yield c
     finally:
@@ -76,7 +83,7 @@ def steps(src: Path, ledger: Path) -> list[StepConfig]:
             source_directory=src,
             script="step.py",
             arguments=arguments,
-            run_config=RunConfiguration(target="box"),
+            run_config=RunConfiguration(target=TARGET[name]),
         )
         return StepConfig(name=name, config=config, inputs=read, outputs=[out] if out else [])
 
@@ -89,7 +96,7 @@ def steps(src: Path, ledger: Path) -> list[StepConfig]:
 
 
 async def _has_box(client: Client) -> bool:
-    return "box" in {t.name for t in await client.targets() if t.agents}
+    return {"box", "box2"} <= {t.name for t in await client.targets() if t.agents}
 
 
 async def test_a_scheduler_killed_mid_pipeline_runs_each_step_once_and_completes(
@@ -106,17 +113,17 @@ async def test_a_scheduler_killed_mid_pipeline_runs_each_step_once_and_completes
         pid = sub.run_id
         ids = {n: p.step_run_id(pid, n) for n in NAMES}
 
-        async def b_or_c_running() -> bool:
+        async def b_and_c_running() -> bool:
             for name in ("b", "c"):
                 try:
                     rec = await client.get_run(ids[name])
                 except NotFound:  # not written yet
-                    continue
-                if rec.state is RunState.RUNNING:
-                    return True
-            return False
+                    return False
+                if rec.state is not RunState.RUNNING:
+                    return False
+            return True
 
-        await until(b_or_c_running, 120)
+        await until(b_and_c_running, 120)
         pipe = await client.get_run(pid)
         assert pipe.state not in (RunState.COMPLETED, RunState.FAILED), pipe
         with pytest.raises(NotFound):  # d waits for b and c: the kill lands mid-pipeline
@@ -154,8 +161,18 @@ async def test_a_scheduler_killed_mid_pipeline_runs_each_step_once_and_completes
         assert (run.state, run.attempt, run.step) == (RunState.COMPLETED, 1, name), where()
         assert {h.attempt for h in run.history} == {1}, where()
         assert run.parent_id == pid
-    starts = [line.split()[1:] for line in ledger.read_text().splitlines()]
+    lines = [line.split() for line in ledger.read_text().splitlines()]
+    starts = [rest for what, *rest in lines if what == "start"]
     assert sorted(starts) == sorted([ids[n], "1"] for n in NAMES), starts
+
+    # b and c, independent, ran at once, each on its own target: both started before either
+    # ended (the ledger's lines are in the order the scripts wrote them)
+    order = [(what, run_id) for what, run_id, _ in lines]
+    started = max(order.index(("start", ids[n])) for n in ("b", "c"))
+    first_end = min(order.index(("end", ids[n])) for n in ("b", "c"))
+    assert started < first_end, order
+    assert {n: runs[n].spec.target for n in NAMES} == TARGET
+    assert (runs["b"].agent_id, runs["c"].agent_id) == ("a1", "a2"), where()
 
     # each step's status: completed, its own run, its outputs as its run stored them
     for name in NAMES:

@@ -13,7 +13,7 @@ from sortie.proto import pipelines as p
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler import core
 from sortie.scheduler.metrics import Metrics
-from sortie.scheduler.model import SchedulerState, restore
+from sortie.scheduler.model import SchedulerState, restore, restore_step_cache
 from sortie.scheduler.reconcile import Timing
 from tests.builders import heartbeat, spec
 
@@ -411,3 +411,24 @@ def test_a_restart_after_a_step_ended_goes_on_with_the_next() -> None:
     assert assigned(finish(again, p.step_run_id(PIPE, "train"), 11.0, model="m-model")) == [
         ("a1", p.step_run_id(PIPE, "evaluate"))
     ]
+
+
+def test_a_cache_entry_lost_in_a_crash_is_put_back_from_the_pipeline_record() -> None:
+    """The runs were stored and the scheduler stopped before the step cache was: on load,
+    the completed steps of the stored pipeline give back their entries, and a second submit
+    reuses every step as it would have."""
+    s = started()
+    submit(s, request())
+    run_all(s)
+    records = list(s.runs.values())
+    again = restarted(records)  # the step cache lost: nothing loaded into it
+    assert len(again.step_cache) == 0
+    put_back = restore_step_cache(again, records)
+    assert put_back == sorted(s.step_cache)
+    assert dict(again.step_cache.items()) == dict(s.step_cache.items())
+    assert again.step_cache.changed == set(put_back)  # marked: the next write stores them
+    assert restore_step_cache(again, records) == []  # what is there is kept
+    submit(again, request(), run_id=AGAIN)
+    assert assigned(core.decide(again, 11.0, CFG)) == []
+    assert again.runs[AGAIN].state is RunState.COMPLETED
+    assert set(states(again, AGAIN).values()) == {p.StepState.REUSED}

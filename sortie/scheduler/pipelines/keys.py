@@ -16,9 +16,12 @@ def step_key(step: StepSpec, resolved_arguments: list[str], inputs: Mapping[str,
     The environment part is ``environment_digest`` of the run's whole ``Environment``: the
     Python section (user_managed, interpreter, pip and conda lists, python_version, channels)
     and the container section (enabled, base_image, gpu_support, shm_size, docker arguments).
-    Not in the key: the target, resources, env_vars, priority, limits and tags (where a step
-    runs does not change what it computes), nor the image's content: ``image`` is the
-    container image as given (a tag, not an id), None without a container."""
+    The env part is the run's variables, names and values (v1's params are among them as
+    ``AML_PARAMETER_<name>``); a secret variable counts by its name alone (name -> None):
+    its value is never put in a key. Not in the key: the target, resources, priority,
+    limits and tags (where a step runs does not change what it computes), nor the image's
+    content: ``image`` is the container image as given (a tag, not a digest), None without
+    a container."""
     run = step.run
     docker = run.environment.docker
     return StepKey(
@@ -27,9 +30,17 @@ def step_key(step: StepSpec, resolved_arguments: list[str], inputs: Mapping[str,
         arguments=list(resolved_arguments),
         environment=environment_digest(run.environment),
         image=docker.base_image if docker.enabled else None,
+        env=_env(run.env_vars, run.secret_env_names),
         # sorted: the digest encodes the dict in order, and order must not change the key
         inputs={name: inputs[name] for name in sorted(inputs)},
     )
+
+
+def _env(env_vars: Mapping[str, str], secret_names: list[str]) -> dict[str, str | None]:
+    """Sorted by name, as the digest encodes the dict in order; a secret's value left out."""
+    out: dict[str, str | None] = dict(env_vars)
+    out.update(dict.fromkeys(secret_names))
+    return {name: out[name] for name in sorted(out)}
 
 
 def changed(old: StepKey, new: StepKey) -> list[str]:

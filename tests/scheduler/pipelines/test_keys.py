@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 import pytest
 
@@ -24,6 +26,45 @@ def test_key_fields() -> None:
     )
 
 
+def test_env_vars_are_in_the_key_and_a_secret_by_name_only() -> None:
+    """A changed variable (v1's params arrive as AML_PARAMETER_*) changes the key; a secret
+    counts by its name, and its value is in no key."""
+    s = step("a")
+
+    def with_env(env: dict[str, str], secrets: list[str] | None = None) -> StepKey:
+        run = msgspec.structs.replace(s.run, env_vars=env, secret_env_names=secrets or [])
+        return step_key(msgspec.structs.replace(s, run=run), [], {})
+
+    one = with_env({"AML_PARAMETER_lr": "0.1", "B": "x"}, ["TOKEN"])
+    assert one.env == {"AML_PARAMETER_lr": "0.1", "B": "x", "TOKEN": None}
+    assert "hunter2" not in repr(one) and b"hunter2" not in msgspec.msgpack.encode(one)
+    assert changed(one, with_env({"AML_PARAMETER_lr": "0.2", "B": "x"}, ["TOKEN"])) == ["env"]
+    assert changed(one, with_env({"AML_PARAMETER_lr": "0.1", "B": "x"})) == ["env"]
+    assert changed(one, with_env({"B": "x", "AML_PARAMETER_lr": "0.1"}, ["TOKEN"])) == []
+    assert one.digest() == with_env({"B": "x", "AML_PARAMETER_lr": "0.1"}, ["TOKEN"]).digest()
+
+
+def test_a_key_without_variables_digests_as_a_stored_one() -> None:
+    """A key recorded before env was a part decodes, and one without variables has the same
+    digest as before (its reuse still holds)."""
+
+    class OldKey(msgspec.Struct, frozen=True, kw_only=True):
+        snapshot_id: str
+        script: str
+        arguments: list[str]
+        environment: str
+        image: str | None
+        inputs: dict[str, str]
+
+    old = OldKey(
+        snapshot_id="s", script="t.py", arguments=[], environment="e", image=None, inputs={"a": "m"}
+    )
+    stored = msgspec.msgpack.encode(old)
+    key = msgspec.msgpack.decode(stored, type=StepKey)
+    assert key.env == {}
+    assert key.digest() == hashlib.sha256(stored).hexdigest()
+
+
 def test_image_only_with_a_container() -> None:
     s = step("a")
     off = msgspec.structs.replace(
@@ -43,13 +84,12 @@ def test_input_order_does_not_change_the_digest() -> None:
 
 
 def test_what_is_not_in_the_key() -> None:
-    """Target, resources, env vars, tags and the client's submission id do not change it."""
+    """Target, resources, tags and the client's submission id do not change it."""
     s = step("a")
     moved = msgspec.structs.replace(
         s.run,
         target="gpu-cluster",
         resources=m.Resources(cpus=8, gpus=1),
-        env_vars={"X": "1"},
         tags={"t": "v"},
         submission_id="other",
     )
@@ -76,6 +116,7 @@ CHANGES: list[tuple[str, dict[str, object], list[str]]] = [
     ),
     ("environment", {"environment": "e2"}, ["environment"]),
     ("image", {"image": "img:2"}, ["image"]),
+    ("a variable", {"env": {"AML_PARAMETER_x": "2"}}, ["env"]),
     ("one input's content", {"inputs": {"a": "m1", "b": "m9"}}, ["inputs.b"]),
     ("an input added", {"inputs": {"a": "m1", "b": "m2", "c": "m3"}}, ["inputs.c"]),
     ("an input gone", {"inputs": {"b": "m2"}}, ["inputs.a"]),
@@ -84,12 +125,22 @@ CHANGES: list[tuple[str, dict[str, object], list[str]]] = [
         {
             "inputs": {"a": "x", "b": "y"},
             "image": "i",
+            "env": {"X": None},
             "environment": "e",
             "arguments": [],
             "script": "s",
             "snapshot_id": "z",
         },
-        ["snapshot_id", "script", "arguments", "environment", "image", "inputs.a", "inputs.b"],
+        [
+            "snapshot_id",
+            "script",
+            "arguments",
+            "environment",
+            "image",
+            "env",
+            "inputs.a",
+            "inputs.b",
+        ],
     ),
 ]
 
