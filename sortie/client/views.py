@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from sortie.client.client import SnapshotSummary
+from sortie.proto import engines
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
 from sortie.proto.states import RunState
@@ -322,6 +323,8 @@ class MachineView(View, frozen=True, kw_only=True):
     link: Literal["none", "connected", "reconnecting"]
     progress: list[str]
     created_at: str | None
+    # the engine it hands runs to (a Slurm login node, a Spark head node); None: it runs them
+    engine: engines.Engine | None = None
 
 
 class AgentView(View, frozen=True, kw_only=True):
@@ -342,6 +345,7 @@ class AgentView(View, frozen=True, kw_only=True):
     gpus: list[m.GpuDevice]
     container_engine: str | None
     isolation: m.RunIsolation  # "none": its runs can read its credentials
+    engine: engines.EngineKind | None = None  # it hands runs to Slurm or Spark
 
 
 def compute_view(info: m.ComputeInfo) -> ComputeView:
@@ -397,6 +401,7 @@ def machine_view(vm: m.VmRecord) -> MachineView:
         link=vm.link,
         progress=list(vm.progress),
         created_at=iso(vm.created_at),
+        engine=vm.vm.engine,
     )
 
 
@@ -417,6 +422,7 @@ def agent_view(a: m.AgentRecord) -> AgentView:
         gpus=list(a.gpus),
         container_engine=a.container_engine,
         isolation=a.isolation,
+        engine=a.engine,
     )
 
 
