@@ -70,6 +70,16 @@ class WaitingView(View, frozen=True, kw_only=True):
     since: str | None
 
 
+class EngineJobView(View, frozen=True, kw_only=True):
+    """The run's current attempt as its engine sees it (``RunRecord.engine_job``)."""
+
+    engine: engines.EngineKind
+    job_id: str
+    state: str  # in the engine's words: PENDING, RUNNING (Slurm); SUBMITTED, RUNNING (Spark)
+    reason: str | None
+    since: str | None
+
+
 class RunView(View, frozen=True, kw_only=True):
     """`sortie run show --output json`, and the SDK's ``get_details``."""
 
@@ -104,6 +114,7 @@ class RunView(View, frozen=True, kw_only=True):
     parent_id: str | None = None
     children: list[str] = []  # child run ids, oldest first
     waiting: WaitingView | None = None  # while Queued: why its target has no agent now
+    engine_job: EngineJobView | None = None  # handed to Slurm or Spark: its job there
 
 
 class RunSummaryView(View, frozen=True, kw_only=True):
@@ -223,6 +234,17 @@ def run_view(
         waiting=None
         if rec.waiting is None
         else WaitingView(reason=rec.waiting.reason, since=iso(rec.waiting.since)),
+        engine_job=None if rec.engine_job is None else engine_job_view(rec.engine_job),
+    )
+
+
+def engine_job_view(job: engines.EngineJob) -> EngineJobView:
+    return EngineJobView(
+        engine=job.engine,
+        job_id=job.job_id,
+        state=job.state,
+        reason=job.reason,
+        since=iso(job.since),
     )
 
 

@@ -97,3 +97,29 @@ def test_a_requeued_attempt_forgets_the_old_job() -> None:
     report(s, "r1", RunState.QUEUED, 3.0, error=m.RunError(kind="preempted", message="x"))
     assert s.runs["r1"].attempt == 2
     assert s.runs["r1"].engine_job is None
+
+
+# 12:00:01 UTC on some day, so the text's clock reads 12:00:01
+NOON = 1_700_000_000.0 - (1_700_000_000.0 % 86400) + 12 * 3600 + 1
+
+
+def test_run_why_says_the_run_waits_in_slurms_queue() -> None:
+    s = slurm_started()
+    submit(s, "r1", 1.0, target="hpc")
+    core.decide(s, 1.0, CFG)
+    report(s, "r1", RunState.STARTING, 2.0, engine_job=job("PENDING", "Resources", NOON))
+    cmds = core.handle(s, core.WhyAsked(run_id="r1", reply_to="x"), NOON + 180, CFG)
+    (reply,) = [c.message for c in cmds if isinstance(c, core.Reply)]
+    assert isinstance(reply, m.WhyReply)
+    assert reply.summary == (
+        "run r1 is Starting on agent a1, waiting in slurm's queue: Resources "
+        "(slurm job 1234: PENDING (Resources) since 12:00:01 UTC (3 min ago))"
+    )
+    report(s, "r1", RunState.RUNNING, 3.0, engine_job=job("RUNNING", None, NOON + 200))
+    cmds = core.handle(s, core.WhyAsked(run_id="r1", reply_to="x"), NOON + 230, CFG)
+    (reply,) = [c.message for c in cmds if isinstance(c, core.Reply)]
+    assert isinstance(reply, m.WhyReply)
+    assert reply.summary == (
+        "run r1 is not waiting: it is Running on agent a1 "
+        "(slurm job 1234: RUNNING since 12:03:21 UTC (30 s ago))"
+    )
