@@ -123,3 +123,12 @@ def test_run_why_says_the_run_waits_in_slurms_queue() -> None:
         "run r1 is not waiting: it is Running on agent a1 "
         "(slurm job 1234: RUNNING since 12:03:21 UTC (30 s ago))"
     )
+
+
+def test_the_engine_queues_so_its_agent_is_never_full() -> None:
+    s = slurm_started()  # 2 CPUs: the largest node Slurm has
+    submit(s, "r1", 1.0, target="hpc", resources=m.Resources(cpus=2))
+    core.decide(s, 1.0, CFG)
+    submit(s, "r2", 2.0, target="hpc", resources=m.Resources(cpus=2))
+    cmds = core.decide(s, 2.0, CFG)
+    assert sends(cmds) == [("a1", "Assign", "r2", 1)]  # r1 still holds "its" 2 CPUs
