@@ -453,11 +453,11 @@ def agent_view(a: m.AgentRecord) -> AgentView:
 
 class StatusTarget(View, frozen=True, kw_only=True):
     name: str
-    kind: str  # "local", "agents", "cluster" or "vm"
+    kind: str  # "local", "agents", "cluster", "vm", or an attached engine: "slurm", "spark"
     agents: int  # live agents serving it
     queued: int
     active: int
-    waiting: str | None = None  # why its queued runs have no agent, since when
+    waiting: str | None = None  # why its queued runs have no agent (or wait in its engine)
 
 
 class StatusCluster(View, frozen=True, kw_only=True):
