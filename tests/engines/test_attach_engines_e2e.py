@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import Installation, wait_until
 from tests.e2e.conftest import installation as installation  # the fixture, shared
 from tests.engines.slurm_cluster import SlurmCluster
+from tests.engines.spark_cluster import SparkCluster
 from tests.ssh.conftest import SSH_TEST_USER, ClientKey, Sshd
 from tests.ssh.conftest import authorized as authorized  # the fixtures, shared
 from tests.ssh.conftest import client_key as client_key
@@ -95,3 +96,51 @@ def test_a_slurm_login_node_attaches_and_its_agent_hands_runs_to_slurm(  # noqa:
     assert "engine=slurm" in installation.cli("agent", "list", check=True).stdout
 
     detach(installation, "hpc")
+
+
+def test_a_spark_head_node_attaches_from_v1s_sdk_as_hdinsight(
+    installation: Installation,
+    sshd: Sshd,
+    *,
+    known_hosts: Path,
+    client_key: ClientKey,
+    spark: SparkCluster,
+    tmp_path: Path,
+) -> None:
+    from sortie.azureml.core import Workspace
+    from sortie.azureml.core.compute import ComputeTarget, HDInsightCompute
+
+    key = key_file(tmp_path, client_key)
+    config_file = Path(installation.env["SORTIE_PROFILE"]).with_name("config.json")
+    with Workspace.from_config(path=config_file) as ws:
+        config = HDInsightCompute.attach_configuration(
+            address=sshd.host,
+            ssh_port=sshd.port,
+            username=SSH_TEST_USER,
+            private_key_file=str(key),
+            known_hosts=str(known_hosts),
+            master=spark.master_url,
+            conf={"spark.executor.memory": "512m"},
+            agent_env=spark.env,
+        )
+        target = ComputeTarget.attach(ws, "sparky", config)
+        assert isinstance(target, HDInsightCompute)
+        target.wait_for_completion(show_output=True)
+        assert target.provisioning_state == "Succeeded"
+        assert target.get_status()["engine"] == {
+            "engine": "spark",
+            "master": spark.master_url,
+            "conf": {"spark.executor.memory": "512m"},
+        }
+        # looked up again, or listed, it is an HDInsightCompute
+        assert isinstance(ComputeTarget(ws, "sparky"), HDInsightCompute)
+        listed = [t for t in ComputeTarget.list(ws) if t.name == "sparky"]
+        assert [type(t) for t in listed] == [HDInsightCompute]
+    sparky = wait_until(
+        lambda: next((a for a in agents(installation) if a["agent_id"] == "sparky"), None),
+        timeout=60,
+    )
+    assert sparky["engine"] == "spark" and sparky["state"] == "ready"
+    rows = installation.cli("compute", "list", check=True).stdout.splitlines()
+    assert [row.split()[1] for row in rows if row.startswith("sparky ")] == ["spark"]
+    detach(installation, "sparky")
