@@ -33,6 +33,8 @@ __all__ = [
     "Run",
     "RunConfiguration",
     "ScriptRunConfig",
+    "SlurmCompute",
+    "SparkCompute",
     "StepRun",
     "SweepRun",
     "TruncationSelectionPolicy",
@@ -58,6 +60,8 @@ _SDK = {
     "ComputeTarget",
     "ClusterConfiguration",
     "RemoteCompute",
+    "SlurmCompute",
+    "SparkCompute",
 }
 
 

@@ -18,6 +18,8 @@ from sortie.client.views import ComputeView, MachineView, compute_view, iso, mac
 from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
+from sortie.proto.engines import Engine, SlurmEngine, SparkEngine, kind_of
+from sortie.proto.engines import problem as engine_problem
 
 _Commands = argparse._SubParsersAction
 
@@ -52,10 +54,48 @@ def add_compute(sub: _Commands[argparse.ArgumentParser]) -> None:
     )
     cs = comp.add_parser("show", help="a cluster: state, errors, nodes, autoscaler decisions")
     cs.add_argument("name")
-    ca = comp.add_parser("attach", help="attach a machine over SSH as a compute target")
+    ca = comp.add_parser(
+        "attach",
+        help="attach a machine over SSH as a compute target: one that runs its runs itself, "
+        "or the login node of a Slurm cluster / head node of a Spark cluster",
+    )
     ca.add_argument("name")
-    ca.add_argument("--type", choices=("vm",), default="vm")
+    ca.add_argument(
+        "--type",
+        choices=("machine", "vm", "slurm", "spark"),
+        default="machine",
+        help="machine (default; vm is the same): it runs the runs itself; slurm: --address is "
+        "a login node, runs go to Slurm (sbatch); spark: --address is a head node, runs go to "
+        "spark-submit",
+    )
     _ssh_options(ca, address=True)
+    slurm = ca.add_argument_group("--type slurm (Slurm's default when not given)")
+    slurm.add_argument("--partition", help="the partition every run is submitted to")
+    slurm.add_argument("--account", help="the account runs are charged to")
+    slurm.add_argument("--qos", help="the quality of service runs ask for")
+    spark = ca.add_argument_group("--type spark")
+    spark.add_argument(
+        "--master",
+        help="where spark-submit sends runs: spark://HOST:PORT, yarn (default), local[N]",
+    )
+    spark.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for every run (spark.executor.memory=4g); repeatable",
+    )
+    spark.add_argument(
+        "--submit",
+        metavar="PATH",
+        help="spark-submit on the head node (default: spark-submit on the agent's PATH)",
+    )
+    spark.add_argument(
+        "--ui-port",
+        type=int,
+        metavar="PORT",
+        help="the standalone master's web UI port, read for the workers' size (default 8080)",
+    )
     ca.add_argument(
         "--advertised-url",
         help="the agent reaches the broker here (default: "
@@ -184,6 +224,43 @@ def _agent_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+_ENGINE_FLAGS: dict[str, tuple[str, ...]] = {
+    "slurm": ("partition", "account", "qos"),
+    "spark": ("master", "conf", "submit", "ui_port"),
+}
+
+
+def attach_engine(args: argparse.Namespace) -> Engine | None:
+    """The engine ``--type`` names, from its own flags; a UsageError for another type's flag
+    or a value the engine would not take."""
+    kind = args.type if args.type in _ENGINE_FLAGS else None
+    for other, flags in _ENGINE_FLAGS.items():
+        if other == kind:
+            continue
+        for flag in flags:
+            if getattr(args, flag):
+                dashed = "--" + flag.replace("_", "-")
+                raise UsageError(
+                    f"{dashed} is for --type {other}; this attach is --type {args.type}"
+                    + ("" if kind else f": add --type {other} to attach a {other} cluster")
+                )
+    engine: Engine
+    if kind == "slurm":
+        engine = SlurmEngine(partition=args.partition, account=args.account, qos=args.qos)
+    elif kind == "spark":
+        given = {
+            name: getattr(args, name)
+            for name in ("master", "submit", "ui_port")
+            if getattr(args, name) is not None
+        }
+        engine = SparkEngine(conf=env_vars(args.conf, "--conf"), **given)
+    else:
+        return None
+    if (why := engine_problem(engine)) is not None:
+        raise UsageError(why)
+    return engine
+
+
 def _compute_create(args: argparse.Namespace) -> m.ComputeCreate:
     """The create request: a cluster of the variant ``--provider`` names."""
     common = {
@@ -233,6 +310,7 @@ def _compute_request(args: argparse.Namespace) -> m.Message:
         case "create":
             return _compute_create(args)
         case "attach":
+            attach_engine(args)  # a wrong flag is refused before any secret is read
             login, secret = _ssh_login(args)
             return m.ComputeAttach(
                 name=args.name,
@@ -241,6 +319,7 @@ def _compute_request(args: argparse.Namespace) -> m.Message:
                     ssh=login,
                     advertised_url=args.advertised_url,
                     agent_env=_agent_env(args.agent_env),
+                    engine=attach_engine(args),
                 ),
                 secret=secret,
             )
@@ -300,7 +379,16 @@ def _print_compute_text(reply: m.ComputeReply | m.ComputeListReply | m.SizesRepl
             for i in reply.computes
         ]
         rows += [
-            (v.name, "vm", v.vm.address, "dedicated", v.provisioning_state, "1", "-", "-")
+            (
+                v.name,
+                machine_type(v.vm),
+                v.vm.address,
+                "dedicated",
+                v.provisioning_state,
+                "1",
+                "-",
+                "-",
+            )
             for v in reply.vms
         ]
         _table(rows)
@@ -357,7 +445,7 @@ async def _follow_detach(client: Client, vm: m.VmRecord, *, output: str) -> int:
 def _print_vm(vm: m.VmRecord) -> None:
     rows = [
         ("name", vm.name),
-        ("type", "vm"),
+        ("type", machine_type(vm.vm)),
         (
             "address",
             f"{vm.vm.ssh.username}@{vm.vm.address}:{vm.vm.ssh.ssh_port} ({vm.vm.ssh.auth})",
@@ -365,10 +453,33 @@ def _print_vm(vm: m.VmRecord) -> None:
         ("provisioning", vm.provisioning_state),
         ("link", vm.link),
     ]
+    rows += [("engine", line) for line in engine_lines(vm.vm.engine)]
     rows += [("agent_env", f"{k}={v}") for k, v in redacted(vm.vm.agent_env).items()]
     rows += [("error", f"{iso(e.at)} {e.code}: {e.message}") for e in vm.provisioning_errors[-3:]]
     rows += [("progress", line) for line in vm.progress[-5:]]
     _table(rows)
+
+
+def machine_type(vm: m.VmConfig) -> str:
+    """An attached machine's type as listed: vm, or the engine it hands runs to."""
+    return "vm" if vm.engine is None else kind_of(vm.engine)
+
+
+def engine_lines(engine: Engine | None) -> list[str]:
+    """An engine's settings, one per line (Slurm's defaults said as such)."""
+    match engine:
+        case SlurmEngine():
+            return [
+                f"slurm: partition {engine.partition or '(default)'}, account "
+                f"{engine.account or '(default)'}, qos {engine.qos or '(default)'}"
+            ]
+        case SparkEngine():
+            return [
+                f"spark: master {engine.master}",
+                f"spark: submit {engine.submit}",
+                f"spark: ui port {engine.ui_port}",
+            ] + [f"spark: --conf {k}={v}" for k, v in sorted(engine.conf.items())]
+    return []
 
 
 def _print_compute(info: m.ComputeInfo) -> None:

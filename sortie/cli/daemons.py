@@ -479,7 +479,15 @@ async def _agent_admin(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("AGENT", "TARGET", "STATE", "PRIORITY", "CPUS", "MEMORY", "GPUS", "FLAGS")]
     for a in agents:
-        flags = ",".join(f for f, on in (("cordoned", a.cordoned), ("draining", a.draining)) if on)
+        flags = ",".join(
+            f
+            for f, on in (
+                ("cordoned", a.cordoned),
+                ("draining", a.draining),
+                (f"engine={a.engine}", a.engine is not None),
+            )
+            if on
+        )
         gpus = f"{a.capacity.gpus}" + (f" {a.capacity.gpu_type}" if a.capacity.gpu_type else "")
         rows.append(
             (

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sortie.proto import messages as m
 from sortie.proto.gang import agent_ids
 from sortie.proto.states import TERMINAL, RunState
+from sortie.proto.waiting import engine_wait
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -118,6 +119,8 @@ def _detail(rec: m.RunRecord, why: str | None) -> str | None:
         if not env.python.user_managed or env.docker.enabled:
             return "building environment"
         return "fetching snapshot"
+    if (queued := engine_wait(rec)) is not None:
+        return queued  # Starting: "waiting in slurm's queue: Resources"
     if rec.state is RunState.RUNNING:
         where = agent_ids(rec)
         return f"on {', '.join(where)}" if where else None

@@ -25,7 +25,7 @@ from sortie.client.views import (
 )
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL, RunState
-from sortie.proto.waiting import describe
+from sortie.proto.waiting import describe, describe_engine_job, engine_wait
 
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -127,6 +127,10 @@ async def show(client: Client, args: argparse.Namespace, _: list[str]) -> int:
         rows.append(("error", f"{view.error.kind}: {view.error.message}"))
     if rec.waiting is not None and rec.state is RunState.QUEUED:
         rows.append(("waiting", describe(rec.spec.target, rec.waiting, time.time())))
+    if (queued := engine_wait(rec)) is not None:
+        rows.append(("waiting", queued))
+    if rec.engine_job is not None:
+        rows.append(("engine_job", describe_engine_job(rec.engine_job, time.time())))
     for name, values in view.metrics.items():
         shown = [out.number(v) for v in values]
         rows.append(("metric", f"{name} = {shown[0] if len(shown) == 1 else ', '.join(shown)}"))

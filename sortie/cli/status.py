@@ -28,9 +28,10 @@ from sortie.client.views import (
     iso,
 )
 from sortie.proto import messages as m
+from sortie.proto.engines import kind_of
 from sortie.proto.gang import agent_ids
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState
-from sortie.proto.waiting import describe
+from sortie.proto.waiting import describe, engine_wait
 
 RECENT_S = 3600.0  # "ended in the last hour"
 
@@ -111,7 +112,7 @@ def _targets(
     names |= {v.name for v in seen.vms} | {r.spec.target for r in active}
     kinds: dict[str, str] = {t.name: t.kind for t in seen.targets}
     kinds.update({c.compute.name: "cluster" for c in seen.computes})
-    kinds.update({v.name: "vm" for v in seen.vms})
+    kinds.update({v.name: "vm" if v.vm.engine is None else kind_of(v.vm.engine) for v in seen.vms})
     live = {t.name: t.agents for t in seen.targets}
     return [
         StatusTarget(
@@ -120,10 +121,19 @@ def _targets(
             agents=live.get(name, 0),
             queued=sum(1 for r in queued if r.spec.target == name),
             active=sum(1 for r in on_agents if r.spec.target == name),
-            waiting=_waiting(name, queued, now),
+            waiting=_waiting(name, queued, now) or _engine_waiting(name, on_agents),
         )
         for name in sorted(names)
     ]
+
+
+def _engine_waiting(target: str, on_agents: list[m.RunRecord]) -> str | None:
+    """How many of the target's runs wait in its engine's queue, and the first one's reason:
+    "target hpc: 2 runs waiting in slurm's queue: Resources"."""
+    waits = [w for r in on_agents if r.spec.target == target and (w := engine_wait(r))]
+    if not waits:
+        return None
+    return f"target {target}: {len(waits)} run{'s' * (len(waits) > 1)} {waits[0]}"
 
 
 def _waiting(target: str, queued: list[m.RunRecord], now: float) -> str | None:

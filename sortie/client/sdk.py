@@ -44,6 +44,7 @@ from sortie.client.runconfig import (
     RunConfiguration,
     ScriptRunConfig,
 )
+from sortie.client.strict import Strict
 from sortie.client.sweep_space import (
     choice,
     lognormal,
@@ -72,6 +73,8 @@ from sortie.client.views import as_dict, compute_view, machine_view, run_view
 from sortie.client.wait_notes import WaitNotes
 from sortie.proto import messages as m
 from sortie.proto.agent_env import problem as agent_env_problem
+from sortie.proto.engines import Engine, SlurmEngine, SparkEngine
+from sortie.proto.engines import problem as engine_problem
 from sortie.proto.states import TERMINAL
 
 __all__ = [
@@ -561,8 +564,9 @@ class ClusterConfiguration:
 
 
 @dataclass
-class RemoteAttachConfiguration:
-    """What ``ComputeTarget.attach`` attaches: a machine reached over SSH."""
+class RemoteAttachConfiguration(Strict):
+    """What ``ComputeTarget.attach`` attaches: a machine reached over SSH (with ``engine``:
+    a Slurm login node or a Spark head node, which hands its runs to that engine)."""
 
     address: str
     username: str
@@ -574,6 +578,7 @@ class RemoteAttachConfiguration:
     trust_new_host_key: bool = False
     advertised_url: str | None = None
     agent_env: dict[str, str] | None = None  # proxy/CA variables for the remote agent
+    engine: Engine | None = None  # SlurmCompute / SparkCompute.attach_configuration set it
 
     def to_request(self, name: str) -> m.ComputeAttach:
         if (self.password is None) == (self.private_key_file is None):
@@ -581,6 +586,8 @@ class RemoteAttachConfiguration:
         env = dict(self.agent_env or {})
         if (why := agent_env_problem(env)) is not None:
             raise ValueError(why)
+        if self.engine is not None and (why := engine_problem(self.engine)) is not None:
+            raise ValueError(why.replace("--", ""))  # set after attach_configuration
         if self.private_key_file is not None:
             secret = m.SshSecret(
                 private_key=Path(self.private_key_file).expanduser().read_text(),
@@ -605,6 +612,7 @@ class RemoteAttachConfiguration:
                 ssh=login,
                 advertised_url=self.advertised_url,
                 agent_env=env,
+                engine=self.engine,
             ),
             secret=secret,
         )
@@ -625,6 +633,7 @@ class RemoteCompute:
         trust_new_host_key: bool = False,
         advertised_url: str | None = None,
         agent_env: dict[str, str] | None = None,
+        engine: Engine | None = None,
     ) -> RemoteAttachConfiguration:
         return RemoteAttachConfiguration(
             address=address,
@@ -637,6 +646,87 @@ class RemoteCompute:
             trust_new_host_key=trust_new_host_key,
             advertised_url=advertised_url,
             agent_env=agent_env,
+            engine=engine,
+        )
+
+
+_E = TypeVar("_E", SlurmEngine, SparkEngine)
+
+
+def _checked(engine: _E) -> _E:
+    """The engine, or a ValueError saying what to write instead."""
+    if (why := engine_problem(engine)) is not None:
+        raise ValueError(why.replace("--", ""))  # the CLI's flag is the SDK's argument
+    return engine
+
+
+class SlurmCompute:
+    """A Slurm cluster, attached through its login node: runs are submitted with sbatch (a
+    run of node_count N is one N-node job), and Slurm places them."""
+
+    @staticmethod
+    def attach_configuration(  # noqa: PLR0913, PLR0917  # RemoteCompute's, and Slurm's three
+        address: str,
+        ssh_port: int = 22,
+        username: str = "",
+        password: str | None = None,
+        private_key_file: str | None = None,
+        private_key_passphrase: str | None = None,
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        **sortie_options: Any,
+    ) -> RemoteAttachConfiguration:
+        """How to reach the login node, and the partition, account and QOS every run is
+        submitted with (None: Slurm's default). ``sortie_options``: RemoteCompute's
+        (``known_hosts``, ``trust_new_host_key``, ``agent_env``, ...)."""
+        if not username:
+            raise ValueError("give username= (the login node's user who submits the jobs)")
+        return RemoteCompute.attach_configuration(
+            address=address,
+            username=username,
+            ssh_port=ssh_port,
+            password=password,
+            private_key_file=private_key_file,
+            private_key_passphrase=private_key_passphrase,
+            engine=_checked(SlurmEngine(partition=partition, account=account, qos=qos)),
+            **sortie_options,
+        )
+
+
+class SparkCompute:
+    """A Spark cluster, attached through its head node: runs go to spark-submit."""
+
+    @staticmethod
+    def attach_configuration(  # noqa: PLR0917  # RemoteCompute's, and Spark's two
+        address: str,
+        ssh_port: int = 22,
+        username: str = "",
+        password: str | None = None,
+        private_key_file: str | None = None,
+        private_key_passphrase: str | None = None,
+        master: str = "yarn",
+        conf: Mapping[str, str] | None = None,
+        submit: str = "spark-submit",
+        ui_port: int = 8080,
+        **sortie_options: Any,
+    ) -> RemoteAttachConfiguration:
+        """How to reach the head node, the master spark-submit sends runs to (spark://HOST:PORT,
+        yarn, local[N]), the ``conf`` settings every run gets, the head node's ``submit``
+        (spark-submit's name on PATH or its path) and a standalone master's ``ui_port``."""
+        if not username:
+            raise ValueError("give username= (the head node's user who runs spark-submit)")
+        return RemoteCompute.attach_configuration(
+            address=address,
+            username=username,
+            ssh_port=ssh_port,
+            password=password,
+            private_key_file=private_key_file,
+            private_key_passphrase=private_key_passphrase,
+            engine=_checked(
+                SparkEngine(master=master, conf=dict(conf or {}), submit=submit, ui_port=ui_port)
+            ),
+            **sortie_options,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from sortie.client.client import SnapshotSummary
+from sortie.proto import engines
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
 from sortie.proto.states import RunState
@@ -69,6 +70,16 @@ class WaitingView(View, frozen=True, kw_only=True):
     since: str | None
 
 
+class EngineJobView(View, frozen=True, kw_only=True):
+    """The run's current attempt as its engine sees it (``RunRecord.engine_job``)."""
+
+    engine: engines.EngineKind
+    job_id: str
+    state: str  # in the engine's words: PENDING, RUNNING (Slurm); SUBMITTED, RUNNING (Spark)
+    reason: str | None
+    since: str | None
+
+
 class RunView(View, frozen=True, kw_only=True):
     """`sortie run show --output json`, and the SDK's ``get_details``."""
 
@@ -103,6 +114,7 @@ class RunView(View, frozen=True, kw_only=True):
     parent_id: str | None = None
     children: list[str] = []  # child run ids, oldest first
     waiting: WaitingView | None = None  # while Queued: why its target has no agent now
+    engine_job: EngineJobView | None = None  # handed to Slurm or Spark: its job there
 
 
 class RunSummaryView(View, frozen=True, kw_only=True):
@@ -222,6 +234,17 @@ def run_view(
         waiting=None
         if rec.waiting is None
         else WaitingView(reason=rec.waiting.reason, since=iso(rec.waiting.since)),
+        engine_job=None if rec.engine_job is None else engine_job_view(rec.engine_job),
+    )
+
+
+def engine_job_view(job: engines.EngineJob) -> EngineJobView:
+    return EngineJobView(
+        engine=job.engine,
+        job_id=job.job_id,
+        state=job.state,
+        reason=job.reason,
+        since=iso(job.since),
     )
 
 
@@ -322,6 +345,8 @@ class MachineView(View, frozen=True, kw_only=True):
     link: Literal["none", "connected", "reconnecting"]
     progress: list[str]
     created_at: str | None
+    # the engine it hands runs to (a Slurm login node, a Spark head node); None: it runs them
+    engine: engines.Engine | None = None
 
 
 class AgentView(View, frozen=True, kw_only=True):
@@ -342,6 +367,7 @@ class AgentView(View, frozen=True, kw_only=True):
     gpus: list[m.GpuDevice]
     container_engine: str | None
     isolation: m.RunIsolation  # "none": its runs can read its credentials
+    engine: engines.EngineKind | None = None  # it hands runs to Slurm or Spark
 
 
 def compute_view(info: m.ComputeInfo) -> ComputeView:
@@ -397,6 +423,7 @@ def machine_view(vm: m.VmRecord) -> MachineView:
         link=vm.link,
         progress=list(vm.progress),
         created_at=iso(vm.created_at),
+        engine=vm.vm.engine,
     )
 
 
@@ -417,6 +444,7 @@ def agent_view(a: m.AgentRecord) -> AgentView:
         gpus=list(a.gpus),
         container_engine=a.container_engine,
         isolation=a.isolation,
+        engine=a.engine,
     )
 
 
@@ -425,11 +453,11 @@ def agent_view(a: m.AgentRecord) -> AgentView:
 
 class StatusTarget(View, frozen=True, kw_only=True):
     name: str
-    kind: str  # "local", "agents", "cluster" or "vm"
+    kind: str  # "local", "agents", "cluster", "vm", or an attached engine: "slurm", "spark"
     agents: int  # live agents serving it
     queued: int
     active: int
-    waiting: str | None = None  # why its queued runs have no agent, since when
+    waiting: str | None = None  # why its queued runs have no agent (or wait in its engine)
 
 
 class StatusCluster(View, frozen=True, kw_only=True):

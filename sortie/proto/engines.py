@@ -113,9 +113,9 @@ def problem(engine: Engine) -> str | None:
                     return f"--conf {key}: the value must be one line"
             if not _SPARK_SUBMIT.match(engine.submit):
                 return (
-                    f"submit {engine.submit[:80]!r} is not valid: give spark-submit's name on "
+                    f"--submit {engine.submit[:80]!r} is not valid: give spark-submit's name on "
                     "PATH or its absolute path (no spaces or shell characters)"
                 )
             if not 1 <= engine.ui_port <= 65535:
-                return f"ui_port {engine.ui_port} is not a port: use 1-65535 (the master's UI)"
+                return f"--ui-port {engine.ui_port} is not a port: use 1-65535 (the master's UI)"
     return None

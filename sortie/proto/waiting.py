@@ -1,11 +1,14 @@
 """How a queued run's wait for an agent is said (``RunRecord.waiting``): one sentence that the
-scheduler's `run why`, `run show`, `sortie status` and the SDK's wait all print. Pure."""
+scheduler's `run why`, `run show`, `sortie status` and the SDK's wait all print; and a run's
+wait in its engine's queue (``RunRecord.engine_job``). Pure."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from sortie.proto import messages as m
+from sortie.proto.engines import EngineJob
+from sortie.proto.states import RunState
 
 
 def ago(seconds: float) -> str:
@@ -23,3 +26,26 @@ def describe(target: str, wait: m.TargetWait, now: float) -> str:
     12:01:02 UTC (3 min ago)"."""
     at = datetime.fromtimestamp(wait.since, UTC).strftime("%H:%M:%S UTC")
     return f"target {target} has no agent: {wait.reason} (since {at}, {ago(now - wait.since)} ago)"
+
+
+# an engine job's states that mean it waits in the engine's queue (Slurm's PENDING; a Spark
+# driver SUBMITTED or WAITING for a worker)
+ENGINE_QUEUED = frozenset({"PENDING", "SUBMITTED", "WAITING"})
+
+
+def describe_engine_job(job: EngineJob, now: float) -> str:
+    """E.g. "slurm job 1234: PENDING (Resources) since 12:00:01 UTC (3 min ago)"."""
+    at = datetime.fromtimestamp(job.since, UTC).strftime("%H:%M:%S UTC")
+    why = f" ({job.reason})" if job.reason else ""
+    return (
+        f"{job.engine} job {job.job_id}: {job.state}{why} since {at} ({ago(now - job.since)} ago)"
+    )
+
+
+def engine_wait(rec: m.RunRecord) -> str | None:
+    """Why a run handed to an engine has not started, or None: "waiting in slurm's queue:
+    Resources" for a Starting run whose engine job is still queued there."""
+    job = rec.engine_job
+    if job is None or rec.state is not RunState.STARTING or job.state not in ENGINE_QUEUED:
+        return None
+    return f"waiting in {job.engine}'s queue: {job.reason or 'no reason given'}"

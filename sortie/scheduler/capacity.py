@@ -25,6 +25,7 @@ def slots(state: SchedulerState) -> list[Slot]:
             priority=a.priority,
             labels=a.labels,
             container_engine=a.container_engine is not None,
+            engine=a.engine,
         )
     for rec in state.runs.values():
         if rec.state not in ON_AGENT:
@@ -32,7 +33,7 @@ def slots(state: SchedulerState) -> list[Slot]:
         res = rec.spec.resources
         for member in rec.gang or members(rec):  # (no copy of the gang list)
             s = free.get(member.agent_id)
-            if s is not None:
+            if s is not None and s.engine is None:  # an engine queues: its slot stays whole
                 s.free_cpus -= res.cpus
                 s.free_memory_mb -= res.memory_mb
                 s.free_gpus -= res.gpus

@@ -78,7 +78,15 @@ from sortie.scheduler.events import (
 from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.placement import Placement, Plan, could_ever_hold, place
 from sortie.scheduler.reconcile import Reconciliation, reconcile
-from sortie.scheduler.runs import apply_report, cancel, end, move, requeue, store
+from sortie.scheduler.runs import (
+    apply_report,
+    cancel,
+    end,
+    move,
+    requeue,
+    store,
+    with_engine_job,
+)
 from sortie.scheduler.validate import check_secrets, check_spec
 
 __all__ = [
@@ -414,6 +422,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             or known.preempting != hb.preempting
             or known.container_engine != hb.container_engine
             or known.isolation != hb.isolation
+            or known.engine != hb.engine
             or not known.confirmed
         )
         known.last_seen = now
@@ -426,6 +435,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         known.priority = hb.priority
         known.container_engine = hb.container_engine
         known.isolation = hb.isolation
+        known.engine = hb.engine
         known.preempting = known.preempting or hb.preempting
         known.confirmed = True
         if changed:
@@ -461,6 +471,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             gpus=list(hb.gpus),
             container_engine=hb.container_engine,
             isolation=hb.isolation,
+            engine=hb.engine,
         ),
     )
     return [
@@ -514,6 +525,9 @@ def _on_report(state: SchedulerState, rep: m.RunReport) -> list[Command]:
     member = next((g for g in gang if g.agent_id == rep.agent_id), None)
     if member is None:
         return _stale(rep)
+    if (job := with_engine_job(rec, rep)) is not rec:
+        store(state, job)  # kept even when the report moves nothing (a new Slurm reason)
+        rec = job
     skipped = _skipped_steps(member.state, rep.state)
     if skipped:
         # An agent reports each step in order, but a redelivery (after a scheduler restart)

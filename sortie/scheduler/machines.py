@@ -33,6 +33,7 @@ from sortie.scheduler.ssh import (
     build_wheelhouse,
     connect,
     delete_credentials,
+    engine_args,
     hostkeys,
     install_agent,
     install_private_file,
@@ -205,7 +206,7 @@ class Machines:
                 access=dataclasses.replace(access, env=vm.agent_env),
                 # once the broker drops it for good (its credentials revoked), it gives its runs
                 # back and ends instead of running on unheard
-                extra_args=("--exit-when-refused",),
+                extra_args=("--exit-when-refused", *engine_args(vm.engine)),
             )
         finally:
             conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.engines import EngineKind
 from sortie.proto.pipelines import CachedStep, LastKey, StepState, cache_id
 from sortie.proto.states import TERMINAL
 from sortie.scheduler.pipelines.controller import StepRunView
@@ -40,6 +41,7 @@ class AgentView:
     gpus: list[m.GpuDevice] = field(default_factory=list)
     container_engine: str | None = None
     isolation: m.RunIsolation = "unknown"  # how it keeps runs from credentials (Heartbeat)
+    engine: EngineKind | None = None  # the engine it hands runs to (Heartbeat.engine)
 
     def unavailable(self) -> str | None:
         """Why no new run may go here, or None."""
@@ -72,6 +74,7 @@ class AgentView:
             draining=rec.draining,
             labels=dict(rec.labels),
             priority=rec.priority,
+            engine=rec.engine,
         )
 
     def record(self) -> m.AgentRecord:
@@ -91,6 +94,7 @@ class AgentView:
             gpus=list(self.gpus),
             container_engine=self.container_engine,
             isolation=self.isolation,
+            engine=self.engine,
         )
 
 

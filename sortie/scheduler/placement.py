@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
+from sortie.proto.engines import EngineKind
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Slot:
     priority: m.NodePriority = "dedicated"
     labels: dict[str, str] = field(default_factory=dict)
     container_engine: bool = False
+    engine: EngineKind | None = None  # an engine agent: its engine places a gang's nodes
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class _Class:
         self.pass_ = pass_
         self.heap: list[tuple[_Key, int, int]] = []  # (score, slot version, slot index)
         self.full = False
-        self.need = max(1, spec.node_count)
+        self.need = agents_needed(spec, candidates)
         self.reasons: dict[str, int] = {}  # shared by every waiting run of the class
         if not candidates:
             self.full = True
@@ -236,6 +238,15 @@ class _Class:
             heapq.heappush(self.heap, entry)
         self.full = True
         return None
+
+
+def agents_needed(spec: m.RunSpec, candidates: Sequence[Slot]) -> int:
+    """How many distinct agents a run takes: one per node, except on an engine's agents (a
+    Slurm or Spark login node), where ONE agent submits the whole run and the engine places
+    its nodes."""
+    if candidates and all(s.engine is not None for s in candidates):
+        return 1
+    return max(1, spec.node_count)
 
 
 def _reject_permanent(slot: Slot, spec: m.RunSpec) -> str | None:
@@ -367,9 +378,10 @@ def _take(pass_: _Pass, chosen: list[int], req: m.Resources) -> None:
     the classes that want it."""
     for i in chosen:
         slot = pass_.slots[i]
-        slot.free_cpus -= req.cpus
-        slot.free_memory_mb -= req.memory_mb
-        slot.free_gpus -= req.gpus
+        if slot.engine is None:  # an engine queues what does not fit now: nothing to take
+            slot.free_cpus -= req.cpus
+            slot.free_memory_mb -= req.memory_mb
+            slot.free_gpus -= req.gpus
         pass_.version[i] += 1
         for other in pass_.classes_of[i]:
             other.offer(i)

@@ -8,7 +8,7 @@ import msgspec
 
 from sortie.proto import messages as m
 from sortie.proto.states import ON_AGENT, RunState
-from sortie.proto.waiting import describe
+from sortie.proto.waiting import describe, describe_engine_job, engine_wait
 from sortie.scheduler import capacity, clusters, targets, vms
 from sortie.scheduler.events import (
     AgentAsked,
@@ -212,6 +212,10 @@ def on_why(state: SchedulerState, ev: WhyAsked, now: float) -> list[Command]:
     if rec.state is not RunState.QUEUED:
         where = f" on agent {rec.agent_id}" if rec.agent_id else ""
         summary = f"run {rec.run_id} is not waiting: it is {rec.state}{where}"
+        if (queued := engine_wait(rec)) is not None:
+            summary = f"run {rec.run_id} is {rec.state}{where}, {queued}"
+        if rec.engine_job is not None:
+            summary += f" ({describe_engine_job(rec.engine_job, now)})"
         return [Reply(ev.reply_to, m.WhyReply(run_id=rec.run_id, state=rec.state, summary=summary))]
     reasons = dict(state.why.get(rec.run_id, {}))
     summary = queue_summary(state, rec, now)

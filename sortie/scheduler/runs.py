@@ -58,6 +58,7 @@ def requeue(
         assigned_at=None,
         gang=[],
         master_port=None,
+        engine_job=None,  # the new attempt gets a job of its own
         **changes,
     )
     state.assign_sent_at.pop(rec.run_id, None)
@@ -95,6 +96,15 @@ def cancel(state: SchedulerState, rec: m.RunRecord, now: float, cmds: list[Comma
         )
         for member in members(rec)
     )
+
+
+def with_engine_job(rec: m.RunRecord, rep: m.RunReport) -> m.RunRecord:
+    """The run with its attempt's engine job as the report gives it (an engine agent sends its
+    report again, in the same state, whenever the job's state or reason changes): the same
+    record when the report carries none or nothing new."""
+    if rep.engine_job is None or rep.engine_job == rec.engine_job:
+        return rec
+    return msgspec.structs.replace(rec, engine_job=rep.engine_job)
 
 
 def apply_report(

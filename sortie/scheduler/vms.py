@@ -12,7 +12,7 @@ import re
 
 import msgspec
 
-from sortie.proto import agent_env
+from sortie.proto import agent_env, engines
 from sortie.proto import messages as m
 from sortie.scheduler import clusters, targets
 from sortie.scheduler.events import AttachVm, Command, DetachVm, Log, Reply
@@ -60,6 +60,8 @@ def attach(state: SchedulerState, req: m.ComputeAttach, reply_to: str, now: floa
     if (why := check_login(req.vm.ssh, req.secret)) is not None:
         return _error(reply_to, "bad_request", why)
     if (why := agent_env.problem(req.vm.agent_env)) is not None:
+        return _error(reply_to, "bad_request", why)
+    if req.vm.engine is not None and (why := engines.problem(req.vm.engine)) is not None:
         return _error(reply_to, "bad_request", why)
     # the record keeps the variables as shown (a proxy URL's password is a credential, read by
     # every client that lists computes); the attach itself gets them whole, once

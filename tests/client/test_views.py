@@ -164,6 +164,7 @@ RUN_KEYS = (
     "parent_id",
     "children",
     "waiting",
+    "engine_job",
 )
 
 
@@ -219,6 +220,7 @@ def test_run_view_keys_and_values() -> None:
         "parent_id": None,
         "children": [],
         "waiting": None,
+        "engine_job": None,
     }
     # key order too: the JSON is printed in this order
     assert list(printed(run_view(RUN, METRICS))) == list(RUN_KEYS)
@@ -328,6 +330,7 @@ def test_machine_view_keys() -> None:
         "link": "reconnecting",
         "progress": ["connecting", "installing"],
         "created_at": "1970-01-01T00:00:01.500Z",
+        "engine": None,
     }
 
 
@@ -360,6 +363,7 @@ def test_agent_view_keys() -> None:
         "gpus[].run_id",
         "container_engine",
         "isolation",
+        "engine",
     ]
     assert (shown["last_seen"], shown["labels"]) == ("1970-01-01T00:01:39.000Z", {"zone": "a"})
 

@@ -16,6 +16,7 @@ from sortie.scheduler.placement import (
     Plan,
     Slot,
     _score,
+    agents_needed,
     gpu_demand,
     place,
     queue_order,
@@ -38,7 +39,7 @@ def reference(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
             for s in candidates
             if reject(s, run.spec, demand.get(run.spec.target)) is None
         )
-        need = max(1, run.spec.node_count)
+        need = agents_needed(run.spec, candidates)
         if len(feasible) < need or not candidates:
             plan.unplaced[run.run_id] = {}
             continue

@@ -6,6 +6,7 @@ import msgspec
 
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.engines import SlurmEngine, SparkEngine
 from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import RunState
 from sortie.scheduler import core
@@ -48,6 +49,14 @@ def test_attach_records_the_machine_and_hands_the_secret_only_to_the_command() -
     assert all("hunter2" not in repr(c) for c in cmds)
 
 
+def test_an_engine_attach_keeps_its_engine_on_the_record_and_the_command() -> None:
+    s = SchedulerState()
+    engine = SlurmEngine(partition="gpu")
+    cmds = attach(s, "hpc-login", vm=m.VmConfig(address="h", ssh=LOGIN, engine=engine))
+    (cmd,) = [c for c in cmds if isinstance(c, core.AttachVm)]
+    assert cmd.vm.engine == engine and s.vms["hpc-login"].vm.engine == engine
+
+
 def test_attach_refusals() -> None:
     s = SchedulerState()
     cases = [
@@ -71,6 +80,15 @@ def test_attach_refusals() -> None:
             "not a port number",
         ),
         ({"secret": m.SshSecret()}, "password authentication needs a password"),
+        (
+            # the SDK's attach is checked as the CLI's (proto.engines.problem)
+            {"vm": m.VmConfig(address="h", ssh=LOGIN, engine=SlurmEngine(qos="a b"))},
+            "--qos 'a b' is not a Slurm name",
+        ),
+        (
+            {"vm": m.VmConfig(address="h", ssh=LOGIN, engine=SparkEngine(master="mesos://m"))},
+            "spark://HOST:PORT, yarn, or local[N]",
+        ),
     ]
     for kw, expected in cases:
         reply = reply_of(attach(s, **kw))

@@ -32,6 +32,7 @@ __all__ = [
     "build_wheelhouse",
     "connect",
     "delete_credentials",
+    "engine_args",
     "install_agent",
     "install_private_file",
     "load_credentials",
@@ -283,6 +284,7 @@ async def connect(
 # then the names they need exist. (E402: the order is the point.)
 from sortie.scheduler.ssh.install import (  # noqa: E402
     AgentAccess,
+    engine_args,
     install_agent,
     install_private_file,
     remote_python,

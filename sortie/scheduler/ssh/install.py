@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import asyncssh
+import msgspec
 
 from sortie.proto.agent_env import SETTINGS_CHECKED
+from sortie.proto.engines import Engine
 from sortie.scheduler.ssh import SshError
 from sortie.scheduler.ssh.remote_files import open_files
 
@@ -400,6 +402,14 @@ class AgentAccess:
         if self.tls_hostname is not None:
             out += ["--tls-hostname", self.tls_hostname]
         return out
+
+
+def engine_args(engine: Engine | None) -> list[str]:
+    """The `sortie agent` options that make it hand its runs to ``engine`` (none: it runs
+    them itself)."""
+    if engine is None:
+        return []
+    return ["--engine", msgspec.json.encode(engine).decode()]
 
 
 async def start_agent(

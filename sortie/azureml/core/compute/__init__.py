@@ -2,6 +2,13 @@
 
 from sortie.azureml.core.compute.amlcompute import AmlCompute, AmlComputeProvisioningConfiguration
 from sortie.azureml.core.compute.compute import ComputeTarget
+from sortie.azureml.core.compute.hdinsight import HDInsightCompute
 from sortie.azureml.core.compute.remote import RemoteCompute
 
-__all__ = ["AmlCompute", "AmlComputeProvisioningConfiguration", "ComputeTarget", "RemoteCompute"]
+__all__ = [
+    "AmlCompute",
+    "AmlComputeProvisioningConfiguration",
+    "ComputeTarget",
+    "HDInsightCompute",
+    "RemoteCompute",
+]

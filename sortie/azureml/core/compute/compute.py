@@ -20,14 +20,26 @@ from sortie.azureml.exceptions import ComputeTargetException
 from sortie.client import sdk
 from sortie.client.client import RequestRefused
 from sortie.proto import messages as m
+from sortie.proto.engines import kind_of
 
 POLL_S = 0.5
+
+
+def _machine() -> type[ComputeTarget]:
+    return ComputeTarget._kinds["vm"]
+
+
+def _kind_of(vm: m.VmRecord) -> type[ComputeTarget]:
+    """The class of an attached machine: RemoteCompute, or its engine's (HDInsightCompute for
+    Spark; a Slurm login node, which v1 has no class for, is a RemoteCompute)."""
+    engine = vm.vm.engine
+    return ComputeTarget._kinds.get(kind_of(engine) if engine else "vm", _machine())
 
 
 class ComputeTarget(sdk.ComputeTarget):
     """A named compute target of a workspace (the v1 base class)."""
 
-    _kinds: ClassVar[dict[str, type[ComputeTarget]]] = {}  # "cluster" | "vm" -> class
+    _kinds: ClassVar[dict[str, type[ComputeTarget]]] = {}  # "cluster" | "vm" | "spark" -> class
     _kind: ClassVar[str] = ""
     type: ClassVar[str] = ""  # v1's compute type name
     _found: m.ComputeReply | m.VmReply | None = None  # what the constructor's lookup found
@@ -41,7 +53,7 @@ class ComputeTarget(sdk.ComputeTarget):
         if workspace is None or name is None:  # _blank(): filled in by the caller
             return super().__new__(cls)
         reply = _show(workspace, name)
-        kind = cls._kinds["vm" if isinstance(reply, m.VmReply) else "cluster"]
+        kind = _kind_of(reply.vm) if isinstance(reply, m.VmReply) else cls._kinds["cluster"]
         if not issubclass(kind, cls):
             raise ComputeTargetException(
                 f"{name!r} is a {kind.type}, not a {cls.type or cls.__name__}"
@@ -78,7 +90,8 @@ class ComputeTarget(sdk.ComputeTarget):
         workspace: sdk.Workspace, name: str, attach_configuration: sdk.RemoteAttachConfiguration
     ) -> ComputeTarget:
         """Start attaching a machine; ``wait_for_completion`` follows it."""
-        kind = ComputeTarget._kinds["vm"]
+        engine = attach_configuration.engine
+        kind = ComputeTarget._kinds.get(kind_of(engine) if engine else "vm", _machine())
         try:
             made = super(ComputeTarget, kind).attach(workspace, name, attach_configuration)
         except RequestRefused as exc:
@@ -95,7 +108,7 @@ class ComputeTarget(sdk.ComputeTarget):
             cluster._info = info
             out.append(cluster)
         for vm in reply.vms:
-            machine = ComputeTarget._kinds["vm"]._blank(workspace, vm.name)
+            machine = _kind_of(vm)._blank(workspace, vm.name)
             machine._vm = vm
             out.append(machine)
         return out
