@@ -698,7 +698,7 @@ class SparkCompute:
     """A Spark cluster, attached through its head node: runs go to spark-submit."""
 
     @staticmethod
-    def attach_configuration(  # noqa: PLR0917  # RemoteCompute's, and Spark's two
+    def attach_configuration(  # noqa: PLR0913, PLR0917  # RemoteCompute's, and Spark's
         address: str,
         ssh_port: int = 22,
         username: str = "",
