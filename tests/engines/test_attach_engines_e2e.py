@@ -1,10 +1,15 @@
-"""Attaching a Slurm cluster's login node through the real CLI, against a real `sortie up`,
-the tests' sshd (this host, as the unprivileged test user) and the real one-node Slurm of
-tests/engines/slurm_cluster.py: the attach succeeds, the remote agent is started with its
-engine and heartbeats as a Slurm agent, and the target is listed as a slurm target."""
+"""Attaching a Slurm cluster's login node and a Spark cluster's head node through the real CLI
+and SDK, against a real `sortie up`, the tests' sshd (this host, as the unprivileged test
+user) and the real one-node Slurm and standalone Spark of tests/engines: the attach succeeds,
+the remote agent is started with its engine and heartbeats as such, the target is listed as
+one, and runs sent there are handed to the engine: they complete with their logs, metrics and
+artifacts, a two-task Slurm run sees its ranks, a run Slurm holds says why in `run why`,
+cancel and the max duration end the job, and a PySpark run aggregates a DataFrame."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,6 +136,8 @@ def test_a_spark_head_node_attaches_from_v1s_sdk_as_hdinsight(
             "engine": "spark",
             "master": spark.master_url,
             "conf": {"spark.executor.memory": "512m"},
+            "submit": "spark-submit",
+            "ui_port": 8080,
         }
         # looked up again, or listed, it is an HDInsightCompute
         assert isinstance(ComputeTarget(ws, "sparky"), HDInsightCompute)
@@ -144,3 +151,183 @@ def test_a_spark_head_node_attaches_from_v1s_sdk_as_hdinsight(
     rows = installation.cli("compute", "list", check=True).stdout.splitlines()
     assert [row.split()[1] for row in rows if row.startswith("sparky ")] == ["spark"]
     detach(installation, "sparky")
+
+
+def submit(inst: Installation, src: Path, target: str, *flags: str) -> str:
+    sub = inst.json("run", "submit", str(src), "--script", "job.py", "--target", target, *flags)
+    assert isinstance(sub, dict)
+    return str(sub["run_id"])
+
+
+def run_show(inst: Installation, run_id: str) -> dict:
+    shown = inst.json("run", "show", run_id)
+    assert isinstance(shown, dict)
+    return shown
+
+
+SLURM_JOB = """
+import os, sys, time
+from sortie import Run
+run = Run.get_context()
+print("slurm job", os.environ.get("SLURM_JOB_ID"), "rank", os.environ["RANK"], "of",
+      os.environ["WORLD_SIZE"], flush=True)
+if "--sleep" in sys.argv:
+    time.sleep(float(sys.argv[-1]))
+if os.environ["RANK"] == "0":
+    run.log("accuracy", 0.75)
+    os.makedirs("outputs", exist_ok=True)
+    open("outputs/result.txt", "w").write("done in slurm")
+print("finished", flush=True)
+"""
+
+
+def test_runs_on_an_attached_slurm_cluster(
+    installation: Installation,
+    sshd: Sshd,
+    *,
+    known_hosts: Path,
+    client_key: ClientKey,
+    slurm: SlurmCluster,
+    tmp_path: Path,
+) -> None:
+    key = key_file(tmp_path, client_key)
+    proc = installation.cli(*slurm_attach_args("hpc2", sshd, known_hosts, key, slurm), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: any(a["agent_id"] == "hpc2" for a in agents(installation)), timeout=60)
+    src = tmp_path / "job"
+    src.mkdir()
+    (src / "job.py").write_text(SLURM_JOB)
+    python = ("--python", sys.executable)
+
+    # a run completes with its logs, metric and artifact, and says which Slurm job it was
+    run_id = submit(installation, src, "hpc2", *python)
+    done = installation.cli("run", "wait", run_id, timeout=300)
+    logs = installation.cli("run", "logs", run_id).stdout
+    assert done.returncode == 0, done.stderr + logs
+    shown = run_show(installation, run_id)
+    assert shown["state"] == "Completed"
+    assert shown["metrics"]["accuracy"] == [0.75]
+    assert shown["artifacts"] == ["outputs/result.txt"]
+    job = shown["engine_job"]
+    assert job["engine"] == "slurm" and job["state"] == "COMPLETED" and job["job_id"]
+    assert f"slurm job {job['job_id']} rank 0 of 1" in logs and "finished" in logs
+    assert f"slurm job {job['job_id']}: " in installation.cli("run", "show", run_id).stdout
+    out = tmp_path / "out"
+    installation.cli("run", "download", run_id, str(out), check=True)
+    assert (out / run_id / "outputs" / "result.txt").read_text() == "done in slurm"
+
+    # two tasks on the one node: ranks 0 and 1 of 2, in one Slurm job on the one agent
+    run_id = submit(installation, src, "hpc2", *python, "--processes-per-node", "2")
+    assert installation.cli("run", "wait", run_id, timeout=300).returncode == 0
+    logs = installation.cli("run", "logs", run_id).stdout
+    job_id = run_show(installation, run_id)["engine_job"]["job_id"]
+    for rank in (0, 1):
+        assert f"slurm job {job_id} rank {rank} of 2" in logs
+    # more than one process per node is Slurm's alone: refused elsewhere, saying so
+    refused = installation.cli(
+        "run", "submit", str(src), "--script", "job.py", "--processes-per-node", "2"
+    )
+    assert refused.returncode == 2 and "only a Slurm target" in refused.stderr
+
+    # a run that takes every CPU, then one that must wait: Slurm's reason is in `run why`
+    cpus = str(slurm.cpus)
+    hog = submit(installation, src, "hpc2", *python, "--cpus", cpus, "--arg=--sleep", "--arg=300")
+    wait_until(lambda: run_show(installation, hog)["state"] == "Running", timeout=120)
+    waits = submit(installation, src, "hpc2", *python, "--cpus", cpus)
+
+    def held() -> dict | None:
+        job = run_show(installation, waits).get("engine_job")
+        return job if job and job["state"] == "PENDING" and job["reason"] else None
+
+    pending = wait_until(held, timeout=120)
+    assert pending["reason"] in ("Resources", "Priority")
+    why = installation.cli("run", "why", waits, check=True).stdout
+    assert f"waiting in slurm's queue: {pending['reason']}" in why
+    assert run_show(installation, waits)["state"] == "Starting"
+
+    # cancel is scancel: both jobs end CANCELLED in Slurm, both runs Canceled
+    for run_id in (hog, waits):
+        installation.cli("run", "cancel", run_id, check=True)
+    for run_id in (hog, waits):
+        wait_until(lambda r=run_id: run_show(installation, r)["state"] == "Canceled", timeout=120)
+        job_id = run_show(installation, run_id)["engine_job"]["job_id"]
+        state = slurm.command("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip()
+        assert state == "CANCELLED"
+
+    # a run over its max duration ends with the timeout error, its job cancelled
+    late = submit(
+        installation, src, "hpc2", *python, "--max-duration", "8", "--arg=--sleep", "--arg=300"
+    )
+    assert installation.cli("run", "wait", late, timeout=300).returncode != 0
+    shown = run_show(installation, late)
+    assert shown["state"] == "Failed" and shown["error"]["kind"] == "timeout"
+    job_id = shown["engine_job"]["job_id"]
+    assert slurm.command("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").strip() == (
+        "CANCELLED"
+    )
+    detach(installation, "hpc2")
+
+
+SPARK_JOB = """
+import sys
+from pyspark.sql import SparkSession, functions as F
+from sortie import Run
+run = Run.get_context()
+spark = SparkSession.builder.getOrCreate()
+df = spark.createDataFrame([("a", 1), ("b", 2), ("a", 3)], ["key", "value"])
+totals = {r.key: r.total for r in df.groupBy("key").agg(F.sum("value").alias("total")).collect()}
+print("totals", sorted(totals.items()), flush=True)
+run.log("total_a", totals["a"])
+import os, json
+os.makedirs("outputs", exist_ok=True)
+json.dump(totals, open("outputs/totals.json", "w"))
+spark.stop()
+"""
+
+
+def test_a_pyspark_run_on_an_attached_spark_cluster(
+    installation: Installation,
+    sshd: Sshd,
+    *,
+    known_hosts: Path,
+    client_key: ClientKey,
+    spark: SparkCluster,
+    tmp_path: Path,
+) -> None:
+    key = key_file(tmp_path, client_key)
+    agent_env = [f"--agent-env={k}={v}" for k, v in spark.env.items()]
+    proc = installation.cli(
+        "compute", "attach", "lake", "--type", "spark", "--address", sshd.host,
+        "--ssh-port", str(sshd.port), "--username", SSH_TEST_USER,
+        "--known-hosts", str(known_hosts), "--private-key-file", str(key),
+        "--master", spark.master_url, "--submit", str(spark.spark_submit),
+        "--ui-port", str(spark.ui_port), "--conf", "spark.executor.memory=512m",
+        *agent_env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lake = wait_until(
+        lambda: next((a for a in agents(installation) if a["agent_id"] == "lake"), None),
+        timeout=60,
+    )
+    assert lake["engine"] == "spark"
+    assert lake["capacity"]["cpus"] == 1  # the cluster's one worker, not this host
+    src = tmp_path / "job"
+    src.mkdir()
+    (src / "job.py").write_text(SPARK_JOB)
+    # the driver runs the environment the run names: here one that has pyspark
+    run_id = submit(installation, src, "lake", "--python", sys.executable)
+    done = installation.cli("run", "wait", run_id, timeout=400)
+    logs = installation.cli("run", "logs", run_id).stdout
+    assert done.returncode == 0, done.stderr + logs
+    assert "totals [('a', 4), ('b', 2)]" in logs
+    shown = run_show(installation, run_id)
+    assert shown["metrics"]["total_a"] == [4]
+    assert shown["artifacts"] == ["outputs/totals.json"]
+    job = shown["engine_job"]
+    assert job["engine"] == "spark" and job["job_id"].startswith("app-")
+    out = tmp_path / "out"
+    installation.cli("run", "download", run_id, str(out), check=True)
+    assert json.loads((out / run_id / "outputs" / "totals.json").read_text()) == {"a": 4, "b": 2}
+    finished = [app["id"] for app in spark.state()["completedapps"]]  # type: ignore[index]
+    assert job["job_id"] in finished
+    detach(installation, "lake")
