@@ -245,8 +245,9 @@ def test_runs_on_an_attached_slurm_cluster(
     assert f"waiting in slurm's queue: {pending['reason']}" in why
     assert run_show(installation, waits)["state"] == "Starting"
 
-    # cancel is scancel: both jobs end CANCELLED in Slurm, both runs Canceled
-    for run_id in (hog, waits):
+    # cancel is scancel: both jobs end CANCELLED in Slurm, both runs Canceled (the waiting
+    # one first: once the first is gone it would run, and end before its cancel)
+    for run_id in (waits, hog):
         installation.cli("run", "cancel", run_id, check=True)
     for run_id in (hog, waits):
         wait_until(lambda r=run_id: run_show(installation, r)["state"] == "Canceled", timeout=120)

@@ -123,5 +123,5 @@ def test_a_pyspark_application_runs_on_the_standalone_cluster(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "totals [('a', 4), ('b', 2)]" in done.stdout
-    apps = spark.state()["completedapps"]
-    assert [app["name"] for app in apps] == ["sortie-cluster-check"]  # type: ignore[index]
+    apps = spark.state()["completedapps"]  # (the session's other tests' apps too)
+    assert "sortie-cluster-check" in [app["name"] for app in apps]  # type: ignore[index]

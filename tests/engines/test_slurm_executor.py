@@ -168,7 +168,8 @@ async def test_a_run_completes_with_its_output_metrics_and_files(
     assert [(p.name, p.value) for p in points if isinstance(p, m.MetricPoint)] == [("loss", 0.25)]
     assert (run.files.workdir / "outputs" / "model.txt").read_text() == "weights"
     states = [job.state for job in run.seen.jobs]
-    assert states[-1] == "COMPLETED" and "RUNNING" in states
+    # (a job this short can start and end between two polls: RUNNING is not always seen)
+    assert states[-1] == "COMPLETED"
     assert {job.job_id for job in run.seen.jobs} == {run.execution.job_id}
     env_file = run.files.workdir.parent / "1.sbatch-env"
     assert env_file.stat().st_mode & 0o777 == 0o600
