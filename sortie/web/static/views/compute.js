@@ -154,7 +154,14 @@
   }
 
   // --- drawing a snapshot -------------------------------------------------------------------
+  // A snapshot read before the last one drawn is stale: the read after an action can answer
+  // after the stream has already pushed a newer one (a cluster deleted at once would be drawn
+  // as Deleting again, and the feed sends nothing more while nothing changes).
+  let drawnAt = 0;
+
   function draw(snap) {
+    if (snap.at < drawnAt) return;
+    drawnAt = snap.at;
     const banner = document.getElementById("compute-banner");
     banner.textContent = snap.error || "";
     show(banner, !!snap.error);
