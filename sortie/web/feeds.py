@@ -6,6 +6,10 @@ sees them, the queue in placement order with reasons. A ``Feed`` asks for one of
 page that follows it; with no page following, it asks nothing. However many pages are open,
 the scheduler gets one request per interval from this dashboard process.
 
+A page that also reads the view itself (embedded in its HTML, or again after an action) asks
+through ``now``: the feed then knows that answer too, so the next change is sent even when it
+brings back what the feed had sent before (a cluster created and deleted between two ticks).
+
 A page that falls behind skips to the latest answer (no queue to fill); an answer equal to
 the previous one is not sent again. ``poke`` asks now (after an action, so that its page
 shows the result at once instead of at the next tick).
@@ -56,6 +60,7 @@ class Feed(Generic[T]):
         self._wake = asyncio.Event()
         self._followers = 0
         self._task: asyncio.Task[None] | None = None
+        self._fetching = asyncio.Lock()  # one fetch at a time: the latest answer is the newest
 
     async def follow(self) -> AsyncGenerator[T, None]:
         """The latest answer (at once, if there is one), then every new one."""
@@ -84,21 +89,34 @@ class Feed(Generic[T]):
         """Ask now rather than at the next tick."""
         self._wake.set()
 
+    async def now(self) -> T:
+        """A fresh answer for a page that reads for itself; the pages that follow get it too
+        when it is news. (``fetch`` must not raise: see ``feed``.)"""
+        async with self._fetching:
+            value = await self._fetch()
+            await self._offer(value)
+        return value
+
+    async def _offer(self, value: T) -> None:
+        if self._followers == 0:
+            return  # nobody follows: nothing kept (the first follower gets a fresh answer)
+        if self._latest is None or self._news(value) != self._news(self._latest):
+            async with self._changed:
+                self._latest = value
+                self._version += 1
+                self._changed.notify_all()
+
     async def _poll(self) -> None:
         # a cancel that lands as the wait ends can be lost (asyncio.wait_for before 3.12), so
         # the loop also ends once it is no longer this feed's poller
         while self._task is asyncio.current_task():
             try:
-                value = await self._fetch()
+                async with self._fetching:
+                    await self._offer(await self._fetch())
             except Exception:  # a fetch that breaks its contract must not stop every page's feed
                 log.exception("feed fetch failed; asking again at the next tick")
                 await retry_pause(self.every_s)
                 continue
-            if self._latest is None or self._news(value) != self._news(self._latest):
-                async with self._changed:
-                    self._latest = value
-                    self._version += 1
-                    self._changed.notify_all()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.every_s)

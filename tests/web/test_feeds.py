@@ -48,6 +48,37 @@ async def test_an_unchanged_answer_is_not_sent_again() -> None:
     await close(page)
 
 
+async def test_what_a_page_read_for_itself_is_known_so_the_change_back_is_sent() -> None:
+    # a cluster created and deleted between two ticks: the page drew "pool" from its own
+    # read after the create; the feed had sent "none" and reads "none" again after the delete
+    answers = iter(["none", "pool", "none"])
+
+    async def fetch() -> str:
+        return next(answers)
+
+    feed = Feed(fetch, every_s=3600)
+    page = feed.follow()
+    assert await anext(page) == "none"
+    assert await feed.now() == "pool"  # the page's read after its action
+    assert await anext(page) == "pool"  # the followers are told too
+    feed.poke()
+    assert await asyncio.wait_for(anext(page), 30) == "none"  # news again: sent
+    await close(page)
+
+
+async def test_a_read_with_nobody_following_is_not_kept() -> None:
+    answers = iter(["a", "b"])
+
+    async def fetch() -> str:
+        return next(answers)
+
+    feed = Feed(fetch, every_s=3600)
+    assert await feed.now() == "a"
+    page = feed.follow()
+    assert await anext(page) == "b"  # the first follower gets a fresh answer, not a kept one
+    await close(page)
+
+
 async def test_a_fetch_that_raises_is_asked_again_at_the_next_tick() -> None:
     calls: list[int] = []
 

@@ -24,7 +24,7 @@ from sortie.client.client import ClientError, RequestRefused
 from sortie.proto import messages as m
 from sortie.web import compute_forms as forms
 from sortie.web.access import action_form
-from sortie.web.compute_feed import compute_feed_of, read
+from sortie.web.compute_feed import compute_feed_of
 from sortie.web.hub import client_of
 from sortie.web.pages import render
 from sortie.web.sse import Event, stream
@@ -34,7 +34,7 @@ UNAVAILABLE = (ClientError, TimeoutError, nats.errors.Error, OSError)
 
 
 async def page(request: Request) -> Response:
-    snap = await read(client_of(request))
+    snap = await compute_feed_of(request).now()
     try:
         sizes = (await client_of(request).compute(m.SizesList())).sizes
     except UNAVAILABLE:
@@ -45,7 +45,7 @@ async def page(request: Request) -> Response:
 
 
 async def snapshot_json(request: Request) -> Response:
-    snap = await read(client_of(request))
+    snap = await compute_feed_of(request).now()
     return Response(msgspec.json.encode(snap), media_type="application/json")
 
 
