@@ -223,6 +223,24 @@ def test_runs_on_an_attached_slurm_cluster(
     job_id = run_show(installation, run_id)["engine_job"]["job_id"]
     for rank in (0, 1):
         assert f"slurm job {job_id} rank {rank} of 2" in logs
+    # an environment Sortie builds (uv, on the login node, in the agent's cache the job's
+    # nodes see): the job runs in it, imports what it asked for, and still logs through Run
+    (src / "uses_six.py").write_text(USES_SIX)
+    built = installation.json(
+        "run", "submit", str(src), "--script", "uses_six.py", "--target", "hpc2", "--pip", "six"
+    )
+    assert isinstance(built, dict)
+    run_id = str(built["run_id"])
+    done = installation.cli("run", "wait", run_id, timeout=400)
+    logs = installation.cli("run", "logs", run_id).stdout
+    assert done.returncode == 0, done.stderr + logs
+    assert "building environment" in logs
+    shown = run_show(installation, run_id)
+    assert shown["metrics"]["six_major"] == [1]
+    interpreter = next(line for line in logs.splitlines() if line.startswith("interpreter "))
+    assert sys.executable not in interpreter and "/envs/" in interpreter
+    assert shown["engine_job"]["state"] == "COMPLETED"
+
     # more than one process per node is Slurm's alone: refused elsewhere, saying so
     refused = installation.cli(
         "run", "submit", str(src), "--script", "job.py", "--processes-per-node", "2"
@@ -267,6 +285,15 @@ def test_runs_on_an_attached_slurm_cluster(
         "CANCELLED"
     )
     detach(installation, "hpc2")
+
+
+USES_SIX = """
+import os, sys
+import six
+from sortie import Run
+print("interpreter", sys.executable, "slurm job", os.environ.get("SLURM_JOB_ID"), flush=True)
+Run.get_context().log("six_major", int(six.__version__.split(".")[0]))
+"""
 
 
 SPARK_JOB = """
