@@ -47,25 +47,6 @@ class SparkEngine(EngineBase, frozen=True, kw_only=True, tag="spark"):
 
 Engine = SlurmEngine | SparkEngine
 
-# Slurm's job states (squeue/sacct), as the agent reports them in ``EngineJob.state``
-SlurmState = Literal[
-    "PENDING",
-    "CONFIGURING",
-    "RUNNING",
-    "COMPLETING",
-    "COMPLETED",
-    "FAILED",
-    "TIMEOUT",
-    "CANCELLED",
-    "PREEMPTED",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "REQUEUED",
-    "SUSPENDED",
-]
-
 
 class EngineJob(Message, frozen=True, kw_only=True):
     """An attempt as its engine sees it, from the agent's reports: the engine's job id, its
