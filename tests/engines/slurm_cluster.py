@@ -6,6 +6,11 @@ is mocked or skipped: without them (or without root, which slurmd needs to start
 submitting user) :func:`start_slurm` fails and says what to run. Accounting is off (no
 slurmdbd), so ``sacct`` answers nothing here: a job's state and exit code are read from
 ``squeue``/``scontrol``, which keep ended jobs for ``MinJobAge`` seconds.
+
+The node is in two partitions: ``debug`` (the default, where the tests send Sortie's runs) and
+``high``, of a higher ``PriorityTier``: a job there preempts debug's jobs that hold what it
+needs (``preempt/partition_prio``, ``PreemptMode=CANCEL``: the job ends PREEMPTED, and Sortie,
+not Slurm, requeues its run as a new attempt).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from sortie.bus.broker import free_port
 
 SETUP_HINT = "run `sudo tests/setup-system.sh` (test.sh runs it) to install slurm-wlm and munge"
 PARTITION = "debug"
+# the same node in a partition of a higher PriorityTier: a job there preempts the debug
+# partition's jobs (cancelled, ending PREEMPTED: Sortie, not Slurm, requeues a run)
+HIGH_PARTITION = "high"
 START_LIMIT_S = 60.0
 
 
@@ -40,6 +48,7 @@ class SlurmCluster:
     conf: Path
     node: str
     partition: str
+    high_partition: str
     cpus: int
     memory_mb: int
 
@@ -60,7 +69,8 @@ class SlurmCluster:
         return done.stdout
 
     def node_state(self) -> str:
-        return self.command("sinfo", "-h", "-N", "-o", "%T").strip()
+        # (the one node is listed once per partition: asked of the default one)
+        return self.command("sinfo", "-h", "-N", "-p", self.partition, "-o", "%T").strip()
 
 
 def _missing() -> list[str]:
@@ -106,12 +116,15 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 ReturnToService=2
 MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName={HIGH_PARTITION} Nodes={node} MaxTime=INFINITE State=UP PriorityTier=10
 """
 
 
@@ -156,7 +169,13 @@ def start_slurm() -> SlurmCluster:
     conf.write_text(_config(root, node, cpus, memory))
     conf.chmod(0o644)
     cluster = SlurmCluster(
-        root=root, conf=conf, node=node, partition=PARTITION, cpus=cpus, memory_mb=memory
+        root=root,
+        conf=conf,
+        node=node,
+        partition=PARTITION,
+        high_partition=HIGH_PARTITION,
+        cpus=cpus,
+        memory_mb=memory,
     )
     try:
         subprocess.run(["slurmctld", "-f", str(conf)], check=True, timeout=30)
@@ -199,8 +218,9 @@ def _kill(pid_file: Path) -> None:
 
 def stop_slurm(cluster: SlurmCluster) -> None:
     """Stop the daemons (jobs first: slurmd's steps die with it) and remove the directory."""
-    with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired, OSError):
-        cluster.command("scancel", "--partition", cluster.partition, timeout=10)
+    for partition in (cluster.partition, cluster.high_partition):
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired, OSError):
+            cluster.command("scancel", "--partition", partition, timeout=10)
     root = cluster.root
     _kill(root / "slurmd.pid")
     _kill(root / "slurmctld.pid")

@@ -4,7 +4,8 @@ user) and the real one-node Slurm and standalone Spark of tests/engines: the att
 the remote agent is started with its engine and heartbeats as such, the target is listed as
 one, and runs sent there are handed to the engine: they complete with their logs, metrics and
 artifacts, a two-task Slurm run sees its ranks, a run Slurm holds says why in `run why`,
-cancel and the max duration end the job, and a PySpark run aggregates a DataFrame."""
+cancel and the max duration end the job, a run Slurm preempts for a higher partition's job is
+requeued and completes, and a PySpark run aggregates a DataFrame."""
 
 from __future__ import annotations
 
@@ -294,6 +295,100 @@ from sortie import Run
 print("interpreter", sys.executable, "slurm job", os.environ.get("SLURM_JOB_ID"), flush=True)
 Run.get_context().log("six_major", int(six.__version__.split(".")[0]))
 """
+
+
+PREEMPTIBLE_JOB = """
+import os, time
+from sortie import Run
+run = Run.get_context()
+attempt = os.environ["SORTIE_ATTEMPT"]
+print("attempt", attempt, "slurm job", os.environ.get("SLURM_JOB_ID"), flush=True)
+if attempt == "1":
+    time.sleep(300)  # preempted before it ends
+run.log("attempt", int(attempt))
+print("finished", flush=True)
+"""
+
+
+def test_a_slurm_run_preempted_by_a_higher_partition_is_requeued_and_completes(
+    installation: Installation,
+    sshd: Sshd,
+    *,
+    known_hosts: Path,
+    client_key: ClientKey,
+    slurm: SlurmCluster,
+    tmp_path: Path,
+) -> None:
+    """Slurm cancels the run's job (PREEMPTED) for a job of a partition with a higher
+    PriorityTier: Sortie's preemption rules requeue the run as a new attempt, free of
+    max_retries, and the new attempt's job waits for the node, then completes."""
+    key = key_file(tmp_path, client_key)
+    proc = installation.cli(*slurm_attach_args("hpc3", sshd, known_hosts, key, slurm), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: any(a["agent_id"] == "hpc3" for a in agents(installation)), timeout=60)
+    try:
+        src = tmp_path / "job"
+        src.mkdir()
+        (src / "job.py").write_text(PREEMPTIBLE_JOB)
+        run_id = submit(installation, src, "hpc3", "--python", sys.executable, "--max-retries", "0")
+
+        def running() -> dict | None:
+            shown = run_show(installation, run_id)
+            job = shown.get("engine_job")
+            return (
+                shown if shown["state"] == "Running" and job and job["state"] == "RUNNING" else None
+            )
+
+        first = wait_until(running, timeout=120)
+        assert first["attempt"] == 1
+        first_job = first["engine_job"]["job_id"]
+        high = slurm.command(
+            "sbatch", "--parsable", f"--partition={slurm.high_partition}",
+            f"--cpus-per-task={slurm.cpus}", f"--chdir={tmp_path}", "--output=/dev/null",
+            "--wrap", "sleep 300",
+        ).strip()  # fmt: skip
+        try:
+            # requeued as attempt 2, whose job waits in Slurm's queue for the node
+            def second_job_waits() -> dict | None:
+                shown = run_show(installation, run_id)
+                job = shown.get("engine_job")
+                waiting = job and job["job_id"] != first_job and job["state"] == "PENDING"
+                return shown if shown["attempt"] == 2 and waiting else None
+
+            requeued = wait_until(second_job_waits, timeout=120)
+            assert requeued["preemptions"] == 1 and requeued["retries_used"] == 0
+            assert requeued["error"] is None
+            steps = [(h["state"], h["attempt"], h["reason"]) for h in requeued["history"]]
+            assert ("Preempted", 1, "node preempted") in steps
+            assert steps.index(("Preempted", 1, "node preempted")) + 1 == steps.index(
+                ("Queued", 2, "preempted")
+            )
+            squeue = ("squeue", "-h", "-t", "all", "-o", "%T", "-j")
+            assert slurm.command(*squeue, first_job).strip() == "PREEMPTED"
+            assert slurm.command(*squeue, high).strip() == "RUNNING"
+            logs = installation.cli("run", "logs", run_id).stdout
+            assert f"attempt 1 slurm job {first_job}" in logs
+            assert f"Slurm preempted job {first_job}; the run will be requeued" in logs
+        finally:
+            slurm.command("scancel", high)
+
+        # the high job gone, the second attempt runs to its end
+        done = installation.cli("run", "wait", run_id, timeout=300)
+        logs = installation.cli("run", "logs", run_id).stdout
+        assert done.returncode == 0, done.stderr + logs
+        final = run_show(installation, run_id)
+        assert final["state"] == "Completed" and final["attempt"] == 2
+        assert final["preemptions"] == 1 and final["retries_used"] == 0
+        assert final["metrics"]["attempt"] == [2]
+        job = final["engine_job"]
+        assert job["state"] == "COMPLETED" and job["job_id"] != first_job
+        assert f"attempt 2 slurm job {job['job_id']}" in logs and "finished" in logs
+        states = [h["state"] for h in final["history"]]
+        assert states.count("Preempted") == 1 and states[-1] == "Completed"
+    except BaseException:
+        installation.cli("compute", "detach", "hpc3")  # no agent left behind as the test user
+        raise
+    detach(installation, "hpc3")
 
 
 SPARK_JOB = """

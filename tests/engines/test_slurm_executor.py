@@ -25,6 +25,7 @@ from sortie.agents.executors.slurm import (
 from sortie.agents.metrics_fifo import parse_metric
 from sortie.proto import messages as m
 from sortie.proto.engines import EngineJob, SlurmEngine
+from sortie.proto.run_errors import ErrorKind
 from tests.engines.slurm_cluster import SlurmCluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -287,6 +288,76 @@ async def test_a_job_cancelled_outside_sortie_fails_the_run_saying_so(
     assert not outcome.stopped and outcome.engine_error is not None
     assert outcome.engine_error.kind == "canceled"
     assert "cancelled outside Sortie" in outcome.engine_error.message
+
+
+def whole_node_job(slurm: SlurmCluster, tmp_path: Path, partition: str) -> str:
+    """A plain job (not Sortie's) that needs every CPU of the node, as a user would submit."""
+    return slurm.command(
+        "sbatch",
+        "--parsable",
+        f"--partition={partition}",
+        f"--cpus-per-task={slurm.cpus}",
+        f"--chdir={tmp_path}",
+        "--output=/dev/null",
+        "--wrap",
+        "sleep 300",
+    ).strip()
+
+
+async def test_a_job_preempted_by_a_higher_partition_ends_the_attempt_preempted(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    """A job of the high partition (a higher PriorityTier) that needs the whole node makes
+    Slurm cancel the run's job in the debug partition (PREEMPTED): the outcome gives the
+    attempt back as preempted, for Sortie to requeue, and says so."""
+    run = await start_run(
+        on_slurm,
+        tmp_path,
+        cleanup,
+        "import time\nprint('ready', flush=True)\ntime.sleep(300)\n",
+    )
+    await run.seen.until("RUNNING")
+    job_id = run.execution.job_id
+    high = whole_node_job(on_slurm, tmp_path, on_slurm.high_partition)
+    try:
+        outcome = await asyncio.wait_for(run.execution.wait(), 120)
+        assert not outcome.stopped and not outcome.timed_out
+        assert outcome.engine_error == m.RunError(
+            kind=ErrorKind.PREEMPTED,
+            message=f"Slurm preempted job {job_id}; the run will be requeued",
+        )
+        assert run.seen.jobs[-1].state == "PREEMPTED"
+        assert squeue_state(on_slurm, job_id) == "PREEMPTED"
+        assert not run.files.stop_reason.exists()  # not stopped by Sortie
+        assert not (run.files.workdir.parent / "1.slurm-job").exists()
+        deadline = time.monotonic() + 60  # the node went to the job that preempted it
+        while squeue_state(on_slurm, high) != "RUNNING":
+            assert time.monotonic() < deadline, squeue_state(on_slurm, high)
+            await asyncio.sleep(0.3)
+    finally:
+        on_slurm.command("scancel", high)
+
+
+async def test_a_job_of_the_same_partition_waits_instead_of_preempting(
+    on_slurm: SlurmCluster, tmp_path: Path, cleanup: list[SlurmExecution]
+) -> None:
+    """Only a higher PriorityTier preempts: a whole-node job in the run's own partition waits
+    for the run, which completes."""
+    run = await start_run(
+        on_slurm,
+        tmp_path,
+        cleanup,
+        "import time\nprint('ready', flush=True)\ntime.sleep(4)\nprint('done', flush=True)\n",
+    )
+    await run.seen.until("RUNNING")
+    other = whole_node_job(on_slurm, tmp_path, on_slurm.partition)
+    try:
+        outcome = await asyncio.wait_for(run.execution.wait(), 120)
+        assert outcome.exit_code == 0 and outcome.engine_error is None
+        assert run.seen.lines == ["ready", "done"]
+        assert run.seen.jobs[-1].state == "COMPLETED"
+    finally:
+        on_slurm.command("scancel", other)
 
 
 async def test_a_restarted_agent_cancels_the_jobs_its_predecessor_left(
