@@ -71,7 +71,8 @@ class AttachForm(_Form, frozen=True, kw_only=True):
     host_key_fingerprint: str | None = None  # the "SHA256:..." the person confirmed
     check_only: bool = False  # check the form, send nothing (the page does, before the scan)
     # what the machine is: one that runs its runs itself (vm), or the login node of a Slurm
-    # cluster / the head node of a Spark cluster it hands them to; None or "": the default
+    # cluster / the head node of a Spark cluster it hands them to; that type's settings
+    # follow, each None or empty for the engine's default
     type: Literal["vm", "slurm", "spark"] = "vm"
     partition: str | None = None  # slurm
     account: str | None = None
