@@ -85,7 +85,9 @@ def test_a_slurm_login_node_attached_from_the_form_is_shown_as_slurm(
         }
         shown = dashboard.cli("compute", "show", "hpc", check=True).stdout
         assert "slurm: partition debug, account (default), qos (default)" in shown
-        assert client_key.text not in page.content()  # the key went in the attach request only
+        # the key went in the attach request only: not on the page, not in the daemons' log
+        body = client_key.text.splitlines()[1]
+        assert body not in page.content() and body not in dashboard.log.read_text()
 
         detach(dashboard, "hpc")
         expect(card).to_have_count(0, timeout=60_000)
