@@ -18,8 +18,7 @@ from sortie.client.views import ComputeView, MachineView, compute_view, iso, mac
 from sortie.proto import agent_env
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
-from sortie.proto.engines import Engine, SlurmEngine, SparkEngine, kind_of
-from sortie.proto.engines import problem as engine_problem
+from sortie.proto.engines import Engine, EngineKind, SlurmEngine, SparkEngine, engine_of, kind_of
 
 _Commands = argparse._SubParsersAction
 
@@ -233,7 +232,7 @@ _ENGINE_FLAGS: dict[str, tuple[str, ...]] = {
 def attach_engine(args: argparse.Namespace) -> Engine | None:
     """The engine ``--type`` names, from its own flags; a UsageError for another type's flag
     or a value the engine would not take."""
-    kind = args.type if args.type in _ENGINE_FLAGS else None
+    kind: EngineKind | None = args.type if args.type in _ENGINE_FLAGS else None
     for other, flags in _ENGINE_FLAGS.items():
         if other == kind:
             continue
@@ -244,21 +243,21 @@ def attach_engine(args: argparse.Namespace) -> Engine | None:
                     f"{dashed} is for --type {other}; this attach is --type {args.type}"
                     + ("" if kind else f": add --type {other} to attach a {other} cluster")
                 )
-    engine: Engine
-    if kind == "slurm":
-        engine = SlurmEngine(partition=args.partition, account=args.account, qos=args.qos)
-    elif kind == "spark":
-        given = {
-            name: getattr(args, name)
-            for name in ("master", "submit", "ui_port")
-            if getattr(args, name) is not None
-        }
-        engine = SparkEngine(conf=env_vars(args.conf, "--conf"), **given)
-    else:
+    if kind is None:
         return None
-    if (why := engine_problem(engine)) is not None:
-        raise UsageError(why)
-    return engine
+    try:
+        return engine_of(
+            kind,
+            partition=args.partition,
+            account=args.account,
+            qos=args.qos,
+            master=args.master,
+            conf=args.conf,
+            submit=args.submit,
+            ui_port=args.ui_port,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _compute_create(args: argparse.Namespace) -> m.ComputeCreate:

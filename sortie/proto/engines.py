@@ -10,7 +10,10 @@ decides where the run goes; Sortie does not place it on the engine's nodes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
+
+import msgspec
 
 from sortie.proto.base import Message
 
@@ -100,3 +103,45 @@ def problem(engine: Engine) -> str | None:
             if not 1 <= engine.ui_port <= 65535:
                 return f"--ui-port {engine.ui_port} is not a port: use 1-65535 (the master's UI)"
     return None
+
+
+def spark_conf(pairs: Iterable[str]) -> dict[str, str]:
+    """Spark settings given as ``KEY=VALUE`` (the CLI's ``--conf`` flags, the dashboard's conf
+    lines); a ValueError for one without ``=`` or a key."""
+    conf: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--conf takes KEY=VALUE, got {pair[:80]!r}")
+        conf[key] = value
+    return conf
+
+
+def engine_of(
+    kind: EngineKind,
+    *,
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    master: str | None = None,
+    conf: Iterable[str] = (),
+    submit: str | None = None,
+    ui_port: int | None = None,
+) -> Engine:
+    """The engine ``kind`` names from its settings (None: the engine's default), as the CLI's
+    `compute attach --type slurm|spark` flags and the dashboard's attach form give them; a
+    ValueError saying what to write instead for a value the engine would not take."""
+    engine: Engine
+    if kind == "slurm":
+        engine = SlurmEngine(partition=partition, account=account, qos=qos)
+    else:
+        engine = SparkEngine(conf=spark_conf(conf))
+        engine = msgspec.structs.replace(
+            engine,
+            master=engine.master if master is None else master,
+            submit=engine.submit if submit is None else submit,
+            ui_port=engine.ui_port if ui_port is None else ui_port,
+        )
+    if (why := problem(engine)) is not None:
+        raise ValueError(why)
+    return engine

@@ -14,6 +14,7 @@ import msgspec
 
 from sortie.client.views import ComputeView, MachineView, compute_view, machine_view
 from sortie.proto import messages as m
+from sortie.proto.engines import Engine, SlurmEngine, SparkEngine
 
 TargetKind = Literal["local", "cluster", "vm", "agents"]
 
@@ -26,6 +27,8 @@ class TargetRow(msgspec.Struct, frozen=True, kw_only=True):
     agents: int  # live agents serving it
     nodes: str | None = None  # a cluster's "current/target (min-max)"
     error: str | None = None  # its latest provisioning error
+    # an attached machine's engine: "slurm · partition debug", "spark · spark://h:7077"
+    engine: str | None = None
 
 
 class ComputeSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +83,25 @@ def _cluster_row(info: m.ComputeInfo, agents: int) -> TargetRow:
     )
 
 
+def engine_summary(engine: Engine) -> str:
+    """The engine an attached machine hands its runs to, in a few words (the settings given;
+    `sortie compute show` lists them all)."""
+    match engine:
+        case SlurmEngine():
+            given = [
+                f"{what} {value}"
+                for what, value in (
+                    ("partition", engine.partition),
+                    ("account", engine.account),
+                    ("qos", engine.qos),
+                )
+                if value
+            ]
+            return " · ".join(["slurm", *(given or ["default partition"])])
+        case SparkEngine():
+            return f"spark · {engine.master}"
+
+
 def _machine_row(vm: m.VmRecord, agents: int) -> TargetRow:
     login = vm.vm.ssh
     errors = vm.provisioning_errors
@@ -90,4 +112,5 @@ def _machine_row(vm: m.VmRecord, agents: int) -> TargetRow:
         state=vm.provisioning_state,
         agents=agents,
         error=errors[-1].message if errors else None,
+        engine=None if vm.vm.engine is None else engine_summary(vm.vm.engine),
     )

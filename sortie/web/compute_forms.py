@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 import msgspec
 
 from sortie.proto import messages as m
+from sortie.proto.engines import Engine, engine_of
 
 
 class FormError(ValueError):
@@ -69,6 +70,17 @@ class AttachForm(_Form, frozen=True, kw_only=True):
     password: str | None = None
     host_key_fingerprint: str | None = None  # the "SHA256:..." the person confirmed
     check_only: bool = False  # check the form, send nothing (the page does, before the scan)
+    # what the machine is: one that runs its runs itself (vm), or the login node of a Slurm
+    # cluster / the head node of a Spark cluster it hands them to; that type's settings
+    # follow, each None or empty for the engine's default
+    type: Literal["vm", "slurm", "spark"] = "vm"
+    partition: str | None = None  # slurm
+    account: str | None = None
+    qos: str | None = None
+    master: str | None = None  # spark
+    conf: str | None = None  # spark: KEY=VALUE lines
+    submit: str | None = None
+    ui_port: int | None = None
 
     def __repr__(self) -> str:
         return f"AttachForm(name={self.name!r}, address={self.address!r}, <credentials>)"
@@ -122,6 +134,7 @@ def attach_request(form: AttachForm) -> m.ComputeAttach:
     _check_port(form.ssh_port)
     if not form.username.strip():
         raise FormError("give the user to log in as (no root needed)")
+    engine = _engine(form)
     secret, auth = _secret(form)
     login = m.SshLogin(
         username=form.username.strip(),
@@ -131,9 +144,39 @@ def attach_request(form: AttachForm) -> m.ComputeAttach:
     )
     return m.ComputeAttach(
         name=form.name.strip(),
-        vm=m.VmConfig(address=form.address.strip(), ssh=login),
+        vm=m.VmConfig(address=form.address.strip(), ssh=login, engine=engine),
         secret=secret,
     )
+
+
+def _engine(form: AttachForm) -> Engine | None:
+    """The engine the form's type names, from that type's fields (the other type's are not
+    read); checked as the CLI's `--type slurm|spark` flags are (``proto.engines``)."""
+    if form.type == "vm":
+        return None
+    lines = [line.strip() for line in (form.conf or "").splitlines() if line.strip()]
+    try:
+        if form.type == "slurm":
+            return engine_of(
+                "slurm",
+                partition=_given(form.partition),
+                account=_given(form.account),
+                qos=_given(form.qos),
+            )
+        return engine_of(
+            "spark",
+            master=_given(form.master),
+            conf=lines,
+            submit=_given(form.submit),
+            ui_port=form.ui_port,
+        )
+    except ValueError as exc:  # says which setting and what to write instead
+        raise FormError(f"{form.type}: {exc}") from None
+
+
+def _given(value: str | None) -> str | None:
+    """A text field as the engine takes it: None (its default) when left empty."""
+    return (value or "").strip() or None
 
 
 def _secret(form: AttachForm) -> tuple[m.SshSecret, Literal["key", "password"]]:

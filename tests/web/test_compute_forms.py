@@ -3,10 +3,13 @@ refuses (saying what to change, never quoting a secret), and the rows the page d
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
 from sortie.proto import messages as m
+from sortie.proto.engines import SlurmEngine, SparkEngine
 from sortie.web import compute_forms as forms
 from sortie.web.compute_data import snapshot
 
@@ -110,3 +113,72 @@ def test_the_snapshot_has_one_row_per_target_local_first() -> None:
     encoded = msgspec.json.decode(msgspec.json.encode(snap))
     assert encoded["clusters"][0]["nodes"]["target"] == 2
     assert encoded["machines"][0]["auth"] == "password"
+
+
+def test_an_attach_form_of_type_slurm_or_spark_carries_the_engine_as_the_cli_s_request() -> None:
+    slurm = forms.attach_request(
+        attach_form(password="pw-1", type="slurm", partition=" debug ", qos="", master="yarn")
+    )
+    # the other type's fields are not read; an empty one is the engine's default
+    assert slurm.vm.engine == SlurmEngine(partition="debug")
+    spark = forms.attach_request(
+        attach_form(
+            password="pw-1",
+            type="spark",
+            master="spark://127.0.0.1:7077",
+            conf="spark.executor.memory=512m\n\n  spark.a=b=c \n",
+            ui_port=18080,
+            partition="ignored",
+        )
+    )
+    assert spark.vm.engine == SparkEngine(
+        master="spark://127.0.0.1:7077",
+        conf={"spark.executor.memory": "512m", "spark.a": "b=c"},
+        ui_port=18080,
+    )
+    assert forms.attach_request(attach_form(password="pw-1", type="spark")).vm.engine == (
+        SparkEngine()
+    )
+    plain = forms.attach_request(attach_form(password="pw-1", partition="debug"))
+    assert plain.vm.engine is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        ({"type": "spark", "conf": "spark.executor.memory"}, "spark: --conf takes KEY=VALUE"),
+        ({"type": "spark", "conf": "executor.memory=4g"}, "are named spark.SOMETHING"),
+        ({"type": "spark", "ui_port": 70000}, "--ui-port 70000 is not a port"),
+        ({"type": "spark", "master": "http://x"}, "use spark://HOST:PORT, yarn, or local"),
+        ({"type": "spark", "submit": "spark-submit; rm"}, "--submit 'spark-submit; rm'"),
+        ({"type": "slurm", "partition": "a b"}, "slurm: --partition 'a b' is not a Slurm name"),
+    ],
+)
+def test_engine_settings_the_engine_would_not_take_are_refused_as_the_cli_refuses_them(
+    fields: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(forms.FormError, match=re.escape(refusal)) as caught:
+        forms.attach_request(attach_form(password="pw-1", **fields))
+    assert "pw-1" not in str(caught.value)
+
+
+def test_an_engine_attached_machine_s_row_says_its_engine() -> None:
+    login = m.SshLogin(username="me", auth="key")
+    vms = [
+        m.VmRecord(
+            name=name,
+            vm=m.VmConfig(address="10.0.0.5", ssh=login, engine=engine),
+            created_at=0.0,
+        )
+        for name, engine in [
+            ("hpc", SlurmEngine(partition="debug", qos="high")),
+            ("hpc-default", SlurmEngine()),
+            ("sparky", SparkEngine(master="spark://127.0.0.1:7077", conf={"spark.a": "b"})),
+            ("box", None),
+        ]
+    ]
+    rows = {r.name: r for r in snapshot([], [], vms, at=1.0).targets}
+    assert rows["hpc"].engine == "slurm · partition debug · qos high"
+    assert rows["hpc-default"].engine == "slurm · default partition"
+    assert rows["sparky"].engine == "spark · spark://127.0.0.1:7077"
+    assert rows["box"].engine is None

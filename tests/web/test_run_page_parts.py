@@ -3,10 +3,14 @@ parameters, what counts as a text file, and the facts the page is given."""
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 from starlette.exceptions import HTTPException
 
 from sortie.proto import messages as m
+from sortie.proto.engines import EngineJob
 from sortie.proto.states import RunState
 from sortie.web.runpage import facts
 from sortie.web.runpage.files import TEXT_CAP, as_text
@@ -75,8 +79,40 @@ def test_the_live_facts_of_a_record() -> None:
         gang=[m.GangMember(rank=0, agent_id="a1", incarnation="i", hostname="h1")],
         history=[m.StateChange(state=RunState.QUEUED, at=1.0, attempt=2, reason="agent lost")],
     )
-    live = facts.live(rec)
+    live = facts.live(rec, 10.0)
     assert live["state"] == "Running" and not live["terminal"] and live["attempt"] == 2
     assert live["agents"] == [{"rank": 0, "agent": "a1", "host": "h1"}]
     assert live["history"] == [{"state": "Queued", "at": 1.0, "attempt": 2, "reason": "agent lost"}]
     assert ("script", "train.py") in facts.details(spec)
+    assert live["engine_job"] is None and live["engine_wait"] is None
+
+
+def test_the_live_facts_of_a_run_handed_to_slurm_say_its_job_and_its_wait_in_the_queue() -> None:
+    spec = m.RunSpec(experiment="e", script="train.py", snapshot_id="ab" * 32, target="hpc")
+    since = 1_700_000_000.0  # 22:13:20 UTC
+    pending = EngineJob(
+        engine="slurm", job_id="1234", state="PENDING", reason="Resources", since=since
+    )
+    rec = m.RunRecord(
+        run_id="r_2",
+        spec=spec,
+        state=RunState.STARTING,
+        attempt=1,
+        created_at=since - 5,
+        agent_id="hpc",
+        engine_job=pending,
+    )
+    live = facts.live(rec, since + 180)
+    assert (
+        live["engine_job"] == "slurm job 1234: PENDING (Resources) since 22:13:20 UTC (3 min ago)"
+    )
+    assert live["engine_wait"] == "waiting in slurm's queue: Resources"
+    json.dumps(live)  # sent as the page's JSON as it is
+    running = msgspec.structs.replace(
+        rec,
+        state=RunState.RUNNING,
+        engine_job=EngineJob(engine="slurm", job_id="1234", state="RUNNING", since=since + 60),
+    )
+    live = facts.live(running, since + 120)
+    assert live["engine_job"] == "slurm job 1234: RUNNING since 22:14:20 UTC (60 s ago)"
+    assert live["engine_wait"] is None  # it no longer waits

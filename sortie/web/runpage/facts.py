@@ -8,6 +8,7 @@ from typing import Any
 
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
+from sortie.proto.waiting import describe_engine_job, engine_wait
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
@@ -19,8 +20,9 @@ def agents(rec: m.RunRecord) -> list[dict[str, Any]]:
     return [{"rank": 0, "agent": rec.agent_id, "host": ""}] if rec.agent_id else []
 
 
-def live(rec: m.RunRecord) -> dict[str, Any]:
-    """The facts that change while the page is open (the page redraws them from this)."""
+def live(rec: m.RunRecord, now: float) -> dict[str, Any]:
+    """The facts that change while the page is open (the page redraws them from this), as of
+    ``now`` (an engine job's "since ... (3 min ago)")."""
     return {
         "run_id": rec.run_id,
         "state": str(rec.state),
@@ -40,6 +42,11 @@ def live(rec: m.RunRecord) -> dict[str, Any]:
         if rec.error is None
         else {"kind": str(rec.error.kind), "message": rec.error.message},
         "waiting": None if rec.waiting is None else rec.waiting.reason,
+        # a run handed to Slurm or Spark: its job there, and its wait in that queue while
+        # Starting ("slurm job 1234: PENDING (Resources) since ...", "waiting in slurm's queue:
+        # Resources"), as `sortie run show|why` say them
+        "engine_job": None if rec.engine_job is None else describe_engine_job(rec.engine_job, now),
+        "engine_wait": engine_wait(rec),
         "retries_used": rec.retries_used,
         "preemptions": rec.preemptions,
         "artifacts": [{"path": a.path, "size": a.size} for a in rec.artifacts],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -30,7 +31,7 @@ async def stream(request: Request) -> Response:
         await asyncio.sleep(0)
         try:
             rec = await run_of(request)
-            yield sse.Event("run", json.dumps(facts.live(rec)))
+            yield sse.Event("run", json.dumps(facts.live(rec, time.time())))
             while True:
                 try:
                     changed = await pending
@@ -38,7 +39,7 @@ async def stream(request: Request) -> Response:
                     return  # dropped by the hub: the page reconnects and reloads
                 pending = asyncio.ensure_future(anext(updates))
                 if changed.run_id == run_id:
-                    yield sse.Event("run", json.dumps(facts.live(changed)))
+                    yield sse.Event("run", json.dumps(facts.live(changed, time.time())))
                 elif changed.parent_id == run_id:
                     yield sse.Event("child", json.dumps(facts.child(changed)))
         finally:

@@ -4,6 +4,8 @@ every route."""
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,7 +28,7 @@ async def page(request: Request) -> Response:
         "run.html",
         rec=rec,
         spec=rec.spec,
-        live=facts.live(rec),
+        live=facts.live(rec, time.time()),
         details=facts.details(rec.spec),
         children=[facts.child(k) for k in kids],
         command=command,

@@ -18,7 +18,7 @@
   function drawTargets(rows) {
     const body = document.querySelector("#targets tbody");
     body.innerHTML = rows.length ? rows.map((t) => `<tr data-name="${esc(t.name)}">
-        <td><b>${t.kind === "cluster" || t.kind === "vm" ? `<a href="#c-${esc(t.name)}">${esc(t.name)}</a>` : esc(t.name)}</b></td><td>${esc(KIND[t.kind] || t.kind)}</td>
+        <td><b>${t.kind === "cluster" || t.kind === "vm" ? `<a href="#c-${esc(t.name)}">${esc(t.name)}</a>` : esc(t.name)}</b></td><td>${esc(KIND[t.kind] || t.kind)}${t.engine ? ` · <span class="engine">${esc(t.engine)}</span>` : ""}</td>
         <td>${esc(t.detail)}</td><td>${state(t.state)}</td><td>${t.agents}</td>
         <td>${t.nodes ? esc(t.nodes) : '<span class="muted">–</span>'}</td>
         <td class="error small">${t.error ? esc(t.error) : ""}</td></tr>`).join("")
@@ -142,7 +142,9 @@
 
   function fillMachine(card, v) {
     card.querySelector(".card-state").innerHTML = state(v.provisioning_state);
-    card.querySelector(".card-what").textContent =
+    // the engine it hands its runs to, as the targets table says it (compute_data.py)
+    const engine = engines.get(v.name);
+    card.querySelector(".card-what").textContent = (engine ? `${engine} · ` : "") +
       `${v.username}@${v.address}:${v.ssh_port} (${v.auth}) · link ${v.link}`;
     const errors = v.provisioning_errors.slice(-3).reverse().map((e) => `<li><span class="muted">${when(e.at)}</span>
         <b>${esc(e.code)}</b> ${esc(e.message)}</li>`).join("");
@@ -158,6 +160,7 @@
   // after the stream has already pushed a newer one (a cluster deleted at once would be drawn
   // as Deleting again, and the feed sends nothing more while nothing changes).
   let drawnAt = 0;
+  let engines = new Map(); // machine name -> "slurm · partition debug" (its targets row's)
 
   function draw(snap) {
     if (snap.at < drawnAt) return;
@@ -166,6 +169,7 @@
     banner.textContent = snap.error || "";
     show(banner, !!snap.error);
     drawTargets(snap.targets);
+    engines = new Map(snap.targets.filter((t) => t.engine).map((t) => [t.name, t.engine]));
     cards(document.getElementById("clusters"), snap.clusters, clusterCard, fillCluster, "No cluster yet.");
     cards(document.getElementById("machines"), snap.machines, machineCard, fillMachine, "No machine attached.");
   }
@@ -245,6 +249,21 @@
       show(form.querySelector(".auth-password"), !key);
     };
     for (const r of form.querySelectorAll("input[name=auth]")) r.addEventListener("change", syncAuth);
+    const syncType = () => {
+      show(form.querySelector(".engine-slurm"), f.type.value === "slurm");
+      show(form.querySelector(".engine-spark"), f.type.value === "spark");
+    };
+    f.type.addEventListener("change", syncType);
+    // the chosen type's settings only (an empty one: the engine's default)
+    const engine = () => {
+      const text = (name) => f[name].value.trim() || null;
+      if (f.type.value === "slurm") return { partition: text("partition"), account: text("account"), qos: text("qos") };
+      if (f.type.value === "spark") {
+        return { master: text("master"), conf: f.conf.value, submit: text("submit"),
+          ui_port: f.ui_port.value === "" ? null : Number(f.ui_port.value) };
+      }
+      return {};
+    };
 
     async function fields() {
       const key = form.querySelector("input[name=auth]:checked").value === "key";
@@ -255,6 +274,7 @@
         private_key: key && file ? await file.text() : null,
         passphrase: key ? f.passphrase.value || null : null,
         password: key ? null : f.password.value || null,
+        type: f.type.value, ...engine(),
       };
     }
 
@@ -285,6 +305,7 @@
         form.reset();
         reset();
         syncAuth();
+        syncType();
         err.textContent = `Attaching ${body.name}: its progress shows below`;
         err.classList.add("ok");
         refresh();

@@ -66,6 +66,11 @@
     const err = $("run-error");
     err.hidden = !f.error;
     if (f.error) err.replaceChildren(el("span", { class: "kind", text: f.error.kind }), ` ${f.error.message}`);
+    // a run handed to Slurm or Spark: its job there, and its wait in that queue while Starting
+    $("run-engine-job-row").hidden = !f.engine_job;
+    $("run-engine-job").textContent = f.engine_job || "";
+    $("run-engine-wait").hidden = !f.engine_wait;
+    $("run-engine-wait").textContent = f.engine_wait || "";
     const waiting = $("run-waiting");
     waiting.hidden = !f.waiting;
     waiting.textContent = f.waiting ? `waiting: ${f.waiting}` : "";
