@@ -525,10 +525,24 @@ class StatusRun(View, frozen=True, kw_only=True):
     in_state_s: float
 
 
+class StatusScheduler(View, frozen=True, kw_only=True):
+    """One scheduler process: the leader (it holds the lease) or a standby."""
+
+    role: Literal["leader", "standby"]
+    epoch: int  # the leader's epoch; a standby's: the leader epoch it last saw
+    lease_age_s: float  # since its last renewal (a leader's lease lapses after lease_s)
+    lease_s: float
+    host: str
+    pid: int
+    holder: str
+    since: str | None  # the leader: when it took the lease; a standby: when it started
+
+
 class StatusView(View, frozen=True, kw_only=True):
     """`sortie status --output json`."""
 
     broker: str
+    schedulers: list[StatusScheduler] = []
     targets: list[StatusTarget]
     computes: list[StatusCluster | StatusMachine]
     agents: list[StatusAgent]
