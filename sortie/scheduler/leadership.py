@@ -44,6 +44,9 @@ class Write:
     record: Leadership
     last: int
     acquired: bool  # a new epoch (True) or a renewal of the one held (False)
+    # no holder of the lease taken can be alive (no key, released, or its holder sat in this
+    # seat): if a full store refuses the write, this scheduler may lead without it
+    free: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,20 +66,31 @@ class Deposed:
 Decision = Write | Standby | Deposed
 
 
-def decide(seen: Seen, me: Me, held: Leadership | None, now: float, wall: float) -> Decision:
+def decide(
+    seen: Seen,
+    me: Me,
+    held: Leadership | None,
+    now: float,
+    wall: float,
+    *,
+    unleased: int | None = None,
+) -> Decision:
     """What ``me`` does next. ``held``: the lease it holds (None: it does not lead);
-    ``now``: the monotonic clock ``seen.since`` is on; ``wall``: unix seconds, for stamps."""
+    ``now``: the monotonic clock ``seen.since`` is on; ``wall``: unix seconds, for stamps;
+    ``unleased``: the revision at which it took a free lease that a full store would not
+    let it write (it leads, and writes the lease once the store has room)."""
     rec = seen.record
     if rec is not None and rec.holder == me.holder and not rec.released:
         return Write(_stamped(rec, wall), seen.revision, acquired=False)
     if held is not None:
+        if unleased is not None and seen.revision == unleased:  # still as it was taken
+            return Write(_stamped(held, wall), seen.revision, acquired=True, free=True)
         if rec is None:  # the key is gone (a store that lost it): still ours, put it back
             return Write(_stamped(held, wall), seen.revision, acquired=False)
         return Deposed(rec)
-    if rec is None or rec.released or (me.seat is not None and rec.seat == me.seat):
-        return Write(_taken(rec, me, wall), seen.revision, acquired=True)
-    if now - seen.since >= rec.lease_s:
-        return Write(_taken(rec, me, wall), seen.revision, acquired=True)
+    free = rec is None or rec.released or (me.seat is not None and rec.seat == me.seat)
+    if rec is None or free or now - seen.since >= rec.lease_s:
+        return Write(_taken(rec, me, wall), seen.revision, acquired=True, free=free)
     return Standby(rec)
 
 

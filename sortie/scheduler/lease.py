@@ -24,7 +24,8 @@ import structlog
 from nats.js.kv import KeyValue
 
 from sortie.bus.datadir import holds_data_dir
-from sortie.bus.pause import raise_if_canceled, retry_pause
+from sortie.bus.pause import retry_pause
+from sortie.bus.store_limits import is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto.leadership import Leadership
 from sortie.scheduler.leadership import Deposed as Ousted
@@ -71,6 +72,8 @@ class Lease:
         self.me = me
         self.held: Leadership | None = None  # the lease while this scheduler leads
         self.revision = 0  # the key's revision this scheduler last wrote
+        # leading on a free lease a full store would not store: the revision it was taken at
+        self.unleased: int | None = None
         self._seen = Seen(record=None, revision=-1, since=0.0)
         self._started_at = time.time()
         self._standby_written = False
@@ -97,7 +100,7 @@ class Lease:
         now = time.monotonic()
         if revision != self._seen.revision or record != self._seen.record:
             self._seen = Seen(record=record, revision=revision, since=now)
-        decision = decide(self._seen, self.me, self.held, now, time.time())
+        decision = decide(self._seen, self.me, self.held, now, time.time(), unleased=self.unleased)
         if isinstance(decision, Ousted):
             assert self.held is not None
             raise Deposed(self.held, decision.leader)
@@ -114,7 +117,17 @@ class Lease:
                 # someone wrote first: the next read says who (a leader then finds itself
                 # deposed, or its own lease when the store lost its last write)
                 return None
-            self.held = decision.record
+            except nats.js.errors.APIError as exc:
+                if not (decision.free and is_store_full(exc)):
+                    raise
+                if self.unleased is None:
+                    log.warning(
+                        "the store is full: leading without a stored lease until it has room",
+                        error=repr(exc),
+                    )
+                self.held, self.unleased = decision.record, decision.last
+                return decision
+            self.held, self.unleased = decision.record, None
         return decision
 
     async def acquire(self, stop: asyncio.Event) -> bool:
@@ -163,9 +176,8 @@ class Lease:
 
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a standby takes it without waiting."""
-        if self.held is None:
+        if self.held is None or self.unleased is not None:
             return
-        raise_if_canceled()
         released = msgspec.structs.replace(self.held, released=True, renewed_at=time.time())
         with contextlib.suppress(*TRANSIENT, nats.js.errors.KeyWrongLastSequenceError):
             await asyncio.wait_for(

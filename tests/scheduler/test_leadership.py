@@ -115,3 +115,28 @@ def test_a_renewal_keeps_the_epoch_and_when_it_was_taken() -> None:
     held = lease("me", epoch=6)
     decision = decide(Seen(held, 12, 0.0), ME, held, 1000.0, wall=300.0)
     assert decision == Write(msgspec.structs.replace(held, renewed_at=300.0), 12, acquired=False)
+
+
+def test_only_a_lease_no_live_holder_can_have_is_free() -> None:
+    """A full store refuses the lease's write: only a free lease (no key, released, or its
+    holder in this seat) may be led without it; a lapsed one's holder may be alive."""
+    free = [
+        Seen(None, 0, 0.0),
+        Seen(lease(released=True), 8, 0.0),
+        Seen(lease(seat=ME.seat), 7, 0.0),
+    ]
+    for seen in free:
+        decision = decide(seen, ME, None, 0.0, wall=1.0)
+        assert isinstance(decision, Write) and decision.acquired and decision.free, seen
+    lapsed = decide(Seen(lease(), 7, 0.0), ME, None, 10.0, wall=1.0)
+    assert isinstance(lapsed, Write) and lapsed.acquired and not lapsed.free
+
+
+def test_leading_without_a_stored_lease_until_another_writes_one() -> None:
+    taken = lease("me", epoch=5)
+    # the store still holds what was taken over (revision 7): write it again
+    again = decide(Seen(lease(), 7, 0.0), ME, taken, 100.0, wall=2.0, unleased=7)
+    assert again == Write(msgspec.structs.replace(taken, renewed_at=2.0), 7, True, free=True)
+    # someone else wrote the key meanwhile: deposed
+    other = lease(epoch=5)
+    assert decide(Seen(other, 8, 0.0), ME, taken, 100.0, wall=2.0, unleased=7) == Deposed(other)
