@@ -542,13 +542,13 @@ class StatusView(View, frozen=True, kw_only=True):
     """`sortie status --output json`."""
 
     broker: str
-    schedulers: list[StatusScheduler] = []
     targets: list[StatusTarget]
     computes: list[StatusCluster | StatusMachine]
     agents: list[StatusAgent]
     queue: StatusQueue
     runs: list[StatusRun]
     ended_last_hour: dict[str, int]  # terminal state -> runs that reached it
+    schedulers: list[StatusScheduler] = []  # the leader first, then live standbys
 
 
 # --- encoding ------------------------------------------------------------------------------
