@@ -78,6 +78,7 @@ from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
 CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to end
+LOAD_YIELD_EVERY = 1000  # records decoded at start between two turns of the event loop
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -234,7 +235,9 @@ class Daemon:
         for kv, kind in self._buckets():  # computes before nodes: a node needs its compute
             entries = await kv_items(kv)
             found[kind.__name__] = len(entries)
-            for entry in entries:
+            for i, entry in enumerate(entries):
+                if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
                 try:
                     rec = codec.decode(kind, entry.value or b"")
                 except codec.BadMessage as exc:
@@ -1016,33 +1019,41 @@ async def run_scheduler(
     if not leads:
         await bus.close()
         return
-    capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
     daemon = Daemon(bus, config)
-    metrics: MetricsServer | None = None
-    try:
+    metrics: list[MetricsServer] = []
+
+    async def lead() -> None:
+        capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
         if config.store_limit is not None:
             own = config.retention.byte_limits()
             capped = await apply_store_limits(bus.js, config.store_limit, own)
         await apply_retention(bus.js, config.retention, capped)
         if config.metrics_port is not None:
-            metrics = await serve_metrics(
-                daemon.metrics.registry, config.metrics_host, config.metrics_port
+            metrics.append(
+                await serve_metrics(
+                    daemon.metrics.registry, config.metrics_host, config.metrics_port
+                )
             )
-            log.info("metrics served", url=metrics.url)
+            log.info("metrics served", url=metrics[0].url)
         await daemon.load()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
         if ready is not None:
             ready.set()
-        await _lead(daemon.run(stop), lease)
+        await daemon.run(stop)
+
+    try:
+        # renewed from the start: loading a long history must not let the lease lapse
+        await _lead(lead(), lease)
     finally:
-        if metrics is not None:
-            await metrics.close()
+        for server in metrics:
+            await server.close()
         await daemon.close(before_disconnect=lease.release)
 
 
 async def _lead(loop: Coroutine[Any, Any, None], lease: Lease) -> None:
-    """Run the loop while the lease is renewed; once deposed, stop the loop at once."""
+    """Run ``loop`` (loading, then serving) while the lease is renewed; once deposed, stop
+    it at once."""
     running = asyncio.create_task(loop, name="loop")
     holding = asyncio.create_task(lease.hold(), name="lease")
     try:
