@@ -103,7 +103,8 @@ class Lease:
         decision = decide(self._seen, self.me, self.held, now, time.time(), unleased=self.unleased)
         if isinstance(decision, Ousted):
             assert self.held is not None
-            raise Deposed(self.held, decision.leader)
+            mine, self.held = self.held, None  # nothing to give up at the stop
+            raise Deposed(mine, decision.leader)
         if isinstance(decision, Write):
             data = codec.encode(decision.record)
             try:
