@@ -1011,6 +1011,7 @@ async def run_scheduler(
         lease = Lease(
             await bus.js.key_value(subjects.KV_LEADERSHIP),
             lease_holder(config.leader_lease_s, config.data_dir),
+            reconnects=lambda: int(bus.nc.stats["reconnects"]),
         )
         leads = await lease.acquire(stop)
     except BaseException:

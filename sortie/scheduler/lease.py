@@ -3,7 +3,9 @@
 :meth:`Lease.acquire` waits as a standby (keeping its presence key current) until this
 scheduler holds the lease; :meth:`Lease.hold` renews it every ``lease_s / 3`` and raises
 :class:`Deposed` once another scheduler holds it. A broker that does not answer deposes no
-one: both keep retrying, and only a lease read back as someone else's ends the leader.
+one: both keep retrying, and only a lease read back as someone else's ends the leader. A
+standby counts a lease's age from its first read after the broker answers again, so an outage
+longer than the lease does not hand leadership over by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -67,9 +70,13 @@ def me(lease_s: float, data_dir: Path | None) -> Me:
 
 
 class Lease:
-    def __init__(self, kv: KeyValue, me: Me) -> None:
+    def __init__(self, kv: KeyValue, me: Me, reconnects: Callable[[], int] = lambda: 0) -> None:
+        """``reconnects``: how many times the connection has reconnected (nats-py's stats):
+        a lease read across a reconnect starts its age anew."""
         self.kv = kv
         self.me = me
+        self._reconnects = reconnects
+        self._links = -1  # ``reconnects`` when the lease was last read as it is
         self.held: Leadership | None = None  # the lease while this scheduler leads
         self.revision = 0  # the key's revision this scheduler last wrote
         # leading on a free lease a full store would not store: the revision it was taken at
@@ -96,10 +103,16 @@ class Lease:
         """Read the lease once, decide, and write if that is the decision (None: another
         scheduler wrote first; read again). Raises :class:`Deposed`, and what the broker
         raised (TRANSIENT)."""
+        before = self._reconnects()
         record, revision = await self._read()
         now = time.monotonic()
-        if revision != self._seen.revision or record != self._seen.record:
+        links = self._reconnects()
+        same = (revision, record) == (self._seen.revision, self._seen.record)
+        if not same or links != before or links != self._links:
+            # new, or read across a reconnect (a request sent while the broker was away is
+            # answered once it is back: the leader could not renew meanwhile)
             self._seen = Seen(record=record, revision=revision, since=now)
+            self._links = links
         decision = decide(self._seen, self.me, self.held, now, time.time(), unleased=self.unleased)
         if isinstance(decision, Ousted):
             assert self.held is not None
@@ -140,6 +153,9 @@ class Lease:
                     decision = await self.step()
                 except TRANSIENT as exc:
                     log.warning("leader lease not read; retrying", error=repr(exc))
+                    # the leader could not renew while the broker did not answer either:
+                    # it gets a whole lease from the first read that succeeds again
+                    self._seen = Seen(record=None, revision=-1, since=0.0)
                     await retry_pause(1.0)
                     continue
                 if decision is None:

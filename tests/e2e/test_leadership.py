@@ -3,7 +3,8 @@
 Real processes on a real nats-server (tests/faults.py): a second scheduler started against a
 running installation waits as a standby (it answers nothing and places nothing), takes over
 with a higher epoch when the leader is killed, and `sortie status` shows who is which. A leader
-paused past its lease and resumed finds it was deposed and exits 1.
+paused past its lease and resumed finds it was deposed and exits 1; a broker restart deposes
+no one.
 """
 
 from __future__ import annotations
@@ -133,6 +134,29 @@ async def test_a_paused_leader_is_deposed_and_exits_when_resumed(cluster: Cluste
         )
         assert roles(cluster) == [("leader", second.pid, 2)]
         assert second.poll() is None
+
+
+async def test_a_broker_restart_longer_than_the_lease_changes_no_leader(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Neither can reach the broker, so neither renews nor reads: the standby gives the
+    leader a whole lease from when the broker answers again, and the leader stays."""
+    lease = ("--leader-lease", "3")
+    cluster.start_scheduler(*lease)
+    assert cluster.scheduler is not None
+    first = cluster.scheduler.pid
+    second = cluster.start_another_scheduler("scheduler-2", *lease)
+    log2 = cluster.root / "scheduler-2.log"
+    await until(lambda: _said(log2, "standby: leader is "), 30)
+    cluster.start_agent("a1", "--target", "box", "--cpus", "1")
+    cluster.restart_broker(down_s=4.0)  # kill -9, 4 s away, back on the same store
+    async with await cluster.client() as client:
+        await run_once(client, tmp_path)
+        await asyncio.sleep(4.0)  # more than a lease since both could read again
+        await run_once(client, tmp_path)
+    assert roles(cluster) == [("leader", first, 1), ("standby", second.pid, 1)]
+    assert said(log2, "leader: ") is None, events(log2)
+    assert cluster.scheduler.poll() is None and second.poll() is None
 
 
 async def _said(log: Path, start: str) -> str | None:
