@@ -72,6 +72,8 @@ class Cluster:
     broker: BrokerProcess | None = None
     scheduler: subprocess.Popen[bytes] | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # more `sortie scheduler` processes on the same broker (standbys), by name
+    others: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     scheduler_args: list[str] = field(default_factory=list)
     agent_args: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -121,6 +123,12 @@ class Cluster:
             self.scheduler_args = list(args)
         argv = ["scheduler", "--data-dir", str(self.root / "scheduler"), *self.scheduler_args]
         self.scheduler = self._spawn("scheduler", argv)
+
+    def start_another_scheduler(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """One more scheduler, with a data directory of its own, logging to ``<name>.log``."""
+        argv = ["scheduler", "--data-dir", str(self.root / name), *args]
+        proc = self.others[name] = self._spawn(name, argv)
+        return proc
 
     def kill_scheduler(self) -> None:
         assert self.scheduler is not None
@@ -185,7 +193,11 @@ class Cluster:
     # --- the end ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        procs = [p for p in [self.scheduler, *self.agents.values()] if p is not None]
+        procs = [
+            p
+            for p in [self.scheduler, *self.others.values(), *self.agents.values()]
+            if p is not None
+        ]
         for p in procs:
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGCONT)  # a paused one must be able to stop

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = "sortie.lock"
+_HELD: set[Path] = set()  # the directories this process holds locked (resolved)
 
 
 class DataDirLocked(RuntimeError):
@@ -43,6 +44,7 @@ class DataDirLock:
         if self.fd >= 0:
             os.close(self.fd)  # closing the last descriptor drops the flock
             self.fd = -1
+            _HELD.discard(self.path.parent.resolve())
 
 
 def lock_data_dir(data_dir: Path, command: str) -> DataDirLock:
@@ -64,7 +66,13 @@ def lock_data_dir(data_dir: Path, command: str) -> DataDirLock:
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+    _HELD.add(data_dir.resolve())
     return DataDirLock(path=path, fd=fd)
+
+
+def holds_data_dir(data_dir: Path) -> bool:
+    """Whether this process holds ``data_dir`` locked (so no other live process uses it)."""
+    return data_dir.expanduser().resolve() in _HELD
 
 
 def _holder(fd: int) -> tuple[int | None, str]:

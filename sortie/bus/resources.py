@@ -34,6 +34,7 @@ KV_BUCKETS = (
     subjects.KV_MODELS,
     subjects.KV_WEB_TOKENS,
     subjects.KV_STEP_CACHE,
+    subjects.KV_LEADERSHIP,
 )
 
 

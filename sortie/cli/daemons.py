@@ -22,7 +22,7 @@ from sortie.cli.bounds_flags import (
 )
 from sortie.cli.common import UsageError, env_vars, with_client
 from sortie.cli.credentials import add_ttl_option
-from sortie.cli.output import EXIT_OK, add_output, emit
+from sortie.cli.output import EXIT_OK, EXIT_RUN_FAILED, add_output, emit
 from sortie.cli.output import table as _table
 from sortie.cli.web import port as web_port
 from sortie.client.views import agent_view
@@ -174,6 +174,14 @@ def add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="a live agent has not listed a run's attempt at all this long after its "
         "assignment: the run is requeued (canceled if asked; default 60)",
+    )
+    sched.add_argument(
+        "--leader-lease",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="several schedulers on one broker: one leads, renewing its lease every third of "
+        "this; a standby takes over a lease left unrenewed this long (default 10)",
     )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
@@ -350,6 +358,7 @@ def run_scheduler_command(args: argparse.Namespace) -> int:
     from sortie.bus.profile import resolve_url
     from sortie.embedded import _run
     from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+    from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed
 
     data_dir = args.data_dir or default_data_dir() / "scheduler"
     _lock_data_dir(data_dir, "sortie scheduler")
@@ -367,8 +376,12 @@ def run_scheduler_command(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         retention=retention_of(args),
         blob_gc=blob_gc_of(args),
+        leader_lease_s=args.leader_lease or DEFAULT_LEASE_S,
     )
-    _run(_until_signal(lambda stop: run_scheduler(config, stop)))
+    try:
+        _run(_until_signal(lambda stop: run_scheduler(config, stop)))
+    except Deposed:  # logged; its supervisor starts it again, as a standby
+        return EXIT_RUN_FAILED
     return EXIT_OK
 
 

@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from sortie.cli.output import add_output, emit
 from sortie.client.client import Client
@@ -23,17 +24,21 @@ from sortie.client.views import (
     StatusMachine,
     StatusQueue,
     StatusRun,
+    StatusScheduler,
     StatusTarget,
     StatusView,
     iso,
 )
 from sortie.proto import messages as m
+from sortie.proto import subjects
 from sortie.proto.engines import kind_of
 from sortie.proto.gang import agent_ids
+from sortie.proto.leadership import Leadership
 from sortie.proto.states import ON_AGENT, TERMINAL, RunState
 from sortie.proto.waiting import describe, engine_wait
 
 RECENT_S = 3600.0  # "ended in the last hour"
+STANDBY_SHOWN_LEASES = 3  # a standby not renewed for this many leases is gone
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,17 @@ class Observed:
     vms: list[m.VmRecord]
     agents: list[m.AgentRecord]
     runs: list[m.RunRecord]
+    # the leader lease and standbys' presence, by key (subjects.KV_LEADERSHIP)
+    schedulers: list[tuple[str, Leadership]] = field(default_factory=list)
 
 
 async def gather(client: Client) -> Observed:
-    targets, computes, agents, runs = await asyncio.gather(
+    targets, computes, agents, runs, schedulers = await asyncio.gather(
         client.targets(),
         client.compute(m.ComputeList()),
         client.agents(m.AgentList()),
         client.list_runs(),
+        client.schedulers(),
     )
     return Observed(
         url=client.bus.url,
@@ -62,6 +70,7 @@ async def gather(client: Client) -> Observed:
         vms=list(computes.vms),
         agents=list(agents.agents),
         runs=list(runs),
+        schedulers=schedulers,
     )
 
 
@@ -76,6 +85,7 @@ def summarise(seen: Observed, now: float) -> StatusView:
             recent[str(r.state)] += 1
     return StatusView(
         broker=seen.url,
+        schedulers=_schedulers(seen.schedulers, now),
         targets=_targets(seen, queued, on_agents, active, now),
         computes=[
             *(_cluster(c) for c in sorted(seen.computes, key=lambda c: c.compute.name)),
@@ -124,6 +134,36 @@ def _targets(
             waiting=_waiting(name, queued, now) or _engine_waiting(name, on_agents),
         )
         for name in sorted(names)
+    ]
+
+
+def _schedulers(stored: list[tuple[str, Leadership]], now: float) -> list[StatusScheduler]:
+    """The leader (unless it released the lease at a clean stop), then each standby that
+    renewed its presence lately (one killed leaves its key behind: gone after 3 leases)."""
+    leader = next((r for k, r in stored if k == subjects.LEADER_KEY and not r.released), None)
+    standbys = [
+        r
+        for k, r in stored
+        if k.startswith(subjects.STANDBY_PREFIX)
+        and now - r.renewed_at <= STANDBY_SHOWN_LEASES * r.lease_s
+        and (leader is None or r.holder != leader.holder)
+    ]
+    roles: list[tuple[Literal["leader", "standby"], Leadership]] = []
+    if leader is not None:
+        roles.append(("leader", leader))
+    roles += [("standby", r) for r in sorted(standbys, key=lambda r: (r.host, r.pid))]
+    return [
+        StatusScheduler(
+            role=role,
+            epoch=r.epoch,
+            lease_age_s=round(max(0.0, now - r.renewed_at), 1),
+            lease_s=r.lease_s,
+            host=r.host,
+            pid=r.pid,
+            holder=r.holder,
+            since=iso(r.acquired_at),
+        )
+        for role, r in roles
     ]
 
 
@@ -280,6 +320,13 @@ def render(status: StatusView) -> list[str]:
         *(t.waiting for t in status.targets if t.waiting),
         "",
     ]
+    if status.schedulers:
+        rows: list[tuple[str, ...]] = [("SCHEDULER", "ROLE", "EPOCH", "LEASE AGE", "HOLDER")]
+        rows += [
+            (f"{s.host} pid {s.pid}", s.role, str(s.epoch), f"{s.lease_age_s:g}s", s.holder)
+            for s in status.schedulers
+        ]
+        out += [*_table(rows), ""]
     if status.agents:
         out += _agents_table(status.agents)
         exposed = [
@@ -293,7 +340,7 @@ def render(status: StatusView) -> list[str]:
     else:
         out += ["No agents: start one with `sortie agent --target NAME` (or `sortie up`)."]
     if queue.by_target:
-        rows: list[tuple[str, ...]] = [("QUEUED FOR", "PRIORITY", "RUNS", "LONGEST WAIT")]
+        rows = [("QUEUED FOR", "PRIORITY", "RUNS", "LONGEST WAIT")]
         rows += [
             (q.target, str(q.priority), str(q.queued), duration(q.waiting_s))
             for q in queue.by_target

@@ -42,6 +42,7 @@ from sortie.client.provenance import believed
 from sortie.client.resubmit import resubmit_refusal, resubmit_spec
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
+from sortie.proto.leadership import Leadership
 from sortie.proto.paths import check_relpath
 from sortie.proto.queue import QueueReply, QueueReplyOrError, QueueRequest
 from sortie.proto.states import TERMINAL
@@ -430,6 +431,19 @@ class Client:
             if experiment is None or rec.spec.experiment == experiment:
                 out.append(rec)
         out.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return out
+
+    async def schedulers(self) -> list[tuple[str, Leadership]]:
+        """The schedulers' leader lease and standbys' presence as stored: (key, record) each
+        (none where no scheduler with leadership ever ran on this broker)."""
+        try:
+            kv = await self.bus.js.key_value(subjects.KV_LEADERSHIP)
+        except nats.js.errors.BucketNotFoundError:
+            return []
+        out = []
+        for entry in await kv_items(kv):
+            with contextlib.suppress(codec.BadMessage):
+                out.append((entry.key, codec.decode(Leadership, entry.value or b"")))
         return out
 
     async def query_runs(

@@ -525,6 +525,19 @@ class StatusRun(View, frozen=True, kw_only=True):
     in_state_s: float
 
 
+class StatusScheduler(View, frozen=True, kw_only=True):
+    """One scheduler process: the leader (it holds the lease) or a standby."""
+
+    role: Literal["leader", "standby"]
+    epoch: int  # the leader's epoch; a standby's: the leader epoch it last saw
+    lease_age_s: float  # since its last renewal (a leader's lease lapses after lease_s)
+    lease_s: float
+    host: str
+    pid: int
+    holder: str
+    since: str | None  # the leader: when it took the lease; a standby: when it started
+
+
 class StatusView(View, frozen=True, kw_only=True):
     """`sortie status --output json`."""
 
@@ -535,6 +548,7 @@ class StatusView(View, frozen=True, kw_only=True):
     queue: StatusQueue
     runs: list[StatusRun]
     ended_last_hour: dict[str, int]  # terminal state -> runs that reached it
+    schedulers: list[StatusScheduler] = []  # the leader first, then live standbys
 
 
 # --- encoding ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ roles, enforced by nats-server itself (``sortie.bus.auth`` writes them into each
 
 - ``scheduler``: everything (it owns the streams, buckets and records);
 - ``client`` (CLI, SDK, the dashboard, other services): send API requests, read runs,
-  registered models, dashboard tokens (their hashes), agents, logs and metrics, upload
+  registered models, dashboard tokens (their hashes), the schedulers' leader lease and
+  standbys, agents, logs and metrics, upload
   snapshot blobs and read artifacts. It can neither write a record nor act as an agent or
   the scheduler (no heartbeats, reports or agent commands; it cannot serve ``sortie.api.*``);
 - ``agent`` (one per agent id): receive its own commands only, publish its own heartbeats and
@@ -111,6 +112,7 @@ def client() -> Permissions:
         s.kv_stream(s.KV_RUNS),
         s.kv_stream(s.KV_MODELS),
         s.kv_stream(s.KV_WEB_TOKENS),
+        s.kv_stream(s.KV_LEADERSHIP),  # which scheduler leads, and its standbys (`status`)
         s.STREAM_LOGS,
         s.STREAM_METRICS,
     ]

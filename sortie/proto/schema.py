@@ -13,8 +13,8 @@ import json
 
 import msgspec
 
+from sortie.proto import leadership, notes, queue, run_index, web_tokens
 from sortie.proto import messages as m
-from sortie.proto import notes, queue, run_index, web_tokens
 from sortie.proto import subjects as s
 
 # (subject, who publishes, who consumes, payload, reply)
@@ -76,6 +76,11 @@ STORES: list[tuple[str, str, str]] = [
         "key.<StepKey digest>, last.<sha256 of experiment, pipeline, step>",
         "CachedStep, LastKey (pipelines' reuse; written by the scheduler only)",
     ),
+    (
+        f"KV `{s.KV_LEADERSHIP}`",
+        f"{s.LEADER_KEY}, {s.STANDBY_PREFIX}<holder>",
+        "Leadership (the leader's lease, by compare-and-set; each standby's presence)",
+    ),
     (f"stream `{s.STREAM_REPORTS}`", s.REPORTS_ALL, "work queue of RunReport"),
     (f"stream `{s.STREAM_LOGS}`", s.LOGS_ALL, "LogBatch, per run and writer"),
     (f"stream `{s.STREAM_METRICS}`", s.METRICS_ALL, "MetricBatch, per run and writer"),
@@ -125,6 +130,7 @@ TYPES: dict[str, object] = {
     "ModelRecord": m.ModelRecord,
     "Manifest": m.Manifest,
     "WebToken": web_tokens.WebToken,
+    "Leadership": leadership.Leadership,
 }
 
 INTRO = """# Sortie's bus protocol

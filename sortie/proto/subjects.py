@@ -63,6 +63,11 @@ KV_MODELS = "sortie_models"  # model_key(name, version) -> ModelRecord (the mode
 KV_WEB_TOKENS = "sortie_web_tokens"
 # pipelines' reuse: pipelines.cache_id(key) -> CachedStep, pipelines.last_key_id(...) -> LastKey
 KV_STEP_CACHE = "sortie_step_cache"
+# which scheduler leads (leadership.Leadership under LEADER_KEY, renewed by compare-and-set),
+# and each standby's presence (the same record under standby_key(holder))
+KV_LEADERSHIP = "sortie_leadership"
+LEADER_KEY = "leader"
+STANDBY_PREFIX = "standby."
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -78,6 +83,11 @@ def model_key(name: str, version: int) -> str:
     """A registered model version's key in ``KV_MODELS``: ``<name>/<version>`` (a model name
     never holds ``/``: ``proto/model_names.check_name``)."""
     return f"{name}/{version}"
+
+
+def standby_key(holder: str) -> str:
+    """A standby scheduler's presence in ``KV_LEADERSHIP``: ``standby.<holder>``."""
+    return f"{STANDBY_PREFIX}{check_token('scheduler holder id', holder)}"
 
 
 def agent_commands(agent_id: str) -> str:

@@ -53,6 +53,8 @@ from sortie.scheduler.events import (
     read_report,
     read_request,
 )
+from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
+from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
 from sortie.scheduler.metrics import Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore, restore_step_cache
@@ -76,6 +78,7 @@ from sortie.scheduler.validate import SHA256
 
 log = structlog.get_logger("sortie.scheduler")
 CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to end
+LOAD_YIELD_EVERY = 1000  # records decoded at start between two turns of the event loop
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -133,6 +136,8 @@ class SchedulerConfig:
     blob_gc: BlobGc = field(default_factory=BlobGc)
     # the most bytes a submitted snapshot may hold (SORTIE_SNAPSHOT_LIMIT_MB; 10 GiB)
     snapshot_limit_bytes: int = field(default_factory=snapshot_limit_bytes)
+    # a standby takes over a leader lease left unrenewed this long (lease.py)
+    leader_lease_s: float = DEFAULT_LEASE_S
 
 
 def _asked(
@@ -230,7 +235,9 @@ class Daemon:
         for kv, kind in self._buckets():  # computes before nodes: a node needs its compute
             entries = await kv_items(kv)
             found[kind.__name__] = len(entries)
-            for entry in entries:
+            for i, entry in enumerate(entries):
+                if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
                 try:
                     rec = codec.decode(kind, entry.value or b"")
                 except codec.BadMessage as exc:
@@ -951,7 +958,9 @@ class Daemon:
                 await retry_pause(delay)
         log.warning("end-of-log marker not published", run_id=cmd.run_id)
 
-    async def close(self) -> None:
+    async def close(self, before_disconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop everything; ``before_disconnect`` runs last on the open connection (the
+        leader gives its lease up there, once nothing of it acts any more)."""
         for t in [*self.tasks, *self.background]:
             t.cancel()
         # shutting down: whatever one part raises, the others are still closed
@@ -974,13 +983,17 @@ class Daemon:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
         await self.blob_commits.stop()
+        if before_disconnect is not None:
+            await before_disconnect()
         await self.bus.close()
 
 
 async def run_scheduler(
     config: SchedulerConfig, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
-    """Run the scheduler until ``stop`` is set."""
+    """Run the scheduler until ``stop`` is set: a standby until it holds the leader lease
+    (lease.py), then the leader. Raises ``lease.Deposed`` when another scheduler takes the
+    lease from it (it has stopped acting by then)."""
     codec.warm()
     if config.data_dir is None:
         from sortie.bus.profile import default_data_dir
@@ -994,26 +1007,66 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
-    capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
-    if config.store_limit is not None:
-        own = config.retention.byte_limits()
-        capped = await apply_store_limits(bus.js, config.store_limit, own)
-    await apply_retention(bus.js, config.retention, capped)
-    daemon = Daemon(bus, config)
-    metrics: MetricsServer | None = None
     try:
+        lease = Lease(
+            await bus.js.key_value(subjects.KV_LEADERSHIP),
+            lease_holder(config.leader_lease_s, config.data_dir),
+            reconnects=lambda: int(bus.nc.stats["reconnects"]),
+        )
+        leads = await lease.acquire(stop)
+    except BaseException:
+        await bus.close()
+        raise
+    if not leads:
+        await bus.close()
+        return
+    daemon = Daemon(bus, config)
+    metrics: list[MetricsServer] = []
+
+    async def lead() -> None:
+        capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
+        if config.store_limit is not None:
+            own = config.retention.byte_limits()
+            capped = await apply_store_limits(bus.js, config.store_limit, own)
+        await apply_retention(bus.js, config.retention, capped)
         if config.metrics_port is not None:
-            metrics = await serve_metrics(
-                daemon.metrics.registry, config.metrics_host, config.metrics_port
+            metrics.append(
+                await serve_metrics(
+                    daemon.metrics.registry, config.metrics_host, config.metrics_port
+                )
             )
-            log.info("metrics served", url=metrics.url)
+            log.info("metrics served", url=metrics[0].url)
         await daemon.load()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
         if ready is not None:
             ready.set()
         await daemon.run(stop)
+
+    try:
+        # renewed from the start: loading a long history must not let the lease lapse
+        await _lead(lead(), lease)
     finally:
-        if metrics is not None:
-            await metrics.close()
-        await daemon.close()
+        for server in metrics:
+            await server.close()
+        await daemon.close(before_disconnect=lease.release)
+
+
+async def _lead(loop: Coroutine[Any, Any, None], lease: Lease) -> None:
+    """Run ``loop`` (loading, then serving) while the lease is renewed; once deposed, stop
+    it at once."""
+    running = asyncio.create_task(loop, name="loop")
+    holding = asyncio.create_task(lease.hold(), name="lease")
+    try:
+        await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        holding.cancel()
+        if not running.done():
+            running.cancel()
+        await asyncio.wait({running, holding})
+    if not holding.cancelled():
+        deposed = holding.exception()
+        if isinstance(deposed, Deposed):
+            log.error(str(deposed))
+        raise deposed or RuntimeError("the lease ended without a deposition")
+    running.result()

@@ -24,7 +24,9 @@ from sortie.client.views import (
 )
 from sortie.proto import messages as m
 from sortie.proto.gang import agent_ids, members
+from sortie.proto.leadership import Leadership
 from sortie.proto.states import RunState
+from sortie.proto.subjects import LEADER_KEY
 from tests import builders as b
 
 CAPACITY = m.Capacity(cpus=4.0, memory_mb=1024, gpus=2, gpu_type="H100")
@@ -368,6 +370,11 @@ def test_agent_view_keys() -> None:
     assert (shown["last_seen"], shown["labels"]) == ("1970-01-01T00:01:39.000Z", {"zone": "a"})
 
 
+LEADER = Leadership(
+    holder="h1", epoch=2, host="s1", pid=7, acquired_at=0.0, renewed_at=97.0, lease_s=10.0
+)
+
+
 def status_of(runs: list[m.RunRecord]) -> Any:
     seen = Observed(
         url="nats://x:4222",
@@ -376,6 +383,7 @@ def status_of(runs: list[m.RunRecord]) -> Any:
         vms=[VM],
         agents=[AGENT],
         runs=runs,
+        schedulers=[(LEADER_KEY, LEADER)],
     )
     return printed(summarise(seen, now=100.0))
 
@@ -446,6 +454,15 @@ def test_status_view_keys() -> None:
         "runs[].started_at",
         "runs[].in_state_s",
         "ended_last_hour",
+        "schedulers",
+        "schedulers[].role",
+        "schedulers[].epoch",
+        "schedulers[].lease_age_s",
+        "schedulers[].lease_s",
+        "schedulers[].host",
+        "schedulers[].pid",
+        "schedulers[].holder",
+        "schedulers[].since",
     ]
     assert status["computes"][1] == {  # an attached machine: its own, shorter shape
         "name": "box",
@@ -455,6 +472,18 @@ def test_status_view_keys() -> None:
         "link": "reconnecting",
     }
     assert status["ended_last_hour"] == {"Canceled": 0, "Completed": 0, "Failed": 1}
+    assert status["schedulers"] == [
+        {
+            "role": "leader",
+            "epoch": 2,
+            "lease_age_s": 3.0,
+            "lease_s": 10.0,
+            "host": "s1",
+            "pid": 7,
+            "holder": "h1",
+            "since": "1970-01-01T00:00:00.000Z",
+        }
+    ]
     (agent,) = status["agents"]
     assert (agent["cpus_used"], agent["gpus_used"], agent["runs"]) == (1.0, 0, 1)
 

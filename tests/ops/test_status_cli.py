@@ -11,7 +11,9 @@ from typing import Any
 from sortie.cli.status import Observed, duration, render, summarise
 from sortie.client.views import to_json
 from sortie.proto import messages as m
+from sortie.proto.leadership import Leadership
 from sortie.proto.states import RunState
+from sortie.proto.subjects import LEADER_KEY
 from tests import builders as b
 from tests.e2e.conftest import wait_until
 from tests.ops.conftest import Up
@@ -249,3 +251,39 @@ def test_status_says_why_a_target_has_no_agent_and_shows_stopped_nodes() -> None
     assert pool.waiting.endswith("3 min ago)")
     text = "\n".join(render(s))
     assert pool.waiting in text and "stopped" in text
+
+
+def test_status_lists_the_leader_then_live_standbys() -> None:
+    def lease(holder: str, pid: int, renewed_at: float, **kw: Any) -> Leadership:
+        return Leadership(
+            holder=holder,
+            epoch=kw.pop("epoch", 3),
+            host="h",
+            pid=pid,
+            acquired_at=10.0,
+            renewed_at=renewed_at,
+            lease_s=10.0,
+            **kw,
+        )
+
+    stored = [
+        ("standby.s2", lease("s2", 12, 95.0)),
+        ("standby.gone", lease("gone", 13, 60.0)),  # killed as a standby: 40 s unrenewed
+        (LEADER_KEY, lease("l1", 11, 97.5, epoch=4)),
+        ("standby.l1", lease("l1", 11, 90.0)),  # its presence from before it led
+    ]
+    s = summarise(observed(schedulers=stored), now=100.0)
+    assert [(x.role, x.pid, x.epoch, x.lease_age_s) for x in s.schedulers] == [
+        ("leader", 11, 4, 2.5),
+        ("standby", 12, 3, 5.0),
+    ]
+    assert json.loads(to_json(s))["schedulers"][0]["role"] == "leader"
+    text = "\n".join(render(s))
+    assert [line.split() for line in text.splitlines() if " pid " in line] == [
+        ["h", "pid", "11", "leader", "4", "2.5s", "l1"],
+        ["h", "pid", "12", "standby", "3", "5s", "s2"],
+    ]
+    # a leader that stopped cleanly gave its lease up: only the standby is left
+    released = [(LEADER_KEY, lease("l1", 11, 97.5, released=True)), stored[0]]
+    s = summarise(observed(schedulers=released), now=100.0)
+    assert [(x.role, x.pid) for x in s.schedulers] == [("standby", 12)]
