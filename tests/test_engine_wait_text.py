@@ -10,7 +10,7 @@ from sortie.client.views import run_view
 from sortie.proto import messages as m
 from sortie.proto.engines import EngineJob, EngineKind
 from sortie.proto.states import RunState
-from sortie.proto.waiting import describe_engine_job, engine_wait
+from sortie.proto.waiting import describe_engine_job, engine_wait, shown_state
 from tests.builders import record
 
 NOON = 1_700_000_000.0 - (1_700_000_000.0 % 86400) + 12 * 3600 + 1  # 12:00:01 UTC
@@ -60,6 +60,27 @@ def test_engine_wait(state: RunState, engine_job: EngineJob | None, wait: str | 
     assert engine_wait(record("r1", state, engine_job=engine_job)) == wait
 
 
+@pytest.mark.parametrize(
+    ("state", "engine_job", "shown"),
+    [
+        # v1's Queued: "the job is queued in the compute target"
+        (RunState.STARTING, job("slurm", "PENDING", "Resources"), RunState.QUEUED),
+        (RunState.STARTING, job("spark", "SUBMITTED"), RunState.QUEUED),
+        (RunState.STARTING, job("slurm", "CONFIGURING"), RunState.STARTING),
+        (RunState.STARTING, None, RunState.STARTING),
+        (RunState.RUNNING, job("slurm", "RUNNING"), RunState.RUNNING),
+        (RunState.CANCELED, job("slurm", "PENDING"), RunState.CANCELED),
+    ],
+)
+def test_a_run_its_engine_holds_is_shown_queued(
+    state: RunState, engine_job: EngineJob | None, shown: RunState
+) -> None:
+    rec = record("r1", state, engine_job=engine_job)
+    assert shown_state(rec) == shown
+    assert run_view(rec, {}).state == shown  # run show, the SDK's details, --output json
+    assert rec.state == state  # the record is not changed: a placed run is never placed again
+
+
 def test_the_progress_line_says_where_a_starting_run_waits() -> None:
     rec = record(
         "r1",
@@ -67,7 +88,7 @@ def test_the_progress_line_says_where_a_starting_run_waits() -> None:
         engine_job=job("slurm", "PENDING", "Priority"),
         history=[m.StateChange(state=RunState.STARTING, at=NOON, attempt=1)],
     )
-    assert status_line(rec, NOON + 3).endswith("Starting (waiting in slurm's queue: Priority) 3s")
+    assert status_line(rec, NOON + 3).endswith("Queued (waiting in slurm's queue: Priority) 3s")
 
 
 def test_the_json_view_carries_the_engine_job() -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sortie.proto import messages as m
 from sortie.proto.gang import agent_ids
 from sortie.proto.states import TERMINAL, RunState
-from sortie.proto.waiting import engine_wait
+from sortie.proto.waiting import engine_wait, shown_state
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -137,6 +137,7 @@ def status_line(rec: m.RunRecord, now: float, why: str | None = None) -> str:
         end = changes[i + 1].at if i + 1 < len(changes) else now
         label = str(change.state)
         if i + 1 == len(changes):
+            label = str(shown_state(rec))  # Queued while its engine holds it
             detail = _detail(rec, why)
             if detail:
                 label += f" ({detail})"

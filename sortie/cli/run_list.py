@@ -13,6 +13,7 @@ from sortie.client.views import children_under_parents, iso, run_summary_view
 from sortie.proto import messages as m
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
+from sortie.proto.waiting import shown_state
 
 
 def query_of(args: argparse.Namespace) -> q.RunQuery:
@@ -59,7 +60,7 @@ async def list_runs(client: Client, args: argparse.Namespace, _: list[str]) -> i
             r.run_id if r.parent_id is None else f"  {r.run_id}",  # a child, under its parent
             r.spec.experiment,
             r.spec.target,
-            str(r.state),
+            str(shown_state(r)),
             str(r.attempt),
             iso(r.created_at) or "",
         )

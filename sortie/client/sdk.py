@@ -76,6 +76,7 @@ from sortie.proto.agent_env import problem as agent_env_problem
 from sortie.proto.engines import Engine, SlurmEngine, SparkEngine
 from sortie.proto.engines import problem as engine_problem
 from sortie.proto.states import TERMINAL
+from sortie.proto.waiting import shown_state
 
 __all__ = [
     "AshaPolicy",
@@ -334,7 +335,7 @@ class SubmittedRun:
         return self.workspace._run(self.workspace._client.get_run(self.id))
 
     def get_status(self) -> str:
-        return str(self._record().state)
+        return str(shown_state(self._record()))
 
     def get_details(self) -> dict[str, Any]:
         ws = self.workspace

@@ -21,6 +21,7 @@ from sortie.proto import engines
 from sortie.proto import messages as m
 from sortie.proto.agent_env import redacted
 from sortie.proto.states import RunState
+from sortie.proto.waiting import shown_state
 
 
 class View(msgspec.Struct, frozen=True, kw_only=True):
@@ -197,7 +198,7 @@ def run_view(
     error = rec.error
     return RunView(
         run_id=rec.run_id,
-        state=rec.state,
+        state=shown_state(rec),
         attempt=rec.attempt,
         exit_code=rec.exit_code,
         experiment=spec.experiment,
@@ -253,7 +254,7 @@ def run_summary_view(rec: m.RunRecord) -> RunSummaryView:
         run_id=rec.run_id,
         experiment=rec.spec.experiment,
         target=rec.spec.target,
-        state=rec.state,
+        state=shown_state(rec),
         attempt=rec.attempt,
         created_at=iso(rec.created_at),
         ended_at=iso(rec.ended_at),

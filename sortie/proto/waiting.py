@@ -42,6 +42,13 @@ def describe_engine_job(job: EngineJob, now: float) -> str:
     )
 
 
+def shown_state(rec: m.RunRecord) -> RunState:
+    """The state a run is shown in (CLI, SDK, dashboard): a Starting run whose job waits in its
+    engine's queue is Queued there, as v1's Queued ("the job is queued in the compute target").
+    The record stays Starting: it is placed, and is never placed again from there."""
+    return RunState.QUEUED if engine_wait(rec) is not None else rec.state
+
+
 def engine_wait(rec: m.RunRecord) -> str | None:
     """Why a run handed to an engine has not started, or None: "waiting in slurm's queue:
     Resources" for a Starting run whose engine job is still queued there."""

@@ -262,7 +262,11 @@ def test_runs_on_an_attached_slurm_cluster(
     assert pending["reason"] in ("Resources", "Priority")
     why = installation.cli("run", "why", waits, check=True).stdout
     assert f"waiting in slurm's queue: {pending['reason']}" in why
-    assert run_show(installation, waits)["state"] == "Starting"
+    # shown Queued (v1's "queued in the compute target"); its record is Starting: placed once
+    shown = run_show(installation, waits)
+    assert shown["state"] == "Queued" and shown["history"][-1]["state"] == "Starting"
+    listed = installation.cli("run", "list", check=True).stdout
+    assert any(row.split()[0] == waits and "Queued" in row.split() for row in listed.splitlines())
 
     # cancel is scancel: both jobs end CANCELLED in Slurm, both runs Canceled (the waiting
     # one first: once the first is gone it would run, and end before its cancel)

@@ -1,8 +1,8 @@
 """The run page of a run handed to Slurm, in a real browser against a real `sortie up`, the
 tests' sshd and the real one-node Slurm of tests/engines: while Slurm holds the run (its one
 node taken by another) the page shows the run's Slurm job, PENDING with Slurm's reason, and the
-wait in Slurm's queue next to its Starting state; once the job is cancelled it shows the job's
-end and no wait (pushed to the open page)."""
+wait in Slurm's queue next to its state, Queued (queued in Slurm); once the job is cancelled
+it shows the job's end and no wait (pushed to the open page)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_a_run_slurm_holds_shows_its_job_and_its_wait_in_slurm_s_queue(  # noqa:
 
         pending = wait_until(held, timeout=120)
         page.goto(f"{dashboard.base}/runs/{waits}")
-        expect(page.locator("#run-state")).to_have_text("Starting")
+        expect(page.locator("#run-state")).to_have_text("Queued")  # queued in Slurm
         expect(page.locator("#run-engine-wait")).to_have_text(
             f"waiting in slurm's queue: {pending['reason']}"
         )

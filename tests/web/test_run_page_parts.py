@@ -107,6 +107,7 @@ def test_the_live_facts_of_a_run_handed_to_slurm_say_its_job_and_its_wait_in_the
         live["engine_job"] == "slurm job 1234: PENDING (Resources) since 22:13:20 UTC (3 min ago)"
     )
     assert live["engine_wait"] == "waiting in slurm's queue: Resources"
+    assert live["state"] == "Queued" and not live["terminal"]  # queued in Slurm
     json.dumps(live)  # sent as the page's JSON as it is
     running = msgspec.structs.replace(
         rec,
@@ -116,3 +117,4 @@ def test_the_live_facts_of_a_run_handed_to_slurm_say_its_job_and_its_wait_in_the
     live = facts.live(running, since + 120)
     assert live["engine_job"] == "slurm job 1234: RUNNING since 22:14:20 UTC (60 s ago)"
     assert live["engine_wait"] is None  # it no longer waits
+    assert live["state"] == "Running"

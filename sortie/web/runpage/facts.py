@@ -8,7 +8,7 @@ from typing import Any
 
 from sortie.proto import messages as m
 from sortie.proto.states import TERMINAL
-from sortie.proto.waiting import describe_engine_job, engine_wait
+from sortie.proto.waiting import describe_engine_job, engine_wait, shown_state
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
@@ -25,7 +25,7 @@ def live(rec: m.RunRecord, now: float) -> dict[str, Any]:
     ``now`` (an engine job's "since ... (3 min ago)")."""
     return {
         "run_id": rec.run_id,
-        "state": str(rec.state),
+        "state": str(shown_state(rec)),
         "terminal": rec.state in TERMINAL,
         "attempt": rec.attempt,
         "created_at": rec.created_at,

@@ -27,6 +27,7 @@ from sortie.client.views import children_under_parents
 from sortie.proto import messages as m
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
+from sortie.proto.waiting import shown_state
 from sortie.web.hub import client_of, hub_of
 from sortie.web.pages import render
 from sortie.web.sse import Event, stream
@@ -92,7 +93,7 @@ def row(rec: m.RunRecord) -> dict[str, Any]:
     return {
         "run_id": rec.run_id,
         "parent_id": rec.parent_id,
-        "state": str(rec.state),
+        "state": str(shown_state(rec)),
         "experiment": rec.spec.experiment,
         "target": rec.spec.target,
         "agent_id": rec.agent_id,
