@@ -145,6 +145,9 @@ async def test_a_broker_restart_longer_than_the_lease_changes_no_leader(
     cluster.start_scheduler(*lease)
     assert cluster.scheduler is not None
     first = cluster.scheduler.pid
+    # the first leads before the second starts (else the second, quicker to start under
+    # load, may take the free lease first)
+    await until(lambda: _said(cluster.root / "scheduler.log", "scheduler ready"), 30)
     second = cluster.start_another_scheduler("scheduler-2", *lease)
     log2 = cluster.root / "scheduler-2.log"
     await until(lambda: _said(log2, "standby: leader is "), 30)
