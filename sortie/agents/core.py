@@ -6,6 +6,8 @@ seconds), and it owns :class:`AgentState`, which it changes in place. What it de
 - an assignment is taken only for this incarnation, while not preempting, once per
   (run, attempt), and never older than the attempt the run holds; a newer attempt of a run
   replaces the older one (which the new attempt stops first, as stale);
+- an assignment or cancel from an older leader epoch than the newest seen is refused (a
+  deposed scheduler that has not noticed yet acts on nothing);
 - a cancel stops the run's attempt unless it is newer than the one named; a stale cancel
   stops it as "disowned" (reported, given back), so the end of an attempt the scheduler may
   still hold is never silent;
@@ -64,15 +66,16 @@ class AgentState:
     preempting: bool = False  # a Preempt arrived: no new runs are taken
     container_engine: str | None = None  # what the engine said it is, None: no answer
     engine: EngineHealth = field(default_factory=EngineHealth)  # the probes' answers so far
+    epoch: int = 0  # the newest leader epoch an Assign or Cancel came with
 
 
 def handle(state: AgentState, event: Event, now: float) -> list[Command]:
     """Apply ``event`` to ``state``; return what the shell must do, in order."""
     match event:
         case Assigned(assign=assign):
-            return _assigned(state, assign)
+            return _older_leader(state, assign) or _assigned(state, assign)
         case CancelAsked(cancel=cancel):
-            return _cancel_asked(state, cancel)
+            return _older_leader(state, cancel) or _cancel_asked(state, cancel)
         case PreemptNoticed(reason=reason):
             return _preempt_noticed(state, reason)
         case AttemptEnded(run_id=run_id, attempt=attempt):
@@ -88,6 +91,26 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
         case Tick():
             _prune_finished(state, now)
             return []
+
+
+def _older_leader(state: AgentState, cmd: m.Assign | m.Cancel) -> list[Command]:
+    """Refuse (with a note) a command from an older leader epoch than the newest seen;
+    otherwise remember its epoch and return nothing."""
+    if cmd.epoch >= state.epoch:
+        state.epoch = cmd.epoch
+        return []
+    return [
+        Note(
+            level="warning",
+            message=f"{type(cmd).__name__.lower()} from an older leader refused",
+            fields={
+                "run_id": cmd.run_id,
+                "attempt": cmd.attempt,
+                "epoch": cmd.epoch,
+                "leader_epoch": state.epoch,
+            },
+        )
+    ]
 
 
 def _cancel_asked(state: AgentState, cancel: m.Cancel) -> list[Command]:

@@ -7,6 +7,8 @@ import contextlib
 import nats.errors
 from nats.js.kv import KeyValue
 
+from sortie.proto.subjects import reserved_key
+
 # An ephemeral consumer outlives its reader by this long on the server (nats-py's watchers
 # keep theirs 5 minutes; a client that reads the store every second would pile them up).
 CONSUMER_IDLE_S = 5.0
@@ -19,7 +21,8 @@ async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entr
     A nats-py watcher over the whole bucket, read until the entry the server says is the last
     one pending (its ``delta`` is the consumer's ``num_pending``). The watcher's own "initial
     values done" marker (``None``) is skipped: it can arrive before the last value (it
-    compares a consumer count with messages still in flight), which would drop keys.
+    compares a consumer count with messages still in flight), which would drop keys. Sortie's
+    own keys (``subjects.reserved_key``: the leader's fence) are left out.
     """
     if not (await kv.status()).values:
         return []
@@ -31,7 +34,9 @@ async def kv_items(kv: KeyValue, *, timeout: float = 30.0) -> list[KeyValue.Entr
             entry: KeyValue.Entry | None = await update
             if entry is None:
                 continue
-            if entry.operation in ("DEL", "PURGE"):
+            if reserved_key(entry.key):
+                pass
+            elif entry.operation in ("DEL", "PURGE"):
                 found.pop(entry.key, None)
             else:
                 found[entry.key] = entry

@@ -419,12 +419,16 @@ class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     master_port: int | None = None
     hosts: list[str] = []  # every rank's host, by rank (written to the hostfile)
     secret_env: SecretEnv | None = None  # values of spec.secret_env_names, added by the daemon
+    # the sending leader's epoch (leadership.Leadership): an agent refuses an Assign or Cancel
+    # older than the newest epoch it has seen (0: sent by no leader, e.g. a tool or a test)
+    epoch: int = 0
 
 
 class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
     run_id: str
     attempt: int
     reason: Literal["canceled", "stale"] = "canceled"
+    epoch: int = 0  # as Assign.epoch
 
 
 class Preempt(Message, frozen=True, kw_only=True, tag="preempt"):

@@ -68,6 +68,13 @@ KV_STEP_CACHE = "sortie_step_cache"
 KV_LEADERSHIP = "sortie_leadership"
 LEADER_KEY = "leader"
 STANDBY_PREFIX = "standby."
+# in each bucket the leader writes: the fence (the leadership record of the leader whose writes
+# are stored there, scheduler/fence.py) and the probe its compare-and-set batches lead with.
+# Sortie's own keys start with RESERVED_PREFIX, which holds a '.' (no token, run id, agent
+# id, compute name or model key can), and readers of a whole bucket skip them
+RESERVED_PREFIX = "_sortie."
+FENCE_KEY = f"{RESERVED_PREFIX}fence"
+FENCE_PROBE_KEY = f"{RESERVED_PREFIX}fence-probe"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -83,6 +90,11 @@ def model_key(name: str, version: int) -> str:
     """A registered model version's key in ``KV_MODELS``: ``<name>/<version>`` (a model name
     never holds ``/``: ``proto/model_names.check_name``)."""
     return f"{name}/{version}"
+
+
+def reserved_key(key: str) -> bool:
+    """Is this one of Sortie's own keys in a bucket (the fence), not a record?"""
+    return key.startswith(RESERVED_PREFIX)
 
 
 def standby_key(holder: str) -> str:
@@ -174,6 +186,11 @@ def kv_stream(bucket: str) -> str:
 def kv_keys(bucket: str) -> str:
     """Every key of a KV bucket (writing one is publishing here)."""
     return f"$KV.{bucket}.>"
+
+
+def kv_key(bucket: str, subject: str) -> str:
+    """The key a message on one of ``kv_keys(bucket)`` writes."""
+    return subject.removeprefix(f"$KV.{bucket}.")
 
 
 def obj_stream(bucket: str) -> str:

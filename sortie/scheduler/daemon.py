@@ -41,6 +41,7 @@ from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
+from sortie.proto.leadership import Leadership
 from sortie.proto.pipelines import CACHED_PREFIX, LAST_PREFIX, CachedStep, LastKey
 from sortie.proto.queue import QueueRequest
 from sortie.proto.states import TERMINAL
@@ -53,6 +54,7 @@ from sortie.scheduler.events import (
     read_report,
     read_request,
 )
+from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
@@ -194,7 +196,10 @@ class Daemon:
         self.sweep_metrics: dict[str, str] = {}  # active sweep -> its primary metric
         self.sweep_feed = SweepFeed(bus.js, self._enqueue, lambda: self.sweep_metrics)
         self.revisions: dict[str, int] = {}
-        self.step_cache_kv: KeyValue | None = None  # bound by load()
+        # every record write goes through the leader's fence (fence.py), raised by lead()
+        self.fence = Fence(bus.nc, bus.js, None)
+        self.runs = self.fence.bucket(subjects.KV_RUNS, bus.runs)
+        self.step_cache_kv: FencedBucket | None = None  # bound by load()
         self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
@@ -205,6 +210,7 @@ class Daemon:
         self.run_secrets: dict[str, m.SecretEnv] = {}
         # new runs this cycle could not store (the store is full) -> why; answered, then dropped
         self.unstored: dict[str, str] = {}
+        self.deposed: Deposed | None = None  # a write beside the loop found a newer leader
         self.metrics = Metrics(lambda: self.state)
         self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
         self.snapshots = SnapshotCheck(bus.blobs, config.snapshot_limit_bytes)
@@ -212,6 +218,18 @@ class Daemon:
     @property
     def data_dir(self) -> Path:
         return self.config.data_dir or Path()
+
+    @property
+    def epoch(self) -> int:
+        """The leader epoch this scheduler acts in (0: it leads by no lease, as in tests)."""
+        return self.fence.leader.epoch if self.fence.leader is not None else 0
+
+    async def lead_as(self, leader: Leadership) -> None:
+        """Act as ``leader`` from now on: the fence is raised in every bucket it writes, so
+        the previous leader's writes fail from here on, and its Assigns and Cancels carry
+        the epoch (agents refuse older ones)."""
+        self.fence.leader = leader
+        await self.fence.raise_(FENCED_BUCKETS)
 
     def agent_creds(self, agent_id: str) -> Creds | None:
         """Fresh credentials for an agent this scheduler starts (None without an account
@@ -285,8 +303,9 @@ class Daemon:
 
     async def _load_step_cache(self) -> None:
         """The step cache, whole, into memory: completed steps and each step's last key."""
-        self.step_cache_kv = await self.bus.js.key_value(subjects.KV_STEP_CACHE)
-        for entry in await kv_items(self.step_cache_kv):
+        kv = await self.bus.js.key_value(subjects.KV_STEP_CACHE)
+        self.step_cache_kv = self.fence.bucket(subjects.KV_STEP_CACHE, kv)
+        for entry in await kv_items(kv):
             try:
                 if entry.key.startswith(CACHED_PREFIX):
                     cached = codec.decode(CachedStep, entry.value or b"")
@@ -371,7 +390,9 @@ class Daemon:
             return
         try:
             if isinstance(req, m.ModelRegister):  # outside the loop: it writes models only
-                await self._reply(msg, await register_model(self.bus, req))
+                kv = await self.bus.js.key_value(subjects.KV_MODELS)
+                models = self.fence.bucket(subjects.KV_MODELS, kv)
+                await self._reply(msg, await register_model(self.bus, models, req))
             elif isinstance(req, IndexQuery):  # outside the loop too: it reads the index only
                 await self._reply(msg, answer(self.index, req))
             elif isinstance(req, m.HostKeyScan):  # beside the loop: it only reads an SSH server
@@ -383,6 +404,10 @@ class Daemon:
             await self._safe_reply(
                 msg, m.ErrorReply(code="internal", message=f"scheduler could not answer: {exc!r}")
             )
+        except Deposed as exc:  # a write refused by the new leader's fence: nothing stored
+            await self._safe_reply(msg, m.ErrorReply(code="internal", message=str(exc)))
+            self.deposed = exc
+            self._enqueue(core.Tick())  # the loop wakes and stops
         except Exception as exc:  # a bug must not leave the client waiting, or stop the daemon
             log.exception("api request failed", subject=msg.subject, request=type(req).__name__)
             await self._safe_reply(
@@ -445,7 +470,7 @@ class Daemon:
         if request.run_id in self.state.runs:
             self._enqueue(core.TagAsked(request=request, reply_to=msg.reply))
         else:
-            reply = await tag_stored(self.bus.runs, request)
+            reply = await tag_stored(self.runs, request)
             if isinstance(reply, notes.RunTagged):
                 self.index.update(reply.record)
             await self._reply(msg, reply)
@@ -571,6 +596,8 @@ class Daemon:
                 while len(batch) < self.config.max_batch and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
                 await self._cycle_unless_stopped(batch, stopper)
+                if self.deposed is not None:  # found by a write beside the loop
+                    raise self.deposed
         finally:
             stopper.cancel()
 
@@ -661,11 +688,12 @@ class Daemon:
             taken = {r for r, _ in first}
             written = [(r, rec) for r, rec in written if r not in taken]
         failed |= await self._write_runs(written)
-        rows: list[tuple[KeyValue, RowTable]] = [
-            (self.bus.agents, st.agents),
-            (self.bus.computes, st.computes),
-            (self.bus.nodes, st.nodes),
-            (self.bus.vms, st.vms),
+        bus, fence = self.bus, self.fence
+        rows: list[tuple[FencedBucket, RowTable]] = [
+            (fence.bucket(subjects.KV_AGENTS, bus.agents), st.agents),
+            (fence.bucket(subjects.KV_COMPUTES, bus.computes), st.computes),
+            (fence.bucket(subjects.KV_NODES, bus.nodes), st.nodes),
+            (fence.bucket(subjects.KV_VMS, bus.vms), st.vms),
         ]
         if self.step_cache_kv is not None:  # after the runs: an entry names a stored step run
             rows += [(self.step_cache_kv, st.step_cache), (self.step_cache_kv, st.last_keys)]
@@ -692,9 +720,9 @@ class Daemon:
                     try:
                         rev = self.revisions.get(run_id)
                         if rev is None:
-                            new = await self.bus.runs.create(run_id, data)
+                            new = await self.runs.create(run_id, data)
                         else:
-                            new = await self.bus.runs.update(run_id, data, last=rev)
+                            new = await self.runs.update(run_id, data, last=rev)
                         break
                     except nats.js.errors.KeyWrongLastSequenceError:
                         failed.add(run_id)
@@ -716,7 +744,7 @@ class Daemon:
             items = [(r, codec.encode(rec), self.revisions.get(r, 0)) for r, rec in part]
             async with batches:
                 try:
-                    revs = await kvbatch.write_batch(self.bus.nc, subjects.KV_RUNS, items)
+                    revs = await self.runs.write_batch(items)
                 except (kvbatch.BatchRefused, *TRANSIENT) as exc:
                     # refused whole (a conflict somewhere) or unanswered: single writes find
                     # which record changed, and retry the rest
@@ -758,7 +786,7 @@ class Daemon:
             self.revisions.pop(run_id, None)
             self._forget_run_secret(run_id)
 
-    async def _put(self, kv: KeyValue, key: str, data: bytes | None) -> None:
+    async def _put(self, kv: FencedBucket, key: str, data: bytes | None) -> None:
         """Write (or with ``None`` delete) one key; the scheduler is its only writer."""
         while True:
             try:
@@ -842,9 +870,7 @@ class Daemon:
 
     async def _set_trial_objective(self, cmd: core.SetTrialObjective) -> None:
         try:
-            rec = await trial_objective_stored(
-                self.bus.runs, cmd.run_id, cmd.objective, cmd.intervals
-            )
+            rec = await trial_objective_stored(self.runs, cmd.run_id, cmd.objective, cmd.intervals)
         except (*TRANSIENT, nats.js.errors.KeyNotFoundError, codec.BadMessage) as exc:
             log.warning("trial objective not written", run_id=cmd.run_id, error=repr(exc))
             return
@@ -852,8 +878,11 @@ class Daemon:
             self.index.update(rec)
 
     def _with_secrets(self, cmd: core.SendToAgent) -> m.AgentCommand:
-        """An Assign of a run with secret variables carries their values (only on the wire)."""
+        """An Assign or Cancel carries this leader's epoch, and an Assign of a run with secret
+        variables their values (only on the wire)."""
         command = cmd.command
+        if isinstance(command, m.Assign | m.Cancel):
+            command = msgspec.structs.replace(command, epoch=self.epoch)
         if isinstance(command, m.Assign) and command.spec.secret_env_names:
             secret = self.run_secrets.get(command.run_id)
             held = self.state.runs.get(command.run_id)
@@ -1036,6 +1065,8 @@ async def run_scheduler(
                 )
             )
             log.info("metrics served", url=metrics[0].url)
+        assert lease.held is not None
+        await daemon.lead_as(lease.held)  # before reading: the last leader writes no more
         await daemon.load()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
@@ -1069,4 +1100,9 @@ async def _lead(loop: Coroutine[Any, Any, None], lease: Lease) -> None:
         if isinstance(deposed, Deposed):
             log.error(str(deposed))
         raise deposed or RuntimeError("the lease ended without a deposition")
-    running.result()
+    try:
+        running.result()
+    except Deposed as exc:  # a write the new leader's fence refused (fence.py)
+        lease.held = None  # nothing to give up at the stop
+        log.error(str(exc))
+        raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -31,11 +32,13 @@ BATCH_MAX = 1000  # nats-server's limit on messages in one atomic batch
 
 class BatchRefused(Exception):
     """The server stored none of the batch (``code`` is its ``err_code``, e.g. 10071 for a
-    wrong last sequence)."""
+    wrong last sequence; ``error`` the server's whole answer, as nats-py's
+    ``APIError.from_error`` reads it)."""
 
-    def __init__(self, code: int | None, description: str) -> None:
+    def __init__(self, code: int | None, description: str, error: dict[str, Any]) -> None:
         super().__init__(description)
         self.code = code
+        self.error = error
 
 
 async def enable_atomic(js: JetStreamContext, bucket: str) -> bool:
@@ -58,24 +61,36 @@ async def write_batch(
     bucket: str,
     items: Sequence[tuple[str, bytes, int]],
     timeout: float = 10.0,  # noqa: ASYNC109 - the wait for the commit's acknowledgement
+    *,
+    lead: tuple[str, bytes, dict[str, str]] | None = None,
 ) -> list[int]:
     """Write every ``(key, value, last revision)`` (0: the key must not exist yet), all or
     none. Returns each key's new revision; raises ``BatchRefused`` if nothing was stored.
+
+    ``lead``: one more ``(key, value, headers)`` written first in the same batch, with its
+    own expectations in ``headers`` (fence.py's probe: the batch stands only while the
+    leader's fence does).
 
     Written against nats-py 2.16.0, which has the batch headers (``nats.js.api.Header``) but
     no call that publishes a batch: the messages go out on the core connection to the keys'
     subjects, and only the commit waits for JetStream's acknowledgement (ADR-50).
     """
-    if not items or len(items) > BATCH_MAX:
+    if not items or len(items) + (lead is not None) > BATCH_MAX:
         raise ValueError(f"an atomic batch holds 1 to {BATCH_MAX} writes, not {len(items)}")
     pre = KV_PRE_TEMPLATE.format(bucket=bucket)
     batch_id = secrets.token_hex(11)
-    last = len(items)
-    for n, (key, value, revision) in enumerate(items, 1):
+    messages = [
+        (key, value, {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(revision)})
+        for key, value, revision in items
+    ]
+    if lead is not None:
+        messages.insert(0, lead)
+    last = len(messages)
+    for n, (key, value, expects) in enumerate(messages, 1):
         headers = {
+            **expects,
             Header.BATCH_ID.value: batch_id,
             Header.BATCH_SEQUENCE.value: str(n),
-            Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(revision),
         }
         if n < last:
             await nc.publish(pre + key, value, headers=headers)
@@ -85,7 +100,7 @@ async def write_batch(
     ack = json.loads(reply.data)
     error = ack.get("error")
     if error is not None:
-        raise BatchRefused(error.get("err_code"), str(error.get("description", error)))
+        raise BatchRefused(error.get("err_code"), str(error.get("description", error)), error)
     # the batch is stored contiguously: the commit's sequence is the last message's
-    first = int(ack["seq"]) - last + 1
-    return [first + i for i in range(last)]
+    first = int(ack["seq"]) - len(items) + 1
+    return [first + i for i in range(len(items))]

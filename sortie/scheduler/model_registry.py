@@ -19,6 +19,7 @@ from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.scheduler.fence import FencedBucket
 from sortie.scheduler.model_versions import plan_register, version_of
 
 ATTEMPTS = 5  # creates that may find their version taken before the request is refused
@@ -39,19 +40,21 @@ async def stored_versions(kv: KeyValue, name: str) -> list[int]:
     return [v for v in found if v is not None]
 
 
-async def register_model(bus: Bus, request: m.ModelRegister) -> m.ModelReplyOrError:
-    """Store the next version ``request`` registers; the reply says which, or why not."""
-    kv = await bus.js.key_value(subjects.KV_MODELS)
+async def register_model(
+    bus: Bus, models: FencedBucket, request: m.ModelRegister
+) -> m.ModelReplyOrError:
+    """Store the next version ``request`` registers in ``models`` (the leader's, fenced); the
+    reply says which, or why not."""
     run = await _run(bus, request.run_id) if request.run_id is not None else None
     missing = await missing_blobs(bus.blobs, [f.sha256 for f in request.files])
     for _ in range(ATTEMPTS):
-        versions = await stored_versions(kv, request.name)
+        versions = await stored_versions(models.kv, request.name)
         decided = plan_register(request, run, versions, missing, time.time())
         if isinstance(decided, m.ErrorReply):
             return decided
         try:
             key = subjects.model_key(decided.name, decided.version)
-            await kv.create(key, codec.encode(decided))
+            await models.create(key, codec.encode(decided))
         except nats.js.errors.KeyWrongLastSequenceError:
             continue  # that version was just taken: read the versions again
         return m.ModelRegistered(model=decided)

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import msgspec
 import nats
-from nats.js.kv import KeyValue
 
 from sortie.proto import codec, notes, subjects
 from sortie.proto import messages as m
+from sortie.scheduler.fence import FencedBucket
 from sortie.scheduler.run_notes import tag_refusal, with_entries
 
 TRIES = 5  # another writer between our read and write: read again
 
 
 async def trial_objective_stored(
-    kv: KeyValue, run_id: str, objective: float | None, intervals: int
+    kv: FencedBucket, run_id: str, objective: float | None, intervals: int
 ) -> m.RunRecord | None:
     """A trial that ended before its last metrics were read: its objective and intervals on
     its stored record (compare-and-set). The written record, or None (nothing to change)."""
@@ -30,14 +30,14 @@ async def trial_objective_stored(
             return None
         updated = msgspec.structs.replace(rec, trial=trial)
         try:
-            await kv.update(run_id, codec.encode(updated), last=entry.revision)
+            await kv.update(run_id, codec.encode(updated), last=entry.revision or 0)
         except nats.js.errors.KeyWrongLastSequenceError:
             continue
         return updated
     return None
 
 
-async def tag_stored(kv: KeyValue, req: notes.RunTagRequest) -> notes.RunTagReply:
+async def tag_stored(kv: FencedBucket, req: notes.RunTagRequest) -> notes.RunTagReply:
     try:
         subjects.check_token("run id", req.run_id)
     except ValueError as exc:
@@ -57,7 +57,7 @@ async def tag_stored(kv: KeyValue, req: notes.RunTagRequest) -> notes.RunTagRepl
         if updated is rec:
             return notes.RunTagged(record=rec)
         try:
-            await kv.update(req.run_id, codec.encode(updated), last=entry.revision)
+            await kv.update(req.run_id, codec.encode(updated), last=entry.revision or 0)
         except nats.js.errors.KeyWrongLastSequenceError:
             continue
         return notes.RunTagged(record=updated)

@@ -109,8 +109,10 @@ class Hub:
                     msg = await sub.next_msg(timeout=60)
                 except nats.errors.TimeoutError:
                     continue
-                if not msg.data:
-                    continue  # a delete or purge marker: records are never deleted
+                if not msg.data or subjects.reserved_key(
+                    subjects.kv_key(subjects.KV_RUNS, msg.subject)
+                ):
+                    continue  # a delete or purge marker (records are never deleted), the fence
                 try:
                     rec = codec.decode(m.RunRecord, msg.data)
                 except codec.BadMessage:

@@ -37,16 +37,21 @@ def state() -> core.AgentState:
     return core.AgentState(incarnation=ME, finished_keep_s=600.0, finished_cap=200)
 
 
-def assign(run_id: str = "r1", attempt: int = 1, incarnation: str = ME) -> Assigned:
+def assign(run_id: str = "r1", attempt: int = 1, incarnation: str = ME, epoch: int = 0) -> Assigned:
     return Assigned(
-        assign=m.Assign(run_id=run_id, attempt=attempt, incarnation=incarnation, spec=spec())
+        assign=m.Assign(
+            run_id=run_id, attempt=attempt, incarnation=incarnation, spec=spec(), epoch=epoch
+        )
     )
 
 
 def cancel(
-    run_id: str = "r1", attempt: int = 1, reason: Literal["canceled", "stale"] = "canceled"
+    run_id: str = "r1",
+    attempt: int = 1,
+    reason: Literal["canceled", "stale"] = "canceled",
+    epoch: int = 0,
 ) -> CancelAsked:
-    return CancelAsked(cancel=m.Cancel(run_id=run_id, attempt=attempt, reason=reason))
+    return CancelAsked(cancel=m.Cancel(run_id=run_id, attempt=attempt, reason=reason, epoch=epoch))
 
 
 def ended(run_id: str = "r1", attempt: int = 1) -> AttemptEnded:
@@ -90,6 +95,26 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
     (
         "a cancel racing a start stops the attempt it started",
         [assign(), cancel()],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "canceled")],
+    ),
+    (
+        "an assign from an older leader epoch than one seen is refused",
+        [assign(run_id="r0", epoch=2), assign(epoch=1)],
+        [("start", "r0", 1, None)],
+    ),
+    (
+        "a cancel from an older leader epoch leaves the run going",
+        [assign(epoch=2), cancel(epoch=1)],
+        [("start", "r1", 1, None)],
+    ),
+    (
+        "a newer leader's cancel is obeyed, and from then on its epoch is the floor",
+        [assign(epoch=1), cancel(epoch=2), assign(run_id="r2", epoch=1)],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "canceled")],
+    ),
+    (
+        "the same epoch again is the same leader",
+        [assign(epoch=3), cancel(epoch=3)],
         [("start", "r1", 1, None), ("stop", "r1", 1, "canceled")],
     ),
     (
@@ -264,3 +289,17 @@ def test_invariants_over_any_sequence(events: list[Event]) -> None:
         assert all((r, a) in started for r, a in s.running.items())
         if s.preempting:
             assert set(s.running.items()) <= set(held_before.items())
+
+
+def test_a_command_from_an_older_leader_is_refused_with_a_note_saying_both_epochs() -> None:
+    s = state()
+    core.handle(s, assign(epoch=4), 0.0)
+    out = core.handle(s, cancel(epoch=3), 1.0)
+    assert out == [
+        Note(
+            level="warning",
+            message="cancel from an older leader refused",
+            fields={"run_id": "r1", "attempt": 1, "epoch": 3, "leader_epoch": 4},
+        )
+    ]
+    assert s.running == {"r1": 1} and s.epoch == 4

@@ -70,7 +70,8 @@ async def test_stale_attempts_are_refused_and_a_restarted_agent_gets_a_new_attem
     # a report for an attempt that is not the current one is refused, and told to stop
     await agent.report(run_id, 0, RunState.RUNNING)
     stop = await agent.next_command()
-    assert stop == m.Cancel(run_id=run_id, attempt=0, reason="stale")
+    # the leader's first epoch on a fresh store: every Assign and Cancel carries it
+    assert stop == m.Cancel(run_id=run_id, attempt=0, reason="stale", epoch=1)
     assert (await record(bus, run_id)).state is RunState.PREPARING
 
     # the agent restarts (new incarnation): attempt 1 is gone, the run comes back as attempt 2
@@ -188,7 +189,7 @@ async def test_cancel_of_a_run_whose_attempt_is_gone_ends_it_canceled(
         accepted = await c.cancel(run_id)
     assert accepted.state is RunState.RUNNING  # asked of the agent first
     stop = await agent.next_command()
-    assert stop == m.Cancel(run_id=run_id, attempt=1, reason="canceled")
+    assert stop == m.Cancel(run_id=run_id, attempt=1, reason="canceled", epoch=1)
     # but the attempt is already gone (it ended with no report: the agent lists it as
     # finished only), so the Cancel stops nothing and no report will come
     agent.finished[run_id] = agent.running.pop(run_id)
