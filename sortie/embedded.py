@@ -43,6 +43,7 @@ from sortie.bus.store_limits import derive_store_limit, human
 from sortie.proto.permissions import Role
 from sortie.scheduler.blob_gc import BlobGc
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.up_schedulers import child_config, scheduler_argv, supervise
 from sortie.web.settings import WebError
 
 log = structlog.get_logger("sortie.up")
@@ -70,9 +71,12 @@ async def serve(  # noqa: PLR0913 - one keyword per setting of `sortie up`
     metrics: tuple[str, int] | None = None,
     store_limit: int | None = None,
     bounds: Bounds | None = None,
+    schedulers: int = 1,
 ) -> None:
     """Run the scheduler (and a local agent) against ``url`` until ``stop`` is set.
 
+    ``schedulers``: 1 runs it in this process; more run that many as supervised child
+    processes (up_schedulers.py), one leading and the others standing by.
     ``metrics``: (host, port) where the scheduler serves its Prometheus metrics (None: not).
     ``store_limit``: the broker's ``max_file_store``, shared out among the bulk streams.
 
@@ -97,13 +101,22 @@ async def serve(  # noqa: PLR0913 - one keyword per setting of `sortie up`
         retention=bounds.retention,
         blob_gc=bounds.blob_gc,
     )
-    tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
-    waiter = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({tasks[0], waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if tasks[0] in done:
-        waiter.cancel()
-        tasks[0].result()  # raises what stopped the scheduler
-        return
+    if schedulers > 1:
+        # the agent does not wait for them: it waits for the broker's resources by itself
+        tasks = [
+            asyncio.create_task(
+                supervise(scheduler_argv(child_config(sched, k)), f"scheduler-{k}", stop)
+            )
+            for k in range(1, schedulers + 1)
+        ]
+    else:
+        tasks = [asyncio.create_task(run_scheduler(sched, stop, ready))]
+        waiter = asyncio.create_task(ready.wait())
+        done, _ = await asyncio.wait({tasks[0], waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] in done:
+            waiter.cancel()
+            tasks[0].result()  # raises what stopped the scheduler
+            return
     if agent:
         agent_id = default_agent_id("local")
         agent_creds = None
@@ -166,6 +179,7 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
     store_limit: int | None = None,
     bounds: Bounds | None = None,
     dashboard_port: int | None = None,
+    schedulers: int = 1,
 ) -> int:
     """Start everything, print one ready line, run until Ctrl-C or SIGTERM.
 
@@ -236,6 +250,7 @@ def up(  # noqa: PLR0913 - one keyword per flag of `sortie up`
                 store_limit=store_limit,
                 bounds=bounds,
                 dashboard=dashboard,
+                schedulers=schedulers,
             )
         )
     finally:
@@ -295,6 +310,7 @@ async def _serve_until_signalled(  # noqa: PLR0913 - one keyword per setting of 
     store_limit: int,
     bounds: Bounds | None = None,
     dashboard: Dashboard | None = None,
+    schedulers: int = 1,
 ) -> None:
     """`serve` until SIGINT or SIGTERM; print the ready line once the scheduler answers
     (and the dashboard, if any, listens)."""
@@ -313,6 +329,7 @@ async def _serve_until_signalled(  # noqa: PLR0913 - one keyword per setting of 
             metrics=metrics,
             store_limit=store_limit,
             bounds=bounds,
+            schedulers=schedulers,
         )
     )
     # Announce once the scheduler answers: then `sortie run submit` works.

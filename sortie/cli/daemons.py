@@ -52,6 +52,7 @@ def run_up(args: argparse.Namespace) -> int:
         metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
         store_limit=args.store_limit,
         dashboard_port=args.dashboard_port,
+        schedulers=args.schedulers,
         bounds=Bounds(
             retention=retention_of(args), limits=limits_of(args), blob_gc=blob_gc_of(args)
         ),
@@ -87,6 +88,20 @@ def _gpu_pool(value: str | None) -> tuple[int, ...]:
         return tuple(int(x) for x in value.split(",") if x.strip())
     except ValueError:
         raise UsageError(f"--gpu-pool takes 'all' or indices like 0,1 (got {value!r})") from None
+
+
+def _schedulers(text: str) -> int:
+    from sortie.up_schedulers import MAX_SCHEDULERS
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SCHEDULERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of schedulers: give 1 to {MAX_SCHEDULERS}"
+        )
+    return n
 
 
 def _store_size(text: str) -> int:
@@ -142,6 +157,16 @@ def add_up(sub: _Commands[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="start the broker without authentication: anyone who reaches its port may do "
         "anything (default: credentials per role, made under DATA_DIR/auth)",
+    )
+    up.add_argument(
+        "--schedulers",
+        type=_schedulers,
+        default=1,
+        metavar="N",
+        help="run N schedulers as child processes, one leading and the others standing by, "
+        "each started again when it exits (to try a takeover: kill the leader's pid from "
+        "`sortie status`); with --metrics-port P, scheduler K serves on P+K-1 (default 1, "
+        "in this process)",
     )
     _metrics_options(up)
     add_retention_flags(up)

@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
+from prometheus_client import CollectorRegistry
 
 from sortie.bus.auth import DEFAULT_TTL_S, Creds, Signer
 from sortie.bus.blobcommit import BlobCommits
@@ -58,7 +59,7 @@ from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
-from sortie.scheduler.metrics import Metrics
+from sortie.scheduler.metrics import LeadershipCollector, Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore, restore_step_cache
 from sortie.scheduler.model_registry import register_model
 from sortie.scheduler.providers import registry
@@ -167,7 +168,11 @@ def new_run_id(experiment: str, now: float) -> str:
 
 
 class Daemon:
-    def __init__(self, bus: Bus, config: SchedulerConfig) -> None:
+    def __init__(
+        self, bus: Bus, config: SchedulerConfig, exported: CollectorRegistry | None = None
+    ) -> None:
+        """``exported``: where its metrics go (run_scheduler's, served from the start);
+        None: one of its own."""
         self.bus = bus
         self.config = config
         sizes_file = os.environ.get("SORTIE_SIZES_FILE")
@@ -211,7 +216,7 @@ class Daemon:
         # new runs this cycle could not store (the store is full) -> why; answered, then dropped
         self.unstored: dict[str, str] = {}
         self.deposed: Deposed | None = None  # a write beside the loop found a newer leader
-        self.metrics = Metrics(lambda: self.state)
+        self.metrics = Metrics(lambda: self.state, registry=exported)
         self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
         self.snapshots = SnapshotCheck(bus.blobs, config.snapshot_limit_bytes)
 
@@ -1036,37 +1041,38 @@ async def run_scheduler(
         reconnect_forever=True,
         auth=config.auth,
     )
+    # served from the start: a standby exports its standing too (the rest once it leads)
+    exported = CollectorRegistry()
+    metrics: list[MetricsServer] = []
     try:
         lease = Lease(
             await bus.js.key_value(subjects.KV_LEADERSHIP),
             lease_holder(config.leader_lease_s, config.data_dir),
             reconnects=lambda: int(bus.nc.stats["reconnects"]),
         )
+        exported.register(LeadershipCollector(lease.standing))
+        if config.metrics_port is not None:
+            metrics.append(await serve_metrics(exported, config.metrics_host, config.metrics_port))
+            log.info("metrics served", url=metrics[0].url)
         leads = await lease.acquire(stop)
     except BaseException:
+        await _close(metrics)
         await bus.close()
         raise
     if not leads:
+        await _close(metrics)
         await bus.close()
         return
-    daemon = Daemon(bus, config)
-    metrics: list[MetricsServer] = []
+    daemon = Daemon(bus, config, exported)
 
     async def lead() -> None:
+        assert lease.held is not None
+        await daemon.lead_as(lease.held)  # before all else: the last leader writes no more
         capped: frozenset[str] = frozenset()  # streams whose size the store limit governs
         if config.store_limit is not None:
             own = config.retention.byte_limits()
             capped = await apply_store_limits(bus.js, config.store_limit, own)
         await apply_retention(bus.js, config.retention, capped)
-        if config.metrics_port is not None:
-            metrics.append(
-                await serve_metrics(
-                    daemon.metrics.registry, config.metrics_host, config.metrics_port
-                )
-            )
-            log.info("metrics served", url=metrics[0].url)
-        assert lease.held is not None
-        await daemon.lead_as(lease.held)  # before reading: the last leader writes no more
         await daemon.load()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
@@ -1078,9 +1084,13 @@ async def run_scheduler(
         # renewed from the start: loading a long history must not let the lease lapse
         await _lead(lead(), lease)
     finally:
-        for server in metrics:
-            await server.close()
+        await _close(metrics)
         await daemon.close(before_disconnect=lease.release)
+
+
+async def _close(servers: list[MetricsServer]) -> None:
+    for server in servers:
+        await server.close()
 
 
 async def _lead(loop: Coroutine[Any, Any, None], lease: Lease) -> None:

@@ -123,3 +123,22 @@ def presence(me: Me, leader: Leadership | None, started_at: float, wall: float) 
         lease_s=me.lease_s,
         seat=me.seat,
     )
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What this scheduler exports about leadership (metrics.LeadershipCollector)."""
+
+    leading: bool
+    epoch: int  # the epoch it leads at, or the leader's it last read (0: none read yet)
+    lease_age_s: float  # since its own last renewal (leader) or the lease last changed
+
+
+def standing(seen: Seen, held: Leadership | None, renewed: float | None, now: float) -> Standing:
+    """This scheduler's standing from its lease state (``renewed``: the monotonic time of
+    its last stored renewal while it leads; ``now`` monotonic too)."""
+    if held is not None:
+        return Standing(True, held.epoch, max(0.0, now - (renewed if renewed is not None else now)))
+    epoch = seen.record.epoch if seen.record is not None else 0
+    age = max(0.0, now - seen.since) if seen.revision >= 0 else 0.0
+    return Standing(False, epoch, age)

@@ -32,7 +32,16 @@ from sortie.bus.store_limits import is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto.leadership import Leadership
 from sortie.scheduler.leadership import Deposed as Ousted
-from sortie.scheduler.leadership import Me, Seen, Standby, Write, decide, presence
+from sortie.scheduler.leadership import (
+    Me,
+    Seen,
+    Standby,
+    Standing,
+    Write,
+    decide,
+    presence,
+    standing,
+)
 
 log = structlog.get_logger("sortie.scheduler")
 
@@ -84,6 +93,7 @@ class Lease:
         self._seen = Seen(record=None, revision=-1, since=0.0)
         self._started_at = time.time()
         self._standby_written = False
+        self._renewed: float | None = None  # monotonic: the last stored write while leading
 
     @property
     def interval_s(self) -> float:
@@ -142,7 +152,12 @@ class Lease:
                 self.held, self.unleased = decision.record, decision.last
                 return decision
             self.held, self.unleased = decision.record, None
+            self._renewed = now
         return decision
+
+    def standing(self) -> Standing:
+        """Leader or standby, the epoch, the lease's age (for the metrics)."""
+        return standing(self._seen, self.held, self._renewed, time.monotonic())
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait as a standby until this scheduler leads (True), or ``stop`` is set (False)."""

@@ -31,6 +31,7 @@ from sortie.proto.run_errors import ErrorKind
 from sortie.proto.states import TERMINAL, RunState
 from sortie.scheduler.capacity import slots
 from sortie.scheduler.events import Event, HeartbeatSeen, Submitted
+from sortie.scheduler.leadership import Standing
 from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.requests import compute_info
 
@@ -254,9 +255,12 @@ class Metrics:
     """The scheduler's metrics, in a registry of their own."""
 
     def __init__(
-        self, state: Callable[[], SchedulerState], clock: Callable[[], float] = time.time
+        self,
+        state: Callable[[], SchedulerState],
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
         self._declare_run_counters(self.registry)
         self._declare_latencies(self.registry)
         self._declare_scheduler_counters(self.registry)
@@ -496,6 +500,43 @@ class Metrics:
         if new_misses:
             self.env_misses.labels(target=hb.target).inc(new_misses)
         self._env[hb.agent_id] = (hb.incarnation, hits, misses)
+
+
+class LeadershipCollector:
+    """This scheduler's standing (leader or standby), from its lease when scraped: served by
+    a standby too, so Prometheus sees every scheduler and which one leads."""
+
+    def __init__(self, standing: Callable[[], Standing]) -> None:
+        self._standing = standing
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "sortie_scheduler_leader", "1 while this scheduler leads, 0 while it stands by."
+            ),
+            GaugeMetricFamily(
+                "sortie_scheduler_leader_epoch",
+                "The leader epoch this scheduler leads at, or the leader's it last read.",
+            ),
+            GaugeMetricFamily(
+                "sortie_scheduler_lease_age_seconds",
+                "Seconds since the leader lease was renewed: the leader's own last renewal, "
+                "or, for a standby, since it last saw the lease change (it takes over at the "
+                "lease's length).",
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._standing()
+        leader, epoch, age = self._families()
+        leader.add_metric([], 1.0 if now.leading else 0.0)
+        epoch.add_metric([], float(now.epoch))
+        age.add_metric([], now.lease_age_s)
+        yield from (leader, epoch, age)
 
 
 class _StateCollector:

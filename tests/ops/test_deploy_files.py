@@ -186,7 +186,8 @@ def test_prometheus_config_scrapes_the_scheduler_and_loads_the_alerts() -> None:
     (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "sortie-scheduler"]
     assert job["metrics_path"] == "/metrics"
     targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-    assert targets == [f"scheduler:{METRICS_PORT}"]  # the compose service
+    # the compose services: the leader and its standby
+    assert targets == [f"scheduler:{METRICS_PORT}", f"scheduler-2:{METRICS_PORT}"]
     for rule_file in cfg["rule_files"]:
         assert (PROMETHEUS.parent / rule_file).is_file(), rule_file
     rules = [r for g in load_yaml(ALERTS)["groups"] for r in g["rules"]]
@@ -308,7 +309,15 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_compose_references_hold() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
-    assert set(services) == {"auth", "nats", "scheduler", "agent", "prometheus", "grafana"}
+    assert set(services) == {
+        "auth",
+        "nats",
+        "scheduler",
+        "scheduler-2",
+        "agent",
+        "prometheus",
+        "grafana",
+    }
     named = set(compose["volumes"])
     for name, svc in services.items():
         assert "image" in svc, name
@@ -327,8 +336,12 @@ def test_compose_references_hold() -> None:
     assert {s for s, v in services.items() if v["image"] == "localhost/sortie:latest"} == {
         "auth",
         "scheduler",
+        "scheduler-2",
         "agent",
     }
+    # the standby runs what the leader runs, on its own volume
+    assert services["scheduler-2"]["command"] == services["scheduler"]["command"]
+    assert services["scheduler-2"]["volumes"] != services["scheduler"]["volumes"]
     assert f"--metrics-port={METRICS_PORT}" in services["scheduler"]["command"]
     assert "--metrics-host=0.0.0.0" in services["scheduler"]["command"]
     # the broker's config includes the authority the auth service writes into the same volume
@@ -370,15 +383,18 @@ def test_the_compose_installation_runs_as_written(tmp_path: Path) -> None:
     """The compose file's broker config and its auth, scheduler and agent commands, run here
     as written, with only the paths, ports and host names of this machine swapped in."""
     compose = load_yaml(COMPOSE)["services"]
-    nats_port, metrics_port = free_port(), free_port()
+    nats_port, metrics_port, standby_port = free_port(), free_port(), free_port()
     url = f"nats://127.0.0.1:{nats_port}"
     swaps = {
         "/auth": str(tmp_path / "auth"),
         "/var/lib/sortie": str(tmp_path / "var"),
         str(METRICS_PORT): str(metrics_port),
     }
+    # the standby's own volume and (in its own container) the same port: apart here
+    standby_swaps = {**swaps, "/var/lib/sortie": str(tmp_path / "var-2")}
+    standby_swaps[str(METRICS_PORT)] = str(standby_port)
 
-    def here(arg: str) -> str:
+    def here(arg: str, swaps: dict[str, str] = swaps) -> str:
         for old, new in swaps.items():
             arg = arg.replace(old, new)
         return arg
@@ -410,14 +426,17 @@ def test_the_compose_installation_runs_as_written(tmp_path: Path) -> None:
         while not port_in_use("127.0.0.1", nats_port):
             assert time.monotonic() < deadline, "the broker did not start"
             time.sleep(0.05)
-        for service in ("scheduler", "agent"):
-            args = [here(a) for a in compose[service]["command"]]
+        client = str(tmp_path / "auth" / "client.creds")
+
+        def start(service: str, swaps: dict[str, str] = swaps) -> None:
+            args = [here(a, swaps) for a in compose[service]["command"]]
             procs.append(
                 subprocess.Popen(
                     [*SORTIE, *args], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
                 )
             )
-        client = str(tmp_path / "auth" / "client.creds")
+
+        start("scheduler")
 
         def status() -> dict[str, Any] | None:
             proc = subprocess.run(
@@ -430,15 +449,31 @@ def test_the_compose_installation_runs_as_written(tmp_path: Path) -> None:
             return json.loads(proc.stdout) if proc.returncode == 0 else None
 
         deadline = time.monotonic() + 60
+        while status() is None:  # the first scheduler leads (it answers) before the second
+            assert all(p.poll() is None for p in procs), (tmp_path / "daemons.log").read_text()
+            assert time.monotonic() < deadline, "the scheduler never answered"
+            time.sleep(0.3)
+        start("scheduler-2", standby_swaps)
+        start("agent")
+        deadline = time.monotonic() + 60
         while True:
             got = status()
-            if got and [(a["agent_id"], a["state"]) for a in got["agents"]] == [
-                ("agent-1", "ready")
-            ]:
+            roles = [s["role"] for s in got["schedulers"]] if got else []
+            if (
+                got
+                and [(a["agent_id"], a["state"]) for a in got["agents"]] == [("agent-1", "ready")]
+                and roles == ["leader", "standby"]
+            ):
                 break
             assert all(p.poll() is None for p in procs), (tmp_path / "daemons.log").read_text()
-            assert time.monotonic() < deadline, f"no ready agent: {got}"
+            assert time.monotonic() < deadline, f"no ready agent and standby: {got}"
             time.sleep(0.3)
         metrics = scrape_sync(f"http://127.0.0.1:{metrics_port}/metrics")
         assert metrics.value("sortie_agents", target="local", state="ready") == 1
         assert metrics.value("sortie_scheduler_broker_connected") == 1
+        assert metrics.value("sortie_scheduler_leader") == 1
+        # the standby serves its standing, and nothing of the leader's state
+        standby = scrape_sync(f"http://127.0.0.1:{standby_port}/metrics")
+        assert standby.value("sortie_scheduler_leader") == 0
+        assert standby.value("sortie_scheduler_leader_epoch") == 1
+        assert "sortie_agents" not in standby.types

@@ -6,7 +6,16 @@ import msgspec
 import pytest
 
 from sortie.proto.leadership import Leadership
-from sortie.scheduler.leadership import Deposed, Me, Seen, Standby, Write, decide
+from sortie.scheduler.leadership import (
+    Deposed,
+    Me,
+    Seen,
+    Standby,
+    Standing,
+    Write,
+    decide,
+    standing,
+)
 
 ME = Me(holder="me", host="b", pid=2, lease_s=10.0, seat="b:/data/scheduler")
 
@@ -140,3 +149,27 @@ def test_leading_without_a_stored_lease_until_another_writes_one() -> None:
     # someone else wrote the key meanwhile: deposed
     other = lease(epoch=5)
     assert decide(Seen(other, 8, 0.0), ME, taken, 100.0, wall=2.0, unleased=7) == Deposed(other)
+
+
+@pytest.mark.parametrize(
+    ("case", "seen", "held", "renewed", "now", "expected"),
+    [
+        ("leading: its own renewal's age", Seen(lease(), 7, 50.0), lease("me", 5), 58.0, 60.5,
+         Standing(True, 5, 2.5)),
+        ("leading on a full store: never stored", Seen(None, 0, 0.0), lease("me", 1), None, 9.0,
+         Standing(True, 1, 0.0)),
+        ("standby: the leader's epoch, the lease unchanged since", Seen(lease(), 7, 50.0), None,
+         None, 54.0, Standing(False, 4, 4.0)),
+        ("standby before any read", Seen(None, -1, 0.0), None, None, 99.0,
+         Standing(False, 0, 0.0)),
+    ],
+)  # fmt: skip
+def test_standing_for_the_metrics(  # noqa: PLR0917  # pytest passes parameters by name
+    case: str,
+    seen: Seen,
+    held: Leadership | None,
+    renewed: float | None,
+    now: float,
+    expected: Standing,
+) -> None:
+    assert standing(seen, held, renewed, now) == expected, case
