@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -213,7 +214,7 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
     _create_single_copy(cluster[0].url)
     assert {r for r, _ in _replicas(urls).values()} == {1}
 
-    logs = {name: tmp_path / f"{name}.log" for name in ("scheduler", "agent")}
+    logs = {name: tmp_path / f"{name}.log" for name in ("scheduler", "agent", "scheduler-2")}
     procs: list[subprocess.Popen[bytes]] = []
 
     def daemon(name: str, *args: str) -> None:
@@ -247,7 +248,10 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
         )
 
     try:
-        daemon("scheduler", "scheduler", "--replicas", "3", "--data-dir", str(tmp_path / "s"))
+        lease = ("--leader-lease", "3")
+        daemon(
+            "scheduler", "scheduler", "--replicas", "3", "--data-dir", str(tmp_path / "s"), *lease
+        )
         daemon("agent", "agent", "--target", "box", "--data-dir", str(tmp_path / "agent"))
         # the target exists once the agent's first heartbeat has arrived
         first = wait_until(
@@ -256,6 +260,11 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
             interval=0.5,
         )
         first_id = json.loads(first.stdout.splitlines()[0])["run_id"]
+        # a second scheduler (another data directory: another host in production) stands by
+        daemon(
+            "scheduler-2", "scheduler", "--replicas", "3", "--data-dir", str(tmp_path / "s2"),
+            *lease,
+        )  # fmt: skip
 
         # the scheduler changed every existing resource to three copies, in place
         replicas = _replicas(urls)
@@ -286,6 +295,23 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
         assert logged.returncode == 0, logged.stderr
         assert "hello from first" in logged.stdout
         assert all(p.poll() is None for p in procs), "a daemon died with the server"
+
+        # now the leading scheduler's host dies: the standby leads at epoch 2 and places
+        def roles() -> list[tuple[str, int, int]]:
+            out = cli("status", "--output", "json")
+            assert out.returncode == 0, out.stderr
+            return [(s["role"], s["epoch"], s["pid"]) for s in json.loads(out.stdout)["schedulers"]]
+
+        wait_until(lambda: roles() == [("leader", 1, procs[0].pid), ("standby", 1, procs[2].pid)])
+        procs[0].kill()
+        procs[0].wait()
+        third = submit("third", timeout=90)
+        assert third.returncode == 0, third.stderr
+        assert json.loads(third.stdout.splitlines()[1])["state"] == "Completed"
+        assert roles()[0] == ("leader", 2, procs[2].pid)
+        shown = cli("run", "show", second_id, "--output", "json")
+        assert json.loads(shown.stdout)["state"] == "Completed"  # what the first one wrote
+        assert procs[1].poll() is None and procs[2].poll() is None
     except BaseException:
         for name, path in logs.items():
             print(f"--- {name}\n{path.read_text(errors='replace')[-12000:]}")
@@ -299,7 +325,8 @@ def test_replicated_on_three_servers_and_survives_losing_the_meta_leader(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
+    # the killed leader aside, every daemon stopped cleanly
+    assert [p.returncode for p in procs] == [-signal.SIGKILL, 0, 0]
 
 
 def test_scheduler_refuses_replicas_a_single_server_cannot_keep(
