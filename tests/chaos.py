@@ -2,8 +2,12 @@
 
 Runs whose scripts append to a ledger are submitted at a steady rate while the scheduler is
 killed (-9), agents are killed (-9) and paused (SIGSTOP), and nats-server is killed and
-restarted. Then every fault is healed and the harness checks, from the ledger and the run
-records, that:
+restarted. With ``--schedulers 2`` (or more) the scheduler faults are aimed at the leader:
+it is killed (-9) or paused past its lease (SIGSTOP), a standby takes over, and the old one,
+started again when it exits as a supervisor would, stands by; the report gives the longest
+time without a leader (from a leader's kill or pause to the next epoch's lease).
+
+Then every fault is healed and the harness checks, from the ledger and the run records, that:
 
 - every accepted submission has exactly one run, and it reached a terminal state;
 - no run's script completed twice;
@@ -23,7 +27,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -35,12 +41,15 @@ import nats.errors
 
 from sortie.client.client import Client, ClientError
 from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.leadership import Leadership
 from sortie.proto.states import TERMINAL, RunState
 from tests.faults import Cluster
 
 LEASE_S = 4.0
 KILL_GRACE_S = 3.0
+LEADER_LEASE_S = 3.0  # with several schedulers: a standby takes over after this
 SLOTS = 2  # runs each agent holds at once (cpus 2, each run asks for 1)
 
 SCRIPT = """\
@@ -79,6 +88,7 @@ class Settings:
     submit_every_s: float | None = None  # None: spread the runs over ``seconds``
     fault_every_s: float = 4.0
     settle_s: float = 180.0  # bound on the wait for every run to end afterwards
+    schedulers: int = 1  # more: one leads, the faults aim at it
 
 
 @dataclass
@@ -98,6 +108,8 @@ class Report:
     max_concurrent: int = 0
     over_capacity: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    leader_epochs: int = 0  # the last leader epoch (several schedulers)
+    longest_leaderless_s: float = 0.0  # from a leader's kill or pause to the next epoch
 
     @property
     def ok(self) -> bool:
@@ -123,6 +135,8 @@ class Chaos:
         self.accepted: dict[str, str] = {}  # submission id -> run id
         self.refused: list[str] = []
         self.names = [f"a{i}" for i in range(settings.agents)]
+        self.schedulers = [f"scheduler-{i + 1}" for i in range(settings.schedulers)]
+        self.leaderless: list[float] = []  # each leader fault's time to the next epoch
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -133,7 +147,11 @@ class Chaos:
         (self.src / "train.py").write_text(SCRIPT)
         c = self.cluster
         c.start_broker()
-        c.start_scheduler("--lease", str(LEASE_S), "--kill-grace", str(KILL_GRACE_S))
+        timing = ("--lease", str(LEASE_S), "--kill-grace", str(KILL_GRACE_S))
+        if self.s.schedulers == 1:
+            c.start_scheduler(*timing)
+        for name in self.schedulers if self.s.schedulers > 1 else []:
+            c.start_another_scheduler(name, *timing, "--leader-lease", str(LEADER_LEASE_S))
         for name in self.names:
             c.start_agent(name, "--target", "box", "--cpus", str(SLOTS), "--lease", str(LEASE_S))
 
@@ -182,7 +200,14 @@ class Chaos:
         c = self.cluster
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.s.fault_every_s)
-            fault = self.rng.choice(["scheduler", "agent", "pause", "broker"])
+            kinds = ["scheduler", "agent", "pause", "broker"]
+            if self.s.schedulers > 1:
+                kinds[0:1] = ["leader_kill", "leader_pause"]
+            fault = self.rng.choice(kinds)
+            if fault.startswith("leader_"):
+                if await self.leader_fault(fault):
+                    self.faults[fault] += 1
+                continue
             self.faults[fault] += 1
             if fault == "scheduler":
                 c.kill_scheduler()
@@ -203,6 +228,64 @@ class Chaos:
                 c.resume_agent(name)
             else:
                 await asyncio.to_thread(c.restart_broker, self.rng.uniform(0.2, 2.0))
+
+    # --- several schedulers -----------------------------------------------------------------
+
+    async def leader(self) -> Leadership | None:
+        """The lease as stored (None: no broker answers, or no leader yet)."""
+        client = None
+        try:
+            client = await Client.connect(self.cluster.url, name="chaos-leader")
+            kv = await client.bus.js.key_value(subjects.KV_LEADERSHIP)
+            entry = await asyncio.wait_for(kv.get(subjects.LEADER_KEY), 5)
+            return codec.decode(Leadership, entry.value or b"")
+        except (ClientError, nats.errors.Error, OSError, TimeoutError, codec.BadMessage):
+            return None
+        finally:
+            if client is not None:
+                await _close(client)
+
+    async def leader_fault(self, fault: str) -> bool:
+        """Kill or pause the leading scheduler; False if none could be found (the broker
+        restarting, a takeover under way)."""
+        lease = await self.leader()
+        procs = self.cluster.others
+        name = next(
+            (n for n, p in procs.items() if lease and p.pid == lease.pid and p.poll() is None),
+            None,
+        )
+        if lease is None or lease.released or name is None:
+            return False
+        t0 = time.monotonic()
+        if fault == "leader_kill":
+            procs[name].kill()
+            procs[name].wait()
+        else:  # past its lease: a standby takes over; resumed, it finds itself deposed
+            os.kill(procs[name].pid, signal.SIGSTOP)
+            await asyncio.sleep(LEADER_LEASE_S + self.rng.uniform(0.5, 3.0))
+            os.kill(procs[name].pid, signal.SIGCONT)
+        deadline = t0 + 60
+        while time.monotonic() < deadline:
+            now = await self.leader()
+            if now is not None and now.epoch > lease.epoch and not now.released:
+                self.leaderless.append(time.monotonic() - t0)
+                break
+            await asyncio.sleep(0.1)
+        else:
+            self.leaderless.append(time.monotonic() - t0)
+        return True
+
+    async def supervise(self, until: float) -> None:
+        """Start a scheduler again once it exits (killed, or deposed), as systemd would."""
+        while time.monotonic() < until:
+            for name, proc in list(self.cluster.others.items()):
+                if proc.poll() is not None:
+                    self.cluster.start_another_scheduler(
+                        name,
+                        *("--lease", str(LEASE_S), "--kill-grace", str(KILL_GRACE_S)),
+                        *("--leader-lease", str(LEADER_LEASE_S)),
+                    )
+            await asyncio.sleep(0.5)
 
     # --- checks -----------------------------------------------------------------------------
 
@@ -277,9 +360,16 @@ class Chaos:
         try:
             self.start()
             submitter = asyncio.create_task(self.submit_all())
+            supervisor = asyncio.create_task(
+                self.supervise(time.monotonic() + self.s.seconds + self.s.settle_s)
+            )
             await self.inject(time.monotonic() + self.s.seconds)
             await submitter
             records = await self.settle()
+            supervisor.cancel()
+            if self.s.schedulers > 1:
+                last = await self.leader()
+                report.leader_epochs = last.epoch if last else 0
             self.check(records, report)
         finally:
             self.cluster.close()
@@ -288,6 +378,7 @@ class Chaos:
         report.refused = self.refused
         report.faults = dict(self.faults)
         report.seconds = round(time.monotonic() - t0, 1)
+        report.longest_leaderless_s = round(max(self.leaderless, default=0.0), 2)
         return report
 
 
@@ -308,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=Settings.seed)
     p.add_argument("--submit-every", type=float, default=None, help="default: spread out")
     p.add_argument("--fault-every", type=float, default=Settings.fault_every_s)
+    p.add_argument("--schedulers", type=int, default=1, help="more: leader kills and pauses")
     p.add_argument("--keep", type=Path, help="keep the daemons' files here")
     args = p.parse_args(argv)
     settings = Settings(
@@ -317,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         submit_every_s=args.submit_every,
         fault_every_s=args.fault_every,
+        schedulers=args.schedulers,
     )
     with tempfile.TemporaryDirectory(prefix="sortie-chaos-") as tmp:
         root = args.keep or Path(tmp)
