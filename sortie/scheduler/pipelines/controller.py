@@ -23,6 +23,7 @@ from sortie.proto.pipelines import (
     STEP_SUCCEEDED,
     STEP_TERMINAL,
     CachedStep,
+    ImageLookup,
     LastKey,
     Pipeline,
     StepKey,
@@ -31,6 +32,7 @@ from sortie.proto.pipelines import (
     StepStatus,
     cache_id,
     last_key_id,
+    pinned,
     resolve_params,
     step_run_id,
     step_transition,
@@ -216,10 +218,11 @@ def _start(p: _Pass, name: str) -> StepStatus:
             why = f"not run: upstream step {producer!r} has no output {data!r}"
             return p.move(name, StepState.SKIPPED, reason=why)
         inputs[data] = content
-    key = step_key(step, arguments, inputs)
+    lookup = _image_lookup(step, pipe)
+    key = step_key(step, arguments, inputs, None if lookup is None else lookup.image_id)
     last_id = last_key_id(p.view.experiment, pipe.spec.name, name)
     last = p.last_keys.get(last_id)
-    because = _ran_because(step, pipe, key, p.cache.get(cache_id(key)), last)
+    because = _ran_because(step, pipe, key, p.cache.get(cache_id(key)), last, lookup=lookup)
     adopted = name in p.runs  # its run was written before a restart: it is that run
     if because is None and adopted:
         because = "it was submitted before the scheduler restarted"
@@ -244,18 +247,34 @@ def _start(p: _Pass, name: str) -> StepStatus:
     )
 
 
+def _image_lookup(step: StepSpec, pipe: Pipeline) -> ImageLookup | None:
+    """What was looked up for the step's image: None when it has no container or names its
+    image by digest (the reference is the content), or none (its run fails at the agent); a
+    tag never looked up has no ID."""
+    docker = step.run.environment.docker
+    if not docker.enabled or not docker.base_image or pinned(docker.base_image):
+        return None
+    return pipe.images.get(step.name, ImageLookup(problem="it was not looked up"))
+
+
 def _ran_because(
     step: StepSpec,
     pipe: Pipeline,
     key: StepKey,
     cached: CachedStep | None,
     last: LastKey | None,
+    *,
+    lookup: ImageLookup | None,
 ) -> str | None:
-    """Why the step runs rather than reuses an earlier run; None: it is reused."""
+    """Why the step runs rather than reuses an earlier run; None: it is reused. A tag whose
+    image ID is unknown could name any image: the step runs."""
     if not step.allow_reuse:
         return "allow_reuse is off"
     if pipe.regenerate_outputs:
         return "regenerate_outputs"
+    if lookup is not None and lookup.image_id is None:
+        ref = step.run.environment.docker.base_image
+        return f"the image ID of {ref!r} could not be resolved: {lookup.problem}"
     if cached is not None:
         missing = [o for o in step.outputs if o not in cached.outputs]
         if not missing:

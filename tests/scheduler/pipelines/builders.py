@@ -16,6 +16,7 @@ from sortie.proto import messages as m
 from sortie.proto.pipelines import (
     STEP_TERMINAL,
     CachedStep,
+    ImageLookup,
     LastKey,
     ParamValue,
     Pipeline,
@@ -89,14 +90,22 @@ def view(
     regenerate: bool = False,
     cancel: bool = False,
     run_id: str = PIPE_RUN,
+    images: Mapping[str, ImageLookup] | None = None,
 ) -> PipelineView:
     steps = {s.name: StepStatus() for s in spec.steps}
     steps.update(statuses or {})
     params = {**spec.parameters, **(values or {})}
+    pipe = Pipeline(
+        spec=spec,
+        parameters=params,
+        regenerate_outputs=regenerate,
+        steps=steps,
+        images=dict(images or {}),
+    )
     return PipelineView(
         run_id=run_id,
         experiment=EXPERIMENT,
-        pipeline=Pipeline(spec=spec, parameters=params, regenerate_outputs=regenerate, steps=steps),
+        pipeline=pipe,
         cancel_requested=cancel,
         tags={"team": "ml"},
     )
@@ -137,6 +146,8 @@ class SimPipeline:
     regenerate: bool = False
     cancel: bool = False
     run_id: str = PIPE_RUN
+    # container steps' image lookups, as the scheduler made them when it accepted the pipeline
+    images: dict[str, ImageLookup] = field(default_factory=dict)
     statuses: dict[str, StepStatus] = field(default_factory=dict)
     runs: dict[str, StepRunView] = field(default_factory=dict)
     submitted: list[SubmitStep] = field(default_factory=list)
@@ -158,6 +169,7 @@ class SimPipeline:
             regenerate=self.regenerate,
             cancel=self.cancel,
             run_id=self.run_id,
+            images=self.images,
         )
 
     def step(self, *, record: bool = True) -> PipelinePlan:
