@@ -286,6 +286,12 @@ async def image_present(docker: aiodocker.Docker, image: str) -> bool:
     return await _inspect(docker, image) is not None
 
 
+async def image_id(docker: aiodocker.Docker, image: str) -> str | None:
+    """The engine's ID of the image ``image`` names; None when it has no such image."""
+    info = await _inspect(docker, image)
+    return None if info is None else str(info["Id"])
+
+
 _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
 )

@@ -443,6 +443,36 @@ class Retire(Message, frozen=True, kw_only=True, tag="retire"):
 AgentCommand = Assign | Cancel | Preempt | Retire
 
 
+class ImageQuery(Message, frozen=True, kw_only=True, tag="image_query"):
+    """Scheduler -> one agent that runs containers (``subjects.agent_images``, replied to on
+    ``subjects.image_answer``): which image does ``reference`` name on your engine? Asked for
+    a pipeline's container step whose image is a tag, so that its key follows the image,
+    not the name (``pipelines.ImageLookup``)."""
+
+    reference: str
+
+
+class ImageFound(Message, frozen=True, kw_only=True, tag="image_found"):
+    reference: str
+    image_id: str  # the engine's ID of the image the reference names there
+
+
+class ImageAbsent(Message, frozen=True, kw_only=True, tag="image_absent"):
+    """The agent's engine has no image under the reference (a run of it would fail there)."""
+
+    reference: str
+
+
+class ImageLookupFailed(Message, frozen=True, kw_only=True, tag="image_lookup_failed"):
+    """The agent could not ask its engine (down, no answer in time, a refusal)."""
+
+    reference: str
+    error: str
+
+
+ImageAnswer = ImageFound | ImageAbsent | ImageLookupFailed
+
+
 class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     """Agent -> scheduler: a run's attempt reached ``state``. Durable (JetStream)."""
 
