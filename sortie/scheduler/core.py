@@ -350,7 +350,7 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
     if ev.request.sweep is not None:  # a sweep run: its trials are submitted by decide()
         sweep_runs.create(state, ev.run_id, spec, ev.request.sweep, now)
     elif ev.request.pipeline is not None:  # a pipeline run: its steps are, too
-        pipeline_runs.create(state, ev.run_id, spec, ev.request.pipeline, now)
+        pipeline_runs.create(state, ev.run_id, spec, ev.request.pipeline, now, images=ev.images)
     else:
         rec = m.RunRecord(
             run_id=ev.run_id,
