@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +177,64 @@ def test_cancel_stops_the_container(
     done = boxed.cli("run", "wait", sub["run_id"], timeout=60)
     assert "Canceled" in done.stderr
     wait_until(lambda: containers(podman) == [], timeout=30)
+
+
+RETAG_PIPELINE = """\
+name: retag
+experiment: retag
+defaults:
+  target: local
+steps:
+  - name: hello
+    script: hello.sh
+    source_directory: hello
+    environment:
+      python: {{user_managed_dependencies: true}}
+      docker: {{enabled: true, base_image: "{image}"}}
+"""
+
+
+def test_a_pipeline_step_runs_again_when_its_tag_names_another_image(
+    boxed: Installation, podman: Engine, busybox_image: str, tmp_path: Path
+) -> None:
+    """A container step is reused while its tag names the same image; once the tag is
+    re-pointed to another image, it runs again and `pipeline show` names the image."""
+    tag = f"localhost/sortie-e2e-retag-{uuid.uuid4().hex[:8]}:latest"
+    other = f"localhost/sortie-e2e-other-{uuid.uuid4().hex[:8]}:1"
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "hello.sh").write_text("echo hello from the step\n")
+    pfile = tmp_path / "pipeline.yml"
+    pfile.write_text(RETAG_PIPELINE.format(image=tag))
+    (tmp_path / "Containerfile").write_text(f"FROM {busybox_image}\nLABEL sortie.test={other}\n")
+    podman.podman("tag", busybox_image, tag)
+    try:
+
+        def submitted() -> dict[str, object]:
+            proc = boxed.cli(
+                "pipeline", "submit", "-f", str(pfile), "--wait", "--output", "json", timeout=180
+            )
+            assert proc.returncode == 0, (proc.stdout, proc.stderr)
+            run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
+            show = boxed.json("pipeline", "show", run_id)
+            assert isinstance(show, dict) and show["state"] == "Completed", show
+            (step,) = show["steps"]
+            assert isinstance(step, dict)
+            return step
+
+        first = submitted()
+        assert first["state"] == "completed", first
+        again = submitted()
+        assert again["state"] == "reused", again
+        assert again["reused_from"] == first["run_id"]
+
+        podman.podman("build", "--pull=never", "-t", other, "-f", str(tmp_path / "Containerfile"),
+                      str(tmp_path / "hello"))  # fmt: skip
+        podman.podman("tag", other, tag)  # the same name, another image
+        moved = submitted()
+        assert moved["state"] == "completed", moved
+        assert moved["run_id"] not in (first["run_id"], None)
+        assert moved["changed"] == ["image"]
+        assert moved["ran_because"] == "key changed: image"
+    finally:
+        for name in (tag, other):
+            podman.podman("rmi", "--force", name, check=False)
