@@ -244,6 +244,9 @@ class RunRecord(Message, frozen=True, kw_only=True):
     # the current attempt's job in its engine (Slurm, Spark), from its agent's reports: a run
     # Starting with a PENDING Slurm job waits in Slurm's queue, and `run why` says why
     engine_job: engines.EngineJob | None = None
+    # a completed container run: the ID of the image its docker.base_image named where it
+    # ran (RunReport.image_id); a pipeline step's cache entry is keyed on it
+    image_id: str | None = None
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -493,6 +496,9 @@ class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     # the attempt's job in its engine (an engine agent's runs): sent again, in the same state,
     # whenever the engine's state or reason changes
     engine_job: engines.EngineJob | None = None
+    # a container run that completed: the engine's ID of the image its docker.base_image
+    # named when the container was made (the image that ran, whatever the tag names later)
+    image_id: str | None = None
 
 
 class AgentRecord(Message, frozen=True, kw_only=True):

@@ -589,6 +589,7 @@ def _member_moved(
     if member.rank == 0 and rep.state is RunState.COMPLETED:
         changes["artifacts"] = rep.artifacts  # rank 0's outputs are the run's
         changes["data_outputs"] = rep.data_outputs  # and its pipeline data
+        changes["image_id"] = rep.image_id  # and the image it ran
     updated = msgspec.structs.replace(rec, **changes)
     if slowest == rec.state:
         store(state, updated)
@@ -598,6 +599,7 @@ def _member_moved(
         state=slowest,
         artifacts=updated.artifacts,
         data_outputs=updated.data_outputs,
+        image_id=updated.image_id,
         exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
     )
     cmds: list[Command] = []

@@ -67,6 +67,9 @@ class StepRunView:
     # when it ended (RunRecord.ended_at): a completed step's CachedStep.completed_at, as the
     # controller reads no clock (added for M; None counts as 0.0)
     ended_at: float | None = None
+    # a container run: the ID of the image it ran (RunRecord.image_id); a tagged step's cache
+    # entry is keyed on it, whatever was looked up when the pipeline was accepted
+    image_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -324,11 +327,19 @@ def _run_ended(p: _Pass, name: str) -> None:
         p.move(name, StepState.FAILED, reason=f"its run completed but did not store output {said}")
         return
     stored = {o: run.data_outputs[o] for o in outputs}
-    status = p.move(name, StepState.COMPLETED, outputs=stored)
+    key = p.now[name].key
+    ran = key
+    tagged = _image_lookup(p.specs[name], p.view.pipeline) is not None
+    if key is not None and tagged and run.image_id is not None:
+        ran = msgspec.structs.replace(key, image_id=run.image_id)  # the image that ran
+    status = p.move(name, StepState.COMPLETED, outputs=stored, key=ran)
     if status.key is not None:
         p.new_cache[cache_id(status.key)] = CachedStep(
             run_id=run.run_id, outputs=stored, completed_at=run.ended_at or 0.0
         )
+    if ran != key and ran is not None:  # the next run's changes are said against what ran
+        last_id = last_key_id(p.view.experiment, p.view.pipeline.spec.name, name)
+        p.new_cache[last_id] = LastKey(run_id=run.run_id, key=ran)
 
 
 def _end(

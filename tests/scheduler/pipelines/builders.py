@@ -117,7 +117,13 @@ def content(key: StepKey | None, output: str) -> str:
 
 
 def ended_run(
-    run_id: str, outcome: Outcome, outputs: Iterable[str], key: StepKey | None, at: float = 1.0
+    run_id: str,
+    outcome: Outcome,
+    outputs: Iterable[str],
+    key: StepKey | None,
+    at: float = 1.0,
+    *,
+    image_id: str | None = None,
 ) -> StepRunView:
     state = {
         "completed": RunState.COMPLETED,
@@ -129,7 +135,14 @@ def ended_run(
     error = None
     if outcome == "failed":
         error = m.RunError(kind=ErrorKind.EXIT_CODE, message="exit code 1")
-    return StepRunView(run_id=run_id, state=state, data_outputs=stored, error=error, ended_at=at)
+    return StepRunView(
+        run_id=run_id,
+        state=state,
+        data_outputs=stored,
+        error=error,
+        ended_at=at,
+        image_id=image_id if outcome == "completed" else None,
+    )
 
 
 @dataclass
@@ -148,6 +161,8 @@ class SimPipeline:
     run_id: str = PIPE_RUN
     # container steps' image lookups, as the scheduler made them when it accepted the pipeline
     images: dict[str, ImageLookup] = field(default_factory=dict)
+    # the image ID each step's run reports it ran (a container run's RunReport.image_id)
+    ran_images: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, StepStatus] = field(default_factory=dict)
     runs: dict[str, StepRunView] = field(default_factory=dict)
     submitted: list[SubmitStep] = field(default_factory=list)
@@ -212,7 +227,12 @@ class SimPipeline:
             run = self.runs[name]
             key = self.statuses[name].key
             self.runs[name] = ended_run(
-                run.run_id, self.outcome(name), outputs[name], key, self.clock
+                run.run_id,
+                self.outcome(name),
+                outputs[name],
+                key,
+                self.clock,
+                image_id=self.ran_images.get(name),
             )
 
     def run(self, *, one_at_a_time: bool = False, calls: int = 10_000) -> PipelinePlan:

@@ -474,3 +474,42 @@ def test_an_image_pinned_by_digest_needs_no_lookup() -> None:
     assert two.states() == {"prep": REU}
     assert two.statuses["prep"].key is not None
     assert two.statuses["prep"].key.image_id is None
+
+
+# (what, the first submit's lookup, the image its run reports, the second submit's lookup,
+# the step's state at the second submit)
+RAN_CASES = [
+    ("unresolved, then resolved to what ran: reused", None, "sha256:1", "sha256:1", REU),
+    ("unresolved, then another image: runs", None, "sha256:1", "sha256:2", C),
+    ("the tag moved before the run: keyed on what ran", "sha256:0", "sha256:1", "sha256:1", REU),
+    ("the tag moved before the run, back again: runs", "sha256:0", "sha256:1", "sha256:0", C),
+]
+
+
+@pytest.mark.parametrize("case", [c[1:] for c in RAN_CASES], ids=[c[0] for c in RAN_CASES])
+def test_a_completed_step_is_cached_under_the_image_its_run_reports(
+    case: tuple[str | None, str, str, StepState],
+) -> None:
+    looked_up, ran, later, state = case
+    first = (
+        ImageLookup(problem=NOT_ANSWERED) if looked_up is None else ImageLookup(image_id=looked_up)
+    )
+    one = SimPipeline(TAGGED, images={"prep": first}, ran_images={"prep": ran})
+    one.run()
+    assert one.statuses["prep"].key is not None
+    assert one.statuses["prep"].key.image_id == ran  # the record says what ran
+    two = SimPipeline(
+        TAGGED, cache=dict(one.cache), run_id="pr2", images={"prep": ImageLookup(image_id=later)}
+    )
+    two.run()
+    prep = two.statuses["prep"]
+    assert prep.state is state
+    assert prep.changed == ([] if state is REU else ["image"])
+
+
+def test_a_pinned_image_keeps_its_key_whatever_its_run_reports() -> None:
+    spec = pipeline(step("prep", [], ["a"], image=PINNED_REF))
+    one = SimPipeline(spec, ran_images={"prep": "sha256:1"})
+    one.run()
+    assert one.statuses["prep"].key is not None
+    assert one.statuses["prep"].key.image_id is None
