@@ -251,9 +251,9 @@ def _start(p: _Pass, name: str) -> StepStatus:
 
 
 def _image_lookup(step: StepSpec, pipe: Pipeline) -> ImageLookup | None:
-    """What was looked up for the step's image: None when it has no container or names its
-    image by digest (the reference is the content), or none (its run fails at the agent); a
-    tag never looked up has no ID."""
+    """What was looked up for the step's image (a tag): None when the step has no container,
+    names no image (its run fails at the agent) or names it by digest (the reference is the
+    content); a tag never looked up has no ID."""
     docker = step.run.environment.docker
     if not docker.enabled or not docker.base_image or pinned(docker.base_image):
         return None
