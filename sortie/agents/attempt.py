@@ -352,6 +352,8 @@ class Attempt:
         self.stop_reason: StopReason | None = None
         self.execution: Execution | None = None
         self.terminal: RunState | None = None
+        # a container run: the ID of the image its base_image named (Prepared.image_id)
+        self.image_id: str | None = None
         self.task: asyncio.Task[None] | None = None
         self._cancellable = False  # only while materialising / preparing the environment
         self._bad_metrics = 0
@@ -427,6 +429,7 @@ class Attempt:
         artifacts: list[m.Artifact] | None = None,
         data_outputs: dict[str, str] | None = None,
         engine_job: EngineJob | None = None,
+        image_id: str | None = None,
     ) -> None:
         report = m.RunReport(
             agent_id=self.deps.agent_id,
@@ -441,6 +444,7 @@ class Attempt:
             metrics=dict(self.output.latest.values),
             data_outputs=data_outputs or {},
             engine_job=engine_job,
+            image_id=image_id,
         )
         await send_report(self.deps.js, report)
         self._log.info("attempt state", state=str(state), error=error.kind if error else None)
@@ -472,6 +476,7 @@ class Attempt:
             error=error,
             artifacts=artifacts,
             data_outputs=data_outputs if state == RunState.COMPLETED else None,
+            image_id=self.image_id if state == RunState.COMPLETED else None,
         )
 
     async def _fail(self, kind: ErrorKind, message: str) -> None:
@@ -638,6 +643,7 @@ class Attempt:
     async def _run_prepared(self, prepared: Prepared, gpus: list[int] | None) -> None:
         """Start the run, wait for it to end, and report how it ended."""
         out = self.output
+        self.image_id = prepared.image_id
         launch = self._launch(prepared.python, prepared.view(gpus))
         await self._report(RunState.STARTING)
         fifo = MetricsFifo(self.files.metrics, self._on_metric_line)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -91,6 +92,7 @@ class ImageError(Exception):
 class EnvImage:
     tag: str
     python: str  # interpreter path inside the image
+    base_id: str = ""  # the engine's ID of the base image it was made from (ensure_env_image)
 
 
 # --- the pure part --------------------------------------------------------------------------
@@ -286,6 +288,12 @@ async def image_present(docker: aiodocker.Docker, image: str) -> bool:
     return await _inspect(docker, image) is not None
 
 
+async def image_id(docker: aiodocker.Docker, image: str) -> str | None:
+    """The engine's ID of the image ``image`` names; None when it has no such image."""
+    info = await _inspect(docker, image)
+    return None if info is None else str(info["Id"])
+
+
 _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
 )
@@ -353,14 +361,14 @@ async def ensure_env_image(
                         docker=docker, base_image=base_image, base=base, py=normalise(py),
                         digest=digest, tag=tag, log=log, wheels_dir=wheels_dir,
                     )  # fmt: skip
-                    return await _build_logged(build)
+                    return dataclasses.replace(await _build_logged(build), base_id=base_id)
     except DockerError as err:
         raise ImageError(
             f"the container engine failed while preparing the environment image {tag}: "
             f"{err.message}"
         ) from None
     log(f"using cached environment image {found.tag}")
-    return found
+    return dataclasses.replace(found, base_id=base_id)
 
 
 @dataclass(frozen=True, kw_only=True)

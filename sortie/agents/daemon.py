@@ -61,6 +61,7 @@ from sortie.agents.executors.slurm import capacity as slurm_capacity
 from sortie.agents.executors.spark import capacity as spark_capacity
 from sortie.agents.facts import host_capacity, hostname
 from sortie.agents.gpus import GpuPool, GpuProbe, probe_gpus, restrict
+from sortie.agents.image_ids import look_up, own_answer_subject
 from sortie.agents.lease import Lease
 from sortie.agents.pipeline_data import data_dir
 from sortie.agents.publisher import send_report
@@ -455,6 +456,24 @@ class AgentShell:
     async def on_heartbeat_now(self, _msg: Msg) -> None:
         self.spawn(self.send_heartbeat())
 
+    async def on_image_query(self, msg: Msg) -> None:
+        """The scheduler asks which image a reference names here (beside the commands: an
+        engine call must not hold them up)."""
+        self.spawn(self.answer_image_query(msg))
+
+    async def answer_image_query(self, msg: Msg) -> None:
+        if not own_answer_subject(self.config.agent_id, msg.reply):
+            self.alog.warning("image query without a valid reply subject ignored")
+            return
+        try:
+            query = codec.decode(m.ImageQuery, msg.data)
+        except codec.BadMessage as exc:
+            self.alog.warning("image query ignored", error=str(exc))
+            return
+        answer = await look_up(self.engine_url, query.reference)
+        with contextlib.suppress(nats.errors.Error):
+            await self.bus.nc.publish(msg.reply, codec.encode(answer))
+
     # loops ------------------------------------------------------------------------------------
 
     async def commands_loop(self) -> None:
@@ -611,6 +630,7 @@ async def run_agent(
     subs = [
         await bus.nc.subscribe(subjects.agent_commands(config.agent_id), cb=shell.on_command),
         await bus.nc.subscribe(subjects.HEARTBEAT_NOW, cb=shell.on_heartbeat_now),
+        await bus.nc.subscribe(subjects.agent_images(config.agent_id), cb=shell.on_image_query),
     ]
     alog.info(
         "agent started",

@@ -244,6 +244,9 @@ class RunRecord(Message, frozen=True, kw_only=True):
     # the current attempt's job in its engine (Slurm, Spark), from its agent's reports: a run
     # Starting with a PENDING Slurm job waits in Slurm's queue, and `run why` says why
     engine_job: engines.EngineJob | None = None
+    # a completed container run: the ID of the image its docker.base_image named where it
+    # ran (RunReport.image_id); a pipeline step's cache entry is keyed on it
+    image_id: str | None = None
 
 
 class TargetWait(Message, frozen=True, kw_only=True):
@@ -447,6 +450,36 @@ class Retire(Message, frozen=True, kw_only=True, tag="retire"):
 AgentCommand = Assign | Cancel | Preempt | Retire
 
 
+class ImageQuery(Message, frozen=True, kw_only=True, tag="image_query"):
+    """Scheduler -> one agent that runs containers (``subjects.agent_images``, replied to on
+    ``subjects.image_answer``): which image does ``reference`` name on your engine? Asked for
+    a pipeline's container step whose image is a tag, so that its key follows the image,
+    not the name (``pipelines.ImageLookup``)."""
+
+    reference: str
+
+
+class ImageFound(Message, frozen=True, kw_only=True, tag="image_found"):
+    reference: str
+    image_id: str  # the engine's ID of the image the reference names there
+
+
+class ImageAbsent(Message, frozen=True, kw_only=True, tag="image_absent"):
+    """The agent's engine has no image under the reference (a run of it would fail there)."""
+
+    reference: str
+
+
+class ImageLookupFailed(Message, frozen=True, kw_only=True, tag="image_lookup_failed"):
+    """The agent could not ask its engine (down, no answer in time, a refusal)."""
+
+    reference: str
+    error: str
+
+
+ImageAnswer = ImageFound | ImageAbsent | ImageLookupFailed
+
+
 class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     """Agent -> scheduler: a run's attempt reached ``state``. Durable (JetStream)."""
 
@@ -467,6 +500,9 @@ class RunReport(Message, frozen=True, kw_only=True, tag="report"):
     # the attempt's job in its engine (an engine agent's runs): sent again, in the same state,
     # whenever the engine's state or reason changes
     engine_job: engines.EngineJob | None = None
+    # a container run that completed: the engine's ID of the image its docker.base_image
+    # named when the container was made (the image that ran, whatever the tag names later)
+    image_id: str | None = None
 
 
 class AgentRecord(Message, frozen=True, kw_only=True):

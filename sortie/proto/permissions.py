@@ -9,10 +9,10 @@ roles, enforced by nats-server itself (``sortie.bus.auth`` writes them into each
   standbys, agents, logs and metrics, upload
   snapshot blobs and read artifacts. It can neither write a record nor act as an agent or
   the scheduler (no heartbeats, reports or agent commands; it cannot serve ``sortie.api.*``);
-- ``agent`` (one per agent id): receive its own commands only, publish its own heartbeats and
-  reports, logs and metrics under its own id (readers keep only those of the agent that held
-  the attempt), fetch snapshots and upload outputs. It reads no records and no other agent's
-  commands or replies.
+- ``agent`` (one per agent id): receive its own commands (and image queries) only, publish
+  its own heartbeats, reports and image answers, logs and metrics under its own id (readers
+  keep only those of the agent that held the attempt), fetch snapshots and upload outputs.
+  It reads no records and no other agent's commands or replies.
 
 Everything not listed is refused. Replies go to a per-identity inbox prefix
 (:func:`inbox_prefix`) that only that identity may subscribe to.
@@ -135,12 +135,18 @@ def agent(agent_id: str) -> Permissions:
         s.AUTH_RENEW,
         s.agent_logs_any_run(agent_id),  # under its own id only: readers check it held the run
         s.agent_metrics_any_run(agent_id),
+        s.image_answers(agent_id),  # answers to the scheduler's ImageQuery, under its own id
         f"{s.JS_API}.INFO",
         f"{s.JS_API}.STREAM.INFO.*",
         f"{s.JS_API}.STREAM.NAMES",
         *_blobs(),
     ]
-    subscribe = [s.agent_commands(agent_id), s.HEARTBEAT_NOW, f"{s.agent_inbox(agent_id)}.>"]
+    subscribe = [
+        s.agent_commands(agent_id),
+        s.agent_images(agent_id),
+        s.HEARTBEAT_NOW,
+        f"{s.agent_inbox(agent_id)}.>",
+    ]
     return Permissions(publish=tuple(publish), subscribe=tuple(subscribe))
 
 

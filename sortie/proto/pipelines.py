@@ -19,7 +19,9 @@ exist, as a child run (``parent_id``: the pipeline, ``RunRecord.step``: the step
   produces or two producers of one output are refused before anything runs
   (``scheduler/pipelines/validate.py``).
 - **Reuse.** A step's ``StepKey`` hashes what decides its result: its snapshot, script,
-  resolved arguments, environment, container image and the content of its inputs. With
+  resolved arguments, environment, container image (the reference and, for a tag, the image
+  ID an agent of its target has under it when the pipeline is accepted: ``ImageLookup``) and
+  the content of its inputs. With
   ``allow_reuse`` (the default) and no ``regenerate_outputs``, a step whose key matches an
   earlier completed step's (``CachedStep``, in the step-cache bucket) ends ``reused``, points
   to that run and has its outputs at once; otherwise ``StepStatus.changed`` says which parts
@@ -150,12 +152,30 @@ class StepKey(Message, frozen=True, kw_only=True, omit_defaults=True):
     # the run's environment variables: name -> value, and a secret one's name -> None (its
     # value is never in a key); v1's params arrive here as AML_PARAMETER_<name>
     env: dict[str, str | None] = {}
+    # the image ID ``image`` (a tag) named on an agent of the step's target when the pipeline
+    # was accepted (``ImageLookup``); None: no container, a reference pinned by digest
+    # (``pinned``), or no agent told. Part of "image" in ``changed``.
+    image_id: str | None = None
 
     def digest(self) -> str:
         return hashlib.sha256(msgspec.msgpack.encode(self)).hexdigest()
 
 
 KEY_PARTS = ("snapshot_id", "script", "arguments", "environment", "image", "env", "inputs")
+
+
+def pinned(reference: str) -> bool:
+    """A reference that names its image by content (``name@sha256:...``): it needs no lookup."""
+    return "@sha256:" in reference
+
+
+class ImageLookup(Message, frozen=True, kw_only=True):
+    """A container step's image reference (a tag) as the scheduler looked it up when it
+    accepted the pipeline: the image ID one live agent of the step's target has under it
+    (``ImageFound``), or why there is none. A step without an ID is never reused: it runs."""
+
+    image_id: str | None = None
+    problem: str | None = None  # why no ID: no agent answered, none has it, its engine failed
 
 
 def environment_digest(env: messages.Environment) -> str:
@@ -186,6 +206,9 @@ class Pipeline(Message, frozen=True, kw_only=True):
     regenerate_outputs: bool = False
     rerun_of: str | None = None
     steps: dict[str, StepStatus] = {}  # every step by name, in the spec's order
+    # each container step whose image is a tag (not ``pinned``), by name: its image ID as
+    # looked up when the pipeline was accepted (the scheduler's daemon asks an agent)
+    images: dict[str, ImageLookup] = {}
 
 
 class CachedStep(Message, frozen=True, kw_only=True):

@@ -107,6 +107,22 @@ def agent_commands(agent_id: str) -> str:
     return f"{PREFIX}.agent.{check_token('agent id', agent_id)}.cmd"
 
 
+def agent_images(agent_id: str) -> str:
+    """Scheduler -> one agent: ``ImageQuery`` (which image a reference names on its engine),
+    its reply subject one of :func:`image_answer`."""
+    return f"{PREFIX}.agent.{check_token('agent id', agent_id)}.images"
+
+
+def image_answer(agent_id: str, query: str) -> str:
+    """Where one agent answers one ``ImageQuery`` (``query``: a token the asker picks)."""
+    return f"{PREFIX}.images.{check_token('agent id', agent_id)}.{check_token('query', query)}"
+
+
+def image_answers(agent_id: str) -> str:
+    """Every :func:`image_answer` subject of one agent: the only ones it may answer on."""
+    return f"{PREFIX}.images.{check_token('agent id', agent_id)}.*"
+
+
 def heartbeat(agent_id: str) -> str:
     return f"{PREFIX}.hb.{check_token('agent id', agent_id)}"
 

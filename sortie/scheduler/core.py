@@ -350,7 +350,7 @@ def _on_submit(state: SchedulerState, ev: Submitted, now: float, config: Config)
     if ev.request.sweep is not None:  # a sweep run: its trials are submitted by decide()
         sweep_runs.create(state, ev.run_id, spec, ev.request.sweep, now)
     elif ev.request.pipeline is not None:  # a pipeline run: its steps are, too
-        pipeline_runs.create(state, ev.run_id, spec, ev.request.pipeline, now)
+        pipeline_runs.create(state, ev.run_id, spec, ev.request.pipeline, now, images=ev.images)
     else:
         rec = m.RunRecord(
             run_id=ev.run_id,
@@ -589,6 +589,7 @@ def _member_moved(
     if member.rank == 0 and rep.state is RunState.COMPLETED:
         changes["artifacts"] = rep.artifacts  # rank 0's outputs are the run's
         changes["data_outputs"] = rep.data_outputs  # and its pipeline data
+        changes["image_id"] = rep.image_id  # and the image it ran
     updated = msgspec.structs.replace(rec, **changes)
     if slowest == rec.state:
         store(state, updated)
@@ -598,6 +599,7 @@ def _member_moved(
         state=slowest,
         artifacts=updated.artifacts,
         data_outputs=updated.data_outputs,
+        image_id=updated.image_id,
         exit_code=rep.exit_code if slowest is RunState.COMPLETED else None,
     )
     cmds: list[Command] = []

@@ -46,7 +46,7 @@ from sortie.proto.leadership import Leadership
 from sortie.proto.pipelines import CACHED_PREFIX, LAST_PREFIX, CachedStep, LastKey
 from sortie.proto.queue import QueueRequest
 from sortie.proto.states import TERMINAL
-from sortie.scheduler import core, kvbatch, renewals, run_secrets
+from sortie.scheduler import core, image_lookup, kvbatch, renewals, run_secrets
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
 from sortie.scheduler.events import (
     IndexQuery,
@@ -56,6 +56,7 @@ from sortie.scheduler.events import (
     read_request,
 )
 from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
+from sortie.scheduler.image_lookup import tagged_steps
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
@@ -438,6 +439,23 @@ class Daemon:
                     return why
         return None
 
+    async def _submit_looked_up(self, msg: Msg, request: m.SubmitRequest) -> None:
+        """A pipeline with tagged container steps: submitted once its targets' agents said
+        which image each tag names (``image_lookup``)."""
+        assert request.pipeline is not None
+        agents = list(self.state.agents.values())
+        try:
+            images = await image_lookup.look_up(self.bus.nc, agents, request.pipeline.spec)
+        except Exception as exc:  # a bug must not leave the client waiting
+            log.exception("image look-up failed")
+            why = f"the scheduler failed looking up images: {type(exc).__name__}; see its log"
+            await self._safe_reply(msg, m.ErrorReply(code="internal", message=why))
+            return
+        run_id = new_run_id(request.spec.experiment, time.time())
+        self._enqueue(
+            core.Submitted(request=request, run_id=run_id, reply_to=msg.reply, images=images)
+        )
+
     async def _scan_host_key(self, msg: Msg, req: m.HostKeyScan) -> None:
         await self._safe_reply(msg, await host_key_scan.scan(req))
 
@@ -452,6 +470,12 @@ class Daemon:
             why = None if request.validate_only else await self._snapshot_problem(request)
             if why is not None:
                 await self._reply(msg, why)
+                return
+            pipe = request.pipeline
+            if pipe is not None and not request.validate_only and tagged_steps(pipe.spec):
+                # beside the loop: agents' answers are waited for (bounded) before the core
+                # decides the steps' reuse on them
+                self._spawn(self._submit_looked_up(msg, request))
                 return
             run_id = new_run_id(spec.experiment, time.time())
             self._enqueue(core.Submitted(request=request, run_id=run_id, reply_to=msg.reply))

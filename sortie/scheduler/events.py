@@ -11,6 +11,7 @@ import msgspec
 
 from sortie.proto import codec, notes, run_index, subjects
 from sortie.proto import messages as m
+from sortie.proto.pipelines import ImageLookup
 from sortie.proto.queue import QueueRequest
 from sortie.scheduler.reconcile import Timing
 
@@ -22,6 +23,9 @@ class Submitted:
     request: m.SubmitRequest
     run_id: str  # made by the daemon (ids are not made in the core)
     reply_to: str
+    # a pipeline's tagged container steps' images, as the daemon looked them up from their
+    # targets' agents before this event (scheduler/image_lookup.py), by step name
+    images: Mapping[str, ImageLookup] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

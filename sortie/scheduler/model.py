@@ -188,6 +188,7 @@ def step_view(rec: m.RunRecord) -> StepRunView:
         data_outputs=dict(rec.data_outputs),
         error=rec.error,
         ended_at=rec.ended_at,
+        image_id=rec.image_id,
     )
 
 

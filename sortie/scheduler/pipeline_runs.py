@@ -16,6 +16,8 @@ after the runs), ``done`` ends the pipeline run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from sortie.proto import messages as m
@@ -54,16 +56,25 @@ def refusal(request: p.PipelineRequest) -> m.ErrorReply | None:
 
 
 def create(
-    state: SchedulerState, run_id: str, spec: m.RunSpec, request: p.PipelineRequest, now: float
+    state: SchedulerState,
+    run_id: str,
+    spec: m.RunSpec,
+    request: p.PipelineRequest,
+    now: float,
+    *,
+    images: Mapping[str, p.ImageLookup] | None = None,
 ) -> m.RunRecord:
-    """The pipeline's run record, stored, Running, every step WAITING."""
+    """The pipeline's run record, stored, Running, every step WAITING; ``images``: what the
+    daemon looked up of its tagged container steps' images (``Pipeline.images``)."""
     pipe = request.spec
+    names = {s.name for s in pipe.steps}
     pipeline = p.Pipeline(
         spec=pipe,
         parameters={**pipe.parameters, **request.parameters},
         regenerate_outputs=request.regenerate_outputs,
         rerun_of=request.rerun_of,
         steps={s.name: p.StepStatus() for s in pipe.steps},
+        images={n: found for n, found in (images or {}).items() if n in names},
     )
     rec = m.RunRecord(
         run_id=run_id,

@@ -160,6 +160,8 @@ def apply_report(
             artifacts=rep.artifacts,
             # a pipeline step's stored output directories (only a completed step's count)
             data_outputs=rep.data_outputs if rep.state is RunState.COMPLETED else {},
+            # a completed container run: the image it ran (a step's cache is keyed on it)
+            image_id=rep.image_id if rep.state is RunState.COMPLETED else None,
         )
         return
     store(state, move(rec, rep.state, rep.at, **changes))

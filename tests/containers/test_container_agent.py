@@ -52,6 +52,14 @@ async def engine_containers(engine: Engine, label: str) -> list[str]:
         await docker.close()
 
 
+async def image_id_of(engine: Engine, image: str) -> str:
+    docker = aiodocker.Docker(url=engine.docker_host)
+    try:
+        return str((await docker.images.inspect(image))["Id"])
+    finally:
+        await docker.close()
+
+
 async def test_a_container_run_end_to_end(
     bus: Bus, tmp_path: Path, podman: Engine, busybox_image: str
 ) -> None:
@@ -73,6 +81,9 @@ async def test_a_container_run_end_to_end(
         ]
         final = got[-1]
         assert final.exit_code == 0 and final.error is None
+        # the image that ran, by ID (a pipeline step's cache entry is keyed on it)
+        assert final.image_id == await image_id_of(podman, busybox_image)
+        assert all(r.image_id is None for r in got[:-1])
         assert [a.path for a in final.artifacts] == ["outputs/x.txt"]
         assert final.artifacts[0].sha256 == sha256_bytes(b"x\n")
         assert await has_blob(bus.blobs, final.artifacts[0].sha256)
@@ -101,6 +112,7 @@ async def test_a_container_run_end_to_end(
         await sched.send(m.Assign(run_id="cfail", attempt=1, incarnation=inc, spec=failing))
         got = await reports.until_terminal("cfail")
         assert got[-1].state == RunState.FAILED and got[-1].exit_code == 3
+        assert got[-1].image_id is None  # only a completed run's image keys a cache entry
         assert got[-1].error == m.RunError(kind="exit_code", message="script exited with code 3")
         assert await engine_containers(podman, f"{LABEL_AGENT}={AGENT_ID}") == []
     await reports.close()

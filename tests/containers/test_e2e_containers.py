@@ -1,10 +1,12 @@
-"""Container runs end to end: `sortie up` whose agent has a real engine (Podman's API)."""
+"""Container runs end to end: `sortie up` (or a broker, scheduler and agent as processes) whose
+agent has a real engine (Podman's API)."""
 
 from __future__ import annotations
 
 import json
 import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from sortie.bus.broker import free_port
 from tests.containers.conftest import Engine
 from tests.e2e.conftest import Installation, start_up, stop_up, wait_until
+from tests.faults import Cluster
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +179,124 @@ def test_cancel_stops_the_container(
     done = boxed.cli("run", "wait", sub["run_id"], timeout=60)
     assert "Canceled" in done.stderr
     wait_until(lambda: containers(podman) == [], timeout=30)
+
+
+RETAG_PIPELINE = """\
+name: retag
+experiment: retag
+defaults:
+  target: local
+steps:
+  - name: hello
+    script: hello.sh
+    source_directory: hello
+    environment:
+      python: {{user_managed_dependencies: true}}
+      docker: {{enabled: true, base_image: "{image}"}}
+"""
+
+
+def test_a_pipeline_step_runs_again_when_its_tag_names_another_image(
+    boxed: Installation, podman: Engine, busybox_image: str, tmp_path: Path
+) -> None:
+    """A container step is reused while its tag names the same image; once the tag is
+    re-pointed to another image, it runs again and `pipeline show` names the image."""
+    tag = f"localhost/sortie-e2e-retag-{uuid.uuid4().hex[:8]}:latest"
+    other = f"localhost/sortie-e2e-other-{uuid.uuid4().hex[:8]}:1"
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "hello.sh").write_text("echo hello from the step\n")
+    pfile = tmp_path / "pipeline.yml"
+    pfile.write_text(RETAG_PIPELINE.format(image=tag))
+    (tmp_path / "Containerfile").write_text(f"FROM {busybox_image}\nLABEL sortie.test={other}\n")
+    podman.podman("tag", busybox_image, tag)
+    try:
+
+        def submitted() -> dict[str, object]:
+            proc = boxed.cli(
+                "pipeline", "submit", "-f", str(pfile), "--wait", "--output", "json", timeout=180
+            )
+            assert proc.returncode == 0, (proc.stdout, proc.stderr)
+            run_id = json.loads(proc.stdout.splitlines()[0])["run_id"]
+            show = boxed.json("pipeline", "show", run_id)
+            assert isinstance(show, dict) and show["state"] == "Completed", show
+            (step,) = show["steps"]
+            assert isinstance(step, dict)
+            return step
+
+        first = submitted()
+        assert first["state"] == "completed", first
+        again = submitted()
+        assert again["state"] == "reused", again
+        assert again["reused_from"] == first["run_id"]
+
+        podman.podman("build", "--pull=never", "-t", other, "-f", str(tmp_path / "Containerfile"),
+                      str(tmp_path / "hello"))  # fmt: skip
+        podman.podman("tag", other, tag)  # the same name, another image
+        moved = submitted()
+        assert moved["state"] == "completed", moved
+        assert moved["run_id"] not in (first["run_id"], None)
+        assert moved["changed"] == ["image"]
+        assert moved["ran_because"] == "key changed: image"
+    finally:
+        for name in (tag, other):
+            podman.podman("rmi", "--force", name, check=False)
+
+
+def test_a_step_whose_image_no_agent_could_resolve_runs_and_is_reused_once_one_answers(
+    podman: Engine, busybox_image: str, tmp_path: Path
+) -> None:
+    """Submitted while its target's only agent is lost, a container step is not reused, and
+    `pipeline show` says why; it runs once the agent is back, which reports the image it
+    ran, so the next submit (its agent answering) reuses it."""
+    c = Cluster(tmp_path / "c")
+    c.env.update(DOCKER_HOST=podman.docker_host, CONTAINERS_CONF=podman.env["CONTAINERS_CONF"])
+    tag = f"localhost/sortie-e2e-unresolved-{uuid.uuid4().hex[:8]}:latest"
+    podman.podman("tag", busybox_image, tag)
+    (tmp_path / "hello").mkdir()
+    (tmp_path / "hello" / "hello.sh").write_text("echo hello from the step\n")
+    pfile = tmp_path / "pipeline.yml"
+    pfile.write_text(RETAG_PIPELINE.format(image=tag))
+
+    def agent_state() -> dict[str, object]:
+        proc = c.cli("agent", "list", "--output", "json")
+        rows = json.loads(proc.stdout) if proc.returncode == 0 else []
+        return next((r for r in rows if r.get("agent_id") == "a1"), {})
+
+    def show(run_id: str) -> dict[str, object]:
+        proc = c.cli("pipeline", "show", run_id, "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        found = json.loads(proc.stdout)
+        assert isinstance(found, dict)
+        return found
+
+    def submit(*wait: str) -> str:
+        proc = c.cli("pipeline", "submit", "-f", str(pfile), *wait, "--output", "json", timeout=180)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        return str(json.loads(proc.stdout.splitlines()[0])["run_id"])
+
+    try:
+        c.start_broker()
+        c.start_scheduler("--lease", "3", "--kill-grace", "1")
+        c.start_agent("a1", "--target", "local", "--lease", "3")
+        wait_until(lambda: bool(agent_state().get("container_engine")), timeout=60)
+        c.kill_agent("a1")
+        wait_until(lambda: agent_state().get("state") == "lost", timeout=60)
+
+        first = submit()
+        (step,) = show(first)["steps"]
+        assert isinstance(step, dict)
+        assert step["ran_because"] == (
+            f"the image ID of {tag!r} could not be resolved: no live agent of target 'local' "
+            "that runs containers to ask"
+        )
+        c.start_agent("a1")
+        wait_until(lambda: show(first)["state"] == "Completed", timeout=120)
+
+        again = submit("--wait")
+        (reused,) = show(again)["steps"]
+        assert isinstance(reused, dict)
+        assert reused["state"] == "reused", reused
+        assert reused["reused_from"] == step["run_id"]
+    finally:
+        c.close()
+        podman.podman("rmi", "--force", tag, check=False)

@@ -97,7 +97,7 @@ async def test_builds_an_environment_image_then_reuses_it(
     image = await ci.ensure_env_image(docker, python_image, SIX, log=lines.append)
     build_s = time.monotonic() - started
 
-    assert image == ci.EnvImage(tag=tag, python="/opt/sortie/env/bin/python")
+    assert image == ci.EnvImage(tag=tag, python="/opt/sortie/env/bin/python", base_id=base_id)
     assert tag.startswith("localhost/sortie-env:") and len(tag.rsplit(":", 1)[1]) == 16
     assert await ci.image_present(docker, tag)
     assert f"building environment image {tag} on {python_image}" in lines

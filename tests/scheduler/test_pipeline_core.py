@@ -432,3 +432,45 @@ def test_a_cache_entry_lost_in_a_crash_is_put_back_from_the_pipeline_record() ->
     assert assigned(core.decide(again, 11.0, CFG)) == []
     assert again.runs[AGAIN].state is RunState.COMPLETED
     assert set(states(again, AGAIN).values()) == {p.StepState.REUSED}
+
+
+# --- a tagged container image: keyed on the ID the daemon looked up -----------------------------
+
+
+def test_a_tag_re_pointed_to_another_image_runs_its_step_again() -> None:
+    """The IDs the daemon looked up go on the pipeline's record; the same ID under the tag is
+    reused, another ID runs the step again and ``changed`` names the image."""
+    s = SchedulerState(started_at=0.0)
+    for target, agent in AGENT_OF.items():
+        hb = heartbeat(agent, incarnation="i1", target=target)
+        hb = msgspec.structs.replace(hb, container_engine="podman 4.3.1")
+        core.handle(s, core.HeartbeatSeen(heartbeat=hb), 0.0, CFG)
+    docker = m.Environment(docker=m.DockerSection(enabled=True, base_image="prep:latest"))
+    prep = spec(
+        script="prep.py", target="box1", arguments=steps()[0].run.arguments, environment=docker
+    )
+    specs = steps(prep={"run": prep})
+
+    def submit_with(image_id: str, run_id: str) -> None:
+        images = {"prep": p.ImageLookup(image_id=image_id)}
+        event = core.Submitted(request=request(specs), run_id=run_id, reply_to="r", images=images)
+        core.handle(s, event, 1.0, CFG)
+
+    submit_with("sha256:1", PIPE)
+    pipe = s.runs[PIPE].pipeline
+    assert pipe is not None
+    assert pipe.images == {"prep": p.ImageLookup(image_id="sha256:1")}
+    run_all(s)
+    assert s.runs[PIPE].state is RunState.COMPLETED
+
+    submit_with("sha256:1", AGAIN)
+    assert assigned(core.decide(s, 5.0, CFG)) == []
+    assert set(states(s, AGAIN).values()) == {p.StepState.REUSED}
+
+    third = "exp_3_cccc"
+    submit_with("sha256:2", third)
+    assert assigned(core.decide(s, 6.0, CFG)) == [("a1", p.step_run_id(third, "prep"))]
+    pipe = s.runs[third].pipeline
+    assert pipe is not None
+    assert pipe.steps["prep"].changed == ["image"]
+    assert pipe.steps["prep"].ran_because == "key changed: image"

@@ -80,6 +80,32 @@ async def test_an_agent_receives_its_own_commands_and_no_other_agents(
     await nothing_arrives(wildcard)
 
 
+async def test_an_agent_gets_its_own_image_queries_and_answers_only_as_itself(
+    connections: Connections, scheduler_bus: Bus
+) -> None:
+    """The scheduler asks one agent which image a tag names: only that agent hears it, and
+    an answer under another agent's id never reaches the scheduler."""
+    a = await connections.agent("agent-a")
+    queries = await a.nc.subscribe(subjects.agent_images("agent-a"))
+    stolen = await subscribe_refused(a.nc, subjects.agent_images("agent-b"))
+    answers = await scheduler_bus.nc.subscribe(f"{subjects.PREFIX}.images.>")
+    await scheduler_bus.nc.flush()
+    await a.nc.flush()
+
+    reply = subjects.image_answer("agent-a", "q1")
+    await scheduler_bus.nc.publish(subjects.agent_images("agent-a"), b"which?", reply=reply)
+    await scheduler_bus.nc.publish(subjects.agent_images("agent-b"), b"for b")
+    got = await queries.next_msg(timeout=5)
+    assert (got.data, got.reply) == (b"which?", reply)
+    await nothing_arrives(stolen)
+
+    await a.nc.publish(got.reply, b"own answer")
+    await publish_refused(a.nc, subjects.image_answer("agent-b", "q1"), b"forged")
+    seen = await answers.next_msg(timeout=5)
+    assert (seen.subject, seen.data) == (reply, b"own answer")
+    await nothing_arrives(answers)
+
+
 async def test_an_agent_publishes_only_its_own_heartbeats_and_reports(
     connections: Connections, scheduler_bus: Bus
 ) -> None:

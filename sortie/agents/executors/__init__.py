@@ -170,6 +170,12 @@ class Prepared(Protocol):
         """Appended to ``started ...`` in the run's log ("" or e.g. `` in a container of X``)."""
         ...
 
+    @property
+    def image_id(self) -> str | None:
+        """A container run: the engine's ID of the image its ``docker.base_image`` named when
+        it was prepared (reported with its Completed state); None for any other run."""
+        ...
+
     def view(self, gpus: list[int] | None) -> RunView:
         """How the run sees its files, given the host GPUs it holds (None: no GPUs here)."""
         ...

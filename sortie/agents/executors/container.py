@@ -50,13 +50,19 @@ class ContainerExecutor:
     images_dir: Path | None = None  # where uses of environment images are recorded (held)
 
     async def prepare(self, job: Job, say: Say) -> PreparedContainer:
-        image, python, hold = await self._image(job, say)
+        image, python, hold, base_id = await self._image(job, say)
         return PreparedContainer(
-            job=job, image=image, python=python, docker_host=self.docker_host, image_hold=hold
+            job=job,
+            image=image,
+            python=python,
+            docker_host=self.docker_host,
+            image_hold=hold,
+            image_id=base_id,
         )
 
-    async def _image(self, job: Job, say: Say) -> tuple[str, str, EnvHold | None]:
-        """The image to run in, the Python inside it, and the hold on an environment image."""
+    async def _image(self, job: Job, say: Say) -> tuple[str, str, EnvHold | None, str]:
+        """The image to run in, the Python inside it, the hold on an environment image, and
+        the ID of the image ``docker.base_image`` names."""
         section = job.spec.environment.docker
         py = job.spec.environment.python
         if not section.base_image:
@@ -69,8 +75,8 @@ class ContainerExecutor:
         try:
             await check_engine(docker, self.docker_host)
             if py.user_managed:
-                await cr.check_image(docker, section.base_image)
-                return section.base_image, py.interpreter or "python3", None
+                base_id = await cr.check_image(docker, section.base_image)
+                return section.base_image, py.interpreter or "python3", None, base_id
             # imported here: agents that never run containers never load the image builder
             from sortie.agents import container_images, image_cache
 
@@ -79,11 +85,11 @@ class ContainerExecutor:
                     built = await container_images.ensure_env_image(
                         docker, section.base_image, py, log=say
                     )
-                    return built.tag, built.python, None
+                    return built.tag, built.python, None, built.base_id
                 built, hold = await image_cache.ensure_held(
                     docker, self.images_dir, section.base_image, py, say
                 )
-                return built.tag, built.python, hold
+                return built.tag, built.python, hold, built.base_id
             except container_images.ImageError as exc:
                 raise ExecutorError(exc.message, exc.kind) from exc
             except image_cache.ImageEvicted as exc:
@@ -100,6 +106,7 @@ class PreparedContainer:
     docker_host: str
     noun: str = "container"
     image_hold: EnvHold | None = None  # until the container exists (image_cache.ensure_held)
+    image_id: str | None = None  # the ID of the image docker.base_image named (prepare)
 
     @property
     def where(self) -> str:

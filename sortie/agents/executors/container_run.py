@@ -216,24 +216,16 @@ def container_name(labels: dict[str, str]) -> str:
 # --- the engine ------------------------------------------------------------------------------
 
 
-async def image_present(docker: aiodocker.Docker, image: str) -> bool:
+async def check_image(docker: aiodocker.Docker, image: str) -> str:
+    """The engine's ID of ``image``; raise :class:`EngineError` (kind "environment") when it
+    is not on the engine."""
     try:
-        await docker.images.inspect(image)
+        info = await docker.images.inspect(image)
     except aiodocker.DockerError as exc:
         if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-async def check_image(docker: aiodocker.Docker, image: str) -> None:
-    """Raise :class:`EngineError` (kind "environment") when ``image`` is not on the engine."""
-    try:
-        present = await image_present(docker, image)
-    except aiodocker.DockerError as exc:
+            raise EngineError(missing_image_message(image)) from None
         raise EngineError(f"cannot inspect image {image}: {exc.message}") from exc
-    if not present:
-        raise EngineError(missing_image_message(image))
+    return str(info["Id"])
 
 
 def write_stop_reason_in_place(path: Path | None, word: StopWord) -> None:

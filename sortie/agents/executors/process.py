@@ -67,6 +67,7 @@ class PreparedProcess:
     python: str
     noun: str = "process"
     where: str = ""
+    image_id: str | None = None  # no container
     env_hold: EnvHold | None = None  # the environment's shared lock (EnvCache.prepare_held)
     isolation: Isolation = NO_ISOLATION
 

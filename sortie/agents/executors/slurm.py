@@ -141,6 +141,7 @@ class PreparedSlurm:
     engine: SlurmEngine
     noun: str = "Slurm job"
     env_hold: EnvHold | None = None
+    image_id: str | None = None  # no container
 
     @property
     def where(self) -> str:

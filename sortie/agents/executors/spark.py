@@ -101,6 +101,7 @@ class PreparedSpark:
     engine: SparkEngine
     py_files: Path
     noun: str = "spark-submit"
+    image_id: str | None = None  # no container
 
     @property
     def python(self) -> str:

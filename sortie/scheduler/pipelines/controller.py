@@ -23,6 +23,7 @@ from sortie.proto.pipelines import (
     STEP_SUCCEEDED,
     STEP_TERMINAL,
     CachedStep,
+    ImageLookup,
     LastKey,
     Pipeline,
     StepKey,
@@ -31,6 +32,7 @@ from sortie.proto.pipelines import (
     StepStatus,
     cache_id,
     last_key_id,
+    pinned,
     resolve_params,
     step_run_id,
     step_transition,
@@ -65,6 +67,9 @@ class StepRunView:
     # when it ended (RunRecord.ended_at): a completed step's CachedStep.completed_at, as the
     # controller reads no clock (added for M; None counts as 0.0)
     ended_at: float | None = None
+    # a container run: the ID of the image it ran (RunRecord.image_id); a tagged step's cache
+    # entry is keyed on it, whatever was looked up when the pipeline was accepted
+    image_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,10 +221,11 @@ def _start(p: _Pass, name: str) -> StepStatus:
             why = f"not run: upstream step {producer!r} has no output {data!r}"
             return p.move(name, StepState.SKIPPED, reason=why)
         inputs[data] = content
-    key = step_key(step, arguments, inputs)
+    lookup = _image_lookup(step, pipe)
+    key = step_key(step, arguments, inputs, None if lookup is None else lookup.image_id)
     last_id = last_key_id(p.view.experiment, pipe.spec.name, name)
     last = p.last_keys.get(last_id)
-    because = _ran_because(step, pipe, key, p.cache.get(cache_id(key)), last)
+    because = _ran_because(step, pipe, key, p.cache.get(cache_id(key)), last, lookup=lookup)
     adopted = name in p.runs  # its run was written before a restart: it is that run
     if because is None and adopted:
         because = "it was submitted before the scheduler restarted"
@@ -244,18 +250,34 @@ def _start(p: _Pass, name: str) -> StepStatus:
     )
 
 
+def _image_lookup(step: StepSpec, pipe: Pipeline) -> ImageLookup | None:
+    """What was looked up for the step's image (a tag): None when the step has no container,
+    names no image (its run fails at the agent) or names it by digest (the reference is the
+    content); a tag never looked up has no ID."""
+    docker = step.run.environment.docker
+    if not docker.enabled or not docker.base_image or pinned(docker.base_image):
+        return None
+    return pipe.images.get(step.name, ImageLookup(problem="it was not looked up"))
+
+
 def _ran_because(
     step: StepSpec,
     pipe: Pipeline,
     key: StepKey,
     cached: CachedStep | None,
     last: LastKey | None,
+    *,
+    lookup: ImageLookup | None,
 ) -> str | None:
-    """Why the step runs rather than reuses an earlier run; None: it is reused."""
+    """Why the step runs rather than reuses an earlier run; None: it is reused. A tag whose
+    image ID is unknown could name any image: the step runs."""
     if not step.allow_reuse:
         return "allow_reuse is off"
     if pipe.regenerate_outputs:
         return "regenerate_outputs"
+    if lookup is not None and lookup.image_id is None:
+        ref = step.run.environment.docker.base_image
+        return f"the image ID of {ref!r} could not be resolved: {lookup.problem}"
     if cached is not None:
         missing = [o for o in step.outputs if o not in cached.outputs]
         if not missing:
@@ -305,11 +327,19 @@ def _run_ended(p: _Pass, name: str) -> None:
         p.move(name, StepState.FAILED, reason=f"its run completed but did not store output {said}")
         return
     stored = {o: run.data_outputs[o] for o in outputs}
-    status = p.move(name, StepState.COMPLETED, outputs=stored)
+    key = p.now[name].key
+    ran = key
+    tagged = _image_lookup(p.specs[name], p.view.pipeline) is not None
+    if key is not None and tagged and run.image_id is not None:
+        ran = msgspec.structs.replace(key, image_id=run.image_id)  # the image that ran
+    status = p.move(name, StepState.COMPLETED, outputs=stored, key=ran)
     if status.key is not None:
         p.new_cache[cache_id(status.key)] = CachedStep(
             run_id=run.run_id, outputs=stored, completed_at=run.ended_at or 0.0
         )
+    if ran != key and ran is not None:  # the next run's changes are said against what ran
+        last_id = last_key_id(p.view.experiment, p.view.pipeline.spec.name, name)
+        p.new_cache[last_id] = LastKey(run_id=run.run_id, key=ran)
 
 
 def _end(

@@ -16,6 +16,7 @@ from sortie.proto import messages as m
 from sortie.proto.pipelines import (
     STEP_TERMINAL,
     CachedStep,
+    ImageLookup,
     LastKey,
     ParamValue,
     Pipeline,
@@ -89,14 +90,22 @@ def view(
     regenerate: bool = False,
     cancel: bool = False,
     run_id: str = PIPE_RUN,
+    images: Mapping[str, ImageLookup] | None = None,
 ) -> PipelineView:
     steps = {s.name: StepStatus() for s in spec.steps}
     steps.update(statuses or {})
     params = {**spec.parameters, **(values or {})}
+    pipe = Pipeline(
+        spec=spec,
+        parameters=params,
+        regenerate_outputs=regenerate,
+        steps=steps,
+        images=dict(images or {}),
+    )
     return PipelineView(
         run_id=run_id,
         experiment=EXPERIMENT,
-        pipeline=Pipeline(spec=spec, parameters=params, regenerate_outputs=regenerate, steps=steps),
+        pipeline=pipe,
         cancel_requested=cancel,
         tags={"team": "ml"},
     )
@@ -108,7 +117,13 @@ def content(key: StepKey | None, output: str) -> str:
 
 
 def ended_run(
-    run_id: str, outcome: Outcome, outputs: Iterable[str], key: StepKey | None, at: float = 1.0
+    run_id: str,
+    outcome: Outcome,
+    outputs: Iterable[str],
+    key: StepKey | None,
+    at: float = 1.0,
+    *,
+    image_id: str | None = None,
 ) -> StepRunView:
     state = {
         "completed": RunState.COMPLETED,
@@ -120,7 +135,14 @@ def ended_run(
     error = None
     if outcome == "failed":
         error = m.RunError(kind=ErrorKind.EXIT_CODE, message="exit code 1")
-    return StepRunView(run_id=run_id, state=state, data_outputs=stored, error=error, ended_at=at)
+    return StepRunView(
+        run_id=run_id,
+        state=state,
+        data_outputs=stored,
+        error=error,
+        ended_at=at,
+        image_id=image_id if outcome == "completed" else None,
+    )
 
 
 @dataclass
@@ -137,6 +159,10 @@ class SimPipeline:
     regenerate: bool = False
     cancel: bool = False
     run_id: str = PIPE_RUN
+    # container steps' image lookups, as the scheduler made them when it accepted the pipeline
+    images: dict[str, ImageLookup] = field(default_factory=dict)
+    # the image ID each step's run reports it ran (a container run's RunReport.image_id)
+    ran_images: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, StepStatus] = field(default_factory=dict)
     runs: dict[str, StepRunView] = field(default_factory=dict)
     submitted: list[SubmitStep] = field(default_factory=list)
@@ -158,6 +184,7 @@ class SimPipeline:
             regenerate=self.regenerate,
             cancel=self.cancel,
             run_id=self.run_id,
+            images=self.images,
         )
 
     def step(self, *, record: bool = True) -> PipelinePlan:
@@ -200,7 +227,12 @@ class SimPipeline:
             run = self.runs[name]
             key = self.statuses[name].key
             self.runs[name] = ended_run(
-                run.run_id, self.outcome(name), outputs[name], key, self.clock
+                run.run_id,
+                self.outcome(name),
+                outputs[name],
+                key,
+                self.clock,
+                image_id=self.ran_images.get(name),
             )
 
     def run(self, *, one_at_a_time: bool = False, calls: int = 10_000) -> PipelinePlan:

@@ -8,6 +8,7 @@ import pytest
 
 from sortie.proto.pipelines import (
     CachedStep,
+    ImageLookup,
     LastKey,
     ParamValue,
     PipelineSpec,
@@ -384,3 +385,131 @@ def test_an_adopted_step_is_not_reused_even_if_its_key_is_cached() -> None:
     assert plan.statuses["prep"].state is RUN
     assert plan.statuses["prep"].run_id == prep
     assert plan.statuses["prep"].ran_because == "it was submitted before the scheduler restarted"
+
+
+# --- a container step's image: reuse follows the image ID under a tag --------------------
+
+TAGGED = pipeline(step("prep", [], ["a"], image="trainer:latest"), step("train", ["a"]))
+PINNED_REF = "trainer@sha256:" + "a" * 64
+NOT_ANSWERED = "no agent of target 'default' answered"
+
+# (what, the first submit's lookup, the second's (None: no lookup made), the prep step's
+# state at the second submit, its changed parts, why it ran, train's state)
+IMAGE_CASES: list[tuple[str, ImageLookup | None, ImageLookup | None, StepState, list[str] | None, str | None, StepState]] = [  # noqa: E501
+    (
+        "same ID under the tag: reused",
+        ImageLookup(image_id="sha256:1"),
+        ImageLookup(image_id="sha256:1"),
+        REU, [], None, REU,
+    ),
+    (
+        "the tag re-pointed to another image: runs, image changed",
+        ImageLookup(image_id="sha256:1"),
+        ImageLookup(image_id="sha256:2"),
+        C, ["image"], "key changed: image", C,
+    ),
+    (
+        "no agent answered now: runs, and says why",
+        ImageLookup(image_id="sha256:1"),
+        ImageLookup(problem=NOT_ANSWERED),
+        C, ["image"],
+        f"the image ID of 'trainer:latest' could not be resolved: {NOT_ANSWERED}",
+        C,
+    ),
+    (
+        "never looked up (a pipeline accepted before lookups): runs",
+        ImageLookup(image_id="sha256:1"),
+        None,
+        C, ["image"],
+        "the image ID of 'trainer:latest' could not be resolved: it was not looked up",
+        C,
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [c[1:] for c in IMAGE_CASES], ids=[c[0] for c in IMAGE_CASES])
+def test_reuse_follows_the_image_id_under_a_tag(
+    case: tuple[
+        ImageLookup, ImageLookup | None, StepState, list[str] | None, str | None, StepState
+    ],
+) -> None:
+    first, second, state, diff, because, downstream = case
+    one = SimPipeline(TAGGED, images={"prep": first})
+    one.run()
+    assert one.statuses["prep"].key is not None
+    assert one.statuses["prep"].key.image_id == first.image_id
+    two = SimPipeline(
+        TAGGED,
+        cache=dict(one.cache),
+        run_id="pr2",
+        images={} if second is None else {"prep": second},
+    )
+    two.run()
+    prep = two.statuses["prep"]
+    assert (prep.state, prep.changed, prep.ran_because) == (state, diff, because)
+    # the same content from the same key: downstream reruns only if the image changed it
+    assert two.statuses["train"].state is downstream
+
+
+def test_an_unresolved_image_is_never_reused_even_with_the_same_problem() -> None:
+    """Both submits without an ID: equal keys, yet the second runs (the tag may name another
+    image now)."""
+    unknown = {"prep": ImageLookup(problem=NOT_ANSWERED)}
+    one = SimPipeline(TAGGED, images=unknown)
+    one.run()
+    two = SimPipeline(TAGGED, cache=dict(one.cache), run_id="pr2", images=unknown)
+    two.run()
+    assert two.states()["prep"] is C
+    assert two.statuses["prep"].changed == []
+    assert two.statuses["prep"].ran_because is not None
+    assert "could not be resolved" in two.statuses["prep"].ran_because
+
+
+def test_an_image_pinned_by_digest_needs_no_lookup() -> None:
+    spec = pipeline(step("prep", [], ["a"], image=PINNED_REF))
+    one = SimPipeline(spec)
+    one.run()
+    two = SimPipeline(spec, cache=dict(one.cache), run_id="pr2")
+    two.run()
+    assert two.states() == {"prep": REU}
+    assert two.statuses["prep"].key is not None
+    assert two.statuses["prep"].key.image_id is None
+
+
+# (what, the first submit's lookup, the image its run reports, the second submit's lookup,
+# the step's state at the second submit)
+RAN_CASES = [
+    ("unresolved, then resolved to what ran: reused", None, "sha256:1", "sha256:1", REU),
+    ("unresolved, then another image: runs", None, "sha256:1", "sha256:2", C),
+    ("the tag moved before the run: keyed on what ran", "sha256:0", "sha256:1", "sha256:1", REU),
+    ("the tag moved before the run, back again: runs", "sha256:0", "sha256:1", "sha256:0", C),
+]
+
+
+@pytest.mark.parametrize("case", [c[1:] for c in RAN_CASES], ids=[c[0] for c in RAN_CASES])
+def test_a_completed_step_is_cached_under_the_image_its_run_reports(
+    case: tuple[str | None, str, str, StepState],
+) -> None:
+    looked_up, ran, later, state = case
+    first = (
+        ImageLookup(problem=NOT_ANSWERED) if looked_up is None else ImageLookup(image_id=looked_up)
+    )
+    one = SimPipeline(TAGGED, images={"prep": first}, ran_images={"prep": ran})
+    one.run()
+    assert one.statuses["prep"].key is not None
+    assert one.statuses["prep"].key.image_id == ran  # the record says what ran
+    two = SimPipeline(
+        TAGGED, cache=dict(one.cache), run_id="pr2", images={"prep": ImageLookup(image_id=later)}
+    )
+    two.run()
+    prep = two.statuses["prep"]
+    assert prep.state is state
+    assert prep.changed == ([] if state is REU else ["image"])
+
+
+def test_a_pinned_image_keeps_its_key_whatever_its_run_reports() -> None:
+    spec = pipeline(step("prep", [], ["a"], image=PINNED_REF))
+    one = SimPipeline(spec, ran_images={"prep": "sha256:1"})
+    one.run()
+    assert one.statuses["prep"].key is not None
+    assert one.statuses["prep"].key.image_id is None

@@ -15,13 +15,14 @@ from tests.scheduler.pipelines.builders import step
 
 def test_key_fields() -> None:
     s = step("train", ["a"], ["b"], image="trainer:1")
-    key = step_key(s, ["--lr", "0.1", data_token("a")], {"a": "m1"})
+    key = step_key(s, ["--lr", "0.1", data_token("a")], {"a": "m1"}, "sha256:abc")
     assert key == StepKey(
         snapshot_id="snap-train",
         script="train.py",
         arguments=["--lr", "0.1", data_token("a")],
         environment=environment_digest(s.run.environment),
         image="trainer:1",
+        image_id="sha256:abc",
         inputs={"a": "m1"},
     )
 
@@ -71,8 +72,20 @@ def test_image_only_with_a_container() -> None:
         s.run,
         environment=m.Environment(docker=m.DockerSection(enabled=False, base_image="x:1")),
     )
-    assert step_key(s, [], {}).image is None
+    assert step_key(s, [], {}, "sha256:abc").image is None
+    assert step_key(s, [], {}, "sha256:abc").image_id is None
     assert step_key(msgspec.structs.replace(s, run=off), [], {}).image is None
+    assert step_key(msgspec.structs.replace(s, run=off), [], {}, "sha256:abc").image_id is None
+
+
+def test_a_tag_re_pointed_to_another_image_changes_the_key() -> None:
+    """The same reference with another image ID under it is a changed image."""
+    s = step("a", image="trainer:latest")
+    one, two = step_key(s, [], {}, "sha256:1"), step_key(s, [], {}, "sha256:2")
+    assert one.image == two.image == "trainer:latest"
+    assert changed(one, two) == ["image"]
+    assert one.digest() != two.digest()
+    assert changed(one, step_key(s, [], {}, "sha256:1")) == []
 
 
 def test_input_order_does_not_change_the_digest() -> None:
@@ -116,6 +129,8 @@ CHANGES: list[tuple[str, dict[str, object], list[str]]] = [
     ),
     ("environment", {"environment": "e2"}, ["environment"]),
     ("image", {"image": "img:2"}, ["image"]),
+    ("the image ID under the same reference", {"image_id": "sha256:2"}, ["image"]),
+    ("reference and image ID", {"image": "img:2", "image_id": "sha256:2"}, ["image"]),
     ("a variable", {"env": {"AML_PARAMETER_x": "2"}}, ["env"]),
     ("one input's content", {"inputs": {"a": "m1", "b": "m9"}}, ["inputs.b"]),
     ("an input added", {"inputs": {"a": "m1", "b": "m2", "c": "m3"}}, ["inputs.c"]),
