@@ -56,6 +56,7 @@ B = TypeVar("B", m.LogBatch, m.MetricBatch)
 
 SUBMIT_RETRY_S = 30.0  # how long a submit is retried after timeouts (no answer)
 NO_SCHEDULER_WAIT_S = 15.0  # ... and while no scheduler listens (one restarting)
+NO_SCHEDULER_RETRY_S = 0.2  # how often meanwhile
 
 
 class ClientError(RuntimeError):
@@ -342,7 +343,8 @@ class Client:
                 return await self._request(subjects.API_SUBMIT, request, m.SubmitReply)
             except (TimeoutError, nats.errors.TimeoutError, NoScheduler) as exc:
                 waited = time.monotonic() + delay - start
-                if isinstance(exc, NoScheduler):
+                none_listens = isinstance(exc, NoScheduler)
+                if none_listens:
                     if waited > NO_SCHEDULER_WAIT_S:
                         raise
                 elif waited > SUBMIT_RETRY_S:
@@ -352,7 +354,9 @@ class Client:
                         f"{request.spec.submission_id} to be sure it lands on one run"
                     ) from None
             await retry_pause(delay)
-            delay = min(delay * 2, 2.0)
+            # while none listens (a scheduler restarting, a standby taking over) asking is
+            # cheap and the answer comes the moment one does: ask often
+            delay = NO_SCHEDULER_RETRY_S if none_listens else min(delay * 2, 2.0)
 
     async def compute(self, request: m.Message) -> Any:
         """One compute request (create, update, delete, show, list, sizes)."""
