@@ -57,6 +57,8 @@ B = TypeVar("B", m.LogBatch, m.MetricBatch)
 SUBMIT_RETRY_S = 30.0  # how long a submit is retried after timeouts (no answer)
 NO_SCHEDULER_WAIT_S = 15.0  # ... and while no scheduler listens (one restarting)
 NO_SCHEDULER_RETRY_S = 0.2  # how often meanwhile
+# beyond a leader's lease, how long a request waits for a standby to take over and answer
+TAKEOVER_GRACE_S = 10.0
 
 
 class ClientError(RuntimeError):
@@ -148,13 +150,22 @@ class Client:
         reply_type: Any,
         timeout: float = 10.0,  # noqa: ASYNC109 - passed to nc.request, which raises nats' TimeoutError
     ) -> Any:
-        try:
-            msg = await self.bus.nc.request(subject, codec.encode(message), timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise NoScheduler(
-                f"no scheduler is answering at {self.bus.url}: start one with `sortie up` "
-                "(or `sortie scheduler`)"
-            ) from None
+        data = codec.encode(message)
+        waited_for: float | None = None  # a takeover's length, once one is seen under way
+        start = time.monotonic()
+        while True:
+            try:
+                msg = await self.bus.nc.request(subject, data, timeout=timeout)
+                break
+            except nats.errors.NoRespondersError:
+                if waited_for is None:
+                    waited_for = await self._takeover_wait()
+                if time.monotonic() - start >= waited_for:
+                    raise NoScheduler(
+                        f"no scheduler is answering at {self.bus.url}: start one with `sortie "
+                        "up` (or `sortie scheduler`)"
+                    ) from None
+                await retry_pause(NO_SCHEDULER_RETRY_S)
         try:
             reply = codec.decode(reply_type, msg.data)
         except codec.BadMessage as exc:
@@ -162,6 +173,18 @@ class Client:
         if isinstance(reply, m.ErrorReply):
             raise RequestRefused(reply)
         return reply
+
+    async def _takeover_wait(self) -> float:
+        """How long a request that finds no scheduler listening waits for one: while a lease
+        names a leader that has not released it, a standby may be taking over (the lease's
+        length and a grace to load); otherwise none (no scheduler: said at once)."""
+        try:
+            kv = await self.bus.js.key_value(subjects.KV_LEADERSHIP)
+            entry = await kv.get(subjects.LEADER_KEY)
+            lease = codec.decode(Leadership, entry.value or b"")
+        except (nats.errors.Error, codec.BadMessage):
+            return 0.0
+        return 0.0 if lease.released else lease.lease_s + TAKEOVER_GRACE_S
 
     async def targets(self) -> list[m.TargetInfo]:
         reply = await self._request(subjects.API_TARGETS, m.TargetsRequest(), m.TargetsReplyOrError)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from sortie.client.client import Client
+from sortie.client.client import Client, NoScheduler
 from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto.states import RunState
 from tests.faults import Cluster, until
@@ -104,12 +104,23 @@ async def test_a_second_scheduler_stands_by_and_takes_over_when_the_leader_is_ki
         assert second.poll() is None
 
         cluster.kill_scheduler()  # kill -9
+        # a request meanwhile finds no scheduler listening, sees a lease held (a takeover
+        # may be under way), waits, and is answered by the new leader
+        assert await client._takeover_wait() > 2.0
+        assert "box" in {t.name for t in await client.targets()}
         await until(lambda: _said(log2, "leader: epoch 2"), 30)
         await until(lambda: _said(log2, "scheduler ready"), 30)
         await run_once(client, tmp_path)  # placed by the new leader
         leader = schedulers(cluster)[0]
         assert (leader["role"], leader["pid"], leader["epoch"]) == ("leader", second.pid, 2)
         assert leader["lease_age_s"] <= 2.0 and leader["lease_s"] == 2.0
+
+        # a clean stop gives the lease up: nobody is taking over, a request is refused at once
+        second.terminate()
+        assert await asyncio.to_thread(_exit_code, second, 30) == 0
+        assert await client._takeover_wait() == 0.0
+        with pytest.raises(NoScheduler):
+            await client.targets()
 
 
 async def test_a_paused_leader_is_deposed_and_exits_when_resumed(cluster: Cluster) -> None:
