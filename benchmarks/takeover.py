@@ -4,9 +4,9 @@ A real nats-server (fsync on) holds ``--runs`` run records (``--running`` of the
 the simulated agents, the rest Completed: a long-lived installation); ``--agents`` simulated
 agents (tests/harness.py: the real protocol, no executor) heartbeat every second and hold
 their runs. Two real ``sortie scheduler`` processes share the broker with ``--leader-lease``:
-the first leads, the second stands by. A client submits a run every ``--submit-every``
-seconds throughout (the load a takeover happens under). Then the leader is killed (-9), and
-from that moment:
+the first leads, the second stands by. Clients submit a run every ``--submit-every``
+seconds in all throughout (four in turn: the load a takeover happens under). Then the leader
+is killed (-9), and from that moment:
 
 - **lease_taken_s**: the standby's ``leader: epoch 2`` (it waited the lease out);
 - **loaded_s**: its "state loaded" (the fence raised and every record read);
@@ -52,6 +52,7 @@ from sortie.proto import messages as m
 from tests.harness import FakeAgent
 
 REPO = Path(__file__).resolve().parents[1]
+SUBMITTERS = 4  # clients submitting at once, in turn
 
 
 class Agent(FakeAgent):
@@ -111,10 +112,12 @@ async def until_logged(path: Path, text: str, limit_s: float) -> dict[str, Any]:
 
 class Submitter:
     """A run every ``every`` seconds, each retried with its own submission id (as the client
-    does through a takeover) until accepted."""
+    does through a takeover) until accepted. Several run at once: a submit sent to the leader
+    as it was killed waits out its request timeout (10 s) before its retry, and the others
+    must not wait behind it."""
 
-    def __init__(self, url: str, src: Path, every: float) -> None:
-        self.url, self.src, self.every = url, src, every
+    def __init__(self, url: str, src: Path, every: float, name: str) -> None:
+        self.url, self.src, self.every, self.name = url, src, every, name
         self.accepted: dict[str, str] = {}
         self.failed: list[str] = []
 
@@ -125,7 +128,7 @@ class Submitter:
         async with await Client.connect(self.url, name="takeover-load") as client:
             n = 0
             while not stop.is_set():
-                sid = f"takeover-{n}"
+                sid = f"takeover-{self.name}-{n}"
                 try:
                     sub = await client.submit(config, submission_id=sid)
                     self.accepted[sid] = sub.run_id
@@ -178,8 +181,12 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         src = root / "src"
         src.mkdir()
         (src / "train.py").write_text("print('hi')\n")
-        load = Submitter(broker.url, src, args.submit_every)
-        submitting = asyncio.create_task(load.run(stop))
+        every = args.submit_every * SUBMITTERS
+        loads = [Submitter(broker.url, src, every, str(i)) for i in range(SUBMITTERS)]
+        submitting = []
+        for load in loads:
+            submitting.append(asyncio.create_task(load.run(stop)))
+            await asyncio.sleep(args.submit_every)
         await asyncio.sleep(args.warm_s)  # placing under load before the kill
         assert 1 in first_assign, "the leader placed nothing before the kill"
 
@@ -193,7 +200,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         loaded = await until_logged(root / "standby.log", "state loaded", 5)
         await asyncio.sleep(args.after_s)  # submissions go on under the new leader
         stop.set()
-        await submitting
+        await asyncio.gather(*submitting)
         await asyncio.sleep(2.0)  # the last ones placed
         disturbed = await running_disturbed(bus, held)
         twice, not_placed = await submissions(bus)
@@ -208,8 +215,8 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "loaded_s": round(wall(loaded) - killed_at, 3),
             "load_seconds_logged": loaded.get("seconds"),
             "placed_again_s": placed_again_s,
-            "submitted_during": len(load.accepted),
-            "submissions_failed": load.failed[:5],
+            "submitted_during": sum(len(load.accepted) for load in loads),
+            "submissions_failed": [f for load in loads for f in load.failed][:5],
             "submitted_twice": twice[:5],
             "not_placed": not_placed,
             "running_disturbed": disturbed,
@@ -237,9 +244,12 @@ def main() -> int:
     p.add_argument("--submit-every", type=float, default=0.1)
     p.add_argument("--warm-s", type=float, default=3.0, help="load before the kill")
     p.add_argument("--after-s", type=float, default=3.0, help="load after the takeover")
+    p.add_argument("--keep", type=Path, help="keep the schedulers' logs and the store here")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="sortie-takeover-") as tmp:
-        result = asyncio.run(measure(args, Path(tmp)))
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(measure(args, root))
     result["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
     print(json.dumps(result, indent=2))
     rows = [

@@ -56,6 +56,7 @@ from sortie.scheduler.events import (
     read_request,
 )
 from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
+from sortie.scheduler.follow import Follower
 from sortie.scheduler.image_lookup import tagged_steps
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
@@ -168,6 +169,23 @@ def new_run_id(experiment: str, now: float) -> str:
     return f"{stem}_{int(now)}_{secrets.token_hex(4)}"
 
 
+# what a scheduler loads its state from (``Daemon.load``), and a standby follows
+LOADED_BUCKETS = (
+    subjects.KV_RUNS,
+    subjects.KV_AGENTS,
+    subjects.KV_COMPUTES,
+    subjects.KV_NODES,
+    subjects.KV_VMS,
+    subjects.KV_STEP_CACHE,
+)
+# a bucket's current entries, by its name and handle
+Reader = Callable[[str, KeyValue], Awaitable[list[KeyValue.Entry]]]
+
+
+async def _read_whole(_bucket: str, kv: KeyValue) -> list[KeyValue.Entry]:
+    return await kv_items(kv)
+
+
 class Daemon:
     def __init__(
         self, bus: Bus, config: SchedulerConfig, exported: CollectorRegistry | None = None
@@ -248,16 +266,17 @@ class Daemon:
 
     # --- startup -------------------------------------------------------------------------
 
-    async def load(self) -> None:
+    async def load(self, read: Reader = _read_whole) -> None:
         """Rebuild state from the store, every bucket decoded the same way (``model.restore``
         says what is kept). Loading only loads: what the previous scheduler left behind is
-        settled by the ``Started`` event, the first the loop handles."""
+        settled by the ``Started`` event, the first the loop handles. ``read``: each bucket's
+        current entries (run_scheduler's: as its ``Follower`` followed them)."""
         t0 = time.monotonic()
         now = time.time()
         found: dict[str, int] = {}
         pipeline_runs: list[m.RunRecord] = []  # pipelines and step runs: the cache's check
-        for kv, kind in self._buckets():  # computes before nodes: a node needs its compute
-            entries = await kv_items(kv)
+        for bucket, kv, kind in self._buckets():  # computes before nodes (a node's compute)
+            entries = await read(bucket, kv)
             found[kind.__name__] = len(entries)
             for i, entry in enumerate(entries):
                 if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
@@ -283,7 +302,7 @@ class Daemon:
             for kind, entry in registry.PROVIDERS.items()
             if not entry.nodes_outlive_scheduler
         )
-        await self._load_step_cache()
+        await self._load_step_cache(read)
         put_back = restore_step_cache(self.state, pipeline_runs)
         if put_back:
             log.warning("step-cache entries put back from pipeline records", keys=put_back)
@@ -307,11 +326,11 @@ class Daemon:
             seconds=round(time.monotonic() - t0, 3),
         )
 
-    async def _load_step_cache(self) -> None:
+    async def _load_step_cache(self, read: Reader) -> None:
         """The step cache, whole, into memory: completed steps and each step's last key."""
         kv = await self.bus.js.key_value(subjects.KV_STEP_CACHE)
         self.step_cache_kv = self.fence.bucket(subjects.KV_STEP_CACHE, kv)
-        for entry in await kv_items(kv):
+        for entry in await read(subjects.KV_STEP_CACHE, kv):
             try:
                 if entry.key.startswith(CACHED_PREFIX):
                     cached = codec.decode(CachedStep, entry.value or b"")
@@ -322,15 +341,16 @@ class Daemon:
             except codec.BadMessage as exc:
                 log.warning("unreadable step-cache entry skipped", key=entry.key, error=str(exc))
 
-    def _buckets(self) -> list[tuple[KeyValue, type[Stored]]]:
-        """Each bucket and the record it holds, in the order they are loaded."""
+    def _buckets(self) -> list[tuple[str, KeyValue, type[Stored]]]:
+        """Each bucket (``LOADED_BUCKETS`` but the step cache) and the record it holds, in the
+        order they are loaded."""
         bus = self.bus
         return [
-            (bus.runs, m.RunRecord),
-            (bus.agents, m.AgentRecord),
-            (bus.computes, m.ComputeRecord),
-            (bus.nodes, m.NodeRecord),
-            (bus.vms, m.VmRecord),
+            (subjects.KV_RUNS, bus.runs, m.RunRecord),
+            (subjects.KV_AGENTS, bus.agents, m.AgentRecord),
+            (subjects.KV_COMPUTES, bus.computes, m.ComputeRecord),
+            (subjects.KV_NODES, bus.nodes, m.NodeRecord),
+            (subjects.KV_VMS, bus.vms, m.VmRecord),
         ]
 
     async def start(self) -> None:
@@ -1069,24 +1089,16 @@ async def run_scheduler(
     exported = CollectorRegistry()
     metrics: list[MetricsServer] = []
     try:
-        lease = Lease(
-            await bus.js.key_value(subjects.KV_LEADERSHIP),
-            lease_holder(config.leader_lease_s, config.data_dir),
-            reconnects=lambda: int(bus.nc.stats["reconnects"]),
-        )
-        exported.register(LeadershipCollector(lease.standing))
-        if config.metrics_port is not None:
-            metrics.append(await serve_metrics(exported, config.metrics_host, config.metrics_port))
-            log.info("metrics served", url=metrics[0].url)
-        leads = await lease.acquire(stop)
+        standing = await _stand_by(bus, config, stop, exported, metrics)
     except BaseException:
         await _close(metrics)
         await bus.close()
         raise
-    if not leads:
+    if standing is None:
         await _close(metrics)
         await bus.close()
         return
+    lease, follower = standing
     daemon = Daemon(bus, config, exported)
 
     async def lead() -> None:
@@ -1097,7 +1109,9 @@ async def run_scheduler(
             own = config.retention.byte_limits()
             capped = await apply_store_limits(bus.js, config.store_limit, own)
         await apply_retention(bus.js, config.retention, capped)
-        await daemon.load()
+        await follower.caught_up()  # the fence stands: nothing older is still to come
+        await daemon.load(follower.read)
+        await follower.stop()
         await daemon.start()
         log.info("scheduler ready", url=config.url)
         if ready is not None:
@@ -1108,8 +1122,39 @@ async def run_scheduler(
         # renewed from the start: loading a long history must not let the lease lapse
         await _lead(lead(), lease)
     finally:
+        await follower.stop()
         await _close(metrics)
         await daemon.close(before_disconnect=lease.release)
+
+
+async def _stand_by(
+    bus: Bus,
+    config: SchedulerConfig,
+    stop: asyncio.Event,
+    exported: CollectorRegistry,
+    metrics: list[MetricsServer],
+) -> tuple[Lease, Follower] | None:
+    """Wait as a standby until this scheduler leads (its lease, and what it will load followed
+    meanwhile), or None once ``stop`` is set first. Its metrics are served meanwhile."""
+    lease = Lease(
+        await bus.js.key_value(subjects.KV_LEADERSHIP),
+        lease_holder(config.leader_lease_s, config.data_dir),
+        reconnects=lambda: int(bus.nc.stats["reconnects"]),
+    )
+    exported.register(LeadershipCollector(lease.standing))
+    follower = Follower(bus.js, LOADED_BUCKETS)
+    try:
+        await follower.start()
+        if config.metrics_port is not None:
+            metrics.append(await serve_metrics(exported, config.metrics_host, config.metrics_port))
+            log.info("metrics served", url=metrics[0].url)
+        if await lease.acquire(stop):
+            return lease, follower
+    except BaseException:
+        await follower.stop()
+        raise
+    await follower.stop()
+    return None
 
 
 async def _close(servers: list[MetricsServer]) -> None:
