@@ -5,13 +5,16 @@ trial scripts that log their objective with ``Run.get_context().log``.
   reason, the sweep completes and names the best trial;
 - a Bayesian sweep on a smooth objective: its later trials beat its first ones;
 - the scheduler killed with SIGKILL mid-sweep: every trial index exists once, none ran a
-  second attempt because of the restart, the sweep finishes.
+  second attempt because of the restart, the sweep finishes; a grid sweep under Bandit so
+  killed runs every grid point once, and the policy, fed the trials' metrics again from the
+  stream, still stops the poor trials issued after the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -198,3 +201,59 @@ async def test_a_scheduler_killed_mid_sweep_loses_no_trial_and_runs_none_twice(
     starts = [line.split()[1:] for line in ledger.read_text().splitlines()]
     assert sorted(r for r, _ in starts) == sorted(t.run_id for t in trials), starts
     assert {a for _, a in starts} == {"1"}
+
+
+async def test_a_grid_sweep_under_bandit_killed_mid_sweep_runs_every_point_once_and_still_stops(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ledger = shared_dir(cluster.root) / "ledger"
+    # four good points first, then two poor ones: the kill comes before the poor ones are
+    # issued, so the policy that stops them judges them against trials of before the restart
+    xs = [1.0, 0.98, 0.96, 0.94, 0.15, 0.1]
+    sweep = sw.SweepSpec(
+        space={"x": sw.Choice(values=list(xs))},
+        sampling=sw.GridSampling(),
+        policy=sw.Bandit(slack_factor=0.15, evaluation_interval=1, delay_evaluation=2),
+        primary_metric="acc",
+        goal="maximize",
+        max_total_trials=10,  # more than the grid: it ends when the grid is exhausted
+        max_concurrent_trials=2,
+    )
+    opts = config(tmp_path, NOISY, "--ledger", str(ledger), "--points", "8", "--pause", "0.25")
+    async with await cluster.client() as client:
+        await until(lambda: _has_box(client), 30)
+        sub = await client.submit(opts, sweep=sweep)
+
+        async def mid_sweep() -> bool:
+            rec = await client.get_run(sub.run_id)
+            return rec.sweep is not None and 3 <= rec.sweep.issued <= 4
+
+        await until(mid_sweep, 120)
+        cluster.kill_scheduler()
+        killed_at = time.time()
+        await asyncio.sleep(1.0)
+        cluster.start_scheduler()
+        rec = await finished(client, sub.run_id, 300)
+        trials = await client.children(sub.run_id)
+    assert rec.state is RunState.COMPLETED, rec
+    assert rec.sweep is not None
+    assert (rec.sweep.issued, rec.sweep.ended_because) == (len(xs), "grid exhausted")
+    by_index = {t.trial.index: t for t in trials if t.trial}
+    assert len(trials) == len(by_index) == len({t.run_id for t in trials}) == len(xs)
+    # every grid point ran, each once, at its place in the grid
+    assert [by_index[i].trial.params for i in range(len(xs)) if by_index[i].trial] == [
+        {"x": x} for x in xs
+    ]
+    starts = [line.split()[1:] for line in ledger.read_text().splitlines()]
+    assert sorted(r for r, _ in starts) == sorted(t.run_id for t in trials), starts
+    assert {a for _, a in starts} == {"1"}
+    seen = [(i, t.state, t.attempt, t.error) for i, t in sorted(by_index.items())]
+    for i in range(4):
+        assert (by_index[i].state, by_index[i].attempt) == (RunState.COMPLETED, 1), seen
+    for i in (4, 5):
+        poor = by_index[i]
+        assert poor.created_at > killed_at, seen  # issued by the restarted scheduler
+        assert (poor.state, poor.attempt) == (RunState.CANCELED, 1), seen
+        assert poor.error is not None and poor.error.kind is ErrorKind.EARLY_TERMINATED, seen
+        assert poor.error.message.startswith("bandit: "), seen
+    assert rec.sweep.best_run_id == by_index[0].run_id
