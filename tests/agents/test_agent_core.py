@@ -44,7 +44,9 @@ def assign(run_id: str = "r1", attempt: int = 1, incarnation: str = ME) -> Assig
 
 
 def cancel(
-    run_id: str = "r1", attempt: int = 1, reason: Literal["canceled", "stale"] = "canceled"
+    run_id: str = "r1",
+    attempt: int = 1,
+    reason: Literal["canceled", "stale", "early_terminated"] = "canceled",
 ) -> CancelAsked:
     return CancelAsked(cancel=m.Cancel(run_id=run_id, attempt=attempt, reason=reason))
 
@@ -91,6 +93,11 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
         "a cancel racing a start stops the attempt it started",
         [assign(), cancel()],
         [("start", "r1", 1, None), ("stop", "r1", 1, "canceled")],
+    ),
+    (
+        "a sweep policy's cancel stops the attempt as early_terminated (what its script reads)",
+        [assign(), cancel(reason="early_terminated")],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "early_terminated")],
     ),
     (
         "a cancel before its assign is for no attempt held",
