@@ -101,7 +101,12 @@ STOP_WORDS: dict[StopReason, StopWord] = {
     "shutdown": "shutdown",
     "preempted": "preempted",
     "fenced": "shutdown",
+    "early_terminated": "early_terminated",
 }
+
+# stop reasons whose stopped attempt ends Canceled (a sweep's early-terminated trial too: the
+# scheduler keeps its early_terminated error over the agent's canceled)
+CANCELING: frozenset[StopReason] = frozenset({"canceled", "early_terminated"})
 
 # stop reasons whose stopped attempt is given back to the scheduler (reported Queued, with
 # this error kind): the run goes on as a new attempt, free of max_retries
@@ -500,7 +505,7 @@ class Attempt:
             await self.output.close()
 
     async def _wind_down_stopped(self) -> None:
-        if self.stop_reason == "canceled":
+        if self.stop_reason in CANCELING:
             await self._terminal(
                 RunState.CANCELED,
                 error=m.RunError(
@@ -775,7 +780,7 @@ class Attempt:
             )
         except StoreFull as exc:
             return await self._fail(ErrorKind.DISK_FULL, f"outputs not stored: {exc}")
-        if self.stop_reason == "canceled":
+        if self.stop_reason in CANCELING:
             return await self._terminal(
                 RunState.CANCELED,
                 exit_code=outcome.exit_code,

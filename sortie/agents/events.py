@@ -15,8 +15,11 @@ from sortie.proto import messages as m
 
 # why an attempt is stopped (agents.attempt turns it into the run's report); "stale": replaced
 # by a newer attempt of its run; "disowned": a stale cancel from the scheduler, so the end is
-# reported (given back) instead of leaving a record that may still hold it active
-StopReason = Literal["canceled", "stale", "disowned", "shutdown", "preempted", "fenced"]
+# reported (given back) instead of leaving a record that may still hold it active;
+# "early_terminated": a sweep's policy stopped the trial (a cancel the script can tell apart)
+StopReason = Literal[
+    "canceled", "stale", "disowned", "shutdown", "preempted", "fenced", "early_terminated"
+]
 
 # --- events --------------------------------------------------------------------------------
 

@@ -244,8 +244,9 @@ class Run:
         return f"Run(id={self.id!r}, experiment={self.experiment.name!r})"
 
     def stop_reason(self) -> str | None:
-        """Why the agent is stopping this run: "preempted", "canceled", "timeout" or
-        "shutdown"; None while it is not being stopped (or outside Sortie)."""
+        """Why the agent is stopping this run: "preempted", "canceled", "early_terminated"
+        (a sweep's policy stopped this trial), "timeout" or "shutdown"; None while it is not
+        being stopped (or outside Sortie)."""
         if not self._stop_reason_path:
             return None
         try:

@@ -430,7 +430,7 @@ class Assign(Message, frozen=True, kw_only=True, tag="assign"):
 class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):
     run_id: str
     attempt: int
-    reason: Literal["canceled", "stale"] = "canceled"
+    reason: Literal["canceled", "stale", "early_terminated"] = "canceled"
     epoch: int = 0  # as Assign.epoch
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -82,8 +82,15 @@ def end(
     return done
 
 
-def cancel(state: SchedulerState, rec: m.RunRecord, now: float, cmds: list[Command]) -> None:
-    """Cancel a run wherever it is: at once if queued, through its agent otherwise."""
+def cancel(
+    state: SchedulerState,
+    rec: m.RunRecord,
+    now: float,
+    cmds: list[Command],
+    reason: Literal["canceled", "early_terminated"] = "canceled",
+) -> None:
+    """Cancel a run wherever it is: at once if queued, through its agent otherwise (``reason``
+    is what its script's ``Run.stop_reason()`` says)."""
     if rec.state is RunState.QUEUED:
         end(state, rec, RunState.CANCELED, now, cmds, cancel_requested=True)
         return
@@ -91,7 +98,7 @@ def cancel(state: SchedulerState, rec: m.RunRecord, now: float, cmds: list[Comma
     cmds.extend(
         SendToAgent(
             member.agent_id,
-            m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason="canceled"),
+            m.Cancel(run_id=rec.run_id, attempt=rec.attempt, reason=reason),
             rec.run_id,
         )
         for member in members(rec)

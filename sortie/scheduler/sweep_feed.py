@@ -6,7 +6,8 @@ At start it reads from the oldest active sweep's creation (its trials' whole his
 controller decides on it again after a restart), and the core steps no sweep until the stream
 has been read up to where it was (``SweepFeedReady``); then it goes on live. It keeps the
 last stream sequence it handed on and resumes after it when it subscribes again, and the
-ordered consumer does the same across a broker reconnect: no gap, no point twice.
+ordered consumer does the same across a broker reconnect (it starts by sequence, never by
+time: see ``_before``): no gap, no point twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sortie.bus.pause import retry_pause
 from sortie.proto import codec, subjects
@@ -33,6 +34,7 @@ log = structlog.get_logger("sortie.scheduler.sweeps")
 IDLE_S = 0.25  # a wait this long with nothing new: check whether the start's end is reached
 RESUBSCRIBE_S = 0.5
 REPLAY_MARGIN_S = 60.0  # broker and scheduler clocks may differ a little
+LOOKUP_INACTIVE_S = 30.0  # the start's lookup consumer, should its delete not reach the broker
 
 
 def primary_values(batch: m.MetricBatch, metric: str) -> tuple[float, ...]:
@@ -79,26 +81,46 @@ class SweepFeed:
                 log.info("sweep metrics feed ended; following again", error=repr(exc))
             await retry_pause(RESUBSCRIBE_S)
 
-    async def _start(self) -> tuple[DeliverPolicy, ConsumerConfig, int]:
-        """Where to read from, and the stream's last sequence now (ready once reached)."""
+    async def _start(self) -> int:
+        """Where to read from (after ``last_seq``), and the stream's last sequence now (ready
+        once reached)."""
         info = await self.js.stream_info(subjects.STREAM_METRICS)
         end = info.state.last_seq
         if self.last_seq == 0 and self.since is None:
             self.last_seq = end  # nothing to read again: from the next one on
-        if self.last_seq > 0 or self.since is None:
-            config = ConsumerConfig(opt_start_seq=self.last_seq + 1)
-            return DeliverPolicy.BY_START_SEQUENCE, config, end
-        start = datetime.datetime.fromtimestamp(self.since - REPLAY_MARGIN_S, datetime.UTC)
-        return DeliverPolicy.BY_START_TIME, ConsumerConfig(opt_start_time=start), end
+        elif self.last_seq == 0 and self.since is not None:
+            self.last_seq = await self._before(self.since - REPLAY_MARGIN_S)
+        return end
+
+    async def _before(self, since: float) -> int:
+        """The stream sequence just before the first metrics message at or after ``since``:
+        an ephemeral consumer that starts there says (and is deleted). The feed itself always
+        starts by sequence: nats-py makes an ordered consumer again by sequence after a broker
+        restart but keeps a start time given, which the server refuses (the feed then got
+        nothing more, silently)."""
+        start = datetime.datetime.fromtimestamp(since, datetime.UTC)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=subjects.METRICS_ALL,
+            mem_storage=True,
+            inactive_threshold=LOOKUP_INACTIVE_S,
+        )
+        info = await self.js.add_consumer(subjects.STREAM_METRICS, config=config)
+        with contextlib.suppress(nats.errors.Error):
+            await self.js.delete_consumer(subjects.STREAM_METRICS, info.name)
+        # no answer where it starts: read from the stream's first (more, never less)
+        return info.delivered.stream_seq if info.delivered is not None else 0
 
     async def _follow(self) -> None:
-        policy, config, end = await self._start()
+        end = await self._start()
         sub = await self.js.subscribe(
             subjects.METRICS_ALL,
             stream=subjects.STREAM_METRICS,
             ordered_consumer=True,
-            deliver_policy=policy,
-            config=config,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=self.last_seq + 1),
         )
         try:
             if self.last_seq >= end:

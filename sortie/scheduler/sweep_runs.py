@@ -114,12 +114,15 @@ def stop_trial(
 ) -> None:
     """Stop a trial like a cancel (its agent: SIGTERM, grace, SIGKILL). Stopped by a policy,
     it ends Canceled with kind ``early_terminated`` and the reason (``runs.apply_report``
-    keeps it over the agent's ``canceled``)."""
+    keeps it over the agent's ``canceled``), and its script's ``Run.stop_reason()`` says
+    ``early_terminated``."""
     if rec.state in TERMINAL or rec.cancel_requested:
         return
     if kind is ErrorKind.EARLY_TERMINATED:
         rec = msgspec.structs.replace(rec, error=m.RunError(kind=kind, message=reason))
-    cancel(state, rec, now, cmds)
+        cancel(state, rec, now, cmds, reason="early_terminated")
+    else:
+        cancel(state, rec, now, cmds)
     cmds.append(Log("trial stopped", {"run_id": rec.run_id, "kind": kind, "reason": reason}))
 
 

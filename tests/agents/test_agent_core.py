@@ -48,7 +48,7 @@ def assign(run_id: str = "r1", attempt: int = 1, incarnation: str = ME, epoch: i
 def cancel(
     run_id: str = "r1",
     attempt: int = 1,
-    reason: Literal["canceled", "stale"] = "canceled",
+    reason: Literal["canceled", "stale", "early_terminated"] = "canceled",
     epoch: int = 0,
 ) -> CancelAsked:
     return CancelAsked(cancel=m.Cancel(run_id=run_id, attempt=attempt, reason=reason, epoch=epoch))
@@ -116,6 +116,11 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
         "the same epoch again is the same leader",
         [assign(epoch=3), cancel(epoch=3)],
         [("start", "r1", 1, None), ("stop", "r1", 1, "canceled")],
+    ),
+    (
+        "a sweep policy's cancel stops the attempt as early_terminated (what its script reads)",
+        [assign(), cancel(reason="early_terminated")],
+        [("start", "r1", 1, None), ("stop", "r1", 1, "early_terminated")],
     ),
     (
         "a cancel before its assign is for no attempt held",

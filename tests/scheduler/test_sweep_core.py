@@ -84,6 +84,14 @@ def log(s: SchedulerState, run_id: str, *values: float, now: float = 2.0) -> Non
     )
 
 
+def cancel_reasons(cmds: list[core.Command]) -> list[tuple[str, str]]:
+    return [
+        (c.command.run_id, c.command.reason)
+        for c in cmds
+        if isinstance(c, core.SendToAgent) and isinstance(c.command, m.Cancel)
+    ]
+
+
 def sends(cmds: list[core.Command]) -> list[tuple[str, str]]:
     return [
         (type(c.command).__name__, c.command.run_id)
@@ -198,6 +206,7 @@ def test_a_policy_stop_is_a_cancel_that_ends_early_terminated_with_its_reason() 
     log(s, poor, 0.1)
     cmds = core.decide(s, 3.0, CFG)
     assert sends(cmds) == [("Cancel", poor)]
+    assert cancel_reasons(cmds) == [(poor, "early_terminated")]  # what its script reads
     assert s.runs[poor].cancel_requested and s.runs[good].state is RunState.RUNNING
     # the agent stops it (SIGTERM, grace, SIGKILL) and reports it canceled
     canceled = m.RunError(kind=ErrorKind.CANCELED, message="canceled")
@@ -235,6 +244,7 @@ def test_canceling_a_sweep_cancels_its_trials_and_starts_none() -> None:
     run_to(s, t0, RunState.RUNNING, 2.0)
     cmds = core.handle(s, core.CancelAsked(run_id=SWEEP, reply_to="r"), 3.0, CFG)
     assert sorted(sends(cmds)) == [("Cancel", t0), ("Cancel", t1)]
+    assert sorted(cancel_reasons(cmds)) == [(t0, "canceled"), (t1, "canceled")]
     reply = next(c.message for c in cmds if isinstance(c, core.Reply))
     assert reply == m.CancelAccepted(run_id=SWEEP, state=RunState.RUNNING)
     for tid in (t0, t1):

@@ -30,7 +30,7 @@ from sortie.proto.run_errors import ErrorKind
 OutputStream = Literal["stdout", "stderr"]
 OnOutput = Callable[[OutputStream, str], None]
 Say = Callable[[str], None]  # a line for the run's log, from the agent
-StopWord = Literal["preempted", "canceled", "timeout", "shutdown"]
+StopWord = Literal["preempted", "canceled", "early_terminated", "timeout", "shutdown"]
 
 
 class ExecutorKind(enum.StrEnum):
