@@ -14,10 +14,11 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiodocker
 import pytest
 
 CONTAINERS_CONF = """[containers]
@@ -97,6 +98,16 @@ def import_rootfs(engine: Engine, rootfs: Path, tag: str) -> str:
         tar.add(rootfs, arcname=".")
     engine.podman("import", str(tarball), tag)
     return tag
+
+
+@pytest.fixture
+async def docker(podman: Engine) -> AsyncIterator[aiodocker.Docker]:
+    """A Docker API client of the tests' engine (closed after the test)."""
+    client = aiodocker.Docker(url=podman.docker_host)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="session")

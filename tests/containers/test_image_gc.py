@@ -35,15 +35,6 @@ REPOSITORY = f"localhost/sortie-env-gctest-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
-async def docker(podman: Engine) -> AsyncIterator[aiodocker.Docker]:
-    client = aiodocker.Docker(url=podman.docker_host)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
 async def images(docker: aiodocker.Docker, busybox_image: str) -> AsyncIterator[dict[str, str]]:
     """Three environment images (by name: old, new, held), as Sortie tags and labels them."""
     tags = {name: f"{REPOSITORY}:{name}{uuid.uuid4().hex[:8]}" for name in ("old", "new", "held")}

@@ -27,15 +27,6 @@ ASK_S = 15.0
 
 
 @pytest.fixture
-async def docker(podman: Engine) -> AsyncIterator[aiodocker.Docker]:
-    client = aiodocker.Docker(url=podman.docker_host)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
 async def other_image(docker: aiodocker.Docker, busybox_image: str) -> AsyncIterator[str]:
     """An image other than busybox (busybox with one more label)."""
     tag = f"localhost/sortie-imageid-other-{uuid.uuid4().hex[:8]}:1"
