@@ -39,6 +39,7 @@ from pathlib import Path
 
 import nats.errors
 
+from sortie.bus.errors import BrokerUnreachable, NotInitialised
 from sortie.client.client import Client, ClientError
 from sortie.client.runconfig import RunConfiguration, ScriptRunConfig
 from sortie.proto import codec, subjects
@@ -239,8 +240,16 @@ class Chaos:
             kv = await client.bus.js.key_value(subjects.KV_LEADERSHIP)
             entry = await asyncio.wait_for(kv.get(subjects.LEADER_KEY), 5)
             return codec.decode(Leadership, entry.value or b"")
-        except (ClientError, nats.errors.Error, OSError, TimeoutError, codec.BadMessage):
-            return None
+        except (
+            ClientError,
+            NotInitialised,
+            BrokerUnreachable,
+            nats.errors.Error,
+            OSError,
+            TimeoutError,
+            codec.BadMessage,
+        ):
+            return None  # the broker restarting, or not yet serving Sortie's resources
         finally:
             if client is not None:
                 await _close(client)
