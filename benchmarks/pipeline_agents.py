@@ -75,7 +75,7 @@ class Steps:
         while True:
             cmd = await agent.commands.get()
             if isinstance(cmd, m.Assign):
-                self.assigned.setdefault(cmd.run_id, time.perf_counter())
+                self.assigned.setdefault(cmd.run_id, time.perf_counter())  # as it arrives
                 task = asyncio.create_task(self._run(agent, cmd))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -112,7 +112,7 @@ def fan_out(src: Path, steps: int, round_: int) -> list[StepConfig]:
         ),
         StepConfig(
             name="join",
-            config=config([], []),  # its 198 inputs: no arguments needed, the graph has them
+            config=config([], []),  # its inputs are in the graph; no arguments needed
             inputs=[f"o{i}" for i in range(width)],
         ),
     ]
