@@ -94,9 +94,12 @@ async def connect(
     *,
     connect_timeout: float = 2.0,
     reconnect_forever: bool = False,
+    stay_connected: bool = False,
     auth: BusAuth | None = None,
 ) -> NATS:
     """Connect to NATS. Clients fail fast; daemons (``reconnect_forever``) keep retrying.
+    ``stay_connected``: fail fast on the first connection, but once connected reconnect for
+    as long as the broker is away, as a daemon does (a long-lived client: the dashboard).
 
     Raises :class:`BrokerUnreachable` with a message that says which URL and what to do, and
     :class:`AccessDenied` when the broker refuses the credentials (never retried: a daemon
@@ -104,7 +107,7 @@ async def connect(
     """
     if lean.is_websocket(url):
         lean.enable_websocket()
-    options = _client_options(url, name, connect_timeout, reconnect_forever)
+    options = _client_options(url, name, connect_timeout, reconnect_forever or stay_connected)
     if auth is not None:
         options.update(_auth_options(auth))
     log = structlog.get_logger("sortie.bus")
@@ -324,6 +327,7 @@ async def open_bus(
     create: bool = False,
     replicas: int | None = None,
     reconnect_forever: bool = False,
+    stay_connected: bool = False,
     connect_timeout: float = 2.0,
     auth: BusAuth | None = None,
 ) -> Bus:
@@ -337,6 +341,7 @@ async def open_bus(
         url,
         name,
         reconnect_forever=reconnect_forever,
+        stay_connected=stay_connected,
         connect_timeout=connect_timeout,
         auth=auth,
     )
