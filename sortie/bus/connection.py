@@ -107,7 +107,7 @@ async def connect(
     """
     if lean.is_websocket(url):
         lean.enable_websocket()
-    options = _client_options(url, name, connect_timeout, reconnect_forever or stay_connected)
+    options = _client_options(url, name, connect_timeout, reconnect_forever)
     if auth is not None:
         options.update(_auth_options(auth))
     log = structlog.get_logger("sortie.bus")
@@ -119,6 +119,8 @@ async def connect(
         try:
             await nc.connect(**options)  # type: ignore[arg-type]  # options mixes value types; nats-py types each keyword
             errors.connecting = False
+            if stay_connected:  # not before: nats-py's first connect never ends at -1
+                nc.options["max_reconnect_attempts"] = -1
             return nc
         except (AccessDenied, BrokerUnreachable):
             await _abandon(nc)
