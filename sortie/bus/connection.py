@@ -94,9 +94,12 @@ async def connect(
     *,
     connect_timeout: float = 2.0,
     reconnect_forever: bool = False,
+    stay_connected: bool = False,
     auth: BusAuth | None = None,
 ) -> NATS:
     """Connect to NATS. Clients fail fast; daemons (``reconnect_forever``) keep retrying.
+    ``stay_connected``: fail fast on the first connection, but once connected reconnect for
+    as long as the broker is away, as a daemon does (a long-lived client: the dashboard).
 
     Raises :class:`BrokerUnreachable` with a message that says which URL and what to do, and
     :class:`AccessDenied` when the broker refuses the credentials (never retried: a daemon
@@ -116,6 +119,8 @@ async def connect(
         try:
             await nc.connect(**options)  # type: ignore[arg-type]  # options mixes value types; nats-py types each keyword
             errors.connecting = False
+            if stay_connected:  # not before: nats-py's first connect never ends at -1
+                nc.options["max_reconnect_attempts"] = -1
             return nc
         except (AccessDenied, BrokerUnreachable):
             await _abandon(nc)
@@ -324,6 +329,7 @@ async def open_bus(
     create: bool = False,
     replicas: int | None = None,
     reconnect_forever: bool = False,
+    stay_connected: bool = False,
     connect_timeout: float = 2.0,
     auth: BusAuth | None = None,
 ) -> Bus:
@@ -337,6 +343,7 @@ async def open_bus(
         url,
         name,
         reconnect_forever=reconnect_forever,
+        stay_connected=stay_connected,
         connect_timeout=connect_timeout,
         auth=auth,
     )

@@ -114,12 +114,15 @@ class Client:
         name: str = "sortie-client",
         creds: Path | None = None,
         tls_ca: Path | None = None,
+        stay_connected: bool = False,
     ) -> Client:
         """Connect to ``url`` (else SORTIE_URL, else the profile's) with ``creds`` and
-        ``tls_ca`` (else SORTIE_CREDS / SORTIE_TLS_CA, else the profile's for that URL)."""
+        ``tls_ca`` (else SORTIE_CREDS / SORTIE_TLS_CA, else the profile's for that URL).
+        ``stay_connected``: once connected, reconnect however long the broker is away (a
+        server such as the dashboard; a command gives up after a few tries)."""
         resolved = resolve_url(url)
         auth = resolve_auth(resolved, creds=creds, tls_ca=tls_ca)
-        bus = await open_bus(resolved, name, auth=auth)
+        bus = await open_bus(resolved, name, auth=auth, stay_connected=stay_connected)
         # a long-lived client (--wait, logs --follow, a notebook) outlives short credentials:
         # they are renewed through the scheduler, like an agent's (bus.renewal)
         if auth.creds is None:

@@ -78,7 +78,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = client is None
         bus_client = client or await Client.connect(
-            settings.url, name="sortie-web", creds=settings.creds, tls_ca=settings.tls_ca
+            settings.url,
+            name="sortie-web",
+            creds=settings.creds,
+            tls_ca=settings.tls_ca,
+            stay_connected=True,  # a broker restart must not leave the dashboard dead
         )
         book = TokenBook(bus_client) if tokens is None else None
         if book is not None:

@@ -54,7 +54,11 @@ async def serve(
     try:
         own = client is None
         client = client or await Client.connect(
-            settings.url, name="sortie-web", creds=settings.creds, tls_ca=settings.tls_ca
+            settings.url,
+            name="sortie-web",
+            creds=settings.creds,
+            tls_ca=settings.tls_ca,
+            stay_connected=True,  # a broker restart must not leave the dashboard dead
         )
     except BaseException:
         sock.close()

@@ -669,3 +669,20 @@ def test_a_read_only_viewer_in_the_browser_cannot_cancel(
         assert isinstance(shown, dict) and shown["state"] == "Running"
     finally:
         installation.cli("run", "cancel", run_id)
+
+
+def test_a_read_only_viewer_in_the_browser_has_no_agent_actions(
+    installation: Installation, web: Web, tokens: dict[str, str], page: Page
+) -> None:
+    (agent,) = installation.json("agent", "list")  # type: ignore[misc]
+    for who, buttons in (("full", ["Cordon", "Drain"]), ("read_only", [])):
+        page.context.clear_cookies()
+        page.goto(f"{web.base}/login?next=/agents")
+        page.fill("input[name=token]", tokens[who])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{web.base}/agents")
+        row = page.locator(f'#agents tr[data-agent="{agent["agent_id"]}"]')
+        expect(row.locator(".state")).to_have_text("ready")
+        # the same row, drawn for who may act (a full token) and who may not
+        assert row.get_by_role("button").all_inner_texts() == buttons, who
+    expect(page.locator("#agents td.actions")).to_have_count(0)

@@ -1,6 +1,7 @@
 """The Compare, Queue and Agents pages in a real browser, against a real `sortie up`: runs
 compared side by side, a run that cannot be placed shown with its position and reason, the
-local agent with its capacity and its run, cordoned and uncordoned from the page."""
+local agent with its capacity and its run, cordoned and uncordoned from the page, drained from
+it (its run goes on, no new one starts there) and back to ready."""
 
 from __future__ import annotations
 
@@ -209,3 +210,29 @@ def test_an_action_without_the_pages_csrf_token_is_refused(
     assert refused.value.code == 403
     agent = local_agent(dashboard)
     assert agent["cordoned"] is False
+
+
+def test_drain_from_the_agents_page(dashboard: Dashboard, page: Page, busy: Busy) -> None:
+    """Last of the agents tests: it ends the hog, and starts the waiter."""
+    page.goto(f"{dashboard.base}/agents")
+    row = page.locator(f'#agents tr[data-agent="{busy.agent_id}"]')
+    row.get_by_role("button", name="Drain").click()
+    expect(row.locator(".state")).to_have_text("draining")
+    expect(row.get_by_role("button", name="Drain")).to_have_count(0)  # drained already
+    expect(row.get_by_role("button", name="Uncordon")).to_be_visible()
+    expect(row.locator("td.runs a")).to_have_text(busy.hog)  # its run goes on
+    assert local_agent(dashboard)["draining"] is True
+    assert state(dashboard, busy.hog) == "Running"
+
+    # its run ends: the agent, idle now, stays draining and takes no new run
+    dashboard.cli("run", "cancel", busy.hog, check=True)
+    expect(row.locator("td.runs")).to_have_text("none", timeout=30_000)
+    expect(row.locator("td.cpus")).to_contain_text(f"0 / {busy.cpus:g} used")
+    expect(row.locator(".state")).to_have_text("draining")
+    assert state(dashboard, busy.waiter) == "Queued"
+
+    # uncordoned from the page, it is ready again and the waiting run starts on it
+    row.get_by_role("button", name="Uncordon").click()
+    expect(row.locator(".state")).to_have_text("ready")
+    expect(row.locator("td.runs a")).to_have_text(busy.waiter, timeout=60_000)
+    assert local_agent(dashboard)["draining"] is False
