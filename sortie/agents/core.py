@@ -6,8 +6,9 @@ seconds), and it owns :class:`AgentState`, which it changes in place. What it de
 - an assignment is taken only for this incarnation, while not preempting, once per
   (run, attempt), and never older than the attempt the run holds; a newer attempt of a run
   replaces the older one (which the new attempt stops first, as stale);
-- an assignment or cancel from an older leader epoch than the newest seen is refused (a
-  deposed scheduler that has not noticed yet acts on nothing);
+- an assignment or cancel from an older leader epoch than the newest seen (in a command,
+  or in a new leader's HeartbeatNow) is refused (a deposed scheduler that has not noticed
+  yet acts on nothing);
 - a cancel stops the run's attempt unless it is newer than the one named; a stale cancel
   stops it as "disowned" (reported, given back), so the end of an attempt the scheduler may
   still hold is never silent;
@@ -33,6 +34,7 @@ from sortie.agents.events import (
     CommandRefused,
     EngineProbed,
     Event,
+    LeaderSeen,
     LeaseLapsed,
     Note,
     PreemptNoticed,
@@ -80,7 +82,6 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
             return _preempt_noticed(state, reason)
         case AttemptEnded(run_id=run_id, attempt=attempt):
             _attempt_ended(state, (run_id, attempt), now)
-            return []
         case LeaseLapsed(why=why):
             note = Note(level="warning", message=why, fields={"running": len(state.running)})
             return [note, *_stop_all(state, "fenced")]
@@ -88,9 +89,11 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
             return _engine_probed(state, engine)
         case CommandRefused(error=error, size=size):
             return _command_refused(state, error, size)
+        case LeaderSeen(epoch=epoch):
+            state.epoch = max(state.epoch, epoch)
         case Tick():
             _prune_finished(state, now)
-            return []
+    return []  # what changes only the state
 
 
 def _older_leader(state: AgentState, cmd: m.Assign | m.Cancel) -> list[Command]:

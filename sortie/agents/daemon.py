@@ -45,6 +45,7 @@ from sortie.agents.events import (
     CommandRefused,
     EngineProbed,
     Event,
+    LeaderSeen,
     LeaseLapsed,
     Note,
     PreemptNoticed,
@@ -453,7 +454,11 @@ class AgentShell:
     async def on_command(self, msg: Msg) -> None:
         self.commands.put_nowait(msg.data)
 
-    async def on_heartbeat_now(self, _msg: Msg) -> None:
+    async def on_heartbeat_now(self, msg: Msg) -> None:
+        if msg.data:  # a new leader: its epoch is the floor from now on
+            with contextlib.suppress(codec.BadMessage):
+                now = codec.decode(m.HeartbeatNow, msg.data)
+                await self.dispatch(LeaderSeen(epoch=now.epoch))
         self.spawn(self.send_heartbeat())
 
     async def on_image_query(self, msg: Msg) -> None:

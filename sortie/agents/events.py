@@ -76,6 +76,13 @@ class CommandRefused:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LeaderSeen:
+    """A scheduler leads at ``epoch`` (its HeartbeatNow): older epochs' commands are refused."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Tick:
     """Time passed (before each heartbeat): forget what finished long ago."""
 
@@ -88,6 +95,7 @@ Event = (
     | LeaseLapsed
     | EngineProbed
     | CommandRefused
+    | LeaderSeen
     | Tick
 )
 

@@ -385,6 +385,15 @@ class RunRef(Message, frozen=True, kw_only=True):
     attempt: int
 
 
+class HeartbeatNow(Message, frozen=True, kw_only=True, tag="heartbeat_now"):
+    """Scheduler -> every agent, when a scheduler starts leading: heartbeat now (so it knows
+    every agent at once), and the epoch it leads at: an agent refuses an Assign or Cancel of an
+    older epoch from then on (a deposed leader resumed after a pause may still send one).
+    An empty message (an older scheduler) asks for the heartbeat only."""
+
+    epoch: int = 0
+
+
 class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     """Agent -> scheduler, every heartbeat interval. Also how an agent registers."""
 

@@ -370,7 +370,7 @@ class Daemon:
             self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
         await self.blob_commits.start()
         # every agent confirms itself now rather than at its next heartbeat
-        await nc.publish(subjects.HEARTBEAT_NOW, b"")
+        await nc.publish(subjects.HEARTBEAT_NOW, codec.encode(m.HeartbeatNow(epoch=self.epoch)))
         self.tasks.append(asyncio.create_task(self._reports(), name="reports"))
         self.tasks.append(
             asyncio.create_task(self.sweep_feed.run(self._sweeps_since()), name="sweep-feed")

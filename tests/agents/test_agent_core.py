@@ -19,6 +19,7 @@ from sortie.agents.events import (
     CommandRefused,
     EngineProbed,
     Event,
+    LeaderSeen,
     LeaseLapsed,
     Note,
     PreemptNoticed,
@@ -101,6 +102,11 @@ CASES: list[tuple[str, list[Event], list[tuple[object, ...]]]] = [
         "an assign from an older leader epoch than one seen is refused",
         [assign(run_id="r0", epoch=2), assign(epoch=1)],
         [("start", "r0", 1, None)],
+    ),
+    (
+        "after a new leader said its epoch, an older leader's assign is refused",
+        [LeaderSeen(epoch=3), assign(epoch=2), assign(run_id="r2", epoch=3)],
+        [("start", "r2", 1, None)],
     ),
     (
         "a cancel from an older leader epoch leaves the run going",

@@ -16,8 +16,8 @@ from sortie.bus.connection import Bus
 from sortie.bus.kv import kv_items
 from sortie.client.client import Client
 from sortie.client.runconfig import ScriptRunConfig
+from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from sortie.proto import subjects
 from sortie.proto.leadership import Leadership
 from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
@@ -129,9 +129,13 @@ async def test_a_leader_whose_fence_another_raised_places_nothing_and_stops(
     the daemon stops with the deposition."""
     stop, ready = asyncio.Event(), asyncio.Event()
     cfg = SchedulerConfig(url=broker.url, data_dir=tmp_path / "sched", tick_s=0.2)
+    told = await bus.nc.subscribe(subjects.HEARTBEAT_NOW)
     task = asyncio.create_task(run_scheduler(cfg, stop, ready))
     try:
         await asyncio.wait_for(ready.wait(), 20)
+        # as it starts leading it tells every agent its epoch (older ones' commands refused)
+        now = codec.decode(m.HeartbeatNow, (await told.next_msg(timeout=10)).data)
+        assert now.epoch == 1
         agent = FakeAgent(bus, "sim-1")
         await agent.start()
         src = tmp_path / "src"
