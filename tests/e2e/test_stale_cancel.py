@@ -10,13 +10,17 @@ from pathlib import Path
 from sortie.bus.connection import BusAuth, connect
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.leadership import Leadership
 from tests.e2e.conftest import Installation, shared_dir, wait_until
 
 
 async def forge_stale_cancel(installation: Installation, agent_id: str, run_id: str) -> None:
     nc = await connect(installation.url, "forger", auth=BusAuth(creds=installation.scheduler_creds))
     try:
-        cancel = m.Cancel(run_id=run_id, attempt=1, reason="stale")
+        # in the leader's epoch, as the scheduler sends it (an older one the agent refuses)
+        kv = await nc.jetstream().key_value(subjects.KV_LEADERSHIP)
+        leader = codec.decode(Leadership, (await kv.get(subjects.LEADER_KEY)).value or b"")
+        cancel = m.Cancel(run_id=run_id, attempt=1, reason="stale", epoch=leader.epoch)
         await nc.publish(subjects.agent_commands(agent_id), codec.encode(cancel))
         await nc.flush()
     finally:
