@@ -182,7 +182,13 @@ class Chaos:
                     sub = await client.submit(config, submission_id=sid)
                     self.accepted[sid] = sub.run_id
                     break
-                except (ClientError, nats.errors.Error, OSError) as exc:
+                except (
+                    ClientError,
+                    nats.errors.Error,
+                    OSError,
+                    BrokerUnreachable,
+                    NotInitialised,
+                ) as exc:
                     if client is not None:
                         await _close(client)
                         client = None
