@@ -35,7 +35,9 @@ KV_BUCKETS = (
     subjects.KV_WEB_TOKENS,
     subjects.KV_STEP_CACHE,
     subjects.KV_LEADERSHIP,
+    subjects.KV_SUBMISSIONS,
 )
+OBJECT_STORES = (subjects.OBJ_BLOBS, subjects.OBJ_STATE)
 
 
 def kv_stream(bucket: str) -> str:
@@ -55,7 +57,7 @@ def sortie_streams() -> list[str]:
         subjects.STREAM_LOGS,
         subjects.STREAM_METRICS,
         *(kv_stream(b) for b in KV_BUCKETS),
-        obj_stream(subjects.OBJ_BLOBS),
+        *(obj_stream(b) for b in OBJECT_STORES),
     ]
 
 
@@ -123,14 +125,14 @@ async def _create_or_resize(js: JetStreamContext, replicas: int | None, wanted: 
             changed += await _keep_replicas(js, kv_stream(bucket), replicas)
         except nats.js.errors.NotFoundError:
             await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, replicas=wanted))
-    try:
-        changed += await _keep_replicas(js, obj_stream(subjects.OBJ_BLOBS), replicas)
-    except nats.js.errors.NotFoundError:
-        # nats-py overwrites config.bucket with its ``bucket`` argument: pass both.
-        await js.create_object_store(
-            subjects.OBJ_BLOBS,
-            config=ObjectStoreConfig(bucket=subjects.OBJ_BLOBS, replicas=wanted),
-        )
+    for store in OBJECT_STORES:
+        try:
+            changed += await _keep_replicas(js, obj_stream(store), replicas)
+        except nats.js.errors.NotFoundError:
+            # nats-py overwrites config.bucket with its ``bucket`` argument: pass both.
+            await js.create_object_store(
+                store, config=ObjectStoreConfig(bucket=store, replicas=wanted)
+            )
     await _refuse_rollups(js, obj_stream(subjects.OBJ_BLOBS))
     return changed
 

@@ -208,6 +208,15 @@ def add_scheduler(sub: _Commands[argparse.ArgumentParser]) -> None:
         help="several schedulers on one broker: one leads, renewing its lease every third of "
         "this; a standby takes over a lease left unrenewed this long (default 10)",
     )
+    sched.add_argument(
+        "--snapshot-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the leader stores a snapshot of the runs in flight this often when any run "
+        "changed (and after every 20,000 record writes): a start or takeover reads it and the "
+        "records stored after it, not every run ever stored (default 30)",
+    )
     sched.add_argument("--data-dir", type=Path, default=None, help="node provider files")
     sched.add_argument("--gpu-pool", help=GPU_POOL_HELP)
     add_ttl_option(sched)
@@ -384,6 +393,7 @@ def run_scheduler_command(args: argparse.Namespace) -> int:
     from sortie.embedded import _run
     from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
     from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed
+    from sortie.scheduler.run_snapshot import SNAPSHOT_EVERY_S
 
     data_dir = args.data_dir or default_data_dir() / "scheduler"
     _lock_data_dir(data_dir, "sortie scheduler")
@@ -402,6 +412,7 @@ def run_scheduler_command(args: argparse.Namespace) -> int:
         retention=retention_of(args),
         blob_gc=blob_gc_of(args),
         leader_lease_s=args.leader_lease or DEFAULT_LEASE_S,
+        snapshot_every_s=args.snapshot_every or SNAPSHOT_EVERY_S,
     )
     try:
         _run(_until_signal(lambda stop: run_scheduler(config, stop)))

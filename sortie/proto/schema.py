@@ -13,7 +13,7 @@ import json
 
 import msgspec
 
-from sortie.proto import leadership, notes, queue, run_index, web_tokens
+from sortie.proto import leadership, notes, queue, run_index, run_snapshot, web_tokens
 from sortie.proto import messages as m
 from sortie.proto import subjects as s
 
@@ -68,6 +68,17 @@ STORES: list[tuple[str, str, str]] = [
         "file contents, Manifest (JSON), artifacts (meta written by the scheduler only, once)",
     ),
     (f"KV `{s.KV_QUARANTINE}`", "sha256 hex", "QuarantinedBlob (written by the scheduler only)"),
+    (
+        f"KV `{s.KV_SUBMISSIONS}`",
+        "sha256 hex of a submission id",
+        "the run id it created, as text (written by the scheduler only)",
+    ),
+    (
+        f"object store `{s.OBJ_STATE}`",
+        "runs-EPOCH-SEQ",
+        f"RunsSnapshot, pointed at by RunsSnapshotRef under `{s.RUNS_SNAPSHOT_KEY}` in "
+        f"`{s.KV_RUNS}` (scheduler only)",
+    ),
     (
         f"KV `{s.KV_MODELS}`",
         "NAME/VERSION",
@@ -141,6 +152,8 @@ TYPES: dict[str, object] = {
     "Manifest": m.Manifest,
     "WebToken": web_tokens.WebToken,
     "Leadership": leadership.Leadership,
+    "RunsSnapshot": run_snapshot.RunsSnapshot,
+    "RunsSnapshotRef": run_snapshot.RunsSnapshotRef,
 }
 
 INTRO = """# Sortie's bus protocol

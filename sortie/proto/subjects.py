@@ -7,6 +7,7 @@ Nothing else in the code spells a subject string. Tokens that come from users or
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 PREFIX = "sortie"
@@ -66,6 +67,11 @@ KV_STEP_CACHE = "sortie_step_cache"
 # which scheduler leads (leadership.Leadership under LEADER_KEY, renewed by compare-and-set),
 # and each standby's presence (the same record under standby_key(holder))
 KV_LEADERSHIP = "sortie_leadership"
+# submission_key(submission id) -> the run id it created: a retry of a run that has ended (and
+# so is no longer in the scheduler's memory) finds its run here (proto/run_snapshot.py)
+KV_SUBMISSIONS = "sortie_submissions"
+# the leader's snapshots of the runs it holds (run_snapshot.RunsSnapshot); scheduler only
+OBJ_STATE = "sortie_state"
 LEADER_KEY = "leader"
 STANDBY_PREFIX = "standby."
 # in each bucket the leader writes: the fence (the leadership record of the leader whose writes
@@ -75,6 +81,8 @@ STANDBY_PREFIX = "standby."
 RESERVED_PREFIX = "_sortie."
 FENCE_KEY = f"{RESERVED_PREFIX}fence"
 FENCE_PROBE_KEY = f"{RESERVED_PREFIX}fence-probe"
+# in KV_RUNS: which snapshot of the runs is the latest (run_snapshot.RunsSnapshotRef)
+RUNS_SNAPSHOT_KEY = f"{RESERVED_PREFIX}snapshot"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -90,6 +98,11 @@ def model_key(name: str, version: int) -> str:
     """A registered model version's key in ``KV_MODELS``: ``<name>/<version>`` (a model name
     never holds ``/``: ``proto/model_names.check_name``)."""
     return f"{name}/{version}"
+
+
+def submission_key(submission_id: str) -> str:
+    """A submission id's key in ``KV_SUBMISSIONS``: its SHA-256 in hex (an id is any text)."""
+    return hashlib.sha256(submission_id.encode()).hexdigest()
 
 
 def reserved_key(key: str) -> bool:

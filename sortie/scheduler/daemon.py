@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import math
 import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, assert_never
@@ -38,6 +40,7 @@ from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
 from sortie.bus.pause import retry_pause
+from sortie.bus.resources import kv_stream
 from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
 from sortie.proto import codec, notes, subjects
@@ -45,8 +48,17 @@ from sortie.proto import messages as m
 from sortie.proto.leadership import Leadership
 from sortie.proto.pipelines import CACHED_PREFIX, LAST_PREFIX, CachedStep, LastKey
 from sortie.proto.queue import QueueRequest
+from sortie.proto.run_snapshot import RunsSnapshot, RunsSnapshotRef
 from sortie.proto.states import TERMINAL
-from sortie.scheduler import core, image_lookup, kvbatch, renewals, run_secrets
+from sortie.scheduler import (
+    core,
+    image_lookup,
+    kvbatch,
+    renewals,
+    run_history,
+    run_secrets,
+    run_snapshot,
+)
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
 from sortie.scheduler.events import (
     IndexQuery,
@@ -84,6 +96,7 @@ from sortie.scheduler.validate import SHA256
 log = structlog.get_logger("sortie.scheduler")
 CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to end
 LOAD_YIELD_EVERY = 1000  # records decoded at start between two turns of the event loop
+INDEX_WAIT_S = 20.0  # how long a run list waits for the index being read after a start
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -143,6 +156,10 @@ class SchedulerConfig:
     snapshot_limit_bytes: int = field(default_factory=snapshot_limit_bytes)
     # a standby takes over a leader lease left unrenewed this long (lease.py)
     leader_lease_s: float = DEFAULT_LEASE_S
+    # a snapshot of the runs in flight (run_snapshot.py) this often when any was written,
+    # and after this many record writes
+    snapshot_every_s: float = run_snapshot.SNAPSHOT_EVERY_S
+    snapshot_every_writes: int = run_snapshot.SNAPSHOT_EVERY_WRITES
 
 
 def _asked(
@@ -169,7 +186,7 @@ def new_run_id(experiment: str, now: float) -> str:
     return f"{stem}_{int(now)}_{secrets.token_hex(4)}"
 
 
-# what a scheduler loads its state from (``Daemon.load``), and a standby follows
+# what a scheduler loads its state from (``Daemon.load``)
 LOADED_BUCKETS = (
     subjects.KV_RUNS,
     subjects.KV_AGENTS,
@@ -178,6 +195,9 @@ LOADED_BUCKETS = (
     subjects.KV_VMS,
     subjects.KV_STEP_CACHE,
 )
+# what a standby follows: the runs are not (a start reads the latest snapshot of the runs in
+# flight and what was stored after it, run_snapshot.py: following them would hold history)
+FOLLOWED_BUCKETS = tuple(b for b in LOADED_BUCKETS if b != subjects.KV_RUNS)
 # a bucket's current entries, by its name and handle
 Reader = Callable[[str, KeyValue], Awaitable[list[KeyValue.Entry]]]
 
@@ -225,6 +245,22 @@ class Daemon:
         self.runs = self.fence.bucket(subjects.KV_RUNS, bus.runs)
         self.step_cache_kv: FencedBucket | None = None  # bound by load()
         self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
+        self.index_ready = asyncio.Event()  # set once the index holds every stored run
+        self._index_changed: dict[str, m.RunRecord] | None = None  # stored while rebuilding
+        self.submissions: FencedBucket | None = None  # bound by load()
+        # what a snapshot of the runs holds besides the runs in flight: the ended trials and
+        # steps of sweeps and pipelines in flight (their controllers count them)
+        self.kept_ended: dict[str, tuple[m.RunRecord, int]] = {}  # run id -> it, its revision
+        self.runs_seq = 0  # KV_RUNS' stream sequence that memory reflects every write up to
+        self.snapshot_ref: RunsSnapshotRef | None = None  # the latest one stored
+        self.snapshot_task: asyncio.Task[None] | None = None
+        self.writes_since_snapshot = 0
+        self.snapshot_at = time.monotonic()
+        # until every stored run's submission id has its key, no snapshot (a start from one
+        # would not find the ids of runs that are over)
+        self.submissions_kept = False
+        self._after_load: list[Callable[[], Coroutine[Any, Any, None]]] = []  # run by start()
+        self.ended_submissions: list[tuple[str, str]] = []  # ended this cycle: (id, run)
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
@@ -275,14 +311,25 @@ class Daemon:
         now = time.time()
         found: dict[str, int] = {}
         pipeline_runs: list[m.RunRecord] = []  # pipelines and step runs: the cache's check
+        kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
+        self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
+        runs, from_snapshot = await self._read_runs(read)
+        found[m.RunRecord.__name__] = len(runs)
+        for i, (rec, revision) in enumerate(runs):
+            if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
+            self.index.update(rec)
+            if rec.pipeline is not None or rec.step is not None:
+                pipeline_runs.append(rec)
+            if restore(self.state, rec, now):
+                self.revisions[rec.run_id] = revision
+        self._keep_ended_children(runs)
         for bucket, kv, kind in self._buckets():  # computes before nodes (a node's compute)
             entries = await read(bucket, kv)
             found[kind.__name__] = len(entries)
-            for i, entry in enumerate(entries):
-                if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
-                    await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
+            for entry in entries:
                 try:
-                    rec = codec.decode(kind, entry.value or b"")
+                    record = codec.decode(kind, entry.value or b"")
                 except codec.BadMessage as exc:
                     log.warning(
                         "unreadable record skipped",
@@ -291,12 +338,7 @@ class Daemon:
                         error=str(exc),
                     )
                     continue
-                if isinstance(rec, m.RunRecord):
-                    self.index.update(rec)
-                    if rec.pipeline is not None or rec.step is not None:
-                        pipeline_runs.append(rec)
-                if restore(self.state, rec, now) and isinstance(rec, m.RunRecord):
-                    self.revisions[rec.run_id] = entry.revision or 0
+                restore(self.state, record, now)
         children = frozenset(
             str(kind.__struct_config__.tag)
             for kind, entry in registry.PROVIDERS.items()
@@ -320,11 +362,92 @@ class Daemon:
         log.info(
             "state loaded",
             runs=found[m.RunRecord.__name__],
+            from_snapshot=from_snapshot,
             active=len(self.state.runs),
             agents=len(self.state.agents),
             computes=len(self.state.computes),
             seconds=round(time.monotonic() - t0, 3),
         )
+
+    async def _read_runs(self, read: Reader) -> tuple[list[tuple[m.RunRecord, int]], bool]:
+        """The run records a start needs, with their revisions, and whether they came from a
+        snapshot: the latest snapshot and the records stored after it, or (none stored yet)
+        every record, with the keys of their submission ids stored afterwards."""
+        found = await run_snapshot.latest(self.bus.js, self.bus.runs)
+        if found is not None:
+            self.snapshot_ref, snapshot = found
+            written, self.runs_seq = await run_snapshot.records_after(self.bus.js, snapshot.seq)
+            merged, _ = run_snapshot.merge(snapshot, written)
+            later = [merged[key][0] for key, _, data in written if key in merged]
+            self._after_load.append(functools.partial(self._keep_found_submissions, later))
+            self._after_load.append(self._rebuild_index)
+            return list(merged.values()), True
+        stream = await self.bus.js.stream_info(kv_stream(subjects.KV_RUNS))
+        self.runs_seq = stream.state.last_seq
+        runs: list[tuple[m.RunRecord, int]] = []
+        for entry in await read(subjects.KV_RUNS, self.bus.runs):
+            try:
+                runs.append((codec.decode(m.RunRecord, entry.value or b""), entry.revision or 0))
+            except codec.BadMessage as exc:
+                log.warning(
+                    "unreadable record skipped", kind="RunRecord", key=entry.key, error=str(exc)
+                )
+            self.runs_seq = max(self.runs_seq, entry.revision or 0)
+        self.index_ready.set()
+        ran = [rec for rec, _ in runs]
+        self._after_load.append(functools.partial(self._keep_found_submissions, ran))
+        return runs, False
+
+    def _keep_ended_children(self, records: Iterable[tuple[m.RunRecord, int]]) -> None:
+        """Ended trials and steps of the sweeps and pipelines in flight, for the snapshots."""
+        for rec, revision in records:
+            self._keep_if_child(rec, revision)
+
+    def _keep_if_child(self, rec: m.RunRecord, revision: int) -> None:
+        if rec.state not in TERMINAL or rec.parent_id not in self.state.runs:
+            return
+        if rec.trial is not None or rec.step is not None:
+            self.kept_ended[rec.run_id] = (rec, revision)
+
+    async def _keep_found_submissions(self, records: list[m.RunRecord]) -> None:
+        """The submission-id keys of runs read at start (their keys may not have been stored:
+        a stop between a record and its key, or a store from before keys existed); then
+        snapshots may be taken, and memory keeps the ids of runs in flight only."""
+        pairs = [(r.spec.submission_id, r.run_id) for r in records if r.spec.submission_id]
+        t0 = time.monotonic()
+        assert self.submissions is not None  # bound by load()
+        await run_history.keep_submissions(self.submissions, pairs, self._put)
+        if len(pairs) > 1000:
+            log.info(
+                "submission ids kept", runs=len(pairs), seconds=round(time.monotonic() - t0, 1)
+            )
+        runs, subs = self.state.runs, self.state.submissions
+        for sid in [sid for sid, run_id in subs.items() if run_id not in runs]:
+            del subs[sid]
+        self.submissions_kept = True
+        if self.snapshot_ref is None:  # every record was read: the next start need not
+            self.writes_since_snapshot = max(1, self.writes_since_snapshot)
+            self.snapshot_at = -math.inf
+
+    async def _rebuild_index(self) -> None:
+        """Every stored run into the run index, beside the loop (a start from a snapshot
+        loaded only the runs in flight)."""
+        self._index_changed = {}
+        while True:
+            try:
+                self.index = await run_history.build_index(self.bus.runs, self._index_changed)
+                break
+            except TRANSIENT as exc:
+                log.warning("reading the run index failed; retrying", error=repr(exc))
+                await retry_pause(1.0)
+        self._index_changed = None
+        self.index_ready.set()
+
+    def _indexed(self, rec: m.RunRecord) -> None:
+        """The run as stored now, into the run index (and the one being rebuilt)."""
+        self.index.update(rec)
+        if self._index_changed is not None:
+            self._index_changed[rec.run_id] = rec
 
     async def _load_step_cache(self, read: Reader) -> None:
         """The step cache, whole, into memory: completed steps and each step's last key."""
@@ -342,11 +465,10 @@ class Daemon:
                 log.warning("unreadable step-cache entry skipped", key=entry.key, error=str(exc))
 
     def _buckets(self) -> list[tuple[str, KeyValue, type[Stored]]]:
-        """Each bucket (``LOADED_BUCKETS`` but the step cache) and the record it holds, in the
-        order they are loaded."""
+        """Each bucket (``LOADED_BUCKETS`` but the runs and the step cache) and the record it
+        holds, in the order they are loaded."""
         bus = self.bus
         return [
-            (subjects.KV_RUNS, bus.runs, m.RunRecord),
             (subjects.KV_AGENTS, bus.agents, m.AgentRecord),
             (subjects.KV_COMPUTES, bus.computes, m.ComputeRecord),
             (subjects.KV_NODES, bus.nodes, m.NodeRecord),
@@ -372,6 +494,9 @@ class Daemon:
         # every agent confirms itself now rather than at its next heartbeat
         await nc.publish(subjects.HEARTBEAT_NOW, codec.encode(m.HeartbeatNow(epoch=self.epoch)))
         self.tasks.append(asyncio.create_task(self._reports(), name="reports"))
+        for n, work in enumerate(self._after_load):
+            self.tasks.append(asyncio.create_task(work(), name=f"after-load-{n}"))
+        self._after_load.clear()
         self.tasks.append(
             asyncio.create_task(self.sweep_feed.run(self._sweeps_since()), name="sweep-feed")
         )
@@ -420,7 +545,7 @@ class Daemon:
                 models = self.fence.bucket(subjects.KV_MODELS, kv)
                 await self._reply(msg, await register_model(self.bus, models, req))
             elif isinstance(req, IndexQuery):  # outside the loop too: it reads the index only
-                await self._reply(msg, answer(self.index, req))
+                await self._reply(msg, await self._index_answer(req))
             elif isinstance(req, m.HostKeyScan):  # beside the loop: it only reads an SSH server
                 self._spawn(self._scan_host_key(msg, req))
             else:
@@ -444,6 +569,19 @@ class Daemon:
                     f"{type(exc).__name__}; see its log",
                 ),
             )
+
+    async def _index_answer(self, req: IndexQuery) -> m.Message:
+        """The index's answer, once it holds every stored run (after a start from a snapshot
+        it is read beside the loop: a query waits for it, bounded)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.index_ready.wait(), INDEX_WAIT_S)
+        if not self.index_ready.is_set():
+            return m.ErrorReply(
+                code="internal",
+                message="the scheduler started moments ago and is still reading the run "
+                "history that run lists are answered from; try again in a few seconds",
+            )
+        return answer(self.index, req)
 
     async def _snapshot_problem(self, request: m.SubmitRequest) -> m.ErrorReply | None:
         """Why a snapshot the submission names cannot run (the run's, or each distinct one of
@@ -491,6 +629,10 @@ class Daemon:
             if why is not None:
                 await self._reply(msg, why)
                 return
+            existing = await self._submitted_as(request)
+            if existing is not None:
+                await self._reply(msg, m.SubmitAccepted(run_id=existing, created=False))
+                return
             pipe = request.pipeline
             if pipe is not None and not request.validate_only and tagged_steps(pipe.spec):
                 # beside the loop: agents' answers are waited for (bounded) before the core
@@ -514,6 +656,18 @@ class Daemon:
         else:
             self._enqueue(_asked(request, msg.reply))
 
+    async def _submitted_as(self, request: m.SubmitRequest) -> str | None:
+        """The stored run this submission's id created already, or None (then the loop
+        decides: it also knows the runs created but not stored yet)."""
+        sid = request.spec.submission_id
+        if sid is None or request.validate_only:
+            return None
+        run_id = self.state.submissions.get(sid)
+        if run_id is not None:
+            return run_id if self.index.get(run_id) is not None else None
+        assert self.submissions is not None  # bound by load()
+        return await run_history.submitted_as(self.submissions.kv, sid)
+
     async def _on_tag(self, msg: Msg, request: notes.RunTagRequest) -> None:
         """A run in memory is tagged by the loop; an ended one here, in the store."""
         if request.run_id in self.state.runs:
@@ -521,7 +675,7 @@ class Daemon:
         else:
             reply = await tag_stored(self.runs, request)
             if isinstance(reply, notes.RunTagged):
-                self.index.update(reply.record)
+                self._stored_beside(reply.record)
             await self._reply(msg, reply)
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
@@ -680,6 +834,7 @@ class Daemon:
         await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
         self._drop_unstored()
+        self._maybe_snapshot()
         if self.state.sweeps or self.sweep_metrics:
             self._watch_sweeps()
         await self._execute(cmds, failed)
@@ -698,6 +853,52 @@ class Daemon:
             waiting=len(self.state.why),
             conflicts=len(failed),
             ms=round(seconds * 1000, 1),
+        )
+
+    def _maybe_snapshot(self) -> None:
+        """Store a snapshot of the runs held (beside the loop, one at a time) when enough was
+        written since the last (run_snapshot.py): what a start reads instead of history."""
+        config = self.config
+        due = self.writes_since_snapshot >= config.snapshot_every_writes or (
+            self.writes_since_snapshot > 0
+            and time.monotonic() - self.snapshot_at >= config.snapshot_every_s
+        )
+        busy = self.snapshot_task is not None and not self.snapshot_task.done()
+        if not due or busy or not self.submissions_kept:
+            return
+        runs = self.state.runs
+        for run_id in [r for r, (rec, _) in self.kept_ended.items() if rec.parent_id not in runs]:
+            del self.kept_ended[run_id]
+        records = [(rec, self.revisions[r]) for r, rec in runs.items() if r in self.revisions]
+        snapshot = run_snapshot.take(
+            [*records, *self.kept_ended.values()], self.runs_seq, self.epoch
+        )
+        self.writes_since_snapshot = 0
+        self.snapshot_at = time.monotonic()
+        self.snapshot_task = asyncio.create_task(self._store_snapshot(snapshot), name="snapshot")
+        self.background.add(self.snapshot_task)
+        self.snapshot_task.add_done_callback(self.background.discard)
+
+    async def _store_snapshot(self, snapshot: RunsSnapshot) -> None:
+        t0 = time.monotonic()
+        previous = self.snapshot_ref.name if self.snapshot_ref is not None else None
+        try:
+            ref = await run_snapshot.store(self.bus.js, self.runs, snapshot, previous)
+        except Deposed as exc:
+            self.deposed = exc
+            self._enqueue(core.Tick())  # the loop wakes and stops
+            return
+        except (*TRANSIENT, nats.errors.Error, nats.js.errors.APIError) as exc:
+            log.warning("runs snapshot not stored; trying again later", error=repr(exc))
+            self.writes_since_snapshot += len(snapshot.runs) or 1
+            return
+        self.snapshot_ref = ref
+        log.info(
+            "runs snapshot stored",
+            runs=ref.runs,
+            bytes=ref.size,
+            seq=ref.seq,
+            seconds=round(time.monotonic() - t0, 3),
         )
 
     async def _keep_run_secrets(self, cmds: list[core.Command]) -> None:
@@ -726,6 +927,11 @@ class Daemon:
         that conflicted."""
         st = self.state
         written = st.runs.take_changes().written
+        new_ids = [
+            (rec.spec.submission_id, r)
+            for r, rec in written
+            if rec.spec.submission_id is not None and r not in self.revisions
+        ]
         # a sweep's new trials are stored before the sweep's record counts them, so a crash
         # in between loses none (sweep_runs._issued counts them back in); a pipeline's new
         # steps before its record says they run (a restart finds them: pipeline_runs.py)
@@ -737,6 +943,7 @@ class Daemon:
             taken = {r for r, _ in first}
             written = [(r, rec) for r, rec in written if r not in taken]
         failed |= await self._write_runs(written)
+        await self._keep_submission_ids(new_ids, failed)
         bus, fence = self.bus, self.fence
         rows: list[tuple[FencedBucket, RowTable]] = [
             (fence.bucket(subjects.KV_AGENTS, bus.agents), st.agents),
@@ -754,6 +961,21 @@ class Daemon:
             for key in changes.deleted:
                 await self._put(kv, key, None)
         return failed
+
+    async def _keep_submission_ids(self, new: list[tuple[str, str]], failed: set[str]) -> None:
+        """Store the submission-id keys of the new runs stored, then forget the ids of runs
+        that ended (a retry of one finds it by its key: ``_submitted_as``)."""
+        kept = [(sid, r) for sid, r in new if r not in failed and r not in self.unstored]
+        if kept:
+            assert self.submissions is not None  # bound by load()
+            await run_history.keep_submissions(self.submissions, kept, self._put)
+        ended, self.ended_submissions = self.ended_submissions, []
+        if not self.submissions_kept:  # the start's keys are not all stored yet: keep them
+            return
+        subs = self.state.submissions
+        for sid, run_id in ended:
+            if subs.get(sid) == run_id:
+                del subs[sid]
 
     async def _write_runs(self, written: list[tuple[str, m.RunRecord]]) -> set[str]:
         """Compare-and-set each changed run: in atomic batches where the server allows, single
@@ -829,11 +1051,23 @@ class Daemon:
     def _stored(self, run_id: str, rec: m.RunRecord, revision: int) -> None:
         """A run's record is in the store at ``revision``: a finished one leaves memory."""
         self.revisions[run_id] = revision
-        self.index.update(rec)
+        self.runs_seq = max(self.runs_seq, revision)
+        self.writes_since_snapshot += 1
+        self._indexed(rec)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
             self.revisions.pop(run_id, None)
             self._forget_run_secret(run_id)
+            self._keep_if_child(rec, revision)
+            if rec.spec.submission_id is not None:
+                self.ended_submissions.append((rec.spec.submission_id, run_id))
+
+    def _stored_beside(self, rec: m.RunRecord) -> None:
+        """An ended run's record changed beside the loop (a tag, a trial's objective)."""
+        self._indexed(rec)
+        kept = self.kept_ended.get(rec.run_id)
+        if kept is not None:
+            self.kept_ended[rec.run_id] = (rec, kept[1])
 
     async def _put(self, kv: FencedBucket, key: str, data: bytes | None) -> None:
         """Write (or with ``None`` delete) one key; the scheduler is its only writer."""
@@ -853,11 +1087,14 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
-        self.index.update(rec)
+        self._indexed(rec)
+        self.runs_seq = max(self.runs_seq, entry.revision or 0)
         if rec.state in TERMINAL:
             self.state.runs.forget(run_id)
             self.revisions.pop(run_id, None)
             self._forget_run_secret(run_id)
+            if rec.spec.submission_id is not None:
+                self.ended_submissions.append((rec.spec.submission_id, run_id))
         else:
             self.state.runs.load(run_id, rec)
             self.revisions[run_id] = entry.revision or 0
@@ -924,7 +1161,7 @@ class Daemon:
             log.warning("trial objective not written", run_id=cmd.run_id, error=repr(exc))
             return
         if rec is not None:
-            self.index.update(rec)
+            self._stored_beside(rec)
 
     def _with_secrets(self, cmd: core.SendToAgent) -> m.AgentCommand:
         """An Assign or Cancel carries this leader's epoch, and an Assign of a run with secret
@@ -1142,7 +1379,7 @@ async def _stand_by(
         reconnects=lambda: int(bus.nc.stats["reconnects"]),
     )
     exported.register(LeadershipCollector(lease.standing))
-    follower = Follower(bus.js, LOADED_BUCKETS)
+    follower = Follower(bus.js, FOLLOWED_BUCKETS)
     try:
         await follower.start()
         if config.metrics_port is not None:

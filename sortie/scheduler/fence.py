@@ -56,6 +56,7 @@ FENCED_BUCKETS = (
     subjects.KV_VMS,
     subjects.KV_MODELS,
     subjects.KV_STEP_CACHE,
+    subjects.KV_SUBMISSIONS,
 )
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream's err_codes for a failed expectation
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"

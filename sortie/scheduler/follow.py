@@ -24,14 +24,13 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from sortie.bus.kv import kv_items
+from sortie.bus.kv import REMOVED, kv_items
 from sortie.bus.resources import kv_stream
 from sortie.proto import subjects
 
 log = structlog.get_logger("sortie.scheduler")
 
 CATCH_UP_S = 10.0  # the longest a new leader waits for a watcher before reading whole
-REMOVED = ("DEL", "PURGE")
 
 
 class Follower:

@@ -1,0 +1,37 @@
+"""The leader's snapshot of the runs it holds, so that a start does not read all history.
+
+A scheduler keeps in memory only the runs that are not over (and the ended trials and steps of
+sweeps and pipelines that are not over). Every so often the leader stores them, as one
+``RunsSnapshot`` object in ``subjects.OBJ_STATE``, and points at it from
+``subjects.RUNS_SNAPSHOT_KEY`` in ``KV_RUNS`` (a fenced write: a deposed leader's pointer is
+refused). A scheduler that starts, or takes over, loads that snapshot and then only the records
+``KV_RUNS`` stored after ``RunsSnapshotRef.seq``: its start grows with the runs in flight, not
+with every run ever written. A retried submission of a run that ended is found by its
+submission id's key in ``KV_SUBMISSIONS`` (``subjects.submission_key``), not in memory.
+"""
+
+from __future__ import annotations
+
+from sortie.proto.base import Message
+from sortie.proto.messages import RunRecord
+
+
+class RunsSnapshot(Message, frozen=True, kw_only=True):
+    """What the leader held of the runs when ``KV_RUNS``' stream was at ``seq``."""
+
+    seq: int  # every record stored at or below this stream sequence is reflected here
+    epoch: int  # the leader epoch that took it
+    taken_at: float
+    runs: list[RunRecord]  # runs not over, and the ended children of sweeps/pipelines not over
+    revisions: list[int]  # each run's KV revision, in the order of ``runs``
+
+
+class RunsSnapshotRef(Message, frozen=True, kw_only=True):
+    """The pointer under ``RUNS_SNAPSHOT_KEY``: which object holds the latest snapshot."""
+
+    name: str  # the object's name in ``OBJ_STATE``
+    seq: int
+    epoch: int
+    taken_at: float
+    runs: int  # how many runs it holds
+    size: int  # its encoded size in bytes

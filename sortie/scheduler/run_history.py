@@ -1,0 +1,77 @@
+"""The runs that are over, kept out of a start's way (shell: I/O only).
+
+A scheduler holds in memory only the runs in flight (run_snapshot.py says how a start finds
+them). What still needs the runs that are over:
+
+- **a retried submission** of a run that ended: each new run's submission id gets a key in
+  ``KV_SUBMISSIONS`` (:func:`keep_submissions`) once its record is stored, and a submission
+  id the scheduler does not hold is looked up there (:func:`submitted_as`);
+- **run lists** (``RunIndex``): after a start from a snapshot the index holds only the runs
+  loaded, and :func:`build_index` reads every record once, beside the loop, while the
+  scheduler already places (queries wait for it, bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import nats.js.errors
+import structlog
+from nats.js.kv import KeyValue
+
+from sortie.bus.kv import REMOVED, kv_entries
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.scheduler.fence import FencedBucket
+from sortie.scheduler.run_index import RunIndex
+
+log = structlog.get_logger("sortie.scheduler")
+
+INDEX_YIELD_EVERY = 500  # records read into the index between two turns of the event loop
+KEYS_IN_FLIGHT = 64  # submission keys written at once
+# how a key is written: the daemon's ``_put`` (retried until stored)
+PutKey = Callable[[FencedBucket, str, bytes | None], Awaitable[None]]
+
+
+async def submitted_as(kv: KeyValue, submission_id: str) -> str | None:
+    """The run a stored submission id created, or None."""
+    try:
+        entry = await kv.get(subjects.submission_key(submission_id))
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return (entry.value or b"").decode() or None
+
+
+async def keep_submissions(kv: FencedBucket, pairs: Iterable[tuple[str, str]], put: PutKey) -> None:
+    """Store each ``(submission id, run id)`` (its run's record is stored already)."""
+    sem = asyncio.Semaphore(KEYS_IN_FLIGHT)
+
+    async def one(submission_id: str, run_id: str) -> None:
+        async with sem:
+            await put(kv, subjects.submission_key(submission_id), run_id.encode())
+
+    await asyncio.gather(*(one(s, r) for s, r in pairs))
+
+
+async def build_index(runs: KeyValue, changed: dict[str, m.RunRecord]) -> RunIndex:
+    """An index of every stored run, read whole; ``changed`` (filled by the caller while
+    this reads: the runs it stored meanwhile) is applied last, so nothing read is older."""
+    t0 = time.monotonic()
+    index = RunIndex()
+    n = 0
+    async for entry in kv_entries(runs):
+        n += 1
+        if n % INDEX_YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if entry.operation in REMOVED:
+            continue
+        try:
+            index.update(codec.decode(m.RunRecord, entry.value or b""))
+        except codec.BadMessage:
+            continue  # said once already, when the start skipped it
+    for rec in changed.values():
+        index.update(rec)
+    log.info("run index built", runs=len(index), seconds=round(time.monotonic() - t0, 3))
+    return index

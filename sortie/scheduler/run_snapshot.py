@@ -1,0 +1,171 @@
+"""The leader's snapshots of the runs it holds, and reading them back (shell: I/O only).
+
+A start reads the latest snapshot (``proto/run_snapshot.py``) and then only the ``KV_RUNS``
+messages stored after it (:func:`records_after`), so it costs the runs in flight plus what
+was written since the snapshot, never the whole history. The leader stores a new one every
+``SNAPSHOT_EVERY_WRITES`` record writes or ``SNAPSHOT_EVERY_S`` seconds that saw a write
+(``Daemon._maybe_snapshot``): the object first, under a name of its own, then the pointer
+(a fenced write: a deposed leader's pointer is refused and its object is removed), then the
+previous object is deleted. A snapshot or pointer that cannot be read is logged and the start
+reads every record instead, as before snapshots existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import KV_PRE_TEMPLATE
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+
+from sortie.bus.resources import kv_stream
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto.run_snapshot import RunsSnapshot, RunsSnapshotRef
+from sortie.scheduler.fence import FencedBucket
+
+log = structlog.get_logger("sortie.scheduler")
+
+SNAPSHOT_EVERY_WRITES = 20_000  # record writes between two snapshots, at most
+SNAPSHOT_EVERY_S = 30.0  # and seconds, when anything was written meanwhile
+TAIL_WAIT_S = 10.0  # the longest wait for the next message of the records after a snapshot
+
+# a record stored after the snapshot: its key, stream sequence and value (None: deleted)
+Written = tuple[str, int, bytes | None]
+
+
+def object_name(snapshot: RunsSnapshot) -> str:
+    return f"runs-{snapshot.epoch}-{snapshot.seq}"
+
+
+async def store(
+    js: JetStreamContext, runs: FencedBucket, snapshot: RunsSnapshot, previous: str | None
+) -> RunsSnapshotRef:
+    """Store ``snapshot`` and point at it; the object ``previous`` named is deleted once the
+    pointer moved. Raises ``lease.Deposed`` (from the pointer's fenced write) when another
+    scheduler leads: this one's object is removed then."""
+    data = await asyncio.to_thread(codec.encode, snapshot)
+    name = object_name(snapshot)
+    obs = await js.object_store(subjects.OBJ_STATE)
+    await obs.put(name, data)
+    ref = RunsSnapshotRef(
+        name=name,
+        seq=snapshot.seq,
+        epoch=snapshot.epoch,
+        taken_at=snapshot.taken_at,
+        runs=len(snapshot.runs),
+        size=len(data),
+    )
+    try:
+        await runs.put(subjects.RUNS_SNAPSHOT_KEY, codec.encode(ref))
+    except BaseException:
+        await _delete(obs, name)
+        raise
+    if previous is not None and previous != name:
+        await _delete(obs, previous)
+    return ref
+
+
+async def _delete(obs: object, name: str) -> None:
+    with contextlib.suppress(nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
+        await obs.delete(name)  # type: ignore[attr-defined]
+
+
+async def latest(
+    js: JetStreamContext, runs: KeyValue
+) -> tuple[RunsSnapshotRef, RunsSnapshot] | None:
+    """The pointer and the snapshot it names, or None (none stored yet, or unreadable: said
+    why)."""
+    try:
+        entry = await runs.get(subjects.RUNS_SNAPSHOT_KEY)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    try:
+        ref = codec.decode(RunsSnapshotRef, entry.value or b"")
+        obs = await js.object_store(subjects.OBJ_STATE)
+        result = await obs.get(ref.name)
+        snapshot = await asyncio.to_thread(codec.decode, RunsSnapshot, result.data or b"")
+    except (codec.BadMessage, nats.js.errors.NotFoundError) as exc:
+        log.warning("runs snapshot unreadable; reading every record instead", error=str(exc))
+        return None
+    if len(snapshot.revisions) != len(snapshot.runs):
+        log.warning("runs snapshot inconsistent; reading every record instead")
+        return None
+    return ref, snapshot
+
+
+async def records_after(js: JetStreamContext, seq: int) -> tuple[list[Written], int]:
+    """Every ``KV_RUNS`` record stored after stream sequence ``seq`` (the last write of each
+    key, Sortie's own keys left out), and the stream's last sequence read up to."""
+    stream = kv_stream(subjects.KV_RUNS)
+    last = (await js.stream_info(stream)).state.last_seq
+    if last <= seq:
+        return [], seq
+    pre = KV_PRE_TEMPLATE.format(bucket=subjects.KV_RUNS)
+    sub = await js.subscribe(
+        f"{pre}>",
+        stream=stream,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
+        ),
+        inactive_threshold=5.0,
+    )
+    found: dict[str, tuple[int, bytes | None]] = {}
+    try:
+        at = seq
+        while at < last:
+            msg = await sub.next_msg(timeout=TAIL_WAIT_S)
+            at = msg.metadata.sequence.stream
+            key = msg.subject[len(pre) :]
+            if subjects.reserved_key(key):
+                continue
+            op = (msg.headers or {}).get(KV_OP)
+            found[key] = (at, None if op in (KV_DEL, KV_PURGE) else msg.data)
+            if len(found) % 1000 == 0:
+                await asyncio.sleep(0)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    return [(key, rev, data) for key, (rev, data) in found.items()], last
+
+
+def merge(
+    snapshot: RunsSnapshot, written: Iterable[Written]
+) -> tuple[dict[str, tuple[m.RunRecord, int]], int]:
+    """The runs as they are now: the snapshot's, each changed by its later write (a deleted
+    one dropped). Returns them by run id with their revisions, and how many later records
+    could not be read (skipped, as a whole read skips them)."""
+    runs = {
+        rec.run_id: (rec, rev) for rec, rev in zip(snapshot.runs, snapshot.revisions, strict=True)
+    }
+    unreadable = 0
+    for key, rev, data in written:
+        if data is None:
+            runs.pop(key, None)
+            continue
+        try:
+            runs[key] = (codec.decode(m.RunRecord, data), rev)
+        except codec.BadMessage as exc:
+            log.warning("unreadable record skipped", kind="RunRecord", key=key, error=str(exc))
+            unreadable += 1
+    return runs, unreadable
+
+
+def take(records: Iterable[tuple[m.RunRecord, int]], seq: int, epoch: int) -> RunsSnapshot:
+    """A snapshot of ``records`` (with their revisions) as of stream sequence ``seq``."""
+    pairs = list(records)
+    return RunsSnapshot(
+        seq=seq,
+        epoch=epoch,
+        taken_at=time.time(),
+        runs=[rec for rec, _ in pairs],
+        revisions=[rev for _, rev in pairs],
+    )

@@ -1,0 +1,162 @@
+"""A start reads the latest snapshot of the runs in flight and the records stored after it,
+not every run ever stored (scheduler/run_snapshot.py, run_history.py), on a real broker:
+what it holds is what a whole read would hold, a retried submission of a run that ended is
+still answered with that run, run lists still list every run, and a deposed leader's
+snapshot is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import nats.js.errors
+import pytest
+
+from sortie.bus.broker import BrokerProcess
+from sortie.bus.connection import Bus
+from sortie.client.client import Client
+from sortie.client.runconfig import ScriptRunConfig
+from sortie.proto import codec, subjects
+from sortie.proto import messages as m
+from sortie.proto import run_index as q
+from sortie.proto.run_snapshot import RunsSnapshotRef
+from sortie.proto.states import RunState
+from sortie.scheduler import run_snapshot
+from sortie.scheduler.daemon import Daemon, SchedulerConfig, run_scheduler
+from sortie.scheduler.lease import Deposed
+from tests.builders import record, spec
+from tests.scheduler.test_fence import leader
+
+
+@asynccontextmanager
+async def scheduler(broker: BrokerProcess, data_dir: Path) -> AsyncIterator[None]:
+    stop, ready = asyncio.Event(), asyncio.Event()
+    config = SchedulerConfig(url=broker.url, data_dir=data_dir, tick_s=0.1, snapshot_every_s=0.2)
+    task = asyncio.create_task(run_scheduler(config, stop, ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def pointer(bus: Bus) -> RunsSnapshotRef | None:
+    try:
+        entry = await bus.runs.get(subjects.RUNS_SNAPSHOT_KEY)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return codec.decode(RunsSnapshotRef, entry.value or b"")
+
+
+async def snapshot_past(bus: Bus, seq: int) -> RunsSnapshotRef:
+    """The first snapshot that reflects every write up to ``seq``."""
+    for _ in range(300):
+        ref = await pointer(bus)
+        if ref is not None and ref.seq >= seq:
+            return ref
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no snapshot past {seq}: {await pointer(bus)}")
+
+
+async def put(bus: Bus, rec: m.RunRecord) -> int:
+    return await bus.runs.put(rec.run_id, codec.encode(rec))
+
+
+async def test_a_start_reads_the_snapshot_and_what_was_stored_after_it(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("print(1)\n")
+    config = ScriptRunConfig(source_directory=src, script="t.py")
+    old = await put(bus, record("before_0", RunState.COMPLETED, spec=spec(submission_id="s-0")))
+    async with scheduler(broker, tmp_path / "a"), await Client.connect(broker.url) as client:
+        # no snapshot yet: the first start reads every record, then stores one at once
+        first = await snapshot_past(bus, old)
+        assert first.runs == 0  # nothing in flight
+        ended = await client.submit(config, submission_id="s-ended")
+        await client.cancel(ended.run_id)  # queued, so it ends at once
+        queued = await client.submit(config, submission_id="s-queued")
+        for _ in range(100):
+            rec = codec.decode(m.RunRecord, (await bus.runs.get(ended.run_id)).value or b"")
+            if rec.state is RunState.CANCELED:
+                break
+            await asyncio.sleep(0.05)
+        last = (await bus.runs.get(ended.run_id)).revision or 0
+        ref = await snapshot_past(bus, max(last, (await bus.runs.get(queued.run_id)).revision or 0))
+        assert ref.runs == 1  # the queued run only
+    # stored after the snapshot, as a leader that died before its next snapshot leaves it
+    await put(bus, record("late_done", RunState.COMPLETED, spec=spec(submission_id="s-late")))
+    await put(bus, record("late_queued", RunState.QUEUED))
+
+    # a start loads the snapshot and the records after it: what a whole read would hold
+    fresh = Daemon(bus, SchedulerConfig(url=broker.url, data_dir=tmp_path / "check"))
+    await fresh.load()
+    assert fresh.snapshot_ref == await pointer(bus)
+    assert set(fresh.state.runs) == {queued.run_id, "late_queued"}
+    # ... without reading the runs that were over before the snapshot
+    assert fresh.index.get(ended.run_id) is None and fresh.index.get("before_0") is None
+    assert not fresh.index_ready.is_set()
+
+    async with scheduler(broker, tmp_path / "b"), await Client.connect(broker.url) as client:
+        # retried submissions of runs that ended find them (the one stored after the
+        # snapshot too), and create nothing
+        for sid, run_id in [
+            ("s-0", "before_0"),
+            ("s-ended", ended.run_id),
+            ("s-late", "late_done"),
+            ("s-queued", queued.run_id),
+        ]:
+            again = await client.submit(config, submission_id=sid)
+            assert again.run_id == run_id, sid
+        # run lists list every run ever stored, once the index is read beside the loop
+        _, page = await client.query_runs(q.RunQuery(limit=10))
+        assert page.total == 5
+        assert set(page.run_ids) == {
+            "before_0",
+            ended.run_id,
+            queued.run_id,
+            "late_done",
+            "late_queued",
+        }
+        new = await client.submit(config, submission_id="s-new")
+        assert new.run_id not in page.run_ids
+
+
+async def test_a_deposed_leader_cannot_point_at_its_snapshot(bus: Bus, tmp_path: Path) -> None:
+    old = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path / "old"))
+    new = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path / "new"))
+    await old.lead_as(leader(1))
+    await new.lead_as(leader(2))  # raises the fence: the old leader's writes fail from here
+    stale = run_snapshot.take([(record("r", RunState.QUEUED), 1)], seq=1, epoch=1)
+    with pytest.raises(Deposed):
+        await run_snapshot.store(bus.js, old.runs, stale, previous=None)
+    assert await pointer(bus) is None
+    obs = await bus.js.object_store(subjects.OBJ_STATE)
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await obs.get(run_snapshot.object_name(stale))  # its object was removed
+    # the leader's own is stored, and replaces the one before it
+    mine = run_snapshot.take([], seq=2, epoch=2)
+    ref = await run_snapshot.store(bus.js, new.runs, mine, previous=None)
+    assert await pointer(bus) == ref
+    newer = run_snapshot.take([], seq=3, epoch=2)
+    await run_snapshot.store(bus.js, new.runs, newer, previous=ref.name)
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await obs.get(ref.name)
+    assert (await run_snapshot.latest(bus.js, bus.runs)) is not None
+
+
+def test_later_records_replace_the_snapshots_and_deletions_drop_them() -> None:
+    a, b = record("a", RunState.QUEUED), record("b", RunState.RUNNING)
+    snap = run_snapshot.take([(a, 5), (b, 6)], seq=6, epoch=1)
+    done = record("a", RunState.COMPLETED)
+    c = record("c", RunState.QUEUED)
+    merged, unreadable = run_snapshot.merge(
+        snap,
+        [("a", 7, codec.encode(done)), ("b", 8, None), ("c", 9, codec.encode(c)), ("x", 10, b"{")],
+    )
+    assert merged == {"a": (done, 7), "c": (c, 9)}
+    assert unreadable == 1
