@@ -396,14 +396,18 @@ def main() -> int:
          f"{result['running']}"),
         ("fill (s) / store (MiB)", f"{fill['fill_s']} / {fill['store_mb']}"),
         ("A: start -> first Assign (s)", a["first_assign_from_start_s"]),
+        ("A: start -> state loaded (s)", a["state_loaded_s"]),
         ("A: state loaded (s, logged)", a["load_seconds_logged"]),
         ("A: RSS / peak placing (MiB)", mem(a["memory_placing"])),
         ("A: RSS / peak after index (MiB)", f"{mem(a['memory_after_index'])}"
          f"{'' if a['index_built_s'] is not None else ' (not logged)'}"),
-        ("snapshot stored after (s)", snap["waited_s"] if isinstance(snap, dict) else snap),
+        ("snapshot stored after (s)", snap["waited_s"] if isinstance(snap, dict)
+         else snap or "none: timed out"),
         ("B: " + ("takeover" if result["standby"] else "restart"), ""),
+        ("B: RSS / peak as standby (MiB)", mem(result.get("b_standby_memory"))),
         ("B: kill -> placing again (s)", b["placed_again_s"]),
         ("B: process start -> first Assign (s)", b["first_assign_from_start_s"]),
+        ("B: kill -> state loaded (s)", b["state_loaded_s"]),
         ("B: state loaded (s, logged)", b["load_seconds_logged"]),
         ("B: RSS / peak placing (MiB)", mem(b["memory_placing"])),
         ("B: RSS / peak after index (MiB)", f"{mem(b['memory_after_index'])}"
