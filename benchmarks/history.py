@@ -184,7 +184,9 @@ async def index_built(log: Path, limit_s: float) -> dict[str, Any] | None:
     return None
 
 
-async def snapshot_stored(bus: Bus, log: Path, limit_s: float) -> dict[str, Any] | None:
+async def snapshot_stored(
+    bus: Bus, log: Path, limit_s: float, a_start: float
+) -> dict[str, Any] | None:
     """Wait until ``_sortie.snapshot`` is in the runs bucket; what the entry says. None, with a
     message on stderr, if it never appeared within ``limit_s``."""
     deadline = time.monotonic() + limit_s
@@ -198,6 +200,7 @@ async def snapshot_stored(bus: Bus, log: Path, limit_s: float) -> dict[str, Any]
         event = await asyncio.to_thread(logged, log, SNAPSHOT_STORED)
         return {
             "waited_s": round(time.perf_counter() - t, 2),
+            "after_a_start_s": round(time.time() - a_start, 2),
             "revision": entry.revision,
             "pointer_bytes": len(entry.value or b""),
             "logged": {k: v for k, v in (event or {}).items() if k not in ("timestamp", "level")},
@@ -252,7 +255,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         if args.no_snapshot_wait:
             result["snapshot"] = "not waited for (--no-snapshot-wait)"
         else:
-            result["snapshot"] = await snapshot_stored(bus, a_log, args.snapshot_wait)
+            result["snapshot"] = await snapshot_stored(bus, a_log, args.snapshot_wait, a_start)
 
         killed_at = time.time()
         os.kill(procs["a"].pid, signal.SIGKILL)
@@ -401,7 +404,7 @@ def main() -> int:
         ("A: RSS / peak placing (MiB)", mem(a["memory_placing"])),
         ("A: RSS / peak after index (MiB)", f"{mem(a['memory_after_index'])}"
          f"{'' if a['index_built_s'] is not None else ' (not logged)'}"),
-        ("snapshot stored after (s)", snap["waited_s"] if isinstance(snap, dict)
+        ("A: start -> snapshot seen (s)", snap["after_a_start_s"] if isinstance(snap, dict)
          else snap or "none: timed out"),
         ("B: " + ("takeover" if result["standby"] else "restart"), ""),
         ("B: RSS / peak as standby (MiB)", mem(result.get("b_standby_memory"))),
