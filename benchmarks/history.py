@@ -77,6 +77,8 @@ class Shape:
     def __init__(self, args: argparse.Namespace, agents: list[str]) -> None:
         if not 0 <= args.running + args.placeable <= args.active <= args.runs:
             raise SystemExit("need running + placeable <= active <= runs")
+        if args.placeable < 2 or args.late_agents < 1 or args.agents < 1:
+            raise SystemExit("need --placeable >= 2 (half for A, half for B), agents, late agents")
         self.args, self.agents = args, agents
         self.early = args.placeable - args.placeable // 2  # A places these
         self.late = args.placeable // 2  # B places these
