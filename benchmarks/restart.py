@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,13 @@ SNAPSHOT = "0" * 64
 TARGET = "sim"
 
 
-def record(i: int, state: RunState, agent: str | None, now: float) -> m.RunRecord:
+def record(
+    i: int, state: RunState, agent: str | None, now: float, target: str = TARGET
+) -> m.RunRecord:
     run_id = f"bench_{i:06d}"
     spec = m.RunSpec(
         experiment="bench",
-        target=TARGET,
+        target=target,
         script="train.py",
         snapshot_id=SNAPSHOT,
         submission_id=f"sub-{i}",
@@ -167,18 +170,28 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 async def start_fakes(
-    bus: Bus, names: list[str], held: dict[str, list[str]], fakes: list[FakeAgent]
+    bus: Bus,
+    names: list[str],
+    held: dict[str, list[str]],
+    fakes: list[FakeAgent],
+    *,
+    kind: type[FakeAgent] = FakeAgent,
+    target: str = TARGET,
+    setup: Callable[[FakeAgent], None] | None = None,
 ) -> None:
     """One fake agent per name, heartbeating the runs it holds; each is added to ``fakes``
-    as it starts (so the caller stops the ones that started if a later one fails)."""
+    as it starts (so the caller stops the ones that started if a later one fails).
+    ``kind``: a subclass of FakeAgent; ``setup``: called on each before it starts."""
     for name in names:
-        fake = FakeAgent(
+        fake = kind(
             bus,
             name,
-            target=TARGET,
+            target=target,
             capacity=m.Capacity(cpus=1000, memory_mb=1 << 20),
         )
-        fake.running = dict.fromkeys(held[name], 1)
+        fake.running = dict.fromkeys(held.get(name, ()), 1)
+        if setup is not None:
+            setup(fake)
         await fake.start(interval=1.0)
         fakes.append(fake)
 
