@@ -231,6 +231,11 @@ def obj_chunks(bucket: str) -> str:
     return f"$O.{bucket}.C.>"
 
 
+def obj_chunks_of(bucket: str, nuid: str) -> str:
+    """The chunks of one object (its ``ObjectInfo.nuid``)."""
+    return f"$O.{bucket}.C.{nuid}"
+
+
 def obj_meta(bucket: str) -> str:
     return f"$O.{bucket}.M.>"
 

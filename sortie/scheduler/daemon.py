@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,7 @@ class Daemon:
         self.submissions_kept = False
         self._after_load: list[Callable[[], Coroutine[Any, Any, None]]] = []  # run by start()
         self.ended_submissions: list[tuple[str, str]] = []  # ended this cycle: (id, run)
+        self.queued_ids: Counter[str] = Counter()  # submission ids of submits in the queue
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
@@ -310,20 +312,11 @@ class Daemon:
         t0 = time.monotonic()
         now = time.time()
         found: dict[str, int] = {}
-        pipeline_runs: list[m.RunRecord] = []  # pipelines and step runs: the cache's check
         kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
         self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
         runs, from_snapshot = await self._read_runs(read)
         found[m.RunRecord.__name__] = len(runs)
-        for i, (rec, revision) in enumerate(runs):
-            if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
-            self.index.update(rec)
-            if rec.pipeline is not None or rec.step is not None:
-                pipeline_runs.append(rec)
-            if restore(self.state, rec, now):
-                self.revisions[rec.run_id] = revision
-        self._keep_ended_children(runs)
+        pipeline_runs = await self._restore_runs(runs, from_snapshot, now)
         for bucket, kv, kind in self._buckets():  # computes before nodes (a node's compute)
             entries = await read(bucket, kv)
             found[kind.__name__] = len(entries)
@@ -368,6 +361,24 @@ class Daemon:
             computes=len(self.state.computes),
             seconds=round(time.monotonic() - t0, 3),
         )
+
+    async def _restore_runs(
+        self, runs: list[tuple[m.RunRecord, int]], from_snapshot: bool, now: float
+    ) -> list[m.RunRecord]:
+        """Take the runs read at start; returns the pipelines and step runs among them (the
+        step cache's check)."""
+        pipeline_runs: list[m.RunRecord] = []
+        for i, (rec, revision) in enumerate(runs):
+            if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
+            if not from_snapshot:  # after a snapshot the index is read whole beside the loop
+                self.index.update(rec)
+            if rec.pipeline is not None or rec.step is not None:
+                pipeline_runs.append(rec)
+            if restore(self.state, rec, now):
+                self.revisions[rec.run_id] = revision
+        self._keep_ended_children(runs)
+        return pipeline_runs
 
     async def _read_runs(self, read: Reader) -> tuple[list[tuple[m.RunRecord, int]], bool]:
         """The run records a start needs, with their revisions, and whether they came from a
@@ -421,9 +432,10 @@ class Daemon:
             log.info(
                 "submission ids kept", runs=len(pairs), seconds=round(time.monotonic() - t0, 1)
             )
-        runs, subs = self.state.runs, self.state.submissions
-        for sid in [sid for sid, run_id in subs.items() if run_id not in runs]:
-            del subs[sid]
+        runs = self.state.runs
+        self._forget_submissions(
+            [(sid, r) for sid, r in self.state.submissions.items() if r not in runs]
+        )
         self.submissions_kept = True
         if self.snapshot_ref is None:  # every record was read: the next start need not
             self.writes_since_snapshot = max(1, self.writes_since_snapshot)
@@ -479,6 +491,7 @@ class Daemon:
         nc = self.bus.nc
         try:
             self.atomic = await kvbatch.enable_atomic(self.bus.js, subjects.KV_RUNS)
+            await kvbatch.enable_atomic(self.bus.js, subjects.KV_SUBMISSIONS)
         except TRANSIENT as exc:
             log.warning("atomic batch writes not enabled", error=repr(exc))
         log.info("run records written in atomic batches" if self.atomic else "single writes")
@@ -527,6 +540,8 @@ class Daemon:
     # --- adapters: bus -> events -----------------------------------------------------------
 
     def _enqueue(self, event: core.Event, ack: Ack | None = None) -> None:
+        if isinstance(event, core.Submitted) and event.request.spec.submission_id is not None:
+            self.queued_ids[event.request.spec.submission_id] += 1
         self.queue.put_nowait((event, ack))
 
     async def _reply(self, msg: Msg, message: m.Message) -> None:
@@ -657,14 +672,14 @@ class Daemon:
             self._enqueue(_asked(request, msg.reply))
 
     async def _submitted_as(self, request: m.SubmitRequest) -> str | None:
-        """The stored run this submission's id created already, or None (then the loop
-        decides: it also knows the runs created but not stored yet)."""
+        """The run this submission's id created, if it has ended and left memory (its key in
+        ``KV_SUBMISSIONS``); None otherwise: the loop decides (it holds the ids of the runs in
+        flight, and of those created but not stored yet)."""
         sid = request.spec.submission_id
         if sid is None or request.validate_only:
             return None
-        run_id = self.state.submissions.get(sid)
-        if run_id is not None:
-            return run_id if self.index.get(run_id) is not None else None
+        if sid in self.state.submissions:
+            return None  # the loop answers with it
         assert self.submissions is not None  # bound by load()
         return await run_history.submitted_as(self.submissions.kv, sid)
 
@@ -829,6 +844,9 @@ class Daemon:
         cmds: list[core.Command] = []
         for event, _ in batch:
             cmds.extend(core.handle(self.state, event, now, self.core_config))
+            if isinstance(event, core.Submitted) and event.request.spec.submission_id:
+                self.queued_ids[event.request.spec.submission_id] -= 1
+        self.queued_ids = +self.queued_ids  # drops the ids no longer queued
         cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
         counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
         await self._keep_run_secrets(cmds)  # before the runs are stored
@@ -970,11 +988,17 @@ class Daemon:
             assert self.submissions is not None  # bound by load()
             await run_history.keep_submissions(self.submissions, kept, self._put)
         ended, self.ended_submissions = self.ended_submissions, []
-        if not self.submissions_kept:  # the start's keys are not all stored yet: keep them
-            return
+        if self.submissions_kept:  # else the start's keys are not all stored yet: keep them
+            self._forget_submissions(ended)
+
+    def _forget_submissions(self, ended: Iterable[tuple[str, str]]) -> None:
+        """Forget the submission ids of runs that ended (their keys are stored), but not one
+        a submit in the loop's queue names: the loop finds it in memory when it comes."""
         subs = self.state.submissions
         for sid, run_id in ended:
-            if subs.get(sid) == run_id:
+            if self.queued_ids[sid]:
+                self.ended_submissions.append((sid, run_id))  # at the next cycle
+            elif subs.get(sid) == run_id:
                 del subs[sid]
 
     async def _write_runs(self, written: list[tuple[str, m.RunRecord]]) -> set[str]:

@@ -183,7 +183,7 @@ class FencedBucket:
             nats.js.errors.APIError.from_error(exc.error)  # raises it as nats-py would
             raise
 
-    async def write_batch(self, items: Sequence[tuple[str, bytes, int]]) -> list[int]:
+    async def write_batch(self, items: Sequence[tuple[str, bytes, int | None]]) -> list[int]:
         """``kvbatch.write_batch``, led by the fence's probe where the fence is raised."""
         fence = self.fence
         if not self.fenced:

@@ -59,13 +59,14 @@ async def enable_atomic(js: JetStreamContext, bucket: str) -> bool:
 async def write_batch(
     nc: NATS,
     bucket: str,
-    items: Sequence[tuple[str, bytes, int]],
+    items: Sequence[tuple[str, bytes, int | None]],
     timeout: float = 10.0,  # noqa: ASYNC109 - the wait for the commit's acknowledgement
     *,
     lead: tuple[str, bytes, dict[str, str]] | None = None,
 ) -> list[int]:
-    """Write every ``(key, value, last revision)`` (0: the key must not exist yet), all or
-    none. Returns each key's new revision; raises ``BatchRefused`` if nothing was stored.
+    """Write every ``(key, value, last revision)`` (0: the key must not exist yet; None:
+    whatever it holds), all or none. Returns each key's new revision; raises
+    ``BatchRefused`` if nothing was stored.
 
     ``lead``: one more ``(key, value, headers)`` written first in the same batch, with its
     own expectations in ``headers`` (fence.py's probe: the batch stands only while the
@@ -80,7 +81,13 @@ async def write_batch(
     pre = KV_PRE_TEMPLATE.format(bucket=bucket)
     batch_id = secrets.token_hex(11)
     messages = [
-        (key, value, {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(revision)})
+        (
+            key,
+            value,
+            {}
+            if revision is None
+            else {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(revision)},
+        )
         for key, value, revision in items
     ]
     if lead is not None:

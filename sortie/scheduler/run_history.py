@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 
 import nats.js.errors
 import structlog
@@ -24,13 +24,15 @@ from nats.js.kv import KeyValue
 from sortie.bus.kv import REMOVED, kv_entries
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.scheduler import kvbatch
 from sortie.scheduler.fence import FencedBucket
+from sortie.scheduler.lease import TRANSIENT
 from sortie.scheduler.run_index import RunIndex
 
 log = structlog.get_logger("sortie.scheduler")
 
 INDEX_YIELD_EVERY = 500  # records read into the index between two turns of the event loop
-KEYS_IN_FLIGHT = 64  # submission keys written at once
+BATCHES_IN_FLIGHT = 4  # batches of submission keys written at once
 # how a key is written: the daemon's ``_put`` (retried until stored)
 PutKey = Callable[[FencedBucket, str, bytes | None], Awaitable[None]]
 
@@ -44,15 +46,24 @@ async def submitted_as(kv: KeyValue, submission_id: str) -> str | None:
     return (entry.value or b"").decode() or None
 
 
-async def keep_submissions(kv: FencedBucket, pairs: Iterable[tuple[str, str]], put: PutKey) -> None:
-    """Store each ``(submission id, run id)`` (its run's record is stored already)."""
-    sem = asyncio.Semaphore(KEYS_IN_FLIGHT)
+async def keep_submissions(kv: FencedBucket, pairs: Sequence[tuple[str, str]], put: PutKey) -> None:
+    """Store each ``(submission id, run id)`` (its run's record is stored already): in
+    atomic batches (one pass and one fsync each), or one by one where a batch is refused."""
+    sem = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
-    async def one(submission_id: str, run_id: str) -> None:
+    async def part(chunk: Sequence[tuple[str, str]]) -> None:
+        items = [(subjects.submission_key(s), r.encode(), None) for s, r in chunk]
         async with sem:
-            await put(kv, subjects.submission_key(submission_id), run_id.encode())
+            try:
+                await kv.write_batch(items)
+                return
+            except (kvbatch.BatchRefused, *TRANSIENT) as exc:
+                log.info("submission ids written singly", ids=len(items), error=repr(exc))
+            for key, value, _ in items:
+                await put(kv, key, value)
 
-    await asyncio.gather(*(one(s, r) for s, r in pairs))
+    size = kvbatch.BATCH_MAX - 1  # and the fence's probe
+    await asyncio.gather(*(part(pairs[i : i + size]) for i in range(0, len(pairs), size)))
 
 
 async def build_index(runs: KeyValue, changed: dict[str, m.RunRecord]) -> RunIndex:

@@ -13,7 +13,9 @@ reads every record instead, as before snapshots existed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
 from collections.abc import Iterable
 
@@ -21,11 +23,11 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import KV_PRE_TEMPLATE
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
-from sortie.bus.resources import kv_stream
+from sortie.bus.resources import kv_stream, obj_stream
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.run_snapshot import RunsSnapshot, RunsSnapshotRef
@@ -35,6 +37,7 @@ log = structlog.get_logger("sortie.scheduler")
 
 SNAPSHOT_EVERY_WRITES = 20_000  # record writes between two snapshots, at most
 SNAPSHOT_EVERY_S = 30.0  # and seconds, when anything was written meanwhile
+FETCH_BATCH = 256  # an object's chunks fetched at once (128 KiB each)
 TAIL_WAIT_S = 10.0  # the longest wait for the next message of the records after a snapshot
 
 # a record stored after the snapshot: its key, stream sequence and value (None: deleted)
@@ -89,16 +92,51 @@ async def latest(
         return None
     try:
         ref = codec.decode(RunsSnapshotRef, entry.value or b"")
-        obs = await js.object_store(subjects.OBJ_STATE)
-        result = await obs.get(ref.name)
-        snapshot = await asyncio.to_thread(codec.decode, RunsSnapshot, result.data or b"")
-    except (codec.BadMessage, nats.js.errors.NotFoundError) as exc:
+        data = await _read_object(js, ref.name)
+        snapshot = await asyncio.to_thread(codec.decode, RunsSnapshot, data)
+    except (codec.BadMessage, nats.js.errors.NotFoundError, Unreadable) as exc:
         log.warning("runs snapshot unreadable; reading every record instead", error=str(exc))
         return None
     if len(snapshot.revisions) != len(snapshot.runs):
         log.warning("runs snapshot inconsistent; reading every record instead")
         return None
     return ref, snapshot
+
+
+class Unreadable(Exception):
+    """The object's chunks do not add up to what its info says."""
+
+
+async def _read_object(js: JetStreamContext, name: str) -> bytes:
+    """An object's bytes, its chunks fetched in large batches by a pull consumer (nats-py's
+    ``ObjectStore.get`` pushes them through flow control: some 25 times slower), checked
+    against its size and SHA-256 digest."""
+    obs = await js.object_store(subjects.OBJ_STATE)
+    info = await obs.get_info(name)
+    stream = obj_stream(subjects.OBJ_STATE)
+    sub = await js.pull_subscribe(
+        subjects.obj_chunks_of(subjects.OBJ_STATE, info.nuid or ""),
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=5.0
+        ),
+    )
+    parts: list[bytes] = []
+    try:
+        left = info.chunks or 0
+        while left > 0:
+            msgs = await sub.fetch(batch=min(left, FETCH_BATCH), timeout=TAIL_WAIT_S)
+            parts.extend(msg.data for msg in msgs)
+            left -= len(msgs)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    data = b"".join(parts)
+    sha = await asyncio.to_thread(hashlib.sha256, data)  # it lets go of the GIL
+    digest = "SHA-256=" + base64.urlsafe_b64encode(sha.digest()).decode()
+    if len(data) != (info.size or 0) or (info.digest and info.digest != digest):
+        raise Unreadable(f"snapshot object {name} does not match its size or digest")
+    return data
 
 
 async def records_after(js: JetStreamContext, seq: int) -> tuple[list[Written], int]:
