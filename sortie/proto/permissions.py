@@ -77,12 +77,14 @@ def inbox_prefix(identity: str) -> str:
 
 
 def _read_stream(stream: str) -> list[str]:
-    """JetStream API calls that read a stream: ordered consumers (KV watches, log streams,
-    object gets; created, looked at and deleted) and single-message gets."""
+    """JetStream API calls that read a stream: ordered and pull consumers (KV watches and
+    whole reads, log streams, object gets; created, looked at, fetched from and deleted) and
+    single-message gets."""
     api = s.JS_API
     return [
         f"{api}.CONSUMER.*.{stream}",
         f"{api}.CONSUMER.*.{stream}.>",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.>",  # pull consumers' batches (bus.kv.kv_entries)
         f"{api}.DIRECT.GET.{stream}",
         f"{api}.DIRECT.GET.{stream}.>",
         f"{api}.STREAM.MSG.GET.{stream}",
