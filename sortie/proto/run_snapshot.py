@@ -34,4 +34,4 @@ class RunsSnapshotRef(Message, frozen=True, kw_only=True):
     epoch: int
     taken_at: float
     runs: int  # how many runs it holds
-    size: int  # its encoded size in bytes
+    size: int  # its stored size in bytes (its JSON, zlib-compressed)

@@ -76,8 +76,8 @@ STORES: list[tuple[str, str, str]] = [
     (
         f"object store `{s.OBJ_STATE}`",
         "runs-EPOCH-SEQ",
-        f"RunsSnapshot, pointed at by RunsSnapshotRef under `{s.RUNS_SNAPSHOT_KEY}` in "
-        f"`{s.KV_RUNS}` (scheduler only)",
+        "RunsSnapshot (JSON, zlib-compressed), pointed at by RunsSnapshotRef under "
+        f"`{s.RUNS_SNAPSHOT_KEY}` in `{s.KV_RUNS}` (scheduler only)",
     ),
     (
         f"KV `{s.KV_MODELS}`",

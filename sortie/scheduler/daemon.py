@@ -314,9 +314,14 @@ class Daemon:
         found: dict[str, int] = {}
         kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
         self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
-        runs, from_snapshot = await self._read_runs(read)
-        found[m.RunRecord.__name__] = len(runs)
-        pipeline_runs = await self._restore_runs(runs, from_snapshot, now)
+        with run_history.gc_paused():
+            runs, from_snapshot = await self._read_runs(read)
+            found[m.RunRecord.__name__] = len(runs)
+            pipeline_runs = await self._restore_runs(runs, from_snapshot, now)
+        if not from_snapshot:  # every record was read, into the index too
+            log.info(
+                "run index built", runs=len(self.index), seconds=round(time.monotonic() - t0, 3)
+            )
         for bucket, kv, kind in self._buckets():  # computes before nodes (a node's compute)
             entries = await read(bucket, kv)
             found[kind.__name__] = len(entries)

@@ -17,16 +17,18 @@ import base64
 import contextlib
 import hashlib
 import time
+import zlib
 from collections.abc import Iterable
 
 import nats.errors
 import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import KV_PRE_TEMPLATE
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
+from sortie.bus.kv import read_all
 from sortie.bus.resources import kv_stream, obj_stream
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -37,7 +39,6 @@ log = structlog.get_logger("sortie.scheduler")
 
 SNAPSHOT_EVERY_WRITES = 20_000  # record writes between two snapshots, at most
 SNAPSHOT_EVERY_S = 30.0  # and seconds, when anything was written meanwhile
-FETCH_BATCH = 256  # an object's chunks fetched at once (128 KiB each)
 TAIL_WAIT_S = 10.0  # the longest wait for the next message of the records after a snapshot
 
 # a record stored after the snapshot: its key, stream sequence and value (None: deleted)
@@ -54,7 +55,7 @@ async def store(
     """Store ``snapshot`` and point at it; the object ``previous`` named is deleted once the
     pointer moved. Raises ``lease.Deposed`` (from the pointer's fenced write) when another
     scheduler leads: this one's object is removed then."""
-    data = await asyncio.to_thread(codec.encode, snapshot)
+    data = await asyncio.to_thread(_pack, snapshot)
     name = object_name(snapshot)
     obs = await js.object_store(subjects.OBJ_STATE)
     await obs.put(name, data)
@@ -76,6 +77,15 @@ async def store(
     return ref
 
 
+def _pack(snapshot: RunsSnapshot) -> bytes:
+    """The snapshot as stored: its JSON, compressed (zlib, fast setting: runs repeat much)."""
+    return zlib.compress(codec.encode(snapshot), 1)
+
+
+def _unpack(data: bytes) -> RunsSnapshot:
+    return codec.decode(RunsSnapshot, zlib.decompress(data))
+
+
 async def _delete(obs: object, name: str) -> None:
     with contextlib.suppress(nats.js.errors.NotFoundError, nats.errors.Error, TimeoutError):
         await obs.delete(name)  # type: ignore[attr-defined]
@@ -93,8 +103,8 @@ async def latest(
     try:
         ref = codec.decode(RunsSnapshotRef, entry.value or b"")
         data = await _read_object(js, ref.name)
-        snapshot = await asyncio.to_thread(codec.decode, RunsSnapshot, data)
-    except (codec.BadMessage, nats.js.errors.NotFoundError, Unreadable) as exc:
+        snapshot = await asyncio.to_thread(_unpack, data)
+    except (codec.BadMessage, nats.js.errors.NotFoundError, Unreadable, zlib.error) as exc:
         log.warning("runs snapshot unreadable; reading every record instead", error=str(exc))
         return None
     if len(snapshot.revisions) != len(snapshot.runs):
@@ -113,24 +123,12 @@ async def _read_object(js: JetStreamContext, name: str) -> bytes:
     against its size and SHA-256 digest."""
     obs = await js.object_store(subjects.OBJ_STATE)
     info = await obs.get_info(name)
-    stream = obj_stream(subjects.OBJ_STATE)
-    sub = await js.pull_subscribe(
-        subjects.obj_chunks_of(subjects.OBJ_STATE, info.nuid or ""),
-        stream=stream,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=5.0
-        ),
-    )
     parts: list[bytes] = []
-    try:
-        left = info.chunks or 0
-        while left > 0:
-            msgs = await sub.fetch(batch=min(left, FETCH_BATCH), timeout=TAIL_WAIT_S)
-            parts.extend(msg.data for msg in msgs)
-            left -= len(msgs)
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+    if info.chunks:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        chunks = subjects.obj_chunks_of(subjects.OBJ_STATE, info.nuid or "")
+        async for msg in read_all(js, obj_stream(subjects.OBJ_STATE), chunks, config):
+            parts.append(msg.data)
     data = b"".join(parts)
     sha = await asyncio.to_thread(hashlib.sha256, data)  # it lets go of the GIL
     digest = "SHA-256=" + base64.urlsafe_b64encode(sha.digest()).decode()
@@ -147,31 +145,16 @@ async def records_after(js: JetStreamContext, seq: int) -> tuple[list[Written], 
     if last <= seq:
         return [], seq
     pre = KV_PRE_TEMPLATE.format(bucket=subjects.KV_RUNS)
-    sub = await js.subscribe(
-        f"{pre}>",
-        stream=stream,
-        ordered_consumer=True,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
-        ),
-        inactive_threshold=5.0,
-    )
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1)
     found: dict[str, tuple[int, bytes | None]] = {}
-    try:
-        at = seq
-        while at < last:
-            msg = await sub.next_msg(timeout=TAIL_WAIT_S)
-            at = msg.metadata.sequence.stream
-            key = msg.subject[len(pre) :]
-            if subjects.reserved_key(key):
-                continue
-            op = (msg.headers or {}).get(KV_OP)
-            found[key] = (at, None if op in (KV_DEL, KV_PURGE) else msg.data)
-            if len(found) % 1000 == 0:
-                await asyncio.sleep(0)
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
+    async for msg in read_all(js, stream, f"{pre}>", config, timeout=TAIL_WAIT_S):
+        key = msg.subject[len(pre) :]
+        if subjects.reserved_key(key):
+            continue
+        op = (msg.headers or {}).get(KV_OP)
+        found[key] = (msg.metadata.sequence.stream, None if op in (KV_DEL, KV_PURGE) else msg.data)
+        if len(found) % 1000 == 0:
+            await asyncio.sleep(0)
     return [(key, rev, data) for key, (rev, data) in found.items()], last
 
 
