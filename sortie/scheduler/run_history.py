@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 from sortie.bus.kv import REMOVED, kv_entries
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
+from sortie.proto.run_index import IndexedRun
 from sortie.scheduler import kvbatch
 from sortie.scheduler.fence import FencedBucket
 from sortie.scheduler.lease import TRANSIENT
@@ -33,7 +34,7 @@ from sortie.scheduler.run_index import RunIndex
 
 log = structlog.get_logger("sortie.scheduler")
 
-INDEX_YIELD_EVERY = 500  # records read into the index between two turns of the event loop
+INDEX_SLICE_S = 0.05  # the index's read runs this long between two turns of the event loop
 BATCHES_IN_FLIGHT = 4  # batches of submission keys written at once
 # how a key is written: the daemon's ``_put`` (retried until stored)
 PutKey = Callable[[FencedBucket, str, bytes | None], Awaitable[None]]
@@ -97,16 +98,19 @@ async def build_index(runs: KeyValue, changed: dict[str, m.RunRecord]) -> RunInd
 
 
 async def _read_index(runs: KeyValue) -> RunIndex:
+    """Every stored run into a new index, in slices of ``INDEX_SLICE_S`` between which the
+    loop runs (a whole cycle may run in each turn: slices of a few hundred records made a
+    busy scheduler's read take minutes)."""
     index = RunIndex()
-    n = 0
+    turn = time.monotonic()
     async for entry in kv_entries(runs):
-        n += 1
-        if n % INDEX_YIELD_EVERY == 0:
-            await asyncio.sleep(0)
         if entry.operation in REMOVED:
             continue
         try:
-            index.update(codec.decode(m.RunRecord, entry.value or b""))
+            index.update(codec.decode(IndexedRun, entry.value or b""))
         except codec.BadMessage:
             continue  # said once already, when the start skipped it
+        if time.monotonic() - turn >= INDEX_SLICE_S:
+            await asyncio.sleep(0)
+            turn = time.monotonic()
     return index

@@ -49,7 +49,7 @@ class Summary:
         return (self.created_at, self.run_id)
 
 
-def summary_of(rec: m.RunRecord) -> Summary:
+def summary_of(rec: m.RunRecord | q.IndexedRun) -> Summary:
     return Summary(
         run_id=rec.run_id,
         experiment=rec.spec.experiment,
@@ -59,8 +59,8 @@ def summary_of(rec: m.RunRecord) -> Summary:
         tags=rec.tags,
         parent_id=rec.parent_id,
         metrics=rec.metrics,
-        sweep=rec.sweep is not None,
-        pipeline=rec.pipeline is not None,
+        sweep=rec.sweep is not None if isinstance(rec, m.RunRecord) else rec.is_sweep,
+        pipeline=rec.pipeline is not None if isinstance(rec, m.RunRecord) else rec.is_pipeline,
         folded_id=rec.run_id.lower(),
     )
 
@@ -163,7 +163,7 @@ class RunIndex:
     def get(self, run_id: str) -> Summary | None:
         return self._runs.get(run_id)
 
-    def update(self, rec: m.RunRecord) -> None:
+    def update(self, rec: m.RunRecord | q.IndexedRun) -> None:
         """The run as stored now (new or changed). A run's experiment and creation time do
         not change, so a change moves no key; the index copes if they do."""
         new = summary_of(rec)

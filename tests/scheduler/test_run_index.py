@@ -10,11 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sortie.proto import codec
 from sortie.proto import messages as m
+from sortie.proto import pipelines as p
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
-from sortie.scheduler.run_index import RunIndex
+from sortie.scheduler.run_index import RunIndex, summary_of
 from tests.builders import record, spec
+from tests.scheduler.test_pipeline_core import steps
+from tests.scheduler.test_sweep_core import sweep_spec
 
 EXPERIMENTS = ["mnist", "bert", "gpt"]
 TARGETS = ["local", "gpu"]
@@ -228,3 +232,29 @@ def test_experiments_count_states_and_find_the_best_metric() -> None:
     assert (high.best_value, high.best_run_id) == (0.5, "m1")
     none = index.experiments(q.ExperimentsQuery()).experiments[1]
     assert (none.best_value, none.best_run_id) == (None, None)
+
+
+def test_the_index_read_of_a_record_summarises_it_as_the_whole_record() -> None:
+    """``IndexedRun`` (what a scheduler decodes when it reads the index whole) gives the
+    summary the whole record gives, a sweep's and a pipeline's included."""
+    sweep = m.Sweep(spec=sweep_spec())
+    pipeline = p.Pipeline(spec=p.PipelineSpec(name="etl", steps=steps()))
+    records = [
+        record("plain", RunState.QUEUED),
+        record(
+            "kid",
+            RunState.COMPLETED,
+            spec=spec(experiment="e", target="gpu"),
+            created_at=5.0,
+            tags={"a": "b"},
+            parent_id="sw",
+            metrics={"acc": 0.5},
+        ),
+        record("sw", RunState.RUNNING, sweep=sweep),
+        record("pipe", RunState.RUNNING, pipeline=pipeline),
+    ]
+    for rec in records:
+        read = codec.decode(q.IndexedRun, codec.encode(rec))
+        assert summary_of(read) == summary_of(rec), rec.run_id
+    assert summary_of(codec.decode(q.IndexedRun, codec.encode(records[2]))).sweep
+    assert summary_of(codec.decode(q.IndexedRun, codec.encode(records[3]))).pipeline
