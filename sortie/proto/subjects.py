@@ -52,6 +52,14 @@ METRICS_ALL = f"{PREFIX}.metrics.>"
 SCHEDULER_WRITER = "~scheduler"
 REPORTS_CONSUMER = "scheduler"
 
+
+def reports_consumer(epoch: int) -> str:
+    """The leader's durable consumer of the reports stream: one per leader epoch (a deposed
+    leader's, deleted by the next, can take no more reports); ``REPORTS_CONSUMER`` itself for
+    a scheduler that leads by no lease (epoch 0)."""
+    return REPORTS_CONSUMER if epoch == 0 else f"{REPORTS_CONSUMER}-e{epoch}"
+
+
 KV_RUNS = "sortie_runs"  # run id -> RunRecord
 KV_AGENTS = "sortie_agents"  # agent id -> AgentRecord
 KV_COMPUTES = "sortie_computes"  # compute name -> ComputeRecord

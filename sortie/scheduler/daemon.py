@@ -749,9 +749,10 @@ class Daemon:
             # A cluster that is electing a leader or adding replicas answers 503 for a while:
             # keep trying, since without this consumer no report is ever applied.
             try:
+                await self._reset_report_consumers()
                 psub = await js.pull_subscribe(
                     subjects.REPORTS_ALL,
-                    durable=subjects.REPORTS_CONSUMER,
+                    durable=subjects.reports_consumer(self.epoch),
                     stream=subjects.STREAM_REPORTS,
                     config=ConsumerConfig(
                         ack_policy=AckPolicy.EXPLICIT,
@@ -787,6 +788,19 @@ class Daemon:
                     else core.NoteSeen(note=rep)
                 )
                 self._enqueue(event, msg.ack)
+
+    async def _reset_report_consumers(self) -> None:
+        """Delete every reports consumer, this leader's own too: reports an earlier scheduler
+        fetched and never acknowledged (it was killed or deposed) come again at once, not after
+        the ack wait (their run's agent could restart meanwhile, and the run be run again), and
+        a deposed leader's consumer takes no more. The stream keeps every report until one is
+        acknowledged."""
+        js = self.bus.js
+        for info in await js.consumers_info(subjects.STREAM_REPORTS):
+            name = info.name or ""
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_consumer(subjects.STREAM_REPORTS, name)
+            log.info("reports consumer reset", consumer=name)
 
     async def _ticks(self) -> None:
         away = False
