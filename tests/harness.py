@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.states import RunState
+from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
 
 
 @dataclass
@@ -105,3 +107,17 @@ class FakeAgent:
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs.clear()
+
+
+@contextlib.asynccontextmanager
+async def scheduler_running(config: SchedulerConfig) -> AsyncIterator[None]:
+    """A real scheduler (``run_scheduler``) in this process from ready until the block ends,
+    then stopped and waited for."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_scheduler(config, stop, ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

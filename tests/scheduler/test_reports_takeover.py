@@ -5,33 +5,22 @@ chaos harness saw it with leader kills). Real broker, real scheduler, a simulate
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sortie.bus.broker import BrokerProcess
 from sortie.bus.connection import Bus
 from sortie.proto import subjects
 from sortie.proto.states import RunState
-from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
-from tests.harness import FakeAgent
+from sortie.scheduler.daemon import SchedulerConfig
+from tests.harness import FakeAgent, scheduler_running
 from tests.scheduler.test_daemon_fencing import submit, until
 
 ACK_WAIT_S = 30  # the reports consumer's (daemon._reports)
 
 
-@asynccontextmanager
-async def scheduler(broker: BrokerProcess, data_dir: Path) -> AsyncIterator[None]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    config = SchedulerConfig(url=broker.url, data_dir=data_dir, tick_s=0.2)
-    task = asyncio.create_task(run_scheduler(config, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+def scheduler(broker: BrokerProcess, data_dir: Path) -> AbstractAsyncContextManager[None]:
+    return scheduler_running(SchedulerConfig(url=broker.url, data_dir=data_dir, tick_s=0.2))
 
 
 async def test_reports_fetched_by_a_scheduler_that_died_are_applied_by_the_next_at_once(

@@ -4,9 +4,7 @@ a restarted scheduler answers the same."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sortie.bus.broker import BrokerProcess
@@ -17,22 +15,13 @@ from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
-from sortie.scheduler.daemon import SchedulerConfig, run_scheduler
+from sortie.scheduler.daemon import SchedulerConfig
 from tests.builders import record, spec
+from tests.harness import scheduler_running
 
 
-@asynccontextmanager
-async def scheduler(broker: BrokerProcess, data_dir: Path) -> AsyncIterator[None]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        run_scheduler(SchedulerConfig(url=broker.url, data_dir=data_dir), stop, ready)
-    )
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+def scheduler(broker: BrokerProcess, data_dir: Path) -> AbstractAsyncContextManager[None]:
+    return scheduler_running(SchedulerConfig(url=broker.url, data_dir=data_dir))
 
 
 async def ids(client: Client, query: q.RunQuery) -> tuple[list[str], int]:

@@ -7,8 +7,7 @@ snapshot is refused."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import nats.js.errors
@@ -24,23 +23,17 @@ from sortie.proto import run_index as q
 from sortie.proto.run_snapshot import RunsSnapshotRef
 from sortie.proto.states import RunState
 from sortie.scheduler import run_snapshot
-from sortie.scheduler.daemon import Daemon, SchedulerConfig, run_scheduler
+from sortie.scheduler.daemon import Daemon, SchedulerConfig
 from sortie.scheduler.lease import Deposed
 from tests.builders import record, spec
+from tests.harness import scheduler_running
 from tests.scheduler.test_fence import leader
 
 
-@asynccontextmanager
-async def scheduler(broker: BrokerProcess, data_dir: Path) -> AsyncIterator[None]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    config = SchedulerConfig(url=broker.url, data_dir=data_dir, tick_s=0.1, snapshot_every_s=0.2)
-    task = asyncio.create_task(run_scheduler(config, stop, ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+def scheduler(broker: BrokerProcess, data_dir: Path) -> AbstractAsyncContextManager[None]:
+    return scheduler_running(
+        SchedulerConfig(url=broker.url, data_dir=data_dir, tick_s=0.1, snapshot_every_s=0.2)
+    )
 
 
 async def pointer(bus: Bus) -> RunsSnapshotRef | None:
