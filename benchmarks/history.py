@@ -264,9 +264,9 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await asyncio.to_thread(procs["a"].wait)
         late = [f"late-{i}" for i in range(args.late_agents)]
         await start_fakes(bus, late, {}, fakes, kind=Agent, target=LATE_TARGET, setup=setup)
-        if not args.standby:
+        if not args.standby:  # a restart in A's place (its data directory), as systemd's
             b_start = time.time()
-            procs["b"] = scheduler(broker.url, root, "b", args.leader_lease)
+            procs["b"] = scheduler(broker.url, root, "b", args.leader_lease, seat="a")
         b_first = await first_of_epoch(first_assign, 2, args.place_limit)
         result["b"] = {
             "placed_again_s": round(b_first - killed_at, 3),  # the number

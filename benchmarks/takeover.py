@@ -70,11 +70,15 @@ class Agent(FakeAgent):
         await super()._on_cmd(msg)
 
 
-def scheduler(url: str, root: Path, name: str, lease_s: float) -> subprocess.Popen[bytes]:
+def scheduler(
+    url: str, root: Path, name: str, lease_s: float, seat: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A ``sortie scheduler`` logging to ``<name>.log``, its data directory ``<seat>`` (the
+    name's own unless given: the same seat as a dead scheduler is a restart in its place)."""
     log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - the child's
     return subprocess.Popen(
         [sys.executable, "-m", "sortie.cli", "--url", url, "scheduler",
-         "--data-dir", str(root / name), "--leader-lease", str(lease_s)],
+         "--data-dir", str(root / (seat or name)), "--leader-lease", str(lease_s)],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)),
     )  # fmt: skip
 

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 from sortie.bus.auth import DEFAULT_TTL_S, Creds, Signer
 from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.connection import Bus, BusAuth, open_bus
-from sortie.bus.kv import kv_items
+from sortie.bus.kv import REMOVED, kv_entries, kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
 from sortie.bus.pause import retry_pause
 from sortie.bus.resources import kv_stream
@@ -316,7 +316,7 @@ class Daemon:
         kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
         self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
         with run_history.gc_paused():
-            runs, from_snapshot = await self._read_runs(read)
+            runs, from_snapshot = await self._read_runs()
             found[m.RunRecord.__name__] = len(runs)
             pipeline_runs = await self._restore_runs(runs, from_snapshot, now)
         if not from_snapshot:  # every record was read, into the index too
@@ -386,7 +386,7 @@ class Daemon:
         self._keep_ended_children(runs)
         return pipeline_runs
 
-    async def _read_runs(self, read: Reader) -> tuple[list[tuple[m.RunRecord, int]], bool]:
+    async def _read_runs(self) -> tuple[list[tuple[m.RunRecord, int]], bool]:
         """The run records a start needs, with their revisions, and whether they came from a
         snapshot: the latest snapshot and the records stored after it, or (none stored yet)
         every record, with the keys of their submission ids stored afterwards."""
@@ -395,25 +395,52 @@ class Daemon:
             self.snapshot_ref, snapshot = found
             written, self.runs_seq = await run_snapshot.records_after(self.bus.js, snapshot.seq)
             merged, _ = run_snapshot.merge(snapshot, written)
-            later = [merged[key][0] for key, _, data in written if key in merged]
-            self._after_load.append(functools.partial(self._keep_found_submissions, later))
+            later = [merged[key][0] for key, _, _ in written if key in merged]
+            pairs = [(r.spec.submission_id, r.run_id) for r in later if r.spec.submission_id]
+            self._after_load.append(functools.partial(self._keep_found_submissions, pairs))
             self._after_load.append(self._rebuild_index)
             return list(merged.values()), True
         stream = await self.bus.js.stream_info(kv_stream(subjects.KV_RUNS))
         self.runs_seq = stream.state.last_seq
+        runs, pairs = await self._read_every_run()
+        self.index_ready.set()
+        self._after_load.append(functools.partial(self._keep_found_submissions, pairs))
+        return runs, False
+
+    async def _read_every_run(
+        self,
+    ) -> tuple[list[tuple[m.RunRecord, int]], list[tuple[str, str]]]:
+        """Every stored run, one at a time, into the index and the submission ids; returns
+        only the records ``restore`` needs (runs in flight, pipelines and their steps, the
+        ended trials of sweeps in flight) and every ``(submission id, run id)``: memory holds
+        no more than that while a million records go by."""
         runs: list[tuple[m.RunRecord, int]] = []
-        for entry in await read(subjects.KV_RUNS, self.bus.runs):
+        trials: list[tuple[m.RunRecord, int]] = []  # ended ones: kept if their sweep goes on
+        pairs: list[tuple[str, str]] = []
+        subs = self.state.submissions  # every id until its key is stored (then only live ones)
+        async for entry in kv_entries(self.bus.runs):
+            revision = entry.revision or 0
+            self.runs_seq = max(self.runs_seq, revision)
+            if entry.operation in REMOVED:
+                continue
             try:
-                runs.append((codec.decode(m.RunRecord, entry.value or b""), entry.revision or 0))
+                rec = codec.decode(m.RunRecord, entry.value or b"")
             except codec.BadMessage as exc:
                 log.warning(
                     "unreadable record skipped", kind="RunRecord", key=entry.key, error=str(exc)
                 )
-            self.runs_seq = max(self.runs_seq, entry.revision or 0)
-        self.index_ready.set()
-        ran = [rec for rec, _ in runs]
-        self._after_load.append(functools.partial(self._keep_found_submissions, ran))
-        return runs, False
+                continue
+            self.index.update(rec)
+            if rec.spec.submission_id is not None:
+                pairs.append((rec.spec.submission_id, rec.run_id))
+                subs[rec.spec.submission_id] = rec.run_id
+            if rec.state not in TERMINAL or rec.pipeline is not None or rec.step is not None:
+                runs.append((rec, revision))
+            elif rec.trial is not None and rec.parent_id is not None:
+                trials.append((rec, revision))
+        going = {rec.run_id for rec, _ in runs if rec.state not in TERMINAL}
+        runs += [(rec, rev) for rec, rev in trials if rec.parent_id in going]
+        return runs, pairs
 
     def _keep_ended_children(self, records: Iterable[tuple[m.RunRecord, int]]) -> None:
         """Ended trials and steps of the sweeps and pipelines in flight, for the snapshots."""
@@ -426,11 +453,10 @@ class Daemon:
         if rec.trial is not None or rec.step is not None:
             self.kept_ended[rec.run_id] = (rec, revision)
 
-    async def _keep_found_submissions(self, records: list[m.RunRecord]) -> None:
+    async def _keep_found_submissions(self, pairs: list[tuple[str, str]]) -> None:
         """The submission-id keys of runs read at start (their keys may not have been stored:
         a stop between a record and its key, or a store from before keys existed); then
         snapshots may be taken, and memory keeps the ids of runs in flight only."""
-        pairs = [(r.spec.submission_id, r.run_id) for r in records if r.spec.submission_id]
         t0 = time.monotonic()
         assert self.submissions is not None  # bound by load()
         await run_history.keep_submissions(self.submissions, pairs, self._put)

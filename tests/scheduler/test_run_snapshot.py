@@ -10,6 +10,7 @@ import asyncio
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import msgspec
 import nats.js.errors
 import pytest
 
@@ -20,6 +21,7 @@ from sortie.client.runconfig import ScriptRunConfig
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto import run_index as q
+from sortie.proto import sweeps as sw
 from sortie.proto.run_snapshot import RunsSnapshotRef
 from sortie.proto.states import RunState
 from sortie.scheduler import run_snapshot
@@ -28,6 +30,7 @@ from sortie.scheduler.lease import Deposed
 from tests.builders import record, spec
 from tests.harness import scheduler_running
 from tests.scheduler.test_fence import leader
+from tests.scheduler.test_sweep_core import sweep_spec
 
 
 def scheduler(broker: BrokerProcess, data_dir: Path) -> AbstractAsyncContextManager[None]:
@@ -153,3 +156,26 @@ def test_later_records_replace_the_snapshots_and_deletions_drop_them() -> None:
     )
     assert merged == {"a": (done, 7), "c": (c, 9)}
     assert unreadable == 1
+
+
+async def test_a_snapshot_keeps_the_ended_trials_of_a_sweep_in_flight(
+    broker: BrokerProcess, bus: Bus, tmp_path: Path
+) -> None:
+    """A sweep's controller counts its ended trials: a start from a snapshot still has them,
+    though they are over (and the ended trials of an ended sweep are not kept)."""
+    sweep = m.Sweep(spec=sweep_spec(max_total_trials=3), issued=1)  # more to come
+    await put(bus, record("sw", RunState.RUNNING, sweep=sweep))
+    trial = record(
+        "sw_t0", RunState.COMPLETED, parent_id="sw", trial=sw.Trial(index=0, params={"lr": 0.1})
+    )
+    await put(bus, trial)
+    await put(bus, record("old", RunState.COMPLETED, sweep=sweep))
+    old_trial = msgspec.structs.replace(trial, run_id="old_t0", parent_id="old")
+    last = await put(bus, old_trial)
+    async with scheduler(broker, tmp_path / "a"):
+        await snapshot_past(bus, last)
+    fresh = Daemon(bus, SchedulerConfig(url=broker.url, data_dir=tmp_path / "check"))
+    await fresh.load()
+    assert fresh.snapshot_ref is not None
+    assert set(fresh.kept_ended) == {"sw_t0"}
+    assert "sw_t0" in fresh.state.sweeps["sw"].trials
