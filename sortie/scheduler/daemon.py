@@ -40,7 +40,7 @@ from sortie.bus.blobcommit import BlobCommits
 from sortie.bus.connection import Bus, BusAuth, open_bus
 from sortie.bus.kv import REMOVED, kv_entries, kv_items
 from sortie.bus.metrics_http import MetricsServer, serve_metrics
-from sortie.bus.pause import retry_pause
+from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.resources import kv_stream
 from sortie.bus.retention import Retention, apply_retention
 from sortie.bus.store_limits import FullBound, apply_store_limits, describe_full, is_store_full
@@ -111,14 +111,6 @@ RowTable = (
     | Table[LastKey]
 )
 STOP_CYCLE_GRACE_S = 5.0  # how long a stop waits for the cycle in progress
-TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    asyncio.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-    OSError,
-)
 
 
 @dataclass(frozen=True)

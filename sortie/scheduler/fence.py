@@ -38,12 +38,12 @@ from nats.js.api import Header
 from nats.js.client import KV_PRE_TEMPLATE
 from nats.js.kv import KeyValue
 
-from sortie.bus.pause import retry_pause
+from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.store_limits import is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto.leadership import Leadership
 from sortie.scheduler import kvbatch
-from sortie.scheduler.lease import TRANSIENT, Deposed
+from sortie.scheduler.lease import Deposed
 
 log = structlog.get_logger("sortie.scheduler")
 

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from sortie.bus.kv import REMOVED, kv_items
+from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.resources import kv_stream
 from sortie.proto import subjects
 
@@ -45,9 +46,17 @@ class Follower:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        """Start a watcher on each bucket; a broker that does not answer (away, or its
+        cluster electing a meta leader) is asked again until it does."""
         for bucket in self.entries:
-            kv = await self.js.key_value(bucket)
-            watcher = await kv.watchall()
+            while True:
+                try:
+                    kv = await self.js.key_value(bucket)
+                    watcher = await kv.watchall()
+                    break
+                except TRANSIENT as exc:
+                    log.warning("bucket not followed yet; retrying", bucket=bucket, error=repr(exc))
+                    await retry_pause(1.0)
             self._watchers.append(watcher)
             self._tasks.append(asyncio.create_task(self._follow(bucket, watcher)))
 

@@ -27,7 +27,7 @@ import structlog
 from nats.js.kv import KeyValue
 
 from sortie.bus.datadir import holds_data_dir
-from sortie.bus.pause import retry_pause
+from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.store_limits import is_store_full
 from sortie.proto import codec, subjects
 from sortie.proto.leadership import Leadership
@@ -46,15 +46,6 @@ from sortie.scheduler.leadership import (
 log = structlog.get_logger("sortie.scheduler")
 
 DEFAULT_LEASE_S = 10.0
-TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-    asyncio.TimeoutError,
-    OSError,
-)
 
 
 class Deposed(RuntimeError):

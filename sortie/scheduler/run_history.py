@@ -24,12 +24,12 @@ import structlog
 from nats.js.kv import KeyValue
 
 from sortie.bus.kv import REMOVED, kv_entries
+from sortie.bus.pause import TRANSIENT
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
 from sortie.proto.run_index import IndexedRun
 from sortie.scheduler import kvbatch
 from sortie.scheduler.fence import FencedBucket
-from sortie.scheduler.lease import TRANSIENT
 from sortie.scheduler.run_index import RunIndex
 
 log = structlog.get_logger("sortie.scheduler")

@@ -8,7 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from sortie.bus.connection import Bus
+from sortie.bus.broker import BrokerProcess, start_broker
+from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -79,3 +80,30 @@ async def test_a_bucket_not_caught_up_in_time_is_read_whole(bus: Bus) -> None:
     keys = {e.key for e in await follower.read(subjects.KV_RUNS, bus.runs)}
     assert keys == {"unseen"}
     await asyncio.sleep(0)
+
+
+async def test_a_standby_started_while_the_broker_is_away_follows_once_it_answers(
+    broker: BrokerProcess,
+) -> None:
+    # a cluster electing its meta leader answers no JetStream call for seconds: a standby
+    # starting then waits for it, it does not die
+    bus = await open_bus(broker.url, "standby", create=True, reconnect_forever=True)
+    port = int(broker.url.rsplit(":", 1)[1])
+    back: BrokerProcess | None = None
+    follower = Follower(bus.js, LOADED_BUCKETS)
+    try:
+        broker.kill()
+        starting = asyncio.create_task(follower.start())
+        await asyncio.sleep(2.5)
+        assert not starting.done(), starting  # still asking, not failed
+        back = start_broker(broker.data_dir, port=port, sync_always=False)
+        await asyncio.wait_for(starting, 30)
+        await put(bus, run("after-outage"))
+        assert await follower.caught_up() == []
+        keys = {e.key for e in await follower.read(subjects.KV_RUNS, bus.runs)}
+        assert keys == {"after-outage"}
+    finally:
+        await follower.stop()
+        await bus.close()
+        if back is not None:
+            back.stop()
