@@ -67,7 +67,7 @@ SNAPSHOT_KEY: str = getattr(subjects, "RUNS_SNAPSHOT_KEY", f"{subjects.RESERVED_
 LATE_TARGET = "sim-late"  # served only once A is killed: what B places
 NOWHERE = "sim-nowhere"  # no agent serves it: its runs stay queued (active)
 SNAPSHOT_STORED = "runs snapshot stored"
-INDEX_BUILT = "run index built"
+INDEX_BUILT = "run index caught up"
 TARGET_S = 3.0
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -71,6 +72,7 @@ from sortie.scheduler.events import (
 from sortie.scheduler.fence import FENCED_BUCKETS, Fence, FencedBucket
 from sortie.scheduler.follow import Follower
 from sortie.scheduler.image_lookup import tagged_steps
+from sortie.scheduler.index_feed import IndexFeed, open_index
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
@@ -85,7 +87,7 @@ from sortie.scheduler.providers.base import (
     ProviderError,
 )
 from sortie.scheduler.reconcile import Timing
-from sortie.scheduler.run_index import RunIndex, answer
+from sortie.scheduler.run_index import answer
 from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import host_key_scan, save_credentials
@@ -97,8 +99,8 @@ from sortie.scheduler.validate import SHA256
 log = structlog.get_logger("sortie.scheduler")
 CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to end
 LOAD_YIELD_EVERY = 1000  # records decoded at start between two turns of the event loop
-INDEX_WAIT_S = 20.0  # how long a run list waits for the index being read after a start
-INDEX_READ_DELAY_S = 2.0  # after a start from a snapshot, the index is read from then on
+# how long a run list waits for the run index to catch up after a start (clients wait 10 s)
+INDEX_WAIT_S = 5.0
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -202,10 +204,15 @@ async def _read_whole(_bucket: str, kv: KeyValue) -> list[KeyValue.Entry]:
 
 class Daemon:
     def __init__(
-        self, bus: Bus, config: SchedulerConfig, exported: CollectorRegistry | None = None
+        self,
+        bus: Bus,
+        config: SchedulerConfig,
+        exported: CollectorRegistry | None = None,
+        feed: IndexFeed | None = None,
     ) -> None:
         """``exported``: where its metrics go (run_scheduler's, served from the start);
-        None: one of its own."""
+        None: one of its own. ``feed``: the run index as the standby kept it (None: one of
+        its own, in the data directory, started by :meth:`load`)."""
         self.bus = bus
         self.config = config
         sizes_file = os.environ.get("SORTIE_SIZES_FILE")
@@ -238,9 +245,9 @@ class Daemon:
         self.fence = Fence(bus.nc, bus.js, None)
         self.runs = self.fence.bucket(subjects.KV_RUNS, bus.runs)
         self.step_cache_kv: FencedBucket | None = None  # bound by load()
-        self.index = RunIndex()  # every stored run, ended ones too: what run lists ask
-        self.index_ready = asyncio.Event()  # set once the index holds every stored run
-        self._index_changed: dict[str, m.RunRecord] | None = None  # stored while rebuilding
+        # every stored run, ended ones too: what run lists ask (on disk, index_feed.py)
+        self.feed = feed or IndexFeed(bus.js, open_index(config.data_dir))
+        self.index = self.feed.index
         self.submissions: FencedBucket | None = None  # bound by load()
         # what a snapshot of the runs holds besides the runs in flight: the ended trials and
         # steps of sweeps and pipelines in flight (their controllers count them)
@@ -307,14 +314,11 @@ class Daemon:
         found: dict[str, int] = {}
         kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
         self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
+        self.feed.start()  # a standby's runs already
         with run_history.gc_paused():
             runs, from_snapshot = await self._read_runs()
             found[m.RunRecord.__name__] = len(runs)
-            pipeline_runs = await self._restore_runs(runs, from_snapshot, now)
-        if not from_snapshot:  # every record was read, into the index too
-            log.info(
-                "run index built", runs=len(self.index), seconds=round(time.monotonic() - t0, 3)
-            )
+            pipeline_runs = await self._restore_runs(runs, now)
         for bucket, kv, kind in self._buckets():  # computes before nodes (a node's compute)
             entries = await read(bucket, kv)
             found[kind.__name__] = len(entries)
@@ -361,7 +365,7 @@ class Daemon:
         )
 
     async def _restore_runs(
-        self, runs: list[tuple[m.RunRecord, int]], from_snapshot: bool, now: float
+        self, runs: list[tuple[m.RunRecord, int]], now: float
     ) -> list[m.RunRecord]:
         """Take the runs read at start; returns the pipelines and step runs among them (the
         step cache's check)."""
@@ -369,8 +373,6 @@ class Daemon:
         for i, (rec, revision) in enumerate(runs):
             if i % LOAD_YIELD_EVERY == LOAD_YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # the leader lease is renewed meanwhile (lease.py)
-            if not from_snapshot:  # after a snapshot the index is read whole beside the loop
-                self.index.update(rec)
             if rec.pipeline is not None or rec.step is not None:
                 pipeline_runs.append(rec)
             if restore(self.state, rec, now):
@@ -390,19 +392,17 @@ class Daemon:
             later = [merged[key][0] for key, _, _ in written if key in merged]
             pairs = [(r.spec.submission_id, r.run_id) for r in later if r.spec.submission_id]
             self._after_load.append(functools.partial(self._keep_found_submissions, pairs))
-            self._after_load.append(self._rebuild_index)
             return list(merged.values()), True
         stream = await self.bus.js.stream_info(kv_stream(subjects.KV_RUNS))
         self.runs_seq = stream.state.last_seq
         runs, pairs = await self._read_every_run()
-        self.index_ready.set()
         self._after_load.append(functools.partial(self._keep_found_submissions, pairs))
         return runs, False
 
     async def _read_every_run(
         self,
     ) -> tuple[list[tuple[m.RunRecord, int]], list[tuple[str, str]]]:
-        """Every stored run, one at a time, into the index and the submission ids; returns
+        """Every stored run, one at a time, into the submission ids; returns
         only the records ``restore`` needs (runs in flight, pipelines and their steps, the
         ended trials of sweeps in flight) and every ``(submission id, run id)``: memory holds
         no more than that while a million records go by."""
@@ -422,7 +422,6 @@ class Daemon:
                     "unreadable record skipped", kind="RunRecord", key=entry.key, error=str(exc)
                 )
                 continue
-            self.index.update(rec)
             if rec.spec.submission_id is not None:
                 pairs.append((rec.spec.submission_id, rec.run_id))
                 subs[rec.spec.submission_id] = rec.run_id
@@ -465,28 +464,13 @@ class Daemon:
             self.writes_since_snapshot = max(1, self.writes_since_snapshot)
             self.snapshot_at = -math.inf
 
-    async def _rebuild_index(self) -> None:
-        """Every stored run into the run index, beside the loop (a start from a snapshot
-        loaded only the runs in flight)."""
-        self._index_changed = {}
-        # placing comes first: read at once, the index's reads held a takeover's first
-        # placement back by 0.6-0.9 s (benchmarks/takeover.py)
-        await asyncio.sleep(INDEX_READ_DELAY_S)
-        while True:
-            try:
-                self.index = await run_history.build_index(self.bus.runs, self._index_changed)
-                break
-            except TRANSIENT as exc:
-                log.warning("reading the run index failed; retrying", error=repr(exc))
-                await retry_pause(1.0)
-        self._index_changed = None
-        self.index_ready.set()
-
-    def _indexed(self, rec: m.RunRecord) -> None:
-        """The run as stored now, into the run index (and the one being rebuilt)."""
-        self.index.update(rec)
-        if self._index_changed is not None:
-            self._index_changed[rec.run_id] = rec
+    def _indexed(self, rec: m.RunRecord, revision: int) -> None:
+        """The run as stored at ``revision``, into the run index (listed at once; the feed
+        brings the same record a moment later)."""
+        try:
+            self.index.update(rec, revision)
+        except sqlite3.Error as exc:  # a full disk must not stop the loop: the feed retries
+            log.warning("run index not written", run_id=rec.run_id, error=str(exc))
 
     async def _load_step_cache(self, read: Reader) -> None:
         """The step cache, whole, into memory: completed steps and each step's last key."""
@@ -616,14 +600,16 @@ class Daemon:
         """The index's answer, once it holds every stored run (after a start from a snapshot
         it is read beside the loop: a query waits for it, bounded)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.index_ready.wait(), INDEX_WAIT_S)
-        if not self.index_ready.is_set():
+            await asyncio.wait_for(self.feed.caught_up.wait(), INDEX_WAIT_S)
+        if not self.feed.caught_up.is_set():
             return m.ErrorReply(
                 code="internal",
-                message="the scheduler started moments ago and is still reading the run "
-                "history that run lists are answered from; try again in a few seconds",
+                message="the scheduler is still reading the run history that run lists are "
+                "answered from (after a start with a new data directory, a minute or more "
+                "at a million runs); try again in a few seconds",
             )
-        return answer(self.index, req)
+        self.index.commit()  # what this scheduler stored is listed
+        return await asyncio.to_thread(answer, self.index, req)
 
     async def _snapshot_problem(self, request: m.SubmitRequest) -> m.ErrorReply | None:
         """Why a snapshot the submission names cannot run (the run's, or each distinct one of
@@ -715,9 +701,9 @@ class Daemon:
         if request.run_id in self.state.runs:
             self._enqueue(core.TagAsked(request=request, reply_to=msg.reply))
         else:
-            reply = await tag_stored(self.runs, request)
+            reply, revision = await tag_stored(self.runs, request)
             if isinstance(reply, notes.RunTagged):
-                self._stored_beside(reply.record)
+                self._stored_beside(reply.record, revision)
             await self._reply(msg, reply)
 
     async def _stored_run(self, run_id: str) -> m.RunRecord | m.ErrorReply:
@@ -1118,7 +1104,7 @@ class Daemon:
         self.revisions[run_id] = revision
         self.runs_seq = max(self.runs_seq, revision)
         self.writes_since_snapshot += 1
-        self._indexed(rec)
+        self._indexed(rec, revision)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
             self.revisions.pop(run_id, None)
@@ -1127,9 +1113,9 @@ class Daemon:
             if rec.spec.submission_id is not None:
                 self.ended_submissions.append((rec.spec.submission_id, run_id))
 
-    def _stored_beside(self, rec: m.RunRecord) -> None:
+    def _stored_beside(self, rec: m.RunRecord, revision: int) -> None:
         """An ended run's record changed beside the loop (a tag, a trial's objective)."""
-        self._indexed(rec)
+        self._indexed(rec, revision)
         kept = self.kept_ended.get(rec.run_id)
         if kept is not None:
             self.kept_ended[rec.run_id] = (rec, kept[1])
@@ -1152,7 +1138,7 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
-        self._indexed(rec)
+        self._indexed(rec, entry.revision or 0)
         self.runs_seq = max(self.runs_seq, entry.revision or 0)
         if rec.state in TERMINAL:
             self.state.runs.forget(run_id)
@@ -1221,12 +1207,14 @@ class Daemon:
 
     async def _set_trial_objective(self, cmd: core.SetTrialObjective) -> None:
         try:
-            rec = await trial_objective_stored(self.runs, cmd.run_id, cmd.objective, cmd.intervals)
+            stored = await trial_objective_stored(
+                self.runs, cmd.run_id, cmd.objective, cmd.intervals
+            )
         except (*TRANSIENT, nats.js.errors.KeyNotFoundError, codec.BadMessage) as exc:
             log.warning("trial objective not written", run_id=cmd.run_id, error=repr(exc))
             return
-        if rec is not None:
-            self._stored_beside(rec)
+        if stored is not None:
+            self._stored_beside(*stored)
 
     def _with_secrets(self, cmd: core.SendToAgent) -> m.AgentCommand:
         """An Assign or Cancel carries this leader's epoch, and an Assign of a run with secret
@@ -1362,6 +1350,7 @@ class Daemon:
         for sub in self.subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+        await self.feed.close()
         await self.blob_commits.stop()
         if before_disconnect is not None:
             await before_disconnect()
@@ -1400,8 +1389,8 @@ async def run_scheduler(
         await _close(metrics)
         await bus.close()
         return
-    lease, follower = standing
-    daemon = Daemon(bus, config, exported)
+    lease, follower, feed = standing
+    daemon = Daemon(bus, config, exported, feed)
 
     async def lead() -> None:
         assert lease.held is not None
@@ -1435,9 +1424,10 @@ async def _stand_by(
     stop: asyncio.Event,
     exported: CollectorRegistry,
     metrics: list[MetricsServer],
-) -> tuple[Lease, Follower] | None:
+) -> tuple[Lease, Follower, IndexFeed] | None:
     """Wait as a standby until this scheduler leads (its lease, and what it will load followed
-    meanwhile), or None once ``stop`` is set first. Its metrics are served meanwhile."""
+    meanwhile, its run index kept current too), or None once ``stop`` is set first. Its
+    metrics are served meanwhile."""
     lease = Lease(
         await bus.js.key_value(subjects.KV_LEADERSHIP),
         lease_holder(config.leader_lease_s, config.data_dir),
@@ -1445,17 +1435,21 @@ async def _stand_by(
     )
     exported.register(LeadershipCollector(lease.standing))
     follower = Follower(bus.js, FOLLOWED_BUCKETS)
+    feed = IndexFeed(bus.js, open_index(config.data_dir))
     try:
+        feed.start()
         await follower.start()
         if config.metrics_port is not None:
             metrics.append(await serve_metrics(exported, config.metrics_host, config.metrics_port))
             log.info("metrics served", url=metrics[0].url)
         if await lease.acquire(stop):
-            return lease, follower
+            return lease, follower, feed
     except BaseException:
         await follower.stop()
+        await feed.close()
         raise
     await follower.stop()
+    await feed.close()
     return None
 
 

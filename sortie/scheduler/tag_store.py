@@ -17,9 +17,10 @@ TRIES = 5  # another writer between our read and write: read again
 
 async def trial_objective_stored(
     kv: FencedBucket, run_id: str, objective: float | None, intervals: int
-) -> m.RunRecord | None:
+) -> tuple[m.RunRecord, int] | None:
     """A trial that ended before its last metrics were read: its objective and intervals on
-    its stored record (compare-and-set). The written record, or None (nothing to change)."""
+    its stored record (compare-and-set). The written record and its revision, or None
+    (nothing to change)."""
     for _ in range(TRIES):
         entry = await kv.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
@@ -30,35 +31,38 @@ async def trial_objective_stored(
             return None
         updated = msgspec.structs.replace(rec, trial=trial)
         try:
-            await kv.update(run_id, codec.encode(updated), last=entry.revision or 0)
+            revision = await kv.update(run_id, codec.encode(updated), last=entry.revision or 0)
         except nats.js.errors.KeyWrongLastSequenceError:
             continue
-        return updated
+        return updated, revision
     return None
 
 
-async def tag_stored(kv: FencedBucket, req: notes.RunTagRequest) -> notes.RunTagReply:
+async def tag_stored(kv: FencedBucket, req: notes.RunTagRequest) -> tuple[notes.RunTagReply, int]:
+    """The tags and properties on a stored run (compare-and-set): the reply, and the revision
+    of the record it holds (0 with an error)."""
     try:
         subjects.check_token("run id", req.run_id)
     except ValueError as exc:
-        return m.ErrorReply(code="bad_request", message=str(exc))
+        return m.ErrorReply(code="bad_request", message=str(exc)), 0
     for _ in range(TRIES):
         try:
             entry = await kv.get(req.run_id)
             rec = codec.decode(m.RunRecord, entry.value or b"")
         except nats.js.errors.KeyNotFoundError:
-            return m.ErrorReply(code="not_found", message=f"no run {req.run_id!r}")
+            return m.ErrorReply(code="not_found", message=f"no run {req.run_id!r}"), 0
         except codec.BadMessage as exc:
-            return m.ErrorReply(code="internal", message=f"run {req.run_id}'s record: {exc}")
+            return m.ErrorReply(code="internal", message=f"run {req.run_id}'s record: {exc}"), 0
         why = tag_refusal(rec, req)
         if why is not None:
-            return m.ErrorReply(code="bad_request", message=why)
+            return m.ErrorReply(code="bad_request", message=why), 0
         updated = with_entries(rec, req.tags, req.properties)
         if updated is rec:
-            return notes.RunTagged(record=rec)
+            return notes.RunTagged(record=rec), entry.revision or 0
         try:
-            await kv.update(req.run_id, codec.encode(updated), last=entry.revision or 0)
+            revision = await kv.update(req.run_id, codec.encode(updated), last=entry.revision or 0)
         except nats.js.errors.KeyWrongLastSequenceError:
             continue
-        return notes.RunTagged(record=updated)
-    return m.ErrorReply(code="internal", message=f"run {req.run_id} kept changing; tag it again")
+        return notes.RunTagged(record=updated), revision
+    refused = m.ErrorReply(code="internal", message=f"run {req.run_id} kept changing; tag it again")
+    return refused, 0

@@ -1,4 +1,4 @@
-"""The run index (pure): every page equals a plain filter and sort over the same records, and
+"""The run index (SQLite, in memory here): every page equals a plain filter and sort over the same records, and
 pages walked either way concatenate to the whole list, without duplicates."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sortie.proto import messages as m
 from sortie.proto import pipelines as p
 from sortie.proto import run_index as q
 from sortie.proto.states import RunState
-from sortie.scheduler.run_index import RunIndex, summary_of
+from sortie.scheduler.run_index import RunIndex, row_of
 from tests.builders import record, spec
 from tests.scheduler.test_pipeline_core import steps
 from tests.scheduler.test_sweep_core import sweep_spec
@@ -255,6 +255,7 @@ def test_the_index_read_of_a_record_summarises_it_as_the_whole_record() -> None:
     ]
     for rec in records:
         read = codec.decode(q.IndexedRun, codec.encode(rec))
-        assert summary_of(read) == summary_of(rec), rec.run_id
-    assert summary_of(codec.decode(q.IndexedRun, codec.encode(records[2]))).sweep
-    assert summary_of(codec.decode(q.IndexedRun, codec.encode(records[3]))).pipeline
+        assert row_of(read, 7) == row_of(rec, 7), rec.run_id
+        assert (read.tags, read.metrics) == (rec.tags, rec.metrics), rec.run_id
+    assert row_of(codec.decode(q.IndexedRun, codec.encode(records[2])), 0)[6] == 1  # sweep
+    assert row_of(codec.decode(q.IndexedRun, codec.encode(records[3])), 0)[7] == 1  # pipeline

@@ -93,9 +93,7 @@ async def test_a_start_reads_the_snapshot_and_what_was_stored_after_it(
     await fresh.load()
     assert fresh.snapshot_ref == await pointer(bus)
     assert set(fresh.state.runs) == {queued.run_id, "late_queued"}
-    # ... without reading the runs that were over before the snapshot
-    assert fresh.index.get(ended.run_id) is None and fresh.index.get("before_0") is None
-    assert not fresh.index_ready.is_set()
+    await fresh.feed.close()  # its run index (index_feed.py) is another test's
 
     async with scheduler(broker, tmp_path / "b"), await Client.connect(broker.url) as client:
         # retried submissions of runs that ended find them (the one stored after the

@@ -1,0 +1,182 @@
+"""The run index kept current from the runs stream (shell: I/O only).
+
+From the stream sequence after the last one the index's file holds (``RunIndex.applied``),
+every run record as stored, in order, for as long as the scheduler runs: a standby's index is
+current when it takes over, and a restart reads only what was stored since its last commit.
+A fresh data directory (or a file that is a copy of another stream: the broker's store was
+replaced) reads the whole stream once, beside the loop, into the file: memory does not grow
+with history.
+
+Read by a pull consumer of its own (no acknowledgements, in memory, gone a minute after this
+stops asking), in batches of ``FETCH_BATCH``, each applied in slices of ``SLICE_S`` between
+which the event loop runs, then committed (that makes it visible to queries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import KV_PRE_TEMPLATE
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+
+from sortie.bus.kv import FETCH_BATCH, READER_IDLE_S
+from sortie.bus.pause import TRANSIENT, retry_pause
+from sortie.bus.resources import kv_stream
+from sortie.proto import codec, subjects
+from sortie.proto.run_index import IndexedRun
+from sortie.scheduler.run_index import SCHEMA_VERSION, RunIndex
+
+log = structlog.get_logger("sortie.scheduler")
+
+FILE_NAME = "run-index.sqlite3"
+WAIT_S = 1.0  # the longest one fetch waits for a new record
+DISK_RETRY_S = 10.0  # after the file could not be written
+SLICE_S = 0.05  # applying runs this long between two turns of the event loop
+STREAM = kv_stream(subjects.KV_RUNS)
+PREFIX = KV_PRE_TEMPLATE.format(bucket=subjects.KV_RUNS)
+
+
+def index_path(data_dir: Path | None) -> Path | None:
+    """Where a scheduler keeps its run index (None: no data directory, kept in memory)."""
+    return None if data_dir is None else data_dir / FILE_NAME
+
+
+def open_index(data_dir: Path | None) -> RunIndex:
+    """The scheduler's run index; a file SQLite cannot read is replaced by a new one (it is
+    only a copy: the feed reads the runs again)."""
+    path = index_path(data_dir)
+    try:
+        return RunIndex(path)
+    except sqlite3.DatabaseError as exc:
+        assert path is not None  # an index in memory cannot be damaged
+        log.warning("run index file unreadable; starting a new one", file=str(path), error=str(exc))
+        for old in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            old.unlink(missing_ok=True)
+        return RunIndex(path)
+
+
+class IndexFeed:
+    """Keeps ``index`` current from the runs stream while it runs; ``caught_up`` is set once
+    it holds every record stored before it started."""
+
+    def __init__(self, js: JetStreamContext, index: RunIndex) -> None:
+        self.js = js
+        self.index = index
+        self.caught_up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="run-index-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.index.commit()
+
+    async def close(self) -> None:
+        await self.stop()
+        self.index.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
+                log.warning("run index feed interrupted; resuming", error=repr(exc))
+                await retry_pause(1.0)
+            except sqlite3.Error as exc:  # its disk is full, say: read again from the file's place
+                log.error(
+                    "run index not written; retrying", file=str(self.index.path), error=str(exc)
+                )
+                self.index.rollback()
+                await retry_pause(DISK_RETRY_S)
+
+    async def _check(self) -> int:
+        """The stream's last sequence now; the file is emptied first if it is a copy of
+        another stream, or ahead of this one."""
+        info = await self.js.stream_info(STREAM)
+        stream_id = info.created.isoformat() if info.created is not None else ""
+        last = info.state.last_seq
+        held = self.index.meta("stream")
+        layout = self.index.meta("schema")
+        if held != stream_id or layout != SCHEMA_VERSION or self.index.applied > last:
+            if held is not None:
+                log.warning(
+                    "run index file is not a copy of this store's runs; reading them again",
+                    file=str(self.index.path),
+                )
+            self.index.clear()
+            self.index.set_meta("stream", stream_id)
+            self.index.commit()
+        return last
+
+    async def _follow(self) -> None:
+        end = await self._check()
+        start = self.index.applied + 1
+        t0, applied0 = time.monotonic(), self.index.applied
+        if self.index.applied >= end:
+            self.caught_up.set()
+        sub = await self.js.pull_subscribe(
+            f"{PREFIX}>",
+            stream=STREAM,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=start,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=READER_IDLE_S,
+                mem_storage=True,
+            ),
+        )
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=WAIT_S)
+                except nats.errors.TimeoutError:
+                    msgs = []
+                    await sub.consumer_info()  # raises NotFoundError if the broker lost it
+                await self._apply(msgs)
+                if not self.caught_up.is_set() and (
+                    not msgs or self.index.applied >= end or msgs[-1].metadata.num_pending == 0
+                ):
+                    self.caught_up.set()
+                    if self.index.applied - applied0 > 1000:
+                        log.info(
+                            "run index caught up",
+                            records=self.index.applied - applied0,
+                            seconds=round(time.monotonic() - t0, 1),
+                        )
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _apply(self, msgs: list[Msg]) -> None:
+        turn = time.monotonic()
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            key = msg.subject[len(PREFIX) :]
+            if not subjects.reserved_key(key):
+                if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE):
+                    self.index.remove(key, seq)
+                else:
+                    with contextlib.suppress(codec.BadMessage):  # the start said so
+                        self.index.update(codec.decode(IndexedRun, msg.data), seq)
+            if time.monotonic() - turn >= SLICE_S:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
+        if msgs:
+            self.index.reached(msgs[-1].metadata.sequence.stream)
+            self.index.commit()
