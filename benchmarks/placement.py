@@ -7,12 +7,26 @@ second and list the runs they were assigned) come up, then the real scheduler da
 in its own process (``scheduler.daemon.run_scheduler``, uvloop, as ``sortie scheduler`` runs
 it), loads the queue and places it. The scheduler publishes an Assign only after the run's
 record is stored (compare-and-set, fsynced by nats-server), so each Assign an agent receives
-is one durable placement; placements/s = Assigns / (last Assign - first Assign).
+is one durable placement; placements/s = Assigns / (last Assign - the start of the first
+cycle that placed: its first Assign less that cycle's logged ``ms``, which stored every run
+it placed before sending any Assign).
 
 The agents' advertised capacity is their shape (4 CPUs; 8 CPUs + 1 GPU; 16 CPUs + 8 GPUs)
 times ``--scale`` (default 40), so the whole queue fits at once and the number measures the
 scheduler placing and storing, not runs finishing. At the end every record is read back and
 counted by state.
+
+In the same run, the **decision code's own rate**: the scheduler logs, for each cycle, how long
+its pure part took (``decide_ms``: handling the cycle's events and ``core.decide``); the runs
+placed over the seconds spent there is what the decision code alone would do. The share of
+it that the durable rate reaches says what storing and sending cost on top. The scheduler's
+peak RSS (``VmHWM``) is read before it is stopped.
+
+C1M (issue O, item 6; after Nomad's C1M): a million queued runs onto 5,000 agents, durably;
+goals: durable >= 70% of the decision code's rate, peak RSS <= 2 GB:
+
+    .venv/bin/python -m benchmarks.placement --runs 1000000 --agents 5000 --scale 80 \
+        --timeout 1800 --no-verify
 
 Prints one JSON document on stdout and a short table on stderr.
 
@@ -118,12 +132,23 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await wait_placed(proc, seen, args, log_path)
         times = sorted(seen.values())
         placed = len(times)
+        peak_mb = peak_rss_mb(proc.pid)
         counts = await records_by_state(bus) if args.verify else Counter[str]()
         loaded = None
+        decide_s, placed_logged, first_cycle_s = 0.0, 0, None
         for line in log_path.read_text(errors="replace").splitlines():
             if '"state loaded"' in line:
                 loaded = json.loads(line).get("seconds")
-        span = times[-1] - times[0] if placed > 1 else float("nan")
+            elif '"event": "cycle"' in line:
+                cycle = json.loads(line)
+                if cycle.get("placed"):
+                    decide_s += cycle.get("decide_ms", 0.0) / 1000
+                    placed_logged += cycle["placed"]
+                    if first_cycle_s is None:
+                        first_cycle_s = cycle["ms"] / 1000
+        span = times[-1] - times[0] + (first_cycle_s or 0.0) if placed > 1 else float("nan")
+        durable = (placed - 1) / span if placed > 1 else 0.0
+        deciding = placed_logged / decide_s if decide_s else 0.0
         return {
             "runs": args.runs,
             "agents": args.agents,
@@ -134,9 +159,13 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "fill_s": round(fill_s, 2),
             "scheduler_load_s": loaded,
             "start_to_first_assign_s": round(times[0] - t0, 3) if times else None,
-            "first_to_last_assign_s": round(span, 3),
+            "first_placing_cycle_to_last_assign_s": round(span, 3),
             "placed": placed,
-            "placements_per_s": round((placed - 1) / span) if placed > 1 else 0,
+            "placements_per_s": round(durable),
+            "decision_code_s": round(decide_s, 2),
+            "decision_code_per_s": round(deciding),
+            "durable_share_of_decision_code": round(durable / deciding, 3) if deciding else None,
+            "scheduler_peak_rss_mb": peak_mb,
             "records_by_state": dict(counts),
             "target_per_s": 5_000,
         }
@@ -152,6 +181,17 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         broker.stop()
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory (``VmHWM``), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
 
 
 async def start_fakes(
@@ -240,9 +280,12 @@ def main() -> int:
     rows = [
         ("durable placements/s (>= 5,000)", f"{b['placements_per_s']:,} (all: {rates})"),
         ("placed", b["placed"]),
-        ("first -> last Assign (s)", b["first_to_last_assign_s"]),
+        ("first placing cycle -> last Assign (s)", b["first_placing_cycle_to_last_assign_s"]),
         ("scheduler start -> first Assign (s)", b["start_to_first_assign_s"]),
         ("scheduler state load (s)", b["scheduler_load_s"]),
+        ("decision code alone, same run (/s)", f"{b['decision_code_per_s']:,}"),
+        ("durable share of it (>= 0.7 at C1M)", b["durable_share_of_decision_code"]),
+        ("scheduler peak RSS (MiB)", b["scheduler_peak_rss_mb"]),
         ("records by state", b["records_by_state"]),
     ]
     for name, value in rows:

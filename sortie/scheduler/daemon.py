@@ -17,7 +17,6 @@ import math
 import os
 import re
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -253,10 +252,12 @@ class Daemon:
         # steps of sweeps and pipelines in flight (their controllers count them)
         self.kept_ended: dict[str, tuple[m.RunRecord, int]] = {}  # run id -> it, its revision
         self.runs_seq = 0  # KV_RUNS' stream sequence that memory reflects every write up to
+        self.written_seq = 0  # the last record this scheduler stored: run lists list it
         self.snapshot_ref: RunsSnapshotRef | None = None  # the latest one stored
         self.snapshot_task: asyncio.Task[None] | None = None
         self.writes_since_snapshot = 0
         self.snapshot_at = time.monotonic()
+        self.snapshot_cost_s = 0.0  # what storing the last one took
         # until every stored run's submission id has its key, no snapshot (a start from one
         # would not find the ids of runs that are over)
         self.submissions_kept = False
@@ -315,7 +316,7 @@ class Daemon:
         kv = await self.bus.js.key_value(subjects.KV_SUBMISSIONS)
         self.submissions = self.fence.bucket(subjects.KV_SUBMISSIONS, kv)
         self.feed.start()  # a standby's runs already
-        with run_history.gc_paused():
+        with run_history.gc_paused(), self.feed.paused():
             runs, from_snapshot = await self._read_runs()
             found[m.RunRecord.__name__] = len(runs)
             pipeline_runs = await self._restore_runs(runs, now)
@@ -464,13 +465,10 @@ class Daemon:
             self.writes_since_snapshot = max(1, self.writes_since_snapshot)
             self.snapshot_at = -math.inf
 
-    def _indexed(self, rec: m.RunRecord, revision: int) -> None:
-        """The run as stored at ``revision``, into the run index (listed at once; the feed
-        brings the same record a moment later)."""
-        try:
-            self.index.update(rec, revision)
-        except sqlite3.Error as exc:  # a full disk must not stop the loop: the feed retries
-            log.warning("run index not written", run_id=rec.run_id, error=str(exc))
+    def _indexed(self, revision: int) -> None:
+        """A run record this scheduler stored at ``revision``: a run list asked from now on
+        waits until the run index (fed from the stream, index_feed.py) has it."""
+        self.written_seq = max(self.written_seq, revision)
 
     async def _load_step_cache(self, read: Reader) -> None:
         """The step cache, whole, into memory: completed steps and each step's last key."""
@@ -599,6 +597,7 @@ class Daemon:
     async def _index_answer(self, req: IndexQuery) -> m.Message:
         """The index's answer, once it holds every stored run (after a start from a snapshot
         it is read beside the loop: a query waits for it, bounded)."""
+        deadline = time.monotonic() + INDEX_WAIT_S
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.feed.caught_up.wait(), INDEX_WAIT_S)
         if not self.feed.caught_up.is_set():
@@ -608,7 +607,9 @@ class Daemon:
                 "answered from (after a start with a new data directory, a minute or more "
                 "at a million runs); try again in a few seconds",
             )
-        self.index.commit()  # what this scheduler stored is listed
+        # what this scheduler stored is listed (the feed is a round trip behind, as a rule;
+        # a feed held up longer answers with what it has)
+        await self.feed.applied_to(self.written_seq, max(0.0, deadline - time.monotonic()))
         return await asyncio.to_thread(answer, self.index, req)
 
     async def _snapshot_problem(self, request: m.SubmitRequest) -> m.ErrorReply | None:
@@ -875,6 +876,7 @@ class Daemon:
                 self.queued_ids[event.request.spec.submission_id] -= 1
         self.queued_ids = +self.queued_ids  # drops the ids no longer queued
         cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
+        decided = time.monotonic() - t0  # the decision code's part of the cycle
         counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
         await self._keep_run_secrets(cmds)  # before the runs are stored
         failed = await self._persist()
@@ -898,15 +900,20 @@ class Daemon:
             waiting=len(self.state.why),
             conflicts=len(failed),
             ms=round(seconds * 1000, 1),
+            decide_ms=round(decided * 1000, 1),
         )
 
     def _maybe_snapshot(self) -> None:
         """Store a snapshot of the runs held (beside the loop, one at a time) when enough was
         written since the last (run_snapshot.py): what a start reads instead of history."""
         config = self.config
-        due = self.writes_since_snapshot >= config.snapshot_every_writes or (
-            self.writes_since_snapshot > 0
-            and time.monotonic() - self.snapshot_at >= config.snapshot_every_s
+        due = run_snapshot.due(
+            writes=self.writes_since_snapshot,
+            held=len(self.state.runs) + len(self.kept_ended),
+            since_s=time.monotonic() - self.snapshot_at,
+            cost_s=self.snapshot_cost_s,
+            every_writes=config.snapshot_every_writes,
+            every_s=config.snapshot_every_s,
         )
         busy = self.snapshot_task is not None and not self.snapshot_task.done()
         if not due or busy or not self.submissions_kept:
@@ -938,6 +945,7 @@ class Daemon:
             self.writes_since_snapshot += len(snapshot.runs) or 1
             return
         self.snapshot_ref = ref
+        self.snapshot_cost_s = time.monotonic() - t0
         log.info(
             "runs snapshot stored",
             runs=ref.runs,
@@ -1104,7 +1112,7 @@ class Daemon:
         self.revisions[run_id] = revision
         self.runs_seq = max(self.runs_seq, revision)
         self.writes_since_snapshot += 1
-        self._indexed(rec, revision)
+        self._indexed(revision)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
             self.revisions.pop(run_id, None)
@@ -1115,7 +1123,7 @@ class Daemon:
 
     def _stored_beside(self, rec: m.RunRecord, revision: int) -> None:
         """An ended run's record changed beside the loop (a tag, a trial's objective)."""
-        self._indexed(rec, revision)
+        self._indexed(revision)
         kept = self.kept_ended.get(rec.run_id)
         if kept is not None:
             self.kept_ended[rec.run_id] = (rec, kept[1])
@@ -1138,7 +1146,7 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
-        self._indexed(rec, entry.revision or 0)
+        self._indexed(entry.revision or 0)
         self.runs_seq = max(self.runs_seq, entry.revision or 0)
         if rec.state in TERMINAL:
             self.state.runs.forget(run_id)

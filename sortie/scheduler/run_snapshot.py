@@ -3,8 +3,10 @@
 A start reads the latest snapshot (``proto/run_snapshot.py``) and then only the ``KV_RUNS``
 messages stored after it (:func:`records_after`), so it costs the runs in flight plus what
 was written since the snapshot, never the whole history. The leader stores a new one every
-``SNAPSHOT_EVERY_WRITES`` record writes or ``SNAPSHOT_EVERY_S`` seconds that saw a write
-(``Daemon._maybe_snapshot``): the object first, under a name of its own, then the pointer
+``SNAPSHOT_EVERY_WRITES`` record writes or ``SNAPSHOT_EVERY_S`` seconds that saw a write,
+both stretched with the snapshot's size (:func:`due`: a million runs in flight are not
+written out every 20,000 placements; ``Daemon._maybe_snapshot``): the object first, under a
+name of its own, then the pointer
 (a fenced write: a deposed leader's pointer is refused and its object is removed), then the
 previous object is deleted. A snapshot or pointer that cannot be read is logged and the start
 reads every record instead, as before snapshots existed.
@@ -39,6 +41,7 @@ log = structlog.get_logger("sortie.scheduler")
 
 SNAPSHOT_EVERY_WRITES = 20_000  # record writes between two snapshots, at most
 SNAPSHOT_EVERY_S = 30.0  # and seconds, when anything was written meanwhile
+SNAPSHOT_TIME_SHARE = 0.1  # at most this share of the time goes to storing snapshots
 TAIL_WAIT_S = 10.0  # the longest wait for the next message of the records after a snapshot
 
 # a record stored after the snapshot: its key, stream sequence and value (None: deleted)
@@ -178,6 +181,19 @@ def merge(
             log.warning("unreadable record skipped", kind="RunRecord", key=key, error=str(exc))
             unreadable += 1
     return runs, unreadable
+
+
+def due(
+    *, writes: int, held: int, since_s: float, cost_s: float, every_writes: int, every_s: float
+) -> bool:
+    """Whether a new snapshot is due (pure): ``writes`` record writes since the last one,
+    ``held`` runs it would hold, ``since_s`` seconds since the last began, which took
+    ``cost_s``. At least ``every_writes`` writes and as many as it holds (so a snapshot costs
+    a bounded amount per write, whatever the runs in flight), or ``every_s`` seconds and ten
+    times what the last took (``SNAPSHOT_TIME_SHARE``), if anything was written."""
+    if writes >= max(every_writes, held):
+        return True
+    return writes > 0 and since_s >= max(every_s, cost_s / SNAPSHOT_TIME_SHARE)
 
 
 def take(records: Iterable[tuple[m.RunRecord, int]], seq: int, epoch: int) -> RunsSnapshot:

@@ -177,3 +177,24 @@ async def test_a_snapshot_keeps_the_ended_trials_of_a_sweep_in_flight(
     assert fresh.snapshot_ref is not None
     assert set(fresh.kept_ended) == {"sw_t0"}
     assert "sw_t0" in fresh.state.sweeps["sw"].trials
+
+
+def test_snapshots_come_less_often_as_they_grow() -> None:
+    def due(writes: int, held: int, since_s: float = 0.0, cost_s: float = 0.0) -> bool:
+        return run_snapshot.due(
+            writes=writes,
+            held=held,
+            since_s=since_s,
+            cost_s=cost_s,
+            every_writes=20_000,
+            every_s=30.0,
+        )
+
+    assert due(20_000, held=100) and not due(19_999, held=100)
+    # a million runs in flight: not every 20,000 placements, but every million writes
+    assert not due(20_000, held=1_000_000) and due(1_000_000, held=1_000_000)
+    # by time: 30 s that saw a write, or ten times what the last one took
+    assert due(1, held=10, since_s=30.0) and not due(0, held=10, since_s=3600.0)
+    assert not due(1, held=10, since_s=30.0, cost_s=4.0) and due(
+        1, held=10, since_s=40.0, cost_s=4.0
+    )
