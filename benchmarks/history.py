@@ -53,6 +53,7 @@ from typing import Any
 
 from nats.js.errors import KeyNotFoundError
 
+from benchmarks.fill import write_batches
 from benchmarks.restart import TARGET, record, running_disturbed, start_fakes
 from benchmarks.takeover import Agent, logged, scheduler, until_logged, wall
 from sortie.bus.broker import free_port, start_broker
@@ -123,27 +124,11 @@ async def fill_fast(bus: Bus, shape: Shape, in_flight: int) -> dict[str, Any]:
     """Every record, in atomic batches of 1,000 with ``in_flight`` of them at once (one put
     at a time, 64 in flight, where the server cannot batch). The store's size after."""
     atomic = await kvbatch.enable_atomic(bus.js, subjects.KV_RUNS)
-    sem = asyncio.Semaphore(in_flight if atomic else 64)
-    pending: set[asyncio.Task[Any]] = set()
-
-    async def one(items: list[tuple[str, bytes, int]]) -> None:
-        try:
-            if atomic:
-                await kvbatch.write_batch(bus.nc, subjects.KV_RUNS, items, timeout=60)
-            else:
-                await asyncio.gather(*(bus.runs.put(k, v) for k, v, _ in items))
-        finally:
-            sem.release()
-
     t = time.perf_counter()
-    for items in shape.batches(kvbatch.BATCH_MAX if atomic else 64):
-        await sem.acquire()
-        task = asyncio.create_task(one(items))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        for done in [d for d in pending if d.done()]:
-            done.result()  # a refused batch ends the benchmark
-    await asyncio.gather(*pending)
+    size = kvbatch.BATCH_MAX if atomic else 64
+    await write_batches(
+        bus, shape.batches(size), atomic=atomic, in_flight=in_flight if atomic else 64
+    )
     fill_s = time.perf_counter() - t
     info = await bus.js.stream_info(subjects.kv_stream(subjects.KV_RUNS))
     return {

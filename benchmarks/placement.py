@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import workload
+from benchmarks.fill import fill_runs
 from sortie.bus.broker import BrokerProcess, free_port, start_broker
 from sortie.bus.connection import Bus, open_bus
 from sortie.bus.kv import kv_items
@@ -67,14 +68,8 @@ def scaled(cap: m.Capacity, k: int) -> m.Capacity:
 
 async def fill(url: str, runs: list[m.RunRecord]) -> float:
     bus = await open_bus(url, "bench-fill", create=True)
-    sem = asyncio.Semaphore(512)
     t = time.perf_counter()
-
-    async def put(rec: m.RunRecord) -> None:
-        async with sem:
-            await bus.runs.put(rec.run_id, codec.encode(rec))
-
-    await asyncio.gather(*(put(r) for r in runs))
+    await fill_runs(bus, ((r.run_id, codec.encode(r), 0) for r in runs))
     await bus.close()
     return time.perf_counter() - t
 

@@ -386,6 +386,7 @@ class Daemon:
         snapshot: the latest snapshot and the records stored after it, or (none stored yet)
         every record, with the keys of their submission ids stored afterwards."""
         found = await run_snapshot.latest(self.bus.js, self.bus.runs)
+        self._after_load.append(self._sweep_snapshots)
         if found is not None:
             self.snapshot_ref, snapshot = found
             written, self.runs_seq = await run_snapshot.records_after(self.bus.js, snapshot.seq)
@@ -444,6 +445,16 @@ class Daemon:
             return
         if rec.trial is not None or rec.step is not None:
             self.kept_ended[rec.run_id] = (rec, revision)
+
+    async def _sweep_snapshots(self) -> None:
+        """The snapshot objects earlier leaders left behind, deleted beside the loop."""
+        try:
+            gone = await run_snapshot.sweep(self.bus.js, self.bus.runs, self.epoch)
+        except (*TRANSIENT, nats.errors.Error) as exc:
+            log.warning("old runs snapshots not swept", error=repr(exc))
+            return
+        if gone:
+            log.info("old runs snapshots deleted", objects=gone)
 
     async def _keep_found_submissions(self, pairs: list[tuple[str, str]]) -> None:
         """The submission-id keys of runs read at start (their keys may not have been stored:

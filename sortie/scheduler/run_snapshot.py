@@ -85,6 +85,41 @@ def _pack(snapshot: RunsSnapshot) -> bytes:
     return zlib.compress(codec.encode(snapshot), 1)
 
 
+async def sweep(js: JetStreamContext, runs: KeyValue, epoch: int) -> list[str]:
+    """Delete the snapshot objects of earlier leaders that the pointer does not name (a
+    leader that died between storing its object and moving the pointer left one behind).
+    This leader's own objects are its own to delete. Returns the names deleted."""
+    try:
+        entry = await runs.get(subjects.RUNS_SNAPSHOT_KEY)
+        named: str | None = codec.decode(RunsSnapshotRef, entry.value or b"").name
+    except nats.js.errors.KeyNotFoundError:
+        named = None
+    except codec.BadMessage:
+        return []  # unsure what is in use: keep everything
+    obs = await js.object_store(subjects.OBJ_STATE)
+    try:
+        infos = await obs.list()
+    except nats.js.errors.NotFoundError:  # nats-py's word for an empty store
+        return []
+    gone = [
+        info.name
+        for info in infos
+        if info.name and info.name != named and not info.deleted and _epoch_of(info.name) < epoch
+    ]
+    for name in gone:
+        await _delete(obs, name)
+    return gone
+
+
+def _epoch_of(name: str) -> int:
+    """The leader epoch a snapshot object's name carries (``object_name``); a name of
+    another shape counts as this leader's (kept)."""
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] == "runs" and parts[1].isdigit():
+        return int(parts[1])
+    return 1 << 62
+
+
 def _unpack(data: bytes) -> RunsSnapshot:
     return codec.decode(RunsSnapshot, zlib.decompress(data))
 

@@ -198,3 +198,16 @@ def test_snapshots_come_less_often_as_they_grow() -> None:
     assert not due(1, held=10, since_s=30.0, cost_s=4.0) and due(
         1, held=10, since_s=40.0, cost_s=4.0
     )
+
+
+async def test_snapshots_an_earlier_leader_left_behind_are_swept(bus: Bus) -> None:
+    obs = await bus.js.object_store(subjects.OBJ_STATE)
+    for name in ("runs-1-10", "runs-1-20", "runs-2-30", "runs-3-40"):
+        await obs.put(name, b"x")
+    named = RunsSnapshotRef(name="runs-1-20", seq=20, epoch=1, taken_at=0.0, runs=0, size=1)
+    await bus.runs.put(subjects.RUNS_SNAPSHOT_KEY, codec.encode(named))
+    # the leader of epoch 2: epoch 1's object nobody points at goes; the one the pointer
+    # names stays, and so do this leader's own and a later one's
+    assert await run_snapshot.sweep(bus.js, bus.runs, epoch=2) == ["runs-1-10"]
+    left = {i.name for i in await obs.list() if not i.deleted}
+    assert left == {"runs-1-20", "runs-2-30", "runs-3-40"}
