@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,6 +177,8 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         broker.stop()
+        if args.keep_log is not None and (root / "scheduler.log").exists():
+            shutil.copyfile(root / "scheduler.log", args.keep_log)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -255,6 +258,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--profile", help="write a cProfile of the scheduler process here")
+    p.add_argument("--keep-log", type=Path, help="copy the scheduler's log here at the end")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -16,6 +16,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
+from nats.aio.client import DEFAULT_PENDING_SIZE
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -136,6 +137,9 @@ async def connect(
             delay = min(delay * 2, 5.0)
 
 
+DAEMON_PENDING_BYTES = 64 * 2**20
+
+
 def _client_options(
     url: str, name: str, connect_timeout: float, reconnect_forever: bool
 ) -> dict[str, object]:
@@ -146,6 +150,9 @@ def _client_options(
         "connect_timeout": connect_timeout,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1 if reconnect_forever else 3,
+        # what a daemon may publish while it reconnects (nats-py's default, 2 MiB, is one
+        # cycle's batch of 1,500 records: a reconnect then failed the write)
+        "pending_size": DAEMON_PENDING_BYTES if reconnect_forever else DEFAULT_PENDING_SIZE,
         "reconnect_time_wait": 0.5,
         "ping_interval": 5,
         "max_outstanding_pings": 3,

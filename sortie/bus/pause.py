@@ -18,6 +18,7 @@ TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,  # reconnecting, with more to send than it holds
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
     asyncio.TimeoutError,
