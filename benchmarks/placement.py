@@ -130,18 +130,7 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         placed = len(times)
         peak_mb = peak_rss_mb(proc.pid)
         counts = await records_by_state(bus) if args.verify else Counter[str]()
-        loaded = None
-        decide_s, placed_logged, first_cycle_s = 0.0, 0, None
-        for line in log_path.read_text(errors="replace").splitlines():
-            if '"state loaded"' in line:
-                loaded = json.loads(line).get("seconds")
-            elif '"event": "cycle"' in line:
-                cycle = json.loads(line)
-                if cycle.get("placed"):
-                    decide_s += cycle.get("decide_ms", 0.0) / 1000
-                    placed_logged += cycle["placed"]
-                    if first_cycle_s is None:
-                        first_cycle_s = cycle["ms"] / 1000
+        loaded, decide_s, placed_logged, first_cycle_s = from_log(log_path)
         span = times[-1] - times[0] + (first_cycle_s or 0.0) if placed > 1 else float("nan")
         durable = (placed - 1) / span if placed > 1 else 0.0
         deciding = placed_logged / decide_s if decide_s else 0.0
@@ -179,6 +168,25 @@ async def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         broker.stop()
         if args.keep_log is not None and (root / "scheduler.log").exists():
             shutil.copyfile(root / "scheduler.log", args.keep_log)
+
+
+def from_log(path: Path) -> tuple[float | None, float, int, float | None]:
+    """From the scheduler's log: its "state loaded" seconds, the seconds its cycles that
+    placed spent in the decision code (``decide_ms``), the runs they placed, and how long
+    the first of them took."""
+    loaded = None
+    decide_s, placed, first_cycle_s = 0.0, 0, None
+    for line in path.read_text(errors="replace").splitlines():
+        if '"state loaded"' in line:
+            loaded = json.loads(line).get("seconds")
+        elif '"event": "cycle"' in line:
+            cycle = json.loads(line)
+            if cycle.get("placed"):
+                decide_s += cycle.get("decide_ms", 0.0) / 1000
+                placed += cycle["placed"]
+                if first_cycle_s is None:
+                    first_cycle_s = cycle["ms"] / 1000
+    return loaded, decide_s, placed, first_cycle_s
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -1,5 +1,6 @@
-"""The run index (SQLite, in memory here): every page equals a plain filter and sort over the same records, and
-pages walked either way concatenate to the whole list, without duplicates."""
+"""The run index (SQLite, in memory here): every page equals a plain filter and sort over the
+same records, and pages walked either way concatenate to the whole list, without
+duplicates."""
 
 from __future__ import annotations
 
