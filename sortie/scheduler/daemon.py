@@ -266,6 +266,7 @@ class Daemon:
         self.queued_ids: Counter[str] = Counter()  # submission ids of submits in the queue
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
+        self.heartbeats: dict[str, m.Heartbeat] = {}  # agent -> its latest, not yet handled
         self.tasks: list[asyncio.Task[None]] = []
         self.subs: list[Subscription | JetStreamContext.PullSubscription] = []
         self._bad_subjects: set[str] = set()
@@ -761,7 +762,13 @@ class Daemon:
         if isinstance(hb, str):
             self._note_bad(msg.subject, hb)
             return
-        self._enqueue(core.HeartbeatSeen(heartbeat=hb))
+        # the latest of each agent's, handled at the next cycle whatever its batch: a
+        # heartbeat queued behind thousands of events (or a long cycle) made a live agent look
+        # lost, and 5,000 agents' heartbeats a second are more events than a cycle takes
+        wake = not self.heartbeats
+        self.heartbeats[hb.agent_id] = hb
+        if wake:
+            self._enqueue(core.Tick())
 
     async def _reports(self) -> None:
         js = self.bus.js
@@ -881,6 +888,9 @@ class Daemon:
         t0 = time.monotonic()
         now = time.time()
         cmds: list[core.Command] = []
+        beats, self.heartbeats = self.heartbeats, {}
+        # after the batch: the first cycle's first event is ``Started`` (load, then settle)
+        batch = [*batch, *((core.HeartbeatSeen(heartbeat=hb), None) for hb in beats.values())]
         for event, _ in batch:
             cmds.extend(core.handle(self.state, event, now, self.core_config))
             if isinstance(event, core.Submitted) and event.request.spec.submission_id:

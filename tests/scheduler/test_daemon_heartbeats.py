@@ -1,0 +1,40 @@
+"""Heartbeats reach the scheduler's loop as the latest one of each agent, handled at the next
+cycle whatever else is queued: thousands of agents beating every second, or a long cycle,
+must not leave a live agent's heartbeat waiting behind other events (it was judged lost)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nats.aio.msg import Msg
+
+from sortie.bus.connection import Bus
+from sortie.proto import codec, subjects
+from sortie.scheduler import core
+from sortie.scheduler.daemon import Daemon, SchedulerConfig
+from tests.builders import heartbeat
+
+
+def beat(agent_id: str, cpus: float) -> Msg:
+    hb = heartbeat(agent_id, target="box", cpus=cpus)
+    return Msg(_client=None, subject=subjects.heartbeat(agent_id), data=codec.encode(hb))  # type: ignore[arg-type]  # no client needed to read it
+
+
+async def test_each_agent_counts_once_per_cycle_and_its_latest_wins(
+    bus: Bus, tmp_path: Path
+) -> None:
+    daemon = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path))
+    await daemon.load()
+    try:
+        started = [daemon.queue.get_nowait()]  # the load's Started
+        for i in range(1, 301):  # three hundred beats of two agents, one cycle's worth
+            await daemon._on_heartbeat(beat("a1", cpus=i))
+            await daemon._on_heartbeat(beat("a2", cpus=1000 + i))
+        assert daemon.queue.qsize() == 1  # one wake-up, not 600 events
+        await daemon.cycle([*started, daemon.queue.get_nowait()])
+        agents = daemon.state.agents
+        assert agents["a1"].capacity.cpus == 300 and agents["a2"].capacity.cpus == 1300
+        assert not daemon.heartbeats  # all handled
+        assert isinstance(started[0][0], core.Started)
+    finally:
+        await daemon.feed.close()
