@@ -18,13 +18,13 @@ Then, with real ``sortie scheduler`` processes (``--leader-lease 1``, a data dir
 
 - A starts: process start -> its first Assign (the full read, the "before" number), its
   "state loaded" seconds, its RSS (``VmRSS``/``VmHWM`` from /proc) once placing and once it
-  logs ``run index built`` (or after ``--index-wait``);
+  logs ``run index caught up`` (or after ``--index-wait``);
 - the benchmark waits (``--snapshot-wait``) for ``_sortie.snapshot`` in ``sortie_runs``
   (skipped with ``--no-snapshot-wait``; a scheduler that never stores one times out, says
   so, and the rest is measured all the same);
 - A is killed (-9) and B started (``--standby``: B was started before the kill as a
   standby, so this is a takeover): kill -> B's first Assign (epoch 2), B's process start ->
-  that Assign, B's "state loaded", B's RSS once placing and after ``run index built``;
+  that Assign, B's "state loaded", B's RSS once placing and after ``run index caught up``;
 - checks: every Running run still Running as attempt 1, every placeable run placed.
 
 Prints one JSON document on stdout and a short table on stderr. Target: placing again
@@ -164,8 +164,7 @@ async def first_of_epoch(first_assign: dict[int, float], epoch: int, limit_s: fl
 
 
 async def index_built(log: Path, limit_s: float) -> dict[str, Any] | None:
-    """The scheduler's ``run index built`` event (None: not within ``limit_s``; a scheduler
-    that builds its index in its load never logs it)."""
+    """The scheduler's ``run index caught up`` event (None: not within ``limit_s``)."""
     with contextlib.suppress(SystemExit):
         return await until_logged(log, INDEX_BUILT, limit_s)
     return None
@@ -368,7 +367,7 @@ def main() -> int:
     p.add_argument("--standby", action="store_true", help="B stands by before the kill")
     p.add_argument("--snapshot-wait", type=float, default=300.0, help="s; for _sortie.snapshot")
     p.add_argument("--no-snapshot-wait", action="store_true", help="kill A without waiting")
-    p.add_argument("--index-wait", type=float, default=300.0, help="s; for 'run index built'")
+    p.add_argument("--index-wait", type=float, default=300.0, help="s; for 'run index caught up'")
     p.add_argument("--place-limit", type=float, default=600.0, help="s; each first Assign")
     p.add_argument("--in-flight", type=int, default=4, help="batches of 1,000 being written")
     p.add_argument("--keep", type=Path, help="keep the schedulers' logs and the store here")
