@@ -607,8 +607,9 @@ class Daemon:
             )
 
     async def _index_answer(self, req: IndexQuery) -> m.Message:
-        """The index's answer, once it holds every stored run (after a start from a snapshot
-        it is read beside the loop: a query waits for it, bounded)."""
+        """The index's answer, once its feed has read what was stored before the start (a
+        new data directory reads the whole history) and what this scheduler stored since;
+        waited for within ``INDEX_WAIT_S`` in all."""
         deadline = time.monotonic() + INDEX_WAIT_S
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.feed.caught_up.wait(), INDEX_WAIT_S)

@@ -146,6 +146,7 @@ class IndexFeed:
                     "run index file is not a copy of this store's runs; reading them again",
                     file=str(self.index.path),
                 )
+            self.caught_up.clear()  # read again before any list is answered from it
             self.index.clear()
             self.index.set_meta("stream", stream_id)
             self.index.commit()
