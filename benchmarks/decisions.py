@@ -112,10 +112,11 @@ def used(plan: Plan, agents: list[workload.Agent], runs: list[m.RunRecord]) -> d
             f[1] -= res.memory_mb
             f[2] -= res.gpus
     # a free GPU is stranded when GPU runs still wait but none fits that agent's CPUs/memory
+    placed = {p.run_id for p in plan.placements}
     waiting = {
         (res.cpus, res.memory_mb, res.gpus)
-        for run_id in plan.unplaced
-        if (res := by_id[run_id]).gpus > 0
+        for run_id, res in by_id.items()
+        if run_id not in placed and res.gpus > 0
     }
     stranded = 0
     for fc, fm, fg in free.values():

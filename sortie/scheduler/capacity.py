@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sortie.proto import messages as m
 from sortie.proto.gang import members
-from sortie.proto.states import ON_AGENT
 from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.placement import Slot
 
@@ -27,9 +26,7 @@ def slots(state: SchedulerState) -> list[Slot]:
             container_engine=a.container_engine is not None,
             engine=a.engine,
         )
-    for rec in state.runs.values():
-        if rec.state not in ON_AGENT:
-            continue
+    for rec in state.runs.on_agent():
         res = rec.spec.resources
         for member in rec.gang or members(rec):  # (no copy of the gang list)
             s = free.get(member.agent_id)
@@ -41,9 +38,7 @@ def slots(state: SchedulerState) -> list[Slot]:
 
 
 def busy_agents(state: SchedulerState) -> set[str]:
-    return {
-        member.agent_id for r in state.runs.values() if r.state in ON_AGENT for member in members(r)
-    }
+    return {member.agent_id for r in state.runs.on_agent() for member in members(r)}
 
 
 def status(state: SchedulerState, agent: AgentView) -> m.AgentStatus:
@@ -67,9 +62,7 @@ def usage(state: SchedulerState) -> dict[str, m.AgentUsage]:
     """What each agent holds now: the resources its runs asked for, and their ids."""
     used: dict[str, list[float]] = {a: [0.0, 0, 0] for a in state.agents}
     runs: dict[str, list[str]] = {a: [] for a in state.agents}
-    for rec in state.runs.values():
-        if rec.state not in ON_AGENT:
-            continue
+    for rec in state.runs.on_agent():
         res = rec.spec.resources
         for member in rec.gang or members(rec):
             if member.agent_id in used:

@@ -76,7 +76,7 @@ from sortie.scheduler.events import (
     WhyAsked,
 )
 from sortie.scheduler.model import AgentView, SchedulerState
-from sortie.scheduler.placement import Placement, Plan, could_ever_hold, place
+from sortie.scheduler.placement import Placement, Plan, Waits, could_ever_hold, place_queue
 from sortie.scheduler.reconcile import Reconciliation, reconcile
 from sortie.scheduler.runs import (
     apply_report,
@@ -617,10 +617,15 @@ def decide(
     new_node_id: nodes.NodeIds | None = None,
 ) -> list[Command]:
     """Reconcile observations with records, scale clusters, then place what is queued."""
+    for run_id in state.assigns_out:  # published since the last cycle: sent by now
+        if run_id in state.assign_sent_at:
+            state.assign_sent_at[run_id] = now
+    state.assigns_out.clear()
     rec_out = reconcile(
         state.runs,
         state.agents,
         state.assign_sent_at,
+        active=state.runs.on_agent(),
         now=now,
         started_at=now if state.broker_away else state.started_at,  # away: nobody is judged lost
         timing=config.timing,
@@ -635,30 +640,27 @@ def decide(
     if state.pipelines:  # before placement too: new steps are placed in this same pass
         pipeline_runs.step_pipelines(state, now, cmds)
 
-    pending = [r for r in state.runs.values() if r.state is RunState.QUEUED]
-    if not pending:
-        state.why.clear()
+    _time_out(state, now, cmds)
+    if not state.runs.queued_count:
+        state.why = Waits()
         return cmds
-    pending = _time_out(state, pending, now, cmds)
-    plan: Plan = place(pending, slots(state), limit=config.placement_limit)
+    queue = state.runs
+    plan: Plan = place_queue(
+        queue.queued(), queue.classes, slots(state), limit=config.placement_limit
+    )
     for p in plan.placements:
         cmds += _assign_placed(state, p, now)
-    state.why = plan.unplaced
-    placed = {p.run_id for p in plan.placements}
-    waiting = [r for r in pending if r.run_id not in placed]
-    for rec, wait in targets.waiting_changes(state, waiting):
+    state.why = plan.waits
+    for rec, wait in targets.waiting_changes(state):
         store(state, msgspec.structs.replace(rec, waiting=wait))
     # placements are counted in the daemon's one line per cycle (scheduler.metrics)
     return cmds
 
 
-def _time_out(
-    state: SchedulerState, pending: list[m.RunRecord], now: float, cmds: list[Command]
-) -> list[m.RunRecord]:
+def _time_out(state: SchedulerState, now: float, cmds: list[Command]) -> None:
     """Fail the queued runs past their queue timeout (kind queue_timeout, naming why they
-    waited); the others go on to placement."""
-    over = targets.timed_out(pending, now)
-    for rec in over:
+    waited)."""
+    for rec in targets.timed_out(state.runs.timed(), now):
         waited = now - (rec.history[-1].at if rec.history else rec.created_at)
         message = (
             f"still queued after {waited:.0f}s (queue timeout {rec.spec.queue_timeout_s:g}s): "
@@ -666,10 +668,6 @@ def _time_out(
         )
         err = m.RunError(kind=ErrorKind.QUEUE_TIMEOUT, message=message)
         end(state, rec, RunState.FAILED, now, cmds, error=err, waiting=None)
-    if not over:
-        return pending
-    gone = {r.run_id for r in over}
-    return [r for r in pending if r.run_id not in gone]
 
 
 def _apply_reconciliation(
@@ -693,6 +691,7 @@ def _apply_reconciliation(
         rec = state.runs[run_id]
         member = members(rec)[rank]
         state.assign_sent_at[run_id] = now
+        state.assigns_out.append(run_id)
         cmds.append(SendToAgent(member.agent_id, _assign(rec, member), run_id))
     for agent_id, ref in rec_out.stop_stale:
         cmds.append(
@@ -734,6 +733,7 @@ def _assign_placed(state: SchedulerState, p: Placement, now: float) -> list[Comm
     )
     store(state, moved)
     state.assign_sent_at[p.run_id] = now
+    state.assigns_out.append(p.run_id)
     return [SendToAgent(g.agent_id, _assign(moved, g), p.run_id) for g in gang]
 
 

@@ -919,7 +919,7 @@ class Daemon:
         level(
             "cycle",
             **counts.fields(),
-            waiting=len(self.state.why),
+            waiting=self.state.runs.queued_count,
             conflicts=len(failed),
             ms=round(seconds * 1000, 1),
             decide_ms=round(decided * 1000, 1),
@@ -1124,7 +1124,7 @@ class Daemon:
             st.runs.forget(run_id)
             if rec is not None and rec.spec.submission_id is not None:
                 st.submissions.pop(rec.spec.submission_id, None)
-            st.why.pop(run_id, None)
+            st.why.forget(run_id)
             st.assign_sent_at.pop(run_id, None)
             self._forget_run_secret(run_id)
             log.warning("run not stored: the store is full", run_id=run_id, why=why)

@@ -9,6 +9,8 @@ from sortie.proto.engines import EngineKind
 from sortie.proto.pipelines import CachedStep, LastKey, StepState, cache_id
 from sortie.proto.states import TERMINAL
 from sortie.scheduler.pipelines.controller import StepRunView
+from sortie.scheduler.placement import Waits
+from sortie.scheduler.run_table import RunTable
 from sortie.scheduler.sweeps.controller import SweepMemo, TrialView
 from sortie.scheduler.tables import Table
 
@@ -133,7 +135,7 @@ class SchedulerState:
     daemon writes what they marked. The other fields live in memory only.
     """
 
-    runs: Table[m.RunRecord] = field(default_factory=Table)  # non-terminal (+ unsaved)
+    runs: RunTable = field(default_factory=RunTable)  # non-terminal (+ unsaved)
     agents: Table[AgentView] = field(default_factory=Table)  # stored as AgentView.record()
     computes: Table[m.ComputeRecord] = field(default_factory=Table)
     nodes: Table[m.NodeRecord] = field(default_factory=Table)
@@ -143,7 +145,11 @@ class SchedulerState:
     started_at: float = 0.0
     broker_away: bool = False  # the scheduler's own broker connection is down
     assign_sent_at: dict[str, float] = field(default_factory=dict)  # run id -> last Assign
-    why: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> reason -> count
+    # Assigns decided in this cycle: they are published after it (its writes first), so each
+    # is stamped as sent when the next cycle starts, not when decided (core.decide). A long
+    # cycle then does not count against the agent's time to confirm.
+    assigns_out: list[str] = field(default_factory=list)
+    why: Waits = field(default_factory=Waits)  # why queued runs wait (the last pass)
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> run id
     node_idle_since: dict[str, float] = field(default_factory=dict)
     preempt_deadline: dict[str, float] = field(default_factory=dict)  # node -> stop it at

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import msgspec
 
 from sortie.proto import messages as m
-from sortie.proto.states import RunState
 from sortie.scheduler import clusters, targets
 from sortie.scheduler.autoscale import NodeView, ScalePlan, autoscale, node_labels
 from sortie.scheduler.capacity import busy_agents, slots
@@ -54,9 +53,7 @@ def step_clusters(
         cmds += _watch_nodes(state, nodes, busy, now, config)
         compute = state.computes[name]  # watching may have recorded a failure on it
         views = [_node_view(state, state.nodes[n.node_id], busy, free) for n in nodes]
-        pending = [
-            r for r in state.runs.values() if r.state is RunState.QUEUED and r.spec.target == name
-        ]
+        pending = [r for r in state.runs.queued() if r.spec.target == name]
         plan = autoscale(compute, pending, views, now)
         state.node_targets[name] = plan.target
         creates = _create_nodes(state, compute, plan.create, now, new_node_id)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import heapq
 import operator
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sortie.proto import messages as m
 from sortie.proto.engines import EngineKind
@@ -47,10 +48,57 @@ class Placement:
         return self.agent_ids[0]
 
 
+class ClassKey(NamedTuple):
+    """What placement reads of a run: runs with one key are placed alike (a class)."""
+
+    target: str
+    resources: m.Resources
+    container: bool
+    dedicated_only: bool
+    constraints: tuple[tuple[str, str], ...] | None
+    strategy: str
+    node_count: int
+
+
+def class_key(spec: m.RunSpec) -> ClassKey:
+    return ClassKey(
+        spec.target,
+        spec.resources,
+        spec.environment.docker.enabled,
+        spec.dedicated_only,
+        tuple(sorted(spec.constraints.items())) if spec.constraints else None,
+        spec.strategy,
+        spec.node_count,
+    )
+
+
+@dataclass
+class Waits:
+    """Why the queued runs of a pass wait, kept small: the runs examined, each with its
+    class's counted reasons (one dict shared per class: readers copy); the classes that were
+    full at the end of the pass; and, when the placement limit ended the pass, the reason of
+    every run not examined whose class was not full."""
+
+    examined: dict[str, dict[str, int]] = field(default_factory=dict)  # run -> reason -> n
+    full: dict[ClassKey, dict[str, int]] = field(default_factory=dict)
+    unexamined: dict[str, int] = field(default_factory=dict)
+
+    def of(self, rec: m.RunRecord) -> dict[str, int]:
+        """A queued run's reasons (empty: not yet looked at by a pass)."""
+        found = self.examined.get(rec.run_id)
+        if found is None:
+            found = self.full.get(class_key(rec.spec)) or self.unexamined
+        return dict(found)
+
+    def forget(self, run_id: str) -> None:
+        """A run no longer waits (placed, ended, or not stored)."""
+        self.examined.pop(run_id, None)
+
+
 @dataclass
 class Plan:
     placements: list[Placement] = field(default_factory=list)
-    unplaced: dict[str, dict[str, int]] = field(default_factory=dict)  # run -> reason -> n
+    waits: Waits = field(default_factory=Waits)
 
 
 def queue_order(runs: Iterable[m.RunRecord]) -> list[m.RunRecord]:
@@ -135,10 +183,11 @@ class GpuDemand:
     memory_mb_per_gpu: float
 
 
-def gpu_demand(pending: Iterable[m.RunRecord]) -> dict[str, GpuDemand]:
-    """Per target, the smallest GPU count and CPU and memory per GPU among queued GPU runs."""
+def gpu_demand(requests: Iterable[tuple[str, m.Resources]]) -> dict[str, GpuDemand]:
+    """Per target, the smallest GPU count and CPU and memory per GPU among queued GPU runs
+    (``requests``: each queued run's target and resources, or each distinct pair)."""
     out: dict[str, GpuDemand] = {}
-    distinct = {(run.spec.target, run.spec.resources) for run in pending}
+    distinct = set(requests)
     for target, req in sorted(distinct, key=lambda tr: (tr[0], tr[1].gpus, tr[1].cpus)):
         if req.gpus <= 0:
             continue
@@ -292,48 +341,48 @@ class _Pass:
     classes_of: list[list[_Class]]
 
 
-def _class_key(spec: m.RunSpec) -> tuple[object, ...]:
-    return (
-        spec.target,
-        spec.resources,
-        spec.environment.docker.enabled,
-        spec.dedicated_only,
-        tuple(sorted(spec.constraints.items())) if spec.constraints else None,
-        spec.strategy,
-        spec.node_count,
+def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot], limit: int | None = None) -> Plan:
+    """:func:`place_queue` over runs in any order."""
+    return place_queue(
+        queue_order(pending), Counter(class_key(r.spec) for r in pending), slots, limit
     )
 
 
-def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot], limit: int | None = None) -> Plan:
+def place_queue(
+    queue: Iterable[m.RunRecord],
+    classes: Mapping[ClassKey, int],
+    slots: Sequence[Slot],
+    limit: int | None = None,
+) -> Plan:
     """Place queued runs onto agents, never beyond any agent's free capacity.
 
-    Runs are taken in queue order; each goes to its best agent (or its best N distinct agents
-    for a gang) or waits with counted reasons. After ``limit`` placements the rest wait
-    unexamined for the next pass (so one pass over a huge queue stays short), keeping the
-    queue order: nothing behind them jumps ahead.
+    ``queue``: the queued runs in queue order, read lazily (only its head when the pass ends
+    early); ``classes``: how many of them each class has. Runs are taken in queue order; each
+    goes to its best agent (or its best N distinct agents for a gang) or waits with counted
+    reasons. The pass ends after ``limit`` placements (one pass over a huge queue stays short;
+    nothing behind jumps ahead), or once every class still in the queue is full: nothing after
+    that could be placed.
     """
     pass_, by_target = _new_pass(slots)
-    demand = gpu_demand(pending)
-    classes: dict[tuple[object, ...], _Class] = {}
+    demand = gpu_demand((k.target, k.resources) for k in classes)
+    built: dict[ClassKey, _Class] = {}
     plan = Plan()
-    queue = queue_order(pending)
-    keys = [_class_key(r.spec) for r in queue]
-    left = Counter(keys)  # runs of each class not yet examined
+    left = Counter(classes)  # runs of each class not yet examined
     waited = 0
     check_at = 64
-    for n, run in enumerate(queue):
+    for run in queue:
         if limit is not None and len(plan.placements) >= limit:
-            later = {f"not examined this pass (placement limit of {limit} reached)": 1}
-            for rest in queue[n:]:
-                plan.unplaced[rest.run_id] = later  # one dict shared: readers copy
+            plan.waits.unexamined = {
+                f"not examined this pass (placement limit of {limit} reached)": 1
+            }
             break
         spec = run.spec
-        ckey = keys[n]
+        ckey = class_key(spec)
         left[ckey] -= 1
-        cls = classes.get(ckey)
+        cls = built.get(ckey)
         if cls is None:
             candidates = by_target.get(spec.target, [])
-            cls = classes[ckey] = _Class(spec, candidates, demand.get(spec.target), pass_)
+            cls = built[ckey] = _Class(spec, candidates, demand.get(spec.target), pass_)
         chosen = None if cls.full else cls.choose(cls.need)
         if chosen is not None:
             _take(pass_, chosen, spec.resources)
@@ -345,16 +394,13 @@ def place(pending: Sequence[m.RunRecord], slots: Sequence[Slot], limit: int | No
             continue
         if not cls.reasons:  # counted once, when the class first fills
             cls.reasons = _why_not(spec, by_target[spec.target], cls.need, demand.get(spec.target))
-        plan.unplaced[run.run_id] = cls.reasons  # one dict shared: readers copy
+        plan.waits.examined[run.run_id] = cls.reasons  # one dict shared: readers copy
         waited += 1
         if waited >= check_at:
-            # Stop scanning once every class still in the queue is full: nothing after this
-            # can be placed, so the rest wait with their class's reasons.
-            if _rest_all_full(left, classes):
-                for k, rest in zip(keys[n + 1 :], queue[n + 1 :], strict=True):
-                    plan.unplaced[rest.run_id] = classes[k].reasons
+            if _rest_all_full(left, built):
                 break
             check_at = waited + max(64, len(left))
+    plan.waits.full = {k: c.reasons for k, c in built.items() if c.full}
     return plan
 
 
@@ -387,9 +433,7 @@ def _take(pass_: _Pass, chosen: list[int], req: m.Resources) -> None:
             other.offer(i)
 
 
-def _rest_all_full(
-    left: Counter[tuple[object, ...]], classes: dict[tuple[object, ...], _Class]
-) -> bool:
+def _rest_all_full(left: Counter[ClassKey], classes: dict[ClassKey, _Class]) -> bool:
     """Is every class with runs still to examine full for the rest of this pass?"""
     return all(c == 0 or (k in classes and classes[k].full) for k, c in left.items())
 

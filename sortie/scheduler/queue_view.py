@@ -50,6 +50,6 @@ def _entry(state: SchedulerState, rec: m.RunRecord, position: int, now: float) -
         attempt=rec.attempt,
         resources=rec.spec.resources,
         node_count=rec.spec.node_count,
-        reasons=dict(state.why.get(rec.run_id, {})),
+        reasons=state.why.of(rec),
         summary=queue_summary(state, rec, now),
     )

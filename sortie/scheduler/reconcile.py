@@ -6,7 +6,7 @@ never mutates its inputs; core.py applies the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
@@ -72,7 +72,10 @@ def reconcile(
     now: float,
     started_at: float,
     timing: Timing,
+    active: Iterable[m.RunRecord] | None = None,
 ) -> Reconciliation:
+    """``active``: the runs of ``runs`` on agents, where the caller keeps them (else every
+    run is looked at)."""
     clock = _Clock(now, started_at, timing)
     out = Reconciliation()
     gone: set[str] = set()
@@ -83,7 +86,7 @@ def reconcile(
             out.lost_agents.append(agent.agent_id)
             gone.add(agent.agent_id)
 
-    for run in runs.values():
+    for run in runs.values() if active is None else active:
         if run.state not in ON_AGENT or run.sweep is not None or run.pipeline is not None:
             continue  # (a sweep or pipeline has no attempt of its own: its trials, steps do)
         if ends_with_parent(run):

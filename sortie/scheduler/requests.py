@@ -217,7 +217,7 @@ def on_why(state: SchedulerState, ev: WhyAsked, now: float) -> list[Command]:
         if rec.engine_job is not None:
             summary += f" ({describe_engine_job(rec.engine_job, now)})"
         return [Reply(ev.reply_to, m.WhyReply(run_id=rec.run_id, state=rec.state, summary=summary))]
-    reasons = dict(state.why.get(rec.run_id, {}))
+    reasons = state.why.of(rec)
     summary = queue_summary(state, rec, now)
     return [
         Reply(
@@ -230,7 +230,7 @@ def on_why(state: SchedulerState, ev: WhyAsked, now: float) -> list[Command]:
 def queue_summary(state: SchedulerState, rec: m.RunRecord, now: float) -> str:
     """Why a queued run waits: its target's missing agent (and since when), or what the
     placement found against each agent, and what its cluster is doing about it."""
-    reasons = dict(state.why.get(rec.run_id, {}))
+    reasons = state.why.of(rec)
     wait = targets.no_agent(state, rec.spec.target)
     if wait is not None:
         since = rec.waiting.since if rec.waiting and rec.waiting.reason == wait.reason else None

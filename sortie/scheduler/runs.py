@@ -34,7 +34,7 @@ def store(state: SchedulerState, rec: m.RunRecord) -> None:
 def finish(state: SchedulerState, rec: m.RunRecord, cmds: list[Command]) -> None:
     """Bookkeeping common to every terminal transition."""
     state.assign_sent_at.pop(rec.run_id, None)
-    state.why.pop(rec.run_id, None)
+    state.why.forget(rec.run_id)
     if rec.run_id in state.children:
         end_children(state, rec, rec.history[-1].at if rec.history else rec.created_at)
     cmds.append(PublishEof(run_id=rec.run_id, attempt=rec.attempt))

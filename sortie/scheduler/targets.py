@@ -10,7 +10,7 @@ so that every reader shows the same sentence.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Literal
 
 import msgspec
@@ -134,28 +134,30 @@ def _cluster_wait(state: SchedulerState, compute: m.ComputeRecord) -> m.TargetWa
     return m.TargetWait(reason=f"{name} has no node yet", since=compute.created_at)
 
 
-def waiting_changes(
-    state: SchedulerState, queued: list[m.RunRecord]
-) -> list[tuple[m.RunRecord, m.TargetWait | None]]:
+def waiting_changes(state: SchedulerState) -> list[tuple[m.RunRecord, m.TargetWait | None]]:
     """The queued runs whose ``waiting`` must change, each with its new value. A reason that
-    stays keeps its first ``since``."""
-    per_target: dict[str, m.TargetWait | None] = {}
+    stays keeps its first ``since``. Costs the runs with a wait recorded, and the queued runs of
+    targets that have no agent (not the whole queue)."""
+    per_target = {target: no_agent(state, target) for target in _queued_targets(state)}
     out: list[tuple[m.RunRecord, m.TargetWait | None]] = []
-    for rec in queued:
-        target = rec.spec.target
-        if target not in per_target:
-            per_target[target] = no_agent(state, target)
-        wait = per_target[target]
-        old = rec.waiting
-        if wait is None and old is None:
-            continue
-        if wait is not None and old is not None and wait.reason == old.reason:
-            continue
-        out.append((rec, wait))
+    for rec in state.runs.waiting():  # a wait recorded: cleared when its target has agents
+        if per_target.get(rec.spec.target) is None:
+            out.append((rec, None))
+    if any(wait is not None for wait in per_target.values()):
+        for rec in state.runs.queued():
+            wait = per_target[rec.spec.target]
+            old = rec.waiting
+            if wait is None or (old is not None and wait.reason == old.reason):
+                continue
+            out.append((rec, wait))
     return out
 
 
-def timed_out(queued: list[m.RunRecord], now: float) -> list[m.RunRecord]:
+def _queued_targets(state: SchedulerState) -> list[str]:
+    return sorted({key.target for key in state.runs.classes})
+
+
+def timed_out(queued: Iterable[m.RunRecord], now: float) -> list[m.RunRecord]:
     """The queued runs that have waited longer than their ``queue_timeout_s`` (counted from
     when they last became Queued)."""
     out = []

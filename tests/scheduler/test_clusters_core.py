@@ -309,7 +309,7 @@ def test_cordon_drain_and_preempt_keep_new_runs_away() -> None:
         assert isinstance(reply, m.AgentReply)
         submit(s, f"r-{action}")
         core.decide(s, 1.0, CFG, ids())
-        assert s.why[f"r-{action}"] == {why: 1}
+        assert s.why.of(s.runs[f"r-{action}"]) == {why: 1}
         ask(s, m.AgentAdmin(agent_id="a1", action="uncordon"))
         core.decide(s, 1.0, CFG, ids())
         assert s.runs[f"r-{action}"].state is RunState.PREPARING
@@ -374,7 +374,8 @@ def test_docker_runs_only_go_to_agents_with_an_engine() -> None:
     docker = m.Environment(docker=m.DockerSection(enabled=True, base_image="img"))
     submit(s, "boxed", target="t", environment=docker)
     core.decide(s, 1.0, CFG, ids())
-    assert s.why["boxed"] == {"agent has no container engine (docker.enabled needs one)": 1}
+    no_engine = "agent has no container engine (docker.enabled needs one)"
+    assert s.why.of(s.runs["boxed"]) == {no_engine: 1}
     with_engine = msgspec.structs.replace(plain, agent_id="eng", container_engine="podman 4.3.1")
     core.handle(s, core.HeartbeatSeen(heartbeat=with_engine), 2.0, CFG)
     core.decide(s, 2.0, CFG, ids())

@@ -220,10 +220,25 @@ def test_unacknowledged_assign_is_resent_to_the_same_incarnation() -> None:
     core.decide(s, 1.0, CFG)
     core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 2.0, CFG)
     assert sends(core.decide(s, 2.0, CFG)) == []  # too early to tell
-    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 5.0, CFG)
-    assert sends(core.decide(s, 5.0, CFG)) == [("a1", "Assign", "r1", 1)]
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 5.5, CFG)
+    assert sends(core.decide(s, 5.5, CFG)) == [("a1", "Assign", "r1", 1)]
     core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2, running=[("r1", 1)])), 6.0, CFG)
     assert sends(core.decide(s, 9.0, CFG)) == []
+
+
+def test_a_long_cycle_does_not_count_against_the_agent_confirming_an_assign() -> None:
+    # The Assign decided at 1.0 is published after that cycle's writes; the next cycle starts
+    # at 4.5. A heartbeat received just before then cannot show the run yet: no resend.
+    s = started()
+    submit(s, "r1", 1.0)
+    core.decide(s, 1.0, CFG)
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 4.4, CFG)
+    assert sends(core.decide(s, 4.5, CFG)) == []
+    # counted from the cycle after it went out: 3 s of heartbeats without it, then resent
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 7.0, CFG)
+    assert sends(core.decide(s, 7.0, CFG)) == []
+    core.handle(s, core.HeartbeatSeen(heartbeat=heartbeat(cpus=2)), 7.6, CFG)
+    assert sends(core.decide(s, 7.6, CFG)) == [("a1", "Assign", "r1", 1)]
 
 
 def test_agent_holding_an_unknown_attempt_is_told_to_stop_it() -> None:
@@ -325,7 +340,7 @@ def test_why_explains_a_waiting_run() -> None:
     submit(s, "first", 1.0, resources=m.Resources(cpus=2))
     submit(s, "second", 2.0, resources=m.Resources(cpus=1))
     core.decide(s, 2.0, CFG)
-    assert s.why == {"second": {"CPUs busy": 1}}
+    assert s.why.examined == {"second": {"CPUs busy": 1}}
     cmds = core.handle(s, core.WhyAsked(run_id="second", reply_to="x"), 2.0, CFG)
     (reply,) = replies(cmds)
     assert isinstance(reply, m.WhyReply) and reply.reasons == {"CPUs busy": 1}

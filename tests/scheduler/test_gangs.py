@@ -45,13 +45,13 @@ def test_gangs_are_all_or_nothing_on_distinct_agents(sizes, n_agents) -> None:
         for a in p.agent_ids:
             used[a] = used.get(a, 0) + 2
     assert all(v <= 4 for v in used.values())
-    big = [r.run_id for r in runs if r.spec.node_count > n_agents]
-    assert all(r in plan.unplaced for r in big)
+    big = [r for r in runs if r.spec.node_count > n_agents]
+    assert all(plan.waits.of(r) for r in big)
 
 
 def test_unplaced_gang_says_how_many_agents_it_needs() -> None:
     plan = place([record("g", spec=spec(node_count=3))], [slot(0), slot(1)])
-    assert plan.unplaced["g"] == {"needs 3 agents at once; 2 can take it now": 1}
+    assert plan.waits.examined["g"] == {"needs 3 agents at once; 2 can take it now": 1}
 
 
 def started(n: int = 3) -> SchedulerState:

@@ -54,7 +54,7 @@ def test_a_run_that_does_not_fit_waits_with_counted_reasons() -> None:
         [slot("a", cpus=4), slot("b", cpus=4), slot("c", cpus=4, gpus=1, available=False)],
     )
     assert plan.placements == []
-    assert plan.unplaced["r1"] == {
+    assert plan.waits.examined["r1"] == {
         "agent has too few GPUs": 2,
         "agent not available (lost or reconnecting)": 1,
     }
@@ -62,7 +62,7 @@ def test_a_run_that_does_not_fit_waits_with_counted_reasons() -> None:
 
 def test_unknown_target_reason() -> None:
     plan = place([run("r1", target="gpu")], [slot("a")])
-    assert plan.unplaced == {"r1": {"no agent serves target 'gpu'": 1}}
+    assert plan.waits.examined == {"r1": {"no agent serves target 'gpu'": 1}}
 
 
 def test_queue_order_priority_then_age() -> None:
@@ -73,7 +73,7 @@ def test_queue_order_priority_then_age() -> None:
 def test_higher_priority_takes_the_last_slot() -> None:
     plan = place([run("low", created=1), run("high", created=2, priority=1)], [slot("a", cpus=1)])
     assert [p.run_id for p in plan.placements] == ["high"]
-    assert plan.unplaced["low"] == {"CPUs busy": 1}
+    assert plan.waits.examined["low"] == {"CPUs busy": 1}
 
 
 runs_st = st.lists(
@@ -104,5 +104,5 @@ def test_never_oversubscribes_and_same_input_same_plan(rs, ags) -> None:
         assert cpu <= caps[agent_id][0] + 1e-9
         assert gpu <= caps[agent_id][1]
     placed = {p.run_id for p in plan.placements}
-    assert placed.isdisjoint(plan.unplaced)
-    assert placed | set(plan.unplaced) == set(by_id)
+    assert placed.isdisjoint(plan.waits.examined)
+    assert all(plan.waits.of(r) for r in runs if r.run_id not in placed)  # the rest say why

@@ -48,13 +48,13 @@ def test_agents_needed(engines: list[EngineKind | None], nodes: int, need: int) 
 def test_a_gang_goes_to_the_one_engine_agent() -> None:
     plan = place([run("r1", 4)], [slot("login", "slurm")])
     assert [(p.run_id, p.agent_ids) for p in plan.placements] == [("r1", ("login",))]
-    assert plan.unplaced == {}
+    assert plan.waits.examined == {}
 
 
 def test_a_gang_on_one_plain_machine_waits_with_its_reason() -> None:
     plan = place([run("r1", 2)], [slot("box", None)])
     assert plan.placements == []
-    assert plan.unplaced["r1"] == {"needs 2 agents at once; 1 can take it now": 1}
+    assert plan.waits.examined["r1"] == {"needs 2 agents at once; 1 can take it now": 1}
 
 
 def test_an_engine_agent_takes_every_run_that_fits_its_largest_node() -> None:
@@ -63,10 +63,10 @@ def test_an_engine_agent_takes_every_run_that_fits_its_largest_node() -> None:
     big = record("big", spec=spec(target="hpc", resources=m.Resources(cpus=16)))
     plan = place([*runs, big], [slot("login", "slurm")])
     assert [p.run_id for p in plan.placements] == [f"r{i}" for i in range(6)]
-    assert plan.unplaced == {"big": {"agent has too few CPUs": 1}}
+    assert plan.waits.examined == {"big": {"agent has too few CPUs": 1}}
 
 
 def test_an_unavailable_engine_agent_says_why() -> None:
     lost = dataclasses.replace(slot("login", "slurm"), available=False)
     plan = place([run("r1", 3)], [lost])
-    assert plan.unplaced["r1"] == {"agent not available (lost or reconnecting)": 1}
+    assert plan.waits.examined["r1"] == {"agent not available (lost or reconnecting)": 1}

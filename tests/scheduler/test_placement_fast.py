@@ -30,7 +30,7 @@ def reference(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
     by_target: dict[str, list[Slot]] = {}
     for s in sorted(slots, key=lambda s: s.agent_id):
         by_target.setdefault(s.target, []).append(s)
-    demand = gpu_demand(pending)
+    demand = gpu_demand((r.spec.target, r.spec.resources) for r in pending)
     plan = Plan()
     for run in queue_order(pending):
         candidates = by_target.get(run.spec.target, [])
@@ -41,7 +41,7 @@ def reference(pending: Sequence[m.RunRecord], slots: Sequence[Slot]) -> Plan:
         )
         need = agents_needed(run.spec, candidates)
         if len(feasible) < need or not candidates:
-            plan.unplaced[run.run_id] = {}
+            plan.waits.examined[run.run_id] = {}
             continue
         chosen = [s for _, _, s in feasible[:need]]
         req = run.spec.resources
@@ -132,10 +132,11 @@ def test_indexed_placement_decides_like_the_plain_scan(agents, runs, limit) -> N
         # the limit cuts the reference's plan short, in queue order
         assert fast.placements == slow.placements[:limit]
     placed = {p.run_id for p in fast.placements}
-    assert placed.isdisjoint(fast.unplaced)
-    assert placed | set(fast.unplaced) == {r.run_id for r in recs}
-    for run_id, reasons in fast.unplaced.items():
-        assert reasons and all(n > 0 for n in reasons.values()), run_id
+    assert placed.isdisjoint(fast.waits.examined)
+    for rec in recs:  # every run not placed waits with counted reasons
+        if rec.run_id not in placed:
+            reasons = fast.waits.of(rec)
+            assert reasons and all(n > 0 for n in reasons.values()), rec.run_id
 
 
 def gpu_box(agent_id: str = "g") -> Slot:
@@ -148,7 +149,7 @@ def test_a_cpu_run_leaves_the_cpus_a_queued_gpu_run_needs() -> None:
     gpu = record("gpu", created_at=2, spec=spec(resources=m.Resources(cpus=2, gpus=1)))
     plan = place([cpu, gpu], [gpu_box()])
     assert [p.run_id for p in plan.placements] == ["gpu"]
-    assert plan.unplaced["cpu"] == {"CPUs held for queued GPU runs": 1}
+    assert plan.waits.of(cpu) == {"CPUs held for queued GPU runs": 1}
 
 
 def test_with_no_gpu_run_queued_a_cpu_run_may_use_a_gpu_agent() -> None:
@@ -171,5 +172,5 @@ def test_the_limit_keeps_queue_order_and_says_why_the_rest_wait() -> None:
     big = Slot("a", "local", 64, 1 << 20, 0, m.Capacity(cpus=64, memory_mb=1 << 20))
     plan = place(recs, [big], limit=2)
     assert [p.run_id for p in plan.placements] == ["r0", "r1"]
-    assert set(plan.unplaced) == {"r2", "r3", "r4"}
-    assert plan.unplaced["r2"] == {"not examined this pass (placement limit of 2 reached)": 1}
+    for rec in recs[2:]:
+        assert plan.waits.of(rec) == {"not examined this pass (placement limit of 2 reached)": 1}
