@@ -77,7 +77,7 @@ from sortie.scheduler.events import (
 )
 from sortie.scheduler.model import AgentView, SchedulerState
 from sortie.scheduler.placement import Placement, Plan, Waits, could_ever_hold, place_queue
-from sortie.scheduler.reconcile import Reconciliation, reconcile
+from sortie.scheduler.reconcile import Reconciliation, Scope, reconcile
 from sortie.scheduler.runs import (
     apply_report,
     cancel,
@@ -425,6 +425,8 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             or known.engine != hb.engine
             or not known.confirmed
         )
+        if running != known.running or finished != known.finished:
+            _listing_changed(state, hb.agent_id, known, running, finished)
         known.last_seen = now
         known.running = running
         known.finished_since = {k: known.finished_since.get(k, now) for k in finished}
@@ -449,6 +451,10 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
     if node is not None and node.state in ("stopped", "failed"):
         # a node we stopped or gave up on is still talking: keep it out of placement
         return [Log("heartbeat from a retired node ignored", {"agent_id": hb.agent_id})]
+    # a new incarnation (or agent): every run it had, and everything it lists, judged again
+    state.relisted.update(dict.fromkeys(state.runs.on(hb.agent_id)))
+    state.relisted.update(dict.fromkeys(run_id for run_id, _ in running | finished))
+    state.newly_listed += [(hb.agent_id, ref) for ref in running]
     state.agents.put(
         hb.agent_id,
         AgentView(
@@ -480,6 +486,20 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             {"agent_id": hb.agent_id, "target": hb.target, "incarnation": hb.incarnation},
         )
     ]
+
+
+def _listing_changed(
+    state: SchedulerState,
+    agent_id: str,
+    known: AgentView,
+    running: frozenset[tuple[str, int]],
+    finished: frozenset[tuple[str, int]],
+) -> None:
+    """Note what reconciliation must judge again: the runs whose listing changed, and the
+    attempts newly listed as running (each may be stale)."""
+    changed = (running ^ known.running) | (finished ^ known.finished)
+    state.relisted.update(dict.fromkeys(run_id for run_id, _ in changed))
+    state.newly_listed += [(agent_id, ref) for ref in running - known.running]
 
 
 def _stale(report: m.RunReport) -> list[Command]:
@@ -621,16 +641,7 @@ def decide(
         if run_id in state.assign_sent_at:
             state.assign_sent_at[run_id] = now
     state.assigns_out.clear()
-    rec_out = reconcile(
-        state.runs,
-        state.agents,
-        state.assign_sent_at,
-        active=state.runs.on_agent(),
-        now=now,
-        started_at=now if state.broker_away else state.started_at,  # away: nobody is judged lost
-        timing=config.timing,
-    )
-    cmds = _apply_reconciliation(state, rec_out, now)
+    cmds = _apply_reconciliation(state, reconciliation(state, now, config), now)
     for name in targets.ended_temporaries(state):
         cmds += targets.delete_temporary(state, name)
     if state.computes:
@@ -655,6 +666,31 @@ def decide(
         store(state, msgspec.structs.replace(rec, waiting=wait))
     # placements are counted in the daemon's one line per cycle (scheduler.metrics)
     return cmds
+
+
+def reconciliation(state: SchedulerState, now: float, config: Config) -> Reconciliation:
+    """Reconcile what changed since the last time (``reconcile.Scope``: the table's marks and
+    the heartbeats' changes, taken here); the state keeps what to judge again next time."""
+    touched, left = state.runs.take_touched()
+    scope = Scope(
+        runs=[*state.unsettled, *touched, *state.relisted],
+        held=[*state.stale_held, *left, *state.newly_listed],
+        on=state.runs.on,
+    )
+    state.relisted = {}
+    state.newly_listed = []
+    rec_out = reconcile(
+        state.runs,
+        state.agents,
+        state.assign_sent_at,
+        now=now,
+        started_at=now if state.broker_away else state.started_at,  # away: nobody is judged lost
+        timing=config.timing,
+        scope=scope,
+    )
+    state.unsettled = rec_out.unsettled
+    state.stale_held = [(a, (ref.run_id, ref.attempt)) for a, ref in rec_out.stop_stale]
+    return rec_out
 
 
 def _time_out(state: SchedulerState, now: float, cmds: list[Command]) -> None:

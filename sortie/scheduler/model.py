@@ -149,6 +149,13 @@ class SchedulerState:
     # is stamped as sent when the next cycle starts, not when decided (core.decide). A long
     # cycle then does not count against the agent's time to confirm.
     assigns_out: list[str] = field(default_factory=list)
+    # Reconciliation's memory (reconcile.Scope): runs to judge again, and attempts listed
+    # stale; from heartbeats since it last looked, the runs whose listing on an agent changed
+    # and the attempts newly listed.
+    unsettled: list[str] = field(default_factory=list)
+    stale_held: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
+    relisted: dict[str, None] = field(default_factory=dict)
+    newly_listed: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
     why: Waits = field(default_factory=Waits)  # why queued runs wait (the last pass)
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> run id
     node_idle_since: dict[str, float] = field(default_factory=dict)

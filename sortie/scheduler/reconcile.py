@@ -6,7 +6,7 @@ never mutates its inputs; core.py applies the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sortie.proto import messages as m
@@ -31,6 +31,21 @@ class Timing:
     unheld_s: float = 60.0  # since the Assign, while the agent lists it nowhere
 
 
+Held = tuple[str, tuple[str, int]]  # an agent, and an attempt (run id, attempt) it lists
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What changed, where the caller keeps track (``core.decide``): a reconciliation then
+    judges only these, not every run and every attempt every agent lists. A run settled (its
+    one agent live and listing it) stays settled until its record changes, its agent's listing
+    of it changes or its agent is lost; every other run is judged again each time."""
+
+    runs: Collection[str]  # run ids: record changed, listing changed, or unsettled last time
+    held: Collection[Held]  # attempts newly listed, moved off an agent, or stale last time
+    on: Callable[[str], Iterable[str]]  # the runs on an agent (judged while it is lost)
+
+
 @dataclass
 class Reconciliation:
     lost_agents: list[str] = field(default_factory=list)
@@ -39,6 +54,7 @@ class Reconciliation:
     cancel: list[str] = field(default_factory=list)  # cancel asked and its agent is gone
     resend: list[tuple[str, int]] = field(default_factory=list)  # run id, rank: Assign again
     stop_stale: list[tuple[str, m.RunRef]] = field(default_factory=list)  # agent, attempt
+    unsettled: list[str] = field(default_factory=list)  # runs to judge again next time
 
 
 @dataclass(frozen=True)
@@ -72,10 +88,9 @@ def reconcile(
     now: float,
     started_at: float,
     timing: Timing,
-    active: Iterable[m.RunRecord] | None = None,
+    scope: Scope | None = None,
 ) -> Reconciliation:
-    """``active``: the runs of ``runs`` on agents, where the caller keeps them (else every
-    run is looked at)."""
+    """``scope``: what changed since the last reconciliation (None: judge everything)."""
     clock = _Clock(now, started_at, timing)
     out = Reconciliation()
     gone: set[str] = set()
@@ -86,7 +101,7 @@ def reconcile(
             out.lost_agents.append(agent.agent_id)
             gone.add(agent.agent_id)
 
-    for run in runs.values() if active is None else active:
+    for run in _judged(runs, scope, gone):
         if run.state not in ON_AGENT or run.sweep is not None or run.pipeline is not None:
             continue  # (a sweep or pipeline has no attempt of its own: its trials, steps do)
         if ends_with_parent(run):
@@ -94,6 +109,7 @@ def reconcile(
         gang = run.gang or members(run)  # (a record from before gangs has none stored)
         if len(gang) == 1 and _confirmed_alone(run, gang[0], agents, gone):
             continue
+        out.unsettled.append(run.run_id)
         waiting, why = _gang_verdict(run, gang, agents, gone, clock)
         if waiting:
             continue
@@ -103,11 +119,20 @@ def reconcile(
         sent = assign_sent_at.get(run.run_id, run.assigned_at or 0.0)
         out.resend += _unacked(run, gang, agents, sent, timing.assign_ack_s)
 
-    for agent in agents.values():
-        if agent.agent_id in gone or not agent.confirmed:
-            continue
-        out.stop_stale += _stale(agent, runs)
+    out.stop_stale = _stale(runs, agents, gone, None if scope is None else scope.held)
     return out
+
+
+def _judged(
+    runs: Mapping[str, m.RunRecord], scope: Scope | None, gone: set[str]
+) -> Iterable[m.RunRecord]:
+    """Every run, or the scope's and those on agents judged lost."""
+    if scope is None:
+        return runs.values()
+    ids = dict.fromkeys(scope.runs)
+    for agent_id in sorted(gone):
+        ids.update(dict.fromkeys(scope.on(agent_id)))
+    return [runs[k] for k in ids if k in runs]
 
 
 def _confirmed_alone(
@@ -206,26 +231,44 @@ def _unacked(
     return out
 
 
-def _stale(agent: AgentView, runs: Mapping[str, m.RunRecord]) -> list[tuple[str, m.RunRef]]:
-    """The attempts an agent runs that are not (or no longer) its to run, to be stopped."""
-    stale = []
-    me = agent.agent_id
-    for ref in agent.running:
-        run_id, attempt = ref
-        held = runs.get(run_id)
-        if (
-            held is not None
-            and held.attempt == attempt
-            and len(held.gang) == 1
-            and held.gang[0].agent_id == me
-            and held.state in ON_AGENT
-        ):
-            continue  # the common case: its own single-node run
-        if (
-            held is None
-            or held.attempt != attempt
-            or held.state not in ON_AGENT
-            or not any(x.agent_id == me for x in held.gang or members(held))
-        ):
-            stale.append((run_id, attempt))
-    return [(me, m.RunRef(run_id=run_id, attempt=attempt)) for run_id, attempt in sorted(stale)]
+def _stale(
+    runs: Mapping[str, m.RunRecord],
+    agents: Mapping[str, AgentView],
+    gone: set[str],
+    held: Collection[Held] | None,
+) -> list[tuple[str, m.RunRef]]:
+    """The attempts live agents list that are not (or no longer) theirs, to be stopped: of
+    every attempt listed, or of ``held`` (those still listed)."""
+    if held is None:
+        held = [(a.agent_id, ref) for a in agents.values() for ref in a.running]
+    stale = set()
+    for agent_id, ref in held:
+        agent = agents.get(agent_id)
+        if agent is None or agent_id in gone or not agent.confirmed or ref not in agent.running:
+            continue
+        if _not_its_own(agent_id, ref, runs):
+            stale.add((agent_id, ref))
+    return [
+        (agent_id, m.RunRef(run_id=run_id, attempt=attempt))
+        for agent_id, (run_id, attempt) in sorted(stale)
+    ]
+
+
+def _not_its_own(me: str, ref: tuple[str, int], runs: Mapping[str, m.RunRecord]) -> bool:
+    """Is an attempt an agent lists not (or no longer) its to run?"""
+    run_id, attempt = ref
+    held = runs.get(run_id)
+    if (
+        held is not None
+        and held.attempt == attempt
+        and len(held.gang) == 1
+        and held.gang[0].agent_id == me
+        and held.state in ON_AGENT
+    ):
+        return False  # the common case: its own single-node run
+    return (
+        held is None
+        or held.attempt != attempt
+        or held.state not in ON_AGENT
+        or not any(x.agent_id == me for x in held.gang or members(held))
+    )

@@ -3,7 +3,10 @@ of the runs every cycle, so that a cycle costs what changed and what it places, 
 held (a million queued runs are a million rows).
 
 Kept: the queued runs in queue order (priority first, then age, then id) and counted per
-placement class; the queued runs with a queue timeout or a recorded wait; the runs on agents.
+placement class; the queued runs with a queue timeout or a recorded wait; the runs on agents,
+and on each agent. And, for reconciliation (``reconcile.Scope``), what changed since it last
+looked: the runs on agents whose record changed, and the attempts that left an agent's care
+(the agent may still hold one: it is then stale there).
 Each is updated on ``put``, ``load``, ``forget`` and ``delete`` from the row's old and new
 record (records are frozen: a row changes only by being replaced). Pure: no I/O.
 """
@@ -16,11 +19,13 @@ from collections.abc import Iterator, Mapping
 from sortedcontainers import SortedList
 
 from sortie.proto import messages as m
+from sortie.proto.gang import agent_ids
 from sortie.proto.states import ON_AGENT, RunState
 from sortie.scheduler.placement import ClassKey, class_key
 from sortie.scheduler.tables import Table
 
 QueueKey = tuple[int, float, str]
+Held = tuple[str, tuple[str, int]]  # an agent, and an attempt (run id, attempt) it may hold
 
 
 def queue_key(run_id: str, rec: m.RunRecord) -> QueueKey:
@@ -31,7 +36,16 @@ def queue_key(run_id: str, rec: m.RunRecord) -> QueueKey:
 class RunTable(Table[m.RunRecord]):
     """Runs by id, with the queue, the placement classes and the runs on agents kept."""
 
-    __slots__ = ("_classes", "_on_agent", "_queue", "_timed", "_waiting")
+    __slots__ = (
+        "_by_agent",
+        "_classes",
+        "_left",
+        "_on_agent",
+        "_queue",
+        "_timed",
+        "_touched",
+        "_waiting",
+    )
 
     def __init__(self, rows: Mapping[str, m.RunRecord] | None = None) -> None:
         super().__init__()
@@ -41,6 +55,9 @@ class RunTable(Table[m.RunRecord]):
         self._timed: dict[str, None] = {}  # queued runs with a queue timeout
         self._waiting: dict[str, None] = {}  # queued runs with a recorded wait (``waiting``)
         self._on_agent: dict[str, None] = {}  # runs in a state an agent holds them in
+        self._by_agent: dict[str, dict[str, None]] = {}  # agent -> its runs of _on_agent
+        self._touched: dict[str, None] = {}  # runs on agents changed since take_touched()
+        self._left: dict[Held, None] = {}  # attempts that left an agent since take_touched()
         for key, value in (rows or {}).items():
             self.load(key, value)
 
@@ -73,6 +90,20 @@ class RunTable(Table[m.RunRecord]):
         """The runs an agent holds (Preparing, Running, Finalizing)."""
         return [self._rows[k] for k in self._on_agent]
 
+    def on(self, agent_id: str) -> list[str]:
+        """The ids of the runs one agent holds (any rank of a gang)."""
+        return list(self._by_agent.get(agent_id, ()))
+
+    def take_touched(self) -> tuple[list[str], list[Held]]:
+        """What changed since the last take, and the marks cleared: the runs on agents whose
+        record was set (loaded or put), and each attempt that left an agent (the run moved
+        on, ended or left memory) with that agent."""
+        touched = [k for k in self._touched if k in self._on_agent]
+        left = list(self._left)
+        self._touched = {}
+        self._left = {}
+        return touched, left
+
     # --- every change keeps the indexes -----------------------------------------------------
 
     def put(self, key: str, value: m.RunRecord) -> None:
@@ -103,6 +134,9 @@ class RunTable(Table[m.RunRecord]):
                 self._waiting[key] = None
         elif rec.state in ON_AGENT:
             self._on_agent[key] = None
+            self._touched[key] = None
+            for agent_id in agent_ids(rec):
+                self._by_agent.setdefault(agent_id, {})[key] = None
 
     def _unindex(self, key: str) -> None:
         old = self._rows.get(key)
@@ -118,3 +152,10 @@ class RunTable(Table[m.RunRecord]):
             self._waiting.pop(key, None)
         elif old.state in ON_AGENT:
             self._on_agent.pop(key, None)
+            for agent_id in agent_ids(old):
+                mine = self._by_agent.get(agent_id)
+                if mine is not None:
+                    mine.pop(key, None)
+                    if not mine:
+                        del self._by_agent[agent_id]
+                self._left[(agent_id, (key, old.attempt))] = None
