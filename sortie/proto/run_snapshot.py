@@ -15,15 +15,35 @@ from __future__ import annotations
 from sortie.proto.base import Message
 from sortie.proto.messages import RunRecord
 
+LAYOUT = 2  # JSON lines: a RunsSnapshotHead, then one SnapshotRun per run (1: one JSON doc)
+
 
 class RunsSnapshot(Message, frozen=True, kw_only=True):
-    """What the leader held of the runs when ``KV_RUNS``' stream was at ``seq``."""
+    """What the leader held of the runs when ``KV_RUNS``' stream was at ``seq``. Stored as
+    JSON lines, zlib-compressed: its ``RunsSnapshotHead``, then a ``SnapshotRun`` per run (so
+    that a million runs are written and read a slice at a time, never as one document)."""
 
     seq: int  # every record stored at or below this stream sequence is reflected here
     epoch: int  # the leader epoch that took it
     taken_at: float
     runs: list[RunRecord]  # runs not over, and the ended children of sweeps/pipelines not over
     revisions: list[int]  # each run's KV revision, in the order of ``runs``
+
+
+class RunsSnapshotHead(Message, frozen=True, kw_only=True):
+    """A stored snapshot's first line."""
+
+    seq: int
+    epoch: int
+    taken_at: float
+    runs: int  # how many SnapshotRun lines follow
+
+
+class SnapshotRun(Message, frozen=True, kw_only=True):
+    """One run of a stored snapshot: its record and the record's KV revision."""
+
+    revision: int
+    record: RunRecord
 
 
 class RunsSnapshotRef(Message, frozen=True, kw_only=True):
@@ -34,4 +54,5 @@ class RunsSnapshotRef(Message, frozen=True, kw_only=True):
     epoch: int
     taken_at: float
     runs: int  # how many runs it holds
-    size: int  # its stored size in bytes (its JSON, zlib-compressed)
+    size: int  # its stored size in bytes (its JSON lines, zlib-compressed)
+    layout: int = 1  # how the object is laid out (LAYOUT); another layout is not read

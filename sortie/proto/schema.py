@@ -76,7 +76,8 @@ STORES: list[tuple[str, str, str]] = [
     (
         f"object store `{s.OBJ_STATE}`",
         "runs-EPOCH-SEQ",
-        "RunsSnapshot (JSON, zlib-compressed), pointed at by RunsSnapshotRef under "
+        "RunsSnapshotHead then a SnapshotRun per run (JSON lines, zlib-compressed), pointed "
+        "at by RunsSnapshotRef under "
         f"`{s.RUNS_SNAPSHOT_KEY}` in `{s.KV_RUNS}` (scheduler only)",
     ),
     (
@@ -152,7 +153,8 @@ TYPES: dict[str, object] = {
     "Manifest": m.Manifest,
     "WebToken": web_tokens.WebToken,
     "Leadership": leadership.Leadership,
-    "RunsSnapshot": run_snapshot.RunsSnapshot,
+    "RunsSnapshotHead": run_snapshot.RunsSnapshotHead,
+    "SnapshotRun": run_snapshot.SnapshotRun,
     "RunsSnapshotRef": run_snapshot.RunsSnapshotRef,
 }
 

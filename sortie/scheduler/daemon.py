@@ -61,6 +61,7 @@ from sortie.scheduler import (
     run_snapshot,
 )
 from sortie.scheduler.blob_gc import BlobGc, blob_gc_loop
+from sortie.scheduler.compact import Compactor
 from sortie.scheduler.events import (
     IndexQuery,
     LoopRequest,
@@ -413,6 +414,7 @@ class Daemon:
         trials: list[tuple[m.RunRecord, int]] = []  # ended ones: kept if their sweep goes on
         pairs: list[tuple[str, str]] = []
         subs = self.state.submissions  # every id until its key is stored (then only live ones)
+        compactor = Compactor()  # kept records share what repeats (a million fit in memory)
         async for entry in kv_entries(self.bus.runs):
             revision = entry.revision or 0
             self.runs_seq = max(self.runs_seq, revision)
@@ -429,9 +431,9 @@ class Daemon:
                 pairs.append((rec.spec.submission_id, rec.run_id))
                 subs[rec.spec.submission_id] = rec.run_id
             if rec.state not in TERMINAL or rec.pipeline is not None or rec.step is not None:
-                runs.append((rec, revision))
+                runs.append((compactor.record(rec), revision))
             elif rec.trial is not None and rec.parent_id is not None:
-                trials.append((rec, revision))
+                trials.append((compactor.record(rec), revision))
         going = {rec.run_id for rec, _ in runs if rec.state not in TERMINAL}
         runs += [(rec, rev) for rec, rev in trials if rec.parent_id in going]
         return runs, pairs

@@ -20,8 +20,9 @@ import contextlib
 import hashlib
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -34,7 +35,14 @@ from sortie.bus.kv import read_all
 from sortie.bus.resources import kv_stream, obj_stream
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
-from sortie.proto.run_snapshot import RunsSnapshot, RunsSnapshotRef
+from sortie.proto.run_snapshot import (
+    LAYOUT,
+    RunsSnapshot,
+    RunsSnapshotHead,
+    RunsSnapshotRef,
+    SnapshotRun,
+)
+from sortie.scheduler.compact import Compactor
 from sortie.scheduler.fence import FencedBucket
 
 log = structlog.get_logger("sortie.scheduler")
@@ -58,7 +66,7 @@ async def store(
     """Store ``snapshot`` and point at it; the object ``previous`` named is deleted once the
     pointer moved. Raises ``lease.Deposed`` (from the pointer's fenced write) when another
     scheduler leads: this one's object is removed then."""
-    data = await asyncio.to_thread(_pack, snapshot)
+    data = await asyncio.to_thread(pack, snapshot)
     name = object_name(snapshot)
     obs = await js.object_store(subjects.OBJ_STATE)
     await obs.put(name, data)
@@ -69,6 +77,7 @@ async def store(
         taken_at=snapshot.taken_at,
         runs=len(snapshot.runs),
         size=len(data),
+        layout=LAYOUT,
     )
     try:
         await runs.put(subjects.RUNS_SNAPSHOT_KEY, codec.encode(ref))
@@ -80,9 +89,26 @@ async def store(
     return ref
 
 
-def _pack(snapshot: RunsSnapshot) -> bytes:
-    """The snapshot as stored: its JSON, compressed (zlib, fast setting: runs repeat much)."""
-    return zlib.compress(codec.encode(snapshot), 1)
+SLICE = 2000  # runs encoded, or bytes decompressed (x 1 KiB), at a time
+
+
+def pack(snapshot: RunsSnapshot) -> bytes:
+    """The snapshot as stored (``LAYOUT``): JSON lines, compressed (zlib, fast setting: runs
+    repeat much), a slice at a time: a million runs never make one document in memory."""
+    z = zlib.compressobj(1)
+    head = RunsSnapshotHead(
+        seq=snapshot.seq, epoch=snapshot.epoch, taken_at=snapshot.taken_at, runs=len(snapshot.runs)
+    )
+    parts = [z.compress(codec.encode(head) + b"\n")]
+    pairs = list(zip(snapshot.revisions, snapshot.runs, strict=True))
+    for i in range(0, len(pairs), SLICE):
+        lines = [SnapshotRun(revision=rev, record=rec) for rev, rec in pairs[i : i + SLICE]]
+        parts.append(z.compress(_LINES.encode_lines(lines)))
+    parts.append(z.flush())
+    return b"".join(parts)
+
+
+_LINES = msgspec.json.Encoder()
 
 
 async def sweep(js: JetStreamContext, runs: KeyValue, epoch: int) -> list[str]:
@@ -120,8 +146,50 @@ def _epoch_of(name: str) -> int:
     return 1 << 62
 
 
-def _unpack(data: bytes) -> RunsSnapshot:
-    return codec.decode(RunsSnapshot, zlib.decompress(data))
+def unpack(data: bytes) -> RunsSnapshot:
+    """A stored snapshot, read a slice at a time; its records share what repeats
+    (``compact.Compactor``): a million runs are held, never their JSON at once."""
+    compactor = Compactor()
+    head: RunsSnapshotHead | None = None
+    runs: list[m.RunRecord] = []
+    revisions: list[int] = []
+    rest = b""
+    for chunk in _inflated(data):
+        buf = rest + chunk
+        end = buf.rfind(b"\n") + 1
+        rest = buf[end:]
+        if not end:
+            continue
+        if head is None:
+            first = buf.index(b"\n") + 1
+            head = codec.decode(RunsSnapshotHead, buf[:first])
+            buf = buf[first:end]
+        else:
+            buf = buf[:end]
+        try:
+            lines = _RUN_LINES.decode_lines(buf)
+        except msgspec.DecodeError as exc:
+            raise codec.BadMessage(f"could not decode SnapshotRun: {exc}") from None
+        for line in lines:
+            runs.append(compactor.record(line.record))
+            revisions.append(line.revision)
+    if head is None or rest.strip() or head.runs != len(runs):
+        raise Unreadable("snapshot object is cut short or has more than its head says")
+    return RunsSnapshot(
+        seq=head.seq, epoch=head.epoch, taken_at=head.taken_at, runs=runs, revisions=revisions
+    )
+
+
+_RUN_LINES = msgspec.json.Decoder(SnapshotRun)
+
+
+def _inflated(data: bytes) -> Iterator[bytes]:
+    """``data`` decompressed, a slice of its input at a time."""
+    z = zlib.decompressobj()
+    step = SLICE * 1024
+    for i in range(0, len(data), step):
+        yield z.decompress(data[i : i + step])
+    yield z.flush()
 
 
 async def _delete(obs: object, name: str) -> None:
@@ -140,8 +208,14 @@ async def latest(
         return None
     try:
         ref = codec.decode(RunsSnapshotRef, entry.value or b"")
+        if ref.layout != LAYOUT:
+            log.warning(
+                "runs snapshot of an older layout; reading every record instead (once)",
+                layout=ref.layout,
+            )
+            return None
         data = await _read_object(js, ref.name)
-        snapshot = await asyncio.to_thread(_unpack, data)
+        snapshot = await asyncio.to_thread(unpack, data)
     except (codec.BadMessage, nats.js.errors.NotFoundError, Unreadable, zlib.error) as exc:
         log.warning("runs snapshot unreadable; reading every record instead", error=str(exc))
         return None

@@ -7,6 +7,7 @@ snapshot is refused."""
 from __future__ import annotations
 
 import asyncio
+import zlib
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -211,3 +212,35 @@ async def test_snapshots_an_earlier_leader_left_behind_are_swept(bus: Bus) -> No
     assert await run_snapshot.sweep(bus.js, bus.runs, epoch=2) == ["runs-1-10"]
     left = {i.name for i in await obs.list() if not i.deleted}
     assert left == {"runs-1-20", "runs-2-30", "runs-3-40"}
+
+
+def test_a_stored_snapshot_reads_back_whole_across_many_slices() -> None:
+    # more runs than one slice, records of different shapes, and bytes that span the
+    # decompressed slices' ends: what is read is exactly what was taken
+    n = run_snapshot.SLICE * 2 + 7
+    runs = [
+        (
+            record(
+                f"r{i:05d}",
+                RunState.RUNNING if i % 3 else RunState.QUEUED,
+                tags={"i": str(i)} if i % 2 else {},
+                spec=spec(arguments=["--seed", str(i)] * (i % 5)),
+            ),
+            i + 1,
+        )
+        for i in range(n)
+    ]
+    taken = run_snapshot.take(runs, seq=n, epoch=3)
+    data = run_snapshot.pack(taken)
+    assert run_snapshot.unpack(data) == taken
+
+
+def test_a_snapshot_cut_short_or_miscounted_is_refused() -> None:
+    taken = run_snapshot.take([(record(f"r{i}"), i + 1) for i in range(50)], seq=50, epoch=1)
+    data = run_snapshot.pack(taken)
+    with pytest.raises((run_snapshot.Unreadable, codec.BadMessage)):
+        run_snapshot.unpack(zlib.compress(zlib.decompress(data)[:-300]))  # a run cut off
+    lines = zlib.decompress(data).split(b"\n")
+    fewer = b"\n".join([lines[0], *lines[2:]])  # one run line gone: the head says 50
+    with pytest.raises(run_snapshot.Unreadable):
+        run_snapshot.unpack(zlib.compress(fewer))
