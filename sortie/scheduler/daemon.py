@@ -1079,6 +1079,10 @@ class Daemon:
                             new = await self.runs.update(run_id, data, last=rev)
                         break
                     except nats.js.errors.KeyWrongLastSequenceError:
+                        landed = await self._landed(run_id, data)
+                        if landed is not None:
+                            new = landed
+                            break
                         failed.add(run_id)
                         await self._reload(run_id)
                         return
@@ -1164,6 +1168,16 @@ class Daemon:
             except TRANSIENT as exc:
                 log.warning("store write failed; retrying", key=key, error=repr(exc))
                 await retry_pause(0.5)
+
+    async def _landed(self, run_id: str, data: bytes) -> int | None:
+        """The revision at which the store holds exactly ``data`` for this run, or None: a
+        write of ours that went unanswered (a batch timed out under load) may have landed,
+        and is then not another writer's change (its Assign still goes out)."""
+        try:
+            entry = await self.bus.runs.get(run_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return entry.revision if entry.value == data and entry.revision else None
 
     async def _reload(self, run_id: str) -> None:
         """Another writer changed this run: take the stored record as the truth."""

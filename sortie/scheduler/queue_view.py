@@ -3,12 +3,13 @@ with its position and what `sortie run why` says of it. Pure: state and time in,
 
 from __future__ import annotations
 
+import itertools
+
 from sortie.proto import messages as m
 from sortie.proto.queue import MAX_LIMIT, QueuedRun, QueueReply, QueueRequest
 from sortie.proto.states import RunState
 from sortie.scheduler.events import Command, QueueAsked, Reply
 from sortie.scheduler.model import SchedulerState
-from sortie.scheduler.placement import queue_order
 from sortie.scheduler.requests import queue_summary
 
 
@@ -22,17 +23,17 @@ def queue_reply(state: SchedulerState, req: QueueRequest, now: float) -> QueueRe
         return m.ErrorReply(
             code="bad_request", message=f"queue limit {req.limit}: give 1 to {MAX_LIMIT}"
         )
-    queued = [
-        r
-        for r in state.runs.values()
-        if r.state is RunState.QUEUED and (req.target is None or r.spec.target == req.target)
-    ]
-    ordered = queue_order(queued)
+    if req.target is None:  # the queue as the runs table keeps it: its head, and its size
+        ordered = list(itertools.islice(state.runs.queued(), req.limit))
+        total = state.runs.queued_count
+    else:
+        ordered = [r for r in state.runs.queued() if r.spec.target == req.target]
+        total = len(ordered)
     shown = [
         _entry(state, rec, position, now)
         for position, rec in enumerate(ordered[: req.limit], start=1)
     ]
-    return QueueReply(runs=shown, total=len(ordered))
+    return QueueReply(runs=shown, total=total)
 
 
 def _entry(state: SchedulerState, rec: m.RunRecord, position: int, now: float) -> QueuedRun:
