@@ -267,7 +267,8 @@ class Daemon:
         self.queued_ids: Counter[str] = Counter()  # submission ids of submits in the queue
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
-        self.heartbeats: dict[str, m.Heartbeat] = {}  # agent -> its latest, not yet handled
+        # subject (one per agent) -> its latest heartbeat, undecoded until the next cycle
+        self.heartbeats: dict[str, bytes] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.subs: list[Subscription | JetStreamContext.PullSubscription] = []
         self._bad_subjects: set[str] = set()
@@ -761,17 +762,28 @@ class Daemon:
             log.warning("undecodable message ignored", subject=subject, error=why[:300])
 
     async def _on_heartbeat(self, msg: Msg) -> None:
-        hb = read_heartbeat(msg.subject, msg.data)
-        if isinstance(hb, str):
-            self._note_bad(msg.subject, hb)
-            return
         # the latest of each agent's, handled at the next cycle whatever its batch: a
         # heartbeat queued behind thousands of events (or a long cycle) made a live agent look
-        # lost, and 5,000 agents' heartbeats a second are more events than a cycle takes
+        # lost, and 5,000 agents' heartbeats a second are more events than a cycle takes.
+        # Kept as bytes: only the one a cycle handles is decoded (each lists every run its
+        # agent holds; decoding every one cost more than the cycles did at a million runs)
         wake = not self.heartbeats
-        self.heartbeats[hb.agent_id] = hb
+        self.heartbeats[msg.subject] = msg.data
         if wake:
             self._enqueue(core.Tick())
+
+    def _latest_heartbeats(self) -> list[tuple[core.Event, Ack | None]]:
+        """The heartbeats received since the last cycle, the latest of each agent, decoded
+        (one that does not decode, or came on another agent's subject, is logged and left)."""
+        beats, self.heartbeats = self.heartbeats, {}
+        out: list[tuple[core.Event, Ack | None]] = []
+        for subject, data in beats.items():
+            hb = read_heartbeat(subject, data)
+            if isinstance(hb, str):
+                self._note_bad(subject, hb)
+            else:
+                out.append((core.HeartbeatSeen(heartbeat=hb), None))
+        return out
 
     async def _reports(self) -> None:
         js = self.bus.js
@@ -891,9 +903,8 @@ class Daemon:
         t0 = time.monotonic()
         now = time.time()
         cmds: list[core.Command] = []
-        beats, self.heartbeats = self.heartbeats, {}
         # after the batch: the first cycle's first event is ``Started`` (load, then settle)
-        batch = [*batch, *((core.HeartbeatSeen(heartbeat=hb), None) for hb in beats.values())]
+        batch = [*batch, *self._latest_heartbeats()]
         for event, _ in batch:
             cmds.extend(core.handle(self.state, event, now, self.core_config))
             if isinstance(event, core.Submitted) and event.request.spec.submission_id:

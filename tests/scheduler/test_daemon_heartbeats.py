@@ -38,3 +38,23 @@ async def test_each_agent_counts_once_per_cycle_and_its_latest_wins(
         assert isinstance(started[0][0], core.Started)
     finally:
         await daemon.feed.close()
+
+
+async def test_a_heartbeat_that_does_not_decode_or_names_another_agent_is_left(
+    bus: Bus, tmp_path: Path
+) -> None:
+    daemon = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path))
+    await daemon.load()
+    try:
+        started = [daemon.queue.get_nowait()]
+        await daemon._on_heartbeat(beat("a1", cpus=2))
+        garbled = Msg(_client=None, subject=subjects.heartbeat("a2"), data=b"{not json")  # type: ignore[arg-type]
+        await daemon._on_heartbeat(garbled)
+        spoofed = beat("a3", cpus=8)
+        spoofed.subject = subjects.heartbeat("a4")  # a3's heartbeat on a4's subject
+        await daemon._on_heartbeat(spoofed)
+        await daemon.cycle([*started, daemon.queue.get_nowait()])
+        assert set(daemon.state.agents) == {"a1"}
+        assert daemon._bad_subjects == {subjects.heartbeat("a2"), subjects.heartbeat("a4")}
+    finally:
+        await daemon.feed.close()
