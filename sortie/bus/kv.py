@@ -19,10 +19,23 @@ from sortie.proto.subjects import reserved_key
 # keep theirs 5 minutes; a client that reads the store every second would pile them up).
 CONSUMER_IDLE_S = 5.0
 REMOVED = ("DEL", "PURGE")  # a deletion's KeyValue.Entry.operation
+# one change of a KV key read from the bucket's stream: the key, its stream sequence, and its
+# value (None: the key was deleted or purged)
+KvChange = tuple[str, int, bytes | None]
 FETCH_BATCH = 1000  # messages asked for at once
 # a reader's pull consumer is deleted when it is done; this long after its last fetch if the
 # reader died (or its process was too busy to ask for the next batch)
 READER_IDLE_S = 60.0
+
+
+def kv_change(msg: Msg, prefix: str) -> KvChange | None:
+    """A message of a KV bucket's stream (``prefix``: its subjects' prefix, KV_PRE_TEMPLATE)
+    as the change it stores, or None for Sortie's own keys (``subjects.reserved_key``)."""
+    key = msg.subject[len(prefix) :]
+    if reserved_key(key):
+        return None
+    removed = (msg.headers or {}).get(KV_OP) in REMOVED
+    return key, msg.metadata.sequence.stream, None if removed else msg.data
 
 
 # ASYNC109: ``timeout`` is nats-py's wait for each next entry, not a deadline for the whole call.

@@ -480,7 +480,7 @@ class Daemon:
             self.writes_since_snapshot = max(1, self.writes_since_snapshot)
             self.snapshot_at = -math.inf
 
-    def _indexed(self, revision: int) -> None:
+    def _note_written(self, revision: int) -> None:
         """A run record this scheduler stored at ``revision``: a run list asked from now on
         waits until the run index (fed from the stream, index_feed.py) has it."""
         self.written_seq = max(self.written_seq, revision)
@@ -1151,7 +1151,7 @@ class Daemon:
         self.revisions[run_id] = revision
         self.runs_seq = max(self.runs_seq, revision)
         self.writes_since_snapshot += 1
-        self._indexed(revision)
+        self._note_written(revision)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
             self.revisions.pop(run_id, None)
@@ -1162,7 +1162,7 @@ class Daemon:
 
     def _stored_beside(self, rec: m.RunRecord, revision: int) -> None:
         """An ended run's record changed beside the loop (a tag, a trial's objective)."""
-        self._indexed(revision)
+        self._note_written(revision)
         kept = self.kept_ended.get(rec.run_id)
         if kept is not None:
             self.kept_ended[rec.run_id] = (rec, kept[1])
@@ -1195,7 +1195,7 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
-        self._indexed(entry.revision or 0)
+        self._note_written(entry.revision or 0)
         self.runs_seq = max(self.runs_seq, entry.revision or 0)
         if rec.state in TERMINAL:
             self.state.runs.forget(run_id)

@@ -28,9 +28,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import KV_PRE_TEMPLATE
-from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
-from sortie.bus.kv import FETCH_BATCH, READER_IDLE_S
+from sortie.bus.kv import FETCH_BATCH, READER_IDLE_S, kv_change
 from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.resources import kv_stream
 from sortie.proto import codec, subjects
@@ -197,14 +196,14 @@ class IndexFeed:
     async def _apply(self, msgs: list[Msg]) -> None:
         turn = time.monotonic()
         for msg in msgs:
-            seq = msg.metadata.sequence.stream
-            key = msg.subject[len(PREFIX) :]
-            if not subjects.reserved_key(key):
-                if (msg.headers or {}).get(KV_OP) in (KV_DEL, KV_PURGE):
+            change = kv_change(msg, PREFIX)
+            if change is not None:
+                key, seq, data = change
+                if data is None:
                     self.index.remove(key, seq)
                 else:
                     with contextlib.suppress(codec.BadMessage):  # the start said so
-                        self.index.update(codec.decode(IndexedRun, msg.data), seq)
+                        self.index.update(codec.decode(IndexedRun, data), seq)
             if time.monotonic() - turn >= SLICE_S:
                 await asyncio.sleep(0)
                 turn = time.monotonic()

@@ -29,9 +29,9 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import KV_PRE_TEMPLATE
-from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 
-from sortie.bus.kv import read_all
+from sortie.bus.kv import KvChange, kv_change, read_all
 from sortie.bus.resources import kv_stream, obj_stream
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -53,7 +53,7 @@ SNAPSHOT_TIME_SHARE = 0.1  # at most this share of the time goes to storing snap
 TAIL_WAIT_S = 10.0  # the longest wait for the next message of the records after a snapshot
 
 # a record stored after the snapshot: its key, stream sequence and value (None: deleted)
-Written = tuple[str, int, bytes | None]
+Written = KvChange
 
 
 def object_name(snapshot: RunsSnapshot) -> str:
@@ -260,11 +260,11 @@ async def records_after(js: JetStreamContext, seq: int) -> tuple[list[Written], 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1)
     found: dict[str, tuple[int, bytes | None]] = {}
     async for msg in read_all(js, stream, f"{pre}>", config, timeout=TAIL_WAIT_S):
-        key = msg.subject[len(pre) :]
-        if subjects.reserved_key(key):
+        change = kv_change(msg, pre)
+        if change is None:
             continue
-        op = (msg.headers or {}).get(KV_OP)
-        found[key] = (msg.metadata.sequence.stream, None if op in (KV_DEL, KV_PURGE) else msg.data)
+        key, rev, data = change
+        found[key] = (rev, data)
         if len(found) % 1000 == 0:
             await asyncio.sleep(0)
     return [(key, rev, data) for key, (rev, data) in found.items()], last
