@@ -27,6 +27,7 @@ from nats.js.kv import KeyValue
 from sortie.bus.kv import REMOVED, kv_items
 from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.resources import kv_stream
+from sortie.bus.tasks import stop_task
 from sortie.proto import subjects
 
 log = structlog.get_logger("sortie.scheduler")
@@ -112,8 +113,7 @@ class Follower:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         for watcher in self._watchers:
             with contextlib.suppress(nats.errors.Error):
                 await watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py 2.16

@@ -32,6 +32,7 @@ from nats.js.client import KV_PRE_TEMPLATE
 from sortie.bus.kv import FETCH_BATCH, READER_IDLE_S, kv_change
 from sortie.bus.pause import TRANSIENT, retry_pause
 from sortie.bus.resources import kv_stream
+from sortie.bus.tasks import stop_task
 from sortie.proto import codec, subjects
 from sortie.proto.run_index import IndexedRun
 from sortie.scheduler.run_index import SCHEMA_VERSION, RunIndex
@@ -107,9 +108,7 @@ class IndexFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         self.index.commit()
 
