@@ -18,14 +18,18 @@ from tests.engines.slurm_cluster import SlurmCluster
 
 pytestmark = pytest.mark.timeout(180)
 
+# it stays a few seconds in Slurm's RUNNING: the agent polls squeue every second, and a job
+# that ended between two polls (under load) was never reported Running with its Slurm job
 TRAIN = b"""\
 import os
+import time
 from sortie import Run
 run = Run.get_context()
 print("hello from", run.id, "rank", os.environ["RANK"])
 run.log("acc", 0.5)
 with open(os.path.join(os.environ["SORTIE_OUTPUTS_DIR"], "model.txt"), "w") as fh:
     fh.write("weights")
+time.sleep(3)
 """
 
 
