@@ -76,7 +76,7 @@ from sortie.scheduler.index_feed import IndexFeed, open_index
 from sortie.scheduler.lease import DEFAULT_LEASE_S, Deposed, Lease
 from sortie.scheduler.lease import me as lease_holder
 from sortie.scheduler.machines import Machines, credentials
-from sortie.scheduler.metrics import LeadershipCollector, Metrics
+from sortie.scheduler.metrics import CycleCounts, LeadershipCollector, Metrics
 from sortie.scheduler.model import AgentView, SchedulerState, Stored, restore, restore_step_cache
 from sortie.scheduler.model_registry import register_model
 from sortie.scheduler.providers import registry
@@ -92,7 +92,7 @@ from sortie.scheduler.sizes import load_catalog
 from sortie.scheduler.snapshot_check import SnapshotCheck, snapshot_limit_bytes
 from sortie.scheduler.ssh import host_key_scan, save_credentials
 from sortie.scheduler.sweep_feed import SweepFeed
-from sortie.scheduler.tables import Table
+from sortie.scheduler.tables import Changes, Table
 from sortie.scheduler.tag_store import tag_stored, trial_objective_stored
 from sortie.scheduler.validate import SHA256
 
@@ -101,6 +101,13 @@ CLOSE_TASKS_S = 5.0  # how long a stop waits for the daemon's canceled tasks to 
 LOAD_YIELD_EVERY = 1000  # records decoded at start between two turns of the event loop
 # how long a run list waits for the run index to catch up after a start (clients wait 10 s)
 INDEX_WAIT_S = 5.0
+# atomic batches of run records in flight at once (nats-server allows 50 per stream): a
+# cycle's are all sent before the next cycle decides, which holds up their answers
+BATCHES_IN_FLIGHT = 16
+# turns of the event loop from a cycle's writes being started to their bytes being sent
+# (its task, the batches' tasks, nats-py's flusher)
+WRITES_OUT_TURNS = 3
+BUSY_S = 2.0  # a cycle changed something this recently: the run index's catch-up yields
 
 Ack = Callable[[], Awaitable[None]]
 # the tables written by plain puts and deletes (runs are written by compare-and-set)
@@ -202,6 +209,22 @@ async def _read_whole(_bucket: str, kv: KeyValue) -> list[KeyValue.Entry]:
     return await kv_items(kv)
 
 
+@dataclass
+class Decided:
+    """A cycle decided and not yet stored: its events, commands, and the changes taken from
+    the state's tables (``Daemon._decide``; stored and carried out by ``Daemon._finish``)."""
+
+    batch: list[tuple[core.Event, Ack | None]]
+    cmds: list[core.Command]
+    runs: list[tuple[str, m.RunRecord]]  # run records to store, in key order
+    rows: list[tuple[FencedBucket, Changes[Any]]]  # every other table's, bucket by bucket
+    assigns: list[str]  # runs sent an Assign: stamped as sent once it went out
+    counts: CycleCounts
+    started: float  # monotonic, when it began deciding
+    decide_s: float
+    behind: set[str] = field(default_factory=set)  # changed behind it: not written, not sent
+
+
 class Daemon:
     def __init__(
         self,
@@ -248,6 +271,8 @@ class Daemon:
         # every stored run, ended ones too: what run lists ask (on disk, index_feed.py)
         self.feed = feed or IndexFeed(bus.js, open_index(config.data_dir))
         self.index = self.feed.index
+        self.busy_at = -math.inf  # monotonic: the last cycle that changed something
+        self.feed.busy = lambda: time.monotonic() - self.busy_at < BUSY_S
         self.submissions: FencedBucket | None = None  # bound by load()
         # what a snapshot of the runs holds besides the runs in flight: the ended trials and
         # steps of sweeps and pipelines in flight (their controllers count them)
@@ -277,6 +302,10 @@ class Daemon:
         # new runs this cycle could not store (the store is full) -> why; answered, then dropped
         self.unstored: dict[str, str] = {}
         self.deposed: Deposed | None = None  # a write beside the loop found a newer leader
+        # runs whose record in memory a stored cycle replaced or dropped (another writer's
+        # change, refused by the full store, ended) since the next cycle decided (``run``)
+        self.replaced: set[str] = set()
+        self.stored_now: list[tuple[m.RunRecord, int]] = []  # this cycle's, for the index
         self.metrics = Metrics(lambda: self.state, registry=exported)
         self.blob_commits = BlobCommits(bus.blobs)  # verifies and stores uploaded blobs
         self.snapshots = SnapshotCheck(bus.blobs, config.snapshot_limit_bytes)
@@ -296,6 +325,9 @@ class Daemon:
         the epoch (agents refuse older ones)."""
         self.fence.leader = leader
         await self.fence.raise_(FENCED_BUCKETS)
+        fenced_at = self.fence.revisions.get(subjects.KV_RUNS)
+        if fenced_at is not None:  # every run record after it is one this leader stores
+            self.feed.lead_from(fenced_at)
 
     def agent_creds(self, agent_id: str) -> Creds | None:
         """Fresh credentials for an agent this scheduler starts (None without an account
@@ -482,7 +514,7 @@ class Daemon:
 
     def _note_written(self, revision: int) -> None:
         """A run record this scheduler stored at ``revision``: a run list asked from now on
-        waits until the run index (fed from the stream, index_feed.py) has it."""
+        waits until the run index (index_feed.py) has it."""
         self.written_seq = max(self.written_seq, revision)
 
     async def _load_step_cache(self, read: Reader) -> None:
@@ -863,43 +895,86 @@ class Daemon:
     # --- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Cycles until ``stop``, two at a time: the next cycle decides while the previous
+        one's records are being stored (the broker's work), so a cycle costs the longer of
+        the two, not their sum. Writes still go out in cycle order, each cycle's after the
+        previous one's, and every Assign only once its record is stored (``_finish``). What
+        a stored cycle found changed behind the next one's decisions (another writer's
+        record, a run the full store refused, a run that ended) is dropped from the next
+        one's writes and commands: its requests are answered "retry", and the runs are
+        judged again from what the store holds."""
         stopper = asyncio.create_task(stop.wait())
+        pending: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                getter = asyncio.create_task(self.queue.get())
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
+                batch = await self._next_batch(stopper)
+                if batch is None:
                     break
-                batch = [getter.result()]
-                while len(batch) < self.config.max_batch and not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                await self._cycle_unless_stopped(batch, stopper)
+                if pending is not None and (pending.done() or self._snapshot_due()):
+                    # a snapshot is taken of what is stored: nothing decided ahead of it
+                    if not await self._stored_unless_stopped(pending, stopper):
+                        return
+                    pending = None
+                if pending is None:
+                    self._maybe_snapshot()
+                self.replaced = set()
+                decided = self._decide(batch)
+                if pending is not None:
+                    if not await self._stored_unless_stopped(pending, stopper):
+                        return
+                    decided.behind = self.replaced
+                pending = asyncio.create_task(self._finish(decided))
+                for _ in range(WRITES_OUT_TURNS):  # its writes reach the socket first
+                    await asyncio.sleep(0)
                 if self.deposed is not None:  # found by a write beside the loop
                     raise self.deposed
+            if pending is not None:
+                await self._stored_unless_stopped(pending, stopper)
         finally:
             stopper.cancel()
+            if pending is not None:
+                pending.cancel()  # a no-op once done
 
-    async def _cycle_unless_stopped(
-        self, batch: list[tuple[core.Event, Ack | None]], stopper: asyncio.Task[bool]
-    ) -> None:
-        """One cycle; when asked to stop meanwhile, it gets ``STOP_CYCLE_GRACE_S`` more,
-        then is abandoned: a cycle retrying a write the store refuses (full, or the broker
-        away) must not hold up shutdown. Nothing it had not stored was acked, so reports
-        come back and clients retry their submits."""
-        cycle = asyncio.create_task(self.cycle(batch))
-        try:
-            await asyncio.wait({cycle, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not cycle.done():
-                await asyncio.wait({cycle}, timeout=STOP_CYCLE_GRACE_S)
-            if not cycle.done():
-                log.warning("stopping with a cycle's writes not done; the next start redoes them")
-                return
-            cycle.result()
-        finally:
-            cycle.cancel()  # a no-op once done
+    async def _next_batch(
+        self, stopper: asyncio.Task[bool]
+    ) -> list[tuple[core.Event, Ack | None]] | None:
+        """The next events, as many as are queued (up to ``max_batch``); None once stopped."""
+        getter = asyncio.create_task(self.queue.get())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            return None
+        batch = [getter.result()]
+        while len(batch) < self.config.max_batch and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
+    async def _stored_unless_stopped(
+        self, pending: asyncio.Task[None], stopper: asyncio.Task[bool]
+    ) -> bool:
+        """Wait for a cycle's writes; when asked to stop meanwhile, they get
+        ``STOP_CYCLE_GRACE_S`` more, then are abandoned (False): a cycle retrying a write the
+        store refuses (full, or the broker away) must not hold up shutdown. Nothing it had
+        not stored was acked, so reports come back and clients retry their submits."""
+        await asyncio.wait({pending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not pending.done():
+            await asyncio.wait({pending}, timeout=STOP_CYCLE_GRACE_S)
+        if not pending.done():
+            log.warning("stopping with a cycle's writes not done; the next start redoes them")
+            return False
+        pending.result()
+        if self.deposed is not None:
+            raise self.deposed
+        return True
 
     async def cycle(self, batch: list[tuple[core.Event, Ack | None]]) -> None:
+        """One whole cycle, nothing overlapping: decide, store, send (as tests drive it)."""
+        self._maybe_snapshot()
+        await self._finish(self._decide(batch))
+
+    def _decide(self, batch: list[tuple[core.Event, Ack | None]]) -> Decided:
+        """A cycle's decisions (synchronous: nothing else runs meanwhile) and the changes they
+        made, taken from the state's tables to be stored by ``_finish``."""
         t0 = time.monotonic()
         now = time.time()
         cmds: list[core.Command] = []
@@ -913,36 +988,68 @@ class Daemon:
         cmds.extend(core.decide(self.state, now, self.core_config, new_node_id))
         decided = time.monotonic() - t0  # the decision code's part of the cycle
         counts = self.metrics.observe((e for e, _ in batch), self.state, now)  # before writing
-        await self._keep_run_secrets(cmds)  # before the runs are stored
-        failed = await self._persist()
+        st = self.state
+        tables: list[tuple[FencedBucket, RowTable]] = [
+            (self.fence.bucket(subjects.KV_AGENTS, self.bus.agents), st.agents),
+            (self.fence.bucket(subjects.KV_COMPUTES, self.bus.computes), st.computes),
+            (self.fence.bucket(subjects.KV_NODES, self.bus.nodes), st.nodes),
+            (self.fence.bucket(subjects.KV_VMS, self.bus.vms), st.vms),
+        ]
+        if self.step_cache_kv is not None:  # after the runs: an entry names a stored step run
+            tables += [(self.step_cache_kv, st.step_cache), (self.step_cache_kv, st.last_keys)]
+        # sent once stored: stamped as sent by the first cycle to start after that
+        assigns, st.assigns_out = st.assigns_out, []
+        return Decided(
+            batch=batch,
+            cmds=cmds,
+            runs=st.runs.take_changes().written,
+            rows=[(kv, table.take_changes()) for kv, table in tables],
+            assigns=assigns,
+            counts=counts,
+            started=t0,
+            decide_s=decided,
+        )
+
+    async def _finish(self, d: Decided) -> None:
+        """Store a decided cycle's changes, then carry out its commands and acknowledge its
+        events: the second half of a cycle, overlapping the next one's decisions."""
+        await self._keep_run_secrets(d.cmds)  # before the runs are stored
+        t1 = time.monotonic()
+        failed = await self._persist(d)
+        stored = time.monotonic() - t1  # writing the cycle's records
         self._drop_unstored()
-        self._maybe_snapshot()
         if self.state.sweeps or self.sweep_metrics:
             self._watch_sweeps()
-        await self._execute(cmds, failed)
+        t2 = time.monotonic()
+        await self._execute(d.cmds, failed | d.behind)
+        sent = time.monotonic() - t2  # sending its commands and replies
+        self.state.assigns_out.extend(r for r in d.assigns if r not in failed | d.behind)
         self.unstored.clear()
-        for _, ack in batch:
+        for _, ack in d.batch:
             if ack is not None:
                 with contextlib.suppress(*TRANSIENT):
                     await ack()
-        seconds = time.monotonic() - t0
+        seconds = time.monotonic() - d.started
         self.metrics.cycle_done(seconds)
         # the one canonical line per cycle: info when it changed something, debug when idle
-        level = log.info if counts.busy or failed else log.debug
+        if d.counts.busy:
+            self.busy_at = time.monotonic()
+        level = log.info if d.counts.busy or failed or d.behind else log.debug
         level(
             "cycle",
-            **counts.fields(),
+            **d.counts.fields(),
             waiting=self.state.runs.queued_count,
             conflicts=len(failed),
             ms=round(seconds * 1000, 1),
-            decide_ms=round(decided * 1000, 1),
+            decide_ms=round(d.decide_s * 1000, 1),
+            store_ms=round(stored * 1000, 1),
+            send_ms=round(sent * 1000, 1),
+            **({"changed_behind": sorted(d.behind)} if d.behind else {}),
         )
 
-    def _maybe_snapshot(self) -> None:
-        """Store a snapshot of the runs held (beside the loop, one at a time) when enough was
-        written since the last (run_snapshot.py): what a start reads instead of history."""
+    def _snapshot_due(self) -> bool:
         config = self.config
-        due = run_snapshot.due(
+        return run_snapshot.due(
             writes=self.writes_since_snapshot,
             held=len(self.state.runs) + len(self.kept_ended),
             since_s=time.monotonic() - self.snapshot_at,
@@ -950,6 +1057,12 @@ class Daemon:
             every_writes=config.snapshot_every_writes,
             every_s=config.snapshot_every_s,
         )
+
+    def _maybe_snapshot(self) -> None:
+        """Store a snapshot of the runs held (beside the loop, one at a time) when enough was
+        written since the last (run_snapshot.py): what a start reads instead of history.
+        Only between cycles, with nothing decided and not yet stored (``run``)."""
+        due = self._snapshot_due()
         busy = self.snapshot_task is not None and not self.snapshot_task.done()
         if not due or busy or not self.submissions_kept:
             return
@@ -1009,12 +1122,11 @@ class Daemon:
             with contextlib.suppress(OSError):
                 run_secrets.delete(self.data_dir, run_id)
 
-    async def _persist(self) -> set[str]:
-        """Write what the state's tables marked: runs by compare-and-set, every other table
-        by plain writes and deletes (the scheduler is their only writer). Returns the runs
-        that conflicted."""
-        st = self.state
-        written = st.runs.take_changes().written
+    async def _persist(self, d: Decided) -> set[str]:
+        """Write a cycle's changes: runs by compare-and-set, every other table by plain
+        writes and deletes (the scheduler is their only writer). Returns the runs that
+        conflicted. A run changed behind the cycle's decisions is not written (``run``)."""
+        written = [(r, rec) for r, rec in d.runs if r not in d.behind]
         new_ids = [
             (rec.spec.submission_id, r)
             for r, rec in written
@@ -1031,18 +1143,10 @@ class Daemon:
             taken = {r for r, _ in first}
             written = [(r, rec) for r, rec in written if r not in taken]
         failed |= await self._write_runs(written)
+        self.feed.own(self.stored_now)  # the run index, without reading them back
+        self.stored_now = []
         await self._keep_submission_ids(new_ids, failed)
-        bus, fence = self.bus, self.fence
-        rows: list[tuple[FencedBucket, RowTable]] = [
-            (fence.bucket(subjects.KV_AGENTS, bus.agents), st.agents),
-            (fence.bucket(subjects.KV_COMPUTES, bus.computes), st.computes),
-            (fence.bucket(subjects.KV_NODES, bus.nodes), st.nodes),
-            (fence.bucket(subjects.KV_VMS, bus.vms), st.vms),
-        ]
-        if self.step_cache_kv is not None:  # after the runs: an entry names a stored step run
-            rows += [(self.step_cache_kv, st.step_cache), (self.step_cache_kv, st.last_keys)]
-        for kv, table in rows:
-            changes = table.take_changes()
+        for kv, changes in d.rows:
             for key, value in changes.written:
                 record = value.record() if isinstance(value, AgentView) else value
                 await self._put(kv, key, codec.encode(record))
@@ -1106,7 +1210,7 @@ class Daemon:
                         await retry_pause(0.5)
             self._stored(run_id, rec, new)
 
-        batches = asyncio.Semaphore(4)
+        batches = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
         async def batch(part: list[tuple[str, m.RunRecord]]) -> None:
             # many compare-and-sets committed together: one fsync instead of one per record
@@ -1124,7 +1228,7 @@ class Daemon:
                 self._stored(run_id, rec, new)
 
         if self.atomic and len(written) > 1:
-            size = 500
+            size = kvbatch.BATCH_MAX - 1  # and the fence's probe
             await asyncio.gather(
                 *(batch(written[i : i + size]) for i in range(0, len(written), size))
             )
@@ -1139,6 +1243,7 @@ class Daemon:
         for run_id, why in self.unstored.items():
             rec = st.runs.get(run_id)
             st.runs.forget(run_id)
+            self.replaced.add(run_id)
             if rec is not None and rec.spec.submission_id is not None:
                 st.submissions.pop(rec.spec.submission_id, None)
             st.why.forget(run_id)
@@ -1150,10 +1255,12 @@ class Daemon:
         """A run's record is in the store at ``revision``: a finished one leaves memory."""
         self.revisions[run_id] = revision
         self.runs_seq = max(self.runs_seq, revision)
+        self.stored_now.append((rec, revision))
         self.writes_since_snapshot += 1
         self._note_written(revision)
         if rec.state in TERMINAL:
             core.forget_finished(self.state, run_id)
+            self.replaced.add(run_id)
             self.revisions.pop(run_id, None)
             self._forget_run_secret(run_id)
             self._keep_if_child(rec, revision)
@@ -1163,6 +1270,7 @@ class Daemon:
     def _stored_beside(self, rec: m.RunRecord, revision: int) -> None:
         """An ended run's record changed beside the loop (a tag, a trial's objective)."""
         self._note_written(revision)
+        self.feed.own([(rec, revision)])
         kept = self.kept_ended.get(rec.run_id)
         if kept is not None:
             self.kept_ended[rec.run_id] = (rec, kept[1])
@@ -1195,6 +1303,8 @@ class Daemon:
         log.warning("run changed by another writer; reloading", run_id=run_id)
         entry = await self.bus.runs.get(run_id)
         rec = codec.decode(m.RunRecord, entry.value or b"")
+        self.replaced.add(run_id)
+        self.feed.own([(rec, entry.revision or 0)])
         self._note_written(entry.revision or 0)
         self.runs_seq = max(self.runs_seq, entry.revision or 0)
         if rec.state in TERMINAL:

@@ -5,11 +5,19 @@ every run record as stored, in order, for as long as the scheduler runs: a stand
 current when it takes over, and a restart reads only what was stored since its last commit.
 A fresh data directory (or a file that is a copy of another stream: the broker's store was
 replaced) reads the whole stream once, beside the loop, into the file: memory does not grow
-with history.
+with history. While the scheduler is busy placing (``busy``), that catch-up takes at most
+``CATCH_UP_SHARE`` of the time; lists wait for it ("still reading the run history").
 
 Read by a pull consumer of its own (no acknowledgements, in memory, gone a minute after this
 stops asking), in batches of ``FETCH_BATCH``, each applied in slices of ``SLICE_S`` between
 which the event loop runs, then committed (that makes it visible to queries).
+
+A leader does not read its own writes back: once its fence is raised in the runs bucket
+(``lead_from``: no other scheduler's write is stored after it), the feed reads the stream up
+to the fence, then applies the records the leader hands it as it stores them (``own``). Reading
+back a million placements cost the leader a fifth of its time (decoding, headers, fetches).
+If the file cannot be written meanwhile, it goes back to reading the stream from its last
+commit, as a standby does.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import nats.errors
@@ -35,7 +43,7 @@ from sortie.bus.resources import kv_stream
 from sortie.bus.tasks import stop_task
 from sortie.proto import codec, subjects
 from sortie.proto.run_index import IndexedRun
-from sortie.scheduler.run_index import SCHEMA_VERSION, RunIndex
+from sortie.scheduler.run_index import SCHEMA_VERSION, Record, RunIndex
 
 log = structlog.get_logger("sortie.scheduler")
 
@@ -43,6 +51,9 @@ FILE_NAME = "run-index.sqlite3"
 WAIT_S = 1.0  # the longest one fetch waits for a new record
 DISK_RETRY_S = 10.0  # after the file could not be written
 SLICE_S = 0.05  # applying runs this long between two turns of the event loop
+# reading the history while the scheduler is busy placing: at most this share of the time
+# (placement first; the index catches up in the gaps, and at full speed once it is idle)
+CATCH_UP_SHARE = 0.1
 STREAM = kv_stream(subjects.KV_RUNS)
 PREFIX = KV_PRE_TEMPLATE.format(bucket=subjects.KV_RUNS)
 
@@ -78,6 +89,24 @@ class IndexFeed:
         self._may_read = asyncio.Event()  # cleared while a start loads (:meth:`paused`)
         self._may_read.set()
         self._committed = asyncio.Event()  # set (then cleared) at each commit
+        # leading: the stream sequence of its fence; later records come through ``own``
+        self._lead_seq: int | None = None
+        self._own: list[tuple[Record, int]] = []
+        self._own_ready = asyncio.Event()
+        # whether the scheduler is busy placing (set by the daemon; a standby never is)
+        self.busy: Callable[[], bool] = lambda: False
+
+    def lead_from(self, seq: int) -> None:
+        """This scheduler leads, its fence stored at stream sequence ``seq``: every run record
+        stored after it is one it stores and hands to :meth:`own`."""
+        self._lead_seq = seq
+
+    def own(self, records: Iterable[tuple[Record, int]]) -> None:
+        """Records this leader stored, with their stream sequences (ignored while the feed
+        reads every record from the stream)."""
+        if self._lead_seq is not None:
+            self._own.extend(records)
+            self._own_ready.set()
 
     async def applied_to(self, seq: int, timeout_s: float) -> bool:
         """Wait until the index holds every record up to stream sequence ``seq`` (what
@@ -119,7 +148,8 @@ class IndexFeed:
     async def _run(self) -> None:
         while True:
             try:
-                await self._follow()
+                await self._follow()  # returns once a leader's feed reached its fence
+                await self._apply_own()
             except (*TRANSIENT, nats.js.errors.NotFoundError) as exc:
                 log.warning("run index feed interrupted; resuming", error=repr(exc))
                 await retry_pause(1.0)
@@ -128,7 +158,13 @@ class IndexFeed:
                     "run index not written; retrying", file=str(self.index.path), error=str(exc)
                 )
                 self.index.rollback()
+                # what was handed in since the last commit is lost: read the stream instead
+                self._lead_seq = None
+                self._own = []
                 await retry_pause(DISK_RETRY_S)
+
+    def _leading_reached(self) -> bool:
+        return self._lead_seq is not None and self.index.applied >= self._lead_seq
 
     async def _check(self) -> int:
         """The stream's last sequence now; the file is emptied first if it is a copy of
@@ -166,6 +202,9 @@ class IndexFeed:
 
         if self.index.applied >= end:
             caught_up()
+        if self._leading_reached():
+            caught_up()
+            return
         sub = await self.js.pull_subscribe(
             f"{PREFIX}>",
             stream=STREAM,
@@ -180,6 +219,7 @@ class IndexFeed:
         try:
             while True:
                 await self._may_read.wait()
+                began = time.monotonic()
                 try:
                     msgs = await sub.fetch(batch=FETCH_BATCH, timeout=WAIT_S)
                 except TimeoutError:  # nats-py's, or asyncio's from a fetch that found none
@@ -188,9 +228,34 @@ class IndexFeed:
                 await self._apply(msgs)
                 if not msgs or self.index.applied >= end or msgs[-1].metadata.num_pending == 0:
                     caught_up()
+                if self._leading_reached():
+                    caught_up()
+                    return
+                if not self.caught_up.is_set() and self.busy():
+                    spent = time.monotonic() - began
+                    await asyncio.sleep(spent * (1 - CATCH_UP_SHARE) / CATCH_UP_SHARE)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def _apply_own(self) -> None:
+        """A leader's own records, as it hands them in, each batch committed. Records arrive
+        in the order their writes were answered, not always by sequence: ``update`` keeps a
+        run's newest, whatever the order."""
+        while True:
+            await self._own_ready.wait()
+            self._own_ready.clear()
+            records, self._own = self._own, []
+            turn = time.monotonic()
+            for rec, seq in records:
+                self.index.update(rec, seq)
+                if time.monotonic() - turn >= SLICE_S:
+                    await asyncio.sleep(0)
+                    turn = time.monotonic()
+            if records:
+                self.index.reached(max(self.index.applied, *(seq for _, seq in records)))
+                self.index.commit()
+                self._committed.set()
 
     async def _apply(self, msgs: list[Msg]) -> None:
         turn = time.monotonic()

@@ -135,3 +135,52 @@ async def test_a_damaged_file_is_replaced_and_read_again(bus: Bus, tmp_path: Pat
         assert await listed(feed) == ["r"]
     finally:
         await feed.close()
+
+
+async def test_a_leader_reads_up_to_its_fence_then_indexes_what_it_hands_in(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """Before the fence: the previous leader's records, read from the stream. After it: only
+    what this leader hands in as it stores (a record after the fence not handed in is one
+    it did not store, which a fenced store never holds: it is not read back)."""
+    await put(bus, record("before", RunState.COMPLETED, created_at=1.0))
+    fence = await bus.runs.put(subjects.FENCE_KEY, b"fence")
+    early = record("early", RunState.QUEUED, created_at=2.0)
+    early_seq = await put(bus, early)  # stored by the leader before its feed runs
+    feed = IndexFeed(bus.js, RunIndex(index_path(tmp_path)))
+    feed.lead_from(fence)
+    feed.own([(early, early_seq)])
+    feed.start()
+    try:
+        assert await feed.applied_to(early_seq, 30)
+        assert await listed(feed) == ["early", "before"]
+        mine = record("mine", RunState.QUEUED, created_at=3.0)
+        seq = await put(bus, mine)
+        not_mine = await put(bus, record("unfenced", RunState.QUEUED, created_at=4.0))
+        feed.own([(mine, seq)])
+        assert await feed.applied_to(seq, 30)
+        assert await listed(feed) == ["mine", "early", "before"]
+        assert feed.index.applied == seq < not_mine
+        # a record handed in out of order does not replace the newer one
+        feed.own([(record("mine", RunState.RUNNING, created_at=3.0), seq - 1)])
+        await until_listed(feed, "mine")
+        await asyncio.sleep(0.2)
+        running = feed.index.query(q.RunQuery(states=[RunState.RUNNING]))
+        assert running == q.RunPage(run_ids=[], total=0)
+    finally:
+        await feed.close()
+
+
+async def test_a_follower_ignores_records_handed_in_and_reads_them_back(
+    bus: Bus, tmp_path: Path
+) -> None:
+    feed = IndexFeed(bus.js, RunIndex(index_path(tmp_path)))
+    feed.start()
+    try:
+        rec = record("r", RunState.QUEUED)
+        feed.own([(record("ghost", RunState.QUEUED), 1)])  # not leading: ignored
+        await put(bus, rec)
+        await until_listed(feed, "r")
+        assert await listed(feed) == ["r"]
+    finally:
+        await feed.close()
