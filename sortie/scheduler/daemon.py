@@ -922,7 +922,8 @@ class Daemon:
                 if pending is not None:
                     if not await self._stored_unless_stopped(pending, stopper):
                         return
-                    decided.behind = self.replaced
+                    # a copy: this cycle's own writes add to the set (a run it ends) later
+                    decided.behind = set(self.replaced)
                 pending = asyncio.create_task(self._finish(decided))
                 for _ in range(WRITES_OUT_TURNS):  # its writes reach the socket first
                     await asyncio.sleep(0)

@@ -91,3 +91,45 @@ async def test_the_loop_places_and_stores_every_cycle_in_order(bus: Bus, tmp_pat
         await asyncio.wait_for(loop, 10)
         await commands.unsubscribe()
         await daemon.feed.close()
+
+
+async def test_a_run_that_ends_through_the_loop_gets_its_end_of_log_marker(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """The cycle that stores a run's end sends that run's commands (its end-of-log marker,
+    which followers of its output wait for): a run it ends is not taken for one changed
+    behind it."""
+    daemon = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path))
+    await daemon.load()
+    commands = await bus.nc.subscribe(subjects.agent_commands("a1"))
+    eof = await bus.nc.subscribe(subjects.logs("r1", subjects.SCHEDULER_WRITER))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(daemon.run(stop))
+    try:
+        daemon._enqueue(core.HeartbeatSeen(heartbeat=heartbeat("a1", cpus=4)))
+        daemon._enqueue(
+            core.Submitted(request=m.SubmitRequest(spec=spec()), run_id="r1", reply_to="")
+        )
+        assign = codec.decode(m.Assign, (await commands.next_msg(timeout=10)).data)
+        for state in (RunState.STARTING, RunState.RUNNING, RunState.FINALIZING, RunState.COMPLETED):
+            report = m.RunReport(
+                agent_id="a1",
+                incarnation="i1",
+                run_id="r1",
+                attempt=assign.attempt,
+                state=state,
+                at=0.0,
+                exit_code=0 if state is RunState.COMPLETED else None,
+            )
+            daemon._enqueue(core.ReportSeen(report=report))
+            for _ in range(8):  # a cycle of its own, decided while the one before stores
+                await asyncio.sleep(0)
+        marker = codec.decode(m.LogBatch, (await eof.next_msg(timeout=10)).data)
+        assert marker.eof and marker.run_id == "r1"
+        assert (await stored(bus, "r1")).state is RunState.COMPLETED
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+        await commands.unsubscribe()
+        await eof.unsubscribe()
+        await daemon.feed.close()
