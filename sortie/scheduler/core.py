@@ -743,29 +743,35 @@ def _apply_reconciliation(
 def _assign_placed(state: SchedulerState, p: Placement, now: float) -> list[Command]:
     """Move a placed run to Preparing with its gang, and send each member its Assign."""
     rec = state.runs[p.run_id]
+    shared = state.shared  # a million runs placed hold one gang, writer and change per agent
     gang = [
-        m.GangMember(
-            rank=rank,
-            agent_id=agent_id,
-            incarnation=state.agents[agent_id].incarnation,
-            hostname=state.agents[agent_id].hostname,
+        shared.one(
+            m.GangMember(
+                rank=rank,
+                agent_id=agent_id,
+                incarnation=state.agents[agent_id].incarnation,
+                hostname=state.agents[agent_id].hostname,
+            )
         )
         for rank, agent_id in enumerate(p.agent_ids)
+    ]
+    writers = [
+        shared.one(m.Writer(attempt=rec.attempt, rank=g.rank, agent_id=g.agent_id)) for g in gang
     ]
     moved = move(
         rec,
         RunState.PREPARING,
         now,
+        shared=shared,
         agent_id=gang[0].agent_id,
         agent_incarnation=gang[0].incarnation,
         assigned_at=now,
-        gang=gang,
+        gang=shared.list_of(gang[0]) if len(gang) == 1 else gang,
         waiting=None,
-        master_port=rendezvous_port(rec.run_id),
-        writers=[
-            *rec.writers,
-            *(m.Writer(attempt=rec.attempt, rank=g.rank, agent_id=g.agent_id) for g in gang),
-        ],
+        master_port=shared.one(rendezvous_port(rec.run_id)),
+        writers=shared.list_of(writers[0])
+        if not rec.writers and len(writers) == 1
+        else [*rec.writers, *writers],
     )
     store(state, moved)
     state.assign_sent_at[p.run_id] = now

@@ -1183,9 +1183,9 @@ class Daemon:
         sem = asyncio.Semaphore(self.config.write_concurrency)
 
         async def write(run_id: str, rec: m.RunRecord) -> None:
-            data = codec.encode(rec)
             full = FullBound()
-            async with sem:
+            async with sem:  # encoded only once its turn comes: not a cycle's worth at once
+                data = codec.encode(rec)
                 while True:
                     try:
                         rev = self.revisions.get(run_id)
@@ -1215,8 +1215,8 @@ class Daemon:
 
         async def batch(part: list[tuple[str, m.RunRecord]]) -> None:
             # many compare-and-sets committed together: one fsync instead of one per record
-            items = [(r, codec.encode(rec), self.revisions.get(r, 0)) for r, rec in part]
-            async with batches:
+            async with batches:  # encoded once its turn comes: not a cycle's worth at once
+                items = [(r, codec.encode(rec), self.revisions.get(r, 0)) for r, rec in part]
                 try:
                     revs = await self.runs.write_batch(items)
                 except (kvbatch.BatchRefused, *TRANSIENT) as exc:

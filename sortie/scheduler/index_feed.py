@@ -91,7 +91,9 @@ class IndexFeed:
         self._committed = asyncio.Event()  # set (then cleared) at each commit
         # leading: the stream sequence of its fence; later records come through ``own``
         self._lead_seq: int | None = None
-        self._own: list[tuple[Record, int]] = []
+        # handed in, not yet applied: each run's newest only (while the feed still reads up
+        # to its fence, a run placed and ended meanwhile kept every record it had alive)
+        self._own: dict[str, tuple[Record, int]] = {}
         self._own_ready = asyncio.Event()
         # whether the scheduler is busy placing (set by the daemon; a standby never is)
         self.busy: Callable[[], bool] = lambda: False
@@ -105,7 +107,11 @@ class IndexFeed:
         """Records this leader stored, with their stream sequences (ignored while the feed
         reads every record from the stream)."""
         if self._lead_seq is not None:
-            self._own.extend(records)
+            own = self._own
+            for rec, seq in records:
+                held = own.get(rec.run_id)
+                if held is None or held[1] < seq:
+                    own[rec.run_id] = (rec, seq)
             self._own_ready.set()
 
     async def applied_to(self, seq: int, timeout_s: float) -> bool:
@@ -160,7 +166,7 @@ class IndexFeed:
                 self.index.rollback()
                 # what was handed in since the last commit is lost: read the stream instead
                 self._lead_seq = None
-                self._own = []
+                self._own = {}
                 await retry_pause(DISK_RETRY_S)
 
     def _leading_reached(self) -> bool:
@@ -240,12 +246,12 @@ class IndexFeed:
 
     async def _apply_own(self) -> None:
         """A leader's own records, as it hands them in, each batch committed. Records arrive
-        in the order their writes were answered, not always by sequence: ``update`` keeps a
-        run's newest, whatever the order."""
+        in the order their writes were answered, not always by sequence: only a run's newest
+        is kept, whatever the order."""
         while True:
             await self._own_ready.wait()
             self._own_ready.clear()
-            records, self._own = self._own, []
+            records, self._own = list(self._own.values()), {}
             turn = time.monotonic()
             for rec, seq in records:
                 self.index.update(rec, seq)

@@ -40,6 +40,7 @@ AGENT_STATES = ("ready", "cordoned", "draining", "preempting", "reconnecting", "
 NODE_KINDS = ("current", "target", "idle", "busy", "preempted")
 SCALE_ACTIONS = ("scale_up", "scale_down", "backoff", "node_failed", "node_preempted")
 REQUEUE_REASONS = ("lost", "preempted", "retry")
+SEEN_SHARED_MAX = 10_000  # distinct (state, attempt, ...) values held for sharing
 
 # seconds: a placement takes one cycle when there is room, hours when there is none
 LATENCY_BUCKETS = (
@@ -232,9 +233,10 @@ class CycleCounts:
         return out
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Seen:
-    """A run as the metrics last saw it."""
+    """A run as the metrics last saw it. Equal ones are held once (``Metrics._seen``): a
+    million runs held in a few dozen objects, not 136 MB of them."""
 
     state: RunState
     attempt: int
@@ -268,6 +270,7 @@ class Metrics:
             self.snapshot_bytes.labels(kind=kind)
         self.registry.register(_StateCollector(state, clock))
         self._runs: dict[str, _Seen] = {}
+        self._seen: dict[_Seen, _Seen] = {}  # each distinct one, shared by the runs equal to it
         self._env: dict[str, tuple[str, int, int]] = {}  # agent -> (incarnation, hits, misses)
 
     def _declare_run_counters(self, r: CollectorRegistry) -> None:
@@ -381,19 +384,20 @@ class Metrics:
     def seed(self, state: SchedulerState) -> None:
         """Remember the runs loaded at start, so that nothing they did before counts."""
         for rec in state.runs.values():
-            self._remember(rec)
+            self._remember(rec, started=rec.started_at is not None)
 
-    def _remember(self, rec: m.RunRecord) -> _Seen:
+    def _remember(self, rec: m.RunRecord, *, started: bool) -> None:
         seen = _Seen(
             state=rec.state,
             attempt=rec.attempt,
             preemptions=rec.preemptions,
             retries_used=rec.retries_used,
-            started=rec.started_at is not None,
+            started=started,
             reused=_reused(rec),
         )
-        self._runs[rec.run_id] = seen
-        return seen
+        if len(self._seen) >= SEEN_SHARED_MAX:  # only runs retried very often make new ones
+            self._seen.clear()
+        self._runs[rec.run_id] = self._seen.setdefault(seen, seen)
 
     def observe(self, events: Iterable[Event], state: SchedulerState, now: float) -> CycleCounts:
         """Feed the counters from one cycle: its events and the runs it changed (call after
@@ -476,8 +480,7 @@ class Metrics:
             counts.ended += 1
             self._runs.pop(rec.run_id, None)
             return
-        seen = self._remember(rec)
-        seen.started = started
+        self._remember(rec, started=started)
 
     def _trial(self, rec: m.RunRecord, before: _Seen | None) -> None:
         """A sweep's trial: new (not seen before, not ended), or stopped by its policy."""

@@ -8,6 +8,7 @@ from sortie.proto import messages as m
 from sortie.proto.engines import EngineKind
 from sortie.proto.pipelines import CachedStep, LastKey, StepState, cache_id
 from sortie.proto.states import TERMINAL
+from sortie.scheduler.compact import Shared
 from sortie.scheduler.pipelines.controller import StepRunView
 from sortie.scheduler.placement import Waits
 from sortie.scheduler.run_table import RunTable
@@ -176,6 +177,8 @@ class SchedulerState:
     # key at its last run by last_key_id; loaded whole at start, written after the runs
     step_cache: Table[CachedStep] = field(default_factory=Table)
     last_keys: Table[LastKey] = field(default_factory=Table)
+    # what runs placed alike have alike (their gang, writers, state change), held once
+    shared: Shared = field(default_factory=Shared)
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}

@@ -11,6 +11,7 @@ from sortie.proto.gang import members
 from sortie.proto.run_errors import RETRY, ErrorKind, Retry
 from sortie.proto.run_index import LATEST_METRICS
 from sortie.proto.states import RunState, transition
+from sortie.scheduler.compact import Shared
 from sortie.scheduler.events import Command, Log, PublishEof, SendToAgent
 from sortie.scheduler.model import SchedulerState
 from sortie.scheduler.run_notes import end_children
@@ -19,11 +20,20 @@ EARLY_TERMINATED = ErrorKind.EARLY_TERMINATED
 
 
 def move(
-    rec: m.RunRecord, target: RunState, now: float, *, reason: str | None = None, **changes: Any
+    rec: m.RunRecord,
+    target: RunState,
+    now: float,
+    *,
+    reason: str | None = None,
+    shared: Shared | None = None,
+    **changes: Any,
 ) -> m.RunRecord:
+    """``rec`` moved to ``target`` at ``now`` (its history says so), with ``changes``; its
+    state change is one ``shared`` holds for every run moved alike."""
     state = transition(rec.state, target)
     attempt = int(changes.get("attempt", rec.attempt))
-    history = [*rec.history, m.StateChange(state=state, at=now, attempt=attempt, reason=reason)]
+    change = m.StateChange(state=state, at=now, attempt=attempt, reason=reason)
+    history = [*rec.history, change if shared is None else shared.one(change)]
     return msgspec.structs.replace(rec, state=state, history=history, **changes)
 
 

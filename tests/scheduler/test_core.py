@@ -62,6 +62,24 @@ def test_submit_queues_then_places_on_the_agent() -> None:
     assert (rec.state, rec.agent_id, rec.agent_incarnation) == (RunState.PREPARING, "a1", "i1")
 
 
+def test_runs_placed_alike_share_their_gang_writers_and_state_change() -> None:
+    s = started()
+    submit(s, "r1", 1.0, resources=m.Resources(cpus=1))
+    submit(s, "r2", 1.0, resources=m.Resources(cpus=1))
+    core.decide(s, 1.0, CFG)
+    a, b = s.runs["r1"], s.runs["r2"]
+    assert a.gang == [
+        m.GangMember(rank=0, agent_id="a1", incarnation="i1", hostname=a.gang[0].hostname)
+    ]
+    assert a.writers == [m.Writer(attempt=1, rank=0, agent_id="a1")]
+    assert a.history[-1] == m.StateChange(state=RunState.PREPARING, at=1.0, attempt=1)
+    assert a.gang is b.gang and a.writers is b.writers and a.history[-1] is b.history[-1]
+    assert a.history is not b.history  # each run's own list: it holds the run's queueing
+    report(s, "r1", RunState.RUNNING, 2.0)  # a later change of one leaves the other as it was
+    assert s.runs["r2"] == b and b.gang[0].state is RunState.PREPARING
+    assert s.runs["r1"].gang[0].state is RunState.RUNNING
+
+
 def test_unknown_target_is_refused_with_the_known_ones_listed() -> None:
     s = started()
     (reply,) = replies(submit(s, "r1", 1.0, target="gpu-box"))
