@@ -177,8 +177,9 @@ class SchedulerState:
     # key at its last run by last_key_id; loaded whole at start, written after the runs
     step_cache: Table[CachedStep] = field(default_factory=Table)
     last_keys: Table[LastKey] = field(default_factory=Table)
-    # what runs placed alike have alike (their gang, writers, state change), held once
-    shared: Shared = field(default_factory=Shared)
+    # what runs placed alike have alike (their gang, writers, state change), held once: a
+    # saving only, not part of what the state is (left out of comparing and printing)
+    shared: Shared = field(default_factory=Shared, compare=False, repr=False)
 
     def known_targets(self) -> set[str]:
         agents = {a.target for a in self.agents.values()}
