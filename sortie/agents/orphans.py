@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
+
+# how long a starting agent waits for the groups it killed to be gone before it takes runs
+GONE_WAIT_S = 10.0
 
 
 def group_members(pgid: int) -> list[int]:
@@ -89,8 +93,11 @@ def unreported_exits(runs_dir: Path) -> list[tuple[str, int, int]]:
 
 
 def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> list[int]:
-    """Kill the process group of every recorded run still alive; return their pids.
-    ``keep_records``: leave the pid files (the agent that wrote them is still there)."""
+    """Kill the process group of every recorded run still alive and wait (up to
+    ``GONE_WAIT_S``) until they are gone: a SIGKILL takes effect later, and a new attempt
+    started meanwhile would run beside the dying one (found by the chaos harness: a third
+    live run on a two-slot agent). Returns their pids. ``keep_records``: leave the pid files
+    (the agent that wrote them is still there)."""
     killed: list[int] = []
     for pid_file in sorted(runs_dir.glob("*/*.pid")):
         try:
@@ -109,4 +116,18 @@ def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> list[int]:
                 killed.append(pid)
         if not keep_records:
             forget(pid_file)
+    wait_gone(killed, GONE_WAIT_S)
     return killed
+
+
+def wait_gone(groups: list[int], timeout_s: float) -> list[int]:
+    """Wait until no live (not zombie) process is left in ``groups``, for at most
+    ``timeout_s``; returns the groups still with members then."""
+    deadline = time.monotonic() + timeout_s
+    left = list(groups)
+    while left:
+        left = [g for g in left if group_members(g)]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return left

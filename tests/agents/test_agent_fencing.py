@@ -120,12 +120,35 @@ def test_leftovers_of_a_dead_leader_are_killed_by_their_group(tmp_path: Path) ->
         time.sleep(0.05)
     assert orphans.group_members(leader.pid), "the child should be alive in the group"
     assert orphans.kill_leftovers(tmp_path / "runs") == [leader.pid]
-    for _ in range(100):
-        if not orphans.group_members(leader.pid):
-            break
-        time.sleep(0.05)
+    # gone when it returns: the agent takes new attempts right after it
     assert not orphans.group_members(leader.pid)
     assert not pid_file.exists()
+
+
+def test_waiting_for_killed_groups_returns_once_they_are_gone_or_at_the_bound() -> None:
+    """A starting agent waits for the groups it killed to be gone (a SIGKILL takes effect
+    later), and never for ever."""
+    import subprocess
+    import sys
+
+    from sortie.agents import orphans
+
+    ending = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(0.5)"], start_new_session=True
+    )
+    lasting = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        assert orphans.wait_gone([ending.pid], 30.0) == []
+        assert ending.poll() is not None  # it had ended when the wait returned
+        assert orphans.wait_gone([lasting.pid], 0.3) == [lasting.pid]
+        assert lasting.poll() is None
+    finally:
+        ending.kill()
+        lasting.kill()
+        ending.wait()
+        lasting.wait()
 
 
 async def test_a_killed_agents_run_dies_with_it_and_the_next_agent_kills_its_leftovers(
