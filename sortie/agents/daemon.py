@@ -334,8 +334,15 @@ async def _host_facts(config: AgentConfig, gpu_probe: GpuProbe, alog: Any) -> Ho
     # runs a previous incarnation left running (it died without stopping them) must not go on
     # beside the attempts the scheduler gives their runs next
     reaped = await asyncio.to_thread(orphans.kill_leftovers, data_dir / "runs")
-    if reaped:
-        alog.warning("killed runs left behind by a previous agent", pids=reaped)
+    if reaped.killed:
+        alog.warning("killed runs left behind by a previous agent", pids=reaped.killed)
+    if reaped.alive:
+        alog.error(
+            "runs left behind by a previous agent are still alive after SIGKILL: their new "
+            "attempts may run beside them; look at these process groups on the host",
+            seconds=orphans.GONE_WAIT_S,
+            pgids=reaped.alive,
+        )
     if isinstance(config.engine, SlurmEngine):
         cancelled, failed = await cancel_leftovers(data_dir / "runs")
         if cancelled:

@@ -17,24 +17,32 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # how long a starting agent waits for the groups it killed to be gone before it takes runs
 GONE_WAIT_S = 10.0
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of live processes in process group ``pgid`` (from /proc)."""
-    members = []
+def live_groups() -> dict[int, list[int]]:
+    """Pids of every live (not zombie) process by process group, from one scan of /proc."""
+    groups: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
+        # the command name (field 2) may hold spaces and parentheses: split after its last ')'
         fields = text[text.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if len(fields) > 2 and fields[0] != "Z":
+            with contextlib.suppress(ValueError):
+                groups.setdefault(int(fields[2]), []).append(int(stat.parent.name))
+    return groups
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of live processes in process group ``pgid``."""
+    return live_groups().get(pgid, [])
 
 
 def start_time(pid: int) -> str | None:
@@ -92,14 +100,26 @@ def unreported_exits(runs_dir: Path) -> list[tuple[str, int, int]]:
     return found
 
 
-def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> list[int]:
+@dataclass(frozen=True)
+class Leftovers:
+    """What :func:`kill_leftovers` did: the groups it killed (by leader pid), and those of
+    them still with live members when it stopped waiting (a process in an uninterruptible
+    wait, say: the host needs looking at)."""
+
+    killed: list[int]
+    alive: list[int]
+
+
+def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> Leftovers:
     """Kill the process group of every recorded run still alive and wait (up to
     ``GONE_WAIT_S``) until they are gone: a SIGKILL takes effect later, and a new attempt
     started meanwhile would run beside the dying one (found by the chaos harness: a third
-    live run on a two-slot agent). Returns their pids. ``keep_records``: leave the pid files
-    (the agent that wrote them is still there)."""
+    live run on a two-slot agent). ``keep_records``: leave the pid files (the agent that
+    wrote them is still there)."""
     killed: list[int] = []
-    for pid_file in sorted(runs_dir.glob("*/*.pid")):
+    pid_files = sorted(runs_dir.glob("*/*.pid"))
+    live = live_groups() if pid_files else {}
+    for pid_file in pid_files:
         try:
             pid_text, started = pid_file.read_text().split()
             pid = int(pid_text)
@@ -110,14 +130,13 @@ def kill_leftovers(runs_dir: Path, *, keep_records: bool = False) -> list[int]:
         # group left: Linux does not reuse a pid while a group of that id has members, so
         # those are the run's own children.
         leader = start_time(pid)
-        if leader == started or (leader is None and group_members(pid)):
+        if leader == started or (leader is None and pid in live):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
         if not keep_records:
             forget(pid_file)
-    wait_gone(killed, GONE_WAIT_S)
-    return killed
+    return Leftovers(killed=killed, alive=wait_gone(killed, GONE_WAIT_S))
 
 
 def wait_gone(groups: list[int], timeout_s: float) -> list[int]:
@@ -126,7 +145,8 @@ def wait_gone(groups: list[int], timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     left = list(groups)
     while left:
-        left = [g for g in left if group_members(g)]
+        live = live_groups()
+        left = [g for g in left if g in live]
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.02)

@@ -45,20 +45,31 @@ def watch(runs_dir: Path, lease_file: Path, limit_s: float, agent_pid: int, ever
         age = lease_age(lease_file, time.time())
         if age is not None and age > limit_s:
             if not fired:
-                killed = orphans.kill_leftovers(runs_dir, keep_records=True)
-                if killed:
-                    print(
-                        f"sortie watchdog: agent {agent_pid} has not renewed its lease for "
-                        f"{age:.1f}s; killed runs {killed}",
-                        file=sys.stderr,
-                        flush=True,
+                reaped = orphans.kill_leftovers(runs_dir, keep_records=True)
+                if reaped.killed:
+                    say(
+                        f"agent {agent_pid} has not renewed its lease for {age:.1f}s; "
+                        f"killed runs {reaped.killed}"
                     )
+                report_alive(reaped)
                 fired = True
         else:
             fired = False
         time.sleep(every_s)
-    orphans.kill_leftovers(runs_dir, keep_records=True)
+    report_alive(orphans.kill_leftovers(runs_dir, keep_records=True))
     return 0
+
+
+def say(text: str) -> None:
+    print(f"sortie watchdog: {text}", file=sys.stderr, flush=True)
+
+
+def report_alive(reaped: orphans.Leftovers) -> None:
+    if reaped.alive:
+        say(
+            f"process groups {reaped.alive} are still alive {orphans.GONE_WAIT_S:.0f}s after "
+            "SIGKILL; look at them on the host"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,7 +119,8 @@ def test_leftovers_of_a_dead_leader_are_killed_by_their_group(tmp_path: Path) ->
             break
         time.sleep(0.05)
     assert orphans.group_members(leader.pid), "the child should be alive in the group"
-    assert orphans.kill_leftovers(tmp_path / "runs") == [leader.pid]
+    reaped = orphans.kill_leftovers(tmp_path / "runs")
+    assert reaped == orphans.Leftovers(killed=[leader.pid], alive=[])
     # gone when it returns: the agent takes new attempts right after it
     assert not orphans.group_members(leader.pid)
     assert not pid_file.exists()
