@@ -12,6 +12,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from sortie.agents.core import FULL_LISTING_EVERY, listing_digest
 from sortie.bus.connection import Bus
 from sortie.proto import codec, subjects
 from sortie.proto import messages as m
@@ -38,6 +39,11 @@ class FakeAgent:
     finished: dict[str, int] = field(default_factory=dict)  # listed as finished in heartbeats
     beating: bool = True
     assigned_at: dict[str, float] | None = None
+    # short heartbeats, as a real agent sends them (agents.core.heartbeat_listing): only
+    # while the newest leader says it reads them, in full when the listing changed
+    short_heartbeats: bool = False
+    _listed: tuple[object, str] = ((), "")  # the listing last sent in full, and its digest
+    _short_beats: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _subs: list[Subscription] = field(default_factory=list)
 
@@ -50,12 +56,16 @@ class FakeAgent:
         await self.heartbeat()
         self._tasks.append(asyncio.create_task(self._beat(interval)))
 
-    async def _on_hb_now(self, _msg: Msg) -> None:
+    async def _on_hb_now(self, msg: Msg) -> None:
+        if msg.data:
+            self.short_heartbeats = codec.decode(m.HeartbeatNow, msg.data).short_heartbeats
         if self.beating:
-            await self.heartbeat()
+            await self.heartbeat(asked=True)
 
     async def _on_cmd(self, msg: Msg) -> None:
         cmd = codec.decode(m.AgentCommand, msg.data)
+        if isinstance(cmd, m.Assign):
+            self.short_heartbeats = cmd.short_heartbeats
         if isinstance(cmd, m.Assign) and cmd.incarnation == self.incarnation:
             self.running[cmd.run_id] = cmd.attempt
             if self.assigned_at is not None:
@@ -63,15 +73,35 @@ class FakeAgent:
                 return
         await self.commands.put(cmd)
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, *, asked: bool = False) -> None:
+        key = (tuple(self.running.items()), tuple(self.finished.items()))
+        changed = key != self._listed[0]
+        listed = (
+            asked
+            or changed
+            or not self.short_heartbeats
+            or self._short_beats + 1 >= FULL_LISTING_EVERY
+        )
+        running: list[m.RunRef] = []
+        finished: list[m.RunRef] = []
+        if listed:
+            running = [m.RunRef(run_id=r, attempt=a) for r, a in sorted(self.running.items())]
+            finished = [m.RunRef(run_id=r, attempt=a) for r, a in sorted(self.finished.items())]
+            digest = listing_digest(running, finished) if changed else self._listed[1]
+            self._listed, self._short_beats = (key, digest), 0
+        else:
+            digest = self._listed[1]
+            self._short_beats += 1
         hb = m.Heartbeat(
             agent_id=self.agent_id,
             incarnation=self.incarnation,
             target=self.target,
             hostname="sim",
             capacity=self.capacity,
-            running=[m.RunRef(run_id=r, attempt=a) for r, a in self.running.items()],
-            finished=[m.RunRef(run_id=r, attempt=a) for r, a in self.finished.items()],
+            running=running,
+            finished=finished,
+            listing=digest,
+            listed=listed,
             sent_at=time.time(),
         )
         await self.bus.nc.publish(subjects.heartbeat(self.agent_id), codec.encode(hb))

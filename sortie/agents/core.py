@@ -17,12 +17,16 @@ seconds), and it owns :class:`AgentState`, which it changes in place. What it de
 - when the container engine first answers, containers of attempts not held are removed; a
   known engine that misses a probe stays advertised until several misses in a row
   (``agents.engine_health``);
-- what finished is remembered for heartbeats (``finished``) for a while, bounded.
+- what finished is remembered for heartbeats (``finished``) for a while, bounded;
+- whether a heartbeat lists what is held and finished in full or by its digest only
+  (:func:`heartbeat_listing`): in full when the listing changed, when a new leader asks, every
+  ``FULL_LISTING_EVERY`` beats, and always unless the newest leader reads short heartbeats.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 from dataclasses import dataclass, field
 
 from sortie.agents.engine_health import EngineHealth, probed
@@ -47,6 +51,10 @@ from sortie.agents.events import (
 from sortie.proto import messages as m
 
 SEEN_CAP = 10_000
+# a heartbeat lists in full at least every this many beats: a scheduler that missed the last
+# full listing (a lost message, a new leader the agent's HeartbeatNow did not reach) has it
+# again well within an agent's lease and kill grace
+FULL_LISTING_EVERY = 10
 MAX_BAD_COMMANDS_LOGGED = 20  # a flood of bad commands must not flood the log
 
 Key = tuple[str, int]  # (run id, attempt)
@@ -69,6 +77,9 @@ class AgentState:
     container_engine: str | None = None  # what the engine said it is, None: no answer
     engine: EngineHealth = field(default_factory=EngineHealth)  # the probes' answers so far
     epoch: int = 0  # the newest leader epoch an Assign or Cancel came with
+    short_heartbeats: bool = False  # that leader reads heartbeats without their listing
+    listed: str = ""  # the digest of the listing last sent in full
+    short_beats: int = 0  # heartbeats sent since, without it
 
 
 def handle(state: AgentState, event: Event, now: float) -> list[Command]:
@@ -89,8 +100,10 @@ def handle(state: AgentState, event: Event, now: float) -> list[Command]:
             return _engine_probed(state, engine)
         case CommandRefused(error=error, size=size):
             return _command_refused(state, error, size)
-        case LeaderSeen(epoch=epoch):
-            state.epoch = max(state.epoch, epoch)
+        case LeaderSeen(epoch=epoch, short_heartbeats=short):
+            if epoch >= state.epoch:
+                state.epoch = epoch
+                state.short_heartbeats = short
         case Tick():
             _prune_finished(state, now)
     return []  # what changes only the state
@@ -101,6 +114,8 @@ def _older_leader(state: AgentState, cmd: m.Assign | m.Cancel) -> list[Command]:
     otherwise remember its epoch and return nothing."""
     if cmd.epoch >= state.epoch:
         state.epoch = cmd.epoch
+        if isinstance(cmd, m.Assign):
+            state.short_heartbeats = cmd.short_heartbeats
         return []
     return [
         Note(
@@ -228,3 +243,42 @@ def _prune_finished(state: AgentState, now: float) -> None:
             del state.finished[key]
     while len(state.finished) > state.finished_cap:
         state.finished.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a heartbeat says of the attempts held and finished (``m.Heartbeat``)."""
+
+    running: list[m.RunRef]
+    finished: list[m.RunRef]
+    digest: str
+    listed: bool  # False: ``running`` and ``finished`` are left out (empty)
+
+
+def listing_digest(running: list[m.RunRef], finished: list[m.RunRef]) -> str:
+    """A digest of a listing (both lists sorted), the same for the same listing anywhere."""
+    h = hashlib.blake2b(digest_size=12)
+    for name, refs in (("r", running), ("f", finished)):
+        h.update(name.encode())
+        for ref in refs:
+            h.update(f"\0{ref.run_id}\0{ref.attempt}".encode())
+    return h.hexdigest()
+
+
+def heartbeat_listing(state: AgentState, *, asked: bool) -> Listing:
+    """The next heartbeat's listing, in full or by digest only (see the module's notes);
+    ``asked``: a leader asked for this heartbeat (HeartbeatNow)."""
+    running = [m.RunRef(run_id=r, attempt=a) for r, a in sorted(state.running.items())]
+    finished = [m.RunRef(run_id=r, attempt=a) for r, a in sorted(state.finished)]
+    digest = listing_digest(running, finished)
+    full = (
+        asked
+        or not state.short_heartbeats
+        or digest != state.listed
+        or state.short_beats + 1 >= FULL_LISTING_EVERY
+    )
+    if full:
+        state.listed, state.short_beats = digest, 0
+        return Listing(running=running, finished=finished, digest=digest, listed=True)
+    state.short_beats += 1
+    return Listing(running=[], finished=[], digest=digest, listed=False)

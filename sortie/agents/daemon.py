@@ -31,7 +31,7 @@ from nats.aio.subscription import Subscription
 from sortie.agents import core, orphans
 from sortie.agents.attempt import Attempt, AttemptDeps, write_runtime
 from sortie.agents.config import AgentConfig, default_agent_id
-from sortie.agents.core import AgentState
+from sortie.agents.core import AgentState, heartbeat_listing
 from sortie.agents.data_upload import stored_or_error
 from sortie.agents.disk_gc import IMAGES, agent_gc_loop
 from sortie.agents.engine import docker_host, probe_engine
@@ -89,33 +89,35 @@ log = structlog.get_logger()
 def heartbeat(
     config: AgentConfig,
     state: AgentState,
-    capacity: m.Capacity,
-    host: str,
+    facts: HostFacts,
     *,
     envs: EnvCache,
     now: float,
-    gpus: list[m.GpuDevice] | None = None,
-    isolation: m.RunIsolation = "unknown",
+    asked: bool = False,
 ) -> m.Heartbeat:
-    """The heartbeat that says what ``state`` holds (pure)."""
+    """The heartbeat that says what ``state`` holds, its listing in full or by digest
+    (``core.heartbeat_listing``; ``asked``: a leader asked for it)."""
+    listing = heartbeat_listing(state, asked=asked)
     return m.Heartbeat(
         agent_id=config.agent_id,
         incarnation=state.incarnation,
         target=config.target,
-        hostname=host,
-        capacity=capacity,
-        running=[m.RunRef(run_id=r, attempt=a) for r, a in state.running.items()],
-        finished=[m.RunRef(run_id=r, attempt=a) for (r, a) in state.finished],
+        hostname=facts.hostname,
+        capacity=facts.capacity,
+        running=listing.running,
+        finished=listing.finished,
+        listing=listing.digest,
+        listed=listing.listed,
         sent_at=now,
         version=VERSION,
         env_cache_hits=envs.hits,
         env_cache_misses=envs.misses,
-        gpus=gpus or [],
+        gpus=facts.gpus.view(),
         labels=dict(config.labels),
         priority=config.priority,
         preempting=state.preempting,
         container_engine=state.container_engine,
-        isolation=isolation,
+        isolation=facts.isolation.mode,
         engine=kind_of(config.engine) if config.engine is not None else None,
     )
 
@@ -465,8 +467,10 @@ class AgentShell:
         if msg.data:  # a new leader: its epoch is the floor from now on
             with contextlib.suppress(codec.BadMessage):
                 now = codec.decode(m.HeartbeatNow, msg.data)
-                await self.dispatch(LeaderSeen(epoch=now.epoch))
-        self.spawn(self.send_heartbeat())
+                await self.dispatch(
+                    LeaderSeen(epoch=now.epoch, short_heartbeats=now.short_heartbeats)
+                )
+        self.spawn(self.send_heartbeat(asked=True))
 
     async def on_image_query(self, msg: Msg) -> None:
         """The scheduler asks which image a reference names here (beside the commands: an
@@ -505,21 +509,13 @@ class AgentShell:
             else:
                 await self.dispatch(CancelAsked(cancel=cmd))
 
-    async def send_heartbeat(self) -> None:
-        """Publish a heartbeat; once the broker confirms it, renew the lease (and fence the
-        runs if it had lapsed meanwhile, unnoticed)."""
+    async def send_heartbeat(self, *, asked: bool = False) -> None:
+        """Publish a heartbeat (``asked``: a leader asked for it: listed in full); once the
+        broker confirms it, renew the lease (and fence the runs if it had lapsed meanwhile,
+        unnoticed)."""
         await self.dispatch(Tick())
-        config, facts, nc = self.config, self.facts, self.bus.nc
-        hb = heartbeat(
-            config,
-            self.state,
-            facts.capacity,
-            facts.hostname,
-            envs=self.envs,
-            now=time.time(),
-            gpus=facts.gpus.view(),
-            isolation=facts.isolation.mode,
-        )
+        config, nc = self.config, self.bus.nc
+        hb = heartbeat(config, self.state, self.facts, envs=self.envs, now=time.time(), asked=asked)
         sent_at = time.monotonic()
         try:
             await nc.publish(subjects.heartbeat(config.agent_id), codec.encode(hb))

@@ -77,9 +77,11 @@ class CommandRefused:
 
 @dataclass(frozen=True, kw_only=True)
 class LeaderSeen:
-    """A scheduler leads at ``epoch`` (its HeartbeatNow): older epochs' commands are refused."""
+    """A scheduler leads at ``epoch`` (its HeartbeatNow): older epochs' commands are refused.
+    ``short_heartbeats``: it reads heartbeats that leave their listing out."""
 
     epoch: int
+    short_heartbeats: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

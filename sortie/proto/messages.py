@@ -389,9 +389,14 @@ class HeartbeatNow(Message, frozen=True, kw_only=True, tag="heartbeat_now"):
     """Scheduler -> every agent, when a scheduler starts leading: heartbeat now (so it knows
     every agent at once), and the epoch it leads at: an agent refuses an Assign or Cancel of an
     older epoch from then on (a deposed leader resumed after a pause may still send one).
-    An empty message (an older scheduler) asks for the heartbeat only."""
+    An empty message (an older scheduler) asks for the heartbeat only.
+
+    ``short_heartbeats``: this scheduler reads heartbeats that leave their listing out
+    (``Heartbeat.listed``); an agent sends them only while the newest leader it heard says so
+    (so an older scheduler is never sent one)."""
 
     epoch: int = 0
+    short_heartbeats: bool = False
 
 
 class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
@@ -404,6 +409,13 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     capacity: Capacity
     running: list[RunRef] = []  # runs this incarnation holds now
     finished: list[RunRef] = []  # runs it finished recently (so a late resend is ignored)
+    # A digest of ``running`` and ``finished`` (the *listing*; "" from an older agent). With
+    # ``listed`` False both are left out: the listing is the one last sent in full with this
+    # digest. An agent holding hundreds of runs then sends a few dozen bytes a beat instead of
+    # its whole listing, and lists in full when it changes, when a new leader asks
+    # (HeartbeatNow), and every few beats (a scheduler that missed one has it again soon).
+    listing: str = ""
+    listed: bool = True
     sent_at: float
     version: str = ""
     env_cache_hits: int = 0
@@ -420,6 +432,13 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="heartbeat"):
     engine: engines.EngineKind | None = None
 
 
+class HeartbeatListed(Message, frozen=True, kw_only=True):
+    """A Heartbeat read for whether it lists in full, alone (the scheduler's receiving side
+    keeps a full listing a later short heartbeat would otherwise replace unread)."""
+
+    listed: bool = True
+
+
 class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     run_id: str
     attempt: int
@@ -434,6 +453,7 @@ class Assign(Message, frozen=True, kw_only=True, tag="assign"):
     # the sending leader's epoch (leadership.Leadership): an agent refuses an Assign or Cancel
     # older than the newest epoch it has seen (0: sent by no leader, e.g. a tool or a test)
     epoch: int = 0
+    short_heartbeats: bool = False  # as in HeartbeatNow: the sender reads short heartbeats
 
 
 class Cancel(Message, frozen=True, kw_only=True, tag="cancel"):

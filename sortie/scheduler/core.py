@@ -412,10 +412,21 @@ def _on_cancel(state: SchedulerState, ev: CancelAsked, now: float) -> list[Comma
 
 def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Command]:
     known = state.agents.get(hb.agent_id)
-    running = frozenset((r.run_id, r.attempt) for r in hb.running)
-    finished = frozenset((r.run_id, r.attempt) for r in hb.finished)
+    same = known is not None and known.incarnation == hb.incarnation and not known.lost
+    if not hb.listed:
+        if not same or known is None or not known.confirmed or known.listing != hb.listing:
+            # its listing is the one in a full heartbeat this scheduler did not hear (lost,
+            # or sent to the previous leader): judged from its next full one, which comes
+            # within agents.core.FULL_LISTING_EVERY beats; a confirmed agent stays alive meanwhile
+            if same and known is not None and known.confirmed:
+                known.last_seen = now
+            return []
+        running, finished = known.running, known.finished
+    else:
+        running = frozenset((r.run_id, r.attempt) for r in hb.running)
+        finished = frozenset((r.run_id, r.attempt) for r in hb.finished)
     nodes.node_registered(state, hb.agent_id, now)
-    if known is not None and known.incarnation == hb.incarnation and not known.lost:
+    if same and known is not None:
         changed = (
             known.labels != hb.labels
             or known.priority != hb.priority
@@ -428,6 +439,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
         if running != known.running or finished != known.finished:
             _listing_changed(state, hb.agent_id, known, running, finished)
         known.last_seen = now
+        known.listing = hb.listing
         known.running = running
         known.finished_since = {k: known.finished_since.get(k, now) for k in finished}
         known.finished = finished
@@ -468,6 +480,7 @@ def _on_heartbeat(state: SchedulerState, hb: m.Heartbeat, now: float) -> list[Co
             running=running,
             finished=finished,
             finished_since=dict.fromkeys(finished, now),
+            listing=hb.listing,
             # an operator's cordon and drain survive an agent restart
             cordoned=known.cordoned if known is not None else False,
             draining=known.draining if known is not None else False,
@@ -800,6 +813,7 @@ def _assign(rec: m.RunRecord, member: m.GangMember) -> m.Assign:
         master_addr=gang[0].hostname or None,
         master_port=rec.master_port,
         hosts=[g.hostname for g in gang],
+        short_heartbeats=True,  # _on_heartbeat reads them
     )
 
 

@@ -65,6 +65,7 @@ from sortie.scheduler.compact import Compactor
 from sortie.scheduler.events import (
     IndexQuery,
     LoopRequest,
+    lists_in_full,
     read_heartbeat,
     read_report,
     read_request,
@@ -292,8 +293,10 @@ class Daemon:
         self.queued_ids: Counter[str] = Counter()  # submission ids of submits in the queue
         self.atomic = False  # runs written in atomic batches (kvbatch), where the server can
         self.queue: asyncio.Queue[tuple[core.Event, Ack | None]] = asyncio.Queue()
-        # subject (one per agent) -> its latest heartbeat, undecoded until the next cycle
-        self.heartbeats: dict[str, bytes] = {}
+        # subject (one per agent) -> its latest heartbeat, undecoded until the next cycle, and
+        # whether it lists in full; and a full one a later short one came after (handled first)
+        self.heartbeats: dict[str, tuple[bytes, bool]] = {}
+        self.listings: dict[str, bytes] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.subs: list[Subscription | JetStreamContext.PullSubscription] = []
         self._bad_subjects: set[str] = set()
@@ -561,7 +564,8 @@ class Daemon:
             self.tasks.append(renewals.keep_own(nc, self.signer, self.config.auth.creds))
         await self.blob_commits.start()
         # every agent confirms itself now rather than at its next heartbeat
-        await nc.publish(subjects.HEARTBEAT_NOW, codec.encode(m.HeartbeatNow(epoch=self.epoch)))
+        now_msg = m.HeartbeatNow(epoch=self.epoch, short_heartbeats=True)
+        await nc.publish(subjects.HEARTBEAT_NOW, codec.encode(now_msg))
         self.tasks.append(asyncio.create_task(self._reports(), name="reports"))
         for n, work in enumerate(self._after_load):
             self.tasks.append(asyncio.create_task(work(), name=f"after-load-{n}"))
@@ -799,8 +803,17 @@ class Daemon:
         # lost, and 5,000 agents' heartbeats a second are more events than a cycle takes.
         # Kept as bytes: only the one a cycle handles is decoded (each lists every run its
         # agent holds; decoding every one cost more than the cycles did at a million runs)
+        # A short heartbeat (its listing by digest only: Heartbeat.listed) names the listing
+        # of the last full one: a full one not handled yet is kept, and handled first.
         wake = not self.heartbeats
-        self.heartbeats[msg.subject] = msg.data
+        subject, data = msg.subject, msg.data
+        full = lists_in_full(data)
+        before = self.heartbeats.get(subject)
+        if full:
+            self.listings.pop(subject, None)
+        elif before is not None and before[1]:
+            self.listings[subject] = before[0]
+        self.heartbeats[subject] = (data, full)
         if wake:
             self._enqueue(core.Tick())
 
@@ -808,13 +821,16 @@ class Daemon:
         """The heartbeats received since the last cycle, the latest of each agent, decoded
         (one that does not decode, or came on another agent's subject, is logged and left)."""
         beats, self.heartbeats = self.heartbeats, {}
+        listings, self.listings = self.listings, {}
         out: list[tuple[core.Event, Ack | None]] = []
-        for subject, data in beats.items():
-            hb = read_heartbeat(subject, data)
-            if isinstance(hb, str):
-                self._note_bad(subject, hb)
-            else:
-                out.append((core.HeartbeatSeen(heartbeat=hb), None))
+        for subject, (data, _) in beats.items():
+            listed = listings.get(subject)
+            for one in (data,) if listed is None else (listed, data):
+                hb = read_heartbeat(subject, one)
+                if isinstance(hb, str):
+                    self._note_bad(subject, hb)
+                else:
+                    out.append((core.HeartbeatSeen(heartbeat=hb), None))
         return out
 
     async def _reports(self) -> None:

@@ -381,6 +381,15 @@ def read_heartbeat(subject: str, data: bytes) -> m.Heartbeat | str:
     return hb
 
 
+def lists_in_full(data: bytes) -> bool:
+    """Whether a heartbeat lists its runs in full (one that does not decode counts as full:
+    it is handled, and logged, as before)."""
+    try:
+        return codec.decode(m.HeartbeatListed, data).listed
+    except codec.BadMessage:
+        return True
+
+
 def read_report(subject: str, data: bytes) -> m.RunReport | notes.RunNote | str:
     """A run report or note, or why it is ignored (it must come on its own agent's subject)."""
     try:

@@ -34,6 +34,7 @@ class AgentView:
     # scheduler clock when each attempt in ``finished`` was first seen there: an attempt
     # that ended without its report reaching the scheduler is reconciled after a bound
     finished_since: dict[tuple[str, int], float] = field(default_factory=dict)
+    listing: str = ""  # the digest of ``running`` and ``finished`` (Heartbeat.listing)
     lost: bool = False
     confirmed: bool = True  # False when loaded from the store and not heard from yet
     cordoned: bool = False

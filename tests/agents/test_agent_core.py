@@ -314,3 +314,48 @@ def test_a_command_from_an_older_leader_is_refused_with_a_note_saying_both_epoch
         )
     ]
     assert s.running == {"r1": 1} and s.epoch == 4
+
+
+def test_heartbeats_list_in_full_until_the_leader_reads_short_ones() -> None:
+    """A short heartbeat (its listing by digest only) goes out only while the newest leader
+    said it reads them: an older scheduler, never told, would take it as holding nothing."""
+    s = state()
+    core.handle(s, assign(), 0.0)
+    first = core.heartbeat_listing(s, asked=False)
+    assert first.listed and first.running == [m.RunRef(run_id="r1", attempt=1)]
+    assert core.heartbeat_listing(s, asked=False).listed  # no leader said so yet
+    core.handle(s, LeaderSeen(epoch=2, short_heartbeats=True), 0.0)
+    short = core.heartbeat_listing(s, asked=False)
+    assert (short.listed, short.running, short.digest) == (False, [], first.digest)
+    # an older leader's word changes nothing; a newer one that does not read them does
+    core.handle(s, LeaderSeen(epoch=1, short_heartbeats=False), 0.0)
+    assert not core.heartbeat_listing(s, asked=False).listed
+    core.handle(s, assign(run_id="r2", epoch=3), 0.0)  # an Assign without the flag
+    assert core.heartbeat_listing(s, asked=False).listed
+
+
+def test_a_short_heartbeat_gives_way_to_a_full_one_on_change_when_asked_and_every_few() -> None:
+    s = state()
+    core.handle(s, assign(), 0.0)
+    core.handle(s, LeaderSeen(epoch=1, short_heartbeats=True), 0.0)
+    assert core.heartbeat_listing(s, asked=False).listed  # the first: nothing sent in full yet
+    assert not core.heartbeat_listing(s, asked=False).listed
+    assert core.heartbeat_listing(s, asked=True).listed  # a new leader asks
+    core.handle(s, ended(), 1.0)  # r1 ends: the listing changes (it is finished now)
+    changed = core.heartbeat_listing(s, asked=False)
+    assert changed.listed and changed.finished == [m.RunRef(run_id="r1", attempt=1)]
+    shorts = [core.heartbeat_listing(s, asked=False).listed for _ in range(30)]
+    every = core.FULL_LISTING_EVERY
+    assert shorts == ([False] * (every - 1) + [True]) * (30 // every) + [False] * (30 % every)
+
+
+def test_a_listing_digest_is_the_same_for_the_same_listing_in_any_order() -> None:
+    a, b = m.RunRef(run_id="a", attempt=1), m.RunRef(run_id="b", attempt=2)
+    assert core.listing_digest([a, b], []) != core.listing_digest([a], [b])
+    s1, s2 = state(), state()
+    for event in (assign(run_id="a"), assign(run_id="b")):
+        core.handle(s1, event, 0.0)
+    for event in (assign(run_id="b"), assign(run_id="a")):
+        core.handle(s2, event, 0.0)
+    one, two = core.heartbeat_listing(s1, asked=False), core.heartbeat_listing(s2, asked=False)
+    assert one.digest == two.digest and one.running == two.running

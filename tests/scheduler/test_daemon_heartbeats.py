@@ -58,3 +58,37 @@ async def test_a_heartbeat_that_does_not_decode_or_names_another_agent_is_left(
         assert daemon._bad_subjects == {subjects.heartbeat("a2"), subjects.heartbeat("a4")}
     finally:
         await daemon.feed.close()
+
+
+async def test_a_full_listing_followed_by_short_heartbeats_in_one_cycle_is_handled_first(
+    bus: Bus, tmp_path: Path
+) -> None:
+    """A short heartbeat names the listing of the last full one: a cycle that gets both (a
+    full one, then short ones before it runs) handles the full one first, not the latest
+    alone (the scheduler would never learn the listing)."""
+    import msgspec
+
+    from sortie.agents.core import listing_digest
+
+    daemon = Daemon(bus, SchedulerConfig(url="-", data_dir=tmp_path))
+    await daemon.load()
+    try:
+        started = [daemon.queue.get_nowait()]
+        hb = heartbeat("a1", target="box", running=[("x", 1)])
+        digest = listing_digest(hb.running, hb.finished)
+        listed = msgspec.structs.replace(hb, listing=digest)
+        shorts = [
+            msgspec.structs.replace(hb, listing=digest, listed=False, running=[], sent_at=t)
+            for t in (1.0, 2.0)
+        ]
+        for one in (listed, *shorts):
+            data = codec.encode(one)
+            await daemon._on_heartbeat(
+                Msg(_client=None, subject=subjects.heartbeat("a1"), data=data)
+            )  # type: ignore[arg-type]
+        await daemon.cycle([*started, daemon.queue.get_nowait()])
+        agent = daemon.state.agents["a1"]
+        assert agent.running == frozenset({("x", 1)}) and agent.listing == digest
+        assert not daemon.heartbeats and not daemon.listings
+    finally:
+        await daemon.feed.close()
