@@ -60,6 +60,16 @@ def reports_consumer(epoch: int) -> str:
     return REPORTS_CONSUMER if epoch == 0 else f"{REPORTS_CONSUMER}-e{epoch}"
 
 
+def reports_consumer_epoch(name: str) -> int | None:
+    """The leader epoch a reports consumer's name is for (``reports_consumer``), or None for
+    a name it never makes."""
+    if name == REPORTS_CONSUMER:
+        return 0
+    prefix = f"{REPORTS_CONSUMER}-e"
+    digits = name[len(prefix) :]
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+
+
 KV_RUNS = "sortie_runs"  # run id -> RunRecord
 KV_AGENTS = "sortie_agents"  # agent id -> AgentRecord
 KV_COMPUTES = "sortie_computes"  # compute name -> ComputeRecord

@@ -834,13 +834,25 @@ class Daemon:
         return out
 
     async def _reports(self) -> None:
+        """Hand every report to the loop, acknowledged once applied; the consumer is made
+        again if it goes (a deposed leader resumed from a pause deleted it: 17 s of reports
+        waited, and runs whose agent restarted meanwhile ran twice)."""
+        while True:
+            psub = await self._reports_consumer()
+            self.subs.append(psub)
+            await self._fetch_reports(psub)
+            self.subs.remove(psub)
+            with contextlib.suppress(*TRANSIENT, nats.errors.Error):
+                await psub.unsubscribe()
+
+    async def _reports_consumer(self) -> JetStreamContext.PullSubscription:
         js = self.bus.js
         while True:
             # A cluster that is electing a leader or adding replicas answers 503 for a while:
             # keep trying, since without this consumer no report is ever applied.
             try:
                 await self._reset_report_consumers()
-                psub = await js.pull_subscribe(
+                return await js.pull_subscribe(
                     subjects.REPORTS_ALL,
                     durable=subjects.reports_consumer(self.epoch),
                     stream=subjects.STREAM_REPORTS,
@@ -851,11 +863,14 @@ class Daemon:
                         max_ack_pending=10_000,
                     ),
                 )
-                break
-            except TRANSIENT as exc:
+            except (*TRANSIENT, nats.js.errors.APIError) as exc:
+                # (APIError: a newer leader's consumer excludes this one's; this scheduler is
+                # deposed and learns it from its lease or its next write)
                 log.warning("reports consumer not ready; retrying", error=repr(exc))
                 await retry_pause(0.5)
-        self.subs.append(psub)
+
+    async def _fetch_reports(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Fetch reports until the consumer is found gone."""
         while True:
             try:
                 msgs = await psub.fetch(batch=500, timeout=1.0)
@@ -863,6 +878,9 @@ class Daemon:
                 continue
             except TRANSIENT as exc:
                 log.warning("report fetch failed; retrying", error=repr(exc))
+                if await self._reports_consumer_gone():
+                    log.warning("reports consumer gone; making it again")
+                    return
                 await retry_pause(0.5)
                 continue
             for msg in msgs:
@@ -879,15 +897,31 @@ class Daemon:
                 )
                 self._enqueue(event, msg.ack)
 
+    async def _reports_consumer_gone(self) -> bool:
+        name = subjects.reports_consumer(self.epoch)
+        try:
+            await self.bus.js.consumer_info(subjects.STREAM_REPORTS, name)
+        except nats.js.errors.NotFoundError:
+            return True
+        except TRANSIENT:
+            return False  # the broker does not answer: not known to be gone
+        return False
+
     async def _reset_report_consumers(self) -> None:
-        """Delete every reports consumer, this leader's own too: reports an earlier scheduler
-        fetched and never acknowledged (it was killed or deposed) come again at once, not after
-        the ack wait (their run's agent could restart meanwhile, and the run be run again), and
-        a deposed leader's consumer takes no more. The stream keeps every report until one is
-        acknowledged."""
+        """Delete the reports consumers of this leader's epoch and older ones, its own too:
+        reports an earlier scheduler fetched and never acknowledged (it was killed or
+        deposed) come again at once, not after the ack wait (their run's agent could restart
+        meanwhile, and the run be run again), and a deposed leader's consumer takes no more.
+        A newer epoch's is left: this scheduler, resumed from a pause, may not know yet that
+        it was deposed (the reports stream is a work queue, so its consumers exclude each
+        other). The stream keeps every report until one is acknowledged."""
         js = self.bus.js
         for info in await js.consumers_info(subjects.STREAM_REPORTS):
             name = info.name or ""
+            epoch = subjects.reports_consumer_epoch(name)
+            if epoch is not None and epoch > self.epoch:
+                log.info("a newer leader's reports consumer left", consumer=name)
+                continue
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_consumer(subjects.STREAM_REPORTS, name)
             log.info("reports consumer reset", consumer=name)
