@@ -18,6 +18,11 @@ The CI setting (tests/e2e/test_chaos.py) is small; a larger one runs from the co
 
     .venv/bin/python -m tests.chaos --runs 400 --seconds 240 --agents 4 --seed 7
 
+and with two schedulers, about 20 leader kills among the other faults:
+
+    .venv/bin/python -m tests.chaos --runs 400 --seconds 240 --agents 4 --seed 7 \
+        --schedulers 2 --fault-every 1.5 --leader-kill-weight 3
+
 Every loop is bounded in count and time; everything started is stopped at the end.
 """
 
@@ -90,6 +95,8 @@ class Settings:
     fault_every_s: float = 4.0
     settle_s: float = 180.0  # bound on the wait for every run to end afterwards
     schedulers: int = 1  # more: one leads, the faults aim at it
+    leader_kill_weight: int = 1  # with several schedulers: a leader kill is drawn this many
+    # times as often as each other fault (to reach many kills in a bounded run)
 
 
 @dataclass
@@ -209,7 +216,7 @@ class Chaos:
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.s.fault_every_s)
             kinds = ["scheduler", "agent", "pause", "broker"]
             if self.s.schedulers > 1:
-                kinds[0:1] = ["leader_kill", "leader_pause"]
+                kinds[0:1] = ["leader_kill"] * self.s.leader_kill_weight + ["leader_pause"]
             fault = self.rng.choice(kinds)
             if fault.startswith("leader_"):
                 if await self.leader_fault(fault):
@@ -415,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--submit-every", type=float, default=None, help="default: spread out")
     p.add_argument("--fault-every", type=float, default=Settings.fault_every_s)
     p.add_argument("--schedulers", type=int, default=1, help="more: leader kills and pauses")
+    p.add_argument(
+        "--leader-kill-weight",
+        type=int,
+        default=Settings.leader_kill_weight,
+        help="a leader kill is drawn this many times as often as each other fault",
+    )
     p.add_argument("--keep", type=Path, help="keep the daemons' files here")
     args = p.parse_args(argv)
     settings = Settings(
@@ -425,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         submit_every_s=args.submit_every,
         fault_every_s=args.fault_every,
         schedulers=args.schedulers,
+        leader_kill_weight=max(1, args.leader_kill_weight),
     )
     with tempfile.TemporaryDirectory(prefix="sortie-chaos-") as tmp:
         root = args.keep or Path(tmp)
